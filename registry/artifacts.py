@@ -1,0 +1,114 @@
+"""Content-addressed artifact store and safe (skops) model serialization.
+
+Files are named by their sha256 and written atomically (temp file, fsync, rename). Every read checks
+the sha256 before the bytes are used, and models are only ever loaded with skops, trusting exactly
+the types the registry recorded at registration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from registry.errors import ArtifactError
+
+#: Module roots whose types are trusted when a model arrives as a .skops file or an export archive.
+#: Anything else must be trusted explicitly (`--trust-type`).
+SAFE_MODULE_ROOTS = frozenset({"sklearn", "numpy", "scipy", "builtins", "collections"})
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class ArtifactStore:
+    """Immutable blobs under `root/sha256/<2 hex>/<64 hex>`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path_of(self, sha256: str) -> Path:
+        return self.root / "sha256" / sha256[:2] / sha256
+
+    def put(self, data: bytes) -> str:
+        """Store `data` (a no-op if already present) and return its sha256."""
+        digest = sha256_of(data)
+        target = self.path_of(digest)
+        if target.exists() and target.stat().st_size == len(data):
+            return digest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return digest
+
+    def get(self, sha256: str, what: str) -> bytes:
+        """The bytes stored under `sha256`, refused unless they still hash to it.
+
+        `what` names the owner in errors, e.g. "model 'iris' version 3".
+        """
+        path = self.path_of(sha256)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ArtifactError(f"artifact of {what} is missing: {path}") from None
+        actual = sha256_of(data)
+        if actual != sha256:
+            raise ArtifactError(
+                f"artifact of {what} was changed on disk after registration "
+                f"(sha256 {actual[:12]}..., registered {sha256[:12]}...); refusing to load it"
+            )
+        return data
+
+    def discard(self, sha256: str) -> None:
+        """Remove a blob nothing refers to any more."""
+        self.path_of(sha256).unlink(missing_ok=True)
+
+
+def dump_model(estimator: Any) -> tuple[bytes, list[str]]:
+    """Serialize with skops; return the bytes and the non-default types they need trusted."""
+    import skops.io as sio
+
+    data = sio.dumps(estimator)
+    return data, sorted(sio.get_untrusted_types(data=data))
+
+
+def untrusted_types_of(data: bytes) -> list[str]:
+    """Types in a skops payload that skops does not trust by default."""
+    import skops.io as sio
+
+    try:
+        return sorted(sio.get_untrusted_types(data=data))
+    except Exception as exc:  # skops raises several types for a payload it cannot read
+        raise ArtifactError(f"not a readable skops file: {exc}") from exc
+
+
+def types_needing_trust(types: list[str], extra_trusted: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Those of `types` outside the safe module roots and not explicitly trusted."""
+    return [t for t in types if t.split(".")[0] not in SAFE_MODULE_ROOTS and t not in extra_trusted]
+
+
+def load_model(data: bytes, trusted_types: list[str], what: str) -> Any:
+    """Load skops bytes, trusting only `trusted_types` (as recorded in the registry)."""
+    import skops.io as sio
+
+    needed = set(untrusted_types_of(data))
+    unexpected = sorted(needed - set(trusted_types))
+    if unexpected:
+        raise ArtifactError(
+            f"artifact of {what} contains types not trusted at registration: {', '.join(unexpected)}"
+        )
+    try:
+        return sio.loads(data, trusted=sorted(needed))
+    except Exception as exc:
+        raise ArtifactError(f"cannot load artifact of {what}: {exc}") from exc

@@ -1,0 +1,75 @@
+"""What registration records about a fitted model: its bytes, types, signature and reference."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from typing import Any
+
+from registry import reference as reference_sample
+from registry.artifacts import dump_model
+from registry.signature import (
+    check_is_model,
+    infer_signature,
+    json_params,
+    model_feature_names,
+    output_spec,
+    to_frame,
+)
+
+
+@dataclass
+class Captured:
+    """A version ready to be stored: artifact bytes plus everything the DB row records."""
+
+    model_bytes: bytes
+    trusted_types: list[str]
+    estimator_class: str
+    params: dict[str, Any]
+    python_version: str
+    sklearn_version: str
+    numpy_version: str
+    signature: dict[str, Any]
+    output: dict[str, Any]
+    reference_bytes: bytes | None = None
+    reference_rows: int = 0
+    origin: dict[str, Any] = field(default_factory=dict)
+
+
+def capture(estimator: Any, reference: Any | None = None) -> Captured:
+    """Serialize `estimator` with skops and describe it; `reference` is a sample of training data."""
+    import numpy
+    import sklearn
+
+    check_is_model(estimator, "the object to register")
+    signature = infer_signature(estimator, reference)
+    reference_bytes, rows = None, 0
+    if reference is not None:
+        reference_bytes, rows = encode_reference(estimator, reference, signature)
+    model_bytes, trusted = dump_model(estimator)
+    cls = type(estimator)
+    return Captured(
+        model_bytes=model_bytes,
+        trusted_types=trusted,
+        estimator_class=f"{cls.__module__}.{cls.__qualname__}",
+        params=json_params(estimator),
+        python_version=platform.python_version(),
+        sklearn_version=sklearn.__version__,
+        numpy_version=numpy.__version__,
+        signature=signature,
+        output=output_spec(estimator),
+        reference_bytes=reference_bytes,
+        reference_rows=rows,
+    )
+
+
+def encode_reference(estimator: Any, reference: Any, signature: dict[str, Any]) -> tuple[bytes, int]:
+    """Up to 10,000 rows of `reference` with the model's predictions on them, as stored bytes."""
+    names = [c["name"] for c in signature["columns"]]
+    frame = reference_sample.sample_rows(to_frame(reference, names))
+    if model_feature_names(estimator) is not None:
+        frame = frame[names]
+        predictions = estimator.predict(frame)
+    else:
+        predictions = estimator.predict(frame.to_numpy())
+    return reference_sample.encode(frame, signature, predictions), len(frame)

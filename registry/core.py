@@ -1,0 +1,637 @@
+"""The Registry: register, find, load, alias, tag, archive and delete model versions."""
+
+from __future__ import annotations
+
+import getpass
+import socket
+import warnings
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, func
+from sqlmodel import Session, col, select
+
+from registry import history as ledger
+from registry.artifacts import ArtifactStore, load_model
+from registry.capture import Captured, capture
+from registry.errors import (
+    InvalidName,
+    ModelNotFound,
+    ReferenceMismatch,
+    VersionInUse,
+    VersionNotFound,
+)
+from registry.info import EventInfo, History, ModelInfo, VersionInfo
+from registry.reference import ReferenceSample, decode
+from registry.refs import Ref, check_alias, check_model_name, parse_ref
+from registry.schema import (
+    Deployment,
+    Event,
+    ModelAlias,
+    ModelTag,
+    ModelVersion,
+    RegisteredModel,
+    VersionTag,
+    utcnow,
+)
+from registry.store import Database, Settings
+
+
+class SklearnVersionWarning(UserWarning):
+    """A model is loaded under a different scikit-learn version than it was registered with."""
+
+
+def current_actor() -> str:
+    """`user@host` of this process, recorded with every event."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name in some containers
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+class Registry:
+    """Versioned, checksummed model storage on SQLite (default) or PostgreSQL.
+
+    >>> reg = Registry()                       # $MODELDECK_HOME, or the user data dir
+    >>> v = reg.register(model, "churn", reference=X_train, alias="champion")
+    >>> reg.load("churn@champion").predict(X)
+    """
+
+    def __init__(
+        self,
+        home: str | Path | None = None,
+        db_url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        upgrade: bool = True,
+    ) -> None:
+        self.settings = settings or Settings.from_env(home, db_url)
+        self.db = Database(self.settings, upgrade=upgrade)
+        self.artifacts = ArtifactStore(self.settings.artifacts_dir)
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ register
+    def register(
+        self,
+        estimator: Any,
+        name: str,
+        *,
+        reference: Any | None = None,
+        description: str = "",
+        tags: Mapping[str, str] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        alias: str | Iterable[str] | None = None,
+        source: str = "",
+        parent: int | None = None,
+    ) -> VersionInfo:
+        """Store a fitted estimator as the next version of `name` and return that version.
+
+        `reference` (DataFrame or array, the training data or a sample of it) is checked against
+        the model's input, sampled to at most 10,000 rows and stored with the model's predictions.
+        """
+        check_model_name(name)
+        aliases = [alias] if isinstance(alias, str) else list(alias or [])
+        for a in aliases:
+            check_alias(a)
+        captured = capture(estimator, reference)
+        return self.add_version(
+            captured,
+            name,
+            description=description,
+            tags=tags,
+            metrics=metrics,
+            aliases=aliases,
+            source=source,
+            parent=parent,
+        )
+
+    def add_version(
+        self,
+        captured: Captured,
+        name: str,
+        *,
+        description: str = "",
+        tags: Mapping[str, str] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        aliases: Iterable[str] = (),
+        source: str = "",
+        parent: int | None = None,
+    ) -> VersionInfo:
+        """Store captured artifacts and commit the version row, aliases, tags and ledger entry.
+
+        Artifacts are written first (content-addressed, so a crash leaves at most an unreferenced
+        file); the rows are one transaction, so a version is either complete or invisible.
+        """
+        check_model_name(name)
+        artifact_sha = self.artifacts.put(captured.model_bytes)
+        reference_sha = self.artifacts.put(captured.reference_bytes) if captured.reference_bytes else None
+        actor = current_actor()
+        with self.db.write() as session:
+            model = _lock_or_create_model(session, name)
+            number = model.next_version
+            if parent is not None and parent >= number:
+                raise VersionNotFound(f"parent version {parent} of {name!r} does not exist")
+            model.next_version = number + 1
+            model.updated_at = utcnow()
+            row = ModelVersion(
+                model_id=model.id,
+                version=number,
+                artifact_sha256=artifact_sha,
+                artifact_size=len(captured.model_bytes),
+                trusted_types=captured.trusted_types,
+                estimator_class=captured.estimator_class,
+                params=captured.params,
+                python_version=captured.python_version,
+                sklearn_version=captured.sklearn_version,
+                numpy_version=captured.numpy_version,
+                signature=captured.signature,
+                output=captured.output,
+                metrics={k: float(v) for k, v in (metrics or {}).items()},
+                description=description,
+                reference_sha256=reference_sha,
+                reference_rows=captured.reference_rows,
+                source=source,
+                origin=captured.origin,
+                parent_version=parent,
+                created_by=actor,
+            )
+            session.add(model)
+            session.add(row)
+            session.flush()
+            for key, value in (tags or {}).items():
+                session.add(VersionTag(version_id=row.id, key=_check_tag_key(key), value=str(value)))
+            _record(
+                session,
+                name,
+                ledger.REGISTERED,
+                actor,
+                to_version=number,
+                detail={"sha256": artifact_sha, "source": source, "origin": captured.origin},
+            )
+            for alias in aliases:
+                _move_alias(session, model, alias, row, actor)
+        return self.get(f"{name}:{number}")
+
+    def register_file(
+        self,
+        path: str | Path,
+        name: str,
+        *,
+        trust_pickle: bool = False,
+        trust_types: Iterable[str] = (),
+        reference: Any | None = None,
+        **options: Any,
+    ) -> VersionInfo:
+        """Register a model file: `.skops`, or (only with `trust_pickle`) pickle, joblib or MLflow."""
+        from registry.model_files import read_model_file
+
+        estimator = read_model_file(Path(path), trust_pickle=trust_pickle, trust_types=tuple(trust_types))
+        options.setdefault("source", str(Path(path).resolve()))
+        return self.register(estimator, name, reference=reference, **options)
+
+    # ------------------------------------------------------------------ read
+    def get(self, ref: str | Ref) -> VersionInfo:
+        """The version a reference (`name`, `name:3`, `name@alias`) points at."""
+        with self.db.read() as session:
+            model, row = _resolve(session, _as_ref(ref))
+            return _version_info(session, model, row)
+
+    def load(self, ref: str | Ref) -> Any:
+        """The fitted estimator of a version, after its sha256 matches the registry."""
+        info = self.get(ref)
+        what = f"model {info.name!r} version {info.version}"
+        data = self.artifacts.get(info.artifact_sha256, what)
+        estimator = load_model(data, info.trusted_types, what)
+        import sklearn
+
+        if info.sklearn_version != sklearn.__version__:
+            warnings.warn(
+                f"{what} was registered with scikit-learn {info.sklearn_version}; "
+                f"loading it under {sklearn.__version__} may change its predictions",
+                SklearnVersionWarning,
+                stacklevel=2,
+            )
+        return estimator
+
+    def reference(self, ref: str | Ref) -> ReferenceSample | None:
+        """The stored reference sample of a version (checksum-verified), or None if it has none."""
+        info = self.get(ref)
+        if info.reference_sha256 is None:
+            return None
+        return decode(self.artifacts.get(info.reference_sha256, f"reference sample of {info.ref}"))
+
+    def list_models(self, include_archived: bool = False) -> list[ModelInfo]:
+        """Every model, with its number of (non-archived) versions, newest version and aliases."""
+        with self.db.read() as session:
+            counts = select(ModelVersion.model_id, func.count(), func.max(ModelVersion.version))
+            if not include_archived:
+                counts = counts.where(col(ModelVersion.archived_at).is_(None))
+            stats = {m: (n, latest) for m, n, latest in session.exec(counts.group_by(ModelVersion.model_id))}
+            aliases: dict[int, dict[str, int]] = {}
+            query = select(ModelAlias.model_id, ModelAlias.alias, ModelVersion.version).join(
+                ModelVersion, col(ModelVersion.id) == ModelAlias.version_id
+            )
+            for model_id, alias, version in session.exec(query):
+                aliases.setdefault(model_id, {})[alias] = version
+            tags: dict[int, dict[str, str]] = {}
+            for tag in session.exec(select(ModelTag)):
+                tags.setdefault(tag.model_id, {})[tag.key] = tag.value
+            models = session.exec(select(RegisteredModel).order_by(RegisteredModel.name)).all()
+            return [
+                ModelInfo(
+                    name=m.name,
+                    description=m.description,
+                    created_at=m.created_at,
+                    updated_at=m.updated_at,
+                    versions=stats.get(m.id, (0, None))[0],
+                    latest_version=stats.get(m.id, (0, None))[1],
+                    aliases=aliases.get(m.id, {}),
+                    tags=tags.get(m.id, {}),
+                )
+                for m in models
+            ]
+
+    def versions(self, name: str, include_archived: bool = False) -> list[VersionInfo]:
+        """The versions of a model, oldest first; archived ones only if asked."""
+        with self.db.read() as session:
+            model = _model(session, name)
+            query = select(ModelVersion).where(ModelVersion.model_id == model.id)
+            if not include_archived:
+                query = query.where(col(ModelVersion.archived_at).is_(None))
+            rows = session.exec(query.order_by(ModelVersion.version)).all()
+            aliases = _aliases_by_version(session, model.id)
+            tags = _tags_by_version(session, [r.id for r in rows] if len(rows) < 500 else None, model.id)
+            return [_to_info(model.name, r, aliases.get(r.id, []), tags.get(r.id, {})) for r in rows]
+
+    # ------------------------------------------------------------------ change
+    def set_alias(self, name: str, alias: str, version: int | str) -> VersionInfo:
+        """Point `alias` at `version` of `name` (atomically; moving it if it pointed elsewhere)."""
+        check_alias(alias)
+        with self.db.write() as session:
+            model = _lock_model(session, name)
+            target = f"{name}:{version}" if str(version).isdigit() else f"{name}@{version}"
+            _, row = _resolve(session, parse_ref(target))
+            if row.archived_at is not None:
+                raise VersionInUse(f"{name}:{row.version} is archived; restore it before aliasing it")
+            _move_alias(session, model, alias, row, current_actor())
+        return self.get(f"{name}:{row.version}")
+
+    def remove_alias(self, name: str, alias: str) -> None:
+        """Delete an alias; the version it pointed at is untouched."""
+        with self.db.write() as session:
+            model = _lock_model(session, name)
+            existing = session.get(ModelAlias, (model.id, alias))
+            if existing is None:
+                raise VersionNotFound(
+                    f"model {name!r} has no alias {alias!r}{_known_aliases(session, model)}"
+                )
+            old = session.get(ModelVersion, existing.version_id)
+            session.delete(existing)
+            _record(
+                session,
+                name,
+                ledger.ALIAS_REMOVED,
+                current_actor(),
+                alias=alias,
+                from_version=old.version if old else None,
+            )
+
+    def tag(self, ref: str, tags: Mapping[str, str], remove: Iterable[str] = ()) -> None:
+        """Set and remove tags: on a version for `name:3`/`name@alias`, on the model for `name`."""
+        parsed = _as_ref(ref)
+        remove = list(remove)
+        with self.db.write() as session:
+            model = _lock_model(session, parsed.name)
+            if parsed.version is None and parsed.alias is None:
+                owner, table, version = {"model_id": model.id}, ModelTag, None
+            else:
+                _, row = _resolve(session, parsed)
+                owner, table, version = {"version_id": row.id}, VersionTag, row.version
+            for key, value in tags.items():
+                session.merge(table(key=_check_tag_key(key), value=str(value), **owner))
+            for key in remove:
+                existing = session.get(table, (*owner.values(), key))
+                if existing is not None:
+                    session.delete(existing)
+            _record(
+                session,
+                parsed.name,
+                ledger.TAGGED,
+                current_actor(),
+                to_version=version,
+                detail={"set": dict(tags), "removed": remove},
+            )
+
+    def describe(self, name: str, description: str) -> None:
+        """Set a model's description."""
+        with self.db.write() as session:
+            model = _lock_model(session, name)
+            model.description = description
+            model.updated_at = utcnow()
+            session.add(model)
+
+    def archive(self, ref: str, restore: bool = False) -> VersionInfo:
+        """Hide a version from listings (nothing is deleted); `restore=True` shows it again."""
+        with self.db.write() as session:
+            model, row = _resolve(session, _as_ref(ref), include_archived=True)
+            if not restore:
+                holders = _holders(session, model, row)
+                if holders:
+                    raise VersionInUse(f"cannot archive {model.name}:{row.version}: held by {holders}")
+            row.archived_at = None if restore else utcnow()
+            session.add(row)
+            _record(
+                session,
+                model.name,
+                ledger.RESTORED if restore else ledger.ARCHIVED,
+                current_actor(),
+                from_version=row.version,
+            )
+        return self.get(f"{model.name}:{row.version}")
+
+    def delete(self, ref: str) -> None:
+        """Delete one version (`name:3`); refused while a deployment or alias holds it."""
+        parsed = _as_ref(ref)
+        if parsed.version is None:
+            raise VersionNotFound(f"say which version to delete, e.g. {parsed.name}:3")
+        with self.db.write() as session:
+            model = _lock_model(session, parsed.name)
+            _, row = _resolve(session, parsed, include_archived=True)
+            holders = _holders(session, model, row)
+            if holders:
+                raise VersionInUse(f"cannot delete {model.name}:{row.version}: held by {holders}")
+            blobs = [row.artifact_sha256, row.reference_sha256]
+            session.execute(delete(VersionTag).where(col(VersionTag.version_id) == row.id))
+            session.execute(delete(ModelVersion).where(col(ModelVersion.id) == row.id))
+            _record(
+                session,
+                model.name,
+                ledger.DELETED,
+                current_actor(),
+                from_version=row.version,
+                detail={"sha256": row.artifact_sha256},
+            )
+        self._discard_unreferenced([b for b in blobs if b])
+
+    def _discard_unreferenced(self, blobs: list[str]) -> None:
+        with self.db.read() as session:
+            for sha in blobs:
+                used = session.exec(
+                    select(func.count()).where(
+                        (ModelVersion.artifact_sha256 == sha) | (ModelVersion.reference_sha256 == sha)
+                    )
+                ).one()
+                if not used:
+                    self.artifacts.discard(sha)
+
+    # ------------------------------------------------------------------ ledger
+    def history(self, name: str, at: datetime | str | None = None) -> History:
+        """The ledger of `name` up to `at` (default: now) and the state it leaves: which versions
+        existed, where each alias pointed and which version each deployment was serving."""
+        moment = ledger.parse_time(at) if isinstance(at, str) else (at or utcnow())
+        moment = moment.astimezone(UTC)  # a naive datetime is taken as local time
+        with self.db.read() as session:
+            _model(session, name)
+            rows = session.exec(
+                select(Event).where(Event.model_name == name).order_by(col(Event.at), col(Event.id))
+            ).all()
+            events = [_event_info(e) for e in rows]
+        shown = [e for e in events if e.at <= moment]
+        return History(model=name, events=shown, state=ledger.replay(events, moment))
+
+    def record_event(self, name: str, kind: str, **fields: Any) -> None:
+        """Append an event to the ledger (used by the serving supervisor)."""
+        with self.db.write() as session:
+            _record(session, name, kind, fields.pop("actor", None) or current_actor(), **fields)
+
+    def export(self, ref: str, path: str | Path) -> Path:
+        """Write one version to a single archive file; see `registry.transfer`."""
+        from registry.transfer import export_version
+
+        return export_version(self, ref, Path(path))
+
+    def import_(
+        self, path: str | Path, name: str | None = None, trust_types: Iterable[str] = ()
+    ) -> VersionInfo:
+        """Register an exported archive as the next version here, after verifying every checksum."""
+        from registry.transfer import import_version
+
+        return import_version(self, Path(path), name=name, trust_types=tuple(trust_types))
+
+
+# ---------------------------------------------------------------------- helpers
+def _as_ref(ref: str | Ref) -> Ref:
+    return ref if isinstance(ref, Ref) else parse_ref(ref)
+
+
+def _check_tag_key(key: str) -> str:
+    if not key or len(key) > 128 or not key.isprintable() or "=" in key:
+        raise InvalidName(f"bad tag key {key!r}: 1-128 printable characters, no '='")
+    return key
+
+
+def _model(session: Session, name: str) -> RegisteredModel:
+    model = session.exec(select(RegisteredModel).where(RegisteredModel.name == name)).first()
+    if model is None:
+        known = session.exec(select(RegisteredModel.name).order_by(RegisteredModel.name).limit(20)).all()
+        hint = f"; known: {', '.join(known)}" if known else "; the registry is empty"
+        raise ModelNotFound(f"no model {name!r}{hint}")
+    return model
+
+
+def _lock_model(session: Session, name: str) -> RegisteredModel:
+    """The model row, locked for this transaction (PostgreSQL; SQLite's writer lock covers it)."""
+    model = session.exec(
+        select(RegisteredModel).where(RegisteredModel.name == name).with_for_update()
+    ).first()
+    return model if model is not None else _model(session, name)
+
+
+def _lock_or_create_model(session: Session, name: str) -> RegisteredModel:
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    now = utcnow()
+    session.execute(
+        insert(RegisteredModel)
+        .values(name=name, description="", next_version=1, created_at=now, updated_at=now)
+        .on_conflict_do_nothing(index_elements=["name"])
+    )
+    return _lock_model(session, name)
+
+
+def _resolve(
+    session: Session, ref: Ref, include_archived: bool = False
+) -> tuple[RegisteredModel, ModelVersion]:
+    model = _model(session, ref.name)
+    query = select(ModelVersion).where(ModelVersion.model_id == model.id)
+    if ref.alias is not None:
+        alias = session.get(ModelAlias, (model.id, ref.alias))
+        if alias is None:
+            raise VersionNotFound(
+                f"model {ref.name!r} has no alias {ref.alias!r}{_known_aliases(session, model)}"
+            )
+        row = session.get(ModelVersion, alias.version_id)
+    elif ref.version is not None:
+        row = session.exec(query.where(ModelVersion.version == ref.version)).first()
+        if row is None:
+            raise VersionNotFound(
+                f"model {ref.name!r} has no version {ref.version}{_known_versions(session, model)}"
+            )
+    else:
+        if not include_archived:
+            query = query.where(col(ModelVersion.archived_at).is_(None))
+        row = session.exec(query.order_by(col(ModelVersion.version).desc())).first()
+        if row is None:
+            raise VersionNotFound(f"model {ref.name!r} has no versions")
+    assert row is not None
+    return model, row
+
+
+def _known_aliases(session: Session, model: RegisteredModel) -> str:
+    names = session.exec(select(ModelAlias.alias).where(ModelAlias.model_id == model.id)).all()
+    return f"; its aliases: {', '.join(sorted(names))}" if names else "; it has no aliases"
+
+
+def _known_versions(session: Session, model: RegisteredModel) -> str:
+    numbers = session.exec(
+        select(ModelVersion.version).where(ModelVersion.model_id == model.id).order_by(ModelVersion.version)
+    ).all()
+    return f"; its versions: {_ranges(list(numbers))}" if numbers else "; it has no versions"
+
+
+def _ranges(numbers: list[int]) -> str:
+    parts: list[str] = []
+    for n in numbers:
+        if parts and parts[-1].split("-")[-1] == str(n - 1):
+            parts[-1] = f"{parts[-1].split('-')[0]}-{n}"
+        else:
+            parts.append(str(n))
+    return ", ".join(parts)
+
+
+def _move_alias(session: Session, model: RegisteredModel, alias: str, row: ModelVersion, actor: str) -> None:
+    existing = session.get(ModelAlias, (model.id, alias))
+    previous = session.get(ModelVersion, existing.version_id) if existing else None
+    if existing is None:
+        existing = ModelAlias(model_id=model.id, alias=alias, version_id=row.id)
+    existing.version_id = row.id
+    existing.updated_at = utcnow()
+    session.add(existing)
+    _record(
+        session,
+        model.name,
+        ledger.ALIAS_SET,
+        actor,
+        alias=alias,
+        from_version=previous.version if previous else None,
+        to_version=row.version,
+    )
+
+
+def _holders(session: Session, model: RegisteredModel, row: ModelVersion) -> str:
+    """Which aliases and deployments hold a version, as a phrase ('' if none)."""
+    aliases = session.exec(select(ModelAlias.alias).where(ModelAlias.version_id == row.id)).all()
+    deployments = session.exec(
+        select(Deployment.name).where(
+            (Deployment.version_id == row.id) | (Deployment.standby_version_id == row.id)
+        )
+    ).all()
+    parts = [f"alias {a!r}" for a in sorted(aliases)] + [f"deployment {d!r}" for d in sorted(deployments)]
+    return ", ".join(parts)
+
+
+def _record(session: Session, name: str, kind: str, actor: str, **fields: Any) -> None:
+    detail = fields.pop("detail", None) or {}
+    session.add(Event(model_name=name, kind=kind, actor=actor, detail=detail, **fields))
+
+
+def _aliases_by_version(session: Session, model_id: int | None) -> dict[int, list[str]]:
+    result: dict[int, list[str]] = {}
+    for alias in session.exec(
+        select(ModelAlias).where(ModelAlias.model_id == model_id).order_by(ModelAlias.alias)
+    ):
+        result.setdefault(alias.version_id, []).append(alias.alias)
+    return result
+
+
+def _tags_by_version(
+    session: Session, version_ids: list[int | None] | None, model_id: int | None
+) -> dict[int, dict[str, str]]:
+    query = select(VersionTag)
+    if version_ids is not None:
+        query = query.where(col(VersionTag.version_id).in_(version_ids))
+    else:
+        query = query.join(ModelVersion, col(ModelVersion.id) == VersionTag.version_id).where(
+            ModelVersion.model_id == model_id
+        )
+    result: dict[int, dict[str, str]] = {}
+    for tag in session.exec(query):
+        result.setdefault(tag.version_id, {})[tag.key] = tag.value
+    return result
+
+
+def _version_info(session: Session, model: RegisteredModel, row: ModelVersion) -> VersionInfo:
+    aliases = _aliases_by_version(session, model.id).get(row.id or 0, [])
+    tags = _tags_by_version(session, [row.id], model.id).get(row.id or 0, {})
+    return _to_info(model.name, row, aliases, tags)
+
+
+def _to_info(name: str, row: ModelVersion, aliases: list[str], tags: dict[str, str]) -> VersionInfo:
+    return VersionInfo(
+        name=name,
+        version=row.version,
+        estimator_class=row.estimator_class,
+        created_at=row.created_at,
+        created_by=row.created_by,
+        artifact_sha256=row.artifact_sha256,
+        artifact_size=row.artifact_size,
+        trusted_types=list(row.trusted_types),
+        params=dict(row.params),
+        signature=dict(row.signature),
+        output=dict(row.output),
+        metrics=dict(row.metrics),
+        description=row.description,
+        python_version=row.python_version,
+        sklearn_version=row.sklearn_version,
+        numpy_version=row.numpy_version,
+        reference_sha256=row.reference_sha256,
+        reference_rows=row.reference_rows,
+        source=row.source,
+        origin=dict(row.origin or {}),
+        parent_version=row.parent_version,
+        archived=row.archived_at is not None,
+        aliases=aliases,
+        tags=tags,
+    )
+
+
+def _event_info(e: Event) -> EventInfo:
+    return EventInfo(
+        at=e.at,
+        model=e.model_name,
+        kind=e.kind,
+        actor=e.actor,
+        deployment=e.deployment,
+        alias=e.alias,
+        from_version=e.from_version,
+        to_version=e.to_version,
+        reason=e.reason,
+        detail=dict(e.detail or {}),
+    )
+
+
+__all__ = ["ReferenceMismatch", "Registry", "SklearnVersionWarning", "current_actor"]

@@ -1,0 +1,51 @@
+"""Errors a user can act on; the CLI prints each as one line."""
+
+from __future__ import annotations
+
+
+class RegistryError(Exception):
+    """Base of every error the registry raises on purpose."""
+
+
+class ModelNotFound(RegistryError):
+    """No model of that name."""
+
+
+class VersionNotFound(RegistryError):
+    """The model exists but not that version or alias."""
+
+
+class InvalidReference(RegistryError):
+    """A `name`, `name:3` or `name@alias` reference that cannot be parsed."""
+
+
+class InvalidName(RegistryError):
+    """A model, alias or tag name that is not allowed."""
+
+
+class NotAModel(RegistryError):
+    """A file or object that is not a scikit-learn style model."""
+
+
+class PickleRefused(RegistryError):
+    """A pickle/joblib file offered without `--trust-pickle`."""
+
+
+class ArtifactError(RegistryError):
+    """An artifact is missing, corrupt, tampered with or holds untrusted types."""
+
+
+class ReferenceMismatch(RegistryError):
+    """A reference sample whose columns do not match the model's input."""
+
+
+class VersionInUse(RegistryError):
+    """A version that a deployment or alias still holds."""
+
+
+class DatabaseError(RegistryError):
+    """The registry database is locked, read-only, unreachable or too new."""
+
+
+class SchemaTooNew(DatabaseError):
+    """The database was written by a newer modeldeck."""

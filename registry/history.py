@@ -1,0 +1,90 @@
+"""The event ledger's vocabulary, replaying it to a point in time, and parsing `--at TIME`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+from registry.info import EventInfo, StateAt
+
+REGISTERED = "registered"
+ALIAS_SET = "alias_set"
+ALIAS_REMOVED = "alias_removed"
+TAGGED = "tagged"
+ARCHIVED = "archived"
+RESTORED = "restored"
+DELETED = "deleted"
+DEPLOY_REQUESTED = "deploy_requested"
+#: Traffic of a deployment moved to `to_version` (deploy finished, rollback, ...).
+SWITCHED = "switched"
+ROLLED_BACK = "rolled_back"
+STOPPED = "stopped"
+
+_SERVING_STARTS = {SWITCHED, ROLLED_BACK}
+
+
+def replay(events: Iterable[EventInfo], at: datetime) -> StateAt:
+    """The versions, aliases and serving versions that the events up to `at` leave in place."""
+    versions: set[int] = set()
+    aliases: dict[str, int] = {}
+    serving: dict[str, int] = {}
+    for event in events:
+        if event.at > at:
+            break
+        if event.kind == REGISTERED and event.to_version is not None:
+            versions.add(event.to_version)
+        elif event.kind == DELETED and event.from_version is not None:
+            versions.discard(event.from_version)
+        elif event.kind == ALIAS_SET and event.alias and event.to_version is not None:
+            aliases[event.alias] = event.to_version
+        elif event.kind == ALIAS_REMOVED and event.alias:
+            aliases.pop(event.alias, None)
+        elif event.kind in _SERVING_STARTS and event.deployment and event.to_version is not None:
+            serving[event.deployment] = event.to_version
+        elif event.kind == STOPPED and event.deployment:
+            serving.pop(event.deployment, None)
+    return StateAt(at=at, versions=sorted(versions), aliases=dict(sorted(aliases.items())), serving=serving)
+
+
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hour|hours|d|day|days)\s+ago$")
+_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600, "hours": 3600}
+_UNITS |= {"d": 86400, "day": 86400, "days": 86400}
+
+
+def parse_time(text: str, now: datetime | None = None) -> datetime:
+    """A user's time as an aware UTC datetime.
+
+    Accepts ISO 8601 (`2026-11-22T14:32`, `2026-11-22 14:32:05+01:00`), a clock time today
+    (`14:32`), `yesterday 14:32`, `now`, and `90m ago` / `2h ago` / `3 days ago`. Times without
+    an offset are local time.
+    """
+    now_utc = now or datetime.now(UTC)
+    raw = text.strip().lower()
+    if raw == "now":
+        return now_utc
+    relative = _RELATIVE.match(raw)
+    if relative:
+        seconds = float(relative.group(1)) * _UNITS[relative.group(2)]
+        return now_utc - timedelta(seconds=seconds)
+    day_offset = 0
+    if raw.startswith("yesterday"):
+        day_offset, raw = 1, raw.removeprefix("yesterday").strip()
+    elif raw.startswith("today"):
+        raw = raw.removeprefix("today").strip()
+    if re.fullmatch(r"\d{1,2}:\d{2}(:\d{2})?", raw):
+        local_now = now_utc.astimezone()
+        hour, minute, *second = (int(p) for p in raw.split(":"))
+        moment = local_now.replace(hour=hour, minute=minute, second=second[0] if second else 0, microsecond=0)
+        moment -= timedelta(days=day_offset)
+    else:
+        try:
+            moment = datetime.fromisoformat(raw.upper() if "t" in raw else raw)
+        except ValueError:
+            raise ValueError(
+                f"cannot read time {text!r}: use e.g. '2026-11-22 14:32', '14:32', "
+                "'yesterday 14:32' or '2h ago'"
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.astimezone()  # local time
+    return moment.astimezone(UTC)

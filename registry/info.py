@@ -1,0 +1,106 @@
+"""Plain, session-free views of registry rows that the API returns."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds")
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+class _AsDict:
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (times as ISO 8601 UTC)."""
+        return _jsonable(asdict(self))  # type: ignore[call-overload]
+
+
+@dataclass
+class VersionInfo(_AsDict):
+    """One model version as stored, with its current aliases and tags."""
+
+    name: str
+    version: int
+    estimator_class: str
+    created_at: datetime
+    created_by: str
+    artifact_sha256: str
+    artifact_size: int
+    trusted_types: list[str]
+    params: dict[str, Any]
+    signature: dict[str, Any]
+    output: dict[str, Any]
+    metrics: dict[str, float]
+    description: str
+    python_version: str
+    sklearn_version: str
+    numpy_version: str
+    reference_sha256: str | None
+    reference_rows: int
+    source: str
+    origin: dict[str, Any]
+    parent_version: int | None
+    archived: bool
+    aliases: list[str] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+@dataclass
+class ModelInfo(_AsDict):
+    """A registered model with a summary of its versions."""
+
+    name: str
+    description: str
+    created_at: datetime
+    updated_at: datetime
+    versions: int
+    latest_version: int | None
+    aliases: dict[str, int] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class EventInfo(_AsDict):
+    """One entry of the append-only ledger."""
+
+    at: datetime
+    model: str
+    kind: str
+    actor: str
+    deployment: str | None
+    alias: str | None
+    from_version: int | None
+    to_version: int | None
+    reason: str
+    detail: dict[str, Any]
+
+
+@dataclass
+class StateAt(_AsDict):
+    """What a model looked like at one moment, replayed from the ledger."""
+
+    at: datetime
+    versions: list[int]
+    aliases: dict[str, int]
+    serving: dict[str, int]
+
+
+@dataclass
+class History(_AsDict):
+    """A model's ledger up to a moment, and its state at that moment."""
+
+    model: str
+    events: list[EventInfo]
+    state: StateAt

@@ -1,0 +1,84 @@
+"""The reference sample of a version's training data, stored as a pickle-free `.npz` artifact.
+
+Each column is stored as a plain array (float64 for numeric columns, fixed-width unicode for
+categorical ones) with a boolean mask of missing values, next to the model's predictions on the
+sample. Drift monitoring compares live traffic with it.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+MAX_REFERENCE_ROWS = 10_000
+
+
+@dataclass
+class ReferenceSample:
+    """Columns (name to array), their missing-value masks, and the model's predictions."""
+
+    columns: dict[str, Any]
+    missing: dict[str, Any]
+    predictions: Any
+
+    @property
+    def rows(self) -> int:
+        return len(self.predictions)
+
+    def to_frame(self) -> Any:
+        """The sample as a pandas DataFrame, with missing values restored as NaN/None."""
+        import pandas as pd
+
+        data = {}
+        for name, values in self.columns.items():
+            column = pd.Series(values, dtype=object if values.dtype.kind == "U" else values.dtype)
+            data[name] = column.mask(self.missing[name])
+        return pd.DataFrame(data)
+
+
+def sample_rows(frame: Any, limit: int = MAX_REFERENCE_ROWS, seed: int = 0) -> Any:
+    """At most `limit` rows of `frame`, drawn at random (reproducibly), kept in their order."""
+    if len(frame) <= limit:
+        return frame
+    import numpy as np
+
+    picked = np.sort(np.random.default_rng(seed).choice(len(frame), size=limit, replace=False))
+    return frame.iloc[picked]
+
+
+def encode(frame: Any, signature: dict[str, Any], predictions: Any) -> bytes:
+    """The sample as `.npz` bytes, columns typed by the signature."""
+    import numpy as np
+
+    arrays: dict[str, Any] = {}
+    for index, spec in enumerate(signature["columns"]):
+        series = frame[spec["name"]] if spec["name"] in frame.columns else frame.iloc[:, index]
+        missing = series.isna().to_numpy()
+        if spec["kind"] == "numeric":
+            values = series.astype("float64").to_numpy()
+        else:
+            values = series.astype(object).where(~missing, "").astype(str).to_numpy(dtype=str)
+        arrays[f"c{index}"] = values
+        arrays[f"m{index}"] = missing
+    arrays["names"] = np.array([spec["name"] for spec in signature["columns"]], dtype=str)
+    arrays["predictions"] = _plain_array(np.asarray(predictions))
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def decode(data: bytes) -> ReferenceSample:
+    """A ReferenceSample from `encode`'s bytes; never unpickles anything."""
+    import numpy as np
+
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        names = [str(n) for n in npz["names"]]
+        columns = {name: npz[f"c{i}"] for i, name in enumerate(names)}
+        missing = {name: npz[f"m{i}"] for i, name in enumerate(names)}
+        return ReferenceSample(columns=columns, missing=missing, predictions=npz["predictions"])
+
+
+def _plain_array(array: Any) -> Any:
+    """Object arrays (e.g. string class labels) become unicode so no pickle is needed."""
+    return array.astype(str) if array.dtype == object else array

@@ -1,0 +1,129 @@
+"""SQLModel tables of the registry: the system of record.
+
+Times are timezone-aware UTC datetimes (`timestamptz` on PostgreSQL, UTC text on SQLite).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC: the form every table stores."""
+    return datetime.now(UTC)
+
+
+class RegisteredModel(SQLModel, table=True):
+    """A named model; its versions are numbered from 1 by `next_version`."""
+
+    __tablename__ = "registered_model"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True, max_length=128)
+    description: str = ""
+    next_version: int = 1
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ModelVersion(SQLModel, table=True):
+    """One immutable version: its artifact, what it expects and what it was trained with."""
+
+    __tablename__ = "model_version"
+    __table_args__ = (UniqueConstraint("model_id", "version", name="uq_model_version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    model_id: int = Field(foreign_key="registered_model.id", index=True)
+    version: int
+    artifact_sha256: str = Field(index=True, max_length=64)
+    artifact_size: int
+    artifact_format: str = "skops"
+    trusted_types: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    estimator_class: str
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    python_version: str
+    sklearn_version: str
+    numpy_version: str
+    signature: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    output: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    metrics: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    description: str = ""
+    reference_sha256: str | None = Field(default=None, max_length=64)
+    reference_rows: int = 0
+    source: str = ""
+    origin: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    parent_version: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    created_by: str = ""
+    archived_at: datetime | None = None
+
+
+class ModelAlias(SQLModel, table=True):
+    """A movable name (`champion`, `staging`, ...) for one version of a model."""
+
+    __tablename__ = "model_alias"
+
+    model_id: int = Field(foreign_key="registered_model.id", primary_key=True)
+    alias: str = Field(primary_key=True, max_length=64)
+    version_id: int = Field(foreign_key="model_version.id", index=True)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ModelTag(SQLModel, table=True):
+    """A key/value tag on a whole model."""
+
+    __tablename__ = "model_tag"
+
+    model_id: int = Field(foreign_key="registered_model.id", primary_key=True)
+    key: str = Field(primary_key=True, max_length=128)
+    value: str = ""
+
+
+class VersionTag(SQLModel, table=True):
+    """A key/value tag on one version."""
+
+    __tablename__ = "version_tag"
+
+    version_id: int = Field(foreign_key="model_version.id", primary_key=True)
+    key: str = Field(primary_key=True, max_length=128)
+    value: str = ""
+
+
+class Deployment(SQLModel, table=True):
+    """Desired state of one deployment: what should serve, where, with how many workers."""
+
+    __tablename__ = "deployment"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True, max_length=128)
+    model_id: int = Field(foreign_key="registered_model.id", index=True)
+    version_id: int = Field(foreign_key="model_version.id", index=True)
+    standby_version_id: int | None = Field(default=None, foreign_key="model_version.id")
+    host: str = "127.0.0.1"
+    port: int | None = None
+    workers: int = 1
+    state: str = "running"
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Event(SQLModel, table=True):
+    """Append-only ledger: who did what to which model, when, and from which version to which."""
+
+    __tablename__ = "event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    model_name: str = Field(index=True, max_length=128)
+    kind: str = Field(max_length=64)
+    actor: str = ""
+    deployment: str | None = Field(default=None, max_length=128)
+    alias: str | None = Field(default=None, max_length=64)
+    from_version: int | None = None
+    to_version: int | None = None
+    reason: str = ""
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

@@ -1,0 +1,130 @@
+"""Shared fixtures: a registry on SQLite and on a real PostgreSQL server, and small fitted models.
+
+PostgreSQL comes from `MODELDECK_TEST_PG_URL` (set by `.ci/run`), else from `.ci/postgres.sh
+--no-install` when Debian's package is installed here. Without a server the PostgreSQL variants are
+skipped with the reason printed; with `MODELDECK_REQUIRE_PG=1` (CI) they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@cache
+def postgres_admin_url() -> str | None:
+    """A URL of a PostgreSQL role that may create databases, or None if no server can be had."""
+    url = os.environ.get("MODELDECK_TEST_PG_URL")
+    if url:
+        return url
+    try:
+        result = subprocess.run(
+            ["bash", str(ROOT / ".ci" / "postgres.sh"), "--no-install"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (result.stdout.strip() or None) if result.returncode == 0 else None
+
+
+def _no_postgres(reason: str) -> None:
+    if os.environ.get("MODELDECK_REQUIRE_PG") == "1":
+        pytest.fail(f"PostgreSQL required (MODELDECK_REQUIRE_PG=1) but {reason}")
+    pytest.skip(f"PostgreSQL tests skipped: {reason}; run .ci/postgres.sh or set MODELDECK_TEST_PG_URL")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    url = postgres_admin_url()
+    if url is None:
+        _no_postgres("no PostgreSQL server could be started here")
+    return url  # type: ignore[return-value]
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    name = f"md_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        admin.dispose()
+        _no_postgres(f"cannot create a database on {postgres_server}: {exc}")
+    base = postgres_server.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The database URL of a fresh registry, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'home' / 'registry.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private MODELDECK_HOME for the test (also set in the environment for the CLI)."""
+    path = tmp_path / "home"
+    path.mkdir(exist_ok=True)
+    monkeypatch.setenv("MODELDECK_HOME", str(path))
+    monkeypatch.delenv("MODELDECK_DB_URL", raising=False)
+    monkeypatch.delenv("MODELDECK_ARTIFACTS_DIR", raising=False)
+    return path
+
+
+@pytest.fixture
+def registry(home: Path, db_url: str, monkeypatch: pytest.MonkeyPatch):
+    """An open Registry in a private home, on each database."""
+    from registry import Registry
+
+    monkeypatch.setenv("MODELDECK_DB_URL", db_url)
+    reg = Registry(home=home, db_url=db_url)
+    yield reg
+    reg.close()
+
+
+@pytest.fixture(scope="session")
+def iris():
+    """(X, y) of the iris data set as a DataFrame and a Series."""
+    from sklearn.datasets import load_iris
+
+    return load_iris(return_X_y=True, as_frame=True)
+
+
+@pytest.fixture(scope="session")
+def iris_model(iris):
+    """A LogisticRegression fitted on iris, with named columns."""
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = iris
+    return LogisticRegression(max_iter=1000).fit(X, y)
+
+
+@pytest.fixture(scope="session")
+def array_model():
+    """A Ridge regressor fitted on a plain numpy array (no column names)."""
+    import numpy as np
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    return Ridge().fit(X, X @ np.array([1.0, -2.0, 0.5])), X
