@@ -122,5 +122,6 @@ def json_params(estimator: Any) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for key, value in estimator.get_params(deep=False).items():
         value = to_json_scalar(value)
-        params[key] = value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
+        plain = value is None or isinstance(value, (bool, int, float, str))
+        params[key] = value if plain else " ".join(repr(value).split())
     return params

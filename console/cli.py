@@ -1,0 +1,317 @@
+"""The `modeldeck` command. Registry verbs never import Textual; only `console` and `demo` may."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from console import output
+from registry import Registry, RegistryError
+
+app = typer.Typer(
+    name="modeldeck",
+    help="Operations console for scikit-learn models: registry, serving and monitoring.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Registry database maintenance.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+T = TypeVar("T")
+
+
+def _fail(message: str) -> None:
+    output.err.print(f"[bold red]error:[/bold red] {message}", markup=True)
+    raise typer.Exit(1)
+
+
+@contextmanager
+def _registry() -> Iterator[Registry]:
+    """Open the registry of `$MODELDECK_HOME` / `$MODELDECK_DB_URL`; user errors become one line."""
+    reg = None
+    try:
+        reg = Registry()
+        yield reg
+    except RegistryError as exc:
+        _fail(str(exc))
+    except ValueError as exc:  # e.g. an unreadable --at time
+        _fail(str(exc))
+    finally:
+        if reg is not None:
+            reg.close()
+
+
+def _run(action: Callable[[Registry], T]) -> T:
+    with _registry() as reg:
+        return action(reg)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _pairs(items: list[str], what: str, convert: Callable[[str], Any] = str) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"bad {what} {item!r}: write KEY=VALUE")
+        try:
+            result[key] = convert(value)
+        except ValueError:
+            _fail(f"bad {what} {item!r}: {value!r} is not a number")
+    return result
+
+
+def _read_reference(path: Path) -> Any:
+    if not path.is_file():
+        _fail(f"no such reference file: {path}")
+    try:
+        if path.suffix == ".npy":
+            import numpy as np
+
+            return np.load(path, allow_pickle=False)
+        import pandas as pd
+
+        return pd.read_csv(path)
+    except Exception as exc:
+        _fail(f"cannot read reference sample {path}: {exc}")
+
+
+@app.command()
+def register(
+    path: Annotated[Path, typer.Argument(help=".skops file; .pkl/.joblib or MLflow dir with --trust-pickle")],
+    name: Annotated[str, typer.Option("--name", "-n", help="Model name.")],
+    alias: Annotated[list[str], typer.Option("--alias", "-a", help="Alias to point at it.")] = [],  # noqa: B006
+    reference: Annotated[Path | None, typer.Option(help="Training-data sample: CSV or .npy.")] = None,
+    trust_pickle: Annotated[bool, typer.Option(help="Allow pickle/joblib (runs its code).")] = False,
+    trust_type: Annotated[list[str], typer.Option(help="Trust a non-sklearn type in a .skops file.")] = [],  # noqa: B006
+    description: Annotated[str, typer.Option(help="What this version is.")] = "",
+    tag: Annotated[list[str], typer.Option(help="KEY=VALUE tag; repeatable.")] = [],  # noqa: B006
+    metric: Annotated[list[str], typer.Option(help="KEY=NUMBER metric; repeatable.")] = [],  # noqa: B006
+    json_out: JsonFlag = False,
+) -> None:
+    """Register a model file as the next version of NAME."""
+    tags, metrics = _pairs(tag, "tag"), _pairs(metric, "metric", float)
+    ref_data = _read_reference(reference) if reference is not None else None
+    info = _run(
+        lambda reg: reg.register_file(
+            path,
+            name,
+            trust_pickle=trust_pickle,
+            trust_types=trust_type,
+            reference=ref_data,
+            alias=alias,
+            description=description,
+            tags=tags,
+            metrics=metrics,
+        )
+    )
+    if json_out:
+        output.print_json(info.as_dict())
+    else:
+        output.out.print(
+            f"registered {info.ref}" + (f" (@{', @'.join(info.aliases)})" if info.aliases else "")
+        )
+
+
+@app.command()
+def models(
+    all_: Annotated[bool, typer.Option("--all", help="Count archived versions too.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """List registered models."""
+    found = _run(lambda reg: reg.list_models(include_archived=all_))
+    if json_out:
+        output.print_json([m.as_dict() for m in found])
+    elif not found:
+        output.out.print("no models yet: register one with `modeldeck register PATH --name NAME`")
+    else:
+        output.out.print(output.models_table(found))
+
+
+@app.command()
+def versions(
+    name: str,
+    all_: Annotated[bool, typer.Option("--all", help="Include archived versions.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """List the versions of a model."""
+    found = _run(lambda reg: reg.versions(name, include_archived=all_))
+    if json_out:
+        output.print_json([v.as_dict() for v in found])
+    else:
+        output.out.print(output.versions_table(found))
+
+
+@app.command()
+def show(
+    ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME@ALIAS")], json_out: JsonFlag = False
+) -> None:
+    """Show one version: signature, artifact, lineage, aliases and tags."""
+    info = _run(lambda reg: reg.get(ref))
+    if json_out:
+        output.print_json(info.as_dict())
+    else:
+        output.show_version(info)
+
+
+@app.command()
+def alias(
+    name: str,
+    version: str,
+    alias_name: Annotated[str, typer.Argument(metavar="ALIAS")],
+    json_out: JsonFlag = False,
+) -> None:
+    """Point ALIAS of model NAME at VERSION (a number or another alias)."""
+    info = _run(lambda reg: reg.set_alias(name, alias_name, version))
+    if json_out:
+        output.print_json(info.as_dict())
+    else:
+        output.out.print(f"{name}@{alias_name} → {info.version}")
+
+
+@app.command()
+def unalias(
+    name: str, alias_name: Annotated[str, typer.Argument(metavar="ALIAS")], json_out: JsonFlag = False
+) -> None:
+    """Remove an alias (the version stays)."""
+    _run(lambda reg: reg.remove_alias(name, alias_name))
+    if json_out:
+        output.print_json({"model": name, "alias": alias_name, "removed": True})
+    else:
+        output.out.print(f"removed {name}@{alias_name}")
+
+
+@app.command()
+def tag(
+    ref: Annotated[str, typer.Argument(help="NAME (model tag) or NAME:VERSION / NAME@ALIAS (version tag)")],
+    pairs: Annotated[list[str], typer.Argument(help="KEY=VALUE ...")] = [],  # noqa: B006
+    remove: Annotated[list[str], typer.Option("--remove", "-r", help="Tag key to remove.")] = [],  # noqa: B006
+    json_out: JsonFlag = False,
+) -> None:
+    """Set or remove tags on a model or a version."""
+    values = _pairs(pairs, "tag")
+    if not values and not remove:
+        _fail("nothing to do: give KEY=VALUE pairs or --remove KEY")
+    _run(lambda reg: reg.tag(ref, values, remove=remove))
+    if json_out:
+        output.print_json({"ref": ref, "set": values, "removed": remove})
+    else:
+        output.out.print(f"tagged {ref}")
+
+
+@app.command()
+def history(
+    name: str,
+    at: Annotated[
+        str | None, typer.Option(help="Show the state at TIME: '14:32', 'yesterday 14:32', '2h ago', ISO.")
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """The ledger of a model; with --at, which versions, aliases and deployments were live then."""
+    found = _run(lambda reg: reg.history(name, at=at))
+    if json_out:
+        output.print_json(found.as_dict())
+    else:
+        output.show_history(found, at_given=at is not None)
+
+
+@app.command()
+def archive(
+    ref: Annotated[str, typer.Argument(help="NAME:VERSION")],
+    restore: Annotated[bool, typer.Option(help="Un-archive instead.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Hide a version from listings without deleting it (or --restore it)."""
+    info = _run(lambda reg: reg.archive(ref, restore=restore))
+    if json_out:
+        output.print_json(info.as_dict())
+    else:
+        output.out.print(f"{'restored' if restore else 'archived'} {info.ref}")
+
+
+@app.command()
+def delete(
+    ref: Annotated[str, typer.Argument(help="NAME:VERSION")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Delete a version for good (refused while an alias or deployment holds it)."""
+    if not yes and sys.stdin.isatty() and not typer.confirm(f"delete {ref} and its artifact for good?"):
+        raise typer.Exit(1)
+    _run(lambda reg: reg.delete(ref))
+    if json_out:
+        output.print_json({"ref": ref, "deleted": True})
+    else:
+        output.out.print(f"deleted {ref}")
+
+
+@app.command()
+def export(ref: str, file: Path, json_out: JsonFlag = False) -> None:
+    """Write one version (artifact, reference, metadata, checksums) to a single archive FILE."""
+    written = _run(lambda reg: reg.export(ref, file))
+    if json_out:
+        output.print_json({"ref": ref, "file": str(written)})
+    else:
+        output.out.print(f"exported {ref} to {written}")
+
+
+@app.command("import")
+def import_(
+    file: Path,
+    name: Annotated[str | None, typer.Option(help="Register under this name instead.")] = None,
+    trust_type: Annotated[list[str], typer.Option(help="Trust a non-sklearn type.")] = [],  # noqa: B006
+    json_out: JsonFlag = False,
+) -> None:
+    """Verify an exported archive and register it as the next version here."""
+    info = _run(lambda reg: reg.import_(file, name=name, trust_types=trust_type))
+    if json_out:
+        output.print_json(info.as_dict())
+    else:
+        src = info.origin["imported_from"]
+        output.out.print(f"imported {src['model']}:{src['version']} as {info.ref}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(json_out: JsonFlag = False) -> None:
+    """Upgrade the registry database schema to this release (also done on every open)."""
+    from registry.store import current_revision
+
+    revision = _run(lambda reg: current_revision(reg.db))
+    if json_out:
+        output.print_json({"revision": revision})
+    else:
+        output.out.print(f"registry database is at schema revision {revision}")
+
+
+@app.command()
+def demo(
+    home: Annotated[Path | None, typer.Option(help="Demo home (default: $MODELDECK_HOME/demo).")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Create a demo registry with models trained on scikit-learn's bundled data sets."""
+    from console.demo import build_demo, default_demo_home
+
+    target = home or default_demo_home()
+    try:
+        created = build_demo(target)
+    except RegistryError as exc:
+        _fail(str(exc))
+    if json_out:
+        output.print_json({"home": str(target), "models": created})
+        return
+    output.out.print(f"demo registry in {target}:")
+    for name, versions_made in created.items():
+        output.out.print(f"  {name}: {versions_made}")
+    output.out.print("\nlook at it with:")
+    output.out.print(f"  export MODELDECK_HOME={target}\n  modeldeck models\n  modeldeck show iris@champion")
+
+
+def main() -> None:
+    """Entry point of the `modeldeck` command."""
+    app()

@@ -1,0 +1,141 @@
+"""Demo models trained on data sets that ship with scikit-learn (nothing is downloaded)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from registry import Registry
+from registry.store import default_home
+
+SEED = 7
+
+
+def default_demo_home() -> Path:
+    return default_home() / "demo"
+
+
+def open_demo_registry(home: Path) -> Registry:
+    """The demo's registry: always the embedded SQLite file in the demo home."""
+    return Registry(home=home, db_url=f"sqlite:///{home / 'registry.db'}")
+
+
+def build_demo(home: Path) -> dict[str, str]:
+    """Register the demo models in `home` (once; a second run leaves them as they are)."""
+    home.mkdir(parents=True, exist_ok=True)
+    made: dict[str, str] = {}
+    with open_demo_registry(home) as reg:
+        existing = {m.name: m for m in reg.list_models()}
+        for name, build in DEMO_MODELS.items():
+            if name in existing:
+                made[name] = f"already there ({existing[name].versions} versions)"
+                continue
+            made[name] = build(reg)
+    return made
+
+
+def _split(X: Any, y: Any) -> tuple[Any, Any, Any, Any]:
+    from sklearn.model_selection import train_test_split
+
+    return train_test_split(X, y, test_size=0.25, random_state=SEED)
+
+
+def _iris(reg: Registry) -> str:
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    X_train, X_test, y_train, y_test = _split(X, y)
+    candidates = [
+        ("strongly regularised baseline", LogisticRegression(C=0.05, max_iter=1000)),
+        ("tuned regularisation", LogisticRegression(C=1.0, max_iter=1000)),
+        ("random forest challenger", RandomForestClassifier(n_estimators=50, random_state=SEED)),
+    ]
+    parent = None
+    for description, model in candidates:
+        model.fit(X_train, y_train)
+        version = reg.register(
+            model,
+            "iris",
+            reference=X_train,
+            description=description,
+            parent=parent,
+            metrics={"accuracy": model.score(X_test, y_test)},
+            tags={"dataset": "iris", "task": "species"},
+        )
+        parent = version.version
+    reg.set_alias("iris", "champion", 2)
+    reg.set_alias("iris", "staging", 3)
+    reg.describe("iris", "Iris species classifier (demo)")
+    return "3 versions, champion → 2, staging → 3"
+
+
+def _diabetes(reg: Registry) -> str:
+    from sklearn.datasets import load_diabetes
+    from sklearn.ensemble import GradientBoostingRegressor
+    from sklearn.linear_model import Ridge
+    from sklearn.metrics import mean_absolute_error
+
+    X, y = load_diabetes(return_X_y=True, as_frame=True)
+    X_train, X_test, y_train, y_test = _split(X, y)
+    for model in (Ridge(alpha=0.5), GradientBoostingRegressor(random_state=SEED)):
+        model.fit(X_train, y_train)
+        reg.register(
+            model,
+            "diabetes",
+            reference=X_train,
+            tags={"dataset": "diabetes"},
+            metrics={
+                "r2": model.score(X_test, y_test),
+                "mae": mean_absolute_error(y_test, model.predict(X_test)),
+            },
+        )
+    reg.set_alias("diabetes", "champion", 2)
+    reg.describe("diabetes", "Disease progression one year after baseline (demo regressor)")
+    return "2 versions, champion → 2"
+
+
+def _tumor(reg: Registry) -> str:
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    data = load_breast_cancer(as_frame=True)
+    numeric = ["mean smoothness", "mean compactness", "mean concavity", "worst area", "worst concave points"]
+    X = data.frame[numeric].copy()
+    X["size band"] = pd.qcut(data.frame["mean radius"], 3, labels=["small", "medium", "large"]).astype(str)
+    X["texture band"] = pd.qcut(data.frame["mean texture"], 2, labels=["smooth", "rough"]).astype(str)
+    X_train, X_test, y_train, y_test = _split(X, data.target)
+    model = Pipeline(
+        [
+            (
+                "prepare",
+                ColumnTransformer(
+                    [
+                        ("categories", OneHotEncoder(handle_unknown="ignore"), ["size band", "texture band"]),
+                        ("numbers", StandardScaler(), numeric),
+                    ]
+                ),
+            ),
+            ("classify", LogisticRegression(max_iter=1000)),
+        ]
+    ).fit(X_train, y_train)
+    reg.register(
+        model,
+        "tumor",
+        reference=X_train,
+        alias="champion",
+        tags={"dataset": "breast_cancer"},
+        description="Pipeline with categorical and numeric features",
+        metrics={"accuracy": model.score(X_test, y_test)},
+    )
+    reg.describe("tumor", "Benign/malignant classifier: a pipeline with categorical features (demo)")
+    return "1 version, champion → 1"
+
+
+DEMO_MODELS: dict[str, Callable[[Registry], str]] = {"iris": _iris, "diabetes": _diabetes, "tumor": _tumor}

@@ -1,0 +1,128 @@
+"""How the CLI shows results: rich tables for people, JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from registry import History, ModelInfo, VersionInfo
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def print_json(data: Any) -> None:
+    """Compact-but-readable JSON on stdout, nothing else."""
+    print(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def when(moment: datetime | None) -> str:
+    """A stored UTC time shown in the local time zone, to the second."""
+    if moment is None:
+        return "-"
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def models_table(models: list[ModelInfo]) -> Table:
+    table = Table(box=None, header_style="bold")
+    for column in ("MODEL", "VERSIONS", "LATEST", "ALIASES", "UPDATED"):
+        table.add_column(column)
+    for m in models:
+        aliases = ", ".join(f"{a}→{v}" for a, v in sorted(m.aliases.items()))
+        table.add_row(m.name, str(m.versions), str(m.latest_version or "-"), aliases, when(m.updated_at))
+    return table
+
+
+def versions_table(versions: list[VersionInfo]) -> Table:
+    table = Table(box=None, header_style="bold")
+    for column in ("VERSION", "ALIASES", "ESTIMATOR", "METRICS"):
+        table.add_column(column, overflow="fold")
+    table.add_column("CREATED", no_wrap=True)
+    table.add_column("BY", overflow="ellipsis", no_wrap=True)
+    for v in versions:
+        metrics = ", ".join(f"{k}={val:.4g}" for k, val in sorted(v.metrics.items()))
+        label = f"{v.version} (archived)" if v.archived else str(v.version)
+        table.add_row(
+            label,
+            ", ".join(v.aliases),
+            v.estimator_class.rsplit(".", 1)[-1],
+            metrics,
+            when(v.created_at),
+            v.created_by,
+        )
+    return table
+
+
+def show_version(v: VersionInfo) -> None:
+    out.print(f"[bold]{v.ref}[/bold]" + ("  [dim](archived)[/dim]" if v.archived else ""))
+    rows = [
+        ("aliases", ", ".join(v.aliases) or "-"),
+        ("estimator", v.estimator_class),
+        ("params", _short(", ".join(f"{k}={val}" for k, val in v.params.items())) or "-"),
+        ("output", _output_text(v.output)),
+        ("metrics", ", ".join(f"{k}={val:.4g}" for k, val in sorted(v.metrics.items())) or "-"),
+        ("tags", ", ".join(f"{k}={val}" for k, val in sorted(v.tags.items())) or "-"),
+        ("description", v.description or "-"),
+        ("created", f"{when(v.created_at)} by {v.created_by}"),
+        ("artifact", f"sha256:{v.artifact_sha256} ({v.artifact_size:,} bytes, skops)"),
+        ("trusted types", ", ".join(v.trusted_types) or "(skops defaults only)"),
+        (
+            "trained with",
+            f"python {v.python_version}, scikit-learn {v.sklearn_version}, numpy {v.numpy_version}",
+        ),
+        ("reference", f"{v.reference_rows:,} rows" if v.reference_sha256 else "none"),
+        ("source", v.source or "-"),
+    ]
+    if v.parent_version:
+        rows.append(("parent", f"{v.name}:{v.parent_version}"))
+    if v.origin.get("imported_from"):
+        src = v.origin["imported_from"]
+        rows.append(("imported from", f"{src['model']}:{src['version']} on {src.get('host')}"))
+    for key, value in rows:
+        out.print(f"  [dim]{key:<14}[/dim] {value}")
+    table = Table(box=None, header_style="bold", padding=(0, 2, 0, 2))
+    for column in ("INPUT", "DTYPE", "KIND", "NULLABLE"):
+        table.add_column(column)
+    for c in v.signature.get("columns", []):
+        table.add_row(c["name"], c["dtype"], c["kind"], "yes" if c["nullable"] else "no")
+    out.print(table)
+
+
+def _short(text: str, limit: int = 240) -> str:
+    """`text` on one line, cut at `limit` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _output_text(output: dict[str, Any]) -> str:
+    if output.get("kind") == "classification":
+        classes = ", ".join(str(c) for c in output.get("classes", []))
+        return f"classification: {classes}" + (" (with probabilities)" if output.get("predict_proba") else "")
+    return output.get("kind", "?")
+
+
+def show_history(history: History, at_given: bool) -> None:
+    table = Table(box=None, header_style="bold")
+    for column in ("WHEN", "EVENT", "VERSION", "WHERE", "WHO"):
+        table.add_column(column)
+    for e in history.events:
+        change = (
+            f"{e.from_version or '-'} → {e.to_version}"
+            if e.from_version and e.to_version
+            else str(e.to_version or e.from_version or "-")
+        )
+        where = f"@{e.alias}" if e.alias else (e.deployment or "")
+        table.add_row(when(e.at), e.kind, change, where, e.actor)
+    out.print(table)
+    state = history.state
+    label = f"at {when(state.at)}" if at_given else "now"
+    aliases = ", ".join(f"{a}→{v}" for a, v in state.aliases.items()) or "none"
+    serving = ", ".join(f"{d}: version {v}" for d, v in state.serving.items()) or "nothing"
+    out.print(f"\n[bold]{history.model} {label}[/bold]")
+    out.print(f"  versions  {', '.join(map(str, state.versions)) or 'none'}")
+    out.print(f"  aliases   {aliases}")
+    out.print(f"  serving   {serving}")
