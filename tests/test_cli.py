@@ -1,0 +1,200 @@
+"""The `modeldeck` command as a user and a script see it: output, --json, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from console.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str, ok: bool = True):
+    result = runner.invoke(app, list(args))
+    if ok:
+        assert result.exit_code == 0, result.output + result.stderr
+    return result
+
+
+def run_json(*args: str):
+    return json.loads(run(*args, "--json").stdout)
+
+
+@pytest.fixture
+def skops_file(tmp_path: Path, iris_model) -> Path:
+    import skops.io as sio
+
+    path = tmp_path / "iris.skops"
+    sio.dump(iris_model, path)
+    return path
+
+
+@pytest.fixture
+def reference_csv(tmp_path: Path, iris) -> Path:
+    path = tmp_path / "reference.csv"
+    iris[0].to_csv(path, index=False)
+    return path
+
+
+def test_register_show_and_list_as_json(home, skops_file, reference_csv):
+    made = run_json(
+        "register",
+        str(skops_file),
+        "--name",
+        "iris",
+        "--alias",
+        "champion",
+        "--reference",
+        str(reference_csv),
+        "--tag",
+        "team=fraud",
+        "--metric",
+        "accuracy=0.97",
+    )
+    assert made["version"] == 1 and made["aliases"] == ["champion"]
+    assert made["reference_rows"] == 150 and made["tags"] == {"team": "fraud"}
+    shown = run_json("show", "iris@champion")
+    assert shown["metrics"] == {"accuracy": 0.97}
+    assert shown["signature"]["columns"][0]["name"] == "sepal length (cm)"
+    assert run_json("models")[0]["aliases"] == {"champion": 1}
+    assert [v["version"] for v in run_json("versions", "iris")] == [1]
+
+
+def test_human_output_names_what_happened(home, skops_file):
+    assert "registered iris:1" in run("register", str(skops_file), "--name", "iris").stdout
+    run("register", str(skops_file), "--name", "iris")
+    assert "iris@champion → 2" in run("alias", "iris", "2", "champion").stdout
+    listing = run("versions", "iris").stdout
+    assert "champion" in listing and "LogisticRegression" in listing
+    assert "sklearn.linear_model" in run("show", "iris").stdout
+
+
+def test_alias_tag_archive_delete_and_history(home, skops_file):
+    for _ in range(3):
+        run("register", str(skops_file), "--name", "iris")
+    run("alias", "iris", "1", "champion")
+    run("alias", "iris", "2", "champion")
+    run("tag", "iris:2", "owner=ana", "stage=canary")
+    run("tag", "iris:2", "--remove", "stage")
+    assert run_json("show", "iris:2")["tags"] == {"owner": "ana"}
+    run("archive", "iris:3")
+    assert [v["version"] for v in run_json("versions", "iris")] == [1, 2]
+    assert [v["version"] for v in run_json("versions", "iris", "--all")] == [1, 2, 3]
+    refused = run("delete", "iris:2", "--yes", ok=False)
+    assert refused.exit_code == 1 and "alias 'champion'" in refused.stderr
+    run("delete", "iris:1", "--yes")
+    state = run_json("history", "iris")["state"]
+    assert state["versions"] == [2, 3] and state["aliases"] == {"champion": 2}
+    kinds = [e["kind"] for e in run_json("history", "iris")["events"]]
+    assert kinds.count("alias_set") == 2 and "deleted" in kinds and "archived" in kinds
+    run("unalias", "iris", "champion")
+    assert run_json("show", "iris:2")["aliases"] == []
+
+
+def test_export_then_import_into_another_home(home, skops_file, tmp_path, monkeypatch):
+    run("register", str(skops_file), "--name", "iris")
+    archive = tmp_path / "iris-1.zip"
+    run("export", "iris:1", str(archive))
+    monkeypatch.setenv("MODELDECK_HOME", str(tmp_path / "laptop"))
+    imported = run_json("import", str(archive), "--name", "iris-from-server")
+    assert imported["version"] == 1
+    assert imported["origin"]["imported_from"]["model"] == "iris"
+
+
+def test_db_upgrade_reports_the_schema_revision(home):
+    from registry.store import SCHEMA_HEAD
+
+    assert run_json("db", "upgrade") == {"revision": SCHEMA_HEAD}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["show", "nope"], "no model 'nope'"),
+        (["show", "iris:x"], "must be a number"),
+        (["show", "iris:9"], "has no version 9"),
+        (["show", "iris@prod"], "has no alias 'prod'"),
+        (["alias", "iris", "1", "latest"], "'latest' is reserved"),
+        (["register", "/no/such/model.skops", "--name", "x"], "no such file"),
+        (["history", "iris", "--at", "teatime"], "cannot read time"),
+        (["delete", "iris", "--yes"], "say which version"),
+        (["tag", "iris:1", "novalue"], "write KEY=VALUE"),
+    ],
+)
+def test_user_mistakes_are_one_line_errors(home, skops_file, args, message):
+    run("register", str(skops_file), "--name", "iris")
+    result = run(*args, ok=False)
+    assert result.exit_code != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.output + result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_pickle_needs_trust_pickle(home, tmp_path, iris_model):
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps(iris_model))
+    refused = run("register", str(path), "--name", "iris", ok=False)
+    assert refused.exit_code == 1 and "--trust-pickle" in refused.stderr
+    assert run_json("models") == []
+    made = run_json("register", str(path), "--name", "iris", "--trust-pickle")
+    assert made["version"] == 1
+
+
+def test_reference_that_does_not_fit_the_model_is_refused(home, skops_file, tmp_path, iris):
+    bad = tmp_path / "bad.csv"
+    iris[0].drop(columns=["petal width (cm)"]).to_csv(bad, index=False)
+    result = run("register", str(skops_file), "--name", "iris", "--reference", str(bad), ok=False)
+    assert "missing ['petal width (cm)']" in result.stderr
+    assert run_json("models") == []
+
+
+def test_demo_builds_three_models_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELDECK_HOME", str(tmp_path))
+    first = run_json("demo")
+    assert first["home"] == str(tmp_path / "demo")
+    assert set(first["models"]) == {"iris", "diabetes", "tumor"}
+    again = run_json("demo")
+    assert all("already there" in text for text in again["models"].values())
+    monkeypatch.setenv("MODELDECK_HOME", str(tmp_path / "demo"))
+    models = {m["name"]: m for m in run_json("models")}
+    assert models["iris"]["versions"] == 3 and models["iris"]["aliases"] == {"champion": 2, "staging": 3}
+    kinds = {c["kind"] for c in run_json("show", "tumor@champion")["signature"]["columns"]}
+    assert kinds == {"numeric", "categorical"}
+
+
+def _modules_after(code: str, home: Path) -> list[str]:
+    probe = (
+        f"{code}\nimport sys, json\n"
+        "print(json.dumps(sorted(m for m in ('textual', 'sklearn', 'pandas') if m in sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"MODELDECK_HOME": str(home), "PATH": "/usr/bin:/bin"},
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_import_registry_pulls_in_no_sklearn_pandas_or_textual(home):
+    assert _modules_after("import registry; registry.Registry()", home) == []
+
+
+def test_registry_verbs_do_not_import_textual(home, skops_file):
+    run("register", str(skops_file), "--name", "iris")
+    for verb in ("models", "versions iris", "show iris", "history iris"):
+        code = (
+            "from console.cli import app\n"
+            f"try:\n    app({verb.split()!r} + ['--json'])\nexcept SystemExit:\n    pass"
+        )
+        loaded = _modules_after(code, home)
+        assert "textual" not in loaded, verb
+        assert "sklearn" not in loaded, f"{verb} should not need scikit-learn"
