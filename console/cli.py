@@ -24,6 +24,7 @@ db_app = typer.Typer(help="Registry database maintenance.", no_args_is_help=True
 app.add_typer(db_app, name="db")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+Reason = Annotated[str, typer.Option("--reason", "-m", help="Why: kept in the model's history.")]
 T = TypeVar("T")
 
 
@@ -165,10 +166,11 @@ def alias(
     name: str,
     version: str,
     alias_name: Annotated[str, typer.Argument(metavar="ALIAS")],
+    reason: Reason = "",
     json_out: JsonFlag = False,
 ) -> None:
     """Point ALIAS of model NAME at VERSION (a number or another alias)."""
-    info = _run(lambda reg: reg.set_alias(name, alias_name, version))
+    info = _run(lambda reg: reg.set_alias(name, alias_name, version, reason=reason))
     if json_out:
         output.print_json(info.as_dict())
     else:
@@ -177,10 +179,13 @@ def alias(
 
 @app.command()
 def unalias(
-    name: str, alias_name: Annotated[str, typer.Argument(metavar="ALIAS")], json_out: JsonFlag = False
+    name: str,
+    alias_name: Annotated[str, typer.Argument(metavar="ALIAS")],
+    reason: Reason = "",
+    json_out: JsonFlag = False,
 ) -> None:
     """Remove an alias (the version stays)."""
-    _run(lambda reg: reg.remove_alias(name, alias_name))
+    _run(lambda reg: reg.remove_alias(name, alias_name, reason=reason))
     if json_out:
         output.print_json({"model": name, "alias": alias_name, "removed": True})
     else:
@@ -225,10 +230,11 @@ def history(
 def archive(
     ref: Annotated[str, typer.Argument(help="NAME:VERSION")],
     restore: Annotated[bool, typer.Option(help="Un-archive instead.")] = False,
+    reason: Reason = "",
     json_out: JsonFlag = False,
 ) -> None:
     """Hide a version from listings without deleting it (or --restore it)."""
-    info = _run(lambda reg: reg.archive(ref, restore=restore))
+    info = _run(lambda reg: reg.archive(ref, restore=restore, reason=reason))
     if json_out:
         output.print_json(info.as_dict())
     else:
@@ -239,12 +245,13 @@ def archive(
 def delete(
     ref: Annotated[str, typer.Argument(help="NAME:VERSION")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    reason: Reason = "",
     json_out: JsonFlag = False,
 ) -> None:
     """Delete a version for good (refused while an alias or deployment holds it)."""
     if not yes and sys.stdin.isatty() and not typer.confirm(f"delete {ref} and its artifact for good?"):
         raise typer.Exit(1)
-    _run(lambda reg: reg.delete(ref))
+    _run(lambda reg: reg.delete(ref, reason=reason))
     if json_out:
         output.print_json({"ref": ref, "deleted": True})
     else:

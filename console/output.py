@@ -107,7 +107,7 @@ def _output_text(output: dict[str, Any]) -> str:
 
 def show_history(history: History, at_given: bool) -> None:
     table = Table(box=None, header_style="bold")
-    for column in ("WHEN", "EVENT", "VERSION", "WHERE", "WHO"):
+    for column in ("WHEN", "EVENT", "VERSION", "WHERE", "WHO", "WHY"):
         table.add_column(column)
     for e in history.events:
         change = (
@@ -116,7 +116,7 @@ def show_history(history: History, at_given: bool) -> None:
             else str(e.to_version or e.from_version or "-")
         )
         where = f"@{e.alias}" if e.alias else (e.deployment or "")
-        table.add_row(when(e.at), e.kind, change, where, e.actor)
+        table.add_row(when(e.at), e.kind, change, where, e.actor, e.reason)
     out.print(table)
     state = history.state
     label = f"at {when(state.at)}" if at_given else "now"

@@ -275,8 +275,10 @@ class Registry:
             return [_to_info(model.name, r, aliases.get(r.id, []), tags.get(r.id, {})) for r in rows]
 
     # ------------------------------------------------------------------ change
-    def set_alias(self, name: str, alias: str, version: int | str) -> VersionInfo:
-        """Point `alias` at `version` of `name` (atomically; moving it if it pointed elsewhere)."""
+    def set_alias(self, name: str, alias: str, version: int | str, reason: str = "") -> VersionInfo:
+        """Point `alias` at `version` (a number or another alias) of `name`, atomically.
+
+        `reason` is kept in the ledger with who moved it and when."""
         check_alias(alias)
         with self.db.write() as session:
             model = _lock_model(session, name)
@@ -284,10 +286,10 @@ class Registry:
             _, row = _resolve(session, parse_ref(target))
             if row.archived_at is not None:
                 raise VersionInUse(f"{name}:{row.version} is archived; restore it before aliasing it")
-            _move_alias(session, model, alias, row, current_actor())
+            _move_alias(session, model, alias, row, current_actor(), reason)
         return self.get(f"{name}:{row.version}")
 
-    def remove_alias(self, name: str, alias: str) -> None:
+    def remove_alias(self, name: str, alias: str, reason: str = "") -> None:
         """Delete an alias; the version it pointed at is untouched."""
         with self.db.write() as session:
             model = _lock_model(session, name)
@@ -305,6 +307,7 @@ class Registry:
                 current_actor(),
                 alias=alias,
                 from_version=old.version if old else None,
+                reason=reason,
             )
 
     def tag(self, ref: str, tags: Mapping[str, str], remove: Iterable[str] = ()) -> None:
@@ -341,7 +344,7 @@ class Registry:
             model.updated_at = utcnow()
             session.add(model)
 
-    def archive(self, ref: str, restore: bool = False) -> VersionInfo:
+    def archive(self, ref: str, restore: bool = False, reason: str = "") -> VersionInfo:
         """Hide a version from listings (nothing is deleted); `restore=True` shows it again."""
         with self.db.write() as session:
             model, row = _resolve(session, _as_ref(ref), include_archived=True)
@@ -357,10 +360,11 @@ class Registry:
                 ledger.RESTORED if restore else ledger.ARCHIVED,
                 current_actor(),
                 from_version=row.version,
+                reason=reason,
             )
         return self.get(f"{model.name}:{row.version}")
 
-    def delete(self, ref: str) -> None:
+    def delete(self, ref: str, reason: str = "") -> None:
         """Delete one version (`name:3`); refused while a deployment or alias holds it."""
         parsed = _as_ref(ref)
         if parsed.version is None:
@@ -380,6 +384,7 @@ class Registry:
                 ledger.DELETED,
                 current_actor(),
                 from_version=row.version,
+                reason=reason,
                 detail={"sha256": row.artifact_sha256},
             )
         self._discard_unreferenced([b for b in blobs if b])
@@ -523,7 +528,9 @@ def _ranges(numbers: list[int]) -> str:
     return ", ".join(parts)
 
 
-def _move_alias(session: Session, model: RegisteredModel, alias: str, row: ModelVersion, actor: str) -> None:
+def _move_alias(
+    session: Session, model: RegisteredModel, alias: str, row: ModelVersion, actor: str, reason: str = ""
+) -> None:
     existing = session.get(ModelAlias, (model.id, alias))
     previous = session.get(ModelVersion, existing.version_id) if existing else None
     if existing is None:
@@ -539,6 +546,7 @@ def _move_alias(session: Session, model: RegisteredModel, alias: str, row: Model
         alias=alias,
         from_version=previous.version if previous else None,
         to_version=row.version,
+        reason=reason,
     )
 
 

@@ -80,7 +80,7 @@ def test_alias_tag_archive_delete_and_history(home, skops_file):
     for _ in range(3):
         run("register", str(skops_file), "--name", "iris")
     run("alias", "iris", "1", "champion")
-    run("alias", "iris", "2", "champion")
+    run("alias", "iris", "2", "champion", "--reason", "better recall on the March data")
     run("tag", "iris:2", "owner=ana", "stage=canary")
     run("tag", "iris:2", "--remove", "stage")
     assert run_json("show", "iris:2")["tags"] == {"owner": "ana"}
@@ -92,7 +92,9 @@ def test_alias_tag_archive_delete_and_history(home, skops_file):
     run("delete", "iris:1", "--yes")
     state = run_json("history", "iris")["state"]
     assert state["versions"] == [2, 3] and state["aliases"] == {"champion": 2}
-    kinds = [e["kind"] for e in run_json("history", "iris")["events"]]
+    events = run_json("history", "iris")["events"]
+    assert events[4]["reason"] == "better recall on the March data"
+    kinds = [e["kind"] for e in events]
     assert kinds.count("alias_set") == 2 and "deleted" in kinds and "archived" in kinds
     run("unalias", "iris", "champion")
     assert run_json("show", "iris:2")["aliases"] == []
