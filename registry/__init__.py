@@ -3,10 +3,12 @@
 Importing this package is cheap: scikit-learn, pandas and skops load only when a model is
 registered or loaded, and nothing here imports Textual.
 
->>> from registry import Registry
->>> reg = Registry()
->>> reg.register(model, "iris", reference=X_train, alias="champion")
+>>> import registry
+>>> registry.register(model, "iris", reference=X_train, alias="champion")   # the default home
+>>> registry.load("iris@champion")
 """
+
+from typing import Any
 
 from registry.core import Registry, SklearnVersionWarning
 from registry.errors import (
@@ -26,6 +28,27 @@ from registry.errors import (
 from registry.info import EventInfo, History, ModelInfo, StateAt, VersionInfo
 from registry.refs import Ref, parse_ref
 from registry.store import Settings
+
+_default: "Registry | None" = None
+
+
+def default_registry() -> "Registry":
+    """The registry of `$MODELDECK_HOME` / `$MODELDECK_DB_URL`, opened once per process."""
+    global _default
+    if _default is None:
+        _default = Registry()
+    return _default
+
+
+def register(estimator: Any, name: str, **options: Any) -> VersionInfo:
+    """`Registry.register` on the default registry: all a notebook needs after `fit`."""
+    return default_registry().register(estimator, name, **options)
+
+
+def load(ref: str) -> Any:
+    """`Registry.load` on the default registry (`name`, `name:3` or `name@alias`)."""
+    return default_registry().load(ref)
+
 
 __all__ = [
     "ArtifactError",
@@ -49,5 +72,8 @@ __all__ = [
     "VersionInUse",
     "VersionInfo",
     "VersionNotFound",
+    "default_registry",
+    "load",
     "parse_ref",
+    "register",
 ]

@@ -13,3 +13,14 @@ def test_register_resolve_and_load(registry: Registry, iris, iris_model):
     assert registry.get("iris@latest").version == 2
     loaded = registry.load("iris:1")
     assert (loaded.predict(X) == iris_model.predict(X)).all()
+
+
+def test_module_level_register_and_load_use_the_default_home(home, iris, iris_model, monkeypatch):
+    import registry
+
+    monkeypatch.setattr(registry, "_default", None)
+    X, _ = iris
+    assert registry.register(iris_model, "iris", reference=X).version == 1
+    assert (registry.load("iris").predict(X) == iris_model.predict(X)).all()
+    assert registry.default_registry().settings.home == home
+    registry.default_registry().close()
