@@ -25,7 +25,7 @@ from registry.errors import (
     VersionInUse,
     VersionNotFound,
 )
-from registry.info import EventInfo, History, ModelInfo, StateAt, VersionInfo
+from registry.info import EventInfo, History, ModelInfo, StateAt, VersionInfo, VersionSummary
 from registry.refs import Ref, parse_ref
 from registry.store import Settings
 
@@ -72,6 +72,7 @@ __all__ = [
     "VersionInUse",
     "VersionInfo",
     "VersionNotFound",
+    "VersionSummary",
     "default_registry",
     "load",
     "parse_ref",

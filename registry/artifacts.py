@@ -94,8 +94,27 @@ def untrusted_types_of(data: bytes) -> list[str]:
 
 
 def types_needing_trust(types: list[str], extra_trusted: list[str] | tuple[str, ...] = ()) -> list[str]:
-    """Those of `types` outside the safe module roots and not explicitly trusted."""
-    return [t for t in types if t.split(".")[0] not in SAFE_MODULE_ROOTS and t not in extra_trusted]
+    """Those of `types` not explicitly trusted and not a class of the safe module roots."""
+    return [t for t in types if t not in extra_trusted and not _is_safe_class(t)]
+
+
+def _is_safe_class(name: str) -> bool:
+    """True for a class (not a function) under the safe module roots.
+
+    A trusted name is something skops may *call* with arguments read from the file, so a module
+    root alone is not enough: `builtins.eval`, or a helper function deep inside scikit-learn,
+    would run attacker-chosen code while the file is being loaded.
+    """
+    import importlib
+
+    module, _, attr = name.rpartition(".")
+    if module.split(".")[0] not in SAFE_MODULE_ROOTS:
+        return False
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except Exception:  # not importable: skops could not load it either
+        return False
+    return isinstance(obj, type)
 
 
 def load_model(data: bytes, trusted_types: list[str], what: str) -> Any:

@@ -14,16 +14,16 @@ from sqlalchemy import delete, func
 from sqlmodel import Session, col, select
 
 from registry import history as ledger
+from registry import queries
 from registry.artifacts import ArtifactStore, load_model
 from registry.capture import Captured, capture
 from registry.errors import (
     InvalidName,
-    ModelNotFound,
     ReferenceMismatch,
     VersionInUse,
     VersionNotFound,
 )
-from registry.info import EventInfo, History, ModelInfo, VersionInfo
+from registry.info import EventInfo, History, ModelInfo, VersionInfo, VersionSummary
 from registry.reference import ReferenceSample, decode
 from registry.refs import Ref, check_alias, check_model_name, parse_ref
 from registry.schema import (
@@ -181,7 +181,8 @@ class Registry:
             )
             for alias in aliases:
                 _move_alias(session, model, alias, row, actor)
-        return self.get(f"{name}:{number}")
+        tag_values = {key: str(value) for key, value in (tags or {}).items()}
+        return queries.version_info(name, row, sorted(set(aliases)), tag_values)
 
     def register_file(
         self,
@@ -204,8 +205,7 @@ class Registry:
     def get(self, ref: str | Ref) -> VersionInfo:
         """The version a reference (`name`, `name:3`, `name@alias`) points at."""
         with self.db.read() as session:
-            model, row = _resolve(session, _as_ref(ref))
-            return _version_info(session, model, row)
+            return queries.get_version(session.connection(), _as_ref(ref))
 
     def load(self, ref: str | Ref) -> Any:
         """The fitted estimator of a version, after its sha256 matches the registry."""
@@ -262,17 +262,10 @@ class Registry:
                 for m in models
             ]
 
-    def versions(self, name: str, include_archived: bool = False) -> list[VersionInfo]:
-        """The versions of a model, oldest first; archived ones only if asked."""
+    def versions(self, name: str, include_archived: bool = False) -> list[VersionSummary]:
+        """Summaries of the versions of a model, oldest first; archived ones only if asked."""
         with self.db.read() as session:
-            model = _model(session, name)
-            query = select(ModelVersion).where(ModelVersion.model_id == model.id)
-            if not include_archived:
-                query = query.where(col(ModelVersion.archived_at).is_(None))
-            rows = session.exec(query.order_by(ModelVersion.version)).all()
-            aliases = _aliases_by_version(session, model.id)
-            tags = _tags_by_version(session, [r.id for r in rows] if len(rows) < 500 else None, model.id)
-            return [_to_info(model.name, r, aliases.get(r.id, []), tags.get(r.id, {})) for r in rows]
+            return queries.list_versions(session.connection(), name, include_archived)
 
     # ------------------------------------------------------------------ change
     def set_alias(self, name: str, alias: str, version: int | str, reason: str = "") -> VersionInfo:
@@ -283,11 +276,12 @@ class Registry:
         with self.db.write() as session:
             model = _lock_model(session, name)
             target = f"{name}:{version}" if str(version).isdigit() else f"{name}@{version}"
-            _, row = _resolve(session, parse_ref(target))
+            row = _resolve(session, parse_ref(target))
             if row.archived_at is not None:
                 raise VersionInUse(f"{name}:{row.version} is archived; restore it before aliasing it")
             _move_alias(session, model, alias, row, current_actor(), reason)
-        return self.get(f"{name}:{row.version}")
+            session.flush()
+            return queries.get_version(session.connection(), Ref(name, version=row.version))
 
     def remove_alias(self, name: str, alias: str, reason: str = "") -> None:
         """Delete an alias; the version it pointed at is untouched."""
@@ -295,9 +289,7 @@ class Registry:
             model = _lock_model(session, name)
             existing = session.get(ModelAlias, (model.id, alias))
             if existing is None:
-                raise VersionNotFound(
-                    f"model {name!r} has no alias {alias!r}{_known_aliases(session, model)}"
-                )
+                raise queries.not_found(session.connection(), Ref(name, alias=alias))
             old = session.get(ModelVersion, existing.version_id)
             session.delete(existing)
             _record(
@@ -319,7 +311,7 @@ class Registry:
             if parsed.version is None and parsed.alias is None:
                 owner, table, version = {"model_id": model.id}, ModelTag, None
             else:
-                _, row = _resolve(session, parsed)
+                row = _resolve(session, parsed)
                 owner, table, version = {"version_id": row.id}, VersionTag, row.version
             for key, value in tags.items():
                 session.merge(table(key=_check_tag_key(key), value=str(value), **owner))
@@ -347,7 +339,9 @@ class Registry:
     def archive(self, ref: str, restore: bool = False, reason: str = "") -> VersionInfo:
         """Hide a version from listings (nothing is deleted); `restore=True` shows it again."""
         with self.db.write() as session:
-            model, row = _resolve(session, _as_ref(ref), include_archived=True)
+            parsed = _as_ref(ref)
+            model = _lock_model(session, parsed.name)
+            row = _resolve(session, parsed, include_archived=True)
             if not restore:
                 holders = _holders(session, model, row)
                 if holders:
@@ -371,7 +365,7 @@ class Registry:
             raise VersionNotFound(f"say which version to delete, e.g. {parsed.name}:3")
         with self.db.write() as session:
             model = _lock_model(session, parsed.name)
-            _, row = _resolve(session, parsed, include_archived=True)
+            row = _resolve(session, parsed, include_archived=True)
             holders = _holders(session, model, row)
             if holders:
                 raise VersionInUse(f"cannot delete {model.name}:{row.version}: held by {holders}")
@@ -447,11 +441,8 @@ def _check_tag_key(key: str) -> str:
 
 
 def _model(session: Session, name: str) -> RegisteredModel:
-    model = session.exec(select(RegisteredModel).where(RegisteredModel.name == name)).first()
-    if model is None:
-        known = session.exec(select(RegisteredModel.name).order_by(RegisteredModel.name).limit(20)).all()
-        hint = f"; known: {', '.join(known)}" if known else "; the registry is empty"
-        raise ModelNotFound(f"no model {name!r}{hint}")
+    model = session.get(RegisteredModel, queries.model_id(session.connection(), name))
+    assert model is not None
     return model
 
 
@@ -464,8 +455,13 @@ def _lock_model(session: Session, name: str) -> RegisteredModel:
 
 
 def _lock_or_create_model(session: Session, name: str) -> RegisteredModel:
-    bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
+    """The model row, locked; created first if this is its first version (safe under races)."""
+    existing = session.exec(
+        select(RegisteredModel).where(RegisteredModel.name == name).with_for_update()
+    ).first()
+    if existing is not None:
+        return existing
+    if session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
@@ -478,54 +474,11 @@ def _lock_or_create_model(session: Session, name: str) -> RegisteredModel:
     return _lock_model(session, name)
 
 
-def _resolve(
-    session: Session, ref: Ref, include_archived: bool = False
-) -> tuple[RegisteredModel, ModelVersion]:
-    model = _model(session, ref.name)
-    query = select(ModelVersion).where(ModelVersion.model_id == model.id)
-    if ref.alias is not None:
-        alias = session.get(ModelAlias, (model.id, ref.alias))
-        if alias is None:
-            raise VersionNotFound(
-                f"model {ref.name!r} has no alias {ref.alias!r}{_known_aliases(session, model)}"
-            )
-        row = session.get(ModelVersion, alias.version_id)
-    elif ref.version is not None:
-        row = session.exec(query.where(ModelVersion.version == ref.version)).first()
-        if row is None:
-            raise VersionNotFound(
-                f"model {ref.name!r} has no version {ref.version}{_known_versions(session, model)}"
-            )
-    else:
-        if not include_archived:
-            query = query.where(col(ModelVersion.archived_at).is_(None))
-        row = session.exec(query.order_by(col(ModelVersion.version).desc())).first()
-        if row is None:
-            raise VersionNotFound(f"model {ref.name!r} has no versions")
+def _resolve(session: Session, ref: Ref, include_archived: bool = False) -> ModelVersion:
+    """The version row a reference points at, in this session."""
+    row = session.get(ModelVersion, queries.version_id(session.connection(), ref, include_archived))
     assert row is not None
-    return model, row
-
-
-def _known_aliases(session: Session, model: RegisteredModel) -> str:
-    names = session.exec(select(ModelAlias.alias).where(ModelAlias.model_id == model.id)).all()
-    return f"; its aliases: {', '.join(sorted(names))}" if names else "; it has no aliases"
-
-
-def _known_versions(session: Session, model: RegisteredModel) -> str:
-    numbers = session.exec(
-        select(ModelVersion.version).where(ModelVersion.model_id == model.id).order_by(ModelVersion.version)
-    ).all()
-    return f"; its versions: {_ranges(list(numbers))}" if numbers else "; it has no versions"
-
-
-def _ranges(numbers: list[int]) -> str:
-    parts: list[str] = []
-    for n in numbers:
-        if parts and parts[-1].split("-")[-1] == str(n - 1):
-            parts[-1] = f"{parts[-1].split('-')[0]}-{n}"
-        else:
-            parts.append(str(n))
-    return ", ".join(parts)
+    return row
 
 
 def _move_alias(
@@ -565,66 +518,6 @@ def _holders(session: Session, model: RegisteredModel, row: ModelVersion) -> str
 def _record(session: Session, name: str, kind: str, actor: str, **fields: Any) -> None:
     detail = fields.pop("detail", None) or {}
     session.add(Event(model_name=name, kind=kind, actor=actor, detail=detail, **fields))
-
-
-def _aliases_by_version(session: Session, model_id: int | None) -> dict[int, list[str]]:
-    result: dict[int, list[str]] = {}
-    for alias in session.exec(
-        select(ModelAlias).where(ModelAlias.model_id == model_id).order_by(ModelAlias.alias)
-    ):
-        result.setdefault(alias.version_id, []).append(alias.alias)
-    return result
-
-
-def _tags_by_version(
-    session: Session, version_ids: list[int | None] | None, model_id: int | None
-) -> dict[int, dict[str, str]]:
-    query = select(VersionTag)
-    if version_ids is not None:
-        query = query.where(col(VersionTag.version_id).in_(version_ids))
-    else:
-        query = query.join(ModelVersion, col(ModelVersion.id) == VersionTag.version_id).where(
-            ModelVersion.model_id == model_id
-        )
-    result: dict[int, dict[str, str]] = {}
-    for tag in session.exec(query):
-        result.setdefault(tag.version_id, {})[tag.key] = tag.value
-    return result
-
-
-def _version_info(session: Session, model: RegisteredModel, row: ModelVersion) -> VersionInfo:
-    aliases = _aliases_by_version(session, model.id).get(row.id or 0, [])
-    tags = _tags_by_version(session, [row.id], model.id).get(row.id or 0, {})
-    return _to_info(model.name, row, aliases, tags)
-
-
-def _to_info(name: str, row: ModelVersion, aliases: list[str], tags: dict[str, str]) -> VersionInfo:
-    return VersionInfo(
-        name=name,
-        version=row.version,
-        estimator_class=row.estimator_class,
-        created_at=row.created_at,
-        created_by=row.created_by,
-        artifact_sha256=row.artifact_sha256,
-        artifact_size=row.artifact_size,
-        trusted_types=list(row.trusted_types),
-        params=dict(row.params),
-        signature=dict(row.signature),
-        output=dict(row.output),
-        metrics=dict(row.metrics),
-        description=row.description,
-        python_version=row.python_version,
-        sklearn_version=row.sklearn_version,
-        numpy_version=row.numpy_version,
-        reference_sha256=row.reference_sha256,
-        reference_rows=row.reference_rows,
-        source=row.source,
-        origin=dict(row.origin or {}),
-        parent_version=row.parent_version,
-        archived=row.archived_at is not None,
-        aliases=aliases,
-        tags=tags,
-    )
 
 
 def _event_info(e: Event) -> EventInfo:

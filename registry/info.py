@@ -58,6 +58,28 @@ class VersionInfo(_AsDict):
 
 
 @dataclass
+class VersionSummary(_AsDict):
+    """What a listing shows of a version; `Registry.get` gives the full VersionInfo."""
+
+    name: str
+    version: int
+    estimator_class: str
+    description: str
+    metrics: dict[str, float]
+    created_at: datetime
+    created_by: str
+    archived: bool
+    artifact_sha256: str
+    parent_version: int | None
+    aliases: list[str] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+@dataclass
 class ModelInfo(_AsDict):
     """A registered model with a summary of its versions."""
 

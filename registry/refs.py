@@ -39,7 +39,7 @@ def parse_ref(text: str) -> Ref:
     if ":" in text:
         name, _, version = text.partition(":")
         check_model_name(name)
-        if not version.isdigit() or int(version) < 1:
+        if not (version.isascii() and version.isdigit()) or int(version) < 1:
             raise InvalidReference(
                 f"bad reference {text!r}: the version after ':' must be a number from 1 up"
             )

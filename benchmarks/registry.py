@@ -1,0 +1,722 @@
+"""Registry benchmark: modeldeck's registry next to MLflow's model registry, in the same run.
+
+DESIGN.md section 4 budgets "registry operations: at least 5x faster than MLflow's registry on
+SQLite; `import registry` pulls in no sklearn, pandas or Textual". This script measures modeldeck on
+SQLite (a temporary MODELDECK_HOME) and on PostgreSQL (a fresh database, dropped afterwards) and
+MLflow's registry on a SQLite backend, and prints each figure with the ratio MLflow / modeldeck.
+
+    python benchmarks/registry.py             # the default run (a few minutes)
+    python benchmarks/registry.py --quick     # smaller counts, fewer repetitions
+    python benchmarks/registry.py --profile   # also cProfile each modeldeck operation on SQLite
+
+The machine is shared and noisy, so every figure is a median of repeated runs, the systems are
+measured round-robin (one call each in turn) and only the ratios, taken within this run, mean
+anything. The script prints; it asserts nothing. PostgreSQL comes from MODELDECK_TEST_PG_URL or
+`.ci/postgres.sh --no-install`; MLflow from the `bench` extra (`pip install -e '.[bench]'`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import json
+import logging
+import os
+import platform
+import pstats
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = 5.0
+IMPORT_WATCH = ("sklearn", "pandas", "textual", "skops", "numpy", "scipy", "alembic", "mlflow")
+
+
+def _unshadow() -> None:
+    """Run as `python benchmarks/registry.py`, this file's folder heads sys.path and this file
+    would be imported as `registry`; drop that folder so `import registry` finds the package."""
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    cached = sys.modules.get("registry")
+    if (
+        cached is not None
+        and Path(getattr(cached, "__file__", "") or "").resolve() == Path(__file__).resolve()
+    ):
+        del sys.modules["registry"]
+
+
+# ---------------------------------------------------------------------- timing
+@dataclass
+class Sample:
+    """Durations, in seconds, of repeated runs of one operation."""
+
+    times: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def total(self) -> float:
+        return sum(self.times)
+
+    def run(self, fn: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        result = fn()
+        self.times.append(time.perf_counter() - start)
+        return result
+
+
+def fmt(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 0.01:
+        return f"{seconds * 1e3:.0f} ms"
+    if seconds >= 0.001:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e3:.2f} ms"
+
+
+def ratio(mlflow: float | None, ours: float | None) -> float | None:
+    if mlflow is None or ours is None or ours <= 0:
+        return None
+    return mlflow / ours
+
+
+@dataclass
+class Row:
+    """One line of the result table: medians in seconds (None where not measured)."""
+
+    operation: str
+    sqlite: float | None
+    pg: float | None
+    mlflow: float | None
+    extra: dict[str, str] = field(default_factory=dict)  # cells' suffixes, e.g. totals
+    target: str = f">= {TARGET:g}x"
+
+
+# ---------------------------------------------------------------------- PostgreSQL
+def postgres_admin_url() -> str | None:
+    url = os.environ.get("MODELDECK_TEST_PG_URL")
+    if url:
+        return url
+    try:
+        result = subprocess.run(
+            ["bash", str(ROOT / ".ci" / "postgres.sh"), "--no-install"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (result.stdout.strip() or None) if result.returncode == 0 else None
+
+
+class Postgres:
+    """Creates fresh databases on a server and drops every one of them on close."""
+
+    def __init__(self, admin_url: str) -> None:
+        from sqlalchemy import create_engine, text
+
+        self._text = text
+        self.admin_url = admin_url
+        self.engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        self.created: list[str] = []
+        with self.engine.connect() as conn:
+            self.version = conn.execute(text("SHOW server_version")).scalar()
+
+    def new_database(self) -> str:
+        name = f"md_bench_{uuid.uuid4().hex[:12]}"
+        with self.engine.connect() as conn:
+            conn.execute(self._text(f'CREATE DATABASE "{name}"'))
+        self.created.append(name)
+        return f"{self.admin_url.rsplit('/', 1)[0]}/{name}"
+
+    def close(self) -> None:
+        with self.engine.connect() as conn:
+            for name in self.created:
+                conn.execute(self._text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        self.engine.dispose()
+
+
+# ---------------------------------------------------------------------- the systems
+class Modeldeck:
+    """One modeldeck registry (SQLite in its home, or a PostgreSQL database)."""
+
+    def __init__(self, label: str, home: Path, db_url: str | None = None) -> None:
+        from registry import Registry
+
+        self.label = label
+        self.registry = Registry(home=home, db_url=db_url)
+
+    def bulk_versions(self, model: Any, name: str, count: int) -> None:
+        """`count` versions of `name`: one through the API, the rest copied from it as rows."""
+        from sqlalchemy import insert
+        from sqlmodel import select
+
+        from registry.schema import ModelVersion, RegisteredModel
+
+        self.registry.register(model, name)
+        with self.registry.db.write() as session:
+            row = session.exec(select(RegisteredModel).where(RegisteredModel.name == name)).one()
+            template = session.exec(select(ModelVersion).where(ModelVersion.model_id == row.id)).one()
+            base = template.model_dump(exclude={"id"})
+            for start in range(2, count + 1, 2000):
+                batch = [{**base, "version": v} for v in range(start, min(start + 2000, count + 1))]
+                session.execute(insert(ModelVersion), batch)
+            row.next_version = count + 1
+            session.add(row)
+
+    def close(self) -> None:
+        self.registry.close()
+
+
+class Mlflow:
+    """MLflow's model registry on a SQLite file, through MlflowClient."""
+
+    def __init__(self, path: Path, artifacts: Path) -> None:
+        import mlflow
+
+        self.path = path
+        self.artifacts = artifacts
+        uri = f"sqlite:///{path}"
+        self.client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+    def create_version(self, name: str, i: int) -> Any:
+        return self.client.create_model_version(name, str(self.artifacts / name / str(i)), run_id=None)
+
+    def list_versions(self, name: str) -> list[Any]:
+        found: list[Any] = []
+        token = None
+        while True:
+            page = self.client.search_model_versions(f"name='{name}'", page_token=token)
+            found.extend(page)
+            token = page.token
+            if not token:
+                return found
+
+    def bulk_versions(self, name: str, count: int) -> None:
+        """`count` versions of `name`: one through the API, the rest copied from it in SQL."""
+        self.client.create_registered_model(name)
+        self.create_version(name, 1)
+        with contextlib.closing(sqlite3.connect(self.path)) as con, con:
+            columns = [r[1] for r in con.execute("PRAGMA table_info(model_versions)")]
+            picked = ", ".join("seq.v" if c == "version" else f"t.{c}" for c in columns)
+            con.execute(
+                f"WITH RECURSIVE seq(v) AS (SELECT 2 UNION ALL SELECT v + 1 FROM seq WHERE v < ?) "
+                f"INSERT INTO model_versions ({', '.join(columns)}) SELECT {picked} FROM seq, "
+                f"(SELECT * FROM model_versions WHERE name = ? AND version = 1) AS t",
+                (count, name),
+            )
+
+
+def quiet_mlflow() -> bool:
+    """Silence MLflow (and its telemetry); False if MLflow is not importable."""
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    os.environ["DO_NOT_TRACK"] = "true"
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        return False
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module="mlflow")
+    return True
+
+
+def small_model() -> tuple[Any, Any]:
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, 8))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    return LogisticRegression().fit(X, y), X
+
+
+# ---------------------------------------------------------------------- measurements
+def measure_import(reps: int, with_mlflow: bool, tmp: Path) -> tuple[list[Row], dict[str, bool]]:
+    """`python -c "import registry"` in fresh processes (outside the repository), median wall time."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    cwd = tmp / "import-cwd"
+    cwd.mkdir()
+    programs = {"bare": "pass", "registry": "import registry"}
+    if with_mlflow:
+        programs["mlflow"] = "import mlflow"
+    samples = {k: Sample() for k in programs}
+    for _ in range(reps):
+        for key, code in programs.items():
+            samples[key].run(
+                lambda code=code: subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, check=True)
+            )
+    check = (
+        f"import sys, json, registry; print(json.dumps({{m: m in sys.modules for m in {IMPORT_WATCH!r}}}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", check], cwd=cwd, env=env, check=True, capture_output=True, text=True
+    )
+    loaded = json.loads(out.stdout)
+    bare = samples["bare"].median
+    ours = samples["registry"].median - bare
+    theirs = samples["mlflow"].median - bare if with_mlflow else None
+    row = Row(
+        "import (net of bare python)",
+        ours,
+        None,
+        theirs,
+        extra={"sqlite": f" [gross {fmt(samples['registry'].median)}]"},
+        target="no sklearn/pandas/textual",
+    )
+    return [row], loaded
+
+
+def measure_fresh_store(reps: int, tmp: Path, pg: Postgres | None, with_mlflow: bool) -> Row:
+    """Open a registry on an empty store (migrations included) and make the first query."""
+    from registry import Registry
+
+    md_sqlite, md_pg, ml = Sample(), Sample(), Sample()
+
+    def ours(sample: Sample | None, home: Path, url: str | None) -> None:
+        reg = None
+
+        def first() -> None:
+            nonlocal reg
+            reg = Registry(home=home, db_url=url)
+            reg.list_models()
+
+        try:
+            if sample is None:
+                first()
+            else:
+                sample.run(first)
+        finally:
+            if reg is not None:
+                reg.close()
+
+    def theirs(sample: Sample | None, path: Path) -> None:
+        import mlflow
+
+        uri = f"sqlite:///{path}"
+
+        def first() -> None:
+            mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).search_registered_models()
+
+        if sample is None:
+            first()
+        else:
+            sample.run(first)
+
+    # one untimed warm-up of each pays the one-off imports (alembic, MLflow's store modules)
+    ours(None, tmp / "fresh-warm", None)
+    if with_mlflow:
+        theirs(None, tmp / "fresh-warm-mlflow.db")
+    for i in range(reps):
+        ours(md_sqlite, tmp / f"fresh-{i}", None)
+        if pg is not None:
+            url = pg.new_database()
+            ours(md_pg, tmp / f"fresh-pg-{i}", url)
+        if with_mlflow:
+            theirs(ml, tmp / f"fresh-mlflow-{i}.db")
+    return Row(
+        "fresh store: open + migrate + 1st query",
+        md_sqlite.median,
+        md_pg.median if md_pg.times else None,
+        ml.median if ml.times else None,
+    )
+
+
+def measure_register(count: int, ours: list[Modeldeck], mlf: Mlflow | None, model: Any, X: Any) -> list[Row]:
+    """`count` versions per variant, each system one call in turn."""
+    from registry.capture import capture
+
+    captured = capture(model)
+    variants: dict[str, Callable[[Modeldeck], Any]] = {
+        "plain": lambda m: m.registry.register(model, "reg-plain"),
+        "meta": lambda m: m.registry.add_version(captured, "reg-meta"),
+        "full": lambda m: m.registry.register(model, "reg-full", reference=X),
+    }
+    samples = {(v, m.label): Sample() for v in variants for m in ours}
+    ml = Sample()
+    for m in ours:  # warm-up: lazy imports (skops, pandas) and first-statement caches
+        m.registry.register(model, "warm", reference=X)
+        m.registry.add_version(captured, "warm")
+    if mlf is not None:
+        mlf.client.create_registered_model("warm")
+        mlf.create_version("warm", 0)
+        mlf.client.create_registered_model("reg")
+    for i in range(count):
+        for variant, fn in variants.items():
+            for m in ours:
+                samples[variant, m.label].run(lambda fn=fn, m=m: fn(m))
+        if mlf is not None:
+            ml.run(lambda i=i: mlf.create_version("reg", i))
+
+    def row(title: str, variant: str) -> Row:
+        found = {m.label: samples[variant, m.label] for m in ours}
+        extra = {k: f" (total {fmt(s.total)})" for k, s in found.items()}
+        if mlf is not None:
+            extra["mlflow"] = f" (total {fmt(ml.total)})"
+        return Row(
+            title,
+            found["sqlite"].median if "sqlite" in found else None,
+            found["pg"].median if "pg" in found else None,
+            ml.median if ml.times else None,
+            extra=extra,
+        )
+
+    return [
+        row(f"register x{count} [PRIMARY] register(LR) / create_model_version", "plain"),
+        row(f"register x{count} metadata-only add_version(pre-captured)", "meta"),
+        row(f"register x{count} full register(LR, reference=1000x8)", "full"),
+    ]
+
+
+def measure_log_model(count: int, mlf: Mlflow, model: Any, primary: Row) -> Row:
+    """For context: MLflow's path that, like modeldeck's register, also stores the model artifact:
+    `mlflow.sklearn.log_model(..., registered_model_name=...)` in a run. `pip_requirements` is
+    given, since inferring it (the default) spawns a process and takes seconds per version."""
+    import mlflow
+    import mlflow.sklearn
+
+    mlflow.set_tracking_uri(f"sqlite:///{mlf.path}")
+    mlflow.set_registry_uri(f"sqlite:///{mlf.path}")
+    experiment = mlflow.create_experiment("bench-log-model", artifact_location=mlf.artifacts.as_uri())
+    requirements = ["scikit-learn"]
+    # MLflow 3 names the logged model `name=`; MLflow 2 takes `artifact_path=`
+    where = {"name": "model"} if int(mlflow.__version__.split(".")[0]) >= 3 else {"artifact_path": "model"}
+    sample = Sample()
+
+    def log() -> None:
+        with (
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+            mlflow.start_run(experiment_id=experiment),
+        ):
+            mlflow.sklearn.log_model(
+                model, **where, registered_model_name="logged", pip_requirements=requirements
+            )
+
+    log()  # warm-up
+    for _ in range(count):
+        sample.run(log)
+    return Row(
+        f"(context) register(LR) / sklearn.log_model+register x{count}",
+        primary.sqlite,
+        primary.pg,
+        sample.median,
+        extra={"mlflow": f" (total {fmt(sample.total)})"},
+        target="info only",
+    )
+
+
+def measure_list(
+    sizes: list[int], reps: int, ours: list[Modeldeck], mlf: Mlflow | None, model: Any
+) -> tuple[list[Row], list[str]]:
+    rows, notes = [], []
+    for size in sizes:
+        name = f"list-{size}"
+        for m in ours:
+            m.bulk_versions(model, name, size)
+        if mlf is not None:
+            mlf.bulk_versions(name, size)
+        samples = {m.label: Sample() for m in ours}
+        ml = Sample()
+        counts: dict[str, int] = {}
+        for _ in range(reps):
+            for m in ours:
+                counts[m.label] = len(samples[m.label].run(lambda m=m, name=name: m.registry.versions(name)))
+            if mlf is not None:
+                counts["mlflow"] = len(ml.run(lambda name=name: mlf.list_versions(name)))
+        notes.append(f"list {size}: versions returned {counts}")
+        rows.append(
+            Row(
+                f"list {size:,} versions: versions() / search_model_versions",
+                samples["sqlite"].median if "sqlite" in samples else None,
+                samples["pg"].median if "pg" in samples else None,
+                ml.median if ml.times else None,
+            )
+        )
+    return rows, notes
+
+
+def measure_point_ops(reps: int, name: str, ours: list[Modeldeck], mlf: Mlflow | None) -> list[Row]:
+    """Alias set/resolve and get-version on a model with `name` (already holding versions)."""
+    for m in ours:
+        m.registry.set_alias(name, "champion", 1)
+    if mlf is not None:
+        mlf.client.set_registered_model_alias(name, "champion", "1")
+    ops: list[tuple[str, Callable[[Modeldeck, int], Any], Callable[[Mlflow, int], Any]]] = [
+        (
+            "set alias: set_alias / set_registered_model_alias",
+            lambda m, i: m.registry.set_alias(name, "champion", 2 + i % 150),
+            lambda c, i: c.client.set_registered_model_alias(name, "champion", str(2 + i % 150)),
+        ),
+        (
+            "resolve alias: get('n@champion') / get_model_version_by_alias",
+            lambda m, i: m.registry.get(f"{name}@champion"),
+            lambda c, i: c.client.get_model_version_by_alias(name, "champion"),
+        ),
+        (
+            "get version: get('n:7') / get_model_version",
+            lambda m, i: m.registry.get(f"{name}:7"),
+            lambda c, i: c.client.get_model_version(name, "7"),
+        ),
+    ]
+    rows = []
+    for title, ours_fn, theirs_fn in ops:
+        samples = {m.label: Sample() for m in ours}
+        ml = Sample()
+        for i in range(reps):
+            for m in ours:
+                samples[m.label].run(lambda m=m, i=i, fn=ours_fn: fn(m, i))
+            if mlf is not None:
+                ml.run(lambda i=i, fn=theirs_fn: fn(mlf, i))
+        rows.append(
+            Row(
+                title,
+                samples["sqlite"].median if "sqlite" in samples else None,
+                samples["pg"].median if "pg" in samples else None,
+                ml.median if ml.times else None,
+            )
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------- profile
+def profile_ops(tmp: Path, model: Any, X: Any, list_size: int, reps: int) -> None:
+    """cProfile of each modeldeck operation on SQLite: the registry/ functions by cumulative time
+    and the whole program's top functions by own time."""
+    from registry import Registry
+    from registry.capture import capture
+
+    md = Modeldeck("sqlite", tmp / "profile-home")
+    reg = md.registry
+    captured = capture(model)
+    md.bulk_versions(model, "prof-list", list_size)
+    reg.register(model, "prof")
+    reg.set_alias("prof", "champion", 1)
+    counter = iter(range(10**9))
+
+    def fresh(home: Path) -> None:
+        with Registry(home=home) as opened:
+            opened.list_models()
+
+    ops: dict[str, Callable[[], Any]] = {
+        "register(LR)": lambda: reg.register(model, "prof"),
+        "add_version(pre-captured)": lambda: reg.add_version(captured, "prof"),
+        "register(LR, reference)": lambda: reg.register(model, "prof", reference=X),
+        "set_alias": lambda: reg.set_alias("prof", "champion", 1 + next(counter) % 3),
+        "get alias": lambda: reg.get("prof@champion"),
+        "get version": lambda: reg.get("prof:1"),
+        f"versions({list_size})": lambda: reg.versions("prof-list"),
+        "fresh store": lambda: fresh(tmp / f"prof-fresh-{next(counter)}"),
+    }
+    for title, fn in ops.items():
+        n = 3 if title.startswith(("versions", "fresh")) else reps
+        fn()  # warm
+        profiler = cProfile.Profile()
+        start = time.perf_counter()
+        profiler.enable()
+        for _ in range(n):
+            fn()
+        profiler.disable()
+        per_call = (time.perf_counter() - start) / n
+        print(f"\n--- profile: {title}  ({n} calls, {fmt(per_call)} per call under the profiler)")
+        for restriction, sort, label in (
+            (r"[/\\]registry[/\\]", "cumulative", "registry/ functions, cumulative"),
+            ((), "tottime", "all functions, own time"),
+        ):
+            buffer = io.StringIO()
+            stats = pstats.Stats(profiler, stream=buffer)
+            stats.sort_stats(sort)
+            if restriction:
+                stats.print_stats(restriction, 12)
+            else:
+                stats.print_stats(12)
+            lines = [ln for ln in buffer.getvalue().splitlines() if ln.strip()]
+            start_at = next((i for i, ln in enumerate(lines) if ln.lstrip().startswith("ncalls")), 0)
+            print(f"  [{label}]")
+            for line in lines[start_at:]:
+                print("  " + line.replace(str(ROOT) + os.sep, "").replace(sys.prefix, "<venv>"))
+    md.close()
+
+
+# ---------------------------------------------------------------------- report
+def print_table(rows: list[Row], have_pg: bool, have_mlflow: bool) -> None:
+    headers = ["operation (median per call)", "modeldeck SQLite", "modeldeck PG", "MLflow SQLite"]
+    headers += ["ratio ML/SQLite", "ratio ML/PG", "target", "verdict"]
+    table = []
+    for r in rows:
+        r_sqlite, r_pg = ratio(r.mlflow, r.sqlite), ratio(r.mlflow, r.pg)
+        if r.target.startswith(">="):
+            verdict = "-" if r_sqlite is None else ("ok" if r_sqlite >= TARGET else "MISS")
+        elif r.target.startswith("info"):
+            verdict = "-"
+        else:
+            verdict = "see below"
+        table.append(
+            [
+                r.operation,
+                fmt(r.sqlite) + r.extra.get("sqlite", ""),
+                (fmt(r.pg) + r.extra.get("pg", "")) if have_pg else "(no PG)",
+                (fmt(r.mlflow) + r.extra.get("mlflow", "")) if have_mlflow else "(no MLflow)",
+                f"{r_sqlite:.2f}x" if r_sqlite is not None else "-",
+                f"{r_pg:.2f}x" if r_pg is not None else "-",
+                r.target,
+                verdict,
+            ]
+        )
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *table, strict=False)]
+    line = " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    print(line)
+    print("-+-".join("-" * w for w in widths))
+    for cells in table:
+        print(" | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
+
+
+def describe_environment(pg: Postgres | None, have_mlflow: bool) -> None:
+    import sqlalchemy
+
+    parts = [
+        f"python {platform.python_version()}",
+        f"sqlalchemy {sqlalchemy.__version__}",
+        f"sqlite {sqlite3.sqlite_version}",
+        f"cpus {os.cpu_count()}",
+    ]
+    if pg is not None:
+        parts.append(f"postgresql {pg.version}")
+    if have_mlflow:
+        import mlflow
+
+        parts.append(f"mlflow {mlflow.__version__}")
+    print("environment: " + ", ".join(parts))
+
+
+@contextlib.contextmanager
+def chdir(path: Path) -> Iterator[None]:
+    """MLflow may default paths relative to the working directory: keep them in the temp dir."""
+    before = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller counts and fewer repetitions")
+    parser.add_argument("--profile", action="store_true", help="cProfile modeldeck's operations on SQLite")
+    parser.add_argument("--no-pg", action="store_true", help="skip PostgreSQL")
+    parser.add_argument("--no-mlflow", action="store_true", help="skip MLflow")
+    args = parser.parse_args(argv)
+    _unshadow()
+
+    n_register = 50 if args.quick else 200
+    list_sizes = [220, 2000] if args.quick else [220, 10_000]
+    list_reps = 3 if args.quick else 7
+    point_reps = 50 if args.quick else 200
+    import_reps = 3 if args.quick else 7
+    fresh_reps = 3 if args.quick else 5
+    n_log_model = 4 if args.quick else 10
+
+    have_mlflow = not args.no_mlflow and quiet_mlflow()
+    admin = None if args.no_pg else postgres_admin_url()
+    pg = Postgres(admin) if admin else None
+    describe_environment(pg, have_mlflow)
+    if admin is None:
+        print("PostgreSQL: not measured (--no-pg, or no MODELDECK_TEST_PG_URL / .ci/postgres.sh server)")
+    if not have_mlflow:
+        print("MLflow: not measured (--no-mlflow, or not importable: pip install -e '.[bench]')")
+
+    rows: list[Row] = []
+    notes: list[str] = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="md-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        os.environ["MODELDECK_HOME"] = str(tmp / "home")
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow-default.db'}"
+        ours: list[Modeldeck] = []
+        try:
+            with chdir(tmp):
+                print(f"import cost ({import_reps} processes each) ...", flush=True)
+                import_rows, loaded = measure_import(import_reps, have_mlflow, tmp)
+                rows += import_rows
+
+                model, X = small_model()
+                print(f"fresh store ({fresh_reps} each) ...", flush=True)
+                rows.append(measure_fresh_store(fresh_reps, tmp, pg, have_mlflow))
+
+                ours.append(Modeldeck("sqlite", tmp / "md-sqlite"))
+                if pg is not None:
+                    ours.append(Modeldeck("pg", tmp / "md-pg", pg.new_database()))
+                mlf = Mlflow(tmp / "mlflow.db", tmp / "mlflow-artifacts") if have_mlflow else None
+
+                print(f"register {n_register} versions per variant ...", flush=True)
+                register_rows = measure_register(n_register, ours, mlf, model, X)
+                rows += register_rows
+                if mlf is not None:
+                    print(f"MLflow log_model + register ({n_log_model}) ...", flush=True)
+                    rows.append(measure_log_model(n_log_model, mlf, model, register_rows[0]))
+                print(f"list {', '.join(map(str, list_sizes))} versions ({list_reps} each) ...", flush=True)
+                list_rows, list_notes = measure_list(list_sizes, list_reps, ours, mlf, model)
+                rows += list_rows
+                notes += list_notes
+                print(f"alias and get ({point_reps} each) ...", flush=True)
+                rows += measure_point_ops(point_reps, f"list-{list_sizes[0]}", ours, mlf)
+                elapsed = time.perf_counter() - started
+
+                print()
+                print_table(rows, pg is not None, have_mlflow)
+                print()
+                print(f"import registry loads: {loaded}")
+                bad = [m for m in ("sklearn", "pandas", "textual") if loaded.get(m)]
+                print(
+                    "import budget (no sklearn, pandas or Textual): "
+                    + ("MISS: " + ", ".join(bad) if bad else "ok")
+                )
+                for note in notes:
+                    print(note)
+                print(
+                    "notes: ratio = MLflow median / modeldeck median, same run; verdicts use the SQLite "
+                    "ratio (the budget is against MLflow on SQLite). The PRIMARY register row compares "
+                    "modeldeck register() of a small LogisticRegression (skops artifact written) with "
+                    "MLflow create_model_version(name, source, run_id=None), which stores only a source "
+                    "string; add_version(pre-captured) skips serialisation; the full row adds a 1000x8 "
+                    "reference sample. List setups insert rows directly; the timed lists are the public "
+                    "APIs (MLflow paged via page_token). Fresh store: modeldeck Registry(home) + "
+                    "list_models() vs MLflow MlflowClient(sqlite) + search_registered_models(), "
+                    "in-process after one untimed warm-up each."
+                )
+                print(f"measured in {elapsed:.0f} s")
+
+                if args.profile:
+                    profile_ops(tmp, model, X, list_sizes[-1], 50 if args.quick else 200)
+        finally:
+            for m in ours:
+                m.close()
+            if pg is not None:
+                pg.close()
+
+
+if __name__ == "__main__":
+    main()
