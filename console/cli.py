@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -9,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.text import Text
 
 from console import output
 from registry import Registry, RegistryError
@@ -19,8 +22,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-db_app = typer.Typer(help="Registry database maintenance.", no_args_is_help=True)
+db_app = typer.Typer(help="Registry database maintenance.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(db_app, name="db")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
@@ -28,8 +32,22 @@ Reason = Annotated[str, typer.Option("--reason", "-m", help="Why: kept in the mo
 T = TypeVar("T")
 
 
+@app.callback()
+def _options(
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            "--home", metavar="DIR", help="Registry home (default: $MODELDECK_HOME or the user data dir)."
+        ),
+    ] = None,
+) -> None:
+    """Operations console for scikit-learn models: registry, serving and monitoring."""
+    if home is not None:
+        os.environ["MODELDECK_HOME"] = str(home)
+
+
 def _fail(message: str) -> None:
-    output.err.print(f"[bold red]error:[/bold red] {message}", markup=True)
+    output.err.print(Text.assemble(("error:", "bold red"), f" {message}"))
     raise typer.Exit(1)
 
 
@@ -44,6 +62,8 @@ def _registry() -> Iterator[Registry]:
         _fail(str(exc))
     except ValueError as exc:  # e.g. an unreadable --at time
         _fail(str(exc))
+    except OSError as exc:  # e.g. MODELDECK_HOME is a file, or a directory we may not write
+        _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
     finally:
         if reg is not None:
             reg.close()
@@ -85,15 +105,26 @@ def _read_reference(path: Path) -> Any:
 
 @app.command()
 def register(
-    path: Annotated[Path, typer.Argument(help=".skops file; .pkl/.joblib or MLflow dir with --trust-pickle")],
-    name: Annotated[str, typer.Option("--name", "-n", help="Model name.")],
-    alias: Annotated[list[str], typer.Option("--alias", "-a", help="Alias to point at it.")] = [],  # noqa: B006
-    reference: Annotated[Path | None, typer.Option(help="Training-data sample: CSV or .npy.")] = None,
-    trust_pickle: Annotated[bool, typer.Option(help="Allow pickle/joblib (runs its code).")] = False,
-    trust_type: Annotated[list[str], typer.Option(help="Trust a non-sklearn type in a .skops file.")] = [],  # noqa: B006
-    description: Annotated[str, typer.Option(help="What this version is.")] = "",
-    tag: Annotated[list[str], typer.Option(help="KEY=VALUE tag; repeatable.")] = [],  # noqa: B006
-    metric: Annotated[list[str], typer.Option(help="KEY=NUMBER metric; repeatable.")] = [],  # noqa: B006
+    path: Annotated[
+        Path,
+        typer.Argument(metavar="PATH", help=".skops file; .pkl/.joblib or MLflow dir with --trust-pickle"),
+    ],
+    name: Annotated[str, typer.Option("--name", "-n", metavar="NAME", help="Model name.")],
+    alias: Annotated[
+        list[str], typer.Option("--alias", "-a", metavar="ALIAS", help="Alias to point at it; repeatable.")
+    ] = [],  # noqa: B006
+    reference: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Training-data sample: CSV or .npy.")
+    ] = None,
+    trust_pickle: Annotated[
+        bool, typer.Option("--trust-pickle", help="Allow pickle/joblib/MLflow (unpickling runs code).")
+    ] = False,
+    trust_type: Annotated[
+        list[str], typer.Option(metavar="TYPE", help="Trust a non-sklearn type in a .skops file.")
+    ] = [],  # noqa: B006
+    description: Annotated[str, typer.Option(metavar="TEXT", help="What this version is.")] = "",
+    tag: Annotated[list[str], typer.Option(metavar="KEY=VALUE", help="Tag; repeatable.")] = [],  # noqa: B006
+    metric: Annotated[list[str], typer.Option(metavar="KEY=NUMBER", help="Metric; repeatable.")] = [],  # noqa: B006
     json_out: JsonFlag = False,
 ) -> None:
     """Register a model file as the next version of NAME."""
@@ -137,7 +168,7 @@ def models(
 
 @app.command()
 def versions(
-    name: str,
+    name: Annotated[str, typer.Argument(metavar="NAME")],
     all_: Annotated[bool, typer.Option("--all", help="Include archived versions.")] = False,
     json_out: JsonFlag = False,
 ) -> None:
@@ -151,7 +182,8 @@ def versions(
 
 @app.command()
 def show(
-    ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME@ALIAS")], json_out: JsonFlag = False
+    ref: Annotated[str, typer.Argument(metavar="REF", help="NAME, NAME:VERSION or NAME@ALIAS")],
+    json_out: JsonFlag = False,
 ) -> None:
     """Show one version: signature, artifact, lineage, aliases and tags."""
     info = _run(lambda reg: reg.get(ref))
@@ -163,8 +195,8 @@ def show(
 
 @app.command()
 def alias(
-    name: str,
-    version: str,
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    version: Annotated[str, typer.Argument(metavar="VERSION")],
     alias_name: Annotated[str, typer.Argument(metavar="ALIAS")],
     reason: Reason = "",
     json_out: JsonFlag = False,
@@ -179,7 +211,7 @@ def alias(
 
 @app.command()
 def unalias(
-    name: str,
+    name: Annotated[str, typer.Argument(metavar="NAME")],
     alias_name: Annotated[str, typer.Argument(metavar="ALIAS")],
     reason: Reason = "",
     json_out: JsonFlag = False,
@@ -194,9 +226,13 @@ def unalias(
 
 @app.command()
 def tag(
-    ref: Annotated[str, typer.Argument(help="NAME (model tag) or NAME:VERSION / NAME@ALIAS (version tag)")],
-    pairs: Annotated[list[str], typer.Argument(help="KEY=VALUE ...")] = [],  # noqa: B006
-    remove: Annotated[list[str], typer.Option("--remove", "-r", help="Tag key to remove.")] = [],  # noqa: B006
+    ref: Annotated[
+        str, typer.Argument(metavar="REF", help="NAME (model tag) or NAME:VERSION / NAME@ALIAS (version tag)")
+    ],
+    pairs: Annotated[list[str], typer.Argument(metavar="KEY=VALUE...", help="Tags to set.")] = [],  # noqa: B006
+    remove: Annotated[
+        list[str], typer.Option("--remove", "-r", metavar="KEY", help="Tag key to remove; repeatable.")
+    ] = [],  # noqa: B006
     json_out: JsonFlag = False,
 ) -> None:
     """Set or remove tags on a model or a version."""
@@ -212,9 +248,10 @@ def tag(
 
 @app.command()
 def history(
-    name: str,
+    name: Annotated[str, typer.Argument(metavar="NAME")],
     at: Annotated[
-        str | None, typer.Option(help="Show the state at TIME: '14:32', 'yesterday 14:32', '2h ago', ISO.")
+        str | None,
+        typer.Option(metavar="TIME", help="State at TIME: '14:32', 'yesterday 14:32', '2h ago', ISO 8601."),
     ] = None,
     json_out: JsonFlag = False,
 ) -> None:
@@ -228,8 +265,8 @@ def history(
 
 @app.command()
 def archive(
-    ref: Annotated[str, typer.Argument(help="NAME:VERSION")],
-    restore: Annotated[bool, typer.Option(help="Un-archive instead.")] = False,
+    ref: Annotated[str, typer.Argument(metavar="NAME:VERSION")],
+    restore: Annotated[bool, typer.Option("--restore", help="Un-archive instead.")] = False,
     reason: Reason = "",
     json_out: JsonFlag = False,
 ) -> None:
@@ -243,14 +280,18 @@ def archive(
 
 @app.command()
 def delete(
-    ref: Annotated[str, typer.Argument(help="NAME:VERSION")],
+    ref: Annotated[str, typer.Argument(metavar="NAME:VERSION")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
     reason: Reason = "",
     json_out: JsonFlag = False,
 ) -> None:
     """Delete a version for good (refused while an alias or deployment holds it)."""
-    if not yes and sys.stdin.isatty() and not typer.confirm(f"delete {ref} and its artifact for good?"):
-        raise typer.Exit(1)
+    if not yes:
+        if not sys.stdin.isatty():
+            _fail(f"not deleting {ref} without --yes (no terminal to confirm on)")
+        if not typer.confirm(f"delete {ref} and its artifact for good?"):
+            output.err.print(f"not deleted: {ref}")
+            raise typer.Exit(1)
     _run(lambda reg: reg.delete(ref, reason=reason))
     if json_out:
         output.print_json({"ref": ref, "deleted": True})
@@ -259,7 +300,11 @@ def delete(
 
 
 @app.command()
-def export(ref: str, file: Path, json_out: JsonFlag = False) -> None:
+def export(
+    ref: Annotated[str, typer.Argument(metavar="REF")],
+    file: Annotated[Path, typer.Argument(metavar="FILE")],
+    json_out: JsonFlag = False,
+) -> None:
     """Write one version (artifact, reference, metadata, checksums) to a single archive FILE."""
     written = _run(lambda reg: reg.export(ref, file))
     if json_out:
@@ -270,9 +315,13 @@ def export(ref: str, file: Path, json_out: JsonFlag = False) -> None:
 
 @app.command("import")
 def import_(
-    file: Path,
-    name: Annotated[str | None, typer.Option(help="Register under this name instead.")] = None,
-    trust_type: Annotated[list[str], typer.Option(help="Trust a non-sklearn type.")] = [],  # noqa: B006
+    file: Annotated[Path, typer.Argument(metavar="FILE")],
+    name: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Register under this name instead.")
+    ] = None,
+    trust_type: Annotated[
+        list[str], typer.Option(metavar="TYPE", help="Trust a non-sklearn type; repeatable.")
+    ] = [],  # noqa: B006
     json_out: JsonFlag = False,
 ) -> None:
     """Verify an exported archive and register it as the next version here."""
@@ -298,7 +347,9 @@ def db_upgrade(json_out: JsonFlag = False) -> None:
 
 @app.command()
 def demo(
-    home: Annotated[Path | None, typer.Option(help="Demo home (default: $MODELDECK_HOME/demo).")] = None,
+    home: Annotated[
+        Path | None, typer.Option(metavar="DIR", help="Demo home (default: $MODELDECK_HOME/demo).")
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Create a demo registry with models trained on scikit-learn's bundled data sets."""
@@ -315,8 +366,11 @@ def demo(
     output.out.print(f"demo registry in {target}:")
     for name, versions_made in created.items():
         output.out.print(f"  {name}: {versions_made}")
+    command = shutil.which("modeldeck") or str(Path(sys.argv[0]).resolve())
     output.out.print("\nlook at it with:")
-    output.out.print(f"  export MODELDECK_HOME={target}\n  modeldeck models\n  modeldeck show iris@champion")
+    output.out.print(f"  export MODELDECK_HOME={target}")
+    for example in ("models", "versions iris", "show iris@champion", "history iris"):
+        output.out.print(f"  {command} {example}")
 
 
 def main() -> None:

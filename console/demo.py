@@ -29,7 +29,8 @@ def build_demo(home: Path) -> dict[str, str]:
         existing = {m.name: m for m in reg.list_models()}
         for name, build in DEMO_MODELS.items():
             if name in existing:
-                made[name] = f"already there ({existing[name].versions} versions)"
+                count = existing[name].versions
+                made[name] = f"already there ({count} version{'s' if count != 1 else ''})"
                 continue
             made[name] = build(reg)
     return made

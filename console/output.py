@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 from datetime import datetime
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from registry import History, ModelInfo, VersionInfo
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# markup=False everywhere: names, tags, reasons and paths are user text and must print verbatim.
+# Piped output is not squeezed into 80 columns, so grep and awk see one row per line.
+out = Console(
+    highlight=False,
+    markup=False,
+    width=None if sys.stdout.isatty() else max(200, shutil.get_terminal_size().columns),
+)
+err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
 
 
 def print_json(data: Any) -> None:
@@ -28,37 +37,33 @@ def when(moment: datetime | None) -> str:
 
 
 def models_table(models: list[ModelInfo]) -> Table:
-    table = Table(box=None, header_style="bold")
-    for column in ("MODEL", "VERSIONS", "LATEST", "ALIASES", "UPDATED"):
-        table.add_column(column)
+    table = _table("MODEL", "VERSIONS", "LATEST", "ALIASES", "UPDATED", "DESCRIPTION")
     for m in models:
         aliases = ", ".join(f"{a}→{v}" for a, v in sorted(m.aliases.items()))
-        table.add_row(m.name, str(m.versions), str(m.latest_version or "-"), aliases, when(m.updated_at))
+        table.add_row(
+            m.name, str(m.versions), str(m.latest_version or "-"), aliases, when(m.updated_at), m.description
+        )
     return table
 
 
 def versions_table(versions: list[VersionInfo]) -> Table:
-    table = Table(box=None, header_style="bold")
-    for column in ("VERSION", "ALIASES", "ESTIMATOR", "METRICS"):
-        table.add_column(column, overflow="fold")
-    table.add_column("CREATED", no_wrap=True)
-    table.add_column("BY", overflow="ellipsis", no_wrap=True)
+    table = _table("VERSION", "ALIASES", "ESTIMATOR", "METRICS", "CREATED", "BY", "ARCHIVED")
     for v in versions:
         metrics = ", ".join(f"{k}={val:.4g}" for k, val in sorted(v.metrics.items()))
-        label = f"{v.version} (archived)" if v.archived else str(v.version)
         table.add_row(
-            label,
+            str(v.version),
             ", ".join(v.aliases),
             v.estimator_class.rsplit(".", 1)[-1],
             metrics,
             when(v.created_at),
             v.created_by,
+            "yes" if v.archived else "",
         )
     return table
 
 
 def show_version(v: VersionInfo) -> None:
-    out.print(f"[bold]{v.ref}[/bold]" + ("  [dim](archived)[/dim]" if v.archived else ""))
+    out.print(Text.assemble((v.ref, "bold"), ("  (archived)" if v.archived else "", "dim")))
     rows = [
         ("aliases", ", ".join(v.aliases) or "-"),
         ("estimator", v.estimator_class),
@@ -83,13 +88,19 @@ def show_version(v: VersionInfo) -> None:
         src = v.origin["imported_from"]
         rows.append(("imported from", f"{src['model']}:{src['version']} on {src.get('host')}"))
     for key, value in rows:
-        out.print(f"  [dim]{key:<14}[/dim] {value}")
-    table = Table(box=None, header_style="bold", padding=(0, 2, 0, 2))
-    for column in ("INPUT", "DTYPE", "KIND", "NULLABLE"):
-        table.add_column(column)
+        out.print(Text.assemble((f"  {key:<14} ", "dim"), value), overflow="fold")
+    table = _table("INPUT", "DTYPE", "KIND", "NULLABLE")
     for c in v.signature.get("columns", []):
         table.add_row(c["name"], c["dtype"], c["kind"], "yes" if c["nullable"] else "no")
     out.print(table)
+
+
+def _table(*columns: str) -> Table:
+    """A borderless table whose cells never wrap (long values end in an ellipsis)."""
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in columns:
+        table.add_column(column, no_wrap=True, overflow="ellipsis")
+    return table
 
 
 def _short(text: str, limit: int = 240) -> str:
@@ -106,9 +117,7 @@ def _output_text(output: dict[str, Any]) -> str:
 
 
 def show_history(history: History, at_given: bool) -> None:
-    table = Table(box=None, header_style="bold")
-    for column in ("WHEN", "EVENT", "VERSION", "WHERE", "WHO", "WHY"):
-        table.add_column(column)
+    table = _table("WHEN", "EVENT", "VERSION", "WHERE", "WHO", "WHY")
     for e in history.events:
         change = (
             f"{e.from_version or '-'} → {e.to_version}"
@@ -122,7 +131,8 @@ def show_history(history: History, at_given: bool) -> None:
     label = f"at {when(state.at)}" if at_given else "now"
     aliases = ", ".join(f"{a}→{v}" for a, v in state.aliases.items()) or "none"
     serving = ", ".join(f"{d}: version {v}" for d, v in state.serving.items()) or "nothing"
-    out.print(f"\n[bold]{history.model} {label}[/bold]")
+    out.print()
+    out.print(f"{history.model} {label}", style="bold")
     out.print(f"  versions  {', '.join(map(str, state.versions)) or 'none'}")
     out.print(f"  aliases   {aliases}")
     out.print(f"  serving   {serving}")

@@ -8,6 +8,7 @@ from typing import Any
 
 from registry import reference as reference_sample
 from registry.artifacts import dump_model
+from registry.errors import ReferenceMismatch
 from registry.signature import (
     check_is_model,
     infer_signature,
@@ -69,7 +70,12 @@ def encode_reference(estimator: Any, reference: Any, signature: dict[str, Any]) 
     frame = reference_sample.sample_rows(to_frame(reference, names))
     if model_feature_names(estimator) is not None:
         frame = frame[names]
-        predictions = estimator.predict(frame)
-    else:
-        predictions = estimator.predict(frame.to_numpy())
+    try:
+        predictions = estimator.predict(
+            frame if model_feature_names(estimator) is not None else frame.to_numpy()
+        )
+    except Exception as exc:  # whatever the estimator raises on data it cannot take
+        text_columns = [c["name"] for c in signature["columns"] if c["kind"] == "categorical"]
+        hint = f" (non-numeric columns in the sample: {text_columns})" if text_columns else ""
+        raise ReferenceMismatch(f"the model cannot predict on its reference sample: {exc}{hint}") from exc
     return reference_sample.encode(frame, signature, predictions), len(frame)

@@ -337,11 +337,19 @@ class Registry:
             session.add(model)
 
     def archive(self, ref: str, restore: bool = False, reason: str = "") -> VersionInfo:
-        """Hide a version from listings (nothing is deleted); `restore=True` shows it again."""
+        """Hide a version (`name:3`) from listings, deleting nothing; `restore=True` shows it again.
+
+        Archiving an archived version (or restoring a visible one) changes nothing and records nothing."""
+        parsed = _as_ref(ref)
+        if parsed.version is None:
+            raise VersionNotFound(
+                f"say which version to {'restore' if restore else 'archive'}, e.g. {parsed.name}:3"
+            )
         with self.db.write() as session:
-            parsed = _as_ref(ref)
             model = _lock_model(session, parsed.name)
             row = _resolve(session, parsed, include_archived=True)
+            if (row.archived_at is not None) != restore:  # already as asked
+                return queries.get_version(session.connection(), parsed, include_archived=True)
             if not restore:
                 holders = _holders(session, model, row)
                 if holders:
@@ -362,7 +370,7 @@ class Registry:
         """Delete one version (`name:3`); refused while a deployment or alias holds it."""
         parsed = _as_ref(ref)
         if parsed.version is None:
-            raise VersionNotFound(f"say which version to delete, e.g. {parsed.name}:3")
+            raise VersionNotFound(f"delete takes NAME:VERSION (not a name or an alias), e.g. {parsed.name}:3")
         with self.db.write() as session:
             model = _lock_model(session, parsed.name)
             row = _resolve(session, parsed, include_archived=True)
@@ -489,8 +497,9 @@ def _move_alias(
     if existing is None:
         existing = ModelAlias(model_id=model.id, alias=alias, version_id=row.id)
     existing.version_id = row.id
-    existing.updated_at = utcnow()
+    existing.updated_at = model.updated_at = utcnow()
     session.add(existing)
+    session.add(model)
     _record(
         session,
         model.name,

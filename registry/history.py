@@ -47,16 +47,16 @@ def replay(events: Iterable[EventInfo], at: datetime) -> StateAt:
     return StateAt(at=at, versions=sorted(versions), aliases=dict(sorted(aliases.items())), serving=serving)
 
 
-_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hour|hours|d|day|days)\s+ago$")
-_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600, "hours": 3600}
-_UNITS |= {"d": 86400, "day": 86400, "days": 86400}
+_PART = r"(\d+(?:\.\d+)?)\s*(seconds?|secs?|s|minutes?|mins?|m|hours?|hrs?|h|days?|d|weeks?|w)"
+_RELATIVE = re.compile(rf"^((?:{_PART}\s*)+)\s+ago$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_time(text: str, now: datetime | None = None) -> datetime:
     """A user's time as an aware UTC datetime.
 
     Accepts ISO 8601 (`2026-11-22T14:32`, `2026-11-22 14:32:05+01:00`), a clock time today
-    (`14:32`), `yesterday 14:32`, `now`, and `90m ago` / `2h ago` / `3 days ago`. Times without
+    (`14:32`), `yesterday 14:32`, `now`, and `90m ago` / `2h30m ago` / `3 days ago`. Times without
     an offset are local time.
     """
     now_utc = now or datetime.now(UTC)
@@ -65,7 +65,8 @@ def parse_time(text: str, now: datetime | None = None) -> datetime:
         return now_utc
     relative = _RELATIVE.match(raw)
     if relative:
-        seconds = float(relative.group(1)) * _UNITS[relative.group(2)]
+        parts = re.findall(_PART, relative.group(1))
+        seconds = sum(float(amount) * _UNITS[unit[0]] for amount, unit in parts)
         return now_utc - timedelta(seconds=seconds)
     day_offset = 0
     if raw.startswith("yesterday"):

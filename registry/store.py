@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,7 +54,11 @@ class Settings:
         home_path = Path(home).expanduser() if home is not None else default_home()
         url = db_url or os.environ.get("MODELDECK_DB_URL") or f"sqlite:///{home_path / 'registry.db'}"
         artifacts = os.environ.get("MODELDECK_ARTIFACTS_DIR")
-        timeout = float(os.environ.get("MODELDECK_DB_TIMEOUT", "15"))
+        raw_timeout = os.environ.get("MODELDECK_DB_TIMEOUT", "15")
+        try:
+            timeout = float(raw_timeout)
+        except ValueError:
+            raise DatabaseError(f"MODELDECK_DB_TIMEOUT={raw_timeout!r} is not a number of seconds") from None
         return cls(
             home=home_path,
             db_url=url,
@@ -73,13 +78,56 @@ class Settings:
 
 def make_engine(settings: Settings) -> Engine:
     """A new engine for the settings' database, configured for safe concurrent use."""
-    if settings.is_sqlite:
-        return _sqlite_engine(settings)
-    return create_engine(
+    try:
+        url = make_url(settings.db_url)
+    except sa_exc.ArgumentError:
+        raise DatabaseError(
+            f"MODELDECK_DB_URL {settings.display_url!r} is not a database URL; use "
+            "sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/DB"
+        ) from None
+    if url.get_backend_name() not in {"sqlite", "postgresql"}:
+        raise DatabaseError(
+            f"MODELDECK_DB_URL {settings.display_url!r}: modeldeck supports SQLite and PostgreSQL only"
+        )
+    try:
+        if settings.is_sqlite:
+            return _sqlite_engine(settings)
+        return _postgres_engine(settings)
+    except ModuleNotFoundError as exc:
+        raise DatabaseError(
+            f"no driver for {settings.display_url!r}: {exc}; use postgresql+psycopg://"
+        ) from exc
+    except OSError as exc:
+        raise DatabaseError(f"cannot create the registry home for {settings.display_url}: {exc}") from exc
+
+
+def _postgres_engine(settings: Settings) -> Engine:
+    engine = create_engine(
         settings.db_url,
         pool_recycle=3600,
         connect_args={"connect_timeout": max(1, int(settings.db_timeout))},
     )
+    _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: Engine, idle_seconds: float = 10.0) -> None:
+    """Check a pooled connection that sat idle before handing it out, so a long-running process
+    (console, supervisor) survives a PostgreSQL restart; busy connections skip the round trip."""
+
+    @event.listens_for(engine, "checkin")
+    def _stamp(_dbapi_conn: Any, record: Any) -> None:
+        record.info["checked_in"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("checked_in", time.monotonic()) < idle_seconds:
+            return
+        try:
+            dbapi_conn.execute("SELECT 1")
+            dbapi_conn.rollback()
+        except Exception as exc:
+            raise sa_exc.DisconnectionError() from exc
 
 
 def _sqlite_engine(settings: Settings) -> Engine:
@@ -197,6 +245,8 @@ def translate_errors(settings: Settings) -> Iterator[None]:
         yield
     except sa_exc.OperationalError as exc:
         raise DatabaseError(describe_operational_error(settings, exc)) from exc
+    except sa_exc.DatabaseError as exc:  # e.g. "file is not a database"
+        raise DatabaseError(f"registry database {settings.display_url}: {exc.orig or exc}") from exc
 
 
 def describe_operational_error(settings: Settings, exc: sa_exc.OperationalError) -> str:

@@ -30,8 +30,12 @@ REFERENCE_MEMBER = "reference.npz"
 
 
 def export_version(registry: Registry, ref: str, path: Path) -> Path:
-    """Write `ref` (artifact, reference sample, metadata, checksums) to the archive `path`."""
+    """Write `ref` (artifact, reference sample, metadata, checksums) to the archive `path`.
+
+    If `path` is a directory, the file is `<name>-<version>.mdx` inside it."""
     info = registry.get(ref)
+    if path.is_dir():
+        path = path / f"{info.name}-{info.version}.mdx"
     files = {MODEL_MEMBER: registry.artifacts.get(info.artifact_sha256, f"{info.ref}")}
     if info.reference_sha256:
         files[REFERENCE_MEMBER] = registry.artifacts.get(info.reference_sha256, f"reference of {info.ref}")
@@ -45,17 +49,20 @@ def export_version(registry: Registry, ref: str, path: Path) -> Path:
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("manifest.json", json.dumps(manifest, indent=2, sort_keys=True))
-        for member, data in files.items():
-            archive.writestr(member, data)
-    tmp.replace(path)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("manifest.json", json.dumps(manifest, indent=2, sort_keys=True))
+            for member, data in files.items():
+                archive.writestr(member, data)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
 def _exportable(info: VersionInfo) -> dict[str, Any]:
     data = info.as_dict()
-    for local_only in ("aliases", "archived", "created_by"):
+    for local_only in ("aliases", "archived"):
         data.pop(local_only, None)
     return data
 
@@ -106,6 +113,8 @@ def import_version(
             "host": manifest["exported_from"].get("host"),
             "registry": manifest["exported_from"].get("registry"),
             "exported_at": manifest["exported_at"],
+            "created_at": meta.get("created_at"),
+            "created_by": meta.get("created_by"),
         },
     }
     if meta.get("origin"):

@@ -126,7 +126,7 @@ def test_db_upgrade_reports_the_schema_revision(home):
         (["alias", "iris", "1", "latest"], "'latest' is reserved"),
         (["register", "/no/such/model.skops", "--name", "x"], "no such file"),
         (["history", "iris", "--at", "teatime"], "cannot read time"),
-        (["delete", "iris", "--yes"], "say which version"),
+        (["delete", "iris", "--yes"], "delete takes NAME:VERSION"),
         (["tag", "iris:1", "novalue"], "write KEY=VALUE"),
     ],
 )
@@ -200,3 +200,82 @@ def test_registry_verbs_do_not_import_textual(home, skops_file):
         loaded = _modules_after(code, home)
         assert "textual" not in loaded, verb
         assert "sklearn" not in loaded, f"{verb} should not need scikit-learn"
+
+
+def test_user_text_is_printed_verbatim_never_as_markup(home, tmp_path, skops_file):
+    odd = tmp_path / "model[v2].skops"
+    odd.write_bytes(skops_file.read_bytes())
+    run("register", str(odd), "--name", "odd", "--description", "[bold red]boom[/]", "--tag", "k=[/]")
+    run("register", str(odd), "--name", "odd")
+    run("alias", "odd", "2", "champion", "--reason", "per [/] review")
+    shown = run("show", "odd:1").stdout
+    assert "model[v2].skops" in shown and "[bold red]boom[/]" in shown and "k=[/]" in shown
+    assert "per [/] review" in run("history", "odd").stdout
+    result = run("show", "odd@[/]", ok=False)
+    assert result.exit_code == 1 and "[/]" in result.stderr and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MODELDECK_DB_URL": "garbage"}, "is not a database URL"),
+        ({"MODELDECK_DB_URL": "mysql://x/y"}, "SQLite and PostgreSQL only"),
+        ({"MODELDECK_DB_TIMEOUT": "abc"}, "MODELDECK_DB_TIMEOUT='abc' is not a number"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(home, monkeypatch, env, message):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    result = run("models", ok=False)
+    assert result.exit_code == 1 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_file_that_is_not_a_database_or_a_home_that_is_a_file(home, tmp_path, monkeypatch):
+    (home / "registry.db").write_text("not a database at all, just text " * 100)
+    result = run("models", ok=False)
+    assert result.exit_code == 1 and "not a database" in result.stderr
+    monkeypatch.setenv("MODELDECK_HOME", str(home / "registry.db"))
+    result = run("models", ok=False)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_global_home_option_points_every_command_at_a_home(tmp_path, monkeypatch, skops_file):
+    monkeypatch.delenv("MODELDECK_DB_URL", raising=False)
+    monkeypatch.setenv("MODELDECK_HOME", str(tmp_path / "elsewhere"))
+    run("--home", str(tmp_path / "team"), "register", str(skops_file), "--name", "iris")
+    assert (tmp_path / "team" / "registry.db").exists()
+
+
+def test_export_into_a_directory_names_the_file(home, skops_file, tmp_path):
+    run("register", str(skops_file), "--name", "iris")
+    target = tmp_path / "exports"
+    target.mkdir()
+    written = run_json("export", "iris:1", str(target))["file"]
+    assert written == str(target / "iris-1.mdx")
+    assert sorted(p.name for p in target.iterdir()) == ["iris-1.mdx"]
+
+
+def test_delete_without_a_terminal_needs_yes(home, skops_file):
+    run("register", str(skops_file), "--name", "iris")
+    result = run("delete", "iris:1", ok=False)
+    assert result.exit_code == 1 and "--yes" in result.stderr
+    assert [v["version"] for v in run_json("versions", "iris")] == [1]
+
+
+def test_archive_needs_a_version_and_repeating_it_records_nothing(home, skops_file):
+    run("register", str(skops_file), "--name", "iris")
+    assert "say which version" in run("archive", "iris", ok=False).stderr
+    run("archive", "iris:1")
+    run("archive", "iris:1")
+    kinds = [e["kind"] for e in run_json("history", "iris")["events"]]
+    assert kinds.count("archived") == 1
+
+
+def test_reference_with_text_in_a_numeric_column_names_the_column(home, skops_file, tmp_path, iris):
+    bad = tmp_path / "bad.csv"
+    iris[0].assign(**{"sepal length (cm)": "abc"}).to_csv(bad, index=False)
+    result = run("register", str(skops_file), "--name", "iris", "--reference", str(bad), ok=False)
+    assert "cannot predict on its reference sample" in result.stderr
+    assert "sepal length (cm)" in result.stderr
