@@ -15,9 +15,11 @@ from typing import Any
 
 from registry.errors import ArtifactError
 
-#: Module roots whose types are trusted when a model arrives as a .skops file or an export archive.
-#: Anything else must be trusted explicitly (`--trust-type`).
-SAFE_MODULE_ROOTS = frozenset({"sklearn", "numpy", "scipy", "builtins", "collections"})
+#: Module roots whose *classes* are trusted when a model arrives as a .skops file or an export
+#: archive (beyond skops' own defaults, which cover numpy and scipy basics). Only scikit-learn:
+#: numpy.memmap or scipy's file readers would let a crafted file touch the disk. Anything else
+#: must be trusted explicitly (`--trust-type`).
+SAFE_MODULE_ROOTS = frozenset({"sklearn"})
 
 
 def sha256_of(data: bytes) -> str:
@@ -34,10 +36,11 @@ class ArtifactStore:
         return self.root / "sha256" / sha256[:2] / sha256
 
     def put(self, data: bytes) -> str:
-        """Store `data` (a no-op if already present) and return its sha256."""
+        """Store `data` and return its sha256; a no-op if an intact copy is already there, while a
+        damaged copy (tampered or truncated) is replaced."""
         digest = sha256_of(data)
         target = self.path_of(digest)
-        if target.exists() and target.stat().st_size == len(data):
+        if target.exists() and sha256_of(target.read_bytes()) == digest:
             return digest
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
@@ -91,6 +94,14 @@ def untrusted_types_of(data: bytes) -> list[str]:
         return sorted(sio.get_untrusted_types(data=data))
     except Exception as exc:  # skops raises several types for a payload it cannot read
         raise ArtifactError(f"not a readable skops file: {exc}") from exc
+
+
+def untrusted_message(source: object, unknown: list[str]) -> str:
+    """The refusal for a file or archive that needs types the user has not trusted."""
+    return (
+        f"{source} needs types that are not scikit-learn classes: {', '.join(unknown)}; "
+        "pass --trust-type NAME for each one you trust"
+    )
 
 
 def types_needing_trust(types: list[str], extra_trusted: list[str] | tuple[str, ...] = ()) -> list[str]:

@@ -36,7 +36,7 @@ from registry.schema import (
     VersionTag,
     utcnow,
 )
-from registry.store import Database, Settings
+from registry.store import Database, Settings, lock_artifact
 
 
 class SklearnVersionWarning(UserWarning):
@@ -138,6 +138,16 @@ class Registry:
         reference_sha = self.artifacts.put(captured.reference_bytes) if captured.reference_bytes else None
         actor = current_actor()
         with self.db.write() as session:
+            # A delete may have discarded identical bytes since `put` above: hold the blobs' locks
+            # and make sure they are on disk before the row that needs them commits.
+            for sha, data in (
+                (artifact_sha, captured.model_bytes),
+                (reference_sha, captured.reference_bytes),
+            ):
+                if sha is not None and data is not None:
+                    lock_artifact(session, sha, exclusive=False)
+                    if not self.artifacts.path_of(sha).exists():
+                        self.artifacts.put(data)
             model = _lock_or_create_model(session, name)
             number = model.next_version
             if parent is not None and parent >= number:
@@ -392,8 +402,9 @@ class Registry:
         self._discard_unreferenced([b for b in blobs if b])
 
     def _discard_unreferenced(self, blobs: list[str]) -> None:
-        with self.db.read() as session:
-            for sha in blobs:
+        for sha in blobs:
+            with self.db.write() as session:
+                lock_artifact(session, sha, exclusive=True)
                 used = session.exec(
                     select(func.count()).where(
                         (ModelVersion.artifact_sha256 == sha) | (ModelVersion.reference_sha256 == sha)

@@ -76,7 +76,12 @@ def parse_time(text: str, now: datetime | None = None) -> datetime:
     if re.fullmatch(r"\d{1,2}:\d{2}(:\d{2})?", raw):
         local_now = now_utc.astimezone()
         hour, minute, *second = (int(p) for p in raw.split(":"))
-        moment = local_now.replace(hour=hour, minute=minute, second=second[0] if second else 0, microsecond=0)
+        try:
+            moment = local_now.replace(
+                hour=hour, minute=minute, second=second[0] if second else 0, microsecond=0
+            )
+        except ValueError:
+            raise ValueError(f"cannot read time {text!r}: {raw} is not a time of day") from None
         moment -= timedelta(days=day_offset)
     else:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from registry.artifacts import types_needing_trust, untrusted_types_of
+from registry.artifacts import types_needing_trust, untrusted_message, untrusted_types_of
 from registry.errors import ArtifactError, NotAModel, PickleRefused
 from registry.signature import check_is_model
 
@@ -42,10 +42,7 @@ def _read_skops(path: Path, trust_types: tuple[str, ...]) -> Any:
     types = untrusted_types_of(data)
     unknown = types_needing_trust(types, trust_types)
     if unknown:
-        raise ArtifactError(
-            f"{path} needs types outside scikit-learn, numpy and scipy: {', '.join(unknown)}; "
-            "pass --trust-type NAME for each one you trust"
-        )
+        raise ArtifactError(untrusted_message(path, unknown))
     try:
         return sio.loads(data, trusted=types)
     except Exception as exc:

@@ -238,6 +238,14 @@ def upgrade_schema(db: Database, target: str = "head") -> str:
         return _revision(conn) or ""
 
 
+def lock_artifact(session: Session, sha256: str, exclusive: bool) -> None:
+    """Serialise "is this blob still used?" against new versions using it (PostgreSQL; on SQLite
+    every write transaction already holds the database's single writer lock)."""
+    if session.get_bind().dialect.name == "postgresql":
+        function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        session.execute(text(f"SELECT {function}(:key)"), {"key": int(sha256[:15], 16)})
+
+
 @contextmanager
 def translate_errors(settings: Settings) -> Iterator[None]:
     """Turn driver errors about locks, permissions and connections into one-line DatabaseErrors."""

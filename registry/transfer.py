@@ -14,11 +14,18 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from registry.artifacts import sha256_of, types_needing_trust, untrusted_types_of
+from registry.artifacts import (
+    load_model,
+    sha256_of,
+    types_needing_trust,
+    untrusted_message,
+    untrusted_types_of,
+)
 from registry.capture import Captured
 from registry.errors import ArtifactError
 from registry.info import VersionInfo
 from registry.schema import utcnow
+from registry.signature import check_is_model
 
 if TYPE_CHECKING:
     from registry.core import Registry
@@ -101,10 +108,10 @@ def import_version(
     types = untrusted_types_of(model_bytes)
     unknown = types_needing_trust(types, trust_types)
     if unknown:
-        raise ArtifactError(
-            f"{path} needs types outside scikit-learn, numpy and scipy: {', '.join(unknown)}; "
-            "pass --trust-type NAME for each one you trust"
-        )
+        raise ArtifactError(untrusted_message(path, unknown))
+    # Checksums prove the archive is intact, not that it holds a model: load it (safely, with the
+    # types just checked) so a non-model is refused now rather than at the first `load`.
+    check_is_model(load_model(model_bytes, types, f"{path}: {MODEL_MEMBER}"), f"{path}: {MODEL_MEMBER}")
     origin = {
         "imported_from": {
             "model": meta["name"],

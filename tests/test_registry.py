@@ -1,0 +1,594 @@
+"""The Registry as a user scripts it: versions, references, aliases, tags, archive, delete,
+what registration records (signature, reference sample, metadata) and the errors for bad input."""
+
+from __future__ import annotations
+
+import platform
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import sklearn
+from sqlmodel import select
+
+from registry import (
+    InvalidName,
+    InvalidReference,
+    ModelNotFound,
+    NotAModel,
+    ReferenceMismatch,
+    Registry,
+    SklearnVersionWarning,
+    VersionInUse,
+    VersionNotFound,
+)
+from registry.capture import capture
+from registry.refs import Ref, parse_ref
+from registry.schema import Deployment, ModelVersion, RegisteredModel
+
+
+def _row(registry: Registry, name: str, version: int) -> ModelVersion:
+    with registry.db.read() as session:
+        return session.exec(
+            select(ModelVersion)
+            .join(RegisteredModel, RegisteredModel.id == ModelVersion.model_id)
+            .where(RegisteredModel.name == name, ModelVersion.version == version)
+        ).one()
+
+
+def _numbers(registry: Registry, name: str, include_archived: bool = False) -> list[int]:
+    return [v.version for v in registry.versions(name, include_archived=include_archived)]
+
+
+def _mixed_frame(rows: int = 80) -> tuple[pd.DataFrame, pd.Series]:
+    """A frame with a string column (one value missing), a numeric column and one with NaNs."""
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(
+        {
+            "color": rng.choice(["red", "green", "blue"], rows),
+            "size": rng.normal(size=rows),
+            "weight": rng.normal(size=rows),
+        }
+    )
+    frame.loc[[3, 7], "weight"] = np.nan
+    frame.loc[5, "color"] = None
+    return frame, (frame["size"] > 0).astype(int)
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    """(frame, Pipeline(ColumnTransformer(OneHotEncoder, imputed StandardScaler), LogisticRegression))."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    frame, y = _mixed_frame()
+    columns = ColumnTransformer(
+        [
+            ("onehot", OneHotEncoder(handle_unknown="ignore"), ["color"]),
+            ("scale", make_pipeline(SimpleImputer(), StandardScaler()), ["size", "weight"]),
+        ]
+    )
+    return frame, make_pipeline(columns, LogisticRegression()).fit(frame, y)
+
+
+# ---------------------------------------------------------------------- versions and references
+def test_versions_are_numbered_from_one_and_references_resolve(registry: Registry, iris_model):
+    assert [registry.register(iris_model, "iris").version for _ in range(3)] == [1, 2, 3]
+    registry.set_alias("iris", "champion", 2)
+
+    assert registry.get("iris").version == 3
+    assert registry.get("iris@latest").version == 3
+    assert registry.get("iris:1").version == 1
+    assert registry.get("iris@champion").version == 2
+    assert registry.get(" iris:2 ").version == 2
+    assert _numbers(registry, "iris") == [1, 2, 3]
+    [model] = registry.list_models()
+    assert (model.name, model.versions, model.latest_version) == ("iris", 3, 3)
+    assert model.aliases == {"champion": 2}
+
+    other = registry.register(iris_model, "wine", alias=["champion", "staging"])
+    assert (other.version, other.aliases) == (1, ["champion", "staging"]), "each model counts from 1"
+    assert registry.get("wine@staging").version == 1
+    assert registry.get("iris@champion").version == 2, "aliases belong to one model"
+    assert [m.name for m in registry.list_models()] == ["iris", "wine"]
+
+
+def test_references_parse_to_a_name_and_a_version_or_an_alias():
+    assert parse_ref("iris") == Ref("iris")
+    assert parse_ref("iris@latest") == Ref("iris")
+    assert parse_ref("iris:12") == Ref("iris", version=12)
+    assert parse_ref("iris@champion") == Ref("iris", alias="champion")
+    assert [str(parse_ref(r)) for r in ["iris", "iris:3", "iris@champion"]] == [
+        "iris",
+        "iris:3",
+        "iris@champion",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("ref", "error", "message"),
+    [
+        (
+            "iris:0",
+            InvalidReference,
+            "bad reference 'iris:0': the version after ':' must be a number from 1 up",
+        ),
+        ("iris:x", InvalidReference, "bad reference 'iris:x'"),
+        ("iris:-1", InvalidReference, "bad reference 'iris:-1'"),
+        ("iris:", InvalidReference, "bad reference 'iris:'"),
+        ("iris:1:2", InvalidReference, "bad reference 'iris:1:2'"),
+        ("iris:\u00b2", InvalidReference, "bad reference"),  # a digit to str.isdigit, not to int()
+        ("a b", InvalidName, "bad model name 'a b'"),
+        ("", InvalidName, "bad model name ''"),
+        (":3", InvalidName, "bad model name ''"),
+        ("iris@", InvalidName, "bad alias ''"),
+        ("iris@2x", InvalidName, "bad alias '2x'"),
+    ],
+)
+def test_bad_reference_strings_are_refused_with_a_clear_message(ref, error, message):
+    with pytest.raises(error, match=message):
+        parse_ref(ref)
+
+
+def test_lookups_refuse_bad_references(registry: Registry, iris_model):
+    registry.register(iris_model, "iris")
+    with pytest.raises(InvalidReference, match="bad reference 'iris:0'"):
+        registry.get("iris:0")
+    with pytest.raises(InvalidReference, match="bad reference 'iris:x'"):
+        registry.load("iris:x")
+    with pytest.raises(InvalidName, match="bad model name 'a b'"):
+        registry.get("a b")
+    with pytest.raises(InvalidReference):
+        registry.set_alias("iris", "champion", "\u00b2")
+    assert registry.get("iris:1").aliases == []
+
+
+# ---------------------------------------------------------------------- aliases
+def test_latest_and_malformed_aliases_are_refused(registry: Registry, iris_model):
+    with pytest.raises(InvalidName, match="'latest' is reserved: it always means the newest version"):
+        registry.register(iris_model, "iris", alias="latest")
+    assert registry.list_models() == [], "refused before anything was stored"
+
+    registry.register(iris_model, "iris")
+    with pytest.raises(InvalidName, match="'latest' is reserved"):
+        registry.set_alias("iris", "latest", 1)
+    for alias in ["1st", "bad alias", "", "x" * 65]:
+        with pytest.raises(InvalidName, match="bad alias"):
+            registry.set_alias("iris", alias, 1)
+    assert registry.get("iris:1").aliases == []
+
+
+def test_moving_an_alias_leaves_it_on_one_version_and_records_the_move(registry: Registry, iris_model):
+    registry.register(iris_model, "iris", alias="champion")
+    registry.register(iris_model, "iris")
+    moved = registry.set_alias("iris", "champion", 2, reason="better recall")
+
+    assert (moved.version, moved.aliases) == (2, ["champion"])
+    assert {v.version: v.aliases for v in registry.versions("iris")} == {1: [], 2: ["champion"]}
+    assert registry.get("iris@champion").version == 2
+    last = registry.history("iris").events[-1]
+    assert (last.kind, last.alias, last.from_version, last.to_version) == ("alias_set", "champion", 1, 2)
+    assert last.reason == "better recall"
+    assert "@" in last.actor
+
+    registry.set_alias("iris", "staging", 1)
+    assert registry.set_alias("iris", "champion", "staging").version == 1, "another alias as the target"
+
+    events = len(registry.history("iris").events)
+    with pytest.raises(VersionNotFound, match="no version 7"):
+        registry.set_alias("iris", "champion", 7)
+    assert registry.get("iris@champion").version == 1, "a failed move leaves the alias where it was"
+    assert len(registry.history("iris").events) == events
+
+
+def test_remove_alias(registry: Registry, iris_model):
+    registry.register(iris_model, "iris", alias=["champion", "staging"])
+    registry.remove_alias("iris", "champion", reason="retired")
+
+    with pytest.raises(VersionNotFound, match="no alias 'champion'; its aliases: staging"):
+        registry.get("iris@champion")
+    assert registry.get("iris:1").aliases == ["staging"]
+    last = registry.history("iris").events[-1]
+    assert (last.kind, last.alias, last.from_version, last.reason) == (
+        "alias_removed",
+        "champion",
+        1,
+        "retired",
+    )
+    with pytest.raises(VersionNotFound, match="no alias 'champion'"):
+        registry.remove_alias("iris", "champion")
+
+
+# ---------------------------------------------------------------------- archive and delete
+def test_archive_hides_a_version_until_restored(registry: Registry, iris_model):
+    for _ in range(3):
+        registry.register(iris_model, "iris")
+    archived = registry.archive("iris:3", reason="bad data")
+    events = len(registry.history("iris").events)
+    assert registry.archive("iris:3").archived, "archiving again changes nothing"
+    assert len(registry.history("iris").events) == events
+    with pytest.raises(VersionNotFound, match=r"say which version to archive, e\.g\. iris:3"):
+        registry.archive("iris")
+
+    assert archived.archived
+    assert _numbers(registry, "iris") == [1, 2]
+    assert _numbers(registry, "iris", include_archived=True) == [1, 2, 3]
+    assert registry.get("iris").version == 2, "an archived version is not the latest"
+    assert registry.get("iris@latest").version == 2
+    assert registry.get("iris:3").archived
+    [model] = registry.list_models()
+    assert (model.versions, model.latest_version) == (2, 2)
+    assert registry.list_models(include_archived=True)[0].versions == 3
+    with pytest.raises(VersionInUse, match="archived"):
+        registry.set_alias("iris", "champion", 3)
+
+    restored = registry.archive("iris:3", restore=True)
+    assert not restored.archived
+    assert registry.get("iris").version == 3
+    assert _numbers(registry, "iris") == [1, 2, 3]
+    assert [e.kind for e in registry.history("iris").events][-2:] == ["archived", "restored"]
+
+    registry.set_alias("iris", "champion", 1)
+    with pytest.raises(VersionInUse, match="cannot archive iris:1: held by alias 'champion'"):
+        registry.archive("iris:1")
+    assert not registry.get("iris:1").archived
+
+
+def test_delete_refuses_a_version_an_alias_holds(registry: Registry, iris_model):
+    registry.register(iris_model, "iris", alias=["champion", "staging"])
+    with pytest.raises(VersionInUse, match="cannot delete iris:1: held by alias 'champion', alias 'staging'"):
+        registry.delete("iris:1")
+    with pytest.raises(VersionNotFound, match=r"delete takes NAME:VERSION .*e\.g\. iris:3"):
+        registry.delete("iris")
+    with pytest.raises(VersionNotFound, match="delete takes NAME:VERSION"):
+        registry.delete("iris@champion")
+    assert registry.get("iris:1").version == 1
+
+
+def test_delete_refuses_a_version_a_deployment_serves_or_keeps_as_standby(registry: Registry, iris_model):
+    for _ in range(3):
+        registry.register(iris_model, "iris")
+    v1, v2 = _row(registry, "iris", 1), _row(registry, "iris", 2)
+    with registry.db.write() as session:
+        session.add(
+            Deployment(name="iris-prod", model_id=v1.model_id, version_id=v2.id, standby_version_id=v1.id)
+        )
+
+    for ref in ["iris:1", "iris:2"]:
+        with pytest.raises(VersionInUse, match=f"cannot delete {ref}: held by deployment 'iris-prod'"):
+            registry.delete(ref)
+        with pytest.raises(VersionInUse, match="deployment 'iris-prod'"):
+            registry.archive(ref)
+    assert _numbers(registry, "iris") == [1, 2, 3]
+    registry.delete("iris:3")
+    assert _numbers(registry, "iris") == [1, 2]
+
+
+def test_delete_removes_the_version_and_its_number_is_never_reused(registry: Registry, iris, iris_model):
+    X, _ = iris
+    registry.register(iris_model, "iris")
+    doomed = registry.register(iris_model, "iris", reference=X, tags={"k": "v"})
+    registry.delete("iris:2", reason="leaked labels")
+
+    with pytest.raises(VersionNotFound, match="no version 2; its versions: 1"):
+        registry.get("iris:2")
+    assert _numbers(registry, "iris", include_archived=True) == [1]
+    assert not registry.artifacts.path_of(doomed.artifact_sha256).exists()
+    assert not registry.artifacts.path_of(doomed.reference_sha256).exists()
+    assert registry.register(iris_model, "iris").version == 3
+    deleted = [e for e in registry.history("iris").events if e.kind == "deleted"]
+    assert [(e.from_version, e.reason) for e in deleted] == [(2, "leaked labels")]
+
+    registry.archive("iris:1")
+    registry.delete("iris:1")  # an archived version can be deleted too
+    assert _numbers(registry, "iris", include_archived=True) == [3]
+
+
+def test_delete_keeps_an_artifact_file_another_version_still_uses(registry: Registry, iris, iris_model):
+    X, _ = iris
+    shared = capture(iris_model, X)  # the same bytes stored twice: one file, two versions
+    first = registry.add_version(shared, "iris")
+    second = registry.add_version(shared, "iris")
+    assert first.artifact_sha256 == second.artifact_sha256
+
+    registry.delete("iris:1")
+    assert registry.artifacts.path_of(second.artifact_sha256).exists()
+    assert registry.artifacts.path_of(second.reference_sha256).exists()
+    assert (registry.load("iris:2").predict(X) == iris_model.predict(X)).all()
+    assert registry.reference("iris:2").rows == len(X)
+
+    registry.delete("iris:2")
+    assert not registry.artifacts.path_of(second.artifact_sha256).exists()
+    assert not registry.artifacts.path_of(second.reference_sha256).exists()
+
+
+# ---------------------------------------------------------------------- tags and metadata
+def test_tags_on_a_model_and_on_a_version(registry: Registry, iris_model):
+    registry.register(iris_model, "iris", tags={"data": "2024-q1"})
+    registry.register(iris_model, "iris", alias="champion")
+    registry.tag("iris", {"team": "fraud", "tier": 1})
+    registry.tag("iris:2", {"reviewed": "yes"})
+    registry.tag("iris@champion", {"approved_by": "ana"})
+
+    assert registry.list_models()[0].tags == {"team": "fraud", "tier": "1"}
+    assert registry.get("iris:1").tags == {"data": "2024-q1"}
+    assert registry.get("iris:2").tags == {"reviewed": "yes", "approved_by": "ana"}
+    assert {v.version: v.tags for v in registry.versions("iris")}[2] == {
+        "reviewed": "yes",
+        "approved_by": "ana",
+    }
+
+    registry.tag("iris", {"tier": "2"}, remove=["team"])
+    registry.tag("iris:2", {}, remove=["reviewed", "never-set"])
+    assert registry.list_models()[0].tags == {"tier": "2"}
+    assert registry.get("iris:2").tags == {"approved_by": "ana"}
+    assert registry.get("iris:1").tags == {"data": "2024-q1"}
+    assert registry.history("iris").events[-1].kind == "tagged"
+
+
+def test_bad_tag_keys_are_refused_and_nothing_is_half_written(registry: Registry, iris_model):
+    registry.register(iris_model, "iris")
+    for key in ["", "a=b", "x" * 129, "tab\there"]:
+        with pytest.raises(InvalidName, match="bad tag key"):
+            registry.tag("iris:1", {"good": "yes", key: "v"})
+        with pytest.raises(InvalidName, match="bad tag key"):
+            registry.register(iris_model, "iris", tags={key: "v"})
+    assert registry.get("iris:1").tags == {}
+    assert _numbers(registry, "iris") == [1]
+    assert registry.register(iris_model, "iris").version == 2, "refused registrations used no number"
+
+
+def test_registration_records_what_the_model_is_and_was_built_with(registry: Registry, iris_model):
+    info = registry.register(
+        iris_model,
+        "iris",
+        description="baseline",
+        metrics={"accuracy": 0.97, "f1": np.float32(0.5)},
+        source="notebooks/train.ipynb",
+    )
+    for seen in (info, registry.get("iris:1")):
+        assert seen.estimator_class == "sklearn.linear_model._logistic.LogisticRegression"
+        assert seen.params["max_iter"] == 1000 and seen.params["C"] == 1.0
+        assert seen.metrics == {"accuracy": 0.97, "f1": 0.5}
+        assert seen.description == "baseline"
+        assert seen.source == "notebooks/train.ipynb"
+        assert seen.sklearn_version == sklearn.__version__
+        assert seen.numpy_version == np.__version__
+        assert seen.python_version == platform.python_version()
+        assert "@" in seen.created_by
+        assert seen.created_at.tzinfo is not None
+    assert info.artifact_size == registry.artifacts.path_of(info.artifact_sha256).stat().st_size
+    assert info.reference_sha256 is None and registry.reference("iris") is None
+    assert registry.versions("iris")[0].metrics == {"accuracy": 0.97, "f1": 0.5}
+
+    assert registry.register(iris_model, "iris", parent=1).parent_version == 1
+    with pytest.raises(VersionNotFound, match="parent version 5"):
+        registry.register(iris_model, "iris", parent=5)
+    assert _numbers(registry, "iris") == [1, 2]
+    registry.describe("iris", "flower classifier")
+    assert registry.list_models()[0].description == "flower classifier"
+
+
+# ---------------------------------------------------------------------- signatures
+def test_signature_of_a_frame_with_categorical_and_missing_values(registry: Registry, mixed):
+    frame, model = mixed
+    info = registry.register(model, "mixed", reference=frame)
+    assert info.signature["named"] is True
+    columns = {c["name"]: c for c in registry.get("mixed").signature["columns"]}
+    assert list(columns) == ["color", "size", "weight"]
+    assert (columns["color"]["kind"], columns["color"]["nullable"]) == ("categorical", True)
+    assert columns["size"] == {"name": "size", "dtype": "float64", "kind": "numeric", "nullable": False}
+    assert columns["weight"] == {"name": "weight", "dtype": "float64", "kind": "numeric", "nullable": True}
+
+
+def test_signature_of_numbers_held_as_strings_and_of_reordered_columns(registry: Registry, iris, iris_model):
+    X, _ = iris
+    as_objects = X.astype(object)
+    as_objects.iloc[0, 0] = "5.1"
+    info = registry.register(iris_model, "iris", reference=as_objects)
+    assert {c["kind"] for c in info.signature["columns"]} == {"numeric"}
+
+    shuffled = X[list(reversed(X.columns))]
+    info = registry.register(iris_model, "iris", reference=shuffled)
+    assert [c["name"] for c in info.signature["columns"]] == list(X.columns), "the model's order"
+    assert list(registry.reference("iris").to_frame().columns) == list(X.columns)
+
+
+def test_signature_of_a_model_fitted_on_a_plain_array(registry: Registry, array_model):
+    model, X = array_model
+    expected = {
+        "named": False,
+        "columns": [
+            {"name": f"x{i}", "dtype": "float64", "kind": "numeric", "nullable": False} for i in range(3)
+        ],
+    }
+    assert registry.register(model, "ridge", reference=X).signature == expected
+    assert registry.register(model, "ridge").signature == expected, "without a reference too"
+    assert registry.get("ridge:1").signature == expected
+
+
+def test_output_spec_of_a_classifier_and_of_a_regressor(registry: Registry, iris_model, array_model):
+    from sklearn.svm import SVC
+
+    X = np.random.default_rng(0).normal(size=(30, 2))
+    labels = np.where(X[:, 0] > 0, "yes", "no")
+    registry.register(iris_model, "iris")
+    registry.register(SVC().fit(X, labels), "svc")
+    registry.register(array_model[0], "ridge")
+
+    assert registry.get("iris").output == {
+        "kind": "classification",
+        "classes": [0, 1, 2],
+        "predict_proba": True,
+    }
+    assert registry.get("svc").output == {
+        "kind": "classification",
+        "classes": ["no", "yes"],
+        "predict_proba": False,
+    }
+    assert registry.get("ridge").output == {"kind": "regression"}
+
+
+def test_a_column_transformer_pipeline_registers_loads_and_predicts_the_same(registry: Registry, mixed):
+    frame, model = mixed
+    info = registry.register(model, "mixed", reference=frame)
+    loaded = registry.load("mixed")
+
+    assert info.estimator_class == "sklearn.pipeline.Pipeline"
+    assert loaded is not model
+    assert (loaded.predict(frame) == model.predict(frame)).all()
+    np.testing.assert_array_equal(loaded.predict_proba(frame), model.predict_proba(frame))
+
+
+# ---------------------------------------------------------------------- reference samples
+def test_reference_sample_is_capped_and_stored_with_the_models_predictions(registry: Registry, array_model):
+    model, _ = array_model
+    X = np.random.default_rng(3).normal(size=(12_000, 3))
+    X[:, 0] = np.arange(12_000)  # a row id, to find each sampled row again
+    info = registry.register(model, "ridge", reference=X)
+    sample = registry.reference("ridge")
+    frame = sample.to_frame()
+
+    assert info.reference_rows == sample.rows == len(frame) == 10_000
+    ids = frame["x0"].to_numpy().astype(int)
+    assert len(set(ids)) == 10_000 and (np.diff(ids) > 0).all(), "distinct rows, kept in order"
+    np.testing.assert_array_equal(frame.to_numpy(), X[ids])
+    np.testing.assert_allclose(sample.predictions, model.predict(X[ids]))
+
+
+def test_a_small_reference_is_kept_whole(registry: Registry, iris, iris_model):
+    X, _ = iris
+    info = registry.register(iris_model, "iris", reference=X)
+    sample = registry.reference("iris")
+    assert info.reference_rows == sample.rows == 150
+    pd.testing.assert_frame_equal(sample.to_frame(), X.reset_index(drop=True), check_dtype=False)
+    np.testing.assert_array_equal(sample.predictions, iris_model.predict(X))
+
+    info = registry.register(iris_model, "iris", reference=X.to_numpy())  # an array for named columns
+    assert [c["name"] for c in info.signature["columns"]] == list(X.columns)
+    np.testing.assert_array_equal(registry.reference("iris:2").predictions, iris_model.predict(X))
+
+
+def test_reference_round_trips_with_missing_values_and_strings(registry: Registry, mixed):
+    frame, model = mixed
+    registry.register(model, "mixed", reference=frame)
+    sample = registry.reference("mixed")
+    back = sample.to_frame()
+
+    assert list(back.columns) == ["color", "size", "weight"]
+    assert back["color"].isna().tolist() == frame["color"].isna().tolist()
+    assert back["weight"].isna().tolist() == frame["weight"].isna().tolist()
+    present = frame["color"].notna()
+    assert back["color"][present].tolist() == frame["color"][present].tolist()
+    np.testing.assert_array_equal(back["size"], frame["size"])
+    np.testing.assert_array_equal(back["weight"], frame["weight"])  # NaN == NaN here
+    np.testing.assert_array_equal(sample.predictions, model.predict(frame))
+
+
+def test_string_class_labels_are_stored_as_predictions(registry: Registry, iris):
+    from sklearn.tree import DecisionTreeClassifier
+
+    X, y = iris
+    labels = np.array(["setosa", "versicolor", "virginica"], dtype=object)[y]
+    model = DecisionTreeClassifier(max_depth=2, random_state=0).fit(X, labels)
+    registry.register(model, "iris", reference=X)
+    assert registry.reference("iris").predictions.tolist() == model.predict(X).tolist()
+
+
+# ---------------------------------------------------------------------- errors for bad input
+def test_unknown_model_lists_the_known_ones(registry: Registry, iris_model):
+    with pytest.raises(ModelNotFound, match="no model 'iris'; the registry is empty"):
+        registry.get("iris")
+    registry.register(iris_model, "iris")
+    registry.register(iris_model, "wine")
+    with pytest.raises(ModelNotFound, match="no model 'irsi'; known: iris, wine"):
+        registry.load("irsi")
+    for action in (
+        lambda: registry.versions("irsi"),
+        lambda: registry.set_alias("irsi", "champion", 1),
+        lambda: registry.history("irsi"),
+        lambda: registry.tag("irsi", {"a": "b"}),
+        lambda: registry.delete("irsi:1"),
+    ):
+        with pytest.raises(ModelNotFound, match="known: iris, wine"):
+            action()
+
+
+def test_unknown_version_or_alias_lists_what_there_is(registry: Registry, iris_model):
+    for _ in range(3):
+        registry.register(iris_model, "iris")
+    with pytest.raises(VersionNotFound, match="no alias 'champion'; it has no aliases"):
+        registry.get("iris@champion")
+    registry.register(iris_model, "iris")
+    registry.delete("iris:3")
+    with pytest.raises(VersionNotFound, match=r"model 'iris' has no version 9; its versions: 1-2, 4$"):
+        registry.get("iris:9")
+    with pytest.raises(VersionNotFound, match="no version 3"):
+        registry.load("iris:3")
+    registry.set_alias("iris", "staging", 1)
+    registry.set_alias("iris", "canary", 1)
+    with pytest.raises(VersionNotFound, match="no alias 'champion'; its aliases: canary, staging"):
+        registry.load("iris@champion")
+
+
+def test_bad_model_names_are_refused_before_anything_is_stored(registry: Registry, iris_model):
+    for name in ["a b", "-iris", "x" * 129, "iris/1"]:
+        with pytest.raises(InvalidName, match="bad model name"):
+            registry.register(iris_model, name)
+    assert registry.list_models() == []
+    assert not any(p.is_file() for p in registry.artifacts.root.rglob("*"))
+
+
+def test_reference_with_the_wrong_columns_is_refused(registry: Registry, iris, iris_model, array_model):
+    X, _ = iris
+    with pytest.raises(ReferenceMismatch, match=r"missing \['petal width \(cm\)'\]"):
+        registry.register(iris_model, "iris", reference=X.drop(columns="petal width (cm)"))
+    with pytest.raises(ReferenceMismatch, match=r"unexpected \['row_id'\]"):
+        registry.register(iris_model, "iris", reference=X.assign(row_id=1))
+    renamed = X.rename(columns={"sepal length (cm)": "sepal_length"})
+    with pytest.raises(
+        ReferenceMismatch, match=r"missing \['sepal length \(cm\)'\]; unexpected \['sepal_length'\]"
+    ):
+        registry.register(iris_model, "iris", reference=renamed)
+
+    model, A = array_model
+    with pytest.raises(ReferenceMismatch, match="reference sample has 2 columns; the model expects 3"):
+        registry.register(model, "ridge", reference=A[:, :2])
+    with pytest.raises(ReferenceMismatch, match="must be 2-dimensional"):
+        registry.register(model, "ridge", reference=A.reshape(10, 20, 3))
+    assert registry.list_models() == []
+
+
+def test_registering_something_that_is_not_a_fitted_model_is_refused(registry: Registry):
+    from sklearn.linear_model import LogisticRegression
+
+    cases = [
+        ({"coef": [1, 2]}, r"the object to register is not a scikit-learn model \(a dict\)"),
+        ("model.pkl", r"not a scikit-learn model \(a str\)"),
+        (LogisticRegression(), "is not fitted .*fit it before registering"),
+        (LogisticRegression, "is not fitted"),
+    ]
+    for thing, message in cases:
+        with pytest.raises(NotAModel, match=message):
+            registry.register(thing, "iris")
+    assert registry.list_models() == []
+
+
+def test_loading_a_model_registered_under_another_sklearn_warns(registry: Registry, iris, iris_model):
+    X, _ = iris
+    registry.register(iris_model, "iris")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SklearnVersionWarning)
+        registry.load("iris")  # the same version: silent
+
+    row = _row(registry, "iris", 1)
+    with registry.db.write() as session:
+        row.sklearn_version = "0.0.1"
+        session.add(row)
+    with pytest.warns(SklearnVersionWarning, match=r"registered with scikit-learn 0\.0\.1; loading it under"):
+        loaded = registry.load("iris:1")
+    assert (loaded.predict(X) == iris_model.predict(X)).all()

@@ -1,0 +1,255 @@
+"""Export one version to an archive file and import it into another registry (another home and
+another kind of database), with every checksum verified before anything is stored."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import skops
+import skops.io
+from sqlmodel import select
+
+from registry import ArtifactError, NotAModel, Registry
+from registry.artifacts import sha256_of
+from registry.schema import Event
+
+
+@pytest.fixture
+def other(request: pytest.FixtureRequest, tmp_path: Path, db_url: str) -> Iterator[Registry]:
+    """A second registry in its own home, on the other kind of database than `registry`."""
+    if db_url.startswith("sqlite"):
+        url = request.getfixturevalue("postgres_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'other-home' / 'registry.db'}"
+    reg = Registry(home=tmp_path / "other-home", db_url=url)
+    yield reg
+    reg.close()
+
+
+@pytest.fixture
+def exported(registry: Registry, iris, iris_model, tmp_path: Path) -> Path:
+    """iris:2 (with reference, tags, metrics, description and an alias) exported to a file."""
+    X, _ = iris
+    registry.register(iris_model, "iris")
+    registry.register(
+        iris_model,
+        "iris",
+        reference=X,
+        description="baseline",
+        tags={"team": "fraud"},
+        metrics={"accuracy": 0.97},
+        alias="champion",
+    )
+    return registry.export("iris@champion", tmp_path / "out" / "iris-2.zip")
+
+
+def _rewrite(archive: Path, target: Path, members: dict[str, bytes | None]) -> Path:
+    """A copy of `archive` with some members replaced (bytes) or left out (None)."""
+    with zipfile.ZipFile(archive) as source, zipfile.ZipFile(target, "w") as out:
+        for item in source.infolist():
+            if item.filename in members:
+                if members[item.filename] is not None:
+                    out.writestr(item.filename, members[item.filename])
+            else:
+                out.writestr(item, source.read(item.filename))
+    return target
+
+
+def _imported_anything(reg: Registry) -> bool:
+    with reg.db.read() as session:
+        return bool(reg.list_models()) or bool(session.exec(select(Event)).all())
+
+
+def test_export_then_import_into_another_registry(
+    registry: Registry, other: Registry, exported, iris, iris_model
+):
+    X, _ = iris
+    source = registry.get("iris:2")
+    other.register(iris_model, "iris")  # the import becomes the next version there
+    assert other.settings.db_url != registry.settings.db_url
+
+    imported = other.import_(exported)
+    assert imported.version == 2
+    assert (other.load("iris:2").predict(X) == iris_model.predict(X)).all()
+    assert imported.signature == source.signature
+    assert imported.output == source.output
+    assert imported.tags == {"team": "fraud"}
+    assert imported.metrics == {"accuracy": 0.97}
+    assert imported.description == "baseline"
+    assert imported.aliases == [], "aliases are local to a registry"
+    assert imported.artifact_sha256 == source.artifact_sha256
+    assert imported.sklearn_version == source.sklearn_version
+    assert imported.source == str(exported.resolve())
+    origin = imported.origin["imported_from"]
+    assert (origin["model"], origin["version"], origin["sha256"]) == ("iris", 2, source.artifact_sha256)
+
+    sample = other.reference("iris:2")
+    assert imported.reference_rows == sample.rows == 150
+    pd.testing.assert_frame_equal(sample.to_frame(), registry.reference("iris:2").to_frame())
+    np.testing.assert_array_equal(sample.predictions, iris_model.predict(X))
+    registered = [e for e in other.history("iris").events if e.kind == "registered"]
+    assert registered[-1].detail["origin"]["imported_from"]["sha256"] == source.artifact_sha256
+
+
+def test_an_archive_holds_a_manifest_with_checksums(registry: Registry, exported):
+    with zipfile.ZipFile(exported) as archive:
+        assert sorted(archive.namelist()) == ["manifest.json", "model.skops", "reference.npz"]
+        manifest = json.loads(archive.read("manifest.json"))
+        for member, digest in manifest["files"].items():
+            assert sha256_of(archive.read(member)) == digest
+    assert manifest["version"]["name"] == "iris" and manifest["version"]["version"] == 2
+    assert "aliases" not in manifest["version"]
+    assert not list(exported.parent.glob(".*.tmp")), "written via a temporary file, then renamed"
+
+
+def test_importing_twice_gives_two_versions_and_a_version_without_reference(
+    registry: Registry, other: Registry, iris_model, tmp_path
+):
+    registry.register(iris_model, "iris")
+    path = registry.export("iris:1", tmp_path / "iris-1.zip")
+    assert [other.import_(path).version for _ in range(2)] == [1, 2]
+    assert other.get("iris:2").reference_sha256 is None and other.reference("iris:2") is None
+    assert other.get("iris:1").origin["imported_from"]["version"] == 1
+
+
+def test_import_under_another_name(registry: Registry, other: Registry, exported, iris, iris_model):
+    X, _ = iris
+    imported = other.import_(exported, name="flowers")
+    assert (imported.name, imported.version) == ("flowers", 1)
+    assert [m.name for m in other.list_models()] == ["flowers"]
+    assert imported.origin["imported_from"]["model"] == "iris"
+    assert (other.load("flowers").predict(X) == iris_model.predict(X)).all()
+
+
+def test_a_reimport_of_an_imported_version_keeps_the_whole_lineage(
+    registry: Registry, other: Registry, exported, tmp_path
+):
+    other.import_(exported)
+    again = other.export("iris:1", tmp_path / "again.zip")
+    third = registry.import_(again, name="iris-roundtrip")
+    assert third.origin["imported_from"]["model"] == "iris"
+    assert third.origin["previous_origin"]["imported_from"]["version"] == 2
+
+
+def test_a_tampered_archive_is_refused_and_nothing_is_registered(
+    registry: Registry, other: Registry, exported, array_model, tmp_path
+):
+    registry.register(array_model[0], "ridge")
+    another_model = registry.artifacts.path_of(registry.get("ridge").artifact_sha256).read_bytes()
+    swapped = _rewrite(exported, tmp_path / "swapped.zip", {"model.skops": another_model})
+    with pytest.raises(
+        ArtifactError, match=r"model\.skops does not match its checksum.*nothing was imported"
+    ):
+        other.import_(swapped)
+
+    reference = _rewrite(exported, tmp_path / "reference.zip", {"reference.npz": b"PK\x03\x04 changed"})
+    with pytest.raises(ArtifactError, match=r"reference\.npz does not match its checksum"):
+        other.import_(reference)
+
+    missing = _rewrite(exported, tmp_path / "missing.zip", {"model.skops": None})
+    with pytest.raises(ArtifactError, match="not a readable modeldeck export"):
+        other.import_(missing)
+    assert not _imported_anything(other)
+    assert not any(p.is_file() for p in other.artifacts.root.rglob("*"))
+
+
+def test_files_that_are_not_exports_are_refused(other: Registry, exported, tmp_path):
+    not_zip = tmp_path / "model.zip"
+    not_zip.write_text("just text")
+    no_manifest = tmp_path / "no-manifest.zip"
+    with zipfile.ZipFile(no_manifest, "w") as archive:
+        archive.writestr("model.skops", b"whatever")
+    with zipfile.ZipFile(exported) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+    foreign = _rewrite(
+        exported, tmp_path / "foreign.zip", {"manifest.json": json.dumps(manifest | {"format": "mlflow"})}
+    )
+    newer = _rewrite(
+        exported, tmp_path / "newer.zip", {"manifest.json": json.dumps(manifest | {"format_version": 99})}
+    )
+    no_model = _rewrite(
+        exported, tmp_path / "no-model.zip", {"manifest.json": json.dumps(manifest | {"files": {}})}
+    )
+
+    for path, message in [
+        (not_zip, "is not a readable modeldeck export"),
+        (no_manifest, "is not a readable modeldeck export"),
+        (foreign, "is not a modeldeck export \\(format 'mlflow'\\)"),
+        (newer, "was exported by a newer modeldeck"),
+        (no_model, "has no model.skops in its manifest"),
+        (tmp_path / "absent.zip", "is not a readable modeldeck export"),
+    ]:
+        with pytest.raises(ArtifactError, match=message):
+            other.import_(path)
+    assert not _imported_anything(other)
+
+
+def _hostile_skops(marker: Path) -> bytes:
+    """A .skops payload that calls `builtins.eval` while it loads, creating `marker` if it runs."""
+    code = f"__import__('pathlib').Path({str(marker)!r}).write_text('ran')"
+    text = {"__class__": "str", "__module__": "builtins", "__loader__": "JsonNode", "is_json": True}
+    args = {
+        "__class__": "tuple",
+        "__module__": "builtins",
+        "__loader__": "TupleNode",
+        "content": [text | {"content": json.dumps(code), "__id__": 2}],
+        "__id__": 3,
+    }
+    schema = {
+        "__class__": "eval",
+        "__module__": "builtins",
+        "__loader__": "ConstructorFromReduceNode",
+        "content": args,
+        "__id__": 1,
+        "protocol": 2,
+        "_skops_version": skops.__version__,
+    }
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("schema.json", json.dumps(schema))
+    return buffer.getvalue()
+
+
+def test_an_archive_whose_model_runs_code_is_refused_even_with_matching_checksums(
+    other: Registry, exported, tmp_path
+):
+    marker = tmp_path / "code-ran"
+    hostile = _hostile_skops(marker)
+    with zipfile.ZipFile(exported) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+    manifest["files"]["model.skops"] = sha256_of(hostile)
+    path = _rewrite(
+        exported, tmp_path / "hostile.zip", {"model.skops": hostile, "manifest.json": json.dumps(manifest)}
+    )
+
+    with pytest.raises(ArtifactError, match=r"needs types .*builtins\.eval.*--trust-type"):
+        other.import_(path)
+    assert not _imported_anything(other)
+    assert not marker.exists()
+
+
+def test_an_archive_that_holds_no_model_is_refused_even_with_matching_checksums(
+    other: Registry, exported, tmp_path
+):
+    with zipfile.ZipFile(exported) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+    for name, payload, error, message in [
+        ("settings", skops.io.dumps({"alpha": 1.0}), NotAModel, r"model\.skops is not a scikit-learn model"),
+        ("noise", b"not a skops file", ArtifactError, "not a readable skops file"),
+    ]:
+        manifest["files"]["model.skops"] = sha256_of(payload)
+        path = _rewrite(
+            exported,
+            tmp_path / f"{name}.zip",
+            {"model.skops": payload, "manifest.json": json.dumps(manifest)},
+        )
+        with pytest.raises(error, match=message):
+            other.import_(path)
+    assert not _imported_anything(other)
