@@ -163,7 +163,7 @@ def models(
     elif not found:
         output.out.print("no models yet: register one with `modeldeck register PATH --name NAME`")
     else:
-        output.out.print(output.models_table(found))
+        output.print_table(output.models_table(found))
 
 
 @app.command()
@@ -177,7 +177,7 @@ def versions(
     if json_out:
         output.print_json([v.as_dict() for v in found])
     else:
-        output.out.print(output.versions_table(found))
+        output.print_table(output.versions_table(found))
 
 
 @app.command()

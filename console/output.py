@@ -24,6 +24,16 @@ out = Console(
 err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
 
 
+def print_table(table: Table) -> None:
+    """A table on stdout; piped output has no trailing blanks, so scripts can split on spaces."""
+    if out.is_terminal:
+        out.print(table)
+        return
+    with out.capture() as captured:
+        out.print(table)
+    out.file.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+
+
 def print_json(data: Any) -> None:
     """Compact-but-readable JSON on stdout, nothing else."""
     print(json.dumps(data, indent=2, sort_keys=False, default=str))
@@ -92,7 +102,7 @@ def show_version(v: VersionInfo) -> None:
     table = _table("INPUT", "DTYPE", "KIND", "NULLABLE")
     for c in v.signature.get("columns", []):
         table.add_row(c["name"], c["dtype"], c["kind"], "yes" if c["nullable"] else "no")
-    out.print(table)
+    print_table(table)
 
 
 def _table(*columns: str) -> Table:
@@ -126,7 +136,7 @@ def show_history(history: History, at_given: bool) -> None:
         )
         where = f"@{e.alias}" if e.alias else (e.deployment or "")
         table.add_row(when(e.at), e.kind, change, where, e.actor, e.reason)
-    out.print(table)
+    print_table(table)
     state = history.state
     label = f"at {when(state.at)}" if at_given else "now"
     aliases = ", ".join(f"{a}→{v}" for a, v in state.aliases.items()) or "none"

@@ -73,6 +73,9 @@ def test_human_output_names_what_happened(home, skops_file):
     assert "iris@champion → 2" in run("alias", "iris", "2", "champion").stdout
     listing = run("versions", "iris").stdout
     assert "champion" in listing and "LogisticRegression" in listing
+    rows = listing.splitlines()
+    assert all(row == row.rstrip() for row in rows), "piped tables carry no trailing blanks"
+    assert len(rows) == 3, "one line per version, never wrapped"
     assert "sklearn.linear_model" in run("show", "iris").stdout
 
 
