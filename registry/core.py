@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func
+from sqlalchemy import Connection, delete, func, insert
 from sqlmodel import Session, col, select
 
 from registry import history as ledger
-from registry import queries
+from registry import queries, writes
 from registry.artifacts import ArtifactStore, load_model
 from registry.capture import Captured, capture
 from registry.errors import (
@@ -148,41 +148,44 @@ class Registry:
                     lock_artifact(session, sha, exclusive=False)
                     if not self.artifacts.path_of(sha).exists():
                         self.artifacts.put(data)
-            model = _lock_or_create_model(session, name)
-            number = model.next_version
+            conn = session.connection()
+            model_id, number = writes.lock_model(conn, name, create=True)
             if parent is not None and parent >= number:
                 raise VersionNotFound(f"parent version {parent} of {name!r} does not exist")
-            model.next_version = number + 1
-            model.updated_at = utcnow()
-            row = ModelVersion(
-                model_id=model.id,
-                version=number,
-                artifact_sha256=artifact_sha,
-                artifact_size=len(captured.model_bytes),
-                trusted_types=captured.trusted_types,
-                estimator_class=captured.estimator_class,
-                params=captured.params,
-                python_version=captured.python_version,
-                sklearn_version=captured.sklearn_version,
-                numpy_version=captured.numpy_version,
-                signature=captured.signature,
-                output=captured.output,
-                metrics={k: float(v) for k, v in (metrics or {}).items()},
-                description=description,
-                reference_sha256=reference_sha,
-                reference_rows=captured.reference_rows,
-                source=source,
-                origin=captured.origin,
-                parent_version=parent,
-                created_by=actor,
+            row = writes.insert_version(
+                conn,
+                model_id,
+                number,
+                {
+                    "artifact_sha256": artifact_sha,
+                    "artifact_size": len(captured.model_bytes),
+                    "artifact_format": "skops",
+                    "trusted_types": captured.trusted_types,
+                    "estimator_class": captured.estimator_class,
+                    "params": captured.params,
+                    "python_version": captured.python_version,
+                    "sklearn_version": captured.sklearn_version,
+                    "numpy_version": captured.numpy_version,
+                    "signature": captured.signature,
+                    "output": captured.output,
+                    "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+                    "description": description,
+                    "reference_sha256": reference_sha,
+                    "reference_rows": captured.reference_rows,
+                    "source": source,
+                    "origin": captured.origin,
+                    "parent_version": parent,
+                    "created_by": actor,
+                },
             )
-            session.add(model)
-            session.add(row)
-            session.flush()
-            for key, value in (tags or {}).items():
-                session.add(VersionTag(version_id=row.id, key=_check_tag_key(key), value=str(value)))
+            tag_values = {_check_tag_key(key): str(value) for key, value in (tags or {}).items()}
+            if tag_values:
+                conn.execute(
+                    insert(VersionTag.__table__),  # type: ignore[attr-defined]
+                    [{"version_id": row["id"], "key": k, "value": v} for k, v in tag_values.items()],
+                )
             _record(
-                session,
+                conn,
                 name,
                 ledger.REGISTERED,
                 actor,
@@ -190,8 +193,7 @@ class Registry:
                 detail={"sha256": artifact_sha, "source": source, "origin": captured.origin},
             )
             for alias in aliases:
-                _move_alias(session, model, alias, row, actor)
-        tag_values = {key: str(value) for key, value in (tags or {}).items()}
+                writes.move_alias(conn, (model_id, name), alias, (row["id"], number), actor)
         return queries.version_info(name, row, sorted(set(aliases)), tag_values)
 
     def register_file(
@@ -214,8 +216,9 @@ class Registry:
     # ------------------------------------------------------------------ read
     def get(self, ref: str | Ref) -> VersionInfo:
         """The version a reference (`name`, `name:3`, `name@alias`) points at."""
-        with self.db.read() as session:
-            return queries.get_version(session.connection(), _as_ref(ref))
+        parsed = _as_ref(ref)
+        with self.db.connect() as conn:
+            return queries.get_version(conn, parsed)
 
     def load(self, ref: str | Ref) -> Any:
         """The fitted estimator of a version, after its sha256 matches the registry."""
@@ -274,8 +277,8 @@ class Registry:
 
     def versions(self, name: str, include_archived: bool = False) -> list[VersionSummary]:
         """Summaries of the versions of a model, oldest first; archived ones only if asked."""
-        with self.db.read() as session:
-            return queries.list_versions(session.connection(), name, include_archived)
+        with self.db.connect() as conn:
+            return queries.list_versions(conn, name, include_archived)
 
     # ------------------------------------------------------------------ change
     def set_alias(self, name: str, alias: str, version: int | str, reason: str = "") -> VersionInfo:
@@ -283,15 +286,19 @@ class Registry:
 
         `reason` is kept in the ledger with who moved it and when."""
         check_alias(alias)
+        target = parse_ref(f"{name}:{version}" if str(version).isdigit() else f"{name}@{version}")
         with self.db.write() as session:
-            model = _lock_model(session, name)
-            target = f"{name}:{version}" if str(version).isdigit() else f"{name}@{version}"
-            row = _resolve(session, parse_ref(target))
-            if row.archived_at is not None:
-                raise VersionInUse(f"{name}:{row.version} is archived; restore it before aliasing it")
-            _move_alias(session, model, alias, row, current_actor(), reason)
-            session.flush()
-            return queries.get_version(session.connection(), Ref(name, version=row.version))
+            conn = session.connection()
+            model_id, _ = writes.lock_model(conn, name)
+            info = queries.get_version(conn, target)
+            if info.archived:
+                raise VersionInUse(f"{name}:{info.version} is archived; restore it before aliasing it")
+            version_id = queries.version_id(conn, Ref(name, version=info.version))
+            writes.move_alias(
+                conn, (model_id, name), alias, (version_id, info.version), current_actor(), reason
+            )
+        info.aliases = sorted({*info.aliases, alias})
+        return info
 
     def remove_alias(self, name: str, alias: str, reason: str = "") -> None:
         """Delete an alias; the version it pointed at is untouched."""
@@ -473,54 +480,11 @@ def _lock_model(session: Session, name: str) -> RegisteredModel:
     return model if model is not None else _model(session, name)
 
 
-def _lock_or_create_model(session: Session, name: str) -> RegisteredModel:
-    """The model row, locked; created first if this is its first version (safe under races)."""
-    existing = session.exec(
-        select(RegisteredModel).where(RegisteredModel.name == name).with_for_update()
-    ).first()
-    if existing is not None:
-        return existing
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    now = utcnow()
-    session.execute(
-        insert(RegisteredModel)
-        .values(name=name, description="", next_version=1, created_at=now, updated_at=now)
-        .on_conflict_do_nothing(index_elements=["name"])
-    )
-    return _lock_model(session, name)
-
-
 def _resolve(session: Session, ref: Ref, include_archived: bool = False) -> ModelVersion:
     """The version row a reference points at, in this session."""
     row = session.get(ModelVersion, queries.version_id(session.connection(), ref, include_archived))
     assert row is not None
     return row
-
-
-def _move_alias(
-    session: Session, model: RegisteredModel, alias: str, row: ModelVersion, actor: str, reason: str = ""
-) -> None:
-    existing = session.get(ModelAlias, (model.id, alias))
-    previous = session.get(ModelVersion, existing.version_id) if existing else None
-    if existing is None:
-        existing = ModelAlias(model_id=model.id, alias=alias, version_id=row.id)
-    existing.version_id = row.id
-    existing.updated_at = model.updated_at = utcnow()
-    session.add(existing)
-    session.add(model)
-    _record(
-        session,
-        model.name,
-        ledger.ALIAS_SET,
-        actor,
-        alias=alias,
-        from_version=previous.version if previous else None,
-        to_version=row.version,
-        reason=reason,
-    )
 
 
 def _holders(session: Session, model: RegisteredModel, row: ModelVersion) -> str:
@@ -535,9 +499,9 @@ def _holders(session: Session, model: RegisteredModel, row: ModelVersion) -> str
     return ", ".join(parts)
 
 
-def _record(session: Session, name: str, kind: str, actor: str, **fields: Any) -> None:
-    detail = fields.pop("detail", None) or {}
-    session.add(Event(model_name=name, kind=kind, actor=actor, detail=detail, **fields))
+def _record(target: Session | Connection, name: str, kind: str, actor: str, **fields: Any) -> None:
+    """Append to the ledger inside the caller's transaction."""
+    writes.record(target.connection() if isinstance(target, Session) else target, name, kind, actor, **fields)
 
 
 def _event_info(e: Event) -> EventInfo:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, String, and_, literal, select, type_coerce, union_all
+from sqlalchemy import Connection, String, and_, bindparam, literal, select, type_coerce, union_all
 
 from registry.errors import ModelNotFound, VersionNotFound
 from registry.info import VersionInfo, VersionSummary
@@ -32,20 +32,44 @@ def model_id(conn: Connection, name: str) -> int:
     return found
 
 
-def _select_version(columns: Any, ref: Ref, include_archived: bool) -> Any:
-    query = select(columns).join(MODELS, MODELS.c.id == VERSIONS.c.model_id).where(MODELS.c.name == ref.name)
+def _version_statements(columns: Any) -> dict[str, Any]:
+    """The lookups by version, by alias and of the newest version, built once with bind parameters
+    (building a statement costs more than running it on SQLite)."""
+    base = (
+        select(columns)
+        .join(MODELS, MODELS.c.id == VERSIONS.c.model_id)
+        .where(MODELS.c.name == bindparam("name"))
+    )
+    newest = base.order_by(VERSIONS.c.version.desc()).limit(1)
+    return {
+        "version": base.where(VERSIONS.c.version == bindparam("version")),
+        "alias": base.join(
+            ALIASES, and_(ALIASES.c.version_id == VERSIONS.c.id, ALIASES.c.alias == bindparam("alias"))
+        ),
+        "latest": newest.where(VERSIONS.c.archived_at.is_(None)),
+        "latest_any": newest,
+    }
+
+
+_ROW_BY = _version_statements(VERSIONS)
+_ID_BY = _version_statements(VERSIONS.c.id)
+_LABELS = union_all(
+    select(literal("a"), ALIASES.c.alias, literal("")).where(ALIASES.c.version_id == bindparam("vid")),
+    select(literal("t"), TAGS.c.key, TAGS.c.value).where(TAGS.c.version_id == bindparam("vid")),
+)
+
+
+def _lookup(statements: dict[str, Any], ref: Ref, include_archived: bool) -> tuple[Any, dict[str, Any]]:
     if ref.alias is not None:
-        return query.join(ALIASES, and_(ALIASES.c.version_id == VERSIONS.c.id, ALIASES.c.alias == ref.alias))
+        return statements["alias"], {"name": ref.name, "alias": ref.alias}
     if ref.version is not None:
-        return query.where(VERSIONS.c.version == ref.version)
-    if not include_archived:
-        query = query.where(VERSIONS.c.archived_at.is_(None))
-    return query.order_by(VERSIONS.c.version.desc()).limit(1)
+        return statements["version"], {"name": ref.name, "version": ref.version}
+    return statements["latest_any" if include_archived else "latest"], {"name": ref.name}
 
 
 def version_id(conn: Connection, ref: Ref, include_archived: bool = False) -> int:
     """The row id of the version a reference points at; a clear error if there is none."""
-    found = conn.execute(_select_version(VERSIONS.c.id, ref, include_archived)).scalar()
+    found = conn.execute(*_lookup(_ID_BY, ref, include_archived)).scalar()
     if found is None:
         raise not_found(conn, ref)
     return found
@@ -53,17 +77,12 @@ def version_id(conn: Connection, ref: Ref, include_archived: bool = False) -> in
 
 def get_version(conn: Connection, ref: Ref, include_archived: bool = False) -> VersionInfo:
     """The full version a reference points at, with its aliases and tags."""
-    query = _select_version(VERSIONS, ref, include_archived)
-    row = conn.execute(query).mappings().first()
+    row = conn.execute(*_lookup(_ROW_BY, ref, include_archived)).mappings().first()
     if row is None:
         raise not_found(conn, ref)
     aliases: list[str] = []
     tags: dict[str, str] = {}
-    labels = union_all(
-        select(literal("a"), ALIASES.c.alias, literal("")).where(ALIASES.c.version_id == row["id"]),
-        select(literal("t"), TAGS.c.key, TAGS.c.value).where(TAGS.c.version_id == row["id"]),
-    )
-    for kind, key, value in conn.execute(labels):
+    for kind, key, value in conn.execute(_LABELS, {"vid": row["id"]}):
         if kind == "a":
             aliases.append(key)
         else:
