@@ -7,6 +7,7 @@ summary columns only.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,8 +24,12 @@ ALIASES = ModelAlias.__table__  # type: ignore[attr-defined]
 TAGS = VersionTag.__table__  # type: ignore[attr-defined]
 
 
+_MODEL_ID = select(MODELS.c.id).where(MODELS.c.name == bindparam("name"))
+
+
 def model_id(conn: Connection, name: str) -> int:
-    found = conn.execute(select(MODELS.c.id).where(MODELS.c.name == name)).scalar()
+    """The row id of a model; ModelNotFound naming the known models if there is none."""
+    found = conn.execute(_MODEL_ID, {"name": name}).scalar()
     if found is None:
         known = conn.execute(select(MODELS.c.name).order_by(MODELS.c.name).limit(20)).scalars().all()
         hint = f"; known: {', '.join(known)}" if known else "; the registry is empty"
@@ -123,42 +128,53 @@ def number_ranges(numbers: list[int]) -> str:
     return ", ".join(str(p[0]) if len(p) == 1 else f"{p[0]}-{p[-1]}" for p in parts)
 
 
+def _summary_statements(sqlite: bool) -> dict[str, Any]:
+    """The listing's statements, built once per dialect with bind parameters."""
+    created = type_coerce(VERSIONS.c.created_at, String) if sqlite else VERSIONS.c.created_at
+    rows = (
+        select(
+            VERSIONS.c.id,
+            VERSIONS.c.version,
+            VERSIONS.c.estimator_class,
+            VERSIONS.c.description,
+            type_coerce(VERSIONS.c.metrics, String),
+            created,
+            VERSIONS.c.created_by,
+            VERSIONS.c.archived_at.is_not(None),
+            VERSIONS.c.artifact_sha256,
+            VERSIONS.c.parent_version,
+        )
+        .where(VERSIONS.c.model_id == bindparam("mid"))
+        .order_by(VERSIONS.c.version)
+    )
+    return {
+        "all": rows,
+        "visible": rows.where(VERSIONS.c.archived_at.is_(None)),
+        "aliases": select(ALIASES.c.version_id, ALIASES.c.alias)
+        .where(ALIASES.c.model_id == bindparam("mid"))
+        .order_by(ALIASES.c.alias),
+        "tags": select(TAGS.c.version_id, TAGS.c.key, TAGS.c.value)
+        .join(VERSIONS, VERSIONS.c.id == TAGS.c.version_id)
+        .where(VERSIONS.c.model_id == bindparam("mid")),
+    }
+
+
+_SUMMARY = {True: _summary_statements(sqlite=True), False: _summary_statements(sqlite=False)}
+
+
 def list_versions(conn: Connection, name: str, include_archived: bool = False) -> list[VersionSummary]:
     """Summaries of a model's versions, oldest first."""
-    mid = model_id(conn, name)
+    params = {"mid": model_id(conn, name)}
     sqlite = conn.dialect.name == "sqlite"
-    created = type_coerce(VERSIONS.c.created_at, String) if sqlite else VERSIONS.c.created_at
-    query = select(
-        VERSIONS.c.id,
-        VERSIONS.c.version,
-        VERSIONS.c.estimator_class,
-        VERSIONS.c.description,
-        type_coerce(VERSIONS.c.metrics, String),
-        created,
-        VERSIONS.c.created_by,
-        VERSIONS.c.archived_at.is_not(None),
-        VERSIONS.c.artifact_sha256,
-        VERSIONS.c.parent_version,
-    ).where(VERSIONS.c.model_id == mid)
-    if not include_archived:
-        query = query.where(VERSIONS.c.archived_at.is_(None))
+    statements = _SUMMARY[sqlite]
     aliases: dict[int, list[str]] = {}
-    for version_id, alias in conn.execute(
-        select(ALIASES.c.version_id, ALIASES.c.alias)
-        .where(ALIASES.c.model_id == mid)
-        .order_by(ALIASES.c.alias)
-    ):
+    for version_id, alias in conn.execute(statements["aliases"], params):
         aliases.setdefault(version_id, []).append(alias)
     tags: dict[int, dict[str, str]] = {}
-    for version_id, key, value in conn.execute(
-        select(TAGS.c.version_id, TAGS.c.key, TAGS.c.value)
-        .join(VERSIONS, VERSIONS.c.id == TAGS.c.version_id)
-        .where(VERSIONS.c.model_id == mid)
-    ):
+    for version_id, key, value in conn.execute(statements["tags"], params):
         tags.setdefault(version_id, {})[key] = value
-    import json
-
     loads, parse = json.loads, _parse_sqlite_time if sqlite else _as_utc
+    rows = conn.execute(statements["all" if include_archived else "visible"], params)
     return [
         VersionSummary(
             name=name,
@@ -174,9 +190,7 @@ def list_versions(conn: Connection, name: str, include_archived: bool = False) -
             aliases=aliases.get(vid, []),
             tags=tags.get(vid, {}),
         )
-        for vid, version, cls, description, metrics, created, by, archived, sha, parent in conn.execute(
-            query.order_by(VERSIONS.c.version)
-        )
+        for vid, version, cls, description, metrics, created, by, archived, sha, parent in rows
     ]
 
 
