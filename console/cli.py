@@ -333,6 +333,38 @@ def import_(
         output.out.print(f"imported {src['model']}:{src['version']} as {info.ref}")
 
 
+@app.command()
+def serve(
+    ref: Annotated[str, typer.Argument(metavar="REF", help="NAME, NAME:VERSION or NAME@ALIAS")],
+    host: Annotated[
+        str, typer.Option(metavar="ADDR", help="Address to bind (beyond loopback needs a token).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", help="Port to listen on.")] = 8080,
+    max_body_mb: Annotated[float, typer.Option(metavar="MB", help="Largest request body accepted.")] = 8.0,
+    redact: Annotated[
+        bool, typer.Option("--redact", help="Leave input values out of error messages.")
+    ] = False,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="Beyond loopback, serve without the bearer token (not advised).")
+    ] = False,
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (slower).")] = False,
+) -> None:
+    """Serve one version in the foreground (for containers and debugging); Ctrl-C stops it."""
+    from registry.serving.worker import bind_socket, is_loopback, load_predictor, run_server, serving_token
+
+    with _registry() as reg:
+        sock = bind_socket(host, port)
+        token = None if is_loopback(host) or no_auth else serving_token(reg.settings.home)
+        predictor = load_predictor(reg, ref, redact=redact)
+    info = predictor.info
+    output.err.print(f"serving {info.ref} on http://{host}:{port} (input as {predictor.input_kind})")
+    if token:
+        output.err.print(f"bearer token required: {token}  (kept in {reg.settings.home})")
+    run_server(
+        predictor, sock, token=token, max_body_bytes=int(max_body_mb * 1024 * 1024), access_log=access_log
+    )
+
+
 @db_app.command("upgrade")
 def db_upgrade(json_out: JsonFlag = False) -> None:
     """Upgrade the registry database schema to this release (also done on every open)."""
@@ -376,3 +408,7 @@ def demo(
 def main() -> None:
     """Entry point of the `modeldeck` command."""
     app()
+
+
+if __name__ == "__main__":
+    main()

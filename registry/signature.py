@@ -125,3 +125,145 @@ def json_params(estimator: Any) -> dict[str, Any]:
         plain = value is None or isinstance(value, (bool, int, float, str))
         params[key] = value if plain else " ".join(repr(value).split())
     return params
+
+
+# ---------------------------------------------------------------------- validation at serving
+class InputError(Exception):
+    """A request whose input cannot be used; carries the HTTP status and a JSON-ready body."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+        self.details = details or []
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message, "field": self.field}
+        if self.details:
+            error["details"] = self.details
+        return {"error": error}
+
+
+_NUMBER_TYPES = (int, float)
+_MAX_REPORTED = 20
+
+
+class InputSchema:
+    """A precompiled check of request rows against a version's signature.
+
+    Rows are lists in signature order. Numbers are accepted for numeric columns (ints become
+    floats), strings for categorical ones, and null only where the column is nullable; booleans
+    and numeric strings are refused rather than guessed at.
+    """
+
+    def __init__(self, signature: dict[str, Any], redact: bool = False) -> None:
+        columns = signature.get("columns", [])
+        self.names: list[str] = [c["name"] for c in columns]
+        self.numeric: list[bool] = [c["kind"] == "numeric" for c in columns]
+        self.nullable: list[bool] = [bool(c.get("nullable")) for c in columns]
+        self.named: bool = bool(signature.get("named"))
+        self.all_numeric = all(self.numeric)
+        self.any_nullable = any(self.nullable)
+        self.index = {name: i for i, name in enumerate(self.names)}
+        self.redact = redact
+
+    @property
+    def width(self) -> int:
+        return len(self.names)
+
+    def check_names(self, names: list[str]) -> list[int]:
+        """Positions of `names` in the signature; a 422 naming what is missing or unexpected."""
+        missing = [n for n in self.names if n not in names]
+        unexpected = [n for n in names if n not in self.index]
+        if missing or unexpected:
+            details = [{"field": n, "problem": "missing"} for n in missing]
+            details += [{"field": n, "problem": "unexpected"} for n in unexpected]
+            parts = []
+            if missing:
+                parts.append(f"missing column(s) {missing}")
+            if unexpected:
+                parts.append(f"unexpected column(s) {unexpected}")
+            raise InputError(
+                422,
+                "schema_mismatch",
+                "; ".join(parts) + f"; the model expects {self.names}",
+                field=(missing or unexpected)[0],
+                details=details,
+            )
+        return [names.index(n) for n in self.names]
+
+    def check_rows(self, rows: list[list[Any]]) -> list[list[Any]]:
+        """`rows` if every value fits its column; otherwise a 422 with a per-column report."""
+        width = self.width
+        if self.all_numeric and not self.any_nullable:
+            if all(len(row) == width and all(type(v) in _NUMBER_TYPES for v in row) for row in rows):
+                return rows
+        elif all(len(row) == width and all(self._fits(i, v) for i, v in enumerate(row)) for row in rows):
+            return rows
+        raise self._report(rows)
+
+    def _fits(self, i: int, value: Any) -> bool:
+        if value is None or (type(value) is float and value != value):
+            return self.nullable[i]
+        return type(value) in _NUMBER_TYPES if self.numeric[i] else type(value) is str
+
+    def _report(self, rows: list[list[Any]]) -> InputError:
+        details: list[dict[str, Any]] = []
+        for r, row in enumerate(rows):
+            if len(row) != self.width:
+                details.append(
+                    {
+                        "field": None,
+                        "row": r,
+                        "problem": "width",
+                        "expected": f"{self.width} values",
+                        "got": f"{len(row)} values",
+                    }
+                )
+            else:
+                details.extend(self._problem(r, i, v) for i, v in enumerate(row) if not self._fits(i, v))
+            if len(details) >= _MAX_REPORTED:
+                break
+        first = details[0]
+        where = f"column {first['field']!r}" if first["field"] is not None else "the row"
+        message = (
+            f"row {first['row']}: {where} {first['problem_text']}"
+            if "problem_text" in first
+            else (
+                f"row {first['row']} has {first['got']}; the model expects {first['expected']} {self.names}"
+            )
+        )
+        for d in details:
+            d.pop("problem_text", None)
+            if self.redact:
+                d.pop("got", None)
+        extra = f" ({len(details) - 1} more problem(s) in details)" if len(details) > 1 else ""
+        return InputError(422, "schema_mismatch", message + extra, field=first["field"], details=details)
+
+    def _problem(self, r: int, i: int, value: Any) -> dict[str, Any]:
+        name = self.names[i]
+        if value is None or (type(value) is float and value != value):
+            return {
+                "field": name,
+                "row": r,
+                "problem": "null",
+                "expected": "a value",
+                "problem_text": "is null but may not be",
+            }
+        expected = "a number" if self.numeric[i] else "a string"
+        got = type(value).__name__
+        shown = "" if self.redact else f" {value!r}"
+        return {
+            "field": name,
+            "row": r,
+            "problem": "type",
+            "expected": expected,
+            "got": f"{got}{shown}",
+            "problem_text": f"expected {expected}, got {got}{shown}",
+        }

@@ -1,0 +1,1 @@
+"""Monitoring: serving metrics, resources, drift and their history."""

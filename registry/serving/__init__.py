@@ -1,0 +1,1 @@
+"""Model serving: one ASGI app per deployed version, and the supervisor that runs them."""

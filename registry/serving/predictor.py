@@ -1,0 +1,113 @@
+"""A loaded version ready to answer requests, calling the model the cheapest safe way.
+
+Models fitted on DataFrames check column names on every call (and warn when given an array). For
+all-numeric models the Predictor uses a copy whose first step forgets those names and takes plain
+float arrays, after checking on the reference sample that it predicts exactly the same; models with
+categorical columns or name-based column selection get a DataFrame.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any
+
+import numpy as np
+
+from registry.info import VersionInfo
+from registry.reference import ReferenceSample
+from registry.signature import InputSchema
+
+WARM_UP_ROWS = 32
+
+
+class Predictor:
+    """One version's estimator with its input schema."""
+
+    def __init__(self, estimator: Any, info: VersionInfo, redact: bool = False) -> None:
+        self.info = info
+        self.estimator = estimator
+        self.schema = InputSchema(info.signature, redact=redact)
+        self.can_proba = bool(info.output.get("predict_proba")) and callable(
+            getattr(estimator, "predict_proba", None)
+        )
+        self._model = estimator
+        self._frame = self.schema.named and not self.schema.all_numeric
+        self.ready = False
+
+    @property
+    def input_kind(self) -> str:
+        """'array' or 'frame': how the model is called."""
+        return "frame" if self._frame else "array"
+
+    def model_input(self, rows: list[list[Any]]) -> Any:
+        if not self._frame:
+            return np.array(rows, dtype=np.float64)
+        import pandas as pd
+
+        frame = pd.DataFrame(rows, columns=self.schema.names)
+        for name, numeric in zip(self.schema.names, self.schema.numeric, strict=True):
+            if numeric:
+                frame[name] = frame[name].astype(np.float64)
+        return frame
+
+    def predict(self, rows: list[list[Any]]) -> list[Any]:
+        return self._model.predict(self.model_input(rows)).tolist()
+
+    def predict_proba(self, rows: list[list[Any]]) -> list[list[float]]:
+        return self._model.predict_proba(self.model_input(rows)).tolist()
+
+    def warm_up(self, reference: ReferenceSample | None) -> None:
+        """Choose how to call the model, then predict once; `ready` only after that succeeded."""
+        rows = sample_rows(reference, self.schema) if reference is not None else None
+        if rows is None and self.schema.all_numeric and not self.schema.any_nullable:
+            rows = [[0.0] * self.schema.width]
+        if self.schema.named and self.schema.all_numeric and rows is not None:
+            self._choose_array_path(rows)
+        if rows is not None:
+            self.predict(rows)
+        self.ready = True
+
+    def _choose_array_path(self, rows: list[list[Any]]) -> None:
+        """Use a name-free copy with float arrays if it predicts exactly like the original."""
+        self._frame = True
+        expected = self.predict(rows)
+        fast = forget_feature_names(self.estimator)
+        if fast is None:
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            try:
+                got = fast.predict(np.array(rows, dtype=np.float64)).tolist()
+            except Exception:  # the model needs its DataFrame after all
+                return
+        if got == expected:
+            self._model, self._frame = fast, False
+
+
+def forget_feature_names(estimator: Any) -> Any | None:
+    """A copy whose input step no longer remembers column names, or None if it selects by name."""
+    fast = copy.deepcopy(estimator)
+    target = fast
+    while hasattr(target, "steps"):  # a Pipeline: its first step sees the input
+        target = target.steps[0][1]
+    if hasattr(target, "transformers") or not hasattr(target, "feature_names_in_"):
+        return None
+    try:
+        del target.feature_names_in_
+    except AttributeError:
+        return None
+    return fast
+
+
+def sample_rows(
+    reference: ReferenceSample, schema: InputSchema, limit: int = WARM_UP_ROWS
+) -> list[list[Any]]:
+    """The first rows of a reference sample in request form (missing values as None)."""
+    count = min(limit, reference.rows)
+    rows: list[list[Any]] = [[] for _ in range(count)]
+    for name in schema.names:
+        values, missing = reference.columns[name][:count], reference.missing[name][:count]
+        for row, value, absent in zip(rows, values.tolist(), missing.tolist(), strict=True):
+            row.append(None if absent else value)
+    return rows

@@ -1,0 +1,99 @@
+"""Starting one model server: load a version safely, warm it up, run uvicorn.
+
+Used by `modeldeck serve` (one server in the foreground) and, later, by the supervisor's workers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import socket
+from pathlib import Path
+
+from registry.core import Registry
+from registry.errors import RegistryError
+from registry.serving.predictor import Predictor
+from registry.serving.server import DEFAULT_MAX_BODY_BYTES, create_app
+
+TOKEN_FILE = "serving-token"
+
+
+class ServeError(RegistryError):
+    """A server that cannot start: port taken, address not allowed, ..."""
+
+
+def load_predictor(registry: Registry, ref: str, redact: bool = False) -> Predictor:
+    """The version `ref` loaded (sha256-checked, skops, trusted types only) and warmed up."""
+    info = registry.get(ref)
+    predictor = Predictor(registry.load(f"{info.name}:{info.version}"), info, redact=redact)
+    predictor.warm_up(registry.reference(f"{info.name}:{info.version}"))
+    return predictor
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serving_token(home: Path) -> str:
+    """The bearer token for servers bound beyond loopback: made once, kept 0600 in the home."""
+    path = home / TOKEN_FILE
+    if path.exists():
+        return path.read_text().strip()
+    home.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return token
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket, or a ServeError that says why not (port in use, no permission)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except PermissionError:
+        sock.close()
+        raise ServeError(f"no permission to listen on {host}:{port} (ports below 1024 need root)") from None
+    except OSError as exc:
+        sock.close()
+        if exc.errno == 98:  # EADDRINUSE
+            raise ServeError(f"port {port} on {host} is already in use; pick another with --port") from None
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_server(
+    predictor: Predictor,
+    sock: socket.socket,
+    *,
+    token: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    access_log: bool = False,
+) -> None:
+    """Serve `predictor` on an already bound socket until SIGINT/SIGTERM (graceful)."""
+    import sklearn
+    import uvicorn
+
+    if not predictor.schema.any_nullable:
+        sklearn.set_config(assume_finite=True)  # inputs are validated: skip sklearn's NaN scan
+    app = create_app(predictor, max_body_bytes=max_body_bytes, token=token)
+    config = uvicorn.Config(
+        app,
+        fd=sock.fileno(),
+        access_log=access_log,
+        log_level="warning",
+        lifespan="off",
+        timeout_graceful_shutdown=10,
+    )
+    uvicorn.Server(config).run()
