@@ -3,18 +3,15 @@ types trusted at registration; and the model files users bring (skops, pickle, j
 
 from __future__ import annotations
 
-import io
-import json
 import os
 import pickle
-import zipfile
 from pathlib import Path
 
 import joblib
 import numpy as np
 import pytest
-import skops
 import skops.io as sio
+from helpers import hostile_skops
 from sqlmodel import select
 
 from registry import ArtifactError, NotAModel, PickleRefused, Registry
@@ -36,32 +33,6 @@ def _custom_pipeline(X, y):
 
 
 DOUBLE = f"{double.__module__}.double"
-
-
-def _hostile_skops(marker: Path) -> bytes:
-    """A .skops payload that calls `builtins.eval` while it loads, creating `marker` if it runs."""
-    code = f"__import__('pathlib').Path({str(marker)!r}).write_text('ran')"
-    text = {"__class__": "str", "__module__": "builtins", "__loader__": "JsonNode"}
-    args = {
-        "__class__": "tuple",
-        "__module__": "builtins",
-        "__loader__": "TupleNode",
-        "content": [text | {"content": json.dumps(code), "is_json": True, "__id__": 2}],
-        "__id__": 3,
-    }
-    schema = {
-        "__class__": "eval",
-        "__module__": "builtins",
-        "__loader__": "ConstructorFromReduceNode",
-        "content": args,
-        "__id__": 1,
-        "protocol": 2,
-        "_skops_version": skops.__version__,
-    }
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("schema.json", json.dumps(schema))
-    return buffer.getvalue()
 
 
 def _set_trusted_types(registry: Registry, version: int, types: list[str]) -> None:
@@ -408,7 +379,7 @@ def test_a_skops_file_with_a_custom_type_needs_trust_types(registry: Registry, i
 def test_a_skops_file_that_runs_code_while_loading_is_refused(registry: Registry, tmp_path):
     marker = tmp_path / "code-ran"
     path = tmp_path / "innocent.skops"
-    path.write_bytes(_hostile_skops(marker))
+    path.write_bytes(hostile_skops(marker))
     assert sio.get_untrusted_types(file=path) == ["builtins.eval"]
 
     with pytest.raises(ArtifactError, match=r"builtins\.eval"):

@@ -9,44 +9,18 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from helpers import wait_for_the_others
 
 from registry import Registry, core
-
-_START: Any = None
-
-
-def _set_start(barrier: Any) -> None:
-    global _START
-    _START = barrier
-
-
-@pytest.fixture(scope="module")
-def four_processes() -> Iterator[Callable[..., list[Any]]]:
-    """`run(func, *args)`: `func(*args)` in each of four spawned processes at the same moment.
-
-    The processes are started once for the module (spawning and importing is most of the cost) and
-    share a barrier that `func` waits on first; each of the four calls therefore runs in a different
-    process, since a process waiting at the barrier takes no other call.
-    """
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(4)
-    with ctx.Pool(4, initializer=_set_start, initargs=(barrier,)) as pool:
-
-        def run(func: Callable[..., Any], *args: Any) -> list[Any]:
-            barrier.reset()  # in case an earlier round broke it
-            return pool.starmap_async(func, [args] * 4, chunksize=1).get(timeout=120)
-
-        yield run
 
 
 def _register_versions(db_url: str, home: str, captured: Any, name: str, count: int) -> list[int]:
     """Child process: open the registry, wait for the others, then register `count` versions."""
     with Registry(home=home, db_url=db_url) as reg:
-        _START.wait(timeout=60)
+        wait_for_the_others()
         return [reg.add_version(captured, name).version for _ in range(count)]
 
 

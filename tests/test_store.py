@@ -4,15 +4,14 @@ unreachable, too new), on SQLite and on a real PostgreSQL server."""
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import socket
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import wait_for_the_others
 from sqlalchemy import JSON, DateTime, bindparam, create_engine, inspect, text
 
 from registry import DatabaseError, Registry, SchemaTooNew
@@ -62,38 +61,11 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-_START: Any = None
-
-
-def _set_start(barrier: Any) -> None:
-    global _START
-    _START = barrier
-
-
 def _open_registry(db_url: str, home: str) -> str | None:
     """Child process: wait for the others, then open (and so upgrade) the registry."""
-    _START.wait(timeout=60)
+    wait_for_the_others()
     with Registry(home=home, db_url=db_url) as reg:
         return current_revision(reg.db)
-
-
-@pytest.fixture(scope="module")
-def four_processes() -> Iterator[Callable[..., list[Any]]]:
-    """`run(func, *args)`: `func(*args)` in each of four spawned processes at the same moment.
-
-    The processes are started once for the module (spawning and importing is most of the cost) and
-    share a barrier that `func` waits on first; each of the four calls therefore runs in a different
-    process, since a process waiting at the barrier takes no other call.
-    """
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(4)
-    with ctx.Pool(4, initializer=_set_start, initargs=(barrier,)) as pool:
-
-        def run(func: Callable[..., Any], *args: Any) -> list[Any]:
-            barrier.reset()  # in case an earlier round broke it
-            return pool.starmap_async(func, [args] * 4, chunksize=1).get(timeout=120)
-
-        yield run
 
 
 # ---------------------------------------------------------------------- migrations

@@ -3,7 +3,6 @@ another kind of database), with every checksum verified before anything is store
 
 from __future__ import annotations
 
-import io
 import json
 import zipfile
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ import pandas as pd
 import pytest
 import skops
 import skops.io
+from helpers import hostile_skops
 from sqlmodel import select
 
 from registry import ArtifactError, NotAModel, Registry
@@ -191,37 +191,11 @@ def test_files_that_are_not_exports_are_refused(other: Registry, exported, tmp_p
     assert not _imported_anything(other)
 
 
-def _hostile_skops(marker: Path) -> bytes:
-    """A .skops payload that calls `builtins.eval` while it loads, creating `marker` if it runs."""
-    code = f"__import__('pathlib').Path({str(marker)!r}).write_text('ran')"
-    text = {"__class__": "str", "__module__": "builtins", "__loader__": "JsonNode", "is_json": True}
-    args = {
-        "__class__": "tuple",
-        "__module__": "builtins",
-        "__loader__": "TupleNode",
-        "content": [text | {"content": json.dumps(code), "__id__": 2}],
-        "__id__": 3,
-    }
-    schema = {
-        "__class__": "eval",
-        "__module__": "builtins",
-        "__loader__": "ConstructorFromReduceNode",
-        "content": args,
-        "__id__": 1,
-        "protocol": 2,
-        "_skops_version": skops.__version__,
-    }
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("schema.json", json.dumps(schema))
-    return buffer.getvalue()
-
-
 def test_an_archive_whose_model_runs_code_is_refused_even_with_matching_checksums(
     other: Registry, exported, tmp_path
 ):
     marker = tmp_path / "code-ran"
-    hostile = _hostile_skops(marker)
+    hostile = hostile_skops(marker)
     with zipfile.ZipFile(exported) as archive:
         manifest = json.loads(archive.read("manifest.json"))
     manifest["files"]["model.skops"] = sha256_of(hostile)
