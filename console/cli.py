@@ -348,20 +348,35 @@ def serve(
         bool, typer.Option("--no-auth", help="Beyond loopback, serve without the bearer token (not advised).")
     ] = False,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (slower).")] = False,
+    batching: Annotated[
+        str, typer.Option(metavar="auto|on|off", help="Micro-batch concurrent requests (auto: slow models).")
+    ] = "auto",
 ) -> None:
     """Serve one version in the foreground (for containers and debugging); Ctrl-C stops it."""
     from registry.serving.worker import bind_socket, is_loopback, load_predictor, run_server, serving_token
 
+    modes = {"auto": None, "on": True, "off": False}
+    if batching not in modes:
+        _fail(f"--batching must be auto, on or off, not {batching!r}")
     with _registry() as reg:
         sock = bind_socket(host, port)
         token = None if is_loopback(host) or no_auth else serving_token(reg.settings.home)
         predictor = load_predictor(reg, ref, redact=redact)
     info = predictor.info
-    output.err.print(f"serving {info.ref} on http://{host}:{port} (input as {predictor.input_kind})")
+    batched = predictor.worth_batching if modes[batching] is None else modes[batching]
+    output.err.print(
+        f"serving {info.ref} on http://{host}:{port} "
+        f"(input as {predictor.input_kind}; micro-batching {'on' if batched else 'off'})"
+    )
     if token:
         output.err.print(f"bearer token required: {token}  (kept in {reg.settings.home})")
     run_server(
-        predictor, sock, token=token, max_body_bytes=int(max_body_mb * 1024 * 1024), access_log=access_log
+        predictor,
+        sock,
+        token=token,
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        access_log=access_log,
+        batching=batched,
     )
 
 

@@ -9,6 +9,7 @@ categorical columns or name-based column selection get a DataFrame.
 from __future__ import annotations
 
 import copy
+import time
 import warnings
 from typing import Any
 
@@ -19,6 +20,8 @@ from registry.reference import ReferenceSample
 from registry.signature import InputSchema
 
 WARM_UP_ROWS = 32
+#: Micro-batch when one single-row call costs more than this: the thread hand-off then pays off.
+BATCHING_THRESHOLD_SECONDS = 0.001
 
 
 class Predictor:
@@ -34,6 +37,7 @@ class Predictor:
         self._model = estimator
         self._frame = self.schema.named and not self.schema.all_numeric
         self.ready = False
+        self.single_row_seconds: float | None = None
 
     @property
     def input_kind(self) -> str:
@@ -66,7 +70,13 @@ class Predictor:
             self._choose_array_path(rows)
         if rows is not None:
             self.predict(rows)
+            self.single_row_seconds = min(_timed(self.predict, rows[:1]) for _ in range(5))
         self.ready = True
+
+    @property
+    def worth_batching(self) -> bool:
+        """True for models whose fixed cost per call dominates (forests, boosting, ...)."""
+        return (self.single_row_seconds or 0.0) > BATCHING_THRESHOLD_SECONDS
 
     def _choose_array_path(self, rows: list[list[Any]]) -> None:
         """Use a name-free copy with float arrays if it predicts exactly like the original."""
@@ -83,6 +93,12 @@ class Predictor:
                 return
         if got == expected:
             self._model, self._frame = fast, False
+
+
+def _timed(function: Any, rows: list[list[Any]]) -> float:
+    start = time.perf_counter()
+    function(rows)
+    return time.perf_counter() - start
 
 
 def forget_feature_names(estimator: Any) -> Any | None:

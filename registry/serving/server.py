@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from registry.monitoring.metrics import CONTENT_TYPE, ServingMetrics
 from registry.serving import payloads
+from registry.serving.batching import MicroBatcher
 from registry.serving.predictor import Predictor
 from registry.signature import InputError
 
@@ -35,13 +36,31 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     token: str | None = None,
     metrics: ServingMetrics | None = None,
+    batching: bool | None = None,
 ) -> Starlette:
     """The app serving `predictor`. With `token`, prediction and metadata endpoints require
-    `Authorization: Bearer <token>` (health checks never do)."""
+    `Authorization: Bearer <token>` (health checks never do). `batching` turns micro-batching of
+    concurrent requests on or off; None decides from the model's measured cost per call."""
     info = predictor.info
     metrics = metrics or ServingMetrics(info.name, info.version)
     headers = {"x-model-name": info.name, "x-model-version": str(info.version)}
     expected_auth = f"Bearer {token}".encode() if token else None
+    if batching is None:
+        batching = predictor.worth_batching
+    batchers = (
+        {
+            payloads.PREDICT: MicroBatcher(predictor.predict),
+            payloads.PREDICT_PROBA: MicroBatcher(predictor.predict_proba),
+        }
+        if batching
+        else {}
+    )
+
+    async def call(output: str, rows: list[list[Any]]) -> list[Any]:
+        batcher = batchers.get(output)
+        if batcher is not None:
+            return await batcher.submit(rows)
+        return _call(predictor, output, rows)
 
     def answer(status: int, body: Any) -> Response:
         return Response(json.dumps(body).encode(), status, headers=headers, media_type="application/json")
@@ -65,7 +84,7 @@ def create_app(
 
         return check
 
-    def predicting(handler: Callable[[Request, bytes], Any]) -> Handler:
+    def predicting(handler: Callable[[Request, bytes], Awaitable[tuple[int, Any, int]]]) -> Handler:
         """Read the body within the limit, run `handler`, turn failures into JSON errors, count it."""
 
         async def run(request: Request) -> Response:
@@ -74,7 +93,7 @@ def create_app(
             metrics.in_flight.inc()
             try:
                 body = await read_body(request, max_body_bytes)
-                status, result, rows = handler(request, body)
+                status, result, rows = await handler(request, body)
                 response = answer(status, result)
             except InputError as exc:
                 response = answer(exc.status, exc.body())
@@ -96,14 +115,14 @@ def create_app(
 
         return guarded(run)
 
-    def invocations(request: Request, body: bytes) -> tuple[int, Any, int]:
+    async def invocations(request: Request, body: bytes) -> tuple[int, Any, int]:
         rows = payloads.invocation_rows(body, request.headers.get("content-type", ""), predictor.schema)
-        return 200, {"predictions": predictor.predict(rows)}, len(rows)
+        return 200, {"predictions": await call(payloads.PREDICT, rows)}, len(rows)
 
-    def infer(request: Request, body: bytes) -> tuple[int, Any, int]:
+    async def infer(request: Request, body: bytes) -> tuple[int, Any, int]:
         _check_model(request, info)
         parsed = payloads.v2_request(body, predictor.schema, predictor.can_proba)
-        outputs = [_tensor(name, _call(predictor, name, parsed.rows)) for name in parsed.outputs]
+        outputs = [_tensor(name, await call(name, parsed.rows)) for name in parsed.outputs]
         result = {
             "model_name": info.name,
             "model_version": str(info.version),
@@ -157,6 +176,7 @@ def create_app(
     ]
     app = Starlette(routes=routes)
     app.state.metrics = metrics
+    app.state.batchers = batchers
     return app
 
 

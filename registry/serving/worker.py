@@ -80,6 +80,7 @@ def run_server(
     token: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     access_log: bool = False,
+    batching: bool | None = None,
 ) -> None:
     """Serve `predictor` on an already bound socket until SIGINT/SIGTERM (graceful)."""
     import sklearn
@@ -87,7 +88,7 @@ def run_server(
 
     if not predictor.schema.any_nullable:
         sklearn.set_config(assume_finite=True)  # inputs are validated: skip sklearn's NaN scan
-    app = create_app(predictor, max_body_bytes=max_body_bytes, token=token)
+    app = create_app(predictor, max_body_bytes=max_body_bytes, token=token, batching=batching)
     config = uvicorn.Config(
         app,
         fd=sock.fileno(),

@@ -1,0 +1,85 @@
+"""Adaptive micro-batching: requests that arrive while the model is busy share its next call.
+
+No timer and no added latency when idle: the first request runs at once (in a worker thread, so
+the event loop keeps accepting requests); whatever queued up meanwhile becomes the next batch, up
+to `max_rows`. Predictions are split back per request, so each client gets exactly what an
+unbatched call would give. If a batch fails, its requests are retried one by one so one bad
+request cannot fail its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+Rows = list[list[Any]]
+
+
+class MicroBatcher:
+    """Queue requests' rows for `predict` (a blocking function of rows returning one item per row)."""
+
+    def __init__(self, predict: Callable[[Rows], list[Any]], max_rows: int = 1024) -> None:
+        self._predict = predict
+        self.max_rows = max_rows
+        self._queue: deque[tuple[Rows, asyncio.Future[list[Any]]]] = deque()
+        self._busy = False
+        self.batches = 0
+        self.batched_requests = 0
+
+    async def submit(self, rows: Rows) -> list[Any]:
+        """The predictions for `rows`, computed alone or together with concurrent requests."""
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._queue.append((rows, future))
+        if not self._busy:
+            self._busy = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch = self._take()
+                await self._run(batch)
+        finally:
+            self._busy = False
+
+    def _take(self) -> list[tuple[Rows, asyncio.Future[list[Any]]]]:
+        batch = [self._queue.popleft()]
+        size = len(batch[0][0])
+        while self._queue and size + len(self._queue[0][0]) <= self.max_rows:
+            rows, future = self._queue.popleft()
+            batch.append((rows, future))
+            size += len(rows)
+        return batch
+
+    async def _run(self, batch: list[tuple[Rows, asyncio.Future[list[Any]]]]) -> None:
+        self.batches += 1
+        self.batched_requests += len(batch)
+        if len(batch) == 1:
+            rows, future = batch[0]
+            await self._settle(future, rows)
+            return
+        together = [row for rows, _ in batch for row in rows]
+        try:
+            results = await asyncio.to_thread(self._predict, together)
+        except Exception:  # one request may be at fault: answer each on its own
+            for rows, future in batch:
+                await self._settle(future, rows)
+            return
+        start = 0
+        for rows, future in batch:
+            if not future.done():
+                future.set_result(results[start : start + len(rows)])
+            start += len(rows)
+
+    async def _settle(self, future: asyncio.Future[list[Any]], rows: Rows) -> None:
+        try:
+            result = await asyncio.to_thread(self._predict, rows)
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+            return
+        if not future.done():
+            future.set_result(result)
