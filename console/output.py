@@ -98,7 +98,7 @@ def show_version(v: VersionInfo) -> None:
         src = v.origin["imported_from"]
         rows.append(("imported from", f"{src['model']}:{src['version']} on {src.get('host')}"))
     for key, value in rows:
-        out.print(Text.assemble((f"  {key:<14} ", "dim"), value), overflow="fold")
+        out.print(Text.assemble((f"  {key:<14} ", "dim"), value), soft_wrap=True)
     table = _table("INPUT", "DTYPE", "KIND", "NULLABLE")
     for c in v.signature.get("columns", []):
         table.add_row(c["name"], c["dtype"], c["kind"], "yes" if c["nullable"] else "no")

@@ -17,12 +17,7 @@ from registry import history as ledger
 from registry import queries, writes
 from registry.artifacts import ArtifactStore, load_model
 from registry.capture import Captured, capture
-from registry.errors import (
-    InvalidName,
-    ReferenceMismatch,
-    VersionInUse,
-    VersionNotFound,
-)
+from registry.errors import InvalidName, VersionInUse, VersionNotFound
 from registry.info import EventInfo, History, ModelInfo, VersionInfo, VersionSummary
 from registry.reference import ReferenceSample, decode
 from registry.refs import Ref, check_alias, check_model_name, parse_ref
@@ -474,10 +469,9 @@ def _model(session: Session, name: str) -> RegisteredModel:
 
 def _lock_model(session: Session, name: str) -> RegisteredModel:
     """The model row, locked for this transaction (PostgreSQL; SQLite's writer lock covers it)."""
-    model = session.exec(
-        select(RegisteredModel).where(RegisteredModel.name == name).with_for_update()
-    ).first()
-    return model if model is not None else _model(session, name)
+    model = session.get(RegisteredModel, writes.lock_model(session.connection(), name)[0])
+    assert model is not None
+    return model
 
 
 def _resolve(session: Session, ref: Ref, include_archived: bool = False) -> ModelVersion:
@@ -519,4 +513,4 @@ def _event_info(e: Event) -> EventInfo:
     )
 
 
-__all__ = ["ReferenceMismatch", "Registry", "SklearnVersionWarning", "current_actor"]
+__all__ = ["Registry", "SklearnVersionWarning", "current_actor"]
