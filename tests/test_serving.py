@@ -395,3 +395,37 @@ def test_numeric_models_fitted_on_frames_take_arrays_without_warnings(models, re
     recwarn.clear()
     assert iris.predict(ROWS) == iris_expected(models)
     assert not [w for w in recwarn if "feature names" in str(w.message)]
+
+
+def test_listening_sockets_disable_nagle_so_responses_are_not_held_for_delayed_acks():
+    from registry.serving.worker import bind_socket
+
+    sock = bind_socket("127.0.0.1", 0)
+    try:
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        client = socket.create_connection(sock.getsockname())
+        accepted, _ = sock.accept()
+        assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        accepted.close()
+        client.close()
+    finally:
+        sock.close()
+
+
+def test_regressors_fitted_on_frames_take_the_array_path_within_rounding(tmp_path):
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import Ridge
+
+    from registry import Registry
+    from registry.serving.worker import load_predictor
+
+    X, y = load_diabetes(return_X_y=True, as_frame=True)
+    model = Ridge(alpha=0.5).fit(X, y)
+    home = tmp_path / "home"
+    with Registry(home=home, db_url=f"sqlite:///{home / 'registry.db'}") as reg:
+        reg.register(model, "diabetes", reference=X)
+        predictor = load_predictor(reg, "diabetes")
+    assert predictor.input_kind == "array"
+    rows = X.iloc[:50].to_numpy().tolist()
+    expected = model.predict(X.iloc[:50])
+    assert np.allclose(predictor.predict(rows), expected, rtol=1e-12, atol=0.0)
