@@ -6,6 +6,7 @@ A signature is plain JSON so it can live in the registry DB and be served as OIP
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any
 
 from registry.errors import NotAModel, ReferenceMismatch
@@ -151,6 +152,7 @@ class InputError(Exception):
 
 
 _NUMBER_TYPES = (int, float)
+_NUMBER_SET = frozenset(_NUMBER_TYPES)
 _MAX_REPORTED = 20
 
 
@@ -204,7 +206,8 @@ class InputSchema:
         """`rows` if every value fits its column; otherwise a 422 with a per-column report."""
         width = self.width
         if self.all_numeric and not self.any_nullable:
-            if all(len(row) == width and all(type(v) in _NUMBER_TYPES for v in row) for row in rows):
+            # set operations run at C speed: one type test per value without a Python-level loop
+            if set(map(len, rows)) == {width} and set(map(type, chain.from_iterable(rows))) <= _NUMBER_SET:
                 return rows
         elif all(len(row) == width and all(self._fits(i, v) for i, v in enumerate(row)) for row in rows):
             return rows

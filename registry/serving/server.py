@@ -8,12 +8,12 @@ crash the worker.
 from __future__ import annotations
 
 import hmac
-import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -63,7 +63,7 @@ def create_app(
         return _call(predictor, output, rows)
 
     def answer(status: int, body: Any) -> Response:
-        return Response(json.dumps(body).encode(), status, headers=headers, media_type="application/json")
+        return Response(orjson.dumps(body), status, headers=headers, media_type="application/json")
 
     def guarded(handler: Handler) -> Handler:
         async def check(request: Request) -> Response:
