@@ -22,7 +22,6 @@ import contextlib
 import cProfile
 import io
 import json
-import logging
 import os
 import platform
 import pstats
@@ -33,30 +32,16 @@ import sys
 import tempfile
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common import quiet_mlflow, unshadow
+
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = 5.0
 IMPORT_WATCH = ("sklearn", "pandas", "textual", "skops", "numpy", "scipy", "alembic", "mlflow")
-
-
-def _unshadow() -> None:
-    """Run as `python benchmarks/registry.py`, this file's folder heads sys.path and this file
-    would be imported as `registry`; drop that folder so `import registry` finds the package."""
-    here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    cached = sys.modules.get("registry")
-    if (
-        cached is not None
-        and Path(getattr(cached, "__file__", "") or "").resolve() == Path(__file__).resolve()
-    ):
-        del sys.modules["registry"]
 
 
 # ---------------------------------------------------------------------- timing
@@ -225,20 +210,6 @@ class Mlflow:
                 f"(SELECT * FROM model_versions WHERE name = ? AND version = 1) AS t",
                 (count, name),
             )
-
-
-def quiet_mlflow() -> bool:
-    """Silence MLflow (and its telemetry); False if MLflow is not importable."""
-    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    os.environ["DO_NOT_TRACK"] = "true"
-    try:
-        import mlflow  # noqa: F401
-    except ImportError:
-        return False
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", module="mlflow")
-    return True
 
 
 def small_model() -> tuple[Any, Any]:
@@ -629,7 +600,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-pg", action="store_true", help="skip PostgreSQL")
     parser.add_argument("--no-mlflow", action="store_true", help="skip MLflow")
     args = parser.parse_args(argv)
-    _unshadow()
+    unshadow()
 
     n_register = 50 if args.quick else 200
     list_sizes = [220, 2000] if args.quick else [220, 10_000]

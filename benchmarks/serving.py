@@ -49,11 +49,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from common import quiet_mlflow, unshadow
 
 ROOT = Path(__file__).resolve().parent.parent
 FEATURES = 20
@@ -101,18 +102,6 @@ local f = assert(io.open({path}, "rb"))
 wrk.body = f:read("*a")
 f:close()
 """
-
-
-def _unshadow() -> None:
-    """Run as `python benchmarks/serving.py`, this file's folder heads sys.path and its registry.py
-    would be imported as `registry`; drop that folder so `import registry` finds the package."""
-    here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    cached = sys.modules.get("registry")
-    if cached is not None and Path(getattr(cached, "__file__", "") or "").resolve().parent == here:
-        del sys.modules["registry"]
 
 
 # ---------------------------------------------------------------------- plan and results
@@ -505,22 +494,6 @@ def save_mlflow_models(tmp: Path, fixture: Fixture) -> dict[str, Path]:
     return dirs
 
 
-def quiet_mlflow() -> bool:
-    """Silence MLflow (and its telemetry); False if MLflow is not importable."""
-    import logging
-
-    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    os.environ["DO_NOT_TRACK"] = "true"
-    try:
-        import mlflow  # noqa: F401
-    except ImportError:
-        return False
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", module="mlflow")
-    return True
-
-
 # ---------------------------------------------------------------------- measurements
 def measure_predict(fixture: Fixture, cores: Cores, seconds: float) -> dict[tuple[str, int], Timing]:
     """(a): `predict` in a loop on the server core, as modeldeck calls it (float array, names
@@ -886,7 +859,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, help="length of each timed wrk run")
     parser.add_argument("--runs", type=int, help="timed wrk runs per server and configuration")
     args = parser.parse_args(argv)
-    _unshadow()
+    unshadow()
 
     plan = Plan.make(args.quick)
     if args.seconds:

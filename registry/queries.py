@@ -203,8 +203,8 @@ def _as_utc(moment: datetime) -> datetime:
 
 
 def version_info(name: str, row: Any, aliases: list[str], tags: dict[str, str]) -> VersionInfo:
-    """A VersionInfo from a `model_version` row (a Core mapping or an ORM object)."""
-    get = row.__getitem__ if hasattr(row, "keys") else lambda key: getattr(row, key)
+    """A VersionInfo from a `model_version` row (a Core mapping or the dict just inserted)."""
+    get = row.__getitem__
     return VersionInfo(
         name=name,
         version=get("version"),
