@@ -49,3 +49,12 @@ class DatabaseError(RegistryError):
 
 class SchemaTooNew(DatabaseError):
     """The database was written by a newer modeldeck."""
+
+
+class SupervisorError(RegistryError):
+    """A serving action refused or failed; `status` is its HTTP status, `log_tail` the worker's last lines."""
+
+    def __init__(self, message: str, status: int = 400, log_tail: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.log_tail = log_tail or []

@@ -20,6 +20,13 @@ DEPLOY_REQUESTED = "deploy_requested"
 SWITCHED = "switched"
 ROLLED_BACK = "rolled_back"
 STOPPED = "stopped"
+LOADING = "loading"
+READY = "ready"
+DRAINED = "drained"
+CRASHED = "crashed"
+RESTARTED = "restarted"
+FAILED = "failed"
+SCALED = "scaled"
 
 _SERVING_STARTS = {SWITCHED, ROLLED_BACK}
 

@@ -126,3 +126,18 @@ class History(_AsDict):
     model: str
     events: list[EventInfo]
     state: StateAt
+
+
+@dataclass
+class DeploymentInfo(_AsDict):
+    """The desired state of one deployment, as the registry stores it."""
+
+    name: str
+    model: str
+    version: int
+    standby_version: int | None
+    host: str
+    port: int
+    workers: int
+    options: dict[str, Any] = field(default_factory=dict)
+    updated_at: datetime | None = None

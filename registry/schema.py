@@ -107,6 +107,8 @@ class Deployment(SQLModel, table=True):
     port: int | None = None
     workers: int = 1
     state: str = "running"
+    #: Serving options: auth (bearer token beyond loopback), batching, max_body_mb, redact.
+    options: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

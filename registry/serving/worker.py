@@ -1,6 +1,7 @@
 """Starting one model server: load a version safely, warm it up, run uvicorn.
 
-Used by `modeldeck serve` (one server in the foreground) and, later, by the supervisor's workers.
+Used by `modeldeck serve` (one server in the foreground) and by the supervisor's workers
+(`registry.serving.lifecycle`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 import secrets
 import socket
 from pathlib import Path
+from typing import Any
 
 from registry.core import Registry
 from registry.errors import RegistryError
@@ -17,6 +19,7 @@ from registry.serving.predictor import Predictor
 from registry.serving.server import DEFAULT_MAX_BODY_BYTES, create_app
 
 TOKEN_FILE = "serving-token"
+BACKLOG = 2048
 
 
 class ServeError(RegistryError):
@@ -53,11 +56,16 @@ def serving_token(home: Path) -> str:
     return token
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening socket, or a ServeError that says why not (port in use, no permission)."""
+def bind_socket(host: str, port: int, *, listen: bool = True, reuse_port: bool = False) -> socket.socket:
+    """A bound (by default listening) socket, or a ServeError that says why not (port in use, no
+    permission). The supervisor binds with `reuse_port` and leaves `listen` to the first worker that
+    serves: a supervisor that restarts while old workers still hold the port can bind it again, and a
+    socket joins the port's accept group only once something accepts on it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except PermissionError:
@@ -71,7 +79,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
     # Accepted connections inherit this. Without it a response's second write waits ~40 ms for the
     # client's delayed ACK (uvicorn's fd= path treats the socket as AF_UNIX and never sets it).
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.listen(2048)
+    if listen:
+        sock.listen(BACKLOG)
     sock.set_inheritable(True)
     return sock
 
@@ -86,18 +95,26 @@ def run_server(
     batching: bool | None = None,
 ) -> None:
     """Serve `predictor` on an already bound socket until SIGINT/SIGTERM (graceful)."""
+    import uvicorn
+
+    app = create_app(predictor, max_body_bytes=max_body_bytes, token=token, batching=batching)
+    uvicorn.Server(server_config(predictor, app, sock.fileno(), access_log=access_log)).run()
+
+
+def server_config(predictor: Predictor, app: Any, fd: int, *, access_log: bool = False, **extra: Any) -> Any:
+    """uvicorn's configuration for serving `app` on the socket `fd`."""
     import sklearn
     import uvicorn
 
     if not predictor.schema.any_nullable:
         sklearn.set_config(assume_finite=True)  # inputs are validated: skip sklearn's NaN scan
-    app = create_app(predictor, max_body_bytes=max_body_bytes, token=token, batching=batching)
-    config = uvicorn.Config(
+    return uvicorn.Config(
         app,
-        fd=sock.fileno(),
+        fd=fd,
         access_log=access_log,
         log_level="warning",
         lifespan="off",
+        backlog=BACKLOG,
         timeout_graceful_shutdown=10,
+        **extra,
     )
-    uvicorn.Server(config).run()

@@ -1,0 +1,147 @@
+"""The supervisor's client: what the CLI and the console use to act on deployments.
+
+Talks HTTP over the home's control socket (httpx). Commands that need a supervisor start one
+(`ensure_running`) when none answers.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from registry.core import current_actor
+from registry.errors import SupervisorError
+from registry.serving import logs
+from registry.serving.rundir import RunDir
+from registry.store import Settings
+
+#: Long enough for a deploy that loads several workers on a busy machine.
+ACTION_TIMEOUT = 600.0
+
+
+class SupervisorClient:
+    """Deploy, roll back, stop, scale and inspect the deployments of one home."""
+
+    def __init__(self, home: Path | None = None, timeout: float = ACTION_TIMEOUT) -> None:
+        self.home = Settings.from_env(home=home).home.expanduser().resolve()
+        self.rundir = RunDir.of(self.home)
+        self.timeout = timeout
+        self._http: httpx.Client | None = None
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+
+    def __enter__(self) -> SupervisorClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ daemon
+    def running(self) -> bool:
+        """Whether a supervisor answers on this home's control socket."""
+        try:
+            self._request("GET", "/status", timeout=2)
+            return True
+        except SupervisorError:
+            return False
+
+    def ensure_running(self, *flags: str, wait: float = 60.0) -> bool:
+        """Start the supervisor daemon unless one answers; True if this call started it."""
+        if self.running():
+            return False
+        self.rundir.create()
+        log_path = self.rundir.supervisor_log
+        command = [sys.executable, "-m", "registry.serving.control", "--home", str(self.home), *flags]
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                env={**os.environ, "MODELDECK_HOME": str(self.home)},
+            )
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if self.running():
+                return True
+            if process.poll() is not None and not self.running():
+                tail = "\n".join(logs.tail(log_path, 5))
+                raise SupervisorError(f"the supervisor did not start:\n{tail}", 500)
+            time.sleep(0.05)
+        raise SupervisorError(f"the supervisor did not answer within {wait:g} s; see {log_path}", 500)
+
+    def shutdown(self, stop_servers: bool = False, wait: float = 60.0) -> bool:
+        """Stop the daemon (and, with `stop_servers`, its model servers); False if none was running."""
+        if not self.running():
+            return False
+        self._request("POST", "/shutdown", {"stop_servers": stop_servers})
+        deadline = time.monotonic() + wait
+        while self.running() or self.rundir.control_socket.exists():
+            if time.monotonic() > deadline:
+                raise SupervisorError(f"the supervisor did not stop within {wait:g} s", 500)
+            time.sleep(0.05)
+        return True
+
+    # ------------------------------------------------------------------ actions
+    def status(self) -> dict[str, Any]:
+        return self._request("GET", "/status")
+
+    def deploy(
+        self,
+        ref: str,
+        *,
+        name: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        workers: int | None = None,
+        options: dict[str, Any] | None = None,
+        reason: str = "",
+    ) -> dict[str, Any]:
+        body = {
+            "ref": ref,
+            "name": name,
+            "host": host,
+            "port": port,
+            "workers": workers,
+            "options": options or {},
+        }
+        return self._action("/deploy", body, reason)
+
+    def rollback(self, name: str, to: int | None = None, reason: str = "") -> dict[str, Any]:
+        return self._action("/rollback", {"name": name, "to": to}, reason)
+
+    def stop(self, name: str, reason: str = "") -> dict[str, Any]:
+        return self._action("/stop", {"name": name}, reason)
+
+    def scale(self, name: str, workers: int, reason: str = "") -> dict[str, Any]:
+        return self._action("/scale", {"name": name, "workers": workers}, reason)
+
+    # ------------------------------------------------------------------ plumbing
+    def _action(self, path: str, body: dict[str, Any], reason: str) -> dict[str, Any]:
+        self.ensure_running()
+        return self._request("POST", path, {**body, "actor": current_actor(), "reason": reason})
+
+    def _request(
+        self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        if self._http is None:
+            transport = httpx.HTTPTransport(uds=str(self.rundir.control_socket))
+            self._http = httpx.Client(transport=transport, base_url="http://supervisor", timeout=self.timeout)
+        try:
+            response = self._http.request(method, path, json=body, timeout=timeout or self.timeout)
+        except httpx.TransportError:
+            raise SupervisorError(f"no supervisor is running for {self.home}", 503) from None
+        payload = response.json()
+        if response.status_code >= 400:
+            error = payload.get("error", {})
+            raise SupervisorError(error.get("message", response.text), response.status_code, error.get("log"))
+        return payload

@@ -1,0 +1,216 @@
+"""The supervisor daemon: its control API over a Unix socket in the home, and `python -m` entry point.
+
+Every action answers only when it finished or failed: `{"deployment": {...}}` or
+`{"error": {"message": ..., "log": [...]}}` with a 4xx/5xx status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from logging.handlers import WatchedFileHandler
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from registry.errors import ModelNotFound, RegistryError, SupervisorError, VersionNotFound
+from registry.serving.rundir import RunDir
+from registry.serving.supervisor import Policy, Supervisor
+
+log = logging.getLogger("modeldeck.supervisor")
+Action = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def create_control_app(supervisor: Supervisor, on_shutdown: Callable[[bool], None]) -> Starlette:
+    """The control API of `supervisor`; `on_shutdown(stop_servers)` is called after /shutdown answers."""
+
+    def endpoint(action: Action) -> Callable[[Request], Awaitable[JSONResponse]]:
+        async def handle(request: Request) -> JSONResponse:
+            try:
+                body = await request.json() if request.method == "POST" else {}
+                if not isinstance(body, dict):
+                    raise SupervisorError("the request body must be a JSON object")
+                return JSONResponse(await action(body))
+            except SupervisorError as exc:
+                return _error(exc.status, str(exc), exc.log_tail)
+            except (ModelNotFound, VersionNotFound) as exc:
+                return _error(404, str(exc))
+            except RegistryError as exc:
+                return _error(400, str(exc))
+            except (KeyError, TypeError, ValueError) as exc:
+                return _error(400, f"bad request: {exc}")
+            except Exception as exc:  # a bug: say so instead of dropping the connection
+                log.exception("control action failed")
+                return _error(500, f"{type(exc).__name__}: {exc}")
+
+        return handle
+
+    async def status(_: dict[str, Any]) -> dict[str, Any]:
+        return supervisor.status()
+
+    async def deploy(body: dict[str, Any]) -> dict[str, Any]:
+        return await supervisor.deploy(
+            str(body["ref"]),
+            name=body.get("name"),
+            host=body.get("host"),
+            port=_int(body.get("port")),
+            workers=_int(body.get("workers")),
+            options=dict(body.get("options") or {}),
+            actor=str(body.get("actor", "")),
+            reason=str(body.get("reason", "")),
+        )
+
+    async def rollback(body: dict[str, Any]) -> dict[str, Any]:
+        return await supervisor.rollback(
+            str(body["name"]),
+            _int(body.get("to")),
+            actor=str(body.get("actor", "")),
+            reason=str(body.get("reason", "")),
+        )
+
+    async def stop(body: dict[str, Any]) -> dict[str, Any]:
+        return await supervisor.stop(
+            str(body["name"]), actor=str(body.get("actor", "")), reason=str(body.get("reason", ""))
+        )
+
+    async def scale(body: dict[str, Any]) -> dict[str, Any]:
+        return await supervisor.scale(
+            str(body["name"]),
+            int(body["workers"]),
+            actor=str(body.get("actor", "")),
+            reason=str(body.get("reason", "")),
+        )
+
+    async def shutdown(request: Request) -> JSONResponse:
+        body = await request.json()
+        stop_servers = bool(body.get("stop_servers")) if isinstance(body, dict) else False
+        return JSONResponse({"stopping": True}, background=BackgroundTask(on_shutdown, stop_servers))
+
+    return Starlette(
+        routes=[
+            Route("/status", endpoint(status), methods=["GET"]),
+            Route("/deploy", endpoint(deploy), methods=["POST"]),
+            Route("/rollback", endpoint(rollback), methods=["POST"]),
+            Route("/stop", endpoint(stop), methods=["POST"]),
+            Route("/scale", endpoint(scale), methods=["POST"]),
+            Route("/shutdown", shutdown, methods=["POST"]),
+        ]
+    )
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _error(status: int, message: str, log_tail: list[str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "log": log_tail or []}}, status_code=status)
+
+
+class AlreadyRunning(RegistryError):
+    """Another supervisor holds this home's lock."""
+
+
+@contextlib.contextmanager
+def exclusive(rundir: RunDir) -> Any:
+    """Hold the home's supervisor lock for as long as this daemon runs."""
+    handle = rundir.lock_file.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "?"
+        handle.close()
+        raise AlreadyRunning(f"a supervisor is already running for this home (pid {owner})") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    try:
+        yield
+    finally:
+        handle.close()
+
+
+async def run_daemon(home: Path, policy: Policy) -> None:
+    """Run the supervisor of `home` until SIGTERM/SIGINT or /shutdown."""
+    import uvicorn
+
+    supervisor = Supervisor(home, policy)
+    rundir = supervisor.rundir
+    stop_servers = [False]
+
+    class ControlServer(uvicorn.Server):
+        def capture_signals(self) -> contextlib.AbstractContextManager[None]:
+            return contextlib.nullcontext()
+
+    server: ControlServer
+
+    def request_shutdown(stop: bool) -> None:
+        stop_servers[0] = stop
+        server.should_exit = True
+
+    app = create_control_app(supervisor, request_shutdown)
+    config = uvicorn.Config(
+        app, uds=str(rundir.control_socket), log_config=None, lifespan="off", access_log=False
+    )
+    server = ControlServer(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, request_shutdown, False)
+    await supervisor.start()
+    try:
+        serve = loop.create_task(server.serve())
+        while not server.started and not serve.done():
+            await asyncio.sleep(0.01)
+        if rundir.control_socket.exists():
+            os.chmod(rundir.control_socket, 0o600)
+        log.info("supervisor %d serving %s on %s", os.getpid(), home, rundir.control_socket)
+        await serve
+    finally:
+        await supervisor.close(stop_servers=stop_servers[0])
+        with contextlib.suppress(FileNotFoundError):
+            rundir.control_socket.unlink()
+        log.info("supervisor %d stopped%s", os.getpid(), " with its servers" if stop_servers[0] else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m registry.serving.control")
+    parser.add_argument("--home", required=True)
+    parser.add_argument("--no-standby", action="store_true")
+    parser.add_argument("--no-auto-rollback", action="store_true")
+    parser.add_argument("--drain-grace", type=float, default=5.0)
+    options = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    home = Path(options.home)
+    rundir = RunDir.of(home).create()
+    handler = WatchedFileHandler(rundir.supervisor_log)
+    handler.setFormatter(logging.Formatter("%(asctime)s supervisor [%(process)d] %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    logging.getLogger("uvicorn").setLevel(logging.WARNING)
+    policy = Policy(
+        keep_standby=not options.no_standby,
+        auto_rollback=not options.no_auto_rollback,
+        drain_grace=options.drain_grace,
+    )
+    try:
+        with exclusive(rundir):
+            asyncio.run(run_daemon(home, policy))
+    except AlreadyRunning as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

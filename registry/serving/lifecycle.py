@@ -1,0 +1,223 @@
+"""A supervised worker process: load one version, then serve, stand by or drain as the supervisor says.
+
+Started by the supervisor as `python -m registry.serving.lifecycle ...` with the deployment's bound
+socket inherited as `--fd`. It loads and warms up the model, reports on the supervisor's private
+report socket, and obeys signals:
+
+- SIGUSR1: serve (accept on the socket), SIGUSR2: drain and go back to standby (model kept warm),
+- SIGTERM/SIGINT: drain and exit.
+
+Draining stops accepting first (other workers on the same socket take new connections), then answers
+every request still arriving on a kept-alive connection with `Connection: close`, and exits once no
+connection is left or the grace period is over. Closing a kept-alive connection under a client that is
+about to reuse it is how requests get lost in a swap; this order avoids it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable, MutableMapping
+from logging.handlers import WatchedFileHandler
+from pathlib import Path
+from typing import Any
+
+SERVE, STANDBY, STOP = "serve", "standby", "stop"
+#: Exit status when the model cannot be loaded or warmed up (the supervisor then does not restart it).
+EXIT_LOAD_FAILED = 3
+
+log = logging.getLogger("modeldeck.worker")
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class Reporter:
+    """Sends this worker's state to the supervisor's report socket (datagrams; ignored if nobody listens)."""
+
+    def __init__(self, path: str | None, **identity: Any) -> None:
+        self.path = path
+        self.identity = {"pid": os.getpid(), **identity}
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) if path else None
+
+    def __call__(self, state: str, **detail: Any) -> None:
+        if self.sock is None:
+            return
+        message = json.dumps({**self.identity, "state": state, **detail}).encode()
+        with contextlib.suppress(OSError):  # the supervisor is down: it re-reads our state when back
+            self.sock.sendto(message[:60_000], self.path)
+
+
+class ClosingWhenDraining:
+    """ASGI wrapper: while `draining`, every response carries `Connection: close`."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.draining = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.draining or scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def closing(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0].lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, receive, closing)
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn without its own signal handling (the lifecycle owns signals), telling when it is up."""
+
+        def __init__(self, config: uvicorn.Config) -> None:
+            super().__init__(config)
+            self.up = asyncio.Event()
+
+        def capture_signals(self) -> contextlib.AbstractContextManager[None]:
+            return contextlib.nullcontext()
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            self.up.set()
+
+    return Server
+
+
+async def drain(server: Any, task: asyncio.Task[None], app: ClosingWhenDraining, grace: float) -> None:
+    """Stop accepting, close kept-alive connections on their next response, then shut down."""
+    for listener in server.servers:
+        listener.close()
+    app.draining = True
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    while server.server_state.connections and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    server.should_exit = True
+    await task
+    app.draining = False
+
+
+async def run(options: argparse.Namespace) -> int:
+    """Load, then follow the supervisor's signals until told to stop; the process exit status."""
+    loop = asyncio.get_running_loop()
+    wanted = [STANDBY if options.standby else SERVE]
+    changed = asyncio.Event()
+
+    def want(mode: str) -> None:
+        wanted[0] = mode
+        changed.set()
+
+    for sig, mode in (
+        (signal.SIGTERM, STOP),
+        (signal.SIGINT, STOP),
+        (signal.SIGUSR1, SERVE),
+        (signal.SIGUSR2, STANDBY),
+    ):
+        loop.add_signal_handler(sig, want, mode)
+    report = Reporter(options.report, deployment=options.deployment, version=options.version)
+    report("loading")
+    try:
+        app, config = _load(options)
+    except Exception as exc:
+        log.exception("cannot load %s:%s", options.model, options.version)
+        report("failed", error=f"{type(exc).__name__}: {exc}" if not _is_user_error(exc) else str(exc))
+        return EXIT_LOAD_FAILED
+    report("loaded")
+    server_class = _server_class()
+    while True:
+        mode = wanted[0]
+        changed.clear()
+        if mode == STOP:
+            report("stopped")
+            return 0
+        if mode == STANDBY:
+            report("standby")
+            await changed.wait()
+            continue
+        server = server_class(config)
+        task = loop.create_task(server.serve())
+        up = loop.create_task(server.up.wait())
+        await asyncio.wait({task, up}, return_when=asyncio.FIRST_COMPLETED)
+        if not server.up.is_set():
+            up.cancel()
+            error = task.exception() if task.done() else None
+            report("failed", error=f"cannot serve: {error}")
+            return EXIT_LOAD_FAILED
+        report("serving")
+        while wanted[0] == SERVE and not task.done():
+            waiter = loop.create_task(changed.wait())
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            changed.clear()
+        if task.done():  # uvicorn stopped by itself: let the supervisor restart this worker
+            report("failed", error=f"server stopped: {task.exception()}")
+            return 1
+        report("draining")
+        await drain(server, task, app, options.drain_grace)
+
+
+def _load(options: argparse.Namespace) -> tuple[ClosingWhenDraining, Any]:
+    from registry.core import Registry
+    from registry.serving.server import create_app
+    from registry.serving.worker import load_predictor, server_config
+
+    with Registry(home=options.home) as reg:
+        predictor = load_predictor(reg, f"{options.model}:{options.version}", redact=options.redact)
+    token = Path(options.token_file).read_text().strip() if options.token_file else None
+    batching = {"auto": None, "on": True, "off": False}[options.batching]
+    app = ClosingWhenDraining(
+        create_app(predictor, max_body_bytes=options.max_body_bytes, token=token, batching=batching)
+    )
+    config = server_config(predictor, app, options.fd, log_config=None)
+    return app, config
+
+
+def _is_user_error(exc: Exception) -> bool:
+    from registry.errors import RegistryError
+
+    return isinstance(exc, RegistryError)
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m registry.serving.lifecycle")
+    parser.add_argument("--home", required=True)
+    parser.add_argument("--deployment", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--version", type=int, required=True)
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--report")
+    parser.add_argument("--log")
+    parser.add_argument("--standby", action="store_true")
+    parser.add_argument("--token-file")
+    parser.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
+    parser.add_argument("--batching", choices=["auto", "on", "off"], default="auto")
+    parser.add_argument("--redact", action="store_true")
+    parser.add_argument("--drain-grace", type=float, default=5.0)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = _parse(sys.argv[1:] if argv is None else argv)
+    handler: logging.Handler = WatchedFileHandler(options.log) if options.log else logging.StreamHandler()
+    prefix = f"%(asctime)s {options.deployment} v{options.version} [%(process)d] %(levelname)s "
+    handler.setFormatter(logging.Formatter(prefix + "%(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    logging.getLogger("uvicorn").setLevel(logging.WARNING)
+    return asyncio.run(run(options))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""Worker processes as the supervisor sees them: spawn, signal, watch, and re-adopt after a restart.
+
+Workers run in their own session, so they outlive the supervisor. Their pids (with start times, so a
+recycled pid is never mistaken for one) are kept in the run directory's state file, from which a new
+supervisor adopts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from registry.serving.rundir import RunDir
+
+#: Worker states, as reported by the worker (see `registry.serving.lifecycle`).
+LOADING, LOADED, STANDBY, SERVING, DRAINING, STOPPED, FAILED = (
+    "loading",
+    "loaded",
+    "standby",
+    "serving",
+    "draining",
+    "stopped",
+    "failed",
+)
+_MODULE = "registry.serving.lifecycle"
+
+
+@dataclass(eq=False)
+class Worker:
+    """One worker process of a deployment, serving (active) or kept warm (standby)."""
+
+    pid: int
+    version: int
+    create_time: float
+    popen: subprocess.Popen[bytes] | None = None
+    state: str = LOADING
+    error: str = ""
+    #: Set when the supervisor asked it to exit, so its death is not a crash.
+    leaving: bool = False
+    started: float = field(default_factory=time.time)
+
+    def alive(self) -> bool:
+        if self.popen is not None:
+            return self.popen.poll() is None
+        try:
+            process = psutil.Process(self.pid)
+            return process.create_time() == self.create_time and process.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.popen.returncode if self.popen is not None else None
+
+    def send(self, sig: signal.Signals) -> None:
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.leaving = True
+        self.send(signal.SIGKILL)
+
+    async def wait_for(self, states: set[str], timeout: float) -> bool:
+        """Until the worker reports one of `states` (True), or dies or times out (False)."""
+        deadline = time.monotonic() + timeout
+        while self.state not in states:
+            if not self.alive() or time.monotonic() > deadline:
+                return self.state in states
+            await asyncio.sleep(0.005)
+        return True
+
+    async def wait_exit(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.alive():
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+    def as_dict(self, role: str) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "version": self.version,
+            "role": role,
+            "state": self.state,
+            "uptime_s": round(time.time() - self.started, 1),
+        }
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker needs to be started."""
+
+    home: Path
+    deployment: str
+    model: str
+    version: int
+    fd: int
+    options: dict[str, Any]
+    drain_grace: float
+
+
+def spawn(spec: WorkerSpec, rundir: RunDir, token_file: Path | None) -> Worker:
+    """Start a worker in standby: it loads and warms up, then waits to be told to serve."""
+    log_path = rundir.deployment_log(spec.deployment)
+    options = spec.options
+    command = [
+        sys.executable,
+        "-m",
+        _MODULE,
+        "--home", str(spec.home),
+        "--deployment", spec.deployment,
+        "--model", spec.model,
+        "--version", str(spec.version),
+        "--fd", str(spec.fd),
+        "--report", str(rundir.report_socket),
+        "--log", str(log_path),
+        "--standby",
+        "--batching", str(options.get("batching", "auto")),
+        "--max-body-bytes", str(int(float(options.get("max_body_mb", 8)) * 1024 * 1024)),
+        "--drain-grace", str(spec.drain_grace),
+    ]  # fmt: skip
+    if options.get("redact"):
+        command.append("--redact")
+    if token_file is not None:
+        command += ["--token-file", str(token_file)]
+    with log_path.open("ab") as log:
+        popen = subprocess.Popen(
+            command,
+            pass_fds=(spec.fd,),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        create_time = psutil.Process(popen.pid).create_time()
+    except psutil.Error:
+        create_time = 0.0
+    return Worker(pid=popen.pid, version=spec.version, create_time=create_time, popen=popen)
+
+
+def adopt(entry: dict[str, Any]) -> Worker | None:
+    """The worker a state-file entry names, if that very process still runs."""
+    try:
+        process = psutil.Process(int(entry["pid"]))
+        if process.create_time() != entry["create_time"] or _MODULE not in " ".join(process.cmdline()):
+            return None
+    except (psutil.Error, KeyError, ValueError, TypeError):
+        return None
+    state = SERVING if entry.get("role") == "active" else STANDBY
+    return Worker(
+        pid=process.pid, version=int(entry["version"]), create_time=entry["create_time"], state=state
+    )
+
+
+def save_state(rundir: RunDir, deployments: dict[str, dict[str, Any]]) -> None:
+    """Write the state file atomically."""
+    tmp = rundir.state_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid(), "deployments": deployments}, indent=1))
+    os.replace(tmp, rundir.state_file)
+
+
+def load_state(rundir: RunDir) -> dict[str, dict[str, Any]]:
+    try:
+        return dict(json.loads(rundir.state_file.read_text()).get("deployments", {}))
+    except (FileNotFoundError, ValueError, AttributeError):
+        return {}

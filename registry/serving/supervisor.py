@@ -1,0 +1,707 @@
+"""The serving supervisor: one daemon per home that makes running model servers match the registry.
+
+It owns each deployment's socket and runs its workers (`registry.serving.lifecycle`) behind it. A
+swap loads the new version in standby while the old one serves, promotes it, and only then drains the
+old workers; the old version stays warm as a standby so a rollback is a switch. Workers that crash are
+restarted with exponential backoff; a version that keeps crashing is rolled back to the standby. Every
+step goes to the event ledger. Actions arrive through the control API (`registry.serving.control`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from registry import history as ledger
+from registry.core import Registry, current_actor
+from registry.deployments import list_deployments, remove_deployment, save_deployment
+from registry.errors import SupervisorError
+from registry.info import DeploymentInfo
+from registry.serving import logs
+from registry.serving.processes import (
+    SERVING,
+    STANDBY,
+    Worker,
+    WorkerSpec,
+    adopt,
+    load_state,
+    save_state,
+    spawn,
+)
+from registry.serving.rundir import RunDir
+from registry.serving.worker import ServeError, bind_socket, is_loopback, serving_token
+
+log = logging.getLogger("modeldeck.supervisor")
+T = TypeVar("T")
+FIRST_PORT = 8080
+
+
+@dataclass
+class Policy:
+    """How the supervisor treats swaps and crashes."""
+
+    keep_standby: bool = True
+    auto_rollback: bool = True
+    drain_grace: float = 5.0
+    load_timeout: float = 180.0
+    crash_limit: int = 3
+    crash_window: float = 60.0
+    max_backoff: float = 30.0
+
+
+@dataclass(eq=False)
+class Runtime:
+    """What runs for one deployment right now."""
+
+    spec: DeploymentInfo
+    sock: socket.socket | None = None
+    active: list[Worker] = field(default_factory=list)
+    standby: list[Worker] = field(default_factory=list)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    crashes: deque[float] = field(default_factory=lambda: deque(maxlen=32))
+    restarts: int = 0
+    status: str = "starting"
+    message: str = ""
+    healing: bool = False
+
+    @property
+    def standby_version(self) -> int | None:
+        return self.standby[0].version if self.standby else None
+
+
+class Supervisor:
+    """Runs the deployments of one home. All methods run on the supervisor's event loop."""
+
+    def __init__(self, home: Path, policy: Policy | None = None) -> None:
+        self.registry = Registry(home=home)
+        self.home = self.registry.settings.home
+        self.rundir = RunDir.of(self.home).create()
+        self.policy = policy or Policy()
+        self.runtimes: dict[str, Runtime] = {}
+        self.workers: dict[int, Worker] = {}
+        self.locks: dict[str, asyncio.Lock] = {}
+        self.actor = f"supervisor@{current_actor().rpartition('@')[2]}"
+        self.started = time.time()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._transport: asyncio.DatagramTransport | None = None
+        self.reconciled = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Listen for worker reports, adopt what still runs, then bring the rest up from the DB."""
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(FileNotFoundError):
+            self.rundir.report_socket.unlink()
+        self._transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Reports(self), local_addr=str(self.rundir.report_socket), family=socket.AF_UNIX
+        )
+        os.chmod(self.rundir.report_socket, 0o600)
+        self._spawn_task(self._reconcile())
+        self._spawn_task(self._watch())
+
+    async def close(self, stop_servers: bool = False) -> None:
+        """Stop watching; with `stop_servers`, drain and stop every worker (the DB keeps them wanted)."""
+        if stop_servers:
+            for runtime in list(self.runtimes.values()):
+                async with self._lock(runtime.spec.name):
+                    await self._retire(runtime.active + runtime.standby)
+                    runtime.active, runtime.standby = [], []
+            self._save_state()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._transport is not None:
+            self._transport.close()
+        self.registry.close()
+
+    # ------------------------------------------------------------------ actions
+    async def deploy(
+        self,
+        ref: str,
+        *,
+        name: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        workers: int | None = None,
+        options: dict[str, Any] | None = None,
+        actor: str = "",
+        reason: str = "",
+    ) -> dict[str, Any]:
+        """Serve `ref` as deployment `name` (default: the model's name); answers when traffic moved."""
+        info = await self._db(self.registry.get, ref)
+        name = name or info.name
+        async with self._lock(name):
+            runtime = self.runtimes.get(name)
+            if runtime is not None and runtime.spec.model != info.name:
+                raise SupervisorError(
+                    f"deployment {name!r} serves model {runtime.spec.model!r}, not {info.name!r}"
+                )
+            if workers is not None and not 1 <= workers <= 64:
+                raise SupervisorError("--workers must be between 1 and 64")
+            if runtime is None:
+                runtime = await self._new_runtime(name, info.name, info.version, host, port, workers, options)
+            else:
+                self._check_unchanged(runtime, host, port)
+                if workers is not None:
+                    runtime.spec.workers = workers
+            await self._db(
+                self.registry.record_event,
+                info.name,
+                ledger.DEPLOY_REQUESTED,
+                actor=actor or None,
+                deployment=name,
+                from_version=runtime.spec.version if runtime.active else None,
+                to_version=info.version,
+                reason=reason,
+            )
+            if runtime.active and runtime.spec.version == info.version and runtime.status == "running":
+                return self._describe(runtime, note=f"{name} already serves {info.name}:{info.version}")
+            await self._switch(runtime, info.version, ledger.SWITCHED, actor, reason)
+            return self._describe(runtime)
+
+    async def rollback(
+        self, name: str, to: int | None = None, *, actor: str = "", reason: str = ""
+    ) -> dict[str, Any]:
+        """Put the standby (or version `to`) back in service; a switch when it is warm."""
+        async with self._lock(name):
+            runtime = self._runtime(name)
+            current = runtime.spec.version
+            target = (
+                to if to is not None else runtime.standby_version or await self._previous_version(runtime)
+            )
+            if target is None:
+                raise SupervisorError(f"{name} has no earlier version to roll back to; name one with --to")
+            if target == current and runtime.active:
+                raise SupervisorError(f"{name} already serves version {current}")
+            await self._db(self.registry.get, f"{runtime.spec.model}:{target}")
+            await self._switch(runtime, target, ledger.ROLLED_BACK, actor, reason)
+            return self._describe(runtime)
+
+    async def stop(self, name: str, *, actor: str = "", reason: str = "") -> dict[str, Any]:
+        """Drain and stop every worker of `name`, and forget the deployment."""
+        async with self._lock(name):
+            runtime = self._runtime(name)
+            await self._retire(runtime.active + runtime.standby)
+            if runtime.sock is not None:
+                runtime.sock.close()
+            del self.runtimes[name]
+            self._save_state()
+            await self._db(
+                remove_deployment, self.registry, name, ledger.STOPPED, actor=actor or None, reason=reason
+            )
+            return {"name": name, "status": "stopped"}
+
+    async def scale(self, name: str, workers: int, *, actor: str = "", reason: str = "") -> dict[str, Any]:
+        """Run `workers` processes for `name` (the standby keeps at most as many)."""
+        if not 1 <= workers <= 64:
+            raise SupervisorError("workers must be between 1 and 64")
+        async with self._lock(name):
+            runtime = self._runtime(name)
+            before = runtime.spec.workers
+            runtime.spec.workers = workers
+            extra = runtime.active[workers:]
+            if len(runtime.active) < workers:
+                await self._start_active(runtime, workers - len(runtime.active))
+            runtime.active = runtime.active[:workers]
+            await self._retire(extra + runtime.standby[workers:])
+            runtime.standby = runtime.standby[:workers]
+            await self._db(
+                save_deployment,
+                self.registry,
+                runtime.spec,
+                ledger.SCALED,
+                actor=actor or None,
+                from_version=runtime.spec.version,
+                reason=reason,
+                detail={"workers": workers, "before": before},
+            )
+            self._save_state()
+            return self._describe(runtime)
+
+    def status(self) -> dict[str, Any]:
+        """Every deployment with its workers, and the supervisor itself."""
+        return {
+            "supervisor": {
+                "pid": os.getpid(),
+                "home": str(self.home),
+                "since": self.started,
+                "reconciled": self.reconciled.is_set(),
+            },
+            "deployments": [
+                self._describe(r) for r in sorted(self.runtimes.values(), key=lambda r: r.spec.name)
+            ],
+        }
+
+    # ------------------------------------------------------------------ swaps
+    async def _switch(self, runtime: Runtime, version: int, kind: str, actor: str, reason: str) -> None:
+        """Move traffic of `runtime` to `version`: promote a warm standby or load new workers first."""
+        spec = runtime.spec
+        previous = spec.version if runtime.active else None
+        warm = [w for w in runtime.standby if w.version == version and w.alive() and w.state == STANDBY]
+        if warm:
+            incoming = warm[: spec.workers]
+            runtime.standby = [w for w in runtime.standby if w not in incoming]
+        else:
+            incoming = await self._load(runtime, version, spec.workers, actor)
+        await self._promote(runtime, incoming)
+        outgoing, runtime.active = runtime.active, incoming
+        if len(incoming) < spec.workers:
+            await self._start_active(runtime, spec.workers - len(incoming))
+        spec.version = version
+        runtime.status, runtime.message = "running", ""
+        runtime.crashes.clear()
+        keep = self.policy.keep_standby and previous is not None and previous != version
+        stale = [w for w in runtime.standby if not keep or w.version != previous]
+        runtime.standby = [w for w in runtime.standby if w not in stale]
+        spec.standby_version = previous if keep else None
+        await self._db(
+            save_deployment,
+            self.registry,
+            spec,
+            kind,
+            actor=actor or None,
+            from_version=previous,
+            reason=reason,
+            detail={"warm": bool(warm), "workers": [w.pid for w in runtime.active]},
+        )
+        self._save_state()
+        drained = await self._drain(runtime, outgoing, keep=keep)
+        await self._retire(stale)
+        if outgoing:
+            await self._db(
+                self.registry.record_event,
+                spec.model,
+                ledger.DRAINED,
+                actor=self.actor,
+                deployment=spec.name,
+                from_version=previous,
+                detail={"workers": [w.pid for w in outgoing], "standby": [w.pid for w in drained]},
+            )
+        self._save_state()
+
+    async def _load(self, runtime: Runtime, version: int, count: int, actor: str) -> list[Worker]:
+        """Start `count` standby workers of `version` and wait until all have loaded and warmed up.
+
+        On failure they are killed, nothing else changes, and a SupervisorError carries the reason."""
+        spec = runtime.spec
+        await self._db(
+            self.registry.record_event,
+            spec.model,
+            ledger.LOADING,
+            actor=actor or self.actor,
+            deployment=spec.name,
+            to_version=version,
+        )
+        assert runtime.sock is not None
+        token = serving_token(self.home) if spec.options.get("auth") else None
+        worker_spec = WorkerSpec(
+            self.home,
+            spec.name,
+            spec.model,
+            version,
+            runtime.sock.fileno(),
+            spec.options,
+            self.policy.drain_grace,
+        )
+        token_file = self.home / "serving-token" if token else None
+        started = time.monotonic()
+        workers = self._track([spawn(worker_spec, self.rundir, token_file) for _ in range(count)])
+        ready = await asyncio.gather(*(w.wait_for({STANDBY}, self.policy.load_timeout) for w in workers))
+        if all(ready):
+            await self._db(
+                self.registry.record_event,
+                spec.model,
+                ledger.READY,
+                actor=self.actor,
+                deployment=spec.name,
+                to_version=version,
+                detail={"seconds": round(time.monotonic() - started, 3), "workers": [w.pid for w in workers]},
+            )
+            return workers
+        for worker in workers:
+            worker.kill()
+        await asyncio.gather(*(w.wait_exit(5) for w in workers))
+        failed = next((w for w in workers if w.error), None) or next(
+            w for w, ok in zip(workers, ready, strict=True) if not ok
+        )
+        why = failed.error or (
+            f"worker exited with status {failed.exit_code}"
+            if failed.exit_code is not None
+            else "load timed out"
+        )
+        tail = logs.tail(self.rundir.deployment_log(spec.name), 20)
+        await self._db(
+            self.registry.record_event,
+            spec.model,
+            ledger.FAILED,
+            actor=actor or self.actor,
+            deployment=spec.name,
+            from_version=spec.version if runtime.active else None,
+            to_version=version,
+            reason=why,
+            detail={"log": tail[-10:]},
+        )
+        serving = f"; {spec.name} still serves version {spec.version}" if runtime.active else ""
+        raise SupervisorError(f"{spec.model}:{version} failed to start: {why}{serving}", 500, tail)
+
+    async def _promote(self, runtime: Runtime, workers: list[Worker]) -> None:
+        for worker in workers:
+            worker.send(signal.SIGUSR1)
+        serving = await asyncio.gather(*(w.wait_for({SERVING}, 30) for w in workers))
+        if not all(serving):
+            for worker in workers:
+                worker.kill()
+            raise SupervisorError(f"{runtime.spec.name}: a worker did not start serving", 500)
+
+    async def _drain(self, runtime: Runtime, workers: list[Worker], keep: bool) -> list[Worker]:
+        """Drain `workers`; kept as standby when `keep`, else stopped. The ones now in standby."""
+        if not workers:
+            return []
+        if not keep:
+            await self._retire(workers)
+            return []
+        for worker in workers:
+            worker.send(signal.SIGUSR2)
+        timeout = self.policy.drain_grace + 15
+        parked = await asyncio.gather(*(w.wait_for({STANDBY}, timeout) for w in workers))
+        kept = [w for w, ok in zip(workers, parked, strict=True) if ok]
+        await self._retire([w for w in workers if w not in kept])
+        runtime.standby = kept + runtime.standby
+        return kept
+
+    async def _retire(self, workers: list[Worker]) -> None:
+        """Drain and stop `workers` (SIGTERM, then SIGKILL after the grace period)."""
+        for worker in workers:
+            worker.leaving = True
+            worker.send(signal.SIGTERM)
+        done = await asyncio.gather(*(w.wait_exit(self.policy.drain_grace + 15) for w in workers))
+        for worker, exited in zip(workers, done, strict=True):
+            if not exited:
+                worker.kill()
+
+    async def _start_active(self, runtime: Runtime, count: int) -> None:
+        workers = await self._load(runtime, runtime.spec.version, count, self.actor)
+        await self._promote(runtime, workers)
+        runtime.active += workers
+
+    # ------------------------------------------------------------------ crashes
+    async def _watch(self) -> None:
+        """Notice dead workers; rotate logs."""
+        ticks = 0
+        while True:
+            await asyncio.sleep(0.2)
+            ticks += 1
+            for runtime in list(self.runtimes.values()):
+                if runtime.lock.locked():
+                    continue
+                for worker in [
+                    w for w in runtime.active + runtime.standby if not w.leaving and not w.alive()
+                ]:
+                    self._crashed(runtime, worker)
+            for pid in [pid for pid, w in self.workers.items() if w.leaving and not w.alive()]:
+                del self.workers[pid]
+            if ticks % 25 == 0:
+                for path in self.rundir.logs.glob("*.log"):
+                    logs.rotate_if_large(path)
+
+    def _crashed(self, runtime: Runtime, worker: Worker) -> None:
+        spec = runtime.spec
+        was_active = worker in runtime.active
+        runtime.active = [w for w in runtime.active if w is not worker]
+        runtime.standby = [w for w in runtime.standby if w is not worker]
+        self.workers.pop(worker.pid, None)
+        now = time.monotonic()
+        if was_active:
+            runtime.crashes.append(now)
+        recent = sum(1 for t in runtime.crashes if now - t <= self.policy.crash_window)
+        tail = logs.tail(self.rundir.deployment_log(spec.name), 10)
+        self._spawn_task(
+            self._db(
+                self.registry.record_event,
+                spec.model,
+                ledger.CRASHED,
+                actor=self.actor,
+                deployment=spec.name,
+                from_version=worker.version,
+                reason=f"worker {worker.pid} ({'active' if was_active else 'standby'}) exited"
+                + (f" with status {worker.exit_code}" if worker.exit_code is not None else ""),
+                detail={"pid": worker.pid, "exit_code": worker.exit_code, "log": tail},
+            )
+        )
+        self._save_state()
+        if not was_active or runtime.healing:
+            return
+        runtime.status = "degraded"
+        if recent >= self.policy.crash_limit:
+            runtime.status = "crash-looping"
+            runtime.message = (
+                f"version {spec.version} crashed {recent} times in {self.policy.crash_window:g} s"
+            )
+            standby = runtime.standby_version
+            if self.policy.auto_rollback and standby is not None and standby != spec.version:
+                self._spawn_task(self._auto_rollback(runtime, standby))
+                return
+        backoff = min(self.policy.max_backoff, 0.5 * 2 ** max(0, recent - 1))
+        self._spawn_task(self._restart(runtime, backoff))
+
+    async def _restart(self, runtime: Runtime, backoff: float) -> None:
+        runtime.healing = True
+        try:
+            await asyncio.sleep(backoff)
+            async with self._lock(runtime.spec.name):
+                if self.runtimes.get(runtime.spec.name) is not runtime:
+                    return
+                missing = runtime.spec.workers - len(runtime.active)
+                if missing <= 0:
+                    return
+                try:
+                    await self._start_active(runtime, missing)
+                except SupervisorError as exc:
+                    runtime.status, runtime.message = "failed", str(exc)
+                    return
+                runtime.restarts += missing
+                if runtime.status == "degraded":
+                    runtime.status = "running"
+                await self._db(
+                    self.registry.record_event,
+                    runtime.spec.model,
+                    ledger.RESTARTED,
+                    actor=self.actor,
+                    deployment=runtime.spec.name,
+                    to_version=runtime.spec.version,
+                    reason=f"after {backoff:g} s backoff",
+                    detail={"workers": [w.pid for w in runtime.active]},
+                )
+                self._save_state()
+        finally:
+            runtime.healing = False
+        if len(runtime.active) < runtime.spec.workers and runtime.status != "failed":
+            self._spawn_task(self._restart(runtime, min(self.policy.max_backoff, backoff * 2)))
+
+    async def _auto_rollback(self, runtime: Runtime, standby: int) -> None:
+        why = f"crash loop: {runtime.message}; rolled back to the standby, version {standby}"
+        try:
+            async with self._lock(runtime.spec.name):
+                await self._switch(runtime, standby, ledger.ROLLED_BACK, self.actor, why)
+            runtime.message = why
+        except SupervisorError as exc:
+            runtime.status, runtime.message = "failed", f"automatic rollback failed: {exc}"
+
+    # ------------------------------------------------------------------ start-up
+    async def _reconcile(self) -> None:
+        """Adopt workers a previous supervisor left running; start what the DB wants and nobody runs."""
+        try:
+            adopted = load_state(self.rundir)
+            wanted = await self._db(list_deployments, self.registry)
+            for spec in wanted:
+                entry = adopted.pop(spec.name, {})
+                runtime = Runtime(spec=spec)
+                self.runtimes[spec.name] = runtime
+                for item in entry.get("workers", []):
+                    worker = adopt(item)
+                    if worker is None:
+                        continue
+                    self._track([worker])
+                    if item.get("role") == "active" and worker.version == spec.version:
+                        runtime.active.append(worker)
+                    elif item.get("role") == "standby" and self.policy.keep_standby:
+                        runtime.standby.append(worker)
+                    else:
+                        await self._retire([worker])
+                self._spawn_task(self._bring_up(runtime))
+            for entry in adopted.values():  # deployments the DB no longer wants
+                await self._retire([w for w in map(adopt, entry.get("workers", [])) if w is not None])
+            self._save_state()
+        finally:
+            self.reconciled.set()
+
+    async def _bring_up(self, runtime: Runtime) -> None:
+        spec = runtime.spec
+        async with self._lock(spec.name):
+            missing = spec.workers - len(runtime.active)
+            runtime.status = "running" if missing <= 0 else "starting"
+            if missing <= 0:
+                return
+            try:
+                runtime.sock = bind_socket(spec.host, spec.port, listen=False, reuse_port=True)
+                await self._start_active(runtime, missing)
+            except (SupervisorError, ServeError) as exc:
+                runtime.status, runtime.message = "failed", str(exc)
+                return
+            runtime.status = "running"
+            await self._db(
+                self.registry.record_event,
+                spec.model,
+                ledger.RESTARTED,
+                actor=self.actor,
+                deployment=spec.name,
+                to_version=spec.version,
+                reason="supervisor started",
+                detail={"workers": [w.pid for w in runtime.active]},
+            )
+            self._save_state()
+
+    # ------------------------------------------------------------------ helpers
+    async def _new_runtime(
+        self,
+        name: str,
+        model: str,
+        version: int,
+        host: str | None,
+        port: int | None,
+        workers: int | None,
+        options: dict[str, Any] | None,
+    ) -> Runtime:
+        host = host or "127.0.0.1"
+        taken = {r.spec.port: r.spec.name for r in self.runtimes.values() if r.spec.host == host}
+        opts = dict(options or {})
+        opts["auth"] = not is_loopback(host) and not opts.pop("no_auth", False)
+        if port is not None and port in taken:
+            raise SupervisorError(f"port {port} is already used by deployment {taken[port]!r}", 409)
+        if port is None:
+            port = FIRST_PORT
+            while port in taken or not _port_free(host, port):
+                port += 1
+        try:
+            sock = bind_socket(host, port, listen=False, reuse_port=True)
+        except ServeError as exc:
+            raise SupervisorError(str(exc), 409) from None
+        spec = DeploymentInfo(
+            name=name,
+            model=model,
+            version=version,
+            standby_version=None,
+            host=host,
+            port=port,
+            workers=workers or 1,
+            options=opts,
+        )
+        runtime = Runtime(spec=spec, sock=sock, status="starting")
+        self.runtimes[name] = runtime
+        return runtime
+
+    def _check_unchanged(self, runtime: Runtime, host: str | None, port: int | None) -> None:
+        spec = runtime.spec
+        if (host and host != spec.host) or (port and port != spec.port):
+            raise SupervisorError(
+                f"deployment {spec.name!r} listens on {spec.host}:{spec.port}; stop it first to move it", 409
+            )
+
+    def _runtime(self, name: str) -> Runtime:
+        runtime = self.runtimes.get(name)
+        if runtime is None:
+            known = ", ".join(sorted(self.runtimes)) or "none"
+            raise SupervisorError(f"no deployment {name!r}; running: {known}", 404)
+        return runtime
+
+    async def _previous_version(self, runtime: Runtime) -> int | None:
+        """The version that served before the current one, from the ledger."""
+        events = (await self._db(self.registry.history, runtime.spec.model)).events
+        served = [
+            e.to_version
+            for e in events
+            if e.deployment == runtime.spec.name and e.kind in (ledger.SWITCHED, ledger.ROLLED_BACK)
+        ]
+        earlier = [v for v in served if v is not None and v != runtime.spec.version]
+        return earlier[-1] if earlier else None
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        runtime = self.runtimes.get(name)
+        if runtime is not None:
+            return runtime.lock
+        return self.locks.setdefault(name, asyncio.Lock())
+
+    def _describe(self, runtime: Runtime, note: str = "") -> dict[str, Any]:
+        spec = runtime.spec
+        host = "127.0.0.1" if spec.host in ("0.0.0.0", "") else spec.host
+        result = {
+            **spec.as_dict(),
+            "url": f"http://{host}:{spec.port}",
+            "status": runtime.status,
+            "message": runtime.message,
+            "restarts": runtime.restarts,
+            "workers_running": len(runtime.active),
+            "processes": [w.as_dict("active") for w in runtime.active]
+            + [w.as_dict("standby") for w in runtime.standby],
+        }
+        if spec.options.get("auth"):
+            result["token"] = serving_token(self.home)
+        if note:
+            result["note"] = note
+        return result
+
+    def _save_state(self) -> None:
+        save_state(
+            self.rundir,
+            {
+                name: {
+                    "host": r.spec.host,
+                    "port": r.spec.port,
+                    "workers": [_entry(w, "active") for w in r.active]
+                    + [_entry(w, "standby") for w in r.standby],
+                }
+                for name, r in self.runtimes.items()
+            },
+        )
+
+    async def _db(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking registry call off the event loop."""
+        return await asyncio.to_thread(call, *args, **kwargs)
+
+    def _spawn_task(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    def on_report(self, report: dict[str, Any]) -> None:
+        """A worker's state report arrived."""
+        worker = self.workers.get(report.get("pid", 0))
+        if worker is not None:
+            worker.state = str(report.get("state", worker.state))
+            worker.error = str(report.get("error", "")) or worker.error
+
+    def _track(self, workers: list[Worker]) -> list[Worker]:
+        for worker in workers:
+            self.workers[worker.pid] = worker
+        return workers
+
+
+def _entry(worker: Worker, role: str) -> dict[str, Any]:
+    return {"pid": worker.pid, "create_time": worker.create_time, "version": worker.version, "role": role}
+
+
+def _port_free(host: str, port: int) -> bool:
+    try:
+        bind_socket(host, port, listen=False).close()
+        return True
+    except ServeError:
+        return False
+
+
+class _Reports(asyncio.DatagramProtocol):
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        import json
+
+        try:
+            report = json.loads(data)
+        except ValueError:
+            return
+        if isinstance(report, dict):
+            self.supervisor.on_report(report)
