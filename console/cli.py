@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.text import Text
 
-from console import output
+from console import output, serving_commands
 from registry import Registry, RegistryError
 
 app = typer.Typer(
@@ -418,6 +418,9 @@ def demo(
     output.out.print(f"  export MODELDECK_HOME={target}")
     for example in ("models", "versions iris", "show iris@champion", "history iris"):
         output.out.print(f"  {command} {example}")
+
+
+serving_commands.register(app)
 
 
 def main() -> None:

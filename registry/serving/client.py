@@ -79,6 +79,15 @@ class SupervisorClient:
             time.sleep(0.05)
         raise SupervisorError(f"the supervisor did not answer within {wait:g} s; see {log_path}", 500)
 
+    def wait_settled(self, wait: float = 300.0) -> dict[str, Any]:
+        """The status once the supervisor has brought up every deployment it found at start."""
+        deadline = time.monotonic() + wait
+        while True:
+            status = self.status()
+            if status["supervisor"]["settled"] or time.monotonic() > deadline:
+                return status
+            time.sleep(0.1)
+
     def shutdown(self, stop_servers: bool = False, wait: float = 60.0) -> bool:
         """Stop the daemon (and, with `stop_servers`, its model servers); False if none was running."""
         if not self.running():

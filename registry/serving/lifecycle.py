@@ -5,7 +5,9 @@ socket inherited as `--fd`. It loads and warms up the model, reports on the supe
 report socket, and obeys signals:
 
 - SIGUSR1: serve (accept on the socket), SIGUSR2: drain and go back to standby (model kept warm),
-- SIGTERM/SIGINT: drain and exit.
+- SIGTERM/SIGINT: drain and exit,
+- SIGHUP: report the current state again, with the listening socket attached (SCM_RIGHTS), so a
+  restarted supervisor that adopts this worker gets the deployment's socket back.
 
 Draining stops accepting first (other workers on the same socket take new connections), then answers
 every request still arriving on a kept-alive connection with `Connection: close`, and exits once no
@@ -16,6 +18,7 @@ about to reuse it is how requests get lost in a swap; this order avoids it.
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import contextlib
 import json
@@ -46,13 +49,20 @@ class Reporter:
         self.path = path
         self.identity = {"pid": os.getpid(), **identity}
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) if path else None
+        self.state = "loading"
 
-    def __call__(self, state: str, **detail: Any) -> None:
+    def __call__(self, state: str, fd: int | None = None, **detail: Any) -> None:
+        self.state = state
         if self.sock is None:
             return
-        message = json.dumps({**self.identity, "state": state, **detail}).encode()
-        with contextlib.suppress(OSError):  # the supervisor is down: it re-reads our state when back
-            self.sock.sendto(message[:60_000], self.path)
+        message = json.dumps({**self.identity, "state": state, **detail}).encode()[:60_000]
+        with contextlib.suppress(OSError):  # the supervisor is down: it asks again when back
+            if fd is None:
+                self.sock.sendto(message, self.path)
+            else:
+                # socket.send_fds() drops its address argument (CPython 3.11), so sendmsg directly.
+                rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))]
+                self.sock.sendmsg([message], rights, 0, self.path)
 
 
 class ClosingWhenDraining:
@@ -128,6 +138,7 @@ async def run(options: argparse.Namespace) -> int:
     ):
         loop.add_signal_handler(sig, want, mode)
     report = Reporter(options.report, deployment=options.deployment, version=options.version)
+    loop.add_signal_handler(signal.SIGHUP, lambda: report(report.state, fd=options.fd))
     report("loading")
     try:
         app, config = _load(options)

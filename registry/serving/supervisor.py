@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -93,8 +94,10 @@ class Supervisor:
         self.actor = f"supervisor@{current_actor().rpartition('@')[2]}"
         self.started = time.time()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._transport: asyncio.DatagramTransport | None = None
+        self._reports: socket.socket | None = None
         self.reconciled = asyncio.Event()
+        #: Deployments whose workers are still being brought up after this supervisor started.
+        self.starting: set[str] = set()
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -102,10 +105,11 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(FileNotFoundError):
             self.rundir.report_socket.unlink()
-        self._transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Reports(self), local_addr=str(self.rundir.report_socket), family=socket.AF_UNIX
-        )
+        self._reports = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._reports.bind(str(self.rundir.report_socket))
         os.chmod(self.rundir.report_socket, 0o600)
+        self._reports.setblocking(False)
+        loop.add_reader(self._reports.fileno(), self._read_reports)
         self._spawn_task(self._reconcile())
         self._spawn_task(self._watch())
 
@@ -119,8 +123,9 @@ class Supervisor:
             self._save_state()
         for task in list(self._tasks):
             task.cancel()
-        if self._transport is not None:
-            self._transport.close()
+        if self._reports is not None:
+            asyncio.get_running_loop().remove_reader(self._reports.fileno())
+            self._reports.close()
         self.registry.close()
 
     # ------------------------------------------------------------------ actions
@@ -234,7 +239,7 @@ class Supervisor:
                 "pid": os.getpid(),
                 "home": str(self.home),
                 "since": self.started,
-                "reconciled": self.reconciled.is_set(),
+                "settled": self.reconciled.is_set() and not self.starting,
             },
             "deployments": [
                 self._describe(r) for r in sorted(self.runtimes.values(), key=lambda r: r.spec.name)
@@ -254,8 +259,6 @@ class Supervisor:
             incoming = await self._load(runtime, version, spec.workers, actor)
         await self._promote(runtime, incoming)
         outgoing, runtime.active = runtime.active, incoming
-        if len(incoming) < spec.workers:
-            await self._start_active(runtime, spec.workers - len(incoming))
         spec.version = version
         runtime.status, runtime.message = "running", ""
         runtime.crashes.clear()
@@ -287,6 +290,8 @@ class Supervisor:
                 detail={"workers": [w.pid for w in outgoing], "standby": [w.pid for w in drained]},
             )
         self._save_state()
+        if len(runtime.active) < spec.workers:  # a smaller standby took over: add the rest behind it
+            self._spawn_task(self._restart(runtime, 0, crashed=False))
 
     async def _load(self, runtime: Runtime, version: int, count: int, actor: str) -> list[Worker]:
         """Start `count` standby workers of `version` and wait until all have loaded and warmed up.
@@ -301,7 +306,8 @@ class Supervisor:
             deployment=spec.name,
             to_version=version,
         )
-        assert runtime.sock is not None
+        if runtime.sock is None:  # adopted workers hold the old socket; bind the port again beside it
+            runtime.sock = bind_socket(spec.host, spec.port, listen=False, reuse_port=True)
         token = serving_token(self.home) if spec.options.get("auth") else None
         worker_spec = WorkerSpec(
             self.home,
@@ -453,7 +459,9 @@ class Supervisor:
         backoff = min(self.policy.max_backoff, 0.5 * 2 ** max(0, recent - 1))
         self._spawn_task(self._restart(runtime, backoff))
 
-    async def _restart(self, runtime: Runtime, backoff: float) -> None:
+    async def _restart(self, runtime: Runtime, backoff: float, crashed: bool = True) -> None:
+        """Bring `runtime` back to its worker count after `backoff` seconds (after a crash, or to add
+        workers behind a smaller standby that took over)."""
         runtime.healing = True
         try:
             await asyncio.sleep(backoff)
@@ -468,9 +476,12 @@ class Supervisor:
                 except SupervisorError as exc:
                     runtime.status, runtime.message = "failed", str(exc)
                     return
-                runtime.restarts += missing
                 if runtime.status == "degraded":
                     runtime.status = "running"
+                self._save_state()
+                if not crashed:
+                    return
+                runtime.restarts += missing
                 await self._db(
                     self.registry.record_event,
                     runtime.spec.model,
@@ -481,7 +492,6 @@ class Supervisor:
                     reason=f"after {backoff:g} s backoff",
                     detail={"workers": [w.pid for w in runtime.active]},
                 )
-                self._save_state()
         finally:
             runtime.healing = False
         if len(runtime.active) < runtime.spec.workers and runtime.status != "failed":
@@ -517,6 +527,8 @@ class Supervisor:
                         runtime.standby.append(worker)
                     else:
                         await self._retire([worker])
+                await self._reclaim(runtime)
+                self.starting.add(spec.name)
                 self._spawn_task(self._bring_up(runtime))
             for entry in adopted.values():  # deployments the DB no longer wants
                 await self._retire([w for w in map(adopt, entry.get("workers", [])) if w is not None])
@@ -524,31 +536,51 @@ class Supervisor:
         finally:
             self.reconciled.set()
 
+    async def _reclaim(self, runtime: Runtime) -> None:
+        """Ask adopted workers for the deployment's socket (SIGHUP) and wait a moment for it."""
+        adopted = runtime.active + runtime.standby
+        for worker in adopted:
+            worker.send(signal.SIGHUP)
+        deadline = time.monotonic() + 2.0
+        while adopted and runtime.sock is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if adopted and runtime.sock is None:
+            log.warning("%s: adopted workers did not hand the socket back; binding again", runtime.spec.name)
+
     async def _bring_up(self, runtime: Runtime) -> None:
+        """Start the workers (then the standby) a deployment lacks after a supervisor start."""
         spec = runtime.spec
-        async with self._lock(spec.name):
-            missing = spec.workers - len(runtime.active)
-            runtime.status = "running" if missing <= 0 else "starting"
-            if missing <= 0:
-                return
-            try:
-                runtime.sock = bind_socket(spec.host, spec.port, listen=False, reuse_port=True)
-                await self._start_active(runtime, missing)
-            except (SupervisorError, ServeError) as exc:
-                runtime.status, runtime.message = "failed", str(exc)
-                return
-            runtime.status = "running"
-            await self._db(
-                self.registry.record_event,
-                spec.model,
-                ledger.RESTARTED,
-                actor=self.actor,
-                deployment=spec.name,
-                to_version=spec.version,
-                reason="supervisor started",
-                detail={"workers": [w.pid for w in runtime.active]},
-            )
-            self._save_state()
+        try:
+            async with self._lock(spec.name):
+                missing = spec.workers - len(runtime.active)
+                if missing > 0:
+                    runtime.status = "starting"
+                    await self._start_active(runtime, missing)
+                    await self._db(
+                        self.registry.record_event,
+                        spec.model,
+                        ledger.RESTARTED,
+                        actor=self.actor,
+                        deployment=spec.name,
+                        to_version=spec.version,
+                        reason="supervisor started",
+                        detail={"workers": [w.pid for w in runtime.active]},
+                    )
+                runtime.status = "running"
+                self._save_state()
+        except (SupervisorError, ServeError) as exc:
+            runtime.status, runtime.message = "failed", str(exc)
+            return
+        finally:
+            self.starting.discard(spec.name)
+        standby = spec.standby_version
+        if self.policy.keep_standby and standby is not None and not runtime.standby:
+            async with self._lock(spec.name):
+                try:
+                    runtime.standby = await self._load(runtime, standby, spec.workers, self.actor)
+                except SupervisorError as exc:
+                    log.warning("%s: standby version %s did not load: %s", spec.name, standby, exc)
+                self._save_state()
 
     # ------------------------------------------------------------------ helpers
     async def _new_runtime(
@@ -667,12 +699,36 @@ class Supervisor:
         if not task.cancelled() and task.exception() is not None:
             log.error("background task failed", exc_info=task.exception())
 
-    def on_report(self, report: dict[str, Any]) -> None:
-        """A worker's state report arrived."""
-        worker = self.workers.get(report.get("pid", 0))
-        if worker is not None:
+    def _read_reports(self) -> None:
+        """Workers' state reports (JSON datagrams; an adopted worker attaches its listening socket)."""
+        assert self._reports is not None
+        while True:
+            try:
+                data, fds, _, _ = socket.recv_fds(self._reports, 65_536, 4)
+            except (BlockingIOError, InterruptedError):
+                return
+            try:
+                report = json.loads(data)
+                worker = self.workers.get(int(report["pid"]))
+            except (ValueError, KeyError, TypeError):
+                worker = None
+            if worker is None:
+                for fd in fds:
+                    os.close(fd)
+                continue
             worker.state = str(report.get("state", worker.state))
             worker.error = str(report.get("error", "")) or worker.error
+            for fd in fds:
+                self._reclaim_socket(worker, fd)
+
+    def _reclaim_socket(self, worker: Worker, fd: int) -> None:
+        """Keep the socket an adopted worker handed back, for the deployment it serves."""
+        runtime = next((r for r in self.runtimes.values() if worker in r.active + r.standby), None)
+        if runtime is None or runtime.sock is not None:
+            os.close(fd)
+            return
+        runtime.sock = socket.socket(fileno=fd)
+        runtime.sock.set_inheritable(True)
 
     def _track(self, workers: list[Worker]) -> list[Worker]:
         for worker in workers:
@@ -690,18 +746,3 @@ def _port_free(host: str, port: int) -> bool:
         return True
     except ServeError:
         return False
-
-
-class _Reports(asyncio.DatagramProtocol):
-    def __init__(self, supervisor: Supervisor) -> None:
-        self.supervisor = supervisor
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        import json
-
-        try:
-            report = json.loads(data)
-        except ValueError:
-            return
-        if isinstance(report, dict):
-            self.supervisor.on_report(report)

@@ -1,0 +1,290 @@
+"""The serving verbs of `modeldeck`: deploy, rollback, stop, scale, status, logs and `supervisor ...`.
+
+Actions go through the supervisor of the home (started on demand) and print the result when the
+action finished; failures are one line on stderr (plus the worker's last log lines) and exit 1.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from console import output
+from registry.errors import RegistryError, SupervisorError
+
+supervisor_app = typer.Typer(
+    help="The serving supervisor daemon of this home.", no_args_is_help=True, rich_markup_mode=None
+)
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+Reason = Annotated[str, typer.Option("--reason", "-m", help="Why: kept in the model's history.")]
+
+
+@contextmanager
+def _client() -> Iterator[Any]:
+    from registry.serving.client import SupervisorClient
+
+    client = None
+    try:
+        client = SupervisorClient()
+        yield client
+    except SupervisorError as exc:
+        output.err.print(Text.assemble(("error:", "bold red"), f" {exc}"))
+        for line in exc.log_tail[-10:]:
+            output.err.print(f"  | {line}")
+        raise typer.Exit(1) from None
+    except RegistryError as exc:
+        output.err.print(Text.assemble(("error:", "bold red"), f" {exc}"))
+        raise typer.Exit(1) from None
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _timed(action: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], float]:
+    start = time.perf_counter()
+    result = action()
+    return result, time.perf_counter() - start
+
+
+def deploy(
+    ref: Annotated[str, typer.Argument(metavar="REF", help="NAME, NAME:VERSION or NAME@ALIAS")],
+    name: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Deployment name (default: the model's name).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(metavar="PORT", help="Port (default: first free from 8080).")
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option(metavar="ADDR", help="Address to bind (default 127.0.0.1).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(metavar="K", help="Worker processes (default 1).")] = None,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="Beyond loopback, serve without the bearer token (not advised).")
+    ] = False,
+    batching: Annotated[
+        str, typer.Option(metavar="auto|on|off", help="Micro-batch concurrent requests (auto: slow models).")
+    ] = "auto",
+    max_body_mb: Annotated[float, typer.Option(metavar="MB", help="Largest request body accepted.")] = 8.0,
+    redact: Annotated[
+        bool, typer.Option("--redact", help="Leave input values out of error messages.")
+    ] = False,
+    reason: Reason = "",
+    json_out: JsonFlag = False,
+) -> None:
+    """Serve a version; a running deployment switches to it with zero failed requests."""
+    if batching not in ("auto", "on", "off"):
+        output.err.print(f"error: --batching must be auto, on or off, not {batching!r}")
+        raise typer.Exit(1)
+    options = {"batching": batching, "max_body_mb": max_body_mb, "redact": redact, "no_auth": no_auth}
+    with _client() as client:
+        result, seconds = _timed(
+            lambda: client.deploy(
+                ref, name=name, host=host, port=port, workers=workers, options=options, reason=reason
+            )
+        )
+    if json_out:
+        output.print_json(result)
+        return
+    if result.get("note"):
+        output.out.print(result["note"])
+        return
+    standby = f"; standby {result['model']}:{result['standby_version']}" if result["standby_version"] else ""
+    output.out.print(
+        f"{result['name']}: {result['model']}:{result['version']} serves on {result['url']} "
+        f"({_plural(result['workers_running'], 'worker')}{standby}; {seconds:.1f} s)"
+    )
+    if result.get("token"):
+        output.out.print(f"clients must send: Authorization: Bearer {result['token']}")
+
+
+def rollback(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Deployment name.")],
+    to: Annotated[
+        int | None, typer.Option("--to", metavar="VERSION", help="Version (default: the warm standby).")
+    ] = None,
+    reason: Reason = "",
+    json_out: JsonFlag = False,
+) -> None:
+    """Put the previous version (or --to VERSION) back in service; instant when it is on standby."""
+    with _client() as client:
+        result, seconds = _timed(lambda: client.rollback(name, to, reason=reason))
+    if json_out:
+        output.print_json(result)
+        return
+    output.out.print(
+        f"{name}: rolled back to {result['model']}:{result['version']} in {seconds:.2f} s"
+        + (f" (standby: version {result['standby_version']})" if result["standby_version"] else "")
+    )
+
+
+def stop(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Deployment name.")],
+    reason: Reason = "",
+    json_out: JsonFlag = False,
+) -> None:
+    """Drain and stop a deployment's servers, and forget it."""
+    with _client() as client:
+        result = client.stop(name, reason=reason)
+    if json_out:
+        output.print_json(result)
+    else:
+        output.out.print(f"{name}: stopped")
+
+
+def scale(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Deployment name.")],
+    workers: Annotated[int, typer.Argument(metavar="K", help="Worker processes.")],
+    reason: Reason = "",
+    json_out: JsonFlag = False,
+) -> None:
+    """Run K worker processes for a deployment."""
+    with _client() as client:
+        result = client.scale(name, workers, reason=reason)
+    if json_out:
+        output.print_json(result)
+    else:
+        running = _plural(result["workers_running"], "worker")
+        output.out.print(f"{name}: {running} serving {result['model']}:{result['version']}")
+
+
+def status(json_out: JsonFlag = False) -> None:
+    """Deployments and their worker processes (what the registry wants if no supervisor runs)."""
+    with _client() as client:
+        answer = client.status() if client.running() else None
+        if answer is None:
+            answer = {"supervisor": None, "deployments": _wanted()}
+    if json_out:
+        output.print_json(answer)
+        return
+    supervisor = answer["supervisor"]
+    if supervisor is None:
+        output.err.print(
+            "no supervisor is running: showing what the registry wants (modeldeck supervisor start)"
+        )
+    deployments = answer["deployments"]
+    if not deployments:
+        output.out.print("no deployments; start one with: modeldeck deploy NAME[:VERSION|@ALIAS]")
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("DEPLOYMENT", "SERVING", "STANDBY", "URL", "WORKERS", "STATUS", "RESTARTS"):
+        table.add_column(column)
+    for d in deployments:
+        table.add_row(
+            d["name"],
+            f"{d['model']}:{d['version']}",
+            str(d["standby_version"] or "-"),
+            d.get("url", f"http://{d['host']}:{d['port']}"),
+            f"{d.get('workers_running', 0)}/{d['workers']}",
+            d.get("status", "down") + (f" ({d['message']})" if d.get("message") else ""),
+            str(d.get("restarts", "-")),
+        )
+    output.print_table(table)
+    for d in deployments:
+        if d.get("token"):
+            output.out.print(f"{d['name']}: bearer token {d['token']}")
+
+
+def _wanted() -> list[dict[str, Any]]:
+    from registry import Registry
+    from registry.deployments import list_deployments
+
+    with Registry() as reg:
+        return [{**d.as_dict(), "status": "down"} for d in list_deployments(reg)]
+
+
+def logs(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Deployment name.")],
+    lines: Annotated[int, typer.Option("--lines", "-n", metavar="N", help="How many lines.")] = 50,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+) -> None:
+    """The last lines of a deployment's worker log (rotated by size in $MODELDECK_HOME/logs)."""
+    from registry.serving import logs as log_files
+    from registry.serving.client import SupervisorClient
+
+    path = SupervisorClient().rundir.deployment_log(name)
+    if not path.exists():
+        output.err.print(f"error: no log for deployment {name!r} ({path})")
+        raise typer.Exit(1)
+    for line in log_files.tail(path, lines):
+        output.out.print(line)
+    if follow:
+        try:
+            for line in log_files.follow(path):
+                output.out.print(line)
+        except KeyboardInterrupt:
+            pass
+
+
+@supervisor_app.command("start")
+def supervisor_start(
+    no_standby: Annotated[
+        bool, typer.Option("--no-standby", help="Do not keep the previous version warm.")
+    ] = False,
+    no_auto_rollback: Annotated[
+        bool, typer.Option("--no-auto-rollback", help="Never roll back a crash-looping version by itself.")
+    ] = False,
+    drain_grace: Annotated[
+        float, typer.Option(metavar="SECONDS", help="How long old workers may finish kept-alive connections.")
+    ] = 5.0,
+) -> None:
+    """Start the daemon; it brings every deployment in the registry back up."""
+    flags = [f"--drain-grace={drain_grace}"]
+    flags += ["--no-standby"] if no_standby else []
+    flags += ["--no-auto-rollback"] if no_auto_rollback else []
+    with _client() as client:
+        started = client.ensure_running(*flags)
+        answer = client.wait_settled()
+    info = answer["supervisor"]
+    word = "started" if started else "already running"
+    output.out.print(f"supervisor {word} (pid {info['pid']}) for {info['home']}")
+    for d in answer["deployments"]:
+        message = f" ({d['message']})" if d["message"] else ""
+        output.out.print(f"  {d['name']}: {d['model']}:{d['version']} {d['status']} on {d['url']}{message}")
+
+
+@supervisor_app.command("stop")
+def supervisor_stop(
+    servers: Annotated[
+        bool, typer.Option("--servers", help="Stop the model servers too (they come back on start).")
+    ] = False,
+) -> None:
+    """Stop the daemon. Model servers keep serving unless --servers; a new daemon re-adopts them."""
+    with _client() as client:
+        stopped = client.shutdown(stop_servers=servers)
+    if not stopped:
+        output.out.print("no supervisor was running")
+    else:
+        output.out.print(
+            "supervisor stopped" + (" with its model servers" if servers else "; model servers keep serving")
+        )
+
+
+@supervisor_app.command("status")
+def supervisor_status(json_out: JsonFlag = False) -> None:
+    """Whether the daemon runs, its pid and home."""
+    with _client() as client:
+        info = client.status()["supervisor"] if client.running() else None
+    if json_out:
+        output.print_json(info)
+    elif info is None:
+        output.out.print("no supervisor is running")
+        raise typer.Exit(3)
+    else:
+        output.out.print(f"supervisor running (pid {info['pid']}) for {info['home']}")
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def register(app: typer.Typer) -> None:
+    """Add the serving verbs to the `modeldeck` command."""
+    for command in (deploy, rollback, stop, scale, status, logs):
+        app.command()(command)
+    app.add_typer(supervisor_app, name="supervisor")
