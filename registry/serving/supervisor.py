@@ -71,6 +71,8 @@ class Runtime:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     crashes: deque[float] = field(default_factory=lambda: deque(maxlen=32))
     restarts: int = 0
+    #: False until a version of this deployment first served (a new deployment has no "previous").
+    served: bool = True
     status: str = "starting"
     message: str = ""
     healing: bool = False
@@ -164,13 +166,20 @@ class Supervisor:
                 ledger.DEPLOY_REQUESTED,
                 actor=actor or None,
                 deployment=name,
-                from_version=runtime.spec.version if runtime.active else None,
+                from_version=runtime.spec.version if runtime.served else None,
                 to_version=info.version,
                 reason=reason,
             )
             if runtime.active and runtime.spec.version == info.version and runtime.status == "running":
                 return self._describe(runtime, note=f"{name} already serves {info.name}:{info.version}")
-            await self._switch(runtime, info.version, ledger.SWITCHED, actor, reason)
+            try:
+                await self._switch(runtime, info.version, ledger.SWITCHED, actor, reason)
+            except BaseException:
+                if not runtime.served:  # a new deployment that never served: leave nothing behind
+                    self.runtimes.pop(name, None)
+                    if runtime.sock is not None:
+                        runtime.sock.close()
+                raise
             return self._describe(runtime)
 
     async def rollback(
@@ -250,7 +259,7 @@ class Supervisor:
     async def _switch(self, runtime: Runtime, version: int, kind: str, actor: str, reason: str) -> None:
         """Move traffic of `runtime` to `version`: promote a warm standby or load new workers first."""
         spec = runtime.spec
-        previous = spec.version if runtime.active else None
+        previous = spec.version if runtime.served else None
         warm = [w for w in runtime.standby if w.version == version and w.alive() and w.state == STANDBY]
         if warm:
             incoming = warm[: spec.workers]
@@ -260,6 +269,7 @@ class Supervisor:
         await self._promote(runtime, incoming)
         outgoing, runtime.active = runtime.active, incoming
         spec.version = version
+        runtime.served = True
         runtime.status, runtime.message = "running", ""
         runtime.crashes.clear()
         keep = self.policy.keep_standby and previous is not None and previous != version
@@ -351,7 +361,7 @@ class Supervisor:
             ledger.FAILED,
             actor=actor or self.actor,
             deployment=spec.name,
-            from_version=spec.version if runtime.active else None,
+            from_version=spec.version if runtime.served else None,
             to_version=version,
             reason=why,
             detail={"log": tail[-10:]},
@@ -617,7 +627,7 @@ class Supervisor:
             workers=workers or 1,
             options=opts,
         )
-        runtime = Runtime(spec=spec, sock=sock, status="starting")
+        runtime = Runtime(spec=spec, sock=sock, status="starting", served=False)
         self.runtimes[name] = runtime
         return runtime
 

@@ -1,0 +1,365 @@
+"""The serving supervisor with real processes: a daemon, uvicorn workers, HTTP under load, signals.
+
+One supervisor runs for the module; tests leave it serving `iris` and set up what they need with
+deploys, most of which are warm switches (cheap) once versions 1 and 2 have been loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from registry import Registry
+from registry.deployments import get_deployment
+from registry.errors import SupervisorError
+from registry.serving.client import SupervisorClient
+from registry.serving.rundir import RunDir
+
+ROW = {"inputs": [[5.1, 3.5, 1.4, 0.2]]}
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Load:
+    """Clients posting on kept-alive connections until stopped; counts answers by version and failures."""
+
+    url: str
+    clients: int = 4
+    versions: Counter[str] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def __enter__(self) -> Load:
+        for _ in range(self.clients):
+            thread = threading.Thread(target=self._run, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            while not self._stop.is_set():
+                try:
+                    response = client.post("/invocations", json=ROW)
+                    if response.status_code != 200:
+                        self.failures.append(f"{response.status_code} {response.text}")
+                    else:
+                        self.versions[response.headers["x-model-version"]] += 1
+                except httpx.HTTPError as exc:
+                    self.failures.append(f"{type(exc).__name__}: {exc}")
+
+    @property
+    def answered(self) -> int:
+        return sum(self.versions.values())
+
+
+@dataclass
+class Served:
+    home: Path
+    client: SupervisorClient
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def version(self) -> str:
+        return httpx.post(f"{self.url}/invocations", json=ROW, timeout=10).headers["x-model-version"]
+
+    def active_pids(self, name: str = "iris") -> list[int]:
+        deployment = next(d for d in self.client.status()["deployments"] if d["name"] == name)
+        return [p["pid"] for p in deployment["processes"] if p["role"] == "active"]
+
+    def events(self, kind: str | None = None) -> list:
+        with Registry(home=self.home) as reg:
+            return [e for e in reg.history("iris").events if kind is None or e.kind == kind]
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "MODELDECK_HOME": str(self.home)}
+        return subprocess.run(
+            [sys.executable, "-m", "console.cli", *args], env=env, capture_output=True, text=True, timeout=300
+        )
+
+
+def _wait(condition, timeout: float = 60, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    home = tmp_path_factory.mktemp("supervised")
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MODELDECK_DB_URL", raising=False)
+        patch.setenv("MODELDECK_HOME", str(home))
+        with Registry(home=home) as reg:
+            for c in (1.0, 0.5, 0.1):
+                reg.register(LogisticRegression(C=c, max_iter=500).fit(X, y), "iris", reference=X)
+        client = SupervisorClient(home)
+        client.ensure_running("--drain-grace=2")
+        served = Served(home, client, free_port())
+        try:
+            yield served
+        finally:
+            try:
+                client.shutdown(stop_servers=True)
+            finally:
+                client.close()
+                for process in psutil.process_iter(["cmdline"]):
+                    if str(home) in " ".join(process.info["cmdline"] or []):
+                        process.kill()
+
+
+def test_deploy_answers_with_the_version_and_the_control_socket_is_private(served: Served) -> None:
+    result = served.client.deploy("iris:1", port=served.port)
+    assert (result["version"], result["status"], result["url"]) == (1, "running", served.url)
+    assert served.version() == "1"
+    rundir = RunDir.of(served.home)
+    assert oct(rundir.control_socket.stat().st_mode & 0o777) == "0o600"
+    assert oct(rundir.path.stat().st_mode & 0o777) == "0o700"
+    with Registry(home=served.home) as reg:
+        stored = get_deployment(reg, "iris")
+    assert stored is not None and (stored.version, stored.port) == (1, served.port)
+    kinds = [e.kind for e in served.events()]
+    assert kinds[-4:] == ["deploy_requested", "loading", "ready", "switched"]
+
+
+def test_swaps_and_rollbacks_under_keep_alive_load_lose_no_request(served: Served) -> None:
+    served.client.deploy("iris:1", port=served.port)
+    with Load(served.url) as load:
+        _wait(lambda: load.answered > 50, what="load to start")
+        served.client.deploy("iris:2")  # loads version 2; version 1 becomes the warm standby
+        for _ in range(3):
+            assert served.client.rollback("iris")["version"] == 1  # warm switches from here on
+            time.sleep(0.3)
+            assert served.client.deploy("iris:2")["version"] == 2
+            time.sleep(0.3)
+    assert load.failures == []
+    assert load.versions["1"] > 0 and load.versions["2"] > 0
+    assert served.version() == "2"
+    switched = [e for e in served.events() if e.kind in ("switched", "rolled_back")]
+    assert [e.to_version for e in switched[-7:]] == [2, 1, 2, 1, 2, 1, 2]
+    assert switched[-2].detail["warm"] is True
+
+
+def test_rollback_is_a_switch_to_the_warm_standby(served: Served) -> None:
+    served.client.deploy("iris:2", port=served.port)
+    status = served.client.status()["deployments"][0]
+    standby = [p for p in status["processes"] if p["role"] == "standby"]
+    assert status["standby_version"] is not None and standby and standby[0]["state"] == "standby"
+    result = served.cli("rollback", "iris", "-m", "bad metrics")
+    assert result.returncode == 0, result.stderr
+    assert "rolled back to iris:" in result.stdout
+    assert served.version() == str(status["standby_version"])
+    last = served.events("rolled_back")[-1]
+    assert last.reason == "bad metrics" and last.detail["warm"] is True and "@" in last.actor
+
+
+def test_a_version_that_fails_to_load_leaves_the_old_one_serving(served: Served) -> None:
+    served.client.deploy("iris:2", port=served.port)
+    with Registry(home=served.home) as reg:
+        blob = reg.artifacts.path_of(reg.get("iris:3").artifact_sha256)
+    blob.chmod(0o644)
+    original = blob.read_bytes()
+    blob.write_bytes(original[:-10] + b"tampered!!")
+    try:
+        with Load(served.url, clients=2) as load:
+            result = served.cli("deploy", "iris:3")
+        assert result.returncode == 1
+        assert "iris:3 failed to start" in result.stderr and "sha256" in result.stderr
+        assert "still serves version 2" in result.stderr
+        assert load.failures == [] and set(load.versions) == {"2"}
+        failed = served.events("failed")[-1]
+        assert failed.to_version == 3 and "sha256" in failed.reason
+        with Registry(home=served.home) as reg:
+            assert get_deployment(reg, "iris").version == 2
+        with pytest.raises(SupervisorError, match="failed to start"):  # a new deployment leaves nothing
+            served.client.deploy("iris:3", name="iris-new", port=free_port())
+        assert [d["name"] for d in served.client.status()["deployments"]] == ["iris"]
+    finally:
+        blob.write_bytes(original)
+
+
+def test_a_killed_worker_is_restarted(served: Served) -> None:
+    served.client.deploy("iris:2", port=served.port)
+    (victim,) = served.active_pids()
+    with Load(served.url, clients=2) as load:
+        _wait(lambda: load.answered > 20, what="load to start")
+        os.kill(victim, signal.SIGKILL)
+        _wait(lambda: served.active_pids() and served.active_pids() != [victim], what="a new worker")
+        answered = load.answered
+        _wait(lambda: load.answered > answered + 20, what="answers from the new worker")
+    # Requests in flight on the killed worker's connections fail; queued ones wait for the new worker.
+    assert len(load.failures) <= 2, load.failures
+    kinds = [e.kind for e in served.events()]
+    assert "crashed" in kinds and kinds[-1] == "restarted"
+    assert served.events("crashed")[-1].detail["pid"] == victim
+
+
+def test_servers_outlive_a_killed_supervisor_and_a_new_one_adopts_them(served: Served) -> None:
+    served.client.deploy("iris:2", port=served.port)
+    workers = sorted(p["pid"] for p in served.client.status()["deployments"][0]["processes"])
+    old = served.client.status()["supervisor"]["pid"]
+    with Load(served.url, clients=2) as load:
+        _wait(lambda: load.answered > 20, what="load to start")
+        os.kill(old, signal.SIGKILL)
+        _wait(lambda: not psutil.pid_exists(old) or psutil.Process(old).status() == "zombie", what="death")
+        answered = load.answered
+        _wait(lambda: load.answered > answered + 50, what="answers without a supervisor")
+        served.client.ensure_running("--drain-grace=2")
+        status = served.client.wait_settled()
+        assert status["supervisor"]["pid"] != old
+        assert sorted(p["pid"] for p in status["deployments"][0]["processes"]) == workers
+        # The adopted workers handed the socket back: a switch and a fresh load work without a new socket.
+        served.client.rollback("iris")
+        served.client.deploy("iris:2")
+    assert load.failures == []
+    for _ in range(20):  # every new connection is accepted (no orphaned socket swallowing some)
+        assert served.version() == "2"
+
+
+def test_a_crash_loop_rolls_back_to_the_standby(served: Served) -> None:
+    served.client.deploy("iris:1", port=served.port)
+    served.client.deploy("iris:2")
+    for _ in range(3):
+        (victim,) = served.active_pids()
+        os.kill(victim, signal.SIGKILL)
+        _wait(lambda v=victim: served.active_pids() not in ([], [v]), timeout=90, what="a restart")
+    _wait(lambda: served.version() == "1", what="the automatic rollback")
+    rollback = served.events("rolled_back")[-1]
+    assert rollback.from_version == 2 and rollback.to_version == 1
+    assert rollback.reason.startswith("crash loop: version 2 crashed 3 times")
+    assert rollback.actor.startswith("supervisor@")
+
+
+def test_concurrent_deploy_and_rollback_are_serialised_and_match_the_ledger(served: Served) -> None:
+    served.client.deploy("iris:2", port=served.port)
+    served.client.rollback("iris", to=1)
+    before = len(served.events())
+    results: list[object] = []
+
+    def act(call) -> None:
+        with SupervisorClient(served.home) as other:
+            try:
+                results.append(call(other))
+            except SupervisorError as exc:
+                results.append(exc)
+
+    threads = [
+        threading.Thread(target=act, args=(lambda c: c.deploy("iris:2"),)),
+        threading.Thread(target=act, args=(lambda c: c.rollback("iris", to=1),)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    new = served.events()[before:]
+    moves = [e for e in new if e.kind in ("switched", "rolled_back")]
+    requested = [e for e in new if e.kind == "deploy_requested"]
+    assert len(requested) == 1 and len(moves) + sum(isinstance(r, SupervisorError) for r in results) == 2
+    with Registry(home=served.home) as reg:
+        final = get_deployment(reg, "iris").version
+    assert moves[-1].to_version == final and served.version() == str(final)
+
+
+def test_port_in_use_is_a_clear_error(served: Served) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        result = served.cli("deploy", "iris:1", "--name", "iris-b", "--port", str(port))
+    assert result.returncode == 1
+    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+    taken = served.cli("deploy", "iris:1", "--name", "iris-c", "--port", str(served.port))
+    assert taken.returncode == 1 and "already used by deployment 'iris'" in taken.stderr
+
+
+def test_status_logs_scale_and_stop(served: Served) -> None:
+    served.client.deploy("iris:1", port=served.port)
+    served.client.deploy("iris:2")
+    status = served.cli("status")
+    assert status.returncode == 0
+    row = next(line for line in status.stdout.splitlines() if line.startswith("iris "))
+    assert row.split()[:6] == ["iris", "iris:2", "1", served.url, "1/1", "running"]
+    assert served.client.scale("iris", 2)["workers_running"] == 2
+    assert len(set(served.active_pids())) == 2
+    assert served.client.scale("iris", 1)["workers_running"] == 1
+    as_json = json.loads(served.cli("status", "--json").stdout)
+    assert as_json["deployments"][0]["workers"] == 1
+    logs = served.cli("logs", "iris", "-n", "5")
+    assert logs.returncode == 0
+    other = free_port()
+    served.client.deploy("iris:1", name="iris-extra", port=other)
+    stopped = served.cli("stop", "iris-extra", "-m", "done")
+    assert stopped.returncode == 0 and "iris-extra: stopped" in stopped.stdout
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{other}/health/live", timeout=2)
+    with Registry(home=served.home) as reg:
+        assert get_deployment(reg, "iris-extra") is None
+    assert served.events("stopped")[-1].deployment == "iris-extra"
+    missing = served.cli("stop", "nope")
+    assert missing.returncode == 1 and "no deployment 'nope'" in missing.stderr
+
+
+def test_beyond_loopback_predictions_need_the_token_shown_by_status(served: Served) -> None:
+    port = free_port()
+    served.client.deploy("iris:1", name="iris-public", host="0.0.0.0", port=port)
+    try:
+        status = served.cli("status")
+        token = (served.home / "serving-token").read_text().strip()
+        assert f"iris-public: bearer token {token}" in status.stdout
+        assert oct((served.home / "serving-token").stat().st_mode & 0o777) == "0o600"
+        url = f"http://127.0.0.1:{port}/invocations"
+        refused = httpx.post(url, json=ROW, timeout=10)
+        assert refused.status_code == 401 and refused.json()["error"]["field"] == "Authorization"
+        allowed = httpx.post(url, json=ROW, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert allowed.status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=10).status_code == 200
+    finally:
+        served.client.stop("iris-public")
+
+
+def test_supervisor_start_brings_deployments_back(served: Served) -> None:
+    served.client.deploy("iris:2", port=served.port)
+    assert served.cli("supervisor", "stop", "--servers").returncode == 0
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{served.url}/health/live", timeout=2)
+    started = served.cli("supervisor", "start", "--drain-grace", "2")
+    assert started.returncode == 0, started.stderr
+    assert f"iris: iris:2 running on {served.url}" in started.stdout
+    assert served.version() == "2"
+    assert served.events()[-1].reason in ("supervisor started", "")
