@@ -1,0 +1,194 @@
+"""Swap benchmark: deploys and rollbacks under steady keep-alive load, with the supervisor.
+
+    python benchmarks/swap.py            # 20 swaps (10 rollbacks, 10 deploys), about 1 minute
+    python benchmarks/swap.py --swaps 6  # fewer
+
+A supervisor runs on a temporary home with two versions of a LogisticRegression on 20 features,
+deployed as one worker (the earlier version warm on standby). wrk (one thread, 8 kept-alive
+connections, pinned to one core; the supervisor and its workers on the other) loads it:
+
+  1. steady: a run with no swap, the baseline;
+  2. swaps: the same load while the script alternates `rollback` (to the standby) and `deploy`
+     (of the other version, now on standby) every --interval seconds;
+  3. cold: a few rollbacks with no warm standby (`--to` a version that must load), for comparison.
+
+Printed: failed requests during the swaps (wrk socket errors and non-2xx; goal 0), the time each
+rollback command took, which is an upper bound on the time until all traffic is on the old version
+(the command answers only once the outgoing worker has stopped accepting and closed its last
+connection; goal p50 under 0.5 s), and p50/p99 latency during swaps against steady state, as ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from common import unshadow
+from serving import WRK_SCRIPT, Cores, fmt_ms, free_port, parse_wrk, print_table
+
+ROOT = Path(__file__).resolve().parent.parent
+FEATURES = 20
+
+
+def make_home(home: Path) -> None:
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from registry import Registry
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, FEATURES))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    with Registry(home=home) as reg:
+        for c in (1.0, 0.1, 0.01):
+            reg.register(LogisticRegression(C=c).fit(X, y), "bench", reference=X[:500])
+
+
+def wrk(cores: Cores, binary: str, script: Path, url: str, seconds: float) -> subprocess.Popen[str]:
+    command = [
+        *cores.prefix(cores.client),
+        binary,
+        "-t1",
+        "-c8",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-s",
+        str(script),
+        url + "/invocations",
+    ]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen[str]) -> object:
+    out, err = process.communicate(timeout=600)
+    if process.returncode != 0:
+        raise RuntimeError(f"wrk failed: {err or out}")
+    return parse_wrk(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--swaps", type=int, default=20, help="deploys + rollbacks under load (even)")
+    parser.add_argument("--interval", type=float, default=0.75, help="seconds between swaps")
+    parser.add_argument("--cold", type=int, default=3, help="rollbacks without a warm standby")
+    options = parser.parse_args(argv)
+    unshadow()
+    from registry.serving.client import SupervisorClient
+
+    binary = shutil.which("wrk")
+    if binary is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+    cores = Cores()
+    print(f"swap benchmark: {options.swaps} swaps every {options.interval:g} s; {cores.describe()}")
+    with tempfile.TemporaryDirectory(prefix="modeldeck-swap-") as tmp_name:
+        tmp = Path(tmp_name)
+        home = tmp / "home"
+        make_home(home)
+        body = tmp / "body.json"
+        body.write_text(json.dumps({"inputs": [[0.1] * FEATURES]}))
+        script = tmp / "post.lua"
+        script.write_text(WRK_SCRIPT.format(path=json.dumps(str(body))))
+        env = {**os.environ, "MODELDECK_HOME": str(home)}
+        env.pop("MODELDECK_DB_URL", None)
+        supervisor = subprocess.Popen(
+            [
+                *cores.prefix(cores.server),
+                sys.executable,
+                "-m",
+                "registry.serving.control",
+                "--home",
+                str(home),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        client = SupervisorClient(home)
+        try:
+            while not client.running():
+                time.sleep(0.05)
+            port = free_port()
+            client.deploy("bench:1", port=port)
+            client.deploy("bench:2")
+            url = f"http://127.0.0.1:{port}"
+            seconds = max(5.0, options.swaps * options.interval + 2)
+
+            steady = finish(wrk(cores, binary, script, url, seconds))
+
+            rollbacks: list[float] = []
+            deploys: list[float] = []
+            load = wrk(cores, binary, script, url, seconds)
+            time.sleep(1.0)
+            for i in range(options.swaps):
+                start = time.perf_counter()
+                if i % 2 == 0:
+                    client.rollback("bench")
+                    rollbacks.append(time.perf_counter() - start)
+                else:
+                    client.deploy("bench:2")
+                    deploys.append(time.perf_counter() - start)
+                time.sleep(options.interval)
+            swapping = finish(load)
+
+            cold: list[float] = []
+            for _ in range(options.cold):
+                now = client.status()["deployments"][0]
+                (target,) = {1, 2, 3} - {now["version"], now["standby_version"]}
+                start = time.perf_counter()
+                client.rollback("bench", to=target)
+                cold.append(time.perf_counter() - start)
+        finally:
+            threading.Thread(target=client.shutdown, kwargs={"stop_servers": True}, daemon=True).start()
+            try:
+                supervisor.wait(60)
+            except subprocess.TimeoutExpired:
+                supervisor.kill()
+            client.close()
+
+    warm = statistics.median(rollbacks)
+    print()
+    print_table(
+        ["phase", "requests", "failed", "p50", "p99"],
+        [
+            ["steady", f"{steady.requests:,}", str(steady.errors), fmt_ms(steady.p50), fmt_ms(steady.p99)],
+            [
+                "swaps",
+                f"{swapping.requests:,}",
+                str(swapping.errors),
+                fmt_ms(swapping.p50),
+                fmt_ms(swapping.p99),
+            ],
+        ],
+    )
+    print()
+    print(f"failed requests during {options.swaps} swaps: {swapping.errors} (goal 0)")
+    print(
+        f"rollback to the warm standby, command to all traffic moved: p50 {fmt_ms(warm)}, "
+        f"max {fmt_ms(max(rollbacks))} (goal p50 < 500 ms)"
+    )
+    print(f"deploy of the version on standby: p50 {fmt_ms(statistics.median(deploys))}")
+    if cold:
+        print(
+            f"rollback that must load (no standby): p50 {fmt_ms(statistics.median(cold))}, "
+            f"{statistics.median(cold) / warm:.1f}x the warm rollback"
+        )
+    p50, p99 = swapping.p50 / steady.p50, swapping.p99 / steady.p99
+    print(f"latency during swaps vs steady: p50 {p50:.2f}x, p99 {p99:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
