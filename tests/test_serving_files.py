@@ -1,0 +1,66 @@
+"""The supervisor's files: log rotation and tails, and where the runtime sockets go."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from registry.serving import logs
+from registry.serving.rundir import RunDir
+
+
+def test_logs_rotate_by_size_and_keep_the_newest_copies(tmp_path: Path) -> None:
+    log = tmp_path / "iris.log"
+    for generation in range(5):
+        log.write_text(f"generation {generation}\n" * 100)
+        assert logs.rotate_if_large(log, max_bytes=100, backups=3)
+    assert not log.exists()
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    assert kept == ["iris.log.1", "iris.log.2", "iris.log.3"]
+    assert (tmp_path / "iris.log.1").read_text().startswith("generation 4")
+    assert (tmp_path / "iris.log.3").read_text().startswith("generation 2")
+    log.write_text("small\n")
+    assert not logs.rotate_if_large(log, max_bytes=100)
+
+
+def test_tail_reaches_into_the_rotated_copy(tmp_path: Path) -> None:
+    log = tmp_path / "iris.log"
+    (tmp_path / "iris.log.1").write_text("".join(f"old {i}\n" for i in range(10)))
+    log.write_text("new 0\nnew 1\n")
+    assert logs.tail(log, 4) == ["old 8", "old 9", "new 0", "new 1"]
+    assert logs.tail(tmp_path / "missing.log") == []
+
+
+def test_follow_keeps_reading_across_a_rotation(tmp_path: Path) -> None:
+    log = tmp_path / "iris.log"
+    log.write_text("before\n")
+    seen: list[str] = []
+
+    def read() -> None:
+        for line in logs.follow(log, poll=0.01):
+            seen.append(line)
+            if len(seen) == 2:
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    time.sleep(0.2)
+    with log.open("a") as handle:
+        handle.write("first\n")
+    time.sleep(0.2)
+    logs.rotate_if_large(log, max_bytes=0)
+    log.write_text("second\n")
+    reader.join(5)
+    assert seen == ["first", "second"]
+
+
+def test_runtime_sockets_move_to_a_short_path_when_the_home_is_deep(tmp_path: Path) -> None:
+    short = RunDir.of(tmp_path)
+    assert short.path == (tmp_path / "run").resolve()
+    deep_home = tmp_path / ("d" * 90)
+    deep = RunDir.of(deep_home).create()
+    assert len(str(deep.control_socket)) < 108 and deep.path != deep_home / "run"
+    assert deep.path.stat().st_mode & 0o777 == 0o700
+    assert deep.logs == deep_home.resolve() / "logs" and deep.logs.is_dir()
+    assert RunDir.of(deep_home).path == deep.path  # the same home always maps to the same place
