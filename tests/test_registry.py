@@ -592,3 +592,34 @@ def test_loading_a_model_registered_under_another_sklearn_warns(registry: Regist
     with pytest.warns(SklearnVersionWarning, match=r"registered with scikit-learn 0\.0\.1; loading it under"):
         loaded = registry.load("iris:1")
     assert (loaded.predict(X) == iris_model.predict(X)).all()
+
+
+def test_deployments_are_saved_with_their_ledger_event_and_removed_with_one(registry, iris_model) -> None:
+    from registry.deployments import get_deployment, list_deployments, remove_deployment, save_deployment
+    from registry.info import DeploymentInfo
+
+    registry.register(iris_model, "iris")
+    registry.register(iris_model, "iris")
+    spec = DeploymentInfo("iris-prod", "iris", 2, 1, "127.0.0.1", 8080, 2, {"auth": False})
+    save_deployment(registry, spec, "switched", actor="ana@laptop", from_version=1, reason="retrained")
+    stored = get_deployment(registry, "iris-prod")
+    assert (stored.version, stored.standby_version, stored.port, stored.workers) == (2, 1, 8080, 2)
+    assert [d.name for d in list_deployments(registry)] == ["iris-prod"]
+    last = registry.history("iris").events[-1]
+    assert (last.kind, last.deployment, last.from_version, last.to_version, last.actor) == (
+        "switched",
+        "iris-prod",
+        1,
+        2,
+        "ana@laptop",
+    )
+    assert registry.history("iris").state.serving == {"iris-prod": 2}
+    with pytest.raises(VersionInUse, match="deployment 'iris-prod'"):
+        registry.delete("iris:1")  # the standby is held too
+    assert remove_deployment(registry, "iris-prod", "stopped").version == 2
+    assert get_deployment(registry, "iris-prod") is None
+    assert registry.history("iris").state.serving == {}
+    assert remove_deployment(registry, "iris-prod", "stopped") is None
+    with pytest.raises(VersionNotFound):
+        save_deployment(registry, DeploymentInfo("x", "iris", 9, None, "127.0.0.1", 1, 1), "switched")
+    assert get_deployment(registry, "x") is None

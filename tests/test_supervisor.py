@@ -317,7 +317,8 @@ def test_status_logs_scale_and_stop(served: Served) -> None:
     assert row.split()[:6] == ["iris", "iris:2", "1", served.url, "1/1", "running"]
     assert served.client.scale("iris", 2)["workers_running"] == 2
     assert len(set(served.active_pids())) == 2
-    assert served.client.scale("iris", 1)["workers_running"] == 1
+    assert served.client.deploy("iris:2", workers=1)["workers_running"] == 1  # same version: a scale
+
     as_json = json.loads(served.cli("status", "--json").stdout)
     assert as_json["deployments"][0]["workers"] == 1
     logs = served.cli("logs", "iris", "-n", "5")

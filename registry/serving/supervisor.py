@@ -158,8 +158,6 @@ class Supervisor:
                 runtime = await self._new_runtime(name, info.name, info.version, host, port, workers, options)
             else:
                 self._check_unchanged(runtime, host, port)
-                if workers is not None:
-                    runtime.spec.workers = workers
             await self._db(
                 self.registry.record_event,
                 info.name,
@@ -171,7 +169,12 @@ class Supervisor:
                 reason=reason,
             )
             if runtime.active and runtime.spec.version == info.version and runtime.status == "running":
+                if workers is not None and workers != len(runtime.active):
+                    await self._scale(runtime, workers, actor, reason)
+                    return self._describe(runtime)
                 return self._describe(runtime, note=f"{name} already serves {info.name}:{info.version}")
+            if workers is not None:
+                runtime.spec.workers = workers
             try:
                 await self._switch(runtime, info.version, ledger.SWITCHED, actor, reason)
             except BaseException:
@@ -216,30 +219,33 @@ class Supervisor:
 
     async def scale(self, name: str, workers: int, *, actor: str = "", reason: str = "") -> dict[str, Any]:
         """Run `workers` processes for `name` (the standby keeps at most as many)."""
-        if not 1 <= workers <= 64:
-            raise SupervisorError("workers must be between 1 and 64")
         async with self._lock(name):
             runtime = self._runtime(name)
-            before = runtime.spec.workers
-            runtime.spec.workers = workers
-            extra = runtime.active[workers:]
-            if len(runtime.active) < workers:
-                await self._start_active(runtime, workers - len(runtime.active))
-            runtime.active = runtime.active[:workers]
-            await self._retire(extra + runtime.standby[workers:])
-            runtime.standby = runtime.standby[:workers]
-            await self._db(
-                save_deployment,
-                self.registry,
-                runtime.spec,
-                ledger.SCALED,
-                actor=actor or None,
-                from_version=runtime.spec.version,
-                reason=reason,
-                detail={"workers": workers, "before": before},
-            )
-            self._save_state()
+            await self._scale(runtime, workers, actor, reason)
             return self._describe(runtime)
+
+    async def _scale(self, runtime: Runtime, workers: int, actor: str, reason: str) -> None:
+        if not 1 <= workers <= 64:
+            raise SupervisorError("workers must be between 1 and 64")
+        spec = runtime.spec
+        before = len(runtime.active)
+        if before < workers:
+            await self._start_active(runtime, workers - before)
+        extra, runtime.active = runtime.active[workers:], runtime.active[:workers]
+        await self._retire(extra + runtime.standby[workers:])
+        runtime.standby = runtime.standby[:workers]
+        spec.workers = workers
+        await self._db(
+            save_deployment,
+            self.registry,
+            spec,
+            ledger.SCALED,
+            actor=actor or None,
+            from_version=spec.version,
+            reason=reason,
+            detail={"workers": workers, "before": before},
+        )
+        self._save_state()
 
     def status(self) -> dict[str, Any]:
         """Every deployment with its workers, and the supervisor itself."""
