@@ -34,6 +34,7 @@ class Captured:
     output: dict[str, Any]
     reference_bytes: bytes | None = None
     reference_rows: int = 0
+    profile_bytes: bytes | None = None
     origin: dict[str, Any] = field(default_factory=dict)
 
 
@@ -61,7 +62,19 @@ def capture(estimator: Any, reference: Any | None = None) -> Captured:
         output=output_spec(estimator),
         reference_bytes=reference_bytes,
         reference_rows=rows,
+        profile_bytes=profile_of(reference_bytes, signature, output_spec(estimator)),
     )
+
+
+def profile_of(
+    reference_bytes: bytes | None, signature: dict[str, Any], output: dict[str, Any]
+) -> bytes | None:
+    """The drift profile of a stored reference sample, as stored bytes (None without a reference)."""
+    if reference_bytes is None:
+        return None
+    from registry.monitoring.drift import Profile
+
+    return Profile.fit(reference_sample.decode(reference_bytes), signature, output).to_bytes()
 
 
 def encode_reference(estimator: Any, reference: Any, signature: dict[str, Any]) -> tuple[bytes, int]:

@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, delete, func, insert
 from sqlmodel import Session, col, select
@@ -32,6 +32,9 @@ from registry.schema import (
     utcnow,
 )
 from registry.store import Database, Settings, lock_artifact
+
+if TYPE_CHECKING:
+    from registry.monitoring.drift import Profile
 
 
 class SklearnVersionWarning(UserWarning):
@@ -131,6 +134,7 @@ class Registry:
         check_model_name(name)
         artifact_sha = self.artifacts.put(captured.model_bytes)
         reference_sha = self.artifacts.put(captured.reference_bytes) if captured.reference_bytes else None
+        profile_sha = self.artifacts.put(captured.profile_bytes) if captured.profile_bytes else None
         actor = current_actor()
         with self.db.write() as session:
             # A delete may have discarded identical bytes since `put` above: hold the blobs' locks
@@ -138,6 +142,7 @@ class Registry:
             for sha, data in (
                 (artifact_sha, captured.model_bytes),
                 (reference_sha, captured.reference_bytes),
+                (profile_sha, captured.profile_bytes),
             ):
                 if sha is not None and data is not None:
                     lock_artifact(session, sha, exclusive=False)
@@ -167,6 +172,7 @@ class Registry:
                     "description": description,
                     "reference_sha256": reference_sha,
                     "reference_rows": captured.reference_rows,
+                    "profile_sha256": profile_sha,
                     "source": source,
                     "origin": captured.origin,
                     "parent_version": parent,
@@ -238,6 +244,17 @@ class Registry:
         if info.reference_sha256 is None:
             return None
         return decode(self.artifacts.get(info.reference_sha256, f"reference sample of {info.ref}"))
+
+    def profile(self, ref: str | Ref) -> Profile | None:
+        """The drift profile of a version: the stored one, else fitted on its reference sample (versions
+        registered before profiles existed); None when the version has no reference sample."""
+        from registry.monitoring.drift import Profile
+
+        info = self.get(ref)
+        if info.profile_sha256 is not None:
+            return Profile.from_bytes(self.artifacts.get(info.profile_sha256, f"drift profile of {info.ref}"))
+        sample = self.reference(ref)
+        return None if sample is None else Profile.fit(sample, info.signature, info.output)
 
     def list_models(self, include_archived: bool = False) -> list[ModelInfo]:
         """Every model, with its number of (non-archived) versions, newest version and aliases."""
@@ -389,7 +406,7 @@ class Registry:
             holders = _holders(session, model, row)
             if holders:
                 raise VersionInUse(f"cannot delete {model.name}:{row.version}: held by {holders}")
-            blobs = [row.artifact_sha256, row.reference_sha256]
+            blobs = [row.artifact_sha256, row.reference_sha256, row.profile_sha256]
             session.execute(delete(VersionTag).where(col(VersionTag.version_id) == row.id))
             session.execute(delete(ModelVersion).where(col(ModelVersion.id) == row.id))
             _record(
@@ -409,7 +426,9 @@ class Registry:
                 lock_artifact(session, sha, exclusive=True)
                 used = session.exec(
                     select(func.count()).where(
-                        (ModelVersion.artifact_sha256 == sha) | (ModelVersion.reference_sha256 == sha)
+                        (ModelVersion.artifact_sha256 == sha)
+                        | (ModelVersion.reference_sha256 == sha)
+                        | (ModelVersion.profile_sha256 == sha)
                     )
                 ).one()
                 if not used:

@@ -51,6 +51,7 @@ class VersionInfo(_AsDict):
     archived: bool
     aliases: list[str] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
+    profile_sha256: str | None = None
 
     @property
     def ref(self) -> str:

@@ -230,4 +230,5 @@ def version_info(name: str, row: Any, aliases: list[str], tags: dict[str, str]) 
         archived=get("archived_at") is not None,
         aliases=aliases,
         tags=tags,
+        profile_sha256=row.get("profile_sha256"),
     )

@@ -54,6 +54,8 @@ class ModelVersion(SQLModel, table=True):
     description: str = ""
     reference_sha256: str | None = Field(default=None, max_length=64)
     reference_rows: int = 0
+    #: The drift profile fitted on the reference sample at registration (None: no reference, or older).
+    profile_sha256: str | None = Field(default=None, max_length=64)
     source: str = ""
     origin: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     parent_version: int | None = None

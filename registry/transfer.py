@@ -21,7 +21,7 @@ from registry.artifacts import (
     untrusted_message,
     untrusted_types_of,
 )
-from registry.capture import Captured
+from registry.capture import Captured, profile_of
 from registry.errors import ArtifactError
 from registry.info import VersionInfo
 from registry.schema import utcnow
@@ -138,6 +138,7 @@ def import_version(
         output=meta["output"],
         reference_bytes=files.get(REFERENCE_MEMBER),
         reference_rows=int(meta.get("reference_rows", 0)) if REFERENCE_MEMBER in files else 0,
+        profile_bytes=profile_of(files.get(REFERENCE_MEMBER), meta["signature"], meta["output"]),
         origin=origin,
     )
     return registry.add_version(

@@ -623,3 +623,20 @@ def test_deployments_are_saved_with_their_ledger_event_and_removed_with_one(regi
     with pytest.raises(VersionNotFound):
         save_deployment(registry, DeploymentInfo("x", "iris", 9, None, "127.0.0.1", 1, 1), "switched")
     assert get_deployment(registry, "x") is None
+
+
+def test_a_drift_profile_is_fitted_at_registration_and_deleted_with_its_version(
+    registry, iris, iris_model
+) -> None:
+    X, _ = iris
+    info = registry.register(iris_model, "iris", reference=X)
+    assert info.profile_sha256 is not None
+    profile = registry.profile("iris:1")
+    assert [f.name for f in profile.features] == list(X.columns)
+    assert profile.prediction is not None and profile.prediction.kind == "categorical"
+    blob = registry.artifacts.path_of(info.profile_sha256)
+    assert blob.exists()
+    registry.register(iris_model, "iris")  # no reference: no profile, and drift will say so
+    assert registry.get("iris:2").profile_sha256 is None and registry.profile("iris:2") is None
+    registry.delete("iris:1")
+    assert not blob.exists()

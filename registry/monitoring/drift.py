@@ -63,15 +63,17 @@ class FeatureProfile:
                 return cls(
                     name, kind, rows, missing_share, [0.0] * (BINS - 1), 0.0, np.zeros(QUANTILES), [], []
                 )
-            edges = np.quantile(present, np.linspace(0, 1, BINS + 1)[1:-1])
+            ordered = np.sort(present)
+            quantiles = _quantile_function(ordered)
+            step = (QUANTILES - 1) // BINS  # the deciles are on the quantile grid
             profile = cls(
                 name,
                 kind,
                 rows,
                 missing_share,
-                edges=[float(e) for e in edges],
-                std=float(present.std()),
-                quantiles=np.quantile(present, np.linspace(0, 1, QUANTILES)),
+                edges=[float(e) for e in quantiles[step:-1:step]],
+                std=float(ordered.std()),
+                quantiles=quantiles,
             )
             profile.shares = [float(s) for s in profile.bin_shares(present)]
             return profile
