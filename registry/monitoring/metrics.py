@@ -6,6 +6,8 @@ costs a few counter increments and one histogram observation.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -44,6 +46,13 @@ class ServingMetrics:
             buckets=ROW_BUCKETS,
             registry=self.registry,
         ).labels(**labels)
+        self.batch_rows = Histogram(
+            "modeldeck_model_call_rows",
+            "Rows per call of the model (more than a request's when micro-batching joins requests).",
+            ["model", "version"],
+            buckets=ROW_BUCKETS,
+            registry=self.registry,
+        ).labels(**labels)
         self.in_flight = Gauge(
             "modeldeck_requests_in_flight",
             "Prediction requests being answered now.",
@@ -60,6 +69,24 @@ class ServingMetrics:
         self.latency.observe(seconds)
         if rows:
             self.rows.observe(rows)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Cumulative counts for the supervisor's pull: requests by code, latency and row histograms
+        (cumulative bucket counts, as Prometheus keeps them), in-flight requests."""
+        result: dict[str, Any] = {"requests": {}, "in_flight": 0.0}
+        for family in self.registry.collect():
+            for sample in family.samples:
+                name, value = sample.name, sample.value
+                if name == "modeldeck_requests_total":
+                    result["requests"][sample.labels["code"]] = value
+                elif name == "modeldeck_requests_in_flight":
+                    result["in_flight"] = value
+                elif name.endswith("_bucket"):
+                    result.setdefault(name[: -len("_bucket")], {}).setdefault("buckets", []).append(value)
+                elif name.endswith(("_sum", "_count")) and not name.endswith("_created"):
+                    stem, _, part = name.rpartition("_")
+                    result.setdefault(stem, {})[part] = value
+        return result
 
     def exposition(self) -> bytes:
         """All metrics in the Prometheus text format."""

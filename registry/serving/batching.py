@@ -20,8 +20,14 @@ Rows = list[list[Any]]
 class MicroBatcher:
     """Queue requests' rows for `predict` (a blocking function of rows returning one item per row)."""
 
-    def __init__(self, predict: Callable[[Rows], list[Any]], max_rows: int = 1024) -> None:
+    def __init__(
+        self,
+        predict: Callable[[Rows], list[Any]],
+        max_rows: int = 1024,
+        on_call: Callable[[int], None] | None = None,
+    ) -> None:
         self._predict = predict
+        self._on_call = on_call
         self.max_rows = max_rows
         self._queue: deque[tuple[Rows, asyncio.Future[list[Any]]]] = deque()
         self._busy = False
@@ -57,6 +63,8 @@ class MicroBatcher:
     async def _run(self, batch: list[tuple[Rows, asyncio.Future[list[Any]]]]) -> None:
         self.batches += 1
         self.batched_requests += len(batch)
+        if self._on_call is not None:
+            self._on_call(sum(len(rows) for rows, _ in batch))
         if len(batch) == 1:
             rows, future = batch[0]
             await self._settle(future, rows)

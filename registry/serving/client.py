@@ -104,6 +104,11 @@ class SupervisorClient:
     def status(self) -> dict[str, Any]:
         return self._request("GET", "/status")
 
+    def monitor(self, cursor: int = 0, name: str | None = None) -> dict[str, Any]:
+        """Live figures: the newest point per deployment, the points after `cursor`, drift, host."""
+        query = f"/monitor?cursor={cursor}" + (f"&name={name}" if name else "")
+        return self._request("GET", query)
+
     def deploy(
         self,
         ref: str,

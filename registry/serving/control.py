@@ -19,10 +19,11 @@ from logging.handlers import WatchedFileHandler
 from pathlib import Path
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from registry.errors import ModelNotFound, RegistryError, SupervisorError, VersionNotFound
@@ -93,6 +94,13 @@ def create_control_app(supervisor: Supervisor, on_shutdown: Callable[[bool], Non
             reason=str(body.get("reason", "")),
         )
 
+    async def monitor(request: Request) -> Response:
+        cursor = int(request.query_params.get("cursor", "0") or 0)
+        snapshot = supervisor.scraper.snapshot(cursor, request.query_params.get("name"))
+        return Response(
+            orjson.dumps(snapshot, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
+        )
+
     async def shutdown(request: Request) -> JSONResponse:
         body = await request.json()
         stop_servers = bool(body.get("stop_servers")) if isinstance(body, dict) else False
@@ -101,6 +109,7 @@ def create_control_app(supervisor: Supervisor, on_shutdown: Callable[[bool], Non
     return Starlette(
         routes=[
             Route("/status", endpoint(status), methods=["GET"]),
+            Route("/monitor", monitor, methods=["GET"]),
             Route("/deploy", endpoint(deploy), methods=["POST"]),
             Route("/rollback", endpoint(rollback), methods=["POST"]),
             Route("/stop", endpoint(stop), methods=["POST"]),

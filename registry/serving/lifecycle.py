@@ -6,6 +6,9 @@ report socket, and obeys signals:
 
 - SIGUSR1: serve (accept on the socket), SIGUSR2: drain and go back to standby (model kept warm),
 - SIGTERM/SIGINT: drain and exit,
+The supervisor pulls the worker's metrics and input sample once a second from a private Unix socket
+(`--monitor-dir/<pid>.sock`): it writes a cursor line, and gets one JSON line back.
+
 - SIGHUP: report the current state again, with the listening socket attached (SCM_RIGHTS), so a
   restarted supervisor that adopts this worker gets the deployment's socket back.
 
@@ -146,6 +149,8 @@ async def run(options: argparse.Namespace) -> int:
         log.exception("cannot load %s:%s", options.model, options.version)
         report("failed", error=f"{type(exc).__name__}: {exc}" if not _is_user_error(exc) else str(exc))
         return EXIT_LOAD_FAILED
+    if options.monitor_dir:
+        await _serve_monitoring(app.app.state, Path(options.monitor_dir) / f"{os.getpid()}.sock")
     report("loaded")
     server_class = _server_class()
     while True:
@@ -180,6 +185,30 @@ async def run(options: argparse.Namespace) -> int:
         await drain(server, task, app, options.drain_grace)
 
 
+async def _serve_monitoring(state: Any, path: Path) -> None:
+    """Answer the supervisor's pulls: `<cursor>\n` in, one JSON line of metrics and new sample rows out."""
+    import orjson
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), 5)
+            cursor = int(line.strip() or 0)
+            snapshot: dict[str, Any] = {"pid": os.getpid(), "metrics": state.metrics.snapshot()}
+            if state.sampler is not None:
+                snapshot["cursor"], snapshot["rows"], snapshot["predictions"] = state.sampler.since(cursor)
+            writer.write(orjson.dumps(snapshot, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+            await writer.drain()
+        except (TimeoutError, ValueError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    await asyncio.start_unix_server(answer, path=str(path))
+    os.chmod(path, 0o600)
+
+
 def _load(options: argparse.Namespace) -> tuple[ClosingWhenDraining, Any]:
     from registry.core import Registry
     from registry.serving.server import create_app
@@ -210,6 +239,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--version", type=int, required=True)
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--report")
+    parser.add_argument("--monitor-dir")
     parser.add_argument("--log")
     parser.add_argument("--standby", action="store_true")
     parser.add_argument("--token-file")
@@ -227,7 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter(prefix + "%(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("uvicorn").setLevel(logging.WARNING)
-    return asyncio.run(run(options))
+    try:
+        return asyncio.run(run(options))
+    finally:
+        if options.monitor_dir:
+            with contextlib.suppress(FileNotFoundError):
+                (Path(options.monitor_dir) / f"{os.getpid()}.sock").unlink()
 
 
 if __name__ == "__main__":

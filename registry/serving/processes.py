@@ -126,6 +126,7 @@ def spawn(spec: WorkerSpec, rundir: RunDir, token_file: Path | None) -> Worker:
         "--version", str(spec.version),
         "--fd", str(spec.fd),
         "--report", str(rundir.report_socket),
+        "--monitor-dir", str(rundir.workers),
         "--log", str(log_path),
         "--standby",
         "--batching", str(options.get("batching", "auto")),

@@ -36,6 +36,7 @@ class RunDir:
         """Make the directories (runtime dir private to the user)."""
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.path, 0o700)
+        self.workers.mkdir(exist_ok=True, mode=0o700)
         self.logs.mkdir(parents=True, exist_ok=True)
         return self
 
@@ -46,6 +47,14 @@ class RunDir:
     @property
     def report_socket(self) -> Path:
         return self.path / "reports.sock"
+
+    @property
+    def workers(self) -> Path:
+        """Each worker's private monitoring socket: `workers/<pid>.sock`."""
+        return self.path / "w"
+
+    def worker_socket(self, pid: int) -> Path:
+        return self.workers / f"{pid}.sock"
 
     @property
     def lock_file(self) -> Path:

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from registry.monitoring.metrics import CONTENT_TYPE, ServingMetrics
+from registry.monitoring.sampling import InputSampler
 from registry.serving import payloads
 from registry.serving.batching import MicroBatcher
 from registry.serving.predictor import Predictor
@@ -37,20 +38,24 @@ def create_app(
     token: str | None = None,
     metrics: ServingMetrics | None = None,
     batching: bool | None = None,
+    monitoring: bool = True,
 ) -> Starlette:
     """The app serving `predictor`. With `token`, prediction and metadata endpoints require
     `Authorization: Bearer <token>` (health checks never do). `batching` turns micro-batching of
-    concurrent requests on or off; None decides from the model's measured cost per call."""
+    concurrent requests on or off; None decides from the model's measured cost per call. `monitoring`
+    off leaves out the metrics and the input sample (for measuring their cost)."""
     info = predictor.info
     metrics = metrics or ServingMetrics(info.name, info.version)
     headers = {"x-model-name": info.name, "x-model-version": str(info.version)}
     expected_auth = f"Bearer {token}".encode() if token else None
     if batching is None:
         batching = predictor.worth_batching
+    sampler = InputSampler() if monitoring else None
+    on_call = metrics.batch_rows.observe if monitoring else None
     batchers = (
         {
-            payloads.PREDICT: MicroBatcher(predictor.predict),
-            payloads.PREDICT_PROBA: MicroBatcher(predictor.predict_proba),
+            payloads.PREDICT: MicroBatcher(predictor.predict, on_call=on_call),
+            payloads.PREDICT_PROBA: MicroBatcher(predictor.predict_proba, on_call=on_call),
         }
         if batching
         else {}
@@ -59,8 +64,14 @@ def create_app(
     async def call(output: str, rows: list[list[Any]]) -> list[Any]:
         batcher = batchers.get(output)
         if batcher is not None:
-            return await batcher.submit(rows)
-        return _call(predictor, output, rows)
+            result = await batcher.submit(rows)
+        else:
+            result = _call(predictor, output, rows)
+            if on_call is not None:
+                on_call(len(rows))
+        if sampler is not None and output == payloads.PREDICT:
+            sampler.add(rows, result)
+        return result
 
     def answer(status: int, body: Any) -> Response:
         return Response(orjson.dumps(body), status, headers=headers, media_type="application/json")
@@ -98,22 +109,23 @@ def create_app(
             except InputError as exc:
                 response = answer(exc.status, exc.body())
             except Exception as exc:  # the model raised: the worker lives on
-                response = answer(
-                    500,
-                    {
-                        "error": {
-                            "code": "prediction_failed",
-                            "field": None,
-                            "message": f"{type(exc).__name__}: {exc}",
-                        }
-                    },
-                )
+                response = answer(500, _failure(exc))
             finally:
                 metrics.in_flight.dec()
             metrics.observe(response.status_code, time.perf_counter() - start, rows)
             return response
 
-        return guarded(run)
+        async def unmonitored(request: Request) -> Response:
+            try:
+                body = await read_body(request, max_body_bytes)
+                status, result, _ = await handler(request, body)
+                return answer(status, result)
+            except InputError as exc:
+                return answer(exc.status, exc.body())
+            except Exception as exc:
+                return answer(500, _failure(exc))
+
+        return guarded(run if monitoring else unmonitored)
 
     async def invocations(request: Request, body: bytes) -> tuple[int, Any, int]:
         rows = payloads.invocation_rows(body, request.headers.get("content-type", ""), predictor.schema)
@@ -176,6 +188,7 @@ def create_app(
     ]
     app = Starlette(routes=routes)
     app.state.metrics = metrics
+    app.state.sampler = sampler
     app.state.batchers = batchers
     return app
 
@@ -192,6 +205,10 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _failure(exc: Exception) -> dict[str, Any]:
+    return {"error": {"code": "prediction_failed", "field": None, "message": f"{type(exc).__name__}: {exc}"}}
 
 
 def _too_large(limit: int) -> InputError:

@@ -40,6 +40,7 @@ from registry.serving.processes import (
     spawn,
 )
 from registry.serving.rundir import RunDir
+from registry.serving.scraper import Scraper
 from registry.serving.worker import ServeError, bind_socket, is_loopback, serving_token
 
 log = logging.getLogger("modeldeck.supervisor")
@@ -100,6 +101,7 @@ class Supervisor:
         self.reconciled = asyncio.Event()
         #: Deployments whose workers are still being brought up after this supervisor started.
         self.starting: set[str] = set()
+        self.scraper = Scraper(self)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -114,6 +116,7 @@ class Supervisor:
         loop.add_reader(self._reports.fileno(), self._read_reports)
         self._spawn_task(self._reconcile())
         self._spawn_task(self._watch())
+        self._spawn_task(self.scraper.run())
 
     async def close(self, stop_servers: bool = False) -> None:
         """Stop watching; with `stop_servers`, drain and stop every worker (the DB keeps them wanted)."""

@@ -1,0 +1,169 @@
+"""The supervisor's monitoring loop: pull every worker once a second, keep series, compute drift.
+
+Each active worker is asked over its private socket for its cumulative metrics and the input rows it
+sampled since the last pull; psutil adds its CPU, memory, threads and open files. Drift of each
+deployment's window against its serving version's reference profile is recomputed every
+`drift_every` seconds (off the event loop). Nothing here touches a worker's request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from registry.monitoring.drift import Profile
+from registry.monitoring.resources import ResourceSampler
+from registry.monitoring.timeseries import DeploymentSeries
+from registry.monitoring.window import DriftWindow
+
+if TYPE_CHECKING:
+    from registry.serving.supervisor import Runtime, Supervisor
+
+log = logging.getLogger("modeldeck.supervisor")
+PULL_TIMEOUT = 0.5
+
+
+class Scraper:
+    """Series, drift and host figures of a supervisor's deployments."""
+
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        interval: float = 1.0,
+        drift_every: float = 10.0,
+        window_rows: int = 10_000,
+        window_seconds: float = 3600.0,
+    ) -> None:
+        self.supervisor = supervisor
+        self.interval = interval
+        self.drift_every = drift_every
+        self.window_rows, self.window_seconds = window_rows, window_seconds
+        self.seq = 0
+        self.series: dict[str, DeploymentSeries] = {}
+        self.windows: dict[str, tuple[int, DriftWindow]] = {}  # name -> (version, window)
+        self.drift: dict[str, dict[str, Any]] = {}
+        self.host: dict[str, Any] = {}
+        self.resources = ResourceSampler()
+        self._cursors: dict[int, int] = {}
+        self._schemas: dict[tuple[str, int], tuple[list[str], list[bool]]] = {}
+        self._profiles: dict[tuple[str, int], Profile | None] = {}
+        self._last_drift = 0.0
+        self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
+
+    async def run(self) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("monitoring pull failed")
+            await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+
+    async def tick(self, now: float | None = None) -> None:
+        """One pull of every active worker of every deployment."""
+        now = time.time() if now is None else now
+        self.seq += 1
+        runtimes = list(self.supervisor.runtimes.values())
+        alive: set[int] = set()
+        for runtime in runtimes:
+            workers = list(runtime.active)
+            alive.update(w.pid for w in workers)
+            pulls = await asyncio.gather(*(self._pull(w.pid) for w in workers))
+            by_pid = {w.pid: pull for w, pull in zip(workers, pulls, strict=True)}
+            resources = {w.pid: self.resources.process(w.pid) for w in workers}
+            name, version = runtime.spec.name, runtime.spec.version
+            series = self.series.setdefault(name, DeploymentSeries(name))
+            point = series.ingest(self.seq, version, by_pid, resources, now, self.interval)
+            self._sample(runtime, by_pid, now)
+            for listener in self.listeners:
+                listener(name, point)
+        for name in [n for n in self.series if n not in self.supervisor.runtimes]:
+            del self.series[name]
+            self.windows.pop(name, None)
+            self.drift.pop(name, None)
+        self.resources.forget(alive)
+        self._cursors = {pid: c for pid, c in self._cursors.items() if pid in alive}
+        self.host = {"t": now, **self.resources.host()}
+        if time.monotonic() - self._last_drift >= self.drift_every:
+            self._last_drift = time.monotonic()
+            await self.compute_drift(runtimes, now)
+
+    async def compute_drift(self, runtimes: list[Runtime], now: float | None = None) -> None:
+        for runtime in runtimes:
+            entry = self.windows.get(runtime.spec.name)
+            if entry is None:
+                continue
+            key = (runtime.spec.model, entry[0])
+            names, numeric = await self._schema(key)
+            profile = await self._profile(key)
+            report = await asyncio.to_thread(entry[1].report, profile, names, numeric, now)
+            self.drift[runtime.spec.name] = {"t": now or time.time(), "version": entry[0], **report.as_dict()}
+
+    def snapshot(self, cursor: int = 0, name: str | None = None) -> dict[str, Any]:
+        """What a console needs per refresh: the newest point, the points after `cursor`, drift."""
+        deployments = {}
+        for deployment, series in self.series.items():
+            if name is not None and deployment != name:
+                continue
+            points = series.since(cursor)
+            deployments[deployment] = {
+                "live": series.points[-1] if series.points else None,
+                "points": points,
+                "drift": self.drift.get(deployment),
+            }
+        return {"cursor": self.seq, "host": self.host, "deployments": deployments}
+
+    # ------------------------------------------------------------------ helpers
+    async def _pull(self, pid: int) -> dict[str, Any] | None:
+        """The worker's snapshot, or None when it does not answer in time (shown as stale)."""
+        path = self.supervisor.rundir.worker_socket(pid)
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), PULL_TIMEOUT)
+        except (OSError, TimeoutError):
+            return None
+        try:
+            writer.write(f"{self._cursors.get(pid, 0)}\n".encode())
+            line = await asyncio.wait_for(reader.readline(), PULL_TIMEOUT)
+            snapshot = orjson.loads(line)
+            if "cursor" in snapshot:
+                first = pid not in self._cursors
+                self._cursors[pid] = snapshot["cursor"]
+                if first:  # rows sampled before this supervisor knew the worker are not new
+                    snapshot["rows"], snapshot["predictions"] = [], []
+            return snapshot
+        except (OSError, TimeoutError, ValueError):
+            return None
+        finally:
+            writer.close()
+
+    def _sample(self, runtime: Runtime, pulls: dict[int, dict[str, Any] | None], now: float) -> None:
+        name, version = runtime.spec.name, runtime.spec.version
+        entry = self.windows.get(name)
+        if entry is None or entry[0] != version:  # drift is judged per serving version
+            entry = self.windows[name] = (version, DriftWindow(self.window_rows, self.window_seconds))
+        for pull in pulls.values():
+            if pull and pull.get("rows"):
+                entry[1].add(pull["rows"], pull.get("predictions", []), now)
+
+    async def _schema(self, key: tuple[str, int]) -> tuple[list[str], list[bool]]:
+        if key not in self._schemas:
+            info = await asyncio.to_thread(self.supervisor.registry.get, f"{key[0]}:{key[1]}")
+            columns = info.signature.get("columns", [])
+            self._schemas[key] = ([c["name"] for c in columns], [c["kind"] == "numeric" for c in columns])
+        return self._schemas[key]
+
+    async def _profile(self, key: tuple[str, int]) -> Profile | None:
+        if key not in self._profiles:
+            try:
+                self._profiles[key] = await asyncio.to_thread(
+                    self.supervisor.registry.profile, f"{key[0]}:{key[1]}"
+                )
+            except Exception as exc:  # a damaged profile: drift says "no reference", serving goes on
+                log.warning("no drift profile for %s:%s: %s", key[0], key[1], exc)
+                self._profiles[key] = None
+        return self._profiles[key]
