@@ -129,7 +129,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             for c in (1.0, 0.5, 0.1):
                 reg.register(LogisticRegression(C=c, max_iter=500).fit(X, y), "iris", reference=X)
         client = SupervisorClient(home)
-        client.ensure_running("--drain-grace=2")
+        client.ensure_running("--drain-grace=2", "--drift-every=1")
         served = Served(home, client, free_port())
         try:
             yield served
@@ -239,7 +239,7 @@ def test_servers_outlive_a_killed_supervisor_and_a_new_one_adopts_them(served: S
         _wait(lambda: not psutil.pid_exists(old) or psutil.Process(old).status() == "zombie", what="death")
         answered = load.answered
         _wait(lambda: load.answered > answered + 50, what="answers without a supervisor")
-        served.client.ensure_running("--drain-grace=2")
+        served.client.ensure_running("--drain-grace=2", "--drift-every=1")
         status = served.client.wait_settled()
         assert status["supervisor"]["pid"] != old
         assert sorted(p["pid"] for p in status["deployments"][0]["processes"]) == workers
@@ -293,6 +293,58 @@ def test_concurrent_deploy_and_rollback_are_serialised_and_match_the_ledger(serv
     with Registry(home=served.home) as reg:
         final = get_deployment(reg, "iris").version
     assert moves[-1].to_version == final and served.version() == str(final)
+
+
+def test_monitoring_counts_requests_and_latency_and_judges_drift_on_valid_rows_only(served: Served) -> None:
+    from sklearn.datasets import load_iris
+
+    served.client.deploy("iris:2", port=served.port)
+    deployed = served.client.monitor()["cursor"]
+    # The first pull of a new worker is its baseline: count from the one after.
+    _wait(
+        lambda: len(served.client.monitor(deployed, "iris")["deployments"]["iris"]["points"]) >= 2,
+        what="pulls",
+    )
+    cursor = served.client.monitor()["cursor"]
+    rows = load_iris().data.tolist()
+    with httpx.Client(base_url=served.url, timeout=10) as client:
+        for row in rows:
+            assert client.post("/invocations", json={"inputs": [row]}).status_code == 200
+        for _ in range(3):
+            assert client.post("/invocations", json={"inputs": [[1.0, "wide", 1.0, 1.0]]}).status_code == 422
+
+    def counted() -> list[dict]:
+        return served.client.monitor(cursor, "iris")["deployments"]["iris"]["points"]
+
+    _wait(lambda: sum(p["requests"] for p in counted()) >= 153, what="the requests in the series")
+    points = counted()
+    assert sum(p["ok"] for p in points) == 150 and sum(p["client_errors"] for p in points) == 3
+    assert any(p["p50"] is not None and p["p50"] < 0.1 for p in points)
+    assert all(p["version"] == 2 and p["workers"] == 1 for p in points)
+    _wait(
+        lambda: (served.client.monitor()["deployments"]["iris"]["drift"] or {}).get("rows") == 150,
+        what="drift",
+    )
+    drift = served.client.monitor()["deployments"]["iris"]["drift"]
+    assert drift["status"] == "ok" and drift["version"] == 2  # the training data does not drift
+    assert [f["name"] for f in drift["features"]][:1] == ["sepal length (cm)"]
+    assert drift["prediction"]["kind"] == "categorical"
+
+
+def test_a_worker_that_stops_answering_its_pull_is_shown_stale(served: Served) -> None:
+    served.client.deploy("iris:2", port=served.port)
+    (pid,) = served.active_pids()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        _wait(
+            lambda: (served.client.monitor()["deployments"]["iris"]["live"] or {}).get("stale") == 1,
+            what="a stale point",
+        )
+        live = served.client.monitor()["deployments"]["iris"]["live"]
+        assert live["workers"] == 1 and live["requests"] == 0
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    _wait(lambda: served.client.monitor()["deployments"]["iris"]["live"]["stale"] == 0, what="fresh again")
 
 
 def test_port_in_use_is_a_clear_error(served: Served) -> None:

@@ -59,6 +59,9 @@ class Policy:
     crash_limit: int = 3
     crash_window: float = 60.0
     max_backoff: float = 30.0
+    drift_every: float = 10.0
+    window_rows: int = 10_000
+    window_seconds: float = 3600.0
 
 
 @dataclass(eq=False)
@@ -101,7 +104,12 @@ class Supervisor:
         self.reconciled = asyncio.Event()
         #: Deployments whose workers are still being brought up after this supervisor started.
         self.starting: set[str] = set()
-        self.scraper = Scraper(self)
+        self.scraper = Scraper(
+            self,
+            drift_every=self.policy.drift_every,
+            window_rows=self.policy.window_rows,
+            window_seconds=self.policy.window_seconds,
+        )
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:

@@ -1,0 +1,67 @@
+"""Series the supervisor keeps from its pulls: increments, restarts as gaps, stale workers, quantiles."""
+
+from __future__ import annotations
+
+import pytest
+
+from registry.monitoring.metrics import LATENCY_BUCKETS, ServingMetrics
+from registry.monitoring.sampling import InputSampler
+from registry.monitoring.timeseries import DeploymentSeries, quantile
+
+
+def pull(metrics: ServingMetrics) -> dict:
+    return {"metrics": metrics.snapshot()}
+
+
+def test_quantile_interpolates_within_buckets_like_prometheus() -> None:
+    counts = [0.0] * (len(LATENCY_BUCKETS) + 1)
+    counts[2] = 100  # all between 0.25 ms and 0.5 ms
+    assert quantile(0.5, counts) == pytest.approx(0.000375)
+    assert quantile(0.99, counts) == pytest.approx(0.0004975)
+    assert quantile(0.5, [0.0] * len(counts)) is None
+    counts[-1] = 1000  # beyond the last bound: the last bound, as Prometheus answers
+    assert quantile(0.99, counts) == LATENCY_BUCKETS[-1]
+
+
+def test_points_count_increments_and_a_restarted_worker_is_a_gap_not_a_drop() -> None:
+    series = DeploymentSeries("iris")
+    worker = ServingMetrics("iris", 1)
+    series.ingest(1, 1, {10: pull(worker)}, {10: None}, now=100.0)  # baseline
+    for _ in range(30):
+        worker.observe(200, 0.0003, 1)
+    worker.observe(422, 0.0001, 0)
+    worker.observe(500, 0.002, 1)
+    point = series.ingest(
+        2, 1, {10: pull(worker)}, {10: {"cpu": 50.0, "rss": 1e8, "threads": 4, "fds": 9}}, 101.0
+    )
+    assert (point["requests"], point["ok"], point["client_errors"], point["server_errors"]) == (32, 30, 1, 1)
+    assert point["rows"] == 31 and point["cpu"] == 50.0 and point["stale"] == 0
+    assert 0.00025 <= point["p50"] <= 0.0005
+    restarted = ServingMetrics("iris", 1)  # pid 11 replaces pid 10, counting from zero
+    gap = series.ingest(3, 1, {11: pull(restarted)}, {11: None}, 102.0)
+    assert gap["requests"] == 0 and gap["cpu"] is None  # a gap: neither negative nor a fake zero cpu
+    restarted.observe(200, 0.0003, 1)
+    after = series.ingest(4, 1, {11: pull(restarted)}, {11: None}, 103.0)
+    assert after["requests"] == 1
+    assert series.totals[1].requests == {"200": 31, "422": 1, "500": 1}  # never decreases
+    assert [p["seq"] for p in series.since(2)] == [3, 4]
+
+
+def test_a_worker_that_does_not_answer_is_stale() -> None:
+    series = DeploymentSeries("iris")
+    worker = ServingMetrics("iris", 1)
+    series.ingest(1, 1, {10: pull(worker)}, {10: None}, 100.0)
+    point = series.ingest(2, 1, {10: None}, {10: {"cpu": 0.0, "rss": 1.0, "threads": 1, "fds": 1}}, 101.0)
+    assert point["stale"] == 1 and point["workers"] == 1 and point["requests"] == 0
+
+
+def test_the_sampler_keeps_a_bounded_spread_of_each_request() -> None:
+    sampler = InputSampler(capacity=100, per_request=4)
+    sampler.add([[i] for i in range(40)], list(range(40)))
+    cursor, rows, predictions = sampler.since(0)
+    assert rows == [[0], [10], [20], [30]] and predictions == [0, 10, 20, 30] and cursor == 4
+    sampler.add([[99]], [1])
+    assert sampler.since(cursor)[1:] == ([[99]], [1])
+    for _ in range(50):
+        sampler.add([[1], [2], [3]], [0, 0, 0])
+    assert len(sampler.since(0)[1]) == 100  # bounded
