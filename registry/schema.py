@@ -131,3 +131,28 @@ class Event(SQLModel, table=True):
     to_version: int | None = None
     reason: str = ""
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class MetricRollup(SQLModel, table=True):
+    """Serving figures of one deployment over a 10 s or 1 min window, kept for charts' history."""
+
+    __tablename__ = "metric_rollup"
+    __table_args__ = (UniqueConstraint("deployment", "resolution", "at", name="uq_rollup_window"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    deployment: str = Field(index=True, max_length=128)
+    model: str = Field(max_length=128)
+    version: int
+    resolution: int  # seconds: 10 or 60
+    at: datetime = Field(index=True)  # window start, UTC
+    requests: float = 0.0
+    ok: float = 0.0
+    client_errors: float = 0.0
+    server_errors: float = 0.0
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    cpu: float | None = None
+    rss: float | None = None
+    drift_status: str | None = Field(default=None, max_length=32)
+    drift_share: float | None = None

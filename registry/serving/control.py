@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from logging.handlers import WatchedFileHandler
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drift-every", type=float, default=10.0, help="seconds between drift updates")
     parser.add_argument("--drift-rows", type=int, default=10_000, help="live window: at most this many rows")
     parser.add_argument("--drift-minutes", type=float, default=60.0, help="live window: rows this recent")
+    parser.add_argument("--keep-10s-hours", type=float, default=24.0, help="retention of 10 s rollups")
+    parser.add_argument("--keep-1m-days", type=float, default=30.0, help="retention of 1 min rollups")
     options = parser.parse_args(sys.argv[1:] if argv is None else argv)
     home = Path(options.home)
     rundir = RunDir.of(home).create()
@@ -217,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         drift_every=options.drift_every,
         window_rows=options.drift_rows,
         window_seconds=options.drift_minutes * 60,
+        retention={10: timedelta(hours=options.keep_10s_hours), 60: timedelta(days=options.keep_1m_days)},
     )
     try:
         with exclusive(rundir):

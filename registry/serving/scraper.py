@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from registry.monitoring.drift import Profile
 from registry.monitoring.resources import ResourceSampler
+from registry.monitoring.rollups import DEFAULT_RETENTION, Rollups, prune_rollups
 from registry.monitoring.timeseries import DeploymentSeries
 from registry.monitoring.window import DriftWindow
 
@@ -38,6 +39,7 @@ class Scraper:
         drift_every: float = 10.0,
         window_rows: int = 10_000,
         window_seconds: float = 3600.0,
+        retention: dict[int, timedelta] | None = None,
     ) -> None:
         self.supervisor = supervisor
         self.interval = interval
@@ -53,7 +55,8 @@ class Scraper:
         self._schemas: dict[tuple[str, int], tuple[list[str], list[bool]]] = {}
         self._profiles: dict[tuple[str, int], Profile | None] = {}
         self._last_drift = 0.0
-        self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self.rollups = Rollups()
+        self.retention = retention or DEFAULT_RETENTION
 
     async def run(self) -> None:
         while True:
@@ -80,8 +83,7 @@ class Scraper:
             series = self.series.setdefault(name, DeploymentSeries(name))
             point = series.ingest(self.seq, version, by_pid, resources, now, self.interval)
             self._sample(runtime, by_pid, now)
-            for listener in self.listeners:
-                listener(name, point)
+            self.rollups.add(name, runtime.spec.model, point, self.drift.get(name))
         for name in [n for n in self.series if n not in self.supervisor.runtimes]:
             del self.series[name]
             self.windows.pop(name, None)
@@ -92,6 +94,20 @@ class Scraper:
         if time.monotonic() - self._last_drift >= self.drift_every:
             self._last_drift = time.monotonic()
             await self.compute_drift(runtimes, now)
+        if self.seq % 10 == 0:
+            await self.store_rollups(prune=self.seq % 600 == 0)
+
+    async def store_rollups(self, prune: bool = False, close: bool = False) -> None:
+        """Write closed rollup windows to the registry DB (kept for a retry if that fails)."""
+        if close:
+            self.rollups.close_all()
+        db = self.supervisor.registry.db
+        await asyncio.to_thread(self.rollups.flush, db)
+        if prune:
+            try:
+                await asyncio.to_thread(prune_rollups, db, self.retention)
+            except Exception as exc:
+                log.warning("could not prune old rollups: %s", exc)
 
     async def compute_drift(self, runtimes: list[Runtime], now: float | None = None) -> None:
         for runtime in runtimes:

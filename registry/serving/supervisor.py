@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +29,7 @@ from registry.core import Registry, current_actor
 from registry.deployments import list_deployments, remove_deployment, save_deployment
 from registry.errors import SupervisorError
 from registry.info import DeploymentInfo
+from registry.monitoring.rollups import DEFAULT_RETENTION
 from registry.serving import logs
 from registry.serving.processes import (
     SERVING,
@@ -62,6 +64,7 @@ class Policy:
     drift_every: float = 10.0
     window_rows: int = 10_000
     window_seconds: float = 3600.0
+    retention: dict[int, timedelta] = field(default_factory=lambda: dict(DEFAULT_RETENTION))
 
 
 @dataclass(eq=False)
@@ -109,6 +112,7 @@ class Supervisor:
             drift_every=self.policy.drift_every,
             window_rows=self.policy.window_rows,
             window_seconds=self.policy.window_seconds,
+            retention=self.policy.retention,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -136,6 +140,7 @@ class Supervisor:
             self._save_state()
         for task in list(self._tasks):
             task.cancel()
+        await self.scraper.store_rollups(close=True)
         if self._reports is not None:
             asyncio.get_running_loop().remove_reader(self._reports.fileno())
             self._reports.close()
