@@ -232,9 +232,12 @@ def supervisor_start(
     drain_grace: Annotated[
         float, typer.Option(metavar="SECONDS", help="How long old workers may finish kept-alive connections.")
     ] = 5.0,
+    metrics: Annotated[
+        str, typer.Option(metavar="HOST:PORT", help="Prometheus exporter address, or 'off'.")
+    ] = "127.0.0.1:9464",
 ) -> None:
     """Start the daemon; it brings every deployment in the registry back up."""
-    flags = [f"--drain-grace={drain_grace}"]
+    flags = [f"--drain-grace={drain_grace}", f"--metrics={metrics}"]
     flags += ["--no-standby"] if no_standby else []
     flags += ["--no-auto-rollback"] if no_auto_rollback else []
     with _client() as client:
@@ -243,6 +246,8 @@ def supervisor_start(
     info = answer["supervisor"]
     word = "started" if started else "already running"
     output.out.print(f"supervisor {word} (pid {info['pid']}) for {info['home']}")
+    if info.get("metrics"):
+        output.out.print(f"  Prometheus: {info['metrics']} (targets for file_sd: {info['targets']})")
     for d in answer["deployments"]:
         message = f" ({d['message']})" if d["message"] else ""
         output.out.print(f"  {d['name']}: {d['model']}:{d['version']} {d['status']} on {d['url']}{message}")

@@ -129,7 +129,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             for c in (1.0, 0.5, 0.1):
                 reg.register(LogisticRegression(C=c, max_iter=500).fit(X, y), "iris", reference=X)
         client = SupervisorClient(home)
-        client.ensure_running("--drain-grace=2", "--drift-every=1")
+        client.ensure_running("--drain-grace=2", "--drift-every=1", "--metrics=127.0.0.1:0")
         served = Served(home, client, free_port())
         try:
             yield served
@@ -239,7 +239,7 @@ def test_servers_outlive_a_killed_supervisor_and_a_new_one_adopts_them(served: S
         _wait(lambda: not psutil.pid_exists(old) or psutil.Process(old).status() == "zombie", what="death")
         answered = load.answered
         _wait(lambda: load.answered > answered + 50, what="answers without a supervisor")
-        served.client.ensure_running("--drain-grace=2", "--drift-every=1")
+        served.client.ensure_running("--drain-grace=2", "--drift-every=1", "--metrics=127.0.0.1:0")
         status = served.client.wait_settled()
         assert status["supervisor"]["pid"] != old
         assert sorted(p["pid"] for p in status["deployments"][0]["processes"]) == workers
@@ -329,6 +329,49 @@ def test_monitoring_counts_requests_and_latency_and_judges_drift_on_valid_rows_o
     assert drift["status"] == "ok" and drift["version"] == 2  # the training data does not drift
     assert [f["name"] for f in drift["features"]][:1] == ["sepal length (cm)"]
     assert drift["prediction"]["kind"] == "categorical"
+
+
+def test_the_exporter_sums_workers_for_prometheus_and_lists_targets(served: Served) -> None:
+    served.client.deploy("iris:2", port=served.port, workers=2)
+    deployed = served.client.monitor()["cursor"]
+    _wait(
+        lambda: len(served.client.monitor(deployed, "iris")["deployments"]["iris"]["points"]) >= 2,
+        what="pulls",
+    )
+    for _ in range(40):  # a new connection each: both workers answer some
+        httpx.post(f"{served.url}/invocations", json=ROW, timeout=10)
+    url = served.client.status()["supervisor"]["metrics"]
+
+    def total() -> float:
+        text = httpx.get(url, timeout=10).text
+        line = next(
+            (
+                x
+                for x in text.splitlines()
+                if x.startswith("modeldeck_requests_total{")
+                and 'code="200"' in x
+                and 'version="2"' in x
+                and 'deployment="iris"' in x
+            ),
+            None,
+        )
+        return float(line.rsplit(" ", 1)[1]) if line else 0.0
+
+    _wait(lambda: total() >= 40, what="the requests in the exporter")
+    text = httpx.get(url, timeout=10).text
+    assert (
+        'modeldeck_request_duration_seconds_bucket{deployment="iris",le="0.0001",model="iris",version="2"}'
+        in text
+    )
+    assert 'modeldeck_workers{deployment="iris",model="iris",version="2"} 2.0' in text
+    assert "modeldeck_host_cpu_percent" in text
+    targets = json.loads((served.home / "prometheus" / "targets.json").read_text())
+    assert targets[0]["targets"] == [url.removeprefix("http://").removesuffix("/metrics")]
+    assert {
+        "targets": [f"127.0.0.1:{served.port}"],
+        "labels": {"job": "modeldeck-servers", "source": "server", "deployment": "iris", "model": "iris"},
+    } in targets
+    served.client.scale("iris", 1)
 
 
 def test_a_worker_that_stops_answering_its_pull_is_shown_stale(served: Served) -> None:

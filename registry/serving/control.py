@@ -179,6 +179,7 @@ async def run_daemon(home: Path, policy: Policy) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, request_shutdown, False)
+    exporter = await _start_exporter(supervisor)
     await supervisor.start()
     try:
         serve = loop.create_task(server.serve())
@@ -189,10 +190,51 @@ async def run_daemon(home: Path, policy: Policy) -> None:
         log.info("supervisor %d serving %s on %s", os.getpid(), home, rundir.control_socket)
         await serve
     finally:
+        if exporter is not None:
+            exporter.should_exit = True
         await supervisor.close(stop_servers=stop_servers[0])
         with contextlib.suppress(FileNotFoundError):
             rundir.control_socket.unlink()
         log.info("supervisor %d stopped%s", os.getpid(), " with its servers" if stop_servers[0] else "")
+
+
+async def _start_exporter(supervisor: Supervisor) -> Any:
+    """Serve the Prometheus exporter on `policy.metrics_address`; None (and a warning) if it cannot."""
+    import uvicorn
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+    from registry.serving.exporter import exposition
+    from registry.serving.worker import ServeError, bind_socket
+
+    address = supervisor.policy.metrics_address
+    if not address:
+        return None
+    host, _, port = address.rpartition(":")
+    try:
+        sock = bind_socket(host or "127.0.0.1", int(port))
+    except (ServeError, ValueError) as exc:
+        log.warning("no Prometheus exporter on %s: %s", address, exc)
+        return None
+
+    async def metrics(_: Request) -> Response:
+        body = await asyncio.to_thread(exposition, supervisor)
+        return Response(body, headers={"content-type": CONTENT_TYPE_LATEST})
+
+    app = Starlette(routes=[Route("/metrics", metrics, methods=["GET"])])
+    config = uvicorn.Config(app, fd=sock.fileno(), log_config=None, lifespan="off", access_log=False)
+
+    class Exporter(uvicorn.Server):
+        socket: Any = None  # the listening socket, kept open as long as the server
+
+        def capture_signals(self) -> contextlib.AbstractContextManager[None]:
+            return contextlib.nullcontext()
+
+    server = Exporter(config)
+    asyncio.get_running_loop().create_task(server.serve())
+    bound = sock.getsockname()
+    supervisor.exporter = f"{bound[0]}:{bound[1]}"
+    server.socket = sock
+    return server
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drift-every", type=float, default=10.0, help="seconds between drift updates")
     parser.add_argument("--drift-rows", type=int, default=10_000, help="live window: at most this many rows")
     parser.add_argument("--drift-minutes", type=float, default=60.0, help="live window: rows this recent")
+    parser.add_argument("--metrics", default="127.0.0.1:9464", help="Prometheus exporter HOST:PORT, or off")
     parser.add_argument("--keep-10s-hours", type=float, default=24.0, help="retention of 10 s rollups")
     parser.add_argument("--keep-1m-days", type=float, default=30.0, help="retention of 1 min rollups")
     options = parser.parse_args(sys.argv[1:] if argv is None else argv)
@@ -221,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         window_rows=options.drift_rows,
         window_seconds=options.drift_minutes * 60,
         retention={10: timedelta(hours=options.keep_10s_hours), 60: timedelta(days=options.keep_1m_days)},
+        metrics_address=None if options.metrics == "off" else options.metrics,
     )
     try:
         with exclusive(rundir):

@@ -31,6 +31,7 @@ from registry.errors import SupervisorError
 from registry.info import DeploymentInfo
 from registry.monitoring.rollups import DEFAULT_RETENTION
 from registry.serving import logs
+from registry.serving.exporter import write_targets
 from registry.serving.processes import (
     SERVING,
     STANDBY,
@@ -65,6 +66,8 @@ class Policy:
     window_rows: int = 10_000
     window_seconds: float = 3600.0
     retention: dict[int, timedelta] = field(default_factory=lambda: dict(DEFAULT_RETENTION))
+    #: Where the Prometheus exporter listens ("host:port"; None: no exporter).
+    metrics_address: str | None = "127.0.0.1:9464"
 
 
 @dataclass(eq=False)
@@ -107,6 +110,8 @@ class Supervisor:
         self.reconciled = asyncio.Event()
         #: Deployments whose workers are still being brought up after this supervisor started.
         self.starting: set[str] = set()
+        #: The exporter's "host:port" once it listens (see `registry.serving.control`).
+        self.exporter: str | None = None
         self.scraper = Scraper(
             self,
             drift_every=self.policy.drift_every,
@@ -271,6 +276,8 @@ class Supervisor:
                 "home": str(self.home),
                 "since": self.started,
                 "settled": self.reconciled.is_set() and not self.starting,
+                "metrics": f"http://{self.exporter}/metrics" if self.exporter else None,
+                "targets": str(self.targets_file),
             },
             "deployments": [
                 self._describe(r) for r in sorted(self.runtimes.values(), key=lambda r: r.spec.name)
@@ -703,7 +710,16 @@ class Supervisor:
             result["note"] = note
         return result
 
+    @property
+    def targets_file(self) -> Path:
+        return self.home / "prometheus" / "targets.json"
+
     def _save_state(self) -> None:
+        deployments = [r.spec.as_dict() for r in self.runtimes.values()]
+        try:
+            write_targets(self.targets_file, self.exporter, deployments)
+        except OSError as exc:
+            log.warning("could not write %s: %s", self.targets_file, exc)
         save_state(
             self.rundir,
             {

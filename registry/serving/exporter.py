@@ -1,0 +1,136 @@
+"""Prometheus exposition of everything the supervisor pulls, and a `file_sd` targets file.
+
+Model servers answer `/metrics` themselves, but behind one port with several workers each scrape
+reaches one worker. The supervisor's exporter sums every worker of a deployment and keeps counting
+across worker restarts (counters never go back), adds resources and drift, and is what Prometheus
+should scrape; `$MODELDECK_HOME/prometheus/targets.json` lists it and every deployment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from registry.monitoring.metrics import LATENCY_BUCKETS
+
+if TYPE_CHECKING:
+    from registry.serving.supervisor import Supervisor
+
+_DRIFT_LEVEL = {"ok": 0.0, "warn": 1.0, "drift": 2.0}
+
+
+class SupervisorCollector:
+    """A prometheus_client collector over the supervisor's series (bounded labels only)."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+
+    def collect(self) -> Iterator[Metric]:
+        scraper = self.supervisor.scraper
+        base = ["deployment", "model", "version"]
+        requests = CounterMetricFamily(
+            "modeldeck_requests", "Prediction requests by HTTP status code.", labels=[*base, "code"]
+        )
+        latency = HistogramMetricFamily(
+            "modeldeck_request_duration_seconds", "Time to answer a prediction request.", labels=base
+        )
+        gauges = {
+            key: GaugeMetricFamily(name, text, labels=base)
+            for key, name, text in (
+                ("in_flight", "modeldeck_requests_in_flight", "Prediction requests being answered now."),
+                ("cpu", "modeldeck_workers_cpu_percent", "CPU of the deployment's workers (% of one core)."),
+                (
+                    "rss",
+                    "modeldeck_workers_resident_memory_bytes",
+                    "Resident memory of the deployment's workers.",
+                ),
+                ("threads", "modeldeck_workers_threads", "Threads of the deployment's workers."),
+                ("fds", "modeldeck_workers_open_fds", "Open file descriptors of the deployment's workers."),
+                ("workers", "modeldeck_workers", "Worker processes serving the deployment."),
+                ("stale", "modeldeck_workers_stale", "Workers that did not answer the last metrics pull."),
+            )
+        }
+        psi = GaugeMetricFamily(
+            "modeldeck_drift_psi", "PSI of a feature's live window.", labels=[*base, "feature"]
+        )
+        share = GaugeMetricFamily(
+            "modeldeck_drift_share", "Share of drifted features in the live window.", labels=base
+        )
+        level = GaugeMetricFamily(
+            "modeldeck_drift_level", "Drift verdict: 0 ok, 1 warn, 2 drift.", labels=base
+        )
+        for name, series in scraper.series.items():
+            runtime = self.supervisor.runtimes.get(name)
+            model = runtime.spec.model if runtime else ""
+            for version, totals in series.totals.items():
+                labels = [name, model, str(version)]
+                for code, count in sorted(totals.requests.items()):
+                    requests.add_metric([*labels, code], count)
+                cumulative, running = [], 0.0
+                for bound, count in zip(
+                    [*map(str, LATENCY_BUCKETS), "+Inf"], totals.latency_buckets, strict=True
+                ):
+                    running += count
+                    cumulative.append((bound, running))
+                latency.add_metric(labels, cumulative, totals.latency_sum)
+            live = series.points[-1] if series.points else None
+            if live is not None:
+                labels = [name, model, str(live["version"])]
+                for key, family in gauges.items():
+                    if live.get(key) is not None:
+                        family.add_metric(labels, live[key])
+            drift = scraper.drift.get(name)
+            if drift and drift["status"] in _DRIFT_LEVEL:
+                labels = [name, model, str(drift["version"])]
+                share.add_metric(labels, drift["drifted_share"])
+                level.add_metric(labels, _DRIFT_LEVEL[drift["status"]])
+                for feature in drift["features"]:
+                    if feature["psi"] is not None:
+                        psi.add_metric([*labels, feature["name"]], feature["psi"])
+        yield requests
+        yield latency
+        yield from gauges.values()
+        yield from (psi, share, level)
+        host = scraper.host
+        if host:
+            yield GaugeMetricFamily(
+                "modeldeck_host_cpu_percent", "Host CPU use (all cores).", value=host["cpu"]
+            )
+            yield GaugeMetricFamily(
+                "modeldeck_host_memory_used_bytes", "Host memory in use.", value=host["memory_used"]
+            )
+            yield GaugeMetricFamily(
+                "modeldeck_host_load1", "Host load average over 1 minute.", value=host["load"][0]
+            )
+
+
+def exposition(supervisor: Supervisor) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SupervisorCollector(supervisor))  # type: ignore[arg-type]
+    return generate_latest(registry)
+
+
+def write_targets(path: Path, exporter: str | None, deployments: list[dict[str, Any]]) -> None:
+    """Prometheus `file_sd` targets: the supervisor's exporter, and each deployment's own servers."""
+    groups: list[dict[str, Any]] = []
+    if exporter:
+        groups.append({"targets": [exporter], "labels": {"job": "modeldeck", "source": "supervisor"}})
+    for d in deployments:
+        host = "127.0.0.1" if d["host"] in ("0.0.0.0", "", "::") else d["host"]
+        labels = {
+            "job": "modeldeck-servers",
+            "source": "server",
+            "deployment": d["name"],
+            "model": d["model"],
+        }
+        groups.append({"targets": [f"{host}:{d['port']}"], "labels": labels})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(groups, indent=1))
+    os.replace(tmp, path)
