@@ -128,6 +128,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         with Registry(home=home) as reg:
             for c in (1.0, 0.5, 0.1):
                 reg.register(LogisticRegression(C=c, max_iter=500).fit(X, y), "iris", reference=X)
+            reg.register(LogisticRegression(max_iter=500).fit(X, y), "iris")  # 4: no reference sample
         client = SupervisorClient(home)
         client.ensure_running("--drain-grace=2", "--drift-every=1", "--metrics=127.0.0.1:0")
         served = Served(home, client, free_port())
@@ -372,6 +373,22 @@ def test_the_exporter_sums_workers_for_prometheus_and_lists_targets(served: Serv
         "labels": {"job": "modeldeck-servers", "source": "server", "deployment": "iris", "model": "iris"},
     } in targets
     served.client.scale("iris", 1)
+
+
+def test_a_version_without_reference_has_no_drift_and_everything_else_works(served: Served) -> None:
+    port = free_port()
+    served.client.deploy("iris:4", name="iris-old", port=port)
+    try:
+        for _ in range(5):
+            assert httpx.post(f"http://127.0.0.1:{port}/invocations", json=ROW, timeout=10).status_code == 200
+
+        def seen() -> dict:
+            return served.client.monitor(0, "iris-old")["deployments"].get("iris-old") or {}
+
+        _wait(lambda: (seen().get("drift") or {}).get("status") == "no reference", what="drift's verdict")
+        _wait(lambda: sum(p["requests"] for p in seen()["points"]) >= 4, what="requests counted")
+    finally:
+        served.client.stop("iris-old")
 
 
 def test_a_worker_that_stops_answering_its_pull_is_shown_stale(served: Served) -> None:

@@ -65,3 +65,13 @@ def test_the_sampler_keeps_a_bounded_spread_of_each_request() -> None:
     for _ in range(50):
         sampler.add([[1], [2], [3]], [0, 0, 0])
     assert len(sampler.since(0)[1]) == 100  # bounded
+
+
+def test_a_worker_started_by_this_supervisor_counts_from_zero_an_adopted_one_from_first_sight() -> None:
+    started, adopted = ServingMetrics("iris", 1), ServingMetrics("iris", 1)
+    for metrics in (started, adopted):
+        for _ in range(5):
+            metrics.observe(200, 0.0003, 1)
+    series = DeploymentSeries("iris")
+    point = series.ingest(1, 1, {10: pull(started), 11: pull(adopted)}, {}, 100.0, fresh={10})
+    assert point["requests"] == 5  # the adopted worker's earlier requests were counted by its old supervisor

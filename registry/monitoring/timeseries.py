@@ -77,8 +77,11 @@ class DeploymentSeries:
         resources: dict[int, dict[str, float] | None],
         now: float | None = None,
         interval: float = 1.0,
+        fresh: frozenset[int] | set[int] = frozenset(),
     ) -> dict[str, Any]:
-        """Add the point for one pull of every worker (`None`: the worker did not answer)."""
+        """Add the point for one pull of every worker (`None`: the worker did not answer). Workers in
+        `fresh` started under this supervisor, so all their counts are new; others (adopted after a
+        supervisor restart) are a baseline at first sight."""
         now = time.time() if now is None else now
         codes: dict[str, float] = {}
         buckets = [0.0] * (len(LATENCY_BUCKETS) + 1)
@@ -89,7 +92,7 @@ class DeploymentSeries:
                 continue
             answered += 1
             metrics = snapshot["metrics"]
-            previous = self._last.get(pid)
+            previous = self._last.get(pid) or ({"requests": {}} if pid in fresh else None)
             self._last[pid] = metrics
             in_flight += metrics.get("in_flight", 0.0)
             if previous is None:  # first sight of this worker: its counts so far are the baseline
@@ -97,11 +100,9 @@ class DeploymentSeries:
             for code, count in metrics["requests"].items():
                 codes[code] = codes.get(code, 0.0) + max(0.0, count - previous["requests"].get(code, 0.0))
             now_latency, before_latency = metrics.get(LATENCY, {}), previous.get(LATENCY, {})
-            if now_latency.get("buckets") and before_latency.get("buckets"):
-                now_buckets, before_buckets = (
-                    _per_bucket(now_latency["buckets"]),
-                    _per_bucket(before_latency["buckets"]),
-                )
+            if now_latency.get("buckets"):
+                now_buckets = _per_bucket(now_latency["buckets"])
+                before_buckets = _per_bucket(before_latency.get("buckets") or [0.0] * len(now_buckets))
                 buckets = [
                     b + max(0.0, x - y) for b, x, y in zip(buckets, now_buckets, before_buckets, strict=True)
                 ]

@@ -76,12 +76,13 @@ class Scraper:
         for runtime in runtimes:
             workers = list(runtime.active)
             alive.update(w.pid for w in workers)
-            pulls = await asyncio.gather(*(self._pull(w.pid) for w in workers))
+            pulls = await asyncio.gather(*(self._pull(w.pid, w.popen is not None) for w in workers))
             by_pid = {w.pid: pull for w, pull in zip(workers, pulls, strict=True)}
             resources = {w.pid: self.resources.process(w.pid) for w in workers}
             name, version = runtime.spec.name, runtime.spec.version
             series = self.series.setdefault(name, DeploymentSeries(name))
-            point = series.ingest(self.seq, version, by_pid, resources, now, self.interval)
+            fresh = {w.pid for w in workers if w.popen is not None}  # started by this supervisor
+            point = series.ingest(self.seq, version, by_pid, resources, now, self.interval, fresh)
             self._sample(runtime, by_pid, now)
             self.rollups.add(name, runtime.spec.model, point, self.drift.get(name))
         for name in [n for n in self.series if n not in self.supervisor.runtimes]:
@@ -135,7 +136,7 @@ class Scraper:
         return {"cursor": self.seq, "host": self.host, "deployments": deployments}
 
     # ------------------------------------------------------------------ helpers
-    async def _pull(self, pid: int) -> dict[str, Any] | None:
+    async def _pull(self, pid: int, fresh: bool) -> dict[str, Any] | None:
         """The worker's snapshot, or None when it does not answer in time (shown as stale)."""
         path = self.supervisor.rundir.worker_socket(pid)
         try:
@@ -149,7 +150,7 @@ class Scraper:
             if "cursor" in snapshot:
                 first = pid not in self._cursors
                 self._cursors[pid] = snapshot["cursor"]
-                if first:  # rows sampled before this supervisor knew the worker are not new
+                if first and not fresh:  # an adopted worker's earlier rows were seen before
                     snapshot["rows"], snapshot["predictions"] = [], []
             return snapshot
         except (OSError, TimeoutError, ValueError):
