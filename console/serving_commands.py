@@ -74,6 +74,10 @@ def deploy(
     redact: Annotated[
         bool, typer.Option("--redact", help="Leave input values out of error messages.")
     ] = False,
+    no_monitoring: Annotated[
+        bool,
+        typer.Option("--no-monitoring", help="Leave out metrics and input sampling (to measure their cost)."),
+    ] = False,
     reason: Reason = "",
     json_out: JsonFlag = False,
 ) -> None:
@@ -81,7 +85,13 @@ def deploy(
     if batching not in ("auto", "on", "off"):
         output.err.print(f"error: --batching must be auto, on or off, not {batching!r}")
         raise typer.Exit(1)
-    options = {"batching": batching, "max_body_mb": max_body_mb, "redact": redact, "no_auth": no_auth}
+    options = {
+        "batching": batching,
+        "max_body_mb": max_body_mb,
+        "redact": redact,
+        "no_auth": no_auth,
+        "monitoring": not no_monitoring,
+    }
     with _client() as client:
         result, seconds = _timed(
             lambda: client.deploy(

@@ -219,7 +219,13 @@ def _load(options: argparse.Namespace) -> tuple[ClosingWhenDraining, Any]:
     token = Path(options.token_file).read_text().strip() if options.token_file else None
     batching = {"auto": None, "on": True, "off": False}[options.batching]
     app = ClosingWhenDraining(
-        create_app(predictor, max_body_bytes=options.max_body_bytes, token=token, batching=batching)
+        create_app(
+            predictor,
+            max_body_bytes=options.max_body_bytes,
+            token=token,
+            batching=batching,
+            monitoring=not options.no_monitoring,
+        )
     )
     config = server_config(predictor, app, options.fd, log_config=None)
     return app, config
@@ -246,6 +252,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
     parser.add_argument("--batching", choices=["auto", "on", "off"], default="auto")
     parser.add_argument("--redact", action="store_true")
+    parser.add_argument("--no-monitoring", action="store_true")
     parser.add_argument("--drain-grace", type=float, default=5.0)
     return parser.parse_args(argv)
 

@@ -135,6 +135,8 @@ def spawn(spec: WorkerSpec, rundir: RunDir, token_file: Path | None) -> Worker:
     ]  # fmt: skip
     if options.get("redact"):
         command.append("--redact")
+    if options.get("monitoring") is False:
+        command.append("--no-monitoring")
     if token_file is not None:
         command += ["--token-file", str(token_file)]
     with log_path.open("ab") as log:

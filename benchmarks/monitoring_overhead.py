@@ -1,0 +1,129 @@
+"""Monitoring overhead: serving throughput with metrics and input sampling on against off, same run.
+
+    python benchmarks/monitoring_overhead.py           # 6 runs of 4 s per side and configuration
+    python benchmarks/monitoring_overhead.py --quick   # 4 runs of 2 s
+
+A supervisor (pinned to one core with its workers; wrk on the other) serves the same
+LogisticRegression (20 features) twice, one worker each: deployment `on` with monitoring (metrics on
+every request, input sampling, the supervisor's pull every second and drift every 10 s) and `off`
+deployed with `--no-monitoring`. wrk alternates between them run by run, single-row requests at
+concurrency 8 and 64 on kept-alive connections. Printed: req/s and p50 per side (medians), the
+per-run ratios on/off and their median. Goal: at least 95%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import unshadow
+from serving import WRK_SCRIPT, Cores, fmt_ms, fmt_rps, free_port, parse_wrk, print_table
+from swap import FEATURES, make_home
+
+
+def run_wrk(cores: Cores, binary: str, script: Path, url: str, conc: int, seconds: float) -> object:
+    command = [
+        *cores.prefix(cores.client),
+        binary,
+        "-t1",
+        f"-c{conc}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-s",
+        str(script),
+        url + "/invocations",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"wrk failed: {result.stderr or result.stdout}")
+    return parse_wrk(result.stdout)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true")
+    options = parser.parse_args(argv)
+    unshadow()
+    from registry.serving.client import SupervisorClient
+
+    binary = shutil.which("wrk")
+    if binary is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+    runs, seconds = (4, 2.0) if options.quick else (6, 4.0)
+    cores = Cores()
+    print(f"monitoring overhead: {runs} runs of {seconds:g} s per side; {cores.describe()}")
+    with tempfile.TemporaryDirectory(prefix="modeldeck-overhead-") as tmp_name:
+        tmp = Path(tmp_name)
+        home = tmp / "home"
+        make_home(home)
+        body = tmp / "body.json"
+        body.write_text(json.dumps({"inputs": [[0.1] * FEATURES]}))
+        script = tmp / "post.lua"
+        script.write_text(WRK_SCRIPT.format(path=json.dumps(str(body))))
+        env = {**os.environ, "MODELDECK_HOME": str(home)}
+        env.pop("MODELDECK_DB_URL", None)
+        command = [sys.executable, "-m", "registry.serving.control", "--home", str(home), "--metrics=off"]
+        supervisor = subprocess.Popen(
+            [*cores.prefix(cores.server), *command],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        client = SupervisorClient(home)
+        try:
+            while not client.running():
+                time.sleep(0.05)
+            urls = {}
+            for side, monitoring in (("on", True), ("off", False)):
+                port = free_port()
+                client.deploy("bench:1", name=side, port=port, options={"monitoring": monitoring})
+                urls[side] = f"http://127.0.0.1:{port}"
+            rows = []
+            for conc in (8, 64):
+                for side in urls:  # warm-up
+                    run_wrk(cores, binary, script, urls[side], conc, 1)
+                results: dict[str, list] = {"on": [], "off": []}
+                for _ in range(runs):
+                    for side in ("on", "off"):
+                        results[side].append(run_wrk(cores, binary, script, urls[side], conc, seconds))
+                ratios = [a.rps / b.rps for a, b in zip(results["on"], results["off"], strict=True)]
+                on_rps = statistics.median(r.rps for r in results["on"])
+                off_rps = statistics.median(r.rps for r in results["off"])
+                rows.append(
+                    [
+                        f"c={conc}",
+                        fmt_rps(on_rps),
+                        fmt_rps(off_rps),
+                        fmt_ms(statistics.median(r.p50 for r in results["on"])),
+                        fmt_ms(statistics.median(r.p50 for r in results["off"])),
+                        f"{statistics.median(ratios):.1%}",
+                        " ".join(f"{r:.0%}" for r in ratios),
+                    ]
+                )
+            failed = sum(r.errors for side in results.values() for r in side)
+        finally:
+            try:
+                client.shutdown(stop_servers=True)
+            finally:
+                client.close()
+                supervisor.wait(60)
+    print()
+    print_table(["load", "on req/s", "off req/s", "on p50", "off p50", "on/off", "per run"], rows)
+    print(f"\nfailed requests: {failed}; goal: on/off at least 95%")
+
+
+if __name__ == "__main__":
+    main()
