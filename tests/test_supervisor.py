@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ import httpx
 import psutil
 import pytest
 
+import registry as registry_package
 from registry import Registry
 from registry.deployments import get_deployment
 from registry.errors import SupervisorError
@@ -339,7 +341,7 @@ def test_the_exporter_sums_workers_for_prometheus_and_lists_targets(served: Serv
         lambda: len(served.client.monitor(deployed, "iris")["deployments"]["iris"]["points"]) >= 2,
         what="pulls",
     )
-    for _ in range(40):  # a new connection each: both workers answer some
+    for _ in range(120):  # a new connection each: both workers answer some
         httpx.post(f"{served.url}/invocations", json=ROW, timeout=10)
     url = served.client.status()["supervisor"]["metrics"]
 
@@ -366,6 +368,14 @@ def test_the_exporter_sums_workers_for_prometheus_and_lists_targets(served: Serv
     )
     assert 'modeldeck_workers{deployment="iris",model="iris",version="2"} 2.0' in text
     assert "modeldeck_host_cpu_percent" in text
+    _wait(lambda: "modeldeck_drift_psi{" in httpx.get(url, timeout=10).text, what="drift in the exporter")
+    text = httpx.get(url, timeout=10).text
+    dashboard = (
+        Path(registry_package.__file__).parent / "monitoring" / "grafana" / "modeldeck.json"
+    ).read_text()
+    used = set(re.findall(r"modeldeck_[a-z0-9_]+", dashboard))
+    exported = set(re.findall(r"^(modeldeck_[a-z0-9_]+)", text, re.M))
+    assert used and used <= exported, used - exported  # the shipped dashboard only charts what exists
     targets = json.loads((served.home / "prometheus" / "targets.json").read_text())
     assert targets[0]["targets"] == [url.removeprefix("http://").removesuffix("/metrics")]
     assert {
