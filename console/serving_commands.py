@@ -169,6 +169,8 @@ def status(json_out: JsonFlag = False) -> None:
         answer = client.status() if client.running() else None
         if answer is None:
             answer = {"supervisor": None, "deployments": _wanted()}
+        else:
+            _add_live_figures(client, answer["deployments"])
     if json_out:
         output.print_json(answer)
         return
@@ -182,9 +184,21 @@ def status(json_out: JsonFlag = False) -> None:
         output.out.print("no deployments; start one with: modeldeck deploy NAME[:VERSION|@ALIAS]")
         return
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("DEPLOYMENT", "SERVING", "STANDBY", "URL", "WORKERS", "STATUS", "RESTARTS"):
+    for column in (
+        "DEPLOYMENT",
+        "SERVING",
+        "STANDBY",
+        "URL",
+        "WORKERS",
+        "STATUS",
+        "RESTARTS",
+        "REQ/S",
+        "P99",
+        "DRIFT",
+    ):
         table.add_column(column)
     for d in deployments:
+        live = d.get("live") or {}
         table.add_row(
             d["name"],
             f"{d['model']}:{d['version']}",
@@ -193,11 +207,29 @@ def status(json_out: JsonFlag = False) -> None:
             f"{d.get('workers_running', 0)}/{d['workers']}",
             d.get("status", "down") + (f" ({d['message']})" if d.get("message") else ""),
             str(d.get("restarts", "-")),
+            f"{live['rps']:.1f}" if live.get("rps") is not None else "-",
+            f"{live['p99'] * 1e3:.2f} ms" if live.get("p99") is not None else "-",
+            live.get("drift") or "-",
         )
     output.print_table(table)
     for d in deployments:
         if d.get("token"):
             output.out.print(f"{d['name']}: bearer token {d['token']}")
+
+
+def _add_live_figures(client: Any, deployments: list[dict[str, Any]]) -> None:
+    """Requests/s over the last 10 s, last-minute p99 and the drift verdict, from the supervisor."""
+    cursor = client.monitor(2**62)["cursor"]
+    recent = client.monitor(max(0, cursor - 10))["deployments"]
+    for d in deployments:
+        seen = recent.get(d["name"]) or {}
+        points = seen.get("points") or []
+        live = seen.get("live") or {}
+        d["live"] = {
+            "rps": sum(p["requests"] for p in points) / len(points) if points else None,
+            "p99": live.get("p99"),
+            "drift": (seen.get("drift") or {}).get("status"),
+        }
 
 
 def _wanted() -> list[dict[str, Any]]:
