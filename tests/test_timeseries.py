@@ -36,6 +36,7 @@ def test_points_count_increments_and_a_restarted_worker_is_a_gap_not_a_drop() ->
     )
     assert (point["requests"], point["ok"], point["client_errors"], point["server_errors"]) == (32, 30, 1, 1)
     assert point["rows"] == 31 and point["cpu"] == 50.0 and point["stale"] == 0
+    assert point["processes"] == {"10": {"cpu": 50.0, "rss": 1e8, "threads": 4, "fds": 9}}
     assert 0.00025 <= point["p50"] <= 0.0005
     restarted = ServingMetrics("iris", 1)  # pid 11 replaces pid 10, counting from zero
     gap = series.ingest(3, 1, {11: pull(restarted)}, {11: None}, 102.0)

@@ -147,6 +147,8 @@ class DeploymentSeries:
             "threads": sum(r["threads"] for r in known) if known else None,
             "fds": sum(r["fds"] for r in known) if known else None,
             "latency_buckets": buckets,
+            # per worker (pid): cpu, rss, threads, fds, or None when psutil could not read it
+            "processes": {str(pid): resources.get(pid) for pid in pulls},
         }
         self.points.append(point)
         return point
