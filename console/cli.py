@@ -420,6 +420,27 @@ def demo(
         output.out.print(f"  {command} {example}")
 
 
+@app.command("console")
+def console_command(
+    read_only: Annotated[
+        bool, typer.Option("--read-only", help="Browse and watch only: deploy, roll back and stop are off.")
+    ] = False,
+    refresh: Annotated[float, typer.Option(metavar="SECONDS", help="Refresh interval.")] = 1.0,
+    theme: Annotated[
+        str, typer.Option(metavar="NAME", help="modeldeck-dark, modeldeck-light or modeldeck-contrast.")
+    ] = "modeldeck-dark",
+) -> None:
+    """The terminal console: models, versions and deployments, live; deploy and roll back by key."""
+    from console.app import ModeldeckApp
+    from themes import THEMES
+
+    if theme not in THEMES:
+        _fail(f"unknown theme {theme!r}; known: {', '.join(THEMES)}")
+    if refresh <= 0:
+        _fail("--refresh must be a positive number of seconds")
+    ModeldeckApp(read_only=read_only, refresh_seconds=refresh, theme=theme).run()
+
+
 serving_commands.register(app)
 
 

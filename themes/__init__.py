@@ -44,4 +44,17 @@ THEMES: dict[str, dict[str, object]] = {
         "panel": "#dadada",
         "dark": False,
     },
+    "modeldeck-contrast": {
+        "primary": "#00ffff",
+        "secondary": "#00ff00",
+        "accent": "#ffff00",
+        "warning": "#ffff00",
+        "error": "#ff0000",
+        "success": "#00ff00",
+        "foreground": "#ffffff",
+        "background": "#000000",
+        "surface": "#000000",
+        "panel": "#303030",
+        "dark": True,
+    },
 }

@@ -1,0 +1,67 @@
+"""The one action table: keys, footer, `?` help, the command palette and `:` commands come from it.
+
+A screen's bindings are the rows whose scopes name it (plus the global ones on the app), so the
+footer, the help and the commands can never disagree. Bindings carry ids (`modeldeck.<action>`) so
+users can remap them with Textual's keymap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.binding import Binding
+
+GLOBAL = "global"
+
+
+@dataclass(frozen=True)
+class Action:
+    """One thing a user can do: its action name, key, text, where it applies and its `:` command."""
+
+    name: str
+    key: str
+    description: str
+    scopes: tuple[str, ...]
+    changes: bool = False  # changes deployments: refused in read-only mode
+    command: str | None = None
+    usage: str = ""
+    show: bool = True
+
+    @property
+    def binding(self) -> Binding:
+        return Binding(self.key, self.name, self.description, show=self.show, id=f"modeldeck.{self.name}")
+
+
+ACTIONS: tuple[Action, ...] = (
+    Action("view('models')", "1", "Models", (GLOBAL,), command="models"),
+    Action("view('deployments')", "2", "Deployments", (GLOBAL,), command="deployments"),
+    Action("help", "question_mark", "Help", (GLOBAL,), command="help"),
+    Action("command_line", "colon", "Command", (GLOBAL,), show=False),
+    Action("refresh", "ctrl+r", "Refresh", (GLOBAL,), command="refresh", show=False),
+    Action("pause", "p", "Pause", (GLOBAL,), command="pause"),
+    Action("quit", "q", "Quit", (GLOBAL,), command="q"),
+    Action("filter", "slash", "Filter", ("models",)),
+    Action("open", "enter", "Versions", ("models",)),
+    Action("deploy", "d", "Deploy", ("models", "versions"), changes=True, command="deploy", usage="REF"),
+    Action("rollback", "r", "Roll back", ("deployments",), changes=True, command="rollback", usage="NAME"),
+    Action("stop", "s", "Stop", ("deployments",), changes=True, command="stop", usage="NAME"),
+    Action("back", "escape", "Back", ("versions",)),
+)
+
+
+def bindings(scope: str) -> list[Binding]:
+    """The bindings of a screen (or of the app, for GLOBAL)."""
+    return [a.binding for a in ACTIONS if scope in a.scopes]
+
+
+def changing(name: str) -> bool:
+    """Whether the action `name` changes deployments (and is refused when read-only)."""
+    return any(a.changes for a in ACTIONS if a.name == name)
+
+
+def by_command(command: str) -> Action | None:
+    return next((a for a in ACTIONS if a.command == command), None)
+
+
+def key_label(key: str) -> str:
+    return {"question_mark": "?", "colon": ":", "slash": "/", "escape": "esc"}.get(key, key)

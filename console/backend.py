@@ -1,0 +1,77 @@
+"""What the console reads and does, without any UI: the registry for browsing, the supervisor for acting.
+
+Every call blocks (screens run them in worker threads) and raises `RegistryError` subclasses with a
+message a person can act on. Reading the registry never needs the supervisor; live figures and actions
+do, and `SupervisorDown` says so distinctly so the UI can show a banner and keep polling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from registry import Registry
+from registry.deployments import list_deployments
+from registry.errors import SupervisorError
+from registry.info import DeploymentInfo, ModelInfo, VersionSummary
+
+
+class SupervisorDown(SupervisorError):
+    """No supervisor answers: live figures are unavailable, actions would start one."""
+
+
+@dataclass
+class Overview:
+    """One refresh of the console's data."""
+
+    models: list[ModelInfo]
+    deployments: list[DeploymentInfo]
+    #: deployment name -> the supervisor's view (status, workers, live point, drift); empty if it is down.
+    live: dict[str, dict[str, Any]] = field(default_factory=dict)
+    supervisor_up: bool = False
+    cursor: int = 0
+
+    def deployed(self, model: str) -> list[DeploymentInfo]:
+        return [d for d in self.deployments if d.model == model]
+
+
+class Backend:
+    """The registry of one home and its supervisor client."""
+
+    def __init__(self, home: Path | None = None) -> None:
+        from registry.serving.client import SupervisorClient
+
+        self.registry = Registry(home=home)
+        self.client = SupervisorClient(self.registry.settings.home, timeout=600)
+
+    def close(self) -> None:
+        self.client.close()
+        self.registry.close()
+
+    def overview(self, cursor: int = 0) -> Overview:
+        """Models and deployments from the registry, and live figures when the supervisor answers."""
+        overview = Overview(self.registry.list_models(), list_deployments(self.registry))
+        try:
+            status = self.client.status()
+            monitor = self.client.monitor(cursor)
+        except SupervisorError:
+            return overview
+        overview.supervisor_up = True
+        overview.cursor = monitor["cursor"]
+        for deployment in status["deployments"]:
+            seen = monitor["deployments"].get(deployment["name"]) or {}
+            overview.live[deployment["name"]] = {**deployment, **seen}
+        return overview
+
+    def versions(self, model: str) -> list[VersionSummary]:
+        return self.registry.versions(model)
+
+    def deploy(self, ref: str, name: str | None = None) -> dict[str, Any]:
+        return self.client.deploy(ref, name=name, reason="from the console")
+
+    def rollback(self, name: str, to: int | None = None) -> dict[str, Any]:
+        return self.client.rollback(name, to, reason="from the console")
+
+    def stop(self, name: str) -> dict[str, Any]:
+        return self.client.stop(name, reason="from the console")

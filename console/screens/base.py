@@ -1,0 +1,102 @@
+"""What the overview screens share: a poll that never overlaps, and running actions off the UI thread."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import Footer, Header
+
+from console.messages import LoadFailed, OverviewLoaded
+from registry.errors import RegistryError
+
+if TYPE_CHECKING:
+    from console.app import ModeldeckApp
+    from console.backend import Overview
+
+
+class OverviewScreen(Screen[None]):
+    """Polls the back end every `app.refresh_seconds`; the next poll is scheduled when one finishes."""
+
+    _timer: Timer | None = None
+
+    @property
+    def deck(self) -> ModeldeckApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        from console.widgets.banner import Banner
+        from console.widgets.command_line import CommandLine
+
+        yield Header()
+        yield Banner(id="banner", markup=False)
+        yield from self.body()
+        yield CommandLine()
+        yield Footer()
+
+    def body(self) -> ComposeResult:
+        """The screen's own widgets, between the banner and the footer."""
+        yield from ()
+
+    def on_mount(self) -> None:
+        self.poll()
+
+    def on_screen_resume(self) -> None:
+        self.deck.update_banner()
+        self.poll()
+
+    @work(thread=True, group="poll", exclusive=True, exit_on_error=False)
+    def poll(self) -> None:
+        try:
+            overview = self.load()
+        except RegistryError as exc:  # e.g. the database is locked: say so and try again later
+            self.post_message(LoadFailed(str(exc)))
+        else:
+            self.post_message(OverviewLoaded(overview))
+
+    @on(OverviewLoaded)
+    def _loaded(self, message: OverviewLoaded) -> None:
+        self.deck.overview_arrived(message.overview)
+        self.show(message.overview)
+        self._schedule()
+
+    @on(LoadFailed)
+    def _failed(self, message: LoadFailed) -> None:
+        self.deck.set_problem(f"cannot read the registry: {message.error}")
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+        if not self.deck.paused:
+            self._timer = self.set_timer(self.deck.refresh_seconds, self.poll)
+
+    def load(self) -> Overview:
+        """Fetch what this screen shows (in the poll's worker thread)."""
+        return self.deck.backend.overview()
+
+    def show(self, overview: Overview) -> None:
+        """Put the overview on screen (each screen its own way)."""
+
+    def run_action(
+        self, title: str, call: Callable[[], dict[str, Any]], done: Callable[[dict[str, Any]], str]
+    ) -> None:
+        """Run a supervisor action in a worker; tell the user when it starts and how it ended."""
+        self.notify(f"{title}…", timeout=3)
+        self._act(title, call, done)
+
+    @work(thread=True, group="action", exit_on_error=False)
+    def _act(
+        self, title: str, call: Callable[[], dict[str, Any]], done: Callable[[dict[str, Any]], str]
+    ) -> None:
+        try:
+            result = call()
+        except RegistryError as exc:
+            self.app.call_from_thread(self.notify, f"{title} failed: {exc}", severity="error", timeout=12)
+        else:
+            self.app.call_from_thread(self.notify, done(result), timeout=6)
+        self.app.call_from_thread(self.poll)

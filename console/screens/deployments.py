@@ -1,0 +1,106 @@
+"""Deployments: what serves where, the standby, workers, state and live figures."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.widgets import DataTable
+
+from console.actions import bindings
+from console.backend import Overview
+from console.screens.base import OverviewScreen
+from console.widgets.confirm import Confirm
+from console.widgets.live import drift_text, error_share, p99_text, rps_text
+
+
+class DeploymentsScreen(OverviewScreen):
+    """`r` rolls back to the standby, `s` stops (both confirmed)."""
+
+    AUTO_FOCUS = "#deployments"
+    BINDINGS = bindings("deployments")
+    COLUMNS = (
+        "DEPLOYMENT",
+        "SERVING",
+        "STANDBY",
+        "PORT",
+        "WORKERS",
+        "STATE",
+        "REQ/S",
+        "P99",
+        "ERR%",
+        "DRIFT",
+    )
+
+    def __init__(self) -> None:
+        super().__init__(name="deployments")
+        self.overview: Overview | None = None
+
+    def body(self) -> ComposeResult:
+        table: DataTable[str] = DataTable(cursor_type="row", zebra_stripes=True, id="deployments")
+        table.add_columns(*self.COLUMNS)
+        yield table
+
+    def show(self, overview: Overview) -> None:
+        self.overview = overview
+        table = self.query_one("#deployments", DataTable)
+        row = table.cursor_row
+        table.clear()
+        for d in overview.deployments:
+            live = overview.live.get(d.name, {})
+            state = live.get("status", "down" if not overview.supervisor_up else "stopped")
+            table.add_row(
+                d.name,
+                f"{d.model}:{d.version}",
+                str(d.standby_version or "-"),
+                str(d.port),
+                f"{live.get('workers_running', 0)}/{d.workers}",
+                state,
+                rps_text([live]),
+                p99_text([live]),
+                error_share([live]),
+                drift_text([live]),
+                key=d.name,
+            )
+        if table.row_count:
+            table.move_cursor(row=min(row, table.row_count - 1))
+
+    def selected(self) -> str | None:
+        table = self.query_one("#deployments", DataTable)
+        if table.row_count == 0:
+            return None
+        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+
+    def action_rollback(self) -> None:
+        name = self.selected()
+        if name is None or self.overview is None:
+            return
+        d = next(x for x in self.overview.deployments if x.name == name)
+        target = (
+            f"version {d.standby_version} (warm standby)" if d.standby_version else "the previous version"
+        )
+        question = f"Roll back {name}: {d.model}:{d.version} → {target}?"
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.run_action(
+                    f"rolling back {name}",
+                    lambda: self.deck.backend.rollback(name),
+                    lambda r: f"{name}: {r['model']}:{r['version']} serves again",
+                )
+
+        self.app.push_screen(Confirm(question, f"on {d.host}:{d.port}"), answered)
+
+    def action_stop(self) -> None:
+        name = self.selected()
+        if name is None or self.overview is None:
+            return
+        d = next(x for x in self.overview.deployments if x.name == name)
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.run_action(
+                    f"stopping {name}", lambda: self.deck.backend.stop(name), lambda r: f"{name}: stopped"
+                )
+
+        self.app.push_screen(
+            Confirm(f"Stop {name} ({d.model}:{d.version} on port {d.port})?", "clients get refused"), answered
+        )

@@ -1,0 +1,121 @@
+"""Models: every registered model, its versions, aliases, what is deployed and how it is doing."""
+
+from __future__ import annotations
+
+import re
+
+from textual import on
+from textual.app import ComposeResult
+from textual.widgets import DataTable, Input
+
+from console.actions import bindings
+from console.backend import Overview
+from console.screens.base import OverviewScreen
+from console.widgets.live import drift_text, error_share, p99_text, rps_text
+
+
+class ModelsScreen(OverviewScreen):
+    """`/` filters by regex (`!` inverts), `enter` opens the versions, `d` deploys the champion."""
+
+    AUTO_FOCUS = "#models"
+    BINDINGS = bindings("models")
+    DEFAULT_CSS = """
+    ModelsScreen #filter { dock: top; display: none; height: 1; border: none; padding: 0 1; }
+    ModelsScreen #filter.-open { display: block; }
+    """
+    COLUMNS = ("MODEL", "VERSIONS", "LATEST", "ALIASES", "DEPLOYED", "REQ/S", "P99", "ERR%", "DRIFT")
+
+    def __init__(self) -> None:
+        super().__init__(name="models")
+        self.overview: Overview | None = None
+        self.pattern = ""
+
+    def body(self) -> ComposeResult:
+        yield Input(placeholder="filter models (regex; !regex excludes)", id="filter")
+        table: DataTable[str] = DataTable(cursor_type="row", zebra_stripes=True, id="models")
+        table.add_columns(*self.COLUMNS)
+        yield table
+
+    def show(self, overview: Overview) -> None:
+        self.overview = overview
+        table = self.query_one("#models", DataTable)
+        selected = self.selected()
+        table.clear()
+        for model in overview.models:
+            if not self._matches(model.name):
+                continue
+            deployed = overview.deployed(model.name)
+            live = [overview.live.get(d.name, {}) for d in deployed]
+            aliases = " ".join(f"{a}→{v}" for a, v in sorted(model.aliases.items()))
+            where = " ".join(f"{d.name}:{d.version}" for d in deployed) or "-"
+            table.add_row(
+                model.name,
+                str(model.versions),
+                str(model.latest_version or "-"),
+                aliases or "-",
+                where,
+                rps_text(live),
+                p99_text(live),
+                error_share(live),
+                drift_text(live),
+                key=model.name,
+            )
+        shown = [str(key.value) for key in table.rows]
+        if selected in shown:
+            table.move_cursor(row=shown.index(selected))
+
+    def selected(self) -> str | None:
+        table = self.query_one("#models", DataTable)
+        if table.row_count == 0:
+            return None
+        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+
+    def _matches(self, name: str) -> bool:
+        if not self.pattern:
+            return True
+        invert = self.pattern.startswith("!")
+        try:
+            found = re.search(self.pattern[1:] if invert else self.pattern, name) is not None
+        except re.error:
+            found = (self.pattern[1:] if invert else self.pattern) in name
+        return found != invert
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.add_class("-open")
+        box.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.pattern = event.value
+        if self.overview is not None:
+            self.show(self.overview)
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self, event: Input.Submitted) -> None:
+        if not event.value:
+            event.input.remove_class("-open")
+        self.query_one("#models", DataTable).focus()
+
+    @on(DataTable.RowSelected, "#models")
+    def _open(self, event: DataTable.RowSelected) -> None:
+        self.action_open()
+
+    def action_open(self) -> None:
+        from console.screens.versions import VersionsScreen
+
+        name = self.selected()
+        if name is not None:
+            self.app.push_screen(VersionsScreen(name))
+
+    def action_deploy(self) -> None:
+        name = self.selected()
+        if name is None or self.overview is None:
+            return
+        model = next(m for m in self.overview.models if m.name == name)
+        alias = "champion" if "champion" in model.aliases else None
+        version = model.aliases.get(alias, model.latest_version) if alias else model.latest_version
+        if version is None:
+            self.notify(f"{name} has no version to deploy", severity="warning")
+            return
+        self.deck.confirm_deploy(self, name, version, alias)

@@ -1,0 +1,36 @@
+"""Short texts of live figures for table cells (sums over a model's deployments)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _points(live: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d["live"] for d in live if d.get("live")]
+
+
+def rps_text(live: list[dict[str, Any]]) -> str:
+    points = _points(live)
+    return f"{sum(p['rps'] for p in points):.1f}" if points else "-"
+
+
+def p99_text(live: list[dict[str, Any]]) -> str:
+    values = [p["p99"] for p in _points(live) if p.get("p99") is not None]
+    return f"{max(values) * 1e3:.1f}ms" if values else "-"
+
+
+def error_share(live: list[dict[str, Any]]) -> str:
+    points = _points(live)
+    requests = sum(p["requests"] for p in points)
+    if not requests:
+        return "-"
+    errors = sum(p["client_errors"] + p["server_errors"] for p in points)
+    return f"{100 * errors / requests:.1f}"
+
+
+def drift_text(live: list[dict[str, Any]]) -> str:
+    verdicts = [(d.get("drift") or {}).get("status") for d in live]
+    for level in ("drift", "warn", "ok", "not enough data", "no reference"):
+        if level in verdicts:
+            return {"not enough data": "n/a", "no reference": "no ref"}.get(level, level)
+    return "-"

@@ -1,0 +1,185 @@
+"""The console driven by real keys (Textual Pilot) against a real registry and a real supervisor."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from registry import Registry
+from registry.serving.client import SupervisorClient
+
+pytestmark = [pytest.mark.slow, pytest.mark.anyio]  # anyio's pytest plugin runs the async tests
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+ROW = {"inputs": [[5.1, 3.5, 1.4, 0.2]]}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Deck:
+    def __init__(self, home: Path, port: int) -> None:
+        self.home, self.port = home, port
+        self.client = SupervisorClient(home)
+
+    def version(self) -> str:
+        return httpx.post(f"http://127.0.0.1:{self.port}/invocations", json=ROW, timeout=10).headers[
+            "x-model-version"
+        ]
+
+    def app(self, **options):
+        from console.app import ModeldeckApp
+
+        return ModeldeckApp(self.home, refresh_seconds=0.2, **options)
+
+
+@pytest.fixture(scope="module")
+def deck(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deck]:
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    home = tmp_path_factory.mktemp("console")
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MODELDECK_DB_URL", raising=False)
+        patch.setenv("MODELDECK_HOME", str(home))
+        with Registry(home=home) as reg:
+            for c in (1.0, 0.5):
+                reg.register(LogisticRegression(C=c, max_iter=500).fit(X, y), "iris", reference=X)
+        deck = Deck(home, free_port())
+        deck.client.ensure_running("--drain-grace=1", "--metrics=off")
+        deck.client.deploy("iris:1", port=deck.port)
+        try:
+            yield deck
+        finally:
+            try:
+                deck.client.shutdown(stop_servers=True)
+            finally:
+                deck.client.close()
+                for process in psutil.process_iter(["cmdline"]):
+                    if str(home) in " ".join(process.info["cmdline"] or []):
+                        process.kill()
+
+
+async def settle(pilot, app, seconds: float = 0.5) -> None:
+    await pilot.pause(seconds)
+    await app.workers.wait_for_complete()
+
+
+def banner(app) -> str:
+    from console.widgets.banner import Banner
+
+    widget = app.screen.query_one(Banner)
+    return str(widget.render()) if widget.display else ""
+
+
+async def test_deploy_and_roll_back_with_single_keys(deck: Deck) -> None:
+    from console.screens.versions import VersionsScreen
+    from console.widgets.confirm import Confirm
+
+    app = deck.app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("enter")  # iris -> its versions, newest first
+        await settle(pilot, app)
+        assert isinstance(app.screen, VersionsScreen)
+        await pilot.press("d")
+        assert isinstance(app.screen, Confirm)
+        assert "Deploy iris:2 to deployment iris?" in str(app.screen.query_one("#question").render())
+        await pilot.press("y")
+        await settle(pilot, app, 0.2)
+        assert deck.version() == "2"
+        await pilot.press("2")  # deployments
+        await settle(pilot, app)
+        table = app.screen.query_one("#deployments")
+        assert table.get_row_at(0)[:3] == ["iris", "iris:2", "1"]
+        await pilot.press("r")
+        assert "Roll back iris: iris:2 → version 1 (warm standby)?" in str(
+            app.screen.query_one("#question").render()
+        )
+        await pilot.press("y")
+        await settle(pilot, app, 0.2)
+        assert deck.version() == "1"
+    with Registry(home=deck.home) as reg:
+        last = [e for e in reg.history("iris").events if e.kind in ("switched", "rolled_back")][-1]
+    assert (last.kind, last.to_version, last.reason) == ("rolled_back", 1, "from the console")
+
+
+async def test_read_only_refuses_changes_and_says_so(deck: Deck) -> None:
+    from console.screens.help import HelpScreen
+
+    app = deck.app(read_only=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        assert "read-only" in banner(app)
+        await pilot.press("enter")
+        await settle(pilot, app)
+        await pilot.press("d")
+        await settle(pilot, app)
+        assert app.screen.__class__.__name__ == "VersionsScreen"  # no confirmation was even asked
+        await pilot.press("colon", *"deploy iris:2", "enter")
+        await settle(pilot, app)
+        assert app.screen.__class__.__name__ == "VersionsScreen"
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        lines = [str(w.render()) for w in app.screen.query(".refused")]
+        assert any("Deploy" in line and "(read-only)" in line for line in lines)
+    assert deck.version() == "1"
+
+
+async def test_a_killed_supervisor_shows_a_banner_and_the_console_recovers(deck: Deck) -> None:
+    app = deck.app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot, app)
+        assert "supervisor" not in banner(app)
+        pid = deck.client.status()["supervisor"]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while "supervisor not running" not in banner(app) and time.monotonic() < deadline:
+            await pilot.pause(0.2)
+        assert "supervisor not running" in banner(app)
+        assert app.screen.query_one("#models").row_count == 1  # browsing the registry goes on
+        deck.client.ensure_running("--drain-grace=1", "--metrics=off")
+        deadline = time.monotonic() + 20
+        while "supervisor" in banner(app) and time.monotonic() < deadline:
+            await pilot.pause(0.2)
+        assert "supervisor" not in banner(app)
+    assert deck.version() == "1"  # the server never stopped
+
+
+async def test_colon_commands_and_the_filter(deck: Deck) -> None:
+    from console.widgets.confirm import Confirm
+
+    app = deck.app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("slash", *"^nope")
+        await settle(pilot, app, 0.3)
+        assert app.screen.query_one("#models").row_count == 0
+        await pilot.press("ctrl+u", "exclamation_mark", *"^nope", "enter")
+        await settle(pilot, app, 0.3)
+        assert app.screen.query_one("#models").row_count == 1
+        await pilot.press("colon", *"deploy iris:2", "enter")
+        assert isinstance(app.screen, Confirm)
+        await pilot.press("n")
+        await settle(pilot, app)
+        assert deck.version() == "1"
+        await pilot.press("colon", *"deployments", "enter")
+        await settle(pilot, app)
+        assert app.screen.__class__.__name__ == "DeploymentsScreen"
