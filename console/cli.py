@@ -397,12 +397,19 @@ def demo(
     home: Annotated[
         Path | None, typer.Option(metavar="DIR", help="Demo home (default: $MODELDECK_HOME/demo).")
     ] = None,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Leave the demo deployments running when the console quits.")
+    ] = False,
+    no_console: Annotated[
+        bool,
+        typer.Option("--no-console", help="Only build the demo registry (the default without a terminal)."),
+    ] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """Create a demo registry with models trained on scikit-learn's bundled data sets."""
+    """A live demo: models trained on scikit-learn's bundled data, deployed, with traffic, in the console."""
     from console.demo import build_demo, default_demo_home
 
-    target = home or default_demo_home()
+    target = (home or default_demo_home()).expanduser().resolve()
     try:
         created = build_demo(target)
     except RegistryError as exc:
@@ -410,13 +417,22 @@ def demo(
     if json_out:
         output.print_json({"home": str(target), "models": created})
         return
+    if no_console or not sys.stdout.isatty():
+        _print_demo(target, created)
+        return
+    from console.demo import run_live_demo
+
+    run_live_demo(target, keep=keep)
+
+
+def _print_demo(target: Path, created: dict[str, str]) -> None:
     output.out.print(f"demo registry in {target}:")
     for name, versions_made in created.items():
         output.out.print(f"  {name}: {versions_made}")
     command = shutil.which("modeldeck") or str(Path(sys.argv[0]).resolve())
     output.out.print("\nlook at it with:")
     output.out.print(f"  export MODELDECK_HOME={target}")
-    for example in ("models", "versions iris", "show iris@champion", "history iris"):
+    for example in ("console", "models", "versions iris", "show iris@champion", "history iris"):
         output.out.print(f"  {command} {example}")
 
 

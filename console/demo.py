@@ -21,6 +21,53 @@ def open_demo_registry(home: Path) -> Registry:
     return Registry(home=home, db_url=f"sqlite:///{home / 'registry.db'}")
 
 
+#: What the live demo deploys, and the one whose inputs drift after a minute.
+DEMO_DEPLOYMENTS = ("iris@champion", "diabetes@champion")
+DRIFTING = "iris"
+
+
+def run_live_demo(home: Path, keep: bool = False, drift_after: float = 60.0) -> None:
+    """Deploy the demo models, send them traffic (drifting one after a while) and open the console.
+    Quitting stops the traffic and, unless `keep`, the demo's servers and supervisor."""
+    import contextlib
+    import os
+    import threading
+
+    from console.app import ModeldeckApp
+    from console.demo_traffic import DemoTraffic
+    from registry.serving.client import SupervisorClient
+
+    os.environ["MODELDECK_HOME"] = str(home)
+    os.environ["MODELDECK_DB_URL"] = f"sqlite:///{home / 'registry.db'}"
+    client = SupervisorClient(home)
+    traffic: list[DemoTraffic] = []
+    app = ModeldeckApp(home)
+
+    def bring_up() -> None:
+        targets = {}
+        for ref in DEMO_DEPLOYMENTS:
+            try:
+                result = client.deploy(ref, reason="modeldeck demo")
+            except Exception as exc:  # shown in the console; the rest of the demo goes on
+                with contextlib.suppress(RuntimeError):  # the console may not be up yet, or gone
+                    app.call_from_thread(app.notify, f"demo: {ref} did not deploy: {exc}", severity="error")
+                continue
+            targets[result["name"]] = (result["url"], f"{result['model']}:{result['version']}")
+        if targets:
+            traffic.append(DemoTraffic(home, targets, drifting=DRIFTING, drift_after=drift_after))
+            traffic[0].start()
+
+    threading.Thread(target=bring_up, daemon=True, name="demo-deploy").start()
+    try:
+        app.run()
+    finally:
+        for sender in traffic:
+            sender.stop()
+        if not keep:
+            client.shutdown(stop_servers=True)
+        client.close()
+
+
 def build_demo(home: Path) -> dict[str, str]:
     """Register the demo models in `home` (once; a second run leaves them as they are)."""
     home.mkdir(parents=True, exist_ok=True)

@@ -183,3 +183,23 @@ async def test_colon_commands_and_the_filter(deck: Deck) -> None:
         await pilot.press("colon", *"deployments", "enter")
         await settle(pilot, app)
         assert app.screen.__class__.__name__ == "DeploymentsScreen"
+
+
+def test_demo_traffic_is_answered_and_drifts_the_chosen_deployment(deck: Deck) -> None:
+    from console.demo_traffic import DemoTraffic
+
+    url = f"http://127.0.0.1:{deck.port}"
+    traffic = DemoTraffic(deck.home, {"iris": (url, "iris:1")}, rate=50, drifting="iris", drift_after=0.5)
+    calm = traffic._rows(traffic._samples()["iris"], drifted=False)
+    traffic.start()
+    time.sleep(1.5)
+    traffic.stop()
+    traffic.join(5)
+    assert traffic.sent > 20 and traffic.failed == 0
+    sample = traffic._samples()["iris"]
+    shifted = traffic._rows(sample, drifted=True)
+    assert calm["columns"] == shifted["columns"] == list(sample["columns"])
+    spread = float(sample["data"][calm["columns"][0]].std())
+    values = [traffic._rows(sample, drifted=True)["data"][0][0] for _ in range(200)]
+    reference = sample["data"][calm["columns"][0]]
+    assert sum(values) / len(values) > reference.mean() + 0.8 * spread  # the first feature moved
