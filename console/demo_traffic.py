@@ -1,8 +1,9 @@
 """Demo traffic: realistic requests to the demo deployments, and drifted inputs to one after a while.
 
-Rows are drawn from each version's stored reference sample (what the model was trained on), with a
-little noise; after `drift_after` seconds the inputs of `drifting` shift by one standard deviation
-on half their features, so the drift verdict changes while you watch.
+Rows are drawn at random from each version's stored reference sample (what the model was trained on;
+noise would already look like drift on features with few distinct values); after `drift_after`
+seconds the inputs of `drifting` shift by one standard deviation on half their features, so the
+drift verdict changes while you watch.
 """
 
 from __future__ import annotations
@@ -88,8 +89,6 @@ class DemoTraffic(threading.Thread):
             if value.dtype.kind == "f":
                 spread = float(np.nanstd(sample["data"][name])) or 1.0
                 value = float(value)
-                if sample["continuous"][name]:  # noise would move a discrete feature off its values
-                    value += self.rng.normal(0, 0.02 * spread)
                 if drifted and position % 2 == 0:
                     value += spread
                 if np.isnan(value):
