@@ -301,7 +301,8 @@ def test_concurrent_deploy_and_rollback_are_serialised_and_match_the_ledger(serv
 def test_monitoring_counts_requests_and_latency_and_judges_drift_on_valid_rows_only(served: Served) -> None:
     from sklearn.datasets import load_iris
 
-    served.client.deploy("iris:2", port=served.port)
+    served.client.deploy("iris:1", port=served.port)
+    served.client.deploy("iris:2")  # a new serving version: drift starts a new window
     deployed = served.client.monitor()["cursor"]
     # The first pull of a new worker is its baseline: count from the one after.
     _wait(

@@ -76,3 +76,15 @@ def test_a_worker_started_by_this_supervisor_counts_from_zero_an_adopted_one_fro
     series = DeploymentSeries("iris")
     point = series.ingest(1, 1, {10: pull(started), 11: pull(adopted)}, {}, 100.0, fresh={10})
     assert point["requests"] == 5  # the adopted worker's earlier requests were counted by its old supervisor
+
+
+def test_a_standby_that_serves_again_continues_from_its_counts() -> None:
+    worker = ServingMetrics("iris", 1)
+    series = DeploymentSeries("iris")
+    for _ in range(5):
+        worker.observe(200, 0.0003, 1)
+    series.ingest(1, 1, {10: pull(worker)}, {}, 100.0, fresh={10})
+    series.ingest(2, 2, {}, {}, 101.0, fresh=set(), alive={10})  # 10 is on standby now
+    worker.observe(200, 0.0003, 1)
+    back = series.ingest(3, 1, {10: pull(worker)}, {}, 102.0, fresh={10})
+    assert back["requests"] == 1  # not its 6 requests all over again

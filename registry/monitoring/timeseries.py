@@ -78,10 +78,12 @@ class DeploymentSeries:
         now: float | None = None,
         interval: float = 1.0,
         fresh: frozenset[int] | set[int] = frozenset(),
+        alive: set[int] | None = None,
     ) -> dict[str, Any]:
         """Add the point for one pull of every worker (`None`: the worker did not answer). Workers in
         `fresh` started under this supervisor, so all their counts are new; others (adopted after a
-        supervisor restart) are a baseline at first sight."""
+        supervisor restart) are a baseline at first sight. `alive` (default: the pulled workers) are
+        the workers whose last counts are kept: a standby that serves again continues from them."""
         now = time.time() if now is None else now
         codes: dict[str, float] = {}
         buckets = [0.0] * (len(LATENCY_BUCKETS) + 1)
@@ -110,7 +112,8 @@ class DeploymentSeries:
             rows += _grew(metrics, previous, ROWS, "sum")
             call_rows += _grew(metrics, previous, CALL_ROWS, "sum")
             calls += _grew(metrics, previous, CALL_ROWS, "count")
-        for pid in [p for p in self._last if p not in pulls]:
+        keep = set(pulls) if alive is None else alive
+        for pid in [p for p in self._last if p not in keep]:
             del self._last[pid]
         totals = self.totals.setdefault(version, Totals())
         for code, count in codes.items():
