@@ -45,7 +45,8 @@ ACTIONS: tuple[Action, ...] = (
     Action("deploy", "d", "Deploy", ("models", "versions"), changes=True, command="deploy", usage="REF"),
     Action("rollback", "r", "Roll back", ("deployments",), changes=True, command="rollback", usage="NAME"),
     Action("stop", "s", "Stop", ("deployments",), changes=True, command="stop", usage="NAME"),
-    Action("back", "escape", "Back", ("versions",)),
+    Action("monitor", "m", "Monitor", ("deployments",), command="monitor", usage="NAME"),
+    Action("back", "escape", "Back", ("versions", "monitor")),
 )
 
 

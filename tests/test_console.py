@@ -63,7 +63,7 @@ def deck(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deck]:
             for c in (1.0, 0.5):
                 reg.register(LogisticRegression(C=c, max_iter=500).fit(X, y), "iris", reference=X)
         deck = Deck(home, free_port())
-        deck.client.ensure_running("--drain-grace=1", "--metrics=off")
+        deck.client.ensure_running("--drain-grace=1", "--metrics=off", "--drift-every=1")
         deck.client.deploy("iris:1", port=deck.port)
         try:
             yield deck
@@ -155,7 +155,7 @@ async def test_a_killed_supervisor_shows_a_banner_and_the_console_recovers(deck:
             await pilot.pause(0.2)
         assert "supervisor not running" in banner(app)
         assert app.screen.query_one("#models").row_count == 1  # browsing the registry goes on
-        deck.client.ensure_running("--drain-grace=1", "--metrics=off")
+        deck.client.ensure_running("--drain-grace=1", "--metrics=off", "--drift-every=1")
         deadline = time.monotonic() + 20
         while "supervisor" in banner(app) and time.monotonic() < deadline:
             await pilot.pause(0.2)
@@ -203,3 +203,32 @@ def test_demo_traffic_is_answered_and_drifts_the_chosen_deployment(deck: Deck) -
     values = [traffic._rows(sample, drifted=True)["data"][0][0] for _ in range(200)]
     reference = sample["data"][calm["columns"][0]]
     assert sum(values) / len(values) > reference.mean() + 0.8 * spread  # the first feature moved
+
+
+async def test_the_monitor_view_charts_live_traffic_and_lists_drift_worst_first(deck: Deck) -> None:
+    from console.screens.monitor import MonitorScreen
+
+    app = deck.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("2")
+        await settle(pilot, app)
+        await pilot.press("m")
+        assert isinstance(app.screen, MonitorScreen)
+        url = f"http://127.0.0.1:{deck.port}/invocations"
+        with httpx.Client(timeout=10) as client:
+            for _ in range(120):
+                client.post(url, json=ROW)
+        deadline = time.monotonic() + 30
+        while app.screen.query_one("#drift").row_count == 0 and time.monotonic() < deadline:
+            await pilot.pause(0.3)
+        summary = str(app.screen.query_one("#summary").render())
+        assert summary.startswith(" iris: version") and "1 worker(s)" in summary
+        traffic = str(app.screen.query_one("#traffic").render())
+        assert "requests/s and errors/s" in traffic and "waiting for data" not in traffic
+        table = app.screen.query_one("#drift")
+        names = [table.get_row_at(i)[0] for i in range(table.row_count)]
+        psi = [float(table.get_row_at(i)[2]) for i in range(table.row_count)]
+        assert "prediction" in names and "sepal length (cm)" in names
+        assert psi == sorted(psi, reverse=True)  # worst first
+        await pilot.press("escape")
+        assert app.screen.__class__.__name__ == "DeploymentsScreen"

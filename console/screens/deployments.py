@@ -69,6 +69,13 @@ class DeploymentsScreen(OverviewScreen):
             return None
         return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
 
+    def action_monitor(self) -> None:
+        from console.screens.monitor import MonitorScreen
+
+        name = self.selected()
+        if name is not None:
+            self.app.push_screen(MonitorScreen(name))
+
     def action_rollback(self) -> None:
         name = self.selected()
         if name is None or self.overview is None:
