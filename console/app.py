@@ -16,6 +16,7 @@ from console import actions
 from console.backend import Backend, Overview
 from console.screens.base import OverviewScreen
 from console.screens.deployments import DeploymentsScreen
+from console.screens.events import EventsScreen
 from console.screens.help import HelpScreen
 from console.screens.models import ModelsScreen
 from console.widgets.banner import Banner
@@ -30,7 +31,7 @@ class ModeldeckApp(App[None]):
     TITLE = "modeldeck"
     CSS_PATH = str(stylesheet())
     BINDINGS = actions.bindings(actions.GLOBAL)
-    MODES = {"models": ModelsScreen, "deployments": DeploymentsScreen}
+    MODES = {"models": ModelsScreen, "deployments": DeploymentsScreen, "events": EventsScreen}
 
     def __init__(
         self,

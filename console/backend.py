@@ -14,7 +14,7 @@ from typing import Any
 from registry import Registry
 from registry.deployments import list_deployments
 from registry.errors import SupervisorError
-from registry.info import DeploymentInfo, ModelInfo, VersionSummary
+from registry.info import DeploymentInfo, EventInfo, ModelInfo, VersionSummary
 
 
 class SupervisorDown(SupervisorError):
@@ -63,6 +63,9 @@ class Backend:
             seen = monitor["deployments"].get(deployment["name"]) or {}
             overview.live[deployment["name"]] = {**deployment, **seen}
         return overview
+
+    def events(self, limit: int = 500) -> list[EventInfo]:
+        return self.registry.recent_events(limit)
 
     def versions(self, model: str) -> list[VersionSummary]:
         return self.registry.versions(model)

@@ -449,6 +449,14 @@ class Registry:
         shown = [e for e in events if e.at <= moment]
         return History(model=name, events=shown, state=ledger.replay(events, moment))
 
+    def recent_events(self, limit: int = 200) -> list[EventInfo]:
+        """The newest `limit` ledger events of every model, newest first."""
+        with self.db.read() as session:
+            rows = session.exec(
+                select(Event).order_by(col(Event.at).desc(), col(Event.id).desc()).limit(limit)
+            ).all()
+            return [_event_info(e) for e in rows]
+
     def record_event(self, name: str, kind: str, **fields: Any) -> None:
         """Append an event to the ledger (used by the serving supervisor)."""
         with self.db.write() as session:

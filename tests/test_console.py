@@ -232,3 +232,21 @@ async def test_the_monitor_view_charts_live_traffic_and_lists_drift_worst_first(
         assert psi == sorted(psi, reverse=True)  # worst first
         await pilot.press("escape")
         assert app.screen.__class__.__name__ == "DeploymentsScreen"
+
+
+async def test_the_events_view_shows_the_ledger_newest_first_and_filters(deck: Deck) -> None:
+    deck.client.rollback("iris", to=2, reason="events view test")
+    deck.client.rollback("iris", to=1, reason="events view test")
+    app = deck.app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("3")
+        await settle(pilot, app)
+        table = app.screen.query_one("#events")
+        rows = [table.get_row_at(i) for i in range(table.row_count)]
+        assert rows[0][2] == "drained"  # newest first: the drain follows the switch
+        rollback = next(row for row in rows if row[2] == "rolled_back")
+        assert rollback[1:5] == ["iris", "rolled_back", "2 → 1", "iris"] and rollback[6] == "events view test"
+        await pilot.press("slash", *"^registered")
+        await settle(pilot, app, 0.3)
+        kinds = {table.get_row_at(i)[2] for i in range(table.row_count)}
+        assert kinds == {"registered"}

@@ -1,0 +1,99 @@
+"""Events: the ledger of every model (deploys, rollbacks, crashes, automatic rollbacks), filterable."""
+
+from __future__ import annotations
+
+import re
+
+from textual import on
+from textual.app import ComposeResult
+from textual.widgets import DataTable, Input
+
+from console.actions import bindings
+from console.backend import Overview
+from console.output import when
+from console.screens.base import OverviewScreen
+from registry.info import EventInfo
+
+
+class EventsScreen(OverviewScreen):
+    """Newest first; `/` filters rows by a regex matching any column (`!` inverts)."""
+
+    AUTO_FOCUS = "#events"
+    BINDINGS = bindings("events")
+    DEFAULT_CSS = """
+    EventsScreen #filter { dock: top; display: none; height: 1; border: none; padding: 0 1; }
+    EventsScreen #filter.-open { display: block; }
+    """
+    COLUMNS = ("WHEN", "MODEL", "EVENT", "VERSION", "WHERE", "WHO", "WHY")
+
+    def __init__(self) -> None:
+        super().__init__(name="events")
+        self.events: list[EventInfo] = []
+        self.pattern = ""
+        self._shown: tuple[int, str] | None = None
+
+    def body(self) -> ComposeResult:
+        yield Input(placeholder="filter events (regex; !regex excludes)", id="filter")
+        table: DataTable[str] = DataTable(cursor_type="row", zebra_stripes=True, id="events")
+        table.add_columns(*self.COLUMNS)
+        yield table
+
+    def load(self) -> Overview:
+        self.events = self.deck.backend.events()
+        return super().load()
+
+    def show(self, overview: Overview) -> None:
+        newest = (len(self.events), str(self.events[0].at) if self.events else "")
+        if newest == self._shown:
+            return  # nothing new: leave the table (and the user's cursor) alone
+        self._shown = newest
+        self._fill()
+
+    def _fill(self) -> None:
+        table = self.query_one("#events", DataTable)
+        table.clear()
+        for event in self.events:
+            cells = _cells(event)
+            if self._matches(cells):
+                table.add_row(*cells)
+
+    def _matches(self, cells: list[str]) -> bool:
+        """Whether any cell matches the filter (a regex, case-insensitive; `!` inverts)."""
+        if not self.pattern:
+            return True
+        invert = self.pattern.startswith("!")
+        body = self.pattern[1:] if invert else self.pattern
+        try:
+            found = any(re.search(body, cell, re.IGNORECASE) for cell in cells)
+        except re.error:
+            found = any(body.lower() in cell.lower() for cell in cells)
+        return found != invert
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.add_class("-open")
+        box.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.pattern = event.value
+        self._fill()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self, event: Input.Submitted) -> None:
+        if not event.value:
+            event.input.remove_class("-open")
+        self.query_one("#events", DataTable).focus()
+
+
+def _cells(event: EventInfo) -> list[str]:
+    if (
+        event.from_version is not None
+        and event.to_version is not None
+        and event.from_version != event.to_version
+    ):
+        version = f"{event.from_version} → {event.to_version}"
+    else:
+        version = str(event.to_version if event.to_version is not None else event.from_version or "-")
+    where = event.deployment or (f"@{event.alias}" if event.alias else "")
+    return [when(event.at), event.model, event.kind, version, where, event.actor, event.reason]
