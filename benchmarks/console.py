@@ -1,0 +1,145 @@
+"""Console benchmark: time to the first screen with data, CPU of the refresh loop, memory.
+
+    python benchmarks/console.py            # 5 launches, 60 s of 1 s refreshes
+    python benchmarks/console.py --quick    # 3 launches, 20 s
+
+On a temporary home with the demo models and 50 deployments in the registry (rows only: no model
+servers run, so what is measured is the console itself, reading the registry and asking a supervisor
+that is not there, as over SSH at 3 a.m. when things are down):
+
+  1. launch: a fresh `python` process imports the console, starts it headless and waits until the
+     models table has rows; wall time from process start, median of several launches; beside it, the
+     same for `modeldeck models` (the CLI listing) as the baseline;
+  2. refresh: the console on the deployments view refreshing every second for the whole period; CPU
+     time of the process over that period as % of one core, against the same app with refresh paused
+     (the baseline), and resident memory at the end;
+  3. whether the console imported scikit-learn, pandas or numpy (it must not, to show the registry).
+
+Goals: first screen under 1.0 s; a 1 Hz refresh of 50 deployments under 5% of one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import ROOT, unshadow
+
+LAUNCH = """
+import sys, time, asyncio, json
+from pathlib import Path
+from console.app import ModeldeckApp
+
+async def main():
+    app = ModeldeckApp(Path(sys.argv[1]))
+    async with app.run_test(size=(120, 40)) as pilot:
+        while not app.screen.query("#models") or app.screen.query_one("#models").row_count == 0:
+            await pilot.pause(0.01)
+        heavy = [m for m in ("sklearn", "pandas", "numpy") if m in sys.modules]
+        print(json.dumps({"seconds": time.perf_counter(), "heavy": heavy}))
+
+asyncio.run(main())
+"""
+
+REFRESH = """
+import sys, time, asyncio, json, resource
+from pathlib import Path
+from console.app import ModeldeckApp
+
+async def main():
+    seconds, paused = float(sys.argv[2]), sys.argv[3] == "paused"
+    app = ModeldeckApp(Path(sys.argv[1]), refresh_seconds=1.0)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("2")
+        await pilot.pause(2.0)
+        if paused:
+            await pilot.press("p")
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        start = time.perf_counter()
+        await pilot.pause(seconds)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        used = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        rows = app.screen.query_one("#deployments").row_count
+        cpu = used / (time.perf_counter() - start)
+        print(json.dumps({"cpu": cpu, "rss_mb": after.ru_maxrss / 1024, "rows": rows}))
+
+asyncio.run(main())
+"""
+
+
+def make_home(home: Path) -> None:
+    from console.demo import build_demo, open_demo_registry
+    from registry.deployments import save_deployment
+    from registry.info import DeploymentInfo
+
+    build_demo(home)
+    with open_demo_registry(home) as reg:
+        for i in range(50):
+            model = ("iris", "diabetes", "tumor")[i % 3]
+            spec = DeploymentInfo(f"{model}-{i:02d}", model, 1, None, "127.0.0.1", 20000 + i, 1)
+            save_deployment(reg, spec, "switched", actor="benchmark")
+
+
+def timed_launch(code: str, args: list[str], env: dict[str, str]) -> tuple[float, dict]:
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=False
+    )
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-2000:])
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    return wall, json.loads(lines[-1]) if lines else {}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true")
+    options = parser.parse_args(argv)
+    unshadow()
+    launches, seconds = (3, 20.0) if options.quick else (5, 60.0)
+    with tempfile.TemporaryDirectory(prefix="modeldeck-console-") as tmp:
+        home = Path(tmp) / "home"
+        make_home(home)
+        env = {
+            **os.environ,
+            "MODELDECK_HOME": str(home),
+            "MODELDECK_DB_URL": f"sqlite:///{home / 'registry.db'}",
+        }
+        env["PYTHONPATH"] = str(ROOT)
+        console_times, heavy = [], []
+        cli_times = []
+        for _ in range(launches):
+            wall, answer = timed_launch(LAUNCH, [str(home)], env)
+            console_times.append(wall)
+            heavy = answer.get("heavy", [])
+            start = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "console.cli", "models"], env=env, capture_output=True, check=True
+            )
+            cli_times.append(time.perf_counter() - start)
+        _, live = timed_launch(REFRESH, [str(home), str(seconds), "live"], env)
+        _, idle = timed_launch(REFRESH, [str(home), str(seconds), "paused"], env)
+    first, cli = statistics.median(console_times), statistics.median(cli_times)
+    print(f"first screen with data: median {first:.2f} s over {launches} launches (goal < 1.0 s)")
+    print(f"  `modeldeck models` in the same run: {cli:.2f} s ({first / cli:.2f}x)")
+    print(f"  heavy modules imported by the console: {heavy or 'none'}")
+    ratio = live["cpu"] / max(idle["cpu"], 1e-9)
+    print(
+        f"1 Hz refresh of {live['rows']} deployments over {seconds:g} s: {100 * live['cpu']:.1f}% of one "
+        f"core (goal < 5%); paused: {100 * idle['cpu']:.1f}% ({ratio:.1f}x)"
+    )
+    print(f"resident memory: {live['rss_mb']:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
