@@ -10,6 +10,7 @@ from console.backend import Overview
 from console.screens.base import OverviewScreen
 from console.widgets.confirm import Confirm
 from console.widgets.live import drift_text, error_share, p99_text, rps_text
+from console.widgets.tables import refresh_rows
 
 
 class DeploymentsScreen(OverviewScreen):
@@ -41,13 +42,11 @@ class DeploymentsScreen(OverviewScreen):
 
     def show(self, overview: Overview) -> None:
         self.overview = overview
-        table = self.query_one("#deployments", DataTable)
-        row = table.cursor_row
-        table.clear()
+        rows = []
         for d in overview.deployments:
             live = overview.live.get(d.name, {})
             state = live.get("status", "down" if not overview.supervisor_up else "stopped")
-            table.add_row(
+            cells = [
                 d.name,
                 f"{d.model}:{d.version}",
                 str(d.standby_version or "-"),
@@ -58,10 +57,9 @@ class DeploymentsScreen(OverviewScreen):
                 p99_text([live]),
                 error_share([live]),
                 drift_text([live]),
-                key=d.name,
-            )
-        if table.row_count:
-            table.move_cursor(row=min(row, table.row_count - 1))
+            ]
+            rows.append((d.name, cells))
+        refresh_rows(self.query_one("#deployments", DataTable), rows)
 
     def selected(self) -> str | None:
         table = self.query_one("#deployments", DataTable)

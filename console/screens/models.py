@@ -12,6 +12,7 @@ from console.actions import bindings
 from console.backend import Overview
 from console.screens.base import OverviewScreen
 from console.widgets.live import drift_text, error_share, p99_text, rps_text
+from console.widgets.tables import refresh_rows
 
 
 class ModelsScreen(OverviewScreen):
@@ -38,9 +39,7 @@ class ModelsScreen(OverviewScreen):
 
     def show(self, overview: Overview) -> None:
         self.overview = overview
-        table = self.query_one("#models", DataTable)
-        selected = self.selected()
-        table.clear()
+        rows = []
         for model in overview.models:
             if not self._matches(model.name):
                 continue
@@ -48,7 +47,7 @@ class ModelsScreen(OverviewScreen):
             live = [overview.live.get(d.name, {}) for d in deployed]
             aliases = " ".join(f"{a}→{v}" for a, v in sorted(model.aliases.items()))
             where = " ".join(f"{d.name}:{d.version}" for d in deployed) or "-"
-            table.add_row(
+            cells = [
                 model.name,
                 str(model.versions),
                 str(model.latest_version or "-"),
@@ -58,11 +57,9 @@ class ModelsScreen(OverviewScreen):
                 p99_text(live),
                 error_share(live),
                 drift_text(live),
-                key=model.name,
-            )
-        shown = [str(key.value) for key in table.rows]
-        if selected in shown:
-            table.move_cursor(row=shown.index(selected))
+            ]
+            rows.append((model.name, cells))
+        refresh_rows(self.query_one("#models", DataTable), rows)
 
     def selected(self) -> str | None:
         table = self.query_one("#models", DataTable)
