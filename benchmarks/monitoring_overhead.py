@@ -14,8 +14,6 @@ per-run ratios on/off and their median. Goal: at least 95%.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -25,8 +23,8 @@ import time
 from pathlib import Path
 
 from common import unshadow
-from serving import WRK_SCRIPT, Cores, fmt_ms, fmt_rps, free_port, parse_wrk, print_table
-from swap import FEATURES, make_home
+from serving import Cores, fmt_ms, fmt_rps, free_port, parse_wrk, print_table
+from swap import prepare
 
 
 def run_wrk(cores: Cores, binary: str, script: Path, url: str, conc: int, seconds: float) -> object:
@@ -66,22 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"monitoring overhead: {runs} runs of {seconds:g} s per side; {cores.describe()}")
     with tempfile.TemporaryDirectory(prefix="modeldeck-overhead-") as tmp_name:
         tmp = Path(tmp_name)
-        home = tmp / "home"
-        make_home(home)
-        body = tmp / "body.json"
-        body.write_text(json.dumps({"inputs": [[0.1] * FEATURES]}))
-        script = tmp / "post.lua"
-        script.write_text(WRK_SCRIPT.format(path=json.dumps(str(body))))
-        env = {**os.environ, "MODELDECK_HOME": str(home)}
-        env.pop("MODELDECK_DB_URL", None)
-        command = [sys.executable, "-m", "registry.serving.control", "--home", str(home), "--metrics=off"]
-        supervisor = subprocess.Popen(
-            [*cores.prefix(cores.server), *command],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        home, script, supervisor = prepare(tmp, cores, "--metrics=off")
         client = SupervisorClient(home)
         try:
             while not client.running():

@@ -53,6 +53,27 @@ def make_home(home: Path) -> None:
             reg.register(LogisticRegression(C=c).fit(X, y), "bench", reference=X[:500])
 
 
+def prepare(tmp: Path, cores: Cores, *flags: str) -> tuple[Path, Path, subprocess.Popen[bytes]]:
+    """A home with the benchmark model, wrk's POST script, and a supervisor pinned to the server core."""
+    home = tmp / "home"
+    make_home(home)
+    body = tmp / "body.json"
+    body.write_text(json.dumps({"inputs": [[0.1] * FEATURES]}))
+    script = tmp / "post.lua"
+    script.write_text(WRK_SCRIPT.format(path=json.dumps(str(body))))
+    env = {**os.environ, "MODELDECK_HOME": str(home)}
+    env.pop("MODELDECK_DB_URL", None)
+    command = [sys.executable, "-m", "registry.serving.control", "--home", str(home), *flags]
+    supervisor = subprocess.Popen(
+        [*cores.prefix(cores.server), *command],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    return home, script, supervisor
+
+
 def wrk(cores: Cores, binary: str, script: Path, url: str, seconds: float) -> subprocess.Popen[str]:
     command = [
         *cores.prefix(cores.client),
@@ -95,28 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"swap benchmark: {options.swaps} swaps every {options.interval:g} s; {cores.describe()}")
     with tempfile.TemporaryDirectory(prefix="modeldeck-swap-") as tmp_name:
         tmp = Path(tmp_name)
-        home = tmp / "home"
-        make_home(home)
-        body = tmp / "body.json"
-        body.write_text(json.dumps({"inputs": [[0.1] * FEATURES]}))
-        script = tmp / "post.lua"
-        script.write_text(WRK_SCRIPT.format(path=json.dumps(str(body))))
-        env = {**os.environ, "MODELDECK_HOME": str(home)}
-        env.pop("MODELDECK_DB_URL", None)
-        supervisor = subprocess.Popen(
-            [
-                *cores.prefix(cores.server),
-                sys.executable,
-                "-m",
-                "registry.serving.control",
-                "--home",
-                str(home),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        home, script, supervisor = prepare(tmp, cores)
         client = SupervisorClient(home)
         try:
             while not client.running():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from textual import on
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Input
@@ -12,6 +10,7 @@ from console.actions import bindings
 from console.backend import Overview
 from console.output import when
 from console.screens.base import OverviewScreen
+from console.widgets.filter import matches
 from registry.info import EventInfo
 
 
@@ -54,20 +53,8 @@ class EventsScreen(OverviewScreen):
         table.clear()
         for event in self.events:
             cells = _cells(event)
-            if self._matches(cells):
+            if matches(self.pattern, cells):
                 table.add_row(*cells)
-
-    def _matches(self, cells: list[str]) -> bool:
-        """Whether any cell matches the filter (a regex, case-insensitive; `!` inverts)."""
-        if not self.pattern:
-            return True
-        invert = self.pattern.startswith("!")
-        body = self.pattern[1:] if invert else self.pattern
-        try:
-            found = any(re.search(body, cell, re.IGNORECASE) for cell in cells)
-        except re.error:
-            found = any(body.lower() in cell.lower() for cell in cells)
-        return found != invert
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)

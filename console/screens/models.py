@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from textual import on
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Input
@@ -11,6 +9,7 @@ from textual.widgets import DataTable, Input
 from console.actions import bindings
 from console.backend import Overview
 from console.screens.base import OverviewScreen
+from console.widgets.filter import matches
 from console.widgets.live import drift_text, error_share, p99_text, rps_text
 from console.widgets.tables import refresh_rows
 
@@ -41,7 +40,7 @@ class ModelsScreen(OverviewScreen):
         self.overview = overview
         rows = []
         for model in overview.models:
-            if not self._matches(model.name):
+            if not matches(self.pattern, [model.name]):
                 continue
             deployed = overview.deployed(model.name)
             live = [overview.live.get(d.name, {}) for d in deployed]
@@ -66,16 +65,6 @@ class ModelsScreen(OverviewScreen):
         if table.row_count == 0:
             return None
         return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
-
-    def _matches(self, name: str) -> bool:
-        if not self.pattern:
-            return True
-        invert = self.pattern.startswith("!")
-        try:
-            found = re.search(self.pattern[1:] if invert else self.pattern, name) is not None
-        except re.error:
-            found = (self.pattern[1:] if invert else self.pattern) in name
-        return found != invert
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
