@@ -302,7 +302,13 @@ def test_monitoring_counts_requests_and_latency_and_judges_drift_on_valid_rows_o
     from sklearn.datasets import load_iris
 
     served.client.deploy("iris:1", port=served.port)
-    served.client.deploy("iris:2")  # a new serving version: drift starts a new window
+    # Drift keeps one window per serving version: let the supervisor see version 1 serve, so that
+    # version 2 starts a new window rather than continuing one from an earlier test.
+    _wait(
+        lambda: (served.client.monitor()["deployments"]["iris"]["live"] or {}).get("version") == 1,
+        what="a pull of version 1",
+    )
+    served.client.deploy("iris:2")
     deployed = served.client.monitor()["cursor"]
     # The first pull of a new worker is its baseline: count from the one after.
     _wait(

@@ -72,21 +72,18 @@ class Scraper:
         now = time.time() if now is None else now
         self.seq += 1
         runtimes = list(self.supervisor.runtimes.values())
-        alive: set[int] = set()
+        # Every worker the supervisor tracks keeps its cursor and counts, whatever its role right now:
+        # a standby may serve again, and a worker being promoted is briefly in neither list.
+        alive = set(self.supervisor.workers)
         for runtime in runtimes:
             workers = list(runtime.active)
-            standby = {w.pid for w in runtime.standby}
-            alive.update(w.pid for w in workers)
-            alive.update(standby)  # a standby keeps its cursor and counts: it may serve again
             pulls = await asyncio.gather(*(self._pull(w.pid, w.popen is not None) for w in workers))
             by_pid = {w.pid: pull for w, pull in zip(workers, pulls, strict=True)}
             resources = {w.pid: self.resources.process(w.pid) for w in workers}
             name, version = runtime.spec.name, runtime.spec.version
             series = self.series.setdefault(name, DeploymentSeries(name))
             fresh = {w.pid for w in workers if w.popen is not None}  # started by this supervisor
-            point = series.ingest(
-                self.seq, version, by_pid, resources, now, self.interval, fresh, {*by_pid, *standby}
-            )
+            point = series.ingest(self.seq, version, by_pid, resources, now, self.interval, fresh, alive)
             self._sample(runtime, by_pid, now)
             self.rollups.add(name, runtime.spec.model, point, self.drift.get(name))
         for name in [n for n in self.series if n not in self.supervisor.runtimes]:
