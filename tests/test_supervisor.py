@@ -301,44 +301,34 @@ def test_concurrent_deploy_and_rollback_are_serialised_and_match_the_ledger(serv
 def test_monitoring_counts_requests_and_latency_and_judges_drift_on_valid_rows_only(served: Served) -> None:
     from sklearn.datasets import load_iris
 
-    served.client.deploy("iris:1", port=served.port)
-    # Drift keeps one window per serving version: let the supervisor see version 1 serve, so that
-    # version 2 starts a new window rather than continuing one from an earlier test.
-    _wait(
-        lambda: (served.client.monitor()["deployments"]["iris"]["live"] or {}).get("version") == 1,
-        what="a pull of version 1",
-    )
-    served.client.deploy("iris:2")
-    deployed = served.client.monitor()["cursor"]
-    # The first pull of a new worker is its baseline: count from the one after.
-    _wait(
-        lambda: len(served.client.monitor(deployed, "iris")["deployments"]["iris"]["points"]) >= 2,
-        what="pulls",
-    )
-    cursor = served.client.monitor()["cursor"]
-    rows = load_iris().data.tolist()
-    with httpx.Client(base_url=served.url, timeout=10) as client:
-        for row in rows:
-            assert client.post("/invocations", json={"inputs": [row]}).status_code == 200
-        for _ in range(3):
-            assert client.post("/invocations", json={"inputs": [[1.0, "wide", 1.0, 1.0]]}).status_code == 422
+    # A deployment of its own: a new worker with nothing sampled yet, so the drift window holds
+    # exactly what this test sends (a reused worker may bring rows it sampled in earlier tests).
+    port = free_port()
+    served.client.deploy("iris:2", name="iris-mon", port=port)
+    try:
+        rows = load_iris().data.tolist()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            for row in rows:
+                assert client.post("/invocations", json={"inputs": [row]}).status_code == 200
+            for _ in range(3):
+                bad = {"inputs": [[1.0, "wide", 1.0, 1.0]]}
+                assert client.post("/invocations", json=bad).status_code == 422
 
-    def counted() -> list[dict]:
-        return served.client.monitor(cursor, "iris")["deployments"]["iris"]["points"]
+        def seen() -> dict:
+            return served.client.monitor(0, "iris-mon")["deployments"].get("iris-mon") or {}
 
-    _wait(lambda: sum(p["requests"] for p in counted()) >= 153, what="the requests in the series")
-    points = counted()
-    assert sum(p["ok"] for p in points) == 150 and sum(p["client_errors"] for p in points) == 3
-    assert any(p["p50"] is not None and p["p50"] < 0.1 for p in points)
-    assert all(p["version"] == 2 and p["workers"] == 1 for p in points)
-    _wait(
-        lambda: (served.client.monitor()["deployments"]["iris"]["drift"] or {}).get("rows") == 150,
-        what="drift",
-    )
-    drift = served.client.monitor()["deployments"]["iris"]["drift"]
-    assert drift["status"] == "ok" and drift["version"] == 2  # the training data does not drift
-    assert [f["name"] for f in drift["features"]][:1] == ["sepal length (cm)"]
-    assert drift["prediction"]["kind"] == "categorical"
+        _wait(lambda: sum(p["requests"] for p in seen().get("points", [])) >= 153, what="the requests")
+        points = seen()["points"]
+        assert sum(p["ok"] for p in points) == 150 and sum(p["client_errors"] for p in points) == 3
+        assert any(p["p50"] is not None and p["p50"] < 0.1 for p in points)
+        assert all(p["version"] == 2 for p in points) and points[-1]["workers"] == 1
+        _wait(lambda: (seen().get("drift") or {}).get("rows") == 150, what="drift of the 150 valid rows")
+        drift = seen()["drift"]
+        assert drift["status"] == "ok" and drift["version"] == 2  # the training data does not drift
+        assert [f["name"] for f in drift["features"]][:1] == ["sepal length (cm)"]
+        assert drift["prediction"]["kind"] == "categorical"
+    finally:
+        served.client.stop("iris-mon")
 
 
 def test_the_exporter_sums_workers_for_prometheus_and_lists_targets(served: Served) -> None:
