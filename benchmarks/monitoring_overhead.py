@@ -16,35 +16,14 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from common import unshadow
-from serving import Cores, fmt_ms, fmt_rps, free_port, parse_wrk, print_table
+from serving import Cores, Wrk, fmt_ms, fmt_rps, free_port, print_table
 from swap import prepare
-
-
-def run_wrk(cores: Cores, binary: str, script: Path, url: str, conc: int, seconds: float) -> object:
-    command = [
-        *cores.prefix(cores.client),
-        binary,
-        "-t1",
-        f"-c{conc}",
-        f"-d{max(1, round(seconds))}s",
-        "--timeout",
-        "10s",
-        "--latency",
-        "-s",
-        str(script),
-        url + "/invocations",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"wrk failed: {result.stderr or result.stdout}")
-    return parse_wrk(result.stdout)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="modeldeck-overhead-") as tmp_name:
         tmp = Path(tmp_name)
         home, script, supervisor = prepare(tmp, cores, "--metrics=off")
+        runner = Wrk(binary, cores, {1: script})
         client = SupervisorClient(home)
         try:
             while not client.running():
@@ -77,11 +57,11 @@ def main(argv: list[str] | None = None) -> None:
             rows = []
             for conc in (8, 64):
                 for side in urls:  # warm-up
-                    run_wrk(cores, binary, script, urls[side], conc, 1)
+                    runner.run(urls[side], 1, conc, 1)
                 results: dict[str, list] = {"on": [], "off": []}
                 for _ in range(runs):
                     for side in ("on", "off"):
-                        results[side].append(run_wrk(cores, binary, script, urls[side], conc, seconds))
+                        results[side].append(runner.run(urls[side], 1, conc, seconds))
                 ratios = [a.rps / b.rps for a, b in zip(results["on"], results["off"], strict=True)]
                 on_rps = statistics.median(r.rps for r in results["on"])
                 off_rps = statistics.median(r.rps for r in results["off"])

@@ -255,8 +255,9 @@ class Wrk:
     def __init__(self, binary: str, cores: Cores, scripts: dict[int, Path]) -> None:
         self.binary, self.cores, self.scripts = binary, cores, scripts
 
-    def run(self, url: str, rows: int, conc: int, seconds: float) -> Load:
-        command = [
+    def command(self, url: str, rows: int, conc: int, seconds: float) -> list[str]:
+        """wrk pinned to the client core: one thread, `conc` kept-alive connections, POSTs of `rows` rows."""
+        return [
             *self.cores.prefix(self.cores.client),
             self.binary,
             "-t1",
@@ -269,6 +270,9 @@ class Wrk:
             str(self.scripts[rows]),
             url + "/invocations",
         ]
+
+    def run(self, url: str, rows: int, conc: int, seconds: float) -> Load:
+        command = self.command(url, rows, conc, seconds)
         result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=False)
         if result.returncode != 0:
             raise RuntimeError(f"wrk failed ({result.returncode}): {result.stderr or result.stdout}")

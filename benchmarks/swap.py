@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from common import unshadow
-from serving import WRK_SCRIPT, Cores, fmt_ms, free_port, parse_wrk, print_table
+from serving import WRK_SCRIPT, Cores, Wrk, fmt_ms, free_port, parse_wrk, print_table
 
 ROOT = Path(__file__).resolve().parent.parent
 FEATURES = 20
@@ -74,20 +74,9 @@ def prepare(tmp: Path, cores: Cores, *flags: str) -> tuple[Path, Path, subproces
     return home, script, supervisor
 
 
-def wrk(cores: Cores, binary: str, script: Path, url: str, seconds: float) -> subprocess.Popen[str]:
-    command = [
-        *cores.prefix(cores.client),
-        binary,
-        "-t1",
-        "-c8",
-        f"-d{max(1, round(seconds))}s",
-        "--timeout",
-        "10s",
-        "--latency",
-        "-s",
-        str(script),
-        url + "/invocations",
-    ]
+def wrk(runner: Wrk, url: str, seconds: float) -> subprocess.Popen[str]:
+    """wrk at concurrency 8, started in the background (the script swaps meanwhile)."""
+    command = runner.command(url, 1, 8, seconds)
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -117,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="modeldeck-swap-") as tmp_name:
         tmp = Path(tmp_name)
         home, script, supervisor = prepare(tmp, cores)
+        runner = Wrk(binary, cores, {1: script})
         client = SupervisorClient(home)
         try:
             while not client.running():
@@ -127,11 +117,11 @@ def main(argv: list[str] | None = None) -> None:
             url = f"http://127.0.0.1:{port}"
             seconds = max(5.0, options.swaps * options.interval + 2)
 
-            steady = finish(wrk(cores, binary, script, url, seconds))
+            steady = finish(wrk(runner, url, seconds))
 
             rollbacks: list[float] = []
             deploys: list[float] = []
-            load = wrk(cores, binary, script, url, seconds)
+            load = wrk(runner, url, seconds)
             time.sleep(1.0)
             for i in range(options.swaps):
                 start = time.perf_counter()

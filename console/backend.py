@@ -30,7 +30,6 @@ class Overview:
     #: deployment name -> the supervisor's view (status, workers, live point, drift); empty if it is down.
     live: dict[str, dict[str, Any]] = field(default_factory=dict)
     supervisor_up: bool = False
-    cursor: int = 0
 
     def deployed(self, model: str) -> list[DeploymentInfo]:
         return [d for d in self.deployments if d.model == model]
@@ -49,16 +48,15 @@ class Backend:
         self.client.close()
         self.registry.close()
 
-    def overview(self, cursor: int = 0) -> Overview:
+    def overview(self) -> Overview:
         """Models and deployments from the registry, and live figures when the supervisor answers."""
         overview = Overview(self.registry.list_models(), list_deployments(self.registry))
         try:
             status = self.client.status()
-            monitor = self.client.monitor(cursor)
+            monitor = self.client.live()
         except SupervisorError:
             return overview
         overview.supervisor_up = True
-        overview.cursor = monitor["cursor"]
         for deployment in status["deployments"]:
             seen = monitor["deployments"].get(deployment["name"]) or {}
             overview.live[deployment["name"]] = {**deployment, **seen}

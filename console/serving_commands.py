@@ -219,7 +219,7 @@ def status(json_out: JsonFlag = False) -> None:
 
 def _add_live_figures(client: Any, deployments: list[dict[str, Any]]) -> None:
     """Requests/s over the last 10 s, last-minute p99 and the drift verdict, from the supervisor."""
-    cursor = client.monitor(2**62)["cursor"]
+    cursor = client.live()["cursor"]
     recent = client.monitor(max(0, cursor - 10))["deployments"]
     for d in deployments:
         seen = recent.get(d["name"]) or {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import multiprocessing
+import socket
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,6 +44,13 @@ def four_processes() -> Iterator[Callable[..., list[Any]]]:
             return pool.starmap_async(func, [args] * 4, chunksize=1).get(timeout=120)
 
         yield run
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def hostile_skops(marker: Path) -> bytes:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from helpers import free_port
 
 from registry import Registry
 from registry.serving.client import SupervisorClient
@@ -25,12 +25,6 @@ def anyio_backend() -> str:
 
 
 ROW = {"inputs": [[5.1, 3.5, 1.4, 0.2]]}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Deck:

@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from helpers import free_port
 
 import registry as registry_package
 from registry import Registry
@@ -33,12 +34,6 @@ from registry.serving.rundir import RunDir
 
 ROW = {"inputs": [[5.1, 3.5, 1.4, 0.2]]}
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -10,7 +10,7 @@ from console.actions import bindings
 from console.backend import Overview
 from console.output import when
 from console.screens.base import OverviewScreen
-from console.widgets.filter import matches
+from console.widgets.filter import FilterBar, matches
 from registry.info import EventInfo
 
 
@@ -19,10 +19,6 @@ class EventsScreen(OverviewScreen):
 
     AUTO_FOCUS = "#events"
     BINDINGS = bindings("events")
-    DEFAULT_CSS = """
-    EventsScreen #filter { dock: top; display: none; height: 1; border: none; padding: 0 1; }
-    EventsScreen #filter.-open { display: block; }
-    """
     COLUMNS = ("WHEN", "MODEL", "EVENT", "VERSION", "WHERE", "WHO", "WHY")
 
     def __init__(self) -> None:
@@ -32,7 +28,7 @@ class EventsScreen(OverviewScreen):
         self._shown: tuple[int, str] | None = None
 
     def body(self) -> ComposeResult:
-        yield Input(placeholder="filter events (regex; !regex excludes)", id="filter")
+        yield FilterBar("events", "#events")
         table: DataTable[str] = DataTable(cursor_type="row", zebra_stripes=True, id="events")
         table.add_columns(*self.COLUMNS)
         yield table
@@ -57,20 +53,12 @@ class EventsScreen(OverviewScreen):
                 table.add_row(*cells)
 
     def action_filter(self) -> None:
-        box = self.query_one("#filter", Input)
-        box.add_class("-open")
-        box.focus()
+        self.query_one(FilterBar).open()
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
         self.pattern = event.value
         self._fill()
-
-    @on(Input.Submitted, "#filter")
-    def _filter_done(self, event: Input.Submitted) -> None:
-        if not event.value:
-            event.input.remove_class("-open")
-        self.query_one("#events", DataTable).focus()
 
 
 def _cells(event: EventInfo) -> list[str]:

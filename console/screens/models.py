@@ -9,7 +9,7 @@ from textual.widgets import DataTable, Input
 from console.actions import bindings
 from console.backend import Overview
 from console.screens.base import OverviewScreen
-from console.widgets.filter import matches
+from console.widgets.filter import FilterBar, matches
 from console.widgets.live import drift_text, error_share, p99_text, rps_text
 from console.widgets.tables import refresh_rows
 
@@ -19,10 +19,6 @@ class ModelsScreen(OverviewScreen):
 
     AUTO_FOCUS = "#models"
     BINDINGS = bindings("models")
-    DEFAULT_CSS = """
-    ModelsScreen #filter { dock: top; display: none; height: 1; border: none; padding: 0 1; }
-    ModelsScreen #filter.-open { display: block; }
-    """
     COLUMNS = ("MODEL", "VERSIONS", "LATEST", "ALIASES", "DEPLOYED", "REQ/S", "P99", "ERR%", "DRIFT")
 
     def __init__(self) -> None:
@@ -31,7 +27,7 @@ class ModelsScreen(OverviewScreen):
         self.pattern = ""
 
     def body(self) -> ComposeResult:
-        yield Input(placeholder="filter models (regex; !regex excludes)", id="filter")
+        yield FilterBar("models", "#models")
         table: DataTable[str] = DataTable(cursor_type="row", zebra_stripes=True, id="models")
         table.add_columns(*self.COLUMNS)
         yield table
@@ -67,21 +63,13 @@ class ModelsScreen(OverviewScreen):
         return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
 
     def action_filter(self) -> None:
-        box = self.query_one("#filter", Input)
-        box.add_class("-open")
-        box.focus()
+        self.query_one(FilterBar).open()
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
         self.pattern = event.value
         if self.overview is not None:
             self.show(self.overview)
-
-    @on(Input.Submitted, "#filter")
-    def _filter_done(self, event: Input.Submitted) -> None:
-        if not event.value:
-            event.input.remove_class("-open")
-        self.query_one("#models", DataTable).focus()
 
     @on(DataTable.RowSelected, "#models")
     def _open(self, event: DataTable.RowSelected) -> None:

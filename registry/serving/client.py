@@ -109,6 +109,10 @@ class SupervisorClient:
         query = f"/monitor?cursor={cursor}" + (f"&name={name}" if name else "")
         return self._request("GET", query)
 
+    def live(self) -> dict[str, Any]:
+        """Like `monitor` without the series: the newest point, drift and host only (for tables)."""
+        return self.monitor(cursor=2**62)
+
     def deploy(
         self,
         ref: str,

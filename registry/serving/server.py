@@ -98,32 +98,28 @@ def create_app(
     def predicting(handler: Callable[[Request, bytes], Awaitable[tuple[int, Any, int]]]) -> Handler:
         """Read the body within the limit, run `handler`, turn failures into JSON errors, count it."""
 
-        async def run(request: Request) -> Response:
-            start = time.perf_counter()
-            rows = 0
-            metrics.in_flight.inc()
+        async def respond(request: Request) -> tuple[Response, int]:
             try:
                 body = await read_body(request, max_body_bytes)
                 status, result, rows = await handler(request, body)
-                response = answer(status, result)
+                return answer(status, result), rows
             except InputError as exc:
-                response = answer(exc.status, exc.body())
+                return answer(exc.status, exc.body()), 0
             except Exception as exc:  # the model raised: the worker lives on
-                response = answer(500, _failure(exc))
+                return answer(500, _failure(exc)), 0
+
+        async def unmonitored(request: Request) -> Response:
+            return (await respond(request))[0]
+
+        async def run(request: Request) -> Response:
+            start = time.perf_counter()
+            metrics.in_flight.inc()
+            try:
+                response, rows = await respond(request)
             finally:
                 metrics.in_flight.dec()
             metrics.observe(response.status_code, time.perf_counter() - start, rows)
             return response
-
-        async def unmonitored(request: Request) -> Response:
-            try:
-                body = await read_body(request, max_body_bytes)
-                status, result, _ = await handler(request, body)
-                return answer(status, result)
-            except InputError as exc:
-                return answer(exc.status, exc.body())
-            except Exception as exc:
-                return answer(500, _failure(exc))
 
         return guarded(run if monitoring else unmonitored)
 
