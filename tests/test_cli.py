@@ -282,3 +282,10 @@ def test_reference_with_text_in_a_numeric_column_names_the_column(home, skops_fi
     result = run("register", str(skops_file), "--name", "iris", "--reference", str(bad), ok=False)
     assert "cannot predict on its reference sample" in result.stderr
     assert "sepal length (cm)" in result.stderr
+
+
+def test_console_options_are_checked_before_anything_starts() -> None:
+    theme = run("console", "--theme", "nope", ok=False)
+    assert theme.exit_code == 1 and "unknown theme 'nope'" in theme.output
+    refresh = run("console", "--refresh", "0", ok=False)
+    assert refresh.exit_code == 1 and "--refresh must be a positive number" in refresh.output

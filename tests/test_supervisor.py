@@ -478,3 +478,18 @@ def test_supervisor_start_brings_deployments_back(served: Served) -> None:
     assert f"iris: iris:2 running on {served.url}" in started.stdout
     assert served.version() == "2"
     assert served.events()[-1].reason in ("supervisor started", "")
+
+
+def test_the_control_api_refuses_bad_requests_with_a_reason(served: Served) -> None:
+    transport = httpx.HTTPTransport(uds=str(RunDir.of(served.home).control_socket))
+    with httpx.Client(transport=transport, base_url="http://supervisor", timeout=30) as control:
+        missing = control.post("/deploy", json={"port": served.port})
+        assert missing.status_code == 400 and "'ref'" in missing.json()["error"]["message"]
+        not_object = control.post("/rollback", json=[1, 2])
+        assert not_object.status_code == 400 and "JSON object" in not_object.json()["error"]["message"]
+        unknown = control.post("/deploy", json={"ref": "nope:1"})
+        assert unknown.status_code == 404 and "no model 'nope'" in unknown.json()["error"]["message"]
+    with pytest.raises(SupervisorError, match="between 1 and 64"):
+        served.client.scale("iris", 0)
+    with pytest.raises(SupervisorError, match="between 1 and 64"):
+        served.client.deploy("iris:1", workers=65)
