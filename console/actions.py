@@ -44,10 +44,18 @@ ACTIONS: tuple[Action, ...] = (
     Action("filter", "slash", "Filter", ("models", "events")),
     Action("open", "enter", "Versions", ("models",)),
     Action("deploy", "d", "Deploy", ("models", "versions"), changes=True, command="deploy", usage="REF"),
+    Action("alias", "a", "Set alias", ("versions",), changes=True, command="alias", usage="REF ALIAS"),
+    Action("mark", "space", "Mark", ("versions",)),
+    Action("compare", "c", "Compare", ("versions",)),
     Action("rollback", "r", "Roll back", ("deployments",), changes=True, command="rollback", usage="NAME"),
     Action("stop", "s", "Stop", ("deployments",), changes=True, command="stop", usage="NAME"),
     Action("monitor", "m", "Monitor", ("deployments",), command="monitor", usage="NAME"),
-    Action("back", "escape", "Back", ("versions", "monitor")),
+    Action("logs", "l", "Logs", ("deployments", "monitor"), command="logs", usage="NAME"),
+    Action("serving_at", "t", "Serving at", ("events",), command="at", usage="TIME"),
+    Action("changes_only", "x", "Only changes", ("diff",)),
+    Action("wrap", "w", "Wrap", ("logs",)),
+    Action("follow", "end", "Follow", ("logs",)),
+    Action("back", "escape", "Back", ("versions", "monitor", "logs", "diff")),
 )
 
 
@@ -67,3 +75,8 @@ def by_command(command: str) -> Action | None:
 
 def key_label(key: str) -> str:
     return {"question_mark": "?", "colon": ":", "slash": "/", "escape": "esc"}.get(key, key)
+
+
+def usage(action: Action) -> str:
+    """`:command ARGS` as the help and the warnings show it."""
+    return f":{action.command} {action.usage}".rstrip()

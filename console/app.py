@@ -14,6 +14,7 @@ from textual.theme import Theme
 
 from console import actions
 from console.backend import Backend, Overview
+from console.operations import Operations
 from console.screens.base import OverviewScreen
 from console.screens.deployments import DeploymentsScreen
 from console.screens.events import EventsScreen
@@ -21,7 +22,6 @@ from console.screens.help import HelpScreen
 from console.screens.models import ModelsScreen
 from console.widgets.banner import Banner
 from console.widgets.command_line import CommandLine
-from console.widgets.confirm import Confirm
 from themes import THEMES, stylesheet
 
 
@@ -51,6 +51,7 @@ class ModeldeckApp(App[None]):
             self.register_theme(Theme(name=name, **colours))  # type: ignore[arg-type]
         self.theme = theme
         self._problem = ""
+        self.operations = Operations(self)
 
     def on_mount(self) -> None:
         self.sub_title = f"{self.backend.registry.settings.home}" + (
@@ -108,30 +109,34 @@ class ModeldeckApp(App[None]):
     def action_command_line(self) -> None:
         self.screen.query_one(CommandLine).open()
 
-    def confirm_deploy(self, screen: OverviewScreen, model: str, version: int, alias: str | None) -> None:
-        """Ask, then deploy `model:version` as deployment `model`."""
-        if self.read_only:
-            self.notify("read-only: deploying is off", severity="warning")
+    # ------------------------------------------------------------------ screens of one deployment
+    def open_deployment(self, view: str, name: str) -> None:
+        """Push the monitor or the logs of deployment `name` (known to the registry)."""
+        from console.screens.logs import LogsScreen
+        from console.screens.monitor import MonitorScreen
+
+        known = [d.name for d in (self.overview.deployments if self.overview else [])]
+        if name not in known:
+            self.notify(f"no deployment {name!r}; known: {', '.join(known) or 'none'}", severity="warning")
             return
-        ref = f"{model}:{version}"
-        current = next(
-            (d for d in (self.overview.deployments if self.overview else []) if d.name == model), None
-        )
-        where = (
-            f"now serving {model}:{current.version} on port {current.port}" if current else "a new deployment"
-        )
-        label = f" (@{alias})" if alias else ""
+        self.push_screen(MonitorScreen(name) if view == "monitor" else LogsScreen(name))
 
-        def answered(yes: bool | None) -> None:
-            if yes:
-                screen.run_action(
-                    f"deploying {ref}",
-                    lambda: self.backend.deploy(ref, name=model),
-                    lambda r: f"{model}: {r['model']}:{r['version']} serves on {r['url']}",
-                )
+    def serving_at(self, when: str) -> None:
+        """Show the events view with what was serving at the time `when` (`14:30`, `2h ago`, ISO 8601)."""
+        from console.screens.events import EventsScreen
+        from registry.history import parse_time
 
-        self.push_screen(Confirm(f"Deploy {ref}{label} to deployment {model}?", where), answered)
+        try:
+            moment = parse_time(when)
+        except ValueError as exc:
+            self.notify(str(exc), severity="warning")
+            return
+        self.switch_mode("events")
+        screen = self.screen
+        if isinstance(screen, EventsScreen):
+            screen.show_serving_at(moment)
 
+    # ------------------------------------------------------------------ `:` commands
     @on(CommandLine.Command)
     async def _command(self, event: CommandLine.Command) -> None:
         action = actions.by_command(event.command)
@@ -141,60 +146,41 @@ class ModeldeckApp(App[None]):
         if action.changes and self.read_only:
             self.notify(f"read-only: :{event.command} is off", severity="warning")
             return
-        if action.changes:
-            self._changing_command(action.command or "", event.arguments)
-        else:
+        if not action.usage:
             await self.run_action(action.name)
-
-    def _changing_command(self, command: str, arguments: list[str]) -> None:
-        if len(arguments) != 1:
-            self.notify(f"usage: :{command} {actions.by_command(command).usage}", severity="warning")  # type: ignore[union-attr]
             return
-        target = arguments[0]
-        screen = self.screen if isinstance(self.screen, OverviewScreen) else None
-        if screen is None:
+        wanted = len(action.usage.split())
+        if len(event.arguments) != wanted and not (action.command == "at" and event.arguments):
+            self.notify(f"usage: {actions.usage(action)}", severity="warning")
             return
-        if command == "deploy":
-            model, _, version = target.partition(":")
-            if version.isdigit():
-                self.confirm_deploy(screen, model, int(version), None)
-            else:
-                self.notify("usage: :deploy NAME:VERSION", severity="warning")
-        elif command == "rollback":
-            self.push_screen(
-                Confirm(f"Roll back {target} to its standby?"),
-                lambda yes: (
-                    yes
-                    and screen.run_action(
-                        f"rolling back {target}",
-                        lambda: self.backend.rollback(target),
-                        lambda r: f"{target}: {r['model']}:{r['version']} serves again",
-                    )
-                ),
-            )
-        elif command == "stop":
-            self.push_screen(
-                Confirm(f"Stop {target}?"),
-                lambda yes: (
-                    yes
-                    and screen.run_action(
-                        f"stopping {target}",
-                        lambda: self.backend.stop(target),
-                        lambda r: f"{target}: stopped",
-                    )
-                ),
-            )
+        first, *rest = event.arguments
+        if action.command == "deploy":
+            self.operations.deploy(first)
+        elif action.command == "rollback":
+            self.operations.rollback(first)
+        elif action.command == "stop":
+            self.operations.stop(first)
+        elif action.command == "alias":
+            self.operations.set_alias(first, rest[0])
+        elif action.command in ("monitor", "logs"):
+            self.open_deployment(action.command, first)
+        elif action.command == "at":
+            self.serving_at(" ".join(event.arguments))
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
-        """The command palette (ctrl+p) offers the same actions as the keys, plus the themes."""
+        """The command palette (ctrl+p) offers the keys of this screen and the global ones, plus themes."""
         yield from super().get_system_commands(screen)
         for action in actions.ACTIONS:
-            if action.changes or action.name in ("command_line",):
+            if action.name == "command_line" or (self.read_only and action.changes):
                 continue
-            yield SystemCommand(
-                action.description,
-                f"{actions.key_label(action.key)}",
-                partial(self.run_action, action.name),
-            )
+            if actions.GLOBAL in action.scopes:
+                run = partial(self.run_action, action.name)
+                yield SystemCommand(action.description, actions.key_label(action.key), run)
+            elif screen.name in action.scopes:
+                yield SystemCommand(
+                    action.description,
+                    f"{actions.key_label(action.key)} on the selected row",
+                    partial(self.run_action, action.name, screen),
+                )
         for name in THEMES:
             yield SystemCommand(f"Theme: {name}", "switch colours", lambda n=name: setattr(self, "theme", n))

@@ -8,13 +8,14 @@ do, and `SupervisorDown` says so distinctly so the UI can show a banner and keep
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from registry import Registry
 from registry.deployments import list_deployments
 from registry.errors import SupervisorError
-from registry.info import DeploymentInfo, EventInfo, ModelInfo, VersionSummary
+from registry.info import DeploymentInfo, EventInfo, ModelInfo, StateAt, VersionInfo, VersionSummary
 
 
 class SupervisorDown(SupervisorError):
@@ -67,6 +68,28 @@ class Backend:
 
     def versions(self, model: str) -> list[VersionSummary]:
         return self.registry.versions(model)
+
+    def version(self, ref: str) -> VersionInfo:
+        return self.registry.get(ref)
+
+    def set_alias(self, ref: str, alias: str) -> VersionInfo:
+        found = self.registry.get(ref)
+        return self.registry.set_alias(found.name, alias, found.version, reason="from the console")
+
+    def serving_at(self, moment: datetime) -> dict[str, StateAt]:
+        """Every model's state (versions, aliases, what each deployment served) at `moment`."""
+        return {m.name: self.registry.history(m.name, moment).state for m in self.registry.list_models()}
+
+    def drift_history(self, deployment: str, minutes: int = 30) -> list[tuple[float, float]]:
+        """(time, drifted share of features) of the stored 10 s rollups of the last `minutes`."""
+        from registry.monitoring.rollups import read_rollups
+
+        since = datetime.now(UTC) - timedelta(minutes=minutes)
+        rows = read_rollups(self.registry.db, deployment, 10, since)
+        return [(r["at"].timestamp(), r["drift_share"]) for r in rows if r["drift_share"] is not None]
+
+    def log_path(self, deployment: str) -> Path:
+        return self.client.rundir.deployment_log(deployment)
 
     def deploy(self, ref: str, name: str | None = None) -> dict[str, Any]:
         return self.client.deploy(ref, name=name, reason="from the console")

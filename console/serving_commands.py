@@ -253,14 +253,20 @@ def logs(
     if not path.exists():
         output.err.print(f"error: no log for deployment {name!r} ({path})")
         raise typer.Exit(1)
-    for line in log_files.tail(path, lines):
-        output.out.print(line)
-    if follow:
-        try:
-            for line in log_files.follow(path):
+    reader = log_files.LogReader(path, lines)
+    try:
+        for line in reader.read():
+            output.out.print(line)
+        while follow:
+            new = reader.read()
+            for line in new:
                 output.out.print(line)
-        except KeyboardInterrupt:
-            pass
+            if not new:
+                time.sleep(0.25)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        reader.close()
 
 
 @supervisor_app.command("start")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-pytest_plugins = ["helpers"]  # the four_processes fixture
+pytest_plugins = ["helpers", "console_deck"]  # four_processes; deck (a real registry and supervisor)
 
 
 @cache

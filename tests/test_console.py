@@ -5,16 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
-import psutil
 import pytest
-from helpers import free_port
+from console_deck import ROW, Deck, banner, settle
 
 from registry import Registry
-from registry.serving.client import SupervisorClient
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]  # anyio's pytest plugin runs the async tests
 
@@ -22,65 +18,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.anyio]  # anyio's pytest plugin runs
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-ROW = {"inputs": [[5.1, 3.5, 1.4, 0.2]]}
-
-
-class Deck:
-    def __init__(self, home: Path, port: int) -> None:
-        self.home, self.port = home, port
-        self.client = SupervisorClient(home)
-
-    def version(self) -> str:
-        return httpx.post(f"http://127.0.0.1:{self.port}/invocations", json=ROW, timeout=10).headers[
-            "x-model-version"
-        ]
-
-    def app(self, **options):
-        from console.app import ModeldeckApp
-
-        return ModeldeckApp(self.home, refresh_seconds=0.2, **options)
-
-
-@pytest.fixture(scope="module")
-def deck(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deck]:
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    home = tmp_path_factory.mktemp("console")
-    X, y = load_iris(return_X_y=True, as_frame=True)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("MODELDECK_DB_URL", raising=False)
-        patch.setenv("MODELDECK_HOME", str(home))
-        with Registry(home=home) as reg:
-            for c in (1.0, 0.5):
-                reg.register(LogisticRegression(C=c, max_iter=500).fit(X, y), "iris", reference=X)
-        deck = Deck(home, free_port())
-        deck.client.ensure_running("--drain-grace=1", "--metrics=off", "--drift-every=1")
-        deck.client.deploy("iris:1", port=deck.port)
-        try:
-            yield deck
-        finally:
-            try:
-                deck.client.shutdown(stop_servers=True)
-            finally:
-                deck.client.close()
-                for process in psutil.process_iter(["cmdline"]):
-                    if str(home) in " ".join(process.info["cmdline"] or []):
-                        process.kill()
-
-
-async def settle(pilot, app, seconds: float = 0.5) -> None:
-    await pilot.pause(seconds)
-    await app.workers.wait_for_complete()
-
-
-def banner(app) -> str:
-    from console.widgets.banner import Banner
-
-    widget = app.screen.query_one(Banner)
-    return str(widget.render()) if widget.display else ""
 
 
 async def test_deploy_and_roll_back_with_single_keys(deck: Deck) -> None:
@@ -94,6 +31,7 @@ async def test_deploy_and_roll_back_with_single_keys(deck: Deck) -> None:
         await settle(pilot, app)
         assert isinstance(app.screen, VersionsScreen)
         await pilot.press("d")
+        await settle(pilot, app, 0.2)  # the version is looked up in a worker before the question
         assert isinstance(app.screen, Confirm)
         assert "Deploy iris:2 to deployment iris?" in str(app.screen.query_one("#question").render())
         await pilot.press("y")
@@ -169,14 +107,27 @@ async def test_colon_commands_and_the_filter(deck: Deck) -> None:
         await pilot.press("ctrl+u", "exclamation_mark", *"^nope", "enter")
         await settle(pilot, app, 0.3)
         assert app.screen.query_one("#models").row_count == 1
-        await pilot.press("colon", *"deploy iris:2", "enter")
+        with Registry(home=deck.home) as reg:
+            reg.set_alias("iris", "champion", 2)
+        await pilot.press("colon", *"deploy iris@champion", "enter")
+        await settle(pilot, app, 0.2)
         assert isinstance(app.screen, Confirm)
+        question = str(app.screen.query_one("#question").render())
+        assert question == "Deploy iris:2 (@champion) to deployment iris?"
+        assert "now serving iris:1 on 127.0.0.1:" in str(app.screen.query_one("#detail").render())
         await pilot.press("n")
         await settle(pilot, app)
         assert deck.version() == "1"
+        await pilot.press("colon", *"deploy nope@champion", "enter")
+        await settle(pilot, app, 0.2)
+        assert not isinstance(app.screen, Confirm)  # an unknown model is said, not asked about
+        await pilot.press("colon", *"logs nope", "enter")
         await pilot.press("colon", *"deployments", "enter")
         await settle(pilot, app)
         assert app.screen.__class__.__name__ == "DeploymentsScreen"
+        messages = [n.message for n in app._notifications]
+        assert any(m.startswith("cannot deploy nope@champion: ") for m in messages)
+        assert "no deployment 'nope'; known: iris" in messages
 
 
 def test_demo_traffic_is_answered_and_drifts_the_chosen_deployment(deck: Deck) -> None:
@@ -216,9 +167,9 @@ async def test_the_monitor_view_charts_live_traffic_and_lists_drift_worst_first(
         while app.screen.query_one("#drift").row_count == 0 and time.monotonic() < deadline:
             await pilot.pause(0.3)
         summary = str(app.screen.query_one("#summary").render())
-        assert summary.startswith(" iris: version") and "1 worker(s)" in summary
-        traffic = str(app.screen.query_one("#traffic").render())
-        assert "requests/s and errors/s" in traffic and "waiting for data" not in traffic
+        assert summary.startswith(" iris: version 1, 1 worker(s)") and " v1: " in summary
+        for chart in ("#traffic", "#latency", "#errors", "#cpu", "#memory"):
+            assert "waiting for data" not in str(app.screen.query_one(chart).render()), chart
         table = app.screen.query_one("#drift")
         names = [table.get_row_at(i)[0] for i in range(table.row_count)]
         psi = [float(table.get_row_at(i)[2]) for i in range(table.row_count)]

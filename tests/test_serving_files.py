@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 from registry.serving import logs
@@ -32,27 +30,30 @@ def test_tail_reaches_into_the_rotated_copy(tmp_path: Path) -> None:
     assert logs.tail(tmp_path / "missing.log") == []
 
 
-def test_follow_keeps_reading_across_a_rotation(tmp_path: Path) -> None:
+def test_the_reader_follows_across_a_rotation_and_holds_back_half_written_lines(tmp_path: Path) -> None:
     log = tmp_path / "iris.log"
-    log.write_text("before\n")
-    seen: list[str] = []
-
-    def read() -> None:
-        for line in logs.follow(log, poll=0.01):
-            seen.append(line)
-            if len(seen) == 2:
-                return
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    time.sleep(0.2)
+    log.write_text("".join(f"old {i}\n" for i in range(5)))
+    reader = logs.LogReader(log, lines=2)
+    assert reader.read() == ["old 3", "old 4"]
+    assert reader.read() == []
     with log.open("a") as handle:
-        handle.write("first\n")
-    time.sleep(0.2)
+        handle.write("first\nhalf")
+    assert reader.read() == ["first"]
+    with log.open("a") as handle:
+        handle.write(" done\nlast of the old file\n")
     logs.rotate_if_large(log, max_bytes=0)
     log.write_text("second\n")
-    reader.join(5)
-    assert seen == ["first", "second"]
+    assert reader.read() == ["half done", "last of the old file", "second"]
+    reader.close()
+
+
+def test_a_reader_of_a_missing_log_waits_for_it(tmp_path: Path) -> None:
+    log = tmp_path / "iris.log"
+    reader = logs.LogReader(log)
+    assert reader.read() == []
+    log.write_text("hello\n")
+    assert reader.read() == ["hello"]
+    reader.close()
 
 
 def test_runtime_sockets_move_to_a_short_path_when_the_home_is_deep(tmp_path: Path) -> None:

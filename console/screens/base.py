@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -81,22 +80,3 @@ class OverviewScreen(Screen[None]):
 
     def show(self, overview: Overview) -> None:
         """Put the overview on screen (each screen its own way)."""
-
-    def run_action(
-        self, title: str, call: Callable[[], dict[str, Any]], done: Callable[[dict[str, Any]], str]
-    ) -> None:
-        """Run a supervisor action in a worker; tell the user when it starts and how it ended."""
-        self.notify(f"{title}…", timeout=3)
-        self._act(title, call, done)
-
-    @work(thread=True, group="action", exit_on_error=False)
-    def _act(
-        self, title: str, call: Callable[[], dict[str, Any]], done: Callable[[dict[str, Any]], str]
-    ) -> None:
-        try:
-            result = call()
-        except RegistryError as exc:
-            self.app.call_from_thread(self.notify, f"{title} failed: {exc}", severity="error", timeout=12)
-        else:
-            self.app.call_from_thread(self.notify, done(result), timeout=6)
-        self.app.call_from_thread(self.poll)

@@ -8,13 +8,12 @@ from textual.widgets import DataTable
 from console.actions import bindings
 from console.backend import Overview
 from console.screens.base import OverviewScreen
-from console.widgets.confirm import Confirm
 from console.widgets.live import drift_text, error_share, p99_text, rps_text
 from console.widgets.tables import refresh_rows
 
 
 class DeploymentsScreen(OverviewScreen):
-    """`r` rolls back to the standby, `s` stops (both confirmed)."""
+    """`r` rolls back to the standby, `s` stops (both confirmed), `m` monitors, `l` shows the logs."""
 
     AUTO_FOCUS = "#deployments"
     BINDINGS = bindings("deployments")
@@ -68,44 +67,21 @@ class DeploymentsScreen(OverviewScreen):
         return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
 
     def action_monitor(self) -> None:
-        from console.screens.monitor import MonitorScreen
-
         name = self.selected()
         if name is not None:
-            self.app.push_screen(MonitorScreen(name))
+            self.deck.open_deployment("monitor", name)
+
+    def action_logs(self) -> None:
+        name = self.selected()
+        if name is not None:
+            self.deck.open_deployment("logs", name)
 
     def action_rollback(self) -> None:
         name = self.selected()
-        if name is None or self.overview is None:
-            return
-        d = next(x for x in self.overview.deployments if x.name == name)
-        target = (
-            f"version {d.standby_version} (warm standby)" if d.standby_version else "the previous version"
-        )
-        question = f"Roll back {name}: {d.model}:{d.version} → {target}?"
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.run_action(
-                    f"rolling back {name}",
-                    lambda: self.deck.backend.rollback(name),
-                    lambda r: f"{name}: {r['model']}:{r['version']} serves again",
-                )
-
-        self.app.push_screen(Confirm(question, f"on {d.host}:{d.port}"), answered)
+        if name is not None:
+            self.deck.operations.rollback(name)
 
     def action_stop(self) -> None:
         name = self.selected()
-        if name is None or self.overview is None:
-            return
-        d = next(x for x in self.overview.deployments if x.name == name)
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.run_action(
-                    f"stopping {name}", lambda: self.deck.backend.stop(name), lambda r: f"{name}: stopped"
-                )
-
-        self.app.push_screen(
-            Confirm(f"Stop {name} ({d.model}:{d.version} on port {d.port})?", "clients get refused"), answered
-        )
+        if name is not None:
+            self.deck.operations.stop(name)

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
-from textual import on
+from datetime import datetime
+
+from textual import on, work
 from textual.app import ComposeResult
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable, Input, Static
+from textual.worker import get_current_worker
 
 from console.actions import bindings
 from console.backend import Overview
 from console.output import when
 from console.screens.base import OverviewScreen
+from console.widgets.command_line import CommandLine
 from console.widgets.filter import FilterBar, matches
+from registry.errors import RegistryError
 from registry.info import EventInfo
 
 
 class EventsScreen(OverviewScreen):
-    """Newest first; `/` filters rows by a regex matching any column (`!` inverts)."""
+    """Newest first; `/` filters rows by a regex matching any column (`!` inverts). Below the table: what
+    every deployment was serving at the selected event's time, or at the time `t` / `:at TIME` asks for."""
 
     AUTO_FOCUS = "#events"
+    DEFAULT_CSS = "EventsScreen #serving { height: auto; max-height: 3; padding: 0 1; }"
     BINDINGS = bindings("events")
     COLUMNS = ("WHEN", "MODEL", "EVENT", "VERSION", "WHERE", "WHO", "WHY")
 
@@ -26,12 +33,15 @@ class EventsScreen(OverviewScreen):
         self.events: list[EventInfo] = []
         self.pattern = ""
         self._shown: tuple[int, str] | None = None
+        #: the event `:at` put the cursor on, and the time asked for (shown while the cursor stays there)
+        self._pinned: tuple[EventInfo, datetime] | None = None
 
     def body(self) -> ComposeResult:
         yield FilterBar("events", "#events")
         table: DataTable[str] = DataTable(cursor_type="row", zebra_stripes=True, id="events")
         table.add_columns(*self.COLUMNS)
         yield table
+        yield Static("", id="serving", markup=False)
 
     def load(self) -> Overview:
         self.events = self.deck.backend.events()
@@ -45,12 +55,60 @@ class EventsScreen(OverviewScreen):
         self._fill()
 
     def _fill(self) -> None:
+        """Show the events that match the filter, keeping the cursor on the event it was on."""
         table = self.query_one("#events", DataTable)
+        selected = self._selected()
         table.clear()
-        for event in self.events:
+        for index, event in enumerate(self.events):
             cells = _cells(event)
             if matches(self.pattern, cells):
-                table.add_row(*cells)
+                table.add_row(*cells, key=str(index))
+        key = str(self.events.index(selected)) if selected in self.events else None
+        if key in table.rows:  # (a filter may hide it)
+            table.move_cursor(row=table.get_row_index(key))
+
+    def _selected(self) -> EventInfo | None:
+        table = self.query_one("#events", DataTable)
+        if table.row_count == 0:
+            return None
+        return self.events[int(str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value))]
+
+    @on(DataTable.RowHighlighted, "#events")
+    def _highlighted(self, message: DataTable.RowHighlighted) -> None:
+        event = self.events[int(str(message.row_key.value))]
+        pinned_event, moment = self._pinned or (None, event.at)
+        self._serving(moment if event == pinned_event else event.at)
+
+    def show_serving_at(self, moment: datetime) -> None:
+        """Put the cursor on the last event at or before `moment` (what was serving then is what that
+        event left in place) and show what was serving at `moment`."""
+        table = self.query_one("#events", DataTable)
+        rows = [int(str(k.value)) for k in table.rows]
+        before = [row for row, index in enumerate(rows) if self.events[index].at <= moment]
+        self._pinned = (self.events[rows[before[0]]], moment) if before else None
+        if before and table.cursor_row != before[0]:
+            table.move_cursor(row=before[0])  # its highlight shows `moment`
+        else:
+            self._serving(moment)
+
+    @work(thread=True, group="serving", exclusive=True, exit_on_error=False)
+    def _serving(self, moment: datetime) -> None:
+        try:
+            states = self.deck.backend.serving_at(moment)
+        except RegistryError as exc:
+            text = f"cannot replay the ledger: {exc}"
+        else:
+            serving = [
+                f"{deployment} → {model}:{version}"
+                for model, state in sorted(states.items())
+                for deployment, version in sorted(state.serving.items())
+            ]
+            text = f"serving at {when(moment)}: " + (", ".join(serving) or "nothing")
+        if not get_current_worker().is_cancelled:  # a newer request replaced this one
+            self.app.call_from_thread(self.query_one("#serving", Static).update, text)
+
+    def action_serving_at(self) -> None:
+        self.query_one(CommandLine).open("at ")
 
     def action_filter(self) -> None:
         self.query_one(FilterBar).open()

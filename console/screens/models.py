@@ -83,13 +83,12 @@ class ModelsScreen(OverviewScreen):
             self.app.push_screen(VersionsScreen(name))
 
     def action_deploy(self) -> None:
+        """Deploy the model's champion if it has one, else its newest version."""
         name = self.selected()
         if name is None or self.overview is None:
             return
         model = next(m for m in self.overview.models if m.name == name)
-        alias = "champion" if "champion" in model.aliases else None
-        version = model.aliases.get(alias, model.latest_version) if alias else model.latest_version
-        if version is None:
+        if model.latest_version is None:
             self.notify(f"{name} has no version to deploy", severity="warning")
             return
-        self.deck.confirm_deploy(self, name, version, alias)
+        self.deck.operations.deploy(f"{name}@champion" if "champion" in model.aliases else name)

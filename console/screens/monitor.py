@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from textual.app import ComposeResult
@@ -13,6 +14,7 @@ from console.actions import bindings
 from console.backend import Overview
 from console.screens.base import OverviewScreen
 from console.widgets.chart import Chart
+from registry.monitoring.drift import DATASET_DRIFT_SHARE
 
 HISTORY = 300  # points (seconds) on the charts
 
@@ -23,7 +25,7 @@ class MonitorScreen(OverviewScreen):
     AUTO_FOCUS = "#drift"
     BINDINGS = bindings("monitor")
     DEFAULT_CSS = """
-    MonitorScreen #charts { grid-size: 2 2; height: 2fr; }
+    MonitorScreen #charts { grid-size: 3 2; height: 2fr; }
     MonitorScreen #drift { height: 1fr; }
     MonitorScreen #summary { height: 1; padding: 0 1; }
     """
@@ -34,6 +36,8 @@ class MonitorScreen(OverviewScreen):
         self.points: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self.cursor = 0
         self.drift: dict[str, Any] | None = None
+        #: (time, drifted share of features): stored rollups first, then each new report
+        self.drift_shares: list[tuple[float, float]] = []
         self._fresh = False
 
     def body(self) -> ComposeResult:
@@ -41,19 +45,27 @@ class MonitorScreen(OverviewScreen):
         with Grid(id="charts"):
             yield Chart(id="traffic")
             yield Chart(id="latency")
+            yield Chart(id="errors")
             yield Chart(id="cpu")
             yield Chart(id="memory")
+            yield Chart(id="drift-share")
         table: DataTable[str] = DataTable(cursor_type="row", zebra_stripes=True, id="drift")
         table.add_columns("FEATURE", "KIND", "PSI", "DISTANCE", "MISSING", "UNSEEN", "P-VALUE", "STATUS")
         yield table
 
     def load(self) -> Overview:
-        answer = self.deck.backend.client.monitor(self.cursor, self.deployment)
+        backend = self.deck.backend
+        if self.cursor == 0:
+            self.drift_shares = backend.drift_history(self.deployment)
+        answer = backend.client.monitor(self.cursor, self.deployment)
         seen = answer["deployments"].get(self.deployment) or {}
         new = seen.get("points") or []
         self.points.extend(new)
         self.cursor = answer["cursor"]
         self.drift = seen.get("drift")
+        judged = self.drift and self.drift.get("status") in ("ok", "warn", "drift")
+        if judged and (not self.drift_shares or self.drift["t"] > self.drift_shares[-1][0]):
+            self.drift_shares.append((self.drift["t"], self.drift["drifted_share"]))
         self._fresh = bool(new)
         return super().load()
 
@@ -66,18 +78,20 @@ class MonitorScreen(OverviewScreen):
         verdict = (self.drift or {}).get("status", "-")
         workers = f"{last['workers']} worker(s){stale}"
         self.query_one("#summary", Static).update(
-            f" {self.deployment}: version {last['version']}, {workers}; drift {verdict}"
+            f" {self.deployment}: version {last['version']}, {workers}; drift {verdict} · "
+            + " · ".join(version_figures(points))
         )
-        self.query_one("#traffic", Chart).plot(
-            "requests/s and errors/s",
+        self.query_one("#traffic", Chart).plot("requests/s", by_version(points, "req/s", lambda p: p["rps"]))
+        self.query_one("#latency", Chart).plot(
+            "latency p50/p95/p99 (ms)",
             {
-                "req/s": [p["rps"] for p in points],
-                "errors/s": [p["client_errors"] + p["server_errors"] for p in points],
+                label: series
+                for q in ("p50", "p95", "p99")
+                for label, series in by_version(points, q, lambda p, q=q: _ms(p[q])).items()
             },
         )
-        self.query_one("#latency", Chart).plot(
-            "latency (ms, last minute)",
-            {q: [None if p[q] is None else p[q] * 1e3 for p in points] for q in ("p50", "p95", "p99")},
+        self.query_one("#errors", Chart).plot(
+            "errors (% of requests)", by_version(points, "4xx+5xx %", _error_percent)
         )
         pids = sorted({pid for p in points for pid in (p.get("processes") or {})})
         self.query_one("#cpu", Chart).plot(
@@ -93,6 +107,11 @@ class MonitorScreen(OverviewScreen):
                 f"pid {pid}": [_mb(((p.get("processes") or {}).get(pid) or {}).get("rss")) for p in points]
                 for pid in pids
             },
+        )
+        self.query_one("#drift-share", Chart).plot(
+            "drifted share of features (last 30 min)",
+            {"share": [share for _, share in self.drift_shares]},
+            thresholds={f"drift at {DATASET_DRIFT_SHARE:.0%}": DATASET_DRIFT_SHARE},
         )
         self._drift_table()
 
@@ -116,8 +135,52 @@ class MonitorScreen(OverviewScreen):
                 f["status"],
             )
 
+    def action_logs(self) -> None:
+        self.deck.open_deployment("logs", self.deployment)
+
     def action_back(self) -> None:
         self.app.pop_screen()
+
+
+Series = list[float | None]
+
+
+def by_version(
+    points: list[dict[str, Any]], label: str, value: Callable[[dict[str, Any]], float | None]
+) -> dict[str, Series]:
+    """One series per version in the window (gaps where another served), so a deploy shows the old
+    and the new version's figures side by side; a single version keeps the plain label."""
+    versions = sorted({p["version"] for p in points})
+    if len(versions) == 1:
+        return {label: [value(p) for p in points]}
+    return {f"{label} v{v}": [value(p) if p["version"] == v else None for p in points] for v in versions}
+
+
+def version_figures(points: list[dict[str, Any]]) -> list[str]:
+    """Per version in the window, newest first: mean req/s, worst p99 and error share while it served."""
+    texts = []
+    for version in dict.fromkeys(p["version"] for p in reversed(points)):
+        mine = [p for p in points if p["version"] == version]
+        requests = sum(p["requests"] for p in mine)
+        errors = sum(p["client_errors"] + p["server_errors"] for p in mine)
+        p99s = [p["p99"] for p in mine if p["p99"] is not None]
+        texts.append(
+            f"v{version}: {sum(p['rps'] for p in mine) / len(mine):.1f} req/s, p99 "
+            + (f"{max(p99s) * 1e3:.1f} ms" if p99s else "-")
+            + (f", {100 * errors / requests:.1f}% errors" if requests else "")
+            + (f" ({len(mine)} s)" if len(mine) < len(points) else "")
+        )
+    return texts
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else value * 1e3
+
+
+def _error_percent(point: dict[str, Any]) -> float | None:
+    if not point["requests"]:
+        return None
+    return 100 * (point["client_errors"] + point["server_errors"]) / point["requests"]
 
 
 def _num(value: float | None) -> str:

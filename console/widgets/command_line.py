@@ -10,6 +10,8 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Input
 
+PLACEHOLDER = "command: models, deploy REF, rollback NAME, logs NAME, at TIME, q (? lists all)"
+
 
 class CommandLine(Input):
     """A one-line input docked at the bottom, shown by `:` and hidden after enter or esc."""
@@ -26,12 +28,15 @@ class CommandLine(Input):
         arguments: list[str]
 
     def __init__(self) -> None:
-        super().__init__(placeholder="command (models, deployments, deploy REF, rollback NAME, stop NAME, q)")
+        # no select-all on focus: `t` opens the line with "at " for the user to go on typing
+        super().__init__(placeholder=PLACEHOLDER, select_on_focus=False)
         self._previous: Widget | None = None
 
-    def open(self) -> None:
+    def open(self, text: str = "") -> None:
+        """Show the line, starting with `text`, and take the focus."""
         self._previous = self.screen.focused
-        self.value = ""
+        self.value = text
+        self.cursor_position = len(text)
         self.add_class("-open")
         self.focus()
 

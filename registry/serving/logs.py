@@ -1,11 +1,11 @@
-"""Per-deployment log files: size-based rotation (by the supervisor) and tails (for `logs`)."""
+"""Per-deployment log files: size-based rotation (by the supervisor), tails and a reader that follows."""
 
 from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_BACKUPS = 3
@@ -43,38 +43,60 @@ def tail(path: Path, lines: int = 50) -> list[str]:
     return list(kept)
 
 
-def follow(path: Path, poll: float = 0.25) -> Iterator[str]:
-    """Lines appended to `path` from now on, across rotations (for `logs -f`)."""
-    import time
+class LogReader:
+    """Reads a log file as it grows, across rotations: first its last `lines` lines, then what is appended.
 
-    handle = None
-    inode = None
-    while True:
-        if handle is None:
-            try:
-                handle = path.open(errors="replace")
-                inode = os.fstat(handle.fileno()).st_ino
-                handle.seek(0, os.SEEK_END)
-            except FileNotFoundError:
-                time.sleep(poll)
-                continue
-        line = handle.readline()
-        if line:
-            yield line.rstrip("\n")
-            continue
+    Not thread-safe; one reader per consumer (the console's logs view, `logs -f`). A line still being
+    written (no newline yet) is held back until it is complete.
+    """
+
+    def __init__(self, path: Path, lines: int = 50) -> None:
+        self.path = path
+        self._lines = lines
+        self._handle: TextIO | None = None
+        self._inode: int | None = None
+        self._partial = ""
+        self._started = False
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def read(self) -> list[str]:
+        """The lines that are new since the last call (on the first call: the tail)."""
+        if not self._started:
+            self._started = True
+            if self._open():
+                assert self._handle is not None
+                self._handle.seek(0, os.SEEK_END)
+                return tail(self.path, self._lines) if self._lines else []
+            return []
+        if self._handle is None and not self._open():
+            return []
+        lines = self._complete_lines()
         try:
-            moved = path.stat().st_ino != inode
+            moved = self.path.stat().st_ino != self._inode
         except FileNotFoundError:
             moved = True
-        if moved:
-            rest = handle.read()
-            handle.close()
-            handle = None
-            yield from (piece for piece in rest.splitlines())
-            try:
-                handle = path.open(errors="replace")
-                inode = os.fstat(handle.fileno()).st_ino
-            except FileNotFoundError:
-                handle = None
-            continue
-        time.sleep(poll)
+        if moved:  # rotated: finish the old file, then read the new one from its start
+            lines += self._complete_lines()
+            self.close()
+            self._partial = ""
+            if self._open():
+                lines += self._complete_lines()
+        return lines
+
+    def _open(self) -> bool:
+        try:
+            self._handle = self.path.open(errors="replace")
+        except FileNotFoundError:
+            return False
+        self._inode = os.fstat(self._handle.fileno()).st_ino
+        return True
+
+    def _complete_lines(self) -> list[str]:
+        assert self._handle is not None
+        pieces = (self._partial + self._handle.read()).split("\n")
+        self._partial = pieces.pop()
+        return pieces

@@ -1,0 +1,148 @@
+"""What the console changes, each as ask → act in a worker → report: deploy, roll back, stop, set alias.
+
+Keys on the screens and `:` commands both come here, so a confirmation always names the same model,
+version and target whichever way the user asked. Nothing here blocks the UI thread: names are resolved
+against the registry in a worker before the question is asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from console.widgets.confirm import Confirm
+from registry.errors import RegistryError
+
+if TYPE_CHECKING:
+    from console.app import ModeldeckApp
+    from registry.info import DeploymentInfo
+
+
+Call = Callable[[], dict[str, Any]]  # blocking: runs in a worker thread
+Report = Callable[[dict[str, Any]], str]  # the call's result as one line for the user
+
+
+class Operations:
+    """Owned by the app; its workers belong to the app so they outlive the screen that started them."""
+
+    def __init__(self, app: ModeldeckApp) -> None:
+        self.deck = app
+
+    # ------------------------------------------------------------------ deploy
+    def deploy(self, ref: str, name: str | None = None) -> None:
+        """Resolve `ref` (`iris`, `iris:2`, `iris@champion`), then ask to deploy it as `name` (its model)."""
+        if self._refused("deploying"):
+            return
+        self.deck.run_worker(lambda: self._resolve_and_ask(ref, name), thread=True, group="resolve")
+
+    def _resolve_and_ask(self, ref: str, name: str | None) -> None:
+        try:
+            version = self.deck.backend.registry.get(ref)
+        except RegistryError as exc:
+            self.deck.call_from_thread(self.deck.notify, f"cannot deploy {ref}: {exc}", severity="error")
+            return
+        alias = ref.partition("@")[2] or None
+        self.deck.call_from_thread(self._ask_deploy, version.name, version.version, alias, name)
+
+    def _ask_deploy(self, model: str, version: int, alias: str | None, name: str | None) -> None:
+        target = name or model
+        exact = f"{model}:{version}"
+        current = self._deployment(target)
+        where = (
+            f"now serving {current.model}:{current.version} on {current.host}:{current.port}"
+            if current
+            else "a new deployment"
+        )
+        label = f" (@{alias})" if alias else ""
+        self._confirm(
+            f"Deploy {exact}{label} to deployment {target}?",
+            where,
+            f"deploying {exact}",
+            lambda: self.deck.backend.deploy(exact, name=target),
+            lambda r: f"{target}: {r['model']}:{r['version']} serves on {r['url']}",
+        )
+
+    # ------------------------------------------------------------------ roll back, stop
+    def rollback(self, name: str) -> None:
+        if self._refused("rolling back"):
+            return
+        d = self._deployment(name)
+        if d is None:
+            self.deck.notify(f"no deployment {name!r}", severity="warning")
+            return
+        target = (
+            f"version {d.standby_version} (warm standby)" if d.standby_version else "the previous version"
+        )
+        self._confirm(
+            f"Roll back {name}: {d.model}:{d.version} → {target}?",
+            f"on {d.host}:{d.port}",
+            f"rolling back {name}",
+            lambda: self.deck.backend.rollback(name),
+            lambda r: f"{name}: {r['model']}:{r['version']} serves again",
+        )
+
+    def stop(self, name: str) -> None:
+        if self._refused("stopping"):
+            return
+        d = self._deployment(name)
+        if d is None:
+            self.deck.notify(f"no deployment {name!r}", severity="warning")
+            return
+        self._confirm(
+            f"Stop {name} ({d.model}:{d.version} on {d.host}:{d.port})?",
+            "clients get refused",
+            f"stopping {name}",
+            lambda: self.deck.backend.stop(name),
+            lambda r: f"{name}: stopped",
+        )
+
+    # ------------------------------------------------------------------ aliases
+    def set_alias(self, ref: str, alias: str) -> None:
+        """Point `alias` of the model at the version `ref` names (no deployment changes: no question)."""
+        if self._refused("setting aliases"):
+            return
+        model = ref.partition(":")[0].partition("@")[0]
+        self.act(
+            f"setting {model}@{alias}",
+            lambda: self.deck.backend.set_alias(ref, alias).as_dict(),
+            lambda r: f"{model}@{alias} → version {r['version']}",
+        )
+
+    # ------------------------------------------------------------------ shared
+    def act(self, title: str, call: Call, done: Report) -> None:
+        """Run `call` in a worker; say that it started, and how it ended."""
+        self.deck.notify(f"{title}…", timeout=3)
+        self.deck.run_worker(lambda: self._act(title, call, done), thread=True, group="action")
+
+    def _act(self, title: str, call: Call, done: Report) -> None:
+        try:
+            result = call()
+        except RegistryError as exc:
+            message = f"{title} failed: {exc}"
+            self.deck.call_from_thread(self.deck.notify, message, severity="error", timeout=12)
+        else:
+            self.deck.call_from_thread(self.deck.notify, done(result), timeout=6)
+        self.deck.call_from_thread(self.deck.action_refresh)
+
+    def _confirm(
+        self,
+        question: str,
+        detail: str,
+        title: str,
+        call: Call,
+        done: Report,
+    ) -> None:
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.act(title, call, done)
+
+        self.deck.push_screen(Confirm(question, detail), answered)
+
+    def _refused(self, what: str) -> bool:
+        if self.deck.read_only:
+            self.deck.notify(f"read-only: {what} is off", severity="warning")
+        return self.deck.read_only
+
+    def _deployment(self, name: str) -> DeploymentInfo | None:
+        overview = self.deck.overview
+        return next((d for d in (overview.deployments if overview else []) if d.name == name), None)

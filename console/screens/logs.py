@@ -1,0 +1,76 @@
+"""Logs of one deployment: the tail of its workers' log, followed live."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from textual.app import ComposeResult
+from textual.widgets import Static
+
+from console.actions import bindings
+from console.backend import Overview
+from console.screens.base import OverviewScreen
+from console.widgets.log_view import LogView
+from registry.serving.logs import LogReader
+
+TAIL = 500  # lines shown when the view opens
+
+
+class LogsScreen(OverviewScreen):
+    """New lines scroll in while the view is at its end; scrolling up pauses that, `end` resumes it."""
+
+    AUTO_FOCUS = "#log"
+    BINDINGS = bindings("logs")
+    DEFAULT_CSS = "LogsScreen #status { height: 1; padding: 0 1; }"
+
+    def __init__(self, deployment: str) -> None:
+        super().__init__(name="logs")
+        self.deployment = deployment
+        self.path = self.deck.backend.log_path(deployment)
+        self.reader = LogReader(self.path, TAIL)
+        self.arrived: deque[str] = deque()  # filled by the poll's thread, emptied on the UI thread
+
+    def body(self) -> ComposeResult:
+        yield Static("", id="status", markup=False)
+        yield LogView(id="log")
+
+    def on_unmount(self) -> None:
+        self.reader.close()
+
+    def load(self) -> Overview:
+        self.arrived.extend(self.reader.read())
+        return super().load()
+
+    def show(self, overview: Overview) -> None:
+        log = self.query_one(LogView)
+        lines = []
+        while self.arrived:
+            lines.append(self.arrived.popleft())
+        log.add(lines)
+        self._status()
+
+    def _status(self) -> None:
+        log = self.query_one(LogView)
+        if not self.path.exists():
+            state = "no log yet"
+        elif log.following:
+            state = "following"
+        else:
+            state = "paused: scrolled up (end resumes)"
+        wrap = "wrap on" if log.wrap else "wrap off"
+        self.query_one("#status", Static).update(
+            f" {self.deployment}: {self.path} · {len(log.kept)} lines · {state} · {wrap} (w)"
+        )
+
+    def action_wrap(self) -> None:
+        self.query_one(LogView).toggle_wrap()
+        self._status()
+
+    def action_follow(self) -> None:
+        log = self.query_one(LogView)
+        log.scroll_end(animate=False)
+        log.following = True
+        self._status()
+
+    def action_back(self) -> None:
+        self.app.pop_screen()

@@ -1,0 +1,39 @@
+"""A log tail that follows new lines, pauses while the user reads further up, and can wrap."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+from rich.text import Text
+from textual.widgets import RichLog
+
+MAX_LINES = 5000  # the buffer is bounded: older lines drop off the top
+
+
+class LogView(RichLog):
+    """Lines are plain text (never markup). Following resumes once the view is scrolled back to the end."""
+
+    DEFAULT_CSS = "LogView { height: 1fr; }"
+
+    def __init__(self, *, max_lines: int = MAX_LINES, id: str | None = None) -> None:
+        super().__init__(max_lines=max_lines, wrap=False, markup=False, highlight=False, id=id)
+        self.kept: deque[str] = deque(maxlen=max_lines)
+        #: whether new lines scroll into view: decided at each `add` by whether the view is at its end
+        self.following = True
+
+    def add(self, lines: Iterable[str]) -> None:
+        """Append lines (possibly none); scroll to them only if the user is at the end."""
+        self.following = self.is_vertical_scroll_end or self.max_scroll_y == 0
+        for line in lines:
+            self.kept.append(line)
+            self.write(Text(line), scroll_end=self.following)
+
+    def toggle_wrap(self) -> None:
+        """Re-render every kept line wrapped (or not) and go to the end."""
+        self.wrap = not self.wrap
+        self.clear()
+        for line in self.kept:
+            self.write(Text(line), scroll_end=False)
+        self.scroll_end(animate=False)
+        self.following = True

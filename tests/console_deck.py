@@ -1,0 +1,83 @@
+"""A real registry with two iris versions, a real supervisor serving version 1, and Pilot helpers.
+
+Each test module that imports `deck` gets its own home and supervisor (module scope).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from helpers import free_port
+
+from registry import Registry
+from registry.serving.client import SupervisorClient
+
+ROW = {"inputs": [[5.1, 3.5, 1.4, 0.2]]}
+
+
+class Deck:
+    def __init__(self, home: Path, port: int) -> None:
+        self.home, self.port = home, port
+        self.client = SupervisorClient(home)
+
+    def version(self) -> str:
+        return httpx.post(f"http://127.0.0.1:{self.port}/invocations", json=ROW, timeout=10).headers[
+            "x-model-version"
+        ]
+
+    def app(self, **options):
+        from console.app import ModeldeckApp
+
+        return ModeldeckApp(self.home, refresh_seconds=0.2, **options)
+
+
+@pytest.fixture(scope="module")
+def deck(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deck]:
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    home = tmp_path_factory.mktemp("console")
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MODELDECK_DB_URL", raising=False)
+        patch.setenv("MODELDECK_HOME", str(home))
+        with Registry(home=home) as reg:
+            for c in (1.0, 0.5):
+                reg.register(LogisticRegression(C=c, max_iter=500).fit(X, y), "iris", reference=X)
+        deck = Deck(home, free_port())
+        deck.client.ensure_running("--drain-grace=1", "--metrics=off", "--drift-every=1")
+        deck.client.deploy("iris:1", port=deck.port)
+        try:
+            yield deck
+        finally:
+            try:
+                deck.client.shutdown(stop_servers=True)
+            finally:
+                deck.client.close()
+                for process in psutil.process_iter(["cmdline"]):
+                    if str(home) in " ".join(process.info["cmdline"] or []):
+                        process.kill()
+
+
+async def settle(pilot, app, seconds: float = 0.5) -> None:
+    await pilot.pause(seconds)
+    await app.workers.wait_for_complete()
+
+
+def banner(app) -> str:
+    from console.widgets.banner import Banner
+
+    widget = app.screen.query_one(Banner)
+    return str(widget.render()) if widget.display else ""
+
+
+async def wait_until(pilot, condition, seconds: float = 20.0) -> None:
+    """Let the app run until `condition()` holds (or `seconds` pass: the caller's assert then says why)."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        await pilot.pause(0.1)

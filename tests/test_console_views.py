@@ -1,0 +1,178 @@
+"""The console's views of one deployment and one model, driven by real keys against a real supervisor:
+logs, version details, aliases, the version diff, the monitor around a deploy, and the ledger at a time."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from console_deck import ROW, Deck, settle, wait_until
+
+from registry import Registry
+
+pytestmark = [pytest.mark.slow, pytest.mark.anyio]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def text(app, selector: str) -> str:
+    return str(app.screen.query_one(selector).render())
+
+
+async def test_logs_follow_new_lines_pause_when_scrolled_up_and_wrap(deck: Deck) -> None:
+    from console.screens.logs import LogsScreen
+    from console.widgets.log_view import LogView
+
+    log_file = deck.client.rundir.deployment_log("iris")
+    with log_file.open("a") as handle:
+        handle.write("written before the view opened\n")
+    app = deck.app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("2")
+        await settle(pilot, app)
+        await pilot.press("l")
+        assert isinstance(app.screen, LogsScreen)
+        view = app.screen.query_one(LogView)
+        await wait_until(pilot, lambda: len(view.kept) > 0)
+        assert list(view.kept) == log_file.read_text().splitlines()[-500:]  # opens on the file's tail
+        assert view.kept[-1] == "written before the view opened"
+        with log_file.open("a") as handle:
+            handle.writelines(f"console test line {i} " + "x" * 150 + "\n" for i in range(200))
+        await wait_until(pilot, lambda: view.kept[-1].startswith("console test line 199"))
+        await settle(pilot, app, 0.1)
+        assert view.following and view.scroll_y == view.max_scroll_y > 0
+        assert "following" in text(app, "#status")
+
+        await pilot.press("pageup", "pageup")  # reading further up: new lines must not pull the view down
+        reading = view.scroll_y
+        with log_file.open("a") as handle:
+            handle.write("while reading\n")
+        await wait_until(pilot, lambda: view.kept[-1] == "while reading")
+        await settle(pilot, app, 0.1)
+        assert view.scroll_y == reading < view.max_scroll_y
+        assert "paused: scrolled up" in text(app, "#status")
+
+        await pilot.press("end")  # back at the end: following again
+        with log_file.open("a") as handle:
+            handle.write("after resuming\n")
+        await wait_until(pilot, lambda: view.kept[-1] == "after resuming")
+        await settle(pilot, app, 0.1)
+        assert view.scroll_y == view.max_scroll_y and "following" in text(app, "#status")
+
+        lines_unwrapped = len(view.lines)
+        await pilot.press("w")
+        assert view.wrap and len(view.lines) > lines_unwrapped  # the long lines now take two rows
+        assert "wrap on" in text(app, "#status")
+        await pilot.press("escape")
+        assert app.screen.__class__.__name__ == "DeploymentsScreen"
+
+
+async def test_the_log_buffer_is_bounded(deck: Deck) -> None:
+    from console.widgets.log_view import LogView
+
+    app = deck.app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        view = LogView(max_lines=100)
+        await app.screen.mount(view)
+        view.add(f"line {i}" for i in range(250))
+        await pilot.pause(0.1)
+        assert len(view.kept) == 100 and view.kept[0] == "line 150" and len(view.lines) == 100
+
+
+async def test_versions_show_details_set_an_alias_and_compare_two_versions(deck: Deck) -> None:
+    from console.screens.diff import DiffScreen
+    from console.widgets.ask import Ask
+
+    app = deck.app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("enter")
+        await settle(pilot, app)
+        details = text(app, "#details")
+        assert details.startswith("iris:2  sklearn.linear_model")
+        assert "signature (4): sepal length (cm)" in details
+        assert "scikit-learn 1." in details
+
+        await pilot.press("a")
+        assert isinstance(app.screen, Ask)
+        await pilot.press(*"canary", "enter")
+        await settle(pilot, app, 0.3)
+        with Registry(home=deck.home) as reg:
+            assert reg.get("iris@canary").version == 2
+        table = app.screen.query_one("#versions")
+        await wait_until(pilot, lambda: "canary" in table.get_row_at(0)[1])
+        assert "canary" in table.get_row_at(0)[1]
+
+        await pilot.press("a", *"bad alias!", "enter")  # refused with the registry's reason, nothing changes
+        await settle(pilot, app, 0.3)
+        assert any("setting iris@bad alias! failed" in n.message for n in app._notifications)
+
+        await pilot.press("c")  # no version marked: compares with the next older one
+        await settle(pilot, app, 0.3)
+        assert isinstance(app.screen, DiffScreen)
+        diff = app.screen.query_one("#diff")
+        rows = {(r[1], r[2]): r for r in (diff.get_row_at(i) for i in range(diff.row_count))}
+        assert rows[("params", "C")] == ["*", "params", "C", "1", "0.5"]
+        assert rows[("params", "solver")][0] == ""  # equal fields are shown, unmarked
+        assert rows[("version", "aliases")][3:] == ["-", "canary"]
+        await pilot.press("x")
+        await settle(pilot, app, 0.1)
+        assert all(diff.get_row_at(i)[0] == "*" for i in range(diff.row_count))
+        assert "fields differ (only those shown" in text(app, "#summary")
+        await pilot.press("escape")
+        assert app.screen.__class__.__name__ == "VersionsScreen"
+
+
+async def test_the_monitor_shows_the_previous_version_beside_the_new_one_after_a_deploy(deck: Deck) -> None:
+    from console.screens.monitor import MonitorScreen
+
+    url = f"http://127.0.0.1:{deck.port}/invocations"
+    app = deck.app()
+    async with app.run_test(size=(160, 50)) as pilot:
+        await pilot.press("2")
+        await settle(pilot, app)
+        await pilot.press("m")
+        assert isinstance(app.screen, MonitorScreen)
+        with httpx.Client(timeout=10) as client:
+            for _ in range(120):  # enough rows for a drift verdict (the window needs 100)
+                client.post(url, json=ROW)
+            await pilot.pause(2.5)
+            deck.client.deploy("iris:2", port=deck.port)
+            for _ in range(40):
+                client.post(url, json=ROW)
+        await wait_until(pilot, lambda: " v2: " in text(app, "#summary") and " v1: " in text(app, "#summary"))
+        summary = text(app, "#summary")
+        assert summary.startswith(" iris: version 2") and summary.index(" v2: ") < summary.index(" v1: ")
+        await wait_until(pilot, lambda: "req/s v2" in text(app, "#traffic"))  # after two points of v2
+        assert "req/s v1" in text(app, "#traffic")  # one line per version on the charts
+        await wait_until(pilot, lambda: "waiting" not in text(app, "#drift-share"), 15)
+        share = text(app, "#drift-share")
+        assert "drifted share of features" in share and "drift at 50%" in share  # the threshold line
+    deck.client.rollback("iris", to=1)
+
+
+async def test_the_events_view_says_what_was_serving_at_a_time(deck: Deck) -> None:
+    deck.client.rollback("iris", to=2, reason="serving-at test")
+    time.sleep(1.1)
+    middle = time.strftime("%H:%M:%S")
+    time.sleep(1.1)
+    deck.client.rollback("iris", to=1, reason="serving-at test")
+    deck.client.wait_settled()
+    app = deck.app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("3")
+        await settle(pilot, app)
+        await wait_until(pilot, lambda: "serving at" in text(app, "#serving"))
+        assert text(app, "#serving").endswith("iris → iris:1")  # at the newest event
+        await pilot.press("t", *middle, "enter")  # `t` opens the command line with "at "
+        await wait_until(pilot, lambda: "iris → iris:2" in text(app, "#serving"))
+        assert text(app, "#serving") == f"serving at {time.strftime('%Y-%m-%d')} {middle}: iris → iris:2"
+        table = app.screen.query_one("#events")
+        assert table.get_row_at(table.cursor_row)[0] <= f"{time.strftime('%Y-%m-%d')} {middle}"
+        await pilot.press("colon", *"at yesterday-ish", "enter")
+        await settle(pilot, app, 0.2)
+        assert any("time" in n.message for n in app._notifications)  # an unreadable time is said
