@@ -81,8 +81,7 @@ class ModeldeckApp(App[None]):
         parts += [self._problem] if self._problem else []
         parts += ["paused (p resumes)"] if self.paused else []
         for banner in self.screen.query(Banner):
-            banner.update(" · ".join(parts))
-            banner.set_class(bool(parts), "-shown")
+            banner.say(" · ".join(parts))
 
     # ------------------------------------------------------------------ actions
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -289,3 +290,20 @@ def test_console_options_are_checked_before_anything_starts() -> None:
     assert theme.exit_code == 1 and "unknown theme 'nope'" in theme.output
     refresh = run("console", "--refresh", "0", ok=False)
     assert refresh.exit_code == 1 and "--refresh must be a positive number" in refresh.output
+
+
+def test_a_missing_supervisor_is_reported_without_connecting_or_importing_httpx(home):
+    # The console asks every second while the supervisor is down: no socket must mean a quick answer.
+    code = (
+        "import sys\n"
+        "from registry.errors import SupervisorError\n"
+        "from registry.serving.client import SupervisorClient\n"
+        "try:\n    SupervisorClient().status()\nexcept SupervisorError as exc:\n    print(exc)\n"
+        "print('httpx' in sys.modules)"
+    )
+    env = {"MODELDECK_HOME": str(home), "PATH": "/usr/bin:/bin"}
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    first, *_, last = result.stdout.splitlines()
+    assert first.startswith("no supervisor is running for") and last == "False"

@@ -604,7 +604,8 @@ def test_deployments_are_saved_with_their_ledger_event_and_removed_with_one(regi
     save_deployment(registry, spec, "switched", actor="ana@laptop", from_version=1, reason="retrained")
     stored = get_deployment(registry, "iris-prod")
     assert (stored.version, stored.standby_version, stored.port, stored.workers) == (2, 1, 8080, 2)
-    assert [d.name for d in list_deployments(registry)] == ["iris-prod"]
+    assert list_deployments(registry) == [stored]  # the one-statement list reads the same fields
+    assert stored.options == {"auth": False} and stored.updated_at is not None
     last = registry.history("iris").events[-1]
     assert (last.kind, last.deployment, last.from_version, last.to_version, last.actor) == (
         "switched",
@@ -616,6 +617,12 @@ def test_deployments_are_saved_with_their_ledger_event_and_removed_with_one(regi
     assert registry.history("iris").state.serving == {"iris-prod": 2}
     with pytest.raises(VersionInUse, match="deployment 'iris-prod'"):
         registry.delete("iris:1")  # the standby is held too
+    save_deployment(registry, DeploymentInfo("iris-dev", "iris", 1, None, "127.0.0.1", 8081, 1), "switched")
+    assert [(d.name, d.version, d.standby_version) for d in list_deployments(registry)] == [
+        ("iris-dev", 1, None),
+        ("iris-prod", 2, 1),
+    ]
+    assert remove_deployment(registry, "iris-dev", "stopped").version == 1
     assert remove_deployment(registry, "iris-prod", "stopped").version == 2
     assert get_deployment(registry, "iris-prod") is None
     assert registry.history("iris").state.serving == {}

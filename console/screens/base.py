@@ -42,11 +42,17 @@ class OverviewScreen(Screen[None]):
         yield from ()
 
     def on_mount(self) -> None:
-        self.poll()
+        self._poll_unless_polling()
 
     def on_screen_resume(self) -> None:
         self.deck.update_banner()
-        self.poll()
+        self._poll_unless_polling()
+
+    def _poll_unless_polling(self) -> None:
+        """Poll, unless a poll of this screen is already under way: showing a new mode's screen sends
+        it a mount and two resumes at once, and three overlapping polls slowed the first screen."""
+        if not any(w.node is self and w.group == "poll" and not w.is_finished for w in self.app.workers):
+            self.poll()
 
     @work(thread=True, group="poll", exclusive=True, exit_on_error=False)
     def poll(self) -> None:

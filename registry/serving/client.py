@@ -11,15 +11,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from registry.core import current_actor
 from registry.errors import SupervisorError
 from registry.serving import logs
 from registry.serving.rundir import RunDir
 from registry.store import Settings
+
+if TYPE_CHECKING:
+    import httpx
 
 #: Long enough for a deploy that loads several workers on a busy machine.
 ACTION_TIMEOUT = 600.0
@@ -151,8 +152,16 @@ class SupervisorClient:
     def _request(
         self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float | None = None
     ) -> dict[str, Any]:
+        socket_path = self.rundir.control_socket
+        if not socket_path.exists():
+            # No socket, no supervisor: say so without importing httpx or trying to connect (the
+            # console asks every second while the supervisor is down, and must start fast).
+            raise SupervisorError(f"no supervisor is running for {self.home}", 503)
+        import httpx
+
         if self._http is None:
-            transport = httpx.HTTPTransport(uds=str(self.rundir.control_socket))
+            # Plain HTTP over a Unix socket: no TLS, so no certificate store to load.
+            transport = httpx.HTTPTransport(uds=str(socket_path), verify=False)
             self._http = httpx.Client(transport=transport, base_url="http://supervisor", timeout=self.timeout)
         try:
             response = self._http.request(method, path, json=body, timeout=timeout or self.timeout)
