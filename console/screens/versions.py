@@ -9,6 +9,7 @@ from console.actions import bindings
 from console.backend import Overview
 from console.output import when
 from console.screens.base import OverviewScreen
+from console.widgets.tables import FitTable
 from registry.info import VersionSummary
 
 
@@ -26,7 +27,9 @@ class VersionsScreen(OverviewScreen):
 
     def body(self) -> ComposeResult:
         yield Static(f" {self.model}: versions", id="title", markup=False)
-        table: DataTable[str] = DataTable(cursor_type="row", zebra_stripes=True, id="versions")
+        table: DataTable[str] = FitTable(
+            drop=("BY", "ESTIMATOR", "CREATED"), cursor_type="row", zebra_stripes=True, id="versions"
+        )
         table.add_columns(*self.COLUMNS)
         yield table
 
