@@ -47,6 +47,7 @@ ACTIONS: tuple[Action, ...] = (
     Action("rollback", "r", "Roll back", ("deployments",), changes=True, command="rollback", usage="NAME"),
     Action("stop", "s", "Stop", ("deployments",), changes=True, command="stop", usage="NAME"),
     Action("monitor", "m", "Monitor", ("deployments",), command="monitor", usage="NAME"),
+    Action("charts", "c", "Charts", ("monitor",)),  # the next charts when not all fit
     Action("back", "escape", "Back", ("versions", "monitor")),
 )
 

@@ -6,13 +6,13 @@ from collections import deque
 from typing import Any
 
 from textual.app import ComposeResult
-from textual.containers import Grid
 from textual.widgets import DataTable, Static
 
 from console.actions import bindings
 from console.backend import Overview
 from console.screens.base import OverviewScreen
-from console.widgets.chart import Chart
+from console.widgets.chart import Chart, ChartGrid
+from console.widgets.tables import FitTable
 
 HISTORY = 300  # points (seconds) on the charts
 
@@ -23,7 +23,6 @@ class MonitorScreen(OverviewScreen):
     AUTO_FOCUS = "#drift"
     BINDINGS = bindings("monitor")
     DEFAULT_CSS = """
-    MonitorScreen #charts { grid-size: 2 2; height: 2fr; }
     MonitorScreen #drift { height: 1fr; }
     MonitorScreen #summary { height: 1; padding: 0 1; }
     """
@@ -38,12 +37,14 @@ class MonitorScreen(OverviewScreen):
 
     def body(self) -> ComposeResult:
         yield Static(f" {self.deployment}: waiting for data", id="summary", markup=False)
-        with Grid(id="charts"):
+        with ChartGrid(id="charts"):
             yield Chart(id="traffic")
             yield Chart(id="latency")
             yield Chart(id="cpu")
             yield Chart(id="memory")
-        table: DataTable[str] = DataTable(cursor_type="row", zebra_stripes=True, id="drift")
+        table: DataTable[str] = FitTable(
+            drop=("UNSEEN", "MISSING", "P-VALUE"), cursor_type="row", zebra_stripes=True, id="drift"
+        )
         table.add_columns("FEATURE", "KIND", "PSI", "DISTANCE", "MISSING", "UNSEEN", "P-VALUE", "STATUS")
         yield table
 
@@ -115,6 +116,9 @@ class MonitorScreen(OverviewScreen):
                 _num(f.get("p_value")),
                 f["status"],
             )
+
+    def action_charts(self) -> None:
+        self.query_one(ChartGrid).next_page()
 
     def action_back(self) -> None:
         self.app.pop_screen()
