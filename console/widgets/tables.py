@@ -2,7 +2,8 @@
 
 `FitTable` keeps every row's full cells and shows the columns that fit: when the widest cells of all
 columns need more room than the table has, it hides the columns named in `drop` (first named, first
-hidden), then shortens the widest cells with an ellipsis, rather than scrolling sideways. So the
+hidden), then shortens the widest cells with an ellipsis (not in columns where every cell has the
+same length, such as times), rather than scrolling sideways. So the
 views work at 80x24 and show everything when there is room.
 """
 
@@ -30,6 +31,7 @@ class FitTable(DataTable[str]):
         self.shown: list[int] = []  # indexes of the labels shown
         self.limit: int | None = None  # cells longer than this are shortened
         self._refit_pending = False
+        self._fixed: set[int] = set()  # columns of one fixed format, never shortened
 
     # ---------------------------------------------------------------- the DataTable calls views make
     def add_columns(self, *labels: Any) -> list[Any]:  # type: ignore[override]
@@ -62,7 +64,8 @@ class FitTable(DataTable[str]):
         """Set one cell by the index of its label; a hidden cell is kept for when it is shown."""
         self.full_row(index)[label_index] = value
         if label_index in self.shown:
-            self.update_cell_at(Coordinate(index, self.shown.index(label_index)), self._short(value))
+            short = value if label_index in self._fixed else self._short(value)
+            self.update_cell_at(Coordinate(index, self.shown.index(label_index)), short)
 
     # ---------------------------------------------------------------- fitting
     def on_resize(self) -> None:
@@ -103,13 +106,23 @@ class FitTable(DataTable[str]):
         need = sum(widths[i] + pad for i in shown)
         if need <= room:
             return shown, None
-        limit = max(widths[i] for i in shown)  # shorten the widest cells until the rest fits
-        while limit > NARROWEST and sum(min(widths[i], limit) + pad for i in shown) > room:
+        # Shorten the widest cells until the rest fits, but never a column of one fixed format
+        # (times, versions: every cell as long as the others), where a cut loses the end that matters.
+        fixed = {
+            i for i in shown if len(self.full) > 1 and len({cell_len(c[i]) for c in self.full.values()}) == 1
+        }
+        free = [i for i in shown if i not in fixed]
+        if not free:
+            return shown, None
+        base = sum(widths[i] + pad for i in fixed)
+        limit = max(widths[i] for i in free)
+        while limit > NARROWEST and base + sum(min(widths[i], limit) + pad for i in free) > room:
             limit -= 1
+        self._fixed = fixed
         return shown, limit
 
     def _project(self, cells: list[Any]) -> list[Any]:
-        return [self._short(cells[i]) for i in self.shown]
+        return [cells[i] if i in self._fixed else self._short(cells[i]) for i in self.shown]
 
     def _short(self, value: Any) -> Any:
         text = str(value)
