@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import locale
 import os
-import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,20 +19,20 @@ from textual.widgets import Static
 _PLOTEXT = threading.Lock()  # plotext draws on one module-level figure
 
 #: One ASCII marker per series, so series stay apart without colour too.
-ASCII_MARKERS = ("*", "+", "o", "x", "#", "%", "@", "=")
+ASCII_MARKERS = ("*", "o", "x", "#", "%", "@", "=", "+")  # "+" last: ticks are "+" too
 #: plotext's frame and tick characters, and their ASCII stand-ins.
 _ASCII_FRAME = str.maketrans("─│┌┐└┘┤├┬┴┼╭╮╰╯", "-|+++++++++++++")
 
 
 def ascii_wanted() -> bool:
-    """Whether charts use ASCII: `MODELDECK_ASCII=1`, or an encoding (locale, stdout) that is not UTF-8."""
+    """Whether charts use ASCII: `MODELDECK_ASCII=1`, or (when it is not set) a locale that is not UTF-8."""
     setting = os.environ.get("MODELDECK_ASCII", "").strip().lower()
     if setting in ("1", "true", "yes", "on"):
         return True
     if setting in ("0", "false", "no", "off"):
         return False
-    encodings = [locale.getpreferredencoding(False), getattr(sys.stdout, "encoding", None) or "utf-8"]
-    return not all(e.lower().replace("-", "").replace("_", "") == "utf8" for e in encodings)
+    encoding = locale.getpreferredencoding(False)
+    return encoding.lower().replace("-", "").replace("_", "") != "utf8"
 
 
 def render_chart(
