@@ -203,6 +203,7 @@ VIEWS = {
     "events": (("3",), "EventsScreen"),
     "help": (("question_mark",), "HelpScreen"),
     "monitor": (("2", "down", "m"), "RecordedMonitor"),
+    "confirm": (("2", "s"), "Confirm"),
 }
 
 
