@@ -55,6 +55,7 @@ ACTIONS: tuple[Action, ...] = (
     Action("changes_only", "x", "Only changes", ("diff",)),
     Action("wrap", "w", "Wrap", ("logs",)),
     Action("follow", "end", "Follow", ("logs",)),
+    Action("charts", "c", "Charts", ("monitor",)),  # the next charts when not all fit
     Action("back", "escape", "Back", ("versions", "monitor", "logs", "diff")),
 )
 

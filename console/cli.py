@@ -28,6 +28,16 @@ db_app = typer.Typer(help="Registry database maintenance.", no_args_is_help=True
 app.add_typer(db_app, name="db")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+AsciiFlag = Annotated[
+    bool,
+    typer.Option(
+        "--ascii", help="Plain ASCII chart markers (also MODELDECK_ASCII=1, or a non-UTF-8 locale)."
+    ),
+]
+NoMouseFlag = Annotated[
+    bool,
+    typer.Option("--no-mouse", help="Leave the mouse to the terminal (select and copy text); keys only."),
+]
 Reason = Annotated[str, typer.Option("--reason", "-m", help="Why: kept in the model's history.")]
 T = TypeVar("T")
 
@@ -405,6 +415,8 @@ def demo(
         typer.Option("--no-console", help="Only build the demo registry (the default without a terminal)."),
     ] = False,
     json_out: JsonFlag = False,
+    ascii_: AsciiFlag = False,
+    no_mouse: NoMouseFlag = False,
 ) -> None:
     """A live demo: models trained on scikit-learn's bundled data, deployed, with traffic, in the console."""
     from console.demo import build_demo, default_demo_home
@@ -422,7 +434,8 @@ def demo(
         return
     from console.demo import run_live_demo
 
-    run_live_demo(target, keep=keep)
+    _ascii(ascii_)
+    run_live_demo(target, keep=keep, mouse=not no_mouse)
 
 
 def _print_demo(target: Path, created: dict[str, str]) -> None:
@@ -445,6 +458,8 @@ def console_command(
     theme: Annotated[
         str, typer.Option(metavar="NAME", help="modeldeck-dark, modeldeck-light or modeldeck-contrast.")
     ] = "modeldeck-dark",
+    ascii_: AsciiFlag = False,
+    no_mouse: NoMouseFlag = False,
 ) -> None:
     """The terminal console: models, versions and deployments, live; deploy and roll back by key."""
     from console.app import ModeldeckApp
@@ -454,7 +469,14 @@ def console_command(
         _fail(f"unknown theme {theme!r}; known: {', '.join(THEMES)}")
     if refresh <= 0:
         _fail("--refresh must be a positive number of seconds")
-    ModeldeckApp(read_only=read_only, refresh_seconds=refresh, theme=theme).run()
+    _ascii(ascii_)
+    ModeldeckApp(read_only=read_only, refresh_seconds=refresh, theme=theme).run(mouse=not no_mouse)
+
+
+def _ascii(on: bool) -> None:
+    """`--ascii`: the charts read MODELDECK_ASCII (console/widgets/chart.py)."""
+    if on:
+        os.environ["MODELDECK_ASCII"] = "1"
 
 
 serving_commands.register(app)

@@ -26,9 +26,10 @@ DEMO_DEPLOYMENTS = ("iris@champion", "diabetes@champion")
 DRIFTING = "iris"
 
 
-def run_live_demo(home: Path, keep: bool = False, drift_after: float = 60.0) -> None:
+def run_live_demo(home: Path, keep: bool = False, drift_after: float = 60.0, mouse: bool = True) -> None:
     """Deploy the demo models, send them traffic (drifting one after a while) and open the console.
-    Quitting stops the traffic and, unless `keep`, the demo's servers and supervisor."""
+    Quitting stops the traffic and, unless `keep`, the demo's servers and supervisor. `mouse=False`
+    leaves the mouse to the terminal."""
     import contextlib
     import os
     import threading
@@ -59,7 +60,7 @@ def run_live_demo(home: Path, keep: bool = False, drift_after: float = 60.0) -> 
 
     threading.Thread(target=bring_up, daemon=True, name="demo-deploy").start()
     try:
-        app.run()
+        app.run(mouse=mouse)
     finally:
         for sender in traffic:
             sender.stop()

@@ -41,7 +41,7 @@ def diff_versions(left: VersionInfo, right: VersionInfo) -> list[DiffRow]:
 
 def _identity(v: VersionInfo) -> dict[str, Any]:
     return {
-        "estimator": v.estimator_class,
+        "estimator": v.estimator_class.rsplit(".", 1)[-1],
         "created": v.created_at.strftime("%Y-%m-%d %H:%M"),
         "by": v.created_by,
         "aliases": " ".join(sorted(v.aliases)) or "-",

@@ -40,8 +40,8 @@ THEMES: dict[str, dict[str, object]] = {
         "error": "#d70000",
         "success": "#008700",
         "background": "#eeeeee",
-        "surface": "#e4e4e4",
-        "panel": "#dadada",
+        "surface": "#dadada",
+        "panel": "#c6c6c6",
         "dark": False,
     },
     "modeldeck-contrast": {
@@ -53,8 +53,8 @@ THEMES: dict[str, dict[str, object]] = {
         "success": "#00ff00",
         "foreground": "#ffffff",
         "background": "#000000",
-        "surface": "#000000",
-        "panel": "#303030",
+        "surface": "#1c1c1c",
+        "panel": "#3a3a3a",
         "dark": True,
     },
 }

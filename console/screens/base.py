@@ -8,7 +8,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Footer, Header
+from textual.widgets import Header
 
 from console.messages import LoadFailed, OverviewLoaded
 from registry.errors import RegistryError
@@ -30,12 +30,13 @@ class OverviewScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         from console.widgets.banner import Banner
         from console.widgets.command_line import CommandLine
+        from console.widgets.footer import FitFooter
 
         yield Header()
         yield Banner(id="banner", markup=False)
         yield from self.body()
         yield CommandLine()
-        yield Footer()
+        yield FitFooter()
 
     def body(self) -> ComposeResult:
         """The screen's own widgets, between the banner and the footer."""

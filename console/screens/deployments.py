@@ -9,7 +9,7 @@ from console.actions import bindings
 from console.backend import Overview
 from console.screens.base import OverviewScreen
 from console.widgets.live import drift_text, error_share, p99_text, rps_text
-from console.widgets.tables import refresh_rows
+from console.widgets.tables import FitTable, refresh_rows
 
 
 class DeploymentsScreen(OverviewScreen):
@@ -35,7 +35,9 @@ class DeploymentsScreen(OverviewScreen):
         self.overview: Overview | None = None
 
     def body(self) -> ComposeResult:
-        table: DataTable[str] = DataTable(cursor_type="row", zebra_stripes=True, id="deployments")
+        table: DataTable[str] = FitTable(
+            drop=("PORT", "ERR%", "STANDBY", "P99"), cursor_type="row", zebra_stripes=True, id="deployments"
+        )
         table.add_columns(*self.COLUMNS)
         yield table
 

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from textual import work
 from textual.app import ComposeResult
-from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Static
 
 from console.actions import bindings
+from console.backend import Overview
+from console.screens.base import OverviewScreen
 from console.version_diff import DiffRow, diff_versions
-from registry.errors import RegistryError
+from console.widgets.tables import FitTable
 
 
-class DiffScreen(Screen[None]):
-    """Fields that differ are marked `*`; `x` hides the equal ones."""
+class DiffScreen(OverviewScreen):
+    """Fields that differ are marked `*`; `x` hides the equal ones. Versions do not change once
+    registered, so only their aliases and tags are read again on a refresh."""
 
     AUTO_FOCUS = "#diff"
     BINDINGS = bindings("diff")
@@ -24,46 +25,44 @@ class DiffScreen(Screen[None]):
         self.model, self.left, self.right = model, left, right
         self.rows: list[DiffRow] = []
         self.changes_only = False
+        self._shown: list[DiffRow] | None = None
 
-    def compose(self) -> ComposeResult:
-        yield Header()
+    def body(self) -> ComposeResult:
         yield Static(f" {self.model}: version {self.left} vs {self.right}", id="summary", markup=False)
-        table: DataTable[str] = DataTable(cursor_type="row", zebra_stripes=True, id="diff")
+        table = FitTable(drop=("SECTION",), cursor_type="row", zebra_stripes=True, id="diff")
         table.add_columns("", "SECTION", "FIELD", f"VERSION {self.left}", f"VERSION {self.right}")
         yield table
-        yield Footer()
 
-    def on_mount(self) -> None:
-        self.load()
+    def load(self) -> Overview:
+        backend = self.deck.backend
+        left, right = (
+            backend.version(f"{self.model}:{self.left}"),
+            backend.version(f"{self.model}:{self.right}"),
+        )
+        self.rows = diff_versions(left, right)
+        return super().load()
 
-    @work(thread=True, exit_on_error=False)
-    def load(self) -> None:
-        backend = self.app.backend  # type: ignore[attr-defined]
-        try:
-            left = backend.version(f"{self.model}:{self.left}")
-            right = backend.version(f"{self.model}:{self.right}")
-        except RegistryError as exc:
-            self.app.call_from_thread(self.notify, f"cannot compare: {exc}", severity="error")
-            return
-        rows = diff_versions(left, right)
-        self.app.call_from_thread(self._show, rows)
+    def show(self, overview: Overview) -> None:
+        if self.rows != self._shown:
+            self._fill()
 
-    def _show(self, rows: list[DiffRow]) -> None:
-        self.rows = rows
-        differing = sum(r.differs for r in rows)
+    def _fill(self) -> None:
+        self._shown = self.rows
+        differing = sum(r.differs for r in self.rows)
         self.query_one("#summary", Static).update(
-            f" {self.model}: version {self.left} vs {self.right}: {differing} of {len(rows)} fields differ"
+            f" {self.model}: version {self.left} vs {self.right}:"
+            f" {differing} of {len(self.rows)} fields differ"
             + (" (only those shown; x shows all)" if self.changes_only else " (x: only those)")
         )
         table = self.query_one("#diff", DataTable)
         table.clear()
-        for row in rows:
+        for row in self.rows:
             if row.differs or not self.changes_only:
                 table.add_row("*" if row.differs else "", row.section, row.field, row.left, row.right)
 
     def action_changes_only(self) -> None:
         self.changes_only = not self.changes_only
-        self._show(self.rows)
+        self._fill()
 
     def action_back(self) -> None:
         self.app.pop_screen()

@@ -15,6 +15,7 @@ from console.output import when
 from console.screens.base import OverviewScreen
 from console.widgets.command_line import CommandLine
 from console.widgets.filter import FilterBar, matches
+from console.widgets.tables import FitTable
 from registry.errors import RegistryError
 from registry.info import EventInfo
 
@@ -38,7 +39,9 @@ class EventsScreen(OverviewScreen):
 
     def body(self) -> ComposeResult:
         yield FilterBar("events", "#events")
-        table: DataTable[str] = DataTable(cursor_type="row", zebra_stripes=True, id="events")
+        table: DataTable[str] = FitTable(
+            drop=("WHO", "WHERE"), cursor_type="row", zebra_stripes=True, id="events"
+        )
         table.add_columns(*self.COLUMNS)
         yield table
         yield Static("", id="serving", markup=False)

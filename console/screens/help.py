@@ -1,26 +1,41 @@
-"""`?`: every key and `:` command, from the action table (changing actions dimmed when read-only)."""
+"""`?`: every key and `:` command, from the action table (changing actions dimmed when read-only).
+
+Two columns of scopes when the terminal is wide enough (it fits 80x24), one below that; it scrolls
+when it still does not fit, and the last line always says how to scroll and close.
+"""
 
 from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from console.actions import ACTIONS, GLOBAL, key_label
+from console.actions import ACTIONS, GLOBAL, Action, key_label
+
+HINT = "↑↓ scroll · ctrl+p command palette · esc, ? or q closes"
 
 
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,question_mark,q", "dismiss", "Close")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-one-column"), (78, "-two-columns")]
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
-    HelpScreen > VerticalScroll {
-        width: 72; max-width: 100%; height: auto; max-height: 100%;
+    HelpScreen > Vertical {
+        width: auto; max-width: 100%; height: auto; max-height: 100%;
         border: round $primary; background: $panel; padding: 0 1;
     }
-    HelpScreen .scope { text-style: bold; color: $primary; margin-top: 1; }
+    HelpScreen VerticalScroll { height: auto; max-height: 1fr; width: auto; }
+    HelpScreen Horizontal { height: auto; width: auto; }
+    HelpScreen .column { width: 36; height: auto; }
+    HelpScreen .column.-right { margin-left: 2; }
+    HelpScreen.-one-column Horizontal { layout: vertical; }
+    HelpScreen.-one-column .column.-right { margin-left: 0; }
+    HelpScreen .scope { text-style: bold; color: $primary; }
+    HelpScreen .gap { height: 1; }
     HelpScreen .refused { color: $text-disabled; }
+    HelpScreen #hint { color: $text-muted; width: 74; max-width: 100%; }
     """
 
     def __init__(self, read_only: bool) -> None:
@@ -33,17 +48,34 @@ class HelpScreen(ModalScreen[None]):
             for scope in action.scopes:
                 if scope not in scopes:
                     scopes.append(scope)
-        with VerticalScroll():
+        columns = _balance([(scope, [a for a in ACTIONS if scope in a.scopes]) for scope in scopes])
+        with Vertical():
             if self.read_only:
                 yield Static("read-only: deploy, roll back and stop are off", classes="refused")
-            for scope in scopes:
-                yield Static("everywhere" if scope == GLOBAL else scope, classes="scope")
-                for action in (a for a in ACTIONS if scope in a.scopes):
-                    command = f"  :{action.command} {action.usage}".rstrip() if action.command else ""
-                    line = f"{key_label(action.key):>7}  {action.description:<14}{command}"
-                    refused = self.read_only and action.changes
-                    yield Static(
-                        line + ("  (read-only)" if refused else ""),
-                        classes="refused" if refused else "",
-                        markup=False,
-                    )
+            with VerticalScroll(), Horizontal():
+                for number, column in enumerate(columns):
+                    with Vertical(classes="column -right" if number else "column"):
+                        for index, (scope, actions) in enumerate(column):
+                            if index:
+                                yield Static("", classes="gap")
+                            yield Static("everywhere" if scope == GLOBAL else scope, classes="scope")
+                            for action in actions:
+                                yield self._line(action)
+            yield Static(HINT, id="hint", markup=False)
+
+    def _line(self, action: Action) -> Static:
+        command = f":{action.command} {action.usage}".rstrip() if action.command else ""
+        refused = self.read_only and action.changes
+        line = f"{key_label(action.key):>6} {action.description:<12} {'(read-only)' if refused else command}"
+        return Static(line.rstrip(), classes="refused" if refused else "", markup=False)
+
+
+def _balance(scopes: list[tuple[str, list[Action]]]) -> list[list[tuple[str, list[Action]]]]:
+    """Split the scopes, in order, into two columns of about the same number of lines."""
+    lines = [len(actions) + 2 for _, actions in scopes]  # heading and the gap before it
+    total, running = sum(lines), 0
+    for cut, count in enumerate(lines):
+        if running + count / 2 > total / 2:
+            return [scopes[:cut] or scopes[:1], scopes[cut:] if cut else scopes[1:]]
+        running += count
+    return [scopes, []]

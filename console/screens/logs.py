@@ -59,7 +59,7 @@ class LogsScreen(OverviewScreen):
             state = "paused: scrolled up (end resumes)"
         wrap = "wrap on" if log.wrap else "wrap off"
         self.query_one("#status", Static).update(
-            f" {self.deployment}: {self.path} · {len(log.kept)} lines · {state} · {wrap} (w)"
+            f" {self.deployment}: {self.path.name} · {len(log.kept)} lines · {state} · {wrap} (w)"
         )
 
     def action_wrap(self) -> None:

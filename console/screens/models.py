@@ -11,7 +11,7 @@ from console.backend import Overview
 from console.screens.base import OverviewScreen
 from console.widgets.filter import FilterBar, matches
 from console.widgets.live import drift_text, error_share, p99_text, rps_text
-from console.widgets.tables import refresh_rows
+from console.widgets.tables import FitTable, refresh_rows
 
 
 class ModelsScreen(OverviewScreen):
@@ -20,6 +20,7 @@ class ModelsScreen(OverviewScreen):
     AUTO_FOCUS = "#models"
     BINDINGS = bindings("models")
     COLUMNS = ("MODEL", "VERSIONS", "LATEST", "ALIASES", "DEPLOYED", "REQ/S", "P99", "ERR%", "DRIFT")
+    DROP = ("VERSIONS", "LATEST", "ERR%", "P99")  # hidden first when the table is narrow
 
     def __init__(self) -> None:
         super().__init__(name="models")
@@ -28,7 +29,7 @@ class ModelsScreen(OverviewScreen):
 
     def body(self) -> ComposeResult:
         yield FilterBar("models", "#models")
-        table: DataTable[str] = DataTable(cursor_type="row", zebra_stripes=True, id="models")
+        table: DataTable[str] = FitTable(drop=self.DROP, cursor_type="row", zebra_stripes=True, id="models")
         table.add_columns(*self.COLUMNS)
         yield table
 

@@ -7,13 +7,13 @@ from collections.abc import Callable
 from typing import Any
 
 from textual.app import ComposeResult
-from textual.containers import Grid
 from textual.widgets import DataTable, Static
 
 from console.actions import bindings
 from console.backend import Overview
 from console.screens.base import OverviewScreen
-from console.widgets.chart import Chart
+from console.widgets.chart import Chart, ChartGrid
+from console.widgets.tables import FitTable
 from registry.monitoring.drift import DATASET_DRIFT_SHARE
 
 HISTORY = 300  # points (seconds) on the charts
@@ -25,9 +25,8 @@ class MonitorScreen(OverviewScreen):
     AUTO_FOCUS = "#drift"
     BINDINGS = bindings("monitor")
     DEFAULT_CSS = """
-    MonitorScreen #charts { grid-size: 3 2; height: 2fr; }
     MonitorScreen #drift { height: 1fr; }
-    MonitorScreen #summary { height: 1; padding: 0 1; }
+    MonitorScreen #summary { height: auto; padding: 0 1; }
     """
 
     def __init__(self, deployment: str) -> None:
@@ -42,14 +41,16 @@ class MonitorScreen(OverviewScreen):
 
     def body(self) -> ComposeResult:
         yield Static(f" {self.deployment}: waiting for data", id="summary", markup=False)
-        with Grid(id="charts"):
+        with ChartGrid(id="charts"):
             yield Chart(id="traffic")
             yield Chart(id="latency")
             yield Chart(id="errors")
             yield Chart(id="cpu")
             yield Chart(id="memory")
             yield Chart(id="drift-share")
-        table: DataTable[str] = DataTable(cursor_type="row", zebra_stripes=True, id="drift")
+        table: DataTable[str] = FitTable(
+            drop=("UNSEEN", "MISSING", "P-VALUE"), cursor_type="row", zebra_stripes=True, id="drift"
+        )
         table.add_columns("FEATURE", "KIND", "PSI", "DISTANCE", "MISSING", "UNSEEN", "P-VALUE", "STATUS")
         yield table
 
@@ -81,7 +82,10 @@ class MonitorScreen(OverviewScreen):
             f" {self.deployment}: version {last['version']}, {workers}; drift {verdict} · "
             + " · ".join(version_figures(points))
         )
-        self.query_one("#traffic", Chart).plot("requests/s", by_version(points, "req/s", lambda p: p["rps"]))
+        seconds_ago = [p["t"] - last["t"] for p in points]  # the x axis of the live charts
+        self.query_one("#traffic", Chart).plot(
+            "requests/s", by_version(points, "req/s", lambda p: p["rps"]), xs=seconds_ago
+        )
         self.query_one("#latency", Chart).plot(
             "latency p50/p95/p99 (ms)",
             {
@@ -89,9 +93,10 @@ class MonitorScreen(OverviewScreen):
                 for q in ("p50", "p95", "p99")
                 for label, series in by_version(points, q, lambda p, q=q: _ms(p[q])).items()
             },
+            xs=seconds_ago,
         )
         self.query_one("#errors", Chart).plot(
-            "errors (% of requests)", by_version(points, "4xx+5xx %", _error_percent)
+            "errors (% of requests)", by_version(points, "4xx+5xx %", _error_percent), xs=seconds_ago
         )
         pids = sorted({pid for p in points for pid in (p.get("processes") or {})})
         self.query_one("#cpu", Chart).plot(
@@ -100,6 +105,7 @@ class MonitorScreen(OverviewScreen):
                 f"pid {pid}": [((p.get("processes") or {}).get(pid) or {}).get("cpu") for p in points]
                 for pid in pids
             },
+            xs=seconds_ago,
         )
         self.query_one("#memory", Chart).plot(
             "memory (MB) per worker",
@@ -107,11 +113,14 @@ class MonitorScreen(OverviewScreen):
                 f"pid {pid}": [_mb(((p.get("processes") or {}).get(pid) or {}).get("rss")) for p in points]
                 for pid in pids
             },
+            xs=seconds_ago,
         )
         self.query_one("#drift-share", Chart).plot(
             "drifted share of features (last 30 min)",
             {"share": [share for _, share in self.drift_shares]},
             thresholds={f"drift at {DATASET_DRIFT_SHARE:.0%}": DATASET_DRIFT_SHARE},
+            xs=[(t - last["t"]) / 60 for t, _ in self.drift_shares],
+            xlabel="minutes ago",
         )
         self._drift_table()
 
@@ -137,6 +146,9 @@ class MonitorScreen(OverviewScreen):
 
     def action_logs(self) -> None:
         self.deck.open_deployment("logs", self.deployment)
+
+    def action_charts(self) -> None:
+        self.query_one(ChartGrid).next_page()
 
     def action_back(self) -> None:
         self.app.pop_screen()

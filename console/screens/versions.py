@@ -12,7 +12,7 @@ from console.backend import Overview
 from console.output import when
 from console.screens.base import OverviewScreen
 from console.widgets.ask import Ask
-from console.widgets.tables import refresh_rows
+from console.widgets.tables import FitTable, refresh_rows
 from registry.errors import RegistryError
 from registry.info import VersionInfo, VersionSummary
 
@@ -36,7 +36,9 @@ class VersionsScreen(OverviewScreen):
 
     def body(self) -> ComposeResult:
         yield Static(f" {self.model}: versions", id="title", markup=False)
-        table: DataTable[str] = DataTable(cursor_type="row", zebra_stripes=True, id="versions")
+        table: DataTable[str] = FitTable(
+            drop=("TAGS", "BY", "ESTIMATOR", "CREATED"), cursor_type="row", zebra_stripes=True, id="versions"
+        )
         table.add_columns(*self.COLUMNS)
         yield table
         yield Static("", id="details", markup=False)

@@ -7,7 +7,10 @@ from textual.widgets import Static
 
 class Banner(Static):
     DEFAULT_CSS = """
-    Banner { dock: top; height: 1; padding: 0 1; display: none; background: $warning; color: $background; }
+    Banner {
+        dock: top; height: auto; max-height: 3; padding: 0 1; display: none;
+        background: $warning; color: $background;
+    }
     Banner.-shown { display: block; }
     """
 

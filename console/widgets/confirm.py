@@ -22,6 +22,7 @@ class Confirm(ModalScreen[bool]):
     Confirm > Vertical {
         width: auto; max-width: 76; height: auto; padding: 1 2; border: thick $warning; background: $panel;
     }
+    Confirm > Vertical > Static { width: auto; max-width: 70; }
     Confirm #question { text-style: bold; }
     Confirm #keys { color: $text-muted; margin-top: 1; }
     """

@@ -1,9 +1,134 @@
-"""Refreshing a DataTable in place: rebuild only when its rows change, else update the changed cells."""
+"""Tables of the views: a DataTable that fits its width, and refreshing one in place.
+
+`FitTable` keeps every row's full cells and shows the columns that fit: when the widest cells of all
+columns need more room than the table has, it hides the columns named in `drop` (first named, first
+hidden), then shortens the widest cells with an ellipsis (not in columns where every cell has the
+same length, such as times), rather than scrolling sideways. So the
+views work at 80x24 and show everything when there is room.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+from rich.cells import cell_len
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable
+
+SCROLLBAR = 2  # room kept for the vertical scrollbar
+NARROWEST = 6  # a shortened column keeps at least this many cells
+
+
+class FitTable(DataTable[str]):
+    """A DataTable whose columns fit its width: see the module docstring. `drop` names columns by label."""
+
+    def __init__(self, *, drop: Sequence[str] = (), **options: Any) -> None:
+        super().__init__(**options)
+        self.drop = tuple(drop)
+        self.labels: list[str] = []
+        self.full: dict[Any, list[str]] = {}  # row key -> every cell, in `labels` order
+        self.shown: list[int] = []  # indexes of the labels shown
+        self.limit: int | None = None  # cells longer than this are shortened
+        self._refit_pending = False
+        self._fixed: set[int] = set()  # columns of one fixed format, never shortened
+
+    # ---------------------------------------------------------------- the DataTable calls views make
+    def add_columns(self, *labels: Any) -> list[Any]:  # type: ignore[override]
+        self.labels = [str(label) for label in labels]
+        self.shown = list(range(len(self.labels)))
+        return super().add_columns(*labels)
+
+    def add_row(self, *cells: Any, key: str | None = None, **options: Any) -> Any:  # type: ignore[override]
+        if not self.labels:
+            return super().add_row(*cells, key=key, **options)
+        row_key = super().add_row(*self._project(list(cells)), key=key, **options)
+        self.full[row_key] = [str(c) for c in cells]
+        if not self._refit_pending:  # once after a batch of rows, not once per row
+            self._refit_pending = True
+            self.call_after_refresh(self.refit)
+        return row_key
+
+    def clear(self, columns: bool = False) -> FitTable:  # type: ignore[override]
+        self.full.clear()
+        if columns:
+            self.labels, self.shown = [], []
+        super().clear(columns)
+        return self
+
+    def full_row(self, index: int) -> list[str]:
+        """Every cell of the row at `index`, shown or not."""
+        return self.full[self.coordinate_to_cell_key(Coordinate(index, 0)).row_key]
+
+    def set_cell(self, index: int, label_index: int, value: str) -> None:
+        """Set one cell by the index of its label; a hidden cell is kept for when it is shown."""
+        self.full_row(index)[label_index] = value
+        if label_index in self.shown:
+            short = value if label_index in self._fixed else self._short(value)
+            self.update_cell_at(Coordinate(index, self.shown.index(label_index)), short)
+
+    # ---------------------------------------------------------------- fitting
+    def on_resize(self) -> None:
+        self.refit()
+
+    def refit(self) -> None:
+        """Choose the columns (and the length limit) for the current width; rebuild if they changed."""
+        self._refit_pending = False
+        if not self.labels or not self.size.width:
+            return
+        shown, limit = self._choose()
+        if (shown, limit) == (self.shown, self.limit):
+            return
+        self.shown, self.limit = shown, limit
+        cursor = self.cursor_coordinate.row
+        rows = [(key, cells) for key, cells in self.full.items()]
+        super().clear(columns=True)
+        super().add_columns(*[self.labels[i] for i in shown])
+        for key, cells in rows:
+            super().add_row(*self._project(cells), key=key.value)
+            self.full[key] = cells
+        if self.row_count:
+            self.move_cursor(row=min(cursor, self.row_count - 1))
+
+    def _choose(self) -> tuple[list[int], int | None]:
+        room = self.size.width - SCROLLBAR
+        widths = [
+            max([cell_len(label)] + [cell_len(cells[i]) for cells in self.full.values()])
+            for i, label in enumerate(self.labels)
+        ]
+        pad = 2 * self.cell_padding
+        shown = list(range(len(self.labels)))
+        for label in self.drop:
+            if sum(widths[i] + pad for i in shown) <= room:
+                break
+            if label in self.labels:
+                shown.remove(self.labels.index(label))
+        need = sum(widths[i] + pad for i in shown)
+        if need <= room:
+            return shown, None
+        # Shorten the widest cells until the rest fits, but never a column of one fixed format
+        # (times, versions: every cell as long as the others), where a cut loses the end that matters.
+        fixed = {
+            i for i in shown if len(self.full) > 1 and len({cell_len(c[i]) for c in self.full.values()}) == 1
+        }
+        free = [i for i in shown if i not in fixed]
+        if not free:
+            return shown, None
+        base = sum(widths[i] + pad for i in fixed)
+        limit = max(widths[i] for i in free)
+        while limit > NARROWEST and base + sum(min(widths[i], limit) + pad for i in free) > room:
+            limit -= 1
+        self._fixed = fixed
+        return shown, limit
+
+    def _project(self, cells: list[Any]) -> list[Any]:
+        return [cells[i] if i in self._fixed else self._short(cells[i]) for i in self.shown]
+
+    def _short(self, value: Any) -> Any:
+        text = str(value)
+        if self.limit is None or cell_len(text) <= self.limit:
+            return value
+        return text[: self.limit - 1] + "…"
 
 
 def refresh_rows(table: DataTable[str], rows: list[tuple[str, list[str]]]) -> None:
@@ -11,10 +136,18 @@ def refresh_rows(table: DataTable[str], rows: list[tuple[str, list[str]]]) -> No
     keys = [str(key.value) for key in table.rows]
     if keys == [key for key, _ in rows]:
         for index, (_, cells) in enumerate(rows):
+            if isinstance(table, FitTable):
+                current = table.full_row(index)
+                for column, value in enumerate(cells):
+                    if current[column] != value:
+                        table.set_cell(index, column, value)
+                continue
             current = table.get_row_at(index)
             for column, value in enumerate(cells):
                 if current[column] != value:
                     table.update_cell_at(Coordinate(index, column), value)
+        if isinstance(table, FitTable):
+            table.refit()
         return
     selected = keys[table.cursor_row] if keys and 0 <= table.cursor_row < len(keys) else None
     table.clear()

@@ -1,0 +1,82 @@
+"""The console's terminal options: ASCII charts (`--ascii`, MODELDECK_ASCII, a non-UTF-8 locale) and
+`--no-mouse`; no supervisor and no terminal needed."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from console.cli import app as cli
+
+SERIES = {
+    "req/s": [40 + 10 * math.sin(i / 9) for i in range(120)],
+    "errors/s": [float(i % 17 == 0) for i in range(120)],
+    "p99": [None if i < 5 else 7.0 + math.cos(i / 7) for i in range(120)],
+}
+
+
+def _chart(**options: object) -> str:
+    from console.widgets.chart import render_chart
+
+    return render_chart("requests/s", SERIES, 60, 14, thresholds={"limit": 45.0}, **options).plain  # type: ignore[arg-type]
+
+
+def test_ascii_charts_are_ascii_only_and_keep_their_series_apart() -> None:
+    text = _chart(ascii=True)
+    assert text.isascii(), sorted({c for c in text if not c.isascii()})
+    assert "*" in text and "o" in text and "x" in text  # one marker per series
+    assert "requests/s" in text
+
+
+def test_default_charts_use_high_resolution_markers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELDECK_ASCII", "0")
+    assert not _chart().isascii()  # the check above would notice unicode
+
+
+@pytest.mark.parametrize(
+    ("env", "encoding", "wanted"),
+    [
+        ("1", "UTF-8", True),
+        ("yes", "UTF-8", True),
+        ("0", "ANSI_X3.4-1968", False),  # asked for explicitly: the locale does not override it
+        ("", "ANSI_X3.4-1968", True),  # LANG=C and friends
+        ("", "UTF-8", False),
+    ],
+)
+def test_ascii_is_chosen_by_the_variable_or_the_locale(
+    monkeypatch: pytest.MonkeyPatch, env: str, encoding: str, wanted: bool
+) -> None:
+    import locale
+
+    from console.widgets.chart import ascii_wanted
+
+    monkeypatch.setenv("MODELDECK_ASCII", env)
+    monkeypatch.setattr(locale, "getpreferredencoding", lambda do_setlocale=True: encoding)
+    assert ascii_wanted() is wanted
+
+
+@pytest.mark.parametrize(
+    ("args", "ascii_env", "mouse"),
+    [
+        ([], None, True),
+        (["--ascii"], "1", True),
+        (["--no-mouse"], None, False),
+    ],
+)
+def test_console_passes_ascii_and_mouse_on(
+    monkeypatch: pytest.MonkeyPatch, tmp_path, args: list[str], ascii_env: str | None, mouse: bool
+) -> None:
+    import os
+
+    from console.app import ModeldeckApp
+
+    ran: dict[str, object] = {}
+    monkeypatch.setenv("MODELDECK_HOME", str(tmp_path))
+    monkeypatch.delenv("MODELDECK_ASCII", raising=False)
+    monkeypatch.setattr(ModeldeckApp, "run", lambda self, **kw: ran.update(kw))
+    result = CliRunner().invoke(cli, ["console", *args])
+    assert result.exit_code == 0, result.output
+    assert ran == {"mouse": mouse}
+    assert os.environ.get("MODELDECK_ASCII") == ascii_env
