@@ -51,6 +51,7 @@ class ModeldeckApp(App[None]):
             self.register_theme(Theme(name=name, **colours))  # type: ignore[arg-type]
         self.theme = theme
         self._problem = ""
+        self._progress = ""
         self.operations = Operations(self)
 
     def on_mount(self) -> None:
@@ -72,6 +73,11 @@ class ModeldeckApp(App[None]):
         )
         self.update_banner()
 
+    def set_progress(self, progress: str) -> None:
+        """The steps of a running action (`deploying iris:2: deploy_requested → loading → ready`)."""
+        self._progress = progress
+        self.update_banner()
+
     def set_problem(self, problem: str) -> None:
         self._problem = problem
         self.update_banner()
@@ -80,6 +86,7 @@ class ModeldeckApp(App[None]):
         parts = ["read-only: deploy, roll back and stop are off"] if self.read_only else []
         parts += [self._problem] if self._problem else []
         parts += ["paused (p resumes)"] if self.paused else []
+        parts += [self._progress] if self._progress else []
         for banner in self.screen.query(Banner):
             banner.say(" · ".join(parts))
 

@@ -66,6 +66,11 @@ class Backend:
     def events(self, limit: int = 500) -> list[EventInfo]:
         return self.registry.recent_events(limit)
 
+    def steps(self, deployment: str, since: datetime) -> list[str]:
+        """The ledger's event kinds for `deployment` since `since`, oldest first (an action's progress)."""
+        recent = self.registry.recent_events(20)
+        return [e.kind for e in reversed(recent) if e.deployment == deployment and e.at >= since]
+
     def versions(self, model: str) -> list[VersionSummary]:
         return self.registry.versions(model)
 

@@ -432,10 +432,15 @@ def demo(
     if no_console or not sys.stdout.isatty():
         _print_demo(target, created)
         return
+    from console.config import load_config, with_flags
     from console.demo import run_live_demo
 
-    _ascii(ascii_)
-    run_live_demo(target, keep=keep, mouse=not no_mouse)
+    try:
+        config = with_flags(load_config(), ascii=ascii_, no_mouse=no_mouse)
+    except RegistryError as exc:
+        _fail(str(exc))
+    _ascii(config.ascii)
+    run_live_demo(target, keep=keep, config=config)
 
 
 def _print_demo(target: Path, created: dict[str, str]) -> None:
@@ -454,23 +459,32 @@ def console_command(
     read_only: Annotated[
         bool, typer.Option("--read-only", help="Browse and watch only: deploy, roll back and stop are off.")
     ] = False,
-    refresh: Annotated[float, typer.Option(metavar="SECONDS", help="Refresh interval.")] = 1.0,
+    refresh: Annotated[
+        float | None, typer.Option(metavar="SECONDS", help="Refresh interval (default 1).")
+    ] = None,
     theme: Annotated[
-        str, typer.Option(metavar="NAME", help="modeldeck-dark, modeldeck-light or modeldeck-contrast.")
-    ] = "modeldeck-dark",
+        str | None,
+        typer.Option(metavar="NAME", help="modeldeck-dark, modeldeck-light or modeldeck-contrast."),
+    ] = None,
     ascii_: AsciiFlag = False,
     no_mouse: NoMouseFlag = False,
 ) -> None:
-    """The terminal console: models, versions and deployments, live; deploy and roll back by key."""
-    from console.app import ModeldeckApp
-    from themes import THEMES
+    """The terminal console: models, versions and deployments, live; deploy and roll back by key.
 
-    if theme not in THEMES:
-        _fail(f"unknown theme {theme!r}; known: {', '.join(THEMES)}")
-    if refresh <= 0:
-        _fail("--refresh must be a positive number of seconds")
-    _ascii(ascii_)
-    ModeldeckApp(read_only=read_only, refresh_seconds=refresh, theme=theme).run(mouse=not no_mouse)
+    Defaults come from the settings file ($MODELDECK_CONFIG, else console.toml in the user config
+    directory); flags override it."""
+    from console.app import ModeldeckApp
+    from console.config import load_config, with_flags
+
+    try:
+        config = with_flags(
+            load_config(), read_only=read_only, refresh=refresh, theme=theme, ascii=ascii_, no_mouse=no_mouse
+        )
+    except RegistryError as exc:
+        _fail(str(exc))
+    _ascii(config.ascii)
+    app = ModeldeckApp(read_only=config.read_only, refresh_seconds=config.refresh, theme=config.theme)
+    app.run(mouse=config.mouse)
 
 
 def _ascii(on: bool) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from console.config import ConsoleConfig
 from registry import Registry
 from registry.store import default_home
 
@@ -26,10 +27,12 @@ DEMO_DEPLOYMENTS = ("iris@champion", "diabetes@champion")
 DRIFTING = "iris"
 
 
-def run_live_demo(home: Path, keep: bool = False, drift_after: float = 60.0, mouse: bool = True) -> None:
-    """Deploy the demo models, send them traffic (drifting one after a while) and open the console.
-    Quitting stops the traffic and, unless `keep`, the demo's servers and supervisor. `mouse=False`
-    leaves the mouse to the terminal."""
+def run_live_demo(
+    home: Path, keep: bool = False, drift_after: float = 60.0, config: ConsoleConfig | None = None
+) -> None:
+    """Deploy the demo models, send them traffic (drifting one after a while) and open the console
+    with `config` (theme, refresh, mouse). Quitting stops the traffic and, unless `keep`, the demo's
+    servers and supervisor."""
     import contextlib
     import os
     import threading
@@ -42,7 +45,8 @@ def run_live_demo(home: Path, keep: bool = False, drift_after: float = 60.0, mou
     os.environ["MODELDECK_DB_URL"] = f"sqlite:///{home / 'registry.db'}"
     client = SupervisorClient(home)
     traffic: list[DemoTraffic] = []
-    app = ModeldeckApp(home)
+    config = config or ConsoleConfig()
+    app = ModeldeckApp(home, read_only=config.read_only, refresh_seconds=config.refresh, theme=config.theme)
 
     def bring_up() -> None:
         targets = {}
@@ -60,7 +64,7 @@ def run_live_demo(home: Path, keep: bool = False, drift_after: float = 60.0, mou
 
     threading.Thread(target=bring_up, daemon=True, name="demo-deploy").start()
     try:
-        app.run(mouse=mouse)
+        app.run(mouse=config.mouse)
     finally:
         for sender in traffic:
             sender.stop()

@@ -8,6 +8,8 @@ against the registry in a worker before the question is asked.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from console.widgets.confirm import Confirm
@@ -17,6 +19,8 @@ if TYPE_CHECKING:
     from console.app import ModeldeckApp
     from registry.info import DeploymentInfo
 
+
+PROGRESS_EVERY = 0.25  # seconds between looks at the ledger while an action runs
 
 Call = Callable[[], dict[str, Any]]  # blocking: runs in a worker thread
 Report = Callable[[dict[str, Any]], str]  # the call's result as one line for the user
@@ -60,6 +64,7 @@ class Operations:
             f"deploying {exact}",
             lambda: self.deck.backend.deploy(exact, name=target),
             lambda r: f"{target}: {r['model']}:{r['version']} serves on {r['url']}",
+            target,
         )
 
     # ------------------------------------------------------------------ roll back, stop
@@ -79,6 +84,7 @@ class Operations:
             f"rolling back {name}",
             lambda: self.deck.backend.rollback(name),
             lambda r: f"{name}: {r['model']}:{r['version']} serves again",
+            name,
         )
 
     def stop(self, name: str) -> None:
@@ -94,6 +100,7 @@ class Operations:
             f"stopping {name}",
             lambda: self.deck.backend.stop(name),
             lambda r: f"{name}: stopped",
+            name,
         )
 
     # ------------------------------------------------------------------ aliases
@@ -109,19 +116,37 @@ class Operations:
         )
 
     # ------------------------------------------------------------------ shared
-    def act(self, title: str, call: Call, done: Report) -> None:
-        """Run `call` in a worker; say that it started, and how it ended."""
+    def act(self, title: str, call: Call, done: Report, deployment: str | None = None) -> None:
+        """Run `call` in a worker; say that it started, the steps the ledger records for `deployment`
+        while it runs (loading, ready, switched, drained), and how it ended."""
         self.deck.notify(f"{title}…", timeout=3)
-        self.deck.run_worker(lambda: self._act(title, call, done), thread=True, group="action")
+        self.deck.run_worker(lambda: self._act(title, call, done, deployment), thread=True, group="action")
 
-    def _act(self, title: str, call: Call, done: Report) -> None:
+    def _act(self, title: str, call: Call, done: Report, deployment: str | None) -> None:
+        started = datetime.now(UTC)
+        steps: list[str] = []
         try:
-            result = call()
+            with ThreadPoolExecutor(1) as pool:
+                running = pool.submit(call)
+                while True:
+                    try:
+                        result = running.result(timeout=PROGRESS_EVERY)
+                        break
+                    except TimeoutError:
+                        if deployment is None:
+                            continue
+                        now = self.deck.backend.steps(deployment, since=started)
+                        if now != steps:
+                            steps = now
+                            self.deck.call_from_thread(
+                                self.deck.set_progress, f"{title}: {' → '.join(steps)}"
+                            )
         except RegistryError as exc:
             message = f"{title} failed: {exc}"
             self.deck.call_from_thread(self.deck.notify, message, severity="error", timeout=12)
         else:
             self.deck.call_from_thread(self.deck.notify, done(result), timeout=6)
+        self.deck.call_from_thread(self.deck.set_progress, "")
         self.deck.call_from_thread(self.deck.action_refresh)
 
     def _confirm(
@@ -131,10 +156,11 @@ class Operations:
         title: str,
         call: Call,
         done: Report,
+        deployment: str,
     ) -> None:
         def answered(yes: bool | None) -> None:
             if yes:
-                self.act(title, call, done)
+                self.act(title, call, done, deployment)
 
         self.deck.push_screen(Confirm(question, detail), answered)
 

@@ -35,6 +35,14 @@ async def test_deploy_and_roll_back_with_single_keys(deck: Deck) -> None:
         assert isinstance(app.screen, Confirm)
         assert "Deploy iris:2 to deployment iris?" in str(app.screen.query_one("#question").render())
         await pilot.press("y")
+        shown: set[str] = set()  # the banner while the action runs: the ledger's steps, live
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            shown.add(banner(app))
+            if any("deploying" in b for b in shown) and "deploying" not in banner(app):
+                break  # the action ended
+            await pilot.pause(0.05)
+        assert any(b.startswith("deploying iris:2: deploy_requested → loading") for b in shown), shown
         await settle(pilot, app, 0.2)
         assert deck.version() == "2"
         await pilot.press("2")  # deployments

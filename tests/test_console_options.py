@@ -74,9 +74,28 @@ def test_console_passes_ascii_and_mouse_on(
 
     ran: dict[str, object] = {}
     monkeypatch.setenv("MODELDECK_HOME", str(tmp_path))
+    monkeypatch.setenv("MODELDECK_CONFIG", str(tmp_path / "no-settings.toml"))
     monkeypatch.delenv("MODELDECK_ASCII", raising=False)
     monkeypatch.setattr(ModeldeckApp, "run", lambda self, **kw: ran.update(kw))
     result = CliRunner().invoke(cli, ["console", *args])
     assert result.exit_code == 0, result.output
     assert ran == {"mouse": mouse}
     assert os.environ.get("MODELDECK_ASCII") == ascii_env
+
+
+def test_the_settings_file_turns_on_read_only_and_turns_off_the_mouse(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    from console.app import ModeldeckApp
+
+    settings = tmp_path / "console.toml"
+    settings.write_text('read_only = true\nmouse = false\ntheme = "modeldeck-contrast"\n')
+    ran: dict[str, object] = {}
+    monkeypatch.setenv("MODELDECK_HOME", str(tmp_path))
+    monkeypatch.setenv("MODELDECK_CONFIG", str(settings))
+    monkeypatch.setattr(
+        ModeldeckApp, "run", lambda self, **kw: ran.update(kw, read_only=self.read_only, theme=self.theme)
+    )
+    result = CliRunner().invoke(cli, ["console"])
+    assert result.exit_code == 0, result.output
+    assert ran == {"mouse": False, "read_only": True, "theme": "modeldeck-contrast"}

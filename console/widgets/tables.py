@@ -78,6 +78,9 @@ class FitTable(DataTable[str]):
             return
         shown, limit = self._choose()
         if (shown, limit) == (self.shown, self.limit):
+            # the columns grew to fit the new rows: the header line may still be cached at its old widths
+            self._clear_caches()
+            self.refresh()
             return
         self.shown, self.limit = shown, limit
         cursor = self.cursor_coordinate.row
