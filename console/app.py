@@ -54,11 +54,11 @@ class ModeldeckApp(App[None]):
         self._progress = ""
         self.operations = Operations(self)
 
-    def on_mount(self) -> None:
+    async def on_mount(self) -> None:
         self.sub_title = f"{self.backend.registry.settings.home}" + (
             "  [read-only]" if self.read_only else ""
         )
-        self.switch_mode("models")
+        await self.switch_mode("models")  # before any key: a `2` typed at once must not be overtaken
 
     def on_unmount(self) -> None:
         self.backend.close()

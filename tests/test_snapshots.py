@@ -203,6 +203,8 @@ async def _settle(pilot) -> None:  # type: ignore[no-untyped-def]
 
 
 async def _after(pilot, keys: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+    while type(pilot.app.screen).__name__ != "ModelsScreen":  # the first view, before any key
+        await pilot.pause(0.05)
     await _settle(pilot)
     for key in keys:
         await pilot.press(key)

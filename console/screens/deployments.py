@@ -8,7 +8,7 @@ from textual.widgets import DataTable
 from console.actions import bindings
 from console.backend import Overview
 from console.screens.base import OverviewScreen
-from console.widgets.live import drift_text, error_share, p99_text, rps_text
+from console.widgets.live import drift_text, error_share, p99_text, rps_text, state_text, uptime_text
 from console.widgets.tables import FitTable, refresh_rows
 
 
@@ -24,6 +24,7 @@ class DeploymentsScreen(OverviewScreen):
         "PORT",
         "WORKERS",
         "STATE",
+        "UPTIME",
         "REQ/S",
         "P99",
         "ERR%",
@@ -36,7 +37,10 @@ class DeploymentsScreen(OverviewScreen):
 
     def body(self) -> ComposeResult:
         table: DataTable[str] = FitTable(
-            drop=("PORT", "ERR%", "STANDBY", "P99"), cursor_type="row", zebra_stripes=True, id="deployments"
+            drop=("PORT", "UPTIME", "ERR%", "STANDBY", "P99"),
+            cursor_type="row",
+            zebra_stripes=True,
+            id="deployments",
         )
         table.add_columns(*self.COLUMNS)
         yield table
@@ -46,14 +50,14 @@ class DeploymentsScreen(OverviewScreen):
         rows = []
         for d in overview.deployments:
             live = overview.live.get(d.name, {})
-            state = live.get("status", "down" if not overview.supervisor_up else "stopped")
             cells = [
                 d.name,
                 f"{d.model}:{d.version}",
                 str(d.standby_version or "-"),
                 str(d.port),
                 f"{live.get('workers_running', 0)}/{d.workers}",
-                state,
+                state_text(live, overview.supervisor_up),
+                uptime_text(live),
                 rps_text([live]),
                 p99_text([live]),
                 error_share([live]),

@@ -34,3 +34,32 @@ def drift_text(live: list[dict[str, Any]]) -> str:
         if level in verdicts:
             return {"not enough data": "n/a", "no reference": "no ref"}.get(level, level)
     return "-"
+
+
+def state_text(live: dict[str, Any], supervisor_up: bool) -> str:
+    """The deployment's state, with what its workers are doing meanwhile (`running, loading v3`)."""
+    if not live:
+        return "stopped" if supervisor_up else "down"
+    doing = []
+    for process in live.get("processes") or []:
+        if process["state"] in ("loading", "loaded", "draining", "failed"):
+            text = f"{'loading' if process['state'] == 'loaded' else process['state']} v{process['version']}"
+            if text not in doing:
+                doing.append(text)
+    return ", ".join([live.get("status", "?"), *doing])
+
+
+def uptime_text(live: dict[str, Any]) -> str:
+    """How long the serving workers have been up (the oldest of them)."""
+    serving = [p["uptime_s"] for p in live.get("processes") or [] if p["role"] == "active"]
+    if not serving:
+        return "-"
+    seconds = int(max(serving))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"

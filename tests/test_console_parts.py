@@ -1,0 +1,107 @@
+"""The console's pure parts: table texts of live figures, per-version series and figures, version diffs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from console.screens.monitor import by_version, version_figures
+from console.version_diff import diff_versions
+from console.widgets.live import state_text, uptime_text
+from registry.info import VersionInfo
+
+
+def worker(version: int, role: str, state: str, uptime: float) -> dict:
+    return {"pid": version * 100, "version": version, "role": role, "state": state, "uptime_s": uptime}
+
+
+def test_the_state_says_what_the_workers_are_doing_and_uptime_is_the_oldest_serving_worker() -> None:
+    live = {
+        "status": "running",
+        "processes": [
+            worker(1, "active", "serving", 3725.0),
+            worker(1, "active", "serving", 12.0),
+            worker(2, "standby", "loaded", 1.0),
+            worker(0, "standby", "draining", 99999.0),
+        ],
+    }
+    assert state_text(live, supervisor_up=True) == "running, loading v2, draining v0"
+    assert uptime_text(live) == "1h02m"  # standby workers do not count
+    assert uptime_text({"processes": [worker(1, "active", "serving", 2 * 86400 + 7200)]}) == "2d02h"
+    assert uptime_text({"processes": [worker(1, "active", "serving", 75)]}) == "1m15s"
+    assert (state_text({}, supervisor_up=True), state_text({}, supervisor_up=False)) == ("stopped", "down")
+    assert uptime_text({}) == "-"
+
+
+def point(version: int, rps: float, p99: float | None, errors: float = 0.0) -> dict:
+    return {
+        "version": version,
+        "rps": rps,
+        "requests": rps,
+        "p99": p99,
+        "client_errors": errors,
+        "server_errors": 0,
+    }
+
+
+def test_after_a_deploy_each_version_gets_its_own_series_and_figures() -> None:
+    points = [point(1, 10, 0.004), point(1, 12, 0.006, errors=1), point(2, 20, 0.002), point(2, 22, None)]
+    assert by_version(points, "req/s", lambda p: p["rps"]) == {
+        "req/s v1": [10, 12, None, None],
+        "req/s v2": [None, None, 20, 22],
+    }
+    assert by_version(points[:2], "req/s", lambda p: p["rps"]) == {"req/s": [10, 12]}
+    assert version_figures(points) == [
+        "v2: 21.0 req/s, p99 2.0 ms, 0.0% errors (2 s)",  # the serving version first
+        "v1: 11.0 req/s, p99 6.0 ms, 4.5% errors (2 s)",
+    ]
+    assert version_figures(points[:2]) == ["v1: 11.0 req/s, p99 6.0 ms, 4.5% errors"]
+
+
+def version(number: int, **changes) -> VersionInfo:
+    base = VersionInfo(
+        name="iris",
+        version=number,
+        estimator_class="sklearn.linear_model._logistic.LogisticRegression",
+        created_at=datetime(2026, 3, 2, 9, number, tzinfo=UTC),
+        created_by="ops",
+        artifact_sha256="ab" * 32,
+        artifact_size=100,
+        trusted_types=[],
+        params={"C": 1.0, "max_iter": 100},
+        signature={"named": True, "columns": [{"name": "x", "dtype": "float64", "nullable": False}]},
+        output={"kind": "classification", "classes": [0, 1]},
+        metrics={"auc": 0.9},
+        description="",
+        python_version="3.11.7",
+        sklearn_version="1.9.1",
+        numpy_version="2.4.6",
+        reference_sha256=None,
+        reference_rows=0,
+        source="",
+        origin={},
+        parent_version=None,
+        archived=False,
+    )
+    return replace(base, **changes)
+
+
+def test_a_diff_marks_what_changed_and_shows_what_one_side_lacks() -> None:
+    left = version(1)
+    right = version(
+        2,
+        params={"C": 0.5, "max_iter": 100},
+        metrics={"auc": 0.93, "f1": 0.8},
+        signature={"named": True, "columns": [{"name": "x", "dtype": "float64", "nullable": True}]},
+        tags={"team": "risk"},
+        aliases=["champion"],
+    )
+    rows = {(r.section, r.field): r for r in diff_versions(left, right)}
+    assert (rows[("params", "C")].left, rows[("params", "C")].right) == ("1", "0.5")
+    assert not rows[("params", "max_iter")].differs
+    assert (rows[("metrics", "f1")].left, rows[("metrics", "f1")].right) == ("-", "0.8")
+    assert (rows[("signature", "x")].left, rows[("signature", "x")].right) == ("float64", "float64?")
+    assert rows[("tags", "team")].differs and rows[("version", "aliases")].right == "champion"
+    assert rows[("version", "estimator")].left == "LogisticRegression"
+    assert rows[("signature", "→ output")].left == "classification [0, 1]"
+    assert not any(r.differs for r in diff_versions(left, left))
