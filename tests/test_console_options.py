@@ -60,13 +60,13 @@ def test_ascii_is_chosen_by_the_variable_or_the_locale(
 @pytest.mark.parametrize(
     ("args", "ascii_env", "mouse"),
     [
-        ([], None, True),
+        ([], "0", True),
         (["--ascii"], "1", True),
-        (["--no-mouse"], None, False),
+        (["--no-mouse"], "0", False),
     ],
 )
 def test_console_passes_ascii_and_mouse_on(
-    monkeypatch: pytest.MonkeyPatch, tmp_path, args: list[str], ascii_env: str | None, mouse: bool
+    monkeypatch: pytest.MonkeyPatch, tmp_path, args: list[str], ascii_env: str, mouse: bool
 ) -> None:
     import os
 
@@ -75,7 +75,7 @@ def test_console_passes_ascii_and_mouse_on(
     ran: dict[str, object] = {}
     monkeypatch.setenv("MODELDECK_HOME", str(tmp_path))
     monkeypatch.setenv("MODELDECK_CONFIG", str(tmp_path / "no-settings.toml"))
-    monkeypatch.delenv("MODELDECK_ASCII", raising=False)
+    monkeypatch.setenv("MODELDECK_ASCII", "0")  # (restored after the test: the CLI sets it for the process)
     monkeypatch.setattr(ModeldeckApp, "run", lambda self, **kw: ran.update(kw))
     result = CliRunner().invoke(cli, ["console", *args])
     assert result.exit_code == 0, result.output

@@ -35,6 +35,7 @@ START = datetime(2026, 3, 2, 9, 0, 0)  # UTC; shown in UTC (TZ is pinned below)
 def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """`console.output.when()` shows stored UTC times in the local zone: make that zone UTC."""
     monkeypatch.setenv("TZ", "UTC")
+    monkeypatch.setenv("MODELDECK_ASCII", "0")  # the charts' markers must not follow the locale
     time.tzset()
     yield
     monkeypatch.undo()
