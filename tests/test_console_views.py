@@ -40,6 +40,7 @@ async def test_logs_follow_new_lines_pause_when_scrolled_up_and_wrap(deck: Deck)
         await wait_until(pilot, lambda: len(view.kept) > 0)
         assert list(view.kept) == log_file.read_text().splitlines()[-500:]  # opens on the file's tail
         assert view.kept[-1] == "written before the view opened"
+        assert any(" iris v1 [" in line and line.endswith("modeldeck.worker: serving") for line in view.kept)
         with log_file.open("a") as handle:
             handle.writelines(f"console test line {i} " + "x" * 150 + "\n" for i in range(200))
         await wait_until(pilot, lambda: view.kept[-1].startswith("console test line 199"))

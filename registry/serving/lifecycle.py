@@ -52,9 +52,11 @@ class Reporter:
         self.path = path
         self.identity = {"pid": os.getpid(), **identity}
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) if path else None
-        self.state = "loading"
+        self.state = "starting"  # the first report ("loading") is then logged too
 
     def __call__(self, state: str, fd: int | None = None, **detail: Any) -> None:
+        if state != self.state or detail:  # the deployment's log tells its story: loading, serving, ...
+            log.info("%s%s", state, "".join(f" {k}={v}" for k, v in detail.items()))
         self.state = state
         if self.sock is None:
             return

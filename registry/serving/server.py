@@ -8,6 +8,7 @@ crash the worker.
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -29,6 +30,8 @@ from registry.signature import InputError
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 _OIP_DATATYPES = {"float": "FP64", "int": "INT64", "str": "BYTES", "bool": "BOOL"}
 Handler = Callable[[Request], Awaitable[Response]]
+
+log = logging.getLogger("modeldeck.worker")
 
 
 def create_app(
@@ -105,7 +108,8 @@ def create_app(
                 return answer(status, result), rows
             except InputError as exc:
                 return answer(exc.status, exc.body()), 0
-            except Exception as exc:  # the model raised: the worker lives on
+            except Exception as exc:  # the model raised: the worker lives on, the log says why
+                log.warning("500 on %s: %s: %s", request.url.path, type(exc).__name__, exc)
                 return answer(500, _failure(exc)), 0
 
         async def unmonitored(request: Request) -> Response:
