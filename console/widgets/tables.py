@@ -46,7 +46,7 @@ class FitTable(DataTable[str]):
         self.full[row_key] = [str(c) for c in cells]
         if not self._refit_pending:  # once after a batch of rows, not once per row
             self._refit_pending = True
-            self.call_after_refresh(self.refit)
+            self.call_after_refresh(self._rows_added)
         return row_key
 
     def clear(self, columns: bool = False) -> FitTable:  # type: ignore[override]
@@ -71,17 +71,21 @@ class FitTable(DataTable[str]):
     def on_resize(self) -> None:
         self.refit()
 
-    def refit(self) -> None:
-        """Choose the columns (and the length limit) for the current width; rebuild if they changed."""
+    def _rows_added(self) -> None:
         self._refit_pending = False
-        if not self.labels or not self.size.width:
-            return
-        shown, limit = self._choose()
-        if (shown, limit) == (self.shown, self.limit):
+        if not self.refit():
             # the columns grew to fit the new rows: the header line may still be cached at its old widths
             self._clear_caches()
             self.refresh()
-            return
+
+    def refit(self) -> bool:
+        """Choose the columns (and the length limit) for the current width; rebuild (and say so) if they
+        changed."""
+        if not self.labels or not self.size.width:
+            return False
+        shown, limit = self._choose()
+        if (shown, limit) == (self.shown, self.limit):
+            return False
         self.shown, self.limit = shown, limit
         cursor = self.cursor_coordinate.row
         rows = [(key, cells) for key, cells in self.full.items()]
@@ -92,6 +96,7 @@ class FitTable(DataTable[str]):
             self.full[key] = cells
         if self.row_count:
             self.move_cursor(row=min(cursor, self.row_count - 1))
+        return True
 
     def _choose(self) -> tuple[list[int], int | None]:
         room = self.size.width - SCROLLBAR
