@@ -24,6 +24,8 @@ from console.widgets.banner import Banner
 from console.widgets.command_line import CommandLine
 from themes import THEMES, stylesheet
 
+NOT_RUNNING = "supervisor not running: live figures unavailable (reconnecting; actions start it)"
+
 
 class ModeldeckApp(App[None]):
     """`modeldeck console`: browse models and versions, deploy and roll back, watch deployments."""
@@ -66,11 +68,14 @@ class ModeldeckApp(App[None]):
     # ------------------------------------------------------------------ state from screens
     def overview_arrived(self, overview: Overview) -> None:
         self.overview = overview
-        self._problem = (
-            ""
-            if overview.supervisor_up or not overview.deployments
-            else ("supervisor not running: live figures unavailable (reconnecting; actions start it)")
-        )
+        if overview.supervisor_up or not overview.deployments:
+            self._problem = ""
+        elif overview.supervisor_problem.startswith("no supervisor"):
+            self._problem = (
+                "supervisor not running: live figures unavailable (reconnecting; actions start it)"
+            )
+        else:  # it runs but is slow or stuck: say what happened, keep asking
+            self._problem = f"supervisor not answering ({overview.supervisor_problem}): live figures stale"
         self.update_banner()
 
     def set_progress(self, progress: str) -> None:

@@ -2,7 +2,8 @@
 
 Every call blocks (screens run them in worker threads) and raises `RegistryError` subclasses with a
 message a person can act on. Reading the registry never needs the supervisor; live figures and actions
-do, and `SupervisorDown` says so distinctly so the UI can show a banner and keep polling.
+do, and their absence is reported in `Overview.supervisor_problem` so the UI can show a banner and keep
+polling.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from registry.deployments import list_deployments
 from registry.errors import SupervisorError
 from registry.info import DeploymentInfo, EventInfo, ModelInfo, StateAt, VersionInfo, VersionSummary
 
-
-class SupervisorDown(SupervisorError):
-    """No supervisor answers: live figures are unavailable, actions would start one."""
+#: Seconds a refresh waits for the supervisor: a slow one must not stall the console's figures.
+READ_TIMEOUT = 3.0
 
 
 @dataclass
@@ -31,6 +31,8 @@ class Overview:
     #: deployment name -> the supervisor's view (status, workers, live point, drift); empty if it is down.
     live: dict[str, dict[str, Any]] = field(default_factory=dict)
     supervisor_up: bool = False
+    #: why live figures are missing (no supervisor, or it did not answer in time)
+    supervisor_problem: str = ""
 
     def deployed(self, model: str) -> list[DeploymentInfo]:
         return [d for d in self.deployments if d.model == model]
@@ -53,9 +55,10 @@ class Backend:
         """Models and deployments from the registry, and live figures when the supervisor answers."""
         overview = Overview(self.registry.list_models(), list_deployments(self.registry))
         try:
-            status = self.client.status()
-            monitor = self.client.live()
-        except SupervisorError:
+            status = self.client.status(timeout=READ_TIMEOUT)
+            monitor = self.client.live(timeout=READ_TIMEOUT)
+        except SupervisorError as exc:
+            overview.supervisor_problem = str(exc)
             return overview
         overview.supervisor_up = True
         for deployment in status["deployments"]:

@@ -103,6 +103,33 @@ async def test_a_killed_supervisor_shows_a_banner_and_the_console_recovers(deck:
     assert deck.version() == "1"  # the server never stopped
 
 
+async def test_a_stuck_supervisor_is_named_and_the_console_keeps_going(deck: Deck) -> None:
+    from console.screens.monitor import MonitorScreen
+
+    app = deck.app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("2")
+        await settle(pilot, app)
+        await pilot.press("m")
+        pid = deck.client.status()["supervisor"]["pid"]
+        os.kill(pid, signal.SIGSTOP)  # alive, holding its socket, answering nothing
+        try:
+            deadline = time.monotonic() + 20
+            while "not answering" not in banner(app) and time.monotonic() < deadline:
+                await pilot.pause(0.2)
+            assert "supervisor not answering (the supervisor did not answer within 3 s)" in banner(app)
+            await pilot.press("escape", "1")  # the console still moves and reads the registry
+            await settle(pilot, app, 0.2)
+            assert app.screen.query_one("#models").row_count == 1
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        deadline = time.monotonic() + 20
+        while "supervisor" in banner(app) and time.monotonic() < deadline:
+            await pilot.pause(0.2)
+        assert "supervisor" not in banner(app)
+        assert not isinstance(app.screen, MonitorScreen)
+
+
 async def test_colon_commands_and_the_filter(deck: Deck) -> None:
     from console.widgets.confirm import Confirm
 

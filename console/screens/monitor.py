@@ -10,10 +10,11 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
 from console.actions import bindings
-from console.backend import Overview
+from console.backend import READ_TIMEOUT, Overview
 from console.screens.base import OverviewScreen
 from console.widgets.chart import Chart, ChartGrid
 from console.widgets.tables import FitTable
+from registry.errors import SupervisorError
 from registry.monitoring.drift import DATASET_DRIFT_SHARE
 
 HISTORY = 300  # points (seconds) on the charts
@@ -58,7 +59,11 @@ class MonitorScreen(OverviewScreen):
         backend = self.deck.backend
         if self.cursor == 0:
             self.drift_shares = backend.drift_history(self.deployment)
-        answer = backend.client.monitor(self.cursor, self.deployment)
+        try:
+            answer = backend.client.monitor(self.cursor, self.deployment, timeout=READ_TIMEOUT)
+        except SupervisorError:  # the banner says so (from the overview); the charts keep what they have
+            self._fresh = False
+            return super().load()
         seen = answer["deployments"].get(self.deployment) or {}
         new = seen.get("points") or []
         self.points.extend(new)

@@ -102,17 +102,19 @@ class SupervisorClient:
         return True
 
     # ------------------------------------------------------------------ actions
-    def status(self) -> dict[str, Any]:
-        return self._request("GET", "/status")
+    def status(self, timeout: float | None = None) -> dict[str, Any]:
+        return self._request("GET", "/status", timeout=timeout)
 
-    def monitor(self, cursor: int = 0, name: str | None = None) -> dict[str, Any]:
+    def monitor(
+        self, cursor: int = 0, name: str | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
         """Live figures: the newest point per deployment, the points after `cursor`, drift, host."""
         query = f"/monitor?cursor={cursor}" + (f"&name={name}" if name else "")
-        return self._request("GET", query)
+        return self._request("GET", query, timeout=timeout)
 
-    def live(self) -> dict[str, Any]:
+    def live(self, timeout: float | None = None) -> dict[str, Any]:
         """Like `monitor` without the series: the newest point, drift and host only (for tables)."""
-        return self.monitor(cursor=2**62)
+        return self.monitor(cursor=2**62, timeout=timeout)
 
     def deploy(
         self,
@@ -165,6 +167,10 @@ class SupervisorClient:
             self._http = httpx.Client(transport=transport, base_url="http://supervisor", timeout=self.timeout)
         try:
             response = self._http.request(method, path, json=body, timeout=timeout or self.timeout)
+        except httpx.TimeoutException:
+            raise SupervisorError(
+                f"the supervisor did not answer within {timeout or self.timeout:g} s", 504
+            ) from None
         except httpx.TransportError:
             raise SupervisorError(f"no supervisor is running for {self.home}", 503) from None
         payload = response.json()
