@@ -41,8 +41,9 @@ ACTIONS: tuple[Action, ...] = (
     Action("refresh", "ctrl+r", "Refresh", (GLOBAL,), command="refresh", show=False),
     Action("pause", "p", "Pause", (GLOBAL,), command="pause"),
     Action("quit", "q", "Quit", (GLOBAL,), command="q"),
+    Action("back", "escape", "Back", (GLOBAL,)),  # from a model's versions, a monitor, logs or a diff
     Action("filter", "slash", "Filter", ("models", "events")),
-    Action("open", "enter", "Versions", ("models",)),
+    Action("open", "enter", "Open", ("models", "deployments")),  # a model's versions, a deployment's monitor
     Action("deploy", "d", "Deploy", ("models", "versions"), changes=True, command="deploy", usage="REF"),
     Action("alias", "a", "Set alias", ("versions",), changes=True, command="alias", usage="REF ALIAS"),
     Action("mark", "space", "Mark", ("versions",)),
@@ -56,7 +57,6 @@ ACTIONS: tuple[Action, ...] = (
     Action("wrap", "w", "Wrap", ("logs",)),
     Action("follow", "end", "Follow", ("logs",)),
     Action("charts", "c", "Charts", ("monitor",)),  # the next charts when not all fit
-    Action("back", "escape", "Back", ("versions", "monitor", "logs", "diff")),
 )
 
 

@@ -99,10 +99,17 @@ class ModeldeckApp(App[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if self.read_only and actions.changing(action):
             return None  # shown dimmed in the footer, refused
+        if action == "back":
+            return len(self.screen_stack) > 1  # not in the footer of the top-level lists
         return True
 
     def action_view(self, mode: str) -> None:
         self.switch_mode(mode)
+
+    def action_back(self) -> None:
+        """Leave a view opened from a list (versions, monitor, logs, diff); the lists stay."""
+        if len(self.screen_stack) > 1:
+            self.pop_screen()
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.read_only))

@@ -8,7 +8,7 @@ import time
 
 import httpx
 import pytest
-from console_deck import ROW, Deck, banner, settle
+from console_deck import ROW, Deck, banner, settle, wait_until
 
 from registry import Registry
 
@@ -110,7 +110,8 @@ async def test_a_stuck_supervisor_is_named_and_the_console_keeps_going(deck: Dec
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("2")
         await settle(pilot, app)
-        await pilot.press("m")
+        await pilot.press("enter")  # drills into the deployment: its monitor
+        assert isinstance(app.screen, MonitorScreen)
         pid = deck.client.status()["supervisor"]["pid"]
         os.kill(pid, signal.SIGSTOP)  # alive, holding its socket, answering nothing
         try:
@@ -196,14 +197,18 @@ async def test_the_monitor_view_charts_live_traffic_and_lists_drift_worst_first(
         assert isinstance(app.screen, MonitorScreen)
         url = f"http://127.0.0.1:{deck.port}/invocations"
         with httpx.Client(timeout=10) as client:
-            for _ in range(120):
+            for i in range(120):  # over about three seconds, so each chart gets points with traffic
                 client.post(url, json=ROW)
+                if i % 40 == 39:
+                    await pilot.pause(1.0)
         deadline = time.monotonic() + 30
         while app.screen.query_one("#drift").row_count == 0 and time.monotonic() < deadline:
             await pilot.pause(0.3)
         summary = str(app.screen.query_one("#summary").render())
         assert summary.startswith(" iris: version 1, 1 worker(s)") and " v1: " in summary
-        for chart in ("#traffic", "#latency", "#errors", "#cpu", "#memory"):
+        for chart in ("#traffic", "#latency", "#errors", "#cpu", "#memory"):  # (each needs two points)
+            drawn = lambda c=chart: "waiting" not in str(app.screen.query_one(c).render())  # noqa: E731
+            await wait_until(pilot, drawn, 10)
             assert "waiting for data" not in str(app.screen.query_one(chart).render()), chart
         table = app.screen.query_one("#drift")
         names = [table.get_row_at(i)[0] for i in range(table.row_count)]
@@ -212,6 +217,11 @@ async def test_the_monitor_view_charts_live_traffic_and_lists_drift_worst_first(
         assert psi == sorted(psi, reverse=True)  # worst first
         await pilot.press("escape")
         assert app.screen.__class__.__name__ == "DeploymentsScreen"
+        await pilot.press("1")  # the models view has been drawing iris's req/s trend all along
+        await settle(pilot, app)
+        models = app.screen.query_one("#models")
+        trend = models.get_row_at(0)[models.labels.index("TREND")]  # (all columns fit at 120)
+        assert len(trend) >= 2 and set(trend) <= set("▁▂▃▄▅▆▇█") and len(set(trend)) > 1
 
 
 async def test_the_events_view_shows_the_ledger_newest_first_and_filters(deck: Deck) -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from console.screens.monitor import by_version, version_figures
 from console.version_diff import diff_versions
-from console.widgets.live import state_text, uptime_text
+from console.widgets.live import sparkline, state_text, uptime_text
 from registry.info import VersionInfo
 
 
@@ -105,3 +105,37 @@ def test_a_diff_marks_what_changed_and_shows_what_one_side_lacks() -> None:
     assert rows[("version", "estimator")].left == "LogisticRegression"
     assert rows[("signature", "→ output")].left == "classification [0, 1]"
     assert not any(r.differs for r in diff_versions(left, left))
+
+
+def test_a_sparkline_scales_to_its_largest_value_and_has_an_ascii_form() -> None:
+    assert sparkline([0, 1, 2, 4, 8, 8, 3]) == "▁▂▃▅██▄"
+    assert sparkline([1, 2, 3], ascii=True) == "-+#"
+    assert (sparkline([0.0, 0.0]), sparkline([])) == ("▁▁", "-")
+
+
+async def _grown_width() -> tuple[int, int]:
+    from textual.app import App, ComposeResult
+
+    from console.widgets.tables import FitTable, refresh_rows
+
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            table = FitTable(id="t")
+            table.add_columns("MODEL", "P99")
+            yield table
+
+    app = One()
+    async with app.run_test(size=(80, 10)) as pilot:
+        table = app.query_one(FitTable)
+        refresh_rows(table, [("iris", ["iris", "-"])])
+        await pilot.pause()
+        refresh_rows(table, [("iris", ["iris", "1234.5ms"])])  # same rows: only the cell changes
+        await pilot.pause()
+        return table.columns[table.ordered_columns[1].key].get_render_width(table), len("1234.5ms")
+
+
+def test_a_cell_that_grows_widens_its_column() -> None:
+    import asyncio
+
+    width, needed = asyncio.run(_grown_width())
+    assert width >= needed + 2  # the value and the cell padding: nothing cut off

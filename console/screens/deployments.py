@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from textual import on
 from textual.app import ComposeResult
 from textual.widgets import DataTable
 
@@ -71,6 +72,13 @@ class DeploymentsScreen(OverviewScreen):
         if table.row_count == 0:
             return None
         return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+
+    @on(DataTable.RowSelected, "#deployments")
+    def _open(self, event: DataTable.RowSelected) -> None:
+        self.action_monitor()
+
+    def action_open(self) -> None:
+        self.action_monitor()
 
     def action_monitor(self) -> None:
         name = self.selected()

@@ -63,6 +63,3 @@ class DiffScreen(OverviewScreen):
     def action_changes_only(self) -> None:
         self.changes_only = not self.changes_only
         self._fill()
-
-    def action_back(self) -> None:
-        self.app.pop_screen()

@@ -33,7 +33,6 @@ class HelpScreen(ModalScreen[None]):
     HelpScreen.-one-column Horizontal { layout: vertical; }
     HelpScreen.-one-column .column.-right { margin-left: 0; }
     HelpScreen .scope { text-style: bold; color: $primary; }
-    HelpScreen .gap { height: 1; }
     HelpScreen .refused { color: $text-disabled; }
     HelpScreen #hint { color: $text-muted; width: 74; max-width: 100%; }
     """
@@ -55,9 +54,7 @@ class HelpScreen(ModalScreen[None]):
             with VerticalScroll(), Horizontal():
                 for number, column in enumerate(columns):
                     with Vertical(classes="column -right" if number else "column"):
-                        for index, (scope, actions) in enumerate(column):
-                            if index:
-                                yield Static("", classes="gap")
+                        for scope, actions in column:
                             yield Static("everywhere" if scope == GLOBAL else scope, classes="scope")
                             for action in actions:
                                 yield self._line(action)
@@ -72,7 +69,7 @@ class HelpScreen(ModalScreen[None]):
 
 def _balance(scopes: list[tuple[str, list[Action]]]) -> list[list[tuple[str, list[Action]]]]:
     """Split the scopes, in order, into two columns of about the same number of lines."""
-    lines = [len(actions) + 2 for _, actions in scopes]  # heading and the gap before it
+    lines = [len(actions) + 1 for _, actions in scopes]  # with its heading
     total, running = sum(lines), 0
     for cut, count in enumerate(lines):
         if running + count / 2 > total / 2:

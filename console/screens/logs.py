@@ -71,6 +71,3 @@ class LogsScreen(OverviewScreen):
         log.scroll_end(animate=False)
         log.following = True
         self._status()
-
-    def action_back(self) -> None:
-        self.app.pop_screen()

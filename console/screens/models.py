@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import deque
+from typing import Any
+
 from textual import on
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Input
@@ -9,9 +12,12 @@ from textual.widgets import DataTable, Input
 from console.actions import bindings
 from console.backend import Overview
 from console.screens.base import OverviewScreen
+from console.widgets.chart import ascii_wanted
 from console.widgets.filter import FilterBar, matches
-from console.widgets.live import drift_text, error_share, p99_text, rps_text
+from console.widgets.live import drift_text, error_share, p99_text, rps_text, sparkline
 from console.widgets.tables import FitTable, refresh_rows
+
+TREND = 20  # points (refreshes) in the req/s sparkline
 
 
 class ModelsScreen(OverviewScreen):
@@ -19,13 +25,16 @@ class ModelsScreen(OverviewScreen):
 
     AUTO_FOCUS = "#models"
     BINDINGS = bindings("models")
-    COLUMNS = ("MODEL", "VERSIONS", "LATEST", "ALIASES", "DEPLOYED", "REQ/S", "P99", "ERR%", "DRIFT")
-    DROP = ("VERSIONS", "LATEST", "ERR%", "P99")  # hidden first when the table is narrow
+    COLUMNS = ("MODEL", "VERSIONS", "LATEST", "ALIASES", "DEPLOYED", "REQ/S", "TREND", "P99", "ERR%", "DRIFT")
+    DROP = ("VERSIONS", "LATEST", "ERR%", "TREND", "P99")  # hidden first when the table is narrow
 
     def __init__(self) -> None:
         super().__init__(name="models")
         self.overview: Overview | None = None
         self.pattern = ""
+        self.trends: dict[str, deque[float]] = {}
+        self._seen: dict[str, int] = {}  # model -> seq of the newest live point already in its trend
+        self.ascii = ascii_wanted()
 
     def body(self) -> ComposeResult:
         yield FilterBar("models", "#models")
@@ -41,6 +50,7 @@ class ModelsScreen(OverviewScreen):
                 continue
             deployed = overview.deployed(model.name)
             live = [overview.live.get(d.name, {}) for d in deployed]
+            trend = self._trend(model.name, live)
             aliases = " ".join(f"{a}→{v}" for a, v in sorted(model.aliases.items()))
             where = " ".join(f"{d.name}:{d.version}" for d in deployed) or "-"
             cells = [
@@ -50,12 +60,23 @@ class ModelsScreen(OverviewScreen):
                 aliases or "-",
                 where,
                 rps_text(live),
+                sparkline(trend, ascii=self.ascii),
                 p99_text(live),
                 error_share(live),
                 drift_text(live),
             ]
             rows.append((model.name, cells))
         refresh_rows(self.query_one("#models", DataTable), rows)
+
+    def _trend(self, model: str, live: list[dict[str, Any]]) -> deque[float]:
+        """The model's req/s over its last TREND points (one per newly arrived live point)."""
+        trend = self.trends.setdefault(model, deque(maxlen=TREND))
+        points = [d["live"] for d in live if d.get("live")]
+        newest = max((p["seq"] for p in points), default=None)
+        if newest is not None and newest != self._seen.get(model):
+            self._seen[model] = newest
+            trend.append(sum(p["rps"] for p in points))
+        return trend
 
     def selected(self) -> str | None:
         table = self.query_one("#models", DataTable)

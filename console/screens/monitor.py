@@ -155,9 +155,6 @@ class MonitorScreen(OverviewScreen):
     def action_charts(self) -> None:
         self.query_one(ChartGrid).next_page()
 
-    def action_back(self) -> None:
-        self.app.pop_screen()
-
 
 Series = list[float | None]
 

@@ -90,9 +90,6 @@ class VersionsScreen(OverviewScreen):
         if not get_current_worker().is_cancelled:  # the cursor moved on meanwhile
             self.app.call_from_thread(self.query_one("#details", Static).update, text)
 
-    def action_back(self) -> None:
-        self.app.pop_screen()
-
     def action_deploy(self) -> None:
         version = self.selected()
         if version is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -63,3 +64,19 @@ def uptime_text(live: dict[str, Any]) -> str:
     if hours:
         return f"{hours}h{minutes:02d}m"
     return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+_BLOCKS = "▁▂▃▄▅▆▇█"
+_ASCII_LEVELS = "_.-=+*#"
+
+
+def sparkline(values: Iterable[float], ascii: bool = False) -> str:
+    """A one-line trend, one character per value, scaled to the largest (all zero: a flat line)."""
+    levels = _ASCII_LEVELS if ascii else _BLOCKS
+    values = list(values)
+    if not values:
+        return "-"
+    top = max(values)
+    if top <= 0:
+        return levels[0] * len(values)
+    return "".join(levels[round(v / top * (len(levels) - 1))] for v in values)

@@ -65,7 +65,7 @@ class FitTable(DataTable[str]):
         self.full_row(index)[label_index] = value
         if label_index in self.shown:
             short = value if label_index in self._fixed else self._short(value)
-            self.update_cell_at(Coordinate(index, self.shown.index(label_index)), short)
+            self.update_cell_at(Coordinate(index, self.shown.index(label_index)), short, update_width=True)
 
     # ---------------------------------------------------------------- fitting
     def on_resize(self) -> None:
@@ -153,7 +153,7 @@ def refresh_rows(table: DataTable[str], rows: list[tuple[str, list[str]]]) -> No
             current = table.get_row_at(index)
             for column, value in enumerate(cells):
                 if current[column] != value:
-                    table.update_cell_at(Coordinate(index, column), value)
+                    table.update_cell_at(Coordinate(index, column), value, update_width=True)
         if isinstance(table, FitTable):
             table.refit()
         return
