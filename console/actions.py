@@ -60,6 +60,10 @@ ACTIONS: tuple[Action, ...] = (
 )
 
 
+#: What read-only mode turns off, as the banner, the help and `--read-only` say it.
+READ_ONLY = "read-only: deploy, roll back, stop and aliases are off"
+
+
 def bindings(scope: str) -> list[Binding]:
     """The bindings of a screen (or of the app, for GLOBAL)."""
     return [a.binding for a in ACTIONS if scope in a.scopes]

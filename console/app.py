@@ -88,7 +88,7 @@ class ModeldeckApp(App[None]):
         self.update_banner()
 
     def update_banner(self) -> None:
-        parts = ["read-only: deploy, roll back and stop are off"] if self.read_only else []
+        parts = [actions.READ_ONLY] if self.read_only else []
         parts += [self._problem] if self._problem else []
         parts += ["paused (p resumes)"] if self.paused else []
         parts += [self._progress] if self._progress else []

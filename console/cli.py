@@ -457,7 +457,7 @@ def _print_demo(target: Path, created: dict[str, str]) -> None:
 @app.command("console")
 def console_command(
     read_only: Annotated[
-        bool, typer.Option("--read-only", help="Browse and watch only: deploy, roll back and stop are off.")
+        bool, typer.Option("--read-only", help="Browse and watch only: deploy, roll back, stop, aliases off.")
     ] = False,
     refresh: Annotated[
         float | None, typer.Option(metavar="SECONDS", help="Refresh interval (default 1).")

@@ -76,11 +76,18 @@ async def test_read_only_refuses_changes_and_says_so(deck: Deck) -> None:
         await pilot.press("colon", *"deploy iris:2", "enter")
         await settle(pilot, app)
         assert app.screen.__class__.__name__ == "VersionsScreen"
+        await pilot.press("a")  # no alias question either
+        await pilot.press("colon", *"alias iris:1 champion", "enter")
+        await settle(pilot, app)
+        assert app.screen.__class__.__name__ == "VersionsScreen"
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         lines = [str(w.render()) for w in app.screen.query(".refused")]
         assert any("Deploy" in line and "(read-only)" in line for line in lines)
+        assert any("Set alias" in line and "(read-only)" in line for line in lines)
     assert deck.version() == "1"
+    with Registry(home=deck.home) as reg:
+        assert "champion" not in reg.get("iris:1").aliases
 
 
 async def test_a_killed_supervisor_shows_a_banner_and_the_console_recovers(deck: Deck) -> None:

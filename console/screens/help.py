@@ -12,7 +12,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from console.actions import ACTIONS, GLOBAL, Action, key_label
+from console.actions import ACTIONS, GLOBAL, READ_ONLY, Action, key_label
 
 HINT = "↑↓ scroll · ctrl+p command palette · esc, ? or q closes"
 
@@ -50,7 +50,7 @@ class HelpScreen(ModalScreen[None]):
         columns = _balance([(scope, [a for a in ACTIONS if scope in a.scopes]) for scope in scopes])
         with Vertical():
             if self.read_only:
-                yield Static("read-only: deploy, roll back and stop are off", classes="refused")
+                yield Static(READ_ONLY, classes="refused")
             with VerticalScroll(), Horizontal():
                 for number, column in enumerate(columns):
                     with Vertical(classes="column -right" if number else "column"):
