@@ -71,9 +71,7 @@ class ModeldeckApp(App[None]):
         if overview.supervisor_up or not overview.deployments:
             self._problem = ""
         elif overview.supervisor_problem.startswith("no supervisor"):
-            self._problem = (
-                "supervisor not running: live figures unavailable (reconnecting; actions start it)"
-            )
+            self._problem = NOT_RUNNING
         else:  # it runs but is slow or stuck: say what happened, keep asking
             self._problem = f"supervisor not answering ({overview.supervisor_problem}): live figures stale"
         self.update_banner()
@@ -139,7 +137,7 @@ class ModeldeckApp(App[None]):
             return
         self.push_screen(MonitorScreen(name) if view == "monitor" else LogsScreen(name))
 
-    def serving_at(self, when: str) -> None:
+    async def serving_at(self, when: str) -> None:
         """Show the events view with what was serving at the time `when` (`14:30`, `2h ago`, ISO 8601)."""
         from console.screens.events import EventsScreen
         from registry.history import parse_time
@@ -149,7 +147,7 @@ class ModeldeckApp(App[None]):
         except ValueError as exc:
             self.notify(str(exc), severity="warning")
             return
-        self.switch_mode("events")
+        await self.switch_mode("events")
         screen = self.screen
         if isinstance(screen, EventsScreen):
             screen.show_serving_at(moment)
@@ -183,7 +181,7 @@ class ModeldeckApp(App[None]):
         elif action.command in ("monitor", "logs"):
             self.open_deployment(action.command, first)
         elif action.command == "at":
-            self.serving_at(" ".join(event.arguments))
+            await self.serving_at(" ".join(event.arguments))
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         """The command palette (ctrl+p) offers the keys of this screen and the global ones, plus themes."""

@@ -168,6 +168,14 @@ async def test_the_events_view_says_what_was_serving_at_a_time(deck: Deck) -> No
     deck.client.wait_settled()
     app = deck.app()
     async with app.run_test(size=(120, 30)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("colon", *f"at {middle}", "enter")  # from the models view: opens the events
+        await wait_until(pilot, lambda: "iris → iris:2" in text(app, "#serving"))
+        assert app.screen.__class__.__name__ == "EventsScreen"
+        assert text(app, "#serving") == f"serving at {time.strftime('%Y-%m-%d')} {middle}: iris → iris:2"
+
+    app = deck.app()
+    async with app.run_test(size=(120, 30)) as pilot:
         await pilot.press("3")
         await settle(pilot, app)
         await wait_until(pilot, lambda: "serving at" in text(app, "#serving"))

@@ -36,6 +36,7 @@ class EventsScreen(OverviewScreen):
         self._shown: tuple[int, str] | None = None
         #: the event `:at` put the cursor on, and the time asked for (shown while the cursor stays there)
         self._pinned: tuple[EventInfo, datetime] | None = None
+        self._asked: datetime | None = None  # a time asked for before the first read
 
     def body(self) -> ComposeResult:
         yield FilterBar("events", "#events")
@@ -56,6 +57,8 @@ class EventsScreen(OverviewScreen):
             return  # nothing new: leave the table (and the user's cursor) alone
         self._shown = newest
         self._fill()
+        if self._asked is not None:  # `:at` came before the ledger was first read
+            self.show_serving_at(self._asked)
 
     def _fill(self) -> None:
         """Show the events that match the filter, keeping the cursor on the event it was on."""
@@ -85,6 +88,7 @@ class EventsScreen(OverviewScreen):
     def show_serving_at(self, moment: datetime) -> None:
         """Put the cursor on the last event at or before `moment` (what was serving then is what that
         event left in place) and show what was serving at `moment`."""
+        self._asked = None if self._shown is not None else moment
         table = self.query_one("#events", DataTable)
         rows = [int(str(k.value)) for k in table.rows]
         before = [row for row, index in enumerate(rows) if self.events[index].at <= moment]
