@@ -135,7 +135,10 @@ class Operations:
                     except TimeoutError:
                         if deployment is None:
                             continue
-                        now = self.deck.backend.steps(deployment, since=started)
+                        try:
+                            now = self.deck.backend.steps(deployment, since=started)
+                        except RegistryError:  # e.g. the database is busy: the action itself goes on
+                            continue
                         if now != steps:
                             steps = now
                             self.deck.call_from_thread(
