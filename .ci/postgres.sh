@@ -33,5 +33,7 @@ DO \$\$ BEGIN
     CREATE ROLE $ROLE LOGIN CREATEDB PASSWORD '$PASSWORD';
   END IF;
 END \$\$;
+-- so a test database can be dropped WITH (FORCE) while autovacuum works in it
+GRANT pg_signal_backend TO $ROLE;
 SQL
 echo "postgresql+psycopg://$ROLE:$PASSWORD@127.0.0.1:$PORT/postgres"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
@@ -61,8 +63,12 @@ class ModeldeckApp(App[None]):
             "  [read-only]" if self.read_only else ""
         )
         await self.switch_mode("models")  # before any key: a `2` typed at once must not be overtaken
+        if not self.is_headless:  # the terminal went away (SSH dropped, window closed): quit cleanly,
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.exit)  # so the demo cleans up
 
     def on_unmount(self) -> None:
+        if not self.is_headless:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         self.backend.close()
 
     # ------------------------------------------------------------------ state from screens

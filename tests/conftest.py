@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from functools import cache
@@ -68,9 +69,18 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
         _no_postgres(f"cannot create a database on {postgres_server}: {exc}")
     base = postgres_server.rsplit("/", 1)[0]
     yield f"{base}/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        for attempt in range(20):
+            try:
+                with admin.connect() as conn:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                break
+            except Exception:  # e.g. an autovacuum worker in it that this role may not end: it finishes
+                if attempt == 19:
+                    raise
+                time.sleep(0.5)
+    finally:
+        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

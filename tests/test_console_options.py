@@ -99,3 +99,51 @@ def test_the_settings_file_turns_on_read_only_and_turns_off_the_mouse(
     result = CliRunner().invoke(cli, ["console"])
     assert result.exit_code == 0, result.output
     assert ran == {"mouse": False, "read_only": True, "theme": "modeldeck-contrast"}
+
+
+def test_the_console_in_a_real_terminal_quits_cleanly_when_the_terminal_hangs_up(tmp_path) -> None:
+    """An SSH session that drops sends SIGHUP: the console must exit normally (so `modeldeck demo` stops
+    its traffic and servers in its `finally`), not die by the signal."""
+    import os
+    import pty
+    import select
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    leader, follower = pty.openpty()
+    env = {**os.environ, "MODELDECK_HOME": str(tmp_path), "MODELDECK_CONFIG": str(tmp_path / "none.toml")}
+    env.pop("MODELDECK_DB_URL", None)
+    console = subprocess.Popen(
+        [sys.executable, "-m", "console.cli", "console"],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env=env,
+        start_new_session=True,
+    )
+    os.close(follower)
+    seen = b""
+    deadline = time.monotonic() + 30
+    while b"Models" not in seen and time.monotonic() < deadline:  # the footer is drawn: it runs
+        if select.select([leader], [], [], 0.2)[0]:
+            try:
+                seen += os.read(leader, 65536)
+            except OSError:
+                break
+    try:
+        assert b"Models" in seen, seen[-500:]
+        console.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while console.poll() is None and time.monotonic() < deadline:
+            if select.select([leader], [], [], 0.2)[0]:
+                try:
+                    os.read(leader, 65536)  # keep the terminal drained while it shuts down
+                except OSError:
+                    break
+        assert console.wait(timeout=5) == 0  # an exit of its own, not -SIGHUP
+    finally:
+        if console.poll() is None:
+            console.kill()
+        os.close(leader)
