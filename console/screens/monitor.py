@@ -18,6 +18,7 @@ from registry.errors import SupervisorError
 from registry.monitoring.drift import DATASET_DRIFT_SHARE
 
 HISTORY = 300  # points (seconds) on the charts
+DRIFT_MINUTES = 30  # the drift-share chart's span
 
 
 class MonitorScreen(OverviewScreen):
@@ -58,7 +59,7 @@ class MonitorScreen(OverviewScreen):
     def load(self) -> Overview:
         backend = self.deck.backend
         if self.cursor == 0:
-            self.drift_shares = backend.drift_history(self.deployment)
+            self.drift_shares = backend.drift_history(self.deployment, DRIFT_MINUTES)
         try:
             answer = backend.client.monitor(self.cursor, self.deployment, timeout=READ_TIMEOUT)
         except SupervisorError:  # the banner says so (from the overview); the charts keep what they have
@@ -72,6 +73,8 @@ class MonitorScreen(OverviewScreen):
         judged = self.drift and self.drift.get("status") in ("ok", "warn", "drift")
         if judged and (not self.drift_shares or self.drift["t"] > self.drift_shares[-1][0]):
             self.drift_shares.append((self.drift["t"], self.drift["drifted_share"]))
+            start = self.drift["t"] - 60 * DRIFT_MINUTES
+            self.drift_shares = [(t, share) for t, share in self.drift_shares if t >= start]
         self._fresh = bool(new)
         return super().load()
 
@@ -121,7 +124,7 @@ class MonitorScreen(OverviewScreen):
             xs=seconds_ago,
         )
         self.query_one("#drift-share", Chart).plot(
-            "drifted share of features (last 30 min)",
+            f"drifted share of features (last {DRIFT_MINUTES} min)",
             {"share": [share for _, share in self.drift_shares]},
             thresholds={f"drift at {DATASET_DRIFT_SHARE:.0%}": DATASET_DRIFT_SHARE},
             xs=[(t - last["t"]) / 60 for t, _ in self.drift_shares],
