@@ -53,8 +53,6 @@ def config_path() -> Path:
 
 def load_config(path: Path | None = None) -> ConsoleConfig:
     """The settings in `path` (default: `config_path()`); defaults when there is no such file."""
-    from themes import THEMES
-
     path = path or config_path()
     try:
         raw = tomllib.loads(path.read_text())
@@ -67,12 +65,7 @@ def load_config(path: Path | None = None) -> ConsoleConfig:
             raise ConfigError(f"{path}: unknown setting {key!r}; known: {', '.join(_TYPES)}")
         if not _fits(value, _TYPES[key]):
             raise ConfigError(f"{path}: {key} = {value!r} is not {_TYPES[key].__name__}")
-    config = ConsoleConfig(**raw)
-    if config.refresh <= 0:
-        raise ConfigError(f"{path}: refresh must be a positive number of seconds")
-    if config.theme not in THEMES:
-        raise ConfigError(f"{path}: unknown theme {config.theme!r}; known: {', '.join(THEMES)}")
-    return config
+    return _checked(ConsoleConfig(**raw), f"{path}: ", "refresh")
 
 
 def with_flags(
@@ -85,8 +78,6 @@ def with_flags(
     no_mouse: bool = False,
 ) -> ConsoleConfig:
     """The settings after the command line's flags: a flag given wins over the file."""
-    from themes import THEMES
-
     merged = ConsoleConfig(
         read_only=read_only or config.read_only,
         refresh=config.refresh if refresh is None else refresh,
@@ -94,8 +85,15 @@ def with_flags(
         ascii=ascii or config.ascii,
         mouse=config.mouse and not no_mouse,
     )
-    if merged.theme not in THEMES:
-        raise ConfigError(f"unknown theme {merged.theme!r}; known: {', '.join(THEMES)}")
-    if merged.refresh <= 0:
-        raise ConfigError("--refresh must be a positive number of seconds")
-    return merged
+    return _checked(merged, "", "--refresh")
+
+
+def _checked(config: ConsoleConfig, where: str, refresh: str) -> ConsoleConfig:
+    """`config` if its values make sense; else a ConfigError naming `where` and the setting."""
+    from themes import THEMES
+
+    if config.refresh <= 0:
+        raise ConfigError(f"{where}{refresh} must be a positive number of seconds")
+    if config.theme not in THEMES:
+        raise ConfigError(f"{where}unknown theme {config.theme!r}; known: {', '.join(THEMES)}")
+    return config

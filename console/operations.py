@@ -41,7 +41,7 @@ class Operations:
 
     def _resolve_and_ask(self, ref: str, name: str | None) -> None:
         try:
-            version = self.deck.backend.registry.get(ref)
+            version = self.deck.backend.version(ref)
         except RegistryError as exc:
             self.deck.call_from_thread(self.deck.notify, f"cannot deploy {ref}: {exc}", severity="error")
             return
@@ -69,11 +69,8 @@ class Operations:
 
     # ------------------------------------------------------------------ roll back, stop
     def rollback(self, name: str) -> None:
-        if self._refused("rolling back"):
-            return
-        d = self._deployment(name)
+        d = self._known(name, "rolling back")
         if d is None:
-            self.deck.notify(f"no deployment {name!r}", severity="warning")
             return
         target = (
             f"version {d.standby_version} (warm standby)" if d.standby_version else "the previous version"
@@ -88,11 +85,8 @@ class Operations:
         )
 
     def stop(self, name: str) -> None:
-        if self._refused("stopping"):
-            return
-        d = self._deployment(name)
+        d = self._known(name, "stopping")
         if d is None:
-            self.deck.notify(f"no deployment {name!r}", severity="warning")
             return
         self._confirm(
             f"Stop {name} ({d.model}:{d.version} on {d.host}:{d.port})?",
@@ -171,6 +165,15 @@ class Operations:
         if self.deck.read_only:
             self.deck.notify(f"read-only: {what} is off", severity="warning")
         return self.deck.read_only
+
+    def _known(self, name: str, doing: str) -> DeploymentInfo | None:
+        """The deployment `name`, or None after saying why not (read-only, or no such deployment)."""
+        if self._refused(doing):
+            return None
+        found = self._deployment(name)
+        if found is None:
+            self.deck.notify(f"no deployment {name!r}", severity="warning")
+        return found
 
     def _deployment(self, name: str) -> DeploymentInfo | None:
         overview = self.deck.overview

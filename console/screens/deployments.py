@@ -65,7 +65,7 @@ class DeploymentsScreen(OverviewScreen):
                 drift_text([live]),
             ]
             rows.append((d.name, cells))
-        refresh_rows(self.query_one("#deployments", DataTable), rows)
+        refresh_rows(self.query_one("#deployments", FitTable), rows)
 
     def selected(self) -> str | None:
         table = self.query_one("#deployments", DataTable)

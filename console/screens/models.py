@@ -66,7 +66,7 @@ class ModelsScreen(OverviewScreen):
                 drift_text(live),
             ]
             rows.append((model.name, cells))
-        refresh_rows(self.query_one("#models", DataTable), rows)
+        refresh_rows(self.query_one("#models", FitTable), rows)
 
     def _trend(self, model: str, live: list[dict[str, Any]]) -> deque[float]:
         """The model's req/s over its last TREND points (one per newly arrived live point)."""

@@ -39,6 +39,7 @@ class MonitorScreen(OverviewScreen):
         self.drift: dict[str, Any] | None = None
         #: (time, drifted share of features): stored rollups first, then each new report
         self.drift_shares: list[tuple[float, float]] = []
+        self._history_read = False
         self._fresh = False
 
     def body(self) -> ComposeResult:
@@ -58,8 +59,9 @@ class MonitorScreen(OverviewScreen):
 
     def load(self) -> Overview:
         backend = self.deck.backend
-        if self.cursor == 0:
+        if not self._history_read:  # once: while the supervisor is down no rollups are written
             self.drift_shares = backend.drift_history(self.deployment, DRIFT_MINUTES)
+            self._history_read = True
         try:
             answer = backend.client.monitor(self.cursor, self.deployment, timeout=READ_TIMEOUT)
         except SupervisorError:  # the banner says so (from the overview); the charts keep what they have

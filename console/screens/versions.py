@@ -66,7 +66,7 @@ class VersionsScreen(OverviewScreen):
                 " ".join(serving.get(v.version, [])),
             ]
             rows.append((str(v.version), cells))
-        refresh_rows(self.query_one("#versions", DataTable), rows)
+        refresh_rows(self.query_one("#versions", FitTable), rows)
 
     def selected(self) -> int | None:
         table = self.query_one("#versions", DataTable)

@@ -139,23 +139,16 @@ class FitTable(DataTable[str]):
         return text[: self.limit - 1] + "…"
 
 
-def refresh_rows(table: DataTable[str], rows: list[tuple[str, list[str]]]) -> None:
+def refresh_rows(table: FitTable, rows: list[tuple[str, list[str]]]) -> None:
     """Make `table` show `rows` (key, cells), keeping the cursor; cheap when little changed."""
     keys = [str(key.value) for key in table.rows]
     if keys == [key for key, _ in rows]:
         for index, (_, cells) in enumerate(rows):
-            if isinstance(table, FitTable):
-                current = table.full_row(index)
-                for column, value in enumerate(cells):
-                    if current[column] != value:
-                        table.set_cell(index, column, value)
-                continue
-            current = table.get_row_at(index)
+            current = table.full_row(index)
             for column, value in enumerate(cells):
                 if current[column] != value:
-                    table.update_cell_at(Coordinate(index, column), value, update_width=True)
-        if isinstance(table, FitTable):
-            table.refit()
+                    table.set_cell(index, column, value)
+        table.refit()
         return
     selected = keys[table.cursor_row] if keys and 0 <= table.cursor_row < len(keys) else None
     table.clear()
