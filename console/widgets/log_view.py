@@ -25,9 +25,15 @@ class LogView(RichLog):
     def add(self, lines: Iterable[str]) -> None:
         """Append lines (possibly none); scroll to them only if the user is at the end."""
         self.following = self.is_vertical_scroll_end or self.max_scroll_y == 0
+        added = False
         for line in lines:
             self.kept.append(line)
             self.write(Text(line), scroll_end=self.following)
+            added = True
+        if added and self.following:
+            # again once laid out: a first long line brings a horizontal scrollbar that takes a row,
+            # which would leave the view one line short of the end (and so no longer following)
+            self.call_after_refresh(self.scroll_end, animate=False)
 
     def toggle_wrap(self) -> None:
         """Re-render every kept line wrapped (or not) and go to the end."""
