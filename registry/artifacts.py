@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.errors import ArtifactError
+from registry.files import private_dirs
 
 #: Module roots whose *classes* are trusted when a model arrives as a .skops file or an export
 #: archive (beyond skops' own defaults, which cover numpy and scipy basics). Only scikit-learn:
@@ -42,7 +43,7 @@ class ArtifactStore:
         target = self.path_of(digest)
         if target.exists() and sha256_of(target.read_bytes()) == digest:
             return digest
-        target.parent.mkdir(parents=True, exist_ok=True)
+        private_dirs(target.parent)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as handle:

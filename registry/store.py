@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 from registry.errors import DatabaseError, SchemaTooNew
+from registry.files import private_dirs, tighten
 
 #: The newest schema revision this code knows; must equal the head of `registry/migrations`.
 SCHEMA_HEAD = "0005"
@@ -135,8 +136,10 @@ def _sqlite_engine(settings: Settings) -> Engine:
     # The file's own path, whatever the URL's spelling (`sqlite+pysqlite:///`, `?timeout=` ...);
     # `file:` URIs (`?mode=ro&uri=true`) and in-memory databases have no directory to make.
     path = make_url(url).database or ""
-    if path and not path.startswith("file:") and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    private = [] if not path or path.startswith("file:") or path == ":memory:" else [path]
+    if private and not Path(path).parent.exists():
+        private_dirs(Path(path).parent)
+    private += [f"{path}-wal", f"{path}-shm"] if private else []
     engine = create_engine(url, connect_args={"timeout": settings.db_timeout, "check_same_thread": False})
     busy_ms = int(settings.db_timeout * 1000)
 
@@ -152,6 +155,8 @@ def _sqlite_engine(settings: Settings) -> Engine:
         except Exception:  # a read-only or locked file keeps its journal mode
             pass
         cursor.close()
+        for name in private:  # SQLite made them with the umask's mode; -wal/-shm then copy the db's
+            tighten(Path(name))
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
@@ -166,6 +171,7 @@ class Database:
 
     def __init__(self, settings: Settings, upgrade: bool = True) -> None:
         self.settings = settings
+        tighten(settings.home)  # the home is the user's alone (an older modeldeck made it 0755)
         self.engine = make_engine(settings)
         self._write_engine = self.engine.execution_options(**{_WRITE: True})
         # PostgreSQL reads skip BEGIN/ROLLBACK: two network round trips saved on every lookup.

@@ -7,6 +7,7 @@ Talks HTTP over the home's control socket (httpx). Commands that need a supervis
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from registry.core import current_actor
 from registry.errors import SupervisorError
+from registry.files import append_private
 from registry.serving import logs
 from registry.serving.rundir import RunDir
 from registry.store import Settings
@@ -61,7 +63,7 @@ class SupervisorClient:
         self.rundir.create()
         log_path = self.rundir.supervisor_log
         command = [sys.executable, "-m", "registry.serving.control", "--home", str(self.home), *flags]
-        with log_path.open("ab") as log:
+        with append_private(log_path) as log:
             process = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
@@ -151,6 +153,19 @@ class SupervisorClient:
         self.ensure_running()
         return self._request("POST", path, {**body, "actor": current_actor(), "reason": reason})
 
+    def _check_socket(self, path: Path) -> None:
+        """Talk only to a supervisor of this user: its socket ours, in a private run directory."""
+        self.rundir.check()
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            raise SupervisorError(f"no supervisor is running for {self.home}", 503) from None
+        if not stat.S_ISSOCK(info.st_mode) or info.st_uid != os.geteuid():
+            raise SupervisorError(
+                f"refusing {path}: not a socket of yours (uid {info.st_uid}); remove it, then start again",
+                500,
+            )
+
     def _request(
         self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float | None = None
     ) -> dict[str, Any]:
@@ -159,6 +174,7 @@ class SupervisorClient:
             # No socket, no supervisor: say so without importing httpx or trying to connect (the
             # console asks every second while the supervisor is down, and must start fast).
             raise SupervisorError(f"no supervisor is running for {self.home}", 503)
+        self._check_socket(socket_path)
         import httpx
 
         if self._http is None:

@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from registry.errors import ModelNotFound, RegistryError, SupervisorError, VersionNotFound
+from registry.files import open_private
 from registry.serving.rundir import RunDir
 from registry.serving.supervisor import Policy, Supervisor
 
@@ -134,8 +135,10 @@ class AlreadyRunning(RegistryError):
 
 @contextlib.contextmanager
 def exclusive(rundir: RunDir) -> Any:
-    """Hold the home's supervisor lock for as long as this daemon runs."""
-    handle = rundir.lock_file.open("a+")
+    """Hold the home's supervisor lock for as long as this daemon runs (the lock file is opened in the
+    checked run directory, never through a symlink)."""
+    rundir.check()
+    handle = os.fdopen(open_private(rundir.lock_file, os.O_RDWR | os.O_CREAT), "r+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -172,9 +175,10 @@ async def run_daemon(home: Path, policy: Policy) -> None:
         server.should_exit = True
 
     app = create_control_app(supervisor, request_shutdown)
-    config = uvicorn.Config(
-        app, uds=str(rundir.control_socket), log_config=None, lifespan="off", access_log=False
-    )
+    # Bound here (0600 before it listens) and handed over as a descriptor: uvicorn's own `uds=` makes
+    # the socket 0666, or copies the mode of whatever file sat at the path.
+    control = rundir.bind(rundir.control_socket)
+    config = uvicorn.Config(app, fd=control.fileno(), log_config=None, lifespan="off", access_log=False)
     server = ControlServer(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -185,8 +189,6 @@ async def run_daemon(home: Path, policy: Policy) -> None:
         serve = loop.create_task(server.serve())
         while not server.started and not serve.done():
             await asyncio.sleep(0.01)
-        if rundir.control_socket.exists():
-            os.chmod(rundir.control_socket, 0o600)
         log.info("supervisor %d serving %s on %s", os.getpid(), home, rundir.control_socket)
         await serve
     finally:
@@ -195,6 +197,7 @@ async def run_daemon(home: Path, policy: Policy) -> None:
         await supervisor.close(stop_servers=stop_servers[0])
         with contextlib.suppress(FileNotFoundError):
             rundir.control_socket.unlink()
+        control.close()
         log.info("supervisor %d stopped%s", os.getpid(), " with its servers" if stop_servers[0] else "")
 
 
@@ -251,7 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-1m-days", type=float, default=30.0, help="retention of 1 min rollups")
     options = parser.parse_args(sys.argv[1:] if argv is None else argv)
     home = Path(options.home)
-    rundir = RunDir.of(home).create()
+    os.umask(0o077)  # everything the daemon makes (logs, state, targets, sockets) is the user's alone
+    try:
+        rundir = RunDir.of(home).create()
+    except RegistryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     handler = WatchedFileHandler(rundir.supervisor_log)
     handler.setFormatter(logging.Formatter("%(asctime)s supervisor [%(process)d] %(levelname)s %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
@@ -269,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with exclusive(rundir):
             asyncio.run(run_daemon(home, policy))
-    except AlreadyRunning as exc:
+    except RegistryError as exc:  # another supervisor, or an unsafe run directory
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

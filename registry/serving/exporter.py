@@ -9,7 +9,6 @@ should scrape; `$MODELDECK_HOME/prometheus/targets.json` lists it and every depl
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from registry.files import private_dirs, write_atomic
 from registry.monitoring.metrics import LATENCY_BUCKETS
 
 if TYPE_CHECKING:
@@ -130,7 +130,4 @@ def write_targets(path: Path, exporter: str | None, deployments: list[dict[str, 
             "model": d["model"],
         }
         groups.append({"targets": [f"{host}:{d['port']}"], "labels": labels})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(groups, indent=1))
-    os.replace(tmp, path)
+    write_atomic(private_dirs(path.parent) / path.name, json.dumps(groups, indent=1).encode())

@@ -214,11 +214,11 @@ async def _serve_monitoring(state: Any, path: Path) -> None:
 def _load(options: argparse.Namespace) -> tuple[ClosingWhenDraining, Any]:
     from registry.core import Registry
     from registry.serving.server import create_app
-    from registry.serving.worker import load_predictor, server_config
+    from registry.serving.worker import load_predictor, read_token, server_config
 
     with Registry(home=options.home) as reg:
         predictor = load_predictor(reg, f"{options.model}:{options.version}", redact=options.redact)
-    token = Path(options.token_file).read_text().strip() if options.token_file else None
+    token = read_token(Path(options.token_file)) if options.token_file else None  # never "" (no auth)
     batching = {"auto": None, "on": True, "off": False}[options.batching]
     app = ClosingWhenDraining(
         create_app(
@@ -261,6 +261,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     options = _parse(sys.argv[1:] if argv is None else argv)
+    os.umask(0o077)  # its log (reopened after a rotation) and socket are the user's alone
     handler: logging.Handler = WatchedFileHandler(options.log) if options.log else logging.StreamHandler()
     prefix = f"%(asctime)s {options.deployment} v{options.version} [%(process)d] %(levelname)s "
     handler.setFormatter(logging.Formatter(prefix + "%(name)s: %(message)s"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -21,6 +22,8 @@ from typing import Any
 
 import psutil
 
+from registry.errors import SupervisorError
+from registry.files import append_private, read_private, write_atomic
 from registry.serving.rundir import RunDir
 
 #: Worker states, as reported by the worker (see `registry.serving.lifecycle`).
@@ -34,6 +37,7 @@ LOADING, LOADED, STANDBY, SERVING, DRAINING, STOPPED, FAILED = (
     "failed",
 )
 _MODULE = "registry.serving.lifecycle"
+log = logging.getLogger("modeldeck.supervisor")
 
 
 @dataclass(eq=False)
@@ -139,7 +143,7 @@ def spawn(spec: WorkerSpec, rundir: RunDir, token_file: Path | None) -> Worker:
         command.append("--no-monitoring")
     if token_file is not None:
         command += ["--token-file", str(token_file)]
-    with log_path.open("ab") as log:
+    with append_private(log_path) as log:
         popen = subprocess.Popen(
             command,
             pass_fds=(spec.fd,),
@@ -171,14 +175,21 @@ def adopt(entry: dict[str, Any]) -> Worker | None:
 
 
 def save_state(rundir: RunDir, deployments: dict[str, dict[str, Any]]) -> None:
-    """Write the state file atomically."""
-    tmp = rundir.state_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"pid": os.getpid(), "deployments": deployments}, indent=1))
-    os.replace(tmp, rundir.state_file)
+    """Write the state file atomically (a 0600 temp file in the checked run directory, renamed);
+    nothing is written, and an error logged, if the run directory is no longer private."""
+    try:
+        rundir.check()
+    except SupervisorError as exc:
+        log.error("state not saved: %s", exc)
+        return
+    data = json.dumps({"pid": os.getpid(), "deployments": deployments}, indent=1).encode()
+    write_atomic(rundir.state_file, data)
 
 
 def load_state(rundir: RunDir) -> dict[str, dict[str, Any]]:
+    """The deployments of the state file (never read through a symlink or from another user's file)."""
+    rundir.check()
     try:
-        return dict(json.loads(rundir.state_file.read_text()).get("deployments", {}))
+        return dict(json.loads(read_private(rundir.state_file)).get("deployments", {}))
     except (FileNotFoundError, ValueError, AttributeError):
         return {}

@@ -10,7 +10,6 @@ step goes to the event ledger. Actions arrive through the control API (`registry
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -124,11 +123,7 @@ class Supervisor:
     async def start(self) -> None:
         """Listen for worker reports, adopt what still runs, then bring the rest up from the DB."""
         loop = asyncio.get_running_loop()
-        with contextlib.suppress(FileNotFoundError):
-            self.rundir.report_socket.unlink()
-        self._reports = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._reports.bind(str(self.rundir.report_socket))
-        os.chmod(self.rundir.report_socket, 0o600)
+        self._reports = self.rundir.bind(self.rundir.report_socket, socket.SOCK_DGRAM)
         self._reports.setblocking(False)
         loop.add_reader(self._reports.fileno(), self._read_reports)
         self._spawn_task(self._reconcile())
@@ -452,8 +447,8 @@ class Supervisor:
                     w for w in runtime.active + runtime.standby if not w.leaving and not w.alive()
                 ]:
                     self._crashed(runtime, worker)
-            for pid in [pid for pid, w in self.workers.items() if w.leaving and not w.alive()]:
-                del self.workers[pid]
+            for worker in [w for w in self.workers.values() if w.leaving and not w.alive()]:
+                self._forget(worker)
             if ticks % 25 == 0:
                 for path in self.rundir.logs.glob("*.log"):
                     logs.rotate_if_large(path)
@@ -463,7 +458,7 @@ class Supervisor:
         was_active = worker in runtime.active
         runtime.active = [w for w in runtime.active if w is not worker]
         runtime.standby = [w for w in runtime.standby if w is not worker]
-        self.workers.pop(worker.pid, None)
+        self._forget(worker)
         now = time.monotonic()
         if was_active:
             runtime.crashes.append(now)
@@ -571,6 +566,7 @@ class Supervisor:
                 self._spawn_task(self._bring_up(runtime))
             for entry in adopted.values():  # deployments the DB no longer wants
                 await self._retire([w for w in map(adopt, entry.get("workers", [])) if w is not None])
+            self._sweep_sockets()
             self._save_state()
         finally:
             self.reconciled.set()
@@ -636,6 +632,8 @@ class Supervisor:
         taken = {r.spec.port: r.spec.name for r in self.runtimes.values() if r.spec.host == host}
         opts = dict(options or {})
         opts["auth"] = not is_loopback(host) and not opts.pop("no_auth", False)
+        if opts["auth"]:
+            await self._db(serving_token, self.home)  # refused now if unusable (empty, short, readable)
         if port is not None and port in taken:
             raise SupervisorError(f"port {port} is already used by deployment {taken[port]!r}", 409)
         if port is None:
@@ -705,7 +703,10 @@ class Supervisor:
             + [w.as_dict("standby") for w in runtime.standby],
         }
         if spec.options.get("auth"):
-            result["token"] = serving_token(self.home)
+            try:
+                result["token"] = serving_token(self.home)
+            except ServeError as exc:  # changed on disk since: say so instead of failing the status
+                result["token"], result["message"] = None, str(exc)
         if note:
             result["note"] = note
         return result
@@ -782,6 +783,19 @@ class Supervisor:
         for worker in workers:
             self.workers[worker.pid] = worker
         return workers
+
+    def _forget(self, worker: Worker) -> None:
+        """Stop tracking a worker that is gone, and remove the monitoring socket it left behind."""
+        if self.workers.get(worker.pid) is worker:
+            del self.workers[worker.pid]
+        if worker.pid not in self.workers:
+            self.rundir.worker_socket(worker.pid).unlink(missing_ok=True)
+
+    def _sweep_sockets(self) -> None:
+        """Remove monitoring sockets of workers this supervisor does not run (killed ones leave theirs)."""
+        for path in self.rundir.workers.glob("*.sock"):
+            if not path.stem.isdigit() or int(path.stem) not in self.workers:
+                path.unlink(missing_ok=True)
 
 
 def _entry(worker: Worker, role: str) -> dict[str, Any]:

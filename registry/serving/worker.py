@@ -6,19 +6,24 @@ Used by `modeldeck serve` (one server in the foreground) and by the supervisor's
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import secrets
 import socket
+import stat
 from pathlib import Path
 from typing import Any
 
 from registry.core import Registry
 from registry.errors import RegistryError
+from registry.files import private_dirs, temporary
 from registry.serving.predictor import Predictor
 from registry.serving.server import DEFAULT_MAX_BODY_BYTES, create_app
 
 TOKEN_FILE = "serving-token"
+#: A shorter token is refused (a full disk or a truncation left it; `secrets.token_urlsafe(32)` is 43).
+MIN_TOKEN_LENGTH = 32
 BACKLOG = 2048
 
 
@@ -44,15 +49,52 @@ def is_loopback(host: str) -> bool:
 
 
 def serving_token(home: Path) -> str:
-    """The bearer token for servers bound beyond loopback: made once, kept 0600 in the home."""
+    """The bearer token for servers bound beyond loopback: made once, kept 0600 in the home.
+
+    Made atomically (a fsynced temp file linked into place), so two first starts agree on one token
+    and a full disk leaves no empty file. A token that is empty or short, or whose file others may
+    read or that belongs to another user, is refused (ServeError): it would not protect anything."""
     path = home / TOKEN_FILE
-    if path.exists():
-        return path.read_text().strip()
-    home.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(token + "\n")
+    try:
+        return read_token(path)
+    except FileNotFoundError:
+        pass
+    private_dirs(home)
+    try:
+        tmp = temporary(home, (secrets.token_urlsafe(32) + "\n").encode(), fsync=True)
+    except OSError as exc:
+        raise ServeError(f"cannot create the serving token {path}: {exc.strerror or exc}") from None
+    try:
+        os.link(tmp, path)  # fails if another first start was quicker: then its token is the one
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return read_token(path)
+
+
+def read_token(path: Path) -> str:
+    """The token kept in `path`, checked (see `serving_token`); FileNotFoundError if there is none."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ServeError(f"refusing the serving token {path}: it is a symbolic link") from None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        token = handle.read(4096).decode("ascii", "replace").strip()
+    fix = f"; remove it and a new token is made on the next deploy (rm {path})"
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+        raise ServeError(
+            f"refusing the serving token {path}: it belongs to uid {info.st_uid}, not to you{fix}"
+        )
+    if info.st_mode & 0o077:
+        mode = stat.S_IMODE(info.st_mode)
+        raise ServeError(f"refusing the serving token {path}: mode {mode:04o} lets others read it{fix}")
+    if len(token) < MIN_TOKEN_LENGTH:
+        what = "empty" if not token else f"only {len(token)} characters (at least {MIN_TOKEN_LENGTH} needed)"
+        raise ServeError(f"refusing the serving token {path}: it is {what}{fix}")
     return token
 
 
