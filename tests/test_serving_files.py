@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
+
+import pytest
 
 from registry.serving import logs
 from registry.serving.rundir import RunDir
@@ -56,7 +60,12 @@ def test_a_reader_of_a_missing_log_waits_for_it(tmp_path: Path) -> None:
     reader.close()
 
 
-def test_runtime_sockets_move_to_a_short_path_when_the_home_is_deep(tmp_path: Path) -> None:
+def test_runtime_sockets_move_to_a_short_path_when_the_home_is_deep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = Path(tempfile.mkdtemp(prefix="md-cache-"))  # short: tmp_path is too deep for the sockets
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
     short = RunDir.of(tmp_path)
     assert short.path == (tmp_path / "run").resolve()
     deep_home = tmp_path / ("d" * 90)
@@ -65,3 +74,4 @@ def test_runtime_sockets_move_to_a_short_path_when_the_home_is_deep(tmp_path: Pa
     assert deep.path.stat().st_mode & 0o777 == 0o700
     assert deep.logs == deep_home.resolve() / "logs" and deep.logs.is_dir()
     assert RunDir.of(deep_home).path == deep.path  # the same home always maps to the same place
+    shutil.rmtree(cache)
