@@ -507,7 +507,7 @@ class Supervisor:
                     return
                 try:
                     await self._start_active(runtime, missing)
-                except SupervisorError as exc:
+                except (SupervisorError, ServeError) as exc:  # ServeError: e.g. the token became unusable
                     runtime.status, runtime.message = "failed", str(exc)
                     return
                 if runtime.status == "degraded":
