@@ -341,6 +341,11 @@ def import_(
     else:
         src = info.origin["imported_from"]
         output.out.print(f"imported {src['model']}:{src['version']} as {info.ref}")
+        if not src.get("manifest_checked", True):
+            output.err.print(
+                "note: an archive from before manifest checksums: the estimator, params, output and "
+                "reference were read from the model; description, tags and metrics are as it claims"
+            )
 
 
 @app.command()

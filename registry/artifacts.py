@@ -96,6 +96,23 @@ def untrusted_types_of(data: bytes) -> list[str]:
         raise ArtifactError(f"not a readable skops file: {exc}") from exc
 
 
+def recorded_sklearn_version(data: bytes) -> str | None:
+    """The scikit-learn version an estimator was fitted under, as skops recorded it in the file's
+    schema (scikit-learn keeps it in every estimator's state); None when the file does not say."""
+    import io
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            schema = json.loads(archive.read("schema.json"))
+        node = schema["content"]["content"]["_sklearn_version"]
+        version = json.loads(node["content"]) if node.get("is_json") else node["content"]
+    except Exception:  # any other layout: not recorded
+        return None
+    return version if isinstance(version, str) and len(version) < 32 and version.isprintable() else None
+
+
 def untrusted_message(source: object, unknown: list[str]) -> str:
     """The refusal for a file or archive that needs types the user has not trusted."""
     return (
