@@ -59,29 +59,26 @@ def write_zip(path: Path, members: list[tuple[str, bytes, int, int, int]]) -> Pa
             struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 0x21, crc, len(data), size, len(raw), 0)
         )
         body.write(raw + data)
-        directory.write(
-            struct.pack(
-                "<IHHHHHHIIIHHHHHII",
-                0x02014B50,
-                20,
-                20,
-                0,
-                method,
-                0,
-                0x21,
-                crc,
-                len(data),
-                size,
-                len(raw),
-                0,
-                0,
-                0,
-                0,
-                0,
-                offset,
-            )  # fmt: skip
-            + raw
+        central = (
+            0x02014B50,
+            20,
+            20,
+            0,
+            method,
+            0,
+            0x21,
+            crc,
+            len(data),
+            size,
+            len(raw),
+            0,
+            0,
+            0,
+            0,
+            0,
+            offset,
         )
+        directory.write(struct.pack("<IHHHHHHIIIHHHHHII", *central) + raw)
     end = struct.pack(
         "<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), directory.tell(), body.tell(), 0
     )
