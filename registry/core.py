@@ -132,6 +132,7 @@ class Registry:
         file); the rows are one transaction, so a version is either complete or invisible.
         """
         check_model_name(name)
+        self.db.check_writable()  # before any artifact is written
         artifact_sha = self.artifacts.put(captured.model_bytes)
         reference_sha = self.artifacts.put(captured.reference_bytes) if captured.reference_bytes else None
         profile_sha = self.artifacts.put(captured.profile_bytes) if captured.profile_bytes else None
