@@ -234,7 +234,7 @@ def _add_live_figures(client: Any, deployments: list[dict[str, Any]]) -> None:
         d["live"] = {
             "rps": sum(p["requests"] for p in points) / len(points) if points else None,
             "p99": live.get("p99"),
-            "drift": (seen.get("drift") or {}).get("status"),
+            "drift": (seen.get("drift") or {}).get("message") or (seen.get("drift") or {}).get("status"),
         }
 
 

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from registry.errors import ArtifactError
+from registry.errors import ArtifactDamaged, ArtifactError
 
 #: Module roots whose *classes* are trusted when a model arrives as a .skops file or an export
 #: archive (beyond skops' own defaults, which cover numpy and scipy basics). Only scikit-learn:
@@ -64,12 +64,13 @@ class ArtifactStore:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            raise ArtifactError(f"artifact of {what} is missing: {path}") from None
+            raise ArtifactDamaged(f"artifact of {what} is missing: {path}", "missing") from None
         actual = sha256_of(data)
         if actual != sha256:
-            raise ArtifactError(
+            raise ArtifactDamaged(
                 f"artifact of {what} was changed on disk after registration "
-                f"(sha256 {actual[:12]}..., registered {sha256[:12]}...); refusing to load it"
+                f"(sha256 {actual[:12]}..., registered {sha256[:12]}...); refusing to load it",
+                "sha256 mismatch",
             )
         return data
 
