@@ -107,10 +107,15 @@ def _read_reference(path: Path) -> Any:
         if path.suffix == ".npy":
             import numpy as np
 
+            from registry.unpacking import check_npy_file
+
+            check_npy_file(path)
             return np.load(path, allow_pickle=False)
         import pandas as pd
 
         return pd.read_csv(path)
+    except RegistryError as exc:
+        _fail(str(exc))
     except Exception as exc:
         _fail(f"cannot read reference sample {path}: {exc}")
 

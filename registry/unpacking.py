@@ -60,14 +60,20 @@ def check_zip(source: bytes | Path, what: str, _depth: int = 0) -> None:
                 name = member.filename
                 if name.endswith(".npy"):
                     with archive.open(member) as handle:
-                        _check_npy(handle, member.file_size, f"{what}: member {name!r}")
+                        check_npy(handle, member.file_size, f"{what}: member {name!r}")
                 elif name.endswith(".npz") and _depth == 0:
                     check_zip(archive.read(member), f"{what}: member {name!r}", _depth + 1)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, ValueError):
         return  # not a zip (or an unreadable one): the reader refuses it with its own message
 
 
-def _check_npy(handle: IO[bytes], declared: int, what: str) -> None:
+def check_npy_file(path: Path) -> None:
+    """Refuse a `.npy` file whose header promises more array bytes than the file holds."""
+    with path.open("rb") as handle:
+        check_npy(handle, path.stat().st_size, str(path))
+
+
+def check_npy(handle: IO[bytes], declared: int, what: str) -> None:
     """Refuse a `.npy` stream whose header promises more array bytes than the member holds."""
     from numpy.lib import format as npy
 

@@ -200,3 +200,18 @@ def test_an_empty_skops_file_says_it_is_empty(tmp_path: Path) -> None:
     status, errors, _ = run_measured("register", str(empty), "--name", "m", home=tmp_path / "home")
     assert status == 1
     assert errors == [f"error: {empty} is empty (0 bytes), not a .skops model"]
+
+
+def test_a_reference_npy_whose_header_lies_is_refused(tmp_path: Path, iris_model) -> None:
+    import skops.io as sio
+
+    model = tmp_path / "iris.skops"
+    sio.dump(iris_model, model)
+    reference = tmp_path / "reference.npy"
+    reference.write_bytes(npy_header((4 * GIB) // 8) + bytes(64))
+    status, errors, peak_kb = run_measured(
+        "register", str(model), "--name", "iris", "--reference", str(reference), home=tmp_path / "home"
+    )
+    assert status == 1 and len(errors) == 1, errors
+    assert errors[0].startswith(f"error: {reference}: refused: its header declares an array of 4,294,967,296")
+    assert peak_kb < PEAK_BUDGET_KB
