@@ -384,17 +384,24 @@ MALFORMED = [
 ]  # fmt: skip
 
 
+@pytest.fixture
+def exported_here(tmp_path: Path, iris, iris_model) -> Path:
+    """iris:1 with a reference, tags and metrics, exported from a SQLite registry."""
+    with Registry(home=tmp_path / "source") as reg:
+        reg.register(iris_model, "iris", reference=iris[0], tags={"team": "a"}, metrics={"accuracy": 0.9})
+        return reg.export("iris:1", tmp_path / "iris-1.mdx")
+
+
 @pytest.mark.parametrize("broken", MALFORMED)
 def test_a_malformed_archive_is_one_line_and_exit_1_on_the_cli(
-    registry: Registry, exported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broken: str
+    exported_here: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broken: str
 ):
     from typer.testing import CliRunner
 
     from console.cli import app
 
-    if not registry.settings.is_sqlite:
-        pytest.skip("the archive, not the database, is under test")
-    path = _malformed(exported, tmp_path / "made")[broken] if (tmp_path / "made").mkdir() is None else None
+    (tmp_path / "made").mkdir()
+    path = _malformed(exported_here, tmp_path / "made")[broken]
     target = tmp_path / "target"
     monkeypatch.setenv("MODELDECK_HOME", str(target))
     monkeypatch.delenv("MODELDECK_DB_URL", raising=False)
