@@ -6,7 +6,7 @@ failing. PostgreSQL is used when `MODELDECK_DB_URL` says `postgresql+psycopg://.
 
 A SQLite file this process cannot write (its mode, its directory's, or a read-only mount) is opened
 read-only, so a home can still be browsed: `mode=ro` when the WAL's `-shm` file exists or can be
-created, else `immutable=1` (nothing can write there then, or nothing we can see). Writes are refused
+created, else `immutable=1` (no writer has it open). Writes are refused
 up front with the reason, and schema upgrades are skipped. A database with no schema is only created
 next to an empty artifact store (else the registry's database was lost: `modeldeck db init --force`).
 """
@@ -185,9 +185,10 @@ def read_only_uri(path: Path) -> tuple[str, str]:
     """The SQLite URI that opens a registry file we may not write, and how it opens it.
 
     WAL readers need the `-shm` index: with it present (or creatable: the directory is writable),
-    `mode=ro` reads consistently beside any writer. Without it, only `immutable=1` opens the file;
-    that is safe because nothing writes there: the file or its directory is read-only to us, and
-    a writer (another user) would have left a `-shm` behind, which we would then have used."""
+    `mode=ro` reads consistently beside any writer. Without it, only `immutable=1` opens the file.
+    That reads the file as a snapshot: no writer has it open (a live writer keeps a `-shm` file,
+    which we would have used), and none can appear through a read-only mount; the owner of a
+    directory merely closed to us could start one while we read, so the CLI notes the mode."""
     from urllib.parse import quote
 
     shm = Path(f"{path}-shm")
