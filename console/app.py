@@ -61,7 +61,8 @@ class ModeldeckApp(App[None]):
     ) -> None:
         super().__init__()
         self.backend = Backend(home)
-        self.read_only = read_only
+        # A registry this process may not write (a read-only home) is browsed with actions off.
+        self.read_only = read_only or bool(self.backend.registry.db.read_only)
         self.refresh_seconds = refresh_seconds
         self.paused = False
         self.overview: Overview | None = None

@@ -36,13 +36,14 @@ def hostile_home(tmp_path: Path, iris_model, iris, monkeypatch: pytest.MonkeyPat
             tags={"team": EVIL, "[bold]x": "[link=http://x]y"},
             metrics={EVIL: 0.5},
         )
+        reg.register(iris_model, "iris", description=EVIL, tags={"team": "x" + EVIL}, metrics={EVIL: 0.6})
         reg.tag("iris", {"owner": EVIL})
         reg.describe("iris", EVIL)
         reg.record_event("iris", "tagged", reason=EVIL)
     return home
 
 
-VERBS = [("show", "iris:1"), ("versions", "iris"), ("models",), ("history", "iris"), ("show", EVIL)]
+VERBS = [("show", "iris:2"), ("versions", "iris"), ("models",), ("history", "iris"), ("show", EVIL)]
 
 
 @pytest.mark.parametrize("verb", VERBS, ids=lambda v: v[0] + ("-error" if EVIL in v else ""))
@@ -81,6 +82,9 @@ async def test_console_draws_no_control_characters(hostile_home: Path) -> None:
             await app.workers.wait_for_complete()
             await pilot.pause(0.2)
             screens.append(app.export_screenshot())
+        from console.screens.diff import DiffScreen
+
+        assert isinstance(app.screen, DiffScreen)
         app.notify(f"failed: {EVIL}")
         await pilot.pause(0.1)
         screens.append(app.export_screenshot())

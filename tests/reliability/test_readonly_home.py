@@ -105,3 +105,22 @@ def test_a_read_only_view_beside_a_live_writer_reads_through_its_wal(
         assert "seen through the wal" in done.stdout and "immutable" not in done.stderr
     finally:
         writer.close()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_the_console_browses_a_read_only_home_with_actions_off(ro_home) -> None:
+    from console.app import ModeldeckApp
+
+    _, view = ro_home
+    app = ModeldeckApp(view, refresh_seconds=0.2)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.pause(0.5)
+        await app.workers.wait_for_complete()
+        assert app.read_only
+        table = app.screen.query_one("#models")
+        assert table.row_count == 1 and table.get_row_at(0)[0] == "iris"
