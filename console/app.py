@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from rich.segment import Segment
 from textual import on
 from textual.app import App, SystemCommand
+from textual.color import Color
+from textual.filter import LineFilter
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.theme import Theme
 
 from console import actions
 from console.backend import Backend, Overview
 from console.operations import Operations
+from console.safe_text import printable, safe_segments
 from console.screens.base import OverviewScreen
 from console.screens.deployments import DeploymentsScreen
 from console.screens.events import EventsScreen
@@ -26,6 +31,15 @@ from console.widgets.banner import Banner
 from console.widgets.command_line import CommandLine
 from themes import THEMES, stylesheet
 
+
+class NoControlCharacters(LineFilter):
+    """Every line the console draws, without control characters (registry text is anyone's text)."""
+
+    def apply(self, segments: list[Segment], background: Color) -> list[Segment]:
+        return list(safe_segments(segments))
+
+
+_NO_CONTROL = NoControlCharacters()
 NOT_RUNNING = "supervisor not running: live figures unavailable (reconnecting; actions start it)"
 
 
@@ -47,7 +61,8 @@ class ModeldeckApp(App[None]):
     ) -> None:
         super().__init__()
         self.backend = Backend(home)
-        self.read_only = read_only
+        # A registry this process may not write (a read-only home) is browsed with actions off.
+        self.read_only = read_only or bool(self.backend.registry.db.read_only)
         self.refresh_seconds = refresh_seconds
         self.paused = False
         self.overview: Overview | None = None
@@ -70,6 +85,22 @@ class ModeldeckApp(App[None]):
         if not self.is_headless:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         self.backend.close()
+
+    def get_line_filters(self) -> Sequence[LineFilter]:
+        return [*super().get_line_filters(), _NO_CONTROL]
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """Notifications carry registry text (names, errors): literal, never markup, by default."""
+        text = printable(message, keep_newlines=True)
+        super().notify(text, title=title, severity=severity, timeout=timeout, markup=markup)
 
     # ------------------------------------------------------------------ state from screens
     def overview_arrived(self, overview: Overview) -> None:

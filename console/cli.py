@@ -62,11 +62,13 @@ def _fail(message: str) -> None:
 
 
 @contextmanager
-def _registry() -> Iterator[Registry]:
+def _registry(upgrade: bool = True) -> Iterator[Registry]:
     """Open the registry of `$MODELDECK_HOME` / `$MODELDECK_DB_URL`; user errors become one line."""
     reg = None
     try:
-        reg = Registry()
+        reg = Registry(upgrade=upgrade)
+        if "immutable" in reg.db.opened_as:
+            output.err.print(f"note: {reg.settings.display_url} is {reg.db.opened_as}: {reg.db.read_only}")
         yield reg
     except RegistryError as exc:
         _fail(str(exc))
@@ -105,10 +107,15 @@ def _read_reference(path: Path) -> Any:
         if path.suffix == ".npy":
             import numpy as np
 
+            from registry.unpacking import check_npy_file
+
+            check_npy_file(path)
             return np.load(path, allow_pickle=False)
         import pandas as pd
 
         return pd.read_csv(path)
+    except RegistryError as exc:
+        _fail(str(exc))
     except Exception as exc:
         _fail(f"cannot read reference sample {path}: {exc}")
 
@@ -341,6 +348,11 @@ def import_(
     else:
         src = info.origin["imported_from"]
         output.out.print(f"imported {src['model']}:{src['version']} as {info.ref}")
+        if not src.get("manifest_checked", True):
+            output.err.print(
+                "note: an archive from before manifest checksums: the estimator, params, output and "
+                "reference were read from the model; description, tags and metrics are as it claims"
+            )
 
 
 @app.command()
@@ -400,6 +412,42 @@ def db_upgrade(json_out: JsonFlag = False) -> None:
         output.print_json({"revision": revision})
     else:
         output.out.print(f"registry database is at schema revision {revision}")
+
+
+@db_app.command("init")
+def db_init(
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Start a new, empty database even though the artifact store holds artifacts "
+            "(after the database was lost and cannot be restored).",
+        ),
+    ] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Create the registry database (also done on first use, while the artifact store is empty)."""
+    from registry.store import current_revision, upgrade_schema
+
+    def init(reg: Registry) -> tuple[str | None, str]:
+        before = current_revision(reg.db)
+        return before, upgrade_schema(reg.db, new_over_artifacts=force)
+
+    before, revision = _run_with(init, upgrade=False)
+    if json_out:
+        output.print_json({"revision": revision, "created": before is None})
+    elif before is None:
+        output.out.print(f"created a new registry database at schema revision {revision}")
+    else:
+        output.out.print(
+            f"registry database already exists (schema revision {revision}); nothing was changed"
+        )
+
+
+def _run_with(action: Callable[[Registry], T], upgrade: bool) -> T:
+    with _registry(upgrade=upgrade) as reg:
+        return action(reg)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @app.command()

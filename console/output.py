@@ -5,23 +5,36 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderableType
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
+from console.safe_text import safe_segments
 from registry import History, ModelInfo, VersionInfo
 
-# markup=False everywhere: names, tags, reasons and paths are user text and must print verbatim.
+
+class SafeConsole(Console):
+    """A Console that never writes a control character it did not generate itself: every segment
+    it renders (tables, Text, plain strings, error lines) passes through `safe_text`."""
+
+    def render(self, renderable: RenderableType, options: ConsoleOptions | None = None) -> Iterable[Segment]:
+        return safe_segments(super().render(renderable, options))
+
+
+# markup=False everywhere: names, tags, reasons and paths are user text and must print verbatim
+# (less their control characters: see console/safe_text.py).
 # Piped output is not squeezed into 80 columns, so grep and awk see one row per line.
-out = Console(
+out = SafeConsole(
     highlight=False,
     markup=False,
     width=None if sys.stdout.isatty() else max(200, shutil.get_terminal_size().columns),
 )
-err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
+err = SafeConsole(stderr=True, highlight=False, markup=False, soft_wrap=True)
 
 
 def print_table(table: Table) -> None:

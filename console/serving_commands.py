@@ -26,11 +26,17 @@ Reason = Annotated[str, typer.Option("--reason", "-m", help="Why: kept in the mo
 
 
 @contextmanager
-def _client() -> Iterator[Any]:
+def _client(changes: bool = False) -> Iterator[Any]:
+    """A supervisor client; for `changes` (deploy, roll back, stop, scale), refused at once when the
+    registry is read-only to this process, saying why."""
     from registry.serving.client import SupervisorClient
+    from registry.store import Settings, read_only_reason
 
     client = None
     try:
+        settings = Settings.from_env()
+        if changes and (why := read_only_reason(settings)):
+            raise RegistryError(f"registry {settings.home} is read-only: {why}; nothing was changed")
         client = SupervisorClient()
         yield client
     except SupervisorError as exc:
@@ -92,7 +98,7 @@ def deploy(
         "no_auth": no_auth,
         "monitoring": not no_monitoring,
     }
-    with _client() as client:
+    with _client(changes=True) as client:
         result, seconds = _timed(
             lambda: client.deploy(
                 ref, name=name, host=host, port=port, workers=workers, options=options, reason=reason
@@ -122,7 +128,7 @@ def rollback(
     json_out: JsonFlag = False,
 ) -> None:
     """Put the previous version (or --to VERSION) back in service; instant when it is on standby."""
-    with _client() as client:
+    with _client(changes=True) as client:
         result, seconds = _timed(lambda: client.rollback(name, to, reason=reason))
     if json_out:
         output.print_json(result)
@@ -139,7 +145,7 @@ def stop(
     json_out: JsonFlag = False,
 ) -> None:
     """Drain and stop a deployment's servers, and forget it."""
-    with _client() as client:
+    with _client(changes=True) as client:
         result = client.stop(name, reason=reason)
     if json_out:
         output.print_json(result)
@@ -154,7 +160,7 @@ def scale(
     json_out: JsonFlag = False,
 ) -> None:
     """Run K worker processes for a deployment."""
-    with _client() as client:
+    with _client(changes=True) as client:
         result = client.scale(name, workers, reason=reason)
     if json_out:
         output.print_json(result)
@@ -228,7 +234,7 @@ def _add_live_figures(client: Any, deployments: list[dict[str, Any]]) -> None:
         d["live"] = {
             "rps": sum(p["requests"] for p in points) / len(points) if points else None,
             "p99": live.get("p99"),
-            "drift": (seen.get("drift") or {}).get("status"),
+            "drift": (seen.get("drift") or {}).get("message") or (seen.get("drift") or {}).get("status"),
         }
 
 

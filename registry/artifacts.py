@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from registry.errors import ArtifactError
+from registry.errors import ArtifactDamaged, ArtifactError
 from registry.files import private_dirs
 
 #: Module roots whose *classes* are trusted when a model arrives as a .skops file or an export
@@ -65,12 +65,13 @@ class ArtifactStore:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            raise ArtifactError(f"artifact of {what} is missing: {path}") from None
+            raise ArtifactDamaged(f"artifact of {what} is missing: {path}", "missing") from None
         actual = sha256_of(data)
         if actual != sha256:
-            raise ArtifactError(
+            raise ArtifactDamaged(
                 f"artifact of {what} was changed on disk after registration "
-                f"(sha256 {actual[:12]}..., registered {sha256[:12]}...); refusing to load it"
+                f"(sha256 {actual[:12]}..., registered {sha256[:12]}...); refusing to load it",
+                "sha256 mismatch",
             )
         return data
 
@@ -95,6 +96,23 @@ def untrusted_types_of(data: bytes) -> list[str]:
         return sorted(sio.get_untrusted_types(data=data))
     except Exception as exc:  # skops raises several types for a payload it cannot read
         raise ArtifactError(f"not a readable skops file: {exc}") from exc
+
+
+def recorded_sklearn_version(data: bytes) -> str | None:
+    """The scikit-learn version an estimator was fitted under, as skops recorded it in the file's
+    schema (scikit-learn keeps it in every estimator's state); None when the file does not say."""
+    import io
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            schema = json.loads(archive.read("schema.json"))
+        node = schema["content"]["content"]["_sklearn_version"]
+        version = json.loads(node["content"]) if node.get("is_json") else node["content"]
+    except Exception:  # any other layout: not recorded
+        return None
+    return version if isinstance(version, str) and len(version) < 32 and version.isprintable() else None
 
 
 def untrusted_message(source: object, unknown: list[str]) -> str:

@@ -17,7 +17,7 @@ from registry import history as ledger
 from registry import queries, writes
 from registry.artifacts import ArtifactStore, load_model
 from registry.capture import Captured, capture
-from registry.errors import InvalidName, VersionInUse, VersionNotFound
+from registry.errors import ArtifactDamaged, InvalidName, VersionInUse, VersionNotFound
 from registry.info import EventInfo, History, ModelInfo, VersionInfo, VersionSummary
 from registry.reference import ReferenceSample, decode
 from registry.refs import Ref, check_alias, check_model_name, parse_ref
@@ -132,6 +132,7 @@ class Registry:
         file); the rows are one transaction, so a version is either complete or invisible.
         """
         check_model_name(name)
+        self.db.check_writable()  # before any artifact is written
         artifact_sha = self.artifacts.put(captured.model_bytes)
         reference_sha = self.artifacts.put(captured.reference_bytes) if captured.reference_bytes else None
         profile_sha = self.artifacts.put(captured.profile_bytes) if captured.profile_bytes else None
@@ -247,14 +248,24 @@ class Registry:
 
     def profile(self, ref: str | Ref) -> Profile | None:
         """The drift profile of a version: the stored one, else fitted on its reference sample (versions
-        registered before profiles existed); None when the version has no reference sample."""
+        registered before profiles existed); None when the version has no reference sample.
+        ArtifactDamaged ("reference sample of iris:2 is damaged (sha256 mismatch)") when it has one
+        that cannot be used."""
         from registry.monitoring.drift import Profile
 
         info = self.get(ref)
-        if info.profile_sha256 is not None:
-            return Profile.from_bytes(self.artifacts.get(info.profile_sha256, f"drift profile of {info.ref}"))
-        sample = self.reference(ref)
-        return None if sample is None else Profile.fit(sample, info.signature, info.output)
+        try:
+            if info.profile_sha256 is not None:
+                return Profile.from_bytes(
+                    self.artifacts.get(info.profile_sha256, f"drift profile of {info.ref}")
+                )
+            sample = self.reference(ref)
+            return None if sample is None else Profile.fit(sample, info.signature, info.output)
+        except ArtifactDamaged as exc:
+            reason = exc.reason
+        except Exception as exc:  # intact bytes that numpy or json cannot read
+            reason = f"unreadable: {exc}"
+        raise ArtifactDamaged(f"reference sample of {info.ref} is damaged ({reason})", reason)
 
     def list_models(self, include_archived: bool = False) -> list[ModelInfo]:
         """Every model, with its number of (non-archived) versions, newest version and aliases."""

@@ -35,6 +35,14 @@ class ArtifactError(RegistryError):
     """An artifact is missing, corrupt, tampered with or holds untrusted types."""
 
 
+class ArtifactDamaged(ArtifactError):
+    """A stored artifact that is missing, or whose bytes no longer match its sha256; `reason` says which."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class ReferenceMismatch(RegistryError):
     """A reference sample whose columns do not match the model's input."""
 

@@ -8,6 +8,7 @@ from typing import Any
 from registry.artifacts import types_needing_trust, untrusted_message, untrusted_types_of
 from registry.errors import ArtifactError, NotAModel, PickleRefused
 from registry.signature import check_is_model
+from registry.unpacking import check_zip
 
 PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib", ".jbl"}
 _PICKLE_MAGIC = b"\x80"
@@ -21,7 +22,11 @@ def read_model_file(path: Path, trust_pickle: bool = False, trust_types: tuple[s
     if path.is_dir():
         estimator = _read_mlflow_dir(path, trust_pickle)
     else:
-        head = path.read_bytes()[:4]
+        if path.stat().st_size == 0:
+            kind = "a .skops model" if path.suffix == ".skops" else "a model file"
+            raise NotAModel(f"{path} is empty (0 bytes), not {kind}")
+        with path.open("rb") as handle:
+            head = handle.read(4)
         if path.suffix == ".skops" or head == _ZIP_MAGIC:
             estimator = _read_skops(path, trust_types)
         elif path.suffix in PICKLE_SUFFIXES or head[:1] == _PICKLE_MAGIC:
@@ -38,6 +43,7 @@ def read_model_file(path: Path, trust_pickle: bool = False, trust_types: tuple[s
 def _read_skops(path: Path, trust_types: tuple[str, ...]) -> Any:
     import skops.io as sio
 
+    check_zip(path, str(path))
     data = path.read_bytes()
     types = untrusted_types_of(data)
     unknown = types_needing_trust(types, trust_types)

@@ -3,12 +3,20 @@
 SQLite (the default, `$MODELDECK_HOME/registry.db`) runs in WAL mode with a busy timeout and foreign
 keys on; write transactions start with `BEGIN IMMEDIATE` so concurrent writers queue instead of
 failing. PostgreSQL is used when `MODELDECK_DB_URL` says `postgresql+psycopg://...`.
+
+A SQLite file this process cannot write (its mode, its directory's, or a read-only mount) is opened
+read-only, so a home can still be browsed: `mode=ro` when the WAL's `-shm` file exists or can be
+created, else `immutable=1` (no writer has it open). Writes are refused
+up front with the reason, and schema upgrades are skipped. A database with no schema is only created
+next to an empty artifact store (else the registry's database was lost: `modeldeck db init --force`).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sqlite3
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +27,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import QueuePool
 from sqlmodel import Session
 
 from registry.errors import DatabaseError, SchemaTooNew
@@ -131,16 +140,84 @@ def _ping_when_idle(engine: Engine, idle_seconds: float = 10.0) -> None:
             raise sa_exc.DisconnectionError() from exc
 
 
+def sqlite_path(settings: Settings) -> Path | None:
+    """The SQLite file of the settings (None: PostgreSQL, an in-memory database or a `file:` URI)."""
+    if not settings.is_sqlite:
+        return None
+    path = make_url(settings.db_url).database or ""
+    return Path(path) if path and not path.startswith("file:") and path != ":memory:" else None
+
+
+def read_only_reason(settings: Settings) -> str | None:
+    """Why this process cannot write the SQLite registry (None: it can, or it is not SQLite/there yet)."""
+    path = sqlite_path(settings)
+    if path is None or not path.exists():
+        return None
+    for target in (path, path.parent):
+        if os.access(target, os.W_OK):
+            continue
+        if _on_read_only_mount(target):
+            return f"{target} is on a read-only file system"
+        info = target.stat()
+        return (
+            f"{target} belongs to {_user(info.st_uid)} with mode {stat.filemode(info.st_mode)}, and this "
+            f"process runs as {_user(os.geteuid())}, which may not write it"
+        )
+    return None
+
+
+def _on_read_only_mount(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _user(uid: int) -> str:
+    import pwd
+
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def read_only_uri(path: Path) -> tuple[str, str]:
+    """The SQLite URI that opens a registry file we may not write, and how it opens it.
+
+    WAL readers need the `-shm` index: with it present (or creatable: the directory is writable),
+    `mode=ro` reads consistently beside any writer. Without it, only `immutable=1` opens the file.
+    That reads the file as a snapshot: no writer has it open (a live writer keeps a `-shm` file,
+    which we would have used), and none can appear through a read-only mount; the owner of a
+    directory merely closed to us could start one while we read, so the CLI notes the mode."""
+    from urllib.parse import quote
+
+    shm = Path(f"{path}-shm")
+    usable_shm = (shm.exists() and os.access(shm, os.R_OK)) or os.access(path.parent, os.W_OK)
+    mode = "mode=ro" if usable_shm else "mode=ro&immutable=1"
+    how = "read-only" if usable_shm else "read-only and immutable (no -shm file exists or can be made)"
+    return f"file:{quote(str(path.resolve()))}?{mode}", how
+
+
 def _sqlite_engine(settings: Settings) -> Engine:
     url = settings.db_url
     # The file's own path, whatever the URL's spelling (`sqlite+pysqlite:///`, `?timeout=` ...);
     # `file:` URIs (`?mode=ro&uri=true`) and in-memory databases have no directory to make.
-    path = make_url(url).database or ""
-    private = [] if not path or path.startswith("file:") or path == ":memory:" else [path]
-    if private and not Path(path).parent.exists():
-        private_dirs(Path(path).parent)
-    private += [f"{path}-wal", f"{path}-shm"] if private else []
-    engine = create_engine(url, connect_args={"timeout": settings.db_timeout, "check_same_thread": False})
+    path = sqlite_path(settings)
+    private = [str(path), f"{path}-wal", f"{path}-shm"] if path is not None else []
+    if path is not None and read_only_reason(settings):
+        private = []
+        uri = read_only_uri(path)[0]
+        timeout = settings.db_timeout
+        engine = create_engine(
+            "sqlite://",
+            creator=lambda: sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False),
+            poolclass=QueuePool,
+        )
+    else:
+        if path is not None and not path.parent.exists():
+            private_dirs(path.parent)
+        engine = create_engine(url, connect_args={"timeout": settings.db_timeout, "check_same_thread": False})
     busy_ms = int(settings.db_timeout * 1000)
 
     @event.listens_for(engine, "connect")
@@ -169,9 +246,14 @@ def _sqlite_engine(settings: Settings) -> Engine:
 class Database:
     """An engine plus the sessions the registry uses; the schema is upgraded on open."""
 
-    def __init__(self, settings: Settings, upgrade: bool = True) -> None:
+    def __init__(self, settings: Settings, upgrade: bool = True, new_over_artifacts: bool = False) -> None:
         self.settings = settings
         tighten(settings.home)  # the home is the user's alone (an older modeldeck made it 0755)
+        #: Why writes are refused (None: they are not): a read-only SQLite file or directory.
+        self.read_only = read_only_reason(settings)
+        path = sqlite_path(settings)
+        #: How a read-only database is opened ("read-only", or "... immutable ..."), for notes.
+        self.opened_as = read_only_uri(path)[1] if self.read_only and path is not None else "read-write"
         self.engine = make_engine(settings)
         self._write_engine = self.engine.execution_options(**{_WRITE: True})
         # PostgreSQL reads skip BEGIN/ROLLBACK: two network round trips saved on every lookup.
@@ -179,9 +261,38 @@ class Database:
         self._read_engine = (
             self.engine if settings.is_sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT")
         )
+        #: The older schema revision a read-only database was left at (None: it is current).
+        self.stale_schema: str | None = None
         if upgrade:
             with translate_errors(settings):
-                upgrade_schema(self)
+                if self.read_only:
+                    self._check_read_only_schema()
+                else:
+                    upgrade_schema(self, new_over_artifacts=new_over_artifacts)
+
+    def _check_read_only_schema(self) -> None:
+        """A read-only database is never upgraded: one from a newer modeldeck is refused, an older
+        one is read as it is (writes, which would need the upgrade, are refused)."""
+        found = current_revision(self)
+        if found is not None and found > SCHEMA_HEAD:  # revisions are zero-padded numbers
+            raise SchemaTooNew(
+                f"registry database {self.settings.display_url} has schema revision {found!r}, "
+                "written by a newer modeldeck; upgrade modeldeck to use it (nothing was changed)"
+            )
+        if found != SCHEMA_HEAD:
+            self.stale_schema = found or "none"
+
+    def check_writable(self) -> None:
+        """Refuse, with the reason, a change to a registry this process may not write."""
+        if self.read_only:
+            upgrade = (
+                f" (and its schema, at revision {self.stale_schema}, would need upgrading to {SCHEMA_HEAD})"
+                if self.stale_schema
+                else ""
+            )
+            raise DatabaseError(
+                f"registry {self.settings.home} is read-only: {self.read_only}{upgrade}; nothing was changed"
+            )
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -198,6 +309,7 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A session whose transaction commits on success and rolls back on any error."""
+        self.check_writable()
         with (
             translate_errors(self.settings),
             Session(self._write_engine, expire_on_commit=False) as session,
@@ -221,11 +333,12 @@ def _revision(conn: Any) -> str | None:
     return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
-def upgrade_schema(db: Database, target: str = "head") -> str:
+def upgrade_schema(db: Database, target: str = "head", new_over_artifacts: bool = False) -> str:
     """Bring the database to `target` (default: newest); return the revision it is at now.
 
     Concurrent openers are serialised (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: an advisory lock)
-    and a database stamped by a newer modeldeck is refused untouched.
+    and a database stamped by a newer modeldeck is refused untouched. A database with no schema
+    at all is only created when the artifact store is empty, or `new_over_artifacts` says so.
     """
     if target == "head" and current_revision(db) == SCHEMA_HEAD:
         return SCHEMA_HEAD
@@ -240,6 +353,8 @@ def upgrade_schema(db: Database, target: str = "head") -> str:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
         found = _revision(conn)
+        if found is None and not new_over_artifacts and not inspect(conn).get_table_names():
+            _refuse_new_over_artifacts(db.settings)
         if found is not None and found not in known:
             raise SchemaTooNew(
                 f"registry database {db.settings.display_url} has schema revision {found!r}, "
@@ -248,6 +363,20 @@ def upgrade_schema(db: Database, target: str = "head") -> str:
         config.attributes["connection"] = conn
         command.upgrade(config, target)
         return _revision(conn) or ""
+
+
+def _refuse_new_over_artifacts(settings: Settings) -> None:
+    """A database without a schema beside an artifact store holding blobs is a lost database (a
+    zero-length file after a crash, a bad copy), not a new registry: starting one would reuse
+    version numbers over the stored artifacts."""
+    blobs = settings.artifacts_dir / "sha256"
+    count = sum(1 for p in blobs.glob("*/*") if not p.name.startswith(".")) if blobs.is_dir() else 0
+    if count:
+        raise DatabaseError(
+            f"registry database {settings.display_url} is empty but the artifact store at "
+            f"{settings.artifacts_dir} holds {count} artifact{'s' if count != 1 else ''}; restore the "
+            "database, or run `modeldeck db init --force` to start a new registry over them"
+        )
 
 
 def lock_artifact(session: Session, sha256: str, exclusive: bool) -> None:

@@ -647,3 +647,53 @@ def test_a_drift_profile_is_fitted_at_registration_and_deleted_with_its_version(
     assert registry.get("iris:2").profile_sha256 is None and registry.profile("iris:2") is None
     registry.delete("iris:1")
     assert not blob.exists()
+
+
+def test_a_damaged_drift_profile_says_damaged_not_no_reference(registry, iris, iris_model) -> None:
+    """A reference whose stored bytes were changed, removed or cannot be read is reported as damaged,
+    and the supervisor's drift verdict for it says so (not "no reference", which means none exists)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from registry.errors import ArtifactDamaged
+    from registry.monitoring.window import DriftWindow
+    from registry.serving.scraper import Scraper
+
+    X, _ = iris
+    info = registry.register(iris_model, "iris", reference=X)
+    blob = registry.artifacts.path_of(info.profile_sha256)
+    original = blob.read_bytes()
+    blob.write_bytes(original[:-10] + b"tampered!!")
+    with pytest.raises(ArtifactDamaged, match=r"^reference sample of iris:1 is damaged \(sha256 mismatch\)$"):
+        registry.profile("iris:1")
+
+    scraper = Scraper(SimpleNamespace(registry=registry))
+    profile = asyncio.run(scraper._profile(("iris", 1)))
+    window = DriftWindow()
+    window.add([[5.1, 3.5, 1.4, 0.2]] * 10, [0] * 10)
+    report = window.report(profile, list(X.columns), [True] * 4)
+    assert (report.status, report.message) == (
+        "damaged reference",
+        "reference sample of iris:1 is damaged (sha256 mismatch)",
+    )
+
+    blob.unlink()
+    with pytest.raises(ArtifactDamaged, match=r"is damaged \(missing\)"):
+        registry.profile("iris:1")
+    bad = registry.artifacts.put(b"not an npz at all")
+    with registry.db.write() as session:
+        from registry.schema import ModelVersion
+
+        row = session.get(ModelVersion, queries_version_id(registry, "iris:1"))
+        row.profile_sha256 = bad
+        session.add(row)
+    with pytest.raises(ArtifactDamaged, match=r"is damaged \(unreadable: "):
+        registry.profile("iris:1")
+
+
+def queries_version_id(registry, ref: str) -> int:
+    from registry import queries
+    from registry.refs import parse_ref
+
+    with registry.db.connect() as conn:
+        return queries.version_id(conn, parse_ref(ref))

@@ -316,3 +316,57 @@ def test_four_processes_opening_a_fresh_database_at_once_all_succeed(db_url, tmp
         engine.dispose()
     with Registry(home=home, db_url=db_url) as reg:
         assert reg.list_models() == []
+
+
+# ---------------------------------------------------------------------- a lost database
+def test_an_empty_database_beside_stored_artifacts_is_refused_not_reinitialised(
+    home, array_model, monkeypatch
+):
+    """A zero-length registry.db (crash, full disk, bad copy) while the artifact store holds every
+    version is a lost database: nothing opens it as a new registry (which would reuse version 1)
+    until `modeldeck db init --force` says so."""
+    from typer.testing import CliRunner
+
+    from console.cli import app
+
+    model, _ = array_model
+    with Registry(home=home) as reg:
+        reg.register(model, "ridge", reference=array_model[1])
+        reg.register(model, "ridge", description="second")
+    db = home / "registry.db"
+    for leftover in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+        leftover.unlink(missing_ok=True)
+    db.write_bytes(b"")
+    blobs = sorted(p for p in (home / "artifacts").rglob("*") if p.is_file())
+    assert blobs
+
+    lost = rf"registry\.db is empty but the artifact store at .* holds {len(blobs)} artifacts"
+    with pytest.raises(DatabaseError, match=lost):
+        Registry(home=home)
+    runner = CliRunner()
+    for verb in (["register", "x.skops", "--name", "ridge"], ["models"], ["db", "init"]):
+        result = runner.invoke(app, verb)
+        assert result.exit_code == 1, result.output
+        assert "modeldeck db init --force" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert (
+        db.stat().st_size == 0 or current_revision(Database(Settings.from_env(home), upgrade=False)) is None
+    )
+    assert sorted(p for p in (home / "artifacts").rglob("*") if p.is_file()) == blobs
+
+    result = runner.invoke(app, ["db", "init", "--force"])
+    assert result.exit_code == 0, result.output
+    assert "created a new registry database" in result.stdout
+    with Registry(home=home) as reg:
+        assert reg.list_models() == []
+        again = reg.register(model, "ridge", reference=array_model[1])
+        assert again.version == 1
+    result = runner.invoke(app, ["db", "init", "--force"])  # on a live registry: changes nothing
+    assert result.exit_code == 0 and "nothing was changed" in result.stdout
+    with Registry(home=home) as reg:
+        assert [v.version for v in reg.versions("ridge")] == [1]
+
+
+def test_a_new_registry_over_an_empty_artifact_store_needs_no_force(home, array_model):
+    (home / "artifacts" / "sha256").mkdir(parents=True)
+    with Registry(home=home) as reg:
+        assert reg.register(array_model[0], "ridge").version == 1

@@ -50,8 +50,15 @@ def exported(registry: Registry, iris, iris_model, tmp_path: Path) -> Path:
     return registry.export("iris@champion", tmp_path / "out" / "iris-2.zip")
 
 
-def _rewrite(archive: Path, target: Path, members: dict[str, bytes | None]) -> Path:
-    """A copy of `archive` with some members replaced (bytes) or left out (None)."""
+def _rewrite(
+    archive: Path, target: Path, members: dict[str, bytes | str | None], rehash: bool = True
+) -> Path:
+    """A copy of `archive` with some members replaced (bytes) or left out (None); a replaced manifest
+    gets a matching `manifest.sha256` unless `rehash` is False (an edit by hand)."""
+    members = dict(members)
+    if rehash and isinstance(members.get("manifest.json"), str | bytes) and "manifest.sha256" not in members:
+        manifest = members["manifest.json"]
+        members["manifest.sha256"] = sha256_of(manifest.encode() if isinstance(manifest, str) else manifest)
     with zipfile.ZipFile(archive) as source, zipfile.ZipFile(target, "w") as out:
         for item in source.infolist():
             if item.filename in members:
@@ -100,8 +107,14 @@ def test_export_then_import_into_another_registry(
 
 def test_an_archive_holds_a_manifest_with_checksums(registry: Registry, exported):
     with zipfile.ZipFile(exported) as archive:
-        assert sorted(archive.namelist()) == ["manifest.json", "model.skops", "reference.npz"]
+        assert sorted(archive.namelist()) == [
+            "manifest.json",
+            "manifest.sha256",
+            "model.skops",
+            "reference.npz",
+        ]
         manifest = json.loads(archive.read("manifest.json"))
+        assert archive.read("manifest.sha256").decode().strip() == sha256_of(archive.read("manifest.json"))
         for member, digest in manifest["files"].items():
             assert sha256_of(archive.read(member)) == digest
     assert manifest["version"]["name"] == "iris" and manifest["version"]["version"] == 2
@@ -154,7 +167,7 @@ def test_a_tampered_archive_is_refused_and_nothing_is_registered(
         other.import_(reference)
 
     missing = _rewrite(exported, tmp_path / "missing.zip", {"model.skops": None})
-    with pytest.raises(ArtifactError, match="not a readable modeldeck export"):
+    with pytest.raises(ArtifactError, match=r"not a readable modeldeck export: it has no model\.skops"):
         other.import_(missing)
     assert not _imported_anything(other)
     assert not any(p.is_file() for p in other.artifacts.root.rglob("*"))
@@ -180,7 +193,7 @@ def test_files_that_are_not_exports_are_refused(other: Registry, exported, tmp_p
 
     for path, message in [
         (not_zip, "is not a readable modeldeck export"),
-        (no_manifest, "is not a readable modeldeck export"),
+        (no_manifest, "is not a readable modeldeck export: it has no manifest.json"),
         (foreign, "is not a modeldeck export \\(format 'mlflow'\\)"),
         (newer, "was exported by a newer modeldeck"),
         (no_model, "has no model.skops in its manifest"),
@@ -227,3 +240,175 @@ def test_an_archive_that_holds_no_model_is_refused_even_with_matching_checksums(
         with pytest.raises(error, match=message):
             other.import_(path)
     assert not _imported_anything(other)
+
+
+def _manifest(archive: Path) -> dict:
+    with zipfile.ZipFile(archive) as opened:
+        return json.loads(opened.read("manifest.json"))
+
+
+def test_a_manifest_edited_after_export_is_refused(other: Registry, exported, tmp_path):
+    manifest = _manifest(exported)
+    manifest["version"]["metrics"] = {"accuracy": 1.0}
+    edited = _rewrite(
+        exported, tmp_path / "edited.zip", {"manifest.json": json.dumps(manifest)}, rehash=False
+    )
+    with pytest.raises(
+        ArtifactError, match=r"manifest\.json does not match its checksum.*nothing was imported"
+    ):
+        other.import_(edited)
+    unchecked = _rewrite(exported, tmp_path / "no-sum.zip", {"manifest.sha256": None})
+    with pytest.raises(ArtifactError, match=r"it has no manifest\.sha256"):
+        other.import_(unchecked)
+    assert not _imported_anything(other)
+
+
+def test_what_the_model_says_is_read_from_the_model_not_the_manifest(
+    registry: Registry, other: Registry, exported, tmp_path
+):
+    source = registry.get("iris:2")
+    manifest = _manifest(exported)
+    manifest["version"] |= {
+        "estimator_class": "sklearn.ensemble.GradientBoostingClassifier",
+        "params": {"n_estimators": 5000, "note": "trust me"},
+        "sklearn_version": "9.9.9",
+        "output": {"kind": "regression"},
+        "reference_rows": 10**9,
+    }
+    lying = _rewrite(exported, tmp_path / "lying.zip", {"manifest.json": json.dumps(manifest)})
+    imported = other.import_(lying)
+    assert (
+        imported.estimator_class
+        == source.estimator_class
+        == "sklearn.linear_model._logistic.LogisticRegression"
+    )
+    assert imported.params == source.params
+    assert imported.sklearn_version == source.sklearn_version
+    assert imported.output == source.output
+    assert imported.reference_rows == 150
+
+
+def test_a_manifest_signature_that_does_not_fit_the_model_is_refused(other: Registry, exported, tmp_path):
+    manifest = _manifest(exported)
+    columns = manifest["version"]["signature"]["columns"]
+    for name, signature in [
+        ("renamed", {"columns": [{**c, "name": f"fake{i}"} for i, c in enumerate(columns)]}),
+        ("shorter", {"columns": columns[:2]}),
+    ]:
+        manifest["version"]["signature"] = signature
+        path = _rewrite(exported, tmp_path / f"{name}.zip", {"manifest.json": json.dumps(manifest)})
+        with pytest.raises(ArtifactError, match=r"signature .* does not match the model's features"):
+            other.import_(path)
+    assert not _imported_anything(other)
+
+
+def test_a_format_1_archive_still_imports_with_derived_metadata(other: Registry, exported, tmp_path):
+    manifest = _manifest(exported)
+    manifest["format_version"] = 1
+    manifest["version"]["estimator_class"] = "made.up.Class"
+    old = _rewrite(
+        exported, tmp_path / "v1.zip", {"manifest.json": json.dumps(manifest), "manifest.sha256": None}
+    )
+    imported = other.import_(old)
+    assert imported.estimator_class.endswith("LogisticRegression")
+    assert imported.origin["imported_from"]["manifest_checked"] is False
+
+
+def _malformed(exported: Path, tmp_path: Path) -> dict[str, Path]:
+    """Archives broken in every way a user (or a disk) can break one."""
+    data = exported.read_bytes()
+    manifest = _manifest(exported)
+    made: dict[str, Path] = {}
+
+    def raw(name: str, content: bytes) -> None:
+        made[name] = tmp_path / f"{name}.mdx"
+        made[name].write_bytes(content)
+
+    def edited(name: str, **members: bytes | str | None) -> None:
+        made[name] = _rewrite(exported, tmp_path / f"{name}.mdx", members)
+
+    def fields(name: str, change) -> None:
+        copy = json.loads(json.dumps(manifest))
+        change(copy)
+        edited(name, **{"manifest.json": json.dumps(copy)})
+
+    raw("truncated", data[: len(data) // 2])
+    raw("text", b"not an archive at all\n")
+    raw("empty", b"")
+    raw(
+        "zip-without-members",
+        _rewrite(exported, tmp_path / "x.zip", dict.fromkeys(_names(exported))).read_bytes(),
+    )
+    edited("no-manifest", **{"manifest.json": None})
+    edited("manifest-not-json", **{"manifest.json": "{not json"})
+    edited("manifest-binary", **{"manifest.json": b"\xff\xfe\x00garbage"})
+    edited("manifest-a-list", **{"manifest.json": "[1, 2]"})
+    edited("checksum-binary", **{"manifest.sha256": b"\x00\xff" * 40})
+    edited("model-missing", **{"model.skops": None})
+    fields("files-a-list", lambda m: m.__setitem__("files", ["model.skops"]))
+    fields("digest-a-number", lambda m: m["files"].__setitem__("model.skops", 12))
+    fields("unknown-member", lambda m: m["files"].__setitem__("../../etc/passwd", "0" * 64))
+    fields("format-version-text", lambda m: m.__setitem__("format_version", "two"))
+    fields("version-a-string", lambda m: m.__setitem__("version", "iris:2"))
+    fields("version-number-text", lambda m: m["version"].__setitem__("version", "2"))
+    fields("metric-a-string", lambda m: m["version"]["metrics"].__setitem__("accuracy", "high"))
+    fields("tag-a-list", lambda m: m["version"]["tags"].__setitem__("team", ["a"]))
+    fields("signature-columns-text", lambda m: m["version"]["signature"].__setitem__("columns", "x"))
+    fields("bad-model-name", lambda m: m["version"].__setitem__("name", "../../x"))
+    fields("exported-from-text", lambda m: m.__setitem__("exported_from", "somewhere"))
+    fields("control-tag-key", lambda m: m["version"]["tags"].__setitem__("k\x1b[2J", "v"))
+    garbage = b"PK\x03\x04 not a reference"
+    fields("reference-garbage", lambda m: m["files"].__setitem__("reference.npz", sha256_of(garbage)))
+    made["reference-garbage"] = _rewrite(
+        made["reference-garbage"],
+        tmp_path / "reference-garbage2.mdx",
+        {"reference.npz": garbage},
+        rehash=False,
+    )
+    made["directory"] = tmp_path
+    return made
+
+
+def _names(archive: Path) -> list[str]:
+    with zipfile.ZipFile(archive) as opened:
+        return opened.namelist()
+
+
+MALFORMED = [
+    "truncated", "text", "empty", "zip-without-members", "no-manifest", "manifest-not-json",
+    "manifest-binary", "manifest-a-list", "checksum-binary", "model-missing", "files-a-list",
+    "digest-a-number", "unknown-member",
+    "format-version-text", "version-a-string", "version-number-text", "metric-a-string", "tag-a-list",
+    "signature-columns-text", "bad-model-name", "exported-from-text", "control-tag-key", "reference-garbage",
+    "directory",
+]  # fmt: skip
+
+
+@pytest.fixture
+def exported_here(tmp_path: Path, iris, iris_model) -> Path:
+    """iris:1 with a reference, tags and metrics, exported from a SQLite registry."""
+    with Registry(home=tmp_path / "source") as reg:
+        reg.register(iris_model, "iris", reference=iris[0], tags={"team": "a"}, metrics={"accuracy": 0.9})
+        return reg.export("iris:1", tmp_path / "iris-1.mdx")
+
+
+@pytest.mark.parametrize("broken", MALFORMED)
+def test_a_malformed_archive_is_one_line_and_exit_1_on_the_cli(
+    exported_here: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broken: str
+):
+    from typer.testing import CliRunner
+
+    from console.cli import app
+
+    (tmp_path / "made").mkdir()
+    path = _malformed(exported_here, tmp_path / "made")[broken]
+    target = tmp_path / "target"
+    monkeypatch.setenv("MODELDECK_HOME", str(target))
+    monkeypatch.delenv("MODELDECK_DB_URL", raising=False)
+    result = CliRunner().invoke(app, ["import", str(path)])
+    assert isinstance(result.exception, SystemExit) and result.exit_code == 1, result.exception
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output + result.stderr
+    with Registry(home=target) as reg:
+        assert not _imported_anything(reg)

@@ -87,6 +87,8 @@ class MonitorScreen(OverviewScreen):
         last = points[-1]
         stale = f", {last['stale']} stale" if last.get("stale") else ""
         verdict = (self.drift or {}).get("status", "-")
+        if (self.drift or {}).get("message"):  # e.g. the reference sample is damaged
+            verdict = self.drift["message"]
         workers = f"{last['workers']} worker(s){stale}"
         self.query_one("#summary", Static).update(
             f" {self.deployment}: version {last['version']}, {workers}; drift {verdict} · "

@@ -31,9 +31,11 @@ def error_share(live: list[dict[str, Any]]) -> str:
 
 def drift_text(live: list[dict[str, Any]]) -> str:
     verdicts = [(d.get("drift") or {}).get("status") for d in live]
-    for level in ("drift", "warn", "ok", "not enough data", "no reference"):
+    for level in ("damaged reference", "drift", "warn", "ok", "not enough data", "no reference"):
         if level in verdicts:
-            return {"not enough data": "n/a", "no reference": "no ref"}.get(level, level)
+            return {"not enough data": "n/a", "no reference": "no ref", "damaged reference": "damaged"}.get(
+                level, level
+            )
     return "-"
 
 

@@ -5,6 +5,9 @@ columns need more room than the table has, it hides the columns named in `drop` 
 hidden), then shortens the widest cells with an ellipsis (not in columns where every cell has the
 same length, such as times), rather than scrolling sideways. So the
 views work at 80x24 and show everything when there is room.
+
+Cells are registry text: they are kept without control characters and shown with Rich markup escaped
+(`console/safe_text.py`), so a model's description can neither drive the terminal nor style the table.
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.cells import cell_len
+from rich.markup import escape
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable
+
+from console.safe_text import printable
 
 SCROLLBAR = 2  # room kept for the vertical scrollbar
 NARROWEST = 6  # a shortened column keeps at least this many cells
@@ -42,8 +48,9 @@ class FitTable(DataTable[str]):
     def add_row(self, *cells: Any, key: str | None = None, **options: Any) -> Any:  # type: ignore[override]
         if not self.labels:
             return super().add_row(*cells, key=key, **options)
-        row_key = super().add_row(*self._project(list(cells)), key=key, **options)
-        self.full[row_key] = [str(c) for c in cells]
+        clean = [printable(c) for c in cells]
+        row_key = super().add_row(*self._project(clean), key=key, **options)
+        self.full[row_key] = clean
         if not self._refit_pending:  # once after a batch of rows, not once per row
             self._refit_pending = True
             self.call_after_refresh(self._rows_added)
@@ -62,10 +69,12 @@ class FitTable(DataTable[str]):
 
     def set_cell(self, index: int, label_index: int, value: str) -> None:
         """Set one cell by the index of its label; a hidden cell is kept for when it is shown."""
+        value = printable(value)
         self.full_row(index)[label_index] = value
         if label_index in self.shown:
             short = value if label_index in self._fixed else self._short(value)
-            self.update_cell_at(Coordinate(index, self.shown.index(label_index)), short, update_width=True)
+            at = Coordinate(index, self.shown.index(label_index))
+            self.update_cell_at(at, escape(short), update_width=True)
 
     # ---------------------------------------------------------------- fitting
     def on_resize(self) -> None:
@@ -130,7 +139,7 @@ class FitTable(DataTable[str]):
         return shown, limit
 
     def _project(self, cells: list[Any]) -> list[Any]:
-        return [cells[i] if i in self._fixed else self._short(cells[i]) for i in self.shown]
+        return [escape(cells[i] if i in self._fixed else self._short(cells[i])) for i in self.shown]
 
     def _short(self, value: Any) -> Any:
         text = str(value)
@@ -146,7 +155,7 @@ def refresh_rows(table: FitTable, rows: list[tuple[str, list[str]]]) -> None:
         for index, (_, cells) in enumerate(rows):
             current = table.full_row(index)
             for column, value in enumerate(cells):
-                if current[column] != value:
+                if current[column] != printable(value):
                     table.set_cell(index, column, value)
         table.refit()
         return

@@ -33,6 +33,8 @@ MAX_P_VALUE_WINDOW = 1000
 _EPSILON = 1e-4
 NUMERIC, CATEGORICAL = "numeric", "categorical"
 OK, WARN, DRIFT, NOT_ENOUGH, NO_REFERENCE = "ok", "warn", "drift", "not enough data", "no reference"
+#: The version has a reference sample, but it is missing, tampered with or unreadable.
+DAMAGED = "damaged reference"
 _LEVEL = {OK: 0, WARN: 1, DRIFT: 2}
 
 
@@ -128,9 +130,18 @@ class DriftReport:
     drifted_share: float
     features: list[FeatureDrift]
     prediction: FeatureDrift | None
+    message: str = ""  # why there is no verdict, when the reason is not the status alone
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class UnusableProfile:
+    """Stands in for the profile of a version whose reference sample is damaged: drift says so
+    (`reason`, e.g. "reference sample of iris:2 is damaged (sha256 mismatch)"), not "no reference"."""
+
+    reason: str
 
 
 @dataclass
@@ -244,12 +255,17 @@ def feature_drift(profile: FeatureProfile, values: Any, missing: Any | None = No
 
 
 def drift_report(
-    profile: Profile | None, columns: dict[str, Any], missing: dict[str, Any], predictions: Any | None
+    profile: Profile | UnusableProfile | None,
+    columns: dict[str, Any],
+    missing: dict[str, Any],
+    predictions: Any | None,
 ) -> DriftReport:
     """The window's drift: `columns` (name → values) and their `missing` masks, and predictions."""
     rows = len(next(iter(columns.values()))) if columns else 0
     if profile is None:
         return DriftReport(NO_REFERENCE, rows, 0.0, [], None)
+    if isinstance(profile, UnusableProfile):
+        return DriftReport(DAMAGED, rows, 0.0, [], None, message=profile.reason)
     features = [
         feature_drift(p, columns[p.name], missing.get(p.name)) for p in profile.features if p.name in columns
     ]

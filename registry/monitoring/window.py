@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from registry.monitoring.drift import DriftReport, Profile, drift_report
+from registry.monitoring.drift import DriftReport, Profile, UnusableProfile, drift_report
 
 DEFAULT_ROWS = 10_000
 DEFAULT_SECONDS = 3600.0
@@ -32,7 +32,11 @@ class DriftWindow:
         self._rows.extend((now, row, prediction) for row, prediction in zip(rows, predictions, strict=False))
 
     def report(
-        self, profile: Profile | None, names: list[str], numeric: list[bool], now: float | None = None
+        self,
+        profile: Profile | UnusableProfile | None,
+        names: list[str],
+        numeric: list[bool],
+        now: float | None = None,
     ) -> DriftReport:
         """Drift of the window against `profile` (None: the version has no reference)."""
         now = time.time() if now is None else now

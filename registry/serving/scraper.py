@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from registry.monitoring.drift import Profile
+from registry.monitoring.drift import Profile, UnusableProfile
 from registry.monitoring.resources import ResourceSampler
 from registry.monitoring.rollups import DEFAULT_RETENTION, Rollups, prune_rollups
 from registry.monitoring.timeseries import DeploymentSeries
@@ -53,7 +53,7 @@ class Scraper:
         self.resources = ResourceSampler()
         self._cursors: dict[int, int] = {}
         self._schemas: dict[tuple[str, int], tuple[list[str], list[bool]]] = {}
-        self._profiles: dict[tuple[str, int], Profile | None] = {}
+        self._profiles: dict[tuple[str, int], Profile | UnusableProfile | None] = {}
         self._last_drift = 0.0
         self.rollups = Rollups()
         self.retention = retention or DEFAULT_RETENTION
@@ -175,13 +175,13 @@ class Scraper:
             self._schemas[key] = ([c["name"] for c in columns], [c["kind"] == "numeric" for c in columns])
         return self._schemas[key]
 
-    async def _profile(self, key: tuple[str, int]) -> Profile | None:
+    async def _profile(self, key: tuple[str, int]) -> Profile | UnusableProfile | None:
         if key not in self._profiles:
             try:
                 self._profiles[key] = await asyncio.to_thread(
                     self.supervisor.registry.profile, f"{key[0]}:{key[1]}"
                 )
-            except Exception as exc:  # a damaged profile: drift says "no reference", serving goes on
+            except Exception as exc:  # a damaged reference: drift says so, serving goes on
                 log.warning("no drift profile for %s:%s: %s", key[0], key[1], exc)
-                self._profiles[key] = None
+                self._profiles[key] = UnusableProfile(str(exc))
         return self._profiles[key]
