@@ -24,7 +24,7 @@ from sqlmodel import Session
 from registry.errors import DatabaseError, SchemaTooNew
 
 #: The newest schema revision this code knows; must equal the head of `registry/migrations`.
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
 _WRITE = "modeldeck_write"
 _PG_MIGRATION_LOCK = 0x6D6F64656C  # an arbitrary, fixed advisory-lock key ("model")
 
