@@ -229,6 +229,7 @@ def _load(options: argparse.Namespace) -> tuple[ClosingWhenDraining, Any]:
             token=token,
             batching=batching,
             monitoring=not options.no_monitoring,
+            predict_timeout=options.predict_timeout,
         )
     )
     config = server_config(predictor, app, options.fd, log_config=None)
@@ -258,6 +259,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--redact", action="store_true")
     parser.add_argument("--no-monitoring", action="store_true")
     parser.add_argument("--drain-grace", type=float, default=5.0)
+    parser.add_argument("--predict-timeout", type=float, default=None)
     return parser.parse_args(argv)
 
 
