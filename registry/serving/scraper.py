@@ -65,6 +65,8 @@ class Scraper:
         #: When each worker last answered a pull, and when it was first asked (time.monotonic()).
         self.answered: dict[int, float] = {}
         self._asked: dict[int, float] = {}
+        #: Pulls in a row each worker did not answer (0 once it answers).
+        self.missed: dict[int, int] = {}
         #: Per deployment: replies that could not be read, and sample rows workers dropped unpulled.
         self.pull_errors: dict[str, int] = {}
         self.sample_dropped: dict[str, int] = {}
@@ -98,6 +100,8 @@ class Scraper:
             resources = {w.pid: self.resources.process(w.pid) for w in workers}
             name, version = runtime.spec.name, runtime.spec.version
             self._count(name, [pull for pull, _ in pulls], [outcome for _, outcome in pulls])
+            for worker, (_, outcome) in zip(workers, pulls, strict=True):
+                self.missed[worker.pid] = self.missed.get(worker.pid, 0) + 1 if outcome == SILENT else 0
             series = self.series.setdefault(name, DeploymentSeries(name))
             fresh = {w.pid for w in workers if w.popen is not None}  # started by this supervisor
             point = series.ingest(self.seq, version, by_pid, resources, now, self.interval, fresh, alive)
@@ -112,6 +116,7 @@ class Scraper:
         self._skip &= alive
         self.answered = {pid: t for pid, t in self.answered.items() if pid in alive}
         self._asked = {pid: t for pid, t in self._asked.items() if pid in alive}
+        self.missed = {pid: n for pid, n in self.missed.items() if pid in alive}
         self.host = {"t": now, **self.resources.host()}
         if time.monotonic() - self._last_drift >= self.drift_every:
             self._last_drift = time.monotonic()
