@@ -19,6 +19,7 @@ import asyncio
 import concurrent.futures
 import logging
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -50,6 +51,9 @@ class _Pool:
 
     def __init__(self, size: int) -> None:
         self._jobs: queue.SimpleQueue[tuple[Call, Rows, concurrent.futures.Future[Any]]] = queue.SimpleQueue()
+        # scikit-learn's settings are per thread: the threads take the server's (assume_finite, ...).
+        sklearn = sys.modules.get("sklearn")
+        self._config = sklearn.get_config() if sklearn is not None else None
         for index in range(size):
             threading.Thread(target=self._work, name=f"model-{index}", daemon=True).start()
 
@@ -59,6 +63,8 @@ class _Pool:
         return future
 
     def _work(self) -> None:
+        if self._config is not None:
+            sys.modules["sklearn"].set_config(**self._config)
         while True:
             call, rows, future = self._jobs.get()
             if not future.set_running_or_notify_cancel():  # timed out before it started
