@@ -6,7 +6,6 @@ the tests need; `stop()` shuts it down and kills anything of this home left behi
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -35,13 +34,13 @@ def wait(condition: Callable[[], Any], timeout: float, what: str) -> Any:
 
 @dataclass
 class Deck:
+    """A home on SQLite (set MODELDECK_HOME to it and unset MODELDECK_DB_URL, e.g. with monkeypatch)."""
+
     home: Path
     flags: tuple[str, ...]
     client: SupervisorClient = field(init=False)
 
     def __post_init__(self) -> None:
-        os.environ["MODELDECK_HOME"] = str(self.home)
-        os.environ.pop("MODELDECK_DB_URL", None)
         self.client = SupervisorClient(self.home)
 
     def register(self, estimator: Any, name: str, reference: Any = None) -> None:

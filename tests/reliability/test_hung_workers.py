@@ -28,11 +28,13 @@ ROW = {"inputs": [[5.1, 3.5, 1.4, 0.2]]}
 
 
 @pytest.fixture
-def deck(tmp_path: Path) -> Iterator[Deck]:
+def deck(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Deck]:
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
 
     X, y = load_iris(return_X_y=True, as_frame=True)
+    monkeypatch.setenv("MODELDECK_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MODELDECK_DB_URL", raising=False)
     deck = Deck(tmp_path / "home", (f"--hang-timeout={HANG_TIMEOUT}",))
     deck.register(LogisticRegression(max_iter=300).fit(X, y), "iris", reference=X)
     try:

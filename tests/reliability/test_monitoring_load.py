@@ -25,11 +25,13 @@ ROWS_PER_REQUEST = 20
 
 
 @pytest.fixture
-def deck(tmp_path: Path) -> Iterator[Deck]:
+def deck(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Deck]:
     from sklearn.linear_model import LogisticRegression
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(400, FEATURES))
+    monkeypatch.setenv("MODELDECK_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MODELDECK_DB_URL", raising=False)
     deck = Deck(tmp_path / "home", ())
     deck.register(LogisticRegression(max_iter=300).fit(X, X[:, 0] > 0), "wide", reference=X)
     deck.start()
