@@ -14,6 +14,7 @@ import typer
 from rich.text import Text
 
 from console import output, serving_commands
+from console.serving_commands import PredictTimeout
 from registry import Registry, RegistryError
 
 app = typer.Typer(
@@ -373,6 +374,7 @@ def serve(
     batching: Annotated[
         str, typer.Option(metavar="auto|on|off", help="Micro-batch concurrent requests (auto: slow models).")
     ] = "auto",
+    predict_timeout: PredictTimeout = None,
 ) -> None:
     """Serve one version in the foreground (for containers and debugging); Ctrl-C stops it."""
     from registry.serving.worker import bind_socket, is_loopback, load_predictor, run_server, serving_token
@@ -380,6 +382,8 @@ def serve(
     modes = {"auto": None, "on": True, "off": False}
     if batching not in modes:
         _fail(f"--batching must be auto, on or off, not {batching!r}")
+    if predict_timeout is not None and not 0 < predict_timeout < float("inf"):
+        _fail(f"--predict-timeout must be a number of seconds above 0, not {predict_timeout:g}")
     with _registry() as reg:
         sock = bind_socket(host, port)
         token = None if is_loopback(host) or no_auth else serving_token(reg.settings.home)
@@ -399,6 +403,7 @@ def serve(
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         access_log=access_log,
         batching=batched,
+        predict_timeout=predict_timeout,
     )
 
 

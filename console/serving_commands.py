@@ -23,6 +23,12 @@ supervisor_app = typer.Typer(
 )
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 Reason = Annotated[str, typer.Option("--reason", "-m", help="Why: kept in the model's history.")]
+PredictTimeout = Annotated[
+    float | None,
+    typer.Option(
+        metavar="SECONDS", help="Answer 503 when one model call takes longer (default: no timeout)."
+    ),
+]
 
 
 @contextmanager
@@ -84,12 +90,18 @@ def deploy(
         bool,
         typer.Option("--no-monitoring", help="Leave out metrics and input sampling (to measure their cost)."),
     ] = False,
+    predict_timeout: PredictTimeout = None,
     reason: Reason = "",
     json_out: JsonFlag = False,
 ) -> None:
     """Serve a version; a running deployment switches to it with zero failed requests."""
     if batching not in ("auto", "on", "off"):
         output.err.print(f"error: --batching must be auto, on or off, not {batching!r}")
+        raise typer.Exit(1)
+    if predict_timeout is not None and not 0 < predict_timeout < float("inf"):
+        output.err.print(
+            f"error: --predict-timeout must be a number of seconds above 0, not {predict_timeout:g}"
+        )
         raise typer.Exit(1)
     options = {
         "batching": batching,
@@ -98,6 +110,8 @@ def deploy(
         "no_auth": no_auth,
         "monitoring": not no_monitoring,
     }
+    if predict_timeout is not None:
+        options["predict_timeout"] = predict_timeout
     with _client(changes=True) as client:
         result, seconds = _timed(
             lambda: client.deploy(

@@ -134,10 +134,13 @@ class Event(SQLModel, table=True):
 
 
 class MetricRollup(SQLModel, table=True):
-    """Serving figures of one deployment over a 10 s or 1 min window, kept for charts' history."""
+    """Serving figures of one deployment's version over a 10 s or 1 min window, kept for charts'
+    history (two versions serving in one window, around a switch, each have their row)."""
 
     __tablename__ = "metric_rollup"
-    __table_args__ = (UniqueConstraint("deployment", "resolution", "at", name="uq_rollup_window"),)
+    __table_args__ = (
+        UniqueConstraint("deployment", "resolution", "at", "version", name="uq_rollup_window_version"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     deployment: str = Field(index=True, max_length=128)

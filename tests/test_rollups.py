@@ -67,11 +67,11 @@ def test_a_failed_write_is_retried_and_nothing_is_lost(registry, monkeypatch) ->
     rollups.close_all()
     assert rollups.flush(registry.db) == 3
     assert [r["at"].timestamp() for r in read_rollups(registry.db, "iris", 10)] == [0, 10, 20]
-    write_rollups(
-        registry.db,
-        [dict(rollups_row, requests=99) for rollups_row in [read_rollups(registry.db, "iris", 10)[0]]],
-    )
-    assert read_rollups(registry.db, "iris", 10)[0]["requests"] == 99  # rewriting a window replaces it
+    first = read_rollups(registry.db, "iris", 10)[0]
+    write_rollups(registry.db, [{k: v for k, v in first.items() if k != "id"}])
+    again = read_rollups(registry.db, "iris", 10)[0]
+    assert again["requests"] == 2 * first["requests"]  # a second part of a stored window adds to it
+    assert again["p99"] == first["p99"] and len(read_rollups(registry.db, "iris", 10)) == 3
 
 
 def test_old_rollups_are_pruned_by_resolution(registry) -> None:
@@ -84,3 +84,69 @@ def test_old_rollups_are_pruned_by_resolution(registry) -> None:
     prune_rollups(registry.db, {10: timedelta(hours=1), 60: timedelta(days=2)})
     assert len(read_rollups(registry.db, "iris", 10)) == 0
     assert len(read_rollups(registry.db, "iris", 60)) == 1
+
+
+def test_two_switches_within_one_window_keep_both_versions_rows(registry) -> None:
+    """v1, v2, then v1 again inside one 10 s window: the batch used to hit the unique key and was
+    retried forever; now each version keeps its row and v1's two parts are added up."""
+    rollups = Rollups(resolutions=(10,))
+    for second, version in [(100, 1), (101, 1), (102, 2), (103, 2), (104, 2), (105, 1), (110, 1)]:
+        rollups.add("iris", "iris", point(second, version=version), None)
+    assert rollups.flush(registry.db) == 2
+    stored = {r["version"]: r for r in read_rollups(registry.db, "iris", 10)}
+    assert {v: r["requests"] for v, r in stored.items()} == {1: 30, 2: 30}
+    assert all(r["at"].timestamp() == 100 for r in stored.values())
+    assert 0.0005 <= stored[1]["p50"] <= 0.001 and stored[1]["client_errors"] == 3
+
+
+def test_a_window_written_in_parts_across_flushes_is_merged_not_overwritten(registry) -> None:
+    rollups = Rollups(resolutions=(10,))
+    for second, version in [(200, 1), (201, 2), (202, 1)]:  # v1's first part and v2 close here
+        rollups.add("iris", "iris", point(second, version=version), None)
+    assert rollups.flush(registry.db) == 2
+    slow = point(203, version=1, requests=4)
+    slow["latency_buckets"] = [0.0] * (len(slow["latency_buckets"]) - 1) + [4.0]  # over 2.5 s
+    rollups.add("iris", "iris", slow, {"status": "warn", "drifted_share": 0.2})
+    rollups.add("iris", "iris", point(204, version=2), None)
+    rollups.close_all()
+    assert rollups.flush(registry.db) == 2
+    stored = {r["version"]: r for r in read_rollups(registry.db, "iris", 10)}
+    assert {v: r["requests"] for v, r in stored.items()} == {1: 24, 2: 20}
+    assert stored[1]["p99"] == LATENCY_BUCKETS[-1] and stored[1]["drift_status"] == "warn"
+    assert rollups.stats()["stored"] == 4 and rollups.stats()["set_aside"] == 0
+
+
+def test_a_row_that_cannot_be_written_is_set_aside_and_never_blocks_later_windows(registry, caplog) -> None:
+    rollups = Rollups(resolutions=(10,))
+    for second in range(300, 330):
+        rollups.add("iris", "iris", point(second), None)
+        rollups.add("broken", None, point(second), None)  # type: ignore[arg-type]  # NOT NULL model
+        if second % 10 == 5:
+            rollups.flush(registry.db)
+    rollups.close_all()
+    rollups.flush(registry.db)
+    assert [r["at"].timestamp() for r in read_rollups(registry.db, "iris", 10)] == [300, 310, 320]
+    assert read_rollups(registry.db, "broken", 10) == [] and rollups.pending == []
+    stats = rollups.stats()
+    assert stats["set_aside"] == 3 and stats["stored"] == 3 and "model" in stats["last_error"]
+    assert [row["deployment"] for row, _ in rollups.set_aside] == ["broken"] * 3
+    assert sum("set aside the metric rollup" in r.getMessage() for r in caplog.records) == 1  # once
+
+
+def test_a_locked_database_keeps_rows_and_merges_parts_closed_meanwhile(registry, monkeypatch) -> None:
+    import registry.monitoring.rollups as module
+
+    rollups = Rollups(resolutions=(10,))
+    rollups.add("iris", "iris", point(400, version=1), None)
+    rollups.add("iris", "iris", point(401, version=2), None)  # closes v1's first part
+
+    def locked(db, rows):
+        raise DatabaseError("registry database is locked")
+
+    monkeypatch.setattr(module, "write_rollups", locked)
+    assert rollups.flush(registry.db) == 0 and rollups.stats()["set_aside"] == 0
+    monkeypatch.setattr(module, "write_rollups", write_rollups)
+    rollups.add("iris", "iris", point(402, version=1), None)  # closes v2; v1's second part opens
+    rollups.close_all()
+    assert [(r["version"], r["requests"]) for r in rollups.pending] == [(1, 20), (2, 10)]
+    assert rollups.flush(registry.db) == 2

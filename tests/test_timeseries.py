@@ -88,3 +88,28 @@ def test_a_standby_that_serves_again_continues_from_its_counts() -> None:
     worker.observe(200, 0.0003, 1)
     back = series.ingest(3, 1, {10: pull(worker)}, {}, 102.0, fresh={10})
     assert back["requests"] == 1  # not its 6 requests all over again
+
+
+def test_a_pull_is_bounded_and_the_cursor_continues_where_it_stopped() -> None:
+    sampler = InputSampler(capacity=100, per_request=1)
+    for i in range(30):
+        sampler.add([[i, "x" * 50]], [i % 2])
+    first = sampler.pull(0, max_rows=10)
+    assert [r[0] for r in first["rows"]] == list(range(10)) and first["dropped"] == 0
+    second = sampler.pull(first["cursor"], max_rows=100, max_bytes=700)  # about 70 bytes a row
+    assert 1 <= len(second["rows"]) < 20 and second["rows"][0][0] == 10
+    rest = sampler.pull(second["cursor"])
+    assert [r[0] for r in second["rows"] + rest["rows"]] == list(range(10, 30))
+    assert rest["cursor"] == sampler.sequence and sampler.pull(rest["cursor"])["rows"] == []
+
+
+def test_a_pull_counts_rows_that_fell_out_of_the_ring_and_can_skip_ahead() -> None:
+    sampler = InputSampler(capacity=10, per_request=1)
+    for i in range(25):
+        sampler.add([[i]], [0])
+    page = sampler.pull(3)
+    assert page["dropped"] == 12 and [r[0] for r in page["rows"]] == list(range(15, 25))
+    assert sampler.pull(-1) == {"cursor": 25, "rows": [], "predictions": [], "dropped": 0}
+    sampler.add([["y" * 5000]], [1])  # one row over the byte budget on its own
+    alone = sampler.pull(25, max_bytes=1000)
+    assert alone["rows"] == [] and alone["dropped"] == 1 and alone["cursor"] == 26

@@ -1,20 +1,24 @@
 """Adaptive micro-batching: requests that arrive while the model is busy share its next call.
 
 No timer and no added latency when idle: the first request runs at once (in a worker thread, so
-the event loop keeps accepting requests); whatever queued up meanwhile becomes the next batch, up
-to `max_rows`. Predictions are split back per request, so each client gets exactly what an
-unbatched call would give. If a batch fails, its requests are retried one by one so one bad
-request cannot fail its neighbours.
+the event loop keeps accepting requests; `run` says how, by default `asyncio.to_thread`); whatever
+queued up meanwhile becomes the next batch, up to `max_rows`. Predictions are split back per
+request, so each client gets exactly what an unbatched call would give. If a batch fails, its
+requests are retried one by one so one bad request cannot fail its neighbours (a batch over the
+predict timeout fails all of its requests).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from registry.serving.calls import ModelTimeout
+
 Rows = list[list[Any]]
+Run = Callable[[Callable[[Rows], list[Any]], Rows], Awaitable[list[Any]]]
 
 
 class MicroBatcher:
@@ -25,8 +29,10 @@ class MicroBatcher:
         predict: Callable[[Rows], list[Any]],
         max_rows: int = 1024,
         on_call: Callable[[int], None] | None = None,
+        run: Run | None = None,
     ) -> None:
         self._predict = predict
+        self._call: Run = run or asyncio.to_thread
         self._on_call = on_call
         self.max_rows = max_rows
         self._queue: deque[tuple[Rows, asyncio.Future[list[Any]]]] = deque()
@@ -71,7 +77,12 @@ class MicroBatcher:
             return
         together = [row for rows, _ in batch for row in rows]
         try:
-            results = await asyncio.to_thread(self._predict, together)
+            results = await self._call(self._predict, together)
+        except ModelTimeout as exc:  # too slow together: answering one by one would only be slower
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
         except Exception:  # one request may be at fault: answer each on its own
             for rows, future in batch:
                 await self._settle(future, rows)
@@ -84,7 +95,7 @@ class MicroBatcher:
 
     async def _settle(self, future: asyncio.Future[list[Any]], rows: Rows) -> None:
         try:
-            result = await asyncio.to_thread(self._predict, rows)
+            result = await self._call(self._predict, rows)
         except Exception as exc:
             if not future.done():
                 future.set_exception(exc)

@@ -252,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", default="127.0.0.1:9464", help="Prometheus exporter HOST:PORT, or off")
     parser.add_argument("--keep-10s-hours", type=float, default=24.0, help="retention of 10 s rollups")
     parser.add_argument("--keep-1m-days", type=float, default=30.0, help="retention of 1 min rollups")
+    parser.add_argument(
+        "--hang-timeout", type=float, default=10.0, help="kill a worker silent this many seconds (0: never)"
+    )
     options = parser.parse_args(sys.argv[1:] if argv is None else argv)
     home = Path(options.home)
     os.umask(0o077)  # everything the daemon makes (logs, state, targets, sockets) is the user's alone
@@ -273,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         window_seconds=options.drift_minutes * 60,
         retention={10: timedelta(hours=options.keep_10s_hours), 60: timedelta(days=options.keep_1m_days)},
         metrics_address=None if options.metrics == "off" else options.metrics,
+        hang_timeout=options.hang_timeout,
     )
     try:
         with exclusive(rundir):

@@ -97,6 +97,7 @@ class SupervisorCollector:
         yield latency
         yield from gauges.values()
         yield from (psi, share, level)
+        yield from _monitoring_health(scraper)
         host = scraper.host
         if host:
             yield GaugeMetricFamily(
@@ -108,6 +109,35 @@ class SupervisorCollector:
             yield GaugeMetricFamily(
                 "modeldeck_host_load1", "Host load average over 1 minute.", value=host["load"][0]
             )
+
+
+def _monitoring_health(scraper: Any) -> Iterator[Metric]:
+    """Whether monitoring itself keeps up: unreadable pulls, dropped sample rows, rollups set aside."""
+    errors = CounterMetricFamily(
+        "modeldeck_monitoring_pull_errors",
+        "Worker metrics replies that could not be read.",
+        labels=["deployment"],
+    )
+    dropped = CounterMetricFamily(
+        "modeldeck_monitoring_sample_dropped",
+        "Sampled input rows dropped before the supervisor pulled them.",
+        labels=["deployment"],
+    )
+    for name, count in scraper.pull_errors.items():
+        errors.add_metric([name], count)
+    for name, count in scraper.sample_dropped.items():
+        dropped.add_metric([name], count)
+    stats = scraper.rollups.stats()
+    yield errors
+    yield dropped
+    yield CounterMetricFamily(
+        "modeldeck_rollups_stored", "Metric rollup windows written to the registry DB.", value=stats["stored"]
+    )
+    yield CounterMetricFamily(
+        "modeldeck_rollups_set_aside",
+        "Metric rollup windows the registry DB refused for good (kept aside, see the supervisor log).",
+        value=stats["set_aside"],
+    )
 
 
 def exposition(supervisor: Supervisor) -> bytes:

@@ -7,7 +7,8 @@ report socket, and obeys signals:
 - SIGUSR1: serve (accept on the socket), SIGUSR2: drain and go back to standby (model kept warm),
 - SIGTERM/SIGINT: drain and exit,
 The supervisor pulls the worker's metrics and input sample once a second from a private Unix socket
-(`--monitor-dir/<pid>.sock`): it writes a cursor line, and gets one JSON line back.
+(`--monitor-dir/<pid>.sock`): it writes a cursor line, and gets one JSON line back, bounded in rows
+and bytes (`registry.monitoring.sampling.InputSampler.pull`; the next cursor says where it stopped).
 
 - SIGHUP: report the current state again, with the listening socket attached (SCM_RIGHTS), so a
   restarted supervisor that adopts this worker gets the deployment's socket back.
@@ -188,7 +189,8 @@ async def run(options: argparse.Namespace) -> int:
 
 
 async def _serve_monitoring(state: Any, path: Path) -> None:
-    """Answer the supervisor's pulls: `<cursor>\n` in, one JSON line of metrics and new sample rows out."""
+    """Answer the supervisor's pulls: `<cursor>\n` in (-1: skip to the newest row), one JSON line of
+    metrics and at most a bounded page of new sample rows out."""
     import orjson
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -197,7 +199,7 @@ async def _serve_monitoring(state: Any, path: Path) -> None:
             cursor = int(line.strip() or 0)
             snapshot: dict[str, Any] = {"pid": os.getpid(), "metrics": state.metrics.snapshot()}
             if state.sampler is not None:
-                snapshot["cursor"], snapshot["rows"], snapshot["predictions"] = state.sampler.since(cursor)
+                snapshot.update(state.sampler.pull(cursor))
             writer.write(orjson.dumps(snapshot, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
             await writer.drain()
         except (TimeoutError, ValueError, OSError):
@@ -227,6 +229,7 @@ def _load(options: argparse.Namespace) -> tuple[ClosingWhenDraining, Any]:
             token=token,
             batching=batching,
             monitoring=not options.no_monitoring,
+            predict_timeout=options.predict_timeout,
         )
     )
     config = server_config(predictor, app, options.fd, log_config=None)
@@ -256,6 +259,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--redact", action="store_true")
     parser.add_argument("--no-monitoring", action="store_true")
     parser.add_argument("--drain-grace", type=float, default=5.0)
+    parser.add_argument("--predict-timeout", type=float, default=None)
     return parser.parse_args(argv)
 
 

@@ -141,6 +141,8 @@ def spawn(spec: WorkerSpec, rundir: RunDir, token_file: Path | None) -> Worker:
         command.append("--redact")
     if options.get("monitoring") is False:
         command.append("--no-monitoring")
+    if options.get("predict_timeout"):
+        command += ["--predict-timeout", str(float(options["predict_timeout"]))]
     if token_file is not None:
         command += ["--token-file", str(token_file)]
     with append_private(log_path) as log:

@@ -4,6 +4,11 @@ Each active worker is asked over its private socket for its cumulative metrics a
 sampled since the last pull; psutil adds its CPU, memory, threads and open files. Drift of each
 deployment's window against its serving version's reference profile is recomputed every
 `drift_every` seconds (off the event loop). Nothing here touches a worker's request path.
+
+A reply is read with an explicit limit well above what a worker sends (it bounds its page of sample
+rows, see `InputSampler.pull`). A reply that cannot be read (too large, not JSON) is counted as a pull
+error, and the next pull asks the worker to skip to its newest row, so a worker is never stuck stale.
+The time since each worker last answered is kept: the supervisor uses it to notice hung workers.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import orjson
 from registry.monitoring.drift import Profile, UnusableProfile
 from registry.monitoring.resources import ResourceSampler
 from registry.monitoring.rollups import DEFAULT_RETENTION, Rollups, prune_rollups
+from registry.monitoring.sampling import SKIP
 from registry.monitoring.timeseries import DeploymentSeries
 from registry.monitoring.window import DriftWindow
 
@@ -27,6 +33,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("modeldeck.supervisor")
 PULL_TIMEOUT = 0.5
+#: The longest reply line read from a worker (workers send at most about 1 MiB of sample rows).
+READ_LIMIT = 16 * 1024 * 1024
+OK, SILENT, BAD = "ok", "silent", "bad"
 
 
 class Scraper:
@@ -52,6 +61,15 @@ class Scraper:
         self.host: dict[str, Any] = {}
         self.resources = ResourceSampler()
         self._cursors: dict[int, int] = {}
+        self._skip: set[int] = set()  # workers whose next pull skips to their newest row
+        #: When each worker last answered a pull, and when it was first asked (time.monotonic()).
+        self.answered: dict[int, float] = {}
+        self._asked: dict[int, float] = {}
+        #: Pulls in a row each worker did not answer (0 once it answers).
+        self.missed: dict[int, int] = {}
+        #: Per deployment: replies that could not be read, and sample rows workers dropped unpulled.
+        self.pull_errors: dict[str, int] = {}
+        self.sample_dropped: dict[str, int] = {}
         self._schemas: dict[tuple[str, int], tuple[list[str], list[bool]]] = {}
         self._profiles: dict[tuple[str, int], Profile | UnusableProfile | None] = {}
         self._last_drift = 0.0
@@ -78,9 +96,12 @@ class Scraper:
         for runtime in runtimes:
             workers = list(runtime.active)
             pulls = await asyncio.gather(*(self._pull(w.pid, w.popen is not None) for w in workers))
-            by_pid = {w.pid: pull for w, pull in zip(workers, pulls, strict=True)}
+            by_pid = {w.pid: pull for w, (pull, _) in zip(workers, pulls, strict=True)}
             resources = {w.pid: self.resources.process(w.pid) for w in workers}
             name, version = runtime.spec.name, runtime.spec.version
+            self._count(name, [pull for pull, _ in pulls], [outcome for _, outcome in pulls])
+            for worker, (_, outcome) in zip(workers, pulls, strict=True):
+                self.missed[worker.pid] = self.missed.get(worker.pid, 0) + 1 if outcome == SILENT else 0
             series = self.series.setdefault(name, DeploymentSeries(name))
             fresh = {w.pid for w in workers if w.popen is not None}  # started by this supervisor
             point = series.ingest(self.seq, version, by_pid, resources, now, self.interval, fresh, alive)
@@ -92,6 +113,10 @@ class Scraper:
             self.drift.pop(name, None)
         self.resources.forget(alive)
         self._cursors = {pid: c for pid, c in self._cursors.items() if pid in alive}
+        self._skip &= alive
+        self.answered = {pid: t for pid, t in self.answered.items() if pid in alive}
+        self._asked = {pid: t for pid, t in self._asked.items() if pid in alive}
+        self.missed = {pid: n for pid, n in self.missed.items() if pid in alive}
         self.host = {"t": now, **self.resources.host()}
         if time.monotonic() - self._last_drift >= self.drift_every:
             self._last_drift = time.monotonic()
@@ -134,30 +159,73 @@ class Scraper:
                 "points": points,
                 "drift": self.drift.get(deployment),
             }
-        return {"cursor": self.seq, "host": self.host, "deployments": deployments}
+        monitoring = {
+            "rollups": self.rollups.stats(),
+            "pull_errors": dict(self.pull_errors),
+            "sample_dropped": dict(self.sample_dropped),
+        }
+        return {"cursor": self.seq, "host": self.host, "deployments": deployments, "monitoring": monitoring}
+
+    def silent_for(self, pid: int, now: float | None = None) -> float:
+        """Seconds since worker `pid` last answered a pull (or was first asked); 0 if never asked."""
+        now = time.monotonic() if now is None else now
+        since = self.answered.get(pid, self._asked.get(pid))
+        return 0.0 if since is None else max(0.0, now - since)
 
     # ------------------------------------------------------------------ helpers
-    async def _pull(self, pid: int, fresh: bool) -> dict[str, Any] | None:
-        """The worker's snapshot, or None when it does not answer in time (shown as stale)."""
+    async def _pull(self, pid: int, fresh: bool) -> tuple[dict[str, Any] | None, str]:
+        """The worker's snapshot and OK; or None and SILENT when it does not answer in time (shown as
+        stale), or None and BAD when its reply cannot be read (its next pull skips ahead)."""
         path = self.supervisor.rundir.worker_socket(pid)
+        self._asked.setdefault(pid, time.monotonic())
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), PULL_TIMEOUT)
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(str(path), limit=READ_LIMIT), PULL_TIMEOUT
+            )
         except (OSError, TimeoutError):
-            return None
+            return None, SILENT
+        # An adopted worker's earlier rows were seen by the previous supervisor: start from its newest.
+        skip = pid in self._skip or (pid not in self._cursors and not fresh)
         try:
-            writer.write(f"{self._cursors.get(pid, 0)}\n".encode())
+            writer.write(f"{SKIP if skip else self._cursors.get(pid, 0)}\n".encode())
             line = await asyncio.wait_for(reader.readline(), PULL_TIMEOUT)
-            snapshot = orjson.loads(line)
-            if "cursor" in snapshot:
-                first = pid not in self._cursors
-                self._cursors[pid] = snapshot["cursor"]
-                if first and not fresh:  # an adopted worker's earlier rows were seen before
-                    snapshot["rows"], snapshot["predictions"] = [], []
-            return snapshot
-        except (OSError, TimeoutError, ValueError):
-            return None
-        finally:
+        except (OSError, TimeoutError):
             writer.close()
+            return None, SILENT
+        except ValueError as exc:  # longer than READ_LIMIT (the rest of the reply is dropped)
+            writer.close()
+            return self._bad(pid, f"reply over {READ_LIMIT:,} bytes: {exc}")
+        writer.close()
+        if not line:
+            return None, SILENT
+        self.answered[pid] = time.monotonic()
+        try:
+            snapshot = orjson.loads(line)
+            if not isinstance(snapshot, dict) or not isinstance(snapshot.get("metrics"), dict):
+                raise ValueError("not a metrics snapshot")
+        except ValueError as exc:
+            return self._bad(pid, str(exc))
+        self._skip.discard(pid)
+        if "cursor" in snapshot:
+            self._cursors[pid] = int(snapshot["cursor"])
+            if skip:  # an older worker may not know SKIP: its rows were seen before, or unreadable
+                snapshot["rows"], snapshot["predictions"] = [], []
+        return snapshot, OK
+
+    def _bad(self, pid: int, why: str) -> tuple[None, str]:
+        """Count a reply that could not be read; the worker answered, and its next pull skips ahead."""
+        self.answered[pid] = time.monotonic()
+        self._skip.add(pid)
+        log.warning("worker %s: unreadable metrics reply (%s); its next pull skips ahead", pid, why)
+        return None, BAD
+
+    def _count(self, name: str, pulls: list[dict[str, Any] | None], outcomes: list[str]) -> None:
+        errors = sum(1 for outcome in outcomes if outcome == BAD)
+        if errors:
+            self.pull_errors[name] = self.pull_errors.get(name, 0) + errors
+        dropped = sum(int(pull.get("dropped") or 0) for pull in pulls if pull)
+        if dropped:
+            self.sample_dropped[name] = self.sample_dropped.get(name, 0) + dropped
 
     def _sample(self, runtime: Runtime, pulls: dict[int, dict[str, Any] | None], now: float) -> None:
         name, version = runtime.spec.name, runtime.spec.version

@@ -24,6 +24,7 @@ from registry.monitoring.metrics import CONTENT_TYPE, ServingMetrics
 from registry.monitoring.sampling import InputSampler
 from registry.serving import payloads
 from registry.serving.batching import MicroBatcher
+from registry.serving.calls import ModelCaller
 from registry.serving.predictor import Predictor
 from registry.signature import InputError
 
@@ -42,11 +43,13 @@ def create_app(
     metrics: ServingMetrics | None = None,
     batching: bool | None = None,
     monitoring: bool = True,
+    predict_timeout: float | None = None,
 ) -> Starlette:
     """The app serving `predictor`. With `token`, prediction and metadata endpoints require
     `Authorization: Bearer <token>` (health checks never do). `batching` turns micro-batching of
     concurrent requests on or off; None decides from the model's measured cost per call. `monitoring`
-    off leaves out the metrics and the input sample (for measuring their cost)."""
+    off leaves out the metrics and the input sample (for measuring their cost). Model calls run off
+    the event loop (`registry.serving.calls`); one over `predict_timeout` seconds answers 503."""
     info = predictor.info
     metrics = metrics or ServingMetrics(info.name, info.version)
     headers = {"x-model-name": info.name, "x-model-version": str(info.version)}
@@ -55,10 +58,13 @@ def create_app(
         batching = predictor.worth_batching
     sampler = InputSampler() if monitoring else None
     on_call = metrics.batch_rows.observe if monitoring else None
+    caller = ModelCaller(predictor.single_row_seconds, predict_timeout)
     batchers = (
         {
-            payloads.PREDICT: MicroBatcher(predictor.predict, on_call=on_call),
-            payloads.PREDICT_PROBA: MicroBatcher(predictor.predict_proba, on_call=on_call),
+            payloads.PREDICT: MicroBatcher(predictor.predict, on_call=on_call, run=caller.threaded),
+            payloads.PREDICT_PROBA: MicroBatcher(
+                predictor.predict_proba, on_call=on_call, run=caller.threaded
+            ),
         }
         if batching
         else {}
@@ -69,7 +75,8 @@ def create_app(
         if batcher is not None:
             result = await batcher.submit(rows)
         else:
-            result = _call(predictor, output, rows)
+            method = predictor.predict_proba if output == payloads.PREDICT_PROBA else predictor.predict
+            result = await caller(method, rows)
             if on_call is not None:
                 on_call(len(rows))
         if sampler is not None and output == payloads.PREDICT:
@@ -190,6 +197,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.sampler = sampler
     app.state.batchers = batchers
+    app.state.caller = caller
     return app
 
 
@@ -232,10 +240,6 @@ def _check_model(request: Request, info: Any) -> None:
             f"this server serves {info.name} version {info.version}, not {wanted}",
             field="version",
         )
-
-
-def _call(predictor: Predictor, output: str, rows: list[list[Any]]) -> list[Any]:
-    return predictor.predict_proba(rows) if output == payloads.PREDICT_PROBA else predictor.predict(rows)
 
 
 def _tensor(name: str, values: list[Any]) -> dict[str, Any]:

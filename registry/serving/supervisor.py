@@ -48,6 +48,8 @@ from registry.serving.worker import ServeError, bind_socket, is_loopback, servin
 log = logging.getLogger("modeldeck.supervisor")
 T = TypeVar("T")
 FIRST_PORT = 8080
+#: Missed metrics pulls in a row after which an active worker counts as not answering.
+SILENT_PULLS = 3
 
 
 @dataclass
@@ -67,6 +69,8 @@ class Policy:
     retention: dict[int, timedelta] = field(default_factory=lambda: dict(DEFAULT_RETENTION))
     #: Where the Prometheus exporter listens ("host:port"; None: no exporter).
     metrics_address: str | None = "127.0.0.1:9464"
+    #: An active worker that answers no metrics pull for this long is killed and restarted (0: never).
+    hang_timeout: float = 10.0
 
 
 @dataclass(eq=False)
@@ -111,6 +115,9 @@ class Supervisor:
         self.starting: set[str] = set()
         #: The exporter's "host:port" once it listens (see `registry.serving.control`).
         self.exporter: str | None = None
+        self._hung: dict[int, str] = {}  # pid -> why it was killed (for the crash's ledger entry)
+        #: Deployments shown degraded because a worker does not answer, with the message shown.
+        self._silent: dict[str, str] = {}
         self.scraper = Scraper(
             self,
             drift_every=self.policy.drift_every,
@@ -435,7 +442,7 @@ class Supervisor:
 
     # ------------------------------------------------------------------ crashes
     async def _watch(self) -> None:
-        """Notice dead workers; rotate logs."""
+        """Notice dead and hung workers; rotate logs."""
         ticks = 0
         while True:
             await asyncio.sleep(0.2)
@@ -447,11 +454,50 @@ class Supervisor:
                     w for w in runtime.active + runtime.standby if not w.leaving and not w.alive()
                 ]:
                     self._crashed(runtime, worker)
+                self._check_answers(runtime)
             for worker in [w for w in self.workers.values() if w.leaving and not w.alive()]:
                 self._forget(worker)
+                self._hung.pop(worker.pid, None)  # retired before its crash was seen
             if ticks % 25 == 0:
                 for path in self.rundir.logs.glob("*.log"):
                     logs.rotate_if_large(path)
+
+    def _check_answers(self, runtime: Runtime) -> None:
+        """Kill an active worker that answered no pull for `hang_timeout` seconds (stopped, or its
+        event loop stuck): the crash path then restarts it. Meanwhile, from `SILENT_PULLS` missed
+        pulls on, the deployment is "degraded" rather than "running"."""
+        timeout = self.policy.hang_timeout
+        if timeout <= 0:
+            return
+        quiet = []
+        for worker in runtime.active:
+            missed = self.scraper.missed.get(worker.pid, 0)
+            if worker.leaving or worker.pid in self._hung or worker.state != SERVING:
+                continue
+            if missed < SILENT_PULLS or not worker.alive():
+                continue
+            seconds = self.scraper.silent_for(worker.pid)
+            if seconds >= timeout:
+                self._kill_hung(runtime, worker, seconds)
+            else:
+                quiet.append((worker, seconds))
+        name = runtime.spec.name
+        if quiet and runtime.status in ("running", "degraded"):
+            worker, seconds = quiet[0]
+            runtime.status = "degraded"
+            runtime.message = self._silent[name] = f"worker {worker.pid} has not answered for {seconds:.0f} s"
+        elif not quiet and name in self._silent:  # it answers again (or was killed: the crash path)
+            shown = self._silent.pop(name)
+            if runtime.status == "degraded" and runtime.message == shown:
+                runtime.status, runtime.message = "running", ""
+
+    def _kill_hung(self, runtime: Runtime, worker: Worker, seconds: float) -> None:
+        """SIGKILL a worker that stopped answering; `_crashed` records why and restarts it."""
+        why = f"worker {worker.pid} did not answer for {seconds:.0f} s; killed and restarted"
+        log.warning("%s: %s", runtime.spec.name, why)
+        self._hung[worker.pid] = why
+        runtime.message = why
+        worker.send(signal.SIGKILL)
 
     def _crashed(self, runtime: Runtime, worker: Worker) -> None:
         spec = runtime.spec
@@ -472,7 +518,8 @@ class Supervisor:
                 actor=self.actor,
                 deployment=spec.name,
                 from_version=worker.version,
-                reason=f"worker {worker.pid} ({'active' if was_active else 'standby'}) exited"
+                reason=self._hung.pop(worker.pid, None)
+                or f"worker {worker.pid} ({'active' if was_active else 'standby'}) exited"
                 + (f" with status {worker.exit_code}" if worker.exit_code is not None else ""),
                 detail={"pid": worker.pid, "exit_code": worker.exit_code, "log": tail},
             )

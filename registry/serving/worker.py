@@ -135,11 +135,18 @@ def run_server(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     access_log: bool = False,
     batching: bool | None = None,
+    predict_timeout: float | None = None,
 ) -> None:
     """Serve `predictor` on an already bound socket until SIGINT/SIGTERM (graceful)."""
     import uvicorn
 
-    app = create_app(predictor, max_body_bytes=max_body_bytes, token=token, batching=batching)
+    app = create_app(
+        predictor,
+        max_body_bytes=max_body_bytes,
+        token=token,
+        batching=batching,
+        predict_timeout=predict_timeout,
+    )
     uvicorn.Server(server_config(predictor, app, sock.fileno(), access_log=access_log)).run()
 
 

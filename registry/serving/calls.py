@@ -1,0 +1,138 @@
+"""Model calls kept off the event loop, with an optional timeout.
+
+The event loop answers health checks, the supervisor's pulls and every other connection; a model call
+that runs on it (a 30 s predict) stops all of them. Calls therefore run in a small pool of daemon
+threads, except where a thread hand-off would cost more than the call itself: a model measured fast
+at warm-up (under `INLINE_SECONDS` a row, the models not worth micro-batching), a request of at most
+`INLINE_ROWS` rows, and no timeout asked for. Such a call that turns out slow anyway (over
+`DEMOTE_SECONDS`) moves the model to the threads for good; a call that never returns leaves the loop
+blocked, and the supervisor, whose pulls then go unanswered, kills and replaces the worker.
+
+With a predict timeout, a call over it answers 503 naming the timeout. Its thread cannot be stopped
+and runs on; at most `MAX_STUCK` such calls may run at once, beyond which requests are refused with
+503 at once rather than queued behind them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from registry.signature import InputError
+
+log = logging.getLogger("modeldeck.worker")
+Rows = list[list[Any]]
+Call = Callable[[Rows], list[Any]]
+
+#: Threads that run model calls (concurrent requests of unbatched models run side by side).
+THREADS = 4
+#: Calls past their timeout that may still run; beyond this new calls are refused (503).
+MAX_STUCK = THREADS - 1
+#: A model whose single-row call took at most this long at warm-up may run small calls inline.
+INLINE_SECONDS = 0.001
+INLINE_ROWS = 1000
+#: An inline call that took longer than this moves the model to the threads.
+DEMOTE_SECONDS = 0.05
+
+
+class ModelTimeout(InputError):
+    """A model call over the deployment's predict timeout (503), or refused because too many are."""
+
+
+class _Pool:
+    """A few daemon threads running submitted calls (daemons: a stuck call never holds up exit)."""
+
+    def __init__(self, size: int) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Call, Rows, concurrent.futures.Future[Any]]] = queue.SimpleQueue()
+        # scikit-learn's settings are per thread: the threads take the server's (assume_finite, ...).
+        sklearn = sys.modules.get("sklearn")
+        self._config = sklearn.get_config() if sklearn is not None else None
+        for index in range(size):
+            threading.Thread(target=self._work, name=f"model-{index}", daemon=True).start()
+
+    def submit(self, call: Call, rows: Rows) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._jobs.put((call, rows, future))
+        return future
+
+    def _work(self) -> None:
+        if self._config is not None:
+            sys.modules["sklearn"].set_config(**self._config)
+        while True:
+            call, rows, future = self._jobs.get()
+            if not future.set_running_or_notify_cancel():  # timed out before it started
+                continue
+            try:
+                future.set_result(call(rows))
+            except BaseException as exc:  # handed to the waiting request
+                future.set_exception(exc)
+
+
+class ModelCaller:
+    """Runs a predictor's calls inline or in threads (see the module's docstring)."""
+
+    def __init__(
+        self, single_row_seconds: float | None, timeout: float | None = None, threads: int = THREADS
+    ) -> None:
+        self.timeout = timeout
+        self.inline = timeout is None and (single_row_seconds or 0.0) <= INLINE_SECONDS
+        self.stuck = 0
+        self._max_stuck = max(1, min(MAX_STUCK, threads - 1))
+        self._pool: _Pool | None = None
+        self._threads = threads
+        self._lock = threading.Lock()
+
+    async def __call__(self, call: Call, rows: Rows) -> list[Any]:
+        """`call(rows)`, inline when that is cheaper and safe, else in a thread."""
+        if self.inline and len(rows) <= INLINE_ROWS:
+            start = time.perf_counter()
+            result = call(rows)
+            if time.perf_counter() - start > DEMOTE_SECONDS:
+                self.inline = False
+                log.warning(
+                    "a model call took %.3f s on the event loop; model calls run in threads from now on",
+                    time.perf_counter() - start,
+                )
+            return result
+        return await self.threaded(call, rows)
+
+    async def threaded(self, call: Call, rows: Rows) -> list[Any]:
+        """`call(rows)` in a thread, within the timeout if there is one."""
+        if self.stuck >= self._max_stuck:
+            raise self._refused()
+        if self._pool is None:
+            self._pool = _Pool(self._threads)
+        future = self._pool.submit(call, rows)
+        if self.timeout is None:
+            return await asyncio.wrap_future(future)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout)
+        except TimeoutError:
+            if not future.cancel():  # it runs (a queued call is just dropped): count it until it returns
+                with self._lock:
+                    self.stuck += 1
+                future.add_done_callback(self._unstuck)
+            raise ModelTimeout(
+                503,
+                "predict_timeout",
+                f"the model did not answer within the predict timeout of {self.timeout:g} s",
+            ) from None
+
+    def _unstuck(self, _: concurrent.futures.Future[Any]) -> None:
+        with self._lock:
+            self.stuck -= 1
+
+    def _refused(self) -> ModelTimeout:
+        return ModelTimeout(
+            503,
+            "predict_timeout",
+            f"{self.stuck} model calls are still running past the predict timeout of {self.timeout:g} s; "
+            "try again later",
+        )

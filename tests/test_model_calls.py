@@ -1,0 +1,117 @@
+"""Model calls off the event loop (registry.serving.calls): inline only where cheap, a timeout, a bound."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from registry.serving import calls
+from registry.serving.batching import MicroBatcher
+from registry.serving.calls import ModelCaller, ModelTimeout
+
+
+def where(rows):
+    return [threading.current_thread().name for _ in rows]
+
+
+def test_fast_models_run_small_calls_inline_and_slow_ones_in_threads() -> None:
+    async def scenario():
+        fast, slow = ModelCaller(0.0001), ModelCaller(0.01)
+        return await fast(where, [[1]]), await fast(where, [[1]] * 5000), await slow(where, [[1]])
+
+    small, large, slow = asyncio.run(scenario())
+    assert small == ["MainThread"] and set(large) == {"model-0"} and slow[0].startswith("model-")
+
+
+def test_a_fast_model_that_turns_slow_moves_to_the_threads(monkeypatch) -> None:
+    monkeypatch.setattr(calls, "DEMOTE_SECONDS", 0.01)
+
+    async def scenario():
+        caller = ModelCaller(0.0001)
+        await caller(lambda rows: time.sleep(0.02) or [0], [[1]])
+        return caller.inline, await caller(where, [[1]])
+
+    inline, after = asyncio.run(scenario())
+    assert inline is False and after[0].startswith("model-")
+
+
+def test_a_call_over_the_timeout_answers_503_and_stuck_calls_are_bounded() -> None:
+    release = threading.Event()
+
+    def stuck(rows):
+        release.wait(10)
+        return [0]
+
+    async def scenario():
+        caller = ModelCaller(0.0001, timeout=0.05, threads=3)
+        assert caller.inline is False  # a timeout needs the threads
+        errors = []
+        for _ in range(3):
+            with pytest.raises(ModelTimeout) as caught:
+                await caller(stuck, [[1]])
+            errors.append(caught.value)
+        release.set()
+        for _ in range(100):
+            if caller.stuck == 0:
+                break
+            await asyncio.sleep(0.01)
+        return errors, caller.stuck, await caller(lambda rows: [1], [[1]])
+
+    errors, left, answer = asyncio.run(scenario())
+    assert errors[0].status == 503 and "predict timeout of 0.05 s" in errors[0].message
+    assert "still running past the predict timeout" in errors[2].message  # refused: 2 already stuck
+    assert left == 0 and answer == [1]
+
+
+def test_a_batch_over_the_timeout_fails_its_requests_without_retrying_them_one_by_one() -> None:
+    runs = []
+
+    def slow(rows):
+        runs.append(len(rows))
+        time.sleep(0.2)
+        return [0] * len(rows)
+
+    async def scenario():
+        caller = ModelCaller(0.01, timeout=0.05)
+        batcher = MicroBatcher(slow, run=caller.threaded)
+        return await asyncio.gather(*(batcher.submit([[i]]) for i in range(4)), return_exceptions=True)
+
+    results = asyncio.run(scenario())
+    assert all(isinstance(r, ModelTimeout) for r in results)
+    assert len(runs) <= 2  # the first request alone, then one batch of the rest: no retries
+
+
+@pytest.mark.parametrize("command", ["serve", "deploy"])
+def test_the_predict_timeout_option_is_checked(home, command) -> None:
+    from typer.testing import CliRunner
+
+    from console.cli import app
+
+    result = CliRunner().invoke(app, [command, "iris", "--predict-timeout", "0"])
+    assert result.exit_code == 1
+    assert "--predict-timeout must be a number of seconds above 0" in result.output
+
+
+def test_the_predict_timeout_reaches_the_worker_command(tmp_path, monkeypatch) -> None:
+    import subprocess
+
+    from registry.serving.processes import WorkerSpec, spawn
+    from registry.serving.rundir import RunDir
+
+    started = []
+
+    class Popen:
+        pid = 1
+
+        def __init__(self, command, **kwargs):
+            started.append(command)
+
+    monkeypatch.setattr(subprocess, "Popen", Popen)
+    rundir = RunDir.of(tmp_path).create()
+    spec = WorkerSpec(tmp_path, "iris", "iris", 1, 3, {"predict_timeout": 2.5}, 1.0)
+    spawn(spec, rundir, None)
+    command = started[0]
+    assert command[command.index("--predict-timeout") + 1] == "2.5"
