@@ -104,3 +104,14 @@ class AppClient:
     def close(self) -> None:
         self._loop.run_until_complete(self._client.aclose())
         self._loop.close()
+
+
+def control_client(home: Path) -> tuple[AppClient, Any, list[bool]]:
+    """The supervisor control app of `home` in-process (its supervisor not started: no workers run),
+    the supervisor, and the `stop_servers` flags /shutdown was called with."""
+    from registry.serving.control import create_control_app
+    from registry.serving.supervisor import Policy, Supervisor
+
+    supervisor = Supervisor(home, Policy(metrics_address=None))
+    shutdowns: list[bool] = []
+    return AppClient(create_control_app(supervisor, shutdowns.append)), supervisor, shutdowns
