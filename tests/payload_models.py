@@ -53,8 +53,8 @@ def _shop_pipeline(nested: bool) -> Any:
     return Pipeline([("prepare", prepare), ("fit", Ridge())]).fit(frame, spend)
 
 
-def register_models(home: Path) -> None:
-    """Register every model above in the registry of `home` (SQLite)."""
+def register_models(home: Path, only: tuple[str, ...] | None = None) -> None:
+    """Register the models above (or `only` these) in the registry of `home` (SQLite)."""
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
     from sklearn.tree import DecisionTreeClassifier
@@ -63,12 +63,18 @@ def register_models(home: Path) -> None:
 
     X, y = load_iris(return_X_y=True, as_frame=True)
     narrow = X.astype(np.float32)
+    models = {
+        "iris": lambda: (LogisticRegression(max_iter=1000).fit(X, y), X),
+        "shop": lambda: (_shop_pipeline(nested=False), shop_frame()),
+        "hidden": lambda: (_shop_pipeline(nested=True), shop_frame()),
+        "tree": lambda: (DecisionTreeClassifier(random_state=0).fit(X, y), X),
+        "narrow": lambda: (LogisticRegression(max_iter=1000).fit(narrow, y), narrow),
+    }
     with Registry(home=home, db_url=f"sqlite:///{home / 'registry.db'}") as reg:
-        reg.register(LogisticRegression(max_iter=1000).fit(X, y), "iris", reference=X)
-        reg.register(_shop_pipeline(nested=False), "shop", reference=shop_frame())
-        reg.register(_shop_pipeline(nested=True), "hidden", reference=shop_frame())
-        reg.register(DecisionTreeClassifier(random_state=0).fit(X, y), "tree", reference=X)
-        reg.register(LogisticRegression(max_iter=1000).fit(narrow, y), "narrow", reference=narrow)
+        for name, fitted in models.items():
+            if only is None or name in only:
+                model, reference = fitted()
+                reg.register(model, name, reference=reference)
 
 
 def create_model_app(home: Path, ref: str, **options: Any) -> Any:
