@@ -202,8 +202,10 @@ def csv_rows(body: bytes, schema: InputSchema) -> list[list[Any]]:
         reader = csv.reader(io.StringIO(body.decode("utf-8")))
         header = next(reader)
         raw = [row for row in reader if row]
-    except (UnicodeDecodeError, csv.Error, StopIteration) as exc:
-        raise bad_request(f"body is not CSV with a header row: {exc or 'empty'}") from None
+    except UnicodeDecodeError as exc:  # its text quotes the byte: say where instead
+        raise bad_request(f"body is not UTF-8 text (byte {exc.start})") from None
+    except (csv.Error, StopIteration) as exc:
+        raise bad_request(f"body is not CSV with a header row: {str(exc) or 'empty'}") from None
     if not raw:
         raise bad_request("the CSV body has a header but no rows")
     order = schema.check_names([h.strip() for h in header])
