@@ -71,22 +71,23 @@ def _exact_json(body: bytes, schema: InputSchema | None, refused: str | None) ->
         if isinstance(value, dict):
             if isinstance(value, _Repeated):
                 raise _repeated_key(value.key, list(path), schema)
-            stack.extend((item, (*path, key)) for key, item in value.items() if _text(key))
+            for key, item in value.items():
+                _check_text(key)
+                stack.append((item, (*path, key)))
         elif isinstance(value, list):
             stack.extend((item, (*path, i)) for i, item in enumerate(value))
-        else:
-            _text(value)
+        elif isinstance(value, str):
+            _check_text(value)
     return payload
 
 
-def _text(value: Any) -> bool:
-    """True; a 400 for a string with a lone surrogate (orjson refuses those, and cannot answer with them)."""
-    if isinstance(value, str) and not value.isascii():
+def _check_text(text: str) -> None:
+    """A 400 for a string with a lone surrogate (orjson refuses those, and cannot answer with them)."""
+    if not text.isascii():
         try:
-            value.encode("utf-8")
+            text.encode("utf-8")
         except UnicodeEncodeError:
             raise bad_request("body is not valid JSON: a string holds a lone surrogate") from None
-    return True
 
 
 def _repeated_key(key: str, path: list[Any], schema: InputSchema | None) -> InputError:

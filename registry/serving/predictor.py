@@ -25,12 +25,8 @@ from registry.signature import InputError, InputSchema
 WARM_UP_ROWS = 32
 #: Micro-batch when one single-row call costs more than this: the thread hand-off then pays off.
 BATCHING_THRESHOLD_SECONDS = 0.001
-#: scikit-learn's messages for input a fitted model cannot take (a client's mistake, not a fault).
-_MODEL_REFUSALS = (
-    ("Found unknown categories", "a value is a category the model was not fitted on"),
-    ("contains NaN", "a missing value (null or NaN) the model cannot take"),
-    ("contains infinity", "a number too large for the model"),
-)
+#: scikit-learn's message for a category a strict encoder was not fitted on (a client's mistake).
+_UNKNOWN_CATEGORY = "Found unknown categories"
 
 
 class Predictor:
@@ -83,20 +79,18 @@ class Predictor:
 
     @contextlib.contextmanager
     def _refusing_input(self) -> Iterator[None]:
-        """The model's own refusals of an input (an unknown category, a NaN it cannot take) as a 422.
+        """A strict encoder's refusal of an unknown category as a 422, not a model fault.
 
-        The schema catches what it can name by column and row first; this is for what it cannot see
-        (an encoder deep in the model). A redacted deployment leaves out the model's message, which
-        quotes the values."""
+        The schema refuses the categories it knows of by column and row first; this is for encoders
+        it cannot see (deeper in the model). A redacted deployment leaves out the model's message,
+        which quotes the values."""
         try:
             yield
         except ValueError as exc:
-            text = str(exc)
-            problem = next((p for marker, p in _MODEL_REFUSALS if marker in text), None)
-            if problem is None:
+            if _UNKNOWN_CATEGORY not in str(exc):
                 raise
-            detail = "" if self.redact else f" ({text})"
-            message = f"the model refused the input: {problem}{detail}"
+            detail = "" if self.redact else f" ({exc})"
+            message = f"the model refused the input: a value is a category it was not fitted on{detail}"
             raise InputError(422, "schema_mismatch", message) from None
 
     def warm_up(self, reference: ReferenceSample | None) -> None:
