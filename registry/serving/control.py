@@ -91,7 +91,7 @@ def create_control_app(supervisor: Supervisor, on_shutdown: Callable[[bool], Non
         try:
             cursor = int(text)
         except ValueError:
-            return _error(400, f"cursor must be a whole number, not {text[:40]!r}")
+            return _error(400, f"'cursor' must be a whole number, not {text[:40]!r}")
         snapshot = supervisor.scraper.snapshot(cursor, request.query_params.get("name"))
         return Response(
             orjson.dumps(snapshot, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
@@ -155,7 +155,7 @@ def _field(body: dict[str, Any], name: str, kind: type) -> Any:
 def _required(body: dict[str, Any], name: str, kind: type) -> Any:
     value = _field(body, name, kind)
     if value is None:
-        raise SupervisorError(f"{name} is required: {_TYPE_NAMES[kind]}")
+        raise SupervisorError(f"'{name}' is required: {_TYPE_NAMES[kind]}")
     return value
 
 
@@ -166,7 +166,7 @@ def _who(body: dict[str, Any]) -> dict[str, str]:
 def _check_type(name: str, value: Any, kind: type) -> Any:
     fits = type(value) in (int, float) if kind is float else type(value) is kind  # a bool is no number
     if not fits:
-        raise SupervisorError(f"{name} must be {_TYPE_NAMES[kind]}, not {_json_type(value)}")
+        raise SupervisorError(f"'{name}' must be {_TYPE_NAMES[kind]}, not {_json_type(value)}")
     return value
 
 
