@@ -6,6 +6,10 @@ A signature is plain JSON so it can live in the registry DB and be served as OIP
 
 from __future__ import annotations
 
+import math
+import reprlib
+import sys
+from collections import Counter
 from itertools import chain
 from typing import Any
 
@@ -139,13 +143,17 @@ class InputError(Exception):
         message: str,
         field: str | None = None,
         details: list[dict[str, Any]] | None = None,
+        row: int | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.field = status, code, message, field
         self.details = details or []
+        self.row = row
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"code": self.code, "message": self.message, "field": self.field}
+        if self.row is not None:
+            error["row"] = self.row
         if self.details:
             error["details"] = self.details
         return {"error": error}
@@ -154,6 +162,22 @@ class InputError(Exception):
 _NUMBER_TYPES = (int, float)
 _NUMBER_SET = frozenset(_NUMBER_TYPES)
 _MAX_REPORTED = 20
+FLOAT64_MAX = sys.float_info.max
+FLOAT32_MAX = 3.4028234663852886e38
+#: The largest magnitude a column of this dtype holds; beyond it a value would become infinity.
+_DTYPE_LIMITS = {"float32": FLOAT32_MAX, "float16": 65504.0}
+_LIMIT_NAMES = {limit: dtype for dtype, limit in _DTYPE_LIMITS.items()}
+
+
+def _short_repr() -> reprlib.Repr:
+    """Values shown in errors: short, however large or deep the value a client sent."""
+    short = reprlib.Repr()  # keyword arguments need Python 3.12
+    short.maxlevel, short.maxlist, short.maxdict = 3, 6, 6
+    short.maxstring, short.maxother, short.maxlong = 60, 60, 40
+    return short
+
+
+_SHORT = _short_repr()
 
 
 class InputSchema:
@@ -161,17 +185,35 @@ class InputSchema:
 
     Rows are lists in signature order. Numbers are accepted for numeric columns (ints become
     floats), strings for categorical ones, and null only where the column is nullable; booleans
-    and numeric strings are refused rather than guessed at.
+    and numeric strings are refused rather than guessed at. Numbers must be finite and fit the
+    column's dtype (float32 everywhere for `float32` models, which cast their input); NaN counts as
+    a missing value, so only nullable columns take it. Where `categories` names the only values a
+    column's encoder knows, any other value is refused before it reaches the model.
     """
 
-    def __init__(self, signature: dict[str, Any], redact: bool = False) -> None:
+    def __init__(
+        self,
+        signature: dict[str, Any],
+        redact: bool = False,
+        *,
+        float32: bool = False,
+        categories: dict[str, frozenset[Any]] | None = None,
+    ) -> None:
         columns = signature.get("columns", [])
         self.names: list[str] = [c["name"] for c in columns]
         self.numeric: list[bool] = [c["kind"] == "numeric" for c in columns]
         self.nullable: list[bool] = [bool(c.get("nullable")) for c in columns]
+        widest = FLOAT32_MAX if float32 else FLOAT64_MAX
+        self.limits: list[float] = [
+            min(_DTYPE_LIMITS.get(str(c.get("dtype")), widest), widest) for c in columns
+        ]
+        self.bound = min(self.limits, default=FLOAT64_MAX)
+        categories = categories or {}
+        self.known: list[frozenset[Any] | None] = [categories.get(name) for name in self.names]
         self.named: bool = bool(signature.get("named"))
         self.all_numeric = all(self.numeric)
         self.any_nullable = any(self.nullable)
+        self._plain = self.all_numeric and not self.any_nullable and all(k is None for k in self.known)
         self.index = {name: i for i, name in enumerate(self.names)}
         self.redact = redact
 
@@ -180,9 +222,11 @@ class InputSchema:
         return len(self.names)
 
     def check_names(self, names: list[str]) -> list[int]:
-        """Positions of `names` in the signature; a 422 naming what is missing or unexpected."""
+        """Positions of `names` in the signature; a 422 naming what is repeated, missing or unexpected."""
         if names == self.names:
             return list(range(self.width))
+        if len(set(names)) != len(names):
+            raise self.repeated([n for n, count in Counter(names).items() if count > 1])
         missing = [n for n in self.names if n not in names]
         unexpected = [n for n in names if n not in self.index]
         if missing or unexpected:
@@ -202,23 +246,62 @@ class InputSchema:
             )
         return [names.index(n) for n in self.names]
 
+    def repeated(self, names: list[str], row: int | None = None) -> InputError:
+        """The 422 for column names given more than once (no copy is ever dropped or picked silently)."""
+        where = f"row {row}: " if row is not None else ""
+        return InputError(
+            422,
+            "schema_mismatch",
+            f"{where}column(s) {names} given more than once; give each column once",
+            field=names[0],
+            details=[{"field": n, "problem": "repeated"} for n in names],
+            row=row,
+        )
+
     def check_rows(self, rows: list[list[Any]]) -> list[list[Any]]:
         """`rows` if every value fits its column; otherwise a 422 with a per-column report."""
+        if not rows:
+            raise InputError(400, "bad_request", "the input has no rows; send at least one")
         width = self.width
-        if self.all_numeric and not self.any_nullable:
-            # set operations run at C speed: one type test per value without a Python-level loop
-            if set(map(len, rows)) == {width} and set(map(type, chain.from_iterable(rows))) <= _NUMBER_SET:
+        if self._plain:
+            # set operations and sum run at C speed: no Python-level loop over the values
+            if (
+                set(map(len, rows)) == {width}
+                and set(map(type, chain.from_iterable(rows))) <= _NUMBER_SET
+                and self._in_range(rows)
+            ):
                 return rows
         elif all(len(row) == width and all(self._fits(i, v) for i, v in enumerate(row)) for row in rows):
             return rows
-        raise self._report(rows)
+        error = self._report(rows)
+        if error is None:  # the quick range test overflowed on large but valid numbers
+            return rows
+        raise error
+
+    def _in_range(self, rows: list[list[Any]]) -> bool:
+        """True if every number is finite and within the bound (may say False for valid ones)."""
+        values = chain.from_iterable(rows)
+        try:
+            if self.bound == FLOAT64_MAX:
+                return math.isfinite(sum(values, 0.0))  # inf and NaN spread to the sum
+            return sum(map(abs, values), 0.0) <= self.bound
+        except OverflowError:  # an int beyond any float
+            return False
 
     def _fits(self, i: int, value: Any) -> bool:
-        if value is None or (type(value) is float and value != value):
+        if value is None:
             return self.nullable[i]
-        return type(value) in _NUMBER_TYPES if self.numeric[i] else type(value) is str
+        kind = type(value)
+        if self.numeric[i]:
+            if kind is float and value != value:  # NaN: a missing value
+                return self.nullable[i]
+            fits = kind in _NUMBER_TYPES and -self.limits[i] <= value <= self.limits[i]
+        else:
+            fits = kind is str
+        known = self.known[i]
+        return fits and (known is None or value in known)
 
-    def _report(self, rows: list[list[Any]]) -> InputError:
+    def _report(self, rows: list[list[Any]]) -> InputError | None:
         details: list[dict[str, Any]] = []
         for r, row in enumerate(rows):
             if len(row) != self.width:
@@ -235,6 +318,8 @@ class InputSchema:
                 details.extend(self._problem(r, i, v) for i, v in enumerate(row) if not self._fits(i, v))
             if len(details) >= _MAX_REPORTED:
                 break
+        if not details:
+            return None
         first = details[0]
         where = f"column {first['field']!r}" if first["field"] is not None else "the row"
         message = (
@@ -249,11 +334,14 @@ class InputSchema:
             if self.redact:
                 d.pop("got", None)
         extra = f" ({len(details) - 1} more problem(s) in details)" if len(details) > 1 else ""
-        return InputError(422, "schema_mismatch", message + extra, field=first["field"], details=details)
+        return InputError(
+            422, "schema_mismatch", message + extra, field=first["field"], details=details, row=first["row"]
+        )
 
     def _problem(self, r: int, i: int, value: Any) -> dict[str, Any]:
         name = self.names[i]
-        if value is None or (type(value) is float and value != value):
+        kind = type(value)
+        if value is None or (kind is float and value != value and self.nullable[i]):
             return {
                 "field": name,
                 "row": r,
@@ -261,14 +349,47 @@ class InputSchema:
                 "expected": "a value",
                 "problem_text": "is null but may not be",
             }
+        shown = "" if self.redact else f" {_SHORT.repr(value)}"
+        if self.numeric[i] and kind in _NUMBER_TYPES:
+            return self._number_problem(r, i, value, shown)
+        if not self.numeric[i] and kind is str:
+            return self._unknown_category(r, i, shown)
         expected = "a number" if self.numeric[i] else "a string"
-        got = type(value).__name__
-        shown = "" if self.redact else f" {value!r}"
         return {
             "field": name,
             "row": r,
             "problem": "type",
             "expected": expected,
-            "got": f"{got}{shown}",
-            "problem_text": f"expected {expected}, got {got}{shown}",
+            "got": f"{kind.__name__}{shown}",
+            "problem_text": f"expected {expected}, got {kind.__name__}{shown}",
+        }
+
+    def _number_problem(self, r: int, i: int, value: float, shown: str) -> dict[str, Any]:
+        limit = self.limits[i]
+        got = f" ({shown.strip()})" if shown else ""
+        if isinstance(value, float) and not math.isfinite(value):
+            problem, text = "not_finite", f"is not a finite number{got}"
+        elif not -limit <= value <= limit:
+            dtype = _LIMIT_NAMES.get(limit, "float64")
+            problem, text = "out_of_range", f"is beyond what the model's {dtype} input holds{got}"
+        else:
+            return self._unknown_category(r, i, shown)
+        return {
+            "field": self.names[i],
+            "row": r,
+            "problem": problem,
+            "expected": f"a finite number within ±{limit:.4g}",
+            "got": shown.strip() or type(value).__name__,
+            "problem_text": text,
+        }
+
+    def _unknown_category(self, r: int, i: int, shown: str) -> dict[str, Any]:
+        known = self.known[i] or frozenset()
+        return {
+            "field": self.names[i],
+            "row": r,
+            "problem": "unknown_category",
+            "expected": f"one of the {len(known)} categories the model was fitted on",
+            "got": shown.strip(),
+            "problem_text": f"is a category the model was not fitted on{shown}",
         }

@@ -294,6 +294,21 @@ def test_bad_input_gets_a_4xx_that_names_the_field(servers, body, kwargs, status
     assert error["field"] == field
 
 
+def test_a_real_server_refuses_repeated_columns_and_non_finite_values_naming_column_and_row(servers):
+    iris = servers["iris"]
+    extra_copy = {"dataframe_split": {"columns": [*IRIS_COLUMNS, IRIS_COLUMNS[0]], "data": [[*ROWS[0], 7.9]]}}
+    response = post(iris, "/invocations", extra_copy)
+    assert response.status_code == 422 and response.json()["error"]["field"] == IRIS_COLUMNS[0]
+    text = ",".join(IRIS_COLUMNS) + "\n5.1,3.5,1.4,0.2\n6.7,3.0,1e400,2.3\n"
+    response = post(iris, "/invocations", content=text, headers={"content-type": "text/csv"})
+    error = response.json()["error"]
+    assert response.status_code == 422 and (error["field"], error["row"]) == (IRIS_COLUMNS[2], 1)
+    oip = b'{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [5.1, NaN, 1.4, 0.2]}]}'
+    response = post(iris, "/v2/models/iris/infer", content=oip, headers={"content-type": "application/json"})
+    error = response.json()["error"]
+    assert response.status_code == 422 and (error["field"], error["row"]) == (IRIS_COLUMNS[1], 0)
+
+
 def test_redacted_servers_leave_values_out_of_errors(servers):
     response = post(
         servers["shop"],

@@ -42,9 +42,7 @@ def create_control_app(supervisor: Supervisor, on_shutdown: Callable[[bool], Non
     def endpoint(action: Action) -> Callable[[Request], Awaitable[JSONResponse]]:
         async def handle(request: Request) -> JSONResponse:
             try:
-                body = await request.json() if request.method == "POST" else {}
-                if not isinstance(body, dict):
-                    raise SupervisorError("the request body must be a JSON object")
+                body = await _json_body(request) if request.method == "POST" else {}
                 return JSONResponse(await action(body))
             except SupervisorError as exc:
                 return _error(exc.status, str(exc), exc.log_tail)
@@ -64,48 +62,47 @@ def create_control_app(supervisor: Supervisor, on_shutdown: Callable[[bool], Non
         return supervisor.status()
 
     async def deploy(body: dict[str, Any]) -> dict[str, Any]:
+        options = _field(body, "options", dict) or {}
+        for key, value in options.items():
+            if key in _OPTION_TYPES:
+                _check_type(f"options.{key}", value, _OPTION_TYPES[key])
         return await supervisor.deploy(
-            str(body["ref"]),
-            name=body.get("name"),
-            host=body.get("host"),
-            port=_int(body.get("port")),
-            workers=_int(body.get("workers")),
-            options=dict(body.get("options") or {}),
-            actor=str(body.get("actor", "")),
-            reason=str(body.get("reason", "")),
+            _required(body, "ref", str),
+            name=_field(body, "name", str),
+            host=_field(body, "host", str),
+            port=_field(body, "port", int),
+            workers=_field(body, "workers", int),
+            options=dict(options),
+            **_who(body),
         )
 
     async def rollback(body: dict[str, Any]) -> dict[str, Any]:
-        return await supervisor.rollback(
-            str(body["name"]),
-            _int(body.get("to")),
-            actor=str(body.get("actor", "")),
-            reason=str(body.get("reason", "")),
-        )
+        return await supervisor.rollback(_required(body, "name", str), _field(body, "to", int), **_who(body))
 
     async def stop(body: dict[str, Any]) -> dict[str, Any]:
-        return await supervisor.stop(
-            str(body["name"]), actor=str(body.get("actor", "")), reason=str(body.get("reason", ""))
-        )
+        return await supervisor.stop(_required(body, "name", str), **_who(body))
 
     async def scale(body: dict[str, Any]) -> dict[str, Any]:
         return await supervisor.scale(
-            str(body["name"]),
-            int(body["workers"]),
-            actor=str(body.get("actor", "")),
-            reason=str(body.get("reason", "")),
+            _required(body, "name", str), _required(body, "workers", int), **_who(body)
         )
 
     async def monitor(request: Request) -> Response:
-        cursor = int(request.query_params.get("cursor", "0") or 0)
+        text = request.query_params.get("cursor", "0") or "0"
+        try:
+            cursor = int(text)
+        except ValueError:
+            return _error(400, f"'cursor' must be a whole number, not {text[:40]!r}")
         snapshot = supervisor.scraper.snapshot(cursor, request.query_params.get("name"))
         return Response(
             orjson.dumps(snapshot, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
         )
 
     async def shutdown(request: Request) -> JSONResponse:
-        body = await request.json()
-        stop_servers = bool(body.get("stop_servers")) if isinstance(body, dict) else False
+        try:
+            stop_servers = bool(_field(await _json_body(request), "stop_servers", bool))
+        except SupervisorError as exc:
+            return _error(exc.status, str(exc))
         return JSONResponse({"stopping": True}, background=BackgroundTask(on_shutdown, stop_servers))
 
     return Starlette(
@@ -121,8 +118,62 @@ def create_control_app(supervisor: Supervisor, on_shutdown: Callable[[bool], Non
     )
 
 
-def _int(value: Any) -> int | None:
-    return None if value is None else int(value)
+#: The JSON type of each deployment option (their values are checked by the supervisor).
+_OPTION_TYPES: dict[str, type] = {
+    "batching": str,
+    "max_body_mb": float,
+    "redact": bool,
+    "no_auth": bool,
+    "monitoring": bool,
+}
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    dict: "an object",
+}
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    """The request's JSON object (an empty body is an empty object); a 400 for anything else."""
+    raw = await request.body()
+    try:
+        body = orjson.loads(raw) if raw.strip() else {}
+    except orjson.JSONDecodeError as exc:
+        raise SupervisorError(f"the request body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise SupervisorError(f"the request body must be a JSON object, not {_json_type(body)}")
+    return body
+
+
+def _field(body: dict[str, Any], name: str, kind: type) -> Any:
+    """`body[name]` if it is of JSON type `kind`; None if absent or null; a 400 naming it otherwise."""
+    value = body.get(name)
+    return None if value is None else _check_type(name, value, kind)
+
+
+def _required(body: dict[str, Any], name: str, kind: type) -> Any:
+    value = _field(body, name, kind)
+    if value is None:
+        raise SupervisorError(f"'{name}' is required: {_TYPE_NAMES[kind]}")
+    return value
+
+
+def _who(body: dict[str, Any]) -> dict[str, str]:
+    return {"actor": _field(body, "actor", str) or "", "reason": _field(body, "reason", str) or ""}
+
+
+def _check_type(name: str, value: Any, kind: type) -> Any:
+    fits = type(value) in (int, float) if kind is float else type(value) is kind  # a bool is no number
+    if not fits:
+        raise SupervisorError(f"'{name}' must be {_TYPE_NAMES[kind]}, not {_json_type(value)}")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "a list"}
+    return "null" if value is None else names.get(type(value), "an object")
 
 
 def _error(status: int, message: str, log_tail: list[str] | None = None) -> JSONResponse:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,12 +26,96 @@ def bad_request(message: str, field: str | None = None) -> InputError:
     return InputError(400, "bad_request", message, field=field)
 
 
-def load_json(body: bytes) -> Any:
-    """The parsed body (orjson: ~10x the standard library on 100-row bodies)."""
+def load_json(body: bytes, schema: InputSchema | None = None) -> Any:
+    """The parsed body (orjson: ~10x the standard library on 100-row bodies).
+
+    A body orjson refuses only for a number (NaN, Infinity, 1e400) is parsed by the standard library,
+    so that the schema names the column and row of the value that is not finite. A key given twice
+    in one object would lose a value silently: every `:` outside a string starts one member, so when
+    the body has more colons than the parsed objects have members, it is parsed again key by key
+    and the repeated key is refused (a 422 naming the column if it is one of `schema`'s).
+    """
     try:
-        return orjson.loads(body)
+        payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise bad_request(f"body is not valid JSON: {exc}") from None
+        return _exact_json(body, schema, str(exc))
+    if body.count(b":") != _members(payload):
+        return _exact_json(body, schema, None)
+    return payload
+
+
+class _Repeated(dict[str, Any]):
+    """A JSON object that gave `key` more than once."""
+
+    key: str = ""
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) == len(pairs):
+        return result
+    repeated = _Repeated(result)
+    repeated.key = next(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)
+    return repeated
+
+
+def _exact_json(body: bytes, schema: InputSchema | None, refused: str | None) -> Any:
+    """The body parsed by the standard library; a 400 (or 422) for a repeated key or broken text."""
+    try:
+        payload = json.loads(body.decode("utf-8"), object_pairs_hook=_object)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise bad_request(f"body is not valid JSON: {refused or exc}") from None
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(payload, ())]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, dict):
+            if isinstance(value, _Repeated):
+                raise _repeated_key(value.key, list(path), schema)
+            for key, item in value.items():
+                _check_text(key)
+                stack.append((item, (*path, key)))
+        elif isinstance(value, list):
+            stack.extend((item, (*path, i)) for i, item in enumerate(value))
+        elif isinstance(value, str):
+            _check_text(value)
+    return payload
+
+
+def _check_text(text: str) -> None:
+    """A 400 for a string with a lone surrogate (orjson refuses those, and cannot answer with them)."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise bad_request("body is not valid JSON: a string holds a lone surrogate") from None
+
+
+def _repeated_key(key: str, path: list[Any], schema: InputSchema | None) -> InputError:
+    if schema is not None and key in schema.index:
+        return schema.repeated([key], row=path[-1] if path and isinstance(path[-1], int) else None)
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+    return bad_request(
+        f"{where or 'the body'} gives the key {key!r} more than once", f"{where}.{key}" if where else key
+    )
+
+
+_CONTAINERS = (dict, list)
+
+
+def _members(value: Any) -> int:
+    """Members of the JSON objects in `value`, counted where that is cheap: never more than there are."""
+    kind = type(value)
+    if kind is dict:
+        return len(value) + sum(_members(v) for v in value.values() if type(v) in _CONTAINERS)
+    if kind is list and value:
+        first = type(value[0])
+        if first is dict:
+            if len(value) <= 16:
+                return sum(map(_members, value))
+            return sum(map(len, value)) if set(map(type, value)) == {dict} else 0  # rows: no nesting
+        if first is list and value[0] and type(value[0][0]) in _CONTAINERS:
+            return sum(map(_members, value))
+    return 0
 
 
 def invocation_rows(body: bytes, content_type: str, schema: InputSchema) -> list[list[Any]]:
@@ -44,7 +130,7 @@ def invocation_rows(body: bytes, content_type: str, schema: InputSchema) -> list
             f"content type {media or '(none)'!r} is not supported; send application/json or text/csv",
             field="Content-Type",
         )
-    payload = load_json(body)
+    payload = load_json(body, schema)
     if not isinstance(payload, dict):
         raise bad_request(f"the JSON body must be an object with one of {list(MLFLOW_KEYS)}")
     present = [k for k in MLFLOW_KEYS if k in payload]
@@ -105,6 +191,8 @@ def column_rows(columns: dict[str, Any], schema: InputSchema, key: str) -> list[
     lengths = {name: len(v) if isinstance(v, list) else -1 for name, v in columns.items()}
     if any(n < 0 for n in lengths.values()) or len(set(lengths.values())) != 1:
         raise bad_request(f"{key}: every column must be a list, all of the same length; got {lengths}", key)
+    if not next(iter(lengths.values())):
+        raise bad_request(f"{key}: the columns hold no values (0 rows); send at least one row", key)
     ordered = [columns[n] for n in schema.names]
     return schema.check_rows([list(row) for row in zip(*ordered, strict=True)])
 
@@ -115,8 +203,10 @@ def csv_rows(body: bytes, schema: InputSchema) -> list[list[Any]]:
         reader = csv.reader(io.StringIO(body.decode("utf-8")))
         header = next(reader)
         raw = [row for row in reader if row]
-    except (UnicodeDecodeError, csv.Error, StopIteration) as exc:
-        raise bad_request(f"body is not CSV with a header row: {exc or 'empty'}") from None
+    except UnicodeDecodeError as exc:  # its text quotes the byte: say where instead
+        raise bad_request(f"body is not UTF-8 text (byte {exc.start})") from None
+    except (csv.Error, StopIteration) as exc:
+        raise bad_request(f"body is not CSV with a header row: {str(exc) or 'empty'}") from None
     if not raw:
         raise bad_request("the CSV body has a header but no rows")
     order = schema.check_names([h.strip() for h in header])
@@ -155,7 +245,7 @@ class V2Request:
 
 
 def v2_request(body: bytes, schema: InputSchema, can_proba: bool) -> V2Request:
-    payload = load_json(body)
+    payload = load_json(body, schema)
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list) or not payload["inputs"]:
         raise bad_request("the body must be an object with a non-empty 'inputs' list", "inputs")
     inputs = payload["inputs"]
@@ -164,13 +254,17 @@ def v2_request(body: bytes, schema: InputSchema, can_proba: bool) -> V2Request:
             raise bad_request(
                 f"inputs[{i}] must be an object with 'name', 'shape', 'datatype' and 'data'", f"inputs[{i}]"
             )
-    content_type = (payload.get("parameters") or {}).get("content_type")
+    parameters = payload.get("parameters")
+    if parameters is not None and not isinstance(parameters, dict):
+        raise bad_request(f"'parameters' must be an object, not {type(parameters).__name__}", "parameters")
+    content_type = (parameters or {}).get("content_type")
     per_column = (
         content_type == "pd"
         or len(inputs) > 1
         or (inputs[0]["name"] in schema.index and schema.width > 1 and not _is_matrix(inputs[0]))
     )
     if per_column:
+        schema.check_names([t["name"] for t in inputs])  # a repeated name is refused, never dropped
         columns = {t["name"]: _flatten(t["data"]) for t in inputs}
         rows = column_rows(columns, schema, "inputs")
     else:

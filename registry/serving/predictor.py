@@ -8,20 +8,25 @@ categorical columns or name-based column selection get a DataFrame.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from registry.info import VersionInfo
 from registry.reference import ReferenceSample
-from registry.signature import InputSchema
+from registry.serving.introspect import casts_to_float32, strict_categories
+from registry.signature import InputError, InputSchema
 
 WARM_UP_ROWS = 32
 #: Micro-batch when one single-row call costs more than this: the thread hand-off then pays off.
 BATCHING_THRESHOLD_SECONDS = 0.001
+#: scikit-learn's message for a category a strict encoder was not fitted on (a client's mistake).
+_UNKNOWN_CATEGORY = "Found unknown categories"
 
 
 class Predictor:
@@ -30,7 +35,14 @@ class Predictor:
     def __init__(self, estimator: Any, info: VersionInfo, redact: bool = False) -> None:
         self.info = info
         self.estimator = estimator
-        self.schema = InputSchema(info.signature, redact=redact)
+        names = [c["name"] for c in info.signature.get("columns", [])]
+        self.schema = InputSchema(
+            info.signature,
+            redact=redact,
+            float32=casts_to_float32(estimator),
+            categories=strict_categories(estimator, names),
+        )
+        self.redact = redact
         self.can_proba = bool(info.output.get("predict_proba")) and callable(
             getattr(estimator, "predict_proba", None)
         )
@@ -58,10 +70,28 @@ class Predictor:
         return frame
 
     def predict(self, rows: list[list[Any]]) -> list[Any]:
-        return self._model.predict(self.model_input(rows)).tolist()
+        with self._refusing_input():
+            return self._model.predict(self.model_input(rows)).tolist()
 
     def predict_proba(self, rows: list[list[Any]]) -> list[list[float]]:
-        return self._model.predict_proba(self.model_input(rows)).tolist()
+        with self._refusing_input():
+            return self._model.predict_proba(self.model_input(rows)).tolist()
+
+    @contextlib.contextmanager
+    def _refusing_input(self) -> Iterator[None]:
+        """A strict encoder's refusal of an unknown category as a 422, not a model fault.
+
+        The schema refuses the categories it knows of by column and row first; this is for encoders
+        it cannot see (deeper in the model). A redacted deployment leaves out the model's message,
+        which quotes the values."""
+        try:
+            yield
+        except ValueError as exc:
+            if _UNKNOWN_CATEGORY not in str(exc):
+                raise
+            detail = "" if self.redact else f" ({exc})"
+            message = f"the model refused the input: a value is a category it was not fitted on{detail}"
+            raise InputError(422, "schema_mismatch", message) from None
 
     def warm_up(self, reference: ReferenceSample | None) -> None:
         """Choose how to call the model, then predict once; `ready` only after that succeeded."""

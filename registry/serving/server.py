@@ -116,8 +116,9 @@ def create_app(
             except InputError as exc:
                 return answer(exc.status, exc.body()), 0
             except Exception as exc:  # the model raised: the worker lives on, the log says why
-                log.warning("500 on %s: %s: %s", request.url.path, type(exc).__name__, exc)
-                return answer(500, _failure(exc)), 0
+                reason = _reason(exc, predictor.redact)
+                log.warning("500 on %s: %s", request.url.path, reason)
+                return answer(500, _failure(reason)), 0
 
         async def unmonitored(request: Request) -> Response:
             return (await respond(request))[0]
@@ -215,8 +216,16 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _failure(exc: Exception) -> dict[str, Any]:
-    return {"error": {"code": "prediction_failed", "field": None, "message": f"{type(exc).__name__}: {exc}"}}
+def _reason(exc: Exception, redact: bool) -> str:
+    """What failed, for the 500 body and the log; redacted deployments leave out the exception's text,
+    which may quote input values (a model's messages often do)."""
+    if redact:
+        return f"{type(exc).__name__} (details withheld: this deployment redacts input values)"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _failure(reason: str) -> dict[str, Any]:
+    return {"error": {"code": "prediction_failed", "field": None, "message": reason}}
 
 
 def _too_large(limit: int) -> InputError:
