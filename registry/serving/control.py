@@ -125,6 +125,7 @@ _OPTION_TYPES: dict[str, type] = {
     "redact": bool,
     "no_auth": bool,
     "monitoring": bool,
+    "predict_timeout": float,
 }
 _TYPE_NAMES = {
     str: "a string",
