@@ -286,7 +286,11 @@ class Supervisor:
             self._give_back(runtime, added, [])
             if not isinstance(exc, Exception):
                 raise
-            raise self._unchanged(runtime, f"scaling to {workers} workers", exc) from None
+            error = self._unchanged(runtime, f"scaling to {workers} workers", exc)
+            if added:  # the load it recorded gets its outcome
+                why = f"scaling to {workers} workers not recorded: {exc}"
+                await self._event(spec, ledger.FAILED, actor, spec.version, why, None, spec.version)
+            raise error from None
         try:
             await self._promote(runtime, added)
         except BaseException as exc:

@@ -463,3 +463,40 @@ def test_start_stops_strays_of_this_home_only(fresh: Home, tmp_path: Path) -> No
             process.kill()
             process.wait()
         shutil.rmtree(other, ignore_errors=True)
+
+
+def test_rollback_scale_and_stop_with_the_database_locked_change_nothing(
+    fresh: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODELDECK_DB_TIMEOUT", "1")
+    client = fresh.client()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    client.deploy("iris:1", name="held", port=port)
+    client.deploy("iris:2", name="held")  # version 1 is the warm standby
+    before = sorted((p["pid"], p["role"]) for p in _deployment(client, "held")["processes"])
+    with Load(url) as load:
+        holder = fresh.lock()
+        try:
+            for action, doing in (
+                (lambda: client.rollback("held"), "switch to iris:1 not done"),
+                (lambda: client.scale("held", 2), "scaling to 2 workers not done"),
+                (lambda: client.stop("held"), "stop not done"),
+            ):
+                with pytest.raises(SupervisorError) as refused:
+                    action()
+                assert doing in str(refused.value) and "held still serves iris:2" in str(refused.value)
+                assert (
+                    sorted((p["pid"], p["role"]) for p in _deployment(client, "held")["processes"]) == before
+                )
+                load.more(10)
+        finally:
+            holder.rollback()
+            holder.close()
+    assert load.failures == [] and set(load.versions) == {"2"}, (load.failures, load.versions)
+    assert _assert_agree(fresh, client, "held", url) == 2
+    # The refused rollback and scale have their outcome, written in order once the lock went.
+    outcomes = ["failed", "loading", "ready", "failed"]
+    _wait(lambda: [e.kind for e in fresh.events("held")][-4:] == outcomes, what="the outcomes")
+    rollback, _, _, scale = fresh.events("held")[-4:]
+    assert "switch to iris:1 not recorded" in rollback.reason and "scaling to 2" in scale.reason
