@@ -191,7 +191,8 @@ class Supervisor:
                 raise SupervisorError("--workers must be between 1 and 64")
             if runtime is not None:
                 self._check_unchanged(runtime, host, port)
-                same = runtime.active and runtime.spec.version == info.version and runtime.status == "running"
+                same = bool(runtime.active) and runtime.spec.version == info.version
+                same = same and runtime.status == "running"
                 if same and workers in (None, len(runtime.active)):
                     return self._describe(runtime, note=f"{name} already serves {info.name}:{info.version}")
             else:
@@ -650,6 +651,8 @@ class Supervisor:
         """Make a ledger (or compensating) write now or, while the database refuses, later: in order,
         retried until it lands, and always before the next change is written (`_flush`)."""
         self._pending.append(write)
+        if self._retrying:  # the database is busy: the retry task writes it, in order, without waiting here
+            return
         try:
             await self._flush()
         except DatabaseError as exc:
