@@ -1,10 +1,14 @@
 """The serving supervisor: one daemon per home that makes running model servers match the registry.
 
 It owns each deployment's socket and runs its workers (`registry.serving.lifecycle`) behind it. A
-swap loads the new version in standby while the old one serves, promotes it, and only then drains the
-old workers; the old version stays warm as a standby so a rollback is a switch. Workers that crash are
-restarted with exponential backoff; a version that keeps crashing is rolled back to the standby. Every
-step goes to the event ledger. Actions arrive through the control API (`registry.serving.control`).
+swap is all or nothing: it loads the new version in standby while the old one serves, writes the
+deployment row and its ledger event in one transaction, promotes the new workers, and only then drains
+the old ones (a failed write changes nothing; a failed promotion is reverted, row included); the old
+version stays warm as a standby so a rollback is a switch. Workers are in the state file from the
+moment they are spawned, so a new supervisor adopts, promotes or stops every one of them. Workers
+that crash are restarted with exponential backoff; a version that keeps crashing is rolled back to the
+standby. Every step goes to the event ledger. Actions arrive through the control API
+(`registry.serving.control`).
 """
 
 from __future__ import annotations
@@ -896,7 +900,11 @@ class Supervisor:
                 runtime.status = "running"
                 self._save_state()
                 leaving = runtime.outgoing
-                await self._retire(leaving)
+                if self.policy.keep_standby and not runtime.standby:  # the old version: park it warm
+                    await self._drain(
+                        runtime, [w for w in leaving if w.version == spec.standby_version], True
+                    )
+                await self._retire([w for w in leaving if w not in runtime.standby])
                 runtime.outgoing = [w for w in runtime.outgoing if w not in leaving]
                 self._save_state()
         except (SupervisorError, ServeError) as exc:
