@@ -6,16 +6,18 @@ ledger and the table never disagree.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from registry import history as ledger
 from registry import queries, writes
 from registry.core import Registry, current_actor
 from registry.info import DeploymentInfo
 from registry.refs import Ref
-from registry.schema import Deployment, ModelVersion, RegisteredModel, utcnow
+from registry.schema import Deployment, Event, ModelVersion, RegisteredModel, utcnow
 
 _DEPLOYMENTS = Deployment.__table__  # type: ignore[attr-defined]
 _SERVING = ModelVersion.__table__.alias("serving")  # type: ignore[attr-defined]
@@ -77,10 +79,15 @@ def save_deployment(
     from_version: int | None = None,
     reason: str = "",
     detail: dict[str, Any] | None = None,
+    preceding: Sequence[tuple[str, dict[str, Any]]] = (),
 ) -> None:
-    """Create or update the deployment `spec.name` and record `kind` in the ledger, atomically."""
+    """Create or update the deployment `spec.name` and record `kind` in the ledger, atomically.
+
+    `preceding` events (kind, fields) are recorded first in the same transaction (a swap's `ready`)."""
     with registry.db.write() as session:
         conn = session.connection()
+        for earlier, fields in preceding:
+            writes.record(conn, spec.model, earlier, **{"actor": current_actor(), **fields})
         model_id = writes.lock_model(conn, spec.model)[0]
         version_id = queries.version_id(conn, Ref(spec.model, version=spec.version))
         standby_id = (
@@ -129,6 +136,43 @@ def remove_deployment(
             reason=reason,
         )
         return info
+
+
+_EVENTS = Event.__table__  # type: ignore[attr-defined]
+
+
+def _last(kinds: Sequence[str]) -> Any:
+    return sa.func.max(sa.case((_EVENTS.c.kind.in_(list(kinds)), _EVENTS.c.id)))
+
+
+_OPEN = (
+    sa.select(
+        _EVENTS.c.deployment,
+        _last([ledger.DEPLOY_REQUESTED]),
+        _last([ledger.LOADING]),
+        _last(sorted(ledger.ACTION_OUTCOMES)),
+        _last(sorted(ledger.LOAD_OUTCOMES)),
+    )
+    .where(_EVENTS.c.deployment.is_not(None))
+    .group_by(_EVENTS.c.deployment)
+)
+
+
+def open_actions(registry: Registry) -> list[dict[str, Any]]:
+    """Ledger actions that never got an outcome, one per deployment: the last `deploy_requested`
+    with no switch, rollback, failure, scale or stop after it, or else the last `loading` with no
+    `ready` or outcome after it (what a supervisor killed mid-deploy leaves)."""
+    with registry.db.connect() as conn:
+        opened: list[int] = []
+        for _, requested, loading, outcome, loaded in conn.execute(_OPEN):
+            if requested is not None and requested > (outcome or 0):
+                opened.append(requested)
+            elif loading is not None and loading > (loaded or 0):
+                opened.append(loading)
+        if not opened:
+            return []
+        rows = conn.execute(sa.select(_EVENTS).where(_EVENTS.c.id.in_(opened)).order_by(_EVENTS.c.id))
+        return [dict(row._mapping) for row in rows]
 
 
 def _info(session: Session, row: Deployment) -> DeploymentInfo:

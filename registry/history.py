@@ -27,8 +27,13 @@ CRASHED = "crashed"
 RESTARTED = "restarted"
 FAILED = "failed"
 SCALED = "scaled"
+#: A switch failed after its row was written: traffic (and the row) went back to `to_version`.
+REVERTED = "reverted"
 
-_SERVING_STARTS = {SWITCHED, ROLLED_BACK}
+_SERVING_STARTS = {SWITCHED, ROLLED_BACK, REVERTED}
+#: What ends an action a `deploy_requested` opened, and what ends a `loading` (see `open_actions`).
+ACTION_OUTCOMES = frozenset({SWITCHED, ROLLED_BACK, FAILED, SCALED, STOPPED, REVERTED})
+LOAD_OUTCOMES = ACTION_OUTCOMES | {READY}
 
 
 def replay(events: Iterable[EventInfo], at: datetime) -> StateAt:

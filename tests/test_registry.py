@@ -632,6 +632,34 @@ def test_deployments_are_saved_with_their_ledger_event_and_removed_with_one(regi
     assert get_deployment(registry, "x") is None
 
 
+def test_a_switch_records_ready_with_it_and_open_actions_are_found(registry, iris_model) -> None:
+    from registry.deployments import open_actions, save_deployment
+    from registry.info import DeploymentInfo
+
+    registry.register(iris_model, "iris")
+    registry.register(iris_model, "iris")
+    spec = DeploymentInfo("a", "iris", 1, None, "127.0.0.1", 8080, 1)
+    save_deployment(registry, spec, "switched", preceding=[("ready", {"deployment": "a", "to_version": 1})])
+    assert [e.kind for e in registry.history("iris").events][-2:] == ["ready", "switched"]
+    assert open_actions(registry) == []
+    # A deploy killed while loading: its request and its load are open; one outcome closes both.
+    registry.record_event("iris", "deploy_requested", deployment="a", from_version=1, to_version=2)
+    registry.record_event("iris", "loading", deployment="a", to_version=2)
+    registry.record_event("iris", "loading", deployment="b", to_version=1)  # a restart's load
+    registry.record_event("iris", "ready", deployment="c", to_version=1)  # closed: no action open
+    opened = {(e["deployment"], e["kind"], e["to_version"]) for e in open_actions(registry)}
+    assert opened == {("a", "deploy_requested", 2), ("b", "loading", 1)}
+    registry.record_event("iris", "failed", deployment="a", from_version=1, to_version=2)
+    registry.record_event("iris", "ready", deployment="b", to_version=1)
+    assert open_actions(registry) == []
+    # A switch reverted after its promotion failed: the history serves the version put back.
+    save_deployment(
+        registry, DeploymentInfo("a", "iris", 2, 1, "127.0.0.1", 8080, 1), "switched", from_version=1
+    )
+    save_deployment(registry, spec, "reverted", from_version=2)
+    assert registry.history("iris").state.serving == {"a": 1}
+
+
 def test_a_drift_profile_is_fitted_at_registration_and_deleted_with_its_version(
     registry, iris, iris_model
 ) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from registry.core import current_actor
-from registry.errors import SupervisorError
+from registry.errors import RegistryError, SupervisorError
 from registry.files import append_private
 from registry.serving import logs
 from registry.serving.rundir import RunDir
@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 #: Long enough for a deploy that loads several workers on a busy machine.
 ACTION_TIMEOUT = 600.0
+
+
+class SupervisorStopped(SupervisorError):
+    """The supervisor took the request, then stopped (killed, crashed) before answering it."""
 
 
 class SupervisorClient:
@@ -151,7 +155,35 @@ class SupervisorClient:
     # ------------------------------------------------------------------ plumbing
     def _action(self, path: str, body: dict[str, Any], reason: str) -> dict[str, Any]:
         self.ensure_running()
-        return self._request("POST", path, {**body, "actor": current_actor(), "reason": reason})
+        try:
+            return self._request("POST", path, {**body, "actor": current_actor(), "reason": reason})
+        except SupervisorStopped as exc:
+            raise SupervisorStopped(f"{exc}; {self._aftermath(path, body)}", exc.status) from None
+
+    def _aftermath(self, path: str, body: dict[str, Any]) -> str:
+        """What the registry says about an action whose supervisor stopped before answering."""
+        from registry.core import Registry
+        from registry.deployments import get_deployment
+
+        restart = "`modeldeck supervisor start` brings the deployments back"
+        try:
+            with Registry(home=self.home) as reg:
+                if path == "/deploy":
+                    info = reg.get(str(body["ref"]))
+                    name = body.get("name") or info.name
+                    now = get_deployment(reg, name)
+                    if now is not None and now.version == info.version:
+                        return (
+                            f"the registry records {name} at {info.name}:{info.version}, so the deploy "
+                            f"happened; {restart}"
+                        )
+                    was = f"still has {name} at {now.model}:{now.version}" if now else f"has no {name}"
+                    return f"the registry {was}, so the deploy did not happen; {restart}, then try again"
+                now = get_deployment(reg, str(body["name"]))
+        except (RegistryError, KeyError) as exc:
+            return f"whether it happened is unknown ({exc}); see `modeldeck history`"
+        state = f"{now.model}:{now.version} with {now.workers} worker(s)" if now else "not deployed"
+        return f"the registry now has {body['name']} {state}; {restart}"
 
     def _check_socket(self, path: Path) -> None:
         """Talk only to a supervisor of this user: its socket ours, in a private run directory."""
@@ -187,10 +219,23 @@ class SupervisorClient:
             raise SupervisorError(
                 f"the supervisor did not answer within {timeout or self.timeout:g} s", 504
             ) from None
-        except httpx.TransportError:
+        except httpx.ConnectError:
             raise SupervisorError(f"no supervisor is running for {self.home}", 503) from None
+        except httpx.TransportError:  # it took the request, then went away
+            raise SupervisorStopped(
+                f"the supervisor{self._pid()} stopped during the request ({method} {path}) before answering",
+                502,
+            ) from None
         payload = response.json()
         if response.status_code >= 400:
             error = payload.get("error", {})
             raise SupervisorError(error.get("message", response.text), response.status_code, error.get("log"))
         return payload
+
+    def _pid(self) -> str:
+        """` (pid N)` of the supervisor that holds (or last held) this home's lock, if known."""
+        try:
+            pid = self.rundir.lock_file.read_text().strip()
+        except OSError:
+            return ""
+        return f" (pid {pid})" if pid.isdigit() else ""

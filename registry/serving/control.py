@@ -298,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-standby", action="store_true")
     parser.add_argument("--no-auto-rollback", action="store_true")
     parser.add_argument("--drain-grace", type=float, default=5.0)
+    parser.add_argument("--load-timeout", type=float, default=180.0, help="seconds a worker may take to load")
     parser.add_argument("--drift-every", type=float, default=10.0, help="seconds between drift updates")
     parser.add_argument("--drift-rows", type=int, default=10_000, help="live window: at most this many rows")
     parser.add_argument("--drift-minutes", type=float, default=60.0, help="live window: rows this recent")
@@ -323,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         keep_standby=not options.no_standby,
         auto_rollback=not options.no_auto_rollback,
         drain_grace=options.drain_grace,
+        load_timeout=options.load_timeout,
         drift_every=options.drift_every,
         window_rows=options.drift_rows,
         window_seconds=options.drift_minutes * 60,

@@ -170,10 +170,37 @@ def adopt(entry: dict[str, Any]) -> Worker | None:
             return None
     except (psutil.Error, KeyError, ValueError, TypeError):
         return None
-    state = SERVING if entry.get("role") == "active" else STANDBY
+    # An incoming worker may still load or already serve: its report (asked for by SIGHUP) tells.
+    state = {"active": SERVING, "standby": STANDBY}.get(str(entry.get("role")), LOADING)
     return Worker(
         pid=process.pid, version=int(entry["version"]), create_time=entry["create_time"], state=state
     )
+
+
+def workers_of(home: Path) -> list[Worker]:
+    """Every live worker process started for `home` (its `--home` names this very directory), whoever
+    started it: what a supervisor killed between spawning and recording may have left behind."""
+    home_path = os.path.realpath(home)
+    found = []
+    for process in psutil.process_iter(["cmdline", "create_time", "status"]):
+        argv = process.info["cmdline"] or []
+        if _MODULE not in argv or process.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if os.path.realpath(_option(argv, "--home") or "/nonexistent") != home_path:
+            continue
+        try:
+            version = int(_option(argv, "--version") or 0)
+        except ValueError:
+            version = 0
+        found.append(Worker(pid=process.pid, version=version, create_time=process.info["create_time"]))
+    return found
+
+
+def _option(argv: list[str], name: str) -> str | None:
+    try:
+        return argv[argv.index(name) + 1]
+    except (ValueError, IndexError):
+        return None
 
 
 def save_state(rundir: RunDir, deployments: dict[str, dict[str, Any]]) -> None:
@@ -189,9 +216,22 @@ def save_state(rundir: RunDir, deployments: dict[str, dict[str, Any]]) -> None:
 
 
 def load_state(rundir: RunDir) -> dict[str, dict[str, Any]]:
-    """The deployments of the state file (never read through a symlink or from another user's file)."""
+    """The deployments' workers the last supervisor recorded."""
+    deployments = _read_state(rundir).get("deployments")
+    return dict(deployments) if isinstance(deployments, dict) else {}
+
+
+def state_owner(rundir: RunDir) -> int | None:
+    """The pid of the supervisor that last wrote the state file."""
+    pid = _read_state(rundir).get("pid")
+    return pid if isinstance(pid, int) else None
+
+
+def _read_state(rundir: RunDir) -> dict[str, Any]:
+    """The state file (never read through a symlink or from another user's file)."""
     rundir.check()
     try:
-        return dict(json.loads(read_private(rundir.state_file)).get("deployments", {}))
-    except (FileNotFoundError, ValueError, AttributeError):
+        state = json.loads(read_private(rundir.state_file))
+    except (FileNotFoundError, ValueError):
         return {}
+    return state if isinstance(state, dict) else {}

@@ -1,15 +1,20 @@
 """The serving supervisor: one daemon per home that makes running model servers match the registry.
 
 It owns each deployment's socket and runs its workers (`registry.serving.lifecycle`) behind it. A
-swap loads the new version in standby while the old one serves, promotes it, and only then drains the
-old workers; the old version stays warm as a standby so a rollback is a switch. Workers that crash are
-restarted with exponential backoff; a version that keeps crashing is rolled back to the standby. Every
-step goes to the event ledger. Actions arrive through the control API (`registry.serving.control`).
+swap is all or nothing: it loads the new version in standby while the old one serves, writes the
+deployment row and its ledger event in one transaction, promotes the new workers, and only then drains
+the old ones (a failed write changes nothing; a failed promotion is reverted, row included); the old
+version stays warm as a standby so a rollback is a switch. Workers are in the state file from the
+moment they are spawned, so a new supervisor adopts, promotes or stops every one of them. Workers
+that crash are restarted with exponential backoff; a version that keeps crashing is rolled back to the
+standby. Every step goes to the event ledger. Actions arrive through the control API
+(`registry.serving.control`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -18,15 +23,16 @@ import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from registry import history as ledger
 from registry.core import Registry, current_actor
-from registry.deployments import list_deployments, remove_deployment, save_deployment
-from registry.errors import SupervisorError
+from registry.deployments import list_deployments, open_actions, remove_deployment, save_deployment
+from registry.errors import DatabaseError, RegistryError, SupervisorError
 from registry.info import DeploymentInfo
 from registry.monitoring.rollups import DEFAULT_RETENTION
 from registry.serving import logs
@@ -40,6 +46,8 @@ from registry.serving.processes import (
     load_state,
     save_state,
     spawn,
+    state_owner,
+    workers_of,
 )
 from registry.serving.rundir import RunDir
 from registry.serving.scraper import Scraper
@@ -81,6 +89,10 @@ class Runtime:
     sock: socket.socket | None = None
     active: list[Worker] = field(default_factory=list)
     standby: list[Worker] = field(default_factory=list)
+    #: Started for a change not made yet (loading, or loaded and waiting for the switch).
+    incoming: list[Worker] = field(default_factory=list)
+    #: Leaving service (draining or stopping).
+    outgoing: list[Worker] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     crashes: deque[float] = field(default_factory=lambda: deque(maxlen=32))
     restarts: int = 0
@@ -110,6 +122,10 @@ class Supervisor:
         self.started = time.time()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reports: socket.socket | None = None
+        #: Ledger writes (and compensating writes) the database refused for now, retried in order.
+        self._pending: deque[Callable[[], Any]] = deque()
+        self._flushing = asyncio.Lock()
+        self._retrying = False
         self.reconciled = asyncio.Event()
         #: Deployments whose workers are still being brought up after this supervisor started.
         self.starting: set[str] = set()
@@ -142,11 +158,13 @@ class Supervisor:
         if stop_servers:
             for runtime in list(self.runtimes.values()):
                 async with self._lock(runtime.spec.name):
-                    await self._retire(runtime.active + runtime.standby)
-                    runtime.active, runtime.standby = [], []
+                    await self._retire(runtime.active + runtime.standby + runtime.incoming + runtime.outgoing)
+                    runtime.active, runtime.standby, runtime.incoming, runtime.outgoing = [], [], [], []
             self._save_state()
         for task in list(self._tasks):
             task.cancel()
+        with contextlib.suppress(DatabaseError):  # what is left is closed at the next start
+            await self._flush()
         await self.scraper.store_rollups(close=True)
         if self._reports is not None:
             asyncio.get_running_loop().remove_reader(self._reports.fileno())
@@ -167,6 +185,7 @@ class Supervisor:
         reason: str = "",
     ) -> dict[str, Any]:
         """Serve `ref` as deployment `name` (default: the model's name); answers when traffic moved."""
+        await self.reconciled.wait()
         info = await self._db(self.registry.get, ref)
         name = name or info.name
         async with self._lock(name):
@@ -177,34 +196,37 @@ class Supervisor:
                 )
             if workers is not None and not 1 <= workers <= 64:
                 raise SupervisorError("--workers must be between 1 and 64")
-            if runtime is None:
-                runtime = await self._new_runtime(name, info.name, info.version, host, port, workers, options)
-            else:
+            if runtime is not None:
                 self._check_unchanged(runtime, host, port)
-            await self._db(
-                self.registry.record_event,
-                info.name,
-                ledger.DEPLOY_REQUESTED,
-                actor=actor or None,
-                deployment=name,
-                from_version=runtime.spec.version if runtime.served else None,
-                to_version=info.version,
-                reason=reason,
-            )
-            if runtime.active and runtime.spec.version == info.version and runtime.status == "running":
-                if workers is not None and workers != len(runtime.active):
-                    await self._scale(runtime, workers, actor, reason)
-                    return self._describe(runtime)
-                return self._describe(runtime, note=f"{name} already serves {info.name}:{info.version}")
-            if workers is not None:
-                runtime.spec.workers = workers
+                same = bool(runtime.active) and runtime.spec.version == info.version
+                same = same and runtime.status == "running"
+                if same and workers in (None, len(runtime.active)):
+                    return self._describe(runtime, note=f"{name} already serves {info.name}:{info.version}")
+            else:
+                runtime = await self._new_runtime(name, info.name, info.version, host, port, workers, options)
+                same = False
             try:
-                await self._switch(runtime, info.version, ledger.SWITCHED, actor, reason)
+                await self._flush()
+                await self._db(
+                    self.registry.record_event,
+                    info.name,
+                    ledger.DEPLOY_REQUESTED,
+                    actor=actor or None,
+                    deployment=name,
+                    from_version=runtime.spec.version if runtime.served else None,
+                    to_version=info.version,
+                    reason=reason,
+                )
+                if same and workers is not None:
+                    await self._scale(runtime, workers, actor, reason)
+                else:
+                    await self._switch(runtime, info.version, ledger.SWITCHED, actor, reason, workers)
             except BaseException:
                 if not runtime.served:  # a new deployment that never served: leave nothing behind
                     self.runtimes.pop(name, None)
                     if runtime.sock is not None:
                         runtime.sock.close()
+                    self._save_state()
                 raise
             return self._describe(runtime)
 
@@ -212,6 +234,7 @@ class Supervisor:
         self, name: str, to: int | None = None, *, actor: str = "", reason: str = ""
     ) -> dict[str, Any]:
         """Put the standby (or version `to`) back in service; a switch when it is warm."""
+        await self.reconciled.wait()
         async with self._lock(name):
             runtime = self._runtime(name)
             current = runtime.spec.version
@@ -227,47 +250,68 @@ class Supervisor:
             return self._describe(runtime)
 
     async def stop(self, name: str, *, actor: str = "", reason: str = "") -> dict[str, Any]:
-        """Drain and stop every worker of `name`, and forget the deployment."""
+        """Forget the deployment `name` in the registry, then drain and stop every worker of it."""
+        await self.reconciled.wait()
         async with self._lock(name):
             runtime = self._runtime(name)
-            await self._retire(runtime.active + runtime.standby)
+            try:
+                await self._flush()
+                await self._db(
+                    remove_deployment, self.registry, name, ledger.STOPPED, actor=actor or None, reason=reason
+                )
+            except Exception as exc:
+                raise self._unchanged(runtime, "stop", exc) from None
+            leaving = runtime.active + runtime.standby + runtime.incoming + runtime.outgoing
+            runtime.outgoing, runtime.active, runtime.standby, runtime.incoming = leaving, [], [], []
+            self._save_state()
+            await self._retire(leaving)
             if runtime.sock is not None:
                 runtime.sock.close()
             del self.runtimes[name]
             self._save_state()
-            await self._db(
-                remove_deployment, self.registry, name, ledger.STOPPED, actor=actor or None, reason=reason
-            )
             return {"name": name, "status": "stopped"}
 
     async def scale(self, name: str, workers: int, *, actor: str = "", reason: str = "") -> dict[str, Any]:
         """Run `workers` processes for `name` (the standby keeps at most as many)."""
+        await self.reconciled.wait()
         async with self._lock(name):
             runtime = self._runtime(name)
             await self._scale(runtime, workers, actor, reason)
             return self._describe(runtime)
 
     async def _scale(self, runtime: Runtime, workers: int, actor: str, reason: str) -> None:
+        """Like a switch: new workers wait in standby until the row is written; extra ones go after."""
         if not 1 <= workers <= 64:
             raise SupervisorError("workers must be between 1 and 64")
         spec = runtime.spec
         before = len(runtime.active)
-        if before < workers:
-            await self._start_active(runtime, workers - before)
+        added = await self._load(runtime, spec.version, workers - before, actor) if before < workers else []
+        target = replace(spec, workers=workers)
+        detail = {"workers": workers, "before": before}
+        try:
+            await self._commit(target, ledger.SCALED, actor, spec.version, reason, detail)
+        except BaseException as exc:
+            self._give_back(runtime, added, [])
+            if not isinstance(exc, Exception):
+                raise
+            error = self._unchanged(runtime, f"scaling to {workers} workers", exc)
+            if added:  # the load it recorded gets its outcome
+                why = f"scaling to {workers} workers not recorded: {exc}"
+                await self._event(spec, ledger.FAILED, actor, spec.version, why, None, spec.version)
+            raise error from None
+        try:
+            await self._promote(runtime, added)
+        except BaseException as exc:
+            await self._revert(runtime, spec, added, [], exc, f"scaling to {workers} workers")
+        runtime.spec = target
+        runtime.incoming = [w for w in runtime.incoming if w not in added]
+        runtime.active += added
         extra, runtime.active = runtime.active[workers:], runtime.active[:workers]
-        await self._retire(extra + runtime.standby[workers:])
-        runtime.standby = runtime.standby[:workers]
-        spec.workers = workers
-        await self._db(
-            save_deployment,
-            self.registry,
-            spec,
-            ledger.SCALED,
-            actor=actor or None,
-            from_version=spec.version,
-            reason=reason,
-            detail={"workers": workers, "before": before},
-        )
+        stale, runtime.standby = runtime.standby[workers:], runtime.standby[:workers]
+        runtime.outgoing += extra + stale
+        self._save_state()
+        await self._retire(extra + stale)
+        runtime.outgoing = [w for w in runtime.outgoing if w not in extra + stale]
         self._save_state()
 
     def status(self) -> dict[str, Any]:
@@ -287,66 +331,189 @@ class Supervisor:
         }
 
     # ------------------------------------------------------------------ swaps
-    async def _switch(self, runtime: Runtime, version: int, kind: str, actor: str, reason: str) -> None:
-        """Move traffic of `runtime` to `version`: promote a warm standby or load new workers first."""
+    async def _switch(
+        self, runtime: Runtime, version: int, kind: str, actor: str, reason: str, workers: int | None = None
+    ) -> None:
+        """Move traffic of `runtime` to `version`, all or nothing.
+
+        The incoming workers (the warm standby, or new ones loaded now) wait in standby while the
+        deployment row and its ledger event are written in one transaction; only then are they
+        promoted and the old ones drained. If the write fails they go (back to standby) and nothing
+        changed; if promotion fails, the old workers (never drained) keep serving and the row is
+        written back (`_revert`). Either way the error says what happened and what serves."""
         spec = runtime.spec
         previous = spec.version if runtime.served else None
+        count = workers or spec.workers
         warm = [w for w in runtime.standby if w.version == version and w.alive() and w.state == STANDBY]
+        warm = warm[:count]
+        started = time.monotonic()
         if warm:
-            incoming = warm[: spec.workers]
-            runtime.standby = [w for w in runtime.standby if w not in incoming]
+            runtime.standby = [w for w in runtime.standby if w not in warm]
+            runtime.incoming += warm
+            incoming = warm
         else:
-            incoming = await self._load(runtime, version, spec.workers, actor)
-        await self._promote(runtime, incoming)
-        outgoing, runtime.active = runtime.active, incoming
-        spec.version = version
-        runtime.served = True
+            incoming = await self._load(runtime, version, count, actor, record_ready=False)
+        keep = self.policy.keep_standby and previous is not None and previous != version
+        target = replace(spec, version=version, workers=count, standby_version=previous if keep else None)
+        pids = [w.pid for w in incoming]
+        ready = (
+            []
+            if warm
+            else [
+                (
+                    ledger.READY,
+                    {
+                        "actor": self.actor,
+                        "deployment": spec.name,
+                        "to_version": version,
+                        "detail": {"seconds": round(time.monotonic() - started, 3), "workers": pids},
+                    },
+                )
+            ]
+        )
+        doing = f"switch to {spec.model}:{version}"
+        try:
+            await self._commit(
+                target, kind, actor, previous, reason, {"warm": bool(warm), "workers": pids}, ready
+            )
+        except BaseException as exc:
+            self._give_back(runtime, incoming, warm)
+            if not isinstance(exc, Exception):
+                raise
+            error = self._unchanged(runtime, doing, exc)
+            await self._event(
+                spec, ledger.FAILED, actor, version, f"{doing} not recorded: {exc}", None, previous
+            )
+            raise error from None
+        try:
+            await self._promote(runtime, incoming)
+        except BaseException as exc:
+            await self._revert(runtime, spec, incoming, warm, exc, doing)
+        outgoing = runtime.active
+        stale = [w for w in runtime.standby if not keep or w.version != previous]
+        runtime.spec, runtime.active, runtime.served = target, incoming, True
+        runtime.incoming = [w for w in runtime.incoming if w not in incoming]
+        runtime.standby = [w for w in runtime.standby if w not in stale]
+        runtime.outgoing += outgoing + stale
         runtime.status, runtime.message = "running", ""
         runtime.crashes.clear()
-        keep = self.policy.keep_standby and previous is not None and previous != version
-        stale = [w for w in runtime.standby if not keep or w.version != previous]
-        runtime.standby = [w for w in runtime.standby if w not in stale]
-        spec.standby_version = previous if keep else None
+        self._save_state()
+        drained = await self._drain(runtime, outgoing, keep=keep)
+        await self._retire(stale)
+        runtime.outgoing = [w for w in runtime.outgoing if w not in outgoing + stale]
+        self._save_state()
+        if outgoing:
+            await self._record(
+                partial(
+                    self.registry.record_event,
+                    target.model,
+                    ledger.DRAINED,
+                    actor=self.actor,
+                    deployment=target.name,
+                    from_version=previous,
+                    detail={"workers": [w.pid for w in outgoing], "standby": [w.pid for w in drained]},
+                )
+            )
+        if len(runtime.active) < target.workers:  # a smaller standby took over: add the rest behind it
+            self._spawn_task(self._restart(runtime, 0, crashed=False))
+
+    async def _commit(
+        self,
+        spec: DeploymentInfo,
+        kind: str,
+        actor: str,
+        from_version: int | None,
+        reason: str,
+        detail: dict[str, Any],
+        preceding: list[tuple[str, dict[str, Any]]] | None = None,
+    ) -> None:
+        """Write the deployment row and its ledger event in one transaction, after any pending writes."""
+        await self._flush()
         await self._db(
             save_deployment,
             self.registry,
             spec,
             kind,
             actor=actor or None,
-            from_version=previous,
+            from_version=from_version,
             reason=reason,
-            detail={"warm": bool(warm), "workers": [w.pid for w in runtime.active]},
+            detail=detail,
+            preceding=preceding or [],
         )
-        self._save_state()
-        drained = await self._drain(runtime, outgoing, keep=keep)
-        await self._retire(stale)
-        if outgoing:
-            await self._db(
-                self.registry.record_event,
-                spec.model,
-                ledger.DRAINED,
-                actor=self.actor,
-                deployment=spec.name,
-                from_version=previous,
-                detail={"workers": [w.pid for w in outgoing], "standby": [w.pid for w in drained]},
-            )
-        self._save_state()
-        if len(runtime.active) < spec.workers:  # a smaller standby took over: add the rest behind it
-            self._spawn_task(self._restart(runtime, 0, crashed=False))
 
-    async def _load(self, runtime: Runtime, version: int, count: int, actor: str) -> list[Worker]:
+    def _give_back(self, runtime: Runtime, incoming: list[Worker], warm: list[Worker]) -> None:
+        """Undo taking `incoming` for a change: the warm standby goes back, new workers are killed
+        (they never served)."""
+        runtime.incoming = [w for w in runtime.incoming if w not in incoming]
+        for worker in incoming:
+            if worker not in warm:
+                worker.kill()
+        runtime.standby = warm + runtime.standby
+        self._save_state()
+
+    async def _revert(
+        self,
+        runtime: Runtime,
+        before: DeploymentInfo,
+        incoming: list[Worker],
+        warm: list[Worker],
+        exc: BaseException,
+        doing: str,
+    ) -> NoReturn:
+        """Promotion failed after the row was written: take the incoming workers out of service (the
+        old ones never stopped serving), write the previous row back (retried until the database takes
+        it), and raise an error that says so."""
+        if not isinstance(exc, Exception):  # cancelled: the next supervisor start reconciles
+            self._give_back(runtime, incoming, [])
+            raise exc
+        runtime.incoming = [w for w in runtime.incoming if w not in incoming]
+        runtime.outgoing += incoming
+        self._save_state()
+        parked = await self._drain(runtime, [w for w in incoming if w in warm], keep=True)
+        await self._retire([w for w in incoming if w not in parked])
+        runtime.outgoing = [w for w in runtime.outgoing if w not in incoming]
+        why = f"{doing} failed after it was recorded: {exc}"
+        if runtime.served:
+            undo = partial(
+                save_deployment,
+                self.registry,
+                before,
+                ledger.REVERTED,
+                actor=self.actor,
+                from_version=incoming[0].version if incoming else before.version,
+                reason=why,
+            )
+            now = f"{before.name} serves {before.model}:{before.version} again"
+        else:
+            undo = partial(
+                remove_deployment, self.registry, before.name, ledger.FAILED, actor=self.actor, reason=why
+            )
+            now = f"{before.name} was not deployed"
+        self._save_state()
+        await self._record(undo)
+        status = exc.status if isinstance(exc, SupervisorError) else 500
+        raise SupervisorError(f"{before.name}: {why}; put back: {now}", status)
+
+    def _unchanged(self, runtime: Runtime, doing: str, exc: Exception) -> SupervisorError:
+        """The error of a change that was not made: why, and what still serves."""
+        spec = runtime.spec
+        if runtime.served and runtime.active:
+            now = f"{spec.name} still serves {spec.model}:{spec.version}"
+        else:
+            now = f"nothing runs for {spec.name}"
+        status = 503 if isinstance(exc, DatabaseError) else getattr(exc, "status", 500)
+        tail = exc.log_tail if isinstance(exc, SupervisorError) else []
+        return SupervisorError(f"{spec.name}: {doing} not done: {exc}; {now}", status, tail)
+
+    async def _load(
+        self, runtime: Runtime, version: int, count: int, actor: str, record_ready: bool = True
+    ) -> list[Worker]:
         """Start `count` standby workers of `version` and wait until all have loaded and warmed up.
 
-        On failure they are killed, nothing else changes, and a SupervisorError carries the reason."""
+        They are recorded (as incoming) as soon as they are spawned. On failure they are killed,
+        nothing else changes, and a SupervisorError carries the reason."""
         spec = runtime.spec
-        await self._db(
-            self.registry.record_event,
-            spec.model,
-            ledger.LOADING,
-            actor=actor or self.actor,
-            deployment=spec.name,
-            to_version=version,
-        )
+        await self._event(spec, ledger.LOADING, actor or self.actor, version)
         if runtime.sock is None:  # adopted workers hold the old socket; bind the port again beside it
             runtime.sock = bind_socket(spec.host, spec.port, listen=False, reuse_port=True)
         token = serving_token(self.home) if spec.options.get("auth") else None
@@ -362,52 +529,68 @@ class Supervisor:
         token_file = self.home / "serving-token" if token else None
         started = time.monotonic()
         workers = self._track([spawn(worker_spec, self.rundir, token_file) for _ in range(count)])
-        ready = await asyncio.gather(*(w.wait_for({STANDBY}, self.policy.load_timeout) for w in workers))
+        runtime.incoming += workers
+        self._save_state()
+        try:
+            timeout = self.policy.load_timeout
+            ready = await asyncio.gather(*(w.wait_for({STANDBY}, timeout) for w in workers))
+        except BaseException:
+            self._give_back(runtime, workers, [])
+            raise
         if all(ready):
-            await self._db(
-                self.registry.record_event,
-                spec.model,
-                ledger.READY,
-                actor=self.actor,
-                deployment=spec.name,
-                to_version=version,
-                detail={"seconds": round(time.monotonic() - started, 3), "workers": [w.pid for w in workers]},
-            )
+            if record_ready:
+                await self._record(
+                    partial(
+                        self.registry.record_event,
+                        spec.model,
+                        ledger.READY,
+                        actor=self.actor,
+                        deployment=spec.name,
+                        to_version=version,
+                        detail={
+                            "seconds": round(time.monotonic() - started, 3),
+                            "workers": [w.pid for w in workers],
+                        },
+                    )
+                )
             return workers
-        for worker in workers:
-            worker.kill()
+        late = [w for w, ok in zip(workers, ready, strict=True) if not ok and w.alive()]
+        self._give_back(runtime, workers, [])
         await asyncio.gather(*(w.wait_exit(5) for w in workers))
-        failed = next((w for w in workers if w.error), None) or next(
-            w for w, ok in zip(workers, ready, strict=True) if not ok
-        )
-        why = failed.error or (
-            f"worker exited with status {failed.exit_code}"
-            if failed.exit_code is not None
-            else "load timed out"
-        )
+        why = self._load_failure(workers, ready, late)
         tail = logs.tail(self.rundir.deployment_log(spec.name), 20)
-        await self._db(
-            self.registry.record_event,
-            spec.model,
-            ledger.FAILED,
-            actor=actor or self.actor,
-            deployment=spec.name,
-            from_version=spec.version if runtime.served else None,
-            to_version=version,
-            reason=why,
-            detail={"log": tail[-10:]},
+        previous = spec.version if runtime.served else None
+        await self._event(
+            spec, ledger.FAILED, actor or self.actor, version, why, {"log": tail[-10:]}, previous
         )
         serving = f"; {spec.name} still serves version {spec.version}" if runtime.active else ""
         raise SupervisorError(f"{spec.model}:{version} failed to start: {why}{serving}", 500, tail)
 
+    def _load_failure(self, workers: list[Worker], ready: list[bool], late: list[Worker]) -> str:
+        """Why a load failed: the worker's own error, the load timeout, or how it exited."""
+        failed = next((w for w in workers if w.error), None)
+        if failed is not None:
+            return failed.error
+        if late:  # killed by us when the time was up: its exit status (-9) says nothing
+            return f"did not load within {self.policy.load_timeout:g} s (load timeout)"
+        dead = next(w for w, ok in zip(workers, ready, strict=True) if not ok)
+        return (
+            f"worker exited with status {dead.exit_code}" if dead.exit_code is not None else "worker exited"
+        )
+
     async def _promote(self, runtime: Runtime, workers: list[Worker]) -> None:
+        """Tell `workers` to serve and wait until they all do; the caller undoes a failure."""
         for worker in workers:
             worker.send(signal.SIGUSR1)
         serving = await asyncio.gather(*(w.wait_for({SERVING}, 30) for w in workers))
-        if not all(serving):
-            for worker in workers:
-                worker.kill()
-            raise SupervisorError(f"{runtime.spec.name}: a worker did not start serving", 500)
+        for worker, ok in zip(workers, serving, strict=True):
+            if not ok:
+                why = worker.error or ("it exited" if not worker.alive() else "not serving within 30 s")
+                raise SupervisorError(
+                    f"{runtime.spec.name}: worker {worker.pid} (version {worker.version}) did not start "
+                    f"serving: {why}",
+                    500,
+                )
 
     async def _drain(self, runtime: Runtime, workers: list[Worker], keep: bool) -> list[Worker]:
         """Drain `workers`; kept as standby when `keep`, else stopped. The ones now in standby."""
@@ -437,8 +620,76 @@ class Supervisor:
 
     async def _start_active(self, runtime: Runtime, count: int) -> None:
         workers = await self._load(runtime, runtime.spec.version, count, self.actor)
-        await self._promote(runtime, workers)
+        try:
+            await self._promote(runtime, workers)
+        except BaseException:
+            self._give_back(runtime, workers, [])
+            raise
+        runtime.incoming = [w for w in runtime.incoming if w not in workers]
         runtime.active += workers
+
+    # ------------------------------------------------------------------ ledger writes
+    async def _event(
+        self,
+        spec: DeploymentInfo,
+        kind: str,
+        actor: str,
+        version: int,
+        reason: str = "",
+        detail: dict[str, Any] | None = None,
+        from_version: int | None = None,
+    ) -> None:
+        """Record a step of `spec`'s deployment towards `version` (now, or later if the DB is busy)."""
+        await self._record(
+            partial(
+                self.registry.record_event,
+                spec.model,
+                kind,
+                actor=actor or self.actor,
+                deployment=spec.name,
+                from_version=from_version,
+                to_version=version,
+                reason=reason,
+                detail=detail or {},
+            )
+        )
+
+    async def _record(self, write: Callable[[], Any]) -> None:
+        """Make a ledger (or compensating) write now or, while the database refuses, later: in order,
+        retried until it lands, and always before the next change is written (`_flush`)."""
+        self._pending.append(write)
+        if self._retrying:  # the database is busy: the retry task writes it, in order, without waiting here
+            return
+        try:
+            await self._flush()
+        except DatabaseError as exc:
+            log.warning("ledger write postponed (%d pending): %s", len(self._pending), exc)
+            if not self._retrying:
+                self._retrying = True
+                self._spawn_task(self._retry_pending())
+
+    async def _flush(self) -> None:
+        """Write the pending writes in order; a DatabaseError leaves the rest pending and is raised."""
+        async with self._flushing:
+            while self._pending:
+                try:
+                    await self._db(self._pending[0])
+                except DatabaseError:
+                    raise
+                except RegistryError as exc:  # e.g. the model was deleted since: nothing to retry
+                    log.warning("ledger write dropped: %s", exc)
+                self._pending.popleft()
+
+    async def _retry_pending(self) -> None:
+        delay = 0.25
+        try:
+            while self._pending:
+                await asyncio.sleep(delay)
+                with contextlib.suppress(DatabaseError):
+                    await self._flush()
+                delay = min(5.0, delay * 2)
+        finally:
+            self._retrying = False
 
     # ------------------------------------------------------------------ crashes
     async def _watch(self) -> None:
@@ -511,17 +762,19 @@ class Supervisor:
         recent = sum(1 for t in runtime.crashes if now - t <= self.policy.crash_window)
         tail = logs.tail(self.rundir.deployment_log(spec.name), 10)
         self._spawn_task(
-            self._db(
-                self.registry.record_event,
-                spec.model,
-                ledger.CRASHED,
-                actor=self.actor,
-                deployment=spec.name,
-                from_version=worker.version,
-                reason=self._hung.pop(worker.pid, None)
-                or f"worker {worker.pid} ({'active' if was_active else 'standby'}) exited"
-                + (f" with status {worker.exit_code}" if worker.exit_code is not None else ""),
-                detail={"pid": worker.pid, "exit_code": worker.exit_code, "log": tail},
+            self._record(
+                partial(
+                    self.registry.record_event,
+                    spec.model,
+                    ledger.CRASHED,
+                    actor=self.actor,
+                    deployment=spec.name,
+                    from_version=worker.version,
+                    reason=self._hung.pop(worker.pid, None)
+                    or f"worker {worker.pid} ({'active' if was_active else 'standby'}) exited"
+                    + (f" with status {worker.exit_code}" if worker.exit_code is not None else ""),
+                    detail={"pid": worker.pid, "exit_code": worker.exit_code, "log": tail},
+                )
             )
         )
         self._save_state()
@@ -563,15 +816,17 @@ class Supervisor:
                 if not crashed:
                     return
                 runtime.restarts += missing
-                await self._db(
-                    self.registry.record_event,
-                    runtime.spec.model,
-                    ledger.RESTARTED,
-                    actor=self.actor,
-                    deployment=runtime.spec.name,
-                    to_version=runtime.spec.version,
-                    reason=f"after {backoff:g} s backoff",
-                    detail={"workers": [w.pid for w in runtime.active]},
+                await self._record(
+                    partial(
+                        self.registry.record_event,
+                        runtime.spec.model,
+                        ledger.RESTARTED,
+                        actor=self.actor,
+                        deployment=runtime.spec.name,
+                        to_version=runtime.spec.version,
+                        reason=f"after {backoff:g} s backoff",
+                        detail={"workers": [w.pid for w in runtime.active]},
+                    )
                 )
         finally:
             runtime.healing = False
@@ -589,38 +844,72 @@ class Supervisor:
 
     # ------------------------------------------------------------------ start-up
     async def _reconcile(self) -> None:
-        """Adopt workers a previous supervisor left running; start what the DB wants and nobody runs."""
+        """Adopt workers a previous supervisor left running, stop the ones nothing wants (strays of
+        this home included), close the actions it left unfinished, then bring up what the DB wants."""
         try:
             adopted = load_state(self.rundir)
+            owner = state_owner(self.rundir)
             wanted = await self._db(list_deployments, self.registry)
+            leaving: list[Worker] = []
             for spec in wanted:
                 entry = adopted.pop(spec.name, {})
                 runtime = Runtime(spec=spec)
                 self.runtimes[spec.name] = runtime
                 for item in entry.get("workers", []):
                     worker = adopt(item)
-                    if worker is None:
-                        continue
-                    self._track([worker])
-                    if item.get("role") == "active" and worker.version == spec.version:
-                        runtime.active.append(worker)
-                    elif item.get("role") == "standby" and self.policy.keep_standby:
-                        runtime.standby.append(worker)
-                    else:
-                        await self._retire([worker])
+                    if worker is not None:
+                        self._track([worker])
+                        self._place(runtime, worker, str(item.get("role")))
                 await self._reclaim(runtime)
                 self.starting.add(spec.name)
-                self._spawn_task(self._bring_up(runtime))
             for entry in adopted.values():  # deployments the DB no longer wants
-                await self._retire([w for w in map(adopt, entry.get("workers", [])) if w is not None])
+                leaving += self._track([w for w in map(adopt, entry.get("workers", [])) if w is not None])
+            strays = [w for w in workers_of(self.home) if w.pid not in self.workers]
+            if strays:
+                log.warning("stopping %d worker(s) of this home that nothing tracks", len(strays))
+            self._spawn_task(self._retire(self._track(leaving + strays)))
             self._sweep_sockets()
+            await self._close_open_actions(owner)
             self._save_state()
+            for runtime in self.runtimes.values():
+                self._spawn_task(self._bring_up(runtime))
         finally:
             self.reconciled.set()
 
+    def _place(self, runtime: Runtime, worker: Worker, role: str) -> None:
+        """Put an adopted worker where its recorded role and the DB's wish say: serving the DB's
+        version, its standby, incoming for it (promoted once loaded), or else leaving once replaced."""
+        spec = runtime.spec
+        if role == "active" and worker.version == spec.version:
+            runtime.active.append(worker)
+        elif role == "standby" and self.policy.keep_standby and worker.version == spec.standby_version:
+            runtime.standby.append(worker)
+        elif role == "incoming" and worker.version == spec.version:
+            runtime.incoming.append(worker)
+        else:
+            runtime.outgoing.append(worker)
+
+    async def _close_open_actions(self, owner: int | None) -> None:
+        """Give each action the last supervisor left without an outcome its outcome (failed)."""
+        who = f" (pid {owner})" if owner else ""
+        for event in await self._db(open_actions, self.registry):
+            what = "the deploy" if event["kind"] == ledger.DEPLOY_REQUESTED else "loading"
+            await self._record(
+                partial(
+                    self.registry.record_event,
+                    event["model_name"],
+                    ledger.FAILED,
+                    actor=self.actor,
+                    deployment=event["deployment"],
+                    from_version=event["from_version"],
+                    to_version=event["to_version"],
+                    reason=f"supervisor stopped during {what}{who}",
+                )
+            )
+
     async def _reclaim(self, runtime: Runtime) -> None:
-        """Ask adopted workers for the deployment's socket (SIGHUP) and wait a moment for it."""
-        adopted = runtime.active + runtime.standby
+        """Ask adopted workers for their state and the deployment's socket (SIGHUP); wait a moment."""
+        adopted = [w for _, w in _roles(runtime)]
         for worker in adopted:
             worker.send(signal.SIGHUP)
         deadline = time.monotonic() + 2.0
@@ -630,25 +919,37 @@ class Supervisor:
             log.warning("%s: adopted workers did not hand the socket back; binding again", runtime.spec.name)
 
     async def _bring_up(self, runtime: Runtime) -> None:
-        """Start the workers (then the standby) a deployment lacks after a supervisor start."""
+        """Start the workers (then the standby) a deployment lacks after a supervisor start; stop the
+        adopted ones it no longer wants once the wanted ones serve."""
         spec = runtime.spec
         try:
             async with self._lock(spec.name):
+                await self._adopt_incoming(runtime)
                 missing = spec.workers - len(runtime.active)
                 if missing > 0:
                     runtime.status = "starting"
                     await self._start_active(runtime, missing)
-                    await self._db(
-                        self.registry.record_event,
-                        spec.model,
-                        ledger.RESTARTED,
-                        actor=self.actor,
-                        deployment=spec.name,
-                        to_version=spec.version,
-                        reason="supervisor started",
-                        detail={"workers": [w.pid for w in runtime.active]},
+                    await self._record(
+                        partial(
+                            self.registry.record_event,
+                            spec.model,
+                            ledger.RESTARTED,
+                            actor=self.actor,
+                            deployment=spec.name,
+                            to_version=spec.version,
+                            reason="supervisor started",
+                            detail={"workers": [w.pid for w in runtime.active]},
+                        )
                     )
                 runtime.status = "running"
+                self._save_state()
+                leaving = runtime.outgoing
+                if self.policy.keep_standby and not runtime.standby:  # the old version: park it warm
+                    await self._drain(
+                        runtime, [w for w in leaving if w.version == spec.standby_version], True
+                    )
+                await self._retire([w for w in leaving if w not in runtime.standby])
+                runtime.outgoing = [w for w in runtime.outgoing if w not in leaving]
                 self._save_state()
         except (SupervisorError, ServeError) as exc:
             runtime.status, runtime.message = "failed", str(exc)
@@ -659,10 +960,34 @@ class Supervisor:
         if self.policy.keep_standby and standby is not None and not runtime.standby:
             async with self._lock(spec.name):
                 try:
-                    runtime.standby = await self._load(runtime, standby, spec.workers, self.actor)
+                    loaded = await self._load(runtime, standby, spec.workers, self.actor)
+                    runtime.incoming = [w for w in runtime.incoming if w not in loaded]
+                    runtime.standby = loaded
                 except SupervisorError as exc:
                     log.warning("%s: standby version %s did not load: %s", spec.name, standby, exc)
                 self._save_state()
+
+    async def _adopt_incoming(self, runtime: Runtime) -> None:
+        """Workers of the DB's version that the last supervisor started but had not put in service
+        (it stopped after recording the switch): promote the ones that load, stop the rest."""
+        incoming = list(runtime.incoming)
+        if not incoming:
+            return
+        loaded = await asyncio.gather(
+            *(w.wait_for({STANDBY, SERVING}, self.policy.load_timeout) for w in incoming)
+        )
+        room = max(0, runtime.spec.workers - len(runtime.active))
+        taken = [w for w, ok in zip(incoming, loaded, strict=True) if ok][:room]
+        runtime.incoming = taken
+        runtime.outgoing += [w for w in incoming if w not in taken]
+        try:
+            await self._promote(runtime, taken)
+        except SupervisorError as exc:  # start afresh instead
+            log.warning("%s: adopted workers did not serve: %s", runtime.spec.name, exc)
+            self._give_back(runtime, taken, [])
+            return
+        runtime.incoming = []
+        runtime.active += taken
 
     # ------------------------------------------------------------------ helpers
     async def _new_runtime(
@@ -746,8 +1071,7 @@ class Supervisor:
             "message": runtime.message,
             "restarts": runtime.restarts,
             "workers_running": len(runtime.active),
-            "processes": [w.as_dict("active") for w in runtime.active]
-            + [w.as_dict("standby") for w in runtime.standby],
+            "processes": [w.as_dict(role) for role, w in _roles(runtime)],
         }
         if spec.options.get("auth"):
             try:
@@ -774,8 +1098,7 @@ class Supervisor:
                 name: {
                     "host": r.spec.host,
                     "port": r.spec.port,
-                    "workers": [_entry(w, "active") for w in r.active]
-                    + [_entry(w, "standby") for w in r.standby],
+                    "workers": [_entry(w, role) for role, w in _roles(r)],
                 }
                 for name, r in self.runtimes.items()
             },
@@ -819,7 +1142,7 @@ class Supervisor:
 
     def _reclaim_socket(self, worker: Worker, fd: int) -> None:
         """Keep the socket an adopted worker handed back, for the deployment it serves."""
-        runtime = next((r for r in self.runtimes.values() if worker in r.active + r.standby), None)
+        runtime = next((r for r in self.runtimes.values() if worker in (w for _, w in _roles(r))), None)
         if runtime is None or runtime.sock is not None:
             os.close(fd)
             return
@@ -843,6 +1166,16 @@ class Supervisor:
         for path in self.rundir.workers.glob("*.sock"):
             if not path.stem.isdigit() or int(path.stem) not in self.workers:
                 path.unlink(missing_ok=True)
+
+
+def _roles(runtime: Runtime) -> list[tuple[str, Worker]]:
+    """Every worker of `runtime` with its role: active, standby, incoming or outgoing."""
+    return (
+        [("active", w) for w in runtime.active]
+        + [("standby", w) for w in runtime.standby]
+        + [("incoming", w) for w in runtime.incoming]
+        + [("outgoing", w) for w in runtime.outgoing]
+    )
 
 
 def _entry(worker: Worker, role: str) -> dict[str, Any]:
