@@ -361,13 +361,27 @@ def serve(
     batching: Annotated[
         str, typer.Option(metavar="auto|on|off", help="Micro-batch concurrent requests (auto: slow models).")
     ] = "auto",
+    max_connections: serving_commands.MaxConnections = None,
+    idle_timeout: serving_commands.IdleTimeout = None,
+    header_timeout: serving_commands.HeaderTimeout = None,
+    body_timeout: serving_commands.BodyTimeout = None,
 ) -> None:
     """Serve one version in the foreground (for containers and debugging); Ctrl-C stops it."""
+    from registry.serving.connections import ConnectionLimits
+    from registry.serving.options import check_host, check_options, check_port
     from registry.serving.worker import bind_socket, is_loopback, load_predictor, run_server, serving_token
 
     modes = {"auto": None, "on": True, "off": False}
-    if batching not in modes:
-        _fail(f"--batching must be auto, on or off, not {batching!r}")
+    host, port = serving_commands.checked(lambda: (check_host(host), check_port(port)))
+    limits = {
+        "max_connections": max_connections,
+        "idle_timeout": idle_timeout,
+        "header_timeout": header_timeout,
+        "body_timeout": body_timeout,
+    }
+    given = serving_commands.checked(
+        lambda: check_options({"batching": batching, "max_body_mb": max_body_mb, **limits})
+    )
     with _registry() as reg:
         sock = bind_socket(host, port)
         token = None if is_loopback(host) or no_auth else serving_token(reg.settings.home)
@@ -387,6 +401,7 @@ def serve(
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         access_log=access_log,
         batching=batched,
+        limits=ConnectionLimits(**{key: given[key] for key in limits if key in given}),
     )
 
 

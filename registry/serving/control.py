@@ -28,6 +28,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from registry.errors import ModelNotFound, RegistryError, SupervisorError, VersionNotFound
+from registry.serving.logs import limit_repeats
+from registry.serving.options import OptionError
 from registry.serving.rundir import RunDir
 from registry.serving.supervisor import Policy, Supervisor
 
@@ -47,6 +49,8 @@ def create_control_app(supervisor: Supervisor, on_shutdown: Callable[[bool], Non
                 return JSONResponse(await action(body))
             except SupervisorError as exc:
                 return _error(exc.status, str(exc), exc.log_tail)
+            except OptionError as exc:  # a bad option or name: nothing was done
+                return _error(400, str(exc), field=exc.field)
             except (ModelNotFound, VersionNotFound) as exc:
                 return _error(404, str(exc))
             except RegistryError as exc:
@@ -65,11 +69,11 @@ def create_control_app(supervisor: Supervisor, on_shutdown: Callable[[bool], Non
     async def deploy(body: dict[str, Any]) -> dict[str, Any]:
         return await supervisor.deploy(
             str(body["ref"]),
-            name=body.get("name"),
+            name=body.get("name"),  # checked by the supervisor (registry.serving.options)
             host=body.get("host"),
-            port=_int(body.get("port")),
-            workers=_int(body.get("workers")),
-            options=dict(body.get("options") or {}),
+            port=body.get("port"),
+            workers=body.get("workers"),
+            options=body.get("options"),
             actor=str(body.get("actor", "")),
             reason=str(body.get("reason", "")),
         )
@@ -90,7 +94,7 @@ def create_control_app(supervisor: Supervisor, on_shutdown: Callable[[bool], Non
     async def scale(body: dict[str, Any]) -> dict[str, Any]:
         return await supervisor.scale(
             str(body["name"]),
-            int(body["workers"]),
+            body["workers"],
             actor=str(body.get("actor", "")),
             reason=str(body.get("reason", "")),
         )
@@ -124,8 +128,13 @@ def _int(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
-def _error(status: int, message: str, log_tail: list[str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "log": log_tail or []}}, status_code=status)
+def _error(
+    status: int, message: str, log_tail: list[str] | None = None, *, field: str | None = None
+) -> JSONResponse:
+    error: dict[str, Any] = {"message": message, "log": log_tail or []}
+    if field is not None:
+        error["field"] = field
+    return JSONResponse({"error": error}, status_code=status)
 
 
 class AlreadyRunning(RegistryError):
@@ -256,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter("%(asctime)s supervisor [%(process)d] %(levelname)s %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("uvicorn").setLevel(logging.WARNING)
+    limit_repeats()
     policy = Policy(
         keep_standby=not options.no_standby,
         auto_rollback=not options.no_auto_rollback,

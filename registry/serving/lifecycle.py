@@ -35,6 +35,8 @@ from logging.handlers import WatchedFileHandler
 from pathlib import Path
 from typing import Any
 
+from registry.serving.logs import limit_repeats
+
 SERVE, STANDBY, STOP = "serve", "standby", "stop"
 #: Exit status when the model cannot be loaded or warmed up (the supervisor then does not restart it).
 EXIT_LOAD_FAILED = 3
@@ -229,8 +231,19 @@ def _load(options: argparse.Namespace) -> tuple[ClosingWhenDraining, Any]:
             monitoring=not options.no_monitoring,
         )
     )
-    config = server_config(predictor, app, options.fd, log_config=None)
+    config = server_config(predictor, app, options.fd, log_config=None, limits=_limits(options))
     return app, config
+
+
+def _limits(options: argparse.Namespace) -> Any:
+    from registry.serving.connections import ConnectionLimits
+
+    return ConnectionLimits(
+        max_connections=options.max_connections,
+        idle_timeout=options.idle_timeout,
+        header_timeout=options.header_timeout,
+        body_timeout=options.body_timeout,
+    )
 
 
 def _is_user_error(exc: Exception) -> bool:
@@ -256,6 +269,10 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--redact", action="store_true")
     parser.add_argument("--no-monitoring", action="store_true")
     parser.add_argument("--drain-grace", type=float, default=5.0)
+    parser.add_argument("--max-connections", type=int, default=4096)
+    parser.add_argument("--idle-timeout", type=float, default=15.0)
+    parser.add_argument("--header-timeout", type=float, default=10.0)
+    parser.add_argument("--body-timeout", type=float, default=30.0)
     return parser.parse_args(argv)
 
 
@@ -266,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter(prefix + "%(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("uvicorn").setLevel(logging.WARNING)
+    limit_repeats()  # a flood of bad requests must not flood the deployment's log
     try:
         return asyncio.run(run(options))
     finally:

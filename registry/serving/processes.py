@@ -34,6 +34,8 @@ LOADING, LOADED, STANDBY, SERVING, DRAINING, STOPPED, FAILED = (
     "failed",
 )
 _MODULE = "registry.serving.lifecycle"
+#: Deployment options passed to a worker as `--key=value` flags (see `registry.serving.connections`).
+CONNECTION_OPTIONS = ("max_connections", "idle_timeout", "header_timeout", "body_timeout")
 
 
 @dataclass(eq=False)
@@ -133,6 +135,9 @@ def spawn(spec: WorkerSpec, rundir: RunDir, token_file: Path | None) -> Worker:
         "--max-body-bytes", str(int(float(options.get("max_body_mb", 8)) * 1024 * 1024)),
         "--drain-grace", str(spec.drain_grace),
     ]  # fmt: skip
+    for key in CONNECTION_OPTIONS:
+        if options.get(key) is not None:
+            command.append(f"--{key.replace('_', '-')}={options[key]}")
     if options.get("redact"):
         command.append("--redact")
     if options.get("monitoring") is False:

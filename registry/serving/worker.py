@@ -15,6 +15,7 @@ from typing import Any
 
 from registry.core import Registry
 from registry.errors import RegistryError
+from registry.serving.connections import ConnectionLimits, uvicorn_settings
 from registry.serving.predictor import Predictor
 from registry.serving.server import DEFAULT_MAX_BODY_BYTES, create_app
 
@@ -93,16 +94,30 @@ def run_server(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     access_log: bool = False,
     batching: bool | None = None,
+    limits: ConnectionLimits | None = None,
 ) -> None:
     """Serve `predictor` on an already bound socket until SIGINT/SIGTERM (graceful)."""
     import uvicorn
 
+    from registry.serving.logs import limit_repeats
+
     app = create_app(predictor, max_body_bytes=max_body_bytes, token=token, batching=batching)
-    uvicorn.Server(server_config(predictor, app, sock.fileno(), access_log=access_log)).run()
+    config = server_config(predictor, app, sock.fileno(), access_log=access_log, limits=limits)
+    limit_repeats()  # uvicorn configured its log handlers just now
+    uvicorn.Server(config).run()
 
 
-def server_config(predictor: Predictor, app: Any, fd: int, *, access_log: bool = False, **extra: Any) -> Any:
-    """uvicorn's configuration for serving `app` on the socket `fd`."""
+def server_config(
+    predictor: Predictor,
+    app: Any,
+    fd: int,
+    *,
+    access_log: bool = False,
+    limits: ConnectionLimits | None = None,
+    **extra: Any,
+) -> Any:
+    """uvicorn's configuration for serving `app` on the socket `fd`, within `limits` (header size,
+    deadlines, open connections: see `registry.serving.connections`)."""
     import sklearn
     import uvicorn
 
@@ -116,5 +131,6 @@ def server_config(predictor: Predictor, app: Any, fd: int, *, access_log: bool =
         lifespan="off",
         backlog=BACKLOG,
         timeout_graceful_shutdown=10,
+        **uvicorn_settings(limits or ConnectionLimits()),
         **extra,
     )
