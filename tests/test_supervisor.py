@@ -493,3 +493,40 @@ def test_the_control_api_refuses_bad_requests_with_a_reason(served: Served) -> N
         served.client.scale("iris", 0)
     with pytest.raises(SupervisorError, match="between 1 and 64"):
         served.client.deploy("iris:1", workers=65)
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({"name": "../x"}, "name", "deployment name '../x' is not allowed"),
+        ({"name": "../../x"}, "name", "deployment name '../../x' is not allowed"),
+        ({"name": "a/b"}, "name", "deployment name 'a/b' is not allowed"),
+        ({"name": ".hidden"}, "name", "deployment name '.hidden' is not allowed"),
+        (
+            {"name": "x", "port": 0},
+            "port",
+            "--port must be between 1 and 65535 (leave it out for a free port)",
+        ),
+        ({"name": "x", "port": 70000}, "port", "--port must be between 1 and 65535"),
+        ({"name": "x", "port": "80; rm"}, "port", "--port must be between 1 and 65535"),
+        ({"name": "x", "host": "example.com"}, "host", "--host must be an IP address or localhost"),
+        ({"name": "x", "workers": 1.5}, "workers", "workers must be between 1 and 64, not 1.5"),
+        ({"name": "x", "options": {"max_body_mb": -1}}, "max_body_mb", "--max-body-mb must be above 0"),
+        ({"name": "x", "options": {"idle_timeout": 0}}, "idle_timeout", "--idle-timeout must be above 0"),
+        ({"name": "x", "options": {"max_connections": 0}}, "max_connections", "--max-connections must be"),
+        ({"name": "x", "options": {"log": "/etc/x"}}, "options", "unknown deployment option 'log'"),
+    ],
+)
+def test_the_control_api_names_the_bad_field_and_does_nothing(
+    served: Served, body: dict, field: str, message: str
+) -> None:
+    before = set(served.home.parent.rglob("*"))
+    transport = httpx.HTTPTransport(uds=str(RunDir.of(served.home).control_socket))
+    with httpx.Client(transport=transport, base_url="http://supervisor", timeout=30) as control:
+        answer = control.post("/deploy", json={"ref": "iris:1", **body})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["field"] == field and message in answer.json()["error"]["message"]
+    assert not {d["name"] for d in served.client.status()["deployments"]} & {"x", "../x", "a/b"}
+    outside = set(served.home.parent.rglob("*")) - before
+    assert not [p for p in outside if served.home not in p.parents], "nothing written outside the home"
+    assert not (served.home / "logs" / "x.log").exists() and not (served.home / "x.log").exists()

@@ -52,7 +52,7 @@ def check_port(port: Any) -> int:
     value = _whole(port)
     if value is None or not 1 <= value <= 65535:
         raise OptionError(
-            "port", f"--port must be from 1 to 65535 (leave it out for a free port), not {port!r}"
+            "port", f"--port must be between 1 and 65535 (leave it out for a free port), not {port!r}"
         )
     return value
 
@@ -70,7 +70,7 @@ def check_host(host: Any) -> str:
 def check_workers(workers: Any) -> int:
     value = _whole(workers)
     if value is None or not 1 <= value <= MAX_WORKERS:
-        raise OptionError("workers", f"workers must be from 1 to {MAX_WORKERS}, not {workers!r}")
+        raise OptionError("workers", f"workers must be between 1 and {MAX_WORKERS}, not {workers!r}")
     return value
 
 
@@ -99,7 +99,7 @@ def check_max_connections(count: Any) -> int:
     value = _whole(count)
     if value is None or not 1 <= value <= MAX_CONNECTIONS:
         raise OptionError(
-            "max_connections", f"--max-connections must be from 1 to {MAX_CONNECTIONS}, not {count!r}"
+            "max_connections", f"--max-connections must be between 1 and {MAX_CONNECTIONS}, not {count!r}"
         )
     return value
 
