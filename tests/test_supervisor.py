@@ -393,6 +393,23 @@ def test_a_version_without_reference_has_no_drift_and_everything_else_works(serv
         served.client.stop("iris-old")
 
 
+def test_connection_options_reach_the_workers(served: Served) -> None:
+    """A deployment's idle and header timeouts are its workers' (the supervisor passes them on)."""
+    port = free_port()
+    options = {"idle_timeout": 0.5, "header_timeout": 0.5, "max_connections": 100}
+    served.client.deploy("iris:1", name="iris-limits", port=port, options=options)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as idle:
+            assert idle.recv(1) == b"", "an idle connection is closed by the worker"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+            slow.sendall(b"GET /health/live HTTP/1.1\r\n")
+            assert slow.recv(100).startswith(b"HTTP/1.1 408 ")
+        stored = served.client.status()["deployments"]
+        assert next(d for d in stored if d["name"] == "iris-limits")["options"]["idle_timeout"] == 0.5
+    finally:
+        served.client.stop("iris-limits")
+
+
 def test_a_worker_that_stops_answering_its_pull_is_shown_stale(served: Served) -> None:
     served.client.deploy("iris:2", port=served.port)
     (pid,) = served.active_pids()

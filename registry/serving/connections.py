@@ -98,9 +98,12 @@ def protocol_class(limits: ConnectionLimits) -> type:
             self.phase = IDLE
             self.deadline = math.inf
             self.header_bytes = 0  # exact: the URL and complete header lines
-            self.chunk_bytes = 0  # whole reads that ended inside the headers (bounds a partial line)
+            # Reads that ended inside the headers, counted whole (bounds a line still incomplete): all
+            # of a read is header bytes unless an earlier request also ended in it (pipelining), then
+            # that read is left out (an undercount of one read at most).
+            self.chunk_bytes = 0
             self.header_count = 0
-            self.began_now = False
+            self.began_now = self.ended_now = False
             self.answered = False
 
         # -------------------------------------------------------- connections and the cap
@@ -143,7 +146,7 @@ def protocol_class(limits: ConnectionLimits) -> type:
         def data_received(self, data: bytes) -> None:
             if self.answered:
                 return
-            self.began_now = False
+            self.began_now = self.ended_now = False
             try:
                 self.parser.feed_data(data)
             except httptools.HttpParserUpgrade:
@@ -156,7 +159,7 @@ def protocol_class(limits: ConnectionLimits) -> type:
                     self.logger.warning("Invalid HTTP request received.")
                     self.send_400_response("Invalid HTTP request received.")
                 return
-            if self.phase == HEADERS and not self.began_now:
+            if self.phase == HEADERS and not (self.began_now and self.ended_now):
                 self.chunk_bytes += len(data)
                 if self.chunk_bytes > limits.max_header_bytes:
                     self.refuse(431, f"request headers over {limits.max_header_bytes} bytes")
@@ -193,7 +196,7 @@ def protocol_class(limits: ConnectionLimits) -> type:
             super().on_headers_complete()
 
         def on_message_complete(self) -> None:
-            self.phase, self.deadline = BUSY, math.inf
+            self.phase, self.deadline, self.ended_now = BUSY, math.inf, True
             super().on_message_complete()
 
         def on_response_complete(self) -> None:
