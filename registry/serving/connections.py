@@ -91,7 +91,6 @@ def protocol_class(limits: ConnectionLimits) -> type:
         live: ClassVar[set[LimitedHttpTools]] = set()
         idle: ClassVar[OrderedDict[LimitedHttpTools, None]] = OrderedDict()
         sweeper: ClassVar[asyncio.Task[None] | None] = None
-        refused: ClassVar[int] = 0
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
@@ -113,7 +112,6 @@ def protocol_class(limits: ConnectionLimits) -> type:
             super().connection_made(transport)
             cls.live.add(self)
             if over:
-                cls.refused += 1
                 log.warning(
                     "connection closed: %d connections are open and busy (the limit)", len(cls.live) - 1
                 )
@@ -135,7 +133,7 @@ def protocol_class(limits: ConnectionLimits) -> type:
                 return False
             oldest, _ = cls.idle.popitem(last=False)
             cls.live.discard(oldest)
-            oldest.transport.abort()  # frees the descriptor now; an idle peer loses no request
+            oldest.transport.abort()  # frees the descriptor now (no request is in progress on it)
             return True
 
         def wait_idle(self) -> None:
@@ -263,12 +261,16 @@ def protocol_class(limits: ConnectionLimits) -> type:
 
 
 def uvicorn_settings(limits: ConnectionLimits) -> dict[str, Any]:
-    """The uvicorn.Config arguments that apply `limits` (httptools; h11 only if httptools is missing)."""
+    """The uvicorn.Config arguments that apply `limits` (httptools; h11 only if httptools is missing).
+
+    Model servers speak no WebSocket: an upgrade request is answered as plain HTTP, so a connection
+    always stays with the protocol that enforces the limits."""
     try:
-        return {"http": protocol_class(limits), "timeout_keep_alive": limits.idle_timeout}
+        return {"http": protocol_class(limits), "timeout_keep_alive": limits.idle_timeout, "ws": "none"}
     except ImportError:  # uvicorn[standard] brings httptools; without it, h11's own bound (400, not 431)
         return {
             "http": "h11",
+            "ws": "none",
             "timeout_keep_alive": limits.idle_timeout,
             "h11_max_incomplete_event_size": limits.max_header_bytes,
             "limit_concurrency": limits.max_connections,
