@@ -86,10 +86,16 @@ def protocol_class(limits: ConnectionLimits) -> type:
     from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
     limits = limits.capped()
+    max_bytes, max_headers, header_timeout = (
+        limits.max_header_bytes,
+        limits.max_headers,
+        limits.header_timeout,
+    )
+    #: Connections between requests, the longest idle first (the ones the cap may close).
+    idle: OrderedDict[Any, None] = OrderedDict()
 
     class LimitedHttpTools(HttpToolsProtocol):
         live: ClassVar[set[LimitedHttpTools]] = set()
-        idle: ClassVar[OrderedDict[LimitedHttpTools, None]] = OrderedDict()
         sweeper: ClassVar[asyncio.Task[None] | None] = None
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -123,22 +129,22 @@ def protocol_class(limits: ConnectionLimits) -> type:
 
         def connection_lost(self, exc: Exception | None) -> None:
             type(self).live.discard(self)
-            type(self).idle.pop(self, None)
+            idle.pop(self, None)
             super().connection_lost(exc)
 
         @classmethod
         def evict_idle(cls) -> bool:
             """Close the longest idle connection to make room; False if none is idle."""
-            if not cls.idle:
+            if not idle:
                 return False
-            oldest, _ = cls.idle.popitem(last=False)
+            oldest, _ = idle.popitem(last=False)
             cls.live.discard(oldest)
             oldest.transport.abort()  # frees the descriptor now (no request is in progress on it)
             return True
 
         def wait_idle(self) -> None:
             self.phase, self.deadline = IDLE, self.loop.time() + limits.idle_timeout
-            type(self).idle[self] = None
+            idle[self] = None
 
         # -------------------------------------------------------- parsing with limits
         def data_received(self, data: bytes) -> None:
@@ -159,35 +165,42 @@ def protocol_class(limits: ConnectionLimits) -> type:
                 return
             if self.phase == HEADERS and not (self.began_now and self.ended_now):
                 self.chunk_bytes += len(data)
-                if self.chunk_bytes > limits.max_header_bytes:
-                    self.refuse(431, f"request headers over {limits.max_header_bytes} bytes")
+                if self.chunk_bytes > max_bytes:
+                    self.refuse(431, f"request headers over {max_bytes} bytes")
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._unset_keepalive_if_required()
-            type(self).idle.pop(self, None)
-            self.phase, self.deadline = HEADERS, self.loop.time() + limits.header_timeout
+            if self.timeout_keep_alive_task is not None:
+                self._unset_keepalive_if_required()
+            idle.pop(self, None)
+            self.phase, self.deadline = HEADERS, self.loop.time() + header_timeout
             self.header_bytes = self.chunk_bytes = self.header_count = 0
             self.began_now = True
 
+        # uvicorn's on_url and on_header, inlined (they run for every request) with the limits added
         def on_url(self, url: bytes) -> None:
-            super().on_url(url)
+            self.url += url
             self.header_bytes += len(url)
-            self.check_headers()
+            if self.header_bytes > max_bytes:
+                self.refuse(431, f"request headers over {max_bytes} bytes")
+                raise _Refused
 
         def on_header(self, name: bytes, value: bytes) -> None:
-            super().on_header(name, value)
             self.header_bytes += len(name) + len(value) + 4
             self.header_count += 1
-            self.check_headers()
-
-        def check_headers(self) -> None:
-            if self.header_bytes > limits.max_header_bytes:
-                self.refuse(431, f"request headers over {limits.max_header_bytes} bytes")
+            if self.header_bytes > max_bytes or self.header_count > max_headers:
+                too_many = self.header_count > max_headers
+                self.refuse(
+                    431,
+                    f"more than {max_headers} request headers"
+                    if too_many
+                    else f"request headers over {max_bytes} bytes",
+                )
                 raise _Refused
-            if self.header_count > limits.max_headers:
-                self.refuse(431, f"more than {limits.max_headers} request headers")
-                raise _Refused
+            name = name.lower()
+            if name == b"expect" and value.lower() == b"100-continue":
+                self.expect_100_continue = True
+            self.headers.append((name, value))
 
         def on_headers_complete(self) -> None:
             self.phase, self.deadline = BODY, self.loop.time() + limits.body_timeout
@@ -231,7 +244,7 @@ def protocol_class(limits: ConnectionLimits) -> type:
         def expire(self) -> None:
             """The current phase's deadline passed."""
             if self.phase == IDLE:
-                type(self).idle.pop(self, None)
+                idle.pop(self, None)
                 self.answered = True
                 self.transport.close()
             elif self.phase == HEADERS:

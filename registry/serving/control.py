@@ -212,6 +212,7 @@ async def _start_exporter(supervisor: Supervisor) -> Any:
     import uvicorn
     from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+    from registry.serving.connections import ConnectionLimits, uvicorn_settings
     from registry.serving.exporter import exposition
     from registry.serving.worker import ServeError, bind_socket
 
@@ -230,7 +231,10 @@ async def _start_exporter(supervisor: Supervisor) -> Any:
         return Response(body, headers={"content-type": CONTENT_TYPE_LATEST})
 
     app = Starlette(routes=[Route("/metrics", metrics, methods=["GET"])])
-    config = uvicorn.Config(app, fd=sock.fileno(), log_config=None, lifespan="off", access_log=False)
+    limits = uvicorn_settings(ConnectionLimits(max_connections=256))  # scrapers only: small, bounded
+    config = uvicorn.Config(
+        app, fd=sock.fileno(), log_config=None, lifespan="off", access_log=False, **limits
+    )
 
     class Exporter(uvicorn.Server):
         socket: Any = None  # the listening socket, kept open as long as the server
