@@ -29,6 +29,8 @@ log = logging.getLogger("modeldeck.connections")
 #: File descriptors a worker keeps for itself beyond its connections (logs, model, sockets).
 RESERVED_FDS = 256
 IDLE, HEADERS, BODY, BUSY = "idle", "headers", "body", "busy"
+#: The deployment options that are connection limits (passed to a worker as `--key=value`).
+CONNECTION_OPTIONS = ("max_connections", "idle_timeout", "header_timeout", "body_timeout")
 
 
 @dataclass(frozen=True)

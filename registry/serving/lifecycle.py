@@ -236,14 +236,10 @@ def _load(options: argparse.Namespace) -> tuple[ClosingWhenDraining, Any]:
 
 
 def _limits(options: argparse.Namespace) -> Any:
-    from registry.serving.connections import ConnectionLimits
+    from registry.serving.connections import CONNECTION_OPTIONS, ConnectionLimits
 
-    return ConnectionLimits(
-        max_connections=options.max_connections,
-        idle_timeout=options.idle_timeout,
-        header_timeout=options.header_timeout,
-        body_timeout=options.body_timeout,
-    )
+    given = {key: getattr(options, key) for key in CONNECTION_OPTIONS}
+    return ConnectionLimits(**{key: value for key, value in given.items() if value is not None})
 
 
 def _is_user_error(exc: Exception) -> bool:
@@ -269,10 +265,10 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--redact", action="store_true")
     parser.add_argument("--no-monitoring", action="store_true")
     parser.add_argument("--drain-grace", type=float, default=5.0)
-    parser.add_argument("--max-connections", type=int, default=4096)
-    parser.add_argument("--idle-timeout", type=float, default=15.0)
-    parser.add_argument("--header-timeout", type=float, default=10.0)
-    parser.add_argument("--body-timeout", type=float, default=30.0)
+    parser.add_argument("--max-connections", type=int)  # these four default to ConnectionLimits'
+    parser.add_argument("--idle-timeout", type=float)
+    parser.add_argument("--header-timeout", type=float)
+    parser.add_argument("--body-timeout", type=float)
     return parser.parse_args(argv)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import psutil
 
+from registry.serving.connections import CONNECTION_OPTIONS
 from registry.serving.rundir import RunDir
 
 #: Worker states, as reported by the worker (see `registry.serving.lifecycle`).
@@ -34,8 +35,6 @@ LOADING, LOADED, STANDBY, SERVING, DRAINING, STOPPED, FAILED = (
     "failed",
 )
 _MODULE = "registry.serving.lifecycle"
-#: Deployment options passed to a worker as `--key=value` flags (see `registry.serving.connections`).
-CONNECTION_OPTIONS = ("max_connections", "idle_timeout", "header_timeout", "body_timeout")
 
 
 @dataclass(eq=False)
