@@ -209,7 +209,9 @@ def protocol_class(limits: ConnectionLimits) -> type:
             super().on_headers_complete()
 
         def on_message_complete(self) -> None:
-            self.phase, self.deadline, self.ended_now = BUSY, math.inf, True
+            self.ended_now = True
+            if self.cycle is None or not self.cycle.response_complete:  # else answered early: stays idle
+                self.phase, self.deadline = BUSY, math.inf
             super().on_message_complete()
 
         def on_response_complete(self) -> None:
