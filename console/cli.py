@@ -375,15 +375,29 @@ def serve(
         str, typer.Option(metavar="auto|on|off", help="Micro-batch concurrent requests (auto: slow models).")
     ] = "auto",
     predict_timeout: PredictTimeout = None,
+    max_connections: serving_commands.MaxConnections = None,
+    idle_timeout: serving_commands.IdleTimeout = None,
+    header_timeout: serving_commands.HeaderTimeout = None,
+    body_timeout: serving_commands.BodyTimeout = None,
 ) -> None:
     """Serve one version in the foreground (for containers and debugging); Ctrl-C stops it."""
+    from registry.serving.connections import ConnectionLimits
+    from registry.serving.options import check_host, check_options, check_port
     from registry.serving.worker import bind_socket, is_loopback, load_predictor, run_server, serving_token
 
     modes = {"auto": None, "on": True, "off": False}
-    if batching not in modes:
-        _fail(f"--batching must be auto, on or off, not {batching!r}")
-    if predict_timeout is not None and not 0 < predict_timeout < float("inf"):
-        _fail(f"--predict-timeout must be a number of seconds above 0, not {predict_timeout:g}")
+    host, port = serving_commands.checked(lambda: (check_host(host), check_port(port)))
+    limits = {
+        "max_connections": max_connections,
+        "idle_timeout": idle_timeout,
+        "header_timeout": header_timeout,
+        "body_timeout": body_timeout,
+    }
+    given = serving_commands.checked(
+        lambda: check_options(
+            {"batching": batching, "max_body_mb": max_body_mb, "predict_timeout": predict_timeout, **limits}
+        )
+    )
     with _registry() as reg:
         sock = bind_socket(host, port)
         token = None if is_loopback(host) or no_auth else serving_token(reg.settings.home)
@@ -404,6 +418,7 @@ def serve(
         access_log=access_log,
         batching=batched,
         predict_timeout=predict_timeout,
+        limits=ConnectionLimits(**{key: given[key] for key in limits if key in given}),
     )
 
 

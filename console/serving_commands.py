@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.table import Table
@@ -18,6 +18,7 @@ from rich.text import Text
 from console import output
 from registry.errors import RegistryError, SupervisorError
 
+T = TypeVar("T")
 supervisor_app = typer.Typer(
     help="The serving supervisor daemon of this home.", no_args_is_help=True, rich_markup_mode=None
 )
@@ -29,6 +30,32 @@ PredictTimeout = Annotated[
         metavar="SECONDS", help="Answer 503 when one model call takes longer (default: no timeout)."
     ),
 ]
+MaxConnections = Annotated[
+    int | None,
+    typer.Option(metavar="N", help="Open connections per worker (default 4096); idle ones make room."),
+]
+IdleTimeout = Annotated[
+    float | None, typer.Option(metavar="SECONDS", help="Close a connection idle this long (default 15).")
+]
+HeaderTimeout = Annotated[
+    float | None,
+    typer.Option(metavar="SECONDS", help="408 unless a request's headers arrive in time (default 10)."),
+]
+BodyTimeout = Annotated[
+    float | None,
+    typer.Option(metavar="SECONDS", help="408 unless a request's body arrives in time (default 30)."),
+]
+
+
+def checked(check: Callable[[], T]) -> T:
+    """`check()`'s value; an `OptionError` becomes one line on stderr and exit status 1."""
+    from registry.serving.options import OptionError
+
+    try:
+        return check()
+    except OptionError as exc:
+        output.err.print(Text.assemble(("error:", "bold red"), f" {exc}"))
+        raise typer.Exit(1) from None
 
 
 @contextmanager
@@ -91,27 +118,30 @@ def deploy(
         typer.Option("--no-monitoring", help="Leave out metrics and input sampling (to measure their cost)."),
     ] = False,
     predict_timeout: PredictTimeout = None,
+    max_connections: MaxConnections = None,
+    idle_timeout: IdleTimeout = None,
+    header_timeout: HeaderTimeout = None,
+    body_timeout: BodyTimeout = None,
     reason: Reason = "",
     json_out: JsonFlag = False,
 ) -> None:
     """Serve a version; a running deployment switches to it with zero failed requests."""
-    if batching not in ("auto", "on", "off"):
-        output.err.print(f"error: --batching must be auto, on or off, not {batching!r}")
-        raise typer.Exit(1)
-    if predict_timeout is not None and not 0 < predict_timeout < float("inf"):
-        output.err.print(
-            f"error: --predict-timeout must be a number of seconds above 0, not {predict_timeout:g}"
-        )
-        raise typer.Exit(1)
+    from registry.serving.options import check_deploy
+
     options = {
         "batching": batching,
         "max_body_mb": max_body_mb,
         "redact": redact,
         "no_auth": no_auth,
         "monitoring": not no_monitoring,
+        "max_connections": max_connections,
+        "idle_timeout": idle_timeout,
+        "header_timeout": header_timeout,
+        "body_timeout": body_timeout,
     }
     if predict_timeout is not None:
         options["predict_timeout"] = predict_timeout
+    name, host, port, workers, options = checked(lambda: check_deploy(name, host, port, workers, options))
     with _client(changes=True) as client:
         result, seconds = _timed(
             lambda: client.deploy(
@@ -174,6 +204,9 @@ def scale(
     json_out: JsonFlag = False,
 ) -> None:
     """Run K worker processes for a deployment."""
+    from registry.serving.options import check_workers
+
+    workers = checked(lambda: check_workers(workers))
     with _client(changes=True) as client:
         result = client.scale(name, workers, reason=reason)
     if json_out:
@@ -268,7 +301,9 @@ def logs(
     """The last lines of a deployment's worker log (rotated by size in $MODELDECK_HOME/logs)."""
     from registry.serving import logs as log_files
     from registry.serving.client import SupervisorClient
+    from registry.serving.options import check_name
 
+    checked(lambda: check_name(name))
     path = SupervisorClient().rundir.deployment_log(name)
     if not path.exists():
         output.err.print(f"error: no log for deployment {name!r} ({path})")
@@ -305,6 +340,10 @@ def supervisor_start(
     ] = "127.0.0.1:9464",
 ) -> None:
     """Start the daemon; it brings every deployment in the registry back up."""
+    from registry.serving.options import check_metrics_address, check_seconds
+
+    drain_grace = checked(lambda: check_seconds("drain_grace", drain_grace))
+    checked(lambda: check_metrics_address(metrics))
     flags = [f"--drain-grace={drain_grace}", f"--metrics={metrics}"]
     flags += ["--no-standby"] if no_standby else []
     flags += ["--no-auto-rollback"] if no_auto_rollback else []

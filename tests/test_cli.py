@@ -307,3 +307,81 @@ def test_a_missing_supervisor_is_reported_without_connecting_or_importing_httpx(
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     first, *_, last = result.stdout.splitlines()
     assert first.startswith("no supervisor is running for") and last == "False"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["deploy", "iris", "--port", "0"],
+            "--port must be between 1 and 65535 (leave it out for a free port), not 0",
+        ),
+        (
+            ["deploy", "iris", "--port", "99999"],
+            "--port must be between 1 and 65535 (leave it out for a free port), not 99999",
+        ),
+        (
+            ["deploy", "iris", "--host", "somewhere"],
+            "--host must be an IP address or localhost, not 'somewhere'",
+        ),
+        (["deploy", "iris", "--workers", "0"], "workers must be between 1 and 64, not 0"),
+        (["deploy", "iris", "--workers", "65"], "workers must be between 1 and 64, not 65"),
+        (
+            ["deploy", "iris", "--max-body-mb", "-1"],
+            "--max-body-mb must be above 0 and at most 1024, not -1.0",
+        ),
+        (
+            ["deploy", "iris", "--max-body-mb", "nan"],
+            "--max-body-mb must be above 0 and at most 1024, not nan",
+        ),
+        (["deploy", "iris", "--batching", "maybe"], "--batching must be auto, on or off, not 'maybe'"),
+        (
+            ["deploy", "iris", "--idle-timeout", "0"],
+            "--idle-timeout must be above 0 and at most 86400 seconds, not 0.0",
+        ),
+        (
+            ["deploy", "iris", "--header-timeout", "-5"],
+            "--header-timeout must be above 0 and at most 86400 seconds, not -5.0",
+        ),
+        (
+            ["deploy", "iris", "--max-connections", "0"],
+            "--max-connections must be between 1 and 1000000, not 0",
+        ),
+        (
+            ["deploy", "iris", "--name", "../x"],
+            "deployment name '../x' is not allowed: use up to 128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit",
+        ),
+        (["deploy", "iris", "--name", "a/b"], "deployment name 'a/b' is not allowed"),
+        (
+            ["serve", "iris", "--port", "99999"],
+            "--port must be between 1 and 65535 (leave it out for a free port), not 99999",
+        ),
+        (
+            ["serve", "iris", "--port", "0"],
+            "--port must be between 1 and 65535 (leave it out for a free port), not 0",
+        ),
+        (["serve", "iris", "--max-body-mb", "0"], "--max-body-mb must be above 0 and at most 1024, not 0.0"),
+        (["serve", "iris", "--host", "1.2.3"], "--host must be an IP address or localhost, not '1.2.3'"),
+        (
+            ["serve", "iris", "--body-timeout", "inf"],
+            "--body-timeout must be above 0 and at most 86400 seconds, not inf",
+        ),
+        (["scale", "iris", "0"], "workers must be between 1 and 64, not 0"),
+        (["logs", "../../etc/passwd"], "deployment name '../../etc/passwd' is not allowed"),
+        (
+            ["supervisor", "start", "--drain-grace", "-1"],
+            "--drain-grace must be at least 0 and at most 86400 seconds, not -1.0",
+        ),
+        (
+            ["supervisor", "start", "--metrics", "nowhere"],
+            "--metrics must be HOST:PORT or off, not 'nowhere'",
+        ),
+    ],
+)
+def test_bad_serving_options_are_one_line_errors(home, args: list[str], message: str) -> None:
+    result = run(*args, ok=False)
+    assert result.exit_code == 1, result.output + result.stderr
+    said = " ".join(result.stderr.split())
+    assert said.startswith(f"error: {message}"), said
+    assert "Traceback" not in result.output + result.stderr and said.count("error:") == 1

@@ -92,7 +92,7 @@ def test_the_predict_timeout_option_is_checked(home, command) -> None:
 
     result = CliRunner().invoke(app, [command, "iris", "--predict-timeout", "0"])
     assert result.exit_code == 1
-    assert "--predict-timeout must be a number of seconds above 0" in result.output
+    assert "--predict-timeout must be above 0" in result.output
 
 
 def test_the_predict_timeout_reaches_the_worker_command(tmp_path, monkeypatch) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from registry.serving import logs
+from registry.serving.options import OptionError
 from registry.serving.rundir import RunDir
 
 
@@ -75,3 +77,38 @@ def test_runtime_sockets_move_to_a_short_path_when_the_home_is_deep(
     assert deep.logs == deep_home.resolve() / "logs" and deep.logs.is_dir()
     assert RunDir.of(deep_home).path == deep.path  # the same home always maps to the same place
     shutil.rmtree(cache)
+
+
+def test_repeated_log_lines_collapse_to_a_count(tmp_path: Path) -> None:
+    now = [0.0]
+    path = tmp_path / "flood.log"
+    handler = logging.FileHandler(path)
+    handler.addFilter(logs.RepeatFilter(burst=3, window=60, clock=lambda: now[0]))
+    logger = logging.getLogger("test.flood")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        for i in range(10_000):
+            logger.warning("bad request from %s", f"10.0.0.{i % 250}")
+        logger.error("another message")
+        now[0] = 61.0
+        logger.warning("bad request from %s", "10.0.0.9")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    lines = path.read_text().splitlines()
+    assert lines == [
+        "bad request from 10.0.0.0",
+        "bad request from 10.0.0.1",
+        "bad request from 10.0.0.2",
+        "another message",
+        "bad request from 10.0.0.9 [repeated 9997 times in the last 60 s]",
+    ]
+
+
+def test_a_deployment_log_never_leaves_the_logs_dir(tmp_path: Path) -> None:
+    rundir = RunDir.of(tmp_path)
+    assert rundir.deployment_log("iris-2.v1") == rundir.logs / "iris-2.v1.log"
+    for name in ("../x", "../../etc/cron.d/x", ".hidden", "a/b", "", "a\0b"):
+        with pytest.raises(OptionError, match="cannot name a log file"):
+            rundir.deployment_log(name)

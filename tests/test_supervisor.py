@@ -393,6 +393,23 @@ def test_a_version_without_reference_has_no_drift_and_everything_else_works(serv
         served.client.stop("iris-old")
 
 
+def test_connection_options_reach_the_workers(served: Served) -> None:
+    """A deployment's idle and header timeouts are its workers' (the supervisor passes them on)."""
+    port = free_port()
+    options = {"idle_timeout": 0.5, "header_timeout": 0.5, "max_connections": 100}
+    served.client.deploy("iris:1", name="iris-limits", port=port, options=options)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as idle:
+            assert idle.recv(1) == b"", "an idle connection is closed by the worker"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+            slow.sendall(b"GET /health/live HTTP/1.1\r\n")
+            assert slow.recv(100).startswith(b"HTTP/1.1 408 ")
+        stored = served.client.status()["deployments"]
+        assert next(d for d in stored if d["name"] == "iris-limits")["options"]["idle_timeout"] == 0.5
+    finally:
+        served.client.stop("iris-limits")
+
+
 def test_a_worker_that_stops_answering_its_pull_is_shown_stale(served: Served) -> None:
     served.client.deploy("iris:2", port=served.port)
     (pid,) = served.active_pids()
@@ -493,3 +510,40 @@ def test_the_control_api_refuses_bad_requests_with_a_reason(served: Served) -> N
         served.client.scale("iris", 0)
     with pytest.raises(SupervisorError, match="between 1 and 64"):
         served.client.deploy("iris:1", workers=65)
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({"name": "../x"}, "name", "deployment name '../x' is not allowed"),
+        ({"name": "../../x"}, "name", "deployment name '../../x' is not allowed"),
+        ({"name": "a/b"}, "name", "deployment name 'a/b' is not allowed"),
+        ({"name": ".hidden"}, "name", "deployment name '.hidden' is not allowed"),
+        (
+            {"name": "x", "port": 0},
+            "port",
+            "--port must be between 1 and 65535 (leave it out for a free port)",
+        ),
+        ({"name": "x", "port": 70000}, "port", "--port must be between 1 and 65535"),
+        ({"name": "x", "port": "80; rm"}, "port", "--port must be between 1 and 65535"),
+        ({"name": "x", "host": "example.com"}, "host", "--host must be an IP address or localhost"),
+        ({"name": "x", "workers": 1.5}, "workers", "workers must be between 1 and 64, not 1.5"),
+        ({"name": "x", "options": {"max_body_mb": -1}}, "max_body_mb", "--max-body-mb must be above 0"),
+        ({"name": "x", "options": {"idle_timeout": 0}}, "idle_timeout", "--idle-timeout must be above 0"),
+        ({"name": "x", "options": {"max_connections": 0}}, "max_connections", "--max-connections must be"),
+        ({"name": "x", "options": {"log": "/etc/x"}}, "options", "unknown deployment option 'log'"),
+    ],
+)
+def test_the_control_api_names_the_bad_field_and_does_nothing(
+    served: Served, body: dict, field: str, message: str
+) -> None:
+    before = set(served.home.parent.rglob("*"))
+    transport = httpx.HTTPTransport(uds=str(RunDir.of(served.home).control_socket))
+    with httpx.Client(transport=transport, base_url="http://supervisor", timeout=30) as control:
+        answer = control.post("/deploy", json={"ref": "iris:1", **body})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["field"] == field and message in answer.json()["error"]["message"]
+    assert not {d["name"] for d in served.client.status()["deployments"]} & {"x", "../x", "a/b"}
+    outside = set(served.home.parent.rglob("*")) - before
+    assert not [p for p in outside if served.home not in p.parents], "nothing written outside the home"
+    assert not (served.home / "logs" / "x.log").exists() and not (served.home / "x.log").exists()

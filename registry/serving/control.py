@@ -29,6 +29,8 @@ from starlette.routing import Route
 
 from registry.errors import ModelNotFound, RegistryError, SupervisorError, VersionNotFound
 from registry.files import open_private
+from registry.serving.logs import limit_repeats
+from registry.serving.options import OptionError
 from registry.serving.rundir import RunDir
 from registry.serving.supervisor import Policy, Supervisor
 
@@ -46,6 +48,8 @@ def create_control_app(supervisor: Supervisor, on_shutdown: Callable[[bool], Non
                 return JSONResponse(await action(body))
             except SupervisorError as exc:
                 return _error(exc.status, str(exc), exc.log_tail)
+            except OptionError as exc:  # a bad option or name: nothing was done
+                return _error(400, str(exc), field=exc.field)
             except (ModelNotFound, VersionNotFound) as exc:
                 return _error(404, str(exc))
             except RegistryError as exc:
@@ -177,8 +181,13 @@ def _json_type(value: Any) -> str:
     return "null" if value is None else names.get(type(value), "an object")
 
 
-def _error(status: int, message: str, log_tail: list[str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "log": log_tail or []}}, status_code=status)
+def _error(
+    status: int, message: str, log_tail: list[str] | None = None, *, field: str | None = None
+) -> JSONResponse:
+    error: dict[str, Any] = {"message": message, "log": log_tail or []}
+    if field is not None:
+        error["field"] = field
+    return JSONResponse({"error": error}, status_code=status)
 
 
 class AlreadyRunning(RegistryError):
@@ -258,6 +267,7 @@ async def _start_exporter(supervisor: Supervisor) -> Any:
     import uvicorn
     from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+    from registry.serving.connections import ConnectionLimits, uvicorn_settings
     from registry.serving.exporter import exposition
     from registry.serving.worker import ServeError, bind_socket
 
@@ -276,7 +286,10 @@ async def _start_exporter(supervisor: Supervisor) -> Any:
         return Response(body, headers={"content-type": CONTENT_TYPE_LATEST})
 
     app = Starlette(routes=[Route("/metrics", metrics, methods=["GET"])])
-    config = uvicorn.Config(app, fd=sock.fileno(), log_config=None, lifespan="off", access_log=False)
+    limits = uvicorn_settings(ConnectionLimits(max_connections=256))  # scrapers only: small, bounded
+    config = uvicorn.Config(
+        app, fd=sock.fileno(), log_config=None, lifespan="off", access_log=False, **limits
+    )
 
     class Exporter(uvicorn.Server):
         socket: Any = None  # the listening socket, kept open as long as the server
@@ -320,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter("%(asctime)s supervisor [%(process)d] %(levelname)s %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("uvicorn").setLevel(logging.WARNING)
+    limit_repeats()
     policy = Policy(
         keep_standby=not options.no_standby,
         auto_rollback=not options.no_auto_rollback,

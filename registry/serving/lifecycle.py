@@ -36,6 +36,8 @@ from logging.handlers import WatchedFileHandler
 from pathlib import Path
 from typing import Any
 
+from registry.serving.logs import limit_repeats
+
 SERVE, STANDBY, STOP = "serve", "standby", "stop"
 #: Exit status when the model cannot be loaded or warmed up (the supervisor then does not restart it).
 EXIT_LOAD_FAILED = 3
@@ -232,8 +234,15 @@ def _load(options: argparse.Namespace) -> tuple[ClosingWhenDraining, Any]:
             predict_timeout=options.predict_timeout,
         )
     )
-    config = server_config(predictor, app, options.fd, log_config=None)
+    config = server_config(predictor, app, options.fd, log_config=None, limits=_limits(options))
     return app, config
+
+
+def _limits(options: argparse.Namespace) -> Any:
+    from registry.serving.connections import CONNECTION_OPTIONS, ConnectionLimits
+
+    given = {key: getattr(options, key) for key in CONNECTION_OPTIONS}
+    return ConnectionLimits(**{key: value for key, value in given.items() if value is not None})
 
 
 def _is_user_error(exc: Exception) -> bool:
@@ -260,6 +269,10 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-monitoring", action="store_true")
     parser.add_argument("--drain-grace", type=float, default=5.0)
     parser.add_argument("--predict-timeout", type=float, default=None)
+    parser.add_argument("--max-connections", type=int)  # these four default to ConnectionLimits'
+    parser.add_argument("--idle-timeout", type=float)
+    parser.add_argument("--header-timeout", type=float)
+    parser.add_argument("--body-timeout", type=float)
     return parser.parse_args(argv)
 
 
@@ -271,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter(prefix + "%(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("uvicorn").setLevel(logging.WARNING)
+    limit_repeats()  # a flood of bad requests must not flood the deployment's log
     try:
         return asyncio.run(run(options))
     finally:

@@ -1,9 +1,13 @@
-"""Per-deployment log files: size-based rotation (by the supervisor), tails and a reader that follows."""
+"""Per-deployment log files: size-based rotation (by the supervisor), tails, a reader that follows, and
+a filter that collapses repeated lines so a flood of bad requests cannot flood the disk."""
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -100,3 +104,47 @@ class LogReader:
         pieces = (self._partial + self._handle.read()).split("\n")
         self._partial = pieces.pop()
         return pieces
+
+
+class RepeatFilter(logging.Filter):
+    """Lets through the first `burst` records of each message (same logger, level and format string)
+    per `window` seconds, and drops the rest; the next one let through after the window says how many
+    were dropped: "... [repeated N times in the last 60 s]". Bounds a log to about `burst` lines per
+    message per window, whatever the traffic."""
+
+    def __init__(
+        self, burst: int = 10, window: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self.burst = burst
+        self.window = window
+        self.clock = clock
+        self._seen: dict[tuple[str, int, str], list[float]] = {}  # key -> [window start, passed, dropped]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, str(record.msg))
+        now = self.clock()
+        seen = self._seen.get(key)
+        if seen is None or now - seen[0] >= self.window:
+            dropped = int(seen[2]) if seen is not None else 0
+            if len(self._seen) > 10_000:  # many distinct messages: forget the old ones
+                self._seen.clear()
+            self._seen[key] = [now, 1, 0]
+            if dropped:
+                record.msg = f"{record.msg} [repeated {dropped} times in the last {self.window:g} s]"
+            return True
+        if seen[1] < self.burst:
+            seen[1] += 1
+            return True
+        seen[2] += 1
+        return False
+
+
+def limit_repeats(*loggers: str, burst: int = 10, window: float = 60.0) -> None:
+    """Put a `RepeatFilter` on every handler of the root logger and of `loggers` (default: uvicorn's)."""
+    names = loggers or ("uvicorn", "uvicorn.error", "uvicorn.access")
+    shared = RepeatFilter(burst, window)
+    for logger in [logging.getLogger(), *(logging.getLogger(name) for name in names)]:
+        for handler in logger.handlers:
+            if not any(isinstance(f, RepeatFilter) for f in handler.filters):
+                handler.addFilter(shared)

@@ -24,6 +24,7 @@ import psutil
 
 from registry.errors import SupervisorError
 from registry.files import append_private, read_private, write_atomic
+from registry.serving.connections import CONNECTION_OPTIONS
 from registry.serving.rundir import RunDir
 
 #: Worker states, as reported by the worker (see `registry.serving.lifecycle`).
@@ -137,6 +138,9 @@ def spawn(spec: WorkerSpec, rundir: RunDir, token_file: Path | None) -> Worker:
         "--max-body-bytes", str(int(float(options.get("max_body_mb", 8)) * 1024 * 1024)),
         "--drain-grace", str(spec.drain_grace),
     ]  # fmt: skip
+    for key in CONNECTION_OPTIONS:
+        if options.get(key) is not None:
+            command.append(f"--{key.replace('_', '-')}={options[key]}")
     if options.get("redact"):
         command.append("--redact")
     if options.get("monitoring") is False:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from registry.errors import SupervisorError
 from registry.files import PRIVATE_DIR, private_dirs
+from registry.serving.options import OptionError
 
 _MAX_SOCKET_PATH = 100
 
@@ -115,7 +116,12 @@ class RunDir:
         return self.logs / "supervisor.log"
 
     def deployment_log(self, name: str) -> Path:
-        return self.logs / f"{name}.log"
+        """`logs/<name>.log`; a name that would lead anywhere else (a '/', a leading '.', a NUL) is refused,
+        whatever checked it before (defence in depth: names also come from older databases)."""
+        path = self.logs / f"{name}.log"
+        if not name or name.startswith(".") or "/" in name or "\0" in name or path.parent != self.logs:
+            raise OptionError("name", f"deployment name {name!r} cannot name a log file")
+        return path
 
 
 def _choose(home: Path) -> Path:

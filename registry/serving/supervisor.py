@@ -37,6 +37,14 @@ from registry.info import DeploymentInfo
 from registry.monitoring.rollups import DEFAULT_RETENTION
 from registry.serving import logs
 from registry.serving.exporter import write_targets
+from registry.serving.options import (
+    check_deploy,
+    check_host,
+    check_name,
+    check_options,
+    check_port,
+    check_workers,
+)
 from registry.serving.processes import (
     SERVING,
     STANDBY,
@@ -185,17 +193,16 @@ class Supervisor:
         reason: str = "",
     ) -> dict[str, Any]:
         """Serve `ref` as deployment `name` (default: the model's name); answers when traffic moved."""
+        name, host, port, workers, options = check_deploy(name, host, port, workers, options)
         await self.reconciled.wait()
         info = await self._db(self.registry.get, ref)
-        name = name or info.name
+        name = check_name(name or info.name)
         async with self._lock(name):
             runtime = self.runtimes.get(name)
             if runtime is not None and runtime.spec.model != info.name:
                 raise SupervisorError(
                     f"deployment {name!r} serves model {runtime.spec.model!r}, not {info.name!r}"
                 )
-            if workers is not None and not 1 <= workers <= 64:
-                raise SupervisorError("--workers must be between 1 and 64")
             if runtime is not None:
                 self._check_unchanged(runtime, host, port)
                 same = bool(runtime.active) and runtime.spec.version == info.version
@@ -273,6 +280,7 @@ class Supervisor:
 
     async def scale(self, name: str, workers: int, *, actor: str = "", reason: str = "") -> dict[str, Any]:
         """Run `workers` processes for `name` (the standby keeps at most as many)."""
+        workers = check_workers(workers)
         await self.reconciled.wait()
         async with self._lock(name):
             runtime = self._runtime(name)
@@ -1000,9 +1008,10 @@ class Supervisor:
         workers: int | None,
         options: dict[str, Any] | None,
     ) -> Runtime:
-        host = host or "127.0.0.1"
+        name, host = check_name(name), check_host(host or "127.0.0.1")  # checked again: names become paths
+        port = None if port is None else check_port(port)
         taken = {r.spec.port: r.spec.name for r in self.runtimes.values() if r.spec.host == host}
-        opts = dict(options or {})
+        opts = check_options(options)
         opts["auth"] = not is_loopback(host) and not opts.pop("no_auth", False)
         if opts["auth"]:
             await self._db(serving_token, self.home)  # refused now if unusable (empty, short, readable)

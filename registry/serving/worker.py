@@ -18,6 +18,7 @@ from typing import Any
 from registry.core import Registry
 from registry.errors import RegistryError
 from registry.files import private_dirs, temporary
+from registry.serving.connections import ConnectionLimits, uvicorn_settings
 from registry.serving.predictor import Predictor
 from registry.serving.server import DEFAULT_MAX_BODY_BYTES, create_app
 
@@ -136,9 +137,12 @@ def run_server(
     access_log: bool = False,
     batching: bool | None = None,
     predict_timeout: float | None = None,
+    limits: ConnectionLimits | None = None,
 ) -> None:
     """Serve `predictor` on an already bound socket until SIGINT/SIGTERM (graceful)."""
     import uvicorn
+
+    from registry.serving.logs import limit_repeats
 
     app = create_app(
         predictor,
@@ -147,11 +151,22 @@ def run_server(
         batching=batching,
         predict_timeout=predict_timeout,
     )
-    uvicorn.Server(server_config(predictor, app, sock.fileno(), access_log=access_log)).run()
+    config = server_config(predictor, app, sock.fileno(), access_log=access_log, limits=limits)
+    limit_repeats()  # uvicorn configured its log handlers just now
+    uvicorn.Server(config).run()
 
 
-def server_config(predictor: Predictor, app: Any, fd: int, *, access_log: bool = False, **extra: Any) -> Any:
-    """uvicorn's configuration for serving `app` on the socket `fd`."""
+def server_config(
+    predictor: Predictor,
+    app: Any,
+    fd: int,
+    *,
+    access_log: bool = False,
+    limits: ConnectionLimits | None = None,
+    **extra: Any,
+) -> Any:
+    """uvicorn's configuration for serving `app` on the socket `fd`, within `limits` (header size,
+    deadlines, open connections: see `registry.serving.connections`)."""
     import sklearn
     import uvicorn
 
@@ -165,5 +180,6 @@ def server_config(predictor: Predictor, app: Any, fd: int, *, access_log: bool =
         lifespan="off",
         backlog=BACKLOG,
         timeout_graceful_shutdown=10,
+        **uvicorn_settings(limits or ConnectionLimits()),
         **extra,
     )
