@@ -119,5 +119,6 @@ def control_client(home: Path) -> tuple[AppClient, Any, list[bool]]:
     from registry.serving.supervisor import Policy, Supervisor
 
     supervisor = Supervisor(home, Policy(metrics_address=None))
+    supervisor.reconciled.set()  # not started: an empty home has nothing to adopt (actions wait for this)
     shutdowns: list[bool] = []
     return AppClient(create_control_app(supervisor, shutdowns.append)), supervisor, shutdowns
