@@ -98,6 +98,8 @@ def deploy(
                 ref, name=name, host=host, port=port, workers=workers, options=options, reason=reason
             )
         )
+        if client.started_daemon:  # this deploy started the supervisor: say where its exporter went
+            _exporter_note(client.status()["supervisor"])
     if json_out:
         output.print_json(result)
         return
@@ -164,7 +166,7 @@ def scale(
 
 
 def status(json_out: JsonFlag = False) -> None:
-    """Deployments and their worker processes (what the registry wants if no supervisor runs)."""
+    """Deployments and their worker processes (without a supervisor: what each server's port answers)."""
     with _client() as client:
         answer = client.status() if client.running() else None
         if answer is None:
@@ -177,8 +179,10 @@ def status(json_out: JsonFlag = False) -> None:
     supervisor = answer["supervisor"]
     if supervisor is None:
         output.err.print(
-            "no supervisor is running: showing what the registry wants (modeldeck supervisor start)"
+            "no supervisor is running: each state is what the deployment's own port answers "
+            "(modeldeck supervisor start)"
         )
+    _exporter_note(supervisor)
     deployments = answer["deployments"]
     if not deployments:
         output.out.print("no deployments; start one with: modeldeck deploy NAME[:VERSION|@ALIAS]")
@@ -204,7 +208,7 @@ def status(json_out: JsonFlag = False) -> None:
             f"{d['model']}:{d['version']}",
             str(d["standby_version"] or "-"),
             d.get("url", f"http://{d['host']}:{d['port']}"),
-            f"{d.get('workers_running', 0)}/{d['workers']}",
+            f"{d.get('workers_running', '?')}/{d['workers']}",
             d.get("status", "down") + (f" ({d['message']})" if d.get("message") else ""),
             str(d.get("restarts", "-")),
             f"{live['rps']:.1f}" if live.get("rps") is not None else "-",
@@ -233,11 +237,15 @@ def _add_live_figures(client: Any, deployments: list[dict[str, Any]]) -> None:
 
 
 def _wanted() -> list[dict[str, Any]]:
+    """The registry's deployments, each in the state its own port tells (the supervisor is down)."""
     from registry import Registry
     from registry.deployments import list_deployments
+    from registry.serving.probe import NO_SUPERVISOR, probe_deployments
 
     with Registry() as reg:
-        return [{**d.as_dict(), "status": "down"} for d in list_deployments(reg)]
+        wanted = [d.as_dict() for d in list_deployments(reg)]
+    states = probe_deployments(wanted)
+    return [{**d, "status": states[d["name"]], "message": NO_SUPERVISOR} for d in wanted]
 
 
 def logs(
@@ -281,11 +289,16 @@ def supervisor_start(
         float, typer.Option(metavar="SECONDS", help="How long old workers may finish kept-alive connections.")
     ] = 5.0,
     metrics: Annotated[
-        str, typer.Option(metavar="HOST:PORT", help="Prometheus exporter address, or 'off'.")
-    ] = "127.0.0.1:9464",
+        str | None,
+        typer.Option(
+            metavar="HOST:PORT",
+            help="Prometheus exporter address (an error if taken), or 'off' (default: 127.0.0.1:9464, "
+            "else a free port).",
+        ),
+    ] = None,
 ) -> None:
     """Start the daemon; it brings every deployment in the registry back up."""
-    flags = [f"--drain-grace={drain_grace}", f"--metrics={metrics}"]
+    flags = [f"--drain-grace={drain_grace}"] + ([f"--metrics={metrics}"] if metrics else [])
     flags += ["--no-standby"] if no_standby else []
     flags += ["--no-auto-rollback"] if no_auto_rollback else []
     with _client() as client:
@@ -296,6 +309,7 @@ def supervisor_start(
     output.out.print(f"supervisor {word} (pid {info['pid']}) for {info['home']}")
     if info.get("metrics"):
         output.out.print(f"  Prometheus: {info['metrics']} (targets for file_sd: {info['targets']})")
+    _exporter_note(info)
     for d in answer["deployments"]:
         message = f" ({d['message']})" if d["message"] else ""
         output.out.print(f"  {d['name']}: {d['model']}:{d['version']} {d['status']} on {d['url']}{message}")
@@ -330,6 +344,12 @@ def supervisor_status(json_out: JsonFlag = False) -> None:
         raise typer.Exit(3)
     else:
         output.out.print(f"supervisor running (pid {info['pid']}) for {info['home']}")
+
+
+def _exporter_note(info: dict[str, Any] | None) -> None:
+    """Say on stderr when the Prometheus exporter is not where it was asked (or missing)."""
+    if info and info.get("metrics_note"):
+        output.err.print(f"note: {info['metrics_note']}")
 
 
 def _plural(count: int, word: str) -> str:

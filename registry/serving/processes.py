@@ -169,8 +169,13 @@ def adopt(entry: dict[str, Any]) -> Worker | None:
     except (psutil.Error, KeyError, ValueError, TypeError):
         return None
     state = SERVING if entry.get("role") == "active" else STANDBY
+    # Its uptime runs from when the process started, not from when this supervisor found it.
     return Worker(
-        pid=process.pid, version=int(entry["version"]), create_time=entry["create_time"], state=state
+        pid=process.pid,
+        version=int(entry["version"]),
+        create_time=entry["create_time"],
+        state=state,
+        started=float(entry["create_time"]),
     )
 
 

@@ -21,12 +21,15 @@ from registry.monitoring.resources import ResourceSampler
 from registry.monitoring.rollups import DEFAULT_RETENTION, Rollups, prune_rollups
 from registry.monitoring.timeseries import DeploymentSeries
 from registry.monitoring.window import DriftWindow
+from registry.serving.drift_state import load_windows, save_windows, snapshot
 
 if TYPE_CHECKING:
     from registry.serving.supervisor import Runtime, Supervisor
 
 log = logging.getLogger("modeldeck.supervisor")
 PULL_TIMEOUT = 0.5
+#: Pulls between two saves of the drift windows (a killed supervisor loses at most these seconds).
+SAVE_WINDOWS_EVERY = 60
 
 
 class Scraper:
@@ -59,6 +62,7 @@ class Scraper:
         self.retention = retention or DEFAULT_RETENTION
 
     async def run(self) -> None:
+        await self.restore_windows()
         while True:
             started = time.monotonic()
             try:
@@ -98,11 +102,24 @@ class Scraper:
             await self.compute_drift(runtimes, now)
         if self.seq % 10 == 0:
             await self.store_rollups(prune=self.seq % 600 == 0)
+        if self.seq % SAVE_WINDOWS_EVERY == 0:
+            await self.save_windows()
+
+    async def restore_windows(self) -> None:
+        """Take back the drift windows the previous supervisor of this home saved (see drift_state)."""
+        restored = await asyncio.to_thread(
+            load_windows, self.supervisor.rundir, self.window_rows, self.window_seconds
+        )
+        self.windows = {**restored, **self.windows}
+
+    async def save_windows(self) -> None:
+        await asyncio.to_thread(save_windows, self.supervisor.rundir, snapshot(self.windows))
 
     async def store_rollups(self, prune: bool = False, close: bool = False) -> None:
         """Write closed rollup windows to the registry DB (kept for a retry if that fails)."""
         if close:
             self.rollups.close_all()
+            await self.save_windows()  # the supervisor is stopping: the next one takes them back
         db = self.supervisor.registry.db
         await asyncio.to_thread(self.rollups.flush, db)
         if prune:

@@ -111,6 +111,8 @@ class Supervisor:
         self.starting: set[str] = set()
         #: The exporter's "host:port" once it listens (see `registry.serving.control`).
         self.exporter: str | None = None
+        #: Why the exporter is not where it was asked (fell back to a free port, or none); "" if it is.
+        self.exporter_note = ""
         self.scraper = Scraper(
             self,
             drift_every=self.policy.drift_every,
@@ -272,6 +274,7 @@ class Supervisor:
                 "since": self.started,
                 "settled": self.reconciled.is_set() and not self.starting,
                 "metrics": f"http://{self.exporter}/metrics" if self.exporter else None,
+                "metrics_note": self.exporter_note,
                 "targets": str(self.targets_file),
             },
             "deployments": [
