@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ def run_live_demo(
     from console.demo_traffic import DemoTraffic
     from registry.serving.client import SupervisorClient
 
+    had_db_url = bool(os.environ.get("MODELDECK_DB_URL"))
     os.environ["MODELDECK_HOME"] = str(home)
     os.environ["MODELDECK_DB_URL"] = f"sqlite:///{home / 'registry.db'}"
     client = SupervisorClient(home)
@@ -71,6 +73,25 @@ def run_live_demo(
         if not keep:
             client.shutdown(stop_servers=True)
         client.close()
+    print(reopen_hint(home, keep, had_db_url))
+
+
+def reopen_hint(home: Path, kept: bool, had_db_url: bool = False) -> str:
+    """What the demo says on quit: where its registry is and the one command that opens it again
+    (the demo's registry is not the user's: `modeldeck models` alone shows the user's own)."""
+    import shlex
+    import shutil
+
+    command = "modeldeck" if shutil.which("modeldeck") else f"{shlex.quote(sys.executable)} -m console.cli"
+    # The demo's database is always its own SQLite file: a MODELDECK_DB_URL in the environment would
+    # point the command elsewhere, so the command clears it.
+    prefix = "MODELDECK_DB_URL= " if had_db_url else ""
+    servers = "its servers keep running (--keep)" if kept else "its servers are stopped"
+    return (
+        f"demo registry: {home} ({servers})\n"
+        f"open it again:  {prefix}{command} --home {shlex.quote(str(home))} console\n"
+        "(every other command takes the same --home: models, versions iris, history iris, status)"
+    )
 
 
 def build_demo(home: Path) -> dict[str, str]:

@@ -250,7 +250,10 @@ def _wanted() -> list[dict[str, Any]]:
 
 def logs(
     name: Annotated[str, typer.Argument(metavar="NAME", help="Deployment name.")],
-    lines: Annotated[int, typer.Option("--lines", "-n", metavar="N", help="How many lines.")] = 50,
+    lines: Annotated[
+        int | None,
+        typer.Option("--lines", "-n", metavar="N", help="How many lines (default 50; 10 with --follow)."),
+    ] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
 ) -> None:
     """The last lines of a deployment's worker log (rotated by size in $MODELDECK_HOME/logs)."""
@@ -259,9 +262,9 @@ def logs(
 
     path = SupervisorClient().rundir.deployment_log(name)
     if not path.exists():
-        output.err.print(f"error: no log for deployment {name!r} ({path})")
+        output.err.print(Text.assemble(("error:", "bold red"), f" {_no_log(name, path)}"))
         raise typer.Exit(1)
-    reader = log_files.LogReader(path, lines)
+    reader = log_files.LogReader(path, lines if lines is not None else 10 if follow else 50)
     try:
         for line in reader.read():
             output.out.print(line)
@@ -275,6 +278,24 @@ def logs(
         pass
     finally:
         reader.close()
+
+
+def _no_log(name: str, path: Any) -> str:
+    """Why there is no log for `name`: not a deployment (and which are), or not started yet."""
+    from registry import Registry
+    from registry.deployments import list_deployments
+
+    try:
+        with Registry() as reg:
+            known = sorted(d.name for d in list_deployments(reg))
+    except RegistryError:
+        known = []
+    known += sorted(
+        p.stem for p in path.parent.glob("*.log") if p.stem not in known and p.stem != "supervisor"
+    )
+    if name in known:
+        return f"no log yet for deployment {name!r} ({path})"
+    return f"no deployment {name!r}; known: {', '.join(known) or 'none'}"
 
 
 @supervisor_app.command("start")

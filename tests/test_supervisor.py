@@ -558,7 +558,7 @@ def test_an_explicit_metrics_address_in_use_fails_supervisor_start(tmp_path: Pat
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
-        address = "127.0.0.1:%d" % squatter.getsockname()[1]
+        address = f"127.0.0.1:{squatter.getsockname()[1]}"
         result = subprocess.run(
             [sys.executable, "-m", "console.cli", "supervisor", "start", "--metrics", address],
             env=env,
@@ -607,3 +607,47 @@ def test_the_default_metrics_address_taken_falls_back_to_a_free_port_and_says_so
         finally:
             client.shutdown()
             client.close()
+
+
+def test_stopping_one_demo_deployment_leaves_the_others_traffic_flowing(served: Served) -> None:
+    from console.demo_traffic import DemoTraffic
+
+    ports = {"demo-a": free_port(), "demo-b": free_port()}
+    for name, port in ports.items():
+        served.client.deploy("iris:2", name=name, port=port)
+    targets = {name: (f"http://127.0.0.1:{port}", "iris:2") for name, port in ports.items()}
+    traffic = DemoTraffic(served.home, targets, rate=20)
+    start = served.client.monitor()["cursor"]
+
+    def requests_to_b() -> int:
+        seen = served.client.monitor(start, "demo-b")["deployments"].get("demo-b") or {}
+        return sum(p["requests"] for p in seen.get("points", []))
+
+    (stuck,) = [p["pid"] for p in _deployment(served, "demo-a")["processes"] if p["role"] == "active"]
+    traffic.start()
+    try:
+        _wait(lambda: requests_to_b() >= 20, what="traffic to demo-b")
+        # demo-a stops answering (SIGSTOP: its requests hang until the client's 5 s timeout), then is
+        # stopped for good; one sender for all deployments sent demo-b one request per 5 s meanwhile.
+        os.kill(stuck, signal.SIGSTOP)
+        before = requests_to_b()
+        _wait(lambda: requests_to_b() >= before + 60, timeout=30, what="demo-b's traffic with demo-a stuck")
+        os.kill(stuck, signal.SIGCONT)
+        served.client.stop("demo-a")
+        before = requests_to_b()
+        _wait(
+            lambda: requests_to_b() >= before + 60, timeout=30, what="demo-b's traffic after stopping demo-a"
+        )
+        assert traffic.senders["demo-b"].failed == 0
+    finally:
+        if psutil.pid_exists(stuck):
+            os.kill(stuck, signal.SIGCONT)
+        traffic.stop()
+        traffic.join(10)
+        for name in ports:
+            if any(d["name"] == name for d in served.client.status()["deployments"]):
+                served.client.stop(name)
+
+
+def _deployment(served: Served, name: str) -> dict:
+    return next(d for d in served.client.status()["deployments"] if d["name"] == name)
