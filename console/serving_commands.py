@@ -328,6 +328,11 @@ def supervisor_start(
     info = answer["supervisor"]
     word = "started" if started else "already running"
     output.out.print(f"supervisor {word} (pid {info['pid']}) for {info['home']}")
+    if not started and metrics and not _exporter_is(info, metrics):
+        output.err.print(
+            f"note: --metrics {metrics} not applied: the running supervisor keeps its exporter "
+            f"({info.get('metrics') or 'off'}); `modeldeck supervisor stop` first to change it"
+        )
     if info.get("metrics"):
         output.out.print(f"  Prometheus: {info['metrics']} (targets for file_sd: {info['targets']})")
     _exporter_note(info)
@@ -365,6 +370,13 @@ def supervisor_status(json_out: JsonFlag = False) -> None:
         raise typer.Exit(3)
     else:
         output.out.print(f"supervisor running (pid {info['pid']}) for {info['home']}")
+
+
+def _exporter_is(info: dict[str, Any], address: str) -> bool:
+    """Whether the running supervisor's exporter is at `address` (HOST:PORT, or 'off')."""
+    if address == "off":
+        return not info.get("metrics")
+    return info.get("metrics") == f"http://{address}/metrics"
 
 
 def _exporter_note(info: dict[str, Any] | None) -> None:
