@@ -50,9 +50,13 @@ def run_live_demo(
     config = config or ConsoleConfig()
     app = ModeldeckApp(home, read_only=config.read_only, refresh_seconds=config.refresh, theme=config.theme)
 
+    quitting = threading.Event()
+
     def bring_up() -> None:
         targets = {}
         for ref in DEMO_DEPLOYMENTS:
+            if quitting.is_set():
+                return
             try:
                 result = client.deploy(ref, reason="modeldeck demo")
             except Exception as exc:  # shown in the console; the rest of the demo goes on
@@ -60,14 +64,21 @@ def run_live_demo(
                     app.call_from_thread(app.notify, f"demo: {ref} did not deploy: {exc}", severity="error")
                 continue
             targets[result["name"]] = (result["url"], f"{result['model']}:{result['version']}")
-        if targets:
+        if targets and not quitting.is_set():
             traffic.append(DemoTraffic(home, targets, drifting=DRIFTING, drift_after=drift_after))
             traffic[0].start()
 
-    threading.Thread(target=bring_up, daemon=True, name="demo-deploy").start()
+    deploying = threading.Thread(target=bring_up, daemon=True, name="demo-deploy")
+    deploying.start()
     try:
         app.run(mouse=config.mouse)
     finally:
+        # A quit while the demo still deploys: let the deploy under way end (it may be starting the
+        # supervisor), so that the shutdown below finds and stops everything it started.
+        quitting.set()
+        if deploying.is_alive():
+            print("stopping the demo..." if not keep else "waiting for the demo's deploys...", flush=True)
+            deploying.join(120)
         for sender in traffic:
             sender.stop()
         if not keep:
