@@ -94,6 +94,9 @@ class Scraper:
             del self.series[name]
             self.windows.pop(name, None)
             self.drift.pop(name, None)
+        if self.supervisor.reconciled.is_set():  # restored windows of deployments gone meanwhile
+            for name in [n for n in self.windows if n not in self.supervisor.runtimes]:
+                del self.windows[name]
         self.resources.forget(alive)
         self._cursors = {pid: c for pid, c in self._cursors.items() if pid in alive}
         self.host = {"t": now, **self.resources.host()}
