@@ -28,7 +28,8 @@ class Overview:
 
     models: list[ModelInfo]
     deployments: list[DeploymentInfo]
-    #: deployment name -> the supervisor's view (status, workers, live point, drift); empty if it is down.
+    #: deployment name -> the supervisor's view (status, workers, live point, drift); while it is down,
+    #: the state each deployment's own port answers (`serving (supervisor down)`), none if nothing does.
     live: dict[str, dict[str, Any]] = field(default_factory=dict)
     supervisor_up: bool = False
     #: why live figures are missing (no supervisor, or it did not answer in time)
@@ -59,6 +60,7 @@ class Backend:
             monitor = self.client.live(timeout=READ_TIMEOUT)
         except SupervisorError as exc:
             overview.supervisor_problem = str(exc)
+            overview.live = probed_states(overview.deployments)
             return overview
         overview.supervisor_up = True
         for deployment in status["deployments"]:
@@ -107,3 +109,16 @@ class Backend:
 
     def stop(self, name: str) -> dict[str, Any]:
         return self.client.stop(name, reason="from the console")
+
+
+def probed_states(deployments: list[DeploymentInfo]) -> dict[str, dict[str, Any]]:
+    """Without a supervisor: what each deployment's own `/health/ready` says, for the state column
+    (`serving (supervisor down)`); deployments whose port does not answer are left out (`down`)."""
+    from registry.serving.probe import DOWN, NO_SUPERVISOR, probe_deployments
+
+    states = probe_deployments([d.as_dict() for d in deployments])
+    return {
+        name: {"status": f"{state} ({NO_SUPERVISOR})", "workers_running": "?"}
+        for name, state in states.items()
+        if state != DOWN
+    }

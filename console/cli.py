@@ -15,7 +15,7 @@ from rich.text import Text
 
 from console import output, serving_commands
 from console.serving_commands import PredictTimeout
-from registry import Registry, RegistryError
+from registry import PickleRefused, Registry, RegistryError
 
 app = typer.Typer(
     name="modeldeck",
@@ -45,16 +45,31 @@ T = TypeVar("T")
 
 @app.callback()
 def _options(
+    ctx: typer.Context,
     home: Annotated[
         Path | None,
         typer.Option(
             "--home", metavar="DIR", help="Registry home (default: $MODELDECK_HOME or the user data dir)."
         ),
     ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print machine-readable JSON (any command that has --json).")
+    ] = False,
 ) -> None:
     """Operations console for scikit-learn models: registry, serving and monitoring."""
     if home is not None:
         os.environ["MODELDECK_HOME"] = str(home)
+    if json_out:  # `modeldeck --json status` means `modeldeck status --json`
+        ctx.default_map = _json_defaults(ctx, ctx.command)
+
+
+def _json_defaults(ctx: typer.Context, command: Any) -> dict[str, Any]:
+    """Click default values that turn on `--json` (parameter `json_out`) of every (sub)command."""
+    if hasattr(command, "list_commands"):
+        return {
+            name: _json_defaults(ctx, command.get_command(ctx, name)) for name in command.list_commands(ctx)
+        }
+    return {"json_out": True} if any(p.name == "json_out" for p in command.params) else {}
 
 
 def _fail(message: str) -> None:
@@ -71,6 +86,8 @@ def _registry(upgrade: bool = True) -> Iterator[Registry]:
         if "immutable" in reg.db.opened_as:
             output.err.print(f"note: {reg.settings.display_url} is {reg.db.opened_as}: {reg.db.read_only}")
         yield reg
+    except PickleRefused as exc:  # name the flag, not the Python argument
+        _fail(exc.cli_message)
     except RegistryError as exc:
         _fail(str(exc))
     except ValueError as exc:  # e.g. an unreadable --at time
@@ -101,26 +118,6 @@ def _pairs(items: list[str], what: str, convert: Callable[[str], Any] = str) -> 
     return result
 
 
-def _read_reference(path: Path) -> Any:
-    if not path.is_file():
-        _fail(f"no such reference file: {path}")
-    try:
-        if path.suffix == ".npy":
-            import numpy as np
-
-            from registry.unpacking import check_npy_file
-
-            check_npy_file(path)
-            return np.load(path, allow_pickle=False)
-        import pandas as pd
-
-        return pd.read_csv(path)
-    except RegistryError as exc:
-        _fail(str(exc))
-    except Exception as exc:
-        _fail(f"cannot read reference sample {path}: {exc}")
-
-
 @app.command()
 def register(
     path: Annotated[
@@ -147,14 +144,13 @@ def register(
 ) -> None:
     """Register a model file as the next version of NAME."""
     tags, metrics = _pairs(tag, "tag"), _pairs(metric, "metric", float)
-    ref_data = _read_reference(reference) if reference is not None else None
     info = _run(
         lambda reg: reg.register_file(
             path,
             name,
             trust_pickle=trust_pickle,
             trust_types=trust_type,
-            reference=ref_data,
+            reference=reference,  # a CSV or .npy file, read by the registry
             alias=alias,
             description=description,
             tags=tags,
@@ -551,8 +547,17 @@ def console_command(
     except RegistryError as exc:
         _fail(str(exc))
     _ascii(config.ascii)
+    if not _stdout_is_terminal():  # escape codes would go into a pipe or file
+        _fail(
+            "the console needs a terminal, and stdout is not one; scripts can use the other "
+            "commands (modeldeck status, models, ...) with --json"
+        )
     app = ModeldeckApp(read_only=config.read_only, refresh_seconds=config.refresh, theme=config.theme)
     app.run(mouse=config.mouse)
+
+
+def _stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
 
 
 def _ascii(on: bool) -> None:

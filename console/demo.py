@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ def run_live_demo(
     from console.demo_traffic import DemoTraffic
     from registry.serving.client import SupervisorClient
 
+    had_db_url = bool(os.environ.get("MODELDECK_DB_URL"))
     os.environ["MODELDECK_HOME"] = str(home)
     os.environ["MODELDECK_DB_URL"] = f"sqlite:///{home / 'registry.db'}"
     client = SupervisorClient(home)
@@ -48,9 +50,13 @@ def run_live_demo(
     config = config or ConsoleConfig()
     app = ModeldeckApp(home, read_only=config.read_only, refresh_seconds=config.refresh, theme=config.theme)
 
+    quitting = threading.Event()
+
     def bring_up() -> None:
         targets = {}
         for ref in DEMO_DEPLOYMENTS:
+            if quitting.is_set():
+                return
             try:
                 result = client.deploy(ref, reason="modeldeck demo")
             except Exception as exc:  # shown in the console; the rest of the demo goes on
@@ -58,19 +64,45 @@ def run_live_demo(
                     app.call_from_thread(app.notify, f"demo: {ref} did not deploy: {exc}", severity="error")
                 continue
             targets[result["name"]] = (result["url"], f"{result['model']}:{result['version']}")
-        if targets:
+        if targets and not quitting.is_set():
             traffic.append(DemoTraffic(home, targets, drifting=DRIFTING, drift_after=drift_after))
             traffic[0].start()
 
-    threading.Thread(target=bring_up, daemon=True, name="demo-deploy").start()
+    deploying = threading.Thread(target=bring_up, daemon=True, name="demo-deploy")
+    deploying.start()
     try:
         app.run(mouse=config.mouse)
     finally:
+        # A quit while the demo still deploys: let the deploy under way end (it may be starting the
+        # supervisor), so that the shutdown below finds and stops everything it started.
+        quitting.set()
+        if deploying.is_alive():
+            print("stopping the demo..." if not keep else "waiting for the demo's deploys...", flush=True)
+            deploying.join(120)
         for sender in traffic:
             sender.stop()
         if not keep:
             client.shutdown(stop_servers=True)
         client.close()
+    print(reopen_hint(home, keep, had_db_url))
+
+
+def reopen_hint(home: Path, kept: bool, had_db_url: bool = False) -> str:
+    """What the demo says on quit: where its registry is and the one command that opens it again
+    (the demo's registry is not the user's: `modeldeck models` alone shows the user's own)."""
+    import shlex
+    import shutil
+
+    command = "modeldeck" if shutil.which("modeldeck") else f"{shlex.quote(sys.executable)} -m console.cli"
+    # The demo's database is always its own SQLite file: a MODELDECK_DB_URL in the environment would
+    # point the command elsewhere, so the command clears it.
+    prefix = "MODELDECK_DB_URL= " if had_db_url else ""
+    servers = "its servers keep running (--keep)" if kept else "its servers are stopped"
+    return (
+        f"demo registry: {home} ({servers})\n"
+        f"open it again:  {prefix}{command} --home {shlex.quote(str(home))} console\n"
+        "(every other command takes the same --home: models, versions iris, history iris, status)"
+    )
 
 
 def build_demo(home: Path) -> dict[str, str]:

@@ -148,6 +148,8 @@ def deploy(
                 ref, name=name, host=host, port=port, workers=workers, options=options, reason=reason
             )
         )
+        if client.started_daemon:  # this deploy started the supervisor: say where its exporter went
+            _exporter_note(client.status()["supervisor"])
     if json_out:
         output.print_json(result)
         return
@@ -217,7 +219,7 @@ def scale(
 
 
 def status(json_out: JsonFlag = False) -> None:
-    """Deployments and their worker processes (what the registry wants if no supervisor runs)."""
+    """Deployments and their worker processes (without a supervisor: what each server's port answers)."""
     with _client() as client:
         answer = client.status() if client.running() else None
         if answer is None:
@@ -230,8 +232,10 @@ def status(json_out: JsonFlag = False) -> None:
     supervisor = answer["supervisor"]
     if supervisor is None:
         output.err.print(
-            "no supervisor is running: showing what the registry wants (modeldeck supervisor start)"
+            "no supervisor is running: each state is what the deployment's own port answers "
+            "(modeldeck supervisor start)"
         )
+    _exporter_note(supervisor)
     deployments = answer["deployments"]
     if not deployments:
         output.out.print("no deployments; start one with: modeldeck deploy NAME[:VERSION|@ALIAS]")
@@ -257,7 +261,7 @@ def status(json_out: JsonFlag = False) -> None:
             f"{d['model']}:{d['version']}",
             str(d["standby_version"] or "-"),
             d.get("url", f"http://{d['host']}:{d['port']}"),
-            f"{d.get('workers_running', 0)}/{d['workers']}",
+            f"{d.get('workers_running', '?')}/{d['workers']}",
             d.get("status", "down") + (f" ({d['message']})" if d.get("message") else ""),
             str(d.get("restarts", "-")),
             f"{live['rps']:.1f}" if live.get("rps") is not None else "-",
@@ -286,16 +290,23 @@ def _add_live_figures(client: Any, deployments: list[dict[str, Any]]) -> None:
 
 
 def _wanted() -> list[dict[str, Any]]:
+    """The registry's deployments, each in the state its own port tells (the supervisor is down)."""
     from registry import Registry
     from registry.deployments import list_deployments
+    from registry.serving.probe import NO_SUPERVISOR, probe_deployments
 
     with Registry() as reg:
-        return [{**d.as_dict(), "status": "down"} for d in list_deployments(reg)]
+        wanted = [d.as_dict() for d in list_deployments(reg)]
+    states = probe_deployments(wanted)
+    return [{**d, "status": states[d["name"]], "message": NO_SUPERVISOR} for d in wanted]
 
 
 def logs(
     name: Annotated[str, typer.Argument(metavar="NAME", help="Deployment name.")],
-    lines: Annotated[int, typer.Option("--lines", "-n", metavar="N", help="How many lines.")] = 50,
+    lines: Annotated[
+        int | None,
+        typer.Option("--lines", "-n", metavar="N", help="How many lines (default 50; 10 with --follow)."),
+    ] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
 ) -> None:
     """The last lines of a deployment's worker log (rotated by size in $MODELDECK_HOME/logs)."""
@@ -306,9 +317,9 @@ def logs(
     checked(lambda: check_name(name))
     path = SupervisorClient().rundir.deployment_log(name)
     if not path.exists():
-        output.err.print(f"error: no log for deployment {name!r} ({path})")
+        output.err.print(Text.assemble(("error:", "bold red"), f" {_no_log(name, path)}"))
         raise typer.Exit(1)
-    reader = log_files.LogReader(path, lines)
+    reader = log_files.LogReader(path, lines if lines is not None else 10 if follow else 50)
     try:
         for line in reader.read():
             output.out.print(line)
@@ -324,6 +335,24 @@ def logs(
         reader.close()
 
 
+def _no_log(name: str, path: Any) -> str:
+    """Why there is no log for `name`: not a deployment (and which are), or not started yet."""
+    from registry import Registry
+    from registry.deployments import list_deployments
+
+    try:
+        with Registry() as reg:
+            known = sorted(d.name for d in list_deployments(reg))
+    except RegistryError:
+        known = []
+    known += sorted(
+        p.stem for p in path.parent.glob("*.log") if p.stem not in known and p.stem != "supervisor"
+    )
+    if name in known:
+        return f"no log yet for deployment {name!r} ({path})"
+    return f"no deployment {name!r}; known: {', '.join(known) or 'none'}"
+
+
 @supervisor_app.command("start")
 def supervisor_start(
     no_standby: Annotated[
@@ -336,15 +365,22 @@ def supervisor_start(
         float, typer.Option(metavar="SECONDS", help="How long old workers may finish kept-alive connections.")
     ] = 5.0,
     metrics: Annotated[
-        str, typer.Option(metavar="HOST:PORT", help="Prometheus exporter address, or 'off'.")
-    ] = "127.0.0.1:9464",
+        str | None,
+        typer.Option(
+            metavar="HOST:PORT",
+            help="Prometheus exporter address (an error if taken), or 'off' (default: 127.0.0.1:9464, "
+            "else a free port).",
+        ),
+    ] = None,
 ) -> None:
     """Start the daemon; it brings every deployment in the registry back up."""
     from registry.serving.options import check_metrics_address, check_seconds
 
     drain_grace = checked(lambda: check_seconds("drain_grace", drain_grace))
-    checked(lambda: check_metrics_address(metrics))
-    flags = [f"--drain-grace={drain_grace}", f"--metrics={metrics}"]
+    flags = [f"--drain-grace={drain_grace}"]
+    if metrics:
+        checked(lambda: check_metrics_address(metrics))
+        flags.append(f"--metrics={metrics}")
     flags += ["--no-standby"] if no_standby else []
     flags += ["--no-auto-rollback"] if no_auto_rollback else []
     with _client() as client:
@@ -353,8 +389,14 @@ def supervisor_start(
     info = answer["supervisor"]
     word = "started" if started else "already running"
     output.out.print(f"supervisor {word} (pid {info['pid']}) for {info['home']}")
+    if not started and metrics and not _exporter_is(info, metrics):
+        output.err.print(
+            f"note: --metrics {metrics} not applied: the running supervisor keeps its exporter "
+            f"({info.get('metrics') or 'off'}); `modeldeck supervisor stop` first to change it"
+        )
     if info.get("metrics"):
         output.out.print(f"  Prometheus: {info['metrics']} (targets for file_sd: {info['targets']})")
+    _exporter_note(info)
     for d in answer["deployments"]:
         message = f" ({d['message']})" if d["message"] else ""
         output.out.print(f"  {d['name']}: {d['model']}:{d['version']} {d['status']} on {d['url']}{message}")
@@ -389,6 +431,19 @@ def supervisor_status(json_out: JsonFlag = False) -> None:
         raise typer.Exit(3)
     else:
         output.out.print(f"supervisor running (pid {info['pid']}) for {info['home']}")
+
+
+def _exporter_is(info: dict[str, Any], address: str) -> bool:
+    """Whether the running supervisor's exporter is at `address` (HOST:PORT, or 'off')."""
+    if address == "off":
+        return not info.get("metrics")
+    return info.get("metrics") == f"http://{address}/metrics"
+
+
+def _exporter_note(info: dict[str, Any] | None) -> None:
+    """Say on stderr when the Prometheus exporter is not where it was asked (or missing)."""
+    if info and info.get("metrics_note"):
+        output.err.print(f"note: {info['metrics_note']}")
 
 
 def _plural(count: int, word: str) -> str:

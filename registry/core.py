@@ -19,7 +19,7 @@ from registry.artifacts import ArtifactStore, load_model
 from registry.capture import Captured, capture
 from registry.errors import ArtifactDamaged, InvalidName, VersionInUse, VersionNotFound
 from registry.info import EventInfo, History, ModelInfo, VersionInfo, VersionSummary
-from registry.reference import ReferenceSample, decode
+from registry.reference import ReferenceSample, decode, read_reference
 from registry.refs import Ref, check_alias, check_model_name, parse_ref
 from registry.schema import (
     Deployment,
@@ -95,14 +95,15 @@ class Registry:
     ) -> VersionInfo:
         """Store a fitted estimator as the next version of `name` and return that version.
 
-        `reference` (DataFrame or array, the training data or a sample of it) is checked against
-        the model's input, sampled to at most 10,000 rows and stored with the model's predictions.
+        `reference` (DataFrame or array, the training data or a sample of it, or the path of a CSV
+        or `.npy` file holding it) is checked against the model's input, sampled to at most 10,000
+        rows and stored with the model's predictions.
         """
         check_model_name(name)
         aliases = [alias] if isinstance(alias, str) else list(alias or [])
         for a in aliases:
             check_alias(a)
-        captured = capture(estimator, reference)
+        captured = capture(estimator, read_reference(reference))
         return self.add_version(
             captured,
             name,

@@ -28,7 +28,25 @@ class NotAModel(RegistryError):
 
 
 class PickleRefused(RegistryError):
-    """A pickle/joblib file offered without `--trust-pickle`."""
+    """A pickle/joblib file offered without `trust_pickle=True` (the CLI's `--trust-pickle`).
+
+    The message names the Python argument; `cli_message` names the command-line flag instead."""
+
+    PYTHON, CLI = "trust_pickle=True", "--trust-pickle"
+
+    def __init__(self, path: object) -> None:
+        self.path = path
+        super().__init__(self._message(self.PYTHON))
+
+    def _message(self, option: str) -> str:
+        return (
+            f"{self.path} is a pickle: loading it runs any code it contains. If you trust who made it, "
+            f"pass {option} (it is converted to the safe skops format on the way in)"
+        )
+
+    @property
+    def cli_message(self) -> str:
+        return self._message(self.CLI)
 
 
 class ArtifactError(RegistryError):

@@ -34,7 +34,7 @@ def read_model_file(path: Path, trust_pickle: bool = False, trust_types: tuple[s
         else:
             raise NotAModel(
                 f"{path} is not a model file: expected a .skops file, a pickle/joblib file "
-                "(with --trust-pickle) or an MLflow model directory"
+                "(with trust_pickle=True / --trust-pickle) or an MLflow model directory"
             )
     check_is_model(estimator, str(path))
     return estimator
@@ -57,10 +57,7 @@ def _read_skops(path: Path, trust_types: tuple[str, ...]) -> Any:
 
 def _read_pickle(path: Path, trust_pickle: bool) -> Any:
     if not trust_pickle:
-        raise PickleRefused(
-            f"{path} is a pickle: loading it runs any code it contains. If you trust who made it, "
-            "pass --trust-pickle (it is converted to the safe skops format on the way in)"
-        )
+        raise PickleRefused(path)
     import joblib
 
     try:

@@ -8,10 +8,39 @@ sample. Drift monitoring compares live traffic with it.
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from registry.errors import ReferenceMismatch, RegistryError
+
 MAX_REFERENCE_ROWS = 10_000
+
+
+def read_reference(reference: Any) -> Any:
+    """`reference` itself, or the data of the file it names: a path (str or Path) to a CSV file
+    (read with a header row, as `modeldeck register --reference` does) or a `.npy` array."""
+    if not isinstance(reference, str | os.PathLike):
+        return reference
+    path = Path(reference).expanduser()
+    if not path.is_file():
+        raise ReferenceMismatch(f"no such reference file: {path}")
+    try:
+        if path.suffix == ".npy":
+            import numpy as np
+
+            from registry.unpacking import check_npy_file
+
+            check_npy_file(path)  # a header that promises more than the file holds is refused first
+            return np.load(path, allow_pickle=False)
+        import pandas as pd
+
+        return pd.read_csv(path)
+    except RegistryError:
+        raise
+    except Exception as exc:
+        raise ReferenceMismatch(f"cannot read reference sample {path}: {exc}") from exc
 
 
 @dataclass

@@ -63,6 +63,7 @@ class Settings:
         """Settings from arguments, falling back to the `MODELDECK_*` environment variables."""
         home_path = Path(home).expanduser() if home is not None else default_home()
         url = db_url or os.environ.get("MODELDECK_DB_URL") or f"sqlite:///{home_path / 'registry.db'}"
+        url = with_psycopg(url)
         artifacts = os.environ.get("MODELDECK_ARTIFACTS_DIR")
         raw_timeout = os.environ.get("MODELDECK_DB_TIMEOUT", "15")
         try:
@@ -84,6 +85,15 @@ class Settings:
     def display_url(self) -> str:
         """The database URL with any password hidden."""
         return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", self.db_url)
+
+
+def with_psycopg(url: str) -> str:
+    """`postgres://` and `postgresql://` (what Heroku, libpq and most hosts hand out) name PostgreSQL
+    without a driver; modeldeck talks to it through psycopg 3, so they mean `postgresql+psycopg://`."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() in ("postgres", "postgresql"):
+        return f"postgresql+psycopg://{rest}"
+    return url
 
 
 def make_engine(settings: Settings) -> Engine:

@@ -249,7 +249,7 @@ def test_pickles_are_refused_unless_trusted_then_stored_as_skops(
 ):
     X, _ = iris
     with pytest.raises(
-        PickleRefused, match=r"is a pickle: loading it runs any code it contains.*--trust-pickle"
+        PickleRefused, match=r"is a pickle: loading it runs any code it contains.*trust_pickle=True"
     ):
         registry.register_file(iris_files[kind], "iris")
     assert registry.list_models() == []
@@ -284,7 +284,7 @@ def test_a_pickle_of_something_that_is_not_a_model_is_refused_even_when_trusted(
 def test_an_mlflow_model_directory_needs_trust_pickle(registry: Registry, iris, iris_model, tmp_path):
     X, _ = iris
     directory = _mlflow_dir(tmp_path / "mlflow-model", iris_model)
-    with pytest.raises(PickleRefused, match="--trust-pickle"):
+    with pytest.raises(PickleRefused, match="pass trust_pickle=True"):
         registry.register_file(directory, "iris")
     assert registry.list_models() == []
 

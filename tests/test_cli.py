@@ -385,3 +385,257 @@ def test_bad_serving_options_are_one_line_errors(home, args: list[str], message:
     said = " ".join(result.stderr.split())
     assert said.startswith(f"error: {message}"), said
     assert "Traceback" not in result.output + result.stderr and said.count("error:") == 1
+
+
+# ---------------------------------------------------------------- issue 11: what an on-call engineer met
+
+
+class _ReadyServer:
+    """A stand-in model server on loopback that answers GET /health/ready with 200."""
+
+    def __enter__(self) -> int:
+        import http.server
+        import threading
+
+        class Ready(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200 if self.path == "/health/ready" else 404)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ready)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self.server.server_address[1]
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _wanted(home: Path, skops_file: Path, ports: dict[str, int]) -> None:
+    """Deployments in the registry (as the supervisor records them), with no supervisor running."""
+    from registry import Registry
+    from registry.deployments import save_deployment
+    from registry.info import DeploymentInfo
+
+    with Registry(home=home) as reg:
+        reg.register_file(skops_file, "iris")
+        for name, port in ports.items():
+            spec = DeploymentInfo(
+                name=name,
+                model="iris",
+                version=1,
+                standby_version=None,
+                host="127.0.0.1",
+                port=port,
+                workers=2,
+                options={},
+            )
+            save_deployment(reg, spec, "switched")
+
+
+def test_without_a_supervisor_status_and_the_console_ask_each_port(home, skops_file) -> None:
+    from helpers import free_port
+
+    from console.backend import Backend
+    from console.widgets.live import state_text
+
+    with _ReadyServer() as port:
+        _wanted(home, skops_file, {"answers": port, "silent": free_port()})
+        shown = run_json("status")
+        assert shown["supervisor"] is None
+        states = {d["name"]: (d["status"], d["message"]) for d in shown["deployments"]}
+        assert states == {"answers": ("serving", "supervisor down"), "silent": ("down", "supervisor down")}
+        human = run("status").stdout.splitlines()
+        answers = next(line for line in human if line.startswith("answers "))
+        silent = next(line for line in human if line.startswith("silent "))
+        assert "?/2" in answers and "serving (supervisor down)" in answers
+        assert "down (supervisor down)" in silent
+        backend = Backend(home)
+        try:
+            overview = backend.overview()
+        finally:
+            backend.close()
+    live = overview.live
+    assert state_text(live.get("answers", {}), overview.supervisor_up) == "serving (supervisor down)"
+    assert state_text(live.get("silent", {}), overview.supervisor_up) == "down"
+
+
+def test_postgres_urls_mean_psycopg() -> None:
+    from registry.store import Settings
+
+    for scheme in ("postgres", "postgresql", "POSTGRES"):
+        settings = Settings.from_env(db_url=f"{scheme}://md:secret@db.example:5432/registry")
+        assert settings.db_url == "postgresql+psycopg://md:secret@db.example:5432/registry"
+    assert Settings.from_env(db_url="postgresql+psycopg://h/db").db_url == "postgresql+psycopg://h/db"
+    assert Settings.from_env(db_url="sqlite:///x.db").db_url == "sqlite:///x.db"
+
+
+def test_a_postgres_url_opens_the_registry(home, postgres_url) -> None:
+    from registry import Registry
+
+    plain = "postgres://" + postgres_url.split("://", 1)[1]
+    with Registry(home=home, db_url=plain) as reg:
+        assert reg.list_models() == []
+    os.environ["MODELDECK_DB_URL"] = plain
+    try:
+        assert run_json("models") == []
+    finally:
+        del os.environ["MODELDECK_DB_URL"]
+
+
+def test_a_pickle_refusal_names_the_python_argument_or_the_flag(home, tmp_path, iris_model) -> None:
+    from registry import PickleRefused, Registry
+
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps(iris_model))
+    with Registry(home=home) as reg, pytest.raises(PickleRefused) as refused:
+        reg.register_file(path, "iris")
+    assert "pass trust_pickle=True" in str(refused.value) and "--trust-pickle" not in str(refused.value)
+    result = run("register", str(path), "--name", "iris", ok=False)
+    assert result.exit_code == 1
+    assert "pass --trust-pickle" in result.stderr and "trust_pickle=True" not in result.stderr
+
+
+def test_register_file_takes_a_reference_path_like_the_cli(home, skops_file, reference_csv) -> None:
+    from registry import Registry
+    from registry.errors import ReferenceMismatch
+
+    with Registry(home=home) as reg:
+        assert reg.register_file(skops_file, "iris", reference=str(reference_csv)).reference_rows == 150
+        assert reg.register_file(skops_file, "iris", reference=reference_csv).reference_rows == 150
+        with pytest.raises(ReferenceMismatch, match="no such reference file"):
+            reg.register_file(skops_file, "iris", reference="missing.csv")
+
+
+def test_logs_of_an_unknown_deployment_lists_the_known_ones(home, skops_file) -> None:
+    from helpers import free_port
+
+    _wanted(home, skops_file, {"fraud": free_port(), "churn": free_port()})
+    result = run("logs", "frud", ok=False)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "error: no deployment 'frud'; known: churn, fraud"
+    assert "no log yet for deployment 'fraud'" in run("logs", "fraud", ok=False).stderr
+
+
+def test_logs_follow_starts_with_the_last_ten_lines(home) -> None:
+    import queue
+    import threading
+
+    log = home / "logs" / "iris.log"
+    log.parent.mkdir()
+    log.write_text("".join(f"line {n}\n" for n in range(1, 101)))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "console.cli", "logs", "iris", "-f"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x.rstrip("\n")) for x in follow.stdout], daemon=True).start()
+    seen: list[str] = []
+
+    def read_until(count: int) -> None:
+        while len(seen) < count:
+            seen.append(lines.get(timeout=30))
+
+    try:
+        read_until(10)
+        assert seen == [f"line {n}" for n in range(91, 101)]
+        with log.open("a") as handle:
+            handle.write("line 101\n")
+        read_until(11)
+        assert seen[10:] == ["line 101"]
+    finally:
+        follow.terminate()
+        follow.wait(10)
+
+
+def test_json_goes_before_or_after_the_command(home) -> None:
+    assert json.loads(run("--json", "models").stdout) == json.loads(run("models", "--json").stdout) == []
+    assert json.loads(run("--json", "supervisor", "status").stdout) is None
+    assert json.loads(run("--json", "status").stdout)["deployments"] == []
+    assert not run("models").stdout.startswith("[")  # without it, people's output as before
+
+
+def test_the_console_refuses_a_stdout_that_is_not_a_terminal(home, tmp_path) -> None:
+    env = {**os.environ, "MODELDECK_CONFIG": str(tmp_path / "none.toml")}
+    result = subprocess.run(
+        [sys.executable, "-m", "console.cli", "console"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "error: the console needs a terminal, and stdout is not one; scripts can use the other commands "
+        "(modeldeck status, models, ...) with --json"
+    ]
+
+
+def test_after_the_demo_the_printed_command_opens_the_demo_registry(tmp_path) -> None:
+    from console.demo import build_demo, reopen_hint
+
+    demo = tmp_path / "my demo"
+    build_demo(demo)
+    hint = reopen_hint(demo, kept=False, had_db_url=True)
+    assert f"demo registry: {demo} (its servers are stopped)" in hint
+    command = next(line for line in hint.splitlines() if line.startswith("open it again:"))
+    command = command.removeprefix("open it again:").strip()
+    assert command.endswith(" console")
+    env = {**os.environ, "MODELDECK_DB_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"}
+    env.pop("MODELDECK_HOME", None)
+    listed = subprocess.run(
+        command.removesuffix(" console") + " models --json",
+        shell=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(m["name"] for m in json.loads(listed.stdout)) == ["diabetes", "iris", "tumor"]
+
+
+def test_quitting_the_demo_in_a_terminal_says_where_it_is_and_leaves_no_process(tmp_path) -> None:
+    import pty
+    import select
+    import time
+
+    import psutil
+
+    demo = tmp_path / "demo"
+    leader, follower = pty.openpty()
+    env = {**os.environ, "MODELDECK_HOME": str(tmp_path / "mine"), "MODELDECK_CONFIG": str(tmp_path / "x")}
+    env.pop("MODELDECK_DB_URL", None)
+    command = [sys.executable, "-m", "console.cli", "demo", "--home", str(demo)]
+    process = subprocess.Popen(command, stdin=follower, stdout=follower, stderr=follower, env=env)
+    os.close(follower)
+    seen = b""
+
+    def read_until(done, seconds: float) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + seconds
+        while not done() and time.monotonic() < deadline:
+            if select.select([leader], [], [], 0.2)[0]:
+                try:
+                    seen += os.read(leader, 65536)
+                except OSError:
+                    return
+
+    try:
+        read_until(lambda: b"Models" in seen, 120)  # the console is drawn
+        assert b"Models" in seen, seen[-500:]
+        os.write(leader, b"q")
+        read_until(lambda: process.poll() is not None, 60)
+        assert process.wait(timeout=10) == 0
+        text = seen.decode(errors="replace").replace("\r", "")
+        assert f"demo registry: {demo} (its servers are stopped)" in text
+        assert f"--home {demo} console" in text
+        left = [p for p in psutil.process_iter(["cmdline"]) if str(demo) in " ".join(p.info["cmdline"] or [])]
+        assert left == []  # no supervisor or model server outlives the demo
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(leader)

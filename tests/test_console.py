@@ -247,3 +247,24 @@ async def test_the_events_view_shows_the_ledger_newest_first_and_filters(deck: D
         await settle(pilot, app, 0.3)
         kinds = {table.get_row_at(i)[2] for i in range(table.row_count)}
         assert kinds == {"registered"}
+
+
+async def test_with_only_the_supervisor_stopped_the_deployments_view_says_serving(deck: Deck) -> None:
+    deck.client.shutdown()  # its model servers keep serving
+    try:
+        assert deck.version() in ("1", "2")
+        app = deck.app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("2")  # deployments
+            await settle(pilot, app)
+            table = app.screen.query_one("#deployments")
+
+            def cell(label: str) -> str:
+                return str(table.get_row_at(0)[table.labels.index(label)])
+
+            await wait_until(pilot, lambda: table.row_count > 0 and cell("STATE") != "down")
+            assert (cell("DEPLOYMENT"), cell("STATE")) == ("iris", "serving (supervisor down)")
+            assert cell("WORKERS") == "?/1"
+    finally:
+        deck.client.ensure_running("--drain-grace=1", "--metrics=off", "--drift-every=1")
+        deck.client.wait_settled()

@@ -77,6 +77,7 @@ def test_console_passes_ascii_and_mouse_on(
     monkeypatch.setenv("MODELDECK_CONFIG", str(tmp_path / "no-settings.toml"))
     monkeypatch.setenv("MODELDECK_ASCII", "0")  # (restored after the test: the CLI sets it for the process)
     monkeypatch.setattr(ModeldeckApp, "run", lambda self, **kw: ran.update(kw))
+    monkeypatch.setattr("console.cli._stdout_is_terminal", lambda: True)
     result = CliRunner().invoke(cli, ["console", *args])
     assert result.exit_code == 0, result.output
     assert ran == {"mouse": mouse}
@@ -96,6 +97,7 @@ def test_the_settings_file_turns_on_read_only_and_turns_off_the_mouse(
     monkeypatch.setattr(
         ModeldeckApp, "run", lambda self, **kw: ran.update(kw, read_only=self.read_only, theme=self.theme)
     )
+    monkeypatch.setattr("console.cli._stdout_is_terminal", lambda: True)
     result = CliRunner().invoke(cli, ["console"])
     assert result.exit_code == 0, result.output
     assert ran == {"mouse": False, "read_only": True, "theme": "modeldeck-contrast"}

@@ -142,3 +142,28 @@ def test_dataset_verdict_and_profile_round_trip() -> None:
     few = _sample(50)
     assert drift_report(restored, few.columns, few.missing, few.predictions).status == drift.NOT_ENOUGH
     assert drift_report(None, calm.columns, calm.missing, None).status == drift.NO_REFERENCE
+
+
+def test_drift_windows_survive_a_supervisor_restart_through_the_run_dir(tmp_path) -> None:
+    import os
+    import time
+
+    from registry.monitoring.window import DriftWindow
+    from registry.serving.drift_state import FILE_NAME, load_windows, save_windows, snapshot
+    from registry.serving.rundir import RunDir
+
+    rundir = RunDir.of(tmp_path).create()
+    now = time.time()
+    window = DriftWindow(max_rows=100, max_seconds=600)
+    window.add([[1.0, "a"]] * 3, [0, 1, 0], now - 7200)  # older than the window: not taken back
+    window.add([[2.0, "b"], [3.0, None]], [1, 0], now)
+    save_windows(rundir, snapshot({"iris": (2, window)}))
+    path = rundir.path / FILE_NAME
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    restored = load_windows(rundir, 100, 600)
+    assert list(restored) == ["iris"] and restored["iris"][0] == 2
+    assert [row for _, row, _ in restored["iris"][1].entries()] == [[2.0, "b"], [3.0, None]]
+    path.write_bytes(b"{not json")
+    assert load_windows(rundir, 100, 600) == {}  # a damaged file: an empty window, never a crash
+    os.unlink(path)
+    assert load_windows(rundir, 100, 600) == {}

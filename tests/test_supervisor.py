@@ -547,3 +547,161 @@ def test_the_control_api_names_the_bad_field_and_does_nothing(
     outside = set(served.home.parent.rglob("*")) - before
     assert not [p for p in outside if served.home not in p.parents], "nothing written outside the home"
     assert not (served.home / "logs" / "x.log").exists() and not (served.home / "x.log").exists()
+
+
+def test_with_the_supervisor_stopped_status_and_the_console_say_serving(served: Served) -> None:
+    from console.backend import Backend
+    from console.widgets.live import state_text
+
+    served.client.deploy("iris:2", port=served.port)
+    port = free_port()
+    served.client.deploy("iris:2", name="iris-drift", port=port)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        for row in load_iris_rows()[:120]:
+            assert client.post("/invocations", json={"inputs": [row]}).status_code == 200
+
+    def drift_rows() -> int | None:
+        seen = served.client.monitor(0, "iris-drift")["deployments"].get("iris-drift") or {}
+        return (seen.get("drift") or {}).get("rows")
+
+    _wait(lambda: drift_rows() == 120, what="the drift window")
+
+    def uptime() -> float:
+        status = served.client.status()["deployments"]
+        return next(d for d in status if d["name"] == "iris")["processes"][0]["uptime_s"]
+
+    _wait(lambda: uptime() >= 1.0, what="a worker up for a second")
+    before, asked = uptime(), time.time()
+    try:
+        assert served.cli("supervisor", "stop").returncode == 0
+        assert httpx.get(f"{served.url}/health/ready", timeout=10).status_code == 200
+        as_json = json.loads(served.cli("status", "--json").stdout)
+        assert as_json["supervisor"] is None
+        states = {d["name"]: (d["status"], d["message"]) for d in as_json["deployments"]}
+        assert states["iris"] == ("serving", "supervisor down")
+        human = served.cli("status")
+        assert human.returncode == 0
+        row = next(line for line in human.stdout.splitlines() if line.startswith("iris "))
+        assert "serving (supervisor down)" in row and " down" not in row.replace("(supervisor down)", "")
+        backend = Backend(served.home)
+        try:
+            overview = backend.overview()
+        finally:
+            backend.close()
+        assert not overview.supervisor_up
+        assert state_text(overview.live["iris"], overview.supervisor_up) == "serving (supervisor down)"
+    finally:
+        served.client.ensure_running("--drain-grace=2", "--drift-every=1", "--metrics=127.0.0.1:0")
+        served.client.wait_settled()
+    # A restart keeps what the workers did before it: their uptime, and the drift window's rows.
+    assert uptime() >= before + (time.time() - asked) - 0.5
+    _wait(lambda: drift_rows() is not None, what="drift after the restart")
+    assert drift_rows() == 120  # without the saved window: 0 rows, "not enough data"
+    served.client.stop("iris-drift")
+
+
+def load_iris_rows() -> list[list[float]]:
+    from sklearn.datasets import load_iris
+
+    return load_iris().data.tolist()
+
+
+def test_an_explicit_metrics_address_in_use_fails_supervisor_start(tmp_path: Path) -> None:
+    env = {**os.environ, "MODELDECK_HOME": str(tmp_path)}
+    env.pop("MODELDECK_DB_URL", None)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        address = f"127.0.0.1:{squatter.getsockname()[1]}"
+        result = subprocess.run(
+            [sys.executable, "-m", "console.cli", "supervisor", "start", "--metrics", address],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 1, result.stdout
+    assert "started" not in result.stdout
+    assert f"no Prometheus exporter on {address}" in result.stderr and "--metrics" in result.stderr
+    assert "--port" not in result.stderr and "Traceback" not in result.stderr
+    assert not SupervisorClient(tmp_path).running()
+
+
+def test_the_default_metrics_address_taken_falls_back_to_a_free_port_and_says_so(tmp_path: Path) -> None:
+    from registry.serving.control import DEFAULT_METRICS
+
+    host, _, port = DEFAULT_METRICS.rpartition(":")
+    env = {**os.environ, "MODELDECK_HOME": str(tmp_path)}
+    env.pop("MODELDECK_DB_URL", None)
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:  # another supervisor on this machine may hold it already: taken either way
+            squatter.bind((host, int(port)))
+            squatter.listen()
+        except OSError:
+            pass
+        run = [sys.executable, "-m", "console.cli", "supervisor", "start"]
+        result = subprocess.run(run, env=env, capture_output=True, text=True, timeout=120)
+        client = SupervisorClient(tmp_path)
+        try:
+            assert result.returncode == 0, result.stderr
+            info = client.status()["supervisor"]
+            assert info["metrics"] and f":{port}/" not in info["metrics"]
+            assert f"{DEFAULT_METRICS} was taken" in info["metrics_note"]
+            assert f"note: {DEFAULT_METRICS} was taken" in result.stderr
+            assert f"Prometheus: {info['metrics']}" in result.stdout
+            exporter = info["metrics"].removeprefix("http://").removesuffix("/metrics")
+            targets = json.loads((tmp_path / "prometheus" / "targets.json").read_text())
+            assert targets[0]["targets"] == [exporter]
+            assert httpx.get(info["metrics"], timeout=10).status_code == 200
+            status = subprocess.run(
+                [sys.executable, "-m", "console.cli", "status"], env=env, capture_output=True, text=True
+            )
+            assert f"{DEFAULT_METRICS} was taken" in status.stderr
+        finally:
+            client.shutdown()
+            client.close()
+
+
+def test_stopping_one_demo_deployment_leaves_the_others_traffic_flowing(served: Served) -> None:
+    from console.demo_traffic import DemoTraffic
+
+    ports = {"demo-a": free_port(), "demo-b": free_port()}
+    for name, port in ports.items():
+        served.client.deploy("iris:2", name=name, port=port)
+    targets = {name: (f"http://127.0.0.1:{port}", "iris:2") for name, port in ports.items()}
+    traffic = DemoTraffic(served.home, targets, rate=20)
+    start = served.client.monitor()["cursor"]
+
+    def requests_to_b() -> int:
+        seen = served.client.monitor(start, "demo-b")["deployments"].get("demo-b") or {}
+        return sum(p["requests"] for p in seen.get("points", []))
+
+    (stuck,) = [p["pid"] for p in _deployment(served, "demo-a")["processes"] if p["role"] == "active"]
+    traffic.start()
+    try:
+        _wait(lambda: requests_to_b() >= 20, what="traffic to demo-b")
+        # demo-a stops answering (SIGSTOP: its requests hang until the client's 5 s timeout), then is
+        # stopped for good; one sender for all deployments sent demo-b one request per 5 s meanwhile.
+        os.kill(stuck, signal.SIGSTOP)
+        before = requests_to_b()
+        _wait(lambda: requests_to_b() >= before + 60, timeout=30, what="demo-b's traffic with demo-a stuck")
+        os.kill(stuck, signal.SIGCONT)
+        served.client.stop("demo-a")
+        before = requests_to_b()
+        _wait(
+            lambda: requests_to_b() >= before + 60, timeout=30, what="demo-b's traffic after stopping demo-a"
+        )
+        assert traffic.senders["demo-b"].failed == 0
+    finally:
+        if psutil.pid_exists(stuck):
+            os.kill(stuck, signal.SIGCONT)
+        traffic.stop()
+        traffic.join(10)
+        for name in ports:
+            if any(d["name"] == name for d in served.client.status()["deployments"]):
+                served.client.stop(name)
+
+
+def _deployment(served: Served, name: str) -> dict:
+    return next(d for d in served.client.status()["deployments"] if d["name"] == name)

@@ -27,6 +27,15 @@ class DriftWindow:
     def clear(self) -> None:
         self._rows.clear()
 
+    def entries(self) -> list[tuple[float, list[Any], Any]]:
+        """(time, row, prediction) of every row held, oldest first: what `restore` takes back."""
+        return list(self._rows)
+
+    def restore(self, entries: list[Any], now: float | None = None) -> None:
+        """Put saved `entries` back (a supervisor restart), leaving out rows already too old."""
+        oldest = (time.time() if now is None else now) - self.max_seconds
+        self._rows.extend((float(t), row, p) for t, row, p in entries if float(t) >= oldest)
+
     def add(self, rows: list[list[Any]], predictions: list[Any], now: float | None = None) -> None:
         now = time.time() if now is None else now
         self._rows.extend((now, row, prediction) for row, prediction in zip(rows, predictions, strict=False))

@@ -40,6 +40,8 @@ class SupervisorClient:
         self.rundir = RunDir.of(self.home)
         self.timeout = timeout
         self._http: httpx.Client | None = None
+        #: Whether this client started the daemon (`ensure_running`), so a caller can report how it runs.
+        self.started_daemon = False
 
     def close(self) -> None:
         if self._http is not None:
@@ -79,10 +81,10 @@ class SupervisorClient:
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if self.running():
+                self.started_daemon = True
                 return True
             if process.poll() is not None and not self.running():
-                tail = "\n".join(logs.tail(log_path, 5))
-                raise SupervisorError(f"the supervisor did not start:\n{tail}", 500)
+                raise _start_failure(logs.tail(log_path, 5))
             time.sleep(0.05)
         raise SupervisorError(f"the supervisor did not answer within {wait:g} s; see {log_path}", 500)
 
@@ -239,3 +241,10 @@ class SupervisorClient:
         except OSError:
             return ""
         return f" (pid {pid})" if pid.isdigit() else ""
+
+
+def _start_failure(tail: list[str]) -> SupervisorError:
+    """Why the daemon exited at start: its own one-line `error: ...` when it printed one, else the log."""
+    if tail and tail[-1].startswith("error: "):
+        return SupervisorError(tail[-1].removeprefix("error: "), 500)
+    return SupervisorError("the supervisor did not start:\n" + "\n".join(tail), 500)

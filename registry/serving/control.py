@@ -217,11 +217,18 @@ def exclusive(rundir: RunDir) -> Any:
         handle.close()
 
 
-async def run_daemon(home: Path, policy: Policy) -> None:
-    """Run the supervisor of `home` until SIGTERM/SIGINT or /shutdown."""
+async def run_daemon(home: Path, policy: Policy, metrics_required: bool = False) -> None:
+    """Run the supervisor of `home` until SIGTERM/SIGINT or /shutdown. With `metrics_required`, an
+    exporter address that cannot be bound stops the start (`ExporterAddressTaken`) before anything else."""
     import uvicorn
 
+    exporter_sock, exporter_note = None, ""
+    if policy.metrics_address:
+        exporter_sock, exporter_note = bind_exporter(policy.metrics_address, metrics_required)
+        if exporter_note:
+            log.warning("%s", exporter_note)
     supervisor = Supervisor(home, policy)
+    supervisor.exporter_note = exporter_note
     rundir = supervisor.rundir
     stop_servers = [False]
 
@@ -244,7 +251,7 @@ async def run_daemon(home: Path, policy: Policy) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, request_shutdown, False)
-    exporter = await _start_exporter(supervisor)
+    exporter = await _start_exporter(supervisor, exporter_sock)
     await supervisor.start()
     try:
         serve = loop.create_task(server.serve())
@@ -262,23 +269,55 @@ async def run_daemon(home: Path, policy: Policy) -> None:
         log.info("supervisor %d stopped%s", os.getpid(), " with its servers" if stop_servers[0] else "")
 
 
-async def _start_exporter(supervisor: Supervisor) -> Any:
-    """Serve the Prometheus exporter on `policy.metrics_address`; None (and a warning) if it cannot."""
+#: Where the exporter listens unless `--metrics` says otherwise; taken, it falls back to a free port.
+DEFAULT_METRICS = "127.0.0.1:9464"
+
+
+class ExporterAddressTaken(RegistryError):
+    """The `--metrics` address asked for cannot be bound."""
+
+
+def bind_exporter(address: str, required: bool) -> tuple[Any, str]:
+    """The exporter's listening socket and a note for the user ("" when it is where it was asked).
+
+    An address asked for explicitly (`required`) that cannot be bound raises `ExporterAddressTaken`;
+    the default one falls back to a free port of the same host (two homes on one machine both want
+    9464), and when even that fails the supervisor runs without an exporter (socket None, note why)."""
+    from registry.serving.worker import ServeError, bind_socket
+
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        return bind_socket(host, int(port)), ""
+    except ValueError:
+        problem = f"{address!r} is not HOST:PORT"
+    except ServeError as exc:
+        problem = str(exc).split(";")[0]
+    if required:
+        raise ExporterAddressTaken(
+            f"no Prometheus exporter on {address}: {problem}; "
+            "choose another with `modeldeck supervisor start --metrics HOST:PORT` (or --metrics off)"
+        )
+    try:
+        sock = bind_socket(host, 0)
+    except ServeError as exc:
+        return None, f"no Prometheus exporter: {problem}, and no free port on {host}: {exc}"
+    bound = sock.getsockname()
+    return sock, (
+        f"{address} was taken ({problem}); the exporter listens on {bound[0]}:{bound[1]} instead "
+        "(choose one with `modeldeck supervisor start --metrics HOST:PORT`)"
+    )
+
+
+async def _start_exporter(supervisor: Supervisor, sock: Any) -> Any:
+    """Serve the Prometheus exporter on the already bound `sock`; None without one."""
     import uvicorn
     from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
     from registry.serving.connections import ConnectionLimits, uvicorn_settings
     from registry.serving.exporter import exposition
-    from registry.serving.worker import ServeError, bind_socket
 
-    address = supervisor.policy.metrics_address
-    if not address:
-        return None
-    host, _, port = address.rpartition(":")
-    try:
-        sock = bind_socket(host or "127.0.0.1", int(port))
-    except (ServeError, ValueError) as exc:
-        log.warning("no Prometheus exporter on %s: %s", address, exc)
+    if sock is None:
         return None
 
     async def metrics(_: Request) -> Response:
@@ -315,7 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drift-every", type=float, default=10.0, help="seconds between drift updates")
     parser.add_argument("--drift-rows", type=int, default=10_000, help="live window: at most this many rows")
     parser.add_argument("--drift-minutes", type=float, default=60.0, help="live window: rows this recent")
-    parser.add_argument("--metrics", default="127.0.0.1:9464", help="Prometheus exporter HOST:PORT, or off")
+    parser.add_argument(
+        "--metrics",
+        default=None,
+        help=f"Prometheus exporter HOST:PORT (must bind), or off; default {DEFAULT_METRICS} or a free port",
+    )
     parser.add_argument("--keep-10s-hours", type=float, default=24.0, help="retention of 10 s rollups")
     parser.add_argument("--keep-1m-days", type=float, default=30.0, help="retention of 1 min rollups")
     parser.add_argument(
@@ -343,13 +386,13 @@ def main(argv: list[str] | None = None) -> int:
         window_rows=options.drift_rows,
         window_seconds=options.drift_minutes * 60,
         retention={10: timedelta(hours=options.keep_10s_hours), 60: timedelta(days=options.keep_1m_days)},
-        metrics_address=None if options.metrics == "off" else options.metrics,
+        metrics_address=None if options.metrics == "off" else (options.metrics or DEFAULT_METRICS),
         hang_timeout=options.hang_timeout,
     )
     try:
         with exclusive(rundir):
-            asyncio.run(run_daemon(home, policy))
-    except RegistryError as exc:  # another supervisor, or an unsafe run directory
+            asyncio.run(run_daemon(home, policy, metrics_required=options.metrics is not None))
+    except RegistryError as exc:  # another supervisor, an unsafe run directory, a taken --metrics
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -176,8 +176,13 @@ def adopt(entry: dict[str, Any]) -> Worker | None:
         return None
     # An incoming worker may still load or already serve: its report (asked for by SIGHUP) tells.
     state = {"active": SERVING, "standby": STANDBY}.get(str(entry.get("role")), LOADING)
+    # Its uptime runs from when the process started, not from when this supervisor found it.
     return Worker(
-        pid=process.pid, version=int(entry["version"]), create_time=entry["create_time"], state=state
+        pid=process.pid,
+        version=int(entry["version"]),
+        create_time=entry["create_time"],
+        state=state,
+        started=float(entry["create_time"]),
     )
 
 

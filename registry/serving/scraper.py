@@ -27,6 +27,7 @@ from registry.monitoring.rollups import DEFAULT_RETENTION, Rollups, prune_rollup
 from registry.monitoring.sampling import SKIP
 from registry.monitoring.timeseries import DeploymentSeries
 from registry.monitoring.window import DriftWindow
+from registry.serving.drift_state import load_windows, save_windows, snapshot
 
 if TYPE_CHECKING:
     from registry.serving.supervisor import Runtime, Supervisor
@@ -36,6 +37,8 @@ PULL_TIMEOUT = 0.5
 #: The longest reply line read from a worker (workers send at most about 1 MiB of sample rows).
 READ_LIMIT = 16 * 1024 * 1024
 OK, SILENT, BAD = "ok", "silent", "bad"
+#: Pulls between two saves of the drift windows (a killed supervisor loses at most these seconds).
+SAVE_WINDOWS_EVERY = 60
 
 
 class Scraper:
@@ -77,6 +80,7 @@ class Scraper:
         self.retention = retention or DEFAULT_RETENTION
 
     async def run(self) -> None:
+        await self.restore_windows()
         while True:
             started = time.monotonic()
             try:
@@ -111,6 +115,9 @@ class Scraper:
             del self.series[name]
             self.windows.pop(name, None)
             self.drift.pop(name, None)
+        if self.supervisor.reconciled.is_set():  # restored windows of deployments gone meanwhile
+            for name in [n for n in self.windows if n not in self.supervisor.runtimes]:
+                del self.windows[name]
         self.resources.forget(alive)
         self._cursors = {pid: c for pid, c in self._cursors.items() if pid in alive}
         self._skip &= alive
@@ -123,11 +130,24 @@ class Scraper:
             await self.compute_drift(runtimes, now)
         if self.seq % 10 == 0:
             await self.store_rollups(prune=self.seq % 600 == 0)
+        if self.seq % SAVE_WINDOWS_EVERY == 0:
+            await self.save_windows()
+
+    async def restore_windows(self) -> None:
+        """Take back the drift windows the previous supervisor of this home saved (see drift_state)."""
+        restored = await asyncio.to_thread(
+            load_windows, self.supervisor.rundir, self.window_rows, self.window_seconds
+        )
+        self.windows = {**restored, **self.windows}
+
+    async def save_windows(self) -> None:
+        await asyncio.to_thread(save_windows, self.supervisor.rundir, snapshot(self.windows))
 
     async def store_rollups(self, prune: bool = False, close: bool = False) -> None:
         """Write closed rollup windows to the registry DB (kept for a retry if that fails)."""
         if close:
             self.rollups.close_all()
+            await self.save_windows()  # the supervisor is stopping: the next one takes them back
         db = self.supervisor.registry.db
         await asyncio.to_thread(self.rollups.flush, db)
         if prune:

@@ -142,6 +142,8 @@ class Supervisor:
         self._hung: dict[int, str] = {}  # pid -> why it was killed (for the crash's ledger entry)
         #: Deployments shown degraded because a worker does not answer, with the message shown.
         self._silent: dict[str, str] = {}
+        #: Why the exporter is not where it was asked (fell back to a free port, or none); "" if it is.
+        self.exporter_note = ""
         self.scraper = Scraper(
             self,
             drift_every=self.policy.drift_every,
@@ -331,6 +333,7 @@ class Supervisor:
                 "since": self.started,
                 "settled": self.reconciled.is_set() and not self.starting,
                 "metrics": f"http://{self.exporter}/metrics" if self.exporter else None,
+                "metrics_note": self.exporter_note,
                 "targets": str(self.targets_file),
             },
             "deployments": [
