@@ -160,7 +160,9 @@ class ModeldeckApp(App[None]):
             self.action_refresh()
 
     def action_command_line(self) -> None:
-        self.screen.query_one(CommandLine).open()
+        lines = self.screen.query(CommandLine)  # (a modal has none: `:` waits until it is closed)
+        if lines:
+            lines.first().open()
 
     # ------------------------------------------------------------------ screens of one deployment
     def open_deployment(self, view: str, name: str) -> None:
