@@ -61,7 +61,9 @@ class Terminal:
             **(env or {}),
         }
         kept = {key: value for key, value in environment.items() if value is not None}
-        self.child = pexpect.spawn(argv[0], list(argv[1:]), env=kept, dimensions=(rows, columns), timeout=None)
+        self.child = pexpect.spawn(
+            argv[0], list(argv[1:]), env=kept, dimensions=(rows, columns), timeout=None
+        )
 
     # ---------------------------------------------------------------- reading the screen
     def pump(self, wait: float = 0.05) -> None:
@@ -119,7 +121,9 @@ class Terminal:
         def shown() -> bool:
             return text in (self.lines()[row] if row is not None else self.text())
 
-        self.wait_until(shown, f"{text!r} never appeared" + (f" on row {row}" if row is not None else ""), timeout)
+        self.wait_until(
+            shown, f"{text!r} never appeared" + (f" on row {row}" if row is not None else ""), timeout
+        )
         return row if row is not None else self.row_of(text)  # type: ignore[return-value]
 
     def wait_gone(self, text: str, timeout: float = 30.0) -> None:

@@ -10,6 +10,7 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Input
 
+
 class CommandLine(Input):
     """A one-line input above the footer, shown by `:` and hidden after enter or esc (the focus goes
     back to where it was, so it never stays in a hidden line)."""
