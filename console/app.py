@@ -15,7 +15,7 @@ from textual.app import App, SystemCommand
 from textual.color import Color
 from textual.filter import LineFilter
 from textual.notifications import SeverityLevel
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.theme import Theme
 
 from console import actions
@@ -136,10 +136,15 @@ class ModeldeckApp(App[None]):
             return None  # shown dimmed in the footer, refused
         if action == "back":
             return len(self.screen_stack) > 1  # not in the footer of the top-level lists
-        return True
+        # a question or the help is answered or closed before a view key acts
+        return not (action.startswith("view") and isinstance(self.screen, ModalScreen))
 
-    def action_view(self, mode: str) -> None:
-        self.switch_mode(mode)
+    async def action_view(self, mode: str) -> None:
+        """Go to the root of view `mode`: a view key never lands on a screen pushed earlier on its tab
+        (a log, a monitor, a model's versions)."""
+        await self.switch_mode(mode)
+        while len(self.screen_stack) > 1:
+            await self.pop_screen()
 
     def action_back(self) -> None:
         """Leave a view opened from a list (versions, monitor, logs, diff); the lists stay."""
@@ -186,7 +191,7 @@ class ModeldeckApp(App[None]):
         except ValueError as exc:
             self.notify(str(exc), severity="warning")
             return
-        await self.switch_mode("events")
+        await self.action_view("events")
         screen = self.screen
         if isinstance(screen, EventsScreen):
             screen.show_serving_at(moment)

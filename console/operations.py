@@ -52,6 +52,13 @@ class Operations:
         target = name or model
         exact = f"{model}:{version}"
         current = self._deployment(target)
+        if current is not None and (current.model, current.version) == (model, version):
+            self.deck.notify(
+                f"{exact} already serves on deployment {target} ({current.host}:{current.port}):"
+                " nothing to deploy",
+                severity="warning",
+            )
+            return
         where = (
             f"now serving {current.model}:{current.version} on {current.host}:{current.port}"
             if current
