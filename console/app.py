@@ -40,7 +40,8 @@ class NoControlCharacters(LineFilter):
 
 
 _NO_CONTROL = NoControlCharacters()
-NOT_RUNNING = "supervisor not running: live figures unavailable (reconnecting; actions start it)"
+NOT_RUNNING = "supervisor not running: no live figures (reconnecting; actions start it)"  # one line at 80
+STARTING = "starting the supervisor and the deployments…"
 
 
 class ModeldeckApp(App[None]):
@@ -71,6 +72,8 @@ class ModeldeckApp(App[None]):
         self.theme = theme
         self._problem = ""
         self._progress = ""
+        #: set while the console itself starts the supervisor (the demo): its absence is then no alarm
+        self.starting_supervisor = False
         self.operations = Operations(self)
 
     async def on_mount(self) -> None:
@@ -107,6 +110,8 @@ class ModeldeckApp(App[None]):
         self.overview = overview
         if overview.supervisor_up or not overview.deployments:
             self._problem = ""
+        elif self.starting_supervisor:
+            self._problem = STARTING
         elif overview.supervisor_problem.startswith("no supervisor"):
             self._problem = NOT_RUNNING
         else:  # it runs but is slow or stuck: say what happened, keep asking
