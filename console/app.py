@@ -123,6 +123,16 @@ class ModeldeckApp(App[None]):
         self._progress = progress
         self.update_banner()
 
+    def show_progress_for(self, progress: str, seconds: float) -> None:
+        """Show the finished action's steps for `seconds` (unless another action's replace them)."""
+        self.set_progress(progress)
+
+        def clear() -> None:
+            if self._progress == progress:
+                self.set_progress("")
+
+        self.set_timer(seconds, clear)
+
     def set_problem(self, problem: str) -> None:
         self._problem = problem
         self.update_banner()

@@ -39,10 +39,15 @@ async def test_deploy_and_roll_back_with_single_keys(deck: Deck) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             shown.add(banner(app))
-            if any("deploying" in b for b in shown) and "deploying" not in banner(app):
+            if "done in" in banner(app):
                 break  # the action ended
             await pilot.pause(0.05)
-        assert any(b.startswith("deploying iris:2: deploy_requested → loading") for b in shown), shown
+        # every step as it happens, with the time it has taken so far, and at the end the last ones
+        assert any(b.startswith("deploying iris:2 (") and "deploy_requested → loading" in b for b in shown)
+        final = next(b for b in shown if "done in" in b)
+        assert (
+            final.startswith("deploying iris:2: done in ") and "→ ready " in final and "→ switched " in final
+        )
         await settle(pilot, app, 0.2)
         assert deck.version() == "2"
         await pilot.press("2")  # deployments

@@ -139,3 +139,17 @@ def test_a_cell_that_grows_widens_its_column() -> None:
 
     width, needed = asyncio.run(_grown_width())
     assert width >= needed + 2  # the value and the cell padding: nothing cut off
+
+
+def test_action_progress_names_every_step_with_its_time_since_the_start() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from console.operations import progress
+
+    start = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    steps = [("deploy_requested", start), ("loading", start + timedelta(seconds=0.1))]
+    steps += [("ready", start + timedelta(seconds=1.24)), ("switched", start + timedelta(seconds=1.3))]
+    assert progress("deploying iris:2 (1.4 s)", steps, start) == (
+        "deploying iris:2 (1.4 s): deploy_requested → loading 0.1 s → ready 1.2 s → switched 1.3 s"
+    )
+    assert progress("deploying iris:2 (0.2 s)", [], start) == "deploying iris:2 (0.2 s)"
