@@ -153,3 +153,58 @@ def test_action_progress_names_every_step_with_its_time_since_the_start() -> Non
         "deploying iris:2 (1.4 s): deploy_requested → loading 0.1 s → ready 1.2 s → switched 1.3 s"
     )
     assert progress("deploying iris:2 (0.2 s)", [], start) == "deploying iris:2 (0.2 s)"
+
+
+async def _deployments_columns() -> list[tuple[list[str], list[int]]]:
+    """The deployments table at 80 columns: (labels shown, their x offsets) before and after live
+    figures arrive."""
+    from textual.app import App, ComposeResult
+
+    from console.screens.deployments import DeploymentsScreen
+    from console.widgets.tables import FitTable, refresh_rows
+
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            table = FitTable(drop=DeploymentsScreen.DROP, reserve=DeploymentsScreen.RESERVE, id="t")
+            table.add_columns(*DeploymentsScreen.COLUMNS)
+            yield table
+
+    quiet = [
+        "fraud-detector-eu",
+        "fraud-detector-eu:12",
+        "11",
+        "8101",
+        "0/2",
+        "down",
+        "-",
+        "-",
+        "-",
+        "-",
+        "-",
+    ]
+    busy = [*quiet[:4], "2/2", "running, loading v13", "3d04h", "1234.5", "123.4ms", "12.5", "drift"]
+    seen = []
+    app = One()
+    async with app.run_test(size=(80, 10)) as pilot:
+        table = app.query_one(FitTable)
+        for cells in (quiet, busy):
+            refresh_rows(table, [("fraud", cells)])
+            await pilot.pause()
+            await pilot.pause()
+            shown = [table.labels[i] for i in table.shown]
+            offsets = [
+                sum(c.get_render_width(table) for c in table.ordered_columns[:i]) for i in range(len(shown))
+            ]
+            seen.append((shown, offsets))
+    return seen
+
+
+def test_at_80_columns_deployments_keep_identity_state_port_and_uptime_and_live_figures_move_nothing() -> (
+    None
+):
+    import asyncio
+
+    (quiet, quiet_at), (busy, busy_at) = asyncio.run(_deployments_columns())
+    assert {"DEPLOYMENT", "SERVING", "STATE", "PORT", "UPTIME"} <= set(quiet)
+    assert "ERR%" not in quiet and "STANDBY" not in quiet  # the least useful go first
+    assert (busy, busy_at) == (quiet, quiet_at)  # figures arriving neither hide nor move a column
