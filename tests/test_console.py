@@ -217,7 +217,7 @@ async def test_the_monitor_view_charts_live_traffic_and_lists_drift_worst_first(
         while app.screen.query_one("#drift").row_count == 0 and time.monotonic() < deadline:
             await pilot.pause(0.3)
         summary = str(app.screen.query_one("#summary").render())
-        assert summary.startswith(" iris: version 1, 1 worker(s)") and " v1: " in summary
+        assert summary.startswith(" iris: version 1, 1 worker ·") and " v1: " in summary
         for chart in ("#traffic", "#latency", "#errors", "#cpu", "#memory"):  # (each needs two points)
             drawn = lambda c=chart: "waiting" not in str(app.screen.query_one(c).render())  # noqa: E731
             await wait_until(pilot, drawn, 10)

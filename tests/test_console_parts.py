@@ -208,3 +208,20 @@ def test_at_80_columns_deployments_keep_identity_state_port_and_uptime_and_live_
     assert {"DEPLOYMENT", "SERVING", "STATE", "PORT", "UPTIME"} <= set(quiet)
     assert "ERR%" not in quiet and "STANDBY" not in quiet  # the least useful go first
     assert (busy, busy_at) == (quiet, quiet_at)  # figures arriving neither hide nor move a column
+
+
+def test_workers_are_named_by_version_and_the_summary_breaks_between_phrases() -> None:
+    from console.screens.monitor import pack, worker_labels
+
+    points = [
+        {"version": 1, "processes": {"41": {}, "42": {}}},
+        {"version": 2, "processes": {"43": {}}},
+    ]
+    assert worker_labels(points) == {"41": "v1 worker 1", "42": "v1 worker 2", "43": "v2 worker 1"}
+    assert worker_labels(points[:1]) == {"41": "worker 1", "42": "worker 2"}
+    phrases = ["iris: version 2, 2 workers", "drift: warn", "v2: 41.2 req/s, p99 7.9 ms", "v1: 40.1 req/s"]
+    lines = pack(phrases, 60).splitlines()
+    assert lines == [
+        " iris: version 2, 2 workers · drift: warn",
+        " v2: 41.2 req/s, p99 7.9 ms · v1: 40.1 req/s",
+    ]
