@@ -33,7 +33,7 @@ class DeploymentsScreen(OverviewScreen):
     )
 
     #: hidden first to last when narrow: identity (name, version), state and where it listens stay
-    DROP = ("ERR%", "STANDBY", "P99", "WORKERS", "DRIFT", "REQ/S", "UPTIME")
+    DROP = ("ERR%", "P99", "STANDBY", "WORKERS", "DRIFT", "REQ/S", "UPTIME")
     #: live columns keep these widths, so figures arriving never move or hide a column
     RESERVE = {"WORKERS": 7, "STATE": 20, "UPTIME": 6, "REQ/S": 6, "P99": 8, "ERR%": 5, "DRIFT": 7}
 

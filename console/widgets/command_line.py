@@ -15,7 +15,7 @@ class CommandLine(Input):
     """A one-line input above the footer, shown by `:` and hidden after enter or esc (the focus goes
     back to where it was, so it never stays in a hidden line)."""
 
-    BINDINGS = [Binding("escape", "close", "Close", show=False)]
+    BINDINGS = [Binding("escape", "close", "Close")]
     DEFAULT_CSS = """
     CommandLine { display: none; }
     CommandLine.-open { display: block; }

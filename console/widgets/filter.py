@@ -29,7 +29,7 @@ class FilterBar(Input):
     on an empty filter, or esc, closes it (esc also clears it, so the whole list is back). Screens
     refilter on `Input.Changed`. The focus never stays in a hidden filter."""
 
-    BINDINGS = [Binding("escape", "close", "Close filter", show=False)]
+    BINDINGS = [Binding("escape", "close", "Clear filter")]
     DEFAULT_CSS = """
     FilterBar { display: none; }
     FilterBar.-open { display: block; }
