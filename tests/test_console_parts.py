@@ -225,3 +225,28 @@ def test_workers_are_named_by_version_and_the_summary_breaks_between_phrases() -
         " iris: version 2, 2 workers · drift: warn",
         " v2: 41.2 req/s, p99 7.9 ms · v1: 40.1 req/s",
     ]
+
+
+def test_a_live_cell_longer_than_its_reserved_width_ends_in_an_ellipsis() -> None:
+    import asyncio
+
+    from textual.app import App, ComposeResult
+
+    from console.widgets.tables import FitTable, refresh_rows
+
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            table = FitTable(reserve={"STATE": 12}, id="t")
+            table.add_columns("NAME", "STATE")
+            yield table
+
+    async def shown() -> list[str]:
+        async with One().run_test(size=(80, 10)) as pilot:
+            table = pilot.app.query_one(FitTable)
+            refresh_rows(table, [("iris", ["iris", "running"])])
+            await pilot.pause()
+            refresh_rows(table, [("iris", ["iris", "serving (supervisor down)"])])
+            await pilot.pause()
+            return [str(cell) for cell in table.get_row_at(0)]
+
+    assert asyncio.run(shown()) == ["iris", "serving (su…"]

@@ -91,7 +91,7 @@ class FitTable(DataTable[str]):
         value = printable(value)
         self.full_row(index)[label_index] = value
         if label_index in self.shown:
-            short = value if label_index in self._fixed else self._short(value)
+            short = self._cell(label_index, value)
             at = Coordinate(index, self.shown.index(label_index))
             self.update_cell_at(at, escape(short), update_width=True)
 
@@ -162,7 +162,15 @@ class FitTable(DataTable[str]):
         return shown, limit
 
     def _project(self, cells: list[Any]) -> list[Any]:
-        return [escape(cells[i] if i in self._fixed else self._short(cells[i])) for i in self.shown]
+        return [escape(self._cell(i, cells[i])) for i in self.shown]
+
+    def _cell(self, index: int, value: str) -> str:
+        """The cell as shown: a live column's within its reserved width, a fixed-format one whole,
+        any other within the length limit (an ellipsis says when something was cut)."""
+        reserved = self._reserved(self.labels[index])
+        if reserved is not None:
+            return value if cell_len(value) <= reserved else value[: reserved - 1] + "…"
+        return value if index in self._fixed else self._short(value)
 
     def _short(self, value: Any) -> Any:
         text = str(value)
