@@ -80,16 +80,18 @@ def _typed(term: Terminal, text: str) -> int:
     """The row where `text` (just typed) shows with the cursor drawn right after it; fails if it never
     does (the cursor blinks: it is waited for)."""
 
+    found: list[int] = []
+
     def shown() -> bool:
-        cursor = term.cursor()
-        if cursor is None:
-            return False
-        x, y = cursor
-        line = term.lines()[y]
-        return text in line and x == line.index(text) + len(text)
+        for y, line in enumerate(term.lines()):
+            cursor = term.cursor(y) if text in line else None
+            if cursor is not None and cursor[0] == line.index(text) + len(text):
+                found[:] = [y]
+                return True
+        return False
 
     term.wait_until(shown, f"{text!r} typed, with the cursor after it, never showed")
-    return term.cursor()[1]  # type: ignore[index]
+    return found[0]
 
 
 def _quits(term: Terminal) -> None:
@@ -116,8 +118,16 @@ def test_every_input_shows_the_text_and_a_cursor_and_esc_closes_it(home: Path, s
         term.send("2")  # the focus went back to the list: a view key is a key again, not text
         term.wait_for("DEPLOYMENT")
 
+        # a question keeps its view visible behind it (dimmed), and esc leaves the view as it was
+        term.send("s")
+        term.wait_for("Stop iris (iris:2 on 127.0.0.1:1)?")
+        assert "DEPLOYMENT" in term.text() and "iris:2" in term.text()
+        term.send("escape")
+        term.wait_gone("Stop iris")
+
         # `:`: the command line, above the footer
         term.send(":")
+        _typed(term, ":")
         term.send("deploy iris:1")
         row = _typed(term, ":deploy iris:1")
         assert row == SIZES[size][1] - 2  # the footer keeps the last row
@@ -128,6 +138,7 @@ def test_every_input_shows_the_text_and_a_cursor_and_esc_closes_it(home: Path, s
 
         # `t`: the time prompt of the events view
         term.send("t")
+        _typed(term, ":at ")  # opened with the start of the command (keys are typed once it shows)
         term.send("09:30")
         _typed(term, ":at 09:30")
         term.send("escape")
