@@ -15,7 +15,7 @@ from textual.app import App, SystemCommand
 from textual.color import Color
 from textual.filter import LineFilter
 from textual.notifications import SeverityLevel
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.theme import Theme
 
 from console import actions
@@ -40,7 +40,8 @@ class NoControlCharacters(LineFilter):
 
 
 _NO_CONTROL = NoControlCharacters()
-NOT_RUNNING = "supervisor not running: live figures unavailable (reconnecting; actions start it)"
+NOT_RUNNING = "supervisor not running: no live figures (reconnecting; actions start it)"  # one line at 80
+STARTING = "starting the supervisor and the deployments…"
 
 
 class ModeldeckApp(App[None]):
@@ -71,6 +72,8 @@ class ModeldeckApp(App[None]):
         self.theme = theme
         self._problem = ""
         self._progress = ""
+        #: set while the console itself starts the supervisor (the demo): its absence is then no alarm
+        self.starting_supervisor = False
         self.operations = Operations(self)
 
     async def on_mount(self) -> None:
@@ -107,6 +110,8 @@ class ModeldeckApp(App[None]):
         self.overview = overview
         if overview.supervisor_up or not overview.deployments:
             self._problem = ""
+        elif self.starting_supervisor:
+            self._problem = STARTING
         elif overview.supervisor_problem.startswith("no supervisor"):
             self._problem = NOT_RUNNING
         else:  # it runs but is slow or stuck: say what happened, keep asking
@@ -117,6 +122,16 @@ class ModeldeckApp(App[None]):
         """The steps of a running action (`deploying iris:2: deploy_requested → loading → ready`)."""
         self._progress = progress
         self.update_banner()
+
+    def show_progress_for(self, progress: str, seconds: float) -> None:
+        """Show the finished action's steps for `seconds` (unless another action's replace them)."""
+        self.set_progress(progress)
+
+        def clear() -> None:
+            if self._progress == progress:
+                self.set_progress("")
+
+        self.set_timer(seconds, clear)
 
     def set_problem(self, problem: str) -> None:
         self._problem = problem
@@ -136,10 +151,15 @@ class ModeldeckApp(App[None]):
             return None  # shown dimmed in the footer, refused
         if action == "back":
             return len(self.screen_stack) > 1  # not in the footer of the top-level lists
-        return True
+        # a question or the help is answered or closed before a view key acts
+        return not (action.startswith("view") and isinstance(self.screen, ModalScreen))
 
-    def action_view(self, mode: str) -> None:
-        self.switch_mode(mode)
+    async def action_view(self, mode: str) -> None:
+        """Go to the root of view `mode`: a view key never lands on a screen pushed earlier on its tab
+        (a log, a monitor, a model's versions)."""
+        await self.switch_mode(mode)
+        while len(self.screen_stack) > 1:
+            await self.pop_screen()
 
     def action_back(self) -> None:
         """Leave a view opened from a list (versions, monitor, logs, diff); the lists stay."""
@@ -160,7 +180,9 @@ class ModeldeckApp(App[None]):
             self.action_refresh()
 
     def action_command_line(self) -> None:
-        self.screen.query_one(CommandLine).open()
+        lines = self.screen.query(CommandLine)  # (a modal has none: `:` waits until it is closed)
+        if lines:
+            lines.first().open()
 
     # ------------------------------------------------------------------ screens of one deployment
     def open_deployment(self, view: str, name: str) -> None:
@@ -184,7 +206,7 @@ class ModeldeckApp(App[None]):
         except ValueError as exc:
             self.notify(str(exc), severity="warning")
             return
-        await self.switch_mode("events")
+        await self.action_view("events")
         screen = self.screen
         if isinstance(screen, EventsScreen):
             screen.show_serving_at(moment)

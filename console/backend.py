@@ -71,10 +71,11 @@ class Backend:
     def events(self, limit: int = 500) -> list[EventInfo]:
         return self.registry.recent_events(limit)
 
-    def steps(self, deployment: str, since: datetime) -> list[str]:
-        """The ledger's event kinds for `deployment` since `since`, oldest first (an action's progress)."""
+    def steps(self, deployment: str, since: datetime) -> list[tuple[str, datetime]]:
+        """The ledger's events (kind, time) for `deployment` since `since`, oldest first (an action's
+        progress)."""
         recent = self.registry.recent_events(20)
-        return [e.kind for e in reversed(recent) if e.deployment == deployment and e.at >= since]
+        return [(e.kind, e.at) for e in reversed(recent) if e.deployment == deployment and e.at >= since]
 
     def versions(self, model: str) -> list[VersionSummary]:
         return self.registry.versions(model)

@@ -49,10 +49,17 @@ def run_live_demo(
     traffic: list[DemoTraffic] = []
     config = config or ConsoleConfig()
     app = ModeldeckApp(home, read_only=config.read_only, refresh_seconds=config.refresh, theme=config.theme)
+    app.starting_supervisor = True  # no "supervisor not running" alarm while it is being started here
 
     quitting = threading.Event()
 
     def bring_up() -> None:
+        try:
+            deploy_all()
+        finally:
+            app.starting_supervisor = False
+
+    def deploy_all() -> None:
         targets = {}
         for ref in DEMO_DEPLOYMENTS:
             if quitting.is_set():

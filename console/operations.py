@@ -7,6 +7,7 @@ against the registry in a worker before the question is asked.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 
 PROGRESS_EVERY = 0.25  # seconds between looks at the ledger while an action runs
+LINGER = 6.0  # seconds the finished action's steps stay in the banner
 
 Call = Callable[[], dict[str, Any]]  # blocking: runs in a worker thread
 Report = Callable[[dict[str, Any]], str]  # the call's result as one line for the user
@@ -52,6 +54,13 @@ class Operations:
         target = name or model
         exact = f"{model}:{version}"
         current = self._deployment(target)
+        if current is not None and (current.model, current.version) == (model, version):
+            self.deck.notify(
+                f"{exact} already serves on deployment {target} ({current.host}:{current.port}):"
+                " nothing to deploy",
+                severity="warning",
+            )
+            return
         where = (
             f"now serving {current.model}:{current.version} on {current.host}:{current.port}"
             if current
@@ -117,8 +126,8 @@ class Operations:
         self.deck.run_worker(lambda: self._act(title, call, done, deployment), thread=True, group="action")
 
     def _act(self, title: str, call: Call, done: Report, deployment: str | None) -> None:
-        started = datetime.now(UTC)
-        steps: list[str] = []
+        started, clock = datetime.now(UTC), time.monotonic()
+        steps: list[tuple[str, datetime]] = []
         try:
             with ThreadPoolExecutor(1) as pool:
                 running = pool.submit(call)
@@ -126,25 +135,28 @@ class Operations:
                     try:
                         result = running.result(timeout=PROGRESS_EVERY)
                         break
-                    except TimeoutError:
-                        if deployment is None:
-                            continue
-                        try:
-                            now = self.deck.backend.steps(deployment, since=started)
-                        except RegistryError:  # e.g. the database is busy: the action itself goes on
-                            continue
-                        if now != steps:
-                            steps = now
-                            self.deck.call_from_thread(
-                                self.deck.set_progress, f"{title}: {' → '.join(steps)}"
-                            )
+                    except TimeoutError:  # still running: the steps so far and the time it has taken
+                        steps = self._steps(deployment, started) or steps
+                        line = progress(f"{title} ({time.monotonic() - clock:.1f} s)", steps, started)
+                        self.deck.call_from_thread(self.deck.set_progress, line)
         except RegistryError as exc:
             message = f"{title} failed: {exc}"
             self.deck.call_from_thread(self.deck.notify, message, severity="error", timeout=12)
-        else:
+            self.deck.call_from_thread(self.deck.set_progress, "")
+        else:  # the last steps (ready, switched) arrive with the answer: show them before clearing
+            steps = self._steps(deployment, started) or steps
+            line = progress(f"{title}: done in {time.monotonic() - clock:.1f} s", steps, started)
             self.deck.call_from_thread(self.deck.notify, done(result), timeout=6)
-        self.deck.call_from_thread(self.deck.set_progress, "")
+            self.deck.call_from_thread(self.deck.show_progress_for, line, LINGER)
         self.deck.call_from_thread(self.deck.action_refresh)
+
+    def _steps(self, deployment: str | None, since: datetime) -> list[tuple[str, datetime]]:
+        if deployment is None:
+            return []
+        try:
+            return self.deck.backend.steps(deployment, since=since)
+        except RegistryError:  # e.g. the database is busy: the action itself goes on
+            return []
 
     def _confirm(
         self,
@@ -178,3 +190,14 @@ class Operations:
     def _deployment(self, name: str) -> DeploymentInfo | None:
         overview = self.deck.overview
         return next((d for d in (overview.deployments if overview else []) if d.name == name), None)
+
+
+def progress(head: str, steps: list[tuple[str, datetime]], started: datetime) -> str:
+    """`deploying iris:2 (1.3 s): deploy_requested → loading 0.1 s → ready 1.1 s`: each step the ledger
+    recorded, with when it happened after the action started."""
+    if not steps:
+        return head
+    return f"{head}: " + " → ".join(
+        kind if index == 0 else f"{kind} {max(0.0, (at - started).total_seconds()):.1f} s"
+        for index, (kind, at) in enumerate(steps)
+    )

@@ -39,10 +39,15 @@ async def test_deploy_and_roll_back_with_single_keys(deck: Deck) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             shown.add(banner(app))
-            if any("deploying" in b for b in shown) and "deploying" not in banner(app):
+            if "done in" in banner(app):
                 break  # the action ended
             await pilot.pause(0.05)
-        assert any(b.startswith("deploying iris:2: deploy_requested → loading") for b in shown), shown
+        # every step as it happens, with the time it has taken so far, and at the end the last ones
+        assert any(b.startswith("deploying iris:2 (") and "deploy_requested → loading" in b for b in shown)
+        final = next(b for b in shown if "done in" in b)
+        assert (
+            final.startswith("deploying iris:2: done in ") and "→ ready " in final and "→ switched " in final
+        )
         await settle(pilot, app, 0.2)
         assert deck.version() == "2"
         await pilot.press("2")  # deployments
@@ -212,7 +217,7 @@ async def test_the_monitor_view_charts_live_traffic_and_lists_drift_worst_first(
         while app.screen.query_one("#drift").row_count == 0 and time.monotonic() < deadline:
             await pilot.pause(0.3)
         summary = str(app.screen.query_one("#summary").render())
-        assert summary.startswith(" iris: version 1, 1 worker(s)") and " v1: " in summary
+        assert summary.startswith(" iris: version 1, 1 worker ·") and " v1: " in summary
         for chart in ("#traffic", "#latency", "#errors", "#cpu", "#memory"):  # (each needs two points)
             drawn = lambda c=chart: "waiting" not in str(app.screen.query_one(c).render())  # noqa: E731
             await wait_until(pilot, drawn, 10)

@@ -149,3 +149,63 @@ def test_the_console_in_a_real_terminal_quits_cleanly_when_the_terminal_hangs_up
         if console.poll() is None:
             console.kill()
         os.close(leader)
+
+
+def _latency(**options: object):  # type: ignore[no-untyped-def]
+    """p50/p95/p99 of two versions (v1, then v2 after 80 s): six series, as the monitor draws them."""
+    from console.widgets.chart import render_chart
+
+    series = {
+        f"{q} v{v}": [None if (i < 80) != (v == 1) else v + level + math.sin(i / 9) for i in range(120)]
+        for level, q in enumerate(("p50", "p95", "p99"))
+        for v in (1, 2)
+    }
+    return render_chart("latency (ms)", series, 70, 18, xs=[i - 119.0 for i in range(120)], **options)
+
+
+def test_every_series_has_its_own_basic_colour_and_a_legend_that_covers_no_data() -> None:
+    from rich.color import ColorType
+
+    chart = _latency(ascii=False)
+    lines = chart.plain.splitlines()
+    frame = next(i for i, line in enumerate(lines) if "┌" in line)
+    legend = "\n".join(lines[1:frame])
+    assert all(f"{q} v{v}" in legend for q in ("p50", "p95", "p99") for v in (1, 2))
+    assert not any("v1" in line or "v2" in line for line in lines[frame:])  # nothing written over the plot
+    colours = {
+        span.style.color.number
+        for span in chart.spans
+        if not isinstance(span.style, str) and span.style.color and span.start > len("\n".join(lines[:frame]))
+    }
+    # six lines, six colours, each one of the 16 basic ANSI colours (the same in 16 and 256 colours)
+    assert len(colours) == 6 and all(n is not None and n < 16 for n in colours), colours
+    assert all(
+        span.style.color.type in (ColorType.STANDARD, ColorType.EIGHT_BIT)
+        for span in chart.spans
+        if not isinstance(span.style, str) and span.style.color
+    )
+    ascii_chart = _latency(ascii=True).plain
+    assert all(f"{marker} p" in ascii_chart for marker in "*ox#%@")  # a marker of its own per series
+
+
+def test_axes_start_at_zero_and_time_ticks_are_round_and_say_ago() -> None:
+    import re
+
+    from console.widgets.chart import ago, render_chart, time_ticks
+
+    quiet = render_chart(
+        "errors (%)", {"4xx+5xx %": [0.0] * 60}, 60, 12, xs=[i - 59.0 for i in range(60)]
+    ).plain
+    numbers = [float(n) for n in re.findall(r"^\s*(-?[\d.]+)\s*[┤+]", quiet, re.M)]
+    assert min(numbers) == 0 and max(numbers) > 0  # 0 to 1 %, not -1 to 1
+    ticks = time_ticks(-300.0, 6)
+    assert [label for _, label in ticks] == ["5m ago", "4m ago", "3m ago", "2m ago", "1m ago", "now"]
+    assert all(position == int(position) for position, _ in ticks)
+    assert "ago" in quiet and "now" in quiet and not re.search(r"-\d+\.\d", quiet)
+    assert (ago(0), ago(45), ago(120), ago(90), ago(3600)) == (
+        "now",
+        "45s ago",
+        "2m ago",
+        "1m30s ago",
+        "1h ago",
+    )

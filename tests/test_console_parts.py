@@ -139,3 +139,114 @@ def test_a_cell_that_grows_widens_its_column() -> None:
 
     width, needed = asyncio.run(_grown_width())
     assert width >= needed + 2  # the value and the cell padding: nothing cut off
+
+
+def test_action_progress_names_every_step_with_its_time_since_the_start() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from console.operations import progress
+
+    start = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    steps = [("deploy_requested", start), ("loading", start + timedelta(seconds=0.1))]
+    steps += [("ready", start + timedelta(seconds=1.24)), ("switched", start + timedelta(seconds=1.3))]
+    assert progress("deploying iris:2 (1.4 s)", steps, start) == (
+        "deploying iris:2 (1.4 s): deploy_requested → loading 0.1 s → ready 1.2 s → switched 1.3 s"
+    )
+    assert progress("deploying iris:2 (0.2 s)", [], start) == "deploying iris:2 (0.2 s)"
+
+
+async def _deployments_columns() -> list[tuple[list[str], list[int]]]:
+    """The deployments table at 80 columns: (labels shown, their x offsets) before and after live
+    figures arrive."""
+    from textual.app import App, ComposeResult
+
+    from console.screens.deployments import DeploymentsScreen
+    from console.widgets.tables import FitTable, refresh_rows
+
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            table = FitTable(drop=DeploymentsScreen.DROP, reserve=DeploymentsScreen.RESERVE, id="t")
+            table.add_columns(*DeploymentsScreen.COLUMNS)
+            yield table
+
+    quiet = [
+        "fraud-detector-eu",
+        "fraud-detector-eu:12",
+        "11",
+        "8101",
+        "0/2",
+        "down",
+        "-",
+        "-",
+        "-",
+        "-",
+        "-",
+    ]
+    busy = [*quiet[:4], "2/2", "running, loading v13", "3d04h", "1234.5", "123.4ms", "12.5", "drift"]
+    seen = []
+    app = One()
+    async with app.run_test(size=(80, 10)) as pilot:
+        table = app.query_one(FitTable)
+        for cells in (quiet, busy):
+            refresh_rows(table, [("fraud", cells)])
+            await pilot.pause()
+            await pilot.pause()
+            shown = [table.labels[i] for i in table.shown]
+            offsets = [
+                sum(c.get_render_width(table) for c in table.ordered_columns[:i]) for i in range(len(shown))
+            ]
+            seen.append((shown, offsets))
+    return seen
+
+
+def test_at_80_columns_deployments_keep_identity_state_port_and_uptime_and_live_figures_move_nothing() -> (
+    None
+):
+    import asyncio
+
+    (quiet, quiet_at), (busy, busy_at) = asyncio.run(_deployments_columns())
+    assert {"DEPLOYMENT", "SERVING", "STATE", "PORT", "UPTIME"} <= set(quiet)
+    assert "ERR%" not in quiet and "STANDBY" not in quiet  # the least useful go first
+    assert (busy, busy_at) == (quiet, quiet_at)  # figures arriving neither hide nor move a column
+
+
+def test_workers_are_named_by_version_and_the_summary_breaks_between_phrases() -> None:
+    from console.screens.monitor import pack, worker_labels
+
+    points = [
+        {"version": 1, "processes": {"41": {}, "42": {}}},
+        {"version": 2, "processes": {"43": {}}},
+    ]
+    assert worker_labels(points) == {"41": "v1 worker 1", "42": "v1 worker 2", "43": "v2 worker 1"}
+    assert worker_labels(points[:1]) == {"41": "worker 1", "42": "worker 2"}
+    phrases = ["iris: version 2, 2 workers", "drift: warn", "v2: 41.2 req/s, p99 7.9 ms", "v1: 40.1 req/s"]
+    lines = pack(phrases, 60).splitlines()
+    assert lines == [
+        " iris: version 2, 2 workers · drift: warn",
+        " v2: 41.2 req/s, p99 7.9 ms · v1: 40.1 req/s",
+    ]
+
+
+def test_a_live_cell_longer_than_its_reserved_width_ends_in_an_ellipsis() -> None:
+    import asyncio
+
+    from textual.app import App, ComposeResult
+
+    from console.widgets.tables import FitTable, refresh_rows
+
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            table = FitTable(reserve={"STATE": 12}, id="t")
+            table.add_columns("NAME", "STATE")
+            yield table
+
+    async def shown() -> list[str]:
+        async with One().run_test(size=(80, 10)) as pilot:
+            table = pilot.app.query_one(FitTable)
+            refresh_rows(table, [("iris", ["iris", "running"])])
+            await pilot.pause()
+            refresh_rows(table, [("iris", ["iris", "serving (supervisor down)"])])
+            await pilot.pause()
+            return [str(cell) for cell in table.get_row_at(0)]
+
+    assert asyncio.run(shown()) == ["iris", "serving (su…"]

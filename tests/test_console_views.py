@@ -188,3 +188,36 @@ async def test_the_events_view_says_what_was_serving_at_a_time(deck: Deck) -> No
         await pilot.press("colon", *"at yesterday-ish", "enter")
         await settle(pilot, app, 0.2)
         assert any("time" in n.message for n in app._notifications)  # an unreadable time is said
+
+
+async def test_a_view_key_goes_to_its_root_and_deploying_the_serving_version_says_it_serves(
+    deck: Deck,
+) -> None:
+    from console.widgets.confirm import Confirm
+
+    serving = deck.version()
+    app = deck.app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("2", "l")  # the logs, pushed on the deployments tab
+        await settle(pilot, app, 0.2)
+        assert app.screen.__class__.__name__ == "LogsScreen"
+        await pilot.press("1", "2")  # away and back: the deployments list, not the logs
+        await settle(pilot, app, 0.2)
+        assert app.screen.__class__.__name__ == "DeploymentsScreen" and len(app.screen_stack) == 1
+        await pilot.press("m", "2")  # on the same tab: its root at once, no escapes
+        await settle(pilot, app, 0.2)
+        assert app.screen.__class__.__name__ == "DeploymentsScreen" and len(app.screen_stack) == 1
+
+        await pilot.press("1", "enter")  # iris's versions, newest first
+        await settle(pilot, app)
+        table = app.screen.query_one("#versions")
+        rows = [table.get_row_at(i)[0] for i in range(table.row_count)]
+        table.move_cursor(row=rows.index(serving))
+        await pilot.press("d")
+        await settle(pilot, app, 0.3)
+        assert not isinstance(app.screen, Confirm)  # no no-op deploy is offered
+        messages = [n.message for n in app._notifications]
+        assert any(m.startswith(f"iris:{serving} already serves on deployment iris (") for m in messages), (
+            messages
+        )

@@ -225,7 +225,15 @@ VIEWS = {
     "confirm": (("2", "s"), "Confirm"),
     "logs": (("2", "down", "l"), "LogsScreen"),
     "diff": (("1", "enter", "c"), "DiffScreen"),
+    # every input open with text typed (the text and the cursor must show), every modal over its view
+    "filter": (("1", "slash", *"ir"), "ModelsScreen"),
+    "command": (("2", "colon", *"rollback iris"), "DeploymentsScreen"),
+    "time": (("3", "t", *"14:30"), "EventsScreen"),
+    "deploy": (("1", "colon", *"deploy iris:3", "enter"), "Confirm"),
+    "alias": (("1", "enter", "a", *"staging"), "Ask"),
 }
+#: what the 256-colour snapshots show: the inputs, the modals and the monitor of two versions
+IN_256 = ("filter", "command", "time", "confirm", "deploy", "alias", "help", "monitor")
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -271,7 +279,9 @@ def _eight_bit(app) -> None:  # type: ignore[no-untyped-def]
     app._filters.append(EightBit())
 
 
-@pytest.mark.parametrize(("view", "size"), [("events", "80x24"), ("monitor", "120x40")])
+@pytest.mark.parametrize(
+    ("view", "size"), [("events", "80x24"), ("monitor", "120x40"), *((v, "80x24") for v in IN_256)]
+)
 def test_view_in_256_colours(
     view: str, size: str, app, snap_compare, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
@@ -309,7 +319,7 @@ async def test_surfaces_stay_apart_in_256_colours(theme: str, app) -> None:  # t
         style = next(s.style for s in strips[y] if s.style and s.style.bgcolor)
         return str(style.bgcolor.name), style.bgcolor.downgrade(ColorSystem.EIGHT_BIT).number
 
-    rows = {"banner": 0, "header": 2, "cursor": 3, "odd row": 4, "even row": 5, "below": 20, "footer": 23}
+    rows = {"banner": 0, "header": 1, "cursor": 2, "odd row": 3, "even row": 4, "below": 17, "footer": 23}
     seen = {name: colour(y) for name, y in rows.items()}
     for a, b in (
         ("banner", "header"),

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import ComposeResult
+from textual.containers import Vertical
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Header
@@ -21,6 +22,11 @@ if TYPE_CHECKING:
 class OverviewScreen(Screen[None]):
     """Polls the back end every `app.refresh_seconds`; the next poll is scheduled when one finishes."""
 
+    DEFAULT_CSS = """
+    OverviewScreen #bottom { dock: bottom; height: auto; }
+    OverviewScreen #bottom > FitFooter { dock: none; }
+    """
+
     _timer: Timer | None = None
 
     @property
@@ -35,8 +41,9 @@ class OverviewScreen(Screen[None]):
         yield Header()
         yield Banner(id="banner", markup=False)
         yield from self.body()
-        yield CommandLine()
-        yield FitFooter()
+        with Vertical(id="bottom"):  # the command line sits above the footer, never over it
+            yield CommandLine()
+            yield FitFooter()
 
     def body(self) -> ComposeResult:
         """The screen's own widgets, between the banner and the footer."""

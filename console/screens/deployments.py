@@ -32,13 +32,19 @@ class DeploymentsScreen(OverviewScreen):
         "DRIFT",
     )
 
+    #: hidden first to last when narrow: identity (name, version), state and where it listens stay
+    DROP = ("ERR%", "P99", "STANDBY", "WORKERS", "DRIFT", "REQ/S", "UPTIME")
+    #: live columns keep these widths, so figures arriving never move or hide a column
+    RESERVE = {"WORKERS": 7, "STATE": 20, "UPTIME": 6, "REQ/S": 6, "P99": 8, "ERR%": 5, "DRIFT": 7}
+
     def __init__(self) -> None:
         super().__init__(name="deployments")
         self.overview: Overview | None = None
 
     def body(self) -> ComposeResult:
         table: DataTable[str] = FitTable(
-            drop=("PORT", "UPTIME", "ERR%", "STANDBY", "P99"),
+            drop=self.DROP,
+            reserve=self.RESERVE,
             cursor_type="row",
             zebra_stripes=True,
             id="deployments",

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from textual import on, work
 from textual.app import ComposeResult
+from textual.containers import Vertical
 from textual.widgets import DataTable, Input, Static
 from textual.worker import get_current_worker
 
@@ -25,7 +26,11 @@ class EventsScreen(OverviewScreen):
     every deployment was serving at the selected event's time, or at the time `t` / `:at TIME` asks for."""
 
     AUTO_FOCUS = "#events"
-    DEFAULT_CSS = "EventsScreen #serving { height: auto; max-height: 3; padding: 0 1; }"
+    #: the ledger takes the room that is left, so the answer below it stays on screen however long it is
+    DEFAULT_CSS = """
+    EventsScreen #ledger { height: 1fr; }
+    EventsScreen #serving { height: auto; max-height: 3; padding: 0 1; border-top: solid $primary; }
+    """
     BINDINGS = bindings("events")
     COLUMNS = ("WHEN", "MODEL", "EVENT", "VERSION", "WHERE", "WHO", "WHY")
 
@@ -44,7 +49,8 @@ class EventsScreen(OverviewScreen):
             drop=("WHO", "WHERE"), cursor_type="row", zebra_stripes=True, id="events"
         )
         table.add_columns(*self.COLUMNS)
-        yield table
+        with Vertical(id="ledger"):
+            yield table
         yield Static("", id="serving", markup=False)
 
     def load(self) -> Overview:

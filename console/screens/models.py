@@ -27,6 +27,8 @@ class ModelsScreen(OverviewScreen):
     BINDINGS = bindings("models")
     COLUMNS = ("MODEL", "VERSIONS", "LATEST", "ALIASES", "DEPLOYED", "REQ/S", "TREND", "P99", "ERR%", "DRIFT")
     DROP = ("VERSIONS", "LATEST", "ERR%", "TREND", "P99")  # hidden first when the table is narrow
+    #: live columns keep these widths, so figures arriving never move or hide a column
+    RESERVE = {"REQ/S": 6, "TREND": 20, "P99": 8, "ERR%": 5, "DRIFT": 7}
 
     def __init__(self) -> None:
         super().__init__(name="models")
@@ -38,7 +40,9 @@ class ModelsScreen(OverviewScreen):
 
     def body(self) -> ComposeResult:
         yield FilterBar("models", "#models")
-        table: DataTable[str] = FitTable(drop=self.DROP, cursor_type="row", zebra_stripes=True, id="models")
+        table: DataTable[str] = FitTable(
+            drop=self.DROP, reserve=self.RESERVE, cursor_type="row", zebra_stripes=True, id="models"
+        )
         table.add_columns(*self.COLUMNS)
         yield table
 

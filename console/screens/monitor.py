@@ -89,11 +89,11 @@ class MonitorScreen(OverviewScreen):
         verdict = (self.drift or {}).get("status", "-")
         if (self.drift or {}).get("message"):  # e.g. the reference sample is damaged
             verdict = self.drift["message"]
-        workers = f"{last['workers']} worker(s){stale}"
-        self.query_one("#summary", Static).update(
-            f" {self.deployment}: version {last['version']}, {workers}; drift {verdict} · "
-            + " · ".join(version_figures(points))
-        )
+        workers = f"{last['workers']} worker{'s' if last['workers'] != 1 else ''}{stale}"
+        summary = self.query_one("#summary", Static)
+        phrases = [f"{self.deployment}: version {last['version']}, {workers}", f"drift: {verdict}"]
+        phrases += version_figures(points)
+        summary.update(pack(phrases, (summary.size.width or self.app.size.width) - 3))
         seconds_ago = [p["t"] - last["t"] for p in points]  # the x axis of the live charts
         self.query_one("#traffic", Chart).plot(
             "requests/s", by_version(points, "req/s", lambda p: p["rps"]), xs=seconds_ago
@@ -110,20 +110,20 @@ class MonitorScreen(OverviewScreen):
         self.query_one("#errors", Chart).plot(
             "errors (% of requests)", by_version(points, "4xx+5xx %", _error_percent), xs=seconds_ago
         )
-        pids = sorted({pid for p in points for pid in (p.get("processes") or {})})
+        workers_of = worker_labels(points)
         self.query_one("#cpu", Chart).plot(
             "CPU % per worker",
             {
-                f"pid {pid}": [((p.get("processes") or {}).get(pid) or {}).get("cpu") for p in points]
-                for pid in pids
+                label: [((p.get("processes") or {}).get(pid) or {}).get("cpu") for p in points]
+                for pid, label in workers_of.items()
             },
             xs=seconds_ago,
         )
         self.query_one("#memory", Chart).plot(
             "memory (MB) per worker",
             {
-                f"pid {pid}": [_mb(((p.get("processes") or {}).get(pid) or {}).get("rss")) for p in points]
-                for pid in pids
+                label: [_mb(((p.get("processes") or {}).get(pid) or {}).get("rss")) for p in points]
+                for pid, label in workers_of.items()
             },
             xs=seconds_ago,
         )
@@ -131,8 +131,7 @@ class MonitorScreen(OverviewScreen):
             f"drifted share of features (last {DRIFT_MINUTES} min)",
             {"share": [share for _, share in self.drift_shares]},
             thresholds={f"drift at {DATASET_DRIFT_SHARE:.0%}": DATASET_DRIFT_SHARE},
-            xs=[(t - last["t"]) / 60 for t, _ in self.drift_shares],
-            xlabel="minutes ago",
+            xs=[t - last["t"] for t, _ in self.drift_shares],
         )
         self._drift_table()
 
@@ -192,6 +191,32 @@ def version_figures(points: list[dict[str, Any]]) -> list[str]:
             + (f" ({len(mine)} s)" if len(mine) < len(points) else "")
         )
     return texts
+
+
+def worker_labels(points: list[dict[str, Any]]) -> dict[str, str]:
+    """pid -> `worker 1` (one version in the window) or `v2 worker 1`: the workers of a point serve
+    its version, numbered per version in the order they appear."""
+    versions: dict[str, int] = {}
+    for point in points:
+        for pid in point.get("processes") or {}:
+            versions.setdefault(pid, point["version"])
+    several = len(set(versions.values())) > 1
+    labels, counts = {}, dict.fromkeys(versions.values(), 0)
+    for pid, version in versions.items():
+        counts[version] += 1
+        labels[pid] = f"v{version} worker {counts[version]}" if several else f"worker {counts[version]}"
+    return labels
+
+
+def pack(phrases: list[str], width: int, separator: str = " · ") -> str:
+    """The phrases on as few lines of `width` as they fit, broken only between phrases."""
+    lines: list[str] = []
+    for phrase in phrases:
+        if lines and len(lines[-1]) + len(separator) + len(phrase) <= width:
+            lines[-1] += separator + phrase
+        else:
+            lines.append(phrase)
+    return "\n".join(" " + line for line in lines)
 
 
 def _ms(value: float | None) -> float | None:

@@ -25,7 +25,10 @@ class VersionsScreen(OverviewScreen):
     COLUMNS = ("VERSION", "ALIASES", "ESTIMATOR", "METRICS", "CREATED", "BY", "TAGS", "SERVING")
     DEFAULT_CSS = """
     VersionsScreen #versions { height: 1fr; }
-    VersionsScreen #details { height: auto; max-height: 8; padding: 0 1; border-top: solid $primary; }
+    VersionsScreen #details {
+        height: auto; max-height: 8; padding: 0 1; border-top: solid $primary;
+        text-wrap: nowrap; text-overflow: ellipsis;  /* one line each: a long line never pushes one out */
+    }
     """
 
     def __init__(self, model: str) -> None:
@@ -37,7 +40,7 @@ class VersionsScreen(OverviewScreen):
     def body(self) -> ComposeResult:
         yield Static(f" {self.model}: versions", id="title", markup=False)
         table: DataTable[str] = FitTable(
-            drop=("TAGS", "BY", "ESTIMATOR", "CREATED"), cursor_type="row", zebra_stripes=True, id="versions"
+            drop=("TAGS", "BY", "CREATED"), cursor_type="row", zebra_stripes=True, id="versions"
         )
         table.add_columns(*self.COLUMNS)
         yield table
@@ -135,6 +138,7 @@ def details(v: VersionInfo) -> str:
     columns = ", ".join(f"{c['name']}:{c['dtype']}" for c in v.signature["columns"])
     lines = [
         f"{v.ref}  {v.estimator_class}  by {v.created_by}  {v.description}".rstrip(),
+        "tags: " + (" ".join(f"{k}={x}" for k, x in sorted(v.tags.items())) or "-"),
         f"signature ({len(v.signature['columns'])}): {columns}",
         f"output: {v.output.get('kind', '-')}"
         + (f" classes {v.output['classes']}" if v.output.get("classes") is not None else ""),
@@ -142,6 +146,4 @@ def details(v: VersionInfo) -> str:
         f"artifact sha256 {v.artifact_sha256[:16]} ({v.artifact_size:,} bytes) · reference rows"
         f" {v.reference_rows} · parent {v.parent_version or '-'}",
     ]
-    if v.tags:
-        lines.append("tags: " + " ".join(f"{k}={x}" for k, x in sorted(v.tags.items())))
     return "\n".join(lines)

@@ -35,6 +35,14 @@ def ascii_wanted() -> bool:
     return encoding.lower().replace("-", "").replace("_", "") != "utf8"
 
 
+#: Series colours: the 16 basic ANSI colours, which stay themselves in 16 and 256 colours (the 256-colour
+#: cube merged neighbours such as p95 and p99 of one version); one per series, never reused in a chart.
+COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "red", "cyan+", "magenta+", "green+", "yellow+")
+#: Tick steps of the time axis (seconds): the first that gives at most one tick per TICK_ROOM cells.
+_STEPS = (10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
+TICK_ROOM = 12
+
+
 def render_chart(
     title: str,
     series: dict[str, Sequence[float | None]],
@@ -43,40 +51,95 @@ def render_chart(
     thresholds: dict[str, float] | None = None,
     ascii: bool | None = None,
     xs: Sequence[float] | None = None,
-    xlabel: str = "",
+    floor: float | None = 0.0,
 ) -> Text:
-    """A line chart of `series` (None values are gaps, drawn as missing) `width` x `height` cells, at
-    the x positions `xs` (default 0, 1, ...); `thresholds` are labelled horizontal lines. `ascii`
-    (default: `ascii_wanted()`) draws with ASCII characters only."""
+    """A line chart of `series` (None values are gaps) `width` x `height` cells: the title, a legend
+    line (each label in its series' colour and marker: it covers no data), then the plot. `xs` are
+    seconds relative to now (<= 0; ticks read `2m ago` ... `now`), default 0, 1, ...; `thresholds`
+    are labelled horizontal lines; the y axis starts at `floor` (None: where the data starts).
+    `ascii` (default: `ascii_wanted()`) draws with ASCII characters only."""
     import plotext
 
     plain = ascii_wanted() if ascii is None else ascii
+    length = max((len(v) for v in series.values()), default=0)
+    positions = list(xs) if xs is not None else list(range(length))
+    lines = [(label, list(values), False) for label, values in series.items()]
+    lines += [(label, [level] * length, True) for label, level in (thresholds or {}).items()]
+    drawn = []
+    for index, (label, values, threshold) in enumerate(lines):
+        points = [(x, v) for x, v in zip(positions, values, strict=False) if v is not None]
+        if len(points) >= 2:
+            drawn.append((label, points, index, threshold))
+    if not any(not threshold for *_, threshold in drawn):
+        return Text(f"{title}\n(waiting for data)", style="dim")
+    legend = _legend([(label, index) for label, _, index, _ in drawn], width, plain)
     figure = plotext.figure
     with _PLOTEXT:
         figure.clear()
-        figure.plot_size(max(20, width), max(5, height))
+        figure.plot_size(max(20, width), max(5, height - 1 - len(legend.split())))
         figure.theme("simple")  # no canvas colour: the chart sits on the theme's background
-        figure.title(title)
-        if xlabel:
-            figure.label(xlabel, "x")
-        drawn = False
-        lines = [(label, values) for label, values in series.items()]
-        length = max((len(v) for v in series.values()), default=0)
-        positions = list(xs) if xs is not None else list(range(length))
-        for label, level in (thresholds or {}).items():
-            lines.append((label, [level] * length))
-        for index, (label, values) in enumerate(lines):
-            points = [(x, v) for x, v in zip(positions, values, strict=False) if v is not None]
-            if len(points) < 2 or (index >= len(series) and not drawn):
-                continue
-            marker = ASCII_MARKERS[index % len(ASCII_MARKERS)] if plain else "hd"
-            signal = figure.signal([p[0] for p in points], [p[1] for p in points], marker=marker)
-            figure.draw(signal.lines().label(label))
-            drawn = drawn or index < len(series)
-        if not drawn:
-            return Text(f"{title}\n(waiting for data)", style="dim")
+        for _label, points, index, _ in drawn:
+            marker = plotext.marker(_marker(index, plain), pixel=COLOURS[index % len(COLOURS)])
+            figure.draw(figure.signal([p[0] for p in points], [p[1] for p in points], marker=marker).lines())
+        if floor is not None:
+            top = max(v for _, points, _, _ in drawn for _, v in points)
+            figure.ruler(1).lim(floor, None if top > floor else floor + 1)  # all zero: 0..1, not -1..1
+        if xs is not None and positions:
+            ticks = time_ticks(min(positions), max(width - 8, 20) // TICK_ROOM)
+            figure.ruler(0).ticks([t for t, _ in ticks], [label for _, label in ticks])
         text = str(figure.build())
-    return Text.from_ansi(text.translate(_ASCII_FRAME) if plain else text)
+    plot = Text.from_ansi(text.translate(_ASCII_FRAME) if plain else text)
+    return Text("\n").join([Text(title, style="bold"), legend, plot])
+
+
+def _marker(index: int, plain: bool) -> str:
+    return ASCII_MARKERS[index % len(ASCII_MARKERS)] if plain else "hd"
+
+
+def _legend(entries: list[tuple[str, int]], width: int, plain: bool) -> Text:
+    """`━ p99 v1  ━ p99 v2`, each in its series' colour (ASCII: its marker), wrapped between entries."""
+    legend, used = Text(), 0
+    for label, index in entries:
+        colour = COLOURS[index % len(COLOURS)]
+        style = colour.rstrip("+") if not colour.endswith("+") else f"bright_{colour.rstrip('+')}"
+        item = Text.assemble(
+            ((ASCII_MARKERS[index % len(ASCII_MARKERS)] if plain else "━"), style), f" {label}"
+        )
+        if used and used + 2 + item.cell_len > width:
+            legend.append("\n")
+            used = 0
+        elif used:
+            legend.append("  ")
+            used += 2
+        legend.append_text(item)
+        used += item.cell_len
+    return legend
+
+
+def time_ticks(oldest: float, most: int) -> list[tuple[float, str]]:
+    """Round ticks from `oldest` (seconds, <= 0) to now, at most `most` of them: (position, `2m ago`)."""
+    span = max(-oldest, 1.0)
+    step = next((s for s in _STEPS if span / s <= max(most, 1)), _STEPS[-1])
+    ticks = []
+    at = 0
+    while at <= span:
+        ticks.append((-float(at), ago(at)))
+        at += step
+    return list(reversed(ticks))
+
+
+def ago(seconds: float) -> str:
+    """`now`, `30s ago`, `2m ago`, `1m30s ago`, `1h ago`."""
+    seconds = round(seconds)
+    if seconds <= 0:
+        return "now"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m ago" if minutes else f"{hours}h ago"
+    if minutes:
+        return f"{minutes}m{secs:02d}s ago" if secs else f"{minutes}m ago"
+    return f"{secs}s ago"
 
 
 class Chart(Static):

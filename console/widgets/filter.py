@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable
 
 from textual import on
+from textual.binding import Binding
 from textual.widgets import Input
 
 
@@ -23,25 +24,43 @@ def matches(pattern: str, texts: Iterable[str]) -> bool:
 
 
 class FilterBar(Input):
-    """The `/` input above a list: hidden until opened; enter on an empty filter hides it again.
-    Screens refilter on `Input.Changed`; after enter the focus goes back to the list `target`."""
+    """The `/` input above a list (one row, in the layout, never over other widgets): hidden until
+    opened. Enter keeps a pattern in force (shown) and hands the focus back to the list `target`; enter
+    on an empty filter, or esc, closes it (esc also clears it, so the whole list is back). Screens
+    refilter on `Input.Changed`. The focus never stays in a hidden filter."""
 
+    BINDINGS = [Binding("escape", "close", "Clear filter")]
     DEFAULT_CSS = """
-    FilterBar { dock: top; display: none; height: 1; border: none; padding: 0 1; }
+    FilterBar { display: none; }
     FilterBar.-open { display: block; }
+    FilterBar.-open.-textual-compact { padding: 0 1; }
     """
 
     def __init__(self, what: str, target: str) -> None:
-        super().__init__(placeholder=f"filter {what} (regex; !regex excludes)", id="filter")
+        # compact: one row and no border whatever the focus (Input:focus would otherwise draw a tall
+        # border over its only row, leaving no room for the text and the cursor)
+        placeholder = f"/ filter {what} (regex; !regex excludes; esc clears)"
+        super().__init__(placeholder=placeholder, id="filter", compact=True)
         self.target = target
 
     def open(self) -> None:
         self.add_class("-open")
+        self.cursor_position = len(self.value)
         self.focus()
+
+    def action_close(self) -> None:
+        """Clear the filter, hide it and give the focus back to the list."""
+        self.value = ""
+        self._hide()
+
+    def _hide(self) -> None:
+        self.remove_class("-open")
+        self.screen.query_one(self.target).focus()
 
     @on(Input.Submitted)
     def _done(self, event: Input.Submitted) -> None:
         event.stop()
         if not self.value:
-            self.remove_class("-open")
-        self.screen.query_one(self.target).focus()
+            self._hide()
+        else:
+            self.screen.query_one(self.target).focus()

@@ -6,13 +6,17 @@ hidden), then shortens the widest cells with an ellipsis (not in columns where e
 same length, such as times), rather than scrolling sideways. So the
 views work at 80x24 and show everything when there is room.
 
+Columns of live figures (req/s, p99, state, uptime) are given a `reserve`d width: they keep it whatever
+their cells hold, and the choice of columns counts that width instead of the cells', so figures
+arriving (`-` becoming `12.3ms`) neither move the columns nor make one appear or disappear.
+
 Cells are registry text: they are kept without control characters and shown with Rich markup escaped
 (`console/safe_text.py`), so a model's description can neither drive the terminal nor style the table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.cells import cell_len
@@ -29,9 +33,14 @@ NARROWEST = 6  # a shortened column keeps at least this many cells
 class FitTable(DataTable[str]):
     """A DataTable whose columns fit its width: see the module docstring. `drop` names columns by label."""
 
-    def __init__(self, *, drop: Sequence[str] = (), **options: Any) -> None:
+    def __init__(
+        self, *, drop: Sequence[str] = (), reserve: Mapping[str, int] | None = None, **options: Any
+    ) -> None:
+        """`drop`: labels hidden first to last when the table is narrow (identity and state are never
+        named); `reserve`: label -> the fixed width of a column of live figures."""
         super().__init__(**options)
         self.drop = tuple(drop)
+        self.reserve = dict(reserve or {})
         self.labels: list[str] = []
         self.full: dict[Any, list[str]] = {}  # row key -> every cell, in `labels` order
         self.shown: list[int] = []  # indexes of the labels shown
@@ -43,7 +52,17 @@ class FitTable(DataTable[str]):
     def add_columns(self, *labels: Any) -> list[Any]:  # type: ignore[override]
         self.labels = [str(label) for label in labels]
         self.shown = list(range(len(self.labels)))
-        return super().add_columns(*labels)
+        return self._add_columns(self.labels)
+
+    def _add_columns(self, labels: list[str]) -> list[Any]:
+        """Columns of live figures at their reserved width, the others as wide as their cells."""
+        return [
+            super(FitTable, self).add_column(label, width=self._reserved(label), key=label)
+            for label in labels
+        ]
+
+    def _reserved(self, label: str) -> int | None:
+        return max(cell_len(label), self.reserve[label]) if label in self.reserve else None
 
     def add_row(self, *cells: Any, key: str | None = None, **options: Any) -> Any:  # type: ignore[override]
         if not self.labels:
@@ -72,7 +91,7 @@ class FitTable(DataTable[str]):
         value = printable(value)
         self.full_row(index)[label_index] = value
         if label_index in self.shown:
-            short = value if label_index in self._fixed else self._short(value)
+            short = self._cell(label_index, value)
             at = Coordinate(index, self.shown.index(label_index))
             self.update_cell_at(at, escape(short), update_width=True)
 
@@ -99,7 +118,7 @@ class FitTable(DataTable[str]):
         cursor = self.cursor_coordinate.row
         rows = [(key, cells) for key, cells in self.full.items()]
         super().clear(columns=True)
-        super().add_columns(*[self.labels[i] for i in shown])
+        self._add_columns([self.labels[i] for i in shown])
         for key, cells in rows:
             super().add_row(*self._project(cells), key=key.value)
             self.full[key] = cells
@@ -110,7 +129,8 @@ class FitTable(DataTable[str]):
     def _choose(self) -> tuple[list[int], int | None]:
         room = self.size.width - SCROLLBAR
         widths = [
-            max([cell_len(label)] + [cell_len(cells[i]) for cells in self.full.values()])
+            self._reserved(label)
+            or max([cell_len(label)] + [cell_len(cells[i]) for cells in self.full.values()])
             for i, label in enumerate(self.labels)
         ]
         pad = 2 * self.cell_padding
@@ -126,7 +146,10 @@ class FitTable(DataTable[str]):
         # Shorten the widest cells until the rest fits, but never a column of one fixed format
         # (times, versions: every cell as long as the others), where a cut loses the end that matters.
         fixed = {
-            i for i in shown if len(self.full) > 1 and len({cell_len(c[i]) for c in self.full.values()}) == 1
+            i
+            for i in shown
+            if self.labels[i] in self.reserve
+            or (len(self.full) > 1 and len({cell_len(c[i]) for c in self.full.values()}) == 1)
         }
         free = [i for i in shown if i not in fixed]
         if not free:
@@ -139,7 +162,15 @@ class FitTable(DataTable[str]):
         return shown, limit
 
     def _project(self, cells: list[Any]) -> list[Any]:
-        return [escape(cells[i] if i in self._fixed else self._short(cells[i])) for i in self.shown]
+        return [escape(self._cell(i, cells[i])) for i in self.shown]
+
+    def _cell(self, index: int, value: str) -> str:
+        """The cell as shown: a live column's within its reserved width, a fixed-format one whole,
+        any other within the length limit (an ellipsis says when something was cut)."""
+        reserved = self._reserved(self.labels[index])
+        if reserved is not None:
+            return value if cell_len(value) <= reserved else value[: reserved - 1] + "…"
+        return value if index in self._fixed else self._short(value)
 
     def _short(self, value: Any) -> Any:
         text = str(value)
