@@ -372,12 +372,49 @@ def supervisor_start(
             "else a free port).",
         ),
     ] = None,
+    hang_timeout: Annotated[
+        float | None,
+        typer.Option(
+            metavar="SECONDS", help="Kill and restart a worker silent this long (default 10; 0: never)."
+        ),
+    ] = None,
+    load_timeout: Annotated[
+        float | None,
+        typer.Option(metavar="SECONDS", help="How long a version may take to load (default 180)."),
+    ] = None,
+    drift_rows: Annotated[
+        int | None, typer.Option(metavar="N", help="Drift window: at most this many rows (default 10000).")
+    ] = None,
+    drift_minutes: Annotated[
+        float | None, typer.Option(metavar="M", help="Drift window: rows this recent (default 60).")
+    ] = None,
+    keep_10s_hours: Annotated[
+        float | None, typer.Option(metavar="H", help="Keep 10 s rollups this many hours (default 24).")
+    ] = None,
+    keep_1m_days: Annotated[
+        float | None, typer.Option(metavar="D", help="Keep 1 min rollups this many days (default 30).")
+    ] = None,
 ) -> None:
     """Start the daemon; it brings every deployment in the registry back up."""
-    from registry.serving.options import check_metrics_address, check_seconds
+    from registry.serving.options import check_metrics_address, check_seconds, flag
 
     drain_grace = checked(lambda: check_seconds("drain_grace", drain_grace))
     flags = [f"--drain-grace={drain_grace}"]
+    daemon_flags = {  # passed to the daemon as they are, once checked
+        "hang_timeout": (hang_timeout, "seconds", 0),
+        "load_timeout": (load_timeout, "seconds", 1),
+        "drift_rows": (drift_rows, "rows", 100),
+        "drift_minutes": (drift_minutes, "minutes", 1),
+        "keep_10s_hours": (keep_10s_hours, "hours", 1),
+        "keep_1m_days": (keep_1m_days, "days", 1),
+    }
+    for field, (value, unit, least) in daemon_flags.items():
+        if value is None:
+            continue
+        if not least <= value < float("inf"):
+            output.err.print(f"error: {flag(field)} must be at least {least} {unit}, not {value}")
+            raise typer.Exit(1)
+        flags.append(f"{flag(field)}={value}")
     if metrics:
         checked(lambda: check_metrics_address(metrics))
         flags.append(f"--metrics={metrics}")

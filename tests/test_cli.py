@@ -377,6 +377,12 @@ def test_a_missing_supervisor_is_reported_without_connecting_or_importing_httpx(
             ["supervisor", "start", "--metrics", "nowhere"],
             "--metrics must be HOST:PORT or off, not 'nowhere'",
         ),
+        (["supervisor", "start", "--drift-rows", "5"], "--drift-rows must be at least 100 rows, not 5"),
+        (["supervisor", "start", "--keep-1m-days", "0"], "--keep-1m-days must be at least 1 days, not 0.0"),
+        (
+            ["supervisor", "start", "--hang-timeout", "-1"],
+            "--hang-timeout must be at least 0 seconds, not -1.0",
+        ),
     ],
 )
 def test_bad_serving_options_are_one_line_errors(home, args: list[str], message: str) -> None:
@@ -639,3 +645,20 @@ def test_quitting_the_demo_in_a_terminal_says_where_it_is_and_leaves_no_process(
         if process.poll() is None:
             process.kill()
         os.close(leader)
+
+
+def test_supervisor_start_passes_the_daemons_settings_on(home, monkeypatch) -> None:
+    from registry.errors import SupervisorError
+    from registry.serving.client import SupervisorClient
+
+    asked: list[tuple[str, ...]] = []
+
+    def ensure_running(self, *flags: str) -> bool:
+        asked.append(flags)
+        raise SupervisorError("stop here", 500)
+
+    monkeypatch.setattr(SupervisorClient, "ensure_running", ensure_running)
+    run(
+        "supervisor", "start", "--hang-timeout", "3", "--drift-rows", "500", "--keep-10s-hours", "2", ok=False
+    )
+    assert {"--hang-timeout=3.0", "--drift-rows=500", "--keep-10s-hours=2.0"} <= set(asked[0])
