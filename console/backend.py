@@ -29,7 +29,7 @@ class Overview:
     models: list[ModelInfo]
     deployments: list[DeploymentInfo]
     #: deployment name -> the supervisor's view (status, workers, live point, drift); while it is down,
-    #: the state each deployment's own port answers (`serving (supervisor down)`), none if nothing does.
+    #: the state each deployment's own port answers (`serving (sup. down)`), none if nothing does.
     live: dict[str, dict[str, Any]] = field(default_factory=dict)
     supervisor_up: bool = False
     #: why live figures are missing (no supervisor, or it did not answer in time)
@@ -114,12 +114,13 @@ class Backend:
 
 def probed_states(deployments: list[DeploymentInfo]) -> dict[str, dict[str, Any]]:
     """Without a supervisor: what each deployment's own `/health/ready` says, for the state column
-    (`serving (supervisor down)`); deployments whose port does not answer are left out (`down`)."""
-    from registry.serving.probe import DOWN, NO_SUPERVISOR, probe_deployments
+    (`serving (sup. down)`: short enough for its 20 cells at 80 columns, with the banner saying the
+    supervisor is not running); deployments whose port does not answer are left out (`down`)."""
+    from registry.serving.probe import DOWN, probe_deployments
 
     states = probe_deployments([d.as_dict() for d in deployments])
     return {
-        name: {"status": f"{state} ({NO_SUPERVISOR})", "workers_running": "?"}
+        name: {"status": f"{state} (sup. down)", "workers_running": "?"}
         for name, state in states.items()
         if state != DOWN
     }

@@ -466,7 +466,7 @@ def test_without_a_supervisor_status_and_the_console_ask_each_port(home, skops_f
         finally:
             backend.close()
     live = overview.live
-    assert state_text(live.get("answers", {}), overview.supervisor_up) == "serving (supervisor down)"
+    assert state_text(live.get("answers", {}), overview.supervisor_up) == "serving (sup. down)"
     assert state_text(live.get("silent", {}), overview.supervisor_up) == "down"
 
 

@@ -268,7 +268,7 @@ async def test_with_only_the_supervisor_stopped_the_deployments_view_says_servin
                 return str(table.get_row_at(0)[table.labels.index(label)])
 
             await wait_until(pilot, lambda: table.row_count > 0 and cell("STATE") != "down")
-            assert (cell("DEPLOYMENT"), cell("STATE")) == ("iris", "serving (supervisor down)")
+            assert (cell("DEPLOYMENT"), cell("STATE")) == ("iris", "serving (sup. down)")
             assert cell("WORKERS") == "?/1"
     finally:
         deck.client.ensure_running("--drain-grace=1", "--metrics=off", "--drift-every=1")

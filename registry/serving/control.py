@@ -161,7 +161,7 @@ def _field(body: dict[str, Any], name: str, kind: type) -> Any:
 def _required(body: dict[str, Any], name: str, kind: type) -> Any:
     value = _field(body, name, kind)
     if value is None:
-        raise SupervisorError(f"'{name}' is required: {_TYPE_NAMES[kind]}")
+        raise OptionError(name, f"'{name}' is required: {_TYPE_NAMES[kind]}")
     return value
 
 
@@ -172,7 +172,7 @@ def _who(body: dict[str, Any]) -> dict[str, str]:
 def _check_type(name: str, value: Any, kind: type) -> Any:
     fits = type(value) in (int, float) if kind is float else type(value) is kind  # a bool is no number
     if not fits:
-        raise SupervisorError(f"'{name}' must be {_TYPE_NAMES[kind]}, not {_json_type(value)}")
+        raise OptionError(name, f"'{name}' must be {_TYPE_NAMES[kind]}, not {_json_type(value)}")
     return value
 
 
