@@ -107,6 +107,8 @@ def create_control_app(supervisor: Supervisor, on_shutdown: Callable[[bool], Non
             stop_servers = bool(_field(await _json_body(request), "stop_servers", bool))
         except SupervisorError as exc:
             return _error(exc.status, str(exc))
+        except OptionError as exc:
+            return _error(400, str(exc), field=exc.field)
         return JSONResponse({"stopping": True}, background=BackgroundTask(on_shutdown, stop_servers))
 
     return Starlette(
