@@ -100,7 +100,7 @@ def reopen_hint(home: Path, kept: bool, had_db_url: bool = False) -> str:
     import shlex
     import shutil
 
-    command = "modeldeck" if shutil.which("modeldeck") else f"{shlex.quote(sys.executable)} -m console.cli"
+    command = _own_command(shutil.which("modeldeck"), sys.argv[0])
     # The demo's database is always its own SQLite file: a MODELDECK_DB_URL in the environment would
     # point the command elsewhere, so the command clears it.
     prefix = "MODELDECK_DB_URL= " if had_db_url else ""
@@ -110,6 +110,21 @@ def reopen_hint(home: Path, kept: bool, had_db_url: bool = False) -> str:
         f"open it again:  {prefix}{command} --home {shlex.quote(str(home))} console\n"
         "(every other command takes the same --home: models, versions iris, history iris, status)"
     )
+
+
+def _own_command(on_path: str | None, argv0: str) -> str:
+    """How to run this very modeldeck again: `modeldeck` when that is the one on PATH, else the
+    script as it was started (`.venv/bin/modeldeck` from the README), else `python -m console.cli`."""
+    import shlex
+
+    started = Path(argv0)
+    if started.name == "modeldeck":
+        if on_path is not None and Path(on_path).resolve() == started.resolve():
+            return "modeldeck"
+        return shlex.quote(argv0)
+    if on_path is not None:
+        return "modeldeck"
+    return f"{shlex.quote(sys.executable)} -m console.cli"
 
 
 def build_demo(home: Path) -> dict[str, str]:

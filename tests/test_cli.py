@@ -662,3 +662,15 @@ def test_supervisor_start_passes_the_daemons_settings_on(home, monkeypatch) -> N
         "supervisor", "start", "--hang-timeout", "3", "--drift-rows", "500", "--keep-10s-hours", "2", ok=False
     )
     assert {"--hang-timeout=3.0", "--drift-rows=500", "--keep-10s-hours=2.0"} <= set(asked[0])
+
+
+def test_the_demo_names_the_modeldeck_it_was_started_as(tmp_path) -> None:
+    from console.demo import _own_command
+
+    script = tmp_path / ".venv" / "bin" / "modeldeck"
+    script.parent.mkdir(parents=True)
+    script.touch()
+    assert _own_command(None, str(script)) == str(script)  # the README's .venv/bin/modeldeck demo
+    assert _own_command(str(script), str(script)) == "modeldeck"  # the one on PATH
+    assert _own_command("/usr/local/bin/modeldeck", str(script)) == str(script)  # another one is on PATH
+    assert _own_command(None, "-c").endswith(" -m console.cli")
