@@ -10,9 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
-from helpers import free_port
+from helpers import free_port, stop_supervisor
 
 from registry import Registry
 from registry.serving.client import SupervisorClient
@@ -55,13 +54,7 @@ def deck(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deck]:
         try:
             yield deck
         finally:
-            try:
-                deck.client.shutdown(stop_servers=True)
-            finally:
-                deck.client.close()
-                for process in psutil.process_iter(["cmdline"]):
-                    if str(home) in " ".join(process.info["cmdline"] or []):
-                        process.kill()
+            stop_supervisor(deck.client, home)
 
 
 async def settle(pilot, app, seconds: float = 0.5) -> None:

@@ -6,8 +6,12 @@ import io
 import json
 import multiprocessing
 import socket
+import threading
+import time
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,8 @@ import pytest
 import skops
 
 _START: Any = None
+#: One iris row, as the load generators send it.
+ROW = {"inputs": [[5.1, 3.5, 1.4, 0.2]]}
 
 
 def _set_start(barrier: Any) -> None:
@@ -77,3 +83,88 @@ def hostile_skops(marker: Path) -> bytes:
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("schema.json", json.dumps(schema))
     return buffer.getvalue()
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
+    """Poll `condition` until it is truthy (returned); AssertionError naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def kill_leftovers(home: Path) -> None:
+    """SIGKILL every process whose command line names `home` (what a failed test left running)."""
+    import psutil
+
+    for process in psutil.process_iter(["cmdline"]):
+        if str(home) in " ".join(process.info["cmdline"] or []):
+            process.kill()
+
+
+def stop_supervisor(client: Any, home: Path) -> None:
+    """Shut `client`'s supervisor down with its servers, close the client, kill any leftover of `home`."""
+    try:
+        client.shutdown(stop_servers=True)
+    finally:
+        client.close()
+        kill_leftovers(home)
+
+
+@dataclass
+class Load:
+    """`clients` threads posting `ROW` on kept-alive connections until stopped; answers counted by
+    `x-model-version`, failures listed. With `warm`, entering waits for that many answers."""
+
+    url: str
+    clients: int = 4
+    timeout: float = 10
+    pause: float = 0.0
+    warm: int = 0
+    versions: Counter[str] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def __enter__(self) -> Load:
+        for _ in range(self.clients):
+            thread = threading.Thread(target=self._run, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        if self.warm:
+            wait_until(lambda: self.answered > self.warm, what="the load to start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+    def _run(self) -> None:
+        import httpx
+
+        with httpx.Client(base_url=self.url, timeout=self.timeout) as client:
+            while not self._stop.is_set():
+                try:
+                    response = client.post("/invocations", json=ROW)
+                    if response.status_code != 200:
+                        self.failures.append(f"{response.status_code} {response.text}")
+                    else:
+                        self.versions[response.headers["x-model-version"]] += 1
+                except httpx.HTTPError as exc:
+                    self.failures.append(f"{type(exc).__name__}: {exc}")
+                if self.pause:
+                    time.sleep(self.pause)
+
+    @property
+    def answered(self) -> int:
+        return sum(self.versions.values())
+
+    def more(self, count: int = 30) -> None:
+        """Wait until `count` more requests were answered."""
+        seen = self.answered
+        wait_until(lambda: self.answered >= seen + count, what=f"{count} more answers")

@@ -13,12 +13,15 @@ Import as `payload_models` (pytest puts tests/ on sys.path). `register_models(ho
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pandas as pd
+import pytest
 
 IRIS_COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 SHOP_COLUMNS = ["city", "basket", "visits"]
@@ -122,3 +125,17 @@ def control_client(home: Path) -> tuple[AppClient, Any, list[bool]]:
     supervisor.reconciled.set()  # not started: an empty home has nothing to adopt (actions wait for this)
     shutdowns: list[bool] = []
     return AppClient(create_control_app(supervisor, shutdowns.append)), supervisor, shutdowns
+
+
+@contextlib.contextmanager
+def control_on_empty_home(home: Path) -> Iterator[tuple[AppClient, list[bool]]]:
+    """`control_client` of `home` with MODELDECK_HOME set to it for as long as it is used."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MODELDECK_HOME", str(home))
+        patch.delenv("MODELDECK_DB_URL", raising=False)
+        client, supervisor, shutdowns = control_client(home)
+        try:
+            yield client, shutdowns
+        finally:
+            client.close()
+            supervisor.registry.close()

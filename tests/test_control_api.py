@@ -6,20 +6,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from payload_models import AppClient, control_client
+from payload_models import AppClient, control_on_empty_home
 
 
 @pytest.fixture(scope="module")
 def supervised(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AppClient, list[bool]]]:
     """One control app on an empty home for the module (no model: no action starts a worker)."""
-    home = tmp_path_factory.mktemp("control-home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MODELDECK_HOME", str(home))
-        patch.delenv("MODELDECK_DB_URL", raising=False)
-        client, supervisor, shutdowns = control_client(home)
-        yield client, shutdowns
-        client.close()
-        supervisor.registry.close()
+    with control_on_empty_home(tmp_path_factory.mktemp("control-home")) as control:
+        yield control
 
 
 @pytest.fixture

@@ -15,15 +15,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
-from helpers import free_port
+from helpers import ROW, Load, free_port, stop_supervisor
+from helpers import wait_until as _wait
 
 import registry as registry_package
 from registry import Registry
@@ -32,48 +32,7 @@ from registry.errors import SupervisorError
 from registry.serving.client import SupervisorClient
 from registry.serving.rundir import RunDir
 
-ROW = {"inputs": [[5.1, 3.5, 1.4, 0.2]]}
 pytestmark = pytest.mark.slow
-
-
-@dataclass
-class Load:
-    """Clients posting on kept-alive connections until stopped; counts answers by version and failures."""
-
-    url: str
-    clients: int = 4
-    versions: Counter[str] = field(default_factory=Counter)
-    failures: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _threads: list[threading.Thread] = field(default_factory=list)
-
-    def __enter__(self) -> Load:
-        for _ in range(self.clients):
-            thread = threading.Thread(target=self._run, daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
-
-    def _run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=10) as client:
-            while not self._stop.is_set():
-                try:
-                    response = client.post("/invocations", json=ROW)
-                    if response.status_code != 200:
-                        self.failures.append(f"{response.status_code} {response.text}")
-                    else:
-                        self.versions[response.headers["x-model-version"]] += 1
-                except httpx.HTTPError as exc:
-                    self.failures.append(f"{type(exc).__name__}: {exc}")
-
-    @property
-    def answered(self) -> int:
-        return sum(self.versions.values())
 
 
 @dataclass
@@ -104,14 +63,6 @@ class Served:
         )
 
 
-def _wait(condition, timeout: float = 60, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     from sklearn.datasets import load_iris
@@ -132,13 +83,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         try:
             yield served
         finally:
-            try:
-                client.shutdown(stop_servers=True)
-            finally:
-                client.close()
-                for process in psutil.process_iter(["cmdline"]):
-                    if str(home) in " ".join(process.info["cmdline"] or []):
-                        process.kill()
+            stop_supervisor(client, home)
 
 
 def test_deploy_answers_with_the_version_and_the_control_socket_is_private(served: Served) -> None:

@@ -7,29 +7,15 @@ the tests need; `stop()` shuts it down and kills anything of this home left behi
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
+from helpers import stop_supervisor
 
 from registry import Registry
 from registry.serving.client import SupervisorClient
-
-
-def wait(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll `condition` until it is truthy (returned); AssertionError naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.05)
 
 
 @dataclass
@@ -61,13 +47,7 @@ class Deck:
             return [e for e in reg.history(model).events if kind is None or e.kind == kind]
 
     def stop(self) -> None:
-        try:
-            self.client.shutdown(stop_servers=True)
-        finally:
-            self.client.close()
-            for process in psutil.process_iter(["cmdline"]):
-                if str(self.home) in " ".join(process.info["cmdline"] or []):
-                    process.kill()
+        stop_supervisor(self.client, self.home)
 
 
 @dataclass

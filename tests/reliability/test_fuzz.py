@@ -23,7 +23,7 @@ from payload_models import (
     IRIS_COLUMNS,
     SHOP_COLUMNS,
     AppClient,
-    control_client,
+    control_on_empty_home,
     create_model_app,
     register_models,
 )
@@ -310,14 +310,8 @@ def test_no_request_body_gets_a_500(model_apps, protocol):
 
 @pytest.fixture(scope="module")
 def control(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AppClient, list[bool]]]:
-    home = tmp_path_factory.mktemp("fuzz-control")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MODELDECK_HOME", str(home))
-        patch.delenv("MODELDECK_DB_URL", raising=False)
-        client, supervisor, shutdowns = control_client(home)
-        yield client, shutdowns
-        client.close()
-        supervisor.registry.close()
+    with control_on_empty_home(tmp_path_factory.mktemp("fuzz-control")) as control:
+        yield control
 
 
 OPTIONS = {

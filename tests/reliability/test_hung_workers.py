@@ -21,7 +21,8 @@ import httpx
 import psutil
 import pytest
 from helpers import free_port
-from supervised import Deck, wait
+from helpers import wait_until as wait
+from supervised import Deck
 
 HANG_TIMEOUT = 3.0
 ROW = {"inputs": [[5.1, 3.5, 1.4, 0.2]]}

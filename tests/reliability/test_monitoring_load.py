@@ -18,7 +18,8 @@ import numpy as np
 import psutil
 import pytest
 from helpers import free_port
-from supervised import Deck, Load, wait
+from helpers import wait_until as wait
+from supervised import Deck, Load
 
 FEATURES = 40
 ROWS_PER_REQUEST = 20

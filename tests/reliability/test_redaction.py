@@ -15,9 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
-from helpers import free_port
+from helpers import free_port, stop_supervisor
 from payload_models import SHOP_COLUMNS, register_models
 
 from registry.serving.client import SupervisorClient
@@ -45,13 +44,7 @@ def redacted(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
                 urls[name] = f"http://127.0.0.1:{port}"
             yield home, urls
         finally:
-            try:
-                client.shutdown(stop_servers=True)
-            finally:
-                client.close()
-                for process in psutil.process_iter(["cmdline"]):
-                    if str(home) in " ".join(process.info["cmdline"] or []):
-                        process.kill()
+            stop_supervisor(client, home)
 
 
 def bodies(model: str) -> list[tuple[str, str, bytes]]:

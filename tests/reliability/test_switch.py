@@ -15,16 +15,18 @@ import sqlite3
 import subprocess
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import faults
 import httpx
 import psutil
 import pytest
-from helpers import free_port
+from helpers import ROW, free_port, kill_leftovers
+from helpers import Load as SharedLoad
+from helpers import wait_until as _wait
 
 from registry import Registry
 from registry.deployments import get_deployment, open_actions
@@ -32,63 +34,11 @@ from registry.errors import SupervisorError
 from registry.serving.client import SupervisorClient
 from registry.serving.processes import workers_of
 
-ROW = {"inputs": [[5.1, 3.5, 1.4, 0.2]]}
 FLAGS = ("--drain-grace=1", "--drift-every=1", "--metrics=off")
 
 
-@dataclass
-class Load:
-    """Clients posting on kept-alive connections; counts answers by version, and failures."""
-
-    url: str
-    clients: int = 2
-    versions: Counter[str] = field(default_factory=Counter)
-    failures: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _threads: list[threading.Thread] = field(default_factory=list)
-
-    def __enter__(self) -> Load:
-        for _ in range(self.clients):
-            thread = threading.Thread(target=self._run, daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        _wait(lambda: self.answered > 20, what="the load to start")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
-
-    def _run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=20) as client:
-            while not self._stop.is_set():
-                try:
-                    response = client.post("/invocations", json=ROW)
-                    if response.status_code != 200:
-                        self.failures.append(f"{response.status_code} {response.text}")
-                    else:
-                        self.versions[response.headers["x-model-version"]] += 1
-                except httpx.HTTPError as exc:
-                    self.failures.append(f"{type(exc).__name__}: {exc}")
-                time.sleep(0.002)
-
-    @property
-    def answered(self) -> int:
-        return sum(self.versions.values())
-
-    def more(self, count: int = 30) -> None:
-        """Wait until `count` more requests were answered."""
-        seen = self.answered
-        _wait(lambda: self.answered >= seen + count, what=f"{count} more answers")
-
-
-def _wait(condition: Callable[[], object], timeout: float = 60, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+#: Two clients, each pausing 2 ms between requests; entering waits for the first answers.
+Load = partial(SharedLoad, clients=2, timeout=20, pause=0.002, warm=20)
 
 
 @dataclass
@@ -175,9 +125,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
             with SupervisorClient(path) as client:
                 if client.running():
                     client.shutdown(stop_servers=True)
-            for process in psutil.process_iter(["cmdline"]):
-                if str(path) in " ".join(process.info["cmdline"] or []):
-                    process.kill()
+            kill_leftovers(path)
 
 
 @pytest.fixture
