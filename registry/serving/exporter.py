@@ -2,8 +2,10 @@
 
 Model servers answer `/metrics` themselves, but behind one port with several workers each scrape
 reaches one worker. The supervisor's exporter sums every worker of a deployment and keeps counting
-across worker restarts (counters never go back), adds resources and drift, and is what Prometheus
-should scrape; `$MODELDECK_HOME/prometheus/targets.json` lists it and every deployment.
+across worker restarts (counters never go back), adds resources, drift and worker restarts, and is the
+one source of truth Prometheus should scrape: `$MODELDECK_HOME/prometheus/targets.json` lists it alone.
+The servers' own series carry no `deployment` label, so nothing that selects on `deployment` (the
+shipped dashboard and rules) can count a request twice even where someone scrapes a server as well.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ class SupervisorCollector:
         yield latency
         yield from gauges.values()
         yield from (psi, share, level)
+        yield _restarts(self.supervisor)
         yield from _monitoring_health(scraper)
         host = scraper.host
         if host:
@@ -109,6 +112,19 @@ class SupervisorCollector:
             yield GaugeMetricFamily(
                 "modeldeck_host_load1", "Host load average over 1 minute.", value=host["load"][0]
             )
+
+
+def _restarts(supervisor: Supervisor) -> Metric:
+    """Workers restarted after a crash (or after not answering), per deployment; from 0 when the
+    supervisor starts, which Prometheus' rate()/increase() read as a counter reset."""
+    family = CounterMetricFamily(
+        "modeldeck_worker_restarts",
+        "Workers restarted after they crashed or stopped answering.",
+        labels=["deployment", "model"],
+    )
+    for name, runtime in supervisor.runtimes.items():
+        family.add_metric([name, runtime.spec.model], runtime.restarts)
+    return family
 
 
 def _monitoring_health(scraper: Any) -> Iterator[Metric]:
@@ -146,18 +162,12 @@ def exposition(supervisor: Supervisor) -> bytes:
     return generate_latest(registry)
 
 
-def write_targets(path: Path, exporter: str | None, deployments: list[dict[str, Any]]) -> None:
-    """Prometheus `file_sd` targets: the supervisor's exporter, and each deployment's own servers."""
-    groups: list[dict[str, Any]] = []
-    if exporter:
-        groups.append({"targets": [exporter], "labels": {"job": "modeldeck", "source": "supervisor"}})
-    for d in deployments:
-        host = "127.0.0.1" if d["host"] in ("0.0.0.0", "", "::") else d["host"]
-        labels = {
-            "job": "modeldeck-servers",
-            "source": "server",
-            "deployment": d["name"],
-            "model": d["model"],
-        }
-        groups.append({"targets": [f"{host}:{d['port']}"], "labels": labels})
+def write_targets(path: Path, exporter: str | None) -> None:
+    """Prometheus `file_sd` targets: the supervisor's exporter only (no targets when it is off).
+
+    The deployments' servers are left out on purpose: behind a port with several workers a scrape
+    reaches one worker at random, the exporter already has the sums, and listing both is what made
+    every request count twice. `source` stays for scrape configs that keep `source="supervisor"`."""
+    labels = {"job": "modeldeck", "source": "supervisor"}
+    groups = [{"targets": [exporter], "labels": labels}] if exporter else []
     write_atomic(private_dirs(path.parent) / path.name, json.dumps(groups, indent=1).encode())

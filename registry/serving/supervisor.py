@@ -1099,9 +1099,8 @@ class Supervisor:
         return self.home / "prometheus" / "targets.json"
 
     def _save_state(self) -> None:
-        deployments = [r.spec.as_dict() for r in self.runtimes.values()]
         try:
-            write_targets(self.targets_file, self.exporter, deployments)
+            write_targets(self.targets_file, self.exporter)
         except OSError as exc:
             log.warning("could not write %s: %s", self.targets_file, exc)
         save_state(
