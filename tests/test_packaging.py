@@ -44,6 +44,8 @@ def test_wheel_ships_themes_migrations_and_the_command(wheel: Path):
         "registry/migrations/env.py",
         "registry/migrations/script.py.mako",
         "registry/migrations/versions/0001_initial.py",
+        "registry/monitoring/grafana/modeldeck.json",
+        "registry/monitoring/prometheus/rules.yml",
         "console/cli.py",
     ):
         assert required in names, required
