@@ -259,7 +259,7 @@ def test_the_dashboard_shows_the_rates_and_p99_that_were_sent(stack: Stack) -> N
     )
     assert ratio_4xx == pytest.approx(1 / BAD_EVERY, rel=0.05) and ratio_5xx == 0
 
-    # p99: in the bucket of the window's exact p99 (the stored counts, no extrapolation), and no
+    # p99: in the bucket of the window's exact p99 (the stored samples, no extrapolation), and no
     # slower than the bucket of the p99 the client measured (a server cannot take longer than that)
     p99 = prometheus.value(panels["Latency p50 / p95 / p99 by version"][2], at)
     exact = window_histogram(prometheus, at)
@@ -333,8 +333,11 @@ def dashboard_queries(rate_interval: str) -> dict[str, list[str]]:
 
 
 def window_histogram(prometheus: Prometheus, at: float) -> list[float]:
-    """Cumulative latency bucket counts of the requests in [at - WINDOW, at], from the stored samples."""
-    expr = 'sum by (le) (modeldeck_request_duration_seconds_bucket{deployment="iris"})'
-    before = {r["metric"]["le"]: float(r["value"][1]) for r in prometheus.query(expr, at - WINDOW)}
-    after = {r["metric"]["le"]: float(r["value"][1]) for r in prometheus.query(expr, at)}
-    return [after[le] - before[le] for le in sorted(after, key=float)]
+    """Cumulative latency bucket counts of the window ending at `at`, from the very samples rate()
+    reads there (each bucket's last minus its first: no extrapolation)."""
+    selector = f'modeldeck_request_duration_seconds_bucket{{deployment="iris"}}[{WINDOW}s]'
+    counts = {
+        r["metric"]["le"]: float(r["values"][-1][1]) - float(r["values"][0][1])
+        for r in prometheus.query(selector, at)
+    }
+    return [counts[le] for le in sorted(counts, key=float)]
