@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import error_of
 from payload_models import IRIS_COLUMNS, AppClient, create_model_app, register_models
 
 A, B, C, D = IRIS_COLUMNS
@@ -65,7 +66,7 @@ def per_column(columns: dict[str, list[Any]] | list[tuple[str, list[Any]]]) -> d
 def assert_names(response: Any, status: int, field: str | None, row: int | None = None) -> dict[str, Any]:
     """The error answers `status` and names `field` (and `row`) in its keys and its message."""
     assert response.status_code == status, response.text
-    error = response.json()["error"]
+    error = error_of(response)
     assert error["field"] == field, error
     assert error.get("row") == row, error
     if field is not None and status == 422:
@@ -323,7 +324,8 @@ def test_500_bodies_and_log_lines_leave_input_values_out_when_redacting(home, ca
     finally:
         client.close()
     assert response.status_code == 500
-    assert response.json()["error"]["message"].startswith("RuntimeError")
+    error = error_of(response)
+    assert error["error_code"] == "INTERNAL_ERROR" and error["message"].startswith("RuntimeError")
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "500 on /invocations: RuntimeError" in logged
     for text in (response.text, logged):

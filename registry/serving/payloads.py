@@ -127,7 +127,7 @@ def invocation_rows(body: bytes, content_type: str, schema: InputSchema) -> list
         raise InputError(
             415,
             "unsupported_media_type",
-            f"content type {media or '(none)'!r} is not supported; send application/json or text/csv",
+            f"Content-Type {media or '(none)'!r} is not supported; send application/json or text/csv",
             field="Content-Type",
         )
     payload = load_json(body, schema)
