@@ -321,14 +321,16 @@ def test_500_bodies_and_log_lines_leave_input_values_out_when_redacting(home, ca
     try:
         with caplog.at_level(logging.INFO):
             response = mlflow(client, {"instances": [[5.123456, 3.5, 1.4, 0.2]]})
+            v2 = oip(client, "iris", {"inputs": [tensor([5.123456, 3.5, 1.4, 0.2])]})
     finally:
         client.close()
-    assert response.status_code == 500
+    assert response.status_code == v2.status_code == 500, v2.text
     error = error_of(response)
     assert error["error_code"] == "INTERNAL_ERROR" and error["message"].startswith("RuntimeError")
+    assert error_of(v2)["error"].startswith("RuntimeError") and error_of(v2)["code"] == "prediction_failed"
     logged = "\n".join(r.getMessage() for r in caplog.records)
-    assert "500 on /invocations: RuntimeError" in logged
-    for text in (response.text, logged):
+    assert "500 on /invocations: RuntimeError" in logged and "500 on /v2/models/iris/infer" in logged
+    for text in (response.text, v2.text, logged):
         assert (SECRET in text) is not redact and ("5.123456" in text) is not redact
 
 

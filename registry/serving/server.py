@@ -199,7 +199,7 @@ def create_app(
         """Starlette's 404 (no such path) and 405 (method not allowed) in the route's error shape."""
         path = request.url.path
         if exc.status_code == 405:
-            allowed = (exc.headers or {}).get("allow", "")
+            allowed = {k.lower(): v for k, v in (exc.headers or {}).items()}.get("allow", "")
             message = f"method {request.method} is not allowed on {path}; use {allowed}"
             code = "method_not_allowed"
         else:
