@@ -44,7 +44,7 @@ def mlflow_code(status: int) -> str:
 
 
 def error_body(
-    path: str, status: int, message: str, code: str, field: str | None = None, **extra: Any
+    path: str, http_status: int, message: str, code: str, field: str | None = None, **extra: Any
 ) -> dict[str, Any]:
     """The body of an error answered on `path`: the OIP shape on `/v2` routes, MLflow's elsewhere.
 
@@ -53,7 +53,7 @@ def error_body(
     detail = {"code": code, "field": field, **extra}
     if is_oip(path):
         return {"error": message, **detail}
-    return {"error_code": mlflow_code(status), "message": message, **detail}
+    return {"error_code": mlflow_code(http_status), "message": message, **detail}
 
 
 def input_error_body(path: str, error: InputError) -> dict[str, Any]:

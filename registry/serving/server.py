@@ -176,8 +176,7 @@ def create_app(
         except InputError as exc:
             return refuse(request, exc)
         if not predictor.ready:
-            message = f"model {info.name} version {info.version} is not ready yet (loading or warming up)"
-            return answer(503, error_body(request.url.path, 503, message, "not_ready", ready=False))
+            return not_ready(request)
         return answer(200, {"name": info.name, "version": str(info.version), "ready": True})
 
     async def server_metadata(_: Request) -> Response:
@@ -186,11 +185,16 @@ def create_app(
     async def live(_: Request) -> Response:
         return answer(200, {"live": True, "status": "live"})
 
-    async def ready(_: Request) -> Response:
-        state = {"model": info.name, "version": info.version}
-        if predictor.ready:
-            return answer(200, {"ready": True, "status": "ready", **state})
-        return answer(503, {"ready": False, "status": "loading", **state})
+    async def ready(request: Request) -> Response:
+        if not predictor.ready:
+            return not_ready(request)
+        return answer(200, {"ready": True, "status": "ready", "model": info.name, "version": info.version})
+
+    def not_ready(request: Request) -> Response:
+        """503 while the version loads or warms up: an error in the route's shape, with `ready` false."""
+        message = f"model {info.name} version {info.version} is not ready yet (loading or warming up)"
+        state = {"ready": False, "status": "loading", "model": info.name, "version": info.version}
+        return answer(503, error_body(request.url.path, 503, message, "not_ready", **state))
 
     async def version(_: Request) -> Response:
         return Response(release(), headers=headers, media_type="text/plain")
