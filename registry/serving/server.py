@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from functools import cache
 from typing import Any
 
 import orjson
@@ -57,11 +58,11 @@ def create_app(
     predict_timeout: float | None = None,
 ) -> Starlette:
     """The app serving `predictor`. With `token`, prediction, metadata and metrics endpoints require
-    `Authorization: Bearer <token>`; health checks (live, ready, and OIP's model ready) never do.
-    `batching` turns micro-batching of
-    concurrent requests on or off; None decides from the model's measured cost per call. `monitoring`
-    off leaves out the metrics and the input sample (for measuring their cost). Model calls run off
-    the event loop (`registry.serving.calls`); one over `predict_timeout` seconds answers 503."""
+    `Authorization: Bearer <token>`; health checks (live, ready, OIP's model ready) never do.
+    `batching` turns micro-batching of concurrent requests on or off; None decides from the model's
+    measured cost per call. `monitoring` off leaves out the metrics and the input sample (for
+    measuring their cost). Model calls run off the event loop (`registry.serving.calls`); one over
+    `predict_timeout` seconds answers 503. Errors take each route's protocol shape (`error_bodies`)."""
     info = predictor.info
     metrics = metrics or ServingMetrics(info.name, info.version)
     headers = {"x-model-name": info.name, "x-model-version": str(info.version)}
@@ -270,6 +271,7 @@ def _reason(exc: Exception, redact: bool) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+@cache
 def release() -> str:
     """modeldeck's version, as `/version` and `GET /v2` give it."""
     from importlib.metadata import PackageNotFoundError, version
