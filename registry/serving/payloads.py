@@ -318,7 +318,7 @@ def _tensor_matrix(tensor: dict[str, Any], schema: InputSchema) -> list[list[Any
         raise InputError(
             422,
             "schema_mismatch",
-            f"{len(data)} values cannot be rows of {width} column(s)",
+            f"inputs[0].data: {len(data)} values cannot be rows of {width} column(s)",
             field="inputs[0].data",
         )
     return schema.check_rows([data[i : i + width] for i in range(0, len(data), width)])
