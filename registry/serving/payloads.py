@@ -94,9 +94,8 @@ def _repeated_key(key: str, path: list[Any], schema: InputSchema | None) -> Inpu
     if schema is not None and key in schema.index:
         return schema.repeated([key], row=path[-1] if path and isinstance(path[-1], int) else None)
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
-    return bad_request(
-        f"{where or 'the body'} gives the key {key!r} more than once", f"{where}.{key}" if where else key
-    )
+    field = f"{where}.{key}" if where else key
+    return bad_request(f"{field}: {where or 'the body'} gives the key {key!r} more than once", field)
 
 
 _CONTAINERS = (dict, list)
