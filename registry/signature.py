@@ -134,7 +134,9 @@ def json_params(estimator: Any) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- validation at serving
 class InputError(Exception):
-    """A request whose input cannot be used; carries the HTTP status and a JSON-ready body."""
+    """A request whose input cannot be used: the HTTP status, a code, a message naming the field at
+    fault, the field (and row) and per-value details. `registry.serving.error_bodies` renders it in
+    the shape of the protocol it was asked in."""
 
     def __init__(
         self,
@@ -149,14 +151,6 @@ class InputError(Exception):
         self.status, self.code, self.message, self.field = status, code, message, field
         self.details = details or []
         self.row = row
-
-    def body(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message, "field": self.field}
-        if self.row is not None:
-            error["row"] = self.row
-        if self.details:
-            error["details"] = self.details
-        return {"error": error}
 
 
 _NUMBER_TYPES = (int, float)

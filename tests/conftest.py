@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-pytest_plugins = ["helpers", "console_deck"]  # four_processes; deck (a real registry and supervisor)
+# four_processes; deck (a real registry and supervisor); iris_server (a real `modeldeck serve`)
+pytest_plugins = ["helpers", "console_deck", "oip_servers"]
 
 
 @cache

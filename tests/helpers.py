@@ -97,6 +97,22 @@ def wait_until(condition: Callable[[], Any], timeout: float = 60, what: str = "c
         time.sleep(0.02)
 
 
+def error_of(response: Any) -> dict[str, Any]:
+    """The error a model server answered, checked to be in its route's protocol shape, as one dict.
+
+    On Open Inference Protocol routes (`/v2...`) the body must be the spec's `{"error": "<message>"}`;
+    elsewhere MLflow's `{"error_code": "<CODE>", "message": "<message>"}`. Returned: the body with the
+    message under `message` too, beside its `code`, `field` and where given `row` and `details`."""
+    body = response.json()
+    path = response.request.url.path
+    if path == "/v2" or path.startswith("/v2/"):
+        assert isinstance(body.get("error"), str) and "error_code" not in body, body
+        return {**body, "message": body["error"]}
+    assert "error" not in body and isinstance(body.get("message"), str), body
+    assert isinstance(body.get("error_code"), str) and body["error_code"].isupper(), body
+    return body
+
+
 def kill_leftovers(home: Path) -> None:
     """SIGKILL every process whose command line names `home` (what a failed test left running)."""
     import psutil

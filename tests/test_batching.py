@@ -102,7 +102,7 @@ def test_a_batching_server_answers_each_client_exactly_as_unbatched(forest):
     import os
 
     import httpx
-    from test_serving import start_server, wait_ready
+    from oip_servers import start_server, wait_ready
 
     home, model, X = forest
     env = {**os.environ, "MODELDECK_HOME": str(home)}

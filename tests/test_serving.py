@@ -2,54 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import free_port
+from helpers import error_of
+from oip_servers import IRIS_COLUMNS, Server, register, serving, start_server, wait_ready
 
-IRIS_COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen
-    log: Path
-
-    def client(self, **kwargs) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=10, **kwargs)
-
-
-def start_server(env: dict[str, str], log: Path, ref: str, *args: str, host: str = "127.0.0.1") -> Server:
-    port = free_port()
-    command = [sys.executable, "-m", "console.cli", "serve", ref, "--port", str(port), "--host", host, *args]
-    process = subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    return Server(f"http://127.0.0.1:{port}", process, log)
-
-
-def wait_ready(server: Server, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise AssertionError(f"server exited: {server.log.read_text()}")
-        try:
-            if httpx.get(f"{server.url}/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"server not ready in {timeout} s: {server.log.read_text()}")
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +27,6 @@ def models(tmp_path_factory: pytest.TempPathFactory):
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.pipeline import Pipeline, make_pipeline
     from sklearn.preprocessing import OneHotEncoder
-
-    from registry import Registry
 
     home = tmp_path_factory.mktemp("serving-home")
     X, y = load_iris(return_X_y=True, as_frame=True)
@@ -93,12 +56,7 @@ def models(tmp_path_factory: pytest.TempPathFactory):
     rng = np.random.default_rng(1)
     A = rng.normal(size=(50, 3))
     array_model = Ridge().fit(A, A @ [1.0, 2.0, 3.0])
-    with Registry(home=home, db_url=f"sqlite:///{home / 'registry.db'}") as reg:
-        reg.register(iris, "iris", reference=X)
-        reg.register(pipeline, "shop", reference=shop)
-        reg.register(array_model, "plain", reference=A)
-    env = {**os.environ, "MODELDECK_HOME": str(home)}
-    env.pop("MODELDECK_DB_URL", None)
+    env = register(home, {"iris": (iris, X), "shop": (pipeline, shop), "plain": (array_model, A)})
     return {
         "home": home,
         "env": env,
@@ -111,22 +69,9 @@ def models(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def servers(models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Server]]:
-    logs = tmp_path_factory.mktemp("serving-logs")
-    env = models["env"]
-    started = {
-        "iris": start_server(env, logs / "iris.log", "iris"),
-        "shop": start_server(env, logs / "shop.log", "shop", "--redact"),
-        "plain": start_server(env, logs / "plain.log", "plain", "--max-body-mb", "0.001"),
-    }
-    try:
-        for server in started.values():
-            wait_ready(server)
+    options = {"iris": ["iris"], "shop": ["shop", "--redact"], "plain": ["plain", "--max-body-mb", "0.001"]}
+    with serving(models["env"], tmp_path_factory.mktemp("serving-logs"), options) as started:
         yield started
-    finally:
-        for server in started.values():
-            server.process.terminate()
-        for server in started.values():
-            server.process.wait(timeout=15)
 
 
 def post(server: Server, path: str, body: object = None, **kwargs) -> httpx.Response:
@@ -289,24 +234,28 @@ def test_open_inference_protocol(servers, models):
 def test_bad_input_gets_a_4xx_that_names_the_field(servers, body, kwargs, status, field, words):
     response = post(servers["iris"], "/invocations", body, **kwargs)
     assert response.status_code == status, response.text
-    error = response.json()["error"]
+    error = error_of(response)
     assert words in error["message"]
     assert error["field"] == field
+    assert error["error_code"] == ("INVALID_PARAMETER_VALUE" if status == 422 else "BAD_REQUEST")
+    if field is not None:
+        assert field in error["message"], error
 
 
 def test_a_real_server_refuses_repeated_columns_and_non_finite_values_naming_column_and_row(servers):
     iris = servers["iris"]
     extra_copy = {"dataframe_split": {"columns": [*IRIS_COLUMNS, IRIS_COLUMNS[0]], "data": [[*ROWS[0], 7.9]]}}
     response = post(iris, "/invocations", extra_copy)
-    assert response.status_code == 422 and response.json()["error"]["field"] == IRIS_COLUMNS[0]
+    assert response.status_code == 422 and error_of(response)["field"] == IRIS_COLUMNS[0]
     text = ",".join(IRIS_COLUMNS) + "\n5.1,3.5,1.4,0.2\n6.7,3.0,1e400,2.3\n"
     response = post(iris, "/invocations", content=text, headers={"content-type": "text/csv"})
-    error = response.json()["error"]
+    error = error_of(response)
     assert response.status_code == 422 and (error["field"], error["row"]) == (IRIS_COLUMNS[2], 1)
     oip = b'{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [5.1, NaN, 1.4, 0.2]}]}'
     response = post(iris, "/v2/models/iris/infer", content=oip, headers={"content-type": "application/json"})
-    error = response.json()["error"]
+    error = error_of(response)
     assert response.status_code == 422 and (error["field"], error["row"]) == (IRIS_COLUMNS[1], 0)
+    assert f"column {IRIS_COLUMNS[1]!r}" in error["error"] and "row 0" in error["error"]
 
 
 def test_redacted_servers_leave_values_out_of_errors(servers):
@@ -321,7 +270,7 @@ def test_redacted_servers_leave_values_out_of_errors(servers):
 
 def test_too_large_bodies_get_413(servers):
     response = post(servers["plain"], "/invocations", {"instances": [[0.1, 0.2, 0.3]] * 200})
-    assert response.status_code == 413 and response.json()["error"]["field"] == "body"
+    assert response.status_code == 413 and error_of(response)["field"] == "body"
 
 
 def test_nothing_a_client_sends_stops_the_worker(servers, models):
@@ -390,8 +339,7 @@ def test_beyond_loopback_predictions_need_the_token(models, tmp_path):
         )
         assert httpx.get(f"{server.url}/health/ready").status_code == 200
     finally:
-        server.process.terminate()
-        server.process.wait(timeout=15)
+        server.stop()
 
 
 def test_numeric_models_fitted_on_frames_take_arrays_without_warnings(models, recwarn):

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from helpers import ROW, Load, free_port, stop_supervisor
+from helpers import ROW, Load, error_of, free_port, stop_supervisor
 from helpers import wait_until as _wait
 
 import registry as registry_package
@@ -421,7 +421,7 @@ def test_beyond_loopback_predictions_need_the_token_shown_by_status(served: Serv
         assert oct((served.home / "serving-token").stat().st_mode & 0o777) == "0o600"
         url = f"http://127.0.0.1:{port}/invocations"
         refused = httpx.post(url, json=ROW, timeout=10)
-        assert refused.status_code == 401 and refused.json()["error"]["field"] == "Authorization"
+        assert refused.status_code == 401 and error_of(refused)["field"] == "Authorization"
         allowed = httpx.post(url, json=ROW, headers={"Authorization": f"Bearer {token}"}, timeout=10)
         assert allowed.status_code == 200
         assert httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=10).status_code == 200

@@ -94,9 +94,8 @@ def _repeated_key(key: str, path: list[Any], schema: InputSchema | None) -> Inpu
     if schema is not None and key in schema.index:
         return schema.repeated([key], row=path[-1] if path and isinstance(path[-1], int) else None)
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
-    return bad_request(
-        f"{where or 'the body'} gives the key {key!r} more than once", f"{where}.{key}" if where else key
-    )
+    field = f"{where}.{key}" if where else key
+    return bad_request(f"{field}: {where or 'the body'} gives the key {key!r} more than once", field)
 
 
 _CONTAINERS = (dict, list)
@@ -127,7 +126,7 @@ def invocation_rows(body: bytes, content_type: str, schema: InputSchema) -> list
         raise InputError(
             415,
             "unsupported_media_type",
-            f"content type {media or '(none)'!r} is not supported; send application/json or text/csv",
+            f"Content-Type {media or '(none)'!r} is not supported; send application/json or text/csv",
             field="Content-Type",
         )
     payload = load_json(body, schema)
@@ -318,7 +317,7 @@ def _tensor_matrix(tensor: dict[str, Any], schema: InputSchema) -> list[list[Any
         raise InputError(
             422,
             "schema_mismatch",
-            f"{len(data)} values cannot be rows of {width} column(s)",
+            f"inputs[0].data: {len(data)} values cannot be rows of {width} column(s)",
             field="inputs[0].data",
         )
     return schema.check_rows([data[i : i + width] for i in range(0, len(data), width)])

@@ -1,8 +1,8 @@
 """The ASGI app of one deployed version: MLflow scoring, Open Inference Protocol v2, health, metrics.
 
 Run by uvicorn. Every prediction request is validated against the version's signature before the
-model sees it; bad input gets a 4xx JSON error naming the field, and nothing a client sends can
-crash the worker.
+model sees it; bad input gets a 4xx JSON error naming the field, in the shape of the protocol it was
+asked in (`registry.serving.error_bodies`), and nothing a client sends can crash the worker.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from functools import cache
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -25,12 +27,22 @@ from registry.monitoring.sampling import InputSampler
 from registry.serving import payloads
 from registry.serving.batching import MicroBatcher
 from registry.serving.calls import ModelCaller
+from registry.serving.error_bodies import error_body, input_error_body
 from registry.serving.predictor import Predictor
 from registry.signature import InputError
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+#: What `GET /v2` (OIP server metadata) says: the server's name and the protocol extensions it has.
+SERVER_NAME = "modeldeck"
+EXTENSIONS = ("binary_tensor_data",)
 _OIP_DATATYPES = {"float": "FP64", "int": "INT64", "str": "BYTES", "bool": "BOOL"}
 Handler = Callable[[Request], Awaitable[Response]]
+_UNAUTHORIZED = InputError(
+    401,
+    "unauthorized",
+    "missing or wrong bearer token in the Authorization header",
+    field="Authorization",
+)
 
 log = logging.getLogger("modeldeck.worker")
 
@@ -45,11 +57,12 @@ def create_app(
     monitoring: bool = True,
     predict_timeout: float | None = None,
 ) -> Starlette:
-    """The app serving `predictor`. With `token`, prediction and metadata endpoints require
-    `Authorization: Bearer <token>` (health checks never do). `batching` turns micro-batching of
-    concurrent requests on or off; None decides from the model's measured cost per call. `monitoring`
-    off leaves out the metrics and the input sample (for measuring their cost). Model calls run off
-    the event loop (`registry.serving.calls`); one over `predict_timeout` seconds answers 503."""
+    """The app serving `predictor`. With `token`, prediction, metadata and metrics endpoints require
+    `Authorization: Bearer <token>`; health checks (live, ready, OIP's model ready) never do.
+    `batching` turns micro-batching of concurrent requests on or off; None decides from the model's
+    measured cost per call. `monitoring` off leaves out the metrics and the input sample (for
+    measuring their cost). Model calls run off the event loop (`registry.serving.calls`); one over
+    `predict_timeout` seconds answers 503. Errors take each route's protocol shape (`error_bodies`)."""
     info = predictor.info
     metrics = metrics or ServingMetrics(info.name, info.version)
     headers = {"x-model-name": info.name, "x-model-version": str(info.version)}
@@ -83,24 +96,23 @@ def create_app(
             sampler.add(rows, result)
         return result
 
-    def answer(status: int, body: Any) -> Response:
-        return Response(orjson.dumps(body), status, headers=headers, media_type="application/json")
+    def answer(status: int, body: Any, extra_headers: dict[str, str] | None = None) -> Response:
+        return Response(
+            orjson.dumps(body),
+            status,
+            headers={**headers, **extra_headers} if extra_headers else headers,
+            media_type="application/json",
+        )
+
+    def refuse(request: Request, error: InputError) -> Response:
+        return answer(error.status, input_error_body(request.url.path, error))
 
     def guarded(handler: Handler) -> Handler:
         async def check(request: Request) -> Response:
             if expected_auth is not None:
                 given = request.headers.get("authorization", "").encode()
                 if not hmac.compare_digest(given, expected_auth):
-                    return answer(
-                        401,
-                        {
-                            "error": {
-                                "code": "unauthorized",
-                                "field": "Authorization",
-                                "message": "missing or wrong bearer token",
-                            }
-                        },
-                    )
+                    return refuse(request, _UNAUTHORIZED)
             return await handler(request)
 
         return check
@@ -114,11 +126,11 @@ def create_app(
                 status, result, rows = await handler(request, body)
                 return answer(status, result), rows
             except InputError as exc:
-                return answer(exc.status, exc.body()), 0
+                return refuse(request, exc), 0
             except Exception as exc:  # the model raised: the worker lives on, the log says why
                 reason = _reason(exc, predictor.redact)
                 log.warning("500 on %s: %s", request.url.path, reason)
-                return answer(500, _failure(reason)), 0
+                return answer(500, error_body(request.url.path, 500, reason, "prediction_failed")), 0
 
         async def unmonitored(request: Request) -> Response:
             return (await respond(request))[0]
@@ -155,26 +167,55 @@ def create_app(
         try:
             _check_model(request, info)
         except InputError as exc:
-            return answer(exc.status, exc.body())
+            return refuse(request, exc)
         return answer(200, v2_metadata(predictor))
 
-    async def live(_: Request) -> Response:
-        return answer(200, {"status": "live"})
+    async def model_ready(request: Request) -> Response:
+        """OIP model readiness: 200 once this model (and version) is loaded and warmed up."""
+        try:
+            _check_model(request, info)
+        except InputError as exc:
+            return refuse(request, exc)
+        if not predictor.ready:
+            return not_ready(request)
+        return answer(200, {"name": info.name, "version": str(info.version), "ready": True})
 
-    async def ready(_: Request) -> Response:
-        if predictor.ready:
-            return answer(200, {"status": "ready", "model": info.name, "version": info.version})
-        return answer(503, {"status": "loading", "model": info.name, "version": info.version})
+    async def server_metadata(_: Request) -> Response:
+        return answer(200, {"name": SERVER_NAME, "version": release(), "extensions": list(EXTENSIONS)})
+
+    async def live(_: Request) -> Response:
+        return answer(200, {"live": True, "status": "live"})
+
+    async def ready(request: Request) -> Response:
+        if not predictor.ready:
+            return not_ready(request)
+        return answer(200, {"ready": True, "status": "ready", "model": info.name, "version": info.version})
+
+    def not_ready(request: Request) -> Response:
+        """503 while the version loads or warms up: an error in the route's shape, with `ready` false."""
+        message = f"model {info.name} version {info.version} is not ready yet (loading or warming up)"
+        state = {"ready": False, "status": "loading", "model": info.name, "version": info.version}
+        return answer(503, error_body(request.url.path, 503, message, "not_ready", **state))
 
     async def version(_: Request) -> Response:
-        from importlib.metadata import PackageNotFoundError
-        from importlib.metadata import version as package_version
+        return Response(release(), headers=headers, media_type="text/plain")
 
-        try:
-            release = package_version("modeldeck")
-        except PackageNotFoundError:  # pragma: no cover - running from a source tree
-            release = "unknown"
-        return Response(release, headers=headers, media_type="text/plain")
+    async def no_route(request: Request, exc: HTTPException) -> Response:
+        """Starlette's 404 (no such path) and 405 (method not allowed) in the route's error shape."""
+        path = request.url.path
+        if exc.status_code == 405:
+            allowed = {k.lower(): v for k, v in (exc.headers or {}).items()}.get("allow", "")
+            message = f"method {request.method} is not allowed on {path}; use {allowed}"
+            code = "method_not_allowed"
+        else:
+            message, code = f"no endpoint {request.method} {path} on this server", "not_found"
+        return answer(exc.status_code, error_body(path, exc.status_code, message, code), exc.headers)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        """A fault outside the prediction path (a bug): a 500 in the route's shape, logged."""
+        reason = _reason(exc, predictor.redact)
+        log.error("500 on %s: %s", request.url.path, reason)
+        return answer(500, error_body(request.url.path, 500, reason, "internal_error"))
 
     async def prometheus(_: Request) -> Response:
         return Response(metrics.exposition(), headers={"content-type": CONTENT_TYPE})
@@ -183,8 +224,11 @@ def create_app(
         Route("/invocations", predicting(invocations), methods=["POST"]),
         Route("/v2/models/{name}/infer", predicting(infer), methods=["POST"]),
         Route("/v2/models/{name}/versions/{version}/infer", predicting(infer), methods=["POST"]),
+        Route("/v2", guarded(server_metadata), methods=["GET"]),
         Route("/v2/models/{name}", guarded(model_metadata), methods=["GET"]),
         Route("/v2/models/{name}/versions/{version}", guarded(model_metadata), methods=["GET"]),
+        Route("/v2/models/{name}/ready", model_ready, methods=["GET"]),
+        Route("/v2/models/{name}/versions/{version}/ready", model_ready, methods=["GET"]),
         Route("/health/live", live),
         Route("/v2/health/live", live),
         Route("/health/ready", ready),
@@ -194,7 +238,7 @@ def create_app(
         Route("/version", version),
         Route("/metrics", guarded(prometheus)),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, exception_handlers={HTTPException: no_route, Exception: server_error})
     app.state.metrics = metrics
     app.state.sampler = sampler
     app.state.batchers = batchers
@@ -227,8 +271,15 @@ def _reason(exc: Exception, redact: bool) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _failure(reason: str) -> dict[str, Any]:
-    return {"error": {"code": "prediction_failed", "field": None, "message": reason}}
+@cache
+def release() -> str:
+    """modeldeck's version, as `/version` and `GET /v2` give it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("modeldeck")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
 
 
 def _too_large(limit: int) -> InputError:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from helpers import error_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from payload_models import (
@@ -275,6 +276,10 @@ def test_no_request_body_gets_a_500(model_apps, protocol):
         statuses[response.status_code] += 1
         if response.status_code >= 500:
             failures.append(f"{body[:300]!r} -> {response.text[:300]}")
+        elif response.status_code >= 400:  # in the protocol's own shape, its message naming the field
+            error = error_of(response)
+            field, message = error["field"], error["message"]
+            assert field is None or field in message or repr(field) in message, error
 
     models = st.sampled_from(sorted(COLUMNS))
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from helpers import free_port
+from helpers import error_of, free_port
 from helpers import wait_until as wait
 from supervised import Deck
 
@@ -148,8 +148,9 @@ def test_a_long_predict_leaves_health_checks_answering_and_the_timeout_answers_5
         response = httpx.post(f"{timed_url}/invocations", json=slow, timeout=30)
         waited = time.monotonic() - started
         assert response.status_code == 503, response.text
-        error = response.json()["error"]
+        error = error_of(response)
         assert error["code"] == "predict_timeout" and "predict timeout of 1 s" in error["message"]
+        assert error["error_code"] == "TEMPORARILY_UNAVAILABLE"
         assert waited < 5.0  # answered at the timeout, not when the model finished
         assert httpx.post(f"{timed_url}/invocations", json=ROW, timeout=10).status_code == 200
         assert httpx.get(f"{timed_url}/health/live", timeout=1).status_code == 200
