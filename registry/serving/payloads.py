@@ -302,8 +302,9 @@ def _v2_header(body: bytes, schema: InputSchema, header_length: str | None) -> A
     except InputError as exc:
         if exc.field is not None or exc.status != 400:
             raise
+        reason = exc.message.removeprefix("body is not valid JSON: ")
         raise bad_request(
-            f"the first {len(body)} bytes ({oip_binary.HEADER}) are not the JSON header: {exc.message}",
+            f"the first {len(body)} bytes ({oip_binary.HEADER}) are not a JSON header: {reason}",
             oip_binary.HEADER,
         ) from None
 
