@@ -252,6 +252,15 @@ MALFORMED = {
 }
 
 
+def test_binary_data_without_the_header_or_beside_json_data_is_a_400(apps):
+    tensor, raw = binary_input("x", "FP64", FP64_ROW)
+    no_header = infer(apps["iris"], "iris", {"inputs": [tensor]})
+    assert "no Inference-Header-Content-Length" in error_of(no_header, 400, HEADER)
+    body, length = binary_request({"inputs": [tensor | {"data": ROWS[0]}]}, raw)
+    field = "inputs[0].parameters.binary_data_size"
+    assert "both" in error_of(infer(apps["iris"], "iris", body, **{HEADER: length}), 400, field)
+
+
 @pytest.mark.parametrize("case", list(MALFORMED))
 def test_malformed_binary_requests_are_a_400_naming_the_field(apps, case):
     make, field = MALFORMED[case]

@@ -260,7 +260,7 @@ def v2_request(
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list) or not payload["inputs"]:
         raise bad_request("the body must be an object with a non-empty 'inputs' list", "inputs")
     inputs = payload["inputs"]
-    counts = [_tensor_count(i, tensor) for i, tensor in enumerate(inputs)]
+    counts = [_tensor_count(i, tensor, header_length is not None) for i, tensor in enumerate(inputs)]
     if header_length is not None:
         oip_binary.decode_inputs(inputs, counts, binary)
     for i, (tensor, count) in enumerate(zip(inputs, counts, strict=True)):
@@ -309,15 +309,23 @@ def _v2_header(body: bytes, schema: InputSchema, header_length: str | None) -> A
         ) from None
 
 
-def _tensor_count(i: int, tensor: Any) -> int:
-    """The element count of input `i`'s shape, after checking its name, datatype and shape (400s)."""
+def _tensor_count(i: int, tensor: Any, binary: bool) -> int:
+    """The element count of input `i`'s shape, after checking its name, data, datatype and shape (400s).
+    `binary`: the request has binary tensor data (its header gave the JSON's length)."""
     if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
         raise bad_request(
             f"inputs[{i}] must be an object with 'name', 'shape', 'datatype' and 'data'", f"inputs[{i}]"
         )
-    if "data" not in tensor and oip_binary.binary_size(tensor, i) is None:
+    size = oip_binary.binary_size(tensor, i)
+    if size is None and "data" not in tensor:
         raise bad_request(
             f"inputs[{i}] has neither 'data' nor parameters.binary_data_size", f"inputs[{i}].data"
+        )
+    if size is not None and not binary:
+        raise bad_request(
+            f"inputs[{i}] has parameters.binary_data_size but the request has no {oip_binary.HEADER}"
+            " header saying where its binary data starts",
+            oip_binary.HEADER,
         )
     datatype = tensor.get("datatype")
     if datatype not in oip_types.NUMPY_DTYPES:

@@ -139,8 +139,7 @@ def create_app(
         rows = payloads.invocation_rows(body, request.headers.get("content-type", ""), predictor.schema)
         return 200, {"predictions": await call(payloads.PREDICT, rows)}, len(rows)
 
-    predict_type = oip_types.predict_datatype(info.output)
-    datatypes = {payloads.PREDICT: predict_type, payloads.PREDICT_PROBA: "FP64"}
+    datatypes = {payloads.PREDICT: oip_types.predict_datatype(info.output), payloads.PREDICT_PROBA: "FP64"}
 
     async def infer(request: Request, body: bytes) -> tuple[int, Any, int]:
         _check_model(request, info)
