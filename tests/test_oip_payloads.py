@@ -14,7 +14,7 @@ import pytest
 from payload_models import IRIS_COLUMNS, AppClient, create_model_app, register_models
 from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor
 
-from registry.serving import oip_binary
+from registry.serving import oip_binary, oip_types
 
 HEADER = "Inference-Header-Content-Length"
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
@@ -93,6 +93,8 @@ def test_bool_tensors_are_ones_and_zeros(apps):
     bools = [[True, False, True, False]]
     as_numbers = outputs(infer(apps["iris"], "iris", matrix("FP64", [[1.0, 0.0, 1.0, 0.0]])))
     assert outputs(infer(apps["iris"], "iris", matrix("BOOL", bools))) == as_numbers
+    not_bools = infer(apps["iris"], "iris", matrix("BOOL", [[True, 1.5, True, False]]))
+    assert "a number in a BOOL tensor" in error_of(not_bools, 422, IRIS_COLUMNS[1])
 
 
 @pytest.mark.parametrize(
@@ -120,6 +122,39 @@ def test_bool_tensors_are_ones_and_zeros(apps):
 )
 def test_a_conversion_that_would_lose_or_guess_is_a_422_naming_the_column(apps, model, body, field, words):
     assert words in error_of(infer(apps[model], model, body), 422, field)
+
+
+@pytest.mark.parametrize(
+    ("output", "datatype"),
+    [
+        ({"kind": "classification", "classes": [0, 1, 2]}, "INT64"),
+        ({"kind": "classification", "classes": ["no", "yes"]}, "BYTES"),
+        ({"kind": "classification", "classes": [False, True]}, "BOOL"),
+        ({"kind": "classification", "classes": [0.0, 1.5]}, "FP64"),
+        ({"kind": "classification", "classes": [0, "other"]}, "BYTES"),
+        ({"kind": "regression"}, "FP64"),
+    ],
+)
+def test_predict_is_declared_as_the_classes_type(output, datatype):
+    assert oip_types.predict_datatype(output) == datatype
+
+
+@pytest.mark.parametrize(
+    ("dtype", "kind", "datatype"),
+    [
+        ("int64", "numeric", "INT64"),
+        ("int32", "numeric", "INT64"),
+        ("Int64", "numeric", "INT64"),
+        ("float64", "numeric", "FP64"),
+        ("float32", "numeric", "FP32"),
+        ("bool", "numeric", "BOOL"),
+        ("object", "numeric", "FP64"),
+        ("object", "categorical", "BYTES"),
+        ("category", "categorical", "BYTES"),
+    ],
+)
+def test_inputs_are_declared_from_the_signature_dtype(dtype, kind, datatype):
+    assert oip_types.input_datatype({"name": "c", "dtype": dtype, "kind": kind}) == datatype
 
 
 @pytest.mark.parametrize("datatype", ["FP128", "STRING", "fp64", None, 7])
@@ -151,12 +186,15 @@ def test_response_tensors_carry_the_declared_datatypes(apps):
 
 # ---------------------------------------------------------------------- the outputs rule
 def test_no_outputs_means_every_output_and_one_named_output_only_that(apps):
+    answers = []
     for app in ("iris", "batched"):
         every = outputs(infer(apps[app], "iris", matrix("FP64")))
         assert list(every) == ["predict", "predict_proba"]
         assert every["predict_proba"]["shape"] == [3, 3]
         only = outputs(infer(apps[app], "iris", matrix("FP64", outputs=[{"name": "predict"}])))
         assert only == {"predict": every["predict"]}
+        answers.append(every)
+    assert answers[0] == answers[1]  # micro-batched: the same answers
     assert list(outputs(infer(apps["shop"], "shop", shop()))) == ["predict"]  # a regressor: predict only
 
 

@@ -121,6 +121,7 @@ def to_column(
     if as_sent(datatype, column):
         return values
     if kind == "bool":
+        _checked(values, name, schema, lambda v: False, "is a number in a BOOL tensor, not true or false")
         return [int(v) if type(v) is bool else v for v in values]
     if target == "bool":
         return _checked(values, name, schema, lambda v: v in (0, 1), "is not 0 or 1 (a BOOL column)")
