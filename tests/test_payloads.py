@@ -252,7 +252,7 @@ ZERO_ROWS = [
     ),
     (
         "oip-tensor",
-        lambda c: oip(c, "iris", {"inputs": [{"name": "x", "shape": [0, 4], "datatype": "FP64", "data": []}]}),
+        lambda c: oip(c, "iris", {"inputs": [tensor([]) | {"shape": [0, 4]}]}),
         "inputs[0].data",
     ),
 ]
