@@ -24,13 +24,13 @@ SHOP = {"city": (["paris", "lyon"], "BYTES"), "basket": ([10.0, 30.5], "FP64"), 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("oip-payloads-home")
-    register_models(path, only=("iris", "shop", "narrow"))
+    register_models(path, only=("iris", "shop", "narrow", "tree"))
     return path
 
 
 @pytest.fixture(scope="module")
 def apps(home: Path) -> Iterator[dict[str, AppClient]]:
-    clients = {name: AppClient(create_model_app(home, name)) for name in ("iris", "shop", "narrow")}
+    clients = {name: AppClient(create_model_app(home, name)) for name in ("iris", "shop", "narrow", "tree")}
     clients["batched"] = AppClient(create_model_app(home, "iris", batching=True))
     clients["small"] = AppClient(create_model_app(home, "iris", max_body_bytes=200))
     yield clients
@@ -103,7 +103,8 @@ def test_bool_tensors_are_ones_and_zeros(apps):
         ("shop", shop(visits=([2, 2.5], "FP64")), "visits", "row 1: column 'visits' is not a whole number"),
         ("shop", shop(visits=([2, 2.5], "INT64")), "visits", "not a whole number"),
         ("iris", matrix("INT64", [[2**53 + 1, 1, 1, 1]]), IRIS_COLUMNS[0], "holds exactly"),
-        ("narrow", matrix("INT64", [[2**24 + 1, 1, 1, 1]]), IRIS_COLUMNS[0], "float32 holds exactly"),
+        ("narrow", matrix("INT64", [[2**24 + 1, 1, 1, 1]]), IRIS_COLUMNS[0], "float32 input holds exactly"),
+        ("tree", matrix("INT64", [[1, 2**24 + 1, 1, 1]]), IRIS_COLUMNS[1], "float32 input holds exactly"),
         ("iris", matrix("BYTES", [["5.1", "3.5", "1.4", "0.2"]]), IRIS_COLUMNS[0], "sends it as BYTES"),
         ("shop", shop(basket=(["10", "30"], "BYTES")), "basket", "numeric"),
         ("shop", shop(city=(["paris", "lyon"], "FP64")), "city", "categorical"),
@@ -114,6 +115,7 @@ def test_bool_tensors_are_ones_and_zeros(apps):
         "int-tensor-fraction",
         "int-beyond-float64",
         "int-beyond-float32",
+        "int-beyond-a-float32-model",
         "bytes-matrix",
         "bytes-column",
         "fp-into-text",

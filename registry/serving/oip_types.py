@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from registry.signature import InputError, InputSchema
+from registry.signature import FLOAT32_MAX, InputError, InputSchema
 
 #: The spec's tensor datatypes and their little-endian numpy layouts (BYTES has none: variable size).
 NUMPY_DTYPES: dict[str, str | None] = {
@@ -30,9 +30,7 @@ NUMPY_DTYPES: dict[str, str | None] = {
     "FP64": "<f8",
     "BYTES": None,
 }
-#: The largest integer each float width holds exactly (beyond it neighbouring integers merge).
-_EXACT_INTS = {"float16": 2**11, "float32": 2**24}
-_FLOAT64_EXACT = 2**53
+FLOAT16_MAX = 65504.0
 
 
 def family(datatype: str) -> str:
@@ -127,14 +125,24 @@ def to_column(
         return _checked(values, name, schema, lambda v: v in (0, 1), "is not 0 or 1 (a BOOL column)")
     if target == "int":
         return _checked(values, name, schema, _whole, f"is not a whole number ({datatype} into an integer)")
-    limit = _EXACT_INTS.get(str(column.get("dtype")), _FLOAT64_EXACT)
+    width, limit = _float_width(schema.limits[schema.index[name]])
     return _checked(
         values,
         name,
         schema,
         lambda v: _whole(v) and -limit <= v <= limit,
-        f"is not an integer the column's {column.get('dtype')} holds exactly",
+        f"is not an integer the model's {width} input holds exactly",
     )
+
+
+def _float_width(bound: float) -> tuple[str, int]:
+    """The float type behind a column's range bound (float32 for models that cast, whatever the
+    signature says) and the largest integer it holds exactly."""
+    if bound <= FLOAT16_MAX:
+        return "float16", 2**11
+    if bound <= FLOAT32_MAX:
+        return "float32", 2**24
+    return "float64", 2**53
 
 
 def _described(target: str) -> str:
