@@ -61,7 +61,7 @@ def decode_inputs(inputs: list[dict[str, Any]], counts: list[int], binary: bytes
             continue
         field = f"inputs[{index}].parameters.binary_data_size"
         if "data" in tensor:
-            raise bad_binary(f"inputs[{index}] has both 'data' and binary_data_size; send one", field)
+            raise bad_binary(f"{field} is given and so is inputs[{index}].data; send one of them", field)
         if offset + size > len(binary):
             raise bad_binary(
                 f"{field} is {size} bytes but only {len(binary) - offset} remain after the JSON header"
@@ -73,7 +73,8 @@ def decode_inputs(inputs: list[dict[str, Any]], counts: list[int], binary: bytes
         tensor["data"] = decode(chunk, tensor["datatype"], counts[index], field)
     if offset != len(binary):
         raise bad_binary(
-            f"{len(binary)} bytes follow the JSON header but the inputs' binary_data_size add up to {offset}",
+            f"{len(binary)} bytes follow the {HEADER} bytes of JSON but the inputs' binary_data_size"
+            f" add up to {offset}",
             HEADER,
         )
 
