@@ -194,6 +194,7 @@ class InputSchema:
         categories: dict[str, frozenset[Any]] | None = None,
     ) -> None:
         columns = signature.get("columns", [])
+        self.columns: list[dict[str, Any]] = columns
         self.names: list[str] = [c["name"] for c in columns]
         self.numeric: list[bool] = [c["kind"] == "numeric" for c in columns]
         self.nullable: list[bool] = [bool(c.get("nullable")) for c in columns]

@@ -59,8 +59,13 @@ def tensor(data: list[Any], rows: int = 1) -> dict[str, Any]:
 
 def per_column(columns: dict[str, list[Any]] | list[tuple[str, list[Any]]]) -> dict[str, Any]:
     pairs = columns.items() if isinstance(columns, dict) else columns
-    inputs = [{"name": n, "shape": [len(v)], "datatype": "FP64", "data": v} for n, v in pairs]
+    inputs = [{"name": n, "shape": [len(v)], "datatype": _datatype(v), "data": v} for n, v in pairs]
     return {"parameters": {"content_type": "pd"}, "inputs": inputs}
+
+
+def _datatype(values: list[Any]) -> str:
+    """BYTES for a column of text, FP64 otherwise (what a client sends for the column)."""
+    return "BYTES" if values and all(isinstance(v, str) for v in values) else "FP64"
 
 
 def assert_names(response: Any, status: int, field: str | None, row: int | None = None) -> dict[str, Any]:
@@ -248,7 +253,7 @@ ZERO_ROWS = [
     ),
     (
         "oip-tensor",
-        lambda c: oip(c, "iris", {"inputs": [{"name": "x", "shape": [0, 4], "data": []}]}),
+        lambda c: oip(c, "iris", {"inputs": [tensor([]) | {"shape": [0, 4]}]}),
         "inputs[0].data",
     ),
 ]

@@ -10,12 +10,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from registry.serving import oip_binary, oip_types
 from registry.signature import InputError, InputSchema
 
 MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -236,55 +238,171 @@ def _check_row_lists(rows: list[Any], key: str) -> None:
 # ---------------------------------------------------------------------- Open Inference Protocol v2
 @dataclass
 class V2Request:
-    """A parsed `/v2/models/{name}/infer` request."""
+    """A parsed `/v2/models/{name}/infer` request: rows, the outputs asked for (all the model has
+    when the request names none, as the spec says) and which of them go back as binary data."""
 
     rows: list[list[Any]]
     outputs: list[str] = field(default_factory=lambda: [PREDICT])
     id: str | None = None
+    binary: set[str] = field(default_factory=set)
 
 
-def v2_request(body: bytes, schema: InputSchema, can_proba: bool) -> V2Request:
-    payload = load_json(body, schema)
+def v2_request(
+    body: bytes, schema: InputSchema, can_proba: bool, header_length: str | None = None
+) -> V2Request:
+    """Parse an inference request; `header_length` is its `Inference-Header-Content-Length` header,
+    which makes the body a JSON header followed by binary tensor data."""
+    binary = b""
+    if header_length is not None:
+        body, binary = oip_binary.split_body(body, header_length)
+    payload = _v2_header(body, schema, header_length)
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list) or not payload["inputs"]:
         raise bad_request("the body must be an object with a non-empty 'inputs' list", "inputs")
     inputs = payload["inputs"]
-    for i, tensor in enumerate(inputs):
-        if not isinstance(tensor, dict) or "data" not in tensor or not isinstance(tensor.get("name"), str):
-            raise bad_request(
-                f"inputs[{i}] must be an object with 'name', 'shape', 'datatype' and 'data'", f"inputs[{i}]"
-            )
+    counts = [_tensor_count(i, tensor, header_length is not None) for i, tensor in enumerate(inputs)]
+    if header_length is not None:
+        oip_binary.decode_inputs(inputs, counts, binary)
+    for i, (tensor, count) in enumerate(zip(inputs, counts, strict=True)):
+        _check_count(i, tensor, count)
     parameters = payload.get("parameters")
     if parameters is not None and not isinstance(parameters, dict):
         raise bad_request(f"'parameters' must be an object, not {type(parameters).__name__}", "parameters")
-    content_type = (parameters or {}).get("content_type")
+    parameters = parameters or {}
     per_column = (
-        content_type == "pd"
+        parameters.get("content_type") == "pd"
         or len(inputs) > 1
         or (inputs[0]["name"] in schema.index and schema.width > 1 and not _is_matrix(inputs[0]))
     )
     if per_column:
         schema.check_names([t["name"] for t in inputs])  # a repeated name is refused, never dropped
-        columns = {t["name"]: _flatten(t["data"]) for t in inputs}
+        columns = {
+            t["name"]: _column_values(_flatten(t["data"]), t["datatype"], schema, t["name"], f"inputs[{i}]")
+            for i, t in enumerate(inputs)
+        }
         rows = column_rows(columns, schema, "inputs")
     else:
         rows = _tensor_matrix(inputs[0], schema)
-    outputs = [PREDICT]
-    if payload.get("outputs") is not None:
-        requested = payload["outputs"]
-        if not isinstance(requested, list) or not all(isinstance(o, dict) and "name" in o for o in requested):
-            raise bad_request("'outputs' must be a list of objects with a 'name'", "outputs")
-        outputs = [o["name"] for o in requested]
-        allowed = [PREDICT, PREDICT_PROBA] if can_proba else [PREDICT]
-        unknown = [o for o in outputs if o not in allowed]
-        if unknown:
-            raise InputError(
-                422,
-                "unknown_output",
-                f"unknown output(s) {unknown}; this model offers {allowed}",
-                field="outputs",
-            )
+    outputs, binary_outputs = _v2_outputs(payload, parameters, can_proba)
     request_id = payload.get("id")
-    return V2Request(rows=rows, outputs=outputs, id=str(request_id) if request_id is not None else None)
+    return V2Request(
+        rows=rows,
+        outputs=outputs,
+        id=str(request_id) if request_id is not None else None,
+        binary=binary_outputs,
+    )
+
+
+def _v2_header(body: bytes, schema: InputSchema, header_length: str | None) -> Any:
+    """The JSON part of the request; of a binary request, a 400 naming the header if it is not JSON."""
+    if header_length is None:
+        return load_json(body, schema)
+    try:
+        return load_json(body, schema)
+    except InputError as exc:
+        if exc.field is not None or exc.status != 400:
+            raise
+        reason = exc.message.removeprefix("body is not valid JSON: ")
+        raise bad_request(
+            f"the first {len(body)} bytes ({oip_binary.HEADER}) are not a JSON header: {reason}",
+            oip_binary.HEADER,
+        ) from None
+
+
+def _tensor_count(i: int, tensor: Any, binary: bool) -> int:
+    """The element count of input `i`'s shape, after checking its name, data, datatype and shape (400s).
+    `binary`: the request has binary tensor data (its header gave the JSON's length)."""
+    if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+        raise bad_request(
+            f"inputs[{i}] must be an object with 'name', 'shape', 'datatype' and 'data'", f"inputs[{i}]"
+        )
+    size = oip_binary.binary_size(tensor, i)
+    if size is None and "data" not in tensor:
+        raise bad_request(
+            f"inputs[{i}] has neither 'data' nor parameters.binary_data_size", f"inputs[{i}].data"
+        )
+    if size is not None and not binary:
+        raise bad_request(
+            f"inputs[{i}] has parameters.binary_data_size but the request has no {oip_binary.HEADER}"
+            " header saying where its binary data starts",
+            oip_binary.HEADER,
+        )
+    datatype = tensor.get("datatype")
+    if datatype not in oip_types.NUMPY_DTYPES:
+        known = ", ".join(oip_types.NUMPY_DTYPES)
+        raise bad_request(
+            f"inputs[{i}].datatype {_shown(datatype)} is not a datatype of the protocol ({known})",
+            f"inputs[{i}].datatype",
+        )
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise bad_request(
+            f"inputs[{i}].shape must be a list of non-negative integers, not {_shown(shape)}",
+            f"inputs[{i}].shape",
+        )
+    return math.prod(shape)
+
+
+def _shown(value: Any) -> str:
+    return "(missing)" if value is None else repr(value)[:40]
+
+
+def _check_count(i: int, tensor: dict[str, Any], count: int) -> None:
+    data = tensor["data"]
+    given = len(_flatten(data)) if isinstance(data, list) else 1
+    if given != count:
+        raise InputError(
+            422,
+            "schema_mismatch",
+            f"inputs[{i}].shape {tensor['shape']} holds {count} value(s) but its data has {given}",
+            field=f"inputs[{i}].shape",
+        )
+
+
+def _column_values(values: list[Any], datatype: str, schema: InputSchema, name: str, where: str) -> Any:
+    position = schema.index.get(name)
+    if position is None:  # check_names has refused it already
+        return values
+    return oip_types.to_column(values, datatype, schema.columns[position], schema, where)
+
+
+def _v2_outputs(
+    payload: dict[str, Any], parameters: dict[str, Any], can_proba: bool
+) -> tuple[list[str], set[str]]:
+    """The outputs to compute (every one the model has when none is named) and those to send as binary."""
+    allowed = [PREDICT, PREDICT_PROBA] if can_proba else [PREDICT]
+    all_binary = parameters.get("binary_data_output", False)
+    if type(all_binary) is not bool:
+        raise bad_request(
+            "parameters.binary_data_output must be true or false", "parameters.binary_data_output"
+        )
+    requested = payload.get("outputs")
+    if not requested:
+        return allowed, set(allowed) if all_binary else set()
+    if not isinstance(requested, list) or not all(isinstance(o, dict) and "name" in o for o in requested):
+        raise bad_request("'outputs' must be a list of objects with a 'name'", "outputs")
+    outputs = [o["name"] for o in requested]
+    unknown = [o for o in outputs if o not in allowed]
+    if unknown:
+        raise InputError(
+            422,
+            "unknown_output",
+            f"unknown output(s) {unknown}; this model offers {allowed}",
+            field="outputs",
+        )
+    binary = set()
+    for i, output in enumerate(requested):
+        options = output.get("parameters")
+        if options is not None and not isinstance(options, dict):
+            raise bad_request(f"outputs[{i}].parameters must be an object", f"outputs[{i}].parameters")
+        options = options or {}
+        wanted = options.get("binary_data", options.get("binary_data_output", all_binary))
+        if type(wanted) is not bool:
+            raise bad_request(
+                f"outputs[{i}].parameters.binary_data must be true or false", f"outputs[{i}].parameters"
+            )
+        if wanted:
+            binary.add(output["name"])
+    return outputs, binary
 
 
 def _is_matrix(tensor: dict[str, Any]) -> bool:
@@ -301,7 +419,7 @@ def _flatten(data: Any) -> list[Any]:
 def _tensor_matrix(tensor: dict[str, Any], schema: InputSchema) -> list[list[Any]]:
     data, shape = tensor["data"], tensor.get("shape")
     if isinstance(data, list) and data and all(isinstance(r, list) for r in data):
-        return schema.check_rows(data)
+        return schema.check_rows(_matrix_columns(data, tensor["datatype"], schema))
     if not isinstance(data, list) or not data:
         raise bad_request("inputs[0].data must be a non-empty list", "inputs[0].data")
     width = schema.width
@@ -320,4 +438,18 @@ def _tensor_matrix(tensor: dict[str, Any], schema: InputSchema) -> list[list[Any
             f"inputs[0].data: {len(data)} values cannot be rows of {width} column(s)",
             field="inputs[0].data",
         )
-    return schema.check_rows([data[i : i + width] for i in range(0, len(data), width)])
+    rows = [data[i : i + width] for i in range(0, len(data), width)]
+    return schema.check_rows(_matrix_columns(rows, tensor["datatype"], schema))
+
+
+def _matrix_columns(rows: list[list[Any]], datatype: str, schema: InputSchema) -> list[list[Any]]:
+    """`rows` of one tensor with each column's values converted from `datatype` where that is needed
+    (nothing to do for FP data into float columns, the common case); ragged rows are left to the schema."""
+    width = schema.width
+    changing = [i for i, c in enumerate(schema.columns) if not oip_types.as_sent(datatype, c)]
+    if not changing or any(len(row) != width for row in rows):
+        return rows
+    columns = [list(values) for values in zip(*rows, strict=True)]
+    for i in changing:
+        columns[i] = oip_types.to_column(columns[i], datatype, schema.columns[i], schema, "inputs[0]")
+    return [list(row) for row in zip(*columns, strict=True)]

@@ -7,6 +7,7 @@ asked in (`registry.serving.error_bodies`), and nothing a client sends can crash
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -24,7 +25,7 @@ from starlette.routing import Route
 
 from registry.monitoring.metrics import CONTENT_TYPE, ServingMetrics
 from registry.monitoring.sampling import InputSampler
-from registry.serving import payloads
+from registry.serving import oip_binary, oip_types, payloads
 from registry.serving.batching import MicroBatcher
 from registry.serving.calls import ModelCaller
 from registry.serving.error_bodies import error_body, input_error_body
@@ -35,7 +36,6 @@ DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 #: What `GET /v2` (OIP server metadata) says: the server's name and the protocol extensions it has.
 SERVER_NAME = "modeldeck"
 EXTENSIONS = ("binary_tensor_data",)
-_OIP_DATATYPES = {"float": "FP64", "int": "INT64", "str": "BYTES", "bool": "BOOL"}
 Handler = Callable[[Request], Awaitable[Response]]
 _UNAUTHORIZED = InputError(
     401,
@@ -124,7 +124,7 @@ def create_app(
             try:
                 body = await read_body(request, max_body_bytes)
                 status, result, rows = await handler(request, body)
-                return answer(status, result), rows
+                return (result if isinstance(result, Response) else answer(status, result)), rows
             except InputError as exc:
                 return refuse(request, exc), 0
             except Exception as exc:  # the model raised: the worker lives on, the log says why
@@ -151,17 +151,34 @@ def create_app(
         rows = payloads.invocation_rows(body, request.headers.get("content-type", ""), predictor.schema)
         return 200, {"predictions": await call(payloads.PREDICT, rows)}, len(rows)
 
+    datatypes = {payloads.PREDICT: oip_types.predict_datatype(info.output), payloads.PREDICT_PROBA: "FP64"}
+
     async def infer(request: Request, body: bytes) -> tuple[int, Any, int]:
         _check_model(request, info)
-        parsed = payloads.v2_request(body, predictor.schema, predictor.can_proba)
-        outputs = [_tensor(name, await call(name, parsed.rows)) for name in parsed.outputs]
+        header_length = request.headers.get(oip_binary.HEADER)
+        parsed = payloads.v2_request(body, predictor.schema, predictor.can_proba, header_length)
+        if len(parsed.outputs) == 1:  # the fast path: one model call
+            results = [await call(parsed.outputs[0], parsed.rows)]
+        else:
+            results = await asyncio.gather(*(call(name, parsed.rows) for name in parsed.outputs))
         result = {
             "model_name": info.name,
             "model_version": str(info.version),
             "id": parsed.id or str(uuid.uuid4()),
-            "outputs": outputs,
+            "outputs": [
+                oip_types.response_tensor(name, values, datatypes[name])
+                for name, values in zip(parsed.outputs, results, strict=True)
+            ],
         }
-        return 200, result, len(parsed.rows)
+        if not parsed.binary:
+            return 200, result, len(parsed.rows)
+        content, header_size = oip_binary.response_body(result, parsed.binary)
+        binary_headers = {**headers, oip_binary.HEADER: str(header_size)}
+        return (
+            200,
+            Response(content, 200, headers=binary_headers, media_type=oip_binary.MEDIA_TYPE),
+            len(parsed.rows),
+        )
 
     async def model_metadata(request: Request) -> Response:
         try:
@@ -305,26 +322,10 @@ def _check_model(request: Request, info: Any) -> None:
         )
 
 
-def _tensor(name: str, values: list[Any]) -> dict[str, Any]:
-    first = values[0] if values else 0.0
-    width = len(first) if isinstance(first, list) else None
-    flat = [v for row in values for v in row] if width is not None else values
-    sample = flat[0] if flat else 0.0
-    return {
-        "name": name,
-        "shape": [len(values), width] if width is not None else [len(values)],
-        "datatype": _OIP_DATATYPES.get(type(sample).__name__, "BYTES"),
-        "data": flat,
-    }
-
-
 def v2_metadata(predictor: Predictor) -> dict[str, Any]:
-    """OIP model metadata from the stored signature."""
+    """OIP model metadata from the stored signature: the datatypes responses carry and inputs take."""
     info, schema = predictor.info, predictor.schema
-    columns = info.signature.get("columns", [])
-    outputs = [
-        {"name": payloads.PREDICT, "datatype": "BYTES" if _text_classes(info) else "FP64", "shape": [-1]}
-    ]
+    outputs = [{"name": payloads.PREDICT, "datatype": oip_types.predict_datatype(info.output), "shape": [-1]}]
     if predictor.can_proba:
         classes = len(info.output.get("classes", []))
         outputs.append({"name": payloads.PREDICT_PROBA, "datatype": "FP64", "shape": [-1, classes]})
@@ -333,8 +334,8 @@ def v2_metadata(predictor: Predictor) -> dict[str, Any]:
         "versions": [str(info.version)],
         "platform": "scikit-learn",
         "inputs": [
-            {"name": c["name"], "datatype": "FP64" if c["kind"] == "numeric" else "BYTES", "shape": [-1]}
-            for c in columns
+            {"name": c["name"], "datatype": oip_types.input_datatype(c), "shape": [-1]}
+            for c in schema.columns
         ],
         "outputs": outputs,
         "parameters": {
@@ -343,7 +344,3 @@ def v2_metadata(predictor: Predictor) -> dict[str, Any]:
             "classes": info.output.get("classes"),
         },
     }
-
-
-def _text_classes(info: Any) -> bool:
-    return any(isinstance(c, str) for c in info.output.get("classes", []))
