@@ -20,7 +20,7 @@ import pytest
 import tritonclient.http as triton
 from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 from kserve.protocol.infer_type import RequestedOutput
-from test_serving import Server, start_server, wait_ready
+from oip_servers import Server, start_server, wait_ready
 
 ROWS = 6
 #: What each model's metadata must declare: input datatypes by column, then predict's datatype.

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import helpers
 import numpy as np
 import orjson
 import pytest
@@ -55,13 +56,9 @@ def shop(**changes: tuple[list[Any], str]) -> dict[str, Any]:
 
 
 def error_of(response: Any, status: int, field: str) -> str:
-    """The error's message, after checking its status and that it names `field` (as the error's
-    `field`, or in its text where the error is the OIP's plain string)."""
+    """The error's message, after checking its status, its protocol shape and that it names `field`."""
     assert response.status_code == status, response.text
-    error = response.json()["error"]
-    if isinstance(error, str):
-        assert field in error, error
-        return error
+    error = helpers.error_of(response)
     assert error["field"] == field and field in error["message"], error
     return error["message"]
 
