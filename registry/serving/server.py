@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.applications import Starlette
@@ -27,6 +27,9 @@ from registry.serving.batching import MicroBatcher
 from registry.serving.calls import ModelCaller
 from registry.serving.predictor import Predictor
 from registry.signature import InputError
+
+if TYPE_CHECKING:
+    from registry.serving.otel_export import Telemetry
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 _OIP_DATATYPES = {"float": "FP64", "int": "INT64", "str": "BYTES", "bool": "BOOL"}
@@ -44,14 +47,18 @@ def create_app(
     batching: bool | None = None,
     monitoring: bool = True,
     predict_timeout: float | None = None,
+    telemetry: Telemetry | None = None,
 ) -> Starlette:
     """The app serving `predictor`. With `token`, prediction and metadata endpoints require
     `Authorization: Bearer <token>` (health checks never do). `batching` turns micro-batching of
     concurrent requests on or off; None decides from the model's measured cost per call. `monitoring`
     off leaves out the metrics and the input sample (for measuring their cost). Model calls run off
-    the event loop (`registry.serving.calls`); one over `predict_timeout` seconds answers 503."""
+    the event loop (`registry.serving.calls`); one over `predict_timeout` seconds answers 503.
+    `telemetry` (`registry.serving.telemetry.start`) exports a span per request and the metrics."""
     info = predictor.info
     metrics = metrics or ServingMetrics(info.name, info.version)
+    if telemetry is not None:
+        telemetry.watch(metrics.registry)
     headers = {"x-model-name": info.name, "x-model-version": str(info.version)}
     expected_auth = f"Bearer {token}".encode() if token else None
     if batching is None:
@@ -108,17 +115,18 @@ def create_app(
     def predicting(handler: Callable[[Request, bytes], Awaitable[tuple[int, Any, int]]]) -> Handler:
         """Read the body within the limit, run `handler`, turn failures into JSON errors, count it."""
 
-        async def respond(request: Request) -> tuple[Response, int]:
+        async def respond(request: Request) -> tuple[Response, int, str]:
+            """The response, its row count and its outcome ("ok" or the error's code)."""
             try:
                 body = await read_body(request, max_body_bytes)
                 status, result, rows = await handler(request, body)
-                return answer(status, result), rows
+                return answer(status, result), rows, "ok"
             except InputError as exc:
-                return answer(exc.status, exc.body()), 0
+                return answer(exc.status, exc.body()), 0, exc.code
             except Exception as exc:  # the model raised: the worker lives on, the log says why
                 reason = _reason(exc, predictor.redact)
                 log.warning("500 on %s: %s", request.url.path, reason)
-                return answer(500, _failure(reason)), 0
+                return answer(500, _failure(reason)), 0, "prediction_failed"
 
         async def unmonitored(request: Request) -> Response:
             return (await respond(request))[0]
@@ -127,10 +135,12 @@ def create_app(
             start = time.perf_counter()
             metrics.in_flight.inc()
             try:
-                response, rows = await respond(request)
+                response, rows, outcome = await respond(request)
             finally:
                 metrics.in_flight.dec()
             metrics.observe(response.status_code, time.perf_counter() - start, rows)
+            if telemetry is not None:
+                telemetry.record(request, response.status_code, rows, outcome, start)
             return response
 
         return guarded(run if monitoring else unmonitored)
