@@ -115,6 +115,7 @@ def test_serve_exports_a_span_per_request_continuing_the_callers_trace(
     assert bad.message.status.code != ERROR  # a client's mistake is not a server error
 
 
+@pytest.mark.slow
 def test_a_supervised_deployment_exports_each_workers_metrics(home: Path, receiver: Receiver) -> None:
     env = _env(home)
     client = SupervisorClient(home)
@@ -163,6 +164,38 @@ def test_a_supervised_deployment_exports_each_workers_metrics(home: Path, receiv
     in_flight = [p for w in latest.values() for p in points(w["modeldeck_requests_in_flight"])]
     assert [p.as_double for p in in_flight] == [0.0, 0.0]
     assert len(workers) == 2
+
+
+class Broken:
+    """A model that fails on every call (a fault of the model, not of the request)."""
+
+    def predict(self, X: object) -> object:
+        raise RuntimeError("the model is broken")
+
+
+def test_a_failed_prediction_is_an_error_span(home: Path, receiver: Receiver) -> None:
+    from registry import Registry
+    from registry.serving.predictor import Predictor
+    from registry.serving.server import create_app
+    from registry.serving.telemetry import start
+
+    with Registry(home=home, db_url=f"sqlite:///{home / 'registry.db'}") as reg:
+        predictor = Predictor(Broken(), reg.get("iris"))
+    predictor.ready = True
+    telemetry = start(receiver.url, deployment="broken", model="iris", version=1)
+    assert telemetry is not None
+    client = AppClient(create_app(predictor, batching=False, telemetry=telemetry))
+    try:
+        answer = client.post("/invocations", json={"inputs": [ROW]})
+    finally:
+        client.close()
+        telemetry.shutdown()  # exports what is left
+    assert answer.status_code == 500
+    (span,) = receiver.spans()
+    assert span.message.status.code == ERROR
+    assert span.attributes["http.response.status_code"] == 500
+    assert span.attributes["error.type"] == span.attributes["modeldeck.validation"] == "prediction_failed"
+    assert span.resource["service.name"] == "broken"
 
 
 def test_a_dead_collector_neither_slows_nor_fails_requests(home: Path) -> None:

@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Any
@@ -123,9 +123,7 @@ class Telemetry:
             self._bridge.shutdown()
             self._bridge = None
         if self._provider is not None:
-            self._provider.force_flush(EXIT_MILLIS)
-            self._span_exporter.shutdown()  # ends retries still waiting, so the shutdown below is quick
-            self._provider.shutdown()
+            _bounded(self._provider.shutdown, self._span_exporter.shutdown)
             self._provider = None
 
 
@@ -144,9 +142,11 @@ class MetricsBridge:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        stopped = False
+        while not stopped:
+            stopped = self._stop.wait(self.interval)
             try:
-                self.export()
+                self.export()  # the last round too, once stopped
             except Exception:  # never let one bad export end the exports
                 log.exception("OTLP metrics export failed")
 
@@ -159,13 +159,9 @@ class MetricsBridge:
             self.exporter.export(data, timeout_millis=self.timeout)
 
     def shutdown(self) -> None:
-        """Stop, after a last export (skipped if the last periodic one still has not finished)."""
+        """Stop after a last export."""
         self._stop.set()
-        self._thread.join(EXIT_MILLIS / 1000)
-        if not self._thread.is_alive():
-            self.timeout = min(self.timeout, EXIT_MILLIS)
-            self.export()
-        self.exporter.shutdown()
+        _bounded(lambda: (self._thread.join(), self.exporter.shutdown()), self.exporter.shutdown)
 
 
 def otlp_metrics(registry: CollectorRegistry, started: int, now: int) -> Iterator[Metric]:
@@ -238,6 +234,18 @@ def server_resource(deployment: str, model: str, version: int) -> Resource:
     }
     given = OTELResourceDetector().detect().attributes
     return Resource.create({key: value for key, value in ours.items() if key not in given})
+
+
+def _bounded(work: Callable[[], object], give_up: Callable[[], object]) -> None:
+    """`work()` (an exporter's last export), calling `give_up()` (the exporter's shutdown, which ends its
+    retries and drops what is unsent) once it has taken EXIT_MILLIS: the SDK's own shutdown waits for
+    every retry, seconds to minutes when the collector is down."""
+    timer = threading.Timer(EXIT_MILLIS / 1000, give_up)
+    timer.start()
+    try:
+        work()
+    finally:
+        timer.cancel()
 
 
 def _key(labels: dict[str, str]) -> tuple[Any, ...]:
