@@ -255,3 +255,29 @@ def test_a_bad_or_unusable_otlp_flag_is_one_line(home: Path, args: list[str], me
     )
     assert done.returncode == 1
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+URL = "http://collector:4318"
+TRACES, METRICS = f"{URL}/v1/traces", f"{URL}/v1/metrics"
+
+
+@pytest.mark.parametrize(
+    ("otlp", "env", "expected"),
+    [
+        (None, {}, None),  # off unless asked for
+        (None, {"OTEL_EXPORTER_OTLP_ENDPOINT": URL}, ("", "")),  # "": the exporter reads OTEL_*
+        (None, {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": TRACES}, ("", None)),
+        (URL, {}, (TRACES, METRICS)),
+        (URL, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://elsewhere:4318"}, (TRACES, METRICS)),
+        ("off", {"OTEL_EXPORTER_OTLP_ENDPOINT": URL}, None),  # a deployment's --otlp off wins
+        (URL, {"OTEL_SDK_DISABLED": "true"}, None),
+        (URL, {"OTEL_METRICS_EXPORTER": "none"}, (TRACES, None)),
+    ],
+)
+def test_where_to_export_follows_the_flag_then_the_otel_variables(
+    otlp: str | None, env: dict[str, str], expected: tuple[str | None, str | None] | None
+) -> None:
+    from registry.serving.telemetry import targets
+
+    found = targets(otlp, env)
+    assert (found and (found.traces, found.metrics)) == expected

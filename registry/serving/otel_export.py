@@ -101,9 +101,6 @@ class Telemetry:
             "modeldeck.rows": rows,
             "modeldeck.validation": outcome,
         }
-        client = scope.get("client")
-        if client:
-            attributes["client.address"] = client[0]
         if status >= 500:
             attributes["error.type"] = outcome if outcome != OK else str(status)
         span = self._tracer.start_span(

@@ -71,7 +71,7 @@ def targets(otlp: str | None, env: Mapping[str, str] = os.environ) -> Targets | 
 
 def start(otlp: str | None, *, deployment: str, model: str, version: int) -> Telemetry | None:
     """The server's exporter of spans and metrics, or None when off (nothing is imported then).
-    Wanted but not installed: one warning in the log, and the server serves without it."""
+    Wanted but not installed, or not startable: the log says why, and the server serves without it."""
     wanted = targets(otlp)
     if wanted is None:
         return None
@@ -80,4 +80,8 @@ def start(otlp: str | None, *, deployment: str, model: str, version: int) -> Tel
         return None
     from registry.serving.otel_export import Telemetry
 
-    return Telemetry(wanted, deployment=deployment, model=model, version=version)
+    try:
+        return Telemetry(wanted, deployment=deployment, model=model, version=version)
+    except Exception:  # a bad OTEL_* setting: serving matters more than its telemetry
+        log.exception("OpenTelemetry export not started")
+        return None
