@@ -119,17 +119,20 @@ def test_serve_exports_a_span_per_request_continuing_the_callers_trace(
 def test_a_supervised_deployment_exports_each_workers_metrics(home: Path, receiver: Receiver) -> None:
     env = _env(home)
     client = SupervisorClient(home)
-    port = free_port()
-    try:
-        flags = ["--name", "iris-otel", "--port", str(port), "--workers", "2", "--otlp", receiver.url]
-        deploy = subprocess.run(
-            [sys.executable, "-m", "console.cli", "deploy", "iris", *flags],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
+    port, quiet = free_port(), free_port()
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "console.cli", *args], env=env, capture_output=True, text=True, timeout=300
         )
-        assert deploy.returncode == 0, deploy.stderr
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    try:
+        assert f"OpenTelemetry: {receiver.url}" in cli("supervisor", "start", "--otlp", receiver.url)
+        cli("deploy", "iris", "--name", "iris-otel", "--port", str(port), "--workers", "2")
+        cli("deploy", "iris", "--name", "iris-quiet", "--port", str(quiet), "--otlp", "off")
+        assert _send(f"http://127.0.0.1:{quiet}") == {"200": 3, "422": 1}
         url = f"http://127.0.0.1:{port}"
         sent = {"200": 0, "422": 0}
         workers: set[str] = set()
@@ -151,7 +154,8 @@ def test_a_supervised_deployment_exports_each_workers_metrics(home: Path, receiv
         latest = wait_until(settled, what=f"OTLP request counts equal to those sent ({sent})")
     finally:
         stop_supervisor(client, home)
-    assert {w["resource"]["service.name"] for w in latest.values()} == {"iris-otel"}
+    assert {w["resource"]["service.name"] for w in latest.values()} == {"iris-otel"}  # not iris-quiet
+    assert {s.resource["service.name"] for s in receiver.spans()} == {"iris-otel"}
     assert {w["resource"]["service.version"] for w in latest.values()} == {"1"}
     assert len({w["resource"]["process.pid"] for w in latest.values()}) == 2
     answered = sum(sent.values())
