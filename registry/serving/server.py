@@ -57,7 +57,7 @@ def create_app(
     `telemetry` (`registry.serving.telemetry.start`) exports a span per request and the metrics."""
     info = predictor.info
     metrics = metrics or ServingMetrics(info.name, info.version)
-    if telemetry is not None:
+    if telemetry is not None and monitoring:
         telemetry.watch(metrics.registry)
     headers = {"x-model-name": info.name, "x-model-version": str(info.version)}
     expected_auth = f"Bearer {token}".encode() if token else None
