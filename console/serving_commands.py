@@ -49,8 +49,9 @@ Otlp = Annotated[
     str | None,
     typer.Option(
         metavar="URL|off",
-        help="Export OpenTelemetry spans and metrics to this OTLP/HTTP receiver (default: as the "
-        "OTEL_EXPORTER_OTLP_* variables say, else none); needs modeldeck[otel].",
+        help="Export OpenTelemetry spans and metrics to this OTLP/HTTP receiver, or not (default: "
+        "deploy: the supervisor's --otlp; then as the OTEL_EXPORTER_OTLP_* variables say); "
+        "needs modeldeck[otel].",
     ),
 ]
 
