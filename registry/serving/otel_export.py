@@ -1,10 +1,9 @@
 """OpenTelemetry export of one model server over OTLP/HTTP: a span per prediction request, and the
 server's Prometheus metrics as OTLP metrics.
 
-Imported only when export is on (`registry.serving.telemetry.start`). The request path only queues
-what a span needs; a thread of this module makes the spans, the SDK's batch processor exports them, and
-the metrics go through a thread of their own, so a slow or dead collector never touches the request
-path. The metrics are read from the server's own `ServingMetrics` registry
+Imported only when export is on (`registry.serving.telemetry.start`). Spans go through the SDK's
+batch processor and metrics through a thread of their own, so a slow or dead collector never
+touches the request path. The metrics are read from the server's own `ServingMetrics` registry
 when exported: a request is counted once, for Prometheus and OTLP alike.
 """
 
@@ -16,7 +15,6 @@ import os
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
@@ -52,9 +50,6 @@ SCOPE = "modeldeck.serving"
 OK = "ok"
 CUMULATIVE = AggregationTemporality.CUMULATIVE
 log = logging.getLogger("modeldeck.worker")
-#: Seconds between turning answered requests into spans, and how many may wait (the oldest go first).
-SPAN_EVERY = 0.1
-MAX_QUEUED = 10_000
 #: At exit, how long what is left may take to export (a dead collector must not hold a worker's exit up).
 EXIT_MILLIS = 2000
 
@@ -76,10 +71,6 @@ class Telemetry:
             self._span_exporter = OTLPSpanExporter(endpoint=targets.traces or None)
             self._provider.add_span_processor(BatchSpanProcessor(self._span_exporter))
             self._tracer = self._provider.get_tracer(SCOPE, _release())
-            self._answered: deque[tuple[int, int, Any, int, int, str]] = deque(maxlen=MAX_QUEUED)
-            self._stop = threading.Event()
-            self._maker = threading.Thread(target=self._spans, name="modeldeck-otlp-spans", daemon=True)
-            self._maker.start()
         self._metrics_endpoint = targets.metrics
         self._bridge: MetricsBridge | None = None
         atexit.register(self.shutdown)
@@ -91,54 +82,37 @@ class Telemetry:
             self._bridge = MetricsBridge(registry, exporter, self.resource)
 
     def record(self, request: Request, status: int, rows: int, outcome: str, start: float) -> None:
-        """A SERVER span, later, for an answered prediction request that started at `start`
-        (`time.perf_counter()`). The request path only queues what the span needs (a span built here
-        costs several times what it costs built in a batch by `_spans`)."""
-        if self._tracer is not None:
-            end = time.time_ns()
-            begun = end - int((time.perf_counter() - start) * 1e9)
-            self._answered.append((begun, end, request.scope, status, rows, outcome))
-
-    def _spans(self) -> None:
-        """Every `SPAN_EVERY` seconds, the queued requests as spans, continuing the caller's trace
-        where one sent a `traceparent` (the SDK's sampler and batch processor take it from there)."""
-        stopped = False
-        while not stopped:
-            stopped = self._stop.wait(SPAN_EVERY)
-            try:
-                self._make_spans()  # the last round too, once stopped
-            except Exception:  # never let one bad span end the spans
-                log.exception("OpenTelemetry spans not made")
-
-    def _make_spans(self) -> None:
-        while self._answered:
-            begun, end, scope, status, rows, outcome = self._answered.popleft()
-            path = scope["path"]
-            route = getattr(scope.get("route"), "path", path)
-            method = scope["method"]
-            attributes: dict[str, Any] = {
-                "http.request.method": method,
-                "http.route": route,
-                "url.path": path,
-                "url.scheme": scope.get("scheme", "http"),
-                "http.response.status_code": status,
-                **self._common,
-                "modeldeck.rows": rows,
-                "modeldeck.validation": outcome,
-            }
-            if status >= 500:
-                attributes["error.type"] = outcome if outcome != OK else str(status)
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-            span = self._tracer.start_span(
-                f"{method} {route}",
-                context=extract(headers),
-                kind=SpanKind.SERVER,
-                attributes=attributes,
-                start_time=begun,
-            )
-            if status >= 500:
-                span.set_status(Status(StatusCode.ERROR, outcome))
-            span.end(end_time=end)
+        """One SERVER span for an answered prediction request that started at `start`
+        (`time.perf_counter()`), continuing the caller's trace if it sent a `traceparent`."""
+        if self._tracer is None:
+            return
+        end = time.time_ns()
+        scope = request.scope
+        path = scope["path"]
+        route = getattr(scope.get("route"), "path", path)
+        method = scope["method"]
+        attributes: dict[str, Any] = {
+            "http.request.method": method,
+            "http.route": route,
+            "url.path": path,
+            "url.scheme": scope.get("scheme", "http"),
+            "http.response.status_code": status,
+            **self._common,
+            "modeldeck.rows": rows,
+            "modeldeck.validation": outcome,
+        }
+        if status >= 500:
+            attributes["error.type"] = outcome if outcome != OK else str(status)
+        span = self._tracer.start_span(
+            f"{method} {route}",
+            context=extract(request.headers),
+            kind=SpanKind.SERVER,
+            attributes=attributes,
+            start_time=end - int((time.perf_counter() - start) * 1e9),
+        )
+        if status >= 500:
+            span.set_status(Status(StatusCode.ERROR, outcome))
+        span.end(end_time=end)
 
     def shutdown(self) -> None:
         """Export what is left and stop (bounded: a dead collector does not hold the exit up)."""
@@ -146,8 +120,6 @@ class Telemetry:
             self._bridge.shutdown()
             self._bridge = None
         if self._provider is not None:
-            self._stop.set()
-            self._maker.join()
             _bounded(self._provider.shutdown, self._span_exporter.shutdown)
             self._provider = None
 
