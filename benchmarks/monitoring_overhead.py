@@ -1,14 +1,17 @@
-"""Monitoring overhead: serving throughput with metrics and input sampling on against off, same run.
+"""Monitoring overhead: serving throughput with metrics and input sampling on against off, and with
+OpenTelemetry export on against off, same run.
 
     python benchmarks/monitoring_overhead.py           # 6 runs of 4 s per side and configuration
     python benchmarks/monitoring_overhead.py --quick   # 4 runs of 2 s
 
 A supervisor (pinned to one core with its workers; wrk on the other) serves the same
-LogisticRegression (20 features) twice, one worker each: deployment `on` with monitoring (metrics on
-every request, input sampling, the supervisor's pull every second and drift every 10 s) and `off`
-deployed with `--no-monitoring`. wrk alternates between them run by run, single-row requests at
+LogisticRegression (20 features) three times, one worker each: deployment `on` with monitoring
+(metrics on every request, input sampling, the supervisor's pull every second and drift every 10 s),
+`off` deployed with `--no-monitoring`, and `otel`: monitoring and OpenTelemetry export (`--otlp`: a
+span per request through the SDK's batch processor, metrics every 60 s) to an OTLP/HTTP sink in this
+process that accepts and discards. wrk goes round the three run by run, single-row requests at
 concurrency 8 and 64 on kept-alive connections. Printed: req/s and p50 per side (medians), the
-per-run ratios on/off and their median. Goal: at least 95%.
+per-run ratios on/off and otel/on and their medians. Goal: on/off at least 95%.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from common import unshadow
@@ -46,36 +51,40 @@ def main(argv: list[str] | None = None) -> None:
         home, script, supervisor = prepare(tmp, cores, "--metrics=off")
         runner = Wrk(binary, cores, {1: script})
         client = SupervisorClient(home)
+        sink = otlp_sink()
         try:
             while not client.running():
                 time.sleep(0.05)
             urls = {}
-            for side, monitoring in (("on", True), ("off", False)):
+            for side, monitoring, otlp in (("on", True, "off"), ("off", False, "off"), ("otel", True, sink)):
                 port = free_port()
-                client.deploy("bench:1", name=side, port=port, options={"monitoring": monitoring})
+                options = {"monitoring": monitoring, "otlp": otlp}
+                client.deploy("bench:1", name=side, port=port, options=options)
                 urls[side] = f"http://127.0.0.1:{port}"
             rows = []
             for conc in (8, 64):
                 for side in urls:  # warm-up
                     runner.run(urls[side], 1, conc, 1)
-                results: dict[str, list] = {"on": [], "off": []}
+                results: dict[str, list] = {side: [] for side in urls}
                 for _ in range(runs):
-                    for side in ("on", "off"):
+                    for side in urls:
                         results[side].append(runner.run(urls[side], 1, conc, seconds))
-                ratios = [a.rps / b.rps for a, b in zip(results["on"], results["off"], strict=True)]
-                on_rps = statistics.median(r.rps for r in results["on"])
-                off_rps = statistics.median(r.rps for r in results["off"])
-                rows.append(
-                    [
-                        f"c={conc}",
-                        fmt_rps(on_rps),
-                        fmt_rps(off_rps),
-                        fmt_ms(statistics.median(r.p50 for r in results["on"])),
-                        fmt_ms(statistics.median(r.p50 for r in results["off"])),
-                        f"{statistics.median(ratios):.1%}",
-                        " ".join(f"{r:.0%}" for r in ratios),
-                    ]
-                )
+                medians = {side: statistics.median(r.rps for r in results[side]) for side in urls}
+                p50s = {side: statistics.median(r.p50 for r in results[side]) for side in urls}
+                for name, (a, b) in (("on/off", ("on", "off")), ("otel/on", ("otel", "on"))):
+                    ratios = [x.rps / y.rps for x, y in zip(results[a], results[b], strict=True)]
+                    rows.append(
+                        [
+                            f"c={conc}",
+                            name,
+                            fmt_rps(medians[a]),
+                            fmt_rps(medians[b]),
+                            fmt_ms(p50s[a]),
+                            fmt_ms(p50s[b]),
+                            f"{statistics.median(ratios):.1%}",
+                            " ".join(f"{r:.0%}" for r in ratios),
+                        ]
+                    )
             failed = sum(r.errors for side in results.values() for r in side)
         finally:
             try:
@@ -84,8 +93,29 @@ def main(argv: list[str] | None = None) -> None:
                 client.close()
                 supervisor.wait(60)
     print()
-    print_table(["load", "on req/s", "off req/s", "on p50", "off p50", "on/off", "per run"], rows)
+    print_table(["load", "sides a/b", "a req/s", "b req/s", "a p50", "b p50", "a/b", "per run"], rows)
     print(f"\nfailed requests: {failed}; goal: on/off at least 95%")
+
+
+def otlp_sink() -> str:
+    """The URL of an OTLP/HTTP receiver (in a thread of this process) that accepts and discards."""
+
+    class Sink(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as a collector
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(200)
+            self.send_header("content-type", "application/x-protobuf")
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}"
 
 
 if __name__ == "__main__":

@@ -375,6 +375,7 @@ def serve(
     idle_timeout: serving_commands.IdleTimeout = None,
     header_timeout: serving_commands.HeaderTimeout = None,
     body_timeout: serving_commands.BodyTimeout = None,
+    otlp: serving_commands.Otlp = None,
 ) -> None:
     """Serve one version in the foreground (for containers and debugging); Ctrl-C stops it."""
     from registry.serving.connections import ConnectionLimits
@@ -394,6 +395,7 @@ def serve(
             {"batching": batching, "max_body_mb": max_body_mb, "predict_timeout": predict_timeout, **limits}
         )
     )
+    otlp = serving_commands.checked_otlp(otlp)
     with _registry() as reg:
         sock = bind_socket(host, port)
         token = None if is_loopback(host) or no_auth else serving_token(reg.settings.home)
@@ -415,6 +417,7 @@ def serve(
         batching=batched,
         predict_timeout=predict_timeout,
         limits=ConnectionLimits(**{key: given[key] for key in limits if key in given}),
+        otlp=otlp,
     )
 
 

@@ -45,6 +45,28 @@ BodyTimeout = Annotated[
     float | None,
     typer.Option(metavar="SECONDS", help="408 unless a request's body arrives in time (default 30)."),
 ]
+Otlp = Annotated[
+    str | None,
+    typer.Option(
+        metavar="URL|off",
+        help="Export OpenTelemetry spans and metrics to this OTLP/HTTP receiver, or not (default: "
+        "deploy: the supervisor's --otlp; then as the OTEL_EXPORTER_OTLP_* variables say); "
+        "needs modeldeck[otel].",
+    ),
+]
+
+
+def checked_otlp(otlp: str | None) -> str | None:
+    """`--otlp`'s value checked, and refused in one line when OpenTelemetry is not installed."""
+    from registry.serving.options import check_otlp
+    from registry.serving.telemetry import require_installed
+
+    def check() -> str:
+        url = check_otlp(otlp)
+        require_installed(url)
+        return url
+
+    return None if otlp is None else checked(check)
 
 
 def checked(check: Callable[[], T]) -> T:
@@ -122,6 +144,7 @@ def deploy(
     idle_timeout: IdleTimeout = None,
     header_timeout: HeaderTimeout = None,
     body_timeout: BodyTimeout = None,
+    otlp: Otlp = None,
     reason: Reason = "",
     json_out: JsonFlag = False,
 ) -> None:
@@ -138,6 +161,7 @@ def deploy(
         "idle_timeout": idle_timeout,
         "header_timeout": header_timeout,
         "body_timeout": body_timeout,
+        "otlp": checked_otlp(otlp),
     }
     if predict_timeout is not None:
         options["predict_timeout"] = predict_timeout
@@ -394,6 +418,14 @@ def supervisor_start(
     keep_1m_days: Annotated[
         float | None, typer.Option(metavar="D", help="Keep 1 min rollups this many days (default 30).")
     ] = None,
+    otlp: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="Workers export OpenTelemetry to this OTLP/HTTP receiver unless their deployment's "
+            "--otlp says otherwise; needs modeldeck[otel].",
+        ),
+    ] = None,
 ) -> None:
     """Start the daemon; it brings every deployment in the registry back up."""
     from registry.serving.options import check_metrics_address, check_seconds, flag
@@ -418,6 +450,9 @@ def supervisor_start(
     if metrics:
         checked(lambda: check_metrics_address(metrics))
         flags.append(f"--metrics={metrics}")
+    otlp = checked_otlp(otlp)
+    if otlp and otlp != "off":
+        flags.append(f"--otlp={otlp}")
     flags += ["--no-standby"] if no_standby else []
     flags += ["--no-auto-rollback"] if no_auto_rollback else []
     with _client() as client:
@@ -433,6 +468,14 @@ def supervisor_start(
         )
     if info.get("metrics"):
         output.out.print(f"  Prometheus: {info['metrics']} (targets for file_sd: {info['targets']})")
+    if otlp and otlp != "off" and not started and info.get("otlp") != otlp:
+        output.err.print(
+            f"note: --otlp {otlp} not applied: the running supervisor's workers export to "
+            f"{info.get('otlp') or 'what their deployment or environment says'}; "
+            "`modeldeck supervisor stop` first to change it"
+        )
+    if info.get("otlp"):
+        output.out.print(f"  OpenTelemetry: {info['otlp']}")
     _exporter_note(info)
     for d in answer["deployments"]:
         message = f" ({d['message']})" if d["message"] else ""

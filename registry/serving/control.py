@@ -361,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help=f"Prometheus exporter HOST:PORT (must bind), or off; default {DEFAULT_METRICS} or a free port",
     )
+    parser.add_argument("--otlp", default=None, help="OTLP/HTTP URL workers export OpenTelemetry to")
     parser.add_argument("--keep-10s-hours", type=float, default=24.0, help="retention of 10 s rollups")
     parser.add_argument("--keep-1m-days", type=float, default=30.0, help="retention of 1 min rollups")
     parser.add_argument(
@@ -390,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         retention={10: timedelta(hours=options.keep_10s_hours), 60: timedelta(days=options.keep_1m_days)},
         metrics_address=None if options.metrics == "off" else (options.metrics or DEFAULT_METRICS),
         hang_timeout=options.hang_timeout,
+        otlp=options.otlp,
     )
     try:
         with exclusive(rundir):

@@ -218,6 +218,7 @@ async def _serve_monitoring(state: Any, path: Path) -> None:
 def _load(options: argparse.Namespace) -> tuple[ClosingWhenDraining, Any]:
     from registry.core import Registry
     from registry.serving.server import create_app
+    from registry.serving.telemetry import start as start_telemetry
     from registry.serving.worker import load_predictor, read_token, server_config
 
     with Registry(home=options.home) as reg:
@@ -232,6 +233,9 @@ def _load(options: argparse.Namespace) -> tuple[ClosingWhenDraining, Any]:
             batching=batching,
             monitoring=not options.no_monitoring,
             predict_timeout=options.predict_timeout,
+            telemetry=start_telemetry(
+                options.otlp, deployment=options.deployment, model=options.model, version=options.version
+            ),
         )
     )
     config = server_config(predictor, app, options.fd, log_config=None, limits=_limits(options))
@@ -269,6 +273,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-monitoring", action="store_true")
     parser.add_argument("--drain-grace", type=float, default=5.0)
     parser.add_argument("--predict-timeout", type=float, default=None)
+    parser.add_argument("--otlp", help="OTLP/HTTP URL to export OpenTelemetry to, or off")
     parser.add_argument("--max-connections", type=int)  # these four default to ConnectionLimits'
     parser.add_argument("--idle-timeout", type=float)
     parser.add_argument("--header-timeout", type=float)

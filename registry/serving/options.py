@@ -10,6 +10,7 @@ import ipaddress
 import math
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from registry.errors import RegistryError
 
@@ -20,6 +21,7 @@ MAX_BODY_MB = 1024.0
 MAX_SECONDS = 24 * 3600.0
 MAX_CONNECTIONS = 1_000_000
 BATCHING = ("auto", "on", "off")
+OFF = "off"
 
 
 class OptionError(RegistryError):
@@ -123,6 +125,25 @@ def check_metrics_address(address: Any) -> str | None:
         raise OptionError("metrics", f"--metrics must be HOST:PORT or off, not {address!r}") from None
 
 
+def check_otlp(url: Any) -> str:
+    """An OTLP/HTTP receiver's base URL (`http[s]://HOST:PORT[/PATH]`, as `OTEL_EXPORTER_OTLP_ENDPOINT`;
+    `/v1/traces` and `/v1/metrics` are added), or `off`."""
+    if url == OFF:
+        return OFF
+    try:
+        parts = urlsplit(url if isinstance(url, str) else "")
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        ok = ok and not (parts.query or parts.fragment)
+        _ = parts.port  # a port that is not a number raises ValueError
+    except ValueError:
+        ok = False
+    if not ok:
+        raise OptionError(
+            "otlp", f"--otlp must be an http(s)://HOST:PORT URL of an OTLP receiver, or off, not {url!r}"
+        )
+    return url.rstrip("/")
+
+
 def _check_flag(field: str) -> Any:
     def check(value: Any) -> bool:
         if not isinstance(value, bool):
@@ -144,6 +165,7 @@ DEPLOY_OPTIONS: dict[str, Any] = {
     "header_timeout": lambda v: check_seconds("header_timeout", v, positive=True),
     "body_timeout": lambda v: check_seconds("body_timeout", v, positive=True),
     "predict_timeout": lambda v: check_seconds("predict_timeout", v, positive=True),
+    "otlp": check_otlp,
 }
 
 

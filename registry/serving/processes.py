@@ -147,6 +147,8 @@ def spawn(spec: WorkerSpec, rundir: RunDir, token_file: Path | None) -> Worker:
         command.append("--no-monitoring")
     if options.get("predict_timeout"):
         command += ["--predict-timeout", str(float(options["predict_timeout"]))]
+    if options.get("otlp"):
+        command.append(f"--otlp={options['otlp']}")
     if token_file is not None:
         command += ["--token-file", str(token_file)]
     with append_private(log_path) as log:

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.applications import Starlette
@@ -31,6 +31,9 @@ from registry.serving.calls import ModelCaller
 from registry.serving.error_bodies import error_body, input_error_body
 from registry.serving.predictor import Predictor
 from registry.signature import InputError
+
+if TYPE_CHECKING:
+    from registry.serving.otel_export import Telemetry
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 #: What `GET /v2` (OIP server metadata) says: the server's name and the protocol extensions it has.
@@ -56,15 +59,19 @@ def create_app(
     batching: bool | None = None,
     monitoring: bool = True,
     predict_timeout: float | None = None,
+    telemetry: Telemetry | None = None,
 ) -> Starlette:
     """The app serving `predictor`. With `token`, prediction, metadata and metrics endpoints require
     `Authorization: Bearer <token>`; health checks (live, ready, OIP's model ready) never do.
     `batching` turns micro-batching of concurrent requests on or off; None decides from the model's
     measured cost per call. `monitoring` off leaves out the metrics and the input sample (for
     measuring their cost). Model calls run off the event loop (`registry.serving.calls`); one over
-    `predict_timeout` seconds answers 503. Errors take each route's protocol shape (`error_bodies`)."""
+    `predict_timeout` seconds answers 503. Errors take each route's protocol shape (`error_bodies`).
+    `telemetry` (`registry.serving.telemetry.start`) exports a span per request and the metrics."""
     info = predictor.info
     metrics = metrics or ServingMetrics(info.name, info.version)
+    if telemetry is not None and monitoring:
+        telemetry.watch(metrics.registry)
     headers = {"x-model-name": info.name, "x-model-version": str(info.version)}
     expected_auth = f"Bearer {token}".encode() if token else None
     if batching is None:
@@ -120,17 +127,22 @@ def create_app(
     def predicting(handler: Callable[[Request, bytes], Awaitable[tuple[int, Any, int]]]) -> Handler:
         """Read the body within the limit, run `handler`, turn failures into JSON errors, count it."""
 
-        async def respond(request: Request) -> tuple[Response, int]:
+        async def respond(request: Request) -> tuple[Response, int, str]:
+            """The response, its row count and its outcome ("ok" or the error's code)."""
             try:
                 body = await read_body(request, max_body_bytes)
                 status, result, rows = await handler(request, body)
-                return (result if isinstance(result, Response) else answer(status, result)), rows
+                return (result if isinstance(result, Response) else answer(status, result)), rows, "ok"
             except InputError as exc:
-                return refuse(request, exc), 0
+                return refuse(request, exc), 0, exc.code
             except Exception as exc:  # the model raised: the worker lives on, the log says why
                 reason = _reason(exc, predictor.redact)
                 log.warning("500 on %s: %s", request.url.path, reason)
-                return answer(500, error_body(request.url.path, 500, reason, "prediction_failed")), 0
+                return (
+                    answer(500, error_body(request.url.path, 500, reason, "prediction_failed")),
+                    0,
+                    "prediction_failed",
+                )
 
         async def unmonitored(request: Request) -> Response:
             return (await respond(request))[0]
@@ -139,10 +151,12 @@ def create_app(
             start = time.perf_counter()
             metrics.in_flight.inc()
             try:
-                response, rows = await respond(request)
+                response, rows, outcome = await respond(request)
             finally:
                 metrics.in_flight.dec()
             metrics.observe(response.status_code, time.perf_counter() - start, rows)
+            if telemetry is not None:
+                telemetry.record(request, response.status_code, rows, outcome, start)
             return response
 
         return guarded(run if monitoring else unmonitored)

@@ -87,6 +87,8 @@ class Policy:
     metrics_address: str | None = "127.0.0.1:9464"
     #: An active worker that answers no metrics pull for this long is killed and restarted (0: never).
     hang_timeout: float = 10.0
+    #: Where workers export OpenTelemetry (an OTLP/HTTP URL) unless their deployment says (`otlp` option).
+    otlp: str | None = None
 
 
 @dataclass(eq=False)
@@ -335,6 +337,7 @@ class Supervisor:
                 "metrics": f"http://{self.exporter}/metrics" if self.exporter else None,
                 "metrics_note": self.exporter_note,
                 "targets": str(self.targets_file),
+                "otlp": self.policy.otlp,
             },
             "deployments": [
                 self._describe(r) for r in sorted(self.runtimes.values(), key=lambda r: r.spec.name)
@@ -534,7 +537,7 @@ class Supervisor:
             spec.model,
             version,
             runtime.sock.fileno(),
-            spec.options,
+            {"otlp": self.policy.otlp, **spec.options} if self.policy.otlp else spec.options,
             self.policy.drain_grace,
         )
         token_file = self.home / "serving-token" if token else None

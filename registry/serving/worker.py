@@ -138,11 +138,14 @@ def run_server(
     batching: bool | None = None,
     predict_timeout: float | None = None,
     limits: ConnectionLimits | None = None,
+    otlp: str | None = None,
 ) -> None:
-    """Serve `predictor` on an already bound socket until SIGINT/SIGTERM (graceful)."""
+    """Serve `predictor` on an already bound socket until SIGINT/SIGTERM (graceful). OpenTelemetry
+    goes to `otlp` or where the `OTEL_*` environment says (`registry.serving.telemetry`)."""
     import uvicorn
 
     from registry.serving.logs import limit_repeats
+    from registry.serving.telemetry import start as start_telemetry
 
     app = create_app(
         predictor,
@@ -150,6 +153,9 @@ def run_server(
         token=token,
         batching=batching,
         predict_timeout=predict_timeout,
+        telemetry=start_telemetry(
+            otlp, deployment=predictor.info.name, model=predictor.info.name, version=predictor.info.version
+        ),
     )
     config = server_config(predictor, app, sock.fileno(), access_log=access_log, limits=limits)
     limit_repeats()  # uvicorn configured its log handlers just now
