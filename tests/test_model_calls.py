@@ -23,7 +23,9 @@ def test_fast_models_run_small_calls_inline_and_slow_ones_in_threads() -> None:
         return await fast(where, [[1]]), await fast(where, [[1]] * 5000), await slow(where, [[1]])
 
     small, large, slow = asyncio.run(scenario())
-    assert small == ["MainThread"] and set(large) == {"model-0"} and slow[0].startswith("model-")
+    # a large call goes to one of the pool's threads (whichever takes it first), whole
+    assert small == ["MainThread"] and len(set(large)) == 1 and large[0].startswith("model-")
+    assert slow[0].startswith("model-")
 
 
 def test_a_fast_model_that_turns_slow_moves_to_the_threads(monkeypatch) -> None:
