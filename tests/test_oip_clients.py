@@ -207,6 +207,26 @@ def test_health_checks_need_no_token_but_metadata_and_predictions_do(
     )
 
 
+def test_triton_class_count_is_refused_naming_the_parameter(iris_server: Server) -> None:
+    """The classification extension is not offered: `class_count` is a 400, not every probability."""
+    import numpy as np
+    import tritonclient.http as triton_http
+    from tritonclient.utils import InferenceServerException
+
+    tensor = triton_http.InferInput("x", [1, 4], "FP64")
+    tensor.set_data_from_numpy(np.array([ROW]))
+    client = triton(iris_server)
+    try:
+        for binary in (False, True):
+            asked = triton_http.InferRequestedOutput("predict_proba", binary_data=binary, class_count=2)
+            with pytest.raises(InferenceServerException) as refused:
+                client.infer("iris", [tensor], outputs=[asked])
+            assert str(refused.value).startswith("[400] outputs[0].parameters.classification")
+        assert "classification" not in client.get_server_metadata()["extensions"]
+    finally:
+        client.close()
+
+
 @pytest.mark.parametrize("headers", [{"X-Big": "a" * 70_000}, {f"X-H{k}": "1" for k in range(120)}])
 def test_triton_client_reads_the_http_layers_431_as_an_error_message(
     iris_server: Server, headers: dict[str, str]

@@ -407,7 +407,7 @@ def _v2_outputs(
         if options is not None and not isinstance(options, dict):
             raise bad_request(f"outputs[{i}].parameters must be an object", f"outputs[{i}].parameters")
         options = options or {}
-        if "classification" in options:
+        if options.get("classification") not in (None, 0):  # 0: no classification (Triton's default)
             raise bad_request(
                 f"outputs[{i}].parameters.classification (Triton's classification extension, the"
                 " client's class_count) is not supported; ask for predict_proba and take the top"
