@@ -72,7 +72,7 @@ class Operations:
             where,
             f"deploying {exact}",
             lambda: self.deck.backend.deploy(exact, name=target),
-            lambda r: f"{target}: {r['model']}:{r['version']} serves on {r['url']}",
+            lambda r: f"{target}: {r['model']}:{r['version']} serves on {r.get('outside_url') or r['url']}",
             target,
         )
 

@@ -182,9 +182,14 @@ def deploy(
         return
     standby = f"; standby {result['model']}:{result['standby_version']}" if result["standby_version"] else ""
     output.out.print(
-        f"{result['name']}: {result['model']}:{result['version']} serves on {result['url']} "
+        f"{result['name']}: {result['model']}:{result['version']} serves on {address(result)} "
         f"({_plural(result['workers_running'], 'worker')}{standby}; {seconds:.1f} s)"
     )
+    if result.get("outside_url"):
+        output.out.print(
+            f"bound to every interface ({result['host']}): other hosts use {result['outside_url']}"
+            f" (or this host's name), this host also {result['url']}"
+        )
     if result.get("token"):
         output.out.print(f"clients must send: Authorization: Bearer {result['token']}")
 
@@ -284,7 +289,7 @@ def status(json_out: JsonFlag = False) -> None:
             d["name"],
             f"{d['model']}:{d['version']}",
             str(d["standby_version"] or "-"),
-            d.get("url", f"http://{d['host']}:{d['port']}"),
+            address(d),
             f"{d.get('workers_running', '?')}/{d['workers']}",
             d.get("status", "down") + (f" ({d['message']})" if d.get("message") else ""),
             str(d.get("restarts", "-")),
@@ -311,6 +316,16 @@ def _add_live_figures(client: Any, deployments: list[dict[str, Any]]) -> None:
             "p99": live.get("p99"),
             "drift": (seen.get("drift") or {}).get("message") or (seen.get("drift") or {}).get("status"),
         }
+
+
+def address(deployment: dict[str, Any]) -> str:
+    """The URL to give clients: other hosts' for a server bound to every interface, else the bound one."""
+    from registry.serving.addresses import local_url, outside_url
+
+    if "url" in deployment:
+        return deployment.get("outside_url") or deployment["url"]
+    host, port = deployment["host"], deployment["port"]
+    return outside_url(host, port) or local_url(host, port)
 
 
 def _wanted() -> list[dict[str, Any]]:
@@ -479,7 +494,7 @@ def supervisor_start(
     _exporter_note(info)
     for d in answer["deployments"]:
         message = f" ({d['message']})" if d["message"] else ""
-        output.out.print(f"  {d['name']}: {d['model']}:{d['version']} {d['status']} on {d['url']}{message}")
+        output.out.print(f"  {d['name']}: {d['model']}:{d['version']} {d['status']} on {address(d)}{message}")
 
 
 @supervisor_app.command("stop")

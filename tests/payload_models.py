@@ -7,7 +7,8 @@ Import as `payload_models` (pytest puts tests/ on sys.path). `register_models(ho
   nullable `basket` and `visits`) + Ridge (the DataFrame path, a strict encoder);
 - `hidden`: the same encoder one ColumnTransformer deeper, where the schema cannot see its categories;
 - `tree`: a DecisionTreeClassifier on iris (casts its input to float32);
-- `narrow`: LogisticRegression on float32 iris columns (signature dtype float32).
+- `narrow`: LogisticRegression on float32 iris columns (signature dtype float32);
+- `multi`: a LinearRegression on iris with two targets (`predict` answers two values a row).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def _shop_pipeline(nested: bool) -> Any:
 def register_models(home: Path, only: tuple[str, ...] | None = None) -> None:
     """Register the models above (or `only` these) in the registry of `home` (SQLite)."""
     from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LinearRegression, LogisticRegression
     from sklearn.tree import DecisionTreeClassifier
 
     from registry import Registry
@@ -72,6 +73,7 @@ def register_models(home: Path, only: tuple[str, ...] | None = None) -> None:
         "hidden": lambda: (_shop_pipeline(nested=True), shop_frame()),
         "tree": lambda: (DecisionTreeClassifier(random_state=0).fit(X, y), X),
         "narrow": lambda: (LogisticRegression(max_iter=1000).fit(narrow, y), narrow),
+        "multi": lambda: (LinearRegression().fit(X, np.column_stack([y, 2.0 * y])), X),
     }
     with Registry(home=home, db_url=f"sqlite:///{home / 'registry.db'}") as reg:
         for name, fitted in models.items():

@@ -93,7 +93,7 @@ def test_health_bodies_carry_the_protocols_live_and_ready_keys(iris_server: Serv
         for path in ("/v2/health/ready", "/health/ready", "/ping", "/health"):
             answer = http.get(path)
             assert answer.status_code == 200
-            assert answer.json() == {"ready": True, "status": "ready", "model": "iris", "version": 1}
+            assert answer.json() == {"ready": True, "status": "ready", "model": "iris", "version": "1"}
         assert http.get("/v2/models/iris/ready").json() == {"name": "iris", "version": "1", "ready": True}
 
 
@@ -195,6 +195,8 @@ def test_health_checks_need_no_token_but_metadata_and_predictions_do(
         authorized = {"Authorization": f"Bearer {token}"}
         assert client.get_server_metadata(headers=authorized)["name"] == "modeldeck"
         assert client.get_model_metadata("iris", headers=authorized)["versions"] == ["1"]
+        lower = {"Authorization": f"bearer {token}"}  # the scheme is case-insensitive (RFC 9110 11.1)
+        assert client.get_server_metadata(headers=lower)["name"] == "modeldeck"
     finally:
         client.close()
     assert kserve_call("is_model_ready", server.url, "iris") is True
@@ -203,6 +205,52 @@ def test_health_checks_need_no_token_but_metadata_and_predictions_do(
     assert (
         error_of(mlflow)["error_code"] == "UNAUTHENTICATED" and error_of(mlflow)["field"] == "Authorization"
     )
+
+
+def test_triton_class_count_is_refused_naming_the_parameter(iris_server: Server) -> None:
+    """The classification extension is not offered: `class_count` is a 400, not every probability."""
+    import numpy as np
+    import tritonclient.http as triton_http
+    from tritonclient.utils import InferenceServerException
+
+    tensor = triton_http.InferInput("x", [1, 4], "FP64")
+    tensor.set_data_from_numpy(np.array([ROW]))
+    client = triton(iris_server)
+    try:
+        for binary in (False, True):
+            asked = triton_http.InferRequestedOutput("predict_proba", binary_data=binary, class_count=2)
+            with pytest.raises(InferenceServerException) as refused:
+                client.infer("iris", [tensor], outputs=[asked])
+            assert str(refused.value).startswith("[400] outputs[0].parameters.classification")
+        assert "classification" not in client.get_server_metadata()["extensions"]
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("headers", [{"X-Big": "a" * 70_000}, {f"X-H{k}": "1" for k in range(120)}])
+def test_triton_client_reads_the_http_layers_431_as_an_error_message(
+    iris_server: Server, headers: dict[str, str]
+) -> None:
+    """Headers over the limit are refused before any route, in the route's protocol shape (the client
+    decodes the body; plain text made it fail 'while decoding the response')."""
+    import numpy as np
+    import tritonclient.http as triton_http
+    from tritonclient.utils import InferenceServerException
+
+    tensor = triton_http.InferInput("x", [1, 4], "FP64")
+    tensor.set_data_from_numpy(np.array([ROW]))
+    client = triton(iris_server)
+    try:
+        with pytest.raises(InferenceServerException) as refused:
+            client.infer("iris", [tensor], headers=dict(headers))  # it adds its own to the dict
+    finally:
+        client.close()
+    assert str(refused.value).startswith("[431] ") and "request headers" in str(refused.value)
+    with iris_server.client() as http:  # MLflow's shape elsewhere
+        answer = http.get("/health/live", headers=headers)
+        assert answer.status_code == 431 and error_of(answer)["field"] == "headers"
+        oip = http.get("/v2/health/live", headers=headers)
+        assert oip.status_code == 431 and error_of(oip)["code"] == "request_headers_too_large"
 
 
 # ---------------------------------------------------------------------- not ready yet (in-process)

@@ -205,6 +205,25 @@ def test_tritonclient_answers_equal_scikit_learns(servers, fitted, name, floats,
     assert all(("binary_data_size" in o.get("parameters", {})) == binary for o in sent)
 
 
+@pytest.mark.parametrize("compression", ["gzip", "deflate"])
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_tritonclient_compressed_requests_answer_like_plain_ones(servers, fitted, compression, binary):
+    """`request_compression_algorithm` (Content-Encoding gzip / deflate), and the response compression
+    a client may ask for (answered uncompressed, which the client reads as such)."""
+    frame = sent_rows(fitted, "iris", "float64")
+    want = expected(fitted, "iris", frame)
+    outputs = [triton.InferRequestedOutput(output, binary_data=binary) for output in want]
+    with triton_client(servers["iris"]) as client:
+        result = client.infer(
+            "iris",
+            triton_inputs(frame, "matrix", binary),
+            outputs=outputs,
+            request_compression_algorithm=compression,
+            response_compression_algorithm=compression,
+        )
+    assert_answers("iris", {output: result.as_numpy(output) for output in want}, want)
+
+
 @pytest.mark.parametrize("name", ["iris", "species", "shop"])
 def test_tritonclient_without_outputs_gets_every_output_in_binary(servers, fitted, name):
     """Triton's default: no outputs named, so all of them, as binary data (`binary_data_output`)."""

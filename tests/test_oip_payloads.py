@@ -4,6 +4,8 @@ binary tensor data extension's edge cases (every malformed body a 400 naming the
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor
 from registry.serving import oip_binary, oip_types
 
 HEADER = "Inference-Header-Content-Length"
+TOKEN = "s3cret-token"
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
 SHOP = {"city": (["paris", "lyon"], "BYTES"), "basket": ([10.0, 30.5], "FP64"), "visits": ([2, 5], "INT64")}
 
@@ -25,15 +28,18 @@ SHOP = {"city": (["paris", "lyon"], "BYTES"), "basket": ([10.0, 30.5], "FP64"), 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("oip-payloads-home")
-    register_models(path, only=("iris", "shop", "narrow", "tree"))
+    register_models(path, only=("iris", "shop", "narrow", "tree", "multi"))
     return path
 
 
 @pytest.fixture(scope="module")
 def apps(home: Path) -> Iterator[dict[str, AppClient]]:
-    clients = {name: AppClient(create_model_app(home, name)) for name in ("iris", "shop", "narrow", "tree")}
+    clients = {
+        name: AppClient(create_model_app(home, name)) for name in ("iris", "shop", "narrow", "tree", "multi")
+    }
     clients["batched"] = AppClient(create_model_app(home, "iris", batching=True))
     clients["small"] = AppClient(create_model_app(home, "iris", max_body_bytes=200))
+    clients["token"] = AppClient(create_model_app(home, "iris", token=TOKEN))
     yield clients
     for client in clients.values():
         client.close()
@@ -350,3 +356,125 @@ def test_decode_round_trips_every_fixed_size_datatype():
             continue
         values = np.array([0, 1, 1, 0], dtype=layout)
         assert oip_binary.decode(values.tobytes(), datatype, 4, "f") == values.tolist(), datatype
+
+
+# ---------------------------------------------------------------------- malformed tensors, shapes, extensions
+@pytest.mark.parametrize(
+    ("key", "value", "field"),
+    [
+        ("datatype", [], "inputs[0].datatype"),
+        ("datatype", {"FP64": 1}, "inputs[0].datatype"),
+        ("datatype", 1.5, "inputs[0].datatype"),
+        ("shape", "1,4", "inputs[0].shape"),
+        ("shape", [1.0, 4], "inputs[0].shape"),
+        ("shape", [-1, 4], "inputs[0].shape"),
+        ("shape", [[1], [4]], "inputs[0].shape"),
+        ("shape", [True, 4], "inputs[0].shape"),
+        ("name", 5, "inputs[0].name"),
+        ("name", ["x"], "inputs[0].name"),
+        ("parameters", [32], "inputs[0].parameters"),
+        ("parameters", "binary", "inputs[0].parameters"),
+    ],
+)
+def test_a_tensor_field_of_the_wrong_type_is_a_400_naming_it(apps, key, value, field):
+    body = matrix("FP64", ROWS[:1])
+    body["inputs"][0][key] = value
+    for extra in ({}, {"outputs": [{"name": "predict"}]}, {"parameters": {"content_type": "pd"}}):
+        error_of(infer(apps["iris"], "iris", {**body, **extra}), 400, field)
+
+
+@pytest.mark.parametrize("shape", [[2, 2, 2], [2, 4, 1], [1, 2, 4]])
+def test_a_tensor_of_more_than_two_dimensions_is_refused_not_read_as_rows(apps, shape):
+    body = {"inputs": [{"name": "x", "shape": shape, "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2] * 2}]}
+    assert "dimensions" in error_of(infer(apps["iris"], "iris", body), 422, "inputs[0].shape")
+
+
+def test_class_count_is_refused_not_answered_with_every_probability(apps):
+    asked = {"name": "predict_proba", "parameters": {"classification": 2, "binary_data": False}}
+    response = infer(apps["iris"], "iris", matrix("FP64", outputs=[asked]))
+    assert "class_count" in error_of(response, 400, "outputs[0].parameters.classification")
+
+
+def test_a_multi_output_regressor_declares_the_shape_it_answers(apps):
+    declared = {o["name"]: o for o in apps["multi"].get("/v2/models/multi").json()["outputs"]}
+    assert declared["predict"]["shape"] == [-1, 2]
+    answered = outputs(infer(apps["multi"], "multi", matrix("FP64")))["predict"]
+    assert answered["shape"] == [len(ROWS), 2] and len(answered["data"]) == 2 * len(ROWS)
+    assert outputs(infer(apps["iris"], "iris", matrix("FP64")))["predict"]["shape"] == [len(ROWS)]
+    assert apps["iris"].get("/v2/models/iris").json()["outputs"][0]["shape"] == [-1]
+
+
+def test_ready_bodies_give_the_version_as_a_string_everywhere(apps):
+    for path in ("/v2/health/ready", "/health/ready", "/v2/models/iris/ready"):
+        assert apps["iris"].get(path).json()["version"] == "1", path
+
+
+# ---------------------------------------------------------------------- the bearer scheme
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "bEaReR"])
+def test_the_bearer_scheme_is_case_insensitive(apps, scheme):
+    headers = {"authorization": f"{scheme} {TOKEN}"}
+    assert outputs(infer(apps["token"], "iris", matrix("FP64"), **headers))["predict"]["data"]
+    assert apps["token"].get("/v2", headers=headers).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "value", [f"Basic {TOKEN}", "Bearer wrong", f"Bearer{TOKEN}", TOKEN, f"bearer {TOKEN}x"]
+)
+def test_a_wrong_scheme_or_token_is_still_a_401(apps, value):
+    error_of(infer(apps["token"], "iris", matrix("FP64"), authorization=value), 401, "Authorization")
+
+
+# ---------------------------------------------------------------------- compressed request bodies
+def compressed(body: bytes, encoding: str) -> bytes:
+    return gzip.compress(body) if encoding == "gzip" else zlib.compress(body)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "GZIP"])
+def test_gzip_and_deflate_bodies_are_decoded_on_both_protocols(apps, encoding):
+    plain = orjson.dumps(matrix("FP64"))
+    body = compressed(plain, encoding.lower())
+    answer = outputs(infer(apps["iris"], "iris", body, **{"content-encoding": encoding}))
+    assert answer["predict"]["data"] == outputs(infer(apps["iris"], "iris", plain))["predict"]["data"]
+    mlflow = orjson.dumps({"inputs": ROWS})
+    headers = {"content-type": "application/json", "content-encoding": encoding}
+    response = apps["iris"].post(
+        "/invocations", content=compressed(mlflow, encoding.lower()), headers=headers
+    )
+    assert response.status_code == 200 and response.json()["predictions"] == answer["predict"]["data"]
+
+
+def test_a_binary_tensor_body_may_be_compressed_too(apps):
+    tensor = np.array(ROWS)
+    header = {
+        "inputs": [{"name": "x", "shape": [3, 4], "datatype": "FP64", "parameters": {"binary_data_size": 96}}]
+    }
+    raw = orjson.dumps(header)
+    headers = {HEADER: str(len(raw)), "content-encoding": "gzip"}
+    answer = outputs(infer(apps["iris"], "iris", gzip.compress(raw + tensor.tobytes()), **headers))
+    assert (
+        answer["predict"]["data"] == outputs(infer(apps["iris"], "iris", matrix("FP64")))["predict"]["data"]
+    )
+
+
+def test_a_compressed_body_is_bounded_by_the_limit_once_decompressed(apps):
+    bomb = gzip.compress(b" " * 10_000_000)  # ~10 kB that inflate to 10 MB; the app's limit is 200 bytes
+    error_of(infer(apps["small"], "iris", bomb, **{"content-encoding": "gzip"}), 413, "body")
+    small = gzip.compress(orjson.dumps(matrix("FP64", ROWS[:1])))
+    assert outputs(infer(apps["small"], "iris", small, **{"content-encoding": "gzip"}))
+
+
+@pytest.mark.parametrize(
+    ("body", "encoding", "status"),
+    [
+        (b"not gzip at all", "gzip", 400),
+        (gzip.compress(b'{"inputs": []}')[:-12], "gzip", 400),  # cut short
+        (gzip.compress(b"{}"), "deflate", 400),  # a gzip stream said to be deflate
+        (b"{}", "br", 415),
+        (b"{}", "gzip, br", 415),
+    ],
+    ids=["not-gzip", "cut-short", "gzip-said-deflate", "br", "gzip-then-br"],
+)
+def test_a_wrong_or_unknown_content_encoding_names_the_header(apps, body, encoding, status):
+    for path in ("/v2/models/iris/infer", "/invocations"):
+        headers = {"content-encoding": encoding, "content-type": "application/json"}
+        error_of(apps["iris"].post(path, content=body, headers=headers), status, "Content-Encoding")

@@ -413,11 +413,19 @@ def test_status_logs_scale_and_stop(served: Served) -> None:
 
 def test_beyond_loopback_predictions_need_the_token_shown_by_status(served: Served) -> None:
     port = free_port()
-    served.client.deploy("iris:1", name="iris-public", host="0.0.0.0", port=port)
+    deployed = served.cli(
+        "deploy", "iris:1", "--name", "iris-public", "--host", "0.0.0.0", "--port", str(port)
+    )
     try:
+        assert deployed.returncode == 0, deployed.stderr
         status = served.cli("status")
         token = (served.home / "serving-token").read_text().strip()
         assert f"iris-public: bearer token {token}" in status.stdout
+        # the address printed is one other hosts can use (this host's own, not loopback), and it answers
+        outside = re.search(r"serves on (http://[^ ]+)", deployed.stdout)
+        assert outside and "127.0.0.1" not in outside[1] and "0.0.0.0" not in outside[1], deployed.stdout
+        assert f"other hosts use {outside[1]}" in deployed.stdout and outside[1] in status.stdout
+        assert httpx.get(f"{outside[1]}/health/ready", timeout=10).status_code == 200
         assert oct((served.home / "serving-token").stat().st_mode & 0o777) == "0o600"
         url = f"http://127.0.0.1:{port}/invocations"
         refused = httpx.post(url, json=ROW, timeout=10)

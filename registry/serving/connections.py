@@ -8,7 +8,8 @@ uvicorn's httptools protocol with:
 - header bytes and count limits: beyond them, 431 (Request Header Fields Too Large) and close;
 - a deadline per phase of a connection: idle (connected or kept alive, no request begun: closed
   silently), headers (408 and close), body (408 and close); a sweep checks them a few times a
-  second, so the request path only stores a number;
+  second, so the request path only stores a number; a 431 or 408 is a JSON error in the shape of
+  the path's protocol (`error_bodies`; MLflow's when the request line was not read whole);
 - a cap on open connections per worker: at the cap, a new connection evicts the longest idle one (a
   connection between requests), or is closed at once when every connection is busy, so file
   descriptors are never exhausted and a health probe gets through an idle flood.
@@ -23,6 +24,10 @@ import resource
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, ClassVar
+
+import orjson
+
+from registry.serving.error_bodies import error_body
 
 log = logging.getLogger("modeldeck.connections")
 
@@ -168,7 +173,7 @@ def protocol_class(limits: ConnectionLimits) -> type:
             if self.phase == HEADERS and not (self.began_now and self.ended_now):
                 self.chunk_bytes += len(data)
                 if self.chunk_bytes > max_bytes:
-                    self.refuse(431, f"request headers over {max_bytes} bytes")
+                    self.refuse(431, f"request headers over {max_bytes} bytes", "headers")
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
@@ -184,7 +189,7 @@ def protocol_class(limits: ConnectionLimits) -> type:
             self.url += url
             self.header_bytes += len(url)
             if self.header_bytes > max_bytes:
-                self.refuse(431, f"request headers over {max_bytes} bytes")
+                self.refuse(431, f"request headers over {max_bytes} bytes", "headers")
                 raise _Refused
 
         def on_header(self, name: bytes, value: bytes) -> None:
@@ -197,6 +202,7 @@ def protocol_class(limits: ConnectionLimits) -> type:
                     f"more than {max_headers} request headers"
                     if too_many
                     else f"request headers over {max_bytes} bytes",
+                    "headers",
                 )
                 raise _Refused
             name = name.lower()
@@ -225,25 +231,36 @@ def protocol_class(limits: ConnectionLimits) -> type:
                 super().send_400_response(msg)
 
         # -------------------------------------------------------- answering and deadlines
-        def refuse(self, status: int, message: str) -> None:
-            """Answer `status` with `message` (unless a response already started) and close."""
+        def refuse(self, status: int, message: str, field: str) -> None:
+            """Answer `status` with `message` about `field` (unless a response already started) as a
+            JSON error in the shape of the requested path's protocol, and close."""
             if self.answered:
                 return
             self.answered = True
             self.logger.warning("%d from %s: %s", status, self.client[0] if self.client else "?", message)
             cycle = self.cycle
             if cycle is None or cycle.response_complete or not cycle.response_started:
-                body = message.encode()
+                body = refusal_body(self.requested_path(), status, message, field)
                 head = [STATUS_LINE[status]]
                 for name, value in self.server_state.default_headers:
                     head += [name, b": ", value, b"\r\n"]
-                head.append(b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\n")
+                head.append(b"content-type: application/json\r\nconnection: close\r\n")
                 head.append(b"content-length: %d\r\n\r\n" % len(body))
                 self.transport.write(b"".join(head) + body)
             if cycle is not None and not cycle.response_complete:
                 cycle.disconnected = True  # the app's own response (if any) is dropped
                 cycle.message_event.set()
             self.transport.close()
+
+        def requested_path(self) -> str:
+            """The request's path if its request line was read whole (a header or the body came after
+            it), else "" (an error then takes MLflow's shape)."""
+            if self.phase == HEADERS and not self.header_count:
+                return ""
+            try:
+                return httptools.parse_url(bytes(self.url)).path.decode("latin-1")
+            except (httptools.HttpParserInvalidURLError, AttributeError):
+                return ""
 
         def expire(self) -> None:
             """The current phase's deadline passed."""
@@ -252,9 +269,11 @@ def protocol_class(limits: ConnectionLimits) -> type:
                 self.answered = True
                 self.transport.close()
             elif self.phase == HEADERS:
-                self.refuse(408, f"request headers not complete within {limits.header_timeout:g} s")
+                self.refuse(
+                    408, f"request headers not complete within {limits.header_timeout:g} s", "headers"
+                )
             elif self.phase == BODY:
-                self.refuse(408, f"request body not complete within {limits.body_timeout:g} s")
+                self.refuse(408, f"request body not complete within {limits.body_timeout:g} s", "body")
             self.deadline = math.inf
 
         @classmethod
@@ -275,6 +294,13 @@ def protocol_class(limits: ConnectionLimits) -> type:
 
     LimitedHttpTools.limits = limits  # type: ignore[attr-defined]
     return LimitedHttpTools
+
+
+def refusal_body(path: str, status: int, message: str, field: str) -> bytes:
+    """The JSON error of a refusal by the HTTP layer (431, 408): OIP's shape on `/v2` paths, else
+    MLflow's, as the app's own errors (`error_bodies`)."""
+    code = "request_headers_too_large" if status == 431 else "request_timeout"
+    return orjson.dumps(error_body(path, status, message, code, field))
 
 
 def uvicorn_settings(limits: ConnectionLimits) -> dict[str, Any]:

@@ -309,35 +309,47 @@ def _v2_header(body: bytes, schema: InputSchema, header_length: str | None) -> A
 
 
 def _tensor_count(i: int, tensor: Any, binary: bool) -> int:
-    """The element count of input `i`'s shape, after checking its name, data, datatype and shape (400s).
+    """The element count of input `i`'s shape, after checking its name, parameters, data, datatype and
+    shape (400s, each naming the field; a shape of more than two dimensions is a 422).
     `binary`: the request has binary tensor data (its header gave the JSON's length)."""
-    if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+    where = f"inputs[{i}]"
+    if not isinstance(tensor, dict):
+        raise bad_request(f"{where} must be an object with 'name', 'shape', 'datatype' and 'data'", where)
+    if not isinstance(tensor.get("name"), str):
+        raise bad_request(f"{where}.name must be a string, not {_shown(tensor.get('name'))}", f"{where}.name")
+    parameters = tensor.get("parameters")
+    if parameters is not None and not isinstance(parameters, dict):
         raise bad_request(
-            f"inputs[{i}] must be an object with 'name', 'shape', 'datatype' and 'data'", f"inputs[{i}]"
+            f"{where}.parameters must be an object, not {_shown(parameters)}", f"{where}.parameters"
         )
     size = oip_binary.binary_size(tensor, i)
     if size is None and "data" not in tensor:
-        raise bad_request(
-            f"inputs[{i}] has neither 'data' nor parameters.binary_data_size", f"inputs[{i}].data"
-        )
+        raise bad_request(f"{where} has neither 'data' nor parameters.binary_data_size", f"{where}.data")
     if size is not None and not binary:
         raise bad_request(
-            f"inputs[{i}] has parameters.binary_data_size but the request has no {oip_binary.HEADER}"
+            f"{where} has parameters.binary_data_size but the request has no {oip_binary.HEADER}"
             " header saying where its binary data starts",
             oip_binary.HEADER,
         )
     datatype = tensor.get("datatype")
-    if datatype not in oip_types.NUMPY_DTYPES:
+    if not isinstance(datatype, str) or datatype not in oip_types.NUMPY_DTYPES:
         known = ", ".join(oip_types.NUMPY_DTYPES)
         raise bad_request(
-            f"inputs[{i}].datatype {_shown(datatype)} is not a datatype of the protocol ({known})",
-            f"inputs[{i}].datatype",
+            f"{where}.datatype {_shown(datatype)} is not a datatype of the protocol ({known})",
+            f"{where}.datatype",
         )
     shape = tensor.get("shape")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise bad_request(
-            f"inputs[{i}].shape must be a list of non-negative integers, not {_shown(shape)}",
-            f"inputs[{i}].shape",
+            f"{where}.shape must be a list of non-negative integers, not {_shown(shape)}", f"{where}.shape"
+        )
+    if len(shape) > 2:
+        raise InputError(
+            422,
+            "schema_mismatch",
+            f"{where}.shape {shape} has {len(shape)} dimensions; send [rows, columns] (one tensor of"
+            " every column) or [rows] / [rows, 1] per column",
+            field=f"{where}.shape",
         )
     return math.prod(shape)
 
@@ -395,6 +407,13 @@ def _v2_outputs(
         if options is not None and not isinstance(options, dict):
             raise bad_request(f"outputs[{i}].parameters must be an object", f"outputs[{i}].parameters")
         options = options or {}
+        if options.get("classification") not in (None, 0):  # 0: no classification (Triton's default)
+            raise bad_request(
+                f"outputs[{i}].parameters.classification (Triton's classification extension, the"
+                " client's class_count) is not supported; ask for predict_proba and take the top"
+                " classes from it",
+                f"outputs[{i}].parameters.classification",
+            )
         wanted = options.get("binary_data", options.get("binary_data_output", all_binary))
         if type(wanted) is not bool:
             raise bad_request(

@@ -50,6 +50,9 @@ class Predictor:
         self._frame = self.schema.named and not self.schema.all_numeric
         self.ready = False
         self.single_row_seconds: float | None = None
+        #: The shape of `predict`'s answer: [-1] (one value a row), or [-1, k] for k outputs a row
+        #: (multi-output models), as the warm-up prediction shows.
+        self.predict_shape: list[int] = [-1]
 
     @property
     def input_kind(self) -> str:
@@ -101,7 +104,9 @@ class Predictor:
         if self.schema.named and self.schema.all_numeric and rows is not None:
             self._choose_array_path(rows)
         if rows is not None:
-            self.predict(rows)
+            first = self.predict(rows)[0]
+            if isinstance(first, list):
+                self.predict_shape = [-1, len(first)]
             self.single_row_seconds = min(_timed(self.predict, rows[:1]) for _ in range(5))
         self.ready = True
 

@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from registry.monitoring.metrics import CONTENT_TYPE, ServingMetrics
 from registry.monitoring.sampling import InputSampler
-from registry.serving import oip_binary, oip_types, payloads
+from registry.serving import encodings, oip_binary, oip_types, payloads
 from registry.serving.batching import MicroBatcher
 from registry.serving.calls import ModelCaller
 from registry.serving.error_bodies import error_body, input_error_body
@@ -73,7 +73,7 @@ def create_app(
     if telemetry is not None and monitoring:
         telemetry.watch(metrics.registry)
     headers = {"x-model-name": info.name, "x-model-version": str(info.version)}
-    expected_auth = f"Bearer {token}".encode() if token else None
+    expected_token = token.encode() if token else None
     if batching is None:
         batching = predictor.worth_batching
     sampler = InputSampler() if monitoring else None
@@ -116,10 +116,10 @@ def create_app(
 
     def guarded(handler: Handler) -> Handler:
         async def check(request: Request) -> Response:
-            if expected_auth is not None:
-                given = request.headers.get("authorization", "").encode()
-                if not hmac.compare_digest(given, expected_auth):
-                    return refuse(request, _UNAUTHORIZED)
+            if expected_token is not None and not bearer_matches(
+                request.headers.get("authorization", ""), expected_token
+            ):
+                return refuse(request, _UNAUTHORIZED)
             return await handler(request)
 
         return check
@@ -220,12 +220,14 @@ def create_app(
     async def ready(request: Request) -> Response:
         if not predictor.ready:
             return not_ready(request)
-        return answer(200, {"ready": True, "status": "ready", "model": info.name, "version": info.version})
+        return answer(
+            200, {"ready": True, "status": "ready", "model": info.name, "version": str(info.version)}
+        )
 
     def not_ready(request: Request) -> Response:
         """503 while the version loads or warms up: an error in the route's shape, with `ready` false."""
         message = f"model {info.name} version {info.version} is not ready yet (loading or warming up)"
-        state = {"ready": False, "status": "loading", "model": info.name, "version": info.version}
+        state = {"ready": False, "status": "loading", "model": info.name, "version": str(info.version)}
         return answer(503, error_body(request.url.path, 503, message, "not_ready", **state))
 
     async def version(_: Request) -> Response:
@@ -277,20 +279,34 @@ def create_app(
     return app
 
 
+def bearer_matches(header: str, token: bytes) -> bool:
+    """True when an Authorization header is `Bearer <token>`: the scheme in any case (RFC 9110
+    11.1), the token compared in constant time."""
+    scheme, _, credentials = header.partition(" ")
+    given = credentials.lstrip(" ").encode()
+    return hmac.compare_digest(given, token) and scheme.lower() == "bearer"
+
+
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed `limit` bytes."""
+    """The request body, refused with 413 as soon as it is known to exceed `limit` bytes (decompressed,
+    for a `Content-Encoding: gzip` or `deflate` body; another encoding is a 415)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
+    decoder = encodings.decoder(request.headers.get("content-encoding"), limit)
     chunks, size = [], 0
     try:
         async for chunk in request.stream():
+            if decoder is not None:
+                chunk = decoder.feed(chunk)
             size += len(chunk)
             if size > limit:
                 raise _too_large(limit)
             chunks.append(chunk)
     except ClientDisconnect:  # gone, or cut off by the body deadline (408): a client's doing, not a 500
         raise InputError(408, "request_timeout", "the request body did not arrive", field="body") from None
+    if decoder is not None:
+        decoder.finish()
     return b"".join(chunks)
 
 
@@ -339,7 +355,8 @@ def _check_model(request: Request, info: Any) -> None:
 def v2_metadata(predictor: Predictor) -> dict[str, Any]:
     """OIP model metadata from the stored signature: the datatypes responses carry and inputs take."""
     info, schema = predictor.info, predictor.schema
-    outputs = [{"name": payloads.PREDICT, "datatype": oip_types.predict_datatype(info.output), "shape": [-1]}]
+    predict = oip_types.predict_datatype(info.output)
+    outputs = [{"name": payloads.PREDICT, "datatype": predict, "shape": predictor.predict_shape}]
     if predictor.can_proba:
         classes = len(info.output.get("classes", []))
         outputs.append({"name": payloads.PREDICT_PROBA, "datatype": "FP64", "shape": [-1, classes]})

@@ -36,6 +36,7 @@ from registry.errors import DatabaseError, RegistryError, SupervisorError
 from registry.info import DeploymentInfo
 from registry.monitoring.rollups import DEFAULT_RETENTION
 from registry.serving import logs
+from registry.serving.addresses import local_url, outside_url
 from registry.serving.exporter import write_targets
 from registry.serving.options import (
     check_deploy,
@@ -1078,10 +1079,10 @@ class Supervisor:
 
     def _describe(self, runtime: Runtime, note: str = "") -> dict[str, Any]:
         spec = runtime.spec
-        host = "127.0.0.1" if spec.host in ("0.0.0.0", "") else spec.host
         result = {
             **spec.as_dict(),
-            "url": f"http://{host}:{spec.port}",
+            "url": local_url(spec.host, spec.port),
+            "outside_url": outside_url(spec.host, spec.port),
             "status": runtime.status,
             "message": runtime.message,
             "restarts": runtime.restarts,

@@ -8,6 +8,7 @@ a worker by 800 MB. Here the timeouts are short (1 s, through `serve`'s flags) s
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import socket
@@ -229,14 +230,18 @@ def _header_flood(target: Target, limit: int) -> tuple[int, bytes]:
 
 
 @pytest.mark.parametrize(
-    ("start", "trickle"),
+    ("start", "trickle", "field"),
     [
-        (b"GET /health/live HTTP/1.1\r\nHost: x\r\n", b"X"),  # slow headers
-        (b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n", b" "),  # slow body
+        (b"GET /health/live HTTP/1.1\r\nHost: x\r\n", b"X", "headers"),  # slow headers
+        (b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n", b" ", "body"),  # slow body
+        (b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n", b"X", "headers"),
+        (b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n", b" ", "body"),
     ],
-    ids=["slow-headers", "slow-body"],
+    ids=["slow-headers", "slow-body", "oip-slow-headers", "oip-slow-body"],
 )
-def test_a_slowloris_connection_gets_408_and_is_closed(target: Target, start: bytes, trickle: bytes) -> None:
+def test_a_slowloris_connection_gets_408_and_is_closed(
+    target: Target, start: bytes, trickle: bytes, field: str
+) -> None:
     sock = target.connect()
     sock.sendall(start)
     began = time.monotonic()
@@ -258,6 +263,10 @@ def test_a_slowloris_connection_gets_408_and_is_closed(target: Target, start: by
     print(f"slowloris held the connection {held:.2f} s (timeout {TIMEOUT} s): {answer[:30]!r}")
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert held < 10 * TIMEOUT
+    body = json.loads(answer.partition(b"\r\n\r\n")[2])  # the route's protocol shape, naming the phase
+    message = body["error"] if b" /v2/" in start else body["message"]
+    assert body["field"] == field and field in message and body["code"] == "request_timeout", body
+    assert ("error_code" in body) == (b" /v2/" not in start), body
 
 
 def test_a_flood_of_bad_requests_adds_a_few_log_lines(target: Target) -> None:

@@ -206,23 +206,28 @@ class ModelBodies:
         )
         matrix = with_extra(
             st.builds(
-                lambda name, shape, data: [
+                lambda name, shape, datatype, data: [
                     ("name", name),
                     ("shape", shape),
-                    ("datatype", "FP64"),
+                    ("datatype", datatype),
                     ("data", data),
                 ],
-                weighted((3, st.just("x")), (1, self.names)),
+                weighted((3, st.just("x")), (1, self.names), (1, cells)),
                 shape,
+                DATATYPES,
                 weighted((3, flat), (2, self.rows), (1, cells)),
             ),
-            st.tuples(st.sampled_from(["parameters", "data", "name", "shape"]), cells),
+            st.tuples(
+                st.sampled_from(["parameters", "data", "name", "shape", "datatype"]), TENSOR_PARAMETERS
+            ),
         )
-        named = self.columns.map(
-            lambda obj: [
-                Obj([("name", n), ("shape", [len(v)]), ("datatype", "FP64"), ("data", v)])
+        named = st.builds(
+            lambda obj, datatype: [
+                Obj([("name", n), ("shape", [len(v)]), ("datatype", datatype), ("data", v)])
                 for n, v in obj.pairs
-            ]
+            ],
+            self.columns,
+            DATATYPES,
         )
         inputs = weighted((3, named), (3, st.lists(matrix, min_size=1, max_size=2)), (1, cells))
         parameters = weighted(
@@ -233,6 +238,10 @@ class ModelBodies:
         outputs = weighted(
             (2, st.just([Obj([("name", "predict_proba")])])),
             (2, st.just([Obj([("name", "predict")])])),
+            (
+                1,
+                st.builds(lambda p: [Obj([("name", "predict_proba"), ("parameters", p)])], TENSOR_PARAMETERS),
+            ),
             (1, st.lists(objects(st.just("name"), cells, 2), max_size=2)),
             (1, cells),
         )
@@ -247,6 +256,25 @@ class ModelBodies:
         )
 
 
+#: An input's or output's `parameters`: the extension keys with right and wrong values, or not an object.
+TENSOR_PARAMETERS = weighted(
+    (
+        2,
+        objects(
+            st.sampled_from(["binary_data_size", "binary_data", "classification", "content_type"]), cells, 2
+        ),
+    ),
+    (1, cells),
+)
+
+
+#: An input's datatype: the usual one, any of the protocol's, a near miss or a value of the wrong type.
+DATATYPES = weighted(
+    (4, st.just("FP64")),
+    (2, st.sampled_from(["FP32", "INT64", "INT32", "BOOL", "BYTES", "UINT8", "FP16"])),
+    (1, st.sampled_from(["fp64", "FLOAT64", "", "STRING"])),
+    (2, st.one_of(st.lists(scalars, max_size=2), st.just(Obj([("FP64", 1)])), numbers, st.booleans())),
+)
 BODIES = {model: ModelBodies(model) for model in COLUMNS}
 
 
