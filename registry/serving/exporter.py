@@ -20,10 +20,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from registry.files import private_dirs, write_atomic
 from registry.monitoring.metrics import LATENCY_BUCKETS
+from registry.monitoring.timeseries import DeploymentSeries
 
 if TYPE_CHECKING:
     from registry.serving.supervisor import Supervisor
 
+#: Codes whose request series exist (at 0) from the moment a version starts loading, so the first
+#: requests of each are counted by rate()/increase() (Prometheus misses a series' first value).
+INITIAL_CODES = ("200", "400", "404", "413", "415", "422", "500", "503")
 _DRIFT_LEVEL = {"ok": 0.0, "warn": 1.0, "drift": 2.0}
 
 
@@ -72,15 +76,20 @@ class SupervisorCollector:
             model = runtime.spec.model if runtime else ""
             for version, totals in series.totals.items():
                 labels = [name, model, str(version)]
-                for code, count in sorted(totals.requests.items()):
-                    requests.add_metric([*labels, code], count)
+                codes = {**dict.fromkeys(INITIAL_CODES, 0.0), **totals.requests}
+                for code, count in sorted(codes.items()):
+                    requests.add_metric(
+                        [*labels, code], _first_at_zero(scraper.exposed, (name, version, code), count)
+                    )
+                shown = (name, version, "") in scraper.exposed
+                scraper.exposed.add((name, version, ""))
                 cumulative, running = [], 0.0
                 for bound, count in zip(
                     [*map(str, LATENCY_BUCKETS), "+Inf"], totals.latency_buckets, strict=True
                 ):
-                    running += count
+                    running += count if shown else 0.0
                     cumulative.append((bound, running))
-                latency.add_metric(labels, cumulative, totals.latency_sum)
+                latency.add_metric(labels, cumulative, totals.latency_sum if shown else 0.0)
             live = series.points[-1] if series.points else None
             if live is not None:
                 labels = [name, model, str(live["version"])]
@@ -112,6 +121,22 @@ class SupervisorCollector:
             yield GaugeMetricFamily(
                 "modeldeck_host_load1", "Host load average over 1 minute.", value=host["load"][0]
             )
+
+
+def _first_at_zero(exposed: set[tuple[str, int, str]], key: tuple[str, int, str], count: float) -> float:
+    """`count`, or 0 the first time the series `key` is shown (then it is marked shown)."""
+    if key in exposed:
+        return count
+    exposed.add(key)
+    return 0.0
+
+
+def exposed_keys(name: str, series: DeploymentSeries) -> Iterator[tuple[str, int, str]]:
+    """The keys of every request series of `series` (restored ones were shown before a restart)."""
+    for version, totals in series.totals.items():
+        yield (name, version, "")
+        for code in {*INITIAL_CODES, *totals.requests}:
+            yield (name, version, code)
 
 
 def _restarts(supervisor: Supervisor) -> Metric:
