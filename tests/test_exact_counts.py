@@ -19,6 +19,7 @@ from registry import Registry
 from registry.monitoring.timeseries import DeploymentSeries, Totals
 from registry.serving.client import SupervisorClient
 from registry.serving.exporter import INITIAL_CODES, exposition
+from registry.serving.rundir import RunDir
 from registry.serving.supervisor import Supervisor
 
 BAD = {"inputs": [[5.1, "wide", 1.4, 0.2]]}  # a 422
@@ -133,6 +134,8 @@ def test_what_workers_answer_while_no_supervisor_runs_is_counted(deck: Deck) -> 
         deck.client.wait_settled()
         good.more(20)
     deck.check(before, good, bad)
+    saved = RunDir.of(deck.home).path / "request-counts.json"
+    assert oct(saved.stat().st_mode & 0o777) == "0o600"
 
 
 def test_draining_workers_count_until_they_exit_under_their_own_version(deck: Deck) -> None:

@@ -170,7 +170,8 @@ class DeploymentSeries:
         keep = set(pulls) if alive is None else alive
         for pid in [p for p in self._last if p not in keep]:
             del self._last[pid]
-        self.totals.setdefault(version, Totals())
+        for known in {version, *(versions.get(pid, version) for pid in pulls)}:  # loading ones too
+            self.totals.setdefault(known, Totals())
         codes, buckets = step.codes, step.buckets
         self._recent.append((now, buckets))
         while self._recent and self._recent[0][0] < now - QUANTILE_WINDOW:

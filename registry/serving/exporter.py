@@ -6,6 +6,13 @@ across worker restarts (counters never go back), adds resources, drift and worke
 one source of truth Prometheus should scrape: `$MODELDECK_HOME/prometheus/targets.json` lists it alone.
 The servers' own series carry no `deployment` label, so nothing that selects on `deployment` (the
 shipped dashboard and rules) can count a request twice even where someone scrapes a server as well.
+
+Prometheus takes a series' first sample as its start, so what a series counts before it is first
+scraped never shows in rate()/increase(). A version's request series for `INITIAL_CODES` and its
+histogram therefore exist at 0 from when it starts loading (the scraper keeps totals for every
+worker's version), and any series is shown at 0 the first time it is exposed and with its count from
+the next exposition on: one scrape late, never lost (for one Prometheus; a second one scraping the same
+exporter may see the count first). Series restored after a supervisor restart were shown before.
 """
 
 from __future__ import annotations
