@@ -208,9 +208,10 @@ class DeploymentSeries:
         self.points.append(point)
         return point
 
-    def final(self, pid: int, version: int, metrics: dict[str, Any]) -> None:
-        """Count the last snapshot a worker handed over on its way out (in the next point)."""
-        grown = self._step(pid, metrics, fresh=False)
+    def final(self, pid: int, version: int, metrics: dict[str, Any], fresh: bool = False) -> None:
+        """Count the last snapshot a worker handed over on its way out (in the next point); `fresh`
+        as in `ingest`."""
+        grown = self._step(pid, metrics, fresh)
         self._last.pop(pid, None)
         if grown is not None:
             self.totals.setdefault(version, Totals()).add(grown)

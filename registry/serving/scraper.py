@@ -140,7 +140,8 @@ class Scraper:
                 self.drift.pop(name, None)
             for name in [n for n in self.windows if n not in self.supervisor.runtimes]:
                 del self.windows[name]
-            self._adoptable.clear()
+            tracked = self.supervisor.workers  # saved snapshots of workers gone meanwhile: dropped
+            self._adoptable = {pid: saved for pid, saved in self._adoptable.items() if pid in tracked}
         await self.save_counts()
         self.resources.forget(alive)
         self._cursors = {pid: c for pid, c in self._cursors.items() if pid in alive}
@@ -157,12 +158,13 @@ class Scraper:
         if self.seq % SAVE_WINDOWS_EVERY == 0:
             await self.save_windows()
 
-    def final(self, name: str, pid: int, version: int, metrics: dict[str, Any]) -> None:
+    def final(self, name: str, worker: Worker, metrics: dict[str, Any]) -> None:
         """Count the snapshot a worker of deployment `name` handed over as it exited (what it
         answered after its last pull)."""
         series = self.series.get(name)
         if series is not None:
-            series.final(pid, version, metrics)
+            self._resume(series, [worker])
+            series.final(worker.pid, worker.version, metrics, fresh=worker.popen is not None)
 
     async def restore_counts(self) -> None:
         """Take back the totals and the workers' last counted snapshots the previous supervisor of

@@ -1150,7 +1150,7 @@ class Supervisor:
             worker.error = str(report.get("error", "")) or worker.error
             final = report.get("metrics")
             if isinstance(final, dict) and isinstance(final.get("requests"), dict):
-                self.scraper.final(str(report.get("deployment")), worker.pid, worker.version, final)
+                self.scraper.final(str(report.get("deployment")), worker, final)
             for fd in fds:
                 self._reclaim_socket(worker, fd)
 
