@@ -133,18 +133,24 @@ def stop_supervisor(client: Any, home: Path) -> None:
 
 @dataclass
 class Load:
-    """`clients` threads posting `ROW` on kept-alive connections until stopped; answers counted by
-    `x-model-version`, failures listed. With `warm`, entering waits for that many answers."""
+    """`clients` threads posting `body` (default `ROW`) on kept-alive connections until stopped;
+    answers with the `expect`ed status counted by `x-model-version`, every answer counted by version
+    and status in `answers`, failures (other statuses, transport errors) listed. With `warm`, entering
+    waits for that many answers."""
 
     url: str
     clients: int = 4
     timeout: float = 10
     pause: float = 0.0
     warm: int = 0
+    body: dict[str, Any] = field(default_factory=lambda: ROW)
+    expect: int = 200
     versions: Counter[str] = field(default_factory=Counter)
+    answers: Counter[tuple[str, str]] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)  # exact counts from several threads
 
     def __enter__(self) -> Load:
         for _ in range(self.clients):
@@ -166,11 +172,14 @@ class Load:
         with httpx.Client(base_url=self.url, timeout=self.timeout) as client:
             while not self._stop.is_set():
                 try:
-                    response = client.post("/invocations", json=ROW)
-                    if response.status_code != 200:
+                    response = client.post("/invocations", json=self.body)
+                    version = response.headers.get("x-model-version", "")
+                    with self._lock:
+                        self.answers[version, str(response.status_code)] += 1
+                        if response.status_code == self.expect:
+                            self.versions[version] += 1
+                    if response.status_code != self.expect:
                         self.failures.append(f"{response.status_code} {response.text}")
-                    else:
-                        self.versions[response.headers["x-model-version"]] += 1
                 except httpx.HTTPError as exc:
                     self.failures.append(f"{type(exc).__name__}: {exc}")
                 if self.pause:

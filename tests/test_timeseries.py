@@ -113,3 +113,10 @@ def test_a_pull_counts_rows_that_fell_out_of_the_ring_and_can_skip_ahead() -> No
     sampler.add([["y" * 5000]], [1])  # one row over the byte budget on its own
     alone = sampler.pull(25, max_bytes=1000)
     assert alone["rows"] == [] and alone["dropped"] == 1 and alone["cursor"] == 26
+
+
+def test_a_loading_version_has_its_totals_at_zero_before_it_serves() -> None:
+    series = DeploymentSeries("iris")
+    point = series.ingest(1, 1, {10: None, 11: None}, {}, 100.0, versions={10: 1, 11: 2}, serving={10})
+    assert series.totals.keys() == {1, 2} and series.totals[2].requests == {}  # the exporter shows it at 0
+    assert (point["workers"], point["stale"]) == (1, 1)  # the loading worker is not one of the serving

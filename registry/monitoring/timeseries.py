@@ -51,12 +51,73 @@ def _per_bucket(cumulative: list[float]) -> list[float]:
 
 @dataclass
 class Totals:
-    """Counts since the supervisor started, summed over workers and restarts (never decreasing)."""
+    """Counts of one version, summed over workers, worker restarts and supervisor restarts (never
+    decreasing): what the exporter's counters show."""
 
     requests: dict[str, float] = field(default_factory=dict)
     latency_buckets: list[float] = field(default_factory=lambda: [0.0] * (len(LATENCY_BUCKETS) + 1))
     latency_sum: float = 0.0
     rows: float = 0.0
+
+    def add(self, step: Step) -> None:
+        for code, count in step.codes.items():
+            self.requests[code] = self.requests.get(code, 0.0) + count
+        self.latency_buckets = [a + b for a, b in zip(self.latency_buckets, step.buckets, strict=True)]
+        self.latency_sum += step.latency_sum
+        self.rows += step.rows
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "latency_buckets": self.latency_buckets,
+            "latency_sum": self.latency_sum,
+            "rows": self.rows,
+        }
+
+    @classmethod
+    def of(cls, saved: dict[str, Any]) -> Totals:
+        buckets = [float(b) for b in saved["latency_buckets"]]
+        if len(buckets) != len(LATENCY_BUCKETS) + 1:
+            raise ValueError("latency buckets changed")
+        requests = {str(code): float(count) for code, count in saved["requests"].items()}
+        return cls(requests, buckets, float(saved["latency_sum"]), float(saved["rows"]))
+
+
+@dataclass
+class Step:
+    """What one or more workers answered between two snapshots of theirs."""
+
+    codes: dict[str, float] = field(default_factory=dict)
+    buckets: list[float] = field(default_factory=lambda: [0.0] * (len(LATENCY_BUCKETS) + 1))
+    latency_sum: float = 0.0
+    rows: float = 0.0
+    call_rows: float = 0.0
+    calls: float = 0.0
+
+    @classmethod
+    def between(cls, metrics: dict[str, Any], previous: dict[str, Any]) -> Step:
+        step = cls()
+        for code, count in metrics["requests"].items():
+            step.codes[code] = max(0.0, count - previous.get("requests", {}).get(code, 0.0))
+        now_latency, before_latency = metrics.get(LATENCY, {}), previous.get(LATENCY, {})
+        if now_latency.get("buckets"):
+            now_buckets = _per_bucket(now_latency["buckets"])
+            before_buckets = _per_bucket(before_latency.get("buckets") or [0.0] * len(now_buckets))
+            step.buckets = [max(0.0, x - y) for x, y in zip(now_buckets, before_buckets, strict=True)]
+            step.latency_sum = _grew(metrics, previous, LATENCY, "sum")
+        step.rows = _grew(metrics, previous, ROWS, "sum")
+        step.call_rows = _grew(metrics, previous, CALL_ROWS, "sum")
+        step.calls = _grew(metrics, previous, CALL_ROWS, "count")
+        return step
+
+    def add(self, other: Step) -> None:
+        for code, count in other.codes.items():
+            self.codes[code] = self.codes.get(code, 0.0) + count
+        self.buckets = [a + b for a, b in zip(self.buckets, other.buckets, strict=True)]
+        self.latency_sum += other.latency_sum
+        self.rows += other.rows
+        self.call_rows += other.call_rows
+        self.calls += other.calls
 
 
 @dataclass
@@ -68,6 +129,7 @@ class DeploymentSeries:
     totals: dict[int, Totals] = field(default_factory=dict)  # by version
     _last: dict[int, dict[str, Any]] = field(default_factory=dict)  # pid -> last metrics snapshot
     _recent: deque[tuple[float, list[float]]] = field(default_factory=deque)
+    _pending: Step = field(default_factory=Step)  # final snapshots not in a point yet
 
     def ingest(
         self,
@@ -79,54 +141,44 @@ class DeploymentSeries:
         interval: float = 1.0,
         fresh: frozenset[int] | set[int] = frozenset(),
         alive: set[int] | None = None,
+        versions: dict[int, int] | None = None,
+        serving: set[int] | None = None,
     ) -> dict[str, Any]:
         """Add the point for one pull of every worker (`None`: the worker did not answer). Workers in
         `fresh` started under this supervisor, so all their counts are new; others (adopted after a
-        supervisor restart) are a baseline at first sight. `alive` (default: the pulled workers) are
-        the workers whose last counts are kept: a standby that serves again continues from them."""
+        supervisor restart) count from their last snapshot `resume`d, else are a baseline at first
+        sight. `alive` (default: the pulled workers) are the workers whose last counts are kept: a
+        standby that serves again continues from them. Each worker's counts go to its own version
+        (`versions`, default `version`); `serving` (default: all pulled) are the workers the point's
+        worker, staleness and resource figures describe (draining and standby ones count requests)."""
         now = time.time() if now is None else now
-        codes: dict[str, float] = {}
-        buckets = [0.0] * (len(LATENCY_BUCKETS) + 1)
-        latency_sum = rows = call_rows = calls = in_flight = 0.0
+        versions = versions or {}
+        serving = set(pulls) if serving is None else serving
+        step, self._pending = self._pending, Step()
+        in_flight = 0.0
         answered = 0
         for pid, snapshot in pulls.items():
             if snapshot is None:
                 continue
-            answered += 1
+            answered += pid in serving
             metrics = snapshot["metrics"]
-            previous = self._last.get(pid) or ({"requests": {}} if pid in fresh else None)
-            self._last[pid] = metrics
             in_flight += metrics.get("in_flight", 0.0)
-            if previous is None:  # first sight of this worker: its counts so far are the baseline
-                continue
-            for code, count in metrics["requests"].items():
-                codes[code] = codes.get(code, 0.0) + max(0.0, count - previous["requests"].get(code, 0.0))
-            now_latency, before_latency = metrics.get(LATENCY, {}), previous.get(LATENCY, {})
-            if now_latency.get("buckets"):
-                now_buckets = _per_bucket(now_latency["buckets"])
-                before_buckets = _per_bucket(before_latency.get("buckets") or [0.0] * len(now_buckets))
-                buckets = [
-                    b + max(0.0, x - y) for b, x, y in zip(buckets, now_buckets, before_buckets, strict=True)
-                ]
-                latency_sum += _grew(metrics, previous, LATENCY, "sum")
-            rows += _grew(metrics, previous, ROWS, "sum")
-            call_rows += _grew(metrics, previous, CALL_ROWS, "sum")
-            calls += _grew(metrics, previous, CALL_ROWS, "count")
+            grown = self._step(pid, metrics, pid in fresh)
+            if grown is not None:
+                self.totals.setdefault(versions.get(pid, version), Totals()).add(grown)
+                step.add(grown)
         keep = set(pulls) if alive is None else alive
         for pid in [p for p in self._last if p not in keep]:
             del self._last[pid]
-        totals = self.totals.setdefault(version, Totals())
-        for code, count in codes.items():
-            totals.requests[code] = totals.requests.get(code, 0.0) + count
-        totals.latency_buckets = [a + b for a, b in zip(totals.latency_buckets, buckets, strict=True)]
-        totals.latency_sum += latency_sum
-        totals.rows += rows
+        for known in {version, *(versions.get(pid, version) for pid in pulls)}:  # loading ones too
+            self.totals.setdefault(known, Totals())
+        codes, buckets = step.codes, step.buckets
         self._recent.append((now, buckets))
         while self._recent and self._recent[0][0] < now - QUANTILE_WINDOW:
             self._recent.popleft()
         window = [sum(column) for column in zip(*(b for _, b in self._recent), strict=True)]
         requests = sum(codes.values())
-        known = [r for r in resources.values() if r is not None]
+        known = [r for pid, r in resources.items() if r is not None and pid in serving]
         point: dict[str, Any] = {
             "seq": seq,
             "t": now,
@@ -136,25 +188,49 @@ class DeploymentSeries:
             "ok": sum(c for code, c in codes.items() if code.startswith(("1", "2", "3"))),
             "client_errors": sum(c for code, c in codes.items() if code.startswith("4")),
             "server_errors": sum(c for code, c in codes.items() if code.startswith("5")),
-            "rows": rows,
-            "rows_per_call": call_rows / calls if calls else None,
+            "rows": step.rows,
+            "rows_per_call": step.call_rows / step.calls if step.calls else None,
             "in_flight": in_flight,
             "p50": quantile(0.5, window),
             "p95": quantile(0.95, window),
             "p99": quantile(0.99, window),
-            "mean_latency": latency_sum / sum(buckets) if sum(buckets) else None,
-            "workers": len(pulls),
-            "stale": len(pulls) - answered,
+            "mean_latency": step.latency_sum / sum(buckets) if sum(buckets) else None,
+            "workers": len(serving),
+            "stale": len(serving) - answered,
             "cpu": sum(r["cpu"] for r in known) if known else None,
             "rss": sum(r["rss"] for r in known) if known else None,
             "threads": sum(r["threads"] for r in known) if known else None,
             "fds": sum(r["fds"] for r in known) if known else None,
             "latency_buckets": buckets,
             # per worker (pid): cpu, rss, threads, fds, or None when psutil could not read it
-            "processes": {str(pid): resources.get(pid) for pid in pulls},
+            "processes": {str(pid): resources.get(pid) for pid in pulls if pid in serving},
         }
         self.points.append(point)
         return point
+
+    def final(self, pid: int, version: int, metrics: dict[str, Any], fresh: bool = False) -> None:
+        """Count the last snapshot a worker handed over on its way out (in the next point); `fresh`
+        as in `ingest`."""
+        grown = self._step(pid, metrics, fresh)
+        self._last.pop(pid, None)
+        if grown is not None:
+            self.totals.setdefault(version, Totals()).add(grown)
+            self._pending.add(grown)
+
+    def resume(self, pid: int, metrics: dict[str, Any]) -> None:
+        """Count an adopted worker from `metrics`, its snapshot a previous supervisor last counted."""
+        self._last.setdefault(pid, metrics)
+
+    def last(self) -> dict[int, dict[str, Any]]:
+        """The last counted snapshot of each worker (what `resume` takes back after a restart)."""
+        return dict(self._last)
+
+    def _step(self, pid: int, metrics: dict[str, Any], fresh: bool) -> Step | None:
+        """What the worker answered since its last snapshot; None at first sight of an adopted worker
+        (its counts so far are a baseline)."""
+        previous = self._last.get(pid) or ({"requests": {}} if fresh else None)
+        self._last[pid] = metrics
+        return None if previous is None else Step.between(metrics, previous)
 
     def since(self, cursor: int) -> list[dict[str, Any]]:
         """Points after `cursor`, oldest first."""

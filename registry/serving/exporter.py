@@ -6,6 +6,13 @@ across worker restarts (counters never go back), adds resources, drift and worke
 one source of truth Prometheus should scrape: `$MODELDECK_HOME/prometheus/targets.json` lists it alone.
 The servers' own series carry no `deployment` label, so nothing that selects on `deployment` (the
 shipped dashboard and rules) can count a request twice even where someone scrapes a server as well.
+
+Prometheus takes a series' first sample as its start, so what a series counts before it is first
+scraped never shows in rate()/increase(). A version's request series for `INITIAL_CODES` and its
+histogram therefore exist at 0 from when it starts loading (the scraper keeps totals for every
+worker's version), and any series is shown at 0 the first time it is exposed and with its count from
+the next exposition on: one scrape late, never lost (for one Prometheus; a second one scraping the same
+exporter may see the count first). Series restored after a supervisor restart were shown before.
 """
 
 from __future__ import annotations
@@ -20,10 +27,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from registry.files import private_dirs, write_atomic
 from registry.monitoring.metrics import LATENCY_BUCKETS
+from registry.monitoring.timeseries import DeploymentSeries
 
 if TYPE_CHECKING:
     from registry.serving.supervisor import Supervisor
 
+#: Codes whose request series exist (at 0) from the moment a version starts loading, so the first
+#: requests of each are counted by rate()/increase() (Prometheus misses a series' first value).
+INITIAL_CODES = ("200", "400", "404", "413", "415", "422", "500", "503")
 _DRIFT_LEVEL = {"ok": 0.0, "warn": 1.0, "drift": 2.0}
 
 
@@ -72,15 +83,20 @@ class SupervisorCollector:
             model = runtime.spec.model if runtime else ""
             for version, totals in series.totals.items():
                 labels = [name, model, str(version)]
-                for code, count in sorted(totals.requests.items()):
-                    requests.add_metric([*labels, code], count)
+                codes = {**dict.fromkeys(INITIAL_CODES, 0.0), **totals.requests}
+                for code, count in sorted(codes.items()):
+                    requests.add_metric(
+                        [*labels, code], _first_at_zero(scraper.exposed, (name, version, code), count)
+                    )
+                shown = (name, version, "") in scraper.exposed
+                scraper.exposed.add((name, version, ""))
                 cumulative, running = [], 0.0
                 for bound, count in zip(
                     [*map(str, LATENCY_BUCKETS), "+Inf"], totals.latency_buckets, strict=True
                 ):
-                    running += count
+                    running += count if shown else 0.0
                     cumulative.append((bound, running))
-                latency.add_metric(labels, cumulative, totals.latency_sum)
+                latency.add_metric(labels, cumulative, totals.latency_sum if shown else 0.0)
             live = series.points[-1] if series.points else None
             if live is not None:
                 labels = [name, model, str(live["version"])]
@@ -112,6 +128,22 @@ class SupervisorCollector:
             yield GaugeMetricFamily(
                 "modeldeck_host_load1", "Host load average over 1 minute.", value=host["load"][0]
             )
+
+
+def _first_at_zero(exposed: set[tuple[str, int, str]], key: tuple[str, int, str], count: float) -> float:
+    """`count`, or 0 the first time the series `key` is shown (then it is marked shown)."""
+    if key in exposed:
+        return count
+    exposed.add(key)
+    return 0.0
+
+
+def exposed_keys(name: str, series: DeploymentSeries) -> Iterator[tuple[str, int, str]]:
+    """The keys of every request series of `series` (restored ones were shown before a restart)."""
+    for version, totals in series.totals.items():
+        yield (name, version, "")
+        for code in {*INITIAL_CODES, *totals.requests}:
+            yield (name, version, code)
 
 
 def _restarts(supervisor: Supervisor) -> Metric:

@@ -5,7 +5,8 @@ socket inherited as `--fd`. It loads and warms up the model, reports on the supe
 report socket, and obeys signals:
 
 - SIGUSR1: serve (accept on the socket), SIGUSR2: drain and go back to standby (model kept warm),
-- SIGTERM/SIGINT: drain and exit,
+- SIGTERM/SIGINT: drain and exit; the "stopped" report carries the final metrics snapshot, so what
+  it answered after the supervisor's last pull is counted too,
 The supervisor pulls the worker's metrics and input sample once a second from a private Unix socket
 (`--monitor-dir/<pid>.sock`): it writes a cursor line, and gets one JSON line back, bounded in rows
 and bytes (`registry.monitoring.sampling.InputSampler.pull`; the next cursor says where it stopped).
@@ -57,13 +58,17 @@ class Reporter:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) if path else None
         self.state = "starting"  # the first report ("loading") is then logged too
 
-    def __call__(self, state: str, fd: int | None = None, **detail: Any) -> None:
+    def __call__(
+        self, state: str, fd: int | None = None, unlogged: dict[str, Any] | None = None, **detail: Any
+    ) -> None:
         if state != self.state or detail:  # the deployment's log tells its story: loading, serving, ...
             log.info("%s%s", state, "".join(f" {k}={v}" for k, v in detail.items()))
         self.state = state
         if self.sock is None:
             return
-        message = json.dumps({**self.identity, "state": state, **detail}).encode()[:60_000]
+        message = json.dumps({**self.identity, "state": state, **detail, **(unlogged or {})}).encode()[
+            :60_000
+        ]
         with contextlib.suppress(OSError):  # the supervisor is down: it asks again when back
             if fd is None:
                 self.sock.sendto(message, self.path)
@@ -161,8 +166,8 @@ async def run(options: argparse.Namespace) -> int:
     while True:
         mode = wanted[0]
         changed.clear()
-        if mode == STOP:
-            report("stopped")
+        if mode == STOP:  # with what it answered since the supervisor's last pull, counted once
+            report("stopped", unlogged={"metrics": app.app.state.metrics.snapshot()})
             return 0
         if mode == STANDBY:
             report("standby")

@@ -27,9 +27,13 @@ from registry.monitoring.rollups import DEFAULT_RETENTION, Rollups, prune_rollup
 from registry.monitoring.sampling import SKIP
 from registry.monitoring.timeseries import DeploymentSeries
 from registry.monitoring.window import DriftWindow
+from registry.serving.count_state import load_counts, save_counts
+from registry.serving.count_state import snapshot as count_snapshot
 from registry.serving.drift_state import load_windows, save_windows, snapshot
+from registry.serving.exporter import exposed_keys
 
 if TYPE_CHECKING:
+    from registry.serving.processes import Worker
     from registry.serving.supervisor import Runtime, Supervisor
 
 log = logging.getLogger("modeldeck.supervisor")
@@ -76,11 +80,16 @@ class Scraper:
         self._schemas: dict[tuple[str, int], tuple[list[str], list[bool]]] = {}
         self._profiles: dict[tuple[str, int], Profile | UnusableProfile | None] = {}
         self._last_drift = 0.0
+        #: Totals and snapshots a previous supervisor saved, for adopted workers (pid -> (start, metrics)).
+        self._adoptable: dict[int, tuple[float, dict[str, Any]]] = {}
+        #: Request series the exporter has shown (at 0 first; see `registry.serving.exporter`).
+        self.exposed: set[tuple[str, int, str]] = set()
         self.rollups = Rollups()
         self.retention = retention or DEFAULT_RETENTION
 
     async def run(self) -> None:
         await self.restore_windows()
+        await self.restore_counts()
         while True:
             started = time.monotonic()
             try:
@@ -98,26 +107,42 @@ class Scraper:
         # a standby may serve again, and a worker being promoted is briefly in neither list.
         alive = set(self.supervisor.workers)
         for runtime in runtimes:
-            workers = list(runtime.active)
+            # Every worker counts what it answers: active ones, draining ones (until they exit, which
+            # hands over a final snapshot, see `final`) and the standby; only active ones are a point's
+            # workers, resources and drift sample.
+            workers = list(
+                {
+                    w.pid: w for w in runtime.active + runtime.standby + runtime.incoming + runtime.outgoing
+                }.values()
+            )
+            active = {w.pid for w in runtime.active}
             pulls = await asyncio.gather(*(self._pull(w.pid, w.popen is not None) for w in workers))
             by_pid = {w.pid: pull for w, (pull, _) in zip(workers, pulls, strict=True)}
-            resources = {w.pid: self.resources.process(w.pid) for w in workers}
+            resources = {w.pid: self.resources.process(w.pid) for w in runtime.active}
             name, version = runtime.spec.name, runtime.spec.version
             self._count(name, [pull for pull, _ in pulls], [outcome for _, outcome in pulls])
             for worker, (_, outcome) in zip(workers, pulls, strict=True):
-                self.missed[worker.pid] = self.missed.get(worker.pid, 0) + 1 if outcome == SILENT else 0
+                if worker.pid in active:
+                    self.missed[worker.pid] = self.missed.get(worker.pid, 0) + 1 if outcome == SILENT else 0
             series = self.series.setdefault(name, DeploymentSeries(name))
+            self._resume(series, workers)
             fresh = {w.pid for w in workers if w.popen is not None}  # started by this supervisor
-            point = series.ingest(self.seq, version, by_pid, resources, now, self.interval, fresh, alive)
-            self._sample(runtime, by_pid, now)
+            versions = {w.pid: w.version for w in workers}
+            point = series.ingest(
+                self.seq, version, by_pid, resources, now, self.interval, fresh, alive, versions, active
+            )
+            self._sample(runtime, {pid: pull for pid, pull in by_pid.items() if pid in active}, now)
             self.rollups.add(name, runtime.spec.model, point, self.drift.get(name))
-        for name in [n for n in self.series if n not in self.supervisor.runtimes]:
-            del self.series[name]
-            self.windows.pop(name, None)
-            self.drift.pop(name, None)
-        if self.supervisor.reconciled.is_set():  # restored windows of deployments gone meanwhile
+        if self.supervisor.reconciled.is_set():  # restored series of deployments gone meanwhile too
+            for name in [n for n in self.series if n not in self.supervisor.runtimes]:
+                del self.series[name]
+                self.windows.pop(name, None)
+                self.drift.pop(name, None)
             for name in [n for n in self.windows if n not in self.supervisor.runtimes]:
                 del self.windows[name]
+            tracked = self.supervisor.workers  # saved snapshots of workers gone meanwhile: dropped
+            self._adoptable = {pid: saved for pid, saved in self._adoptable.items() if pid in tracked}
+        await self.save_counts()
         self.resources.forget(alive)
         self._cursors = {pid: c for pid, c in self._cursors.items() if pid in alive}
         self._skip &= alive
@@ -132,6 +157,33 @@ class Scraper:
             await self.store_rollups(prune=self.seq % 600 == 0)
         if self.seq % SAVE_WINDOWS_EVERY == 0:
             await self.save_windows()
+
+    def final(self, name: str, worker: Worker, metrics: dict[str, Any]) -> None:
+        """Count the snapshot a worker of deployment `name` handed over as it exited (what it
+        answered after its last pull)."""
+        series = self.series.get(name)
+        if series is not None:
+            self._resume(series, [worker])
+            series.final(worker.pid, worker.version, metrics, fresh=worker.popen is not None)
+
+    async def restore_counts(self) -> None:
+        """Take back the totals and the workers' last counted snapshots the previous supervisor of
+        this home saved (see count_state)."""
+        restored, self._adoptable = await asyncio.to_thread(load_counts, self.supervisor.rundir)
+        self.series = {**restored, **self.series}
+        self.exposed |= {key for name, s in restored.items() for key in exposed_keys(name, s)}
+
+    async def save_counts(self) -> None:
+        identities = {pid: w.create_time for pid, w in self.supervisor.workers.items()}
+        data = orjson.dumps(count_snapshot(self.series, identities))
+        await asyncio.to_thread(save_counts, self.supervisor.rundir, data)
+
+    def _resume(self, series: DeploymentSeries, workers: list[Worker]) -> None:
+        """Adopted workers count on from the snapshot the previous supervisor last counted."""
+        for worker in workers:
+            saved = self._adoptable.pop(worker.pid, None)
+            if saved is not None and worker.popen is None and saved[0] == worker.create_time:
+                series.resume(worker.pid, saved[1])
 
     async def restore_windows(self) -> None:
         """Take back the drift windows the previous supervisor of this home saved (see drift_state)."""
@@ -148,6 +200,7 @@ class Scraper:
         if close:
             self.rollups.close_all()
             await self.save_windows()  # the supervisor is stopping: the next one takes them back
+            await self.save_counts()
         db = self.supervisor.registry.db
         await asyncio.to_thread(self.rollups.flush, db)
         if prune:

@@ -1152,6 +1152,9 @@ class Supervisor:
                 continue
             worker.state = str(report.get("state", worker.state))
             worker.error = str(report.get("error", "")) or worker.error
+            final = report.get("metrics")
+            if isinstance(final, dict) and isinstance(final.get("requests"), dict):
+                self.scraper.final(str(report.get("deployment")), worker, final)
             for fd in fds:
                 self._reclaim_socket(worker, fd)
 
