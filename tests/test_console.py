@@ -173,9 +173,12 @@ async def test_colon_commands_and_the_filter(deck: Deck) -> None:
         await pilot.press("colon", *"deployments", "enter")
         await settle(pilot, app)
         assert app.screen.__class__.__name__ == "DeploymentsScreen"
-        messages = [n.message for n in app._notifications]
-        assert any(m.startswith("cannot deploy nope@champion: ") for m in messages)
-        assert "no deployment 'nope'; known: iris" in messages
+
+        def said(check) -> bool:
+            return any(check(n.message) for n in app._notifications)
+
+        await wait_until(pilot, lambda: said(lambda m: m.startswith("cannot deploy nope@champion: ")))
+        await wait_until(pilot, lambda: said(lambda m: m == "no deployment 'nope'; known: iris"))
 
 
 def test_demo_traffic_is_answered_and_drifts_the_chosen_deployment(deck: Deck) -> None:

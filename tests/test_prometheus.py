@@ -65,7 +65,8 @@ def readme_configs() -> list[dict[str, Any]]:
     """The YAML blocks of the README's "Prometheus and Grafana" paragraph, parsed: the supervisor's
     scrape config with the rules, then the token example for a server beyond loopback."""
     readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("**Prometheus and Grafana.**") : readme.index("## Where things are stored")]
+    start = readme.index("**Prometheus and Grafana.**")
+    section = readme[start : readme.index("\n## ", start)]
     return [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", section, re.S)]
 
 

@@ -156,7 +156,9 @@ def test_serving_at_is_on_screen_however_long_the_ledger(home: Path, size: str) 
         term.wait_for("serving at 2026-03-02 10:01:00: iris → iris:2")  # at the newest event
         term.send("t", "2026-03-02T09:30:30", "enter")  # the switch of 09:30 was to version 1
         term.wait_for("serving at 2026-03-02 09:30:30: iris → iris:1")
-        term.send(":", "at 2026-03-02T09:31:10", "enter")
+        term.send(":")
+        _typed(term, ":")  # the command line is open before it is typed into, as a person sees it
+        term.send("at 2026-03-02T09:31:10", "enter")
         term.wait_for("serving at 2026-03-02 09:31:10: iris → iris:2")
         _quits(term)
 
