@@ -55,9 +55,10 @@ def tighten(path: Path) -> None:
 
 def open_private(path: Path, flags: int) -> int:
     """`os.open(path, flags)` that never follows a symlink, creates the file 0600, and refuses a file
-    that is not a regular file of ours (UnsafePath); one of ours made wider earlier is tightened."""
+    that is not a regular file of ours (UnsafePath); one of ours made wider earlier is tightened.
+    Opened non-blocking, so a FIFO or device put in its place is refused rather than waited on."""
     try:
-        fd = os.open(path, flags | _NOFOLLOW, PRIVATE_FILE)
+        fd = os.open(path, flags | _NOFOLLOW | os.O_NONBLOCK, PRIVATE_FILE)
     except OSError as exc:
         if exc.errno == 40:  # ELOOP: the last component is a symbolic link
             raise UnsafePath(f"refusing {path}: it is a symbolic link") from None
@@ -73,6 +74,7 @@ def open_private(path: Path, flags: int) -> int:
         if info.st_mode & _OTHERS:
             with contextlib.suppress(OSError):
                 os.fchmod(fd, stat.S_IMODE(info.st_mode) & ~_OTHERS)
+        os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)
         raise

@@ -45,6 +45,17 @@ def _grew(now: dict[str, Any], before: dict[str, Any], metric: str, part: str) -
     return max(0.0, now.get(metric, {}).get(part, 0.0) - before.get(metric, {}).get(part, 0.0))
 
 
+def _went_back(now: dict[str, Any], before: dict[str, Any]) -> bool:
+    """Whether any count of `now` is below `before`'s: not a later snapshot of the same counters."""
+    pairs = [(now["requests"].get(code, 0.0), count) for code, count in before.get("requests", {}).items()]
+    for metric, part in ((LATENCY, "sum"), (ROWS, "sum"), (CALL_ROWS, "sum"), (CALL_ROWS, "count")):
+        pairs.append((now.get(metric, {}).get(part, 0.0), before.get(metric, {}).get(part, 0.0)))
+    pairs += zip(
+        now.get(LATENCY, {}).get("buckets") or [], before.get(LATENCY, {}).get("buckets") or [], strict=False
+    )
+    return any(current < earlier for current, earlier in pairs)
+
+
 def _per_bucket(cumulative: list[float]) -> list[float]:
     return [b - a for a, b in zip([0.0, *cumulative[:-1]], cumulative, strict=True)]
 
@@ -229,6 +240,8 @@ class DeploymentSeries:
         """What the worker answered since its last snapshot; None at first sight of an adopted worker
         (its counts so far are a baseline)."""
         previous = self._last.get(pid) or ({"requests": {}} if fresh else None)
+        if previous is not None and _went_back(metrics, previous):
+            previous = {"requests": {}}  # the same pid counting anew (or a false snapshot): all new
         self._last[pid] = metrics
         return None if previous is None else Step.between(metrics, previous)
 

@@ -171,10 +171,10 @@ def _monitoring_health(scraper: Any) -> Iterator[Metric]:
         "Sampled input rows dropped before the supervisor pulled them.",
         labels=["deployment"],
     )
-    for name, count in scraper.pull_errors.items():
-        errors.add_metric([name], count)
-    for name, count in scraper.sample_dropped.items():
-        dropped.add_metric([name], count)
+    known = {*scraper.supervisor.runtimes, *scraper.series, *scraper.pull_errors, *scraper.sample_dropped}
+    for name in sorted(known):  # at 0 from the start, so the first error is an increase
+        errors.add_metric([name], scraper.pull_errors.get(name, 0))
+        dropped.add_metric([name], scraper.sample_dropped.get(name, 0))
     stats = scraper.rollups.stats()
     yield errors
     yield dropped
