@@ -5,19 +5,28 @@ Prometheus sees every series at 0 first so rate()/increase() count its first req
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
+import os
+import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+import orjson
 import pytest
 from helpers import ROW, Load, free_port, stop_supervisor, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from registry import Registry
-from registry.monitoring.timeseries import DeploymentSeries, Totals
+from registry.monitoring.metrics import LATENCY_BUCKETS
+from registry.monitoring.timeseries import LATENCY, DeploymentSeries, Totals
 from registry.serving.client import SupervisorClient
+from registry.serving.count_state import load_counts, save_counts, snapshot
+from registry.serving.drift_state import load_windows
 from registry.serving.exporter import INITIAL_CODES, exposition
 from registry.serving.rundir import RunDir
 from registry.serving.supervisor import Supervisor
@@ -167,3 +176,110 @@ def test_exact_counts_through_deploy_rollback_scale_down_and_a_supervisor_restar
     assert httpx.post(f"{deck.url}/invocations", json=ROW, timeout=10).headers["x-model-version"] == "2"
     good.answers["2", "200"] += 1
     deck.check(before, good, bad)
+
+
+def worker_metrics(ok: float, slow_sum: float = 0.5) -> dict[str, Any]:
+    """A worker's cumulative counts as a pull returns them: `ok` 200s, all in the last latency bucket."""
+    buckets = [0.0] * len(LATENCY_BUCKETS) + [ok]
+    return {"requests": {"200": ok}, LATENCY: {"buckets": buckets, "sum": slow_sum, "count": ok}}
+
+
+def saved_counts(home: Path) -> tuple[RunDir, dict[str, Any]]:
+    """The run directory of `home` and the request counts a supervisor would save for it."""
+    series = DeploymentSeries("iris")
+    series.ingest(1, 1, {41: {"metrics": worker_metrics(7)}}, {}, fresh={41})
+    rundir = RunDir.of(home).create()
+    return rundir, orjson.loads(orjson.dumps(snapshot({"iris": series}, {41: 1.5})))
+
+
+def test_saved_counts_a_supervisor_wrote_are_restored(tmp_path: Path) -> None:
+    rundir, saved = saved_counts(tmp_path / "home")
+    save_counts(rundir, orjson.dumps(saved))
+    restored, workers = load_counts(rundir)
+    assert restored["iris"].totals[1].requests == {"200": 7.0}
+    assert workers == {41: (1.5, worker_metrics(7))}
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda s: s["iris"]["totals"]["1"]["requests"].update({"200": -1000}),
+        lambda s: s["iris"]["totals"]["1"]["requests"].update({"500": 1e300}),
+        lambda s: s["iris"]["totals"]["1"]["requests"].update({"503": 2.5}),
+        lambda s: s["iris"]["totals"]["1"]["requests"].update({"-1": 1}),
+        lambda s: s["iris"]["totals"]["1"]["requests"].update({'x"} 1\nfoo': 1}),
+        lambda s: s["iris"]["totals"].update({"-3": s["iris"]["totals"]["1"]}),
+        lambda s: s["iris"]["totals"]["1"].update({"latency_sum": -5}),
+        lambda s: s["iris"]["totals"]["1"]["latency_buckets"].reverse(),
+        lambda s: s["iris"]["totals"]["1"]["latency_buckets"].pop(),
+        lambda s: s["iris"]["workers"]["41"]["metrics"]["requests"].update({"422": -5e6}),
+        lambda s: s["iris"]["workers"]["41"].update({"create_time": "soon"}),
+    ],
+)
+def test_a_damaged_counts_file_is_ignored_whole_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: Callable[[dict[str, Any]], None]
+) -> None:
+    rundir, saved = saved_counts(tmp_path / "home")
+    damage(saved)
+    (rundir.path / "request-counts.json").write_bytes(orjson.dumps(saved))
+    supervisor = Supervisor(tmp_path / "home")
+    try:
+        with caplog.at_level(logging.WARNING, "modeldeck.supervisor"):
+            restored, workers = load_counts(rundir)
+        assert (restored, workers) == ({}, {})  # counting starts from the live workers
+        [warning] = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert "request-counts.json" in warning
+        supervisor.scraper.series = restored
+        for family in text_string_to_metric_families(exposition(supervisor).decode()):
+            for sample in family.samples:
+                assert math.isfinite(sample.value) and sample.value >= 0, sample
+    finally:
+        supervisor.registry.close()
+
+
+def test_a_worker_counting_below_its_saved_snapshot_counts_as_new() -> None:
+    """The same pid counting anew (or a false snapshot) adds its current counts, never a negative or
+    huge step."""
+    series = DeploymentSeries("iris")
+    series.resume(41, worker_metrics(5e6, slow_sum=100.0))
+    series.ingest(1, 1, {41: {"metrics": worker_metrics(12)}}, {})
+    assert series.totals[1].requests == {"200": 12.0}
+    assert series.totals[1].latency_buckets[-1] == 12.0 and series.totals[1].latency_sum == 0.5
+    series.ingest(2, 1, {41: {"metrics": worker_metrics(15)}}, {})
+    assert series.totals[1].requests == {"200": 15.0}
+
+
+def test_a_fifo_in_place_of_a_saved_file_is_refused_without_blocking(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rundir = RunDir.of(tmp_path / "home").create()
+    for name in ("request-counts.json", "drift-windows.json"):
+        os.mkfifo(rundir.path / name)
+    results: list[Any] = []
+    reader = threading.Thread(
+        target=lambda: results.extend([load_counts(rundir), load_windows(rundir, 100, 60.0)]), daemon=True
+    )
+    with caplog.at_level(logging.WARNING):
+        reader.start()
+        reader.join(timeout=30)
+    assert not reader.is_alive(), "reading a FIFO blocked the supervisor thread"
+    assert results == [({}, {}), {}]
+    assert any(
+        "request-counts.json" in r.getMessage() and "not a regular file" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+def test_monitoring_error_counters_are_shown_at_zero_for_every_known_deployment(tmp_path: Path) -> None:
+    supervisor = Supervisor(tmp_path / "home")
+    try:
+        supervisor.scraper.series["iris"] = DeploymentSeries("iris")
+        text = exposition(supervisor).decode()
+        assert 'modeldeck_monitoring_pull_errors_total{deployment="iris"} 0.0' in text
+        assert 'modeldeck_monitoring_sample_dropped_total{deployment="iris"} 0.0' in text
+        supervisor.scraper.pull_errors["iris"] = 2
+        assert (
+            'modeldeck_monitoring_pull_errors_total{deployment="iris"} 2.0' in exposition(supervisor).decode()
+        )
+    finally:
+        supervisor.registry.close()
