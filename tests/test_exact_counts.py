@@ -210,7 +210,7 @@ def test_saved_counts_a_supervisor_wrote_are_restored(tmp_path: Path) -> None:
         lambda s: s["iris"]["totals"]["1"]["requests"].update({'x"} 1\nfoo': 1}),
         lambda s: s["iris"]["totals"].update({"-3": s["iris"]["totals"]["1"]}),
         lambda s: s["iris"]["totals"]["1"].update({"latency_sum": -5}),
-        lambda s: s["iris"]["totals"]["1"]["latency_buckets"].reverse(),
+        lambda s: s["iris"]["workers"]["41"]["metrics"][LATENCY]["buckets"].reverse(),
         lambda s: s["iris"]["totals"]["1"]["latency_buckets"].pop(),
         lambda s: s["iris"]["workers"]["41"]["metrics"]["requests"].update({"422": -5e6}),
         lambda s: s["iris"]["workers"]["41"].update({"create_time": "soon"}),

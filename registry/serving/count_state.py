@@ -91,7 +91,7 @@ def _checked(
             at = f"{where} version {version!r}"
             totals = _mapping(totals, at)
             _requests(totals.get("requests"), at)
-            _histogram(totals.get("latency_buckets"), totals.get("latency_sum"), at)
+            _histogram(totals.get("latency_buckets"), totals.get("latency_sum"), at, cumulative=False)
             _count(totals.get("rows"), f"{at} rows")
             series.totals[_positive(version, f"{where} version")] = Totals.of(totals)
         for pid, worker in _mapping(entry.get("workers"), f"{where} workers").items():
@@ -146,11 +146,12 @@ def _requests(value: Any, where: str) -> None:
         _count(count, f"{where} code {code}")
 
 
-def _histogram(buckets: Any, total: Any, where: str) -> None:
+def _histogram(buckets: Any, total: Any, where: str, cumulative: bool = True) -> None:
+    """Check a latency histogram: per bucket (totals) or `cumulative` (a worker's own counts)."""
     if not isinstance(buckets, list) or len(buckets) != len(LATENCY_BUCKETS) + 1:
         raise BadCounts(f"{where}: latency buckets are not {len(LATENCY_BUCKETS) + 1} counts")
     counts = [_count(b, f"{where} latency bucket") for b in buckets]
-    if any(b < a for a, b in itertools.pairwise(counts)):
+    if cumulative and any(b < a for a, b in itertools.pairwise(counts)):
         raise BadCounts(f"{where}: latency buckets are not cumulative")
     if not (_finite(total) and 0 <= total < MAX_COUNT):
         raise BadCounts(f"{where}: latency sum {total!r} is not a duration")
