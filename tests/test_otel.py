@@ -5,9 +5,11 @@ what arrives with the official `opentelemetry-proto` messages."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import httpx
 import pytest
 from helpers import free_port, stop_supervisor, wait_until
 from oip_servers import start_server, wait_ready
-from otlp_receiver import Receiver, points
+from otlp_receiver import Receiver, SilentCollector, points
 from payload_models import AppClient, create_model_app, register_models
 
 from registry.monitoring.metrics import LATENCY_BUCKETS
@@ -218,6 +220,30 @@ def test_a_dead_collector_neither_slows_nor_fails_requests(home: Path) -> None:
         client.close()
     assert [a.status_code for a in answers] == [200] * 300
     telemetry.shutdown()  # bounded: returns although nothing could be delivered
+
+
+def test_a_collector_that_never_answers_holds_a_servers_exit_up_2_s_at_most(home: Path) -> None:
+    # A timing bound with a wide margin (2 s of export plus the server's own exit, under 6 s on a loaded
+    # machine); the exporter's own timeout (1000 s here) would hold the exit up for minutes.
+    collector = SilentCollector()
+    env = _env(home, OTEL_EXPORTER_OTLP_TIMEOUT="1000", OTEL_METRIC_EXPORT_TIMEOUT="1000000")
+    server = start_server(env, home / "silent.log", "iris", "--otlp", collector.url)
+    try:
+        wait_ready(server)
+        answer = httpx.post(f"{server.url}/invocations", json={"inputs": [ROW]}, timeout=10)
+        assert answer.status_code == 200
+        # the span and the metrics are sent, and hang: the point of the test
+        wait_until(lambda: len(collector.connections) >= 2, what="two exports in flight")
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(60)
+        took = time.monotonic() - started
+    finally:
+        server.process.kill()
+        server.process.wait()
+        collector.close()
+    assert took < 6, f"exit took {took:.1f} s"
+    assert "unexported after 2000 ms is dropped" in server.log.read_text()
 
 
 def test_off_imports_no_opentelemetry(home: Path) -> None:
