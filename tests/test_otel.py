@@ -268,23 +268,68 @@ def test_off_imports_no_opentelemetry(home: Path) -> None:
     assert done.stdout.strip() == "[]"
 
 
+GRPC = {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+
+
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "env", "message"),
     [
-        (["serve", "iris", "--otlp", "collector:4318"], "--otlp must be an http(s)://HOST:PORT URL"),
-        (["deploy", "iris", "--otlp", "ftp://collector"], "--otlp must be an http(s)://HOST:PORT URL"),
-        (["supervisor", "start", "--otlp", "http://collector:x"], "--otlp must be an http(s)://HOST:PORT"),
-        (["serve", "iris", "--otlp", "http://127.0.0.1:4318"], "pip install 'modeldeck[otel]'"),
+        (
+            ["serve", "iris", "--otlp", "collector:4318"],
+            {},
+            "--otlp must be the base URL http(s)://HOST:PORT",
+        ),
+        (
+            ["deploy", "iris", "--otlp", "ftp://collector"],
+            {},
+            "--otlp must be the base URL http(s)://HOST:PORT",
+        ),
+        (["supervisor", "start", "--otlp", "http://collector:x"], {}, "--otlp must be the base URL"),
+        (  # a signal's path would be doubled: /v1/traces/v1/traces
+            ["serve", "iris", "--otlp", "http://127.0.0.1:14318/v1/traces"],
+            {},
+            "--otlp must be the base URL http(s)://HOST:PORT of an OTLP receiver",
+        ),
+        (["serve", "iris", "--otlp", "http://127.0.0.1:4318"], {}, "pip install 'modeldeck[otel]'"),
+        (  # only OTLP/HTTP protobuf is sent: another protocol is refused, not silently replaced
+            ["serve", "iris"],
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", **GRPC},
+            "OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not supported: modeldeck exports OTLP as http/protobuf only",
+        ),
+        (
+            ["deploy", "iris", "--otlp", "http://127.0.0.1:4318"],
+            {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"},
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=http/json is not supported",
+        ),
+        (
+            ["supervisor", "start", "--otlp", "http://127.0.0.1:4318"],
+            {"OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "grpc"},
+            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL=grpc is not supported",
+        ),
     ],
 )
-def test_a_bad_or_unusable_otlp_flag_is_one_line(home: Path, args: list[str], message: str) -> None:
-    # the last case runs as if the `otel` extra were not installed
-    code = "import sys; sys.modules['opentelemetry.sdk'] = None; from console.cli import main; main()"
+def test_a_bad_or_unusable_otlp_flag_is_one_line(
+    home: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    # the `pip install` case runs as if the `otel` extra were not installed
+    missing = "sys.modules['opentelemetry.sdk'] = None; " if "pip install" in message else ""
+    code = f"import sys; {missing}from console.cli import main; main()"
     done = subprocess.run(
-        [sys.executable, "-c", code, *args], env=_env(home), capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code, *args], env=_env(home, **env), capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 1
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_worker_finding_another_protocol_serves_without_export(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    from registry.serving.telemetry import start
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        assert start(receiver.url, deployment="iris", model="iris", version=1) is None
+    assert "OpenTelemetry export is off: OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not supported" in caplog.text
 
 
 URL = "http://collector:4318"
