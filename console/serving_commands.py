@@ -49,9 +49,17 @@ Otlp = Annotated[
     str | None,
     typer.Option(
         metavar="URL|off",
-        help="Export OpenTelemetry spans and metrics to this OTLP/HTTP receiver, or not (default: "
-        "deploy: the supervisor's --otlp; then as the OTEL_EXPORTER_OTLP_* variables say); "
-        "needs modeldeck[otel].",
+        help="Export OpenTelemetry spans and metrics to this OTLP/HTTP receiver (http(s)://HOST:PORT), "
+        "or not (default: the supervisor's --otlp, then as the supervisor's OTEL_EXPORTER_OTLP_* "
+        "variables say); needs modeldeck[otel].",
+    ),
+]
+ServeOtlp = Annotated[
+    str | None,
+    typer.Option(
+        metavar="URL|off",
+        help="Export OpenTelemetry spans and metrics to this OTLP/HTTP receiver (http(s)://HOST:PORT), "
+        "or not (default: as the OTEL_EXPORTER_OTLP_* variables say); needs modeldeck[otel].",
     ),
 ]
 

@@ -356,3 +356,17 @@ def test_where_to_export_follows_the_flag_then_the_otel_variables(
 
     found = targets(otlp, env)
     assert (found and (found.traces, found.metrics)) == expected
+
+
+def test_serves_help_says_what_serve_exports_to_by_default(home: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "console.cli", "serve", "--help"],
+        env={**_env(home), "COLUMNS": "100"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    help_text = " ".join(done.stdout.split())
+    assert "(default: as the OTEL_EXPORTER_OTLP_* variables say)" in help_text
+    assert "supervisor" not in help_text
