@@ -246,6 +246,40 @@ def test_a_collector_that_never_answers_holds_a_servers_exit_up_2_s_at_most(home
     assert "unexported after 2000 ms is dropped" in server.log.read_text()
 
 
+@pytest.mark.slow
+def test_a_collector_that_never_answers_holds_a_supervised_workers_stop_up_2_s_at_most(
+    tmp_path: Path,
+) -> None:
+    # A timing bound with a wide margin, as above: `modeldeck stop` drains and stops the worker (about
+    # 3 s here without export); the worker's last export may add 2 s, not the exporter's 1000 s timeout.
+    register_models(tmp_path, only=("iris",))
+    collector = SilentCollector()
+    env = _env(tmp_path, OTEL_EXPORTER_OTLP_TIMEOUT="1000")
+    client = SupervisorClient(tmp_path)
+    port = free_port()
+
+    def cli(*args: str) -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "console.cli", *args], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr
+
+    try:
+        cli("supervisor", "start", "--otlp", collector.url)
+        cli("deploy", "iris", "--port", str(port))
+        answer = httpx.post(f"http://127.0.0.1:{port}/invocations", json={"inputs": [ROW]}, timeout=10)
+        assert answer.status_code == 200
+        wait_until(lambda: len(collector.connections) >= 2, what="two exports in flight")
+        started = time.monotonic()
+        cli("stop", "iris")
+        took = time.monotonic() - started
+    finally:
+        stop_supervisor(client, tmp_path)
+        collector.close()
+    assert took < 15, f"modeldeck stop took {took:.1f} s"
+    assert "unexported after 2000 ms is dropped" in (tmp_path / "logs" / "iris.log").read_text()
+
+
 def test_off_imports_no_opentelemetry(home: Path) -> None:
     code = textwrap.dedent(
         f"""
