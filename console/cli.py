@@ -375,7 +375,7 @@ def serve(
     idle_timeout: serving_commands.IdleTimeout = None,
     header_timeout: serving_commands.HeaderTimeout = None,
     body_timeout: serving_commands.BodyTimeout = None,
-    otlp: serving_commands.Otlp = None,
+    otlp: serving_commands.ServeOtlp = None,
 ) -> None:
     """Serve one version in the foreground (for containers and debugging); Ctrl-C stops it."""
     from registry.serving.connections import ConnectionLimits

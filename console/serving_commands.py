@@ -49,24 +49,35 @@ Otlp = Annotated[
     str | None,
     typer.Option(
         metavar="URL|off",
-        help="Export OpenTelemetry spans and metrics to this OTLP/HTTP receiver, or not (default: "
-        "deploy: the supervisor's --otlp; then as the OTEL_EXPORTER_OTLP_* variables say); "
-        "needs modeldeck[otel].",
+        help="Export OpenTelemetry spans and metrics to this OTLP/HTTP receiver (http(s)://HOST:PORT), "
+        "or not (default: the supervisor's --otlp, then as the supervisor's OTEL_EXPORTER_OTLP_* "
+        "variables say); needs modeldeck[otel].",
+    ),
+]
+ServeOtlp = Annotated[
+    str | None,
+    typer.Option(
+        metavar="URL|off",
+        help="Export OpenTelemetry spans and metrics to this OTLP/HTTP receiver (http(s)://HOST:PORT), "
+        "or not (default: as the OTEL_EXPORTER_OTLP_* variables say); needs modeldeck[otel].",
     ),
 ]
 
 
 def checked_otlp(otlp: str | None) -> str | None:
-    """`--otlp`'s value checked, and refused in one line when OpenTelemetry is not installed."""
+    """`--otlp`'s value checked, and refused in one line when OpenTelemetry is not installed or when
+    export would be on (by the flag or this command's `OTEL_*` environment) over another protocol than
+    OTLP/HTTP protobuf."""
     from registry.serving.options import check_otlp
-    from registry.serving.telemetry import require_installed
+    from registry.serving.telemetry import require_installed, require_usable
 
-    def check() -> str:
-        url = check_otlp(otlp)
+    def check() -> str | None:
+        url = None if otlp is None else check_otlp(otlp)
         require_installed(url)
+        require_usable(url)
         return url
 
-    return None if otlp is None else checked(check)
+    return checked(check)
 
 
 def checked(check: Callable[[], T]) -> T:

@@ -7,6 +7,7 @@ Import as `otlp_receiver` (pytest puts tests/ on sys.path).
 from __future__ import annotations
 
 import gzip
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -102,6 +103,28 @@ class Receiver:
                 entry.update((m.name, m) for sm in rm.scope_metrics for m in sm.metrics)
                 latest[resource["service.instance.id"]] = entry
         return latest
+
+
+class SilentCollector:
+    """A collector on a free loopback port that accepts connections and never answers them."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.connections: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.connections.append(self.listener.accept()[0])
+            except OSError:  # closed
+                return
+
+    def close(self) -> None:
+        self.listener.close()
+        for connection in self.connections:
+            connection.close()
 
 
 def attributes(pairs: Any) -> dict[str, Any]:

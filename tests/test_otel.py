@@ -5,9 +5,11 @@ what arrives with the official `opentelemetry-proto` messages."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import httpx
 import pytest
 from helpers import free_port, stop_supervisor, wait_until
 from oip_servers import start_server, wait_ready
-from otlp_receiver import Receiver, points
+from otlp_receiver import Receiver, SilentCollector, points
 from payload_models import AppClient, create_model_app, register_models
 
 from registry.monitoring.metrics import LATENCY_BUCKETS
@@ -220,6 +222,64 @@ def test_a_dead_collector_neither_slows_nor_fails_requests(home: Path) -> None:
     telemetry.shutdown()  # bounded: returns although nothing could be delivered
 
 
+def test_a_collector_that_never_answers_holds_a_servers_exit_up_2_s_at_most(home: Path) -> None:
+    # A timing bound with a wide margin (2 s of export plus the server's own exit, under 6 s on a loaded
+    # machine); the exporter's own timeout (1000 s here) would hold the exit up for minutes.
+    collector = SilentCollector()
+    env = _env(home, OTEL_EXPORTER_OTLP_TIMEOUT="1000", OTEL_METRIC_EXPORT_TIMEOUT="1000000")
+    server = start_server(env, home / "silent.log", "iris", "--otlp", collector.url)
+    try:
+        wait_ready(server)
+        answer = httpx.post(f"{server.url}/invocations", json={"inputs": [ROW]}, timeout=10)
+        assert answer.status_code == 200
+        # the span and the metrics are sent, and hang: the point of the test
+        wait_until(lambda: len(collector.connections) >= 2, what="two exports in flight")
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(60)
+        took = time.monotonic() - started
+    finally:
+        server.process.kill()
+        server.process.wait()
+        collector.close()
+    assert took < 6, f"exit took {took:.1f} s"
+    assert "unexported after 2000 ms is dropped" in server.log.read_text()
+
+
+@pytest.mark.slow
+def test_a_collector_that_never_answers_holds_a_supervised_workers_stop_up_2_s_at_most(
+    tmp_path: Path,
+) -> None:
+    # A timing bound with a wide margin, as above: `modeldeck stop` drains and stops the worker (about
+    # 3 s here without export); the worker's last export may add 2 s, not the exporter's 1000 s timeout.
+    register_models(tmp_path, only=("iris",))
+    collector = SilentCollector()
+    env = _env(tmp_path, OTEL_EXPORTER_OTLP_TIMEOUT="1000")
+    client = SupervisorClient(tmp_path)
+    port = free_port()
+
+    def cli(*args: str) -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "console.cli", *args], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr
+
+    try:
+        cli("supervisor", "start", "--otlp", collector.url)
+        cli("deploy", "iris", "--port", str(port))
+        answer = httpx.post(f"http://127.0.0.1:{port}/invocations", json={"inputs": [ROW]}, timeout=10)
+        assert answer.status_code == 200
+        wait_until(lambda: len(collector.connections) >= 2, what="two exports in flight")
+        started = time.monotonic()
+        cli("stop", "iris")
+        took = time.monotonic() - started
+    finally:
+        stop_supervisor(client, tmp_path)
+        collector.close()
+    assert took < 15, f"modeldeck stop took {took:.1f} s"
+    assert "unexported after 2000 ms is dropped" in (tmp_path / "logs" / "iris.log").read_text()
+
+
 def test_off_imports_no_opentelemetry(home: Path) -> None:
     code = textwrap.dedent(
         f"""
@@ -242,23 +302,68 @@ def test_off_imports_no_opentelemetry(home: Path) -> None:
     assert done.stdout.strip() == "[]"
 
 
+GRPC = {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+
+
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "env", "message"),
     [
-        (["serve", "iris", "--otlp", "collector:4318"], "--otlp must be an http(s)://HOST:PORT URL"),
-        (["deploy", "iris", "--otlp", "ftp://collector"], "--otlp must be an http(s)://HOST:PORT URL"),
-        (["supervisor", "start", "--otlp", "http://collector:x"], "--otlp must be an http(s)://HOST:PORT"),
-        (["serve", "iris", "--otlp", "http://127.0.0.1:4318"], "pip install 'modeldeck[otel]'"),
+        (
+            ["serve", "iris", "--otlp", "collector:4318"],
+            {},
+            "--otlp must be the base URL http(s)://HOST:PORT",
+        ),
+        (
+            ["deploy", "iris", "--otlp", "ftp://collector"],
+            {},
+            "--otlp must be the base URL http(s)://HOST:PORT",
+        ),
+        (["supervisor", "start", "--otlp", "http://collector:x"], {}, "--otlp must be the base URL"),
+        (  # a signal's path would be doubled: /v1/traces/v1/traces
+            ["serve", "iris", "--otlp", "http://127.0.0.1:14318/v1/traces"],
+            {},
+            "--otlp must be the base URL http(s)://HOST:PORT of an OTLP receiver",
+        ),
+        (["serve", "iris", "--otlp", "http://127.0.0.1:4318"], {}, "pip install 'modeldeck[otel]'"),
+        (  # only OTLP/HTTP protobuf is sent: another protocol is refused, not silently replaced
+            ["serve", "iris"],
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", **GRPC},
+            "OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not supported: modeldeck exports OTLP as http/protobuf only",
+        ),
+        (
+            ["deploy", "iris", "--otlp", "http://127.0.0.1:4318"],
+            {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"},
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=http/json is not supported",
+        ),
+        (
+            ["supervisor", "start", "--otlp", "http://127.0.0.1:4318"],
+            {"OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "grpc"},
+            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL=grpc is not supported",
+        ),
     ],
 )
-def test_a_bad_or_unusable_otlp_flag_is_one_line(home: Path, args: list[str], message: str) -> None:
-    # the last case runs as if the `otel` extra were not installed
-    code = "import sys; sys.modules['opentelemetry.sdk'] = None; from console.cli import main; main()"
+def test_a_bad_or_unusable_otlp_flag_is_one_line(
+    home: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    # the `pip install` case runs as if the `otel` extra were not installed
+    missing = "sys.modules['opentelemetry.sdk'] = None; " if "pip install" in message else ""
+    code = f"import sys; {missing}from console.cli import main; main()"
     done = subprocess.run(
-        [sys.executable, "-c", code, *args], env=_env(home), capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code, *args], env=_env(home, **env), capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 1
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_worker_finding_another_protocol_serves_without_export(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    from registry.serving.telemetry import start
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        assert start(receiver.url, deployment="iris", model="iris", version=1) is None
+    assert "OpenTelemetry export is off: OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not supported" in caplog.text
 
 
 URL = "http://collector:4318"
@@ -285,3 +390,17 @@ def test_where_to_export_follows_the_flag_then_the_otel_variables(
 
     found = targets(otlp, env)
     assert (found and (found.traces, found.metrics)) == expected
+
+
+def test_serves_help_says_what_serve_exports_to_by_default(home: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "console.cli", "serve", "--help"],
+        env={**_env(home), "COLUMNS": "100"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    help_text = " ".join(done.stdout.split())
+    assert "(default: as the OTEL_EXPORTER_OTLP_* variables say)" in help_text
+    assert "supervisor" not in help_text

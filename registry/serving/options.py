@@ -126,20 +126,23 @@ def check_metrics_address(address: Any) -> str | None:
 
 
 def check_otlp(url: Any) -> str:
-    """An OTLP/HTTP receiver's base URL (`http[s]://HOST:PORT[/PATH]`, as `OTEL_EXPORTER_OTLP_ENDPOINT`;
-    `/v1/traces` and `/v1/metrics` are added), or `off`."""
+    """An OTLP/HTTP receiver's base URL (`http[s]://HOST:PORT`, as `OTEL_EXPORTER_OTLP_ENDPOINT`;
+    `/v1/traces` and `/v1/metrics` are added), or `off`. A path is refused: `.../v1/traces` would
+    become `.../v1/traces/v1/traces` (a receiver under a path prefix: `OTEL_EXPORTER_OTLP_*ENDPOINT`)."""
     if url == OFF:
         return OFF
     try:
         parts = urlsplit(url if isinstance(url, str) else "")
         ok = parts.scheme in ("http", "https") and bool(parts.hostname)
-        ok = ok and not (parts.query or parts.fragment)
+        ok = ok and not (parts.query or parts.fragment) and parts.path in ("", "/")
         _ = parts.port  # a port that is not a number raises ValueError
     except ValueError:
         ok = False
     if not ok:
         raise OptionError(
-            "otlp", f"--otlp must be an http(s)://HOST:PORT URL of an OTLP receiver, or off, not {url!r}"
+            "otlp",
+            "--otlp must be the base URL http(s)://HOST:PORT of an OTLP receiver (/v1/traces and "
+            f"/v1/metrics are added), or off, not {url!r}",
         )
     return url.rstrip("/")
 

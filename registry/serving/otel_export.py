@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Any
@@ -50,7 +50,8 @@ SCOPE = "modeldeck.serving"
 OK = "ok"
 CUMULATIVE = AggregationTemporality.CUMULATIVE
 log = logging.getLogger("modeldeck.worker")
-#: At exit, how long what is left may take to export (a dead collector must not hold a worker's exit up).
+#: At exit, how long what is left may take to export, both signals together (a dead or silent collector
+#: must not hold a worker's exit up).
 EXIT_MILLIS = 2000
 
 
@@ -115,13 +116,25 @@ class Telemetry:
         span.end(end_time=end)
 
     def shutdown(self) -> None:
-        """Export what is left and stop (bounded: a dead collector does not hold the exit up)."""
-        if self._bridge is not None:
-            self._bridge.shutdown()
-            self._bridge = None
-        if self._provider is not None:
-            _bounded(self._provider.shutdown, self._span_exporter.shutdown)
-            self._provider = None
+        """Export what is left and stop, returning after EXIT_MILLIS at most: the export goes on in a
+        daemon thread, which the process's exit ends (an HTTP POST in flight is not interruptible, and
+        the SDK's own shutdown waits for its timeout and every retry)."""
+        bridge, provider = self._bridge, self._provider
+        self._bridge = self._provider = None
+        if bridge is None and provider is None:
+            return
+
+        def finish() -> None:
+            if bridge is not None:
+                bridge.shutdown()
+            if provider is not None:
+                provider.shutdown()
+
+        last = threading.Thread(target=finish, name="modeldeck-otlp-shutdown", daemon=True)
+        last.start()
+        last.join(EXIT_MILLIS / 1000)
+        if last.is_alive():
+            log.warning("OpenTelemetry: what was left unexported after %d ms is dropped", EXIT_MILLIS)
 
 
 class MetricsBridge:
@@ -156,9 +169,10 @@ class MetricsBridge:
             self.exporter.export(data, timeout_millis=self.timeout)
 
     def shutdown(self) -> None:
-        """Stop after a last export."""
+        """Stop after a last export (as long as it takes: `Telemetry.shutdown` bounds it)."""
         self._stop.set()
-        _bounded(lambda: (self._thread.join(), self.exporter.shutdown()), self.exporter.shutdown)
+        self._thread.join()
+        self.exporter.shutdown()
 
 
 def otlp_metrics(registry: CollectorRegistry, started: int, now: int) -> Iterator[Metric]:
@@ -231,18 +245,6 @@ def server_resource(deployment: str, model: str, version: int) -> Resource:
     }
     given = OTELResourceDetector().detect().attributes
     return Resource.create({key: value for key, value in ours.items() if key not in given})
-
-
-def _bounded(work: Callable[[], object], give_up: Callable[[], object]) -> None:
-    """`work()` (an exporter's last export), calling `give_up()` (the exporter's shutdown, which ends its
-    retries and drops what is unsent) once it has taken EXIT_MILLIS: the SDK's own shutdown waits for
-    every retry, seconds to minutes when the collector is down."""
-    timer = threading.Timer(EXIT_MILLIS / 1000, give_up)
-    timer.start()
-    try:
-        work()
-    finally:
-        timer.cancel()
 
 
 def _key(labels: dict[str, str]) -> tuple[Any, ...]:

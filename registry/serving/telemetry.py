@@ -22,6 +22,13 @@ if TYPE_CHECKING:
     from registry.serving.otel_export import Telemetry
 
 INSTALL = "pip install 'modeldeck[otel]'"
+#: The one OTLP protocol exported (OTLP/HTTP with protobuf bodies), and the variables that choose one.
+PROTOCOL = "http/protobuf"
+PROTOCOL_VARIABLES = (
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+)
 #: The packages of the `otel` extra.
 _MODULES = ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http")
 
@@ -51,6 +58,27 @@ def require_installed(otlp: str | None) -> None:
         raise OptionError("otlp", f"--otlp needs OpenTelemetry, which is not installed: {INSTALL}")
 
 
+def unsupported_protocol(env: Mapping[str, str] = os.environ) -> str | None:
+    """One line naming the first `OTEL_EXPORTER_OTLP_*PROTOCOL` variable set to another protocol than
+    http/protobuf (grpc, http/json: the exporter would send OTLP/HTTP protobuf regardless), else None."""
+    for name in PROTOCOL_VARIABLES:
+        value = env.get(name, "").strip()
+        if value and value.lower() != PROTOCOL:
+            return (
+                f"{name}={value} is not supported: modeldeck exports OTLP as {PROTOCOL} only "
+                f"(set {PROTOCOL} or unset it)"
+            )
+    return None
+
+
+def require_usable(otlp: str | None, env: Mapping[str, str] = os.environ) -> None:
+    """OptionError (one line) when export would be on, by `otlp` or by `env`, over a protocol that
+    modeldeck does not send."""
+    problem = unsupported_protocol(env) if targets(otlp, env) is not None else None
+    if problem:
+        raise OptionError("otlp", problem)
+
+
 def targets(otlp: str | None, env: Mapping[str, str] = os.environ) -> Targets | None:
     """Where this server exports to: `otlp` (a flag's URL, or `off`) wins over the `OTEL_*`
     environment; None when nothing is to be exported."""
@@ -77,6 +105,10 @@ def start(otlp: str | None, *, deployment: str, model: str, version: int) -> Tel
         return None
     if not installed():
         log.warning("OpenTelemetry export is configured but OpenTelemetry is not installed (%s)", INSTALL)
+        return None
+    problem = unsupported_protocol()
+    if problem:
+        log.warning("OpenTelemetry export is off: %s", problem)
         return None
     from registry.serving.otel_export import Telemetry
 

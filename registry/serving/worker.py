@@ -6,12 +6,14 @@ Used by `modeldeck serve` (one server in the foreground) and by the supervisor's
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import os
 import secrets
 import socket
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -147,19 +149,34 @@ def run_server(
     from registry.serving.logs import limit_repeats
     from registry.serving.telemetry import start as start_telemetry
 
+    telemetry = start_telemetry(
+        otlp, deployment=predictor.info.name, model=predictor.info.name, version=predictor.info.version
+    )
     app = create_app(
         predictor,
         max_body_bytes=max_body_bytes,
         token=token,
         batching=batching,
         predict_timeout=predict_timeout,
-        telemetry=start_telemetry(
-            otlp, deployment=predictor.info.name, model=predictor.info.name, version=predictor.info.version
-        ),
+        telemetry=telemetry,
     )
     config = server_config(predictor, app, sock.fileno(), access_log=access_log, limits=limits)
     limit_repeats()  # uvicorn configured its log handlers just now
-    uvicorn.Server(config).run()
+
+    class Server(uvicorn.Server):
+        """uvicorn, exporting the last telemetry before it re-raises the signal that stopped it (a
+        SIGTERM then ends the process at once: no exit handler would run)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    if telemetry is not None:
+                        telemetry.shutdown()
+
+    Server(config).run()
 
 
 def server_config(
