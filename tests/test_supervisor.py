@@ -159,7 +159,8 @@ def test_a_version_that_fails_to_load_leaves_the_old_one_serving(served: Served)
 def test_a_killed_worker_is_restarted(served: Served) -> None:
     served.client.deploy("iris:2", port=served.port)
     (victim,) = served.active_pids()
-    with Load(served.url, clients=2) as load:
+    # queued requests wait for the new worker: on a loaded machine its start can take over 10 s
+    with Load(served.url, clients=2, timeout=30) as load:
         _wait(lambda: load.answered > 20, what="load to start")
         os.kill(victim, signal.SIGKILL)
         _wait(lambda: served.active_pids() and served.active_pids() != [victim], what="a new worker")
