@@ -11,9 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import free_port, stop_supervisor
+from helpers import free_port, iris_home, stop_supervisor
 
-from registry import Registry
 from registry.serving.client import SupervisorClient
 
 ROW = {"inputs": [[5.1, 3.5, 1.4, 0.2]]}
@@ -37,17 +36,7 @@ class Deck:
 
 @pytest.fixture(scope="module")
 def deck(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deck]:
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    home = tmp_path_factory.mktemp("console")
-    X, y = load_iris(return_X_y=True, as_frame=True)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("MODELDECK_DB_URL", raising=False)
-        patch.setenv("MODELDECK_HOME", str(home))
-        with Registry(home=home) as reg:
-            for c in (1.0, 0.5):
-                reg.register(LogisticRegression(C=c, max_iter=500).fit(X, y), "iris", reference=X)
+    with iris_home(tmp_path_factory, "console") as home:
         deck = Deck(home, free_port())
         deck.client.ensure_running("--drain-grace=1", "--metrics=off", "--drift-every=1")
         deck.client.deploy("iris:1", port=deck.port)

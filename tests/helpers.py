@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import multiprocessing
@@ -193,3 +194,30 @@ class Load:
         """Wait until `count` more requests were answered."""
         seen = self.answered
         wait_until(lambda: self.answered >= seen + count, what=f"{count} more answers")
+
+
+@contextlib.contextmanager
+def iris_home(
+    factory: pytest.TempPathFactory,
+    name: str,
+    strengths: tuple[float, ...] = (1.0, 0.5),
+    reference: bool = True,
+) -> Iterator[Path]:
+    """A new home, MODELDECK_HOME while the block runs (MODELDECK_DB_URL unset), holding one iris
+    LogisticRegression version per regularisation strength in `strengths`, each with the iris frame as
+    its reference sample unless `reference` is False."""
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    from registry import Registry
+
+    home = factory.mktemp(name)
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MODELDECK_DB_URL", raising=False)
+        patch.setenv("MODELDECK_HOME", str(home))
+        with Registry(home=home) as reg:
+            for c in strengths:
+                model = LogisticRegression(C=c, max_iter=500).fit(X, y)
+                reg.register(model, "iris", reference=X if reference else None)
+        yield home

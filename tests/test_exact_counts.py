@@ -18,10 +18,9 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from helpers import ROW, Load, free_port, stop_supervisor, wait_until
+from helpers import ROW, Load, free_port, iris_home, stop_supervisor, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
-from registry import Registry
 from registry.monitoring.metrics import LATENCY_BUCKETS
 from registry.monitoring.timeseries import LATENCY, DeploymentSeries, Totals
 from registry.serving.client import SupervisorClient
@@ -105,17 +104,7 @@ class Deck:
 
 @pytest.fixture(scope="module")
 def deck(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deck]:
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    home = tmp_path_factory.mktemp("counts")
-    X, y = load_iris(return_X_y=True, as_frame=True)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("MODELDECK_DB_URL", raising=False)
-        patch.setenv("MODELDECK_HOME", str(home))
-        with Registry(home=home) as reg:
-            for c in (1.0, 0.5):
-                reg.register(LogisticRegression(C=c, max_iter=500).fit(X, y), "iris", reference=X)
+    with iris_home(tmp_path_factory, "counts") as home:
         client = SupervisorClient(home)
         client.ensure_running(*FLAGS)
         result = client.deploy("iris:1", port=free_port(), workers=2)

@@ -26,10 +26,9 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from helpers import ROW, free_port, kill_leftovers, stop_supervisor, wait_until
+from helpers import ROW, free_port, iris_home, kill_leftovers, stop_supervisor, wait_until
 
 import registry as registry_package
-from registry import Registry
 from registry.monitoring.metrics import LATENCY_BUCKETS
 from registry.serving.client import SupervisorClient
 
@@ -150,16 +149,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     scraping with the README's config (1 s apart here), the shipped rules loaded, and, as the README's
     token example, the deployment's own server too: its series must not count twice."""
     _tools()
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    home = tmp_path_factory.mktemp("prometheus-home")
-    X, y = load_iris(return_X_y=True, as_frame=True)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("MODELDECK_DB_URL", raising=False)
-        patch.setenv("MODELDECK_HOME", str(home))
-        with Registry(home=home) as reg:
-            reg.register(LogisticRegression(max_iter=500).fit(X, y), "iris", reference=X)
+    with iris_home(tmp_path_factory, "prometheus-home", (1.0,)) as home:
         client = SupervisorClient(home)
         client.ensure_running("--drift-every=5", "--metrics=127.0.0.1:0")  # pulls on time
         process = None

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from helpers import ROW, Load, error_of, free_port, stop_supervisor
+from helpers import ROW, Load, error_of, free_port, iris_home, stop_supervisor
 from helpers import wait_until as _wait
 
 import registry as registry_package
@@ -68,14 +68,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
 
-    home = tmp_path_factory.mktemp("supervised")
-    X, y = load_iris(return_X_y=True, as_frame=True)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("MODELDECK_DB_URL", raising=False)
-        patch.setenv("MODELDECK_HOME", str(home))
+    with iris_home(tmp_path_factory, "supervised", (1.0, 0.5, 0.1)) as home:
+        X, y = load_iris(return_X_y=True, as_frame=True)
         with Registry(home=home) as reg:
-            for c in (1.0, 0.5, 0.1):
-                reg.register(LogisticRegression(C=c, max_iter=500).fit(X, y), "iris", reference=X)
             reg.register(LogisticRegression(max_iter=500).fit(X, y), "iris")  # 4: no reference sample
         client = SupervisorClient(home)
         client.ensure_running("--drain-grace=2", "--drift-every=1", "--metrics=127.0.0.1:0")

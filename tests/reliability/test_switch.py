@@ -24,7 +24,7 @@ import faults
 import httpx
 import psutil
 import pytest
-from helpers import ROW, free_port, kill_leftovers
+from helpers import ROW, free_port, iris_home, kill_leftovers
 from helpers import Load as SharedLoad
 from helpers import wait_until as _wait
 
@@ -108,17 +108,7 @@ def _assert_agree(home: Home, client: SupervisorClient, name: str, url: str) -> 
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    path = tmp_path_factory.mktemp("switch")
-    X, y = load_iris(return_X_y=True, as_frame=True)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("MODELDECK_DB_URL", raising=False)
-        patch.setenv("MODELDECK_HOME", str(path))
-        with Registry(home=path) as reg:
-            for c in (1.0, 0.5):
-                reg.register(LogisticRegression(C=c, max_iter=500).fit(X, y), "iris")
+    with iris_home(tmp_path_factory, "switch", reference=False) as path:
         try:
             yield Home(path)
         finally:
