@@ -32,7 +32,8 @@ import registry as registry_package
 from registry.monitoring.metrics import LATENCY_BUCKETS
 from registry.serving.client import SupervisorClient
 
-pytestmark = pytest.mark.slow
+# one Prometheus and supervisor for the module, its tests in order (with -n, on one xdist worker)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("prometheus")]
 
 ROOT = Path(__file__).resolve().parent.parent
 MONITORING = Path(registry_package.__file__).parent / "monitoring"
