@@ -249,17 +249,21 @@ class Registry:
 
     def profile(self, ref: str | Ref) -> Profile | None:
         """The drift profile of a version: the stored one, else fitted on its reference sample (versions
-        registered before profiles existed); None when the version has no reference sample.
+        registered before profiles existed, or whose profile is of an older format); None when the
+        version has no reference sample.
         ArtifactDamaged ("reference sample of iris:2 is damaged (sha256 mismatch)") when it has one
         that cannot be used."""
-        from registry.monitoring.drift import Profile
+        from registry.monitoring.drift import OutdatedProfile, Profile
 
         info = self.get(ref)
         try:
             if info.profile_sha256 is not None:
-                return Profile.from_bytes(
-                    self.artifacts.get(info.profile_sha256, f"drift profile of {info.ref}")
-                )
+                try:
+                    return Profile.from_bytes(
+                        self.artifacts.get(info.profile_sha256, f"drift profile of {info.ref}")
+                    )
+                except OutdatedProfile:  # stored by an older modeldeck: refit it, as below
+                    pass
             sample = self.reference(ref)
             return None if sample is None else Profile.fit(sample, info.signature, info.output)
         except ArtifactDamaged as exc:

@@ -56,11 +56,18 @@ def test_a_worker_that_does_not_answer_is_stale() -> None:
     assert point["stale"] == 1 and point["workers"] == 1 and point["requests"] == 0
 
 
-def test_the_sampler_keeps_a_bounded_spread_of_each_request() -> None:
+def test_the_sampler_keeps_a_bounded_random_choice_of_each_request() -> None:
     sampler = InputSampler(capacity=100, per_request=4)
     sampler.add([[i] for i in range(40)], list(range(40)))
     cursor, rows, predictions = sampler.since(0)
-    assert rows == [[0], [10], [20], [30]] and predictions == [0, 10, 20, 30] and cursor == 4
+    assert len(rows) == 4 and cursor == 4 and [r[0] for r in rows] == predictions  # rows keep their own
+    assert predictions == sorted(set(predictions))  # distinct, in request order
+    chosen = set()
+    for _ in range(20):  # the same request again: other rows of it
+        sampler.add([[i] for i in range(40)], list(range(40)))
+        chosen.update(sampler.since(cursor)[2])
+        cursor = sampler.sequence
+    assert len(chosen) > 30
     sampler.add([[99]], [1])
     assert sampler.since(cursor)[1:] == ([[99]], [1])
     for _ in range(50):

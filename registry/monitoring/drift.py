@@ -1,34 +1,52 @@
 """Data drift of live inputs and predictions against a version's reference sample.
 
-The reference sample is turned into a `Profile` once (at registration): per numeric feature, quantile
-bin edges (10 bins, the first and last open-ended), the reference share in each bin, its standard
-deviation and a 1,001-point quantile function; per categorical feature, category shares plus an explicit
-"other/unseen" bin; and the same for the model's predictions. A live window then only bins (and, for
-numeric features, sorts) the current data.
+The reference sample is turned into a `Profile` once (at registration): per numeric feature, its sorted
+non-missing values (at most the sample's 10,000), its distinct decile edges and a robust scale; per
+categorical feature, the count of every category; the missing share of each; the same for the model's
+predictions. A live window is then compared with it by two-sample tests:
 
-Per feature: PSI on the reference bins (warn 0.1, drift 0.25), Wasserstein distance normalised by the
-reference standard deviation (numeric), Jensen-Shannon distance base 2 (categorical), the shares of
-unseen categories and of missing values as separate data-quality signals, and the KS / chi-square
-p-value as secondary information only for windows of at most 1,000 rows.
+- numeric: Kolmogorov-Smirnov on the two samples, ties handled as `scipy.stats.ks_2samp` does (both
+  empirical CDFs evaluated at every observed value), p-value from ks_2samp's asymptotic method; effect
+  size: the Wasserstein-1 distance of the two samples (exact) over the reference's robust scale
+  (`robust_scale`);
+- categorical: chi-square on the 2 x k contingency table of reference and window counts (unseen
+  categories in one cell; the rarest cells pooled as far as Cochran's rule asks), like
+  `scipy.stats.chi2_contingency`; effect size: total-variation distance of the category shares;
+- missing values: Fisher's exact test of the reference's and the window's missing share; effect size:
+  the difference of the shares.
+
+The p-values of every test of a window (each feature's distribution and missing-share tests, and the
+predictions') form one family, adjusted with Holm-Bonferroni. A test says `drift` when its adjusted
+p-value is under `ALPHA_DRIFT` and its effect size reaches the test's practical floor (`FLOORS`),
+`warn` when its adjusted p-value is under `ALPHA_WARN` (or significant below the floor); a feature takes
+its worst test, the window its worst feature. PSI on the reference's deciles and Jensen-Shannon are
+still reported, as figures only.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
+#: Decile edges of numeric features (PSI's bins; repeated edges are merged).
 BINS = 10
-QUANTILES = 1001
-MAX_CATEGORIES = 200
-PSI_WARN, PSI_DRIFT = 0.1, 0.25
-#: The dataset drifts when at least this share of its features drift.
+#: Stored profiles of this format carry what the tests need; older ones are refitted (`OutdatedProfile`).
+FORMAT = 2
+#: Holm-adjusted p-values under these give `drift` (with a practical effect) and `warn`.
+ALPHA_DRIFT, ALPHA_WARN = 0.001, 0.01
+#: Practical floors of the effect sizes: Wasserstein-1 over the robust scale (numeric), total-variation
+#: distance (categorical), difference of missing shares. Below them a significant test is only `warn`.
+FLOORS = {"ks": 0.1, "chi2": 0.03, "missing": 0.05}
+#: Cochran's rule for the chi-square approximation: at most a fifth of the cells expect fewer counts.
+MIN_EXPECTED = 5.0
+#: Kept for the drift-share chart's threshold line: the share of drifted features shown as a guide.
 DATASET_DRIFT_SHARE = 0.5
 MIN_WINDOW = 100
-MAX_P_VALUE_WINDOW = 1000
 #: Bin shares are floored at this before PSI's logarithm, so an empty bin is a large finite term.
 _EPSILON = 1e-4
 NUMERIC, CATEGORICAL = "numeric", "categorical"
@@ -36,6 +54,12 @@ OK, WARN, DRIFT, NOT_ENOUGH, NO_REFERENCE = "ok", "warn", "drift", "not enough d
 #: The version has a reference sample, but it is missing, tampered with or unreadable.
 DAMAGED = "damaged reference"
 _LEVEL = {OK: 0, WARN: 1, DRIFT: 2}
+_TEST_NAMES = {"ks": "KS", "chi2": "chi2", "missing": "missing"}
+_EFFECT_NAMES = {"ks": "W1/scale", "chi2": "TV", "missing": "Δmissing"}
+
+
+class OutdatedProfile(ValueError):
+    """A stored profile of an older format: refit it from the reference sample."""
 
 
 @dataclass
@@ -46,10 +70,12 @@ class FeatureProfile:
     kind: str
     rows: int
     missing_share: float
-    edges: list[float] = field(default_factory=list)  # numeric: BINS - 1 inner edges
+    edges: list[float] = field(default_factory=list)  # numeric: distinct inner decile edges
     std: float = 0.0
-    quantiles: Any = None  # numeric: np.ndarray of QUANTILES values
-    categories: list[str] = field(default_factory=list)  # categorical: kept categories
+    scale: float = 0.0  # numeric: robust scale (see `robust_scale`)
+    values: Any = None  # numeric: np.ndarray, the sorted non-missing reference values
+    categories: list[str] = field(default_factory=list)  # categorical: every category, commonest first
+    counts: list[int] = field(default_factory=list)  # categorical: reference count of each category
     shares: list[float] = field(default_factory=list)  # bins (numeric) or categories + other
 
     @classmethod
@@ -60,65 +86,84 @@ class FeatureProfile:
         missing_share = float(missing.mean()) if rows else 0.0
         if kind == NUMERIC:
             present = present.astype(np.float64)
-            present = present[~np.isnan(present)]
-            if len(present) == 0:
-                return cls(
-                    name, kind, rows, missing_share, [0.0] * (BINS - 1), 0.0, np.zeros(QUANTILES), [], []
-                )
-            ordered = np.sort(present)
-            quantiles = _quantile_function(ordered)
-            step = (QUANTILES - 1) // BINS  # the deciles are on the quantile grid
+            ordered = np.sort(present[~np.isnan(present)])
+            if len(ordered) == 0:
+                return cls(name, kind, rows, missing_share, values=ordered, shares=[1.0])
+            deciles = np.quantile(ordered, np.linspace(0, 1, BINS + 1)[1:-1])
             profile = cls(
                 name,
                 kind,
                 rows,
                 missing_share,
-                edges=[float(e) for e in quantiles[step:-1:step]],
+                edges=[float(e) for e in np.unique(deciles)],
                 std=float(ordered.std()),
-                quantiles=quantiles,
+                scale=robust_scale(ordered),
+                values=ordered,
             )
-            profile.shares = [float(s) for s in profile.bin_shares(present)]
+            profile.shares = [float(s) for s in profile.bin_shares(ordered)]
             return profile
         labels, counts = np.unique(present.astype(str), return_counts=True)
-        order = np.argsort(-counts, kind="stable")[:MAX_CATEGORIES]
+        order = np.argsort(-counts, kind="stable")
         total = max(1, len(present))
-        kept = [str(labels[i]) for i in order]
-        shares = [float(counts[i] / total) for i in order]
         return cls(
-            name, kind, rows, missing_share, categories=kept, shares=[*shares, max(0.0, 1 - sum(shares))]
+            name,
+            kind,
+            rows,
+            missing_share,
+            categories=[str(labels[i]) for i in order],
+            counts=[int(counts[i]) for i in order],
+            shares=[*(float(counts[i] / total) for i in order), 0.0],
         )
+
+    @property
+    def present(self) -> int:
+        """Non-missing reference values."""
+        return len(self.values) if self.kind == NUMERIC else sum(self.counts)
 
     def bin_shares(self, present: Any) -> Any:
         """Share of `present` (non-missing values) in each reference bin (numeric) or category + other."""
         if self.kind == NUMERIC:
-            counts = np.bincount(np.searchsorted(self.edges, present, side="right"), minlength=BINS)
+            bins = len(self.edges) + 1
+            counts = np.bincount(np.searchsorted(self.edges, present, side="right"), minlength=bins)
         else:
-            other = len(self.categories)
-            if other == 0:
-                return np.array([1.0])
-            kept = np.asarray(self.categories)
-            order = np.argsort(kept)
-            labels = present.astype(str)
-            at = np.minimum(np.searchsorted(kept[order], labels), other - 1)
-            codes = np.where(kept[order][at] == labels, order[at], other)
-            counts = np.bincount(codes, minlength=other + 1)
+            counts = self.category_counts(present)
         return counts / max(1, len(present))
+
+    def category_counts(self, present: Any) -> Any:
+        """Window counts of each reference category, then of every category absent from it."""
+        other = len(self.categories)
+        if other == 0:
+            return np.array([len(present)])
+        kept = np.asarray(self.categories)
+        order = np.argsort(kept)
+        labels = np.asarray(present).astype(str)
+        at = np.minimum(np.searchsorted(kept[order], labels), other - 1)
+        codes = np.where(kept[order][at] == labels, order[at], other)
+        return np.bincount(codes, minlength=other + 1)
 
 
 @dataclass
 class FeatureDrift:
-    """Drift of one feature (or of the predictions) in a window."""
+    """Drift of one feature (or of the predictions) in a window, and the reason for its verdict."""
 
     name: str
     kind: str
     rows: int
     status: str
     psi: float | None = None
-    wasserstein: float | None = None  # numeric: W1 / reference std
+    wasserstein: float | None = None  # numeric: W1 / reference robust scale (W1 itself if that is 0)
     jensen_shannon: float | None = None  # categorical, base 2
     unseen_share: float = 0.0
     missing_share: float = 0.0
-    p_value: float | None = None  # KS (numeric) / chi-square (categorical); windows <= 1,000 rows
+    test: str | None = None  # "ks" (numeric) or "chi2" (categorical): the distribution test
+    statistic: float | None = None  # KS D, or the chi-square statistic
+    effect: float | None = None  # W1/scale (numeric) or total-variation distance (categorical)
+    p_value: float | None = None  # the distribution test's raw p-value
+    p_adjusted: float | None = None  # its Holm-adjusted p-value
+    reference_missing_share: float = 0.0
+    missing_p_value: float | None = None  # Fisher's exact test of the missing shares (None: none missing)
+    missing_p_adjusted: float | None = None
+    reason: str = ""  # the test behind the verdict, its effect size and p-values (raw, adjusted)
 
 
 @dataclass
@@ -175,25 +220,40 @@ class Profile:
         return cls(features, prediction)
 
     def to_bytes(self) -> bytes:
-        """Pickle-free `.npz`: quantile arrays as arrays, everything else as one JSON header."""
+        """Pickle-free `.npz`: each numeric feature's sorted reference values as an array (compressed),
+        everything else as one JSON header."""
         everything = [*self.features, *([self.prediction] if self.prediction else [])]
-        arrays = {f"q{i}": f.quantiles for i, f in enumerate(everything) if f.quantiles is not None}
-        header = [{k: v for k, v in asdict(f).items() if k != "quantiles"} for f in everything]
-        meta = {"features": header, "has_prediction": self.prediction is not None}
+        arrays = {f"v{i}": f.values for i, f in enumerate(everything) if f.values is not None}
+        header = [{k: v for k, v in asdict(f).items() if k != "values"} for f in everything]
+        meta = {"format": FORMAT, "features": header, "has_prediction": self.prediction is not None}
         buffer = io.BytesIO()
         np.savez_compressed(buffer, header=np.array(json.dumps(meta)), **arrays)
         return buffer.getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Profile:
+        """The stored profile; `OutdatedProfile` when it predates `FORMAT` (refit it)."""
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             meta = json.loads(str(npz["header"]))
+            if meta.get("format", 1) < FORMAT:
+                raise OutdatedProfile(f"drift profile of format {meta.get('format', 1)}, not {FORMAT}")
             everything = [
-                FeatureProfile(**item, quantiles=npz[f"q{i}"] if f"q{i}" in npz.files else None)
+                FeatureProfile(**item, values=npz[f"v{i}"] if f"v{i}" in npz.files else None)
                 for i, item in enumerate(meta["features"])
             ]
         prediction = everything.pop() if meta["has_prediction"] else None
         return cls(everything, prediction)
+
+
+def robust_scale(ordered: Any) -> float:
+    """The scale W1 is divided by: the interquartile range / 1.349 (the std of a normal), else (half
+    the values or more tied, e.g. 0/1 or zero-inflated data) the mean absolute deviation from the
+    median x sqrt(pi/2) (also the std of a normal), else 0 (a constant). Unlike the std it stays put
+    on heavy tails and single outliers."""
+    q1, median, q3 = np.quantile(ordered, [0.25, 0.5, 0.75])
+    if q3 > q1:
+        return float((q3 - q1) / 1.349)
+    return float(np.mean(np.abs(ordered - median)) * math.sqrt(math.pi / 2))
 
 
 def psi(reference: Any, current: Any) -> float:
@@ -217,8 +277,105 @@ def jensen_shannon(reference: Any, current: Any) -> float:
     return float(np.sqrt(max(0.0, (kl(p) + kl(q)) / 2)))
 
 
+def ks_and_wasserstein(reference: Any, current: Any) -> tuple[float, float]:
+    """Two-sample KS statistic and Wasserstein-1 distance of two sorted samples, as scipy's
+    `ks_2samp` and `wasserstein_distance` compute them: both empirical CDFs at every observed value
+    (the samples merged in one pass; within a run of ties only the last CDF step counts)."""
+    m, n = len(reference), len(current)
+    at = np.searchsorted(reference, current, side="right") + np.arange(n)  # current's merged places
+    from_current = np.zeros(m + n, bool)
+    from_current[at] = True
+    merged = np.empty(m + n)
+    merged[at], merged[~from_current] = current, reference
+    seen = np.cumsum(from_current)
+    gap = np.abs((np.arange(1, m + n + 1) - seen) / m - seen / n)
+    steps = np.diff(merged)
+    return float(gap[:-1][steps > 0].max(initial=0.0)), float(np.sum(gap[:-1] * steps))
+
+
+def ks_p_value(statistic: float, n: int, m: int) -> float:
+    """ks_2samp's asymptotic two-sided p-value: Kolmogorov's distribution at round(nm / (n + m)).
+    Where scipy would take its slow exact branch for a p-value above 0.99 anyway (effective size of
+    1,000 or more and a small D), Kolmogorov's limit with Stephens's finite-size correction instead:
+    within 1e-3 of it."""
+    from scipy.special import kolmogorov
+    from scipy.stats import kstwo
+
+    effective = max(1, round(n * m / (n + m)))
+    if effective >= 1000 and effective * statistic**1.5 <= 1.4:
+        root = math.sqrt(effective)
+        return float(kolmogorov((root + 0.12 + 0.11 / root) * statistic))
+    return float(kstwo.sf(statistic, effective))
+
+
+def pooled_table(reference: Any, window: Any) -> Any:
+    """The 2 x k table of reference and window counts, its rarest cells pooled into one as far as
+    needed for Cochran's rule on the expected counts (of the smaller row): none under 1, and at most
+    a fifth of the cells under `MIN_EXPECTED`."""
+    table = np.vstack([reference, window]).astype(np.float64)
+    table = table[:, table.sum(axis=0) > 0]
+    cells = table.shape[1]
+    expected = np.sort(table.sum(axis=0) * table.sum(axis=1).min() / table.sum())
+    pooled = np.cumsum(expected)  # pooled[r - 1]: the pool of the r rarest cells
+    under_5 = np.maximum(0, np.searchsorted(expected, MIN_EXPECTED) - np.arange(cells + 1))
+    under_1 = np.maximum(0, np.searchsorted(expected, 1.0) - np.arange(cells + 1))
+    pool = np.r_[np.inf, np.inf, pooled[1:]]  # r = 0 or 1: no pool
+    sizes = np.where(np.arange(cells + 1) < 2, cells, cells - np.arange(cells + 1) + 1)
+    fine = (under_1 == 0) & (pool >= 1) & (under_5 + (pool < MIN_EXPECTED) <= 0.2 * sizes)
+    fine[1] = False
+    rare = int(np.argmax(fine)) if fine.any() else cells
+    if rare < 2:
+        return table
+    order = np.argsort(table.sum(axis=0), kind="stable")
+    return np.hstack([table[:, order[rare:]], table[:, order[:rare]].sum(axis=1, keepdims=True)])
+
+
+def chi_square(reference: Any, window: Any) -> tuple[float, float]:
+    """Chi-square statistic and p-value of the pooled 2 x k table, as `scipy.stats.chi2_contingency`
+    computes them (Yates's correction on a 2 x 2 table); (0, 1) when only one cell is left."""
+    return _chi_square(pooled_table(reference, window))
+
+
+def _chi_square(table: Any) -> tuple[float, float]:
+    from scipy.special import chdtrc
+
+    if table.shape[1] < 2:
+        return 0.0, 1.0
+    expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / table.sum()
+    difference = np.abs(table - expected)
+    if table.shape[1] == 2:  # Yates: each |O - E| shrunk by 0.5 (not below 0)
+        difference = difference - np.minimum(0.5, difference)
+    statistic = float(np.sum(difference**2 / expected))
+    return statistic, float(chdtrc(table.shape[1] - 1, statistic))
+
+
+def missing_p_value(reference_missing: int, reference_rows: int, missing: int, rows: int) -> float | None:
+    """Two-sided test of two missing shares: Fisher's exact test when a cell of the 2 x 2 table expects
+    fewer than `MIN_EXPECTED`, else chi-square with Yates's correction (`chi2_contingency`); None when
+    neither side misses a value."""
+    if reference_missing + missing == 0 or not reference_rows or not rows:
+        return None
+    from scipy.stats import fisher_exact
+
+    table = np.array([[reference_missing, reference_rows - reference_missing], [missing, rows - missing]])
+    expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / table.sum()
+    if expected.min() < MIN_EXPECTED:
+        return float(fisher_exact(table).pvalue)
+    return _chi_square(table.T.astype(np.float64))[1]
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the given order."""
+    order = np.argsort(p_values, kind="stable")
+    count = len(p_values)
+    steps = np.minimum(1.0, np.maximum.accumulate((count - np.arange(count)) * np.asarray(p_values)[order]))
+    adjusted = np.empty(count)
+    adjusted[order] = steps
+    return [float(p) for p in adjusted]
+
+
 def feature_drift(profile: FeatureProfile, values: Any, missing: Any | None = None) -> FeatureDrift:
-    """Drift of one column of the window against its reference profile."""
+    """Drift figures and raw p-values of one column of the window (verdict: `judge`)."""
     values = np.asarray(values)
     missing = np.zeros(len(values), bool) if missing is None else np.asarray(missing, dtype=bool)
     if profile.kind == NUMERIC:
@@ -229,29 +386,73 @@ def feature_drift(profile: FeatureProfile, values: Any, missing: Any | None = No
         present = values[~missing].astype(str)
     rows = len(values)
     result = FeatureDrift(
-        profile.name, profile.kind, rows, NOT_ENOUGH, missing_share=float(missing.mean()) if rows else 0.0
+        profile.name,
+        profile.kind,
+        rows,
+        NOT_ENOUGH,
+        missing_share=float(missing.mean()) if rows else 0.0,
+        reference_missing_share=profile.missing_share,
     )
-    if len(present) == 0:
+    if rows:
+        reference_missing = round(profile.missing_share * profile.rows)
+        result.missing_p_value = missing_p_value(reference_missing, profile.rows, int(missing.sum()), rows)
+    if len(present) == 0 or profile.present == 0:
         return result
     if profile.kind == NUMERIC:
         ordered = np.sort(present)
-        shares = np.diff(np.searchsorted(ordered, profile.edges), prepend=0, append=len(ordered))
-        shares = shares / len(ordered)
-        result.psi = psi(profile.shares, shares)
-        distance = float(np.mean(np.abs(_quantile_function(ordered) - profile.quantiles)))
-        result.wasserstein = distance / profile.std if profile.std > 0 else distance
-        if len(present) <= MAX_P_VALUE_WINDOW:
-            result.p_value = _ks_p_value(profile, ordered)
+        result.psi = psi(profile.shares, profile.bin_shares(ordered))
+        statistic, distance = ks_and_wasserstein(profile.values, ordered)
+        result.wasserstein = distance / profile.scale if profile.scale > 0 else distance
+        result.test, result.statistic, result.effect = "ks", statistic, result.wasserstein
+        result.p_value = ks_p_value(statistic, len(ordered), profile.present)
     else:
-        shares = profile.bin_shares(present)
+        counts = profile.category_counts(present)
+        shares = counts / len(present)
         result.psi = psi(profile.shares, shares)
         result.jensen_shannon = jensen_shannon(profile.shares, shares)
-        result.unseen_share = float(shares[-1]) if profile.categories else 1.0
-        if len(present) <= MAX_P_VALUE_WINDOW:
-            result.p_value = _chi_square_p_value(profile, shares, len(present))
-    if len(present) >= MIN_WINDOW:
-        result.status = DRIFT if result.psi >= PSI_DRIFT else WARN if result.psi >= PSI_WARN else OK
+        result.unseen_share = float(shares[-1])
+        reference = [*profile.counts, 0]
+        result.test, result.effect = "chi2", float(np.abs(np.asarray(profile.shares) - shares).sum() / 2)
+        result.statistic, result.p_value = chi_square(reference, counts)
     return result
+
+
+def judge(features: list[FeatureDrift], extra: tuple[float, ...] = ()) -> None:
+    """Set each judged feature's adjusted p-values, verdict and reason: one Holm family of every
+    test's p-value (and `extra` p-values of other signals of the same window)."""
+    tests = [
+        (f, kind, p)
+        for f in features
+        if f.rows >= MIN_WINDOW
+        for kind, p in (("distribution", f.p_value), ("missing", f.missing_p_value))
+        if p is not None
+    ]
+    adjusted = holm([p for _, _, p in tests] + list(extra))
+    for (f, kind, _), p in zip(tests, adjusted, strict=False):
+        if kind == "distribution":
+            f.p_adjusted = p
+        else:
+            f.missing_p_adjusted = p
+    for f in features:
+        if f.rows < MIN_WINDOW or (f.p_value is None and f.missing_p_value is None):
+            continue
+        candidates = []  # (test, effect size, raw p, adjusted p)
+        if f.p_adjusted is not None and f.test is not None:
+            candidates.append((f.test, f.effect or 0.0, f.p_value or 1.0, f.p_adjusted))
+        if f.missing_p_adjusted is not None:
+            effect = abs(f.missing_share - f.reference_missing_share)
+            candidates.append(("missing", effect, f.missing_p_value or 1.0, f.missing_p_adjusted))
+        test, effect, raw, adjusted = max(
+            candidates, key=lambda c: (_LEVEL[_verdict(c[0], c[1], c[3])], -c[3], c[1] / FLOORS[c[0]])
+        )
+        f.status = _verdict(test, effect, adjusted)
+        f.reason = f"{_TEST_NAMES[test]} p={raw:.2g} (adj {adjusted:.2g}), {_EFFECT_NAMES[test]} {effect:.3g}"
+
+
+def _verdict(test: str, effect: float, adjusted: float) -> str:
+    if adjusted < ALPHA_DRIFT and effect >= FLOORS[test]:
+        return DRIFT
+    return WARN if adjusted < ALPHA_WARN else OK
 
 
 def drift_report(
@@ -272,43 +473,12 @@ def drift_report(
     prediction = None
     if profile.prediction is not None and predictions is not None and len(predictions):
         prediction = feature_drift(profile.prediction, np.asarray(predictions))
+    signals = [*features, *([prediction] if prediction is not None else [])]
+    judge(signals)
     judged = [f for f in features if f.status != NOT_ENOUGH]
     if rows < MIN_WINDOW or not judged:
         return DriftReport(NOT_ENOUGH, rows, 0.0, features, prediction)
     drifted = sum(f.status == DRIFT for f in judged) / len(judged)
-    signals = [*judged, *([prediction] if prediction is not None and prediction.status in _LEVEL else [])]
-    worst = max(_LEVEL[f.status] for f in signals)
-    status = DRIFT if drifted >= DATASET_DRIFT_SHARE else (WARN if worst > 0 else OK)
+    worst = max(_LEVEL.get(f.status, 0) for f in signals)
+    status = {_LEVEL[s]: s for s in _LEVEL}[worst]
     return DriftReport(status, rows, drifted, features, prediction)
-
-
-def _quantile_function(ordered: Any) -> Any:
-    """QUANTILES evenly spaced quantiles of a sorted array (linear interpolation, like np.quantile)."""
-    positions = np.linspace(0, len(ordered) - 1, QUANTILES)
-    below = np.floor(positions).astype(np.int64)
-    above = np.minimum(below + 1, len(ordered) - 1)
-    return ordered[below] + (ordered[above] - ordered[below]) * (positions - below)
-
-
-def _ks_p_value(profile: FeatureProfile, current_sorted: Any) -> float:
-    """Two-sample KS p-value, the reference's CDF read from its quantile function (asymptotic, as
-    scipy's `ks_2samp` computes it for samples of these sizes)."""
-    from scipy.stats import kstwo
-
-    grid = np.linspace(0, 1, QUANTILES)
-    n = len(current_sorted)
-    below = np.interp(current_sorted, profile.quantiles, grid, left=0.0, right=1.0)
-    ecdf_after = np.arange(1, n + 1) / n
-    ecdf_before = np.arange(0, n) / n
-    statistic = float(max(np.max(np.abs(ecdf_after - below)), np.max(np.abs(below - ecdf_before))))
-    m = profile.rows * (1 - profile.missing_share)
-    effective = round(n * m / (n + m))
-    return float(kstwo.sf(statistic, max(1, effective)))
-
-
-def _chi_square_p_value(profile: FeatureProfile, shares: Any, n: int) -> float:
-    from scipy.stats import chisquare
-
-    expected = np.maximum(np.asarray(profile.shares), _EPSILON)
-    expected = expected / expected.sum() * n
-    return float(chisquare(np.asarray(shares) * n, expected).pvalue)

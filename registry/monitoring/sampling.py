@@ -11,6 +11,7 @@ the ring before anyone pulled them are counted as dropped, never silently lost.
 
 from __future__ import annotations
 
+import random
 from collections import deque
 from typing import Any
 
@@ -18,7 +19,8 @@ import orjson
 
 #: Rows kept for the supervisor's next pull (it pulls every second; beyond this, older rows are dropped).
 CAPACITY = 4096
-#: At most this many rows of one request are sampled (spread evenly over the request).
+#: At most this many rows of one request are sampled (at random positions: re-sending one batch then
+#: samples all of it over time, not the same few rows, which would read as drift).
 PER_REQUEST = 8
 #: At most this many sample rows in one pull's reply, and about this many bytes of them.
 PULL_ROWS = 2048
@@ -31,16 +33,23 @@ SKIP = -1
 class InputSampler:
     """A ring of (sequence number, input row, prediction), newest last."""
 
-    def __init__(self, capacity: int = CAPACITY, per_request: int = PER_REQUEST) -> None:
+    def __init__(
+        self, capacity: int = CAPACITY, per_request: int = PER_REQUEST, seed: int | None = None
+    ) -> None:
         self._ring: deque[tuple[int, list[Any], Any]] = deque(maxlen=capacity)
         self._per_request = per_request
+        self._random = random.Random(seed)  # this process's own (None: seeded from the OS)
         self.sequence = 0
 
     def add(self, rows: list[list[Any]], predictions: list[Any]) -> None:
         """Sample rows of one answered request with their predictions."""
         count = len(rows)
-        step = 1 if count <= self._per_request else count // self._per_request
-        for index in range(0, min(count, step * self._per_request), step):
+        taken = (
+            range(count)
+            if count <= self._per_request
+            else self._random.sample(range(count), self._per_request)
+        )
+        for index in sorted(taken):
             self.sequence += 1
             self._ring.append((self.sequence, rows[index], predictions[index]))
 
