@@ -310,6 +310,9 @@ def status(json_out: JsonFlag = False) -> None:
         )
     output.print_table(table)
     for d in deployments:
+        if (d.get("live") or {}).get("drift_reason"):
+            output.out.print(f"{d['name']}: {d['live']['drift']}, {d['live']['drift_reason']}")
+    for d in deployments:
         if d.get("token"):
             output.out.print(f"{d['name']}: bearer token {d['token']}")
 
@@ -326,7 +329,20 @@ def _add_live_figures(client: Any, deployments: list[dict[str, Any]]) -> None:
             "rps": sum(p["requests"] for p in points) / len(points) if points else None,
             "p99": live.get("p99"),
             "drift": (seen.get("drift") or {}).get("message") or (seen.get("drift") or {}).get("status"),
+            "drift_reason": drift_reason(seen.get("drift")),
         }
+
+
+def drift_reason(report: dict[str, Any] | None) -> str | None:
+    """Why a window warns or drifts: its worst feature's test, p-values and effect size (None if ok)."""
+    from registry.monitoring.drift import worst_first
+
+    if not report or report.get("status") not in ("warn", "drift"):
+        return None
+    signals = [*(report.get("features") or []), *([report["prediction"]] if report.get("prediction") else [])]
+    worst = min(signals, key=worst_first)
+    others = sum(f["status"] in ("warn", "drift") for f in signals) - 1
+    return f"{worst['name']}: {worst['reason']}" + (f" (+{others} more)" if others > 0 else "")
 
 
 def address(deployment: dict[str, Any]) -> str:

@@ -226,10 +226,14 @@ async def test_the_monitor_view_charts_live_traffic_and_lists_drift_worst_first(
             await wait_until(pilot, drawn, 10)
             assert "waiting for data" not in str(app.screen.query_one(chart).render()), chart
         table = app.screen.query_one("#drift")
-        names = [table.get_row_at(i)[0] for i in range(table.row_count)]
-        psi = [float(table.get_row_at(i)[2]) for i in range(table.row_count)]
+        rows = [table.get_row_at(i) for i in range(table.row_count)]
+        names = [row[0] for row in rows]
         assert "prediction" in names and "sepal length (cm)" in names
-        assert psi == sorted(psi, reverse=True)  # worst first
+        levels = [{"drift": 0, "warn": 1, "ok": 2}.get(row[1], 3) for row in rows]
+        assert levels == sorted(levels)  # worst first
+        reasons = dict(zip(names, (str(row[2]) for row in rows), strict=True))
+        assert reasons["sepal length (cm)"].startswith("KS p=") and "(adj " in reasons["sepal length (cm)"]
+        assert reasons["prediction"].startswith("chi2 p=")  # the test, its p-values and effect size
         await pilot.press("escape")
         assert app.screen.__class__.__name__ == "DeploymentsScreen"
         await pilot.press("1")  # the models view has been drawing iris's req/s trend all along

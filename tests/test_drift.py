@@ -362,6 +362,11 @@ def test_the_demos_drift_shows_within_two_minutes_of_its_injection(tmp_path) -> 
         send(10, drifted=True)
         verdicts.append(window.report(profile, names, [True] * len(names), now=t).status)
     assert drift.DRIFT in verdicts[:6] and verdicts[-1] == drift.DRIFT, verdicts  # within a minute
+    from console.serving_commands import drift_reason
+
+    said = drift_reason(window.report(profile, names, [True] * len(names), now=t).as_dict())
+    feature, reason = said.split(": ", 1)  # what `status` prints after its table
+    assert feature in [*names, "prediction"] and " p=" in reason and "(adj " in reason, said
 
 
 def test_empty_and_small_windows() -> None:

@@ -154,10 +154,12 @@ DRIFT = {
             "wasserstein": psi / 2,
             "missing_share": 0.0,
             "unseen_share": 0.0,
-            "p_value": 0.5 - psi,
-            "status": "warn" if psi >= 0.1 else "ok",
+            "p_value": p / 8,
+            "p_adjusted": p,
+            "reason": f"KS p={p / 8:.2g} (adj {p:.2g}), W1/scale {psi / 2:.3g}",
+            "status": "warn" if p < 0.01 else "ok",
         }
-        for i, psi in enumerate((0.02, 0.14, 0.05, 0.01))
+        for i, (psi, p) in enumerate(((0.02, 0.6), (0.14, 0.004), (0.05, 0.3), (0.01, 1.0)))
     ],
     "prediction": {
         "name": "prediction",
@@ -167,6 +169,8 @@ DRIFT = {
         "missing_share": 0.0,
         "unseen_share": 0.0,
         "p_value": 0.41,
+        "p_adjusted": 1.0,
+        "reason": "chi2 p=0.41 (adj 1), TV 0.021",
         "status": "ok",
     },
 }

@@ -303,6 +303,8 @@ def test_the_exporter_sums_workers_for_prometheus_and_lists_targets(served: Serv
     assert "modeldeck_host_cpu_percent" in text
     _wait(lambda: "modeldeck_drift_psi{" in httpx.get(url, timeout=10).text, what="drift in the exporter")
     text = httpx.get(url, timeout=10).text
+    for gauge in ("p_value", "p_adjusted", "effect", "feature_level"):  # each feature's reason
+        assert f'modeldeck_drift_{gauge}{{deployment="iris",feature="sepal length (cm)"' in text, gauge
     dashboard = (
         Path(registry_package.__file__).parent / "monitoring" / "grafana" / "modeldeck.json"
     ).read_text()

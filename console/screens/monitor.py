@@ -15,7 +15,7 @@ from console.screens.base import OverviewScreen
 from console.widgets.chart import Chart, ChartGrid
 from console.widgets.tables import FitTable
 from registry.errors import SupervisorError
-from registry.monitoring.drift import DATASET_DRIFT_SHARE
+from registry.monitoring.drift import worst_first
 
 HISTORY = 300  # points (seconds) on the charts
 DRIFT_MINUTES = 30  # the drift-share chart's span
@@ -52,9 +52,9 @@ class MonitorScreen(OverviewScreen):
             yield Chart(id="memory")
             yield Chart(id="drift-share")
         table: DataTable[str] = FitTable(
-            drop=("UNSEEN", "MISSING", "P-VALUE"), cursor_type="row", zebra_stripes=True, id="drift"
+            drop=("PSI", "UNSEEN", "MISSING", "KIND"), cursor_type="row", zebra_stripes=True, id="drift"
         )
-        table.add_columns("FEATURE", "KIND", "PSI", "DISTANCE", "MISSING", "UNSEEN", "P-VALUE", "STATUS")
+        table.add_columns("FEATURE", "STATUS", "REASON", "KIND", "MISSING", "UNSEEN", "PSI")
         yield table
 
     def load(self) -> Overview:
@@ -130,7 +130,6 @@ class MonitorScreen(OverviewScreen):
         self.query_one("#drift-share", Chart).plot(
             f"drifted share of features (last {DRIFT_MINUTES} min)",
             {"share": [share for _, share in self.drift_shares]},
-            thresholds={f"drift at {DATASET_DRIFT_SHARE:.0%}": DATASET_DRIFT_SHARE},
             xs=[t - last["t"] for t, _ in self.drift_shares],
         )
         self._drift_table()
@@ -142,17 +141,15 @@ class MonitorScreen(OverviewScreen):
         features = list(report.get("features") or [])
         if report.get("prediction"):
             features.append(report["prediction"])
-        for f in sorted(features, key=lambda f: -(f.get("psi") or 0.0)):
-            distance = f.get("wasserstein") if f["kind"] == "numeric" else f.get("jensen_shannon")
+        for f in sorted(features, key=worst_first):
             table.add_row(
                 f["name"],
+                f["status"],
+                f.get("reason") or "-",
                 f["kind"],
-                _num(f.get("psi")),
-                _num(distance),
                 f"{100 * f['missing_share']:.1f}%",
                 f"{100 * f['unseen_share']:.1f}%" if f["kind"] == "categorical" else "-",
-                _num(f.get("p_value")),
-                f["status"],
+                _num(f.get("psi")),
             )
 
     def action_logs(self) -> None:

@@ -44,8 +44,6 @@ ALPHA_DRIFT, ALPHA_WARN = 0.001, 0.01
 FLOORS = {"ks": 0.1, "chi2": 0.03, "missing": 0.05}
 #: Cochran's rule for the chi-square approximation: at most a fifth of the cells expect fewer counts.
 MIN_EXPECTED = 5.0
-#: Kept for the drift-share chart's threshold line: the share of drifted features shown as a guide.
-DATASET_DRIFT_SHARE = 0.5
 MIN_WINDOW = 100
 #: Bin shares are floored at this before PSI's logarithm, so an empty bin is a large finite term.
 _EPSILON = 1e-4
@@ -482,3 +480,11 @@ def drift_report(
     worst = max(_LEVEL.get(f.status, 0) for f in signals)
     status = {_LEVEL[s]: s for s in _LEVEL}[worst]
     return DriftReport(status, rows, drifted, features, prediction)
+
+
+def worst_first(feature: dict[str, Any]) -> tuple[int, float]:
+    """Sort key of a feature's figures (a `FeatureDrift` as a dict), worst first: drift, warn, ok,
+    then the rest; within each, the smallest Holm-adjusted p-value of the feature's tests first."""
+    adjusted = [feature.get(k) for k in ("p_adjusted", "missing_p_adjusted")]
+    level = {"drift": 0, "warn": 1, "ok": 2}.get(feature["status"], 3)
+    return level, min((p for p in adjusted if p is not None), default=1.0)

@@ -36,6 +36,25 @@ if TYPE_CHECKING:
 #: requests of each are counted by rate()/increase() (Prometheus misses a series' first value).
 INITIAL_CODES = ("200", "400", "404", "413", "415", "422", "500", "503")
 _DRIFT_LEVEL = {"ok": 0.0, "warn": 1.0, "drift": 2.0}
+#: Per-feature drift gauges (the predictions are the feature "prediction"): key of the feature's
+#: figures, metric name, help.
+_FEATURE_GAUGES = (
+    ("psi", "modeldeck_drift_psi", "PSI of a feature's live window."),
+    ("level", "modeldeck_drift_feature_level", "A feature's drift verdict: 0 ok, 1 warn, 2 drift."),
+    ("p_value", "modeldeck_drift_p_value", "Raw p-value of a feature's distribution test (KS or chi2)."),
+    ("p_adjusted", "modeldeck_drift_p_adjusted", "Its Holm-adjusted p-value (over all the window's tests)."),
+    (
+        "effect",
+        "modeldeck_drift_effect",
+        "Effect size: Wasserstein-1 over the robust scale (numeric), total variation (categorical).",
+    ),
+    ("missing_share", "modeldeck_drift_missing_share", "Share of a feature's values missing in the window."),
+    (
+        "missing_p_adjusted",
+        "modeldeck_drift_missing_p_adjusted",
+        "Holm-adjusted p-value of the test of the missing share against the reference's.",
+    ),
+)
 
 
 class SupervisorCollector:
@@ -69,9 +88,10 @@ class SupervisorCollector:
                 ("stale", "modeldeck_workers_stale", "Workers that did not answer the last metrics pull."),
             )
         }
-        psi = GaugeMetricFamily(
-            "modeldeck_drift_psi", "PSI of a feature's live window.", labels=[*base, "feature"]
-        )
+        per_feature = {
+            key: GaugeMetricFamily(name, text, labels=[*base, "feature"])
+            for key, name, text in _FEATURE_GAUGES
+        }
         share = GaugeMetricFamily(
             "modeldeck_drift_share", "Share of drifted features in the live window.", labels=base
         )
@@ -108,13 +128,16 @@ class SupervisorCollector:
                 labels = [name, model, str(drift["version"])]
                 share.add_metric(labels, drift["drifted_share"])
                 level.add_metric(labels, _DRIFT_LEVEL[drift["status"]])
-                for feature in drift["features"]:
-                    if feature["psi"] is not None:
-                        psi.add_metric([*labels, feature["name"]], feature["psi"])
+                signals = [*drift["features"], *([drift["prediction"]] if drift.get("prediction") else [])]
+                for feature in signals:
+                    values = {**feature, "level": _DRIFT_LEVEL.get(feature["status"])}
+                    for key, family in per_feature.items():
+                        if values.get(key) is not None:
+                            family.add_metric([*labels, feature["name"]], values[key])
         yield requests
         yield latency
         yield from gauges.values()
-        yield from (psi, share, level)
+        yield from (*per_feature.values(), share, level)
         yield _restarts(self.supervisor)
         yield from _monitoring_health(scraper)
         host = scraper.host
