@@ -336,12 +336,12 @@ def test_one_batch_sent_again_and_again_does_not_read_as_drift() -> None:
 def test_the_demos_drift_shows_within_two_minutes_of_its_injection(tmp_path) -> None:
     """The demo sends 20 rows a second, drifting iris's inputs after a minute; drift is computed
     every 10 s on the window (a minute of calm rows, then the drifted ones)."""
-    from console.demo import DRIFTING, build_demo, open_demo_registry
+    from console.demo import DEMO_MODELS, DRIFTING, open_demo_registry
     from console.demo_traffic import DemoTraffic
     from registry.monitoring.window import DriftWindow
 
-    build_demo(tmp_path)
     with open_demo_registry(tmp_path) as reg:
+        DEMO_MODELS[DRIFTING](reg)  # as `build_demo` registers it
         ref = f"{DRIFTING}@champion"
         profile, model = reg.profile(ref), reg.load(ref)
         traffic = DemoTraffic(tmp_path, {DRIFTING: ("http://unused", ref)}, seed=1)

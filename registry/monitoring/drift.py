@@ -280,12 +280,9 @@ def ks_and_wasserstein(reference: Any, current: Any) -> tuple[float, float]:
     `ks_2samp` and `wasserstein_distance` compute them: both empirical CDFs at every observed value
     (the samples merged in one pass; within a run of ties only the last CDF step counts)."""
     m, n = len(reference), len(current)
-    at = np.searchsorted(reference, current, side="right") + np.arange(n)  # current's merged places
-    from_current = np.zeros(m + n, bool)
-    from_current[at] = True
-    merged = np.empty(m + n)
-    merged[at], merged[~from_current] = current, reference
-    seen = np.cumsum(from_current)
+    both = np.concatenate([reference, current])
+    order = np.argsort(both, kind="stable")  # two sorted runs: a linear merge
+    merged, seen = both[order], np.cumsum(order >= m)
     gap = np.abs((np.arange(1, m + n + 1) - seen) / m - seen / n)
     steps = np.diff(merged)
     return float(gap[:-1][steps > 0].max(initial=0.0)), float(np.sum(gap[:-1] * steps))
@@ -398,7 +395,8 @@ def feature_drift(profile: FeatureProfile, values: Any, missing: Any | None = No
         return result
     if profile.kind == NUMERIC:
         ordered = np.sort(present)
-        result.psi = psi(profile.shares, profile.bin_shares(ordered))
+        below = np.searchsorted(ordered, profile.edges, side="left")  # values under each edge
+        result.psi = psi(profile.shares, np.diff(below, prepend=0, append=len(ordered)) / len(ordered))
         statistic, distance = ks_and_wasserstein(profile.values, ordered)
         result.wasserstein = distance / profile.scale if profile.scale > 0 else distance
         result.test, result.statistic, result.effect = "ks", statistic, result.wasserstein
