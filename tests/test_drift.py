@@ -4,8 +4,6 @@ the demo and a re-sent batch look like to drift."""
 
 from __future__ import annotations
 
-import io
-import json
 import math
 from types import SimpleNamespace
 
@@ -295,17 +293,6 @@ def _columns_and_missing(window):
     return window, {
         n: np.isnan(v) if v.dtype.kind == "f" else np.zeros(len(v), bool) for n, v in window.items()
     }
-
-
-def test_a_profile_stored_by_an_older_modeldeck_is_refitted() -> None:
-    buffer = io.BytesIO()  # the format before this one: quantiles, no sorted values, no "format"
-    header = {
-        "features": [{"name": "x", "kind": "numeric", "rows": 10, "missing_share": 0.0}],
-        "has_prediction": False,
-    }
-    np.savez_compressed(buffer, header=np.array(json.dumps(header)), q0=np.zeros(1001))
-    with pytest.raises(drift.OutdatedProfile):
-        Profile.from_bytes(buffer.getvalue())
 
 
 def test_one_batch_sent_again_and_again_does_not_read_as_drift() -> None:

@@ -677,6 +677,35 @@ def test_a_drift_profile_is_fitted_at_registration_and_deleted_with_its_version(
     assert not blob.exists()
 
 
+def test_a_drift_profile_of_an_older_format_is_refitted_from_the_reference(
+    registry, iris, iris_model
+) -> None:
+    """Versions registered before the two-sample tests stored decile and quantile profiles only."""
+    import io
+    import json
+
+    import numpy as np
+    from sqlmodel import select
+
+    from registry.schema import ModelVersion
+
+    X, _ = iris
+    registry.register(iris_model, "iris", reference=X)
+    buffer = io.BytesIO()
+    header = {
+        "features": [{"name": "x", "kind": "numeric", "rows": 1, "missing_share": 0.0}],
+        "has_prediction": False,
+    }
+    np.savez_compressed(buffer, header=np.array(json.dumps(header)), q0=np.zeros(1001))
+    old = registry.artifacts.put(buffer.getvalue())
+    with registry.db.write() as session:
+        session.exec(select(ModelVersion)).one().profile_sha256 = old
+    assert registry.get("iris:1").profile_sha256 == old
+    profile = registry.profile("iris:1")  # not "damaged": refitted
+    assert [f.name for f in profile.features] == list(X.columns)
+    assert len(profile.features[0].values) == len(X)  # the sorted reference values the tests need
+
+
 def test_a_damaged_drift_profile_says_damaged_not_no_reference(registry, iris, iris_model) -> None:
     """A reference whose stored bytes were changed, removed or cannot be read is reported as damaged,
     and the supervisor's drift verdict for it says so (not "no reference", which means none exists)."""

@@ -53,7 +53,7 @@ OK, WARN, DRIFT, NOT_ENOUGH, NO_REFERENCE = "ok", "warn", "drift", "not enough d
 DAMAGED = "damaged reference"
 _LEVEL = {OK: 0, WARN: 1, DRIFT: 2}
 _TEST_NAMES = {"ks": "KS", "chi2": "chi2", "missing": "missing"}
-_EFFECT_NAMES = {"ks": "W1/scale", "chi2": "TV", "missing": "Δmissing"}
+_EFFECT_NAMES = {"ks": "W1/scale", "chi2": "TV"}
 
 
 class OutdatedProfile(ValueError):
@@ -413,9 +413,10 @@ def feature_drift(profile: FeatureProfile, values: Any, missing: Any | None = No
     return result
 
 
-def judge(features: list[FeatureDrift], extra: tuple[float, ...] = ()) -> None:
+def judge(features: list[FeatureDrift], extra: tuple[float, ...] = ()) -> list[float]:
     """Set each judged feature's adjusted p-values, verdict and reason: one Holm family of every
-    test's p-value (and `extra` p-values of other signals of the same window)."""
+    test's p-value and the `extra` p-values of other signals of the same window (e.g. multivariate
+    drift), whose adjusted p-values are returned."""
     tests = [
         (f, kind, p)
         for f in features
@@ -423,8 +424,8 @@ def judge(features: list[FeatureDrift], extra: tuple[float, ...] = ()) -> None:
         for kind, p in (("distribution", f.p_value), ("missing", f.missing_p_value))
         if p is not None
     ]
-    adjusted = holm([p for _, _, p in tests] + list(extra))
-    for (f, kind, _), p in zip(tests, adjusted, strict=False):
+    family = holm([p for _, _, p in tests] + list(extra))
+    for (f, kind, _), p in zip(tests, family[: len(tests)], strict=True):
         if kind == "distribution":
             f.p_adjusted = p
         else:
@@ -442,7 +443,12 @@ def judge(features: list[FeatureDrift], extra: tuple[float, ...] = ()) -> None:
             candidates, key=lambda c: (_LEVEL[_verdict(c[0], c[1], c[3])], -c[3], c[1] / FLOORS[c[0]])
         )
         f.status = _verdict(test, effect, adjusted)
-        f.reason = f"{_TEST_NAMES[test]} p={raw:.2g} (adj {adjusted:.2g}), {_EFFECT_NAMES[test]} {effect:.3g}"
+        f.reason = f"{_TEST_NAMES[test]} p={raw:.2g} (adj {adjusted:.2g}), " + (
+            f"{f.reference_missing_share:.0%} -> {f.missing_share:.0%} missing"
+            if test == "missing"
+            else f"{_EFFECT_NAMES[test]} {effect:.3g}"
+        )
+    return family[len(tests) :]
 
 
 def _verdict(test: str, effect: float, adjusted: float) -> str:
