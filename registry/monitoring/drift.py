@@ -12,15 +12,17 @@ predictions. A live window is then compared with it by two-sample tests:
 - categorical: chi-square on the 2 x k contingency table of reference and window counts (unseen
   categories in one cell; the rarest cells pooled as far as Cochran's rule asks), like
   `scipy.stats.chi2_contingency`; effect size: total-variation distance of the category shares;
-- missing values: Fisher's exact test of the reference's and the window's missing share; effect size:
-  the difference of the shares.
+- missing values: the reference's missing share against the window's (Fisher's exact test, or
+  chi-square with Yates's correction when every cell expects 5 or more); effect size: the difference of
+  the shares.
 
 The p-values of every test of a window (each feature's distribution and missing-share tests, and the
 predictions') form one family, adjusted with Holm-Bonferroni. A test says `drift` when its adjusted
 p-value is under `ALPHA_DRIFT` and its effect size reaches the test's practical floor (`FLOORS`),
 `warn` when its adjusted p-value is under `ALPHA_WARN` (or significant below the floor); a feature takes
-its worst test, the window its worst feature. PSI on the reference's deciles and Jensen-Shannon are
-still reported, as figures only.
+its worst test, the window its worst feature (`drifted_share`: the share of input features at `drift`).
+PSI on the reference's distinct deciles, Jensen-Shannon and the unseen share are still reported, as
+figures only. Windows of under `MIN_WINDOW` rows get no verdict.
 """
 
 from __future__ import annotations
