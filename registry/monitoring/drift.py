@@ -17,9 +17,12 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from registry.monitoring.multivariate import MultivariateDrift, MultivariateProfile
 
 BINS = 10
 QUANTILES = 1001
@@ -131,6 +134,7 @@ class DriftReport:
     features: list[FeatureDrift]
     prediction: FeatureDrift | None
     message: str = ""  # why there is no verdict, when the reason is not the status alone
+    multivariate: MultivariateDrift | None = None  # see registry.monitoring.multivariate
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,6 +154,7 @@ class Profile:
 
     features: list[FeatureProfile]
     prediction: FeatureProfile | None
+    multivariate: MultivariateProfile | None = None  # None: saved before it existed, or too few inputs
 
     @classmethod
     def fit(cls, sample: Any, signature: dict[str, Any], output: dict[str, Any]) -> Profile:
@@ -172,7 +177,10 @@ class Profile:
                 else NUMERIC
             )
             prediction = FeatureProfile.fit("prediction", predictions, np.zeros(len(predictions), bool), kind)
-        return cls(features, prediction)
+        from registry.monitoring.multivariate import MultivariateProfile
+
+        numeric = {name: kinds.get(name, NUMERIC) == NUMERIC for name in sample.columns}
+        return cls(features, prediction, MultivariateProfile.fit(sample.columns, sample.missing, numeric))
 
     def to_bytes(self) -> bytes:
         """Pickle-free `.npz`: quantile arrays as arrays, everything else as one JSON header."""
@@ -180,20 +188,26 @@ class Profile:
         arrays = {f"q{i}": f.quantiles for i, f in enumerate(everything) if f.quantiles is not None}
         header = [{k: v for k, v in asdict(f).items() if k != "quantiles"} for f in everything]
         meta = {"features": header, "has_prediction": self.prediction is not None}
+        if self.multivariate is not None:
+            meta["multivariate"] = self.multivariate.header()
+            arrays.update(self.multivariate.arrays())
         buffer = io.BytesIO()
         np.savez_compressed(buffer, header=np.array(json.dumps(meta)), **arrays)
         return buffer.getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Profile:
+        from registry.monitoring.multivariate import MultivariateProfile
+
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             meta = json.loads(str(npz["header"]))
             everything = [
                 FeatureProfile(**item, quantiles=npz[f"q{i}"] if f"q{i}" in npz.files else None)
                 for i, item in enumerate(meta["features"])
             ]
+            multivariate = MultivariateProfile.load(meta.get("multivariate"), npz)
         prediction = everything.pop() if meta["has_prediction"] else None
-        return cls(everything, prediction)
+        return cls(everything, prediction, multivariate)
 
 
 def psi(reference: Any, current: Any) -> float:
@@ -272,14 +286,15 @@ def drift_report(
     prediction = None
     if profile.prediction is not None and predictions is not None and len(predictions):
         prediction = feature_drift(profile.prediction, np.asarray(predictions))
+    multivariate = profile.multivariate.drift(columns, missing) if profile.multivariate else None
     judged = [f for f in features if f.status != NOT_ENOUGH]
     if rows < MIN_WINDOW or not judged:
-        return DriftReport(NOT_ENOUGH, rows, 0.0, features, prediction)
+        return DriftReport(NOT_ENOUGH, rows, 0.0, features, prediction, multivariate=multivariate)
     drifted = sum(f.status == DRIFT for f in judged) / len(judged)
     signals = [*judged, *([prediction] if prediction is not None and prediction.status in _LEVEL else [])]
     worst = max(_LEVEL[f.status] for f in signals)
     status = DRIFT if drifted >= DATASET_DRIFT_SHARE else (WARN if worst > 0 else OK)
-    return DriftReport(status, rows, drifted, features, prediction)
+    return DriftReport(status, rows, drifted, features, prediction, multivariate=multivariate)
 
 
 def _quantile_function(ordered: Any) -> Any:
