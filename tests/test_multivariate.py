@@ -34,7 +34,8 @@ def mixed(rng: np.random.Generator, rows: int, rho: float = 0.8) -> dict[str, np
             else rng.binomial(1, 0.2, rows).astype(float)
         )
     columns["x5"][rng.random(rows) < 0.05] = np.nan
-    columns["colour"] = rng.choice(["red", "green", "blue", "grey", "pink"], rows, p=[0.4, 0.3, 0.2, 0.07, 0.03])
+    colours = ["red", "green", "blue", "grey", "pink"]
+    columns["colour"] = rng.choice(colours, rows, p=[0.4, 0.3, 0.2, 0.07, 0.03])
     return columns
 
 
@@ -154,11 +155,8 @@ def _reference_sample(columns: dict[str, np.ndarray]) -> ReferenceSample:
 
 def test_the_profile_npz_keeps_the_pca_and_old_profiles_have_no_multivariate_signal() -> None:
     columns = mixed(np.random.default_rng(7), 3000)
-    signature = {
-        "columns": [
-            {"name": n, "kind": "numeric" if v.dtype.kind == "f" else "categorical"} for n, v in columns.items()
-        ]
-    }
+    kind = {True: "numeric", False: "categorical"}
+    signature = {"columns": [{"name": n, "kind": kind[is_number]} for n, is_number in kinds(columns).items()]}
     profile = Profile.fit(_reference_sample(columns), signature, {})
     assert profile.multivariate is not None
     restored = Profile.from_bytes(profile.to_bytes())

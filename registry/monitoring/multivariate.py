@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from registry.monitoring.drift import DRIFT, MIN_WINDOW, NOT_ENOUGH, NUMERIC, OK, WARN
+from registry.monitoring.drift import DRIFT, MIN_WINDOW, NOT_ENOUGH, OK, WARN
 
 METHOD = "pca-reconstruction"
 VARIANCE_KEPT = 0.9
