@@ -172,3 +172,21 @@ def test_the_profile_npz_keeps_the_pca_and_old_profiles_have_no_multivariate_sig
     old = Profile.from_bytes(profile.to_bytes())
     assert old.multivariate is None
     assert drift_report(old, broken, missing, None).multivariate is None
+
+
+@pytest.mark.parametrize("rows", [100, 1000, 10_000])
+def test_the_rank_test_is_scipys_one_sided_mann_whitney(rows: int) -> None:
+    from scipy.stats import mannwhitneyu
+
+    from registry.monitoring.multivariate import _rank_test_greater
+
+    rng = np.random.default_rng(rows)
+    reference = np.sort(rng.chisquare(3, 10_000))
+    for scale in (1.0, 1.05, 1.2):
+        window = rng.chisquare(3, rows) * scale
+        expected = mannwhitneyu(window, reference, alternative="greater", method="asymptotic").pvalue
+        assert _rank_test_greater(window, reference) == pytest.approx(expected, rel=1e-9, abs=1e-300)
+    # ties: without the tie correction a p-value that could flag (below 0.5) is never smaller than scipy's
+    tied = np.round(rng.chisquare(3, rows) * 1.05)
+    expected = mannwhitneyu(tied, np.round(reference), alternative="greater", method="asymptotic").pvalue
+    assert expected < 0.5 and _rank_test_greater(tied, np.round(reference)) >= expected
