@@ -145,6 +145,11 @@ def test_too_few_rows_or_inputs_give_no_multivariate_profile() -> None:
     assert MultivariateProfile.fit({"a": rng.normal(size=40), "b": rng.normal(size=40)}, {}, {}) is None
     one = {"a": rng.normal(size=500), "flat": np.ones(500)}  # a constant column is no input
     assert MultivariateProfile.fit(one, {}, {}) is None
+    odd = {"a": rng.normal(size=500), "b": rng.normal(size=500)}
+    odd["a"][:5] = [np.inf, -np.inf, np.nan, np.inf, 1e6]  # infinities are filled like missing values
+    profile = MultivariateProfile.fit(odd, {}, {})
+    assert profile is not None and np.isfinite(profile.null_errors).all()
+    assert profile.drift(odd, {}).status == drift.OK
 
 
 def _reference_sample(columns: dict[str, np.ndarray]) -> ReferenceSample:

@@ -157,9 +157,10 @@ class MultivariateProfile:
 
 
 def _missing(values: Any, mask: Any | None, numeric: bool) -> Any:
+    """Rows to fill: missing, and (numeric) NaN or infinite (an infinity has no place in a PCA)."""
     absent = np.zeros(len(values), bool) if mask is None else np.asarray(mask, dtype=bool)
     if numeric:
-        absent = absent | np.isnan(np.asarray(values, dtype=np.float64))
+        absent = absent | ~np.isfinite(np.asarray(values, dtype=np.float64))
     return absent
 
 
