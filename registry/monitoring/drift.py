@@ -177,10 +177,9 @@ class Profile:
                 else NUMERIC
             )
             prediction = FeatureProfile.fit("prediction", predictions, np.zeros(len(predictions), bool), kind)
-        from registry.monitoring.multivariate import MultivariateProfile
+        from registry.monitoring.multivariate import fit_reference
 
-        numeric = {name: kinds.get(name, NUMERIC) == NUMERIC for name in sample.columns}
-        return cls(features, prediction, MultivariateProfile.fit(sample.columns, sample.missing, numeric))
+        return cls(features, prediction, fit_reference(sample, signature))
 
     def to_bytes(self) -> bytes:
         """Pickle-free `.npz`: quantile arrays as arrays, everything else as one JSON header."""

@@ -156,6 +156,13 @@ class MultivariateProfile:
         return cls(header["inputs"], **{key: npz[_PREFIX + key] for key in _ARRAYS}, fill=header["fill"])
 
 
+def fit_reference(sample: Any, signature: dict[str, Any]) -> MultivariateProfile | None:
+    """The multivariate profile of a `ReferenceSample`, its columns typed by the version's signature."""
+    kinds = {c["name"]: c["kind"] == "numeric" for c in signature["columns"]}
+    numeric = {name: kinds.get(name, True) for name in sample.columns}
+    return MultivariateProfile.fit(sample.columns, sample.missing, numeric)
+
+
 def _missing(values: Any, mask: Any | None, numeric: bool) -> Any:
     """Rows to fill: missing, and (numeric) NaN or infinite (an infinity has no place in a PCA)."""
     absent = np.zeros(len(values), bool) if mask is None else np.asarray(mask, dtype=bool)
