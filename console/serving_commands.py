@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from console import output
+from console.widgets.live import multivariate_text
 from registry.errors import RegistryError, SupervisorError
 
 T = TypeVar("T")
@@ -312,13 +313,16 @@ def status(json_out: JsonFlag = False) -> None:
     for d in deployments:
         if (d.get("live") or {}).get("drift_reason"):
             output.out.print(f"{d['name']}: {d['live']['drift']}, {d['live']['drift_reason']}")
+        if multivariate := multivariate_text(d.get("live") or {}):
+            output.out.print(f"{d['name']}: multivariate {multivariate}", markup=False)
     for d in deployments:
         if d.get("token"):
             output.out.print(f"{d['name']}: bearer token {d['token']}")
 
 
 def _add_live_figures(client: Any, deployments: list[dict[str, Any]]) -> None:
-    """Requests/s over the last 10 s, last-minute p99 and the drift verdict, from the supervisor."""
+    """Requests/s over the last 10 s, last-minute p99, the drift verdict and the multivariate drift
+    signal (see registry.monitoring.multivariate), from the supervisor."""
     cursor = client.live()["cursor"]
     recent = client.monitor(max(0, cursor - 10))["deployments"]
     for d in deployments:
@@ -330,6 +334,7 @@ def _add_live_figures(client: Any, deployments: list[dict[str, Any]]) -> None:
             "p99": live.get("p99"),
             "drift": (seen.get("drift") or {}).get("message") or (seen.get("drift") or {}).get("status"),
             "drift_reason": drift_reason(seen.get("drift")),
+            "multivariate": (seen.get("drift") or {}).get("multivariate"),
         }
 
 

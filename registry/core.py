@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import logging
 import socket
 import warnings
 from collections.abc import Iterable, Mapping
@@ -35,6 +36,7 @@ from registry.store import Database, Settings, lock_artifact
 
 if TYPE_CHECKING:
     from registry.monitoring.drift import Profile
+    from registry.monitoring.multivariate import MultivariateProfile
 
 
 class SklearnVersionWarning(UserWarning):
@@ -249,8 +251,8 @@ class Registry:
 
     def profile(self, ref: str | Ref) -> Profile | None:
         """The drift profile of a version: the stored one, else fitted on its reference sample (versions
-        registered before profiles existed, or whose profile is of an older format); None when the
-        version has no reference sample.
+        registered before profiles existed, or whose profile is of an older format; a stored one without
+        multivariate drift gets it from the sample); None when the version has no reference sample.
         ArtifactDamaged ("reference sample of iris:2 is damaged (sha256 mismatch)") when it has one
         that cannot be used."""
         from registry.monitoring.drift import OutdatedProfile, Profile
@@ -259,11 +261,15 @@ class Registry:
         try:
             if info.profile_sha256 is not None:
                 try:
-                    return Profile.from_bytes(
+                    profile = Profile.from_bytes(
                         self.artifacts.get(info.profile_sha256, f"drift profile of {info.ref}")
                     )
                 except OutdatedProfile:  # stored by an older modeldeck: refit it, as below
                     pass
+                else:
+                    if profile.multivariate is None:  # stored before multivariate drift, or none possible
+                        profile.multivariate = self._multivariate(ref)
+                    return profile
             sample = self.reference(ref)
             return None if sample is None else Profile.fit(sample, info.signature, info.output)
         except ArtifactDamaged as exc:
@@ -271,6 +277,18 @@ class Registry:
         except Exception as exc:  # intact bytes that numpy or json cannot read
             reason = f"unreadable: {exc}"
         raise ArtifactDamaged(f"reference sample of {info.ref} is damaged ({reason})", reason)
+
+    def _multivariate(self, ref: str | Ref) -> MultivariateProfile | None:
+        """The multivariate drift profile of a version whose stored profile has none, fitted on its
+        reference sample; None when it has no usable sample (the rest of its drift profile still serves)."""
+        from registry.monitoring.multivariate import fit_reference
+
+        try:
+            sample = self.reference(ref)
+        except Exception as exc:  # damaged or unreadable: only this signal is missing
+            logging.getLogger("modeldeck.registry").warning("no multivariate drift for %s: %s", ref, exc)
+            return None
+        return None if sample is None else fit_reference(sample, self.get(ref).signature)
 
     def list_models(self, include_archived: bool = False) -> list[ModelInfo]:
         """Every model, with its number of (non-archived) versions, newest version and aliases."""

@@ -221,3 +221,16 @@ def iris_home(
                 model = LogisticRegression(C=c, max_iter=500).fit(X, y)
                 reg.register(model, "iris", reference=X if reference else None)
         yield home
+
+
+def iris_rows_with_broken_correlation(seed: int = 0) -> list[list[float]]:
+    """The 150 iris rows with petal length and petal width each shuffled on its own: every feature's
+    distribution is the reference's, but the petal measurements (correlated 0.96) no longer go together."""
+    import numpy as np
+    from sklearn.datasets import load_iris
+
+    rows = load_iris().data.copy()
+    rng = np.random.default_rng(seed)
+    for column in (2, 3):
+        rows[:, column] = rng.permutation(rows[:, column])
+    return rows.tolist()

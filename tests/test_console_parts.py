@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from console.screens.monitor import by_version, version_figures
 from console.version_diff import diff_versions
-from console.widgets.live import sparkline, state_text, uptime_text
+from console.widgets.live import multivariate_text, sparkline, state_text, uptime_text
 from registry.info import VersionInfo
 
 
@@ -225,6 +225,20 @@ def test_workers_are_named_by_version_and_the_summary_breaks_between_phrases() -
         " iris: version 2, 2 workers · drift: warn",
         " v2: 41.2 req/s, p99 7.9 ms · v1: 40.1 req/s",
     ]
+
+
+def test_the_multivariate_signal_reads_as_error_ratio_chance_and_verdict() -> None:
+    def report(ratio: float | None, p: float | None, status: str) -> dict:
+        signal = {"method": "pca-reconstruction", "error_ratio": ratio, "p_value": p, "status": status}
+        return {"status": "ok", "multivariate": signal}
+
+    assert multivariate_text(report(1.4238, 1e-9, "drift")) == "PCA error x1.42  p<0.001  drift"
+    assert multivariate_text(report(0.98, 0.41237, "ok")) == "PCA error x0.98  p=0.412  ok"
+    assert multivariate_text(report(1.3, None, "not enough data")) == "PCA error x1.30  p -  not enough data"
+    # no reference, a profile saved before the signal existed, or no rows yet: nothing to show
+    assert multivariate_text(None) is None
+    assert multivariate_text({"status": "ok", "multivariate": None}) is None
+    assert multivariate_text(report(None, None, "not enough data")) is None
 
 
 def test_a_live_cell_longer_than_its_reserved_width_ends_in_an_ellipsis() -> None:

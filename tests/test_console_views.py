@@ -159,6 +159,32 @@ async def test_the_monitor_shows_the_previous_version_beside_the_new_one_after_a
         deck.client.rollback("iris", to=1)  # the next tests start from version 1
 
 
+async def test_the_monitor_shows_multivariate_drift_of_rows_whose_correlation_broke_at_80x24(
+    deck: Deck,
+) -> None:
+    from helpers import free_port, iris_rows_with_broken_correlation
+
+    from console.screens.monitor import MonitorScreen
+
+    port = free_port()  # a deployment of its own: its window holds only these rows
+    deck.client.deploy("iris:1", name="iris-mv", port=port)
+    app = deck.app()
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot, app)
+            await pilot.press("colon", *"monitor iris-mv", "enter")
+            assert isinstance(app.screen, MonitorScreen)
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+                for row in iris_rows_with_broken_correlation():
+                    assert client.post("/invocations", json={"inputs": [row]}).status_code == 200
+            await wait_until(pilot, lambda: "multivariate:" in text(app, "#summary"))
+            await wait_until(pilot, lambda: "  drift" in text(app, "#summary"))
+            line = next(x for x in text(app, "#summary").splitlines() if "multivariate:" in x)
+            assert "PCA error x" in line and "p<0.001  drift" in line and len(line) <= 80
+    finally:
+        deck.client.stop("iris-mv")
+
+
 async def test_the_events_view_says_what_was_serving_at_a_time(deck: Deck) -> None:
     deck.client.rollback("iris", to=2, reason="serving-at test")
     time.sleep(1.1)

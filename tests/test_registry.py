@@ -706,6 +706,29 @@ def test_a_drift_profile_of_an_older_format_is_refitted_from_the_reference(
     assert len(profile.features[0].values) == len(X)  # the sorted reference values the tests need
 
 
+def test_a_profile_stored_before_multivariate_drift_gets_it_from_the_reference_sample(
+    registry, iris, iris_model
+) -> None:
+    from registry.monitoring.drift import Profile
+    from registry.schema import ModelVersion
+
+    X, _ = iris
+    registry.register(iris_model, "iris", reference=X)
+    assert registry.profile("iris:1").multivariate is not None  # fitted at registration
+    stored = registry.profile("iris:1")
+    stored.multivariate = None  # what a version registered before multivariate drift has stored
+    old = registry.artifacts.put(stored.to_bytes())
+    assert Profile.from_bytes(registry.artifacts.get(old, "old profile")).multivariate is None
+    with registry.db.write() as session:
+        row = session.get(ModelVersion, queries_version_id(registry, "iris:1"))
+        row.profile_sha256 = old
+        session.add(row)
+    refitted = registry.profile("iris:1")
+    assert refitted.multivariate is not None and len(refitted.multivariate.inputs) == 4
+    registry.artifacts.path_of(registry.get("iris:1").reference_sha256).unlink()
+    assert registry.profile("iris:1").multivariate is None  # no sample: per-feature drift still works
+
+
 def test_a_damaged_drift_profile_says_damaged_not_no_reference(registry, iris, iris_model) -> None:
     """A reference whose stored bytes were changed, removed or cannot be read is reported as damaged,
     and the supervisor's drift verdict for it says so (not "no reference", which means none exists)."""

@@ -22,7 +22,15 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from helpers import ROW, Load, error_of, free_port, iris_home, stop_supervisor
+from helpers import (
+    ROW,
+    Load,
+    error_of,
+    free_port,
+    iris_home,
+    iris_rows_with_broken_correlation,
+    stop_supervisor,
+)
 from helpers import wait_until as _wait
 
 import registry as registry_package
@@ -265,6 +273,38 @@ def test_monitoring_counts_requests_and_latency_and_judges_drift_on_valid_rows_o
         assert drift["prediction"]["kind"] == "categorical"
     finally:
         served.client.stop("iris-mon")
+
+
+def test_rows_whose_correlation_broke_are_multivariate_drift_in_status_and_prometheus(served: Served) -> None:
+    port = free_port()  # a deployment of its own: its window holds only these rows
+    served.client.deploy("iris:2", name="iris-mv", port=port)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            for row in iris_rows_with_broken_correlation():
+                assert client.post("/invocations", json={"inputs": [row]}).status_code == 200
+
+        def drift() -> dict:
+            seen = served.client.monitor(0, "iris-mv")["deployments"].get("iris-mv") or {}
+            return seen.get("drift") or {}
+
+        _wait(lambda: drift().get("rows") == 150, what="drift of the 150 rows")
+        assert all(f["status"] == "ok" for f in drift()["features"])  # each feature is as in the reference
+        listed = json.loads(served.cli("status", "--json").stdout)["deployments"]
+        signal = next(d for d in listed if d["name"] == "iris-mv")["live"]["multivariate"]
+        assert signal["method"] == "pca-reconstruction" and signal["status"] == "drift"
+        assert signal["error_ratio"] > 1.1 and signal["p_value"] < 0.001 and signal["rows"] == 150
+        shown = served.cli("status").stdout
+        assert re.search(r"^iris-mv: multivariate PCA error x[0-9.]+  p<0\.001  drift$", shown, re.M), shown
+        metrics = httpx.get(served.client.status()["supervisor"]["metrics"], timeout=10).text
+        labels = '{deployment="iris-mv",model="iris",version="2"}'
+        assert f"modeldeck_drift_multivariate_level{labels} 2.0" in metrics
+        ratio = re.search(
+            rf"^modeldeck_drift_multivariate_error_ratio{re.escape(labels)} (\S+)$", metrics, re.M
+        )
+        assert ratio and float(ratio[1]) == pytest.approx(signal["error_ratio"], rel=0.2)
+        assert f"modeldeck_drift_multivariate_p_value{labels} " in metrics
+    finally:
+        served.client.stop("iris-mv")
 
 
 def test_the_exporter_sums_workers_for_prometheus_and_lists_targets(served: Served) -> None:

@@ -13,6 +13,7 @@ from console.actions import bindings
 from console.backend import READ_TIMEOUT, Overview
 from console.screens.base import OverviewScreen
 from console.widgets.chart import Chart, ChartGrid
+from console.widgets.live import multivariate_text
 from console.widgets.tables import FitTable
 from registry.errors import SupervisorError
 from registry.monitoring.drift import worst_first
@@ -92,6 +93,8 @@ class MonitorScreen(OverviewScreen):
         workers = f"{last['workers']} worker{'s' if last['workers'] != 1 else ''}{stale}"
         summary = self.query_one("#summary", Static)
         phrases = [f"{self.deployment}: version {last['version']}, {workers}", f"drift: {verdict}"]
+        if multivariate := multivariate_text(self.drift):
+            phrases.append(f"multivariate: {multivariate}")
         phrases += version_figures(points)
         summary.update(pack(phrases, (summary.size.width or self.app.size.width) - 3))
         seconds_ago = [p["t"] - last["t"] for p in points]  # the x axis of the live charts

@@ -39,6 +39,17 @@ def drift_text(live: list[dict[str, Any]]) -> str:
     return "-"
 
 
+def multivariate_text(drift: dict[str, Any] | None) -> str | None:
+    """`PCA error x1.42  p<0.001  drift`: a drift report's multivariate signal (None when it has none:
+    no reference, a profile saved before it, or too few inputs)."""
+    signal = (drift or {}).get("multivariate")
+    if not signal or signal.get("error_ratio") is None:
+        return None
+    p = signal.get("p_value")
+    chance = "p -" if p is None else "p<0.001" if p < 0.001 else f"p={p:.3f}"
+    return f"PCA error x{signal['error_ratio']:.2f}  {chance}  {signal['status']}"
+
+
 def state_text(live: dict[str, Any], supervisor_up: bool) -> str:
     """The deployment's state, with what its workers are doing meanwhile (`running, loading v3`)."""
     if not live:

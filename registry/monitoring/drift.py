@@ -31,9 +31,13 @@ import io
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from registry.monitoring.multivariate import MultivariateDrift, MultivariateProfile
+
 
 #: Decile edges of numeric features (PSI's bins; repeated edges are merged).
 BINS = 10
@@ -176,6 +180,7 @@ class DriftReport:
     features: list[FeatureDrift]
     prediction: FeatureDrift | None
     message: str = ""  # why there is no verdict, when the reason is not the status alone
+    multivariate: MultivariateDrift | None = None  # see registry.monitoring.multivariate
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -195,6 +200,7 @@ class Profile:
 
     features: list[FeatureProfile]
     prediction: FeatureProfile | None
+    multivariate: MultivariateProfile | None = None  # None: saved before it existed, or too few inputs
 
     @classmethod
     def fit(cls, sample: Any, signature: dict[str, Any], output: dict[str, Any]) -> Profile:
@@ -217,7 +223,9 @@ class Profile:
                 else NUMERIC
             )
             prediction = FeatureProfile.fit("prediction", predictions, np.zeros(len(predictions), bool), kind)
-        return cls(features, prediction)
+        from registry.monitoring.multivariate import fit_reference
+
+        return cls(features, prediction, fit_reference(sample, signature))
 
     def to_bytes(self) -> bytes:
         """Pickle-free `.npz`: each numeric feature's sorted reference values as an array (compressed),
@@ -226,6 +234,9 @@ class Profile:
         arrays = {f"v{i}": f.values for i, f in enumerate(everything) if f.values is not None}
         header = [{k: v for k, v in asdict(f).items() if k != "values"} for f in everything]
         meta = {"format": FORMAT, "features": header, "has_prediction": self.prediction is not None}
+        if self.multivariate is not None:
+            meta["multivariate"] = self.multivariate.header()
+            arrays.update(self.multivariate.arrays())
         buffer = io.BytesIO()
         np.savez_compressed(buffer, header=np.array(json.dumps(meta)), **arrays)
         return buffer.getvalue()
@@ -233,6 +244,8 @@ class Profile:
     @classmethod
     def from_bytes(cls, data: bytes) -> Profile:
         """The stored profile; `OutdatedProfile` when it predates `FORMAT` (refit it)."""
+        from registry.monitoring.multivariate import MultivariateProfile
+
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             meta = json.loads(str(npz["header"]))
             if meta.get("format", 1) < FORMAT:
@@ -241,8 +254,9 @@ class Profile:
                 FeatureProfile(**item, values=npz[f"v{i}"] if f"v{i}" in npz.files else None)
                 for i, item in enumerate(meta["features"])
             ]
+            multivariate = MultivariateProfile.load(meta.get("multivariate"), npz)
         prediction = everything.pop() if meta["has_prediction"] else None
-        return cls(everything, prediction)
+        return cls(everything, prediction, multivariate)
 
 
 def robust_scale(ordered: Any) -> float:
@@ -477,15 +491,20 @@ def drift_report(
     prediction = None
     if profile.prediction is not None and predictions is not None and len(predictions):
         prediction = feature_drift(profile.prediction, np.asarray(predictions))
+    multivariate = profile.multivariate.drift(columns, missing) if profile.multivariate else None
     signals = [*features, *([prediction] if prediction is not None else [])]
-    judge(signals)
+    extra = (multivariate.p_value,) if multivariate is not None and multivariate.p_value is not None else ()
+    adjusted = judge(signals, extra=extra)
+    if multivariate is not None and adjusted:
+        multivariate.p_adjusted = adjusted[0]
+        multivariate.judge(adjusted[0])
     judged = [f for f in features if f.status != NOT_ENOUGH]
     if rows < MIN_WINDOW or not judged:
-        return DriftReport(NOT_ENOUGH, rows, 0.0, features, prediction)
+        return DriftReport(NOT_ENOUGH, rows, 0.0, features, prediction, multivariate=multivariate)
     drifted = sum(f.status == DRIFT for f in judged) / len(judged)
-    worst = max(_LEVEL.get(f.status, 0) for f in signals)
+    worst = max(_LEVEL.get(s.status, 0) for s in [*signals, *([multivariate] if multivariate else [])])
     status = {_LEVEL[s]: s for s in _LEVEL}[worst]
-    return DriftReport(status, rows, drifted, features, prediction)
+    return DriftReport(status, rows, drifted, features, prediction, multivariate=multivariate)
 
 
 def worst_first(feature: dict[str, Any]) -> tuple[int, float]:

@@ -2,8 +2,9 @@
 
 Model servers answer `/metrics` themselves, but behind one port with several workers each scrape
 reaches one worker. The supervisor's exporter sums every worker of a deployment and keeps counting
-across worker restarts (counters never go back), adds resources, drift and worker restarts, and is the
-one source of truth Prometheus should scrape: `$MODELDECK_HOME/prometheus/targets.json` lists it alone.
+across worker restarts (counters never go back), adds resources, drift (per feature, and the multivariate
+signal) and worker restarts, and is the one source of truth Prometheus should scrape:
+`$MODELDECK_HOME/prometheus/targets.json` lists it alone.
 The servers' own series carry no `deployment` label, so nothing that selects on `deployment` (the
 shipped dashboard and rules) can count a request twice even where someone scrapes a server as well.
 
@@ -138,6 +139,7 @@ class SupervisorCollector:
         yield latency
         yield from gauges.values()
         yield from (*per_feature.values(), share, level)
+        yield from _multivariate_drift(self.supervisor)
         yield _restarts(self.supervisor)
         yield from _monitoring_health(scraper)
         host = scraper.host
@@ -167,6 +169,37 @@ def exposed_keys(name: str, series: DeploymentSeries) -> Iterator[tuple[str, int
         yield (name, version, "")
         for code in {*INITIAL_CODES, *totals.requests}:
             yield (name, version, code)
+
+
+def _multivariate_drift(supervisor: Supervisor) -> Iterator[Metric]:
+    """The live window's multivariate drift signal (registry.monitoring.multivariate), per deployment
+    whose report has one: error ratio, its p-value and its own verdict."""
+    base = ["deployment", "model", "version"]
+    ratio = GaugeMetricFamily(
+        "modeldeck_drift_multivariate_error_ratio",
+        "Mean PCA reconstruction error of the live window over the reference's (1 = as in the reference).",
+        labels=base,
+    )
+    p_value = GaugeMetricFamily(
+        "modeldeck_drift_multivariate_p_value",
+        "One-sided p-value that the live window's reconstruction errors exceed the reference's.",
+        labels=base,
+    )
+    level = GaugeMetricFamily(
+        "modeldeck_drift_multivariate_level",
+        "Multivariate drift verdict: 0 ok, 1 warn, 2 drift.",
+        labels=base,
+    )
+    for name, drift in supervisor.scraper.drift.items():
+        signal = (drift or {}).get("multivariate") or {}
+        if signal.get("status") not in _DRIFT_LEVEL:
+            continue
+        runtime = supervisor.runtimes.get(name)
+        labels = [name, runtime.spec.model if runtime else "", str(drift["version"])]
+        ratio.add_metric(labels, signal["error_ratio"])
+        p_value.add_metric(labels, signal["p_value"])
+        level.add_metric(labels, _DRIFT_LEVEL[signal["status"]])
+    yield from (ratio, p_value, level)
 
 
 def _restarts(supervisor: Supervisor) -> Metric:
