@@ -21,9 +21,9 @@ heavy-tailed features make a test of means weak (a Welch t-test caught a shuffle
 half the breast cancer trials, the rank test in all). A correlation that breaks moves rows off the
 reference's principal subspace even when every marginal distribution stays the same.
 
-Verdict: its p-value joins the window's Holm family of per-feature tests (`drift_report`); an adjusted
-p < 0.001 and an error ratio of at least 1.1 is drift, of at least 1.05 warn. The ratio floors matter at large windows:
-every window is compared with the same finite reference sample, whose own imprecision a 10,000-row
+Verdict: its p-value joins the window's Holm family of per-feature tests (`drift_report`); an
+adjusted p < 0.001 and an error ratio of at least 1.1 is drift, of at least 1.05 warn. The ratio
+floors matter at large windows: every window is compared with the same finite reference sample, whose own imprecision a 10,000-row
 window would otherwise call significant.
 """
 
