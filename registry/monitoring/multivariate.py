@@ -23,8 +23,8 @@ reference's principal subspace even when every marginal distribution stays the s
 
 Verdict: its p-value joins the window's Holm family of per-feature tests (`drift_report`); an
 adjusted p < 0.001 and an error ratio of at least 1.1 is drift, of at least 1.05 warn. The ratio
-floors matter at large windows: every window is compared with the same finite reference sample, whose own imprecision a 10,000-row
-window would otherwise call significant.
+floors matter at large windows: every window is compared with the same finite reference sample,
+whose own imprecision a 10,000-row window would otherwise call significant.
 """
 
 from __future__ import annotations
