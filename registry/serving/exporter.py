@@ -115,6 +115,7 @@ class SupervisorCollector:
         yield latency
         yield from gauges.values()
         yield from (psi, share, level)
+        yield from _estimated(self.supervisor, scraper.estimates.figures)
         yield _restarts(self.supervisor)
         yield from _monitoring_health(scraper)
         host = scraper.host
@@ -144,6 +145,26 @@ def exposed_keys(name: str, series: DeploymentSeries) -> Iterator[tuple[str, int
         yield (name, version, "")
         for code in {*INITIAL_CODES, *totals.requests}:
             yield (name, version, code)
+
+
+def _estimated(supervisor: Supervisor, figures: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+    """Estimated accuracy and F1 of each deployment's live window (no series without an estimate)."""
+    labels = ["deployment", "model", "version"]
+    families = {
+        metric: GaugeMetricFamily(
+            f"modeldeck_estimated_{metric}",
+            f"Estimated {title} of the live window, from the model's calibrated confidence (CBPE).",
+            labels=labels,
+        )
+        for metric, title in (("accuracy", "accuracy"), ("f1", "F1"))
+    }
+    for name, estimated in sorted(figures.items()):
+        runtime = supervisor.runtimes.get(name)
+        values = [name, runtime.spec.model if runtime else "", str(estimated["version"])]
+        for metric, family in families.items():
+            if estimated.get(metric) is not None:
+                family.add_metric(values, estimated[metric])
+    yield from families.values()
 
 
 def _restarts(supervisor: Supervisor) -> Metric:
