@@ -197,16 +197,21 @@ async def run(options: argparse.Namespace) -> int:
 
 #: The longest a pull waits for its sample rows' class probabilities (the supervisor waits 0.5 s).
 PROBABILITIES_SECONDS = 0.2
+#: At most this many probabilities in a reply (~2 MB of JSON): with many classes, fewer rows get them.
+PROBABILITY_VALUES = 100_000
 
 
 async def _probabilities(state: Any, rows: list[list[Any]]) -> list[list[float]] | None:
     """The class probabilities of pulled sample rows (estimated performance), computed in a model
     thread off every request's path; None when the model fails on them or takes too long."""
     try:
-        return await asyncio.wait_for(state.caller.threaded(state.predict_proba, rows), PROBABILITIES_SECONDS)
+        result = await asyncio.wait_for(
+            state.caller.threaded(state.predict_proba, rows), PROBABILITIES_SECONDS
+        )
     except Exception as exc:  # monitoring must never break the pull
         logging.getLogger("modeldeck.worker").debug("no probabilities for the sample: %s", exc)
         return None
+    return result[: max(1, PROBABILITY_VALUES // max(1, len(result[0])))] if result else result
 
 
 async def _serve_monitoring(state: Any, path: Path) -> None:

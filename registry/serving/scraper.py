@@ -293,6 +293,7 @@ class Scraper:
             self._cursors[pid] = int(snapshot["cursor"])
             if skip:  # an older worker may not know SKIP: its rows were seen before, or unreadable
                 snapshot["rows"], snapshot["predictions"] = [], []
+                snapshot.pop("probabilities", None)
         return snapshot, OK
 
     def _bad(self, pid: int, why: str) -> tuple[None, str]:
