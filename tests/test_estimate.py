@@ -196,8 +196,10 @@ def served(tmp_path_factory: pytest.TempPathFactory, cancer) -> Iterator[SimpleN
             stop_supervisor(client, home)
 
 
-@pytest.mark.slow
-def test_status_and_prometheus_show_the_estimate_of_live_traffic(served, cancer) -> None:
+@pytest.fixture(scope="module")
+def traffic(served, cancer) -> np.ndarray:
+    """Deployments `cancer` and `svc`, each sent the live rows of large tumours (a covariate shift):
+    the rows sent, in order."""
     rows = _shifted_windows(SimpleNamespace(X=cancer.frame.to_numpy(), live=cancer.live), feature=27)[1]
     for name in ("cancer", "svc"):
         served.client.deploy(f"{name}:1", name=name, port=free_port())
@@ -206,19 +208,23 @@ def test_status_and_prometheus_show_the_estimate_of_live_traffic(served, cancer)
             url = next(d["url"] for d in served.client.status()["deployments"] if d["name"] == name)
             for row in cancer.frame.iloc[rows].to_numpy().tolist():  # one row a request: each is sampled
                 assert http.post(f"{url}/invocations", json={"inputs": [row]}).status_code == 200
+    return rows
 
+
+@pytest.mark.slow
+def test_status_and_prometheus_show_the_estimate_of_live_traffic(served, cancer, traffic) -> None:
     def status() -> dict:
         result = CliRunner().invoke(app, ["status", "--json"], env={"MODELDECK_HOME": str(served.home)})
-        return {
-            d["name"]: d["live"]["performance"]["estimated"] for d in json.loads(result.stdout)["deployments"]
-        }
+        deployments = json.loads(result.stdout)["deployments"]
+        return {d["name"]: d["live"]["performance"]["estimated"] for d in deployments}
 
-    wait_until(lambda: (status()["cancer"] or {}).get("rows") == len(rows), what="the estimate of every row")
-    estimated = status()
-    realised = np.mean(cancer.model.predict(cancer.frame.iloc[rows]) == cancer.y[rows])
-    assert (
-        estimated["cancer"]["calibrated"] is True and abs(estimated["cancer"]["accuracy"] - realised) < 0.03
+    wait_until(
+        lambda: (status()["cancer"] or {}).get("rows") == len(traffic), what="the estimate of every row"
     )
+    estimated = status()
+    realised = np.mean(cancer.model.predict(cancer.frame.iloc[traffic]) == cancer.y[traffic])
+    assert estimated["cancer"]["calibrated"] is True
+    assert abs(estimated["cancer"]["accuracy"] - realised) < 0.03
     assert (
         estimated["svc"]["accuracy"] is None
         and estimated["svc"]["reason"] == "the model has no predict_proba"
@@ -232,3 +238,24 @@ def test_status_and_prometheus_show_the_estimate_of_live_traffic(served, cancer)
     assert float(line.rsplit(" ", 1)[1]) == pytest.approx(estimated["cancer"]["accuracy"], abs=0.02)
     assert 'modeldeck_estimated_f1{deployment="cancer"' in metrics
     assert 'modeldeck_estimated_accuracy{deployment="svc"' not in metrics
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_the_monitor_shows_the_estimate_under_its_summary_at_80x24(served, traffic) -> None:
+    from console_deck import settle
+    from console_deck import wait_until as wait_in
+
+    from console.app import ModeldeckApp
+    from console.screens.monitor import MonitorScreen
+
+    deck = ModeldeckApp(served.home, refresh_seconds=0.2)
+    async with deck.run_test(size=(80, 24)) as pilot:
+        await pilot.press("2")  # deployments, by name: cancer first
+        await settle(pilot, deck)
+        await pilot.press("m")
+        assert isinstance(deck.screen, MonitorScreen) and deck.screen.deployment == "cancer"
+        summary = lambda: str(deck.screen.query_one("#summary").render())  # noqa: E731
+        await wait_in(pilot, lambda: "estimated:" in summary(), 20)
+        line = next(x for x in summary().splitlines() if "estimated:" in x)
+        assert f"· {len(traffic)} rows · calibrated" in line and len(line) <= 80
