@@ -115,15 +115,20 @@ def encode_reference(
 
 def calibration_arrays(estimator: Any, model_input: Any, labels: Any) -> dict[str, Any]:
     """The calibration of the classifier's probabilities on its labelled reference, as arrays to store
-    with it ({} for a model without `predict_proba`, or with too few labelled rows)."""
-    from registry.monitoring.estimate import fit_calibration
+    with it ({} for a model without `predict_proba`)."""
+    from registry.monitoring.estimate import MIN_LABELLED, Calibration
 
     if getattr(estimator, "classes_", None) is None:
         raise ReferenceMismatch("reference labels are for classifiers: this model has no classes")
+    if len(labels) < MIN_LABELLED:
+        raise ReferenceMismatch(
+            f"{len(labels)} labelled reference rows; calibrating the estimated performance needs at least "
+            f"{MIN_LABELLED} (without labels, the model's raw probabilities are used)"
+        )
     if not callable(getattr(estimator, "predict_proba", None)):
         return {}
     try:
-        calibration = fit_calibration(estimator.predict_proba(model_input), labels, estimator.classes_)
+        calibration = Calibration.fit(estimator.predict_proba(model_input), labels, estimator.classes_)
     except ValueError as exc:  # labels that are not the model's classes
         raise ReferenceMismatch(str(exc)) from exc
-    return calibration.to_arrays() if calibration is not None else {}
+    return calibration.to_arrays()

@@ -147,6 +147,8 @@ def test_labels_that_do_not_fit_are_refused_and_models_without_probabilities_get
             reg.register(
                 cancer.model, "cancer", reference=X, reference_labels=np.where(y == 1, "benign", "malignant")
             )
+        with pytest.raises(ReferenceMismatch, match=r"50 labelled reference rows; .* at least 100"):
+            reg.register(cancer.model, "cancer", reference=X[:50], reference_labels=labels[:50])
         with pytest.raises(ReferenceMismatch, match="for classifiers"):
             reg.register(LinearRegression().fit(X, y), "cancer", reference=X, reference_labels=y)
         reg.register(LinearSVC().fit(X, y), "svc", reference=X, reference_labels=y)

@@ -27,7 +27,7 @@ import numpy as np
 PREFIX = "calibration_"
 #: Folds of the cross-fitted check of the calibration on the reference itself.
 FOLDS = 5
-#: Below this many labelled reference rows, the raw probabilities are used (isotonic would overfit).
+#: Calibrating needs at least this many labelled reference rows (isotonic maps of fewer overfit).
 MIN_LABELLED = 100
 NO_PROBA = "the model has no predict_proba"
 
@@ -100,13 +100,6 @@ class Calibration:
         )
         totals = calibrated.sum(axis=1, keepdims=True)
         return np.where(totals > 0, calibrated / np.where(totals > 0, totals, 1), p)
-
-
-def fit_calibration(probabilities: Any, labels: Any, classes: Any) -> Calibration | None:
-    """The calibration of a reference with labels; None when there are too few to fit it."""
-    if len(labels) < MIN_LABELLED:
-        return None
-    return Calibration.fit(probabilities, labels, classes)
 
 
 def estimate(probabilities: Any, calibration: Calibration | None) -> dict[str, Any]:
