@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
@@ -213,12 +214,17 @@ def traffic(served, cancer) -> np.ndarray:
     return rows
 
 
+def _estimates(home: Path) -> dict:
+    """Each deployment's estimated performance, as `modeldeck status --json` shows it."""
+    result = CliRunner().invoke(app, ["status", "--json"], env={"MODELDECK_HOME": str(home)})
+    deployments = json.loads(result.stdout)["deployments"]
+    return {d["name"]: ((d.get("live") or {}).get("performance") or {}).get("estimated") for d in deployments}
+
+
 @pytest.mark.slow
 def test_status_and_prometheus_show_the_estimate_of_live_traffic(served, cancer, traffic) -> None:
     def status() -> dict:
-        result = CliRunner().invoke(app, ["status", "--json"], env={"MODELDECK_HOME": str(served.home)})
-        deployments = json.loads(result.stdout)["deployments"]
-        return {d["name"]: d["live"]["performance"]["estimated"] for d in deployments}
+        return _estimates(served.home)
 
     wait_until(
         lambda: (status()["cancer"] or {}).get("rows") == len(traffic), what="the estimate of every row"
@@ -261,3 +267,15 @@ async def test_the_monitor_shows_the_estimate_under_its_summary_at_80x24(served,
         await wait_in(pilot, lambda: "estimated:" in summary(), 20)
         line = next(x for x in summary().splitlines() if "estimated:" in x)
         assert f"· {len(traffic)} rows · calibrated" in line and len(line) <= 80
+
+
+@pytest.mark.slow
+def test_a_supervisor_restart_keeps_the_rows_the_estimate_is_computed_on(served, traffic) -> None:
+    rows = lambda: (_estimates(served.home).get("cancer") or {}).get("rows")  # noqa: E731
+    wait_until(lambda: rows() == len(traffic), what="the estimate of every row")
+    stopped = CliRunner().invoke(app, ["supervisor", "stop"], env={"MODELDECK_HOME": str(served.home)})
+    assert stopped.exit_code == 0, stopped.output
+    served.client.ensure_running("--drift-every=1", "--metrics=127.0.0.1:0")
+    served.client.wait_settled()
+    wait_until(lambda: rows() is not None, what="the estimate after the restart")
+    assert rows() == len(traffic)  # without the saved window: 0 rows until new traffic

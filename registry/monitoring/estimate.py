@@ -143,15 +143,22 @@ class ConfidenceWindow:
         now = time.time() if now is None else now
         self._rows.extend((now, row) for row in probabilities)
 
+    def entries(self) -> list[tuple[float, list[float]]]:
+        """(time, probabilities) of every row held, oldest first: what `restore` takes back."""
+        return list(self._rows)
+
+    def restore(self, entries: list[Any], now: float | None = None) -> None:
+        """Put saved `entries` back (a supervisor restart), leaving out rows already too old."""
+        oldest = (time.time() if now is None else now) - self.max_seconds
+        self._rows.extend((float(t), [float(p) for p in row]) for t, row in entries if float(t) >= oldest)
+
     def estimate(self, calibration: Calibration | None, now: float | None = None) -> dict[str, Any]:
         now = time.time() if now is None else now
         while self._rows and self._rows[0][0] < now - self.max_seconds:
             self._rows.popleft()
-        widths = {len(row) for _, row in self._rows}
-        if len(widths) > 1:  # rows of another shape (a worker of another version): keep the newest
-            width = len(self._rows[-1][1])
-            self._rows = deque(((t, r) for t, r in self._rows if len(r) == width), maxlen=self._rows.maxlen)
-        rows = [row for _, row in self._rows]
+        rows = [row for _, row in list(self._rows)]  # a copy: rows keep arriving on the event loop
+        if rows:  # rows of another width (not this model's classes) are left out
+            rows = [row for row in rows if len(row) == len(rows[-1])]
         return estimate(np.array(rows, dtype=np.float64).reshape(len(rows), -1), calibration)
 
 

@@ -3,6 +3,8 @@
 Workers send the class probabilities of the sample rows a pull carries (computed at pull time, off
 the request path). They are kept per deployment and serving version for the same span as the drift
 window, and the estimate is recomputed with drift, calibrated by the version's stored calibration.
+Like the drift windows, they are saved in the private run directory and taken back by the next
+supervisor (`save` / `restore`), so a restart keeps the estimate's rows.
 """
 
 from __future__ import annotations
@@ -12,9 +14,14 @@ import logging
 import time
 from typing import Any
 
+import orjson
+
+from registry.files import read_private, write_atomic
 from registry.monitoring.estimate import NO_PROBA, Calibration, ConfidenceWindow
+from registry.serving.rundir import RunDir
 
 log = logging.getLogger("modeldeck.supervisor")
+FILE_NAME = "estimate-windows.json"
 
 
 class Estimates:
@@ -54,6 +61,34 @@ class Estimates:
         for table in (self.windows, self.figures):
             for name in [n for n in table if n not in names]:
                 del table[name]
+
+    def snapshot(self) -> dict[str, Any]:
+        """What `save` writes, copied on the event loop (the windows keep growing meanwhile)."""
+        return {name: {"version": v, "rows": window.entries()} for name, (v, window) in self.windows.items()}
+
+    @staticmethod
+    def save(rundir: RunDir, saved: dict[str, Any]) -> None:
+        """Write a `snapshot` to the run directory (0600, atomically); a failure is logged, never raised."""
+        try:
+            rundir.check()
+            write_atomic(rundir.path / FILE_NAME, orjson.dumps(saved))
+        except Exception as exc:  # monitoring must never stop the supervisor
+            log.warning("estimate windows not saved: %s", exc)
+
+    def restore(self, rundir: RunDir) -> None:
+        """Take back the windows the previous supervisor saved (none if there is no usable file)."""
+        try:
+            rundir.check()
+            saved = orjson.loads(read_private(rundir.path / FILE_NAME))
+            for name, entry in saved.items():
+                if name not in self.windows:
+                    window = ConfidenceWindow(self.max_rows, self.max_seconds)
+                    window.restore(entry["rows"])
+                    self.windows[str(name)] = (int(entry["version"]), window)
+        except FileNotFoundError:
+            pass
+        except Exception as exc:
+            log.warning("estimate windows not restored: %s", exc)
 
     async def _version(self, model: str, version: int) -> tuple[bool, Calibration | None]:
         key = (model, version)

@@ -195,9 +195,11 @@ class Scraper:
             load_windows, self.supervisor.rundir, self.window_rows, self.window_seconds
         )
         self.windows = {**restored, **self.windows}
+        await asyncio.to_thread(self.estimates.restore, self.supervisor.rundir)
 
     async def save_windows(self) -> None:
         await asyncio.to_thread(save_windows, self.supervisor.rundir, snapshot(self.windows))
+        await asyncio.to_thread(self.estimates.save, self.supervisor.rundir, self.estimates.snapshot())
 
     async def store_rollups(self, prune: bool = False, close: bool = False) -> None:
         """Write closed rollup windows to the registry DB (kept for a retry if that fails)."""
