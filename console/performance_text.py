@@ -14,7 +14,7 @@ def estimated_text(estimated: dict[str, Any] | None) -> str | None:
         return f"estimated: none ({estimated['reason']})"
     if estimated.get("accuracy") is None:
         return "estimated: - (no sampled traffic yet)"
-    calibrated = "calibrated" if estimated.get("calibrated") else "uncalibrated (no reference labels)"
+    calibrated = "calibrated" if estimated.get("calibrated") else "uncalibrated"  # no reference labels
     return (
         f"estimated: accuracy {estimated['accuracy']:.3f} ±{estimated.get('std_error', 0.0):.3f}"
         f" · F1 {estimated['f1']:.3f} · {estimated['rows']:,} rows · {calibrated}"

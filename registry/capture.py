@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,7 +117,7 @@ def encode_reference(
 def calibration_arrays(estimator: Any, model_input: Any, labels: Any) -> dict[str, Any]:
     """The calibration of the classifier's probabilities on its labelled reference, as arrays to store
     with it ({} for a model without `predict_proba`)."""
-    from registry.monitoring.estimate import MIN_LABELLED, Calibration
+    from registry.monitoring.estimate import MIN_LABELLED, Calibration, CalibrationWarning
 
     if getattr(estimator, "classes_", None) is None:
         raise ReferenceMismatch("reference labels are for classifiers: this model has no classes")
@@ -131,4 +132,11 @@ def calibration_arrays(estimator: Any, model_input: Any, labels: Any) -> dict[st
         calibration = Calibration.fit(estimator.predict_proba(model_input), labels, estimator.classes_)
     except ValueError as exc:  # labels that are not the model's classes
         raise ReferenceMismatch(str(exc)) from exc
+    if calibration.reference_accuracy == 1.0:
+        warnings.warn(
+            f"the model is right on all {len(labels):,} labelled reference rows: if it was trained on them, "
+            "its estimated performance will read too high; give labelled rows it was not trained on",
+            CalibrationWarning,
+            stacklevel=5,  # the caller of Registry.register
+        )
     return calibration.to_arrays()

@@ -156,6 +156,17 @@ def test_labels_that_do_not_fit_are_refused_and_models_without_probabilities_get
         assert reg.calibration("svc:1") is None and reg.reference("svc:1").labels is not None
 
 
+def test_labelled_training_rows_the_model_gets_all_right_are_warned_about(tmp_path, cancer) -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    from registry.monitoring.estimate import CalibrationWarning
+
+    X, y = cancer.frame.iloc[cancer.train], cancer.y[cancer.train]
+    forest = RandomForestClassifier(30, random_state=0).fit(X, y)
+    with Registry(home=tmp_path) as reg, pytest.warns(CalibrationWarning, match="if it was trained on them"):
+        reg.register(forest, "forest", reference=X, reference_labels=y)
+
+
 def test_register_cli_takes_the_label_column_out_of_the_reference_csv(home, tmp_path, cancer) -> None:
     import skops.io as sio
 

@@ -32,6 +32,10 @@ MIN_LABELLED = 100
 NO_PROBA = "the model has no predict_proba"
 
 
+class CalibrationWarning(UserWarning):
+    """The labelled reference looks like the model's training rows: the estimate will read too high."""
+
+
 @dataclass
 class Calibration:
     """Isotonic maps (thresholds arrays) fitted on the labelled reference, and how well they did there."""
