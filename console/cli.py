@@ -131,6 +131,14 @@ def register(
     reference: Annotated[
         Path | None, typer.Option(metavar="FILE", help="Training-data sample: CSV or .npy.")
     ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            metavar="COLUMN",
+            help="The --reference CSV column of true labels (taken out of the features); calibrates "
+            "the estimated accuracy and F1 of a classifier.",
+        ),
+    ] = None,
     trust_pickle: Annotated[
         bool, typer.Option("--trust-pickle", help="Allow pickle/joblib/MLflow (unpickling runs code).")
     ] = False,
@@ -144,13 +152,16 @@ def register(
 ) -> None:
     """Register a model file as the next version of NAME."""
     tags, metrics = _pairs(tag, "tag"), _pairs(metric, "metric", float)
+    if target is not None and reference is None:
+        raise typer.BadParameter("--target names a column of the --reference file", param_hint="--target")
     info = _run(
         lambda reg: reg.register_file(
             path,
             name,
             trust_pickle=trust_pickle,
             trust_types=trust_type,
-            reference=reference,  # a CSV or .npy file, read by the registry
+            # a CSV or .npy file, read by the registry; with --target, its label column split off
+            **_reference_options(reference, target),
             alias=alias,
             description=description,
             tags=tags,
@@ -163,6 +174,16 @@ def register(
         output.out.print(
             f"registered {info.ref}" + (f" (@{', @'.join(info.aliases)})" if info.aliases else "")
         )
+
+
+def _reference_options(reference: Path | None, target: str | None) -> dict[str, Any]:
+    """`register_file`'s reference options: the file, or its features and labels (`target`)."""
+    if target is None:
+        return {"reference": reference}
+    from registry.reference import split_labels
+
+    features, labels = split_labels(reference, target)
+    return {"reference": features, "reference_labels": labels}
 
 
 @app.command()

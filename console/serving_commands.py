@@ -318,6 +318,17 @@ def status(json_out: JsonFlag = False) -> None:
     for d in deployments:
         if d.get("token"):
             output.out.print(f"{d['name']}: bearer token {d['token']}")
+    _print_estimates(deployments)
+
+
+def _print_estimates(deployments: list[dict[str, Any]]) -> None:
+    """One line per deployment with an estimated performance (see `console.performance_text`)."""
+    from console.performance_text import estimated_text
+
+    for d in deployments:
+        text = estimated_text(((d.get("live") or {}).get("performance") or {}).get("estimated"))
+        if text:
+            output.out.print(f"{d['name']}: {text}", markup=False, highlight=False)
 
 
 def _add_live_figures(client: Any, deployments: list[dict[str, Any]]) -> None:
@@ -335,6 +346,7 @@ def _add_live_figures(client: Any, deployments: list[dict[str, Any]]) -> None:
             "drift": (seen.get("drift") or {}).get("message") or (seen.get("drift") or {}).get("status"),
             "drift_reason": drift_reason(seen.get("drift")),
             "multivariate": (seen.get("drift") or {}).get("multivariate"),
+            "performance": seen.get("performance"),
         }
 
 

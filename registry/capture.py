@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,16 +39,19 @@ class Captured:
     origin: dict[str, Any] = field(default_factory=dict)
 
 
-def capture(estimator: Any, reference: Any | None = None) -> Captured:
-    """Serialize `estimator` with skops and describe it; `reference` is a sample of training data."""
+def capture(estimator: Any, reference: Any | None = None, reference_labels: Any | None = None) -> Captured:
+    """Serialize `estimator` with skops and describe it; `reference` is a sample of the data the
+    model was built on, `reference_labels` its rows' true classes (calibrating estimated performance)."""
     import numpy
     import sklearn
 
     check_is_model(estimator, "the object to register")
     signature = infer_signature(estimator, reference)
     reference_bytes, rows = None, 0
+    if reference_labels is not None and reference is None:
+        raise ReferenceMismatch("reference labels need a reference sample (the rows they label)")
     if reference is not None:
-        reference_bytes, rows = encode_reference(estimator, reference, signature)
+        reference_bytes, rows = encode_reference(estimator, reference, signature, reference_labels)
     model_bytes, trusted = dump_model(estimator)
     cls = type(estimator)
     return Captured(
@@ -77,18 +81,62 @@ def profile_of(
     return Profile.fit(reference_sample.decode(reference_bytes), signature, output).to_bytes()
 
 
-def encode_reference(estimator: Any, reference: Any, signature: dict[str, Any]) -> tuple[bytes, int]:
-    """Up to 10,000 rows of `reference` with the model's predictions on them, as stored bytes."""
+def encode_reference(
+    estimator: Any, reference: Any, signature: dict[str, Any], labels: Any | None = None
+) -> tuple[bytes, int]:
+    """Up to 10,000 rows of `reference` with the model's predictions on them (and, with `labels`,
+    their labels and the calibration of the model's probabilities on them), as stored bytes."""
+    import numpy as np
+
     names = [c["name"] for c in signature["columns"]]
-    frame = reference_sample.sample_rows(to_frame(reference, names))
+    frame = to_frame(reference, names)
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or len(labels) != len(frame):
+            raise ReferenceMismatch(
+                f"{labels.shape} reference labels for {len(frame)} reference rows: give one label per row"
+            )
+    picked = reference_sample.sample_positions(len(frame))
+    frame = frame.iloc[picked]
     if model_feature_names(estimator) is not None:
         frame = frame[names]
+    model_input = frame if model_feature_names(estimator) is not None else frame.to_numpy()
     try:
-        predictions = estimator.predict(
-            frame if model_feature_names(estimator) is not None else frame.to_numpy()
-        )
+        predictions = estimator.predict(model_input)
     except Exception as exc:  # whatever the estimator raises on data it cannot take
         text_columns = [c["name"] for c in signature["columns"] if c["kind"] == "categorical"]
         hint = f" (non-numeric columns in the sample: {text_columns})" if text_columns else ""
         raise ReferenceMismatch(f"the model cannot predict on its reference sample: {exc}{hint}") from exc
-    return reference_sample.encode(frame, signature, predictions), len(frame)
+    extra = {}
+    if labels is not None:
+        labels = labels[picked]
+        extra = calibration_arrays(estimator, model_input, labels)
+    return reference_sample.encode(frame, signature, predictions, labels, extra), len(frame)
+
+
+def calibration_arrays(estimator: Any, model_input: Any, labels: Any) -> dict[str, Any]:
+    """The calibration of the classifier's probabilities on its labelled reference, as arrays to store
+    with it ({} for a model without `predict_proba`)."""
+    from registry.monitoring.estimate import MIN_LABELLED, Calibration, CalibrationWarning
+
+    if getattr(estimator, "classes_", None) is None:
+        raise ReferenceMismatch("reference labels are for classifiers: this model has no classes")
+    if len(labels) < MIN_LABELLED:
+        raise ReferenceMismatch(
+            f"{len(labels)} labelled reference rows; calibrating the estimated performance needs at least "
+            f"{MIN_LABELLED} (without labels, the model's raw probabilities are used)"
+        )
+    if not callable(getattr(estimator, "predict_proba", None)):
+        return {}
+    try:
+        calibration = Calibration.fit(estimator.predict_proba(model_input), labels, estimator.classes_)
+    except ValueError as exc:  # labels that are not the model's classes
+        raise ReferenceMismatch(str(exc)) from exc
+    if calibration.reference_accuracy == 1.0:
+        warnings.warn(
+            f"the model is right on all {len(labels):,} labelled reference rows: if it was trained on them, "
+            "its estimated performance will read too high; give labelled rows it was not trained on",
+            CalibrationWarning,
+            stacklevel=5,  # the caller of Registry.register
+        )
+    return calibration.to_arrays()

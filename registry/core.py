@@ -37,6 +37,7 @@ from registry.store import Database, Settings, lock_artifact
 if TYPE_CHECKING:
     from registry.monitoring.drift import Profile
     from registry.monitoring.multivariate import MultivariateProfile
+    from registry.monitoring.estimate import Calibration
 
 
 class SklearnVersionWarning(UserWarning):
@@ -88,6 +89,7 @@ class Registry:
         name: str,
         *,
         reference: Any | None = None,
+        reference_labels: Any | None = None,
         description: str = "",
         tags: Mapping[str, str] | None = None,
         metrics: Mapping[str, float] | None = None,
@@ -99,13 +101,15 @@ class Registry:
 
         `reference` (DataFrame or array, the training data or a sample of it, or the path of a CSV
         or `.npy` file holding it) is checked against the model's input, sampled to at most 10,000
-        rows and stored with the model's predictions.
+        rows and stored with the model's predictions. `reference_labels` (one true class per
+        reference row) calibrates a classifier's estimated performance on live traffic; give
+        labelled rows the model was not trained on (a validation set), or the estimate is optimistic.
         """
         check_model_name(name)
         aliases = [alias] if isinstance(alias, str) else list(alias or [])
         for a in aliases:
             check_alias(a)
-        captured = capture(estimator, read_reference(reference))
+        captured = capture(estimator, read_reference(reference), reference_labels)
         return self.add_version(
             captured,
             name,
@@ -289,6 +293,14 @@ class Registry:
             logging.getLogger("modeldeck.registry").warning("no multivariate drift for %s: %s", ref, exc)
             return None
         return None if sample is None else fit_reference(sample, self.get(ref).signature)
+
+    def calibration(self, ref: str | Ref) -> Calibration | None:
+        """The calibration of a version's estimated performance, stored with its reference sample;
+        None when it has none (no reference, no labels, or no `predict_proba`)."""
+        from registry.monitoring.estimate import Calibration
+
+        sample = self.reference(ref)
+        return None if sample is None else Calibration.from_arrays(sample.extra)
 
     def list_models(self, include_archived: bool = False) -> list[ModelInfo]:
         """Every model, with its number of (non-archived) versions, newest version and aliases."""

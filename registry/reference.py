@@ -2,14 +2,16 @@
 
 Each column is stored as a plain array (float64 for numeric columns, fixed-width unicode for
 categorical ones) with a boolean mask of missing values, next to the model's predictions on the
-sample. Drift monitoring compares live traffic with it.
+sample and, when registration was given them, the true labels of its rows and the calibration of
+the model's probabilities fitted on them (`registry.monitoring.estimate`). Drift monitoring compares
+live traffic with it; the estimated performance is calibrated on it.
 """
 
 from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +45,26 @@ def read_reference(reference: Any) -> Any:
         raise ReferenceMismatch(f"cannot read reference sample {path}: {exc}") from exc
 
 
+def split_labels(reference: Any, column: str) -> tuple[Any, Any]:
+    """The reference's features and its `column` of true labels (a CSV file or a DataFrame)."""
+    data = read_reference(reference)
+    if not hasattr(data, "columns"):
+        raise ReferenceMismatch(f"a label column ({column!r}) needs a reference with a header (a CSV file)")
+    if column not in data.columns:
+        raise ReferenceMismatch(f"no column {column!r} in the reference; its columns: {list(data.columns)}")
+    return data.drop(columns=[column]), data[column].to_numpy()
+
+
 @dataclass
 class ReferenceSample:
-    """Columns (name to array), their missing-value masks, and the model's predictions."""
+    """Columns (name to array), their missing-value masks, the model's predictions, the rows' true
+    labels (None if not given) and other stored arrays by name (the calibration's)."""
 
     columns: dict[str, Any]
     missing: dict[str, Any]
     predictions: Any
+    labels: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -66,18 +81,24 @@ class ReferenceSample:
         return pd.DataFrame(data)
 
 
-def sample_rows(frame: Any, limit: int = MAX_REFERENCE_ROWS, seed: int = 0) -> Any:
-    """At most `limit` rows of `frame`, drawn at random (reproducibly), kept in their order."""
-    if len(frame) <= limit:
-        return frame
+def sample_positions(count: int, limit: int = MAX_REFERENCE_ROWS, seed: int = 0) -> Any:
+    """The positions of at most `limit` of `count` rows, drawn at random (reproducibly), ascending."""
     import numpy as np
 
-    picked = np.sort(np.random.default_rng(seed).choice(len(frame), size=limit, replace=False))
-    return frame.iloc[picked]
+    if count <= limit:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, size=limit, replace=False))
 
 
-def encode(frame: Any, signature: dict[str, Any], predictions: Any) -> bytes:
-    """The sample as `.npz` bytes, columns typed by the signature."""
+def encode(
+    frame: Any,
+    signature: dict[str, Any],
+    predictions: Any,
+    labels: Any | None = None,
+    extra: dict[str, Any] | None = None,
+) -> bytes:
+    """The sample as `.npz` bytes, columns typed by the signature; `labels` (the rows' true classes)
+    and `extra` arrays (named apart from the columns, e.g. `calibration_*`) are stored as given."""
     import numpy as np
 
     arrays: dict[str, Any] = {}
@@ -92,6 +113,9 @@ def encode(frame: Any, signature: dict[str, Any], predictions: Any) -> bytes:
         arrays[f"m{index}"] = missing
     arrays["names"] = np.array([spec["name"] for spec in signature["columns"]], dtype=str)
     arrays["predictions"] = _plain_array(np.asarray(predictions))
+    if labels is not None:
+        arrays["labels"] = _plain_array(np.asarray(labels))
+    arrays.update(extra or {})
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     return buffer.getvalue()
@@ -105,7 +129,14 @@ def decode(data: bytes) -> ReferenceSample:
         names = [str(n) for n in npz["names"]]
         columns = {name: npz[f"c{i}"] for i, name in enumerate(names)}
         missing = {name: npz[f"m{i}"] for i, name in enumerate(names)}
-        return ReferenceSample(columns=columns, missing=missing, predictions=npz["predictions"])
+        known = {"names", "predictions", "labels", *(f"{k}{i}" for i in range(len(names)) for k in "cm")}
+        return ReferenceSample(
+            columns=columns,
+            missing=missing,
+            predictions=npz["predictions"],
+            labels=npz["labels"] if "labels" in npz.files else None,
+            extra={key: npz[key] for key in npz.files if key not in known},
+        )
 
 
 def _plain_array(array: Any) -> Any:

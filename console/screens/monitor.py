@@ -38,6 +38,8 @@ class MonitorScreen(OverviewScreen):
         self.points: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self.cursor = 0
         self.drift: dict[str, Any] | None = None
+        #: {"realised": ..., "estimated": ...} of the serving version, from the supervisor
+        self.performance: dict[str, Any] | None = None
         #: (time, drifted share of features): stored rollups first, then each new report
         self.drift_shares: list[tuple[float, float]] = []
         self._history_read = False
@@ -73,6 +75,7 @@ class MonitorScreen(OverviewScreen):
         self.points.extend(new)
         self.cursor = answer["cursor"]
         self.drift = seen.get("drift")
+        self.performance = seen.get("performance")
         judged = self.drift and self.drift.get("status") in ("ok", "warn", "drift")
         if judged and (not self.drift_shares or self.drift["t"] > self.drift_shares[-1][0]):
             self.drift_shares.append((self.drift["t"], self.drift["drifted_share"]))
@@ -96,7 +99,9 @@ class MonitorScreen(OverviewScreen):
         if multivariate := multivariate_text(self.drift):
             phrases.append(f"multivariate: {multivariate}")
         phrases += version_figures(points)
-        summary.update(pack(phrases, (summary.size.width or self.app.size.width) - 3))
+        lines = [pack(phrases, (summary.size.width or self.app.size.width) - 3)]
+        lines += [f" {line}" for line in performance_lines(self.performance)]
+        summary.update("\n".join(lines))
         seconds_ago = [p["t"] - last["t"] for p in points]  # the x axis of the live charts
         self.query_one("#traffic", Chart).plot(
             "requests/s", by_version(points, "req/s", lambda p: p["rps"]), xs=seconds_ago
@@ -206,6 +211,14 @@ def worker_labels(points: list[dict[str, Any]]) -> dict[str, str]:
         counts[version] += 1
         labels[pid] = f"v{version} worker {counts[version]}" if several else f"worker {counts[version]}"
     return labels
+
+
+def performance_lines(performance: dict[str, Any] | None) -> list[str]:
+    """The serving version's performance, a line per figure (estimated before labels arrive)."""
+    from console.performance_text import estimated_text
+
+    estimated = estimated_text((performance or {}).get("estimated"))
+    return [estimated] if estimated else []
 
 
 def pack(phrases: list[str], width: int, separator: str = " · ") -> str:

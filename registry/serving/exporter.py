@@ -140,6 +140,7 @@ class SupervisorCollector:
         yield from gauges.values()
         yield from (*per_feature.values(), share, level)
         yield from _multivariate_drift(self.supervisor)
+        yield from _estimated(self.supervisor, scraper.estimates.figures)
         yield _restarts(self.supervisor)
         yield from _monitoring_health(scraper)
         host = scraper.host
@@ -200,6 +201,26 @@ def _multivariate_drift(supervisor: Supervisor) -> Iterator[Metric]:
         p_value.add_metric(labels, signal["p_value"])
         level.add_metric(labels, _DRIFT_LEVEL[signal["status"]])
     yield from (ratio, p_value, level)
+
+
+def _estimated(supervisor: Supervisor, figures: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+    """Estimated accuracy and F1 of each deployment's live window (no series without an estimate)."""
+    labels = ["deployment", "model", "version"]
+    families = {
+        metric: GaugeMetricFamily(
+            f"modeldeck_estimated_{metric}",
+            f"Estimated {title} of the live window, from the model's calibrated confidence (CBPE).",
+            labels=labels,
+        )
+        for metric, title in (("accuracy", "accuracy"), ("f1", "F1"))
+    }
+    for name, estimated in sorted(figures.items()):
+        runtime = supervisor.runtimes.get(name)
+        values = [name, runtime.spec.model if runtime else "", str(estimated["version"])]
+        for metric, family in families.items():
+            if estimated.get(metric) is not None:
+                family.add_metric(values, estimated[metric])
+    yield from families.values()
 
 
 def _restarts(supervisor: Supervisor) -> Metric:

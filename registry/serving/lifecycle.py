@@ -195,6 +195,25 @@ async def run(options: argparse.Namespace) -> int:
         await drain(server, task, app, options.drain_grace)
 
 
+#: The longest a pull waits for its sample rows' class probabilities (the supervisor waits 0.5 s).
+PROBABILITIES_SECONDS = 0.2
+#: At most this many probabilities in a reply (~2 MB of JSON): with many classes, fewer rows get them.
+PROBABILITY_VALUES = 100_000
+
+
+async def _probabilities(state: Any, rows: list[list[Any]]) -> list[list[float]] | None:
+    """The class probabilities of pulled sample rows (estimated performance), computed in a model
+    thread off every request's path; None when the model fails on them or takes too long."""
+    try:
+        result = await asyncio.wait_for(
+            state.caller.threaded(state.predict_proba, rows), PROBABILITIES_SECONDS
+        )
+    except Exception as exc:  # monitoring must never break the pull
+        logging.getLogger("modeldeck.worker").debug("no probabilities for the sample: %s", exc)
+        return None
+    return result[: max(1, PROBABILITY_VALUES // max(1, len(result[0])))] if result else result
+
+
 async def _serve_monitoring(state: Any, path: Path) -> None:
     """Answer the supervisor's pulls: `<cursor>\n` in (-1: skip to the newest row), one JSON line of
     metrics and at most a bounded page of new sample rows out."""
@@ -207,6 +226,8 @@ async def _serve_monitoring(state: Any, path: Path) -> None:
             snapshot: dict[str, Any] = {"pid": os.getpid(), "metrics": state.metrics.snapshot()}
             if state.sampler is not None:
                 snapshot.update(state.sampler.pull(cursor))
+                if snapshot["rows"] and state.predict_proba is not None:
+                    snapshot["probabilities"] = await _probabilities(state, snapshot["rows"])
             writer.write(orjson.dumps(snapshot, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
             await writer.drain()
         except (TimeoutError, ValueError, OSError):

@@ -30,6 +30,7 @@ from registry.monitoring.window import DriftWindow
 from registry.serving.count_state import load_counts, save_counts
 from registry.serving.count_state import snapshot as count_snapshot
 from registry.serving.drift_state import load_windows, save_windows, snapshot
+from registry.serving.estimates import Estimates
 from registry.serving.exporter import exposed_keys
 
 if TYPE_CHECKING:
@@ -65,6 +66,8 @@ class Scraper:
         self.series: dict[str, DeploymentSeries] = {}
         self.windows: dict[str, tuple[int, DriftWindow]] = {}  # name -> (version, window)
         self.drift: dict[str, dict[str, Any]] = {}
+        #: Estimated performance (class probabilities of the sample), recomputed with drift.
+        self.estimates = Estimates(supervisor.registry, window_rows, window_seconds)
         self.host: dict[str, Any] = {}
         self.resources = ResourceSampler()
         self._cursors: dict[int, int] = {}
@@ -140,6 +143,7 @@ class Scraper:
                 self.drift.pop(name, None)
             for name in [n for n in self.windows if n not in self.supervisor.runtimes]:
                 del self.windows[name]
+            self.estimates.forget(set(self.supervisor.runtimes))
             tracked = self.supervisor.workers  # saved snapshots of workers gone meanwhile: dropped
             self._adoptable = {pid: saved for pid, saved in self._adoptable.items() if pid in tracked}
         await self.save_counts()
@@ -191,9 +195,11 @@ class Scraper:
             load_windows, self.supervisor.rundir, self.window_rows, self.window_seconds
         )
         self.windows = {**restored, **self.windows}
+        await asyncio.to_thread(self.estimates.restore, self.supervisor.rundir)
 
     async def save_windows(self) -> None:
         await asyncio.to_thread(save_windows, self.supervisor.rundir, snapshot(self.windows))
+        await asyncio.to_thread(self.estimates.save, self.supervisor.rundir, self.estimates.snapshot())
 
     async def store_rollups(self, prune: bool = False, close: bool = False) -> None:
         """Write closed rollup windows to the registry DB (kept for a retry if that fails)."""
@@ -219,6 +225,11 @@ class Scraper:
             profile = await self._profile(key)
             report = await asyncio.to_thread(entry[1].report, profile, names, numeric, now)
             self.drift[runtime.spec.name] = {"t": now or time.time(), "version": entry[0], **report.as_dict()}
+        for runtime in runtimes:
+            try:
+                await self.estimates.compute(runtime.spec.name, runtime.spec.model, runtime.spec.version, now)
+            except Exception as exc:  # the registry unreachable for now: the next round tries again
+                log.warning("no estimated performance for %s: %s", runtime.spec.name, exc)
 
     def snapshot(self, cursor: int = 0, name: str | None = None) -> dict[str, Any]:
         """What a console needs per refresh: the newest point, the points after `cursor`, drift."""
@@ -231,6 +242,7 @@ class Scraper:
                 "live": series.points[-1] if series.points else None,
                 "points": points,
                 "drift": self.drift.get(deployment),
+                "performance": {"realised": None, "estimated": self.estimates.figures.get(deployment)},
             }
         monitoring = {
             "rollups": self.rollups.stats(),
@@ -283,6 +295,7 @@ class Scraper:
             self._cursors[pid] = int(snapshot["cursor"])
             if skip:  # an older worker may not know SKIP: its rows were seen before, or unreadable
                 snapshot["rows"], snapshot["predictions"] = [], []
+                snapshot.pop("probabilities", None)
         return snapshot, OK
 
     def _bad(self, pid: int, why: str) -> tuple[None, str]:
@@ -308,6 +321,8 @@ class Scraper:
         for pull in pulls.values():
             if pull and pull.get("rows"):
                 entry[1].add(pull["rows"], pull.get("predictions", []), now)
+            if pull and pull.get("probabilities"):
+                self.estimates.add(name, version, pull["probabilities"], now)
 
     async def _schema(self, key: tuple[str, int]) -> tuple[list[str], list[bool]]:
         if key not in self._schemas:

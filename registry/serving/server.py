@@ -274,6 +274,9 @@ def create_app(
     app = Starlette(routes=routes, exception_handlers={HTTPException: no_route, Exception: server_error})
     app.state.metrics = metrics
     app.state.sampler = sampler
+    # For estimated performance: the class probabilities of sampled rows, computed when the supervisor
+    # pulls them (never on a request's path); None when there is no sample or no predict_proba.
+    app.state.predict_proba = predictor.predict_proba if sampler is not None and predictor.can_proba else None
     app.state.batchers = batchers
     app.state.caller = caller
     return app
