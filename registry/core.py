@@ -36,8 +36,8 @@ from registry.store import Database, Settings, lock_artifact
 
 if TYPE_CHECKING:
     from registry.monitoring.drift import Profile
-    from registry.monitoring.multivariate import MultivariateProfile
     from registry.monitoring.estimate import Calibration
+    from registry.monitoring.multivariate import MultivariateProfile
 
 
 class SklearnVersionWarning(UserWarning):
