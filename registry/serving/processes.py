@@ -144,7 +144,7 @@ def spawn(spec: WorkerSpec, rundir: RunDir, token_file: Path | None) -> Worker:
     if options.get("redact"):
         command.append("--redact")
     if options.get("monitoring") is False:
-        command.append("--no-monitoring")
+        command += ["--no-monitoring", "--no-prediction-store"]
     if options.get("predict_timeout"):
         command += ["--predict-timeout", str(float(options["predict_timeout"]))]
     if options.get("otlp"):
