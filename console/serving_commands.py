@@ -309,9 +309,20 @@ def status(json_out: JsonFlag = False) -> None:
             live.get("drift") or "-",
         )
     output.print_table(table)
+    _print_realised(deployments)
     for d in deployments:
         if d.get("token"):
             output.out.print(f"{d['name']}: bearer token {d['token']}")
+
+
+def _print_realised(deployments: list[dict[str, Any]]) -> None:
+    """A line per deployment with realised performance (from labels sent as feedback)."""
+    from registry.monitoring.performance import summary
+
+    for d in deployments:
+        realised = (d.get("performance") or {}).get("realised")
+        if realised:
+            output.out.print(f"{d['name']} v{realised['version']} realised: {summary(realised)}")
 
 
 def _add_live_figures(client: Any, deployments: list[dict[str, Any]]) -> None:
@@ -327,6 +338,7 @@ def _add_live_figures(client: Any, deployments: list[dict[str, Any]]) -> None:
             "p99": live.get("p99"),
             "drift": (seen.get("drift") or {}).get("message") or (seen.get("drift") or {}).get("status"),
         }
+        d["performance"] = seen.get("performance") or {"realised": None, "estimated": None}
 
 
 def address(deployment: dict[str, Any]) -> str:

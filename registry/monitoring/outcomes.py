@@ -164,18 +164,22 @@ class OutcomeStore:
             if dropped:
                 _count(db, "predictions_dropped", dropped)
 
-    def add_labels(self, labels: list[Label], now: float | None = None) -> dict[str, int]:
+    def add_labels(
+        self, labels: list[Label], now: float | None = None, deployment: str | None = None
+    ) -> dict[str, int]:
         """Store `labels` (last wins); `{"accepted", "duplicates", "unknown"}`: accepted ones match a
-        known prediction, unknown ones do not (yet; kept pending), duplicates replaced an earlier label."""
+        known prediction (of `deployment`, if given), unknown ones do not (yet; kept pending),
+        duplicates replaced an earlier label."""
         now = time.time() if now is None else now
+        known_query = "SELECT 1 FROM prediction WHERE request_id=? AND row_index=?"
+        if deployment is not None:
+            known_query += " AND deployment=?"
         counts = {"accepted": 0, "duplicates": 0, "unknown": 0}
         with self._write() as db:
             for label in labels:
                 key = (label.request_id, label.row)
                 seen = db.execute("SELECT 1 FROM label WHERE request_id=? AND row_index=?", key).fetchone()
-                known = db.execute(
-                    "SELECT 1 FROM prediction WHERE request_id=? AND row_index=?", key
-                ).fetchone()
+                known = db.execute(known_query, key if deployment is None else (*key, deployment)).fetchone()
                 db.execute(
                     "INSERT OR REPLACE INTO label VALUES (?, ?, ?, ?)", (*key, orjson.dumps(label.value), now)
                 )
@@ -255,6 +259,13 @@ class OutcomeStore:
             (orjson.loads(p), orjson.loads(lab), orjson.loads(pr) if pr is not None else None, d)
             for p, lab, pr, d in self.db.execute(query, (deployment, version, since, until))
         ]
+
+    def recent_minutes(self, since: float) -> list[tuple[str, int, float]]:
+        """(deployment, version, minute start) of predictions made since `since`."""
+        query = (
+            "SELECT DISTINCT deployment, version, CAST(t / 60 AS INTEGER) * 60.0 FROM prediction WHERE t >= ?"
+        )
+        return list(self.db.execute(query, (since,)))
 
     def labelled_minutes(self, received_since: float) -> list[tuple[str, int, float]]:
         """(deployment, version, minute start) of predictions that got a label since `received_since`."""

@@ -8,9 +8,18 @@ predicted) and label delay (median seconds from prediction to label).
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from sqlalchemy import delete, insert, select
+
 from registry.monitoring.outcomes import OutcomeStore
+from registry.schema import PerformanceRollup
+from registry.store import Database
+
+_TABLE = PerformanceRollup.__table__  # type: ignore[attr-defined]
 
 NO_PROBABILITIES = "no class probabilities were stored for these predictions (ask for predict_proba)"
 
@@ -84,7 +93,7 @@ def score(pairs: list[tuple[Any, Any, Any, float]], output: dict[str, Any]) -> d
 
 def summary(figures: dict[str, Any] | None) -> str:
     """One line for a person: the metrics, coverage and delay, or why there is nothing yet."""
-    if not figures:
+    if not figures or not figures.get("predicted"):
         return "no predictions recorded yet"
     parts = [
         f"{name} {figures[name]:.3f}"
@@ -105,3 +114,96 @@ def _duration(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f}m"
     return f"{seconds / 3600:.1f}h"
+
+
+@dataclass
+class Measured:
+    """One pass: realised figures per deployment, the minute rollups to (re)write, store counters."""
+
+    realised: dict[str, dict[str, Any]]
+    rollups: list[dict[str, Any]]
+    counters: dict[str, int]
+    size: dict[str, int]
+
+
+def measure(
+    path: Path,
+    deployments: dict[str, tuple[str, int]],
+    outputs: dict[tuple[str, int], dict[str, Any]],
+    window: float,
+    labelled_since: float,
+    now: float,
+) -> Measured:
+    """Realised performance of each deployment (`{name: (model, serving version)}`) over the
+    predictions of the last `window` seconds: the serving version's figures, with every version's
+    under `versions`; and the minute rollups whose figures changed since `labelled_since` (new labels
+    or new predictions). `outputs` gives each (model, version)'s output description."""
+    realised_now: dict[str, dict[str, Any]] = {}
+    rollups: list[dict[str, Any]] = []
+    with OutcomeStore(path) as store:
+        for name, (model, serving) in deployments.items():
+            versions = sorted(set(store.versions(name, now - window)) | {serving})
+            figures = {
+                v: realised(store, name, v, outputs.get((model, v), {}), now - window) for v in versions
+            }
+            current = figures.get(serving)
+            realised_now[name] = {
+                **(current or {"version": serving, "predicted": 0, "labelled": 0, "coverage": None}),
+                "window": window,
+                "versions": {str(v): f for v, f in figures.items() if f is not None},
+            }
+        minutes = set(store.labelled_minutes(labelled_since)) | set(store.recent_minutes(labelled_since - 60))
+        for name, version, start in sorted(minutes):
+            if name not in deployments:
+                continue
+            model = deployments[name][0]
+            figures = realised(store, name, version, outputs.get((model, version), {}), start, start + 60)
+            if figures is not None:
+                rollups.append(_rollup_row(name, model, version, start, figures))
+        return Measured(realised_now, rollups, store.counters(), store.size())
+
+
+def _rollup_row(name: str, model: str, version: int, start: float, figures: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "deployment": name,
+        "model": model,
+        "version": version,
+        "at": datetime.fromtimestamp(start, UTC),
+        "predicted": figures["predicted"],
+        "labelled": figures["labelled"],
+        "label_delay": figures["delay"],
+        **{key: figures.get(key) for key in ("accuracy", "f1", "log_loss", "mae", "rmse")},
+    }
+
+
+def write_performance_rollups(db: Database, rows: list[dict[str, Any]]) -> None:
+    """Replace the minute rollups of `rows` (their figures change as labels arrive)."""
+    if not rows:
+        return
+    with db.write() as session:
+        conn = session.connection()
+        for row in rows:
+            conn.execute(
+                delete(_TABLE).where(
+                    _TABLE.c.deployment == row["deployment"],
+                    _TABLE.c.version == row["version"],
+                    _TABLE.c.at == row["at"],
+                )
+            )
+        conn.execute(insert(_TABLE), rows)
+
+
+def prune_performance_rollups(db: Database, keep: timedelta) -> None:
+    with db.write() as session:
+        session.connection().execute(delete(_TABLE).where(_TABLE.c.at < datetime.now(UTC) - keep))
+
+
+def read_performance_rollups(
+    db: Database, deployment: str, since: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Stored minute rollups of realised performance of a deployment, oldest first."""
+    query = select(_TABLE).where(_TABLE.c.deployment == deployment)
+    if since is not None:
+        query = query.where(_TABLE.c.at >= since)
+    with db.connect() as conn:
+        return [dict(row) for row in conn.execute(query.order_by(_TABLE.c.at, _TABLE.c.version)).mappings()]
