@@ -29,6 +29,7 @@ class MonitorScreen(OverviewScreen):
     DEFAULT_CSS = """
     MonitorScreen #drift { height: 1fr; }
     MonitorScreen #summary { height: auto; padding: 0 1; }
+    MonitorScreen #performance { height: auto; padding: 0 1; }
     """
 
     def __init__(self, deployment: str) -> None:
@@ -37,6 +38,7 @@ class MonitorScreen(OverviewScreen):
         self.points: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self.cursor = 0
         self.drift: dict[str, Any] | None = None
+        self.performance: dict[str, Any] = {}
         #: (time, drifted share of features): stored rollups first, then each new report
         self.drift_shares: list[tuple[float, float]] = []
         self._history_read = False
@@ -44,6 +46,7 @@ class MonitorScreen(OverviewScreen):
 
     def body(self) -> ComposeResult:
         yield Static(f" {self.deployment}: waiting for data", id="summary", markup=False)
+        yield Static("", id="performance", markup=False)
         with ChartGrid(id="charts"):
             yield Chart(id="traffic")
             yield Chart(id="latency")
@@ -72,6 +75,7 @@ class MonitorScreen(OverviewScreen):
         self.points.extend(new)
         self.cursor = answer["cursor"]
         self.drift = seen.get("drift")
+        self.performance = seen.get("performance") or {}
         judged = self.drift and self.drift.get("status") in ("ok", "warn", "drift")
         if judged and (not self.drift_shares or self.drift["t"] > self.drift_shares[-1][0]):
             self.drift_shares.append((self.drift["t"], self.drift["drifted_share"]))
@@ -93,7 +97,9 @@ class MonitorScreen(OverviewScreen):
         summary = self.query_one("#summary", Static)
         phrases = [f"{self.deployment}: version {last['version']}, {workers}", f"drift: {verdict}"]
         phrases += version_figures(points)
-        summary.update(pack(phrases, (summary.size.width or self.app.size.width) - 3))
+        width = (summary.size.width or self.app.size.width) - 3
+        summary.update(pack(phrases, width))
+        self.query_one("#performance", Static).update(pack(realised_phrases(self.performance), width))
         seconds_ago = [p["t"] - last["t"] for p in points]  # the x axis of the live charts
         self.query_one("#traffic", Chart).plot(
             "requests/s", by_version(points, "req/s", lambda p: p["rps"]), xs=seconds_ago
@@ -191,6 +197,16 @@ def version_figures(points: list[dict[str, Any]]) -> list[str]:
             + (f" ({len(mine)} s)" if len(mine) < len(points) else "")
         )
     return texts
+
+
+def realised_phrases(performance: dict[str, Any]) -> list[str]:
+    """The realised-performance line: the serving version's figures from labels, or why there are none."""
+    from registry.monitoring.performance import summary
+
+    realised = performance.get("realised")
+    if not realised:
+        return ["realised: no prediction store (or no pass yet)"]
+    return [f"realised v{realised['version']}: {summary(realised)}"]
 
 
 def worker_labels(points: list[dict[str, Any]]) -> dict[str, str]:

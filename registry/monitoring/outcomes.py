@@ -48,12 +48,13 @@ OUTCOMES = ("accepted", "duplicate", "unknown", "expired")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS prediction (
     request_id TEXT NOT NULL, row_index INTEGER NOT NULL, deployment TEXT NOT NULL,
-    version INTEGER NOT NULL, t REAL NOT NULL, prediction TEXT NOT NULL,
+    model TEXT NOT NULL, version INTEGER NOT NULL, t REAL NOT NULL, prediction TEXT NOT NULL,
     confidence REAL, probabilities TEXT,
     PRIMARY KEY (request_id, row_index)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS prediction_by_time ON prediction (t);
 CREATE INDEX IF NOT EXISTS prediction_by_version ON prediction (deployment, version, t);
+CREATE INDEX IF NOT EXISTS prediction_by_model ON prediction (model, version, t);
 CREATE TABLE IF NOT EXISTS label (
     request_id TEXT NOT NULL, row_index INTEGER NOT NULL, label TEXT NOT NULL, t REAL NOT NULL,
     PRIMARY KEY (request_id, row_index)
@@ -157,10 +158,11 @@ class OutcomeStore:
 
     # ------------------------------------------------------------------ writes
     def add_predictions(self, rows: Iterable[tuple[Any, ...]], dropped: int = 0) -> None:
-        """Rows of (request_id, row, deployment, version, t, prediction JSON, confidence, probabilities
-        JSON); a repeated (request_id, row) replaces the older one. `dropped`: rows lost meanwhile."""
+        """Rows of (request_id, row, deployment, model, version, t, prediction JSON, confidence,
+        probabilities JSON); a repeated (request_id, row) replaces the older one. `dropped`: rows lost
+        meanwhile."""
         with self._write() as db:
-            db.executemany("INSERT OR REPLACE INTO prediction VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            db.executemany("INSERT OR REPLACE INTO prediction VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             if dropped:
                 _count(db, "predictions_dropped", dropped)
 
@@ -241,23 +243,26 @@ class OutcomeStore:
         query = "SELECT DISTINCT version FROM prediction WHERE deployment=? AND t>=? ORDER BY version"
         return [v for (v,) in self.db.execute(query, (deployment, since))]
 
-    def predicted(self, deployment: str, version: int, since: float, until: float = float("inf")) -> int:
-        query = "SELECT COUNT(*) FROM prediction WHERE deployment=? AND version=? AND t>=? AND t<?"
-        return int(self.db.execute(query, (deployment, version, since, until)).fetchone()[0])
+    def predicted(
+        self, name: str, version: int, since: float, until: float = float("inf"), by: str = "deployment"
+    ) -> int:
+        """Predictions of version `version` of deployment (`by="model"`: model) `name` in [since, until)."""
+        query = f"SELECT COUNT(*) FROM prediction WHERE {_column(by)}=? AND version=? AND t>=? AND t<?"
+        return int(self.db.execute(query, (name, version, since, until)).fetchone()[0])
 
     def joined(
-        self, deployment: str, version: int, since: float, until: float = float("inf")
+        self, name: str, version: int, since: float, until: float = float("inf"), by: str = "deployment"
     ) -> list[tuple[Any, Any, Any, float]]:
         """(prediction, label, probabilities or None, seconds from prediction to label) of the
-        labelled predictions of one version made in [since, until)."""
+        labelled predictions of one version (see `predicted`) made in [since, until)."""
         query = (
             "SELECT p.prediction, l.label, p.probabilities, l.t - p.t FROM prediction p"
             " JOIN label l ON l.request_id = p.request_id AND l.row_index = p.row_index"
-            " WHERE p.deployment=? AND p.version=? AND p.t>=? AND p.t<?"
+            f" WHERE p.{_column(by)}=? AND p.version=? AND p.t>=? AND p.t<?"
         )
         return [
             (orjson.loads(p), orjson.loads(lab), orjson.loads(pr) if pr is not None else None, d)
-            for p, lab, pr, d in self.db.execute(query, (deployment, version, since, until))
+            for p, lab, pr, d in self.db.execute(query, (name, version, since, until))
         ]
 
     def recent_minutes(self, since: float) -> list[tuple[str, int, float]]:
@@ -276,6 +281,12 @@ class OutcomeStore:
         return list(self.db.execute(query, (received_since,)))
 
 
+def _column(by: str) -> str:
+    if by not in ("deployment", "model"):
+        raise ValueError(f"predictions are kept by deployment or model, not {by!r}")
+    return by
+
+
 def _count(db: sqlite3.Connection, name: str, by: int) -> None:
     db.execute(
         "INSERT INTO counter VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
@@ -290,9 +301,15 @@ class PredictionRecorder:
     queue drops the request's rows and counts them. The thread writes every `every` seconds."""
 
     def __init__(
-        self, path: Path, deployment: str, version: int, max_rows: int = 100_000, every: float = 0.5
+        self,
+        path: Path,
+        deployment: str,
+        model: str,
+        version: int,
+        max_rows: int = 100_000,
+        every: float = 0.5,
     ) -> None:
-        self.path, self.deployment, self.version = path, deployment, version
+        self.path, self.deployment, self.model, self.version = path, deployment, model, version
         self.max_rows, self.every = max_rows, every
         self._queue: list[tuple[str, float, list[Any], list[Any] | None]] = []
         self._rows = 0
@@ -334,6 +351,7 @@ class PredictionRecorder:
                 rid,
                 i,
                 self.deployment,
+                self.model,
                 self.version,
                 t,
                 orjson.dumps(value),

@@ -31,13 +31,15 @@ def realised(
     output: dict[str, Any],
     since: float,
     until: float = float("inf"),
+    by: str = "deployment",
 ) -> dict[str, Any] | None:
-    """The realised performance of one version's predictions made in [since, until), or None when
-    it made none. `output` is the version's output description (kind, classes)."""
-    predicted = store.predicted(deployment, version, since, until)
+    """The realised performance of one version's predictions made in [since, until) by deployment
+    (or, `by="model"`, model) `deployment`, or None when it made none. `output` is the version's
+    output description (kind, classes)."""
+    predicted = store.predicted(deployment, version, since, until, by)
     if not predicted:
         return None
-    pairs = store.joined(deployment, version, since, until)
+    pairs = store.joined(deployment, version, since, until, by)
     figures: dict[str, Any] = {
         "version": version,
         "kind": output.get("kind", "regression"),
@@ -207,3 +209,19 @@ def read_performance_rollups(
         query = query.where(_TABLE.c.at >= since)
     with db.connect() as conn:
         return [dict(row) for row in conn.execute(query.order_by(_TABLE.c.at, _TABLE.c.version)).mappings()]
+
+
+def live_by_version(
+    home: Path, versions: dict[int, dict[str, Any]], model: str, window: float, now: float
+) -> dict[int, dict[str, Any] | None]:
+    """Realised performance of each version of `model` (`{version: output description}`) over the
+    predictions of the last `window` seconds, across its deployments; {} when nothing was stored."""
+    from registry.monitoring.outcomes import store_path
+
+    path = store_path(home)
+    if not path.exists():
+        return {}
+    with OutcomeStore(path) as store:
+        return {
+            v: realised(store, model, v, output, now - window, by="model") for v, output in versions.items()
+        }

@@ -236,7 +236,9 @@ def _load(options: argparse.Namespace) -> tuple[ClosingWhenDraining, Any]:
     outcomes = (
         None
         if options.no_prediction_store
-        else PredictionRecorder(store_path(Path(options.home)), options.deployment, options.version)
+        else PredictionRecorder(
+            store_path(Path(options.home)), options.deployment, options.model, options.version
+        )
     )
     app = ClosingWhenDraining(
         create_app(

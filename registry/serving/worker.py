@@ -156,7 +156,7 @@ def run_server(
         otlp, deployment=predictor.info.name, model=predictor.info.name, version=predictor.info.version
     )
     info = predictor.info
-    outcomes = PredictionRecorder(store, info.name, info.version) if store is not None else None
+    outcomes = PredictionRecorder(store, info.name, info.name, info.version) if store is not None else None
     app = create_app(
         predictor,
         max_body_bytes=max_body_bytes,
