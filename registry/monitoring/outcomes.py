@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import re
 import sqlite3
@@ -212,7 +213,7 @@ class OutcomeStore:
                 "SELECT t FROM prediction ORDER BY t DESC LIMIT 1 OFFSET ?", (max_rows,)
             ).fetchone()
             if edge is not None:
-                cutoff = max(cutoff, edge[0] + 1e-9)
+                cutoff = max(cutoff, math.nextafter(edge[0], math.inf))  # that row goes too
             db.execute(  # labels go with their predictions
                 "DELETE FROM label WHERE (request_id, row_index) IN"
                 " (SELECT request_id, row_index FROM prediction WHERE t < ?)",
