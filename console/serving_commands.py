@@ -150,6 +150,12 @@ def deploy(
         bool,
         typer.Option("--no-monitoring", help="Leave out metrics and input sampling (to measure their cost)."),
     ] = False,
+    no_prediction_store: Annotated[
+        bool,
+        typer.Option(
+            "--no-prediction-store", help="Keep no predictions for labels (no realised performance)."
+        ),
+    ] = False,
     predict_timeout: PredictTimeout = None,
     max_connections: MaxConnections = None,
     idle_timeout: IdleTimeout = None,
@@ -168,6 +174,7 @@ def deploy(
         "redact": redact,
         "no_auth": no_auth,
         "monitoring": not no_monitoring,
+        "prediction_store": not no_prediction_store,
         "max_connections": max_connections,
         "idle_timeout": idle_timeout,
         "header_timeout": header_timeout,

@@ -30,7 +30,14 @@ from registry.monitoring.outcomes import OutcomeStore, store_path
 from registry.monitoring.performance import read_performance_rollups
 from registry.serving.client import SupervisorClient
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.anyio]  # anyio's pytest plugin runs the async test
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
 SUPERVISOR_ARGS = ("--drain-grace=2", "--drift-every=1", "--metrics=127.0.0.1:0")
 
 
@@ -62,7 +69,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     from sklearn.datasets import load_diabetes
     from sklearn.linear_model import LinearRegression
 
-    with iris_home(tmp_path_factory, "feedback", (1.0,)) as home:
+    with iris_home(tmp_path_factory, "feedback", (1.0, 0.5)) as home:
         X, y = load_diabetes(return_X_y=True, as_frame=True)
         with Registry(home=home) as reg:
             reg.register(LinearRegression().fit(X, y), "diabetes", reference=X)
@@ -344,3 +351,49 @@ def test_feedback_needs_the_token_beyond_loopback(stack: Stack) -> None:
         assert allowed.status_code == 200 and allowed.json()["unknown"] == 1
     finally:
         stack.client.stop("iris-public")
+
+
+async def test_the_console_shows_realised_performance_in_the_monitor_and_the_version_diff(
+    stack: Stack,
+) -> None:
+    from console_deck import settle
+    from console_deck import wait_until as pilot_wait_until
+
+    from console.app import ModeldeckApp
+    from console.screens.diff import DiffScreen
+    from console.screens.monitor import MonitorScreen
+
+    rows, truth = iris_data()
+    port = free_port()
+    stack.client.deploy("iris:2", name="iris-two", port=port)
+    try:
+        for url in (stack.iris, f"http://127.0.0.1:{port}"):
+            answers = predict_batches(url, rows[:60], 10)
+            labels = [
+                {"request_id": rid, "labels": truth[i * 10 : i * 10 + 10]}
+                for i, (rid, _) in enumerate(answers)
+            ]
+            assert httpx.post(f"{url}/feedback", json=labels, timeout=10).json()["accepted"] == 60
+        two = wait_until(
+            lambda: (r := stack.realised("iris-two")) and r["labelled"] == 60 and r, what="figures"
+        )
+        one = wait_until(
+            lambda: (r := stack.realised("iris")) and r.get("accuracy") is not None and r, what="v1"
+        )
+        app = ModeldeckApp(stack.home, refresh_seconds=0.2)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await app.push_screen(MonitorScreen("iris"))
+            with httpx.Client(base_url=stack.iris, timeout=10) as client:
+                for _ in range(3):  # the monitor redraws when new points arrive
+                    client.post("/invocations", json=ROW)
+                    await pilot.pause(1.0)
+            shown = lambda: str(app.screen.query_one("#performance").render())  # noqa: E731
+            await pilot_wait_until(pilot, lambda: "realised v1" in shown())
+            assert f"realised v1: accuracy {one['accuracy']:.3f}" in shown().replace("\n", " ")
+            await app.push_screen(DiffScreen("iris", 1, 2))
+            await settle(pilot, app)
+            live = {r.field: (r.left, r.right) for r in app.screen.rows if r.section == "live performance"}
+            assert live["accuracy"][1] == f"{two['accuracy']:.6g}" and live["accuracy"][0] != "-"
+            assert live["labelled"][1] == "60 (100%)"
+    finally:
+        stack.client.stop("iris-two")
