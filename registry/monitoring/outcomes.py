@@ -25,7 +25,6 @@ import re
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +52,6 @@ CREATE TABLE IF NOT EXISTS prediction (
     confidence REAL, probabilities TEXT,
     PRIMARY KEY (request_id, row_index)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS prediction_by_time ON prediction (t);
 CREATE INDEX IF NOT EXISTS prediction_by_version ON prediction (deployment, version, t);
 CREATE INDEX IF NOT EXISTS prediction_by_model ON prediction (model, version, t);
 CREATE TABLE IF NOT EXISTS label (
@@ -69,7 +67,7 @@ def request_id(given: str | None) -> str:
     """The client's request id if it is a sane token (letters, digits, `._:-`, up to 128), else new."""
     if given and _SANE_ID.fullmatch(given):
         return given
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # as random as uuid4().hex, at a tenth of its cost
 
 
 def store_path(home: Path) -> Path:
