@@ -172,6 +172,23 @@ DRIFT = {
 }
 
 
+#: Realised performance of the serving version, as the supervisor reports it (labels sent as feedback).
+PERFORMANCE = {
+    "realised": {
+        "version": 2,
+        "kind": "classification",
+        "predicted": 1200,
+        "labelled": 900,
+        "coverage": 0.75,
+        "delay": 5400.0,
+        "accuracy": 0.9511,
+        "f1": 0.9487,
+        "log_loss": 0.1432,
+    },
+    "estimated": None,
+}
+
+
 @pytest.fixture
 def app(home: Path, monkeypatch: pytest.MonkeyPatch):
     """The console on the pinned registry; the monitor shows the fixed points instead of asking."""
@@ -185,6 +202,7 @@ def app(home: Path, monkeypatch: pytest.MonkeyPatch):
                 self.points.extend(_points())
                 self.drift = DRIFT
                 self.drift_shares = list(DRIFT_SHARES)
+                self.performance = PERFORMANCE
             self._fresh = True
             return OverviewScreen.load(self)
 

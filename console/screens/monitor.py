@@ -201,12 +201,13 @@ def version_figures(points: list[dict[str, Any]]) -> list[str]:
 
 def realised_phrases(performance: dict[str, Any]) -> list[str]:
     """The realised-performance line: the serving version's figures from labels, or why there are none."""
-    from registry.monitoring.performance import summary
+    from registry.monitoring.performance import summary_parts
 
     realised = performance.get("realised")
     if not realised:
         return ["realised: no prediction store (or no pass yet)"]
-    return [f"realised v{realised['version']}: {summary(realised)}"]
+    metrics, coverage = summary_parts(realised)
+    return [f"realised v{realised['version']}: {metrics}", *([coverage] if coverage else [])]
 
 
 def worker_labels(points: list[dict[str, Any]]) -> dict[str, str]:

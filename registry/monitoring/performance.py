@@ -95,19 +95,19 @@ def score(pairs: list[tuple[Any, Any, Any, float]], output: dict[str, Any]) -> d
 
 def summary(figures: dict[str, Any] | None) -> str:
     """One line for a person: the metrics, coverage and delay, or why there is nothing yet."""
+    return ", ".join(part for part in summary_parts(figures) if part)
+
+
+def summary_parts(figures: dict[str, Any] | None) -> tuple[str, str]:
+    """The metrics, and the coverage and delay (each may be empty), to show as one line or two."""
     if not figures or not figures.get("predicted"):
-        return "no predictions recorded yet"
-    parts = [
-        f"{name} {figures[name]:.3f}"
-        for name in ("accuracy", "f1", "log_loss", "mae", "rmse")
-        if name in figures
-    ]
-    parts.append(f"coverage {figures['coverage']:.0%} ({figures['labelled']}/{figures['predicted']})")
+        return "no predictions recorded yet", ""
+    names = ("accuracy", "f1", "log_loss", "mae", "rmse")
+    metrics = ", ".join(f"{name.replace('_', ' ')} {figures[name]:.3f}" for name in names if name in figures)
+    coverage = f"coverage {figures['coverage']:.0%} ({figures['labelled']}/{figures['predicted']})"
     if figures.get("delay") is not None:
-        parts.append(f"delay {_duration(figures['delay'])}")
-    if not figures["labelled"]:
-        parts.insert(0, "no labels yet")
-    return ", ".join(parts)
+        coverage += f", delay {_duration(figures['delay'])}"
+    return (metrics or "no labels yet"), coverage
 
 
 def _duration(seconds: float) -> str:
