@@ -328,7 +328,7 @@ def _print_realised(deployments: list[dict[str, Any]]) -> None:
 
     for d in deployments:
         realised = (d.get("performance") or {}).get("realised")
-        if realised:
+        if realised and realised.get("predicted"):
             output.out.print(f"{d['name']} v{realised['version']} realised: {summary(realised)}")
 
 

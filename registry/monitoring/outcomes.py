@@ -103,20 +103,19 @@ def parse_labels(body: Any) -> list[Label]:
         if not isinstance(rid, str) or not _SANE_ID.fullmatch(rid):
             raise LabelError(f"{where}.request_id".lstrip("."), "request_id must be a request id string")
         if "labels" in item:
-            values = item["labels"]
+            key, values = "labels", item["labels"]
             if not isinstance(values, list) or not values:
                 raise LabelError(f"{where}.labels".lstrip("."), "labels must be a non-empty list")
-            labels.extend(Label(rid, row, value) for row, value in enumerate(values))
-            continue
-        if "label" not in item:
-            raise LabelError(f"{where}.label".lstrip("."), "each entry needs label (or labels)")
-        row = item.get("row", 0)
-        if isinstance(row, bool) or not isinstance(row, int) or row < 0:
-            raise LabelError(f"{where}.row".lstrip("."), "row must be a non-negative integer")
-        labels.append(Label(rid, row, item["label"]))
-    for label in labels:
-        if label.value is None or isinstance(label.value, dict | list):
-            raise LabelError("label", "a label must be a number or a string")
+            first = 0
+        else:
+            key, values, first = "label", [item.get("label")], item.get("row", 0)
+            if "label" not in item:
+                raise LabelError(f"{where}.label".lstrip("."), "each entry needs label (or labels)")
+            if isinstance(first, bool) or not isinstance(first, int) or first < 0:
+                raise LabelError(f"{where}.row".lstrip("."), "row must be a non-negative integer")
+        if any(value is None or isinstance(value, dict | list) for value in values):
+            raise LabelError(f"{where}.{key}".lstrip("."), "a label must be a number or a string")
+        labels.extend(Label(rid, first + i, value) for i, value in enumerate(values))
     return labels
 
 
@@ -317,7 +316,6 @@ class PredictionRecorder:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
-        self._written = threading.Condition()
         self._store = OutcomeStore(path, shared=True)  # made now: a store that cannot be made fails the start
         self._flushing = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="prediction-store", daemon=True)

@@ -8,6 +8,7 @@ predicted) and label delay (median seconds from prediction to label).
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -131,7 +132,7 @@ class Measured:
 def measure(
     path: Path,
     deployments: dict[str, tuple[str, int]],
-    outputs: dict[tuple[str, int], dict[str, Any]],
+    output_of: Callable[[str, int], dict[str, Any] | None],
     window: float,
     labelled_since: float,
     now: float,
@@ -139,14 +140,17 @@ def measure(
     """Realised performance of each deployment (`{name: (model, serving version)}`) over the
     predictions of the last `window` seconds: the serving version's figures, with every version's
     under `versions`; and the minute rollups whose figures changed since `labelled_since` (new labels
-    or new predictions). `outputs` gives each (model, version)'s output description."""
+    or new predictions). `output_of(model, version)` is that version's output description."""
     realised_now: dict[str, dict[str, Any]] = {}
     rollups: list[dict[str, Any]] = []
     with OutcomeStore(path) as store:
         for name, (model, serving) in deployments.items():
             versions = sorted(set(store.versions(name, now - window)) | {serving})
+            outputs = {v: output_of(model, v) for v in versions}
             figures = {
-                v: realised(store, name, v, outputs.get((model, v), {}), now - window) for v in versions
+                v: realised(store, name, v, output, now - window)
+                for v, output in outputs.items()
+                if output is not None
             }
             current = figures.get(serving)
             realised_now[name] = {
@@ -159,7 +163,8 @@ def measure(
             if name not in deployments:
                 continue
             model = deployments[name][0]
-            figures = realised(store, name, version, outputs.get((model, version), {}), start, start + 60)
+            output = output_of(model, version)
+            figures = None if output is None else realised(store, name, version, output, start, start + 60)
             if figures is not None:
                 rollups.append(_rollup_row(name, model, version, start, figures))
         return Measured(realised_now, rollups, store.counters(), store.size())

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from registry.errors import RegistryError
 from registry.monitoring.drift import Profile, UnusableProfile
 from registry.monitoring.outcomes import DEFAULT_MAX_AGE, DEFAULT_MAX_ROWS, OutcomeStore, store_path
 from registry.monitoring.performance import measure, prune_performance_rollups, write_performance_rollups
@@ -246,11 +247,9 @@ class Scraper:
         if not path.exists():
             return
         deployments = {r.spec.name: (r.spec.model, r.spec.version) for r in runtimes}
-        for model, version in set(deployments.values()):
-            await self._output((model, version))
         started = time.time()
         measured = await asyncio.to_thread(
-            measure, path, deployments, self._outputs, self.performance_window, self._labelled_since, now
+            measure, path, deployments, self._output, self.performance_window, self._labelled_since, now
         )
         self._labelled_since = started - 1.0  # labels stored during the pass are seen by the next
         self.realised = measured.realised
@@ -266,14 +265,15 @@ class Scraper:
             store.prune(self.store_rows, self.store_age)
         prune_performance_rollups(db, self.retention[60])
 
-    async def _output(self, key: tuple[str, int]) -> None:
-        for other in range(key[1] - 1, key[1] + 2):  # neighbours too: the diff compares versions
-            if (key[0], other) not in self._outputs and other > 0:
-                try:
-                    info = await asyncio.to_thread(self.supervisor.registry.get, f"{key[0]}:{other}")
-                except Exception:
-                    continue
-                self._outputs[key[0], other] = info.output
+    def _output(self, model: str, version: int) -> dict[str, Any] | None:
+        """What version `version` of `model` answers (classes or a value), from the registry once;
+        None for a version it no longer has (deleted: its predictions are not scored)."""
+        if (model, version) not in self._outputs:
+            try:
+                self._outputs[model, version] = self.supervisor.registry.get(f"{model}:{version}").output
+            except RegistryError:
+                return None
+        return self._outputs[model, version]
 
     def snapshot(self, cursor: int = 0, name: str | None = None) -> dict[str, Any]:
         """What a console needs per refresh: the newest point, the points after `cursor`, drift."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from functools import cache
@@ -237,9 +238,12 @@ def create_app(
                 raise InputError(400, "invalid_json", f"the body is not JSON: {exc}", field="body") from None
             except LabelError as exc:
                 raise InputError(422, "invalid_feedback", str(exc), field=exc.field) from None
+            return answer(200, await asyncio.to_thread(outcomes.add_labels, labels))
+        except sqlite3.Error as exc:  # locked past its timeout, disk full: the client may retry
+            log.warning("could not store labels: %s", exc)
+            return refuse(request, InputError(503, "store_unavailable", f"labels not stored, retry: {exc}"))
         except InputError as exc:
             return refuse(request, exc)
-        return answer(200, await asyncio.to_thread(outcomes.add_labels, labels))
 
     async def model_metadata(request: Request) -> Response:
         try:
