@@ -378,7 +378,6 @@ def serve(
     otlp: serving_commands.ServeOtlp = None,
 ) -> None:
     """Serve one version in the foreground (for containers and debugging); Ctrl-C stops it."""
-    from registry.monitoring.outcomes import store_path
     from registry.serving.connections import ConnectionLimits
     from registry.serving.options import check_host, check_options, check_port
     from registry.serving.worker import bind_socket, is_loopback, load_predictor, run_server, serving_token
@@ -419,7 +418,7 @@ def serve(
         predict_timeout=predict_timeout,
         limits=ConnectionLimits(**{key: given[key] for key in limits if key in given}),
         otlp=otlp,
-        store=store_path(reg.settings.home),
+        home=reg.settings.home,
     )
 
 

@@ -397,3 +397,17 @@ async def test_the_console_shows_realised_performance_in_the_monitor_and_the_ver
             assert live["labelled"][1] == "60 (100%)"
     finally:
         stack.client.stop("iris-two")
+
+
+def test_a_store_that_cannot_be_opened_leaves_serving_on_and_feedback_says_why(tmp_path: Path) -> None:
+    from oip_servers import iris, register, serving
+
+    home = tmp_path / "home"
+    env = register(home, {"iris": iris()})
+    (home / "outcomes").write_text("a file where the store's directory goes")
+    with serving(env, tmp_path, {"iris": ["iris:1"]}) as started, started["iris"].client() as http:
+        answered = http.post("/invocations", json=ROW)
+        assert answered.status_code == 200 and answered.headers["x-request-id"]
+        refused = http.post("/feedback", json={"request_id": answered.headers["x-request-id"], "label": 0})
+        assert refused.status_code == 503 and error_of(refused)["code"] == "no_prediction_store"
+    assert "no prediction store" in (tmp_path / "iris.log").read_text()

@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from registry.files import open_private, private_dirs
+from registry.files import UnsafePath, open_private, private_dirs
 
 log = logging.getLogger("modeldeck.outcomes")
 
@@ -316,7 +316,7 @@ class PredictionRecorder:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
-        self._store = OutcomeStore(path, shared=True)  # made now: a store that cannot be made fails the start
+        self._store = OutcomeStore(path, shared=True)  # opened now: a store that cannot be opened says so
         self._flushing = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="prediction-store", daemon=True)
         self._thread.start()
@@ -387,3 +387,13 @@ class PredictionRecorder:
             if self._stop:
                 return
             self.flush()
+
+
+def open_recorder(home: Path, deployment: str, model: str, version: int) -> PredictionRecorder | None:
+    """A worker's recorder for the store of `home`, or None (logged) when the store cannot be opened
+    (a full disk, a damaged or unsafe file): the worker serves on without it."""
+    try:
+        return PredictionRecorder(store_path(home), deployment, model, version)
+    except (sqlite3.Error, OSError, UnsafePath) as exc:
+        log.warning("no prediction store (predictions are not kept for labels): %s", exc)
+        return None

@@ -224,7 +224,7 @@ async def _serve_monitoring(state: Any, path: Path) -> None:
 
 def _load(options: argparse.Namespace) -> tuple[ClosingWhenDraining, Any]:
     from registry.core import Registry
-    from registry.monitoring.outcomes import PredictionRecorder, store_path
+    from registry.monitoring.outcomes import open_recorder
     from registry.serving.server import create_app
     from registry.serving.telemetry import start as start_telemetry
     from registry.serving.worker import load_predictor, read_token, server_config
@@ -236,9 +236,7 @@ def _load(options: argparse.Namespace) -> tuple[ClosingWhenDraining, Any]:
     outcomes = (
         None
         if options.no_prediction_store
-        else PredictionRecorder(
-            store_path(Path(options.home)), options.deployment, options.model, options.version
-        )
+        else open_recorder(Path(options.home), options.deployment, options.model, options.version)
     )
     app = ClosingWhenDraining(
         create_app(

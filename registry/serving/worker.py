@@ -141,14 +141,14 @@ def run_server(
     predict_timeout: float | None = None,
     limits: ConnectionLimits | None = None,
     otlp: str | None = None,
-    store: Path | None = None,
+    home: Path | None = None,
 ) -> None:
     """Serve `predictor` on an already bound socket until SIGINT/SIGTERM (graceful). OpenTelemetry
     goes to `otlp` or where the `OTEL_*` environment says (`registry.serving.telemetry`). With
-    `store`, predictions are kept there for labels (`registry.monitoring.outcomes`)."""
+    `home`, predictions are kept in its prediction store for labels (`registry.monitoring.outcomes`)."""
     import uvicorn
 
-    from registry.monitoring.outcomes import PredictionRecorder
+    from registry.monitoring.outcomes import open_recorder
     from registry.serving.logs import limit_repeats
     from registry.serving.telemetry import start as start_telemetry
 
@@ -156,7 +156,7 @@ def run_server(
         otlp, deployment=predictor.info.name, model=predictor.info.name, version=predictor.info.version
     )
     info = predictor.info
-    outcomes = PredictionRecorder(store, info.name, info.name, info.version) if store is not None else None
+    outcomes = open_recorder(home, info.name, info.name, info.version) if home is not None else None
     app = create_app(
         predictor,
         max_body_bytes=max_body_bytes,
