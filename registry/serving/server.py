@@ -237,7 +237,7 @@ def create_app(
             except orjson.JSONDecodeError as exc:
                 raise InputError(400, "invalid_json", f"the body is not JSON: {exc}", field="body") from None
             except LabelError as exc:
-                raise InputError(422, "invalid_feedback", str(exc), field=exc.field) from None
+                raise InputError(422, "invalid_feedback", f"{exc.field}: {exc}", field=exc.field) from None
             return answer(200, await asyncio.to_thread(outcomes.add_labels, labels))
         except sqlite3.Error as exc:  # locked past its timeout, disk full: the client may retry
             log.warning("could not store labels: %s", exc)
