@@ -345,6 +345,10 @@ def test_feedback_needs_the_token_beyond_loopback(stack: Stack) -> None:
         body = {"request_id": "someone", "label": 1}
         refused = httpx.post(f"{url}/feedback", json=body, timeout=10)
         assert refused.status_code == 401 and error_of(refused)["field"] == "Authorization"
+        unauthorized = httpx.post(
+            f"{url}/invocations", json=ROW, headers={"X-Request-ID": "r-401"}, timeout=10
+        )
+        assert unauthorized.status_code == 401 and unauthorized.headers["x-request-id"] == "r-401"
         allowed = httpx.post(
             f"{url}/feedback", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=10
         )

@@ -170,7 +170,16 @@ def create_app(
                 telemetry.record(request, response.status_code, rows, outcome, start)
             return response
 
-        return guarded(run if monitoring else unmonitored)
+        checked = guarded(run if monitoring else unmonitored)
+
+        async def stamped(request: Request) -> Response:
+            """A refusal before the handler (401) carries a request id too."""
+            response = await checked(request)
+            if "x-request-id" not in response.headers:
+                response.headers["x-request-id"] = request_id(request.headers.get("x-request-id"))
+            return response
+
+        return stamped if expected_token is not None else checked
 
     async def invocations(request: Request, body: bytes, rid: str) -> tuple[int, Any, int]:
         rows = payloads.invocation_rows(body, request.headers.get("content-type", ""), predictor.schema)
