@@ -5,13 +5,15 @@ OpenTelemetry export on against off, same run.
     python benchmarks/monitoring_overhead.py --quick   # 4 runs of 2 s
 
 A supervisor (pinned to one core with its workers; wrk on the other) serves the same
-LogisticRegression (20 features) three times, one worker each: deployment `on` with monitoring
+LogisticRegression (20 features) four times, one worker each: deployment `on` with monitoring
 (metrics on every request, input sampling, the supervisor's pull every second and drift every 10 s),
 `off` deployed with `--no-monitoring`, and `otel`: monitoring and OpenTelemetry export (`--otlp`: a
 span per request through the SDK's batch processor, metrics every 60 s) to an OTLP/HTTP sink in this
-process that accepts and discards. wrk goes round the three run by run, single-row requests at
-concurrency 8 and 64 on kept-alive connections. Printed: req/s and p50 per side (medians), the
-per-run ratios on/off and otel/on and their medians. Goal: on/off at least 95%.
+process that accepts and discards, and `nostore`: monitoring without the prediction store (`on/nostore`
+is the store's cost: every prediction queued and written to SQLite by a background thread). wrk goes
+round the four run by run, single-row requests at concurrency 8 and 64 on kept-alive connections.
+Printed: req/s and p50 per side (medians), the per-run ratios on/off, otel/on and on/nostore and their
+medians. Goal: on/off at least 95%.
 """
 
 from __future__ import annotations
@@ -56,9 +58,11 @@ def main(argv: list[str] | None = None) -> None:
             while not client.running():
                 time.sleep(0.05)
             urls = {}
-            for side, monitoring, otlp in (("on", True, "off"), ("off", False, "off"), ("otel", True, sink)):
+            sides = (("on", True, True, "off"), ("off", False, False, "off"), ("otel", True, True, sink))
+            sides += (("nostore", True, False, "off"),)
+            for side, monitoring, store, otlp in sides:
                 port = free_port()
-                options = {"monitoring": monitoring, "otlp": otlp}
+                options = {"monitoring": monitoring, "prediction_store": store, "otlp": otlp}
                 client.deploy("bench:1", name=side, port=port, options=options)
                 urls[side] = f"http://127.0.0.1:{port}"
             rows = []
@@ -71,7 +75,12 @@ def main(argv: list[str] | None = None) -> None:
                         results[side].append(runner.run(urls[side], 1, conc, seconds))
                 medians = {side: statistics.median(r.rps for r in results[side]) for side in urls}
                 p50s = {side: statistics.median(r.p50 for r in results[side]) for side in urls}
-                for name, (a, b) in (("on/off", ("on", "off")), ("otel/on", ("otel", "on"))):
+                pairs = (
+                    ("on/off", ("on", "off")),
+                    ("otel/on", ("otel", "on")),
+                    ("on/nostore", ("on", "nostore")),
+                )
+                for name, (a, b) in pairs:
                     ratios = [x.rps / y.rps for x, y in zip(results[a], results[b], strict=True)]
                     rows.append(
                         [

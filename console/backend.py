@@ -99,6 +99,15 @@ class Backend:
         rows = read_rollups(self.registry.db, deployment, 10, since)
         return [(r["at"].timestamp(), r["drift_share"]) for r in rows if r["drift_share"] is not None]
 
+    def live_performance(self, left: VersionInfo, right: VersionInfo) -> dict[int, dict[str, Any] | None]:
+        """Realised performance of two versions of a model over the last day (the prediction store)."""
+        import time
+
+        from registry.monitoring.performance import live_by_version
+
+        versions = {left.version: left.output, right.version: right.output}
+        return live_by_version(self.registry.settings.home, versions, left.name, 24 * 3600.0, time.time())
+
     def log_path(self, deployment: str) -> Path:
         return self.client.rundir.deployment_log(deployment)
 

@@ -439,7 +439,43 @@ def serve(
         predict_timeout=predict_timeout,
         limits=ConnectionLimits(**{key: given[key] for key in limits if key in given}),
         otlp=otlp,
+        home=reg.settings.home,
     )
+
+
+@app.command()
+def feedback(
+    file: Annotated[
+        str, typer.Argument(metavar="FILE", help="CSV (request_id[,row],label) or JSON lines; - reads stdin.")
+    ],
+    deployment: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Only this deployment's predictions count as known.")
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Send ground truth for earlier predictions, by request id (the X-Request-ID of each response)."""
+    from console.feedback_file import FeedbackFileError, read_labels
+    from registry.monitoring.outcomes import LabelError, parse_labels
+
+    try:
+        text = sys.stdin.read() if file == "-" else Path(file).read_text()
+        entries = read_labels(text)
+    except (OSError, UnicodeDecodeError, FeedbackFileError) as exc:
+        _fail(f"cannot read labels from {file}: {exc}")
+    if not entries:
+        _fail(f"no labels in {file}")
+    try:
+        parse_labels(entries)  # checked first, so the message names the entry and field
+    except LabelError as exc:
+        _fail(f"bad label in {file}: {exc.field}: {exc}")
+    counts = _run(lambda reg: reg.feedback(entries, deployment=deployment))
+    if json_out:
+        output.print_json(counts)
+    else:
+        output.out.print(
+            f"{counts['accepted']} accepted, {counts['duplicates']} duplicates (last wins), "
+            f"{counts['unknown']} for unknown predictions (kept a day in case they arrive)"
+        )
 
 
 @db_app.command("upgrade")

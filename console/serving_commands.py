@@ -151,6 +151,12 @@ def deploy(
         bool,
         typer.Option("--no-monitoring", help="Leave out metrics and input sampling (to measure their cost)."),
     ] = False,
+    no_prediction_store: Annotated[
+        bool,
+        typer.Option(
+            "--no-prediction-store", help="Keep no predictions for labels (no realised performance)."
+        ),
+    ] = False,
     predict_timeout: PredictTimeout = None,
     max_connections: MaxConnections = None,
     idle_timeout: IdleTimeout = None,
@@ -169,6 +175,7 @@ def deploy(
         "redact": redact,
         "no_auth": no_auth,
         "monitoring": not no_monitoring,
+        "prediction_store": not no_prediction_store,
         "max_connections": max_connections,
         "idle_timeout": idle_timeout,
         "header_timeout": header_timeout,
@@ -310,6 +317,7 @@ def status(json_out: JsonFlag = False) -> None:
             live.get("drift") or "-",
         )
     output.print_table(table)
+    _print_realised(deployments)
     for d in deployments:
         if (d.get("live") or {}).get("drift_reason"):
             output.out.print(f"{d['name']}: {d['live']['drift']}, {d['live']['drift_reason']}")
@@ -331,6 +339,16 @@ def _print_estimates(deployments: list[dict[str, Any]]) -> None:
             output.out.print(f"{d['name']}: {text}", markup=False, highlight=False)
 
 
+def _print_realised(deployments: list[dict[str, Any]]) -> None:
+    """A line per deployment with realised performance (from labels sent as feedback)."""
+    from registry.monitoring.performance import summary
+
+    for d in deployments:
+        realised = (d.get("performance") or {}).get("realised")
+        if realised and realised.get("predicted"):
+            output.out.print(f"{d['name']} v{realised['version']} realised: {summary(realised)}")
+
+
 def _add_live_figures(client: Any, deployments: list[dict[str, Any]]) -> None:
     """Requests/s over the last 10 s, last-minute p99, the drift verdict and the multivariate drift
     signal (see registry.monitoring.multivariate), from the supervisor."""
@@ -348,6 +366,7 @@ def _add_live_figures(client: Any, deployments: list[dict[str, Any]]) -> None:
             "multivariate": (seen.get("drift") or {}).get("multivariate"),
             "performance": seen.get("performance"),
         }
+        d["performance"] = seen.get("performance") or {"realised": None, "estimated": None}
 
 
 def drift_reason(report: dict[str, Any] | None) -> str | None:

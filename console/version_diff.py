@@ -22,8 +22,11 @@ class DiffRow:
         return self.left != self.right
 
 
-def diff_versions(left: VersionInfo, right: VersionInfo) -> list[DiffRow]:
-    """Every field of both versions, section by section; a field one version lacks shows as `-`."""
+def diff_versions(
+    left: VersionInfo, right: VersionInfo, live: dict[int, dict[str, Any] | None] | None = None
+) -> list[DiffRow]:
+    """Every field of both versions, section by section; a field one version lacks shows as `-`.
+    `live` (version -> realised performance, `registry.monitoring.performance`) adds a section."""
     sections: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         "version": (_identity(left), _identity(right)),
         "params": (left.params, right.params),
@@ -32,6 +35,11 @@ def diff_versions(left: VersionInfo, right: VersionInfo) -> list[DiffRow]:
         "tags": (left.tags, right.tags),
         "environment": (_environment(left), _environment(right)),
     }
+    if live:  # only where predictions are stored
+        sections["live performance"] = (
+            _live(live.get(left.version)),
+            _live(live.get(right.version)),
+        )
     rows = []
     for section, (a, b) in sections.items():
         for name in sorted(a.keys() | b.keys(), key=lambda k: (k not in a, k not in b, k)):
@@ -57,6 +65,21 @@ def _signature(v: VersionInfo) -> dict[str, Any]:
     if v.output.get("classes") is not None:
         output += f" {v.output['classes']}"
     return {**columns, "→ output": output}
+
+
+_LIVE = ("accuracy", "f1", "log_loss", "mae", "rmse")
+
+
+def _live(figures: dict[str, Any] | None) -> dict[str, Any]:
+    """A version's realised performance over the last day, as diff fields (`-` where absent)."""
+    if not figures:
+        return {"predictions": 0}
+    fields: dict[str, Any] = {name: figures[name] for name in _LIVE if name in figures}
+    fields["predictions"] = figures["predicted"]
+    fields["labelled"] = f"{figures['labelled']} ({figures['coverage']:.0%})"
+    if figures.get("delay") is not None:
+        fields["label delay (s)"] = round(figures["delay"], 1)
+    return fields
 
 
 def _environment(v: VersionInfo) -> dict[str, Any]:

@@ -246,6 +246,18 @@ class Registry:
             )
         return estimator
 
+    def feedback(self, labels: Any, deployment: str | None = None) -> dict[str, int]:
+        """Store ground truth for earlier predictions, by request id (the `X-Request-ID` of the
+        response): one `{"request_id", "row", "label"}` or `{"request_id", "labels": [...]}`, or a list
+        of them. Returns `{"accepted", "duplicates", "unknown"}` (see `registry.monitoring.outcomes`);
+        with `deployment`, only that deployment's predictions count as known. ValueError (naming the
+        field) for a malformed entry."""
+        from registry.monitoring.outcomes import OutcomeStore, parse_labels
+
+        parsed = parse_labels(labels)
+        with OutcomeStore.of(self.settings.home) as store:
+            return store.add_labels(parsed, deployment=deployment)
+
     def reference(self, ref: str | Ref) -> ReferenceSample | None:
         """The stored reference sample of a version (checksum-verified), or None if it has none."""
         info = self.get(ref)

@@ -159,3 +159,25 @@ class MetricRollup(SQLModel, table=True):
     rss: float | None = None
     drift_status: str | None = Field(default=None, max_length=32)
     drift_share: float | None = None
+
+
+class PerformanceRollup(SQLModel, table=True):
+    """Realised performance of one deployment's version over the predictions it made in one minute,
+    rewritten as their labels arrive (see `registry.monitoring.performance`)."""
+
+    __tablename__ = "performance_rollup"
+    __table_args__ = (UniqueConstraint("deployment", "at", "version", name="uq_performance_window"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    deployment: str = Field(index=True, max_length=128)
+    model: str = Field(max_length=128)
+    version: int
+    at: datetime = Field(index=True)  # minute the predictions were made in, UTC
+    predicted: int = 0
+    labelled: int = 0
+    accuracy: float | None = None
+    f1: float | None = None
+    log_loss: float | None = None
+    mae: float | None = None
+    rmse: float | None = None
+    label_delay: float | None = None  # median seconds from prediction to label

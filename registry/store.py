@@ -34,7 +34,7 @@ from registry.errors import DatabaseError, SchemaTooNew
 from registry.files import private_dirs, tighten
 
 #: The newest schema revision this code knows; must equal the head of `registry/migrations`.
-SCHEMA_HEAD = "0006"
+SCHEMA_HEAD = "0007"
 _WRITE = "modeldeck_write"
 _PG_MIGRATION_LOCK = 0x6D6F64656C  # an arbitrary, fixed advisory-lock key ("model")
 

@@ -310,3 +310,21 @@ def test_mlflow_clients_show_the_servers_error_message(iris_server: Server) -> N
         verify_rest_response(answer, "/invocations")
     assert refused.value.error_code == "INVALID_PARAMETER_VALUE"
     assert str(refused.value).startswith("INVALID_PARAMETER_VALUE: missing column(s) ['sepal length (cm)'")
+
+
+# ---------------------------------------------------------------------- request ids and labels
+def test_each_client_gets_a_request_id_it_can_send_labels_by(iris_server: Server) -> None:
+    from mlflow.utils.rest_utils import MlflowHostCreds, http_request
+
+    triton_answer = triton(iris_server).infer("iris", per_column(IRIS_COLUMNS), request_id="triton-1")
+    assert triton_answer.get_response()["id"] == "triton-1"  # OIP: the request's id comes back
+    body = {"id": "kserve-1", "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": ROW}]}
+    assert kserve_call("infer", iris_server.url, body, model_name="iris").id == "kserve-1"
+    mlflow_answer = http_request(
+        MlflowHostCreds(iris_server.url), "/invocations", "POST", json={"inputs": [ROW]}
+    )
+    mlflow_id = mlflow_answer.headers["X-Request-ID"]
+    assert mlflow_answer.status_code == 200 and len(mlflow_id) == 32
+    labels = [{"request_id": rid, "label": 0} for rid in ("triton-1", "kserve-1", mlflow_id)]
+    with iris_server.client() as http:
+        assert http.post("/feedback", json=labels).json() == {"accepted": 3, "duplicates": 0, "unknown": 0}

@@ -150,3 +150,25 @@ def test_a_locked_database_keeps_rows_and_merges_parts_closed_meanwhile(registry
     rollups.close_all()
     assert [(r["version"], r["requests"]) for r in rollups.pending] == [(1, 20), (2, 10)]
     assert rollups.flush(registry.db) == 2
+
+
+def test_performance_rollups_are_rewritten_as_labels_arrive_and_pruned(registry) -> None:
+    from registry.monitoring.performance import (
+        prune_performance_rollups,
+        read_performance_rollups,
+        write_performance_rollups,
+    )
+
+    minute = datetime.now(UTC).replace(second=0, microsecond=0)
+    row = {"deployment": "iris", "model": "iris", "version": 2, "at": minute, "predicted": 100}
+    early = {**row, "labelled": 10, "accuracy": 0.9, "f1": 0.8, "log_loss": None, "mae": None, "rmse": None}
+    write_performance_rollups(registry.db, [early, {**early, "version": 1, "labelled": 0, "accuracy": None}])
+    write_performance_rollups(
+        registry.db, [{**early, "labelled": 80, "accuracy": 0.95, "label_delay": 3600.0}]
+    )
+    stored = read_performance_rollups(registry.db, "iris")
+    assert [(r["version"], r["labelled"], r["accuracy"]) for r in stored] == [(1, 0, None), (2, 80, 0.95)]
+    assert stored[1]["label_delay"] == 3600.0 and stored[1]["at"] == minute
+    write_performance_rollups(registry.db, [{**early, "at": minute - timedelta(days=40)}])
+    prune_performance_rollups(registry.db, timedelta(days=30))
+    assert [r["at"] for r in read_performance_rollups(registry.db, "iris")] == [minute, minute]

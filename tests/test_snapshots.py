@@ -176,6 +176,31 @@ DRIFT = {
 }
 
 
+#: Performance of the serving version, as the supervisor reports it: realised (labels sent as feedback)
+#: and estimated from the model's calibrated confidence.
+PERFORMANCE = {
+    "realised": {
+        "version": 2,
+        "kind": "classification",
+        "predicted": 1200,
+        "labelled": 900,
+        "coverage": 0.75,
+        "delay": 5400.0,
+        "accuracy": 0.9511,
+        "f1": 0.9487,
+        "log_loss": 0.1432,
+    },
+    "estimated": {
+        "version": 2,
+        "accuracy": 0.9432,
+        "f1": 0.9401,
+        "calibrated": True,
+        "rows": 2048,
+        "std_error": 0.0051,
+    },
+}
+
+
 @pytest.fixture
 def app(home: Path, monkeypatch: pytest.MonkeyPatch):
     """The console on the pinned registry; the monitor shows the fixed points instead of asking."""
@@ -189,6 +214,7 @@ def app(home: Path, monkeypatch: pytest.MonkeyPatch):
                 self.points.extend(_points())
                 self.drift = DRIFT
                 self.drift_shares = list(DRIFT_SHARES)
+                self.performance = PERFORMANCE
             self._fresh = True
             return OverviewScreen.load(self)
 

@@ -39,7 +39,7 @@ class DiffScreen(OverviewScreen):
             backend.version(f"{self.model}:{self.left}"),
             backend.version(f"{self.model}:{self.right}"),
         )
-        self.rows = diff_versions(left, right)
+        self.rows = diff_versions(left, right, backend.live_performance(left, right))
         return super().load()
 
     def show(self, overview: Overview) -> None:

@@ -30,6 +30,7 @@ class MonitorScreen(OverviewScreen):
     DEFAULT_CSS = """
     MonitorScreen #drift { height: 1fr; }
     MonitorScreen #summary { height: auto; padding: 0 1; }
+    MonitorScreen #performance { height: auto; padding: 0 1; }
     """
 
     def __init__(self, deployment: str) -> None:
@@ -39,7 +40,7 @@ class MonitorScreen(OverviewScreen):
         self.cursor = 0
         self.drift: dict[str, Any] | None = None
         #: {"realised": ..., "estimated": ...} of the serving version, from the supervisor
-        self.performance: dict[str, Any] | None = None
+        self.performance: dict[str, Any] = {}
         #: (time, drifted share of features): stored rollups first, then each new report
         self.drift_shares: list[tuple[float, float]] = []
         self._history_read = False
@@ -47,6 +48,7 @@ class MonitorScreen(OverviewScreen):
 
     def body(self) -> ComposeResult:
         yield Static(f" {self.deployment}: waiting for data", id="summary", markup=False)
+        yield Static("", id="performance", markup=False)
         with ChartGrid(id="charts"):
             yield Chart(id="traffic")
             yield Chart(id="latency")
@@ -75,7 +77,7 @@ class MonitorScreen(OverviewScreen):
         self.points.extend(new)
         self.cursor = answer["cursor"]
         self.drift = seen.get("drift")
-        self.performance = seen.get("performance")
+        self.performance = seen.get("performance") or {}
         judged = self.drift and self.drift.get("status") in ("ok", "warn", "drift")
         if judged and (not self.drift_shares or self.drift["t"] > self.drift_shares[-1][0]):
             self.drift_shares.append((self.drift["t"], self.drift["drifted_share"]))
@@ -99,9 +101,9 @@ class MonitorScreen(OverviewScreen):
         if multivariate := multivariate_text(self.drift):
             phrases.append(f"multivariate: {multivariate}")
         phrases += version_figures(points)
-        lines = [pack(phrases, (summary.size.width or self.app.size.width) - 3)]
-        lines += [f" {line}" for line in performance_lines(self.performance)]
-        summary.update("\n".join(lines))
+        width = (summary.size.width or self.app.size.width) - 3
+        summary.update(pack(phrases, width))
+        self.query_one("#performance", Static).update(performance_text(self.performance, width))
         seconds_ago = [p["t"] - last["t"] for p in points]  # the x axis of the live charts
         self.query_one("#traffic", Chart).plot(
             "requests/s", by_version(points, "req/s", lambda p: p["rps"]), xs=seconds_ago
@@ -198,6 +200,17 @@ def version_figures(points: list[dict[str, Any]]) -> list[str]:
     return texts
 
 
+def realised_phrases(performance: dict[str, Any]) -> list[str]:
+    """The realised-performance line: the serving version's figures from labels, or why there are none."""
+    from registry.monitoring.performance import summary_parts
+
+    realised = performance.get("realised")
+    if not realised:
+        return ["realised: no prediction store (or no pass yet)"]
+    metrics, coverage = summary_parts(realised)
+    return [f"realised v{realised['version']}: {metrics}", *([coverage] if coverage else [])]
+
+
 def worker_labels(points: list[dict[str, Any]]) -> dict[str, str]:
     """pid -> `worker 1` (one version in the window) or `v2 worker 1`: the workers of a point serve
     its version, numbered per version in the order they appear."""
@@ -213,12 +226,14 @@ def worker_labels(points: list[dict[str, Any]]) -> dict[str, str]:
     return labels
 
 
-def performance_lines(performance: dict[str, Any] | None) -> list[str]:
-    """The serving version's performance, a line per figure (estimated before labels arrive)."""
+def performance_text(performance: dict[str, Any], width: int) -> str:
+    """The serving version's performance: realised (from labels) and, below it, estimated (before labels
+    arrive)."""
     from console.performance_text import estimated_text
 
-    estimated = estimated_text((performance or {}).get("estimated"))
-    return [estimated] if estimated else []
+    lines = [pack(realised_phrases(performance), width)]
+    estimated = estimated_text(performance.get("estimated"))
+    return "\n".join([*lines, *([estimated] if estimated else [])])
 
 
 def pack(phrases: list[str], width: int, separator: str = " · ") -> str:

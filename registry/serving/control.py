@@ -131,6 +131,7 @@ _OPTION_TYPES: dict[str, type] = {
     "redact": bool,
     "no_auth": bool,
     "monitoring": bool,
+    "prediction_store": bool,
     "predict_timeout": float,
 }
 _TYPE_NAMES = {

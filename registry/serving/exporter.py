@@ -141,6 +141,7 @@ class SupervisorCollector:
         yield from (*per_feature.values(), share, level)
         yield from _multivariate_drift(self.supervisor)
         yield from _estimated(self.supervisor, scraper.estimates.figures)
+        yield from _realised(self.supervisor)
         yield _restarts(self.supervisor)
         yield from _monitoring_health(scraper)
         host = scraper.host
@@ -221,6 +222,57 @@ def _estimated(supervisor: Supervisor, figures: dict[str, dict[str, Any]]) -> It
             if estimated.get(metric) is not None:
                 family.add_metric(values, estimated[metric])
     yield from families.values()
+
+
+_REALISED = {
+    "accuracy": "Realised accuracy: predictions of the last day that got a label, compared with it.",
+    "f1": "Realised macro F1 over the labelled predictions of the last day.",
+    "log_loss": "Realised log loss (only where class probabilities were stored).",
+    "mae": "Realised mean absolute error over the labelled predictions of the last day.",
+    "rmse": "Realised root mean squared error over the labelled predictions of the last day.",
+}
+
+
+def _realised(supervisor: Supervisor) -> Iterator[Metric]:
+    """Realised performance per deployment and version, label coverage and delay, labels received."""
+    base = ["deployment", "model", "version"]
+    families = {
+        key: GaugeMetricFamily(f"modeldeck_realised_{key}", text, labels=base)
+        for key, text in _REALISED.items()
+    }
+    coverage = GaugeMetricFamily(
+        "modeldeck_label_coverage_ratio", "Share of the last day's predictions that got a label.", labels=base
+    )
+    delay = GaugeMetricFamily(
+        "modeldeck_label_delay_seconds", "Median seconds from a prediction to its label.", labels=base
+    )
+    scraper = supervisor.scraper
+    for name, figures in scraper.realised.items():
+        runtime = supervisor.runtimes.get(name)
+        model = runtime.spec.model if runtime else ""
+        for version, each in (figures.get("versions") or {}).items():
+            labels = [name, model, version]
+            coverage.add_metric(labels, each["coverage"])
+            if each.get("delay") is not None:
+                delay.add_metric(labels, each["delay"])
+            for key, family in families.items():
+                if each.get(key) is not None:
+                    family.add_metric(labels, each[key])
+    yield from families.values()
+    yield coverage
+    yield delay
+    received = CounterMetricFamily(
+        "modeldeck_feedback_labels", "Labels received, by outcome.", labels=["outcome"]
+    )
+    counters = scraper.outcomes
+    for outcome in ("accepted", "duplicate", "unknown", "expired"):
+        received.add_metric([outcome], float(counters.get(f"labels_{outcome}", 0)))
+    yield received
+    yield CounterMetricFamily(
+        "modeldeck_predictions_unstored",
+        "Predictions not kept for labels (a worker's queue was full or the store refused them).",
+        value=float(counters.get("predictions_dropped", 0)),
+    )
 
 
 def _restarts(supervisor: Supervisor) -> Metric:

@@ -167,6 +167,8 @@ async def run(options: argparse.Namespace) -> int:
         mode = wanted[0]
         changed.clear()
         if mode == STOP:  # with what it answered since the supervisor's last pull, counted once
+            if app.app.state.outcomes is not None:
+                await asyncio.to_thread(app.app.state.outcomes.close)  # the queued predictions too
             report("stopped", unlogged={"metrics": app.app.state.metrics.snapshot()})
             return 0
         if mode == STANDBY:
@@ -243,6 +245,7 @@ async def _serve_monitoring(state: Any, path: Path) -> None:
 
 def _load(options: argparse.Namespace) -> tuple[ClosingWhenDraining, Any]:
     from registry.core import Registry
+    from registry.monitoring.outcomes import open_recorder
     from registry.serving.server import create_app
     from registry.serving.telemetry import start as start_telemetry
     from registry.serving.worker import load_predictor, read_token, server_config
@@ -251,6 +254,11 @@ def _load(options: argparse.Namespace) -> tuple[ClosingWhenDraining, Any]:
         predictor = load_predictor(reg, f"{options.model}:{options.version}", redact=options.redact)
     token = read_token(Path(options.token_file)) if options.token_file else None  # never "" (no auth)
     batching = {"auto": None, "on": True, "off": False}[options.batching]
+    outcomes = (
+        None
+        if options.no_prediction_store
+        else open_recorder(Path(options.home), options.deployment, options.model, options.version)
+    )
     app = ClosingWhenDraining(
         create_app(
             predictor,
@@ -262,6 +270,7 @@ def _load(options: argparse.Namespace) -> tuple[ClosingWhenDraining, Any]:
             telemetry=start_telemetry(
                 options.otlp, deployment=options.deployment, model=options.model, version=options.version
             ),
+            outcomes=outcomes,
         )
     )
     config = server_config(predictor, app, options.fd, log_config=None, limits=_limits(options))
@@ -297,6 +306,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--batching", choices=["auto", "on", "off"], default="auto")
     parser.add_argument("--redact", action="store_true")
     parser.add_argument("--no-monitoring", action="store_true")
+    parser.add_argument("--no-prediction-store", action="store_true")
     parser.add_argument("--drain-grace", type=float, default=5.0)
     parser.add_argument("--predict-timeout", type=float, default=None)
     parser.add_argument("--otlp", help="OTLP/HTTP URL to export OpenTelemetry to, or off")

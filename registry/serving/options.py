@@ -163,6 +163,7 @@ DEPLOY_OPTIONS: dict[str, Any] = {
     "redact": _check_flag("redact"),
     "no_auth": _check_flag("no_auth"),
     "monitoring": _check_flag("monitoring"),
+    "prediction_store": _check_flag("prediction_store"),
     "max_connections": check_max_connections,
     "idle_timeout": lambda v: check_seconds("idle_timeout", v, positive=True),
     "header_timeout": lambda v: check_seconds("header_timeout", v, positive=True),

@@ -145,6 +145,8 @@ def spawn(spec: WorkerSpec, rundir: RunDir, token_file: Path | None) -> Worker:
         command.append("--redact")
     if options.get("monitoring") is False:
         command.append("--no-monitoring")
+    if options.get("monitoring") is False or options.get("prediction_store") is False:
+        command.append("--no-prediction-store")
     if options.get("predict_timeout"):
         command += ["--predict-timeout", str(float(options["predict_timeout"]))]
     if options.get("otlp"):

@@ -17,11 +17,15 @@ import asyncio
 import logging
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from registry.errors import RegistryError
 from registry.monitoring.drift import Profile, UnusableProfile
+from registry.monitoring.outcomes import DEFAULT_MAX_AGE, DEFAULT_MAX_ROWS, OutcomeStore, store_path
+from registry.monitoring.performance import measure, prune_performance_rollups, write_performance_rollups
 from registry.monitoring.resources import ResourceSampler
 from registry.monitoring.rollups import DEFAULT_RETENTION, Rollups, prune_rollups
 from registry.monitoring.sampling import SKIP
@@ -44,6 +48,8 @@ READ_LIMIT = 16 * 1024 * 1024
 OK, SILENT, BAD = "ok", "silent", "bad"
 #: Pulls between two saves of the drift windows (a killed supervisor loses at most these seconds).
 SAVE_WINDOWS_EVERY = 60
+#: Realised performance is over the predictions of the last day (labels often come hours later).
+PERFORMANCE_WINDOW = 24 * 3600.0
 
 
 class Scraper:
@@ -57,6 +63,7 @@ class Scraper:
         window_rows: int = 10_000,
         window_seconds: float = 3600.0,
         retention: dict[int, timedelta] | None = None,
+        performance_window: float = PERFORMANCE_WINDOW,
     ) -> None:
         self.supervisor = supervisor
         self.interval = interval
@@ -89,6 +96,15 @@ class Scraper:
         self.exposed: set[tuple[str, int, str]] = set()
         self.rollups = Rollups()
         self.retention = retention or DEFAULT_RETENTION
+        #: Realised performance per deployment (`registry.monitoring.performance`), and the store's
+        #: counters (labels by outcome, predictions dropped) and size, as of the last pass.
+        self.realised: dict[str, dict[str, Any]] = {}
+        self.outcomes: dict[str, Any] = {}
+        self.performance_window = performance_window
+        self.store_rows, self.store_age = DEFAULT_MAX_ROWS, DEFAULT_MAX_AGE
+        self._outputs: dict[tuple[str, int], dict[str, Any]] = {}
+        self._labelled_since = 0.0
+        self._last_prune = 0.0
 
     async def run(self) -> None:
         await self.restore_windows()
@@ -157,6 +173,10 @@ class Scraper:
         if time.monotonic() - self._last_drift >= self.drift_every:
             self._last_drift = time.monotonic()
             await self.compute_drift(runtimes, now)
+            try:
+                await self.compute_performance(runtimes, now)
+            except Exception as exc:  # the store is damaged or locked: serving and drift go on
+                log.warning("could not compute realised performance: %s", exc)
         if self.seq % 10 == 0:
             await self.store_rollups(prune=self.seq % 600 == 0)
         if self.seq % SAVE_WINDOWS_EVERY == 0:
@@ -231,6 +251,41 @@ class Scraper:
             except Exception as exc:  # the registry unreachable for now: the next round tries again
                 log.warning("no estimated performance for %s: %s", runtime.spec.name, exc)
 
+    async def compute_performance(self, runtimes: list[Runtime], now: float) -> None:
+        """Realised performance from the prediction store, the changed minute rollups written to the
+        DB; the store is pruned once a minute."""
+        path = store_path(self.supervisor.rundir.home)
+        if not path.exists():
+            return
+        deployments = {r.spec.name: (r.spec.model, r.spec.version) for r in runtimes}
+        started = time.time()
+        measured = await asyncio.to_thread(
+            measure, path, deployments, self._output, self.performance_window, self._labelled_since, now
+        )
+        self._labelled_since = started - 1.0  # labels stored during the pass are seen by the next
+        self.realised = measured.realised
+        self.outcomes = {**measured.counters, **measured.size}
+        db = self.supervisor.registry.db
+        await asyncio.to_thread(write_performance_rollups, db, measured.rollups)
+        if now - self._last_prune >= 60:
+            self._last_prune = now
+            await asyncio.to_thread(self._prune, path, db)
+
+    def _prune(self, path: Path, db: Any) -> None:
+        with OutcomeStore(path) as store:
+            store.prune(self.store_rows, self.store_age)
+        prune_performance_rollups(db, self.retention[60])
+
+    def _output(self, model: str, version: int) -> dict[str, Any] | None:
+        """What version `version` of `model` answers (classes or a value), from the registry once;
+        None for a version it no longer has (deleted: its predictions are not scored)."""
+        if (model, version) not in self._outputs:
+            try:
+                self._outputs[model, version] = self.supervisor.registry.get(f"{model}:{version}").output
+            except RegistryError:
+                return None
+        return self._outputs[model, version]
+
     def snapshot(self, cursor: int = 0, name: str | None = None) -> dict[str, Any]:
         """What a console needs per refresh: the newest point, the points after `cursor`, drift."""
         deployments = {}
@@ -242,12 +297,16 @@ class Scraper:
                 "live": series.points[-1] if series.points else None,
                 "points": points,
                 "drift": self.drift.get(deployment),
-                "performance": {"realised": None, "estimated": self.estimates.figures.get(deployment)},
+                "performance": {
+                    "realised": self.realised.get(deployment),
+                    "estimated": self.estimates.figures.get(deployment),
+                },
             }
         monitoring = {
             "rollups": self.rollups.stats(),
             "pull_errors": dict(self.pull_errors),
             "sample_dropped": dict(self.sample_dropped),
+            "outcomes": dict(self.outcomes),
         }
         return {"cursor": self.seq, "host": self.host, "deployments": deployments, "monitoring": monitoring}
 

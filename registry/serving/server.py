@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import sqlite3
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -24,6 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from registry.monitoring.metrics import CONTENT_TYPE, ServingMetrics
+from registry.monitoring.outcomes import LabelError, PredictionRecorder, parse_labels, request_id
 from registry.monitoring.sampling import InputSampler
 from registry.serving import encodings, oip_binary, oip_types, payloads
 from registry.serving.batching import MicroBatcher
@@ -60,6 +61,7 @@ def create_app(
     monitoring: bool = True,
     predict_timeout: float | None = None,
     telemetry: Telemetry | None = None,
+    outcomes: PredictionRecorder | None = None,
 ) -> Starlette:
     """The app serving `predictor`. With `token`, prediction, metadata and metrics endpoints require
     `Authorization: Bearer <token>`; health checks (live, ready, OIP's model ready) never do.
@@ -67,7 +69,9 @@ def create_app(
     measured cost per call. `monitoring` off leaves out the metrics and the input sample (for
     measuring their cost). Model calls run off the event loop (`registry.serving.calls`); one over
     `predict_timeout` seconds answers 503. Errors take each route's protocol shape (`error_bodies`).
-    `telemetry` (`registry.serving.telemetry.start`) exports a span per request and the metrics."""
+    `telemetry` (`registry.serving.telemetry.start`) exports a span per request and the metrics.
+    Every prediction response carries `X-Request-ID` (the client's, if sane); with `outcomes` each
+    prediction is queued for the prediction store and `POST /feedback` takes labels for them."""
     info = predictor.info
     metrics = metrics or ServingMetrics(info.name, info.version)
     if telemetry is not None and monitoring:
@@ -124,14 +128,21 @@ def create_app(
 
         return check
 
-    def predicting(handler: Callable[[Request, bytes], Awaitable[tuple[int, Any, int]]]) -> Handler:
-        """Read the body within the limit, run `handler`, turn failures into JSON errors, count it."""
+    def predicting(handler: Callable[[Request, bytes, str], Awaitable[tuple[int, Any, int]]]) -> Handler:
+        """Read the body within the limit, run `handler`, turn failures into JSON errors, count it;
+        the response (error or not) carries the request id."""
 
         async def respond(request: Request) -> tuple[Response, int, str]:
             """The response, its row count and its outcome ("ok" or the error's code)."""
+            rid = request_id(request.headers.get("x-request-id"))
+            response, rows, outcome = await answered(request, rid)
+            response.headers["x-request-id"] = getattr(request.state, "request_id", rid)
+            return response, rows, outcome
+
+        async def answered(request: Request, rid: str) -> tuple[Response, int, str]:
             try:
                 body = await read_body(request, max_body_bytes)
-                status, result, rows = await handler(request, body)
+                status, result, rows = await handler(request, body, rid)
                 return (result if isinstance(result, Response) else answer(status, result)), rows, "ok"
             except InputError as exc:
                 return refuse(request, exc), 0, exc.code
@@ -159,15 +170,39 @@ def create_app(
                 telemetry.record(request, response.status_code, rows, outcome, start)
             return response
 
-        return guarded(run if monitoring else unmonitored)
+        checked = guarded(run if monitoring else unmonitored)
 
-    async def invocations(request: Request, body: bytes) -> tuple[int, Any, int]:
+        async def stamped(request: Request) -> Response:
+            """A refusal before the handler (401) carries a request id too."""
+            response = await checked(request)
+            if "x-request-id" not in response.headers:
+                response.headers["x-request-id"] = request_id(request.headers.get("x-request-id"))
+            return response
+
+        return stamped if expected_token is not None else checked
+
+    async def invocations(request: Request, body: bytes, rid: str) -> tuple[int, Any, int]:
         rows = payloads.invocation_rows(body, request.headers.get("content-type", ""), predictor.schema)
-        return 200, {"predictions": await call(payloads.PREDICT, rows)}, len(rows)
+        predictions = await call(payloads.PREDICT, rows)
+        if outcomes is not None:
+            outcomes.record(rid, predictions)
+        return 200, {"predictions": predictions}, len(rows)
 
     datatypes = {payloads.PREDICT: oip_types.predict_datatype(info.output), payloads.PREDICT_PROBA: "FP64"}
 
-    async def infer(request: Request, body: bytes) -> tuple[int, Any, int]:
+    classes = info.output.get("classes") or []
+
+    def record(rid: str, outputs: list[str], results: list[list[Any]]) -> None:
+        """Queue the predictions (a predict_proba-only request's as the likeliest classes)."""
+        by_name = dict(zip(outputs, results, strict=True))
+        probabilities = by_name.get(payloads.PREDICT_PROBA)
+        predictions = by_name.get(payloads.PREDICT)
+        if predictions is None and probabilities is not None and classes:
+            predictions = [classes[max(range(len(p)), key=p.__getitem__)] for p in probabilities]
+        if predictions is not None and outcomes is not None:
+            outcomes.record(rid, predictions, probabilities)
+
+    async def infer(request: Request, body: bytes, given_id: str) -> tuple[int, Any, int]:
         _check_model(request, info)
         header_length = request.headers.get(oip_binary.HEADER)
         parsed = payloads.v2_request(body, predictor.schema, predictor.can_proba, header_length)
@@ -175,10 +210,16 @@ def create_app(
             results = [await call(parsed.outputs[0], parsed.rows)]
         else:
             results = await asyncio.gather(*(call(name, parsed.rows) for name in parsed.outputs))
+        # The header's id, else the body's (what OIP clients set), keys the stored predictions;
+        # the body's `id` echoes the request's, as OIP says.
+        rid = given_id if request.headers.get("x-request-id") == given_id else request_id(parsed.id)
+        request.state.request_id = rid
+        if outcomes is not None:
+            record(rid, parsed.outputs, results)
         result = {
             "model_name": info.name,
             "model_version": str(info.version),
-            "id": parsed.id or str(uuid.uuid4()),
+            "id": parsed.id or rid,
             "outputs": [
                 oip_types.response_tensor(name, values, datatypes[name])
                 for name, values in zip(parsed.outputs, results, strict=True)
@@ -193,6 +234,25 @@ def create_app(
             Response(content, 200, headers=binary_headers, media_type=oip_binary.MEDIA_TYPE),
             len(parsed.rows),
         )
+
+    async def feedback(request: Request) -> Response:
+        """Labels for earlier predictions, by request id (see `registry.monitoring.outcomes`)."""
+        try:
+            if outcomes is None:
+                raise InputError(503, "no_prediction_store", "this server keeps no predictions to label")
+            body = await read_body(request, max_body_bytes)
+            try:
+                labels = parse_labels(orjson.loads(body))
+            except orjson.JSONDecodeError as exc:
+                raise InputError(400, "invalid_json", f"the body is not JSON: {exc}", field="body") from None
+            except LabelError as exc:
+                raise InputError(422, "invalid_feedback", f"{exc.field}: {exc}", field=exc.field) from None
+            return answer(200, await asyncio.to_thread(outcomes.add_labels, labels))
+        except sqlite3.Error as exc:  # locked past its timeout, disk full: the client may retry
+            log.warning("could not store labels: %s", exc)
+            return refuse(request, InputError(503, "store_unavailable", f"labels not stored, retry: {exc}"))
+        except InputError as exc:
+            return refuse(request, exc)
 
     async def model_metadata(request: Request) -> Response:
         try:
@@ -257,6 +317,7 @@ def create_app(
         Route("/invocations", predicting(invocations), methods=["POST"]),
         Route("/v2/models/{name}/infer", predicting(infer), methods=["POST"]),
         Route("/v2/models/{name}/versions/{version}/infer", predicting(infer), methods=["POST"]),
+        Route("/feedback", guarded(feedback), methods=["POST"]),
         Route("/v2", guarded(server_metadata), methods=["GET"]),
         Route("/v2/models/{name}", guarded(model_metadata), methods=["GET"]),
         Route("/v2/models/{name}/versions/{version}", guarded(model_metadata), methods=["GET"]),
@@ -279,6 +340,7 @@ def create_app(
     app.state.predict_proba = predictor.predict_proba if sampler is not None and predictor.can_proba else None
     app.state.batchers = batchers
     app.state.caller = caller
+    app.state.outcomes = outcomes
     return app
 
 

@@ -141,17 +141,22 @@ def run_server(
     predict_timeout: float | None = None,
     limits: ConnectionLimits | None = None,
     otlp: str | None = None,
+    home: Path | None = None,
 ) -> None:
     """Serve `predictor` on an already bound socket until SIGINT/SIGTERM (graceful). OpenTelemetry
-    goes to `otlp` or where the `OTEL_*` environment says (`registry.serving.telemetry`)."""
+    goes to `otlp` or where the `OTEL_*` environment says (`registry.serving.telemetry`). With
+    `home`, predictions are kept in its prediction store for labels (`registry.monitoring.outcomes`)."""
     import uvicorn
 
+    from registry.monitoring.outcomes import open_recorder
     from registry.serving.logs import limit_repeats
     from registry.serving.telemetry import start as start_telemetry
 
     telemetry = start_telemetry(
         otlp, deployment=predictor.info.name, model=predictor.info.name, version=predictor.info.version
     )
+    info = predictor.info
+    outcomes = open_recorder(home, info.name, info.name, info.version) if home is not None else None
     app = create_app(
         predictor,
         max_body_bytes=max_body_bytes,
@@ -159,6 +164,7 @@ def run_server(
         batching=batching,
         predict_timeout=predict_timeout,
         telemetry=telemetry,
+        outcomes=outcomes,
     )
     config = server_config(predictor, app, sock.fileno(), access_log=access_log, limits=limits)
     limit_repeats()  # uvicorn configured its log handlers just now
@@ -175,6 +181,8 @@ def run_server(
                 finally:
                     if telemetry is not None:
                         telemetry.shutdown()
+                    if outcomes is not None:
+                        outcomes.close()
 
     Server(config).run()
 

@@ -1,0 +1,399 @@
+"""The prediction and label store: every prediction kept for joining with the labels that come later.
+
+One SQLite file in WAL mode, `$MODELDECK_HOME/outcomes/outcomes.sqlite` (directory 0700, files 0600),
+written by every worker of every deployment (each through its own `PredictionRecorder`, off the
+request path), by `POST /feedback`, by `modeldeck feedback` and by `Registry.feedback`; read by the
+supervisor, which computes realised performance from it and prunes it.
+
+- `prediction`: request id, row within the request, deployment, version, time, the prediction, and
+  nullable `confidence` / `probabilities` (class probabilities, kept when the request asked for them).
+- `label`: request id, row, the label, when it arrived. A label replaces an earlier one for the same
+  row (last wins, counted as a duplicate). A label whose prediction is not (yet) known is kept
+  `pending_seconds` in case the prediction is flushed later, then dropped and counted as expired.
+- `counter`: totals shown by Prometheus (labels by outcome, predictions dropped by a full queue).
+
+Bounded: predictions older than `max_age` or beyond the newest `max_rows` are deleted with their labels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from registry.files import UnsafePath, open_private, private_dirs
+
+log = logging.getLogger("modeldeck.outcomes")
+
+DIRECTORY = "outcomes"
+FILE = "outcomes.sqlite"
+DEFAULT_MAX_ROWS = 1_000_000
+DEFAULT_MAX_AGE = 7 * 24 * 3600.0
+DEFAULT_PENDING_SECONDS = 24 * 3600.0
+#: A client's request id is kept if it is a short token of these characters; else one is generated.
+_SANE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}")
+OUTCOMES = ("accepted", "duplicate", "unknown", "expired")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS prediction (
+    request_id TEXT NOT NULL, row_index INTEGER NOT NULL, deployment TEXT NOT NULL,
+    model TEXT NOT NULL, version INTEGER NOT NULL, t REAL NOT NULL, prediction TEXT NOT NULL,
+    confidence REAL, probabilities TEXT,
+    PRIMARY KEY (request_id, row_index)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS prediction_by_version ON prediction (deployment, version, t);
+CREATE INDEX IF NOT EXISTS prediction_by_model ON prediction (model, version, t);
+CREATE TABLE IF NOT EXISTS label (
+    request_id TEXT NOT NULL, row_index INTEGER NOT NULL, label TEXT NOT NULL, t REAL NOT NULL,
+    PRIMARY KEY (request_id, row_index)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS label_by_time ON label (t);
+CREATE TABLE IF NOT EXISTS counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+def request_id(given: str | None) -> str:
+    """The client's request id if it is a sane token (letters, digits, `._:-`, up to 128), else new."""
+    if given and _SANE_ID.fullmatch(given):
+        return given
+    return os.urandom(16).hex()  # as random as uuid4().hex, at a tenth of its cost
+
+
+def store_path(home: Path) -> Path:
+    return Path(home) / DIRECTORY / FILE
+
+
+class LabelError(ValueError):
+    """A feedback body that is not labels; `field` names what is wrong."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Label:
+    request_id: str
+    row: int
+    value: Any
+
+
+def parse_labels(body: Any) -> list[Label]:
+    """Labels from a decoded JSON body: one object or a list of objects, each either
+    `{"request_id", "row" (default 0), "label"}` or `{"request_id", "labels": [...]}` (rows 0, 1, ...).
+    LabelError names the first bad field (`[i].request_id`, ...)."""
+    items = body if isinstance(body, list) else [body]
+    labels: list[Label] = []
+    for i, item in enumerate(items):
+        where = f"[{i}]" if isinstance(body, list) else ""
+        if not isinstance(item, dict):
+            raise LabelError(where or "body", "each label must be a JSON object")
+        rid = item.get("request_id")
+        if not isinstance(rid, str) or not _SANE_ID.fullmatch(rid):
+            raise LabelError(f"{where}.request_id".lstrip("."), "request_id must be a request id string")
+        if "labels" in item:
+            key, values = "labels", item["labels"]
+            if not isinstance(values, list) or not values:
+                raise LabelError(f"{where}.labels".lstrip("."), "labels must be a non-empty list")
+            first = 0
+        else:
+            key, values, first = "label", [item.get("label")], item.get("row", 0)
+            if "label" not in item:
+                raise LabelError(f"{where}.label".lstrip("."), "each entry needs label (or labels)")
+            if isinstance(first, bool) or not isinstance(first, int) or first < 0:
+                raise LabelError(f"{where}.row".lstrip("."), "row must be a non-negative integer")
+        if any(value is None or isinstance(value, dict | list) for value in values):
+            raise LabelError(f"{where}.{key}".lstrip("."), "a label must be a number or a string")
+        labels.extend(Label(rid, first + i, value) for i, value in enumerate(values))
+    return labels
+
+
+class OutcomeStore:
+    """One connection to the store (a connection per thread: sqlite3 objects stay in their thread)."""
+
+    def __init__(self, path: Path, *, shared: bool = False) -> None:
+        self.path = Path(path)
+        private_dirs(self.path.parent)
+        os.close(open_private(self.path, os.O_RDWR | os.O_CREAT))  # 0600 before SQLite opens it
+        self.db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=not shared)
+        self.db.execute("PRAGMA journal_mode=WAL")  # several writers, readers never blocked
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+
+    @classmethod
+    def of(cls, home: Path) -> OutcomeStore:
+        return cls(store_path(home))
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> OutcomeStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # ------------------------------------------------------------------ writes
+    def add_predictions(self, rows: Iterable[tuple[Any, ...]], dropped: int = 0) -> None:
+        """Rows of (request_id, row, deployment, model, version, t, prediction JSON, confidence,
+        probabilities JSON); a repeated (request_id, row) replaces the older one. `dropped`: rows lost
+        meanwhile."""
+        with self._write() as db:
+            db.executemany("INSERT OR REPLACE INTO prediction VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            if dropped:
+                _count(db, "predictions_dropped", dropped)
+
+    def add_labels(
+        self, labels: list[Label], now: float | None = None, deployment: str | None = None
+    ) -> dict[str, int]:
+        """Store `labels` (last wins); `{"accepted", "duplicates", "unknown"}`: accepted ones match a
+        known prediction (of `deployment`, if given), unknown ones do not (yet; kept pending),
+        duplicates replaced an earlier label."""
+        now = time.time() if now is None else now
+        known_query = "SELECT 1 FROM prediction WHERE request_id=? AND row_index=?"
+        if deployment is not None:
+            known_query += " AND deployment=?"
+        counts = {"accepted": 0, "duplicates": 0, "unknown": 0}
+        with self._write() as db:
+            for label in labels:
+                key = (label.request_id, label.row)
+                seen = db.execute("SELECT 1 FROM label WHERE request_id=? AND row_index=?", key).fetchone()
+                known = db.execute(known_query, key if deployment is None else (*key, deployment)).fetchone()
+                db.execute(
+                    "INSERT OR REPLACE INTO label VALUES (?, ?, ?, ?)", (*key, orjson.dumps(label.value), now)
+                )
+                counts["duplicates"] += seen is not None
+                counts["accepted" if known else "unknown"] += 1
+            for outcome, key in (
+                ("accepted", "accepted"),
+                ("duplicate", "duplicates"),
+                ("unknown", "unknown"),
+            ):
+                if counts[key]:
+                    _count(db, f"labels_{outcome}", counts[key])
+        return counts
+
+    def prune(
+        self,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        max_age: float = DEFAULT_MAX_AGE,
+        pending_seconds: float = DEFAULT_PENDING_SECONDS,
+        now: float | None = None,
+    ) -> dict[str, int]:
+        """Delete predictions beyond `max_age` or the newest `max_rows` (with their labels), and labels
+        still without a prediction after `pending_seconds` (counted as expired); rows deleted."""
+        now = time.time() if now is None else now
+        with self._write() as db:
+            cutoff = now - max_age
+            edge = db.execute(
+                "SELECT t FROM prediction ORDER BY t DESC LIMIT 1 OFFSET ?", (max_rows,)
+            ).fetchone()
+            if edge is not None:
+                cutoff = max(cutoff, math.nextafter(edge[0], math.inf))  # that row goes too
+            db.execute(  # labels go with their predictions
+                "DELETE FROM label WHERE (request_id, row_index) IN"
+                " (SELECT request_id, row_index FROM prediction WHERE t < ?)",
+                (cutoff,),
+            )
+            gone = db.execute("DELETE FROM prediction WHERE t < ?", (cutoff,)).rowcount
+            expired = db.execute(
+                "DELETE FROM label WHERE t < ? AND NOT EXISTS (SELECT 1 FROM prediction p"
+                " WHERE p.request_id = label.request_id AND p.row_index = label.row_index)",
+                (now - pending_seconds,),
+            ).rowcount
+            if expired:
+                _count(db, "labels_expired", expired)
+        return {"predictions": gone, "labels_expired": expired}
+
+    # ------------------------------------------------------------------ reads
+    def counters(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT name, value FROM counter").fetchall())
+
+    def size(self) -> dict[str, int]:
+        return {
+            "predictions": self.db.execute("SELECT COUNT(*) FROM prediction").fetchone()[0],
+            "labels": self.db.execute("SELECT COUNT(*) FROM label").fetchone()[0],
+        }
+
+    def versions(self, deployment: str, since: float) -> list[int]:
+        """Versions of `deployment` with predictions since `since`."""
+        query = "SELECT DISTINCT version FROM prediction WHERE deployment=? AND t>=? ORDER BY version"
+        return [v for (v,) in self.db.execute(query, (deployment, since))]
+
+    def predicted(
+        self, name: str, version: int, since: float, until: float = float("inf"), by: str = "deployment"
+    ) -> int:
+        """Predictions of version `version` of deployment (`by="model"`: model) `name` in [since, until)."""
+        query = f"SELECT COUNT(*) FROM prediction WHERE {_column(by)}=? AND version=? AND t>=? AND t<?"
+        return int(self.db.execute(query, (name, version, since, until)).fetchone()[0])
+
+    def joined(
+        self, name: str, version: int, since: float, until: float = float("inf"), by: str = "deployment"
+    ) -> list[tuple[Any, Any, Any, float]]:
+        """(prediction, label, probabilities or None, seconds from prediction to label) of the
+        labelled predictions of one version (see `predicted`) made in [since, until)."""
+        query = (
+            "SELECT p.prediction, l.label, p.probabilities, l.t - p.t FROM prediction p"
+            " JOIN label l ON l.request_id = p.request_id AND l.row_index = p.row_index"
+            f" WHERE p.{_column(by)}=? AND p.version=? AND p.t>=? AND p.t<?"
+        )
+        return [
+            (orjson.loads(p), orjson.loads(lab), orjson.loads(pr) if pr is not None else None, d)
+            for p, lab, pr, d in self.db.execute(query, (name, version, since, until))
+        ]
+
+    def recent_minutes(self, since: float) -> list[tuple[str, int, float]]:
+        """(deployment, version, minute start) of predictions made since `since`."""
+        query = (
+            "SELECT DISTINCT deployment, version, CAST(t / 60 AS INTEGER) * 60.0 FROM prediction WHERE t >= ?"
+        )
+        return list(self.db.execute(query, (since,)))
+
+    def labelled_minutes(self, received_since: float) -> list[tuple[str, int, float]]:
+        """(deployment, version, minute start) of predictions that got a label since `received_since`."""
+        query = (
+            "SELECT DISTINCT p.deployment, p.version, CAST(p.t / 60 AS INTEGER) * 60.0 FROM prediction p"
+            " JOIN label l ON l.request_id = p.request_id AND l.row_index = p.row_index WHERE l.t >= ?"
+        )
+        return list(self.db.execute(query, (received_since,)))
+
+
+def _column(by: str) -> str:
+    if by not in ("deployment", "model"):
+        raise ValueError(f"predictions are kept by deployment or model, not {by!r}")
+    return by
+
+
+def _count(db: sqlite3.Connection, name: str, by: int) -> None:
+    db.execute(
+        "INSERT INTO counter VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+        (name, by),
+    )
+
+
+class PredictionRecorder:
+    """A worker's bounded queue of predictions, written to the store by a background thread.
+
+    `record` only appends to a list under a lock (the request path never touches the disk); a full
+    queue drops the request's rows and counts them. The thread writes every `every` seconds."""
+
+    def __init__(
+        self,
+        path: Path,
+        deployment: str,
+        model: str,
+        version: int,
+        max_rows: int = 100_000,
+        every: float = 0.5,
+    ) -> None:
+        self.path, self.deployment, self.model, self.version = path, deployment, model, version
+        self.max_rows, self.every = max_rows, every
+        self._queue: list[tuple[str, float, list[Any], list[Any] | None]] = []
+        self._rows = 0
+        self.dropped = 0
+        self._unreported = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = False
+        self._store = OutcomeStore(path, shared=True)  # opened now: a store that cannot be opened says so
+        self._flushing = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="prediction-store", daemon=True)
+        self._thread.start()
+
+    def record(self, request_id: str, predictions: list[Any], probabilities: list[Any] | None = None) -> None:
+        """Queue one request's predictions (and class probabilities, if it asked for them)."""
+        n = len(predictions)
+        with self._lock:
+            if self._rows + n > self.max_rows:
+                self.dropped += n
+                self._unreported += n
+                return
+            self._queue.append((request_id, time.time(), predictions, probabilities))
+            self._rows += n
+
+    def flush(self) -> None:
+        """Write what is queued now (the caller's thread); used before labels are stored and at exit."""
+        with self._flushing:
+            self._flush()
+
+    def _flush(self) -> None:
+        with self._lock:
+            queue, self._queue, self._rows = self._queue, [], 0
+            dropped, self._unreported = self._unreported, 0
+        if not queue and not dropped:
+            return
+        rows = [
+            (
+                rid,
+                i,
+                self.deployment,
+                self.model,
+                self.version,
+                t,
+                orjson.dumps(value),
+                max(probs[i]) if probs else None,
+                orjson.dumps(probs[i]) if probs else None,
+            )
+            for rid, t, values, probs in queue
+            for i, value in enumerate(values)
+        ]
+        try:
+            self._store.add_predictions(rows, dropped)
+        except (sqlite3.Error, OSError) as exc:
+            with self._lock:
+                self.dropped += len(rows)
+                self._unreported += len(rows) + dropped
+            log.warning("could not store %d predictions (dropped): %s", len(rows), exc)
+
+    def add_labels(self, labels: list[Label]) -> dict[str, int]:
+        """Store labels (see `OutcomeStore.add_labels`) after writing the queued predictions, so a
+        label sent right after its prediction finds it."""
+        with self._flushing:
+            self._flush()
+            return self._store.add_labels(labels)
+
+    def close(self) -> None:
+        """Stop the thread and write what is left."""
+        self._stop = True
+        self._wake.set()
+        self._thread.join(10)
+        self.flush()
+        self._store.close()
+
+    def _run(self) -> None:
+        while not self._stop:
+            self._wake.wait(self.every)
+            if self._stop:
+                return
+            self.flush()
+
+
+def open_recorder(home: Path, deployment: str, model: str, version: int) -> PredictionRecorder | None:
+    """A worker's recorder for the store of `home`, or None (logged) when the store cannot be opened
+    (a full disk, a damaged or unsafe file): the worker serves on without it."""
+    try:
+        return PredictionRecorder(store_path(home), deployment, model, version)
+    except (sqlite3.Error, OSError, UnsafePath) as exc:
+        log.warning("no prediction store (predictions are not kept for labels): %s", exc)
+        return None

@@ -1,0 +1,417 @@
+"""Ground truth: request ids, the prediction store, labels by `POST /feedback`, `modeldeck feedback`
+and `Registry.feedback`, and realised performance in status, Prometheus, rollups and the console.
+
+One supervisor runs for the module, serving an iris classifier and a diabetes regressor; every
+figure is checked against scikit-learn's own metrics on the same labels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+from helpers import ROW, error_of, free_port, iris_home, stop_supervisor, wait_until
+from sklearn import metrics
+
+from registry import Registry
+from registry.monitoring.outcomes import OutcomeStore, store_path
+from registry.monitoring.performance import read_performance_rollups
+from registry.serving.client import SupervisorClient
+
+pytestmark = [pytest.mark.slow, pytest.mark.anyio]  # anyio's pytest plugin runs the async test
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+SUPERVISOR_ARGS = ("--drain-grace=2", "--drift-every=1", "--metrics=127.0.0.1:0")
+
+
+@dataclass
+class Stack:
+    home: Path
+    client: SupervisorClient
+    iris: str
+    diabetes: str
+
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "MODELDECK_HOME": str(self.home)}
+        return subprocess.run(
+            [sys.executable, "-m", "console.cli", *args],
+            env=env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def realised(self, name: str) -> dict[str, Any] | None:
+        deployments = self.client.monitor(0, name)["deployments"]
+        return ((deployments.get(name) or {}).get("performance") or {}).get("realised")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import LinearRegression
+
+    with iris_home(tmp_path_factory, "feedback", (1.0, 0.5)) as home:
+        X, y = load_diabetes(return_X_y=True, as_frame=True)
+        with Registry(home=home) as reg:
+            reg.register(LinearRegression().fit(X, y), "diabetes", reference=X)
+        client = SupervisorClient(home)
+        client.ensure_running(*SUPERVISOR_ARGS)
+        iris_port, diabetes_port = free_port(), free_port()
+        client.deploy("iris:1", port=iris_port)
+        client.deploy("diabetes:1", port=diabetes_port)
+        try:
+            yield Stack(home, client, f"http://127.0.0.1:{iris_port}", f"http://127.0.0.1:{diabetes_port}")
+        finally:
+            stop_supervisor(client, home)
+
+
+def iris_data() -> tuple[list[list[float]], list[int]]:
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    return X.tolist(), y.tolist()
+
+
+def predict_batches(url: str, rows: list[list[float]], size: int) -> list[tuple[str, list[Any]]]:
+    """(request id, predictions) of `rows` sent `size` at a time to `/invocations`."""
+    answers = []
+    with httpx.Client(base_url=url, timeout=10) as client:
+        for start in range(0, len(rows), size):
+            response = client.post("/invocations", json={"inputs": rows[start : start + size]})
+            assert response.status_code == 200, response.text
+            answers.append((response.headers["x-request-id"], response.json()["predictions"]))
+    return answers
+
+
+def test_every_prediction_response_carries_a_request_id(stack: Stack) -> None:
+    with httpx.Client(base_url=stack.iris, timeout=10) as client:
+        generated = client.post("/invocations", json=ROW).headers["x-request-id"]
+        again = client.post("/invocations", json=ROW).headers["x-request-id"]
+        assert len(generated) == 32 and generated != again
+        mine = client.post("/invocations", json=ROW, headers={"X-Request-ID": "order-17.a"})
+        assert mine.headers["x-request-id"] == "order-17.a"
+        odd = client.post("/invocations", json=ROW, headers={"X-Request-ID": "has spaces; and more"})
+        assert odd.headers["x-request-id"] not in ("", "has spaces; and more")
+        refused = client.post("/invocations", json={"inputs": [[1.0]]})  # errors carry one too
+        assert refused.status_code == 422 and len(refused.headers["x-request-id"]) == 32
+        oip = {
+            "id": "oip-1",
+            "inputs": [{"name": "x", "datatype": "FP64", "shape": [1, 4], "data": ROW["inputs"][0]}],
+        }
+        for path in ("/v2/models/iris/infer", "/v2/models/iris/versions/1/infer"):
+            answer = client.post(path, json=oip)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["id"] == "oip-1" and answer.headers["x-request-id"] == "oip-1"
+        body = {k: v for k, v in oip.items() if k != "id"}
+        unnamed = client.post("/v2/models/iris/infer", json=body)
+        assert unnamed.json()["id"] == unnamed.headers["x-request-id"] != ""
+
+
+def test_realised_accuracy_f1_and_coverage_equal_sklearns_on_the_same_labels(stack: Stack) -> None:
+    rows, truth = iris_data()
+    port = free_port()
+    stack.client.deploy("iris:1", name="iris-acc", port=port)
+    try:
+        answers = predict_batches(f"http://127.0.0.1:{port}", rows, 10)
+        # 12 of 15 requests labelled; one label flipped so accuracy is not trivially 1
+        labels = [
+            {"request_id": rid, "labels": truth[i * 10 : i * 10 + 10]} for i, (rid, _) in enumerate(answers)
+        ]
+        labels = labels[:12]
+        labels[3]["labels"] = [(v + 1) % 3 for v in labels[3]["labels"]]
+        sent = httpx.post(f"http://127.0.0.1:{port}/feedback", json=labels, timeout=10)
+        assert sent.status_code == 200 and sent.json() == {"accepted": 120, "duplicates": 0, "unknown": 0}
+        realised = wait_until(
+            lambda: (r := stack.realised("iris-acc")) and r.get("labelled") == 120 and r,
+            what="realised figures",
+        )
+        predicted = [p for _, batch in answers[:12] for p in batch]
+        given = [v for entry in labels for v in entry["labels"]]
+        assert realised["accuracy"] == pytest.approx(metrics.accuracy_score(given, predicted), abs=1e-12)
+        assert realised["f1"] == pytest.approx(metrics.f1_score(given, predicted, average="macro"), abs=1e-12)
+        assert realised["predicted"] == 150 and realised["coverage"] == pytest.approx(0.8)
+        assert (
+            realised["delay"] >= 0
+            and "log_loss" not in realised
+            and "predict_proba" in realised["log_loss_omitted"]
+        )
+        # status, text and JSON
+        status = json.loads(stack.cli("status", "--json").stdout)
+        shown = next(d for d in status["deployments"] if d["name"] == "iris-acc")
+        assert shown["performance"]["realised"]["accuracy"] == realised["accuracy"]
+        assert "estimated" in shown["performance"]
+        text = stack.cli("status").stdout
+        assert (
+            f"iris-acc v1 realised: accuracy {realised['accuracy']:.3f}" in text
+            and "coverage 80% (120/150)" in text
+        )
+        # Prometheus
+        url = stack.client.status()["supervisor"]["metrics"]
+        exposition = httpx.get(url, timeout=10).text
+        labels_of = 'deployment="iris-acc",model="iris",version="1"'
+        assert f"modeldeck_realised_accuracy{{{labels_of}}} {realised['accuracy']}" in exposition
+        assert f"modeldeck_label_coverage_ratio{{{labels_of}}} 0.8" in exposition
+        assert f"modeldeck_label_delay_seconds{{{labels_of}}}" in exposition
+        assert 'modeldeck_feedback_labels_total{outcome="accepted"}' in exposition
+
+        # minute rollups in the registry DB
+        def rolled() -> list[dict[str, Any]]:
+            with Registry(home=stack.home) as reg:
+                return read_performance_rollups(reg.db, "iris-acc")
+
+        rows_stored = wait_until(
+            lambda: sum(r["labelled"] for r in rolled()) == 120 and rolled(), what="rollups"
+        )
+        assert sum(r["predicted"] for r in rows_stored) == 150
+        assert all(r["accuracy"] is not None for r in rows_stored if r["labelled"])
+    finally:
+        stack.client.stop("iris-acc")
+
+
+def test_log_loss_where_probabilities_were_asked_for(stack: Stack) -> None:
+    rows, truth = iris_data()
+    port = free_port()
+    stack.client.deploy("iris:1", name="iris-proba", port=port)
+    try:
+        body = {
+            "id": "proba-1",
+            "inputs": [{"name": "x", "datatype": "FP64", "shape": [150, 4], "data": np.ravel(rows).tolist()}],
+            "outputs": [{"name": "predict"}, {"name": "predict_proba"}],
+        }
+        answer = httpx.post(f"http://127.0.0.1:{port}/v2/models/iris/infer", json=body, timeout=10).json()
+        predicted, probabilities = (
+            answer["outputs"][0]["data"],
+            np.reshape(answer["outputs"][1]["data"], (150, 3)),
+        )
+        sent = httpx.post(
+            f"http://127.0.0.1:{port}/feedback", json={"request_id": "proba-1", "labels": truth}, timeout=10
+        )
+        assert sent.json()["accepted"] == 150
+        realised = wait_until(
+            lambda: (r := stack.realised("iris-proba")) and r["labelled"] == 150 and r, what="figures"
+        )
+        assert realised["log_loss"] == pytest.approx(metrics.log_loss(truth, probabilities), rel=1e-9)
+        assert realised["accuracy"] == pytest.approx(metrics.accuracy_score(truth, predicted))
+    finally:
+        stack.client.stop("iris-proba")
+
+
+def test_regressor_mae_and_rmse_equal_sklearns(stack: Stack) -> None:
+    from sklearn.datasets import load_diabetes
+
+    X, y = load_diabetes(return_X_y=True)
+    answers = predict_batches(stack.diabetes, X[:100].tolist(), 25)
+    labels = [
+        {"request_id": rid, "row": row, "label": float(y[i * 25 + row])}
+        for i, (rid, batch) in enumerate(answers)
+        for row in range(len(batch))
+    ]
+    with Registry(home=stack.home) as reg:  # straight to the store: predictions the worker has not
+        counts = reg.feedback(labels)  # written yet count as unknown, and join once it has
+    assert counts["accepted"] + counts["unknown"] == 100 and counts["duplicates"] == 0
+    realised = wait_until(
+        lambda: (r := stack.realised("diabetes")) and r["labelled"] >= 100 and r, what="figures"
+    )
+    predicted = [p for _, batch in answers for p in batch]
+    assert realised["mae"] == pytest.approx(metrics.mean_absolute_error(y[:100], predicted), rel=1e-12)
+    assert realised["rmse"] == pytest.approx(
+        np.sqrt(metrics.mean_squared_error(y[:100], predicted)), rel=1e-12
+    )
+    assert "accuracy" not in realised
+
+
+def test_feedback_in_bulk_duplicated_unknown_and_malformed(stack: Stack) -> None:
+    answers = predict_batches(stack.iris, iris_data()[0][:20], 5)
+    url = f"{stack.iris}/feedback"
+    bulk = [
+        {"request_id": rid, "row": row, "label": 0} for rid, batch in answers for row in range(len(batch))
+    ]
+    assert httpx.post(url, json=bulk, timeout=10).json() == {"accepted": 20, "duplicates": 0, "unknown": 0}
+    unknown = [{"request_id": "never-seen", "label": 1}, {"request_id": "never-seen-2", "labels": [1, 2]}]
+    again = [*bulk[:5], *unknown]
+    assert httpx.post(url, json=again, timeout=10).json() == {"accepted": 5, "duplicates": 5, "unknown": 3}
+    for body, field in (
+        ({"label": 1}, "request_id"),
+        ([{"request_id": "a", "label": 1}, {"request_id": "b"}], "[1].label"),
+        ({"request_id": "a", "row": "first", "label": 1}, "row"),
+        ({"request_id": "a", "labels": []}, "labels"),
+    ):
+        refused = httpx.post(url, json=body, timeout=10)
+        assert refused.status_code == 422 and error_of(refused)["field"] == field, refused.text
+    broken = httpx.post(url, content=b"{not json", timeout=10)
+    assert broken.status_code == 400 and error_of(broken)["field"] == "body"
+    # last wins: the duplicate's label is the one stored
+    with OutcomeStore.of(stack.home) as store:
+        rid = answers[0][0]
+        assert store.db.execute(
+            "SELECT label FROM label WHERE request_id=? AND row_index=0", (rid,)
+        ).fetchone() == (b"0",)
+
+
+def test_a_label_before_its_prediction_is_stored_and_hours_after_it_is_joined(stack: Stack) -> None:
+    stack.client.deploy("iris:1", name="iris-late", port=free_port())
+    try:
+        # The label comes first: unknown, kept pending. The prediction it labels was made three hours
+        # before the label (written as a worker would have, with its time).
+        with Registry(home=stack.home) as reg:
+            answer = reg.feedback({"request_id": "late-bird", "label": 2})
+        assert answer == {"accepted": 0, "duplicates": 0, "unknown": 1}
+        made = time.time() - 3 * 3600
+        with OutcomeStore.of(stack.home) as store:
+            store.add_predictions([("late-bird", 0, "iris-late", "iris", 1, made, b"2", None, None)])
+        realised = wait_until(lambda: (r := stack.realised("iris-late")) and r["labelled"] and r, what="join")
+        assert realised["accuracy"] == 1.0 and realised["delay"] == pytest.approx(3 * 3600, abs=60)
+        assert "delay 3.0h" in stack.cli("status").stdout
+    finally:
+        stack.client.stop("iris-late")
+
+
+def test_labels_and_figures_survive_a_supervisor_restart(stack: Stack) -> None:
+    earlier = (stack.realised("diabetes") or {}).get("labelled") or 0
+    answers = predict_batches(stack.diabetes, [[0.0] * 10] * 4, 2)
+    labels = [{"request_id": rid, "labels": [100.0, 200.0]} for rid, _ in answers]
+    sent = httpx.post(f"{stack.diabetes}/feedback", json=labels, timeout=10)
+    assert sent.json() == {"accepted": 4, "duplicates": 0, "unknown": 0}
+    before = wait_until(
+        lambda: (r := stack.realised("diabetes")) and r["labelled"] == earlier + 4 and r, what="figures"
+    )
+    old = stack.client.status()["supervisor"]["pid"]
+    os.kill(old, signal.SIGKILL)
+    wait_until(lambda: not psutil.pid_exists(old) or psutil.Process(old).status() == "zombie", what="death")
+    stack.client.ensure_running(*SUPERVISOR_ARGS)
+    stack.client.wait_settled()
+    after = wait_until(lambda: stack.realised("diabetes"), what="figures after the restart")
+    assert after["labelled"] == before["labelled"] and after["mae"] == pytest.approx(before["mae"], rel=1e-12)
+
+
+def test_modeldeck_feedback_reads_csv_and_json_lines(stack: Stack, tmp_path: Path) -> None:
+    answers = predict_batches(stack.iris, iris_data()[0][:4], 2)
+    csv_file = tmp_path / "labels.csv"
+    csv_file.write_text(
+        "request_id,row,label\n" + "".join(f"{rid},{r},0\n" for rid, _ in answers for r in (0, 1))
+    )
+    done = stack.cli("feedback", str(csv_file), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"accepted": 4, "duplicates": 0, "unknown": 0}
+    lines = "\n".join(json.dumps({"request_id": rid, "labels": [1, 1]}) for rid, _ in answers)
+    done = stack.cli("feedback", "-", "--deployment", "diabetes", stdin=lines)
+    assert done.returncode == 0 and "0 accepted, 4 duplicates (last wins), 4 for unknown" in done.stdout
+    bad = stack.cli("feedback", "-", stdin='{"request_id": "x", "row": -1, "label": 1}\n')
+    assert bad.returncode == 1 and "row" in bad.stderr
+
+
+def test_the_store_is_private_and_bounded(stack: Stack, tmp_path: Path) -> None:
+    path = store_path(stack.home)
+    assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
+    with OutcomeStore(tmp_path / "o" / "outcomes.sqlite") as store:
+        now = time.time()
+        rows = [(f"r{i}", 0, "d", "m", 1, now - i, b"1", None, None) for i in range(100)]
+        store.add_predictions(rows)
+        old = [(f"old{i}", 0, "d", "m", 1, now - 30 * 86400, b"1", None, None) for i in range(5)]
+        store.add_predictions(old)
+        from registry.monitoring.outcomes import Label
+
+        store.add_labels([Label("r99", 0, 1), Label("old1", 0, 1), Label("ghost", 0, 1)], now=now - 2 * 86400)
+        pruned = store.prune(max_rows=50, max_age=7 * 86400, pending_seconds=86400, now=now)
+        assert store.size() == {"predictions": 50, "labels": 0}
+        assert pruned["predictions"] == 55 and store.counters()["labels_expired"] == 1  # the ghost
+
+
+def test_feedback_needs_the_token_beyond_loopback(stack: Stack) -> None:
+    port = free_port()
+    stack.client.deploy("iris:1", name="iris-public", host="0.0.0.0", port=port)
+    try:
+        token = (stack.home / "serving-token").read_text().strip()
+        url = f"http://127.0.0.1:{port}"
+        body = {"request_id": "someone", "label": 1}
+        refused = httpx.post(f"{url}/feedback", json=body, timeout=10)
+        assert refused.status_code == 401 and error_of(refused)["field"] == "Authorization"
+        unauthorized = httpx.post(
+            f"{url}/invocations", json=ROW, headers={"X-Request-ID": "r-401"}, timeout=10
+        )
+        assert unauthorized.status_code == 401 and unauthorized.headers["x-request-id"] == "r-401"
+        allowed = httpx.post(
+            f"{url}/feedback", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=10
+        )
+        assert allowed.status_code == 200 and allowed.json()["unknown"] == 1
+    finally:
+        stack.client.stop("iris-public")
+
+
+async def test_the_console_shows_realised_performance_in_the_monitor_and_the_version_diff(
+    stack: Stack,
+) -> None:
+    from console_deck import settle
+    from console_deck import wait_until as pilot_wait_until
+
+    from console.app import ModeldeckApp
+    from console.screens.diff import DiffScreen
+    from console.screens.monitor import MonitorScreen
+
+    rows, truth = iris_data()
+    port = free_port()
+    stack.client.deploy("iris:2", name="iris-two", port=port)
+    try:
+        for url in (stack.iris, f"http://127.0.0.1:{port}"):
+            answers = predict_batches(url, rows[:60], 10)
+            labels = [
+                {"request_id": rid, "labels": truth[i * 10 : i * 10 + 10]}
+                for i, (rid, _) in enumerate(answers)
+            ]
+            assert httpx.post(f"{url}/feedback", json=labels, timeout=10).json()["accepted"] == 60
+        two = wait_until(
+            lambda: (r := stack.realised("iris-two")) and r["labelled"] == 60 and r, what="figures"
+        )
+        one = wait_until(
+            lambda: (r := stack.realised("iris")) and r.get("accuracy") is not None and r, what="v1"
+        )
+        app = ModeldeckApp(stack.home, refresh_seconds=0.2)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await app.push_screen(MonitorScreen("iris"))
+            with httpx.Client(base_url=stack.iris, timeout=10) as client:
+                for _ in range(3):  # the monitor redraws when new points arrive
+                    client.post("/invocations", json=ROW)
+                    await pilot.pause(1.0)
+            shown = lambda: str(app.screen.query_one("#performance").render())  # noqa: E731
+            await pilot_wait_until(pilot, lambda: "realised v1" in shown())
+            assert f"realised v1: accuracy {one['accuracy']:.3f}" in shown().replace("\n", " ")
+            await app.push_screen(DiffScreen("iris", 1, 2))
+            await settle(pilot, app)
+            live = {r.field: (r.left, r.right) for r in app.screen.rows if r.section == "live performance"}
+            assert live["accuracy"][1] == f"{two['accuracy']:.6g}" and live["accuracy"][0] != "-"
+            assert live["labelled"][1] == "60 (100%)"
+    finally:
+        stack.client.stop("iris-two")
+
+
+def test_a_store_that_cannot_be_opened_leaves_serving_on_and_feedback_says_why(tmp_path: Path) -> None:
+    from oip_servers import iris, register, serving
+
+    home = tmp_path / "home"
+    env = register(home, {"iris": iris()})
+    (home / "outcomes").write_text("a file where the store's directory goes")
+    with serving(env, tmp_path, {"iris": ["iris:1"]}) as started, started["iris"].client() as http:
+        answered = http.post("/invocations", json=ROW)
+        assert answered.status_code == 200 and answered.headers["x-request-id"]
+        refused = http.post("/feedback", json={"request_id": answered.headers["x-request-id"], "label": 0})
+        assert refused.status_code == 503 and error_of(refused)["code"] == "no_prediction_store"
+    assert "no prediction store" in (tmp_path / "iris.log").read_text()
