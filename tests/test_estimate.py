@@ -261,7 +261,7 @@ def test_status_and_prometheus_show_the_estimate_of_live_traffic(served, cancer,
 
 @pytest.mark.slow
 @pytest.mark.anyio
-async def test_the_monitor_shows_the_estimate_under_its_summary_at_80x24(served, traffic) -> None:
+async def test_the_monitor_shows_the_estimate_under_the_realised_line_at_80x24(served, traffic) -> None:
     from console_deck import settle
     from console_deck import wait_until as wait_in
 
@@ -274,9 +274,9 @@ async def test_the_monitor_shows_the_estimate_under_its_summary_at_80x24(served,
         await settle(pilot, deck)
         await pilot.press("m")
         assert isinstance(deck.screen, MonitorScreen) and deck.screen.deployment == "cancer"
-        summary = lambda: str(deck.screen.query_one("#summary").render())  # noqa: E731
-        await wait_in(pilot, lambda: "estimated:" in summary(), 20)
-        line = next(x for x in summary().splitlines() if "estimated:" in x)
+        performance = lambda: str(deck.screen.query_one("#performance").render())  # noqa: E731
+        await wait_in(pilot, lambda: "estimated:" in performance(), 20)
+        line = next(x for x in performance().splitlines() if "estimated:" in x)
         assert f"· {len(traffic)} rows · calibrated" in line and len(line) <= 80
 
 
