@@ -6,7 +6,9 @@ columns are left out), categorical features one-hot over their `MAX_LEVELS` most
 least `MIN_LEVEL_SHARE` of the rows (the rest share the all-zero row), each indicator standardised by its
 reference share; missing and infinite values take the reference median (numeric) or mode (categorical).
 A PCA (numpy SVD, run on one BLAS thread) keeps the fewest components explaining `VARIANCE_KEPT` of the
-variance (at least 1, fewer than the inputs). The null distribution is each reference row's
+variance (at least 1, fewer than the inputs' numerical rank, so that a real residual remains when inputs
+are exactly dependent, such as a categorical's one-hot levels or a derived `total = a + b`; a rank below 2
+gives no multivariate profile). The null distribution is each reference row's
 reconstruction error (squared distance to the PCA subspace) under a PCA of the same size fitted without
 it (`FOLDS` folds, seeded): what the error of an unseen row from the reference distribution looks like,
 free of the PCA's overfit to its own rows (a fold's PCA, from fewer rows, errs slightly more: the
@@ -49,6 +51,8 @@ MIN_REFERENCE_ROWS = 50
 P_VALUE = 0.001
 WARN_RATIO, ERROR_RATIO_FLOOR = 1.05, 1.1
 _SEED = 0
+#: Singular values below `RANK_TOLERANCE` x numpy's rank tolerance count as zero (see `numerical_rank`).
+RANK_TOLERANCE = 100
 FOLDS = 5
 _PREFIX = "mv_"
 _ARRAYS = ("centre", "scale", "mean", "components", "null_errors")
@@ -122,8 +126,11 @@ class MultivariateProfile:
             return None
         encoded = (raw[:, usable] - centre[usable]) / scale[usable]
         mean, vectors, singular = _pca(encoded)
+        rank = numerical_rank(singular, encoded.shape)
+        if rank < 2:
+            return None
         explained = np.cumsum(singular**2) / max(float(np.sum(singular**2)), 1e-300)
-        kept = min(max(int(np.searchsorted(explained, VARIANCE_KEPT) + 1), 1), len(inputs) - 1)
+        kept = min(max(int(np.searchsorted(explained, VARIANCE_KEPT) + 1), 1), rank - 1)
         profile = cls(inputs, centre[usable], scale[usable], mean, vectors[:kept], np.zeros(0), fill)
         profile.null_errors = np.sort(_out_of_fold_errors(encoded, kept))
         return profile
@@ -169,6 +176,16 @@ def fit_reference(sample: Any, signature: dict[str, Any]) -> MultivariateProfile
     kinds = {c["name"]: c["kind"] == "numeric" for c in signature["columns"]}
     numeric = {name: kinds.get(name, True) for name in sample.columns}
     return MultivariateProfile.fit(sample.columns, sample.missing, numeric)
+
+
+def numerical_rank(singular: Any, shape: tuple[int, ...]) -> int:
+    """Singular values above round-off (numpy's `matrix_rank` tolerance times `RANK_TOLERANCE`): the
+    dimensions the inputs really span. Exactly dependent inputs (one-hot levels summing to 1, a derived
+    `total = a + b`) span fewer than their number; components past the rank would leave only round-off
+    (~1e-16) to compare, and a verdict on round-off is chance."""
+    if not len(singular):
+        return 0
+    return int(np.sum(singular > singular[0] * max(shape) * np.finfo(np.float64).eps * RANK_TOLERANCE))
 
 
 def _missing(values: Any, mask: Any | None, numeric: bool) -> Any:
