@@ -412,3 +412,42 @@ def test_drift_windows_survive_a_supervisor_restart_through_the_run_dir(tmp_path
     assert load_windows(rundir, 100, 600) == {}  # a damaged file: an empty window, never a crash
     os.unlink(path)
     assert load_windows(rundir, 100, 600) == {}
+
+
+def _nan_free(value) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_nan_free(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_nan_free(v) for v in value)
+    return True
+
+
+@pytest.mark.parametrize("infinite_share", [0.2, 0.3])
+def test_infinite_values_count_as_missing_so_a_flood_of_them_is_drift_without_nan(infinite_share) -> None:
+    """+inf rows made W1 NaN and capped a clear drift at warn; they are missing values now, in the
+    reference's profile and in a live window alike."""
+    from registry.monitoring.window import DriftWindow
+
+    reference = rng.normal(0, 1, 5000)
+    reference[:50] = np.inf  # 1% infinite in the reference: its missing share
+    profile = Profile([fitted(reference)], None)
+    assert profile.features[0].missing_share == pytest.approx(0.01)
+    assert np.isfinite(profile.features[0].values).all()
+    window = DriftWindow()
+    values = rng.normal(0, 1, 1000)
+    values[: round(infinite_share * 1000)] = np.inf
+    window.add([[float(v)] for v in values], [0.0] * len(values))
+    report = window.report(profile, ["x"], [True])
+    feature = report.features[0]
+    assert feature.missing_share == pytest.approx(infinite_share)
+    assert report.status == drift.DRIFT and feature.reason.startswith("missing p=")
+    assert _nan_free(report.as_dict()), report.as_dict()
+
+
+def test_a_p_value_of_zero_reads_p_0_in_the_reason() -> None:
+    result = feature_drift(fitted(REFERENCE), rng.normal(30, 2, 1000))
+    result.p_value = 0.0  # what scipy-style tests return when the statistic is far out
+    drift.judge([result])
+    assert result.status == drift.DRIFT and result.reason.startswith("KS p=0 (adj 0)"), result.reason

@@ -85,12 +85,13 @@ class FeatureProfile:
     @classmethod
     def fit(cls, name: str, values: Any, missing: Any, kind: str) -> FeatureProfile:
         values, missing = np.asarray(values), np.asarray(missing, dtype=bool)
+        if kind == NUMERIC:
+            values, missing = _finite(values, missing)
         present = values[~missing]
         rows = len(values)
         missing_share = float(missing.mean()) if rows else 0.0
         if kind == NUMERIC:
-            present = present.astype(np.float64)
-            ordered = np.sort(present[~np.isnan(present)])
+            ordered = np.sort(present)
             if len(ordered) == 0:
                 return cls(name, kind, rows, missing_share, values=ordered, shares=[1.0])
             deciles = np.quantile(ordered, np.linspace(0, 1, BINS + 1)[1:-1])
@@ -385,13 +386,20 @@ def holm(p_values: list[float]) -> list[float]:
     return [float(p) for p in adjusted]
 
 
+def _finite(values: Any, missing: Any) -> tuple[Any, Any]:
+    """A numeric column as floats, and its missing mask widened to NaN and infinite values: an
+    infinity has no distance or quantile, so it counts as missing (as in the multivariate signal)."""
+    numbers = np.full(len(values), np.nan)
+    numbers[~missing] = values[~missing].astype(np.float64)
+    return numbers, missing | ~np.isfinite(numbers)
+
+
 def feature_drift(profile: FeatureProfile, values: Any, missing: Any | None = None) -> FeatureDrift:
     """Drift figures and raw p-values of one column of the window (verdict: `judge`)."""
     values = np.asarray(values)
     missing = np.zeros(len(values), bool) if missing is None else np.asarray(missing, dtype=bool)
     if profile.kind == NUMERIC:
-        numbers = values.astype(np.float64)
-        missing = missing | np.isnan(numbers)
+        numbers, missing = _finite(values, missing)
         present = numbers[~missing]
     else:
         present = values[~missing].astype(str)
@@ -451,10 +459,10 @@ def judge(features: list[FeatureDrift], extra: tuple[float, ...] = ()) -> list[f
             continue
         candidates = []  # (test, effect size, raw p, adjusted p)
         if f.p_adjusted is not None and f.test is not None:
-            candidates.append((f.test, f.effect or 0.0, f.p_value or 1.0, f.p_adjusted))
+            candidates.append((f.test, f.effect or 0.0, _raw_p(f.p_value), f.p_adjusted))
         if f.missing_p_adjusted is not None:
             effect = abs(f.missing_share - f.reference_missing_share)
-            candidates.append(("missing", effect, f.missing_p_value or 1.0, f.missing_p_adjusted))
+            candidates.append(("missing", effect, _raw_p(f.missing_p_value), f.missing_p_adjusted))
         test, effect, raw, adjusted = max(
             candidates, key=lambda c: (_LEVEL[_verdict(c[0], c[1], c[3])], -c[3], c[1] / FLOORS[c[0]])
         )
@@ -465,6 +473,11 @@ def judge(features: list[FeatureDrift], extra: tuple[float, ...] = ()) -> list[f
             else f"{_EFFECT_NAMES[test]} {effect:.3g}"
         )
     return family[len(tests) :]
+
+
+def _raw_p(p: float | None) -> float:
+    """A raw p-value for the reason text; only an absent one reads as 1 (a p of 0 stays 0)."""
+    return 1.0 if p is None else p
 
 
 def _verdict(test: str, effect: float, adjusted: float) -> str:
