@@ -69,6 +69,28 @@ def test_estimate_tracks_realised_accuracy_and_f1_under_covariate_shift_on_breas
         assert abs(est_acc - acc) < 0.03 and abs(est_f1 - f1) < 0.03
 
 
+def test_rows_with_a_nan_or_infinite_probability_are_left_out_and_counted_never_nan() -> None:
+    """One NaN probability made the whole estimate NaN, which is not even valid JSON for `status --json`."""
+    from sklearn.datasets import load_breast_cancer
+
+    from registry.monitoring.estimate import ConfidenceWindow
+
+    data = _split(load_breast_cancer)
+    model = _model(data.X[data.train], data.y[data.train])
+    calibration = Calibration.fit(
+        model.predict_proba(data.X[data.reference]), data.y[data.reference], model.classes_
+    )
+    clean = model.predict_proba(data.X[data.live]).tolist()
+    window = ConfidenceWindow()
+    window.add([*clean, [float("nan"), 0.5], [None, None], [float("inf"), 0.0]], now=1.0)
+    figures = window.estimate(calibration, now=1.0)
+    assert figures["rows"] == len(clean) and figures["unusable_rows"] == 3
+    assert figures == pytest.approx(estimate(clean, calibration) | {"unusable_rows": 3})
+    json.loads(json.dumps(figures, allow_nan=False))  # what `status --json` prints must parse
+    nothing = estimate([[float("nan"), float("nan")]], calibration)
+    assert nothing["accuracy"] is None and nothing["rows"] == 0 and nothing["unusable_rows"] == 1
+
+
 def test_calibration_corrects_an_underconfident_multiclass_model_on_digits() -> None:
     from sklearn.datasets import load_digits
 

@@ -107,11 +107,18 @@ class Calibration:
 
 
 def estimate(probabilities: Any, calibration: Calibration | None) -> dict[str, Any]:
-    """Estimated accuracy and F1 of the rows whose class `probabilities` (rows x classes) are given."""
+    """Estimated accuracy and F1 of the rows whose class `probabilities` (rows x classes) are given;
+    rows with a non-finite probability are left out and counted (`unusable_rows`)."""
     p = np.asarray(probabilities, dtype=np.float64)
     result: dict[str, Any] = {"accuracy": None, "f1": None, "calibrated": calibration is not None}
+    result["rows"], result["unusable_rows"] = len(p), 0
+    if len(p) == 0 or p.ndim != 2 or p.shape[1] < 2:
+        return result
+    usable = np.isfinite(p).all(axis=1)  # a NaN or infinite probability would poison the mean
+    p = p[usable]
     result["rows"] = rows = len(p)
-    if rows == 0 or p.ndim != 2 or p.shape[1] < 2:
+    result["unusable_rows"] = int(len(usable) - rows)
+    if rows == 0:
         return result
     if calibration is not None and len(calibration.offsets) != p.shape[1] + 1:
         calibration, result["calibrated"] = None, False  # not this model's classes: say it is raw
