@@ -20,6 +20,18 @@ from registry.errors import ReferenceMismatch, RegistryError
 MAX_REFERENCE_ROWS = 10_000
 
 
+def category_label(value: Any) -> str:
+    """A categorical value as the label drift compares, the same in the stored reference sample and in
+    live windows: strings as they are, booleans "True"/"False", a whole float as the integer it is
+    (a float column's 1.0, stored by pandas, and JSON's 1 are both "1"), anything else `str(value)`."""
+    if isinstance(value, str):
+        return value
+    value = value.item() if hasattr(value, "item") else value  # numpy scalars as Python ones
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def read_reference(reference: Any) -> Any:
     """`reference` itself, or the data of the file it names: a path (str or Path) to a CSV file
     (read with a header row, as `modeldeck register --reference` does) or a `.npy` array."""
@@ -108,7 +120,8 @@ def encode(
         if spec["kind"] == "numeric":
             values = series.astype("float64").to_numpy()
         else:
-            values = series.astype(object).where(~missing, "").astype(str).to_numpy(dtype=str)
+            labels = ["" if absent else category_label(v) for v, absent in zip(series, missing, strict=True)]
+            values = np.array(labels, dtype=str)
         arrays[f"c{index}"] = values
         arrays[f"m{index}"] = missing
     arrays["names"] = np.array([spec["name"] for spec in signature["columns"]], dtype=str)

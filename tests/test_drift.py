@@ -451,3 +451,41 @@ def test_a_p_value_of_zero_reads_p_0_in_the_reason() -> None:
     result.p_value = 0.0  # what scipy-style tests return when the statistic is far out
     drift.judge([result])
     assert result.status == drift.DRIFT and result.reason.startswith("KS p=0 (adj 0)"), result.reason
+
+
+def test_a_float_or_bool_column_declared_categorical_reads_the_same_in_the_reference_and_live() -> None:
+    """pandas stores a float column's 1.0 as "1.0" and JSON's 1 arrived as "1": every window drifted
+    with a total-variation distance of 1. One label function serves both sides now."""
+    import json
+
+    import pandas as pd
+
+    from registry import reference
+    from registry.monitoring.window import DriftWindow
+
+    rows = 3000
+    frame = pd.DataFrame(
+        {
+            "code": rng.choice([1.0, 2.0, 3.0], rows),
+            "flag": rng.choice([True, False], rows),
+            "score": rng.choice([0.5, 1.5], rows),
+        }
+    )
+    frame.loc[:9, "code"] = np.nan
+    signature = {"columns": [{"name": n, "kind": "categorical"} for n in frame.columns]}
+    sample = reference.decode(reference.encode(frame, signature, np.zeros(rows)))
+    assert sorted(set(sample.columns["code"])) == ["", "1", "2", "3"]
+    assert sorted(set(sample.columns["flag"])) == ["False", "True"]
+    profile = Profile.fit(sample, signature, {})
+    live = pd.DataFrame(
+        {
+            "code": rng.choice([1, 2, 3], 1000),  # what a JSON client sends for the same codes
+            "flag": rng.choice([True, False], 1000),
+            "score": rng.choice([0.5, 1.5], 1000),
+        }
+    )
+    window = DriftWindow()
+    window.add(json.loads(live.to_json(orient="values")), [0.0] * 1000)
+    report = window.report(profile, list(frame.columns), [False] * 3)
+    assert report.status == drift.OK, [f.reason for f in report.features]
+    assert all(f.unseen_share == 0 and f.effect < 0.05 for f in report.features)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from registry.monitoring.drift import DriftReport, Profile, UnusableProfile, drift_report
+from registry.reference import category_label
 
 DEFAULT_ROWS = 10_000
 DEFAULT_SECONDS = 3600.0
@@ -60,7 +61,7 @@ class DriftWindow:
             if is_number:
                 columns[name] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
             else:
-                columns[name] = np.array(["" if v is None else str(v) for v in values], dtype=str)
+                columns[name] = np.array(["" if v is None else category_label(v) for v in values], dtype=str)
             missing[name] = absent
         predictions = [p for _, _, p in self._rows]
         flat = predictions if not predictions or not isinstance(predictions[0], list) else None
