@@ -489,3 +489,37 @@ def test_a_float_or_bool_column_declared_categorical_reads_the_same_in_the_refer
     report = window.report(profile, list(frame.columns), [False] * 3)
     assert report.status == drift.OK, [f.reason for f in report.features]
     assert all(f.unseen_share == 0 and f.effect < 0.05 for f in report.features)
+
+
+def test_the_window_keeps_the_newest_rows_within_its_span_across_pulls_reports_and_restarts() -> None:
+    """Columns are typed once per pull and pulls merged at each report: the window still holds exactly
+    the newest `max_rows` rows no older than `max_seconds`, and reports what those rows say."""
+    from registry.monitoring.window import DriftWindow
+
+    profile = Profile([fitted(REFERENCE), fitted(rng.choice(["a", "b"], 5000), "categorical")], None)
+    window, held = DriftWindow(max_rows=700, max_seconds=100.0), []
+    for step in range(12):
+        now = 30.0 * step
+        numbers, colours = rng.normal(10 + step, 2, 150), rng.choice(["a", "b"], 150)
+        batch = [[float(v), str(c)] for v, c in zip(numbers, colours, strict=True)]
+        batch[0] = [None, None]  # missing values
+        window.add(batch, [float(step)] * 150, now=now)
+        held = [*held, *((now, row, float(step)) for row in batch)][-700:]  # a bounded deque's rows
+        if step % 3 == 1:  # a report first lets rows older than the span go
+            held = [entry for entry in held if entry[0] >= now - 100]
+            report = window.report(profile, ["x", "colour"], [True, False], now=now)
+            values = [row[0] for _, row, _ in held]
+            expected = drift_report(
+                profile,
+                {
+                    "x": np.array([np.nan if v is None else v for v in values]),
+                    "colour": np.array(["" if row[1] is None else row[1] for _, row, _ in held]),
+                },
+                {"x": np.array([v is None for v in values]), "colour": np.array([v is None for v in values])},
+                np.array([p for _, _, p in held]),
+            )
+            assert report.as_dict() == expected.as_dict()
+        assert [(t, row, p) for t, row, p in window.entries()] == held and len(window) == len(held)
+    restarted = DriftWindow(max_rows=700, max_seconds=100.0)
+    restarted.restore(window.entries(), now=330.0 + 50)  # half the held rows have aged out meanwhile
+    assert restarted.entries() == [entry for entry in held if entry[0] >= 280.0]
