@@ -87,6 +87,9 @@ def test_rows_with_a_nan_or_infinite_probability_are_left_out_and_counted_never_
     assert figures["rows"] == len(clean) and figures["unusable_rows"] == 3
     assert figures == pytest.approx(estimate(clean, calibration) | {"unusable_rows": 3})
     json.loads(json.dumps(figures, allow_nan=False))  # what `status --json` prints must parse
+    restarted = ConfidenceWindow()  # the saved window (orjson writes NaN as null) comes back whole
+    restarted.restore(json.loads(json.dumps(window.entries()).replace("NaN", "null")), now=1.0)
+    assert restarted.estimate(calibration, now=1.0) == figures
     nothing = estimate([[float("nan"), float("nan")]], calibration)
     assert nothing["accuracy"] is None and nothing["rows"] == 0 and nothing["unusable_rows"] == 1
 

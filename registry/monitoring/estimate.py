@@ -161,7 +161,11 @@ class ConfidenceWindow:
     def restore(self, entries: list[Any], now: float | None = None) -> None:
         """Put saved `entries` back (a supervisor restart), leaving out rows already too old."""
         oldest = (time.time() if now is None else now) - self.max_seconds
-        self._rows.extend((float(t), [float(p) for p in row]) for t, row in entries if float(t) >= oldest)
+        self._rows.extend(
+            (float(t), [np.nan if p is None else float(p) for p in row])  # a saved NaN comes back as null
+            for t, row in entries
+            if float(t) >= oldest
+        )
 
     def estimate(self, calibration: Calibration | None, now: float | None = None) -> dict[str, Any]:
         now = time.time() if now is None else now
