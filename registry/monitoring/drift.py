@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 #: Decile edges of numeric features (PSI's bins; repeated edges are merged).
 BINS = 10
 #: Stored profiles of this format carry what the tests need; older ones are refitted (`OutdatedProfile`).
-FORMAT = 2
+#: 3: infinite reference values count as missing, and the PCA keeps components within the numerical rank.
+FORMAT = 3
 #: Holm-adjusted p-values under these give `drift` (with a practical effect) and `warn`.
 ALPHA_DRIFT, ALPHA_WARN = 0.001, 0.01
 #: Practical floors of the effect sizes: Wasserstein-1 over the robust scale (numeric), total-variation
