@@ -449,7 +449,10 @@ def feedback(
         str, typer.Argument(metavar="FILE", help="CSV (request_id[,row],label) or JSON lines; - reads stdin.")
     ],
     deployment: Annotated[
-        str | None, typer.Option(metavar="NAME", help="Only this deployment's predictions count as known.")
+        str | None,
+        typer.Option(
+            metavar="NAME", help="The deployment whose predictions these label (default: the only one)."
+        ),
     ] = None,
     json_out: JsonFlag = False,
 ) -> None:

@@ -18,7 +18,7 @@ from registry import history as ledger
 from registry import queries, writes
 from registry.artifacts import ArtifactStore, load_model
 from registry.capture import Captured, capture
-from registry.errors import ArtifactDamaged, InvalidName, VersionInUse, VersionNotFound
+from registry.errors import ArtifactDamaged, DeploymentNotChosen, InvalidName, VersionInUse, VersionNotFound
 from registry.info import EventInfo, History, ModelInfo, VersionInfo, VersionSummary
 from registry.reference import ReferenceSample, decode, read_reference
 from registry.refs import Ref, check_alias, check_model_name, parse_ref
@@ -247,16 +247,33 @@ class Registry:
         return estimator
 
     def feedback(self, labels: Any, deployment: str | None = None) -> dict[str, int]:
-        """Store ground truth for earlier predictions, by request id (the `X-Request-ID` of the
-        response): one `{"request_id", "row", "label"}` or `{"request_id", "labels": [...]}`, or a list
-        of them. Returns `{"accepted", "duplicates", "unknown"}` (see `registry.monitoring.outcomes`);
-        with `deployment`, only that deployment's predictions count as known. ValueError (naming the
-        field) for a malformed entry."""
+        """Store ground truth for earlier predictions of `deployment`, by request id (the
+        `X-Request-ID` of the response): one `{"request_id", "row", "label"}` or
+        `{"request_id", "labels": [...]}`, or a list of them. Without `deployment`, the home's only
+        deployment. Returns `{"accepted", "duplicates", "unknown"}` (see `registry.monitoring.outcomes`).
+        ValueError (naming the field) for a malformed entry; DeploymentNotChosen when `deployment` is
+        unknown, or omitted while the home has not exactly one deployment."""
         from registry.monitoring.outcomes import OutcomeStore, parse_labels
 
         parsed = parse_labels(labels)
+        name = self._feedback_deployment(deployment)
         with OutcomeStore.of(self.settings.home) as store:
-            return store.add_labels(parsed, deployment=deployment)
+            return store.add_labels(parsed, name)
+
+    def _feedback_deployment(self, deployment: str | None) -> str:
+        from registry.deployments import list_deployments
+
+        names = [d.name for d in list_deployments(self)]
+        if deployment is None:
+            if len(names) == 1:
+                return names[0]
+            which = f"one of {', '.join(names)}" if names else "none is deployed"
+            raise DeploymentNotChosen(
+                f"say which deployment the labels are for: --deployment NAME (deployment= in Python; {which})"
+            )
+        if deployment not in names:
+            raise DeploymentNotChosen(f"no deployment named {deployment!r} (labels are kept per deployment)")
+        return deployment
 
     def reference(self, ref: str | Ref) -> ReferenceSample | None:
         """The stored reference sample of a version (checksum-verified), or None if it has none."""

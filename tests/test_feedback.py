@@ -26,7 +26,8 @@ from helpers import ROW, error_of, free_port, iris_home, stop_supervisor, wait_u
 from sklearn import metrics
 
 from registry import Registry
-from registry.monitoring.outcomes import OutcomeStore, store_path
+from registry.errors import DeploymentNotChosen
+from registry.monitoring.outcomes import SCHEMA_VERSION, OutcomeStore, store_path
 from registry.monitoring.performance import read_performance_rollups
 from registry.serving.client import SupervisorClient
 
@@ -226,7 +227,7 @@ def test_regressor_mae_and_rmse_equal_sklearns(stack: Stack) -> None:
         for row in range(len(batch))
     ]
     with Registry(home=stack.home) as reg:  # straight to the store: predictions the worker has not
-        counts = reg.feedback(labels)  # written yet count as unknown, and join once it has
+        counts = reg.feedback(labels, deployment="diabetes")  # written yet count as unknown, and join
     assert counts["accepted"] + counts["unknown"] == 100 and counts["duplicates"] == 0
     realised = wait_until(
         lambda: (r := stack.realised("diabetes")) and r["labelled"] >= 100 and r, what="figures"
@@ -273,7 +274,7 @@ def test_a_label_before_its_prediction_is_stored_and_hours_after_it_is_joined(st
         # The label comes first: unknown, kept pending. The prediction it labels was made three hours
         # before the label (written as a worker would have, with its time).
         with Registry(home=stack.home) as reg:
-            answer = reg.feedback({"request_id": "late-bird", "label": 2})
+            answer = reg.feedback({"request_id": "late-bird", "label": 2}, deployment="iris-late")
         assert answer == {"accepted": 0, "duplicates": 0, "unknown": 1}
         made = time.time() - 3 * 3600
         with OutcomeStore.of(stack.home) as store:
@@ -309,13 +310,20 @@ def test_modeldeck_feedback_reads_csv_and_json_lines(stack: Stack, tmp_path: Pat
     csv_file.write_text(
         "request_id,row,label\n" + "".join(f"{rid},{r},0\n" for rid, _ in answers for r in (0, 1))
     )
-    done = stack.cli("feedback", str(csv_file), "--json")
+    done = stack.cli("feedback", str(csv_file), "--deployment", "iris", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"accepted": 4, "duplicates": 0, "unknown": 0}
     lines = "\n".join(json.dumps({"request_id": rid, "labels": [1, 1]}) for rid, _ in answers)
-    done = stack.cli("feedback", "-", "--deployment", "diabetes", stdin=lines)
-    assert done.returncode == 0 and "0 accepted, 4 duplicates (last wins), 4 for unknown" in done.stdout
-    bad = stack.cli("feedback", "-", stdin='{"request_id": "x", "row": -1, "label": 1}\n')
+    again = stack.cli("feedback", "-", "--deployment", "iris", stdin=lines)
+    assert again.returncode == 0 and "4 accepted, 4 duplicates (last wins), 0 for unknown" in again.stdout
+    elsewhere = stack.cli("feedback", "-", "--deployment", "diabetes", stdin=lines)  # not its predictions
+    assert (
+        elsewhere.returncode == 0
+        and "0 accepted, 0 duplicates (last wins), 4 for unknown" in elsewhere.stdout
+    )
+    bad = stack.cli(
+        "feedback", "-", "--deployment", "iris", stdin='{"request_id": "x", "row": -1, "label": 1}\n'
+    )
     assert bad.returncode == 1 and "row" in bad.stderr
 
 
@@ -330,7 +338,8 @@ def test_the_store_is_private_and_bounded(stack: Stack, tmp_path: Path) -> None:
         store.add_predictions(old)
         from registry.monitoring.outcomes import Label
 
-        store.add_labels([Label("r99", 0, 1), Label("old1", 0, 1), Label("ghost", 0, 1)], now=now - 2 * 86400)
+        labels = [Label("r99", 0, 1), Label("old1", 0, 1), Label("ghost", 0, 1)]
+        store.add_labels(labels, "d", now=now - 2 * 86400)
         pruned = store.prune(max_rows=50, max_age=7 * 86400, pending_seconds=86400, now=now)
         assert store.size() == {"predictions": 50, "labels": 0}
         assert pruned["predictions"] == 55 and store.counters()["labels_expired"] == 1  # the ghost
@@ -415,3 +424,84 @@ def test_a_store_that_cannot_be_opened_leaves_serving_on_and_feedback_says_why(t
         refused = http.post("/feedback", json={"request_id": answered.headers["x-request-id"], "label": 0})
         assert refused.status_code == 503 and error_of(refused)["code"] == "no_prediction_store"
     assert "no prediction store" in (tmp_path / "iris.log").read_text()
+
+
+def test_modeldeck_feedback_needs_a_deployment_it_knows(stack: Stack, tmp_path: Path) -> None:
+    line = '{"request_id": "x", "label": 1}\n'
+    unnamed = stack.cli("feedback", "-", stdin=line)  # the home has several deployments
+    assert (
+        unnamed.returncode == 1 and "--deployment" in unnamed.stderr and len(unnamed.stderr.splitlines()) == 1
+    )
+    unknown = stack.cli("feedback", "-", "--deployment", "nosuch", stdin=line)
+    assert unknown.returncode == 1 and "'nosuch'" in unknown.stderr
+    with Registry(home=stack.home) as reg, pytest.raises(DeploymentNotChosen, match="--deployment"):
+        reg.feedback({"request_id": "x", "label": 1})
+    from oip_servers import iris, register
+
+    from registry.deployments import save_deployment
+    from registry.info import DeploymentInfo
+
+    single = tmp_path / "single"
+    register(single, {"iris": iris()})
+    with Registry(home=single, db_url=f"sqlite:///{single / 'registry.db'}") as reg:
+        save_deployment(reg, DeploymentInfo("only", "iris", 1, None, "127.0.0.1", 0, 1), "deploy")
+        assert reg.feedback({"request_id": "x", "label": 1}) == {"accepted": 0, "duplicates": 0, "unknown": 1}
+    with OutcomeStore.of(single) as store:
+        assert store.db.execute("SELECT deployment FROM label").fetchall() == [("only",)]
+
+
+def test_a_reused_request_id_never_replaces_another_clients_prediction_or_label(stack: Stack) -> None:
+    port = free_port()
+    stack.client.deploy("iris:1", name="iris-other", port=port)
+    other = f"http://127.0.0.1:{port}"
+    try:
+        setosa, virginica = {"inputs": [[5.1, 3.5, 1.4, 0.2]]}, {"inputs": [[7.7, 3.0, 6.1, 2.3]]}
+        shared = {"X-Request-ID": "order-shared-1"}
+        first = httpx.post(f"{stack.iris}/invocations", json=setosa, headers=shared, timeout=10)
+        assert first.json()["predictions"] == [0]
+        # another client reuses A's id, on the same deployment and on another one
+        for url in (stack.iris, other):
+            reused = httpx.post(f"{url}/invocations", json=virginica, headers=shared, timeout=10)
+            assert reused.json()["predictions"] == [2]
+        labels = {"request_id": "order-shared-1", "label": 0}
+        # the label to iris joins A's prediction (setosa), written first, not the reuser's
+        assert httpx.post(f"{stack.iris}/feedback", json=labels, timeout=10).json()["accepted"] == 1
+        with OutcomeStore.of(stack.home) as store:
+            stored = dict(
+                store.db.execute(
+                    "SELECT deployment, prediction FROM prediction WHERE request_id='order-shared-1'"
+                )
+            )
+            assert stored == {"iris": b"0", "iris-other": b"2"}
+            assert store.counters()["predictions_collided"] >= 1
+        # a label sent to iris never changes iris-other's figures
+        mine = wait_until(
+            lambda: (r := stack.realised("iris-other")) and r["predicted"] == 1 and r, what="figures"
+        )
+        assert mine["labelled"] == 0
+        assert (
+            httpx.post(f"{other}/feedback", json={**labels, "label": 2}, timeout=10).json()["accepted"] == 1
+        )
+        with OutcomeStore.of(stack.home) as store:
+            assert dict(
+                store.db.execute("SELECT deployment, label FROM label WHERE request_id='order-shared-1'")
+            ) == {"iris": b"0", "iris-other": b"2"}  # iris' label stays
+    finally:
+        stack.client.stop("iris-other")
+
+
+def test_a_store_of_an_older_schema_is_recreated(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "o" / "outcomes.sqlite"
+    path.parent.mkdir(mode=0o700)
+    with sqlite3.connect(path) as old:  # the first schema: keyed by request id alone, user_version 0
+        old.execute(
+            "CREATE TABLE prediction (request_id TEXT, row_index INTEGER,"
+            " PRIMARY KEY (request_id, row_index))"
+        )
+    path.chmod(0o600)
+    with OutcomeStore(path) as store:
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        store.add_predictions([("r", 0, "d", "m", 1, time.time(), b"1", None, None)])
+        assert store.size() == {"predictions": 1, "labels": 0}
