@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from sklearn import metrics
 
 from registry import Registry
 from registry.errors import DeploymentNotChosen
-from registry.monitoring.outcomes import SCHEMA_VERSION, OutcomeStore, store_path
+from registry.monitoring.outcomes import MAX_LABELS_PER_REQUEST, SCHEMA_VERSION, OutcomeStore, store_path
 from registry.monitoring.performance import read_performance_rollups
 from registry.serving.client import SupervisorClient
 
@@ -505,3 +506,47 @@ def test_a_store_of_an_older_schema_is_recreated(tmp_path: Path) -> None:
         assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         store.add_predictions([("r", 0, "d", "m", 1, time.time(), b"1", None, None)])
         assert store.size() == {"predictions": 1, "labels": 0}
+
+
+def test_feedback_is_bounded_and_never_starves_another_deployments_predictions(stack: Stack) -> None:
+    too_many = {"request_id": "flood", "labels": [1] * (MAX_LABELS_PER_REQUEST + 1)}
+    refused = httpx.post(f"{stack.iris}/feedback", json=too_many, timeout=30)
+    assert refused.status_code == 413 and "at most 10,000 labels" in error_of(refused)["message"]
+    with OutcomeStore.of(stack.home) as store:
+        dropped_before = store.counters().get("predictions_dropped", 0)
+    allowed = [{"request_id": f"flood-{i}", "label": 1} for i in range(MAX_LABELS_PER_REQUEST)]
+    with ThreadPoolExecutor(1) as pool:
+        sent = pool.submit(httpx.post, f"{stack.iris}/feedback", json=allowed, timeout=120)
+        with httpx.Client(base_url=stack.diabetes, timeout=10) as client:
+            for i in range(40):  # while the labels are written
+                headers = {"X-Request-ID": f"starve-{i}"}
+                assert client.post("/invocations", json={"inputs": [[0.0] * 10]}, headers=headers).is_success
+        assert sent.result().json() == {"accepted": 0, "duplicates": 0, "unknown": MAX_LABELS_PER_REQUEST}
+
+    def stored() -> int:
+        with OutcomeStore.of(stack.home) as store:
+            query = (
+                "SELECT COUNT(*) FROM prediction WHERE deployment='diabetes' AND request_id LIKE 'starve-%'"
+            )
+            return store.db.execute(query).fetchone()[0]
+
+    wait_until(lambda: stored() == 40, what="every prediction of the other deployment stored")
+    with OutcomeStore.of(stack.home) as store:
+        assert store.counters().get("predictions_dropped", 0) == dropped_before
+
+
+def test_pending_labels_are_capped_oldest_first(tmp_path: Path) -> None:
+    from registry.monitoring.outcomes import Label
+
+    with OutcomeStore(tmp_path / "o" / "outcomes.sqlite") as store:
+        store.add_predictions([("known", 0, "d", "m", 1, time.time(), b"1", None, None)])
+        store.add_labels([Label("known", 0, 1)], "d")
+        old = [Label(f"old-{i}", 0, 1) for i in range(60)]
+        new = [Label(f"new-{i}", 0, 1) for i in range(60)]
+        store.add_labels(old, "d", now=1000.0, max_pending=100)
+        counts = store.add_labels(new, "d", now=2000.0, max_pending=100)
+        assert counts == {"accepted": 0, "duplicates": 0, "unknown": 60}
+        assert store.size()["labels"] == 101  # 100 pending and the known one's
+        assert store.counters()["labels_expired"] == 20
+        kept = {rid for (rid,) in store.db.execute("SELECT request_id FROM label")}
+        assert {"known", *(f"new-{i}" for i in range(60))} <= kept and "old-0" not in kept

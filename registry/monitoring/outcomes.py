@@ -105,6 +105,10 @@ class LabelError(ValueError):
         self.field = field
 
 
+class TooManyLabels(LabelError):
+    """More labels in one body than `MAX_LABELS_PER_REQUEST`."""
+
+
 @dataclass(frozen=True)
 class Label:
     request_id: str
@@ -112,10 +116,11 @@ class Label:
     value: Any
 
 
-def parse_labels(body: Any) -> list[Label]:
+def parse_labels(body: Any, limit: int | None = None) -> list[Label]:
     """Labels from a decoded JSON body: one object or a list of objects, each either
     `{"request_id", "row" (default 0), "label"}` or `{"request_id", "labels": [...]}` (rows 0, 1, ...).
-    LabelError names the first bad field (`[i].request_id`, ...)."""
+    LabelError names the first bad field (`[i].request_id`, ...); TooManyLabels when there are more
+    than `limit`."""
     items = body if isinstance(body, list) else [body]
     labels: list[Label] = []
     for i, item in enumerate(items):
@@ -139,6 +144,8 @@ def parse_labels(body: Any) -> list[Label]:
         if any(value is None or isinstance(value, dict | list) for value in values):
             raise LabelError(f"{where}.{key}".lstrip("."), "a label must be a number or a string")
         labels.extend(Label(rid, first + i, value) for i, value in enumerate(values))
+        if limit is not None and len(labels) > limit:
+            raise TooManyLabels("body", f"at most {limit:,} labels in one request; send the rest in another")
     return labels
 
 

@@ -24,7 +24,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from registry.monitoring.metrics import CONTENT_TYPE, ServingMetrics
-from registry.monitoring.outcomes import LabelError, PredictionRecorder, parse_labels, request_id
+from registry.monitoring.outcomes import (
+    MAX_LABELS_PER_REQUEST,
+    LabelError,
+    PredictionRecorder,
+    TooManyLabels,
+    parse_labels,
+    request_id,
+)
 from registry.monitoring.sampling import InputSampler
 from registry.serving import encodings, oip_binary, oip_types, payloads
 from registry.serving.batching import MicroBatcher
@@ -242,9 +249,11 @@ def create_app(
                 raise InputError(503, "no_prediction_store", "this server keeps no predictions to label")
             body = await read_body(request, max_body_bytes)
             try:
-                labels = parse_labels(orjson.loads(body))
+                labels = parse_labels(orjson.loads(body), limit=MAX_LABELS_PER_REQUEST)
             except orjson.JSONDecodeError as exc:
                 raise InputError(400, "invalid_json", f"the body is not JSON: {exc}", field="body") from None
+            except TooManyLabels as exc:
+                raise InputError(413, "too_many_labels", str(exc), field="body") from None
             except LabelError as exc:
                 raise InputError(422, "invalid_feedback", f"{exc.field}: {exc}", field=exc.field) from None
             return answer(200, await asyncio.to_thread(outcomes.add_labels, labels))
