@@ -550,3 +550,36 @@ def test_pending_labels_are_capped_oldest_first(tmp_path: Path) -> None:
         assert store.counters()["labels_expired"] == 20
         kept = {rid for (rid,) in store.db.execute("SELECT request_id FROM label")}
         assert {"known", *(f"new-{i}" for i in range(60))} <= kept and "old-0" not in kept
+
+
+def test_every_label_counts_once_as_accepted_or_unknown_and_duplicates_are_a_subset(stack: Stack) -> None:
+    (rid, _), *_ = predict_batches(stack.iris, iris_data()[0][:1], 1)
+    url = f"{stack.iris}/feedback"
+    label = {"request_id": rid, "label": 0}
+    answers = [httpx.post(url, json=label, timeout=10).json() for _ in range(3)]
+    assert answers == [
+        {"accepted": 1, "duplicates": 0, "unknown": 0},
+        {"accepted": 1, "duplicates": 1, "unknown": 0},
+        {"accepted": 1, "duplicates": 1, "unknown": 0},
+    ]
+    twice = [{"request_id": "count-ghost", "label": 1}] * 2
+    assert httpx.post(url, json=twice, timeout=10).json() == {"accepted": 0, "duplicates": 1, "unknown": 2}
+    metrics_url = stack.client.status()["supervisor"]["metrics"]
+
+    def exposed() -> dict[str, float]:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        samples = {}
+        for family in text_string_to_metric_families(httpx.get(metrics_url, timeout=10).text):
+            for sample in family.samples:
+                if sample.name.startswith("modeldeck_feedback_label"):
+                    samples[sample.labels.get("outcome", sample.name)] = sample.value
+        return samples
+
+    with OutcomeStore.of(stack.home) as store:
+        counters = store.counters()
+    shown = wait_until(
+        lambda: (e := exposed()).get("accepted") == counters["labels_accepted"] and e, what="counts"
+    )
+    assert set(shown) == {"accepted", "unknown", "expired", "modeldeck_feedback_label_duplicates_total"}
+    assert shown["modeldeck_feedback_label_duplicates_total"] == counters["labels_duplicate"]
