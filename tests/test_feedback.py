@@ -583,3 +583,33 @@ def test_every_label_counts_once_as_accepted_or_unknown_and_duplicates_are_a_sub
     )
     assert set(shown) == {"accepted", "unknown", "expired", "modeldeck_feedback_label_duplicates_total"}
     assert shown["modeldeck_feedback_label_duplicates_total"] == counters["labels_duplicate"]
+
+
+def test_float_labels_from_a_csv_are_the_same_classes_as_integers(stack: Stack, tmp_path: Path) -> None:
+    import pandas as pd
+
+    rows, truth = iris_data()
+    port = free_port()
+    stack.client.deploy("iris:1", name="iris-float", port=port)
+    try:
+        answers = predict_batches(f"http://127.0.0.1:{port}", rows[::10], 5)
+        labels = pd.DataFrame(
+            [
+                (rid, r, truth[::10][i * 5 + r])
+                for i, (rid, batch) in enumerate(answers)
+                for r in range(len(batch))
+            ]
+            + [("not-labelled-yet", 0, None)],  # a missing value makes pandas keep 0.0, 1.0, ...
+            columns=["request_id", "row", "label"],
+        )
+        labels.dropna().to_csv(tmp_path / "labels.csv", index=False)
+        assert "0.0" in (tmp_path / "labels.csv").read_text()
+        done = stack.cli("feedback", str(tmp_path / "labels.csv"), "--deployment", "iris-float", "--json")
+        assert done.returncode == 0, done.stderr
+        predicted = [p for _, batch in answers for p in batch]
+        realised = wait_until(
+            lambda: (r := stack.realised("iris-float")) and r["labelled"] == 15 and r, what="join"
+        )
+        assert realised["accuracy"] == pytest.approx(metrics.accuracy_score(truth[::10], predicted))
+    finally:
+        stack.client.stop("iris-float")
