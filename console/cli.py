@@ -478,6 +478,7 @@ def feedback(
         output.out.print(
             f"{counts['accepted']} accepted, {counts['duplicates']} duplicates (last wins), "
             f"{counts['unknown']} for unknown predictions (kept a day in case they arrive)"
+            + (f", {counts['invalid']} invalid ({counts['invalid_reason']})" if counts.get("invalid") else "")
         )
 
 

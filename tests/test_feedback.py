@@ -613,3 +613,29 @@ def test_float_labels_from_a_csv_are_the_same_classes_as_integers(stack: Stack, 
         assert realised["accuracy"] == pytest.approx(metrics.accuracy_score(truth[::10], predicted))
     finally:
         stack.client.stop("iris-float")
+
+
+def test_a_regressors_label_must_be_a_number_and_unscorable_figures_say_why(stack: Stack) -> None:
+    from registry.monitoring.performance import summary
+
+    (rid, _), *_ = predict_batches(stack.diabetes, [[0.0] * 10], 1)
+    words = [{"request_id": rid, "label": "tall"}]
+    refused = httpx.post(f"{stack.diabetes}/feedback", json=words, timeout=10)
+    assert refused.status_code == 422 and error_of(refused)["field"] == "[0].label", refused.text
+    assert "must be a number" in error_of(refused)["message"]
+    lines = "\n".join(json.dumps(entry) for entry in [*words, {"request_id": rid, "label": "151.5"}])
+    done = stack.cli("feedback", "-", "--deployment", "diabetes", "--json", stdin=lines)
+    assert done.returncode == 0, done.stderr
+    counts = json.loads(done.stdout)
+    assert counts["accepted"] + counts["unknown"] == 1 and counts["invalid"] == 1
+    assert "must be a number" in counts["invalid_reason"]
+    # figures that cannot be computed say why, never "no labels yet" beside a coverage
+    unscorable = {
+        "predicted": 1,
+        "labelled": 1,
+        "coverage": 1.0,
+        "delay": 1.0,
+        "error": "a label is not a number",
+    }
+    shown = summary(unscorable)
+    assert "a label is not a number" in shown and "no labels yet" not in shown and "coverage 100%" in shown

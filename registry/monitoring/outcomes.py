@@ -116,11 +116,24 @@ class Label:
     value: Any
 
 
-def parse_labels(body: Any, limit: int | None = None) -> list[Label]:
+def is_number(value: Any) -> bool:
+    """A regressor's label: a finite number, or the text of one (CSV labels are text)."""
+    if isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+NOT_A_NUMBER = "a regressor's label must be a number"
+
+
+def parse_labels(body: Any, limit: int | None = None, numeric: bool = False) -> list[Label]:
     """Labels from a decoded JSON body: one object or a list of objects, each either
     `{"request_id", "row" (default 0), "label"}` or `{"request_id", "labels": [...]}` (rows 0, 1, ...).
-    LabelError names the first bad field (`[i].request_id`, ...); TooManyLabels when there are more
-    than `limit`."""
+    LabelError names the first bad field (`[i].request_id`, ...), also a label that is not a number
+    when `numeric` (a regressor's); TooManyLabels when there are more than `limit`."""
     items = body if isinstance(body, list) else [body]
     labels: list[Label] = []
     for i, item in enumerate(items):
@@ -143,6 +156,8 @@ def parse_labels(body: Any, limit: int | None = None) -> list[Label]:
                 raise LabelError(f"{where}.row".lstrip("."), "row must be a non-negative integer")
         if any(value is None or isinstance(value, dict | list) for value in values):
             raise LabelError(f"{where}.{key}".lstrip("."), "a label must be a number or a string")
+        if numeric and not all(is_number(value) for value in values):
+            raise LabelError(f"{where}.{key}".lstrip("."), NOT_A_NUMBER)
         labels.extend(Label(rid, first + i, value) for i, value in enumerate(values))
         if limit is not None and len(labels) > limit:
             raise TooManyLabels("body", f"at most {limit:,} labels in one request; send the rest in another")

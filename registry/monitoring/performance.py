@@ -123,7 +123,9 @@ def summary_parts(figures: dict[str, Any] | None) -> tuple[str, str]:
     coverage = f"coverage {figures['coverage']:.0%} ({figures['labelled']}/{figures['predicted']})"
     if figures.get("delay") is not None:
         coverage += f", delay {_duration(figures['delay'])}"
-    return (metrics or "no labels yet"), coverage
+    if not metrics:  # labelled but not scored: say why, never "no labels yet" beside a coverage
+        metrics = figures.get("error") or ("no labels yet" if not figures.get("labelled") else "no figures")
+    return metrics, coverage
 
 
 def _duration(seconds: float) -> str:

@@ -242,6 +242,8 @@ def create_app(
             len(parsed.rows),
         )
 
+    numeric_labels = info.output.get("kind") != "classification"  # a regressor's labels are numbers
+
     async def feedback(request: Request) -> Response:
         """Labels for earlier predictions, by request id (see `registry.monitoring.outcomes`)."""
         try:
@@ -249,7 +251,9 @@ def create_app(
                 raise InputError(503, "no_prediction_store", "this server keeps no predictions to label")
             body = await read_body(request, max_body_bytes)
             try:
-                labels = parse_labels(orjson.loads(body), limit=MAX_LABELS_PER_REQUEST)
+                labels = parse_labels(
+                    orjson.loads(body), limit=MAX_LABELS_PER_REQUEST, numeric=numeric_labels
+                )
             except orjson.JSONDecodeError as exc:
                 raise InputError(400, "invalid_json", f"the body is not JSON: {exc}", field="body") from None
             except TooManyLabels as exc:
