@@ -423,7 +423,8 @@ def test_a_store_that_cannot_be_opened_leaves_serving_on_and_feedback_says_why(t
         answered = http.post("/invocations", json=ROW)
         assert answered.status_code == 200 and answered.headers["x-request-id"]
         refused = http.post("/feedback", json={"request_id": answered.headers["x-request-id"], "label": 0})
-        assert refused.status_code == 503 and error_of(refused)["code"] == "no_prediction_store"
+        assert refused.status_code == 503 and error_of(refused)["code"] == "store_unavailable"
+        assert error_of(refused)["message"].startswith("prediction store unavailable: ")
     assert "no prediction store" in (tmp_path / "iris.log").read_text()
 
 
@@ -639,3 +640,34 @@ def test_a_regressors_label_must_be_a_number_and_unscorable_figures_say_why(stac
     }
     shown = summary(unscorable)
     assert "a label is not a number" in shown and "no labels yet" not in shown and "coverage 100%" in shown
+
+
+def test_a_deployment_without_a_prediction_store_says_so_for_good(stack: Stack) -> None:
+    port = free_port()
+    stack.client.deploy("iris:1", name="iris-nostore", port=port, options={"prediction_store": False})
+    try:
+        refused = httpx.post(
+            f"http://127.0.0.1:{port}/feedback", json={"request_id": "a", "label": 0}, timeout=10
+        )
+        assert refused.status_code == 409, refused.text
+        assert error_of(refused)["message"] == (
+            "this deployment keeps no predictions: deployed with --no-prediction-store"
+        )
+    finally:
+        stack.client.stop("iris-nostore")
+
+
+def test_status_says_when_the_supervisor_cannot_read_the_store(stack: Stack) -> None:
+    path = store_path(stack.home)
+    aside = path.with_name("aside.sqlite")
+    path.rename(aside)  # workers keep writing the file they opened; the supervisor cannot open this
+    path.mkdir()
+    try:
+        text = wait_until(
+            lambda: "prediction store cannot be read" in (done := stack.cli("status")).stderr and done.stderr,
+            what="the hint",
+        )
+        assert text.count("prediction store cannot be read") == 1
+    finally:
+        path.rmdir()
+        aside.rename(path)

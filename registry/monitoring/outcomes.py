@@ -516,11 +516,13 @@ class PredictionRecorder:
                 log.exception("prediction store writer failed; it carries on")
 
 
-def open_recorder(home: Path, deployment: str, model: str, version: int) -> PredictionRecorder | None:
-    """A worker's recorder for the store of `home`, or None (logged) when the store cannot be opened
-    (a full disk, a damaged or unsafe file): the worker serves on without it."""
+def open_recorder(
+    home: Path, deployment: str, model: str, version: int
+) -> tuple[PredictionRecorder | None, str | None]:
+    """A worker's recorder for the store of `home`, or (None, why) when the store cannot be opened
+    (a full disk, a damaged or unsafe file; logged): the worker serves on without it."""
     try:
-        return PredictionRecorder(store_path(home), deployment, model, version)
+        return PredictionRecorder(store_path(home), deployment, model, version), None
     except (sqlite3.Error, OSError, UnsafePath) as exc:
         log.warning("no prediction store (predictions are not kept for labels): %s", exc)
-        return None
+        return None, str(exc) or type(exc).__name__

@@ -254,8 +254,8 @@ def _load(options: argparse.Namespace) -> tuple[ClosingWhenDraining, Any]:
         predictor = load_predictor(reg, f"{options.model}:{options.version}", redact=options.redact)
     token = read_token(Path(options.token_file)) if options.token_file else None  # never "" (no auth)
     batching = {"auto": None, "on": True, "off": False}[options.batching]
-    outcomes = (
-        None
+    outcomes, store_error = (
+        (None, None)
         if options.no_prediction_store
         else open_recorder(Path(options.home), options.deployment, options.model, options.version)
     )
@@ -271,6 +271,7 @@ def _load(options: argparse.Namespace) -> tuple[ClosingWhenDraining, Any]:
                 options.otlp, deployment=options.deployment, model=options.model, version=options.version
             ),
             outcomes=outcomes,
+            store_error=store_error,
         )
     )
     config = server_config(predictor, app, options.fd, log_config=None, limits=_limits(options))

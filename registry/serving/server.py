@@ -69,6 +69,8 @@ def create_app(
     predict_timeout: float | None = None,
     telemetry: Telemetry | None = None,
     outcomes: PredictionRecorder | None = None,
+    store_error: str | None = None,
+    no_store: str = "deployed with --no-prediction-store",
 ) -> Starlette:
     """The app serving `predictor`. With `token`, prediction, metadata and metrics endpoints require
     `Authorization: Bearer <token>`; health checks (live, ready, OIP's model ready) never do.
@@ -78,7 +80,9 @@ def create_app(
     `predict_timeout` seconds answers 503. Errors take each route's protocol shape (`error_bodies`).
     `telemetry` (`registry.serving.telemetry.start`) exports a span per request and the metrics.
     Every prediction response carries `X-Request-ID` (the client's, if sane); with `outcomes` each
-    prediction is queued for the prediction store and `POST /feedback` takes labels for them."""
+    prediction is queued for the prediction store and `POST /feedback` takes labels for them; without,
+    `/feedback` answers 503 naming `store_error` (the store could not be opened: may pass) or else
+    409 naming `no_store` (why this server keeps no predictions: permanent)."""
     info = predictor.info
     metrics = metrics or ServingMetrics(info.name, info.version)
     if telemetry is not None and monitoring:
@@ -247,8 +251,12 @@ def create_app(
     async def feedback(request: Request) -> Response:
         """Labels for earlier predictions, by request id (see `registry.monitoring.outcomes`)."""
         try:
+            if outcomes is None and store_error is not None:
+                raise InputError(503, "store_unavailable", f"prediction store unavailable: {store_error}")
             if outcomes is None:
-                raise InputError(503, "no_prediction_store", "this server keeps no predictions to label")
+                raise InputError(
+                    409, "no_prediction_store", f"this deployment keeps no predictions: {no_store}"
+                )
             body = await read_body(request, max_body_bytes)
             try:
                 labels = parse_labels(
