@@ -671,3 +671,33 @@ def test_status_says_when_the_supervisor_cannot_read_the_store(stack: Stack) -> 
     finally:
         path.rmdir()
         aside.rename(path)
+
+
+def test_the_store_writer_logs_an_error_and_carries_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from registry.monitoring.outcomes import PredictionRecorder
+
+    recorder = PredictionRecorder(tmp_path / "o" / "outcomes.sqlite", "d", "m", 1, every=0.05)
+    try:
+        recorder.record("unwritable", [object()])  # not JSON: the writer thread's pass fails
+        wait_until(lambda: "writer failed" in caplog.text, what="the failure logged")
+        recorder.record("fine", [1])
+        with OutcomeStore(recorder.path) as store:
+            wait_until(lambda: store.size()["predictions"] == 1, what="the next prediction stored")
+    finally:
+        recorder.close()
+
+
+def test_a_worker_killed_by_a_fatal_signal_leaves_a_line_in_its_log(stack: Stack) -> None:
+    from registry.serving.rundir import RunDir
+
+    stack.client.deploy("iris:1", name="iris-crash", port=free_port())
+    try:
+        status = next(d for d in stack.client.status()["deployments"] if d["name"] == "iris-crash")
+        pid = status["processes"][0]["pid"]
+        os.kill(pid, signal.SIGBUS)  # what a store file made immutable under its mmap caused
+        log = RunDir.of(stack.home).deployment_log("iris-crash")
+        wait_until(lambda: "Fatal Python error: Bus error" in log.read_text(), what="the traceback")
+    finally:
+        stack.client.stop("iris-crash")

@@ -26,6 +26,7 @@ import argparse
 import array
 import asyncio
 import contextlib
+import faulthandler
 import json
 import logging
 import os
@@ -326,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter(prefix + "%(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("uvicorn").setLevel(logging.WARNING)
+    # A fatal signal (SIGSEGV, SIGBUS: e.g. the store's mmapped -shm file made unwritable) leaves its
+    # traceback in the worker's log: stderr is that log (see `processes.spawn`).
+    faulthandler.enable(all_threads=True)
     limit_repeats()  # a flood of bad requests must not flood the deployment's log
     try:
         return asyncio.run(run(options))
