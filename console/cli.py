@@ -461,7 +461,7 @@ def feedback(
     from registry.monitoring.outcomes import LabelError, parse_labels
 
     try:
-        text = sys.stdin.read() if file == "-" else Path(file).read_text()
+        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8-sig")
         entries = read_labels(text)
     except (OSError, UnicodeDecodeError, FeedbackFileError) as exc:
         _fail(f"cannot read labels from {file}: {exc}")

@@ -408,7 +408,7 @@ async def test_the_console_shows_realised_performance_in_the_monitor_and_the_ver
             await settle(pilot, app)
             live = {r.field: (r.left, r.right) for r in app.screen.rows if r.section == "live performance"}
             assert live["accuracy"][1] == f"{two['accuracy']:.6g}" and live["accuracy"][0] != "-"
-            assert live["labelled"][1] == "60 (100%)"
+            assert live["labelled"][1] == "60 (100%)" and "label delay (s)" in live
     finally:
         stack.client.stop("iris-two")
 
@@ -701,3 +701,30 @@ def test_a_worker_killed_by_a_fatal_signal_leaves_a_line_in_its_log(stack: Stack
         wait_until(lambda: "Fatal Python error: Bus error" in log.read_text(), what="the traceback")
     finally:
         stack.client.stop("iris-crash")
+
+
+def test_a_symlinked_store_directory_is_refused(tmp_path: Path) -> None:
+    from registry.files import UnsafePath
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "outcomes").symlink_to(elsewhere)
+    with pytest.raises(UnsafePath, match="symbolic link"):
+        OutcomeStore.of(tmp_path / "home")
+    assert not list(elsewhere.iterdir())
+
+
+def test_modeldeck_feedback_reads_a_csv_with_a_bom_and_names_a_json_array(
+    stack: Stack, tmp_path: Path
+) -> None:
+    (rid, _), *_ = predict_batches(stack.iris, iris_data()[0][:1], 1)
+    bom = tmp_path / "bom.csv"
+    bom.write_text(f"request_id,label\n{rid},0\n", encoding="utf-8-sig")
+    done = stack.cli("feedback", str(bom), "--deployment", "iris", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["accepted"] == 1
+    array = tmp_path / "labels.json"
+    array.write_text(json.dumps([{"request_id": rid, "label": 0}]))
+    refused = stack.cli("feedback", str(array), "--deployment", "iris")
+    assert refused.returncode == 1 and "JSON lines expected, not a JSON array" in refused.stderr

@@ -39,7 +39,7 @@ from typing import Any
 
 import orjson
 
-from registry.files import UnsafePath, open_private, private_dirs
+from registry.files import UnsafePath, checked_private_dir, open_private
 
 log = logging.getLogger("modeldeck.outcomes")
 
@@ -169,7 +169,7 @@ class OutcomeStore:
 
     def __init__(self, path: Path, *, shared: bool = False) -> None:
         self.path = Path(path)
-        private_dirs(self.path.parent)
+        checked_private_dir(self.path.parent)  # never a symlink: the store would be written elsewhere
         os.close(open_private(self.path, os.O_RDWR | os.O_CREAT))  # 0600 before SQLite opens it
         self.db = sqlite3.connect(
             self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=not shared
