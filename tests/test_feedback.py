@@ -468,12 +468,9 @@ def test_a_reused_request_id_never_replaces_another_clients_prediction_or_label(
         labels = {"request_id": "order-shared-1", "label": 0}
         # the label to iris joins A's prediction (setosa), written first, not the reuser's
         assert httpx.post(f"{stack.iris}/feedback", json=labels, timeout=10).json()["accepted"] == 1
-        with OutcomeStore.of(stack.home) as store:
-            stored = dict(
-                store.db.execute(
-                    "SELECT deployment, prediction FROM prediction WHERE request_id='order-shared-1'"
-                )
-            )
+        query = "SELECT deployment, prediction FROM prediction WHERE request_id='order-shared-1'"
+        with OutcomeStore.of(stack.home) as store:  # iris-other's worker writes within half a second
+            stored = wait_until(lambda: len(rows := dict(store.db.execute(query))) == 2 and rows, what="both")
             assert stored == {"iris": b"0", "iris-other": b"2"}
             assert store.counters()["predictions_collided"] >= 1
         # a label sent to iris never changes iris-other's figures
