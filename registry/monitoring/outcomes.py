@@ -154,13 +154,13 @@ def parse_labels(body: Any, limit: int | None = None, numeric: bool = False) -> 
                 raise LabelError(f"{where}.label".lstrip("."), "each entry needs label (or labels)")
             if isinstance(first, bool) or not isinstance(first, int) or first < 0:
                 raise LabelError(f"{where}.row".lstrip("."), "row must be a non-negative integer")
+        if limit is not None and len(labels) + len(values) > limit:  # before looking at each one
+            raise TooManyLabels("body", f"at most {limit:,} labels in one request; send the rest in another")
         if any(value is None or isinstance(value, dict | list) for value in values):
             raise LabelError(f"{where}.{key}".lstrip("."), "a label must be a number or a string")
         if numeric and not all(is_number(value) for value in values):
             raise LabelError(f"{where}.{key}".lstrip("."), NOT_A_NUMBER)
         labels.extend(Label(rid, first + i, value) for i, value in enumerate(values))
-        if limit is not None and len(labels) > limit:
-            raise TooManyLabels("body", f"at most {limit:,} labels in one request; send the rest in another")
     return labels
 
 
