@@ -255,6 +255,7 @@ def test_feedback_in_bulk_duplicated_unknown_and_malformed(stack: Stack) -> None
         ({"label": 1}, "request_id"),
         ([{"request_id": "a", "label": 1}, {"request_id": "b"}], "[1].label"),
         ({"request_id": "a", "row": "first", "label": 1}, "row"),
+        ({"request_id": "a", "row": 2**70, "label": 1}, "row"),
         ({"request_id": "a", "labels": []}, "labels"),
     ):
         refused = httpx.post(url, json=body, timeout=10)

@@ -56,6 +56,9 @@ OUTCOMES = ("accepted", "duplicate", "unknown", "expired")
 #: modeldeck's) is emptied and recreated on open: it only caches a bounded window of predictions, and
 #: keying rows by deployment cannot be added to rows that lack it.
 SCHEMA_VERSION = 2
+#: Rows of a request are numbered below this (a larger row cannot be a prediction's; SQLite's integers
+#: would overflow far beyond it).
+MAX_ROW = 2**31
 #: At most this many labels in one `POST /feedback` body (more: 413); a file is sent in such batches.
 MAX_LABELS_PER_REQUEST = 10_000
 #: At most this many pending labels (whose prediction is not known) are kept; the oldest beyond go,
@@ -152,8 +155,10 @@ def parse_labels(body: Any, limit: int | None = None, numeric: bool = False) -> 
             key, values, first = "label", [item.get("label")], item.get("row", 0)
             if "label" not in item:
                 raise LabelError(f"{where}.label".lstrip("."), "each entry needs label (or labels)")
-            if isinstance(first, bool) or not isinstance(first, int) or first < 0:
-                raise LabelError(f"{where}.row".lstrip("."), "row must be a non-negative integer")
+            if isinstance(first, bool) or not isinstance(first, int) or not 0 <= first < MAX_ROW:
+                raise LabelError(
+                    f"{where}.row".lstrip("."), f"row must be an integer from 0 to {MAX_ROW - 1}"
+                )
         if limit is not None and len(labels) + len(values) > limit:  # before looking at each one
             raise TooManyLabels("body", f"at most {limit:,} labels in one request; send the rest in another")
         if any(value is None or isinstance(value, dict | list) for value in values):
