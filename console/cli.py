@@ -449,7 +449,10 @@ def feedback(
         str, typer.Argument(metavar="FILE", help="CSV (request_id[,row],label) or JSON lines; - reads stdin.")
     ],
     deployment: Annotated[
-        str | None, typer.Option(metavar="NAME", help="Only this deployment's predictions count as known.")
+        str | None,
+        typer.Option(
+            metavar="NAME", help="The deployment whose predictions these label (default: the only one)."
+        ),
     ] = None,
     json_out: JsonFlag = False,
 ) -> None:
@@ -458,7 +461,7 @@ def feedback(
     from registry.monitoring.outcomes import LabelError, parse_labels
 
     try:
-        text = sys.stdin.read() if file == "-" else Path(file).read_text()
+        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8-sig")
         entries = read_labels(text)
     except (OSError, UnicodeDecodeError, FeedbackFileError) as exc:
         _fail(f"cannot read labels from {file}: {exc}")
@@ -475,6 +478,7 @@ def feedback(
         output.out.print(
             f"{counts['accepted']} accepted, {counts['duplicates']} duplicates (last wins), "
             f"{counts['unknown']} for unknown predictions (kept a day in case they arrive)"
+            + (f", {counts['invalid']} invalid ({counts['invalid_reason']})" if counts.get("invalid") else "")
         )
 
 

@@ -19,8 +19,11 @@ class FeedbackFileError(ValueError):
 
 def read_labels(text: str) -> list[dict[str, Any]]:
     """The label entries of a CSV or JSON-lines text (JSON lines when its first character is `{`)."""
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte order mark, as spreadsheets write
     if text.lstrip().startswith("{"):
         return _json_lines(text)
+    if text.lstrip().startswith("["):
+        raise FeedbackFileError("JSON lines expected, not a JSON array: one label object a line")
     return _csv(text)
 
 

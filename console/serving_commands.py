@@ -270,10 +270,13 @@ def status(json_out: JsonFlag = False) -> None:
     """Deployments and their worker processes (without a supervisor: what each server's port answers)."""
     with _client() as client:
         answer = client.status() if client.running() else None
+        store_error = None
         if answer is None:
             answer = {"supervisor": None, "deployments": _wanted()}
         else:
-            _add_live_figures(client, answer["deployments"])
+            store_error = _add_live_figures(client, answer["deployments"])
+            if store_error:
+                answer["prediction_store_error"] = store_error
     if json_out:
         output.print_json(answer)
         return
@@ -318,6 +321,10 @@ def status(json_out: JsonFlag = False) -> None:
         )
     output.print_table(table)
     _print_realised(deployments)
+    if store_error:
+        output.err.print(
+            f"note: realised performance unavailable: the prediction store cannot be read: {store_error}"
+        )
     for d in deployments:
         if (d.get("live") or {}).get("drift_reason"):
             output.out.print(f"{d['name']}: {d['live']['drift']}, {d['live']['drift_reason']}")
@@ -349,11 +356,13 @@ def _print_realised(deployments: list[dict[str, Any]]) -> None:
             output.out.print(f"{d['name']} v{realised['version']} realised: {summary(realised)}")
 
 
-def _add_live_figures(client: Any, deployments: list[dict[str, Any]]) -> None:
+def _add_live_figures(client: Any, deployments: list[dict[str, Any]]) -> str | None:
     """Requests/s over the last 10 s, last-minute p99, the drift verdict and the multivariate drift
-    signal (see registry.monitoring.multivariate), from the supervisor."""
+    signal (see registry.monitoring.multivariate), from the supervisor; returns why the supervisor
+    cannot read the prediction store, if it cannot."""
     cursor = client.live()["cursor"]
-    recent = client.monitor(max(0, cursor - 10))["deployments"]
+    monitor = client.monitor(max(0, cursor - 10))
+    recent = monitor["deployments"]
     for d in deployments:
         seen = recent.get(d["name"]) or {}
         points = seen.get("points") or []
@@ -367,6 +376,7 @@ def _add_live_figures(client: Any, deployments: list[dict[str, Any]]) -> None:
             "performance": seen.get("performance"),
         }
         d["performance"] = seen.get("performance") or {"realised": None, "estimated": None}
+    return (monitor.get("monitoring") or {}).get("store_error")
 
 
 def drift_reason(report: dict[str, Any] | None) -> str | None:

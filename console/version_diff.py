@@ -74,7 +74,7 @@ def _live(figures: dict[str, Any] | None) -> dict[str, Any]:
     """A version's realised performance over the last day, as diff fields (`-` where absent)."""
     if not figures:
         return {"predictions": 0}
-    fields: dict[str, Any] = {name: figures[name] for name in _LIVE if name in figures}
+    fields: dict[str, Any] = {name.replace("_", " "): figures[name] for name in _LIVE if name in figures}
     fields["predictions"] = figures["predicted"]
     fields["labelled"] = f"{figures['labelled']} ({figures['coverage']:.0%})"
     if figures.get("delay") is not None:

@@ -18,7 +18,7 @@ from registry import history as ledger
 from registry import queries, writes
 from registry.artifacts import ArtifactStore, load_model
 from registry.capture import Captured, capture
-from registry.errors import ArtifactDamaged, InvalidName, VersionInUse, VersionNotFound
+from registry.errors import ArtifactDamaged, DeploymentNotChosen, InvalidName, VersionInUse, VersionNotFound
 from registry.info import EventInfo, History, ModelInfo, VersionInfo, VersionSummary
 from registry.reference import ReferenceSample, decode, read_reference
 from registry.refs import Ref, check_alias, check_model_name, parse_ref
@@ -246,17 +246,43 @@ class Registry:
             )
         return estimator
 
-    def feedback(self, labels: Any, deployment: str | None = None) -> dict[str, int]:
-        """Store ground truth for earlier predictions, by request id (the `X-Request-ID` of the
-        response): one `{"request_id", "row", "label"}` or `{"request_id", "labels": [...]}`, or a list
-        of them. Returns `{"accepted", "duplicates", "unknown"}` (see `registry.monitoring.outcomes`);
-        with `deployment`, only that deployment's predictions count as known. ValueError (naming the
-        field) for a malformed entry."""
-        from registry.monitoring.outcomes import OutcomeStore, parse_labels
+    def feedback(self, labels: Any, deployment: str | None = None) -> dict[str, Any]:
+        """Store ground truth for earlier predictions of `deployment`, by request id (the
+        `X-Request-ID` of the response): one `{"request_id", "row", "label"}` or
+        `{"request_id", "labels": [...]}`, or a list of them. Without `deployment`, the home's only
+        deployment. Returns `{"accepted", "duplicates", "unknown"}` (see `registry.monitoring.outcomes`), with
+        `"invalid"` and `"invalid_reason"` when some were not stored (a regressor's non-numeric labels).
+        ValueError (naming the field) for a malformed entry; DeploymentNotChosen when `deployment` is
+        unknown, or omitted while the home has not exactly one deployment."""
+        from registry.monitoring.outcomes import NOT_A_NUMBER, OutcomeStore, is_number, parse_labels
 
         parsed = parse_labels(labels)
+        name, model, version = self._feedback_deployment(deployment)
+        invalid = 0
+        if self.get(f"{model}:{version}").output.get("kind") != "classification":
+            valid = [label for label in parsed if is_number(label.value)]
+            invalid, parsed = len(parsed) - len(valid), valid
         with OutcomeStore.of(self.settings.home) as store:
-            return store.add_labels(parsed, deployment=deployment)
+            counts: dict[str, Any] = store.add_labels(parsed, name)
+        if invalid:
+            counts.update(invalid=invalid, invalid_reason=f"{NOT_A_NUMBER} ({model} is a regressor)")
+        return counts
+
+    def _feedback_deployment(self, deployment: str | None) -> tuple[str, str, int]:
+        """(name, model, serving version) of the deployment labels are for."""
+        from registry.deployments import list_deployments
+
+        known = {d.name: (d.name, d.model, d.version) for d in list_deployments(self)}
+        if deployment is None:
+            if len(known) == 1:
+                return next(iter(known.values()))
+            which = f"one of {', '.join(known)}" if known else "none is deployed"
+            raise DeploymentNotChosen(
+                f"say which deployment the labels are for: --deployment NAME (deployment= in Python; {which})"
+            )
+        if deployment not in known:
+            raise DeploymentNotChosen(f"no deployment named {deployment!r} (labels are kept per deployment)")
+        return known[deployment]
 
     def reference(self, ref: str | Ref) -> ReferenceSample | None:
         """The stored reference sample of a version (checksum-verified), or None if it has none."""

@@ -15,6 +15,10 @@ class VersionNotFound(RegistryError):
     """The model exists but not that version or alias."""
 
 
+class DeploymentNotChosen(RegistryError):
+    """Labels (or another per-deployment action) without a deployment that could be chosen for them."""
+
+
 class InvalidReference(RegistryError):
     """A `name`, `name:3` or `name@alias` reference that cannot be parsed."""
 

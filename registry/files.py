@@ -40,6 +40,20 @@ def private_dirs(path: Path) -> Path:
     return Path(path)
 
 
+def checked_private_dir(path: Path) -> Path:
+    """`private_dirs(path)`, refusing (UnsafePath) a `path` that is a symbolic link, not a directory or
+    another user's: private data is never kept where someone else could point or read it."""
+    private_dirs(path)
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        raise UnsafePath(f"refusing {path}: it is a symbolic link")
+    if not stat.S_ISDIR(info.st_mode):
+        raise UnsafePath(f"refusing {path}: it is not a directory")
+    if info.st_uid != os.geteuid():
+        raise UnsafePath(f"refusing {path}: it belongs to uid {info.st_uid}, not to you (uid {os.geteuid()})")
+    return Path(path)
+
+
 def tighten(path: Path) -> None:
     """Take group and other access away from `path` if it is ours (not a symlink); errors are ignored
     (a read-only file system keeps its modes)."""

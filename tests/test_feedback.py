@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ from helpers import ROW, error_of, free_port, iris_home, stop_supervisor, wait_u
 from sklearn import metrics
 
 from registry import Registry
-from registry.monitoring.outcomes import OutcomeStore, store_path
+from registry.errors import DeploymentNotChosen
+from registry.monitoring.outcomes import MAX_LABELS_PER_REQUEST, SCHEMA_VERSION, OutcomeStore, store_path
 from registry.monitoring.performance import read_performance_rollups
 from registry.serving.client import SupervisorClient
 
@@ -226,7 +228,7 @@ def test_regressor_mae_and_rmse_equal_sklearns(stack: Stack) -> None:
         for row in range(len(batch))
     ]
     with Registry(home=stack.home) as reg:  # straight to the store: predictions the worker has not
-        counts = reg.feedback(labels)  # written yet count as unknown, and join once it has
+        counts = reg.feedback(labels, deployment="diabetes")  # written yet count as unknown, and join
     assert counts["accepted"] + counts["unknown"] == 100 and counts["duplicates"] == 0
     realised = wait_until(
         lambda: (r := stack.realised("diabetes")) and r["labelled"] >= 100 and r, what="figures"
@@ -253,6 +255,7 @@ def test_feedback_in_bulk_duplicated_unknown_and_malformed(stack: Stack) -> None
         ({"label": 1}, "request_id"),
         ([{"request_id": "a", "label": 1}, {"request_id": "b"}], "[1].label"),
         ({"request_id": "a", "row": "first", "label": 1}, "row"),
+        ({"request_id": "a", "row": 2**70, "label": 1}, "row"),
         ({"request_id": "a", "labels": []}, "labels"),
     ):
         refused = httpx.post(url, json=body, timeout=10)
@@ -273,7 +276,7 @@ def test_a_label_before_its_prediction_is_stored_and_hours_after_it_is_joined(st
         # The label comes first: unknown, kept pending. The prediction it labels was made three hours
         # before the label (written as a worker would have, with its time).
         with Registry(home=stack.home) as reg:
-            answer = reg.feedback({"request_id": "late-bird", "label": 2})
+            answer = reg.feedback({"request_id": "late-bird", "label": 2}, deployment="iris-late")
         assert answer == {"accepted": 0, "duplicates": 0, "unknown": 1}
         made = time.time() - 3 * 3600
         with OutcomeStore.of(stack.home) as store:
@@ -309,13 +312,20 @@ def test_modeldeck_feedback_reads_csv_and_json_lines(stack: Stack, tmp_path: Pat
     csv_file.write_text(
         "request_id,row,label\n" + "".join(f"{rid},{r},0\n" for rid, _ in answers for r in (0, 1))
     )
-    done = stack.cli("feedback", str(csv_file), "--json")
+    done = stack.cli("feedback", str(csv_file), "--deployment", "iris", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"accepted": 4, "duplicates": 0, "unknown": 0}
     lines = "\n".join(json.dumps({"request_id": rid, "labels": [1, 1]}) for rid, _ in answers)
-    done = stack.cli("feedback", "-", "--deployment", "diabetes", stdin=lines)
-    assert done.returncode == 0 and "0 accepted, 4 duplicates (last wins), 4 for unknown" in done.stdout
-    bad = stack.cli("feedback", "-", stdin='{"request_id": "x", "row": -1, "label": 1}\n')
+    again = stack.cli("feedback", "-", "--deployment", "iris", stdin=lines)
+    assert again.returncode == 0 and "4 accepted, 4 duplicates (last wins), 0 for unknown" in again.stdout
+    elsewhere = stack.cli("feedback", "-", "--deployment", "diabetes", stdin=lines)  # not its predictions
+    assert (
+        elsewhere.returncode == 0
+        and "0 accepted, 0 duplicates (last wins), 4 for unknown" in elsewhere.stdout
+    )
+    bad = stack.cli(
+        "feedback", "-", "--deployment", "iris", stdin='{"request_id": "x", "row": -1, "label": 1}\n'
+    )
     assert bad.returncode == 1 and "row" in bad.stderr
 
 
@@ -330,7 +340,8 @@ def test_the_store_is_private_and_bounded(stack: Stack, tmp_path: Path) -> None:
         store.add_predictions(old)
         from registry.monitoring.outcomes import Label
 
-        store.add_labels([Label("r99", 0, 1), Label("old1", 0, 1), Label("ghost", 0, 1)], now=now - 2 * 86400)
+        labels = [Label("r99", 0, 1), Label("old1", 0, 1), Label("ghost", 0, 1)]
+        store.add_labels(labels, "d", now=now - 2 * 86400)
         pruned = store.prune(max_rows=50, max_age=7 * 86400, pending_seconds=86400, now=now)
         assert store.size() == {"predictions": 50, "labels": 0}
         assert pruned["predictions"] == 55 and store.counters()["labels_expired"] == 1  # the ghost
@@ -398,7 +409,7 @@ async def test_the_console_shows_realised_performance_in_the_monitor_and_the_ver
             await settle(pilot, app)
             live = {r.field: (r.left, r.right) for r in app.screen.rows if r.section == "live performance"}
             assert live["accuracy"][1] == f"{two['accuracy']:.6g}" and live["accuracy"][0] != "-"
-            assert live["labelled"][1] == "60 (100%)"
+            assert live["labelled"][1] == "60 (100%)" and "label delay (s)" in live
     finally:
         stack.client.stop("iris-two")
 
@@ -413,5 +424,305 @@ def test_a_store_that_cannot_be_opened_leaves_serving_on_and_feedback_says_why(t
         answered = http.post("/invocations", json=ROW)
         assert answered.status_code == 200 and answered.headers["x-request-id"]
         refused = http.post("/feedback", json={"request_id": answered.headers["x-request-id"], "label": 0})
-        assert refused.status_code == 503 and error_of(refused)["code"] == "no_prediction_store"
+        assert refused.status_code == 503 and error_of(refused)["code"] == "store_unavailable"
+        assert error_of(refused)["message"].startswith("prediction store unavailable: ")
     assert "no prediction store" in (tmp_path / "iris.log").read_text()
+
+
+def test_modeldeck_feedback_needs_a_deployment_it_knows(stack: Stack, tmp_path: Path) -> None:
+    line = '{"request_id": "x", "label": 1}\n'
+    unnamed = stack.cli("feedback", "-", stdin=line)  # the home has several deployments
+    assert (
+        unnamed.returncode == 1 and "--deployment" in unnamed.stderr and len(unnamed.stderr.splitlines()) == 1
+    )
+    unknown = stack.cli("feedback", "-", "--deployment", "nosuch", stdin=line)
+    assert unknown.returncode == 1 and "'nosuch'" in unknown.stderr
+    with Registry(home=stack.home) as reg, pytest.raises(DeploymentNotChosen, match="--deployment"):
+        reg.feedback({"request_id": "x", "label": 1})
+    from oip_servers import iris, register
+
+    from registry.deployments import save_deployment
+    from registry.info import DeploymentInfo
+
+    single = tmp_path / "single"
+    register(single, {"iris": iris()})
+    with Registry(home=single, db_url=f"sqlite:///{single / 'registry.db'}") as reg:
+        save_deployment(reg, DeploymentInfo("only", "iris", 1, None, "127.0.0.1", 0, 1), "deploy")
+        assert reg.feedback({"request_id": "x", "label": 1}) == {"accepted": 0, "duplicates": 0, "unknown": 1}
+    with OutcomeStore.of(single) as store:
+        assert store.db.execute("SELECT deployment FROM label").fetchall() == [("only",)]
+
+
+def test_a_reused_request_id_never_replaces_another_clients_prediction_or_label(stack: Stack) -> None:
+    port = free_port()
+    stack.client.deploy("iris:1", name="iris-other", port=port)
+    other = f"http://127.0.0.1:{port}"
+    try:
+        setosa, virginica = {"inputs": [[5.1, 3.5, 1.4, 0.2]]}, {"inputs": [[7.7, 3.0, 6.1, 2.3]]}
+        shared = {"X-Request-ID": "order-shared-1"}
+        first = httpx.post(f"{stack.iris}/invocations", json=setosa, headers=shared, timeout=10)
+        assert first.json()["predictions"] == [0]
+        # another client reuses A's id, on the same deployment and on another one
+        for url in (stack.iris, other):
+            reused = httpx.post(f"{url}/invocations", json=virginica, headers=shared, timeout=10)
+            assert reused.json()["predictions"] == [2]
+        labels = {"request_id": "order-shared-1", "label": 0}
+        # the label to iris joins A's prediction (setosa), written first, not the reuser's
+        assert httpx.post(f"{stack.iris}/feedback", json=labels, timeout=10).json()["accepted"] == 1
+        query = "SELECT deployment, prediction FROM prediction WHERE request_id='order-shared-1'"
+        with OutcomeStore.of(stack.home) as store:  # iris-other's worker writes within half a second
+            stored = wait_until(lambda: len(rows := dict(store.db.execute(query))) == 2 and rows, what="both")
+            assert stored == {"iris": b"0", "iris-other": b"2"}
+            assert store.counters()["predictions_collided"] >= 1
+        # a label sent to iris never changes iris-other's figures
+        mine = wait_until(
+            lambda: (r := stack.realised("iris-other")) and r["predicted"] == 1 and r, what="figures"
+        )
+        assert mine["labelled"] == 0
+        assert (
+            httpx.post(f"{other}/feedback", json={**labels, "label": 2}, timeout=10).json()["accepted"] == 1
+        )
+        with OutcomeStore.of(stack.home) as store:
+            assert dict(
+                store.db.execute("SELECT deployment, label FROM label WHERE request_id='order-shared-1'")
+            ) == {"iris": b"0", "iris-other": b"2"}  # iris' label stays
+    finally:
+        stack.client.stop("iris-other")
+
+
+def test_a_store_of_an_older_schema_is_recreated(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "o" / "outcomes.sqlite"
+    path.parent.mkdir(mode=0o700)
+    with sqlite3.connect(path) as old:  # the first schema: keyed by request id alone, user_version 0
+        old.execute(
+            "CREATE TABLE prediction (request_id TEXT, row_index INTEGER,"
+            " PRIMARY KEY (request_id, row_index))"
+        )
+    path.chmod(0o600)
+    with OutcomeStore(path) as store:
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        store.add_predictions([("r", 0, "d", "m", 1, time.time(), b"1", None, None)])
+        assert store.size() == {"predictions": 1, "labels": 0}
+
+
+def test_feedback_is_bounded_and_never_starves_another_deployments_predictions(stack: Stack) -> None:
+    too_many = {"request_id": "flood", "labels": [1] * (MAX_LABELS_PER_REQUEST + 1)}
+    refused = httpx.post(f"{stack.iris}/feedback", json=too_many, timeout=30)
+    assert refused.status_code == 413 and "at most 10,000 labels" in error_of(refused)["message"]
+    with OutcomeStore.of(stack.home) as store:
+        dropped_before = store.counters().get("predictions_dropped", 0)
+    allowed = [{"request_id": f"flood-{i}", "label": 1} for i in range(MAX_LABELS_PER_REQUEST)]
+    with ThreadPoolExecutor(1) as pool:
+        sent = pool.submit(httpx.post, f"{stack.iris}/feedback", json=allowed, timeout=120)
+        with httpx.Client(base_url=stack.diabetes, timeout=10) as client:
+            for i in range(40):  # while the labels are written
+                headers = {"X-Request-ID": f"starve-{i}"}
+                assert client.post("/invocations", json={"inputs": [[0.0] * 10]}, headers=headers).is_success
+        assert sent.result().json() == {"accepted": 0, "duplicates": 0, "unknown": MAX_LABELS_PER_REQUEST}
+
+    def stored() -> int:
+        with OutcomeStore.of(stack.home) as store:
+            query = (
+                "SELECT COUNT(*) FROM prediction WHERE deployment='diabetes' AND request_id LIKE 'starve-%'"
+            )
+            return store.db.execute(query).fetchone()[0]
+
+    wait_until(lambda: stored() == 40, what="every prediction of the other deployment stored")
+    with OutcomeStore.of(stack.home) as store:
+        assert store.counters().get("predictions_dropped", 0) == dropped_before
+
+
+def test_pending_labels_are_capped_oldest_first(tmp_path: Path) -> None:
+    from registry.monitoring.outcomes import Label
+
+    with OutcomeStore(tmp_path / "o" / "outcomes.sqlite") as store:
+        store.add_predictions([("known", 0, "d", "m", 1, time.time(), b"1", None, None)])
+        store.add_labels([Label("known", 0, 1)], "d")
+        old = [Label(f"old-{i}", 0, 1) for i in range(60)]
+        new = [Label(f"new-{i}", 0, 1) for i in range(60)]
+        store.add_labels(old, "d", now=1000.0, max_pending=100)
+        counts = store.add_labels(new, "d", now=2000.0, max_pending=100)
+        assert counts == {"accepted": 0, "duplicates": 0, "unknown": 60}
+        assert store.size()["labels"] == 101  # 100 pending and the known one's
+        assert store.counters()["labels_expired"] == 20
+        kept = {rid for (rid,) in store.db.execute("SELECT request_id FROM label")}
+        assert {"known", *(f"new-{i}" for i in range(60))} <= kept and "old-0" not in kept
+
+
+def test_every_label_counts_once_as_accepted_or_unknown_and_duplicates_are_a_subset(stack: Stack) -> None:
+    (rid, _), *_ = predict_batches(stack.iris, iris_data()[0][:1], 1)
+    url = f"{stack.iris}/feedback"
+    label = {"request_id": rid, "label": 0}
+    answers = [httpx.post(url, json=label, timeout=10).json() for _ in range(3)]
+    assert answers == [
+        {"accepted": 1, "duplicates": 0, "unknown": 0},
+        {"accepted": 1, "duplicates": 1, "unknown": 0},
+        {"accepted": 1, "duplicates": 1, "unknown": 0},
+    ]
+    twice = [{"request_id": "count-ghost", "label": 1}] * 2
+    assert httpx.post(url, json=twice, timeout=10).json() == {"accepted": 0, "duplicates": 1, "unknown": 2}
+    metrics_url = stack.client.status()["supervisor"]["metrics"]
+
+    def exposed() -> dict[str, float]:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        samples = {}
+        for family in text_string_to_metric_families(httpx.get(metrics_url, timeout=10).text):
+            for sample in family.samples:
+                if sample.name.startswith("modeldeck_feedback_label"):
+                    samples[sample.labels.get("outcome", sample.name)] = sample.value
+        return samples
+
+    with OutcomeStore.of(stack.home) as store:
+        counters = store.counters()
+    shown = wait_until(
+        lambda: (e := exposed()).get("accepted") == counters["labels_accepted"] and e, what="counts"
+    )
+    assert set(shown) == {"accepted", "unknown", "expired", "modeldeck_feedback_label_duplicates_total"}
+    assert shown["modeldeck_feedback_label_duplicates_total"] == counters["labels_duplicate"]
+
+
+def test_float_labels_from_a_csv_are_the_same_classes_as_integers(stack: Stack, tmp_path: Path) -> None:
+    import pandas as pd
+
+    rows, truth = iris_data()
+    port = free_port()
+    stack.client.deploy("iris:1", name="iris-float", port=port)
+    try:
+        answers = predict_batches(f"http://127.0.0.1:{port}", rows[::10], 5)
+        labels = pd.DataFrame(
+            [
+                (rid, r, truth[::10][i * 5 + r])
+                for i, (rid, batch) in enumerate(answers)
+                for r in range(len(batch))
+            ]
+            + [("not-labelled-yet", 0, None)],  # a missing value makes pandas keep 0.0, 1.0, ...
+            columns=["request_id", "row", "label"],
+        )
+        labels.dropna().to_csv(tmp_path / "labels.csv", index=False)
+        assert "0.0" in (tmp_path / "labels.csv").read_text()
+        done = stack.cli("feedback", str(tmp_path / "labels.csv"), "--deployment", "iris-float", "--json")
+        assert done.returncode == 0, done.stderr
+        predicted = [p for _, batch in answers for p in batch]
+        realised = wait_until(
+            lambda: (r := stack.realised("iris-float")) and r["labelled"] == 15 and r, what="join"
+        )
+        assert realised["accuracy"] == pytest.approx(metrics.accuracy_score(truth[::10], predicted))
+    finally:
+        stack.client.stop("iris-float")
+
+
+def test_a_regressors_label_must_be_a_number_and_unscorable_figures_say_why(stack: Stack) -> None:
+    from registry.monitoring.performance import summary
+
+    (rid, _), *_ = predict_batches(stack.diabetes, [[0.0] * 10], 1)
+    words = [{"request_id": rid, "label": "tall"}]
+    refused = httpx.post(f"{stack.diabetes}/feedback", json=words, timeout=10)
+    assert refused.status_code == 422 and error_of(refused)["field"] == "[0].label", refused.text
+    assert "must be a number" in error_of(refused)["message"]
+    lines = "\n".join(json.dumps(entry) for entry in [*words, {"request_id": rid, "label": "151.5"}])
+    done = stack.cli("feedback", "-", "--deployment", "diabetes", "--json", stdin=lines)
+    assert done.returncode == 0, done.stderr
+    counts = json.loads(done.stdout)
+    assert counts["accepted"] + counts["unknown"] == 1 and counts["invalid"] == 1
+    assert "must be a number" in counts["invalid_reason"]
+    # figures that cannot be computed say why, never "no labels yet" beside a coverage
+    unscorable = {
+        "predicted": 1,
+        "labelled": 1,
+        "coverage": 1.0,
+        "delay": 1.0,
+        "error": "a label is not a number",
+    }
+    shown = summary(unscorable)
+    assert "a label is not a number" in shown and "no labels yet" not in shown and "coverage 100%" in shown
+
+
+def test_a_deployment_without_a_prediction_store_says_so_for_good(stack: Stack) -> None:
+    port = free_port()
+    stack.client.deploy("iris:1", name="iris-nostore", port=port, options={"prediction_store": False})
+    try:
+        refused = httpx.post(
+            f"http://127.0.0.1:{port}/feedback", json={"request_id": "a", "label": 0}, timeout=10
+        )
+        assert refused.status_code == 409, refused.text
+        assert error_of(refused)["message"] == (
+            "this deployment keeps no predictions: deployed with --no-prediction-store"
+        )
+    finally:
+        stack.client.stop("iris-nostore")
+
+
+def test_status_says_when_the_supervisor_cannot_read_the_store(stack: Stack) -> None:
+    path = store_path(stack.home)
+    aside = path.with_name("aside.sqlite")
+    path.rename(aside)  # workers keep writing the file they opened; the supervisor cannot open this
+    path.mkdir()
+    try:
+        text = wait_until(
+            lambda: "prediction store cannot be read" in (done := stack.cli("status")).stderr and done.stderr,
+            what="the hint",
+        )
+        assert text.count("prediction store cannot be read") == 1
+    finally:
+        path.rmdir()
+        aside.rename(path)
+
+
+def test_the_store_writer_logs_an_error_and_carries_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from registry.monitoring.outcomes import PredictionRecorder
+
+    recorder = PredictionRecorder(tmp_path / "o" / "outcomes.sqlite", "d", "m", 1, every=0.05)
+    try:
+        recorder.record("unwritable", [object()])  # not JSON: the writer thread's pass fails
+        wait_until(lambda: "writer failed" in caplog.text, what="the failure logged")
+        recorder.record("fine", [1])
+        with OutcomeStore(recorder.path) as store:
+            wait_until(lambda: store.size()["predictions"] == 1, what="the next prediction stored")
+    finally:
+        recorder.close()
+
+
+def test_a_worker_killed_by_a_fatal_signal_leaves_a_line_in_its_log(stack: Stack) -> None:
+    from registry.serving.rundir import RunDir
+
+    stack.client.deploy("iris:1", name="iris-crash", port=free_port())
+    try:
+        status = next(d for d in stack.client.status()["deployments"] if d["name"] == "iris-crash")
+        pid = status["processes"][0]["pid"]
+        os.kill(pid, signal.SIGBUS)  # what a store file made immutable under its mmap caused
+        log = RunDir.of(stack.home).deployment_log("iris-crash")
+        wait_until(lambda: "Fatal Python error: Bus error" in log.read_text(), what="the traceback")
+    finally:
+        stack.client.stop("iris-crash")
+
+
+def test_a_symlinked_store_directory_is_refused(tmp_path: Path) -> None:
+    from registry.files import UnsafePath
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "outcomes").symlink_to(elsewhere)
+    with pytest.raises(UnsafePath, match="symbolic link"):
+        OutcomeStore.of(tmp_path / "home")
+    assert not list(elsewhere.iterdir())
+
+
+def test_modeldeck_feedback_reads_a_csv_with_a_bom_and_names_a_json_array(
+    stack: Stack, tmp_path: Path
+) -> None:
+    (rid, _), *_ = predict_batches(stack.iris, iris_data()[0][:1], 1)
+    bom = tmp_path / "bom.csv"
+    bom.write_text(f"request_id,label\n{rid},0\n", encoding="utf-8-sig")
+    done = stack.cli("feedback", str(bom), "--deployment", "iris", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["accepted"] == 1
+    array = tmp_path / "labels.json"
+    array.write_text(json.dumps([{"request_id": rid, "label": 0}]))
+    refused = stack.cli("feedback", str(array), "--deployment", "iris")
+    assert refused.returncode == 1 and "JSON lines expected, not a JSON array" in refused.stderr

@@ -5,14 +5,21 @@ written by every worker of every deployment (each through its own `PredictionRec
 request path), by `POST /feedback`, by `modeldeck feedback` and by `Registry.feedback`; read by the
 supervisor, which computes realised performance from it and prunes it.
 
-- `prediction`: request id, row within the request, deployment, version, time, the prediction, and
-  nullable `confidence` / `probabilities` (class probabilities, kept when the request asked for them).
-- `label`: request id, row, the label, when it arrived. A label replaces an earlier one for the same
-  row (last wins, counted as a duplicate). A label whose prediction is not (yet) known is kept
-  `pending_seconds` in case the prediction is flushed later, then dropped and counted as expired.
-- `counter`: totals shown by Prometheus (labels by outcome, predictions dropped by a full queue).
+Every row belongs to a deployment: one deployment's clients cannot touch another's predictions or labels.
+
+- `prediction`: deployment, request id, row within the request, model, version, time, the prediction,
+  and nullable `confidence` / `probabilities` (class probabilities, kept when the request asked for
+  them). The first prediction of a (deployment, request id, row) stays: a later one with the same key
+  (a client reusing a request id) is not stored, and is counted as `predictions_collided`.
+- `label`: deployment, request id, row, the label, when it arrived. A label replaces an earlier one for
+  the same row (last wins, counted as a duplicate). A label whose prediction is not (yet) known is kept
+  `pending_seconds` in case the prediction is flushed later, then dropped and counted as expired; so
+  are the oldest beyond `max_pending` pending labels.
+- `counter`: totals shown by Prometheus (labels by outcome, predictions dropped or collided).
 
 Bounded: predictions older than `max_age` or beyond the newest `max_rows` are deleted with their labels.
+The schema's version is `PRAGMA user_version` (`SCHEMA_VERSION`); a file of an older version is
+emptied and recreated when opened (it only caches a bounded window of predictions).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from typing import Any
 
 import orjson
 
-from registry.files import UnsafePath, open_private, private_dirs
+from registry.files import UnsafePath, checked_private_dir, open_private
 
 log = logging.getLogger("modeldeck.outcomes")
 
@@ -45,18 +52,37 @@ DEFAULT_PENDING_SECONDS = 24 * 3600.0
 _SANE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}")
 OUTCOMES = ("accepted", "duplicate", "unknown", "expired")
 
+#: The store's schema version, kept in `PRAGMA user_version`. A file of another version (an older
+#: modeldeck's) is emptied and recreated on open: it only caches a bounded window of predictions, and
+#: keying rows by deployment cannot be added to rows that lack it.
+SCHEMA_VERSION = 2
+#: Rows of a request are numbered below this (a larger row cannot be a prediction's; SQLite's integers
+#: would overflow far beyond it).
+MAX_ROW = 2**31
+#: At most this many labels in one `POST /feedback` body (more: 413); a file is sent in such batches.
+MAX_LABELS_PER_REQUEST = 10_000
+#: At most this many pending labels (whose prediction is not known) are kept; the oldest beyond go,
+#: counted as expired, so unknown ids cannot fill the disk.
+DEFAULT_MAX_PENDING = 100_000
+#: Labels are written in transactions of at most this many, so workers' prediction writes interleave.
+LABELS_PER_TRANSACTION = 1_000
+#: Seconds a write waits for another writer's lock before it fails (a worker then retries once).
+BUSY_TIMEOUT = 5.0
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS prediction (
-    request_id TEXT NOT NULL, row_index INTEGER NOT NULL, deployment TEXT NOT NULL,
+    deployment TEXT NOT NULL, request_id TEXT NOT NULL, row_index INTEGER NOT NULL,
     model TEXT NOT NULL, version INTEGER NOT NULL, t REAL NOT NULL, prediction TEXT NOT NULL,
     confidence REAL, probabilities TEXT,
-    PRIMARY KEY (request_id, row_index)
+    PRIMARY KEY (deployment, request_id, row_index)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS prediction_by_version ON prediction (deployment, version, t);
 CREATE INDEX IF NOT EXISTS prediction_by_model ON prediction (model, version, t);
+CREATE INDEX IF NOT EXISTS prediction_by_time ON prediction (t);
 CREATE TABLE IF NOT EXISTS label (
-    request_id TEXT NOT NULL, row_index INTEGER NOT NULL, label TEXT NOT NULL, t REAL NOT NULL,
-    PRIMARY KEY (request_id, row_index)
+    deployment TEXT NOT NULL, request_id TEXT NOT NULL, row_index INTEGER NOT NULL,
+    label TEXT NOT NULL, t REAL NOT NULL,
+    PRIMARY KEY (deployment, request_id, row_index)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS label_by_time ON label (t);
 CREATE TABLE IF NOT EXISTS counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -82,6 +108,10 @@ class LabelError(ValueError):
         self.field = field
 
 
+class TooManyLabels(LabelError):
+    """More labels in one body than `MAX_LABELS_PER_REQUEST`."""
+
+
 @dataclass(frozen=True)
 class Label:
     request_id: str
@@ -89,10 +119,24 @@ class Label:
     value: Any
 
 
-def parse_labels(body: Any) -> list[Label]:
+def is_number(value: Any) -> bool:
+    """A regressor's label: a finite number, or the text of one (CSV labels are text)."""
+    if isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+NOT_A_NUMBER = "a regressor's label must be a number"
+
+
+def parse_labels(body: Any, limit: int | None = None, numeric: bool = False) -> list[Label]:
     """Labels from a decoded JSON body: one object or a list of objects, each either
     `{"request_id", "row" (default 0), "label"}` or `{"request_id", "labels": [...]}` (rows 0, 1, ...).
-    LabelError names the first bad field (`[i].request_id`, ...)."""
+    LabelError names the first bad field (`[i].request_id`, ...), also a label that is not a number
+    when `numeric` (a regressor's); TooManyLabels when there are more than `limit`."""
     items = body if isinstance(body, list) else [body]
     labels: list[Label] = []
     for i, item in enumerate(items):
@@ -111,10 +155,16 @@ def parse_labels(body: Any) -> list[Label]:
             key, values, first = "label", [item.get("label")], item.get("row", 0)
             if "label" not in item:
                 raise LabelError(f"{where}.label".lstrip("."), "each entry needs label (or labels)")
-            if isinstance(first, bool) or not isinstance(first, int) or first < 0:
-                raise LabelError(f"{where}.row".lstrip("."), "row must be a non-negative integer")
+            if isinstance(first, bool) or not isinstance(first, int) or not 0 <= first < MAX_ROW:
+                raise LabelError(
+                    f"{where}.row".lstrip("."), f"row must be an integer from 0 to {MAX_ROW - 1}"
+                )
+        if limit is not None and len(labels) + len(values) > limit:  # before looking at each one
+            raise TooManyLabels("body", f"at most {limit:,} labels in one request; send the rest in another")
         if any(value is None or isinstance(value, dict | list) for value in values):
             raise LabelError(f"{where}.{key}".lstrip("."), "a label must be a number or a string")
+        if numeric and not all(is_number(value) for value in values):
+            raise LabelError(f"{where}.{key}".lstrip("."), NOT_A_NUMBER)
         labels.extend(Label(rid, first + i, value) for i, value in enumerate(values))
     return labels
 
@@ -124,12 +174,36 @@ class OutcomeStore:
 
     def __init__(self, path: Path, *, shared: bool = False) -> None:
         self.path = Path(path)
-        private_dirs(self.path.parent)
+        checked_private_dir(self.path.parent)  # never a symlink: the store would be written elsewhere
         os.close(open_private(self.path, os.O_RDWR | os.O_CREAT))  # 0600 before SQLite opens it
-        self.db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=not shared)
+        self.db = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=not shared
+        )
         self.db.execute("PRAGMA journal_mode=WAL")  # several writers, readers never blocked
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
+        if self.db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            self._create()
+
+    def _create(self) -> None:
+        """Create the tables, emptying a store of an older schema (see `SCHEMA_VERSION`)."""
+        with self._write() as db:
+            found = db.execute("PRAGMA user_version").fetchone()[0]
+            if found == SCHEMA_VERSION:  # another process created it meanwhile
+                return
+            if found > SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(
+                    f"{self.path} is of a newer modeldeck (schema {found}, this one knows {SCHEMA_VERSION})"
+                )
+            tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            if tables:
+                log.warning(
+                    "prediction store %s is of an older schema (%d): recreated empty", self.path, found
+                )
+            for table in tables:
+                db.execute(f'DROP TABLE "{table}"')
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @classmethod
     def of(cls, home: Path) -> OutcomeStore:
@@ -155,44 +229,82 @@ class OutcomeStore:
         self.db.execute("COMMIT")
 
     # ------------------------------------------------------------------ writes
-    def add_predictions(self, rows: Iterable[tuple[Any, ...]], dropped: int = 0) -> None:
+    def add_predictions(self, rows: Iterable[tuple[Any, ...]], dropped: int = 0) -> int:
         """Rows of (request_id, row, deployment, model, version, t, prediction JSON, confidence,
-        probabilities JSON); a repeated (request_id, row) replaces the older one. `dropped`: rows lost
-        meanwhile."""
+        probabilities JSON). A row whose (deployment, request_id, row) is already stored is not
+        written (the first wins: a client reusing another's request id cannot replace its
+        prediction) and is counted as `predictions_collided`; returns how many. `dropped`: rows lost
+        meanwhile (counted as `predictions_dropped`)."""
+        rows = list(rows)
         with self._write() as db:
-            db.executemany("INSERT OR REPLACE INTO prediction VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            written = db.executemany(
+                "INSERT OR IGNORE INTO prediction (request_id, row_index, deployment, model, version, t,"
+                " prediction, confidence, probabilities) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            ).rowcount
+            collided = len(rows) - max(written, 0)
+            if collided:
+                _count(db, "predictions_collided", collided)
             if dropped:
                 _count(db, "predictions_dropped", dropped)
+        return collided
 
     def add_labels(
-        self, labels: list[Label], now: float | None = None, deployment: str | None = None
+        self,
+        labels: list[Label],
+        deployment: str,
+        now: float | None = None,
+        max_pending: int = DEFAULT_MAX_PENDING,
     ) -> dict[str, int]:
-        """Store `labels` (last wins); `{"accepted", "duplicates", "unknown"}`: accepted ones match a
-        known prediction (of `deployment`, if given), unknown ones do not (yet; kept pending),
-        duplicates replaced an earlier label."""
+        """Store `labels` for the predictions of `deployment` (last wins), in transactions of at most
+        `LABELS_PER_TRANSACTION`. Returns `{"accepted", "unknown", "duplicates"}`: every label counts
+        once as accepted (its prediction is stored) or unknown (not yet: kept pending); `duplicates`
+        is how many of them replaced an earlier label for the same row. Beyond `max_pending` pending
+        labels in the store, the oldest are dropped and counted as expired."""
         now = time.time() if now is None else now
-        known_query = "SELECT 1 FROM prediction WHERE request_id=? AND row_index=?"
-        if deployment is not None:
-            known_query += " AND deployment=?"
         counts = {"accepted": 0, "duplicates": 0, "unknown": 0}
-        with self._write() as db:
-            for label in labels:
-                key = (label.request_id, label.row)
-                seen = db.execute("SELECT 1 FROM label WHERE request_id=? AND row_index=?", key).fetchone()
-                known = db.execute(known_query, key if deployment is None else (*key, deployment)).fetchone()
-                db.execute(
-                    "INSERT OR REPLACE INTO label VALUES (?, ?, ?, ?)", (*key, orjson.dumps(label.value), now)
-                )
-                counts["duplicates"] += seen is not None
-                counts["accepted" if known else "unknown"] += 1
-            for outcome, key in (
-                ("accepted", "accepted"),
-                ("duplicate", "duplicates"),
-                ("unknown", "unknown"),
-            ):
-                if counts[key]:
-                    _count(db, f"labels_{outcome}", counts[key])
+        for start in range(0, len(labels), LABELS_PER_TRANSACTION):
+            with self._write() as db:
+                batch = {"accepted": 0, "duplicates": 0, "unknown": 0}
+                for label in labels[start : start + LABELS_PER_TRANSACTION]:
+                    key = (deployment, label.request_id, label.row)
+                    seen = db.execute(
+                        "SELECT 1 FROM label WHERE deployment=? AND request_id=? AND row_index=?", key
+                    ).fetchone()
+                    known = db.execute(
+                        "SELECT 1 FROM prediction WHERE deployment=? AND request_id=? AND row_index=?", key
+                    ).fetchone()
+                    db.execute(
+                        "INSERT OR REPLACE INTO label VALUES (?, ?, ?, ?, ?)",
+                        (*key, orjson.dumps(label.value), now),
+                    )
+                    batch["duplicates"] += seen is not None
+                    batch["accepted" if known else "unknown"] += 1
+                for outcome, key in (
+                    ("accepted", "accepted"),
+                    ("duplicate", "duplicates"),
+                    ("unknown", "unknown"),
+                ):
+                    if batch[key]:
+                        _count(db, f"labels_{outcome}", batch[key])
+            counts = {key: counts[key] + batch[key] for key in counts}
+        if counts["unknown"]:
+            self._cap_pending(max_pending)
         return counts
+
+    def _cap_pending(self, max_pending: int) -> int:
+        """Drop the oldest pending labels beyond `max_pending` (counted as expired); how many."""
+        with self._write() as db:
+            pending = db.execute(f"SELECT COUNT(*) FROM label WHERE {_PENDING}").fetchone()[0]
+            if pending <= max_pending:
+                return 0
+            gone = db.execute(
+                "DELETE FROM label WHERE (deployment, request_id, row_index) IN (SELECT deployment,"
+                f" request_id, row_index FROM label WHERE {_PENDING} ORDER BY t LIMIT ?)",
+                (pending - max_pending,),
+            ).rowcount
+            _count(db, "labels_expired", gone)
+            return gone
 
     def prune(
         self,
@@ -200,9 +312,11 @@ class OutcomeStore:
         max_age: float = DEFAULT_MAX_AGE,
         pending_seconds: float = DEFAULT_PENDING_SECONDS,
         now: float | None = None,
+        max_pending: int = DEFAULT_MAX_PENDING,
     ) -> dict[str, int]:
         """Delete predictions beyond `max_age` or the newest `max_rows` (with their labels), and labels
-        still without a prediction after `pending_seconds` (counted as expired); rows deleted."""
+        still without a prediction after `pending_seconds` or beyond the newest `max_pending` of them
+        (counted as expired); rows deleted."""
         now = time.time() if now is None else now
         with self._write() as db:
             cutoff = now - max_age
@@ -212,18 +326,17 @@ class OutcomeStore:
             if edge is not None:
                 cutoff = max(cutoff, math.nextafter(edge[0], math.inf))  # that row goes too
             db.execute(  # labels go with their predictions
-                "DELETE FROM label WHERE (request_id, row_index) IN"
-                " (SELECT request_id, row_index FROM prediction WHERE t < ?)",
+                "DELETE FROM label WHERE (deployment, request_id, row_index) IN"
+                " (SELECT deployment, request_id, row_index FROM prediction WHERE t < ?)",
                 (cutoff,),
             )
             gone = db.execute("DELETE FROM prediction WHERE t < ?", (cutoff,)).rowcount
             expired = db.execute(
-                "DELETE FROM label WHERE t < ? AND NOT EXISTS (SELECT 1 FROM prediction p"
-                " WHERE p.request_id = label.request_id AND p.row_index = label.row_index)",
-                (now - pending_seconds,),
+                f"DELETE FROM label WHERE t < ? AND {_PENDING}", (now - pending_seconds,)
             ).rowcount
             if expired:
                 _count(db, "labels_expired", expired)
+        expired += self._cap_pending(max_pending)
         return {"predictions": gone, "labels_expired": expired}
 
     # ------------------------------------------------------------------ reads
@@ -255,8 +368,7 @@ class OutcomeStore:
         labelled predictions of one version (see `predicted`) made in [since, until)."""
         query = (
             "SELECT p.prediction, l.label, p.probabilities, l.t - p.t FROM prediction p"
-            " JOIN label l ON l.request_id = p.request_id AND l.row_index = p.row_index"
-            f" WHERE p.{_column(by)}=? AND p.version=? AND p.t>=? AND p.t<?"
+            f" JOIN label l ON {_SAME_ROW} WHERE p.{_column(by)}=? AND p.version=? AND p.t>=? AND p.t<?"
         )
         return [
             (orjson.loads(p), orjson.loads(lab), orjson.loads(pr) if pr is not None else None, d)
@@ -274,9 +386,17 @@ class OutcomeStore:
         """(deployment, version, minute start) of predictions that got a label since `received_since`."""
         query = (
             "SELECT DISTINCT p.deployment, p.version, CAST(p.t / 60 AS INTEGER) * 60.0 FROM prediction p"
-            " JOIN label l ON l.request_id = p.request_id AND l.row_index = p.row_index WHERE l.t >= ?"
+            f" JOIN label l ON {_SAME_ROW} WHERE l.t >= ?"
         )
         return list(self.db.execute(query, (received_since,)))
+
+
+_SAME_ROW = "l.deployment = p.deployment AND l.request_id = p.request_id AND l.row_index = p.row_index"
+#: A label (of table `label`) whose prediction is not stored.
+_PENDING = (
+    "NOT EXISTS (SELECT 1 FROM prediction p WHERE p.deployment = label.deployment"
+    " AND p.request_id = label.request_id AND p.row_index = label.row_index)"
+)
 
 
 def _column(by: str) -> str:
@@ -358,20 +478,29 @@ class PredictionRecorder:
             for rid, t, values, probs in queue
             for i, value in enumerate(values)
         ]
-        try:
-            self._store.add_predictions(rows, dropped)
-        except (sqlite3.Error, OSError) as exc:
-            with self._lock:
-                self.dropped += len(rows)
-                self._unreported += len(rows) + dropped
-            log.warning("could not store %d predictions (dropped): %s", len(rows), exc)
+        for attempt in (1, 2):  # a write waits BUSY_TIMEOUT for the lock, then tries once more
+            try:
+                self._store.add_predictions(rows, dropped)
+                return
+            except sqlite3.OperationalError as exc:
+                if attempt == 1 and "locked" in str(exc):
+                    log.warning("prediction store busy (%s): retrying %d predictions", exc, len(rows))
+                    continue
+                error: Exception = exc
+            except (sqlite3.Error, OSError) as exc:
+                error = exc
+            break
+        with self._lock:
+            self.dropped += len(rows)
+            self._unreported += len(rows) + dropped
+        log.warning("could not store %d predictions (dropped): %s", len(rows), error)
 
     def add_labels(self, labels: list[Label]) -> dict[str, int]:
         """Store labels (see `OutcomeStore.add_labels`) after writing the queued predictions, so a
         label sent right after its prediction finds it."""
         with self._flushing:
             self._flush()
-            return self._store.add_labels(labels)
+            return self._store.add_labels(labels, self.deployment)
 
     def close(self) -> None:
         """Stop the thread and write what is left."""
@@ -386,14 +515,19 @@ class PredictionRecorder:
             self._wake.wait(self.every)
             if self._stop:
                 return
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # the thread lives on: the next pass may succeed
+                log.exception("prediction store writer failed; it carries on")
 
 
-def open_recorder(home: Path, deployment: str, model: str, version: int) -> PredictionRecorder | None:
-    """A worker's recorder for the store of `home`, or None (logged) when the store cannot be opened
-    (a full disk, a damaged or unsafe file): the worker serves on without it."""
+def open_recorder(
+    home: Path, deployment: str, model: str, version: int
+) -> tuple[PredictionRecorder | None, str | None]:
+    """A worker's recorder for the store of `home`, or (None, why) when the store cannot be opened
+    (a full disk, a damaged or unsafe file; logged): the worker serves on without it."""
     try:
-        return PredictionRecorder(store_path(home), deployment, model, version)
+        return PredictionRecorder(store_path(home), deployment, model, version), None
     except (sqlite3.Error, OSError, UnsafePath) as exc:
         log.warning("no prediction store (predictions are not kept for labels): %s", exc)
-        return None
+        return None, str(exc) or type(exc).__name__

@@ -7,6 +7,7 @@ predicted) and label delay (median seconds from prediction to label).
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,14 +70,15 @@ def score(pairs: list[tuple[Any, Any, Any, float]], output: dict[str, Any]) -> d
             "mae": float(metrics.mean_absolute_error(labels, predictions)),
             "rmse": float(np.sqrt(metrics.mean_squared_error(labels, predictions))),
         }
-    # Labels may come as 1 or "1": classes are compared as text.
-    predicted = [str(p) for p, *_ in pairs]
-    labels = [str(lab) for _, lab, *_ in pairs]
+    # Labels may come as 1, "1", 1.0 or "1.0" (pandas writes an integer column with a missing value
+    # as floats): classes are compared as canonical text.
+    predicted = [class_text(p) for p, *_ in pairs]
+    labels = [class_text(lab) for _, lab, *_ in pairs]
     figures: dict[str, Any] = {
         "accuracy": float(metrics.accuracy_score(labels, predicted)),
         "f1": float(metrics.f1_score(labels, predicted, average="macro", zero_division=0)),
     }
-    classes = [str(c) for c in output.get("classes") or []]
+    classes = [class_text(c) for c in output.get("classes") or []]
     probabilities = [pr for _, _, pr, _ in pairs]
     if classes and all(pr is not None for pr in probabilities):
         unknown = set(labels) - set(classes)
@@ -94,6 +96,19 @@ def score(pairs: list[tuple[Any, Any, Any, float]], output: dict[str, Any]) -> d
     return figures
 
 
+_INTEGRAL_TEXT = re.compile(r"[+-]?\d+\.0*")
+
+
+def class_text(value: Any) -> str:
+    """A class as text to compare: an integral number, or its text with a zero fraction ("1.0"),
+    reads as the integer's text ("1"); anything else as `str`."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, str) and _INTEGRAL_TEXT.fullmatch(value.strip()):
+        return str(int(float(value)))
+    return str(value)
+
+
 def summary(figures: dict[str, Any] | None) -> str:
     """One line for a person: the metrics, coverage and delay, or why there is nothing yet."""
     return ", ".join(part for part in summary_parts(figures) if part)
@@ -108,7 +123,9 @@ def summary_parts(figures: dict[str, Any] | None) -> tuple[str, str]:
     coverage = f"coverage {figures['coverage']:.0%} ({figures['labelled']}/{figures['predicted']})"
     if figures.get("delay") is not None:
         coverage += f", delay {_duration(figures['delay'])}"
-    return (metrics or "no labels yet"), coverage
+    if not metrics:  # labelled but not scored: say why, never "no labels yet" beside a coverage
+        metrics = figures.get("error") or ("no labels yet" if not figures.get("labelled") else "no figures")
+    return metrics, coverage
 
 
 def _duration(seconds: float) -> str:

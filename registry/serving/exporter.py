@@ -262,16 +262,29 @@ def _realised(supervisor: Supervisor) -> Iterator[Metric]:
     yield coverage
     yield delay
     received = CounterMetricFamily(
-        "modeldeck_feedback_labels", "Labels received, by outcome.", labels=["outcome"]
+        "modeldeck_feedback_labels",
+        "Labels received, each once: accepted (its prediction was stored) or unknown (kept pending);"
+        " expired: pending ones dropped later.",
+        labels=["outcome"],
     )
     counters = scraper.outcomes
-    for outcome in ("accepted", "duplicate", "unknown", "expired"):
+    for outcome in ("accepted", "unknown", "expired"):
         received.add_metric([outcome], float(counters.get(f"labels_{outcome}", 0)))
     yield received
+    yield CounterMetricFamily(
+        "modeldeck_feedback_label_duplicates",
+        "Labels received (accepted or unknown) that replaced an earlier label for the same row.",
+        value=float(counters.get("labels_duplicate", 0)),
+    )
     yield CounterMetricFamily(
         "modeldeck_predictions_unstored",
         "Predictions not kept for labels (a worker's queue was full or the store refused them).",
         value=float(counters.get("predictions_dropped", 0)),
+    )
+    yield CounterMetricFamily(
+        "modeldeck_prediction_id_collisions",
+        "Predictions not kept because their deployment already had one under that request id and row.",
+        value=float(counters.get("predictions_collided", 0)),
     )
 
 

@@ -26,6 +26,7 @@ import argparse
 import array
 import asyncio
 import contextlib
+import faulthandler
 import json
 import logging
 import os
@@ -254,8 +255,8 @@ def _load(options: argparse.Namespace) -> tuple[ClosingWhenDraining, Any]:
         predictor = load_predictor(reg, f"{options.model}:{options.version}", redact=options.redact)
     token = read_token(Path(options.token_file)) if options.token_file else None  # never "" (no auth)
     batching = {"auto": None, "on": True, "off": False}[options.batching]
-    outcomes = (
-        None
+    outcomes, store_error = (
+        (None, None)
         if options.no_prediction_store
         else open_recorder(Path(options.home), options.deployment, options.model, options.version)
     )
@@ -271,6 +272,7 @@ def _load(options: argparse.Namespace) -> tuple[ClosingWhenDraining, Any]:
                 options.otlp, deployment=options.deployment, model=options.model, version=options.version
             ),
             outcomes=outcomes,
+            store_error=store_error,
         )
     )
     config = server_config(predictor, app, options.fd, log_config=None, limits=_limits(options))
@@ -325,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter(prefix + "%(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("uvicorn").setLevel(logging.WARNING)
+    # A fatal signal (SIGSEGV, SIGBUS: e.g. the store's mmapped -shm file made unwritable) leaves its
+    # traceback in the worker's log: stderr is that log (see `processes.spawn`).
+    faulthandler.enable(all_threads=True)
     limit_repeats()  # a flood of bad requests must not flood the deployment's log
     try:
         return asyncio.run(run(options))

@@ -100,6 +100,8 @@ class Scraper:
         #: counters (labels by outcome, predictions dropped) and size, as of the last pass.
         self.realised: dict[str, dict[str, Any]] = {}
         self.outcomes: dict[str, Any] = {}
+        #: Why the prediction store could not be read in the last pass (shown by `status`), or None.
+        self.store_error: str | None = None
         self.performance_window = performance_window
         self.store_rows, self.store_age = DEFAULT_MAX_ROWS, DEFAULT_MAX_AGE
         self._outputs: dict[tuple[str, int], dict[str, Any]] = {}
@@ -175,8 +177,11 @@ class Scraper:
             await self.compute_drift(runtimes, now)
             try:
                 await self.compute_performance(runtimes, now)
+                self.store_error = None
             except Exception as exc:  # the store is damaged or locked: serving and drift go on
-                log.warning("could not compute realised performance: %s", exc)
+                if str(exc) != self.store_error:
+                    log.warning("could not compute realised performance: %s", exc)
+                self.store_error = str(exc) or type(exc).__name__
         if self.seq % 10 == 0:
             await self.store_rollups(prune=self.seq % 600 == 0)
         if self.seq % SAVE_WINDOWS_EVERY == 0:
@@ -307,6 +312,7 @@ class Scraper:
             "pull_errors": dict(self.pull_errors),
             "sample_dropped": dict(self.sample_dropped),
             "outcomes": dict(self.outcomes),
+            "store_error": self.store_error,
         }
         return {"cursor": self.seq, "host": self.host, "deployments": deployments, "monitoring": monitoring}
 

@@ -24,7 +24,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from registry.monitoring.metrics import CONTENT_TYPE, ServingMetrics
-from registry.monitoring.outcomes import LabelError, PredictionRecorder, parse_labels, request_id
+from registry.monitoring.outcomes import (
+    MAX_LABELS_PER_REQUEST,
+    LabelError,
+    PredictionRecorder,
+    TooManyLabels,
+    parse_labels,
+    request_id,
+)
 from registry.monitoring.sampling import InputSampler
 from registry.serving import encodings, oip_binary, oip_types, payloads
 from registry.serving.batching import MicroBatcher
@@ -62,6 +69,8 @@ def create_app(
     predict_timeout: float | None = None,
     telemetry: Telemetry | None = None,
     outcomes: PredictionRecorder | None = None,
+    store_error: str | None = None,
+    no_store: str = "deployed with --no-prediction-store",
 ) -> Starlette:
     """The app serving `predictor`. With `token`, prediction, metadata and metrics endpoints require
     `Authorization: Bearer <token>`; health checks (live, ready, OIP's model ready) never do.
@@ -71,7 +80,9 @@ def create_app(
     `predict_timeout` seconds answers 503. Errors take each route's protocol shape (`error_bodies`).
     `telemetry` (`registry.serving.telemetry.start`) exports a span per request and the metrics.
     Every prediction response carries `X-Request-ID` (the client's, if sane); with `outcomes` each
-    prediction is queued for the prediction store and `POST /feedback` takes labels for them."""
+    prediction is queued for the prediction store and `POST /feedback` takes labels for them; without,
+    `/feedback` answers 503 naming `store_error` (the store could not be opened: may pass) or else
+    409 naming `no_store` (why this server keeps no predictions: permanent)."""
     info = predictor.info
     metrics = metrics or ServingMetrics(info.name, info.version)
     if telemetry is not None and monitoring:
@@ -235,16 +246,26 @@ def create_app(
             len(parsed.rows),
         )
 
+    numeric_labels = info.output.get("kind") != "classification"  # a regressor's labels are numbers
+
     async def feedback(request: Request) -> Response:
         """Labels for earlier predictions, by request id (see `registry.monitoring.outcomes`)."""
         try:
+            if outcomes is None and store_error is not None:
+                raise InputError(503, "store_unavailable", f"prediction store unavailable: {store_error}")
             if outcomes is None:
-                raise InputError(503, "no_prediction_store", "this server keeps no predictions to label")
+                raise InputError(
+                    409, "no_prediction_store", f"this deployment keeps no predictions: {no_store}"
+                )
             body = await read_body(request, max_body_bytes)
             try:
-                labels = parse_labels(orjson.loads(body))
+                labels = parse_labels(
+                    orjson.loads(body), limit=MAX_LABELS_PER_REQUEST, numeric=numeric_labels
+                )
             except orjson.JSONDecodeError as exc:
                 raise InputError(400, "invalid_json", f"the body is not JSON: {exc}", field="body") from None
+            except TooManyLabels as exc:
+                raise InputError(413, "too_many_labels", str(exc), field="body") from None
             except LabelError as exc:
                 raise InputError(422, "invalid_feedback", f"{exc.field}: {exc}", field=exc.field) from None
             return answer(200, await asyncio.to_thread(outcomes.add_labels, labels))

@@ -156,7 +156,7 @@ def run_server(
         otlp, deployment=predictor.info.name, model=predictor.info.name, version=predictor.info.version
     )
     info = predictor.info
-    outcomes = open_recorder(home, info.name, info.name, info.version) if home is not None else None
+    outcomes, store_error = open_recorder(home, info.name, info.name, info.version) if home else (None, None)
     app = create_app(
         predictor,
         max_body_bytes=max_body_bytes,
@@ -165,6 +165,8 @@ def run_server(
         predict_timeout=predict_timeout,
         telemetry=telemetry,
         outcomes=outcomes,
+        store_error=store_error,
+        no_store="served without a modeldeck home",
     )
     config = server_config(predictor, app, sock.fileno(), access_log=access_log, limits=limits)
     limit_repeats()  # uvicorn configured its log handlers just now
