@@ -74,11 +74,15 @@ def score(pairs: list[tuple[Any, Any, Any, float]], output: dict[str, Any]) -> d
     # as floats): classes are compared as canonical text.
     predicted = [class_text(p) for p, *_ in pairs]
     labels = [class_text(lab) for _, lab, *_ in pairs]
+    classes = [class_text(c) for c in output.get("classes") or []]
+    # Two classes: F1 of the second (scikit-learn's default for 0/1 labels, and what the estimate gives);
+    # more (or labels that are not the model's classes): macro F1.
+    two = len(classes) == 2 and set(labels) | set(predicted) <= set(classes)
+    binary = {"average": "binary", "pos_label": classes[1]} if two else {"average": "macro"}
     figures: dict[str, Any] = {
         "accuracy": float(metrics.accuracy_score(labels, predicted)),
-        "f1": float(metrics.f1_score(labels, predicted, average="macro", zero_division=0)),
+        "f1": float(metrics.f1_score(labels, predicted, zero_division=0, **binary)),
     }
-    classes = [class_text(c) for c in output.get("classes") or []]
     probabilities = [pr for _, _, pr, _ in pairs]
     if classes and all(pr is not None for pr in probabilities):
         unknown = set(labels) - set(classes)
@@ -101,12 +105,12 @@ _INTEGRAL_TEXT = re.compile(r"[+-]?\d+\.0*")
 
 def class_text(value: Any) -> str:
     """A class as text to compare: an integral number, or its text with a zero fraction ("1.0"),
-    reads as the integer's text ("1"); anything else as `str`."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
+    reads as the integer's text ("1"); anything else as drift reads a category (`category_label`)."""
+    from registry.reference import category_label
+
     if isinstance(value, str) and _INTEGRAL_TEXT.fullmatch(value.strip()):
         return str(int(float(value)))
-    return str(value)
+    return category_label(value)
 
 
 def summary(figures: dict[str, Any] | None) -> str:
