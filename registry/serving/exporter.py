@@ -226,7 +226,7 @@ def _estimated(supervisor: Supervisor, figures: dict[str, dict[str, Any]]) -> It
 
 _REALISED = {
     "accuracy": "Realised accuracy: predictions of the last day that got a label, compared with it.",
-    "f1": "Realised macro F1 over the labelled predictions of the last day.",
+    "f1": "Realised F1 (two classes: of the second; else macro) over the last day's labelled predictions.",
     "log_loss": "Realised log loss (only where class probabilities were stored).",
     "mae": "Realised mean absolute error over the labelled predictions of the last day.",
     "rmse": "Realised root mean squared error over the labelled predictions of the last day.",
