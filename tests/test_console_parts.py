@@ -264,3 +264,12 @@ def test_a_live_cell_longer_than_its_reserved_width_ends_in_an_ellipsis() -> Non
             return [str(cell) for cell in table.get_row_at(0)]
 
     assert asyncio.run(shown()) == ["iris", "serving (su…"]
+
+
+def test_an_estimate_of_a_few_rows_is_not_shown_as_a_figure() -> None:
+    from console.performance_text import estimated_text
+
+    few = {"accuracy": 1.0, "f1": 1.0, "rows": 1, "std_error": 0.0, "calibrated": True}
+    assert estimated_text(few) == "estimated: - (1 sampled rows, too few yet)"
+    enough = {**few, "accuracy": 0.93, "rows": 1234, "std_error": 0.01}
+    assert estimated_text(enough) == "estimated: accuracy 0.930 ±0.010 · F1 1.000 · 1,234 rows · calibrated"
