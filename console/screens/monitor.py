@@ -233,7 +233,7 @@ def performance_text(performance: dict[str, Any], width: int) -> str:
 
     lines = [pack(realised_phrases(performance), width)]
     estimated = estimated_text(performance.get("estimated"))
-    return "\n".join([*lines, *([estimated] if estimated else [])])
+    return "\n".join([*lines, *([f" {estimated}"] if estimated else [])])  # indented as `pack` does
 
 
 def pack(phrases: list[str], width: int, separator: str = " · ") -> str:
