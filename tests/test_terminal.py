@@ -154,7 +154,9 @@ def test_serving_at_is_on_screen_however_long_the_ledger(home: Path, size: str) 
         term.send("3")
         term.wait_for("WHEN")
         term.wait_for("serving at 2026-03-02 10:01:00: iris → iris:2")  # at the newest event
-        term.send("t", "2026-03-02T09:30:30", "enter")  # the switch of 09:30 was to version 1
+        term.send("t")
+        _typed(term, ":at ")  # the command line is open before it is typed into (keys sent earlier are lost)
+        term.send("2026-03-02T09:30:30", "enter")  # the switch of 09:30 was to version 1
         term.wait_for("serving at 2026-03-02 09:30:30: iris → iris:1")
         term.send(":")
         _typed(term, ":")  # the command line is open before it is typed into, as a person sees it
