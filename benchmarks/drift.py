@@ -268,36 +268,33 @@ def main(argv: list[str] | None = None) -> None:
     def theirs(window: dict[str, np.ndarray]) -> tuple[bool, bool]:
         return evidently[0](ev_reference, window) if evidently else (False, False)
 
+    def judged(windows: list[dict[str, np.ndarray]]) -> tuple[list[str], str]:
+        """Our verdict of every window, and Evidently's on the first `ev_trials` of the same windows."""
+        if not evidently:
+            return [ours(w) for w in windows], "skipped"
+        seen = [theirs(w) for w in windows[:ev_trials]]
+        return [
+            ours(w) for w in windows
+        ], f"{np.mean([s[0] for s in seen]):.0%} ({np.mean([s[1] for s in seen]):.0%})"
+
     evidently_note = f", Evidently on the first {ev_trials}" if evidently else ""
     print(f"\n1. false alarms: windows drawn like the reference, {trials} trials per size{evidently_note}")
     print(f"{'window':>8} | {'warn or drift':>13} | {'drift':>6} | evidently dataset (any column)")
     for rows in SIZES:
-        verdicts = [ours(make(np.random.default_rng([1, rows, t]), rows)) for t in range(trials)]
-        other = "skipped"
-        if evidently:
-            seen = [theirs(make(np.random.default_rng([1, rows, t]), rows)) for t in range(ev_trials)]
-            other = f"{np.mean([s[0] for s in seen]):.0%} ({np.mean([s[1] for s in seen]):.0%})"
+        verdicts, other = judged([make(np.random.default_rng([1, rows, t]), rows) for t in range(trials)])
         alarms = np.mean([v != OK for v in verdicts])
         print(f"{rows:>8,} | {alarms:>13.1%} | {np.mean([v == DRIFT for v in verdicts]):>6.1%} | {other}")
+
+    def drifted(rows: int, change: Any, trial: int) -> dict[str, np.ndarray]:
+        window_rng = np.random.default_rng([2, rows, trial])
+        window = make(window_rng, rows)
+        change(window, window_rng)
+        return window
 
     print(f"\n2. detection: share of drifted windows reported `drift`, {trials} trials per case")
     print(f"{'case':<40} | {'window':>6} | {'drift':>6} | evidently dataset (any column)")
     for label, rows, change in CASES:
-        verdicts = []
-        for t in range(trials):
-            window_rng = np.random.default_rng([2, rows, t])
-            window = make(window_rng, rows)
-            change(window, window_rng)
-            verdicts.append(ours(window))
-        other = "skipped"
-        if evidently:
-            seen = []
-            for t in range(ev_trials):
-                window_rng = np.random.default_rng([2, rows, t])
-                window = make(window_rng, rows)
-                change(window, window_rng)
-                seen.append(theirs(window))
-            other = f"{np.mean([s[0] for s in seen]):.0%} ({np.mean([s[1] for s in seen]):.0%})"
+        verdicts, other = judged([drifted(rows, change, t) for t in range(trials)])
         print(f"{label:<40} | {rows:>6,} | {np.mean([v == DRIFT for v in verdicts]):>6.1%} | {other}")
 
     repeats = 5 if options.quick else 15
