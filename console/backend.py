@@ -11,12 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from registry import Registry
 from registry.deployments import list_deployments
 from registry.errors import SupervisorError
 from registry.info import DeploymentInfo, EventInfo, ModelInfo, StateAt, VersionInfo, VersionSummary
+
+if TYPE_CHECKING:
+    from registry.serving.protocol import DeploymentStatus, Stopped
 
 #: Seconds a refresh waits for the supervisor: a slow one must not stall the console's figures.
 READ_TIMEOUT = 3.0
@@ -63,9 +66,9 @@ class Backend:
             overview.live = probed_states(overview.deployments)
             return overview
         overview.supervisor_up = True
-        for deployment in status["deployments"]:
-            seen = monitor["deployments"].get(deployment["name"]) or {}
-            overview.live[deployment["name"]] = {**deployment, **seen}
+        for deployment in status.deployments:
+            seen = monitor.deployments.get(deployment.name)
+            overview.live[deployment.name] = {**deployment.as_dict(), **(seen.as_dict() if seen else {})}
         return overview
 
     def events(self, limit: int = 500) -> list[EventInfo]:
@@ -111,13 +114,13 @@ class Backend:
     def log_path(self, deployment: str) -> Path:
         return self.client.rundir.deployment_log(deployment)
 
-    def deploy(self, ref: str, name: str | None = None) -> dict[str, Any]:
+    def deploy(self, ref: str, name: str | None = None) -> DeploymentStatus:
         return self.client.deploy(ref, name=name, reason="from the console")
 
-    def rollback(self, name: str, to: int | None = None) -> dict[str, Any]:
+    def rollback(self, name: str, to: int | None = None) -> DeploymentStatus:
         return self.client.rollback(name, to, reason="from the console")
 
-    def stop(self, name: str) -> dict[str, Any]:
+    def stop(self, name: str) -> Stopped:
         return self.client.stop(name, reason="from the console")
 
 

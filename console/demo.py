@@ -70,7 +70,7 @@ def run_live_demo(
                 with contextlib.suppress(RuntimeError):  # the console may not be up yet, or gone
                     app.call_from_thread(app.notify, f"demo: {ref} did not deploy: {exc}", severity="error")
                 continue
-            targets[result["name"]] = (result["url"], f"{result['model']}:{result['version']}")
+            targets[result.name] = (result.url, f"{result.model}:{result.version}")
         if targets and not quitting.is_set():
             traffic.append(DemoTraffic(home, targets, drifting=DRIFTING, drift_after=drift_after))
             traffic[0].start()

@@ -19,13 +19,14 @@ from registry.errors import RegistryError
 if TYPE_CHECKING:
     from console.app import ModeldeckApp
     from registry.info import DeploymentInfo
+    from registry.serving.protocol import Message
 
 
 PROGRESS_EVERY = 0.25  # seconds between looks at the ledger while an action runs
 LINGER = 6.0  # seconds the finished action's steps stay in the banner
 
-Call = Callable[[], dict[str, Any]]  # blocking: runs in a worker thread
-Report = Callable[[dict[str, Any]], str]  # the call's result as one line for the user
+Call = Callable[[], Message]  # blocking: runs in a worker thread
+Report = Callable[[Any], str]  # the call's result (a `Message` of its kind) as one line for the user
 
 
 class Operations:
@@ -72,7 +73,7 @@ class Operations:
             where,
             f"deploying {exact}",
             lambda: self.deck.backend.deploy(exact, name=target),
-            lambda r: f"{target}: {r['model']}:{r['version']} serves on {r.get('outside_url') or r['url']}",
+            lambda r: f"{target}: {r.model}:{r.version} serves on {r.outside_url or r.url}",
             target,
         )
 
@@ -89,7 +90,7 @@ class Operations:
             f"on {d.host}:{d.port}",
             f"rolling back {name}",
             lambda: self.deck.backend.rollback(name),
-            lambda r: f"{name}: {r['model']}:{r['version']} serves again",
+            lambda r: f"{name}: {r.model}:{r.version} serves again",
             name,
         )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.table import Table
@@ -18,6 +18,9 @@ from rich.text import Text
 from console import output
 from console.widgets.live import multivariate_text
 from registry.errors import RegistryError, SupervisorError
+
+if TYPE_CHECKING:
+    from registry.serving.protocol import DeploymentStatus, SupervisorInfo
 
 T = TypeVar("T")
 supervisor_app = typer.Typer(
@@ -192,25 +195,25 @@ def deploy(
             )
         )
         if client.started_daemon:  # this deploy started the supervisor: say where its exporter went
-            _exporter_note(client.status()["supervisor"])
+            _exporter_note(client.status().supervisor)
     if json_out:
-        output.print_json(result)
+        output.print_json(result.as_dict())
         return
     if result.get("note"):
-        output.out.print(result["note"])
+        output.out.print(result.note)
         return
-    standby = f"; standby {result['model']}:{result['standby_version']}" if result["standby_version"] else ""
+    standby = f"; standby {result.model}:{result.standby_version}" if result.standby_version else ""
     output.out.print(
-        f"{result['name']}: {result['model']}:{result['version']} serves on {address(result)} "
-        f"({_plural(result['workers_running'], 'worker')}{standby}; {seconds:.1f} s)"
+        f"{result.name}: {result.model}:{result.version} serves on {address(result)} "
+        f"({_plural(result.workers_running, 'worker')}{standby}; {seconds:.1f} s)"
     )
-    if result.get("outside_url"):
+    if result.outside_url:
         output.out.print(
-            f"bound to every interface ({result['host']}): other hosts use {result['outside_url']}"
-            f" (or this host's name), this host also {result['url']}"
+            f"bound to every interface ({result.host}): other hosts use {result.outside_url}"
+            f" (or this host's name), this host also {result.url}"
         )
     if result.get("token"):
-        output.out.print(f"clients must send: Authorization: Bearer {result['token']}")
+        output.out.print(f"clients must send: Authorization: Bearer {result.token}")
 
 
 def rollback(
@@ -225,11 +228,11 @@ def rollback(
     with _client(changes=True) as client:
         result, seconds = _timed(lambda: client.rollback(name, to, reason=reason))
     if json_out:
-        output.print_json(result)
+        output.print_json(result.as_dict())
         return
     output.out.print(
-        f"{name}: rolled back to {result['model']}:{result['version']} in {seconds:.2f} s"
-        + (f" (standby: version {result['standby_version']})" if result["standby_version"] else "")
+        f"{name}: rolled back to {result.model}:{result.version} in {seconds:.2f} s"
+        + (f" (standby: version {result.standby_version})" if result.standby_version else "")
     )
 
 
@@ -242,7 +245,7 @@ def stop(
     with _client(changes=True) as client:
         result = client.stop(name, reason=reason)
     if json_out:
-        output.print_json(result)
+        output.print_json(result.as_dict())
     else:
         output.out.print(f"{name}: stopped")
 
@@ -260,27 +263,30 @@ def scale(
     with _client(changes=True) as client:
         result = client.scale(name, workers, reason=reason)
     if json_out:
-        output.print_json(result)
+        output.print_json(result.as_dict())
     else:
-        running = _plural(result["workers_running"], "worker")
-        output.out.print(f"{name}: {running} serving {result['model']}:{result['version']}")
+        running = _plural(result.workers_running, "worker")
+        output.out.print(f"{name}: {running} serving {result.model}:{result.version}")
 
 
 def status(json_out: JsonFlag = False) -> None:
     """Deployments and their worker processes (without a supervisor: what each server's port answers)."""
     with _client() as client:
-        answer = client.status() if client.running() else None
+        typed = client.status() if client.running() else None
         store_error = None
-        if answer is None:
+        # The printed view: the status answer as JSON, each deployment with its live figures added.
+        answer: dict[str, Any]
+        if typed is None:
             answer = {"supervisor": None, "deployments": _wanted()}
         else:
+            answer = typed.as_dict()
             store_error = _add_live_figures(client, answer["deployments"])
             if store_error:
                 answer["prediction_store_error"] = store_error
     if json_out:
         output.print_json(answer)
         return
-    supervisor = answer["supervisor"]
+    supervisor = typed.supervisor if typed is not None else None
     if supervisor is None:
         output.err.print(
             "no supervisor is running: each state is what the deployment's own port answers "
@@ -360,23 +366,25 @@ def _add_live_figures(client: Any, deployments: list[dict[str, Any]]) -> str | N
     """Requests/s over the last 10 s, last-minute p99, the drift verdict and the multivariate drift
     signal (see registry.monitoring.multivariate), from the supervisor; returns why the supervisor
     cannot read the prediction store, if it cannot."""
-    cursor = client.live()["cursor"]
+    cursor = client.live().cursor
     monitor = client.monitor(max(0, cursor - 10))
-    recent = monitor["deployments"]
+    recent = monitor.deployments
     for d in deployments:
-        seen = recent.get(d["name"]) or {}
-        points = seen.get("points") or []
-        live = seen.get("live") or {}
+        seen = recent.get(d["name"])
+        points = seen.points if seen else []
+        live = (seen.live if seen else None) or {}
+        drift = (seen.drift if seen else None) or {}
+        performance = seen.performance.as_dict() if seen else None
         d["live"] = {
             "rps": sum(p["requests"] for p in points) / len(points) if points else None,
             "p99": live.get("p99"),
-            "drift": (seen.get("drift") or {}).get("message") or (seen.get("drift") or {}).get("status"),
-            "drift_reason": drift_reason(seen.get("drift")),
-            "multivariate": (seen.get("drift") or {}).get("multivariate"),
-            "performance": seen.get("performance"),
+            "drift": drift.get("message") or drift.get("status"),
+            "drift_reason": drift_reason(seen.drift if seen else None),
+            "multivariate": drift.get("multivariate"),
+            "performance": performance,
         }
-        d["performance"] = seen.get("performance") or {"realised": None, "estimated": None}
-    return (monitor.get("monitoring") or {}).get("store_error")
+        d["performance"] = performance or {"realised": None, "estimated": None}
+    return monitor.monitoring.store_error
 
 
 def drift_reason(report: dict[str, Any] | None) -> str | None:
@@ -391,7 +399,7 @@ def drift_reason(report: dict[str, Any] | None) -> str | None:
     return f"{worst['name']}: {worst['reason']}" + (f" (+{others} more)" if others > 0 else "")
 
 
-def address(deployment: dict[str, Any]) -> str:
+def address(deployment: dict[str, Any] | DeploymentStatus) -> str:
     """The URL to give clients: other hosts' for a server bound to every interface, else the bound one."""
     from registry.serving.addresses import local_url, outside_url
 
@@ -546,28 +554,28 @@ def supervisor_start(
     with _client() as client:
         started = client.ensure_running(*flags)
         answer = client.wait_settled()
-    info = answer["supervisor"]
+    info = answer.supervisor
     word = "started" if started else "already running"
-    output.out.print(f"supervisor {word} (pid {info['pid']}) for {info['home']}")
+    output.out.print(f"supervisor {word} (pid {info.pid}) for {info.home}")
     if not started and metrics and not _exporter_is(info, metrics):
         output.err.print(
             f"note: --metrics {metrics} not applied: the running supervisor keeps its exporter "
-            f"({info.get('metrics') or 'off'}); `modeldeck supervisor stop` first to change it"
+            f"({info.metrics or 'off'}); `modeldeck supervisor stop` first to change it"
         )
-    if info.get("metrics"):
-        output.out.print(f"  Prometheus: {info['metrics']} (targets for file_sd: {info['targets']})")
-    if otlp and otlp != "off" and not started and info.get("otlp") != otlp:
+    if info.metrics:
+        output.out.print(f"  Prometheus: {info.metrics} (targets for file_sd: {info.targets})")
+    if otlp and otlp != "off" and not started and info.otlp != otlp:
         output.err.print(
             f"note: --otlp {otlp} not applied: the running supervisor's workers export to "
-            f"{info.get('otlp') or 'what their deployment or environment says'}; "
+            f"{info.otlp or 'what their deployment or environment says'}; "
             "`modeldeck supervisor stop` first to change it"
         )
-    if info.get("otlp"):
-        output.out.print(f"  OpenTelemetry: {info['otlp']}")
+    if info.otlp:
+        output.out.print(f"  OpenTelemetry: {info.otlp}")
     _exporter_note(info)
-    for d in answer["deployments"]:
-        message = f" ({d['message']})" if d["message"] else ""
-        output.out.print(f"  {d['name']}: {d['model']}:{d['version']} {d['status']} on {address(d)}{message}")
+    for d in answer.deployments:
+        message = f" ({d.message})" if d.message else ""
+        output.out.print(f"  {d.name}: {d.model}:{d.version} {d.status} on {address(d)}{message}")
 
 
 @supervisor_app.command("stop")
@@ -591,27 +599,27 @@ def supervisor_stop(
 def supervisor_status(json_out: JsonFlag = False) -> None:
     """Whether the daemon runs, its pid and home."""
     with _client() as client:
-        info = client.status()["supervisor"] if client.running() else None
+        info = client.status().supervisor if client.running() else None
     if json_out:
-        output.print_json(info)
+        output.print_json(info.as_dict() if info is not None else None)
     elif info is None:
         output.out.print("no supervisor is running")
         raise typer.Exit(3)
     else:
-        output.out.print(f"supervisor running (pid {info['pid']}) for {info['home']}")
+        output.out.print(f"supervisor running (pid {info.pid}) for {info.home}")
 
 
-def _exporter_is(info: dict[str, Any], address: str) -> bool:
+def _exporter_is(info: SupervisorInfo, address: str) -> bool:
     """Whether the running supervisor's exporter is at `address` (HOST:PORT, or 'off')."""
     if address == "off":
-        return not info.get("metrics")
-    return info.get("metrics") == f"http://{address}/metrics"
+        return not info.metrics
+    return info.metrics == f"http://{address}/metrics"
 
 
-def _exporter_note(info: dict[str, Any] | None) -> None:
+def _exporter_note(info: SupervisorInfo | None) -> None:
     """Say on stderr when the Prometheus exporter is not where it was asked (or missing)."""
-    if info and info.get("metrics_note"):
-        output.err.print(f"note: {info['metrics_note']}")
+    if info is not None and info.metrics_note:
+        output.err.print(f"note: {info.metrics_note}")
 
 
 def _plural(count: int, word: str) -> str:

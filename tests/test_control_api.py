@@ -81,3 +81,38 @@ def test_well_typed_requests_reach_the_supervisor(control):
     assert client.post("/shutdown", content=b"").status_code == 200
     assert client.post("/shutdown", json={"stop_servers": True}).status_code == 200
     assert shutdowns == [False, True]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/deploy", {"ref": "iris", "workerz": 2}, "workerz"),
+        ("/rollback", {"name": "iris", "version": 2}, "version"),
+        ("/stop", {"name": "iris", "force": True}, "force"),
+        ("/scale", {"name": "iris", "workers": 2, "min": 1}, "min"),
+        ("/shutdown", {"stop_server": True}, "stop_server"),
+    ],
+)
+def test_unknown_fields_are_a_400_naming_the_field(control, path, body, field):
+    client, shutdowns = control
+    response = client.post(path, json=body)
+    message = error_of(response)
+    assert message.startswith(f"'{field}' is not a field of this request"), message
+    assert response.json()["error"]["field"] == field
+    assert shutdowns == []
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"max_connections": "100"}, "options.max_connections"),
+        ({"idle_timeout": True}, "options.idle_timeout"),
+        ({"otlp": 4318}, "options.otlp"),
+    ],
+)
+def test_every_option_has_its_json_type_checked(control, options, field):
+    """The option types come from the one table (`DEPLOY_OPTIONS`), not a second list in the API."""
+    client, _ = control
+    response = client.post("/deploy", json={"ref": "iris", "options": options})
+    assert error_of(response).startswith(f"'{field}' must be "), response.text
+    assert response.json()["error"]["field"] == field

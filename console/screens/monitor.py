@@ -72,12 +72,12 @@ class MonitorScreen(OverviewScreen):
         except SupervisorError:  # the banner says so (from the overview); the charts keep what they have
             self._fresh = False
             return super().load()
-        seen = answer["deployments"].get(self.deployment) or {}
-        new = seen.get("points") or []
+        seen = answer.deployments.get(self.deployment)
+        new = seen.points if seen else []
         self.points.extend(new)
-        self.cursor = answer["cursor"]
-        self.drift = seen.get("drift")
-        self.performance = seen.get("performance") or {}
+        self.cursor = answer.cursor
+        self.drift = seen.drift if seen else None
+        self.performance = seen.performance.as_dict() if seen else {}
         judged = self.drift and self.drift.get("status") in ("ok", "warn", "drift")
         if judged and (not self.drift_shares or self.drift["t"] > self.drift_shares[-1][0]):
             self.drift_shares.append((self.drift["t"], self.drift["drifted_share"]))

@@ -18,6 +18,18 @@ from registry.core import current_actor
 from registry.errors import RegistryError, SupervisorError
 from registry.files import append_private
 from registry.serving import logs
+from registry.serving.protocol import (
+    DeploymentStatus,
+    DeployRequest,
+    Message,
+    MonitorSnapshot,
+    RollbackRequest,
+    ScaleRequest,
+    ShutdownRequest,
+    Status,
+    Stopped,
+    StopRequest,
+)
 from registry.serving.rundir import RunDir
 from registry.store import Settings
 
@@ -88,12 +100,12 @@ class SupervisorClient:
             time.sleep(0.05)
         raise SupervisorError(f"the supervisor did not answer within {wait:g} s; see {log_path}", 500)
 
-    def wait_settled(self, wait: float = 300.0) -> dict[str, Any]:
+    def wait_settled(self, wait: float = 300.0) -> Status:
         """The status once the supervisor has brought up every deployment it found at start."""
         deadline = time.monotonic() + wait
         while True:
             status = self.status()
-            if status["supervisor"]["settled"] or time.monotonic() > deadline:
+            if status.supervisor.settled or time.monotonic() > deadline:
                 return status
             time.sleep(0.1)
 
@@ -101,7 +113,7 @@ class SupervisorClient:
         """Stop the daemon (and, with `stop_servers`, its model servers); False if none was running."""
         if not self.running():
             return False
-        self._request("POST", "/shutdown", {"stop_servers": stop_servers})
+        self._request("POST", "/shutdown", ShutdownRequest(stop_servers).as_dict())
         deadline = time.monotonic() + wait
         while self.running() or self.rundir.control_socket.exists():
             if time.monotonic() > deadline:
@@ -110,17 +122,17 @@ class SupervisorClient:
         return True
 
     # ------------------------------------------------------------------ actions
-    def status(self, timeout: float | None = None) -> dict[str, Any]:
-        return self._request("GET", "/status", timeout=timeout)
+    def status(self, timeout: float | None = None) -> Status:
+        return Status.decode(self._request("GET", "/status", timeout=timeout))
 
     def monitor(
         self, cursor: int = 0, name: str | None = None, timeout: float | None = None
-    ) -> dict[str, Any]:
+    ) -> MonitorSnapshot:
         """Live figures: the newest point per deployment, the points after `cursor`, drift, host."""
         query = f"/monitor?cursor={cursor}" + (f"&name={name}" if name else "")
-        return self._request("GET", query, timeout=timeout)
+        return MonitorSnapshot.decode(self._request("GET", query, timeout=timeout))
 
-    def live(self, timeout: float | None = None) -> dict[str, Any]:
+    def live(self, timeout: float | None = None) -> MonitorSnapshot:
         """Like `monitor` without the series: the newest point, drift and host only (for tables)."""
         return self.monitor(cursor=2**62, timeout=timeout)
 
@@ -134,31 +146,27 @@ class SupervisorClient:
         workers: int | None = None,
         options: dict[str, Any] | None = None,
         reason: str = "",
-    ) -> dict[str, Any]:
-        body = {
-            "ref": ref,
-            "name": name,
-            "host": host,
-            "port": port,
-            "workers": workers,
-            "options": options or {},
-        }
-        return self._action("/deploy", body, reason)
+    ) -> DeploymentStatus:
+        request = DeployRequest(ref, name, host, port, workers, options or {}, current_actor(), reason)
+        return DeploymentStatus.decode(self._action("/deploy", request))
 
-    def rollback(self, name: str, to: int | None = None, reason: str = "") -> dict[str, Any]:
-        return self._action("/rollback", {"name": name, "to": to}, reason)
+    def rollback(self, name: str, to: int | None = None, reason: str = "") -> DeploymentStatus:
+        request = RollbackRequest(name, to, current_actor(), reason)
+        return DeploymentStatus.decode(self._action("/rollback", request))
 
-    def stop(self, name: str, reason: str = "") -> dict[str, Any]:
-        return self._action("/stop", {"name": name}, reason)
+    def stop(self, name: str, reason: str = "") -> Stopped:
+        return Stopped.decode(self._action("/stop", StopRequest(name, current_actor(), reason)))
 
-    def scale(self, name: str, workers: int, reason: str = "") -> dict[str, Any]:
-        return self._action("/scale", {"name": name, "workers": workers}, reason)
+    def scale(self, name: str, workers: int, reason: str = "") -> DeploymentStatus:
+        request = ScaleRequest(name, workers, current_actor(), reason)
+        return DeploymentStatus.decode(self._action("/scale", request))
 
     # ------------------------------------------------------------------ plumbing
-    def _action(self, path: str, body: dict[str, Any], reason: str) -> dict[str, Any]:
+    def _action(self, path: str, request: Message) -> dict[str, Any]:
         self.ensure_running()
+        body = request.as_dict()
         try:
-            return self._request("POST", path, {**body, "actor": current_actor(), "reason": reason})
+            return self._request("POST", path, body)
         except SupervisorStopped as exc:
             raise SupervisorStopped(f"{exc}; {self._aftermath(path, body)}", exc.status) from None
 

@@ -1,7 +1,8 @@
 """The supervisor daemon: its control API over a Unix socket in the home, and `python -m` entry point.
 
-Every action answers only when it finished or failed: `{"deployment": {...}}` or
-`{"error": {"message": ..., "log": [...]}}` with a 4xx/5xx status.
+Every action answers only when it finished or failed: with its answer (a `DeploymentStatus`, `Stopped`,
+`Status`... of `registry.serving.protocol`, where every request and answer is defined) or an
+`ErrorAnswer` (`{"error": {"message": ..., "log": [...], "field": ...}}`) with a 4xx/5xx status.
 """
 
 from __future__ import annotations
@@ -30,12 +31,24 @@ from starlette.routing import Route
 from registry.errors import ModelNotFound, RegistryError, SupervisorError, VersionNotFound
 from registry.files import open_private
 from registry.serving.logs import limit_repeats
-from registry.serving.options import OptionError
+from registry.serving.options import OptionError, check_option_types
+from registry.serving.protocol import (
+    OMIT,
+    DeployRequest,
+    ErrorAnswer,
+    ErrorBody,
+    Message,
+    RollbackRequest,
+    ScaleRequest,
+    ShutdownRequest,
+    Stopping,
+    StopRequest,
+)
 from registry.serving.rundir import RunDir
 from registry.serving.supervisor import Policy, Supervisor
 
 log = logging.getLogger("modeldeck.supervisor")
-Action = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+Action = Callable[[dict[str, Any]], Awaitable[Message]]
 
 
 def create_control_app(supervisor: Supervisor, on_shutdown: Callable[[bool], None]) -> Starlette:
@@ -45,7 +58,7 @@ def create_control_app(supervisor: Supervisor, on_shutdown: Callable[[bool], Non
         async def handle(request: Request) -> JSONResponse:
             try:
                 body = await _json_body(request) if request.method == "POST" else {}
-                return JSONResponse(await action(body))
+                return JSONResponse((await action(body)).as_dict())
             except SupervisorError as exc:
                 return _error(exc.status, str(exc), exc.log_tail)
             except OptionError as exc:  # a bad option or name: nothing was done
@@ -62,33 +75,35 @@ def create_control_app(supervisor: Supervisor, on_shutdown: Callable[[bool], Non
 
         return handle
 
-    async def status(_: dict[str, Any]) -> dict[str, Any]:
+    async def status(_: dict[str, Any]) -> Message:
         return supervisor.status()
 
-    async def deploy(body: dict[str, Any]) -> dict[str, Any]:
-        options = _field(body, "options", dict) or {}
-        for key, value in options.items():
-            if key in _OPTION_TYPES:
-                _check_type(f"options.{key}", value, _OPTION_TYPES[key])
+    async def deploy(body: dict[str, Any]) -> Message:
+        request = DeployRequest.decode(body)
+        check_option_types(request.options)
         return await supervisor.deploy(
-            _required(body, "ref", str),
-            name=_field(body, "name", str),
-            host=_field(body, "host", str),
-            port=_field(body, "port", int),
-            workers=_field(body, "workers", int),
-            options=dict(options),
-            **_who(body),
+            request.ref,
+            name=request.name,
+            host=request.host,
+            port=request.port,
+            workers=request.workers,
+            options=dict(request.options),
+            actor=request.actor,
+            reason=request.reason,
         )
 
-    async def rollback(body: dict[str, Any]) -> dict[str, Any]:
-        return await supervisor.rollback(_required(body, "name", str), _field(body, "to", int), **_who(body))
+    async def rollback(body: dict[str, Any]) -> Message:
+        request = RollbackRequest.decode(body)
+        return await supervisor.rollback(request.name, request.to, actor=request.actor, reason=request.reason)
 
-    async def stop(body: dict[str, Any]) -> dict[str, Any]:
-        return await supervisor.stop(_required(body, "name", str), **_who(body))
+    async def stop(body: dict[str, Any]) -> Message:
+        request = StopRequest.decode(body)
+        return await supervisor.stop(request.name, actor=request.actor, reason=request.reason)
 
-    async def scale(body: dict[str, Any]) -> dict[str, Any]:
+    async def scale(body: dict[str, Any]) -> Message:
+        request = ScaleRequest.decode(body)
         return await supervisor.scale(
-            _required(body, "name", str), _required(body, "workers", int), **_who(body)
+            request.name, request.workers, actor=request.actor, reason=request.reason
         )
 
     async def monitor(request: Request) -> Response:
@@ -104,12 +119,12 @@ def create_control_app(supervisor: Supervisor, on_shutdown: Callable[[bool], Non
 
     async def shutdown(request: Request) -> JSONResponse:
         try:
-            stop_servers = bool(_field(await _json_body(request), "stop_servers", bool))
+            stop_servers = ShutdownRequest.decode(await _json_body(request)).stop_servers
         except SupervisorError as exc:
             return _error(exc.status, str(exc))
         except OptionError as exc:
             return _error(400, str(exc), field=exc.field)
-        return JSONResponse({"stopping": True}, background=BackgroundTask(on_shutdown, stop_servers))
+        return JSONResponse(Stopping().as_dict(), background=BackgroundTask(on_shutdown, stop_servers))
 
     return Starlette(
         routes=[
@@ -124,25 +139,6 @@ def create_control_app(supervisor: Supervisor, on_shutdown: Callable[[bool], Non
     )
 
 
-#: The JSON type of each deployment option (their values are checked by the supervisor).
-_OPTION_TYPES: dict[str, type] = {
-    "batching": str,
-    "max_body_mb": float,
-    "redact": bool,
-    "no_auth": bool,
-    "monitoring": bool,
-    "prediction_store": bool,
-    "predict_timeout": float,
-}
-_TYPE_NAMES = {
-    str: "a string",
-    int: "an integer",
-    float: "a number",
-    bool: "true or false",
-    dict: "an object",
-}
-
-
 async def _json_body(request: Request) -> dict[str, Any]:
     """The request's JSON object (an empty body is an empty object); a 400 for anything else."""
     raw = await request.body()
@@ -155,30 +151,6 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return body
 
 
-def _field(body: dict[str, Any], name: str, kind: type) -> Any:
-    """`body[name]` if it is of JSON type `kind`; None if absent or null; a 400 naming it otherwise."""
-    value = body.get(name)
-    return None if value is None else _check_type(name, value, kind)
-
-
-def _required(body: dict[str, Any], name: str, kind: type) -> Any:
-    value = _field(body, name, kind)
-    if value is None:
-        raise OptionError(name, f"'{name}' is required: {_TYPE_NAMES[kind]}")
-    return value
-
-
-def _who(body: dict[str, Any]) -> dict[str, str]:
-    return {"actor": _field(body, "actor", str) or "", "reason": _field(body, "reason", str) or ""}
-
-
-def _check_type(name: str, value: Any, kind: type) -> Any:
-    fits = type(value) in (int, float) if kind is float else type(value) is kind  # a bool is no number
-    if not fits:
-        raise OptionError(name, f"'{name}' must be {_TYPE_NAMES[kind]}, not {_json_type(value)}")
-    return value
-
-
 def _json_type(value: Any) -> str:
     names = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "a list"}
     return "null" if value is None else names.get(type(value), "an object")
@@ -187,10 +159,8 @@ def _json_type(value: Any) -> str:
 def _error(
     status: int, message: str, log_tail: list[str] | None = None, *, field: str | None = None
 ) -> JSONResponse:
-    error: dict[str, Any] = {"message": message, "log": log_tail or []}
-    if field is not None:
-        error["field"] = field
-    return JSONResponse({"error": error}, status_code=status)
+    error = ErrorBody(message, log_tail or [], OMIT if field is None else field)
+    return JSONResponse(ErrorAnswer(error).as_dict(), status_code=status)
 
 
 class AlreadyRunning(RegistryError):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -156,21 +158,47 @@ def _check_flag(field: str) -> Any:
     return check
 
 
-#: Every option a deployment may carry, with its check (a deploy with another key is refused).
-DEPLOY_OPTIONS: dict[str, Any] = {
-    "batching": check_batching,
-    "max_body_mb": check_max_body_mb,
-    "redact": _check_flag("redact"),
-    "no_auth": _check_flag("no_auth"),
-    "monitoring": _check_flag("monitoring"),
-    "prediction_store": _check_flag("prediction_store"),
-    "max_connections": check_max_connections,
-    "idle_timeout": lambda v: check_seconds("idle_timeout", v, positive=True),
-    "header_timeout": lambda v: check_seconds("header_timeout", v, positive=True),
-    "body_timeout": lambda v: check_seconds("body_timeout", v, positive=True),
-    "predict_timeout": lambda v: check_seconds("predict_timeout", v, positive=True),
-    "otlp": check_otlp,
+@dataclass(frozen=True)
+class Option:
+    """A deployment option: its JSON type in a control request, and the check of its value."""
+
+    kind: type
+    check: Callable[[Any], Any]
+
+
+#: Every option a deployment may carry, with its JSON type and check (a deploy with another key is
+#: refused). The one definition: the CLI, the control API and the supervisor all check against it.
+DEPLOY_OPTIONS: dict[str, Option] = {
+    "batching": Option(str, check_batching),
+    "max_body_mb": Option(float, check_max_body_mb),
+    "redact": Option(bool, _check_flag("redact")),
+    "no_auth": Option(bool, _check_flag("no_auth")),
+    "monitoring": Option(bool, _check_flag("monitoring")),
+    "prediction_store": Option(bool, _check_flag("prediction_store")),
+    "max_connections": Option(int, check_max_connections),
+    "idle_timeout": Option(float, lambda v: check_seconds("idle_timeout", v, positive=True)),
+    "header_timeout": Option(float, lambda v: check_seconds("header_timeout", v, positive=True)),
+    "body_timeout": Option(float, lambda v: check_seconds("body_timeout", v, positive=True)),
+    "predict_timeout": Option(float, lambda v: check_seconds("predict_timeout", v, positive=True)),
+    "otlp": Option(str, check_otlp),
 }
+_JSON_TYPES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def check_option_types(options: dict[str, Any]) -> None:
+    """Refuse an option value of the wrong JSON type (a control request's `options.KEY`); the value
+    itself is checked by `check_options`. Unknown keys are left to `check_options`."""
+    for key, value in options.items():
+        option = DEPLOY_OPTIONS.get(key)
+        if option is None or value is None:
+            continue
+        fits = type(value) in (int, float) if option.kind is float else type(value) is option.kind
+        if not fits:
+            names = {**_JSON_TYPES, bool: "a boolean", list: "a list", dict: "an object"}
+            got = names.get(type(value), "an object")
+            raise OptionError(
+                f"options.{key}", f"'options.{key}' must be {_JSON_TYPES[option.kind]}, not {got}"
+            )
 
 
 def check_options(options: Any) -> dict[str, Any]:
@@ -185,7 +213,7 @@ def check_options(options: Any) -> dict[str, Any]:
             known = ", ".join(sorted(DEPLOY_OPTIONS))
             raise OptionError("options", f"unknown deployment option {key!r} (known: {known})")
         if value is not None:
-            checked[key] = DEPLOY_OPTIONS[key](value)
+            checked[key] = DEPLOY_OPTIONS[key].check(value)
     return checked
 
 

@@ -25,18 +25,12 @@ import psutil
 from registry.errors import SupervisorError
 from registry.files import append_private, read_private, write_atomic
 from registry.serving.connections import CONNECTION_OPTIONS
+from registry.serving.protocol import WorkerState
 from registry.serving.rundir import RunDir
 
-#: Worker states, as reported by the worker (see `registry.serving.lifecycle`).
-LOADING, LOADED, STANDBY, SERVING, DRAINING, STOPPED, FAILED = (
-    "loading",
-    "loaded",
-    "standby",
-    "serving",
-    "draining",
-    "stopped",
-    "failed",
-)
+#: Worker states, as reported by the worker (see `registry.serving.lifecycle`); defined once, in
+#: `registry.serving.protocol.WorkerState`.
+LOADING, LOADED, STANDBY, SERVING, DRAINING, STOPPED, FAILED = WorkerState
 _MODULE = "registry.serving.lifecycle"
 log = logging.getLogger("modeldeck.supervisor")
 

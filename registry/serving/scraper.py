@@ -36,6 +36,7 @@ from registry.serving.count_state import snapshot as count_snapshot
 from registry.serving.drift_state import load_windows, save_windows, snapshot
 from registry.serving.estimates import Estimates
 from registry.serving.exporter import exposed_keys
+from registry.serving.protocol import DeploymentFigures, MonitoringHealth, MonitorSnapshot, Performance
 
 if TYPE_CHECKING:
     from registry.serving.processes import Worker
@@ -291,30 +292,29 @@ class Scraper:
                 return None
         return self._outputs[model, version]
 
-    def snapshot(self, cursor: int = 0, name: str | None = None) -> dict[str, Any]:
+    def snapshot(self, cursor: int = 0, name: str | None = None) -> MonitorSnapshot:
         """What a console needs per refresh: the newest point, the points after `cursor`, drift."""
         deployments = {}
         for deployment, series in self.series.items():
             if name is not None and deployment != name:
                 continue
-            points = series.since(cursor)
-            deployments[deployment] = {
-                "live": series.points[-1] if series.points else None,
-                "points": points,
-                "drift": self.drift.get(deployment),
-                "performance": {
-                    "realised": self.realised.get(deployment),
-                    "estimated": self.estimates.figures.get(deployment),
-                },
-            }
-        monitoring = {
-            "rollups": self.rollups.stats(),
-            "pull_errors": dict(self.pull_errors),
-            "sample_dropped": dict(self.sample_dropped),
-            "outcomes": dict(self.outcomes),
-            "store_error": self.store_error,
-        }
-        return {"cursor": self.seq, "host": self.host, "deployments": deployments, "monitoring": monitoring}
+            deployments[deployment] = DeploymentFigures(
+                live=series.points[-1] if series.points else None,
+                points=series.since(cursor),
+                drift=self.drift.get(deployment),
+                performance=Performance(
+                    realised=self.realised.get(deployment),
+                    estimated=self.estimates.figures.get(deployment),
+                ),
+            )
+        monitoring = MonitoringHealth(
+            rollups=self.rollups.stats(),
+            pull_errors=dict(self.pull_errors),
+            sample_dropped=dict(self.sample_dropped),
+            outcomes=dict(self.outcomes),
+            store_error=self.store_error,
+        )
+        return MonitorSnapshot(self.seq, self.host, deployments, monitoring)
 
     def silent_for(self, pid: int, now: float | None = None) -> float:
         """Seconds since worker `pid` last answered a pull (or was first asked); 0 if never asked."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from registry import history as ledger
@@ -17,6 +18,15 @@ from registry.serving.options import (
     check_options,
     check_port,
     check_workers,
+)
+from registry.serving.protocol import (
+    DeploymentState,
+    DeploymentStatus,
+    Status,
+    Stopped,
+    SupervisorInfo,
+    WorkerState,
+    WorkerStatus,
 )
 from registry.serving.supervision.ledger import Ledger
 from registry.serving.supervision.pool import Pool
@@ -47,7 +57,7 @@ class Actions:
         options: dict[str, Any] | None = None,
         actor: str = "",
         reason: str = "",
-    ) -> dict[str, Any]:
+    ) -> DeploymentStatus:
         """Serve `ref` as deployment `name` (default: the model's name); answers when traffic moved."""
         state = self.state
         name, host, port, workers, options = check_deploy(name, host, port, workers, options)
@@ -63,7 +73,7 @@ class Actions:
             if runtime is not None:
                 _check_unchanged(runtime, host, port)
                 same = bool(runtime.active) and runtime.spec.version == info.version
-                same = same and runtime.status == "running"
+                same = same and runtime.status == DeploymentState.RUNNING
                 if same and workers in (None, len(runtime.active)):
                     return self.describe(runtime, note=f"{name} already serves {info.name}:{info.version}")
             else:
@@ -96,7 +106,7 @@ class Actions:
 
     async def rollback(
         self, name: str, to: int | None = None, *, actor: str = "", reason: str = ""
-    ) -> dict[str, Any]:
+    ) -> DeploymentStatus:
         """Put the standby (or version `to`) back in service; a switch when it is warm."""
         state = self.state
         await state.reconciled.wait()
@@ -114,7 +124,7 @@ class Actions:
             await self.swaps.switch(runtime, target, ledger.ROLLED_BACK, actor, reason)
             return self.describe(runtime)
 
-    async def stop(self, name: str, *, actor: str = "", reason: str = "") -> dict[str, Any]:
+    async def stop(self, name: str, *, actor: str = "", reason: str = "") -> Stopped:
         """Forget the deployment `name` in the registry, then drain and stop every worker of it."""
         state = self.state
         await state.reconciled.wait()
@@ -140,9 +150,9 @@ class Actions:
                 runtime.sock.close()
             del state.runtimes[name]
             state.save_state()
-            return {"name": name, "status": "stopped"}
+            return Stopped(name)
 
-    async def scale(self, name: str, workers: int, *, actor: str = "", reason: str = "") -> dict[str, Any]:
+    async def scale(self, name: str, workers: int, *, actor: str = "", reason: str = "") -> DeploymentStatus:
         """Run `workers` processes for `name` (the standby keeps at most as many)."""
         workers = check_workers(workers)
         await self.state.reconciled.wait()
@@ -151,44 +161,62 @@ class Actions:
             await self.swaps.scale(runtime, workers, actor, reason)
             return self.describe(runtime)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Status:
         """Every deployment with its workers, and the supervisor itself."""
         state = self.state
-        return {
-            "supervisor": {
-                "pid": os.getpid(),
-                "home": str(state.home),
-                "since": state.started,
-                "settled": state.reconciled.is_set() and not state.starting,
-                "metrics": f"http://{state.exporter}/metrics" if state.exporter else None,
-                "metrics_note": state.exporter_note,
-                "targets": str(state.targets_file),
-                "otlp": state.policy.otlp,
-            },
-            "deployments": [
+        return Status(
+            supervisor=SupervisorInfo(
+                pid=os.getpid(),
+                home=str(state.home),
+                since=state.started,
+                settled=state.reconciled.is_set() and not state.starting,
+                metrics=f"http://{state.exporter}/metrics" if state.exporter else None,
+                metrics_note=state.exporter_note,
+                targets=str(state.targets_file),
+                otlp=state.policy.otlp,
+            ),
+            deployments=[
                 self.describe(r) for r in sorted(state.runtimes.values(), key=lambda r: r.spec.name)
             ],
-        }
+        )
 
-    def describe(self, runtime: Runtime, note: str = "") -> dict[str, Any]:
+    def describe(self, runtime: Runtime, note: str = "") -> DeploymentStatus:
         spec = runtime.spec
-        result = {
-            **spec.as_dict(),
-            "url": local_url(spec.host, spec.port),
-            "outside_url": outside_url(spec.host, spec.port),
-            "status": runtime.status,
-            "message": runtime.message,
-            "restarts": runtime.restarts,
-            "workers_running": len(runtime.active),
-            "processes": [w.as_dict(role) for role, w in roles(runtime)],
-        }
+        row = spec.as_dict()
+        result = DeploymentStatus(
+            name=spec.name,
+            model=spec.model,
+            version=spec.version,
+            standby_version=spec.standby_version,
+            host=spec.host,
+            port=spec.port,
+            workers=spec.workers,
+            options=row["options"],
+            updated_at=row["updated_at"],
+            url=local_url(spec.host, spec.port),
+            outside_url=outside_url(spec.host, spec.port),
+            status=runtime.status,
+            message=runtime.message,
+            restarts=runtime.restarts,
+            workers_running=len(runtime.active),
+            processes=[
+                WorkerStatus(
+                    pid=w.pid,
+                    version=w.version,
+                    role=role,
+                    state=WorkerState(w.state),
+                    uptime_s=round(time.time() - w.started, 1),
+                )
+                for role, w in roles(runtime)
+            ],
+        )
         if spec.options.get("auth"):
             try:
-                result["token"] = serving_token(self.state.home)
+                result.token = serving_token(self.state.home)
             except ServeError as exc:  # changed on disk since: say so instead of failing the status
-                result["token"], result["message"] = None, str(exc)
+                result.token, result.message = None, str(exc)
         if note:
-            result["note"] = note
+            result.note = note
         return result
 
     async def _new_runtime(
@@ -229,7 +257,7 @@ class Actions:
             workers=workers or 1,
             options=opts,
         )
-        runtime = Runtime(spec=spec, sock=sock, status="starting", served=False)
+        runtime = Runtime(spec=spec, sock=sock, status=DeploymentState.STARTING, served=False)
         state.runtimes[name] = runtime
         return runtime
 

@@ -4,6 +4,7 @@ or stopped; and every worker's state reports (which carry a handed-back socket) 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from registry.errors import SupervisorError
 from registry.serving.processes import SERVING, STANDBY, Worker
+from registry.serving.protocol import Role, WorkerState
 from registry.serving.supervision.pool import Pool
 from registry.serving.supervision.state import Runtime, State, roles
 
@@ -33,12 +35,12 @@ class Adoption:
     def place(self, runtime: Runtime, worker: Worker, role: str) -> None:
         """Put an adopted worker where its recorded role and the DB's wish say: serving the DB's
         version, its standby, incoming for it (promoted once loaded), or else leaving once replaced."""
-        spec = runtime.spec
-        if role == "active" and worker.version == spec.version:
+        spec, keep = runtime.spec, self.state.policy.keep_standby
+        if role == Role.ACTIVE and worker.version == spec.version:
             runtime.active.append(worker)
-        elif role == "standby" and self.state.policy.keep_standby and worker.version == spec.standby_version:
+        elif role == Role.STANDBY and keep and worker.version == spec.standby_version:
             runtime.standby.append(worker)
-        elif role == "incoming" and worker.version == spec.version:
+        elif role == Role.INCOMING and worker.version == spec.version:
             runtime.incoming.append(worker)
         else:
             runtime.outgoing.append(worker)
@@ -113,7 +115,8 @@ class Reports:
                 for fd in fds:
                     os.close(fd)
                 continue
-            worker.state = str(report.get("state", worker.state))
+            with contextlib.suppress(ValueError):  # a state this supervisor does not know: kept as it was
+                worker.state = WorkerState(report.get("state", worker.state))
             worker.error = str(report.get("error", "")) or worker.error
             final = report.get("metrics")
             if isinstance(final, dict) and isinstance(final.get("requests"), dict):

@@ -13,6 +13,7 @@ from registry import history as ledger
 from registry.errors import SupervisorError
 from registry.serving import logs
 from registry.serving.processes import SERVING, Worker
+from registry.serving.protocol import DeploymentState
 from registry.serving.supervision.ledger import Ledger
 from registry.serving.supervision.pool import Pool
 from registry.serving.supervision.state import Runtime, State
@@ -86,14 +87,14 @@ class Healing:
             else:
                 quiet.append((worker, seconds))
         name = runtime.spec.name
-        if quiet and runtime.status in ("running", "degraded"):
+        if quiet and runtime.status in (DeploymentState.RUNNING, DeploymentState.DEGRADED):
             worker, seconds = quiet[0]
-            runtime.status = "degraded"
+            runtime.status = DeploymentState.DEGRADED
             runtime.message = self._silent[name] = f"worker {worker.pid} has not answered for {seconds:.0f} s"
         elif not quiet and name in self._silent:  # it answers again (or was killed: the crash path)
             shown = self._silent.pop(name)
-            if runtime.status == "degraded" and runtime.message == shown:
-                runtime.status, runtime.message = "running", ""
+            if runtime.status == DeploymentState.DEGRADED and runtime.message == shown:
+                runtime.status, runtime.message = DeploymentState.RUNNING, ""
 
     def _kill_hung(self, runtime: Runtime, worker: Worker, seconds: float) -> None:
         """SIGKILL a worker that stopped answering; `_crashed` records why and restarts it."""
@@ -134,9 +135,9 @@ class Healing:
         state.save_state()
         if not was_active or runtime.healing:
             return
-        runtime.status = "degraded"
+        runtime.status = DeploymentState.DEGRADED
         if recent >= policy.crash_limit:
-            runtime.status = "crash-looping"
+            runtime.status = DeploymentState.CRASH_LOOPING
             runtime.message = f"version {spec.version} crashed {recent} times in {policy.crash_window:g} s"
             standby = runtime.standby_version
             if policy.auto_rollback and standby is not None and standby != spec.version:
@@ -161,10 +162,10 @@ class Healing:
                 try:
                     await self.pool.start_active(runtime, missing)
                 except (SupervisorError, ServeError) as exc:  # ServeError: e.g. the token became unusable
-                    runtime.status, runtime.message = "failed", str(exc)
+                    runtime.status, runtime.message = DeploymentState.FAILED, str(exc)
                     return
-                if runtime.status == "degraded":
-                    runtime.status = "running"
+                if runtime.status == DeploymentState.DEGRADED:
+                    runtime.status = DeploymentState.RUNNING
                 state.save_state()
                 if not crashed:
                     return
@@ -183,7 +184,7 @@ class Healing:
                 )
         finally:
             runtime.healing = False
-        if len(runtime.active) < runtime.spec.workers and runtime.status != "failed":
+        if len(runtime.active) < runtime.spec.workers and runtime.status != DeploymentState.FAILED:
             state.spawn_task(self._restart(runtime, min(state.policy.max_backoff, backoff * 2)))
 
     async def _auto_rollback(self, runtime: Runtime, standby: int) -> None:
@@ -193,4 +194,4 @@ class Healing:
                 await self.swaps.switch(runtime, standby, ledger.ROLLED_BACK, self.state.actor, why)
             runtime.message = why
         except SupervisorError as exc:
-            runtime.status, runtime.message = "failed", f"automatic rollback failed: {exc}"
+            runtime.status, runtime.message = DeploymentState.FAILED, f"automatic rollback failed: {exc}"

@@ -9,6 +9,7 @@ from registry import history as ledger
 from registry.deployments import list_deployments, open_actions
 from registry.errors import SupervisorError
 from registry.serving.processes import Worker, adopt, load_state, state_owner, workers_of
+from registry.serving.protocol import DeploymentState
 from registry.serving.supervision.adoption import Adoption
 from registry.serving.supervision.ledger import Ledger
 from registry.serving.supervision.pool import Pool
@@ -90,7 +91,7 @@ class Reconcile:
                 await self.adoption.adopt_incoming(runtime)
                 missing = spec.workers - len(runtime.active)
                 if missing > 0:
-                    runtime.status = "starting"
+                    runtime.status = DeploymentState.STARTING
                     await pool.start_active(runtime, missing)
                     await self.ledger.record(
                         partial(
@@ -104,7 +105,7 @@ class Reconcile:
                             detail={"workers": [w.pid for w in runtime.active]},
                         )
                     )
-                runtime.status = "running"
+                runtime.status = DeploymentState.RUNNING
                 state.save_state()
                 leaving = runtime.outgoing
                 if state.policy.keep_standby and not runtime.standby:  # the old version: park it warm
@@ -113,7 +114,7 @@ class Reconcile:
                 runtime.outgoing = [w for w in runtime.outgoing if w not in leaving]
                 state.save_state()
         except (SupervisorError, ServeError) as exc:
-            runtime.status, runtime.message = "failed", str(exc)
+            runtime.status, runtime.message = DeploymentState.FAILED, str(exc)
             return
         finally:
             state.starting.discard(spec.name)

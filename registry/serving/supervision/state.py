@@ -19,6 +19,7 @@ from registry.info import DeploymentInfo
 from registry.monitoring.rollups import DEFAULT_RETENTION
 from registry.serving.exporter import write_targets
 from registry.serving.processes import Worker, save_state
+from registry.serving.protocol import DeploymentState, Role
 from registry.serving.rundir import RunDir
 
 log = logging.getLogger("modeldeck.supervisor")
@@ -65,7 +66,7 @@ class Runtime:
     restarts: int = 0
     #: False until a version of this deployment first served (a new deployment has no "previous").
     served: bool = True
-    status: str = "starting"
+    status: DeploymentState = DeploymentState.STARTING
     message: str = ""
     healing: bool = False
 
@@ -163,16 +164,21 @@ class State:
                 path.unlink(missing_ok=True)
 
 
-def roles(runtime: Runtime) -> list[tuple[str, Worker]]:
+def roles(runtime: Runtime) -> list[tuple[Role, Worker]]:
     """Every worker of `runtime` with its role: active, standby, incoming or outgoing."""
     return (
-        [("active", w) for w in runtime.active]
-        + [("standby", w) for w in runtime.standby]
-        + [("incoming", w) for w in runtime.incoming]
-        + [("outgoing", w) for w in runtime.outgoing]
+        [(Role.ACTIVE, w) for w in runtime.active]
+        + [(Role.STANDBY, w) for w in runtime.standby]
+        + [(Role.INCOMING, w) for w in runtime.incoming]
+        + [(Role.OUTGOING, w) for w in runtime.outgoing]
     )
 
 
-def entry(worker: Worker, role: str) -> dict[str, Any]:
+def entry(worker: Worker, role: Role) -> dict[str, Any]:
     """A worker's line in the state file."""
-    return {"pid": worker.pid, "create_time": worker.create_time, "version": worker.version, "role": role}
+    return {
+        "pid": worker.pid,
+        "create_time": worker.create_time,
+        "version": worker.version,
+        "role": role.value,
+    }

@@ -19,6 +19,7 @@ from registry.deployments import remove_deployment, save_deployment
 from registry.errors import DatabaseError, SupervisorError
 from registry.info import DeploymentInfo
 from registry.serving.processes import STANDBY, Worker
+from registry.serving.protocol import DeploymentState
 from registry.serving.supervision.ledger import Ledger
 from registry.serving.supervision.pool import Pool
 from registry.serving.supervision.state import Runtime, State
@@ -99,7 +100,7 @@ class Swaps:
         runtime.incoming = [w for w in runtime.incoming if w not in incoming]
         runtime.standby = [w for w in runtime.standby if w not in stale]
         runtime.outgoing += outgoing + stale
-        runtime.status, runtime.message = "running", ""
+        runtime.status, runtime.message = DeploymentState.RUNNING, ""
         runtime.crashes.clear()
         state.save_state()
         drained = await pool.drain(runtime, outgoing, keep=keep)
