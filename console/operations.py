@@ -19,14 +19,13 @@ from registry.errors import RegistryError
 if TYPE_CHECKING:
     from console.app import ModeldeckApp
     from registry.info import DeploymentInfo
-    from registry.serving.protocol import Message
 
 
 PROGRESS_EVERY = 0.25  # seconds between looks at the ledger while an action runs
 LINGER = 6.0  # seconds the finished action's steps stay in the banner
 
-Call = Callable[[], Message]  # blocking: runs in a worker thread
-Report = Callable[[Any], str]  # the call's result (a `Message` of its kind) as one line for the user
+Call = Callable[[], Any]  # blocking: runs in a worker thread; its result goes to the Report
+Report = Callable[[Any], str]  # the call's result (e.g. a protocol answer) as one line for the user
 
 
 class Operations:

@@ -122,7 +122,7 @@ def _client(changes: bool = False) -> Iterator[Any]:
             client.close()
 
 
-def _timed(action: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], float]:
+def _timed(action: Callable[[], T]) -> tuple[T, float]:
     start = time.perf_counter()
     result = action()
     return result, time.perf_counter() - start

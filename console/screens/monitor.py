@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
@@ -73,7 +73,8 @@ class MonitorScreen(OverviewScreen):
             self._fresh = False
             return super().load()
         seen = answer.deployments.get(self.deployment)
-        new = seen.points if seen else []
+        # the charts' widgets take the points as plain dicts (`LivePoint`s are plain dicts at runtime)
+        new = cast("list[dict[str, Any]]", seen.points) if seen else []
         self.points.extend(new)
         self.cursor = answer.cursor
         self.drift = seen.drift if seen else None

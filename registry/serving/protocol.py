@@ -19,8 +19,7 @@ import enum
 import types
 import typing
 from dataclasses import dataclass, field
-from functools import cache
-from typing import Any, ClassVar, TypeVar, Union
+from typing import Any, ClassVar, TypedDict, TypeVar, Union
 
 from registry.serving.options import OptionError
 
@@ -290,6 +289,36 @@ class ErrorAnswer(Message):
 
 
 # ---------------------------------------------------------------------- monitor snapshot
+class LivePoint(TypedDict):
+    """One point of a deployment's live series (`registry.monitoring.timeseries`): one pull of its
+    workers. Plain JSON on the wire and in the console's charts, so a TypedDict, not a dataclass."""
+
+    seq: int
+    t: float
+    version: int
+    requests: int
+    rps: float
+    ok: int
+    client_errors: int
+    server_errors: int
+    rows: int
+    rows_per_call: float | None
+    in_flight: float
+    p50: float | None
+    p95: float | None
+    p99: float | None
+    mean_latency: float | None
+    workers: int
+    stale: int
+    cpu: float | None
+    rss: float | None
+    threads: float | None
+    fds: float | None
+    latency_buckets: list[float]
+    #: Per worker (pid as a string): cpu, rss, threads, fds, or None when they could not be read.
+    processes: dict[str, dict[str, float] | None]
+
+
 @dataclass
 class Performance(Message):
     """Model performance: realised from labels, and estimated without them (None until known)."""
@@ -302,8 +331,8 @@ class Performance(Message):
 class DeploymentFigures(Message):
     """One deployment's live figures: the newest point, the points after the cursor, drift."""
 
-    live: dict[str, Any] | None
-    points: list[dict[str, Any]]
+    live: LivePoint | None
+    points: list[LivePoint]
     drift: dict[str, Any] | None
     performance: Performance
 
@@ -330,14 +359,21 @@ class MonitorSnapshot(Message):
 
 
 # ---------------------------------------------------------------------- decoding
-@cache
+_HINTS: dict[type, dict[str, Any]] = {}
+_NAMES: dict[type, frozenset[str]] = {}
+
+
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    """The resolved type of each field of message class `cls` (resolved once)."""
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
 
 
-@cache
 def _names(cls: type) -> frozenset[str]:
-    return frozenset(f.name for f in dataclasses.fields(cls))
+    if cls not in _NAMES:
+        _NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls))
+    return _NAMES[cls]
 
 
 def _options(hint: Any) -> tuple[Any, ...]:
@@ -374,6 +410,8 @@ def _convert(name: str, value: Any, hint: Any) -> Any:
         elif origin is list and isinstance(value, list):
             (item,) = typing.get_args(kind) or (Any,)
             return [_convert(f"{name}[{i}]", v, item) for i, v in enumerate(value)]
+        elif typing.is_typeddict(origin) and isinstance(value, dict):
+            return value  # plain JSON by design (see `LivePoint`)
         elif origin is dict and isinstance(value, dict):
             _, item = typing.get_args(kind) or (str, Any)
             if item is Any:

@@ -18,7 +18,7 @@ import logging
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
@@ -36,7 +36,13 @@ from registry.serving.count_state import snapshot as count_snapshot
 from registry.serving.drift_state import load_windows, save_windows, snapshot
 from registry.serving.estimates import Estimates
 from registry.serving.exporter import exposed_keys
-from registry.serving.protocol import DeploymentFigures, MonitoringHealth, MonitorSnapshot, Performance
+from registry.serving.protocol import (
+    DeploymentFigures,
+    LivePoint,
+    MonitoringHealth,
+    MonitorSnapshot,
+    Performance,
+)
 
 if TYPE_CHECKING:
     from registry.serving.processes import Worker
@@ -299,8 +305,9 @@ class Scraper:
             if name is not None and deployment != name:
                 continue
             deployments[deployment] = DeploymentFigures(
-                live=series.points[-1] if series.points else None,
-                points=series.since(cursor),
+                # the series' points are plain dicts of the `LivePoint` shape (monitoring knows no protocol)
+                live=cast("LivePoint", series.points[-1]) if series.points else None,
+                points=cast("list[LivePoint]", series.since(cursor)),
                 drift=self.drift.get(deployment),
                 performance=Performance(
                     realised=self.realised.get(deployment),

@@ -205,6 +205,7 @@ class Swaps:
         await pool.retire([w for w in incoming if w not in parked])
         runtime.outgoing = [w for w in runtime.outgoing if w not in incoming]
         why = f"{doing} failed after it was recorded: {exc}"
+        undo: Callable[[], object]
         if runtime.served:
             undo = partial(
                 save_deployment,
