@@ -33,6 +33,7 @@ from registry.deployments import get_deployment, open_actions
 from registry.errors import SupervisorError
 from registry.serving.client import SupervisorClient
 from registry.serving.processes import workers_of
+from registry.serving.protocol import DeploymentStatus
 
 FLAGS = ("--drain-grace=1", "--drift-every=1", "--metrics=off")
 
@@ -316,7 +317,7 @@ def test_a_supervisor_stopped_mid_deploy_finishes_it_when_continued(fresh: Home)
         deploying.join(60)
         recovered = time.monotonic() - continued
     (result,) = outcome
-    assert isinstance(result, dict) and result["version"] == 2, result
+    assert isinstance(result, DeploymentStatus) and result.version == 2, result
     assert _assert_agree(fresh, client, "paused", url) == 2
     print(f"\nSIGSTOP mid-deploy: deploy finished {recovered:.2f} s after SIGCONT, {len(load.failures)} lost")
     assert load.failures == [] and load.versions["2"] > 0
