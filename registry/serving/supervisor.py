@@ -57,6 +57,7 @@ class Supervisor:
         self.reconcile = Reconcile(self.state, self.ledger, self.pool, self.adoption)
         self.reports = Reports(self.state, self.scraper)
         self.actions = Actions(self.state, self.ledger, self.pool, self.swaps)
+        # The control API's actions, answered with `registry.serving.protocol` messages.
         self.deploy = self.actions.deploy
         self.rollback = self.actions.rollback
         self.stop = self.actions.stop
