@@ -89,29 +89,26 @@ class Message:
         """`data` (parsed JSON) as this message; an `OptionError` naming the field if it does not fit."""
         if not isinstance(data, dict):
             raise OptionError(where or "body", f"'{where}' must be an object, not {_json_type(data)}")
-        hints = _hints(cls)
-        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        plan = _plan(cls)
         if cls.strict:
             for key in data:
-                if key not in known:
-                    name = f"{where}.{key}" if where else str(key)
-                    raise OptionError(
-                        name, f"'{name}' is not a field of this request (known: {', '.join(sorted(known))})"
-                    )
+                if key not in plan.names:
+                    name = _join(where, key)
+                    known = ", ".join(sorted(plan.names))
+                    raise OptionError(name, f"'{name}' is not a field of this request (known: {known})")
         values: dict[str, Any] = {}
-        for item in dataclasses.fields(cls):  # type: ignore[arg-type]
-            name = f"{where}.{item.name}" if where else item.name
-            hint, value = hints[item.name], data.get(item.name)
+        for field_name, kinds, nullable, required, omissible in plan.fields:
+            value = data.get(field_name)
             if value is not None:
-                values[item.name] = _convert(name, value, hint)
-            elif item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING:
-                if None in _options(hint):  # a field that must be there, possibly null
-                    values[item.name] = None
-                    if item.name in data:
-                        continue
-                raise OptionError(name, f"'{name}' is required: {_wanted(_options(hint)[0])}")
-            elif item.name in data and item.default is OMIT and None in _options(hint):
-                values[item.name] = None  # there, and null (not left out)
+                values[field_name] = _convert(where, field_name, value, kinds)
+            elif required:
+                if nullable and field_name in data:  # a field that must be there, possibly null
+                    values[field_name] = None
+                    continue
+                name = _join(where, field_name)
+                raise OptionError(name, f"'{name}' is required: {_wanted(kinds[0])}")
+            elif omissible and nullable and field_name in data:
+                values[field_name] = None  # there, and null (not left out)
         return cls(**values)
 
     def as_dict(self) -> dict[str, Any]:
@@ -124,7 +121,7 @@ class Message:
 
     def __getitem__(self, key: str) -> Any:
         """Read the message like its JSON (`status["deployments"]`), for scripts and tests."""
-        value = getattr(self, key, OMIT) if key in _names(type(self)) else OMIT
+        value = getattr(self, key, OMIT) if key in _plan(type(self)).names else OMIT
         if value is OMIT:
             raise KeyError(key)
         return value
@@ -136,7 +133,7 @@ class Message:
             return default
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key in _names(type(self)) and getattr(self, key) is not OMIT
+        return isinstance(key, str) and key in _plan(type(self)).names and getattr(self, key) is not OMIT
 
 
 # ---------------------------------------------------------------------- requests
@@ -359,21 +356,47 @@ class MonitorSnapshot(Message):
 
 
 # ---------------------------------------------------------------------- decoding
-_HINTS: dict[type, dict[str, Any]] = {}
-_NAMES: dict[type, frozenset[str]] = {}
+@dataclass(frozen=True)
+class _Plan:
+    """How to decode one message class, worked out once: per field its name, the kinds its value may
+    have, whether null is allowed, whether it must be there, whether it may be left out (`OMIT`)."""
+
+    names: frozenset[str]
+    fields: tuple[tuple[str, tuple[Any, ...], bool, bool, bool], ...]
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    """The resolved type of each field of message class `cls` (resolved once)."""
-    if cls not in _HINTS:
-        _HINTS[cls] = typing.get_type_hints(cls)
-    return _HINTS[cls]
+_PLANS: dict[type, _Plan] = {}
+_KINDS: dict[Any, tuple[Any, ...]] = {}
 
 
-def _names(cls: type) -> frozenset[str]:
-    if cls not in _NAMES:
-        _NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls))
-    return _NAMES[cls]
+def _plan(cls: type) -> _Plan:
+    plan = _PLANS.get(cls)
+    if plan is None:
+        hints = typing.get_type_hints(cls)
+        fields = []
+        for item in dataclasses.fields(cls):
+            options = _options(hints[item.name])
+            required = item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING
+            fields.append(
+                (item.name, _kinds(hints[item.name]), None in options, required, item.default is OMIT)
+            )
+        plan = _PLANS[cls] = _Plan(frozenset(f.name for f in dataclasses.fields(cls)), tuple(fields))
+    return plan
+
+
+def _kinds(hint: Any) -> tuple[Any, ...]:
+    """The kinds a value of `hint` may have (None and `Omitted` aside), worked out once per hint."""
+    kinds = _KINDS.get(hint)
+    if kinds is None:
+        kinds = _KINDS[hint] = tuple(c for c in _options(hint) if c is not None and c is not Omitted)
+    return kinds
+
+
+def _join(where: str, key: str | int) -> str:
+    """The field's name as errors give it: `options.redact`, `deployments[0].status`."""
+    if isinstance(key, int):
+        return f"{where}[{key}]"
+    return f"{where}.{key}" if where else key
 
 
 def _options(hint: Any) -> tuple[Any, ...]:
@@ -391,35 +414,42 @@ def _wanted(kind: Any) -> str:
     return _TYPE_NAMES.get(typing.get_origin(kind) or kind, "a value")
 
 
-def _convert(name: str, value: Any, hint: Any) -> Any:
-    """`value` as `hint` says, or an `OptionError` naming `name`."""
-    choices = [c for c in _options(hint) if c is not None and c is not Omitted]
-    if value is None:
-        return None
-    for kind in choices:
+def _convert(where: str, key: str | int, value: Any, kinds: tuple[Any, ...]) -> Any:
+    """`value` (not None) as one of `kinds`, or an `OptionError` naming the field."""
+    for kind in kinds:
+        if kind is Any:
+            return value
         origin = typing.get_origin(kind) or kind
-        if isinstance(origin, type) and issubclass(origin, enum.Enum):
+        if origin is list:
+            if isinstance(value, list):
+                (item,) = typing.get_args(kind) or (Any,)
+                if item is Any:
+                    return value
+                name, items = _join(where, key), _kinds(item)
+                return [None if v is None else _convert(name, i, v, items) for i, v in enumerate(value)]
+        elif origin is dict:
+            if isinstance(value, dict):
+                _, item = typing.get_args(kind) or (str, Any)
+                if item is Any:
+                    return value
+                name, items = _join(where, key), _kinds(item)
+                return {k: None if v is None else _convert(name, k, v, items) for k, v in value.items()}
+        elif _fits(value, origin):
+            return value
+        elif issubclass(origin, enum.Enum):
             if isinstance(value, str):
                 try:
                     return origin(value)
                 except ValueError:
+                    name = _join(where, key)
                     raise OptionError(name, f"'{name}' must be {_wanted(origin)}, not {value!r}") from None
-        elif isinstance(origin, type) and issubclass(origin, Message):
+        elif issubclass(origin, Message):
             if isinstance(value, dict):
-                return origin.decode(value, name)
-        elif origin is list and isinstance(value, list):
-            (item,) = typing.get_args(kind) or (Any,)
-            return [_convert(f"{name}[{i}]", v, item) for i, v in enumerate(value)]
+                return origin.decode(value, _join(where, key))
         elif typing.is_typeddict(origin) and isinstance(value, dict):
             return value  # plain JSON by design (see `LivePoint`)
-        elif origin is dict and isinstance(value, dict):
-            _, item = typing.get_args(kind) or (str, Any)
-            if item is Any:
-                return value
-            return {k: _convert(f"{name}.{k}", v, item) for k, v in value.items()}
-        elif origin is Any or _fits(value, origin):
-            return value
-    raise OptionError(name, f"'{name}' must be {_wanted(choices[0])}, not {_json_type(value)}")
+    name = _join(where, key)
+    raise OptionError(name, f"'{name}' must be {_wanted(kinds[0])}, not {_json_type(value)}")
 
 
 def _fits(value: Any, kind: type) -> bool:
