@@ -46,6 +46,7 @@ from registry.serving.options import (
     check_port,
     check_workers,
 )
+from registry.serving.preloader import Preloader
 from registry.serving.processes import (
     SERVING,
     STANDBY,
@@ -54,7 +55,6 @@ from registry.serving.processes import (
     adopt,
     load_state,
     save_state,
-    spawn,
     state_owner,
     workers_of,
 )
@@ -126,6 +126,8 @@ class Supervisor:
         self.home = self.registry.settings.home
         self.rundir = RunDir.of(self.home).create()
         self.policy = policy or Policy()
+        #: Forks workers with the imports done (spawns them anew when it cannot).
+        self.preloader = Preloader(self.rundir)
         self.runtimes: dict[str, Runtime] = {}
         self.workers: dict[int, Worker] = {}
         self.locks: dict[str, asyncio.Lock] = {}
@@ -162,6 +164,7 @@ class Supervisor:
         self._reports = self.rundir.bind(self.rundir.report_socket, socket.SOCK_DGRAM)
         self._reports.setblocking(False)
         loop.add_reader(self._reports.fileno(), self._read_reports)
+        self.preloader.start()
         self._spawn_task(self._reconcile())
         self._spawn_task(self._watch())
         self._spawn_task(self.scraper.run())
@@ -182,6 +185,7 @@ class Supervisor:
         if self._reports is not None:
             asyncio.get_running_loop().remove_reader(self._reports.fileno())
             self._reports.close()
+        self.preloader.close()
         self.registry.close()
 
     # ------------------------------------------------------------------ actions
@@ -543,7 +547,7 @@ class Supervisor:
         )
         token_file = self.home / "serving-token" if token else None
         started = time.monotonic()
-        workers = self._track([spawn(worker_spec, self.rundir, token_file) for _ in range(count)])
+        workers = self._track([await self.preloader.spawn(worker_spec, token_file) for _ in range(count)])
         runtime.incoming += workers
         self._save_state()
         try:
