@@ -312,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     preloader = Preloader(control)
     try:
         preloader.run()
+    except ConnectionError:  # the supervisor went away (and with it, the need for a preloader)
+        return 0
     except Child as child:
         from registry.serving import lifecycle
 

@@ -17,6 +17,7 @@ import itertools
 import json
 import logging
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -32,12 +33,15 @@ from registry.serving.processes import Worker, WorkerSpec, spawn, worker_args, w
 from registry.serving.rundir import RunDir
 
 log = logging.getLogger("modeldeck.supervisor")
-#: A preloader not ready this long after its start is given up (killed, started again later).
+#: How long after the preloader's start a spawn waits for it to be ready (its imports take what a
+#: spawned worker's take, so waiting is never slower); later, a worker is spawned anew meanwhile.
 STARTUP_SECONDS = 30.0
 #: The longest a fork request may wait for its answer before the classic spawn takes over.
 FORK_SECONDS = 5.0
 #: Seconds before starting a preloader again after it died; doubled per failure, up to MAX_BACKOFF.
 BACKOFF, MAX_BACKOFF = 1.0, 60.0
+#: The longest the supervisor waits for the exit status of a forked worker it found dead.
+EXIT_NOTICE_SECONDS = 0.5
 #: The arguments of a worker that must fit in the preloader's command line (module, home, deployment,
 #: model, version), else the worker is spawned the classic way.
 IDENTITY_ARGS = 8
@@ -115,8 +119,6 @@ class Preloader:
             wait = self.started + STARTUP_SECONDS - time.monotonic()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.ready.wait(), max(0.0, wait))
-            if not self.ready.is_set():
-                self._lost(f"not ready {STARTUP_SECONDS:g} s after its start")
         if self.ready.is_set():
             try:
                 return await self._fork(spec, token_file)
@@ -153,11 +155,25 @@ class Preloader:
             create_time = psutil.Process(pid).create_time()
         except psutil.Error:
             create_time = 0.0
-        worker = Worker(pid=pid, version=spec.version, create_time=create_time, notices=self._read)
+        worker = Worker(
+            pid=pid, version=spec.version, create_time=create_time, forked=True, notices=self._read_exits
+        )
         worker.exited = self._exits.pop(pid, None)
         if worker.exited is None:
             self._forked[pid] = worker
         return worker
+
+    def _read_exits(self) -> None:
+        """Read the preloader's pending messages now, waiting up to `EXIT_NOTICE_SECONDS` when a
+        forked worker that is already dead (a zombie, say) has no exit status yet: the preloader
+        reaps it and tells at once, so its crash is recorded with how it exited."""
+        deadline = time.monotonic() + EXIT_NOTICE_SECONDS
+        self._read()
+        while self.sock is not None and time.monotonic() < deadline:
+            if not any(w.exited is None and not w.alive() for w in self._forked.values()):
+                return
+            select.select([self.sock], [], [], max(0.0, deadline - time.monotonic()))
+            self._read()
 
     def _read(self) -> None:
         """Every message waiting on the control socket: readiness, fork answers, exit statuses."""

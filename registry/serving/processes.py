@@ -54,11 +54,17 @@ class Worker:
     #: and how to read the preloader's pending notices (see `registry.serving.preloader`).
     exited: int | None = None
     notices: Callable[[], None] | None = None
+    forked: bool = False
     state: str = LOADING
     error: str = ""
     #: Set when the supervisor asked it to exit, so its death is not a crash.
     leaving: bool = False
     started: float = field(default_factory=time.time)
+
+    @property
+    def started_here(self) -> bool:
+        """Started by this supervisor (spawned or forked), not adopted from a previous one."""
+        return self.popen is not None or self.forked
 
     def alive(self) -> bool:
         if self.popen is not None:
