@@ -33,8 +33,9 @@ from registry.serving.processes import Worker, WorkerSpec, spawn, worker_args, w
 from registry.serving.rundir import RunDir
 
 log = logging.getLogger("modeldeck.supervisor")
-#: How long after the preloader's start a spawn waits for it to be ready (its imports take what a
-#: spawned worker's take, so waiting is never slower); later, a worker is spawned anew meanwhile.
+#: How long after the supervisor's first preloader started a spawn waits for it to be ready (its
+#: imports take what a spawned worker's take, so waiting is not slower); later, and while a preloader
+#: started again after a failure imports, workers are spawned anew.
 STARTUP_SECONDS = 30.0
 #: The longest a fork request may wait for its answer before the classic spawn takes over.
 FORK_SECONDS = 5.0
@@ -103,6 +104,7 @@ class Preloader:
         except OSError as exc:
             mine.close()
             log.warning("preloader not started (%s): workers are spawned anew", exc)
+            self.failures += 1
             self._again()
             return
         finally:
@@ -115,7 +117,7 @@ class Preloader:
 
     async def spawn(self, spec: WorkerSpec, token_file: Path | None) -> Worker:
         """A worker for `spec` in standby: forked from the preloader if it can, else spawned anew."""
-        if self.process is not None and not self.ready.is_set():
+        if self.process is not None and not self.ready.is_set() and self.failures == 0:
             wait = self.started + STARTUP_SECONDS - time.monotonic()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.ready.wait(), max(0.0, wait))
