@@ -6,6 +6,7 @@ predictions from numpy's global generator); each test deploys what it needs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import Iterator
@@ -68,6 +69,15 @@ class Served:
         self.client.ensure_running(*FLAGS)
 
 
+def _open_files(pid: int) -> set[str]:
+    """What each descriptor of process `pid` refers to (`socket:[inode]` for a socket)."""
+    found = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(FileNotFoundError):
+            found.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return found
+
+
 def _home_of(argv: list[str]) -> str:
     return os.path.realpath(argv[argv.index("--home") + 1]) if "--home" in argv else ""
 
@@ -112,6 +122,12 @@ def test_a_forked_worker_serves_predictions_and_looks_like_a_spawned_one(served:
         assert _home_of(argv) == os.path.realpath(served.home)
         assert argv[argv.index("--version") + 1] == "1"
     assert sorted(w.pid for w in workers_of(served.home)) == sorted(pids)
+    # The preloader's control socket (its supervisor's line) is closed in the workers.
+    argv = preloader.cmdline()
+    control = os.readlink(f"/proc/{preloader.pid}/fd/{argv[argv.index('--control-fd') + 1]}")
+    assert control.startswith("socket:")
+    for pid in pids:
+        assert control not in _open_files(pid)
     for _ in range(10):
         response = predict(port)
         assert response.status_code == 200, response.text

@@ -315,10 +315,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConnectionError:  # the supervisor went away (and with it, the need for a preloader)
         return 0
     except Child as child:
-        from registry.serving import lifecycle
+        worker = child.argv
+    else:
+        return 0
+    # The forked child, outside the handler (its errors must not chain to `Child`): a worker from here
+    # on, ending as a spawned one does (atexit handlers, non-daemon threads joined, streams flushed).
+    from registry.serving import lifecycle
 
-        return lifecycle.main(child.argv)
-    return 0
+    return lifecycle.main(worker)
 
 
 if __name__ == "__main__":
