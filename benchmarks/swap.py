@@ -141,6 +141,7 @@ def startup_run(home: Path, cores: Cores, preload: bool, runs: int) -> dict[str,
     supervisor = subprocess.Popen(
         [*cores.prefix(cores.server), *command],
         env=env,
+        cwd=ROOT,  # not benchmarks/, whose registry.py would shadow the package
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -150,6 +151,8 @@ def startup_run(home: Path, cores: Cores, preload: bool, runs: int) -> dict[str,
     log = RunDir.of(home).supervisor_log
     try:
         while not client.running():
+            if supervisor.poll() is not None:
+                raise RuntimeError(f"the supervisor exited with status {supervisor.returncode}")
             time.sleep(0.05)
         if preload:  # deploys made while it imports wait for it: measure the steady state
             while " ready in " not in (log.read_text() if log.exists() else ""):
