@@ -2,7 +2,10 @@
 
 Workers run in their own session, so they outlive the supervisor. Their pids (with start times, so a
 recycled pid is never mistaken for one) are kept in the run directory's state file, from which a new
-supervisor adopts them.
+supervisor adopts them. Most workers are forked from the preloader (`registry.serving.preloader`),
+with their command line rewritten to the one `spawn` gives (`python -m registry.serving.lifecycle
+--home H ...`): `adopt` and `workers_of` find both kinds alike. A forked worker is not the supervisor's
+child: it is watched by pid and start time, and its exit status comes from the preloader that reaped it.
 """
 
 from __future__ import annotations
