@@ -127,12 +127,16 @@ def _server_class() -> type:
                 should_exit = await self.on_tick(counter)
 
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-            if self.server_state.connections or self.server_state.tasks:  # uvicorn's graceful shutdown
+            for listener in self.servers:
+                listener.close()
+            # A connection accepted just before the listener closed is made (and counted) a few loop
+            # turns later: give it those turns, then uvicorn's graceful shutdown serves it.
+            for _ in range(3):
+                await asyncio.sleep(0.002)
+            if self.server_state.connections or self.server_state.tasks:
                 await super().shutdown(sockets)
                 return
-            for listener in self.servers:  # drained already: nothing to wait for
-                listener.close()
-            for listener in self.servers:
+            for listener in self.servers:  # drained: nothing to wait for
                 await listener.wait_closed()
             if not self.force_exit:
                 await self.lifespan.shutdown()
@@ -154,6 +158,7 @@ async def drain(server: Any, task: asyncio.Task[None], app: ClosingWhenDraining,
     app.draining = True
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace
+    await asyncio.sleep(0.005)  # a connection accepted as the listener closed is counted a few turns later
     while server.server_state.connections and loop.time() < deadline:
         await asyncio.sleep(0.005)
     server.stop()
