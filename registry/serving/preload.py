@@ -68,6 +68,12 @@ PRELOAD = (
     "uvicorn.loops.uvloop",
     "uvicorn.lifespan.off",
     "starlette",
+    "narwhals",  # scikit-learn's dataframe layer, used on the reference sample at warm-up
+    "narwhals._pandas_like.dataframe",
+    "narwhals._pandas_like.namespace",
+    "narwhals._interchange.dataframe",
+    "sqlalchemy.dialects.sqlite.pysqlite",
+    "encodings.cp437",  # zip member names in .skops files
     "registry.core",
     "registry.serving.lifecycle",
     "registry.serving.server",
