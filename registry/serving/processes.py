@@ -2,7 +2,10 @@
 
 Workers run in their own session, so they outlive the supervisor. Their pids (with start times, so a
 recycled pid is never mistaken for one) are kept in the run directory's state file, from which a new
-supervisor adopts them.
+supervisor adopts them. Most workers are forked from the preloader (`registry.serving.preloader`),
+with their command line rewritten to the one `spawn` gives (`python -m registry.serving.lifecycle
+--home H ...`): `adopt` and `workers_of` find both kinds alike. A forked worker is not the supervisor's
+child: it is watched by pid and start time, and its exit status comes from the preloader that reaped it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,15 +47,27 @@ class Worker:
     version: int
     create_time: float
     popen: subprocess.Popen[bytes] | None = None
+    #: Forked by the preloader (not this process's child): its exit status once the preloader told it,
+    #: and how to read the preloader's pending notices (see `registry.serving.preloader`).
+    exited: int | None = None
+    notices: Callable[[], None] | None = None
+    forked: bool = False
     state: str = LOADING
     error: str = ""
     #: Set when the supervisor asked it to exit, so its death is not a crash.
     leaving: bool = False
     started: float = field(default_factory=time.time)
 
+    @property
+    def started_here(self) -> bool:
+        """Started by this supervisor (spawned or forked), not adopted from a previous one."""
+        return self.popen is not None or self.forked
+
     def alive(self) -> bool:
         if self.popen is not None:
             return self.popen.poll() is None
+        if self.exited is not None:
+            return False
         try:
             process = psutil.Process(self.pid)
             return process.create_time() == self.create_time and process.status() != psutil.STATUS_ZOMBIE
@@ -60,7 +76,13 @@ class Worker:
 
     @property
     def exit_code(self) -> int | None:
-        return self.popen.returncode if self.popen is not None else None
+        """How it exited (Popen's returncode: -N for signal N); None while it runs, or if unknown (an
+        adopted worker, or a forked one whose preloader died first)."""
+        if self.popen is not None:
+            return self.popen.returncode
+        if self.exited is None and self.notices is not None:
+            self.notices()
+        return self.exited
 
     def send(self, sig: signal.Signals) -> None:
         if self.alive():
@@ -112,13 +134,37 @@ class WorkerSpec:
 
 
 def spawn(spec: WorkerSpec, rundir: RunDir, token_file: Path | None) -> Worker:
-    """Start a worker in standby: it loads and warms up, then waits to be told to serve."""
+    """Start a worker in standby (a new interpreter: see `registry.serving.preloader` for the forked
+    way): it loads and warms up, then waits to be told to serve."""
     log_path = rundir.deployment_log(spec.deployment)
+    command = [sys.executable, "-m", _MODULE, *worker_args(spec, rundir, token_file)]
+    with append_private(log_path) as log:
+        popen = subprocess.Popen(
+            command,
+            pass_fds=(spec.fd,),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            env=worker_env(),
+        )
+    try:
+        create_time = psutil.Process(popen.pid).create_time()
+    except psutil.Error:
+        create_time = 0.0
+    return Worker(pid=popen.pid, version=spec.version, create_time=create_time, popen=popen)
+
+
+def worker_env() -> dict[str, str]:
+    """The environment a worker runs with: the supervisor's, output unbuffered (it goes to the log)."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def worker_args(spec: WorkerSpec, rundir: RunDir, token_file: Path | None) -> list[str]:
+    """The arguments of `python -m registry.serving.lifecycle` for `spec`. The first eight (home,
+    deployment, model, version) identify the worker in `workers_of`."""
     options = spec.options
     command = [
-        sys.executable,
-        "-m",
-        _MODULE,
         "--home", str(spec.home),
         "--deployment", spec.deployment,
         "--model", spec.model,
@@ -126,7 +172,7 @@ def spawn(spec: WorkerSpec, rundir: RunDir, token_file: Path | None) -> Worker:
         "--fd", str(spec.fd),
         "--report", str(rundir.report_socket),
         "--monitor-dir", str(rundir.workers),
-        "--log", str(log_path),
+        "--log", str(rundir.deployment_log(spec.deployment)),
         "--standby",
         "--batching", str(options.get("batching", "auto")),
         "--max-body-bytes", str(int(float(options.get("max_body_mb", 8)) * 1024 * 1024)),
@@ -147,21 +193,7 @@ def spawn(spec: WorkerSpec, rundir: RunDir, token_file: Path | None) -> Worker:
         command.append(f"--otlp={options['otlp']}")
     if token_file is not None:
         command += ["--token-file", str(token_file)]
-    with append_private(log_path) as log:
-        popen = subprocess.Popen(
-            command,
-            pass_fds=(spec.fd,),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    try:
-        create_time = psutil.Process(popen.pid).create_time()
-    except psutil.Error:
-        create_time = 0.0
-    return Worker(pid=popen.pid, version=spec.version, create_time=create_time, popen=popen)
+    return command
 
 
 def adopt(entry: dict[str, Any]) -> Worker | None:

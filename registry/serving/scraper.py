@@ -144,7 +144,7 @@ class Scraper:
                 }.values()
             )
             active = {w.pid for w in runtime.active}
-            pulls = await asyncio.gather(*(self._pull(w.pid, w.popen is not None) for w in workers))
+            pulls = await asyncio.gather(*(self._pull(w.pid, w.started_here) for w in workers))
             by_pid = {w.pid: pull for w, (pull, _) in zip(workers, pulls, strict=True)}
             resources = {w.pid: self.resources.process(w.pid) for w in runtime.active}
             name, version = runtime.spec.name, runtime.spec.version
@@ -154,7 +154,7 @@ class Scraper:
                     self.missed[worker.pid] = self.missed.get(worker.pid, 0) + 1 if outcome == SILENT else 0
             series = self.series.setdefault(name, DeploymentSeries(name))
             self._resume(series, workers)
-            fresh = {w.pid for w in workers if w.popen is not None}  # started by this supervisor
+            fresh = {w.pid for w in workers if w.started_here}  # started by this supervisor
             versions = {w.pid: w.version for w in workers}
             point = series.ingest(
                 self.seq, version, by_pid, resources, now, self.interval, fresh, alive, versions, active
@@ -200,7 +200,7 @@ class Scraper:
         series = self.series.get(name)
         if series is not None:
             self._resume(series, [worker])
-            series.final(worker.pid, worker.version, metrics, fresh=worker.popen is not None)
+            series.final(worker.pid, worker.version, metrics, fresh=worker.started_here)
 
     async def restore_counts(self) -> None:
         """Take back the totals and the workers' last counted snapshots the previous supervisor of
@@ -218,7 +218,7 @@ class Scraper:
         """Adopted workers count on from the snapshot the previous supervisor last counted."""
         for worker in workers:
             saved = self._adoptable.pop(worker.pid, None)
-            if saved is not None and worker.popen is None and saved[0] == worker.create_time:
+            if saved is not None and not worker.started_here and saved[0] == worker.create_time:
                 series.resume(worker.pid, saved[1])
 
     async def restore_windows(self) -> None:

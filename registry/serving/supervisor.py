@@ -68,6 +68,7 @@ class Supervisor:
     async def start(self) -> None:
         """Listen for worker reports, adopt what still runs, then bring the rest up from the DB."""
         self.reports.open()
+        self.state.preloader.start()
         self.state.spawn_task(self.reconcile.run())
         self.state.spawn_task(self.healing.watch())
         self.state.spawn_task(self.scraper.run())
@@ -89,6 +90,7 @@ class Supervisor:
             await self.ledger.flush()
         await self.scraper.store_rollups(close=True)
         self.reports.close()
+        state.preloader.close()
         state.registry.close()
 
     # ------------------------------------------------------------------ what others read

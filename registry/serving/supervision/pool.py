@@ -10,7 +10,7 @@ from functools import partial
 from registry import history as ledger
 from registry.errors import SupervisorError
 from registry.serving import logs
-from registry.serving.processes import SERVING, STANDBY, Worker, WorkerSpec, spawn
+from registry.serving.processes import SERVING, STANDBY, Worker, WorkerSpec
 from registry.serving.supervision.ledger import Ledger
 from registry.serving.supervision.state import Runtime, State
 from registry.serving.worker import bind_socket, serving_token
@@ -23,7 +23,7 @@ class Pool:
         self.state = state
         self.ledger = ledger
 
-    def spawn_workers(self, runtime: Runtime, version: int, count: int) -> list[Worker]:
+    async def spawn_workers(self, runtime: Runtime, version: int, count: int) -> list[Worker]:
         """Spawn `count` workers of `version` for `runtime` (tracked, not yet recorded as incoming)."""
         state, spec = self.state, runtime.spec
         if runtime.sock is None:  # adopted workers hold the old socket; bind the port again beside it
@@ -40,7 +40,7 @@ class Pool:
             policy.drain_grace,
         )
         token_file = state.home / "serving-token" if token else None
-        return state.track([spawn(worker_spec, state.rundir, token_file) for _ in range(count)])
+        return state.track([await state.preloader.spawn(worker_spec, token_file) for _ in range(count)])
 
     async def load(
         self, runtime: Runtime, version: int, count: int, actor: str, record_ready: bool = True
@@ -52,7 +52,7 @@ class Pool:
         state, spec = self.state, runtime.spec
         await self.ledger.event(spec, ledger.LOADING, actor or state.actor, version)
         started = time.monotonic()
-        workers = self.spawn_workers(runtime, version, count)
+        workers = await self.spawn_workers(runtime, version, count)
         runtime.incoming += workers
         state.save_state()
         try:

@@ -18,6 +18,7 @@ from registry.errors import SupervisorError
 from registry.info import DeploymentInfo
 from registry.monitoring.rollups import DEFAULT_RETENTION
 from registry.serving.exporter import write_targets
+from registry.serving.preloader import Preloader
 from registry.serving.processes import Worker, save_state
 from registry.serving.protocol import DeploymentState, Role
 from registry.serving.rundir import RunDir
@@ -83,6 +84,8 @@ class State:
         self.home = self.registry.settings.home
         self.rundir = RunDir.of(self.home).create()
         self.policy = policy
+        #: Forks workers with the imports done (spawns them anew when it cannot).
+        self.preloader = Preloader(self.rundir)
         self.runtimes: dict[str, Runtime] = {}
         self.workers: dict[int, Worker] = {}
         self.locks: dict[str, asyncio.Lock] = {}
