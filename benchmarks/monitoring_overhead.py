@@ -1,19 +1,26 @@
-"""Monitoring overhead: serving throughput with metrics and input sampling on against off, and with
-OpenTelemetry export on against off, same run.
+"""Monitoring overhead: serving throughput with metrics and input sampling on against off (and, with
+`--extras`, OpenTelemetry export and the prediction store), interleaved in short rounds, same run.
 
-    python benchmarks/monitoring_overhead.py           # 6 runs of 4 s per side and configuration
-    python benchmarks/monitoring_overhead.py --quick   # 4 runs of 2 s
+    python benchmarks/monitoring_overhead.py            # 24 rounds of 1 s per side and concurrency
+    python benchmarks/monitoring_overhead.py --quick    # 10 rounds
+    python benchmarks/monitoring_overhead.py --extras   # also `otel` and `nostore` (see below)
 
 A supervisor (pinned to one core with its workers; wrk on the other) serves the same
-LogisticRegression (20 features) four times, one worker each: deployment `on` with monitoring
-(metrics on every request, input sampling, the supervisor's pull every second and drift every 10 s),
-`off` deployed with `--no-monitoring`, and `otel`: monitoring and OpenTelemetry export (`--otlp`: a
-span per request through the SDK's batch processor, metrics every 60 s) to an OTLP/HTTP sink in this
-process that accepts and discards, and `nostore`: monitoring without the prediction store (`on/nostore`
-is the store's cost: every prediction queued and written to SQLite by a background thread). wrk goes
-round the four run by run, single-row requests at concurrency 8 and 64 on kept-alive connections.
-Printed: req/s and p50 per side (medians), the per-run ratios on/off, otel/on and on/nostore and their
-medians. Goal: on/off at least 95%.
+LogisticRegression (20 features) from two deployments alive at the same time, one worker each:
+`on` with monitoring (metrics on every request, input sampling, the prediction store, the
+supervisor's pull every second and drift every 10 s) and `off` deployed with `--no-monitoring` and no
+prediction store. With `--extras`, `otel` adds OpenTelemetry export (`--otlp`: a span per request
+through the SDK's batch processor) to an OTLP/HTTP sink in this process that discards, and `nostore`
+is `on` without the prediction store (`on/nostore` is the store's cost).
+
+Why rounds: on a shared 2-core machine, throughput drifts by tens of percent over seconds (other
+processes, the supervisor's drift pass, CPU frequency), so two long runs taken one after the other
+compare the moments as much as the servers. Here wrk goes round the sides in many short runs (1 s:
+wrk's least), the order reversed every round (ABBA...) so that a steady drift favours neither side;
+each round gives one ratio from runs taken within about a second of each other. Printed per
+concurrency (8 and 64, single-row requests on kept-alive connections): req/s and p50 per side
+(medians over rounds), the median of the per-round ratios with its interquartile range (the middle
+half of the rounds) and the verdict against the goal: on/off at least 97%.
 """
 
 from __future__ import annotations
@@ -29,15 +36,39 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from common import unshadow
-from serving import Cores, Wrk, fmt_ms, fmt_rps, free_port, print_table
+from serving import Cores, Load, Wrk, fmt_ms, fmt_rps, free_port, print_table
 from swap import prepare
+
+GOAL = 0.97  # on/off throughput
+PAIRS = (("on/off", ("on", "off")), ("otel/on", ("otel", "on")), ("on/nostore", ("on", "nostore")))
+
+
+def spread(ratios: list[float]) -> tuple[float, float, float]:
+    """Median and interquartile range (25th and 75th percentiles) of per-round ratios."""
+    if len(ratios) < 2:
+        only = ratios[0] if ratios else float("nan")
+        return only, only, only
+    q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return median, q1, q3
+
+
+def rounds(runner: Wrk, urls: dict[str, str], conc: int, count: int) -> dict[str, list[Load]]:
+    """`count` rounds of one 1 s run per side, the order reversed every round (ABBA...)."""
+    sides = list(urls)
+    results: dict[str, list[Load]] = {side: [] for side in sides}
+    for number in range(count):
+        for side in sides if number % 2 == 0 else reversed(sides):
+            results[side].append(runner.run(urls[side], 1, conc, 1.0))
+    return results
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="10 rounds instead of 24")
+    parser.add_argument("--rounds", type=int, help="rounds per concurrency")
+    parser.add_argument("--extras", action="store_true", help="also the otel and nostore sides")
     options = parser.parse_args(argv)
     unshadow()
     from registry.serving.client import SupervisorClient
@@ -45,56 +76,55 @@ def main(argv: list[str] | None = None) -> None:
     binary = shutil.which("wrk")
     if binary is None:
         sys.exit("wrk is not installed: apt-get install wrk")
-    runs, seconds = (4, 2.0) if options.quick else (6, 4.0)
+    count = options.rounds or (10 if options.quick else 24)
     cores = Cores()
-    print(f"monitoring overhead: {runs} runs of {seconds:g} s per side; {cores.describe()}")
+    print(f"monitoring overhead: {count} rounds of 1 s per side, order reversed every round")
+    print(f"pinning: {cores.describe()}")
     with tempfile.TemporaryDirectory(prefix="modeldeck-overhead-") as tmp_name:
         tmp = Path(tmp_name)
         home, script, supervisor = prepare(tmp, cores, "--metrics=off")
         runner = Wrk(binary, cores, {1: script})
         client = SupervisorClient(home)
-        sink = otlp_sink()
         try:
             while not client.running():
                 time.sleep(0.05)
             urls = {}
-            sides = (("on", True, True, "off"), ("off", False, False, "off"), ("otel", True, True, sink))
-            sides += (("nostore", True, False, "off"),)
+            sides = [("on", True, True, "off"), ("off", False, False, "off")]
+            if options.extras:
+                sides += [("otel", True, True, otlp_sink()), ("nostore", True, False, "off")]
             for side, monitoring, store, otlp in sides:
                 port = free_port()
-                options = {"monitoring": monitoring, "prediction_store": store, "otlp": otlp}
-                client.deploy("bench:1", name=side, port=port, options=options)
+                settings = {"monitoring": monitoring, "prediction_store": store, "otlp": otlp}
+                client.deploy("bench:1", name=side, port=port, options=settings)
                 urls[side] = f"http://127.0.0.1:{port}"
-            rows = []
+            rows, verdicts, failed = [], [], 0
             for conc in (8, 64):
                 for side in urls:  # warm-up
                     runner.run(urls[side], 1, conc, 1)
-                results: dict[str, list] = {side: [] for side in urls}
-                for _ in range(runs):
-                    for side in urls:
-                        results[side].append(runner.run(urls[side], 1, conc, seconds))
-                medians = {side: statistics.median(r.rps for r in results[side]) for side in urls}
-                p50s = {side: statistics.median(r.p50 for r in results[side]) for side in urls}
-                pairs = (
-                    ("on/off", ("on", "off")),
-                    ("otel/on", ("otel", "on")),
-                    ("on/nostore", ("on", "nostore")),
-                )
-                for name, (a, b) in pairs:
-                    ratios = [x.rps / y.rps for x, y in zip(results[a], results[b], strict=True)]
+                results = rounds(runner, urls, conc, count)
+                failed += sum(r.errors for side in results.values() for r in side)
+                for name, (a, b) in PAIRS:
+                    if a not in results or b not in results:
+                        continue
+                    ratios = [x.rps / y.rps for x, y in zip(results[a], results[b], strict=True) if y.rps]
+                    median, q1, q3 = spread(ratios)
+                    verdict = ("ok" if median >= GOAL else "MISS") if name == "on/off" else "-"
+                    if name == "on/off":
+                        verdicts.append(verdict)
                     rows.append(
                         [
                             f"c={conc}",
                             name,
-                            fmt_rps(medians[a]),
-                            fmt_rps(medians[b]),
-                            fmt_ms(p50s[a]),
-                            fmt_ms(p50s[b]),
-                            f"{statistics.median(ratios):.1%}",
-                            " ".join(f"{r:.0%}" for r in ratios),
+                            fmt_rps(statistics.median(r.rps for r in results[a])),
+                            fmt_rps(statistics.median(r.rps for r in results[b])),
+                            fmt_ms(statistics.median(r.p50 for r in results[a])),
+                            fmt_ms(statistics.median(r.p50 for r in results[b])),
+                            f"{median:.1%}",
+                            f"{q1:.1%} - {q3:.1%}",
+                            f">= {GOAL:.0%}" if name == "on/off" else "",
+                            verdict,
                         ]
                     )
-            failed = sum(r.errors for side in results.values() for r in side)
         finally:
             try:
                 client.shutdown(stop_servers=True)
@@ -102,8 +132,13 @@ def main(argv: list[str] | None = None) -> None:
                 client.close()
                 supervisor.wait(60)
     print()
-    print_table(["load", "sides a/b", "a req/s", "b req/s", "a p50", "b p50", "a/b", "per run"], rows)
-    print(f"\nfailed requests: {failed}; goal: on/off at least 95%")
+    headers = ["load", "sides a/b", "a req/s", "b req/s", "a p50", "b p50", "a/b median", "IQR", "goal"]
+    print_table([*headers, "verdict"], rows)
+    print(
+        f"\nrounds: {count} per concurrency; a/b is the median of per-round ratios, IQR the middle half "
+        f"of them; failed requests: {failed}; goal: on/off at least {GOAL:.0%} "
+        f"({'met' if verdicts and all(v == 'ok' for v in verdicts) else 'not met'})"
+    )
 
 
 def otlp_sink() -> str:

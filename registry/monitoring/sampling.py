@@ -44,12 +44,16 @@ class InputSampler:
     def add(self, rows: list[list[Any]], predictions: list[Any]) -> None:
         """Sample rows of one answered request with their predictions."""
         count = len(rows)
+        if count == 1:  # the common case, kept to one append
+            self.sequence += 1
+            self._ring.append((self.sequence, rows[0], predictions[0]))
+            return
         taken = (
             range(count)
             if count <= self._per_request
-            else self._random.sample(range(count), self._per_request)
+            else sorted(self._random.sample(range(count), self._per_request))
         )
-        for index in sorted(taken):
+        for index in taken:
             self.sequence += 1
             self._ring.append((self.sequence, rows[index], predictions[index]))
 

@@ -101,6 +101,7 @@ def _repeated_key(key: str, path: list[Any], schema: InputSchema | None) -> Inpu
 
 
 _CONTAINERS = (dict, list)
+_LIST = {list}
 
 
 def _members(value: Any) -> int:
@@ -231,7 +232,7 @@ def _csv_value(text: str, numeric: bool) -> Any:
 
 
 def _check_row_lists(rows: list[Any], key: str) -> None:
-    if not rows or not all(isinstance(r, list) for r in rows):
+    if not rows or set(map(type, rows)) != _LIST:  # parsed JSON: lists are lists, never subclasses
         raise bad_request(f"{key}.data must be a non-empty list of rows (lists)", f"{key}.data")
 
 

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from registry.monitoring.metrics import CONTENT_TYPE, ServingMetrics
 from registry.monitoring.outcomes import (
@@ -88,6 +89,7 @@ def create_app(
     if telemetry is not None and monitoring:
         telemetry.watch(metrics.registry)
     headers = {"x-model-name": info.name, "x-model-version": str(info.version)}
+    raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
     expected_token = token.encode() if token else None
     if batching is None:
         batching = predictor.worth_batching
@@ -119,6 +121,8 @@ def create_app(
         return result
 
     def answer(status: int, body: Any, extra_headers: dict[str, str] | None = None) -> Response:
+        if extra_headers is None:
+            return JSONBytes(orjson.dumps(body), status, raw_headers)
         return Response(
             orjson.dumps(body),
             status,
@@ -130,6 +134,9 @@ def create_app(
         return answer(error.status, input_error_body(request.url.path, error))
 
     def guarded(handler: Handler) -> Handler:
+        if expected_token is None:
+            return handler
+
         async def check(request: Request) -> Response:
             if expected_token is not None and not bearer_matches(
                 request.headers.get("authorization", ""), expected_token
@@ -147,7 +154,8 @@ def create_app(
             """The response, its row count and its outcome ("ok" or the error's code)."""
             rid = request_id(request.headers.get("x-request-id"))
             response, rows, outcome = await answered(request, rid)
-            response.headers["x-request-id"] = getattr(request.state, "request_id", rid)
+            given = request.scope.get("state", {}).get("request_id", rid)  # infer's, from the body
+            response.raw_headers.append((b"x-request-id", given.encode("latin-1")))
             return response, rows, outcome
 
         async def answered(request: Request, rid: str) -> tuple[Response, int, str]:
@@ -334,10 +342,13 @@ def create_app(
     async def prometheus(_: Request) -> Response:
         return Response(metrics.exposition(), headers={"content-type": CONTENT_TYPE})
 
-    routes = [
+    hot = [
         Route("/invocations", predicting(invocations), methods=["POST"]),
         Route("/v2/models/{name}/infer", predicting(infer), methods=["POST"]),
         Route("/v2/models/{name}/versions/{version}/infer", predicting(infer), methods=["POST"]),
+    ]
+    routes = [
+        *hot,
         Route("/feedback", guarded(feedback), methods=["POST"]),
         Route("/v2", guarded(server_metadata), methods=["GET"]),
         Route("/v2/models/{name}", guarded(model_metadata), methods=["GET"]),
@@ -353,7 +364,12 @@ def create_app(
         Route("/version", version),
         Route("/metrics", guarded(prometheus)),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: no_route, Exception: server_error})
+    app = ModelServer(
+        routes=routes,
+        exception_handlers={HTTPException: no_route, Exception: server_error},
+        hot=hot,
+        on_error=server_error,
+    )
     app.state.metrics = metrics
     app.state.sampler = sampler
     # For estimated performance: the class probabilities of sampled rows, computed when the supervisor
@@ -363,6 +379,79 @@ def create_app(
     app.state.caller = caller
     app.state.outcomes = outcomes
     return app
+
+
+class JSONBytes(Response):
+    """A response of ready JSON bytes with pre-encoded headers: what `Response(body, status, headers,
+    media_type="application/json")` sends, without encoding the same headers again per request."""
+
+    media_type = "application/json"
+
+    def __init__(self, content: bytes, status_code: int, raw_headers: list[tuple[bytes, bytes]]) -> None:
+        self.status_code = status_code
+        self.body = content
+        self.background = None
+        self.raw_headers = [
+            *raw_headers,
+            (b"content-length", str(len(content)).encode("latin-1")),
+            (b"content-type", b"application/json"),
+        ]
+
+
+class ModelServer(Starlette):
+    """Starlette with a short way for prediction requests.
+
+    A `POST` to one of the `hot` routes (`/invocations` and OIP's infer paths), matched exactly as
+    Starlette's router would, goes straight to its endpoint: no scan of the route list, no middleware
+    stack. Its endpoint turns every failure into an error response itself; anything that still escapes
+    gets the `on_error` 500 and is raised again, as Starlette's error middleware does. Every other
+    request, and any variant of these paths (a trailing slash, a `root_path`), takes Starlette's way."""
+
+    def __init__(
+        self,
+        *,
+        routes: list[Route],
+        exception_handlers: dict[Any, Any],
+        hot: list[Route],
+        on_error: Callable[[Request, Exception], Awaitable[Response]],
+    ) -> None:
+        super().__init__(routes=routes, exception_handlers=exception_handlers)
+        self._invocations, self._infer, self._infer_version = hot
+        self._on_error = on_error
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self._hot(scope) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if route is None:
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        scope["route"] = route
+        scope["endpoint"] = route.endpoint
+        request = Request(scope, receive, send)
+        try:
+            response = await route.endpoint(request)
+        except Exception as exc:
+            await (await self._on_error(request, exc))(scope, receive, send)
+            raise
+        await response(scope, receive, send)
+
+    def _hot(self, scope: Scope) -> Route | None:
+        """The hot route `scope` is for (its path parameters set), or None."""
+        path = scope["path"]
+        if path == "/invocations":
+            route = self._invocations
+        elif path.startswith("/v2/models/") and path.endswith("/infer"):
+            parts = path.split("/")  # "", "v2", "models", name, ["versions", version,] "infer"
+            if len(parts) == 5 and parts[3]:
+                route, params = self._infer, {"name": parts[3]}
+            elif len(parts) == 7 and parts[3] and parts[4] == "versions" and parts[5]:
+                route, params = self._infer_version, {"name": parts[3], "version": parts[5]}
+            else:
+                return None
+            scope["path_params"] = {**scope.get("path_params", {}), **params}
+        else:
+            return None
+        return None if scope.get("root_path") else route
 
 
 def bearer_matches(header: str, token: bytes) -> bool:
@@ -381,19 +470,26 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise _too_large(limit)
     decoder = encodings.decoder(request.headers.get("content-encoding"), limit)
     chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            if decoder is not None:
-                chunk = decoder.feed(chunk)
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            chunks.append(chunk)
-    except ClientDisconnect:  # gone, or cut off by the body deadline (408): a client's doing, not a 500
-        raise InputError(408, "request_timeout", "the request body did not arrive", field="body") from None
+    receive = request.receive
+    while True:  # the ASGI messages themselves: Request.stream's generator costs more than a read
+        message = await receive()
+        kind = message["type"]
+        if kind == "http.disconnect":  # gone, or cut off by the body deadline (408): not a 500
+            raise InputError(408, "request_timeout", "the request body did not arrive", field="body")
+        if kind != "http.request":
+            continue
+        chunk = message.get("body", b"")
+        if decoder is not None:
+            chunk = decoder.feed(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
     if decoder is not None:
         decoder.finish()
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _reason(exc: Exception, redact: bool) -> str:
