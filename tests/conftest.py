@@ -1,5 +1,10 @@
 """Shared fixtures: a registry on SQLite and on a real PostgreSQL server, and small fitted models.
 
+The suite runs in parallel by default (pyproject's addopts: pytest-xdist, `--dist=loadgroup`). Tests
+that share a module-scoped fixture (a running supervisor, model servers, a registered home) are kept
+on one worker (`pytest_collection_modifyitems` below), so each such fixture is built once, not once
+per worker; run one file serially with `-n0`.
+
 PostgreSQL comes from `MODELDECK_TEST_PG_URL` (set by `.ci/run`), else from `.ci/postgres.sh
 --no-install` when Debian's package is installed here. Without a server the PostgreSQL variants are
 skipped with the reason printed; with `MODELDECK_REQUIRE_PG=1` (CI) they fail instead.
@@ -20,6 +25,38 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # four_processes; deck (a real registry and supervisor); iris_server (a real `modeldeck serve`)
 pytest_plugins = ["helpers", "console_deck", "oip_servers"]
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (the default, from pyproject's addopts): two workers per CPU.
+
+    Most of a test's time is spent waiting on real processes (a supervisor's pass, a worker's start,
+    a scrape) rather than computing, so a second worker per CPU overlaps those waits. An explicit
+    `-n N`, `-n0` (serial), or PYTEST_XDIST_AUTO_NUM_WORKERS overrides it.
+    """
+    chosen = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS", "")
+    if chosen.isdigit():
+        return int(chosen)
+    return 2 * len(os.sched_getaffinity(0))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into group names
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give every test that uses a module-scoped fixture its module's `xdist_group`.
+
+    With `--dist=loadgroup` an ungrouped test may run on any worker, and each worker that runs a test
+    of a module builds that module's fixtures again: a second supervisor, a second set of servers.
+    Grouped, a module's shared fixtures are built once and its tests run in file order on one worker
+    (xdist hands out the largest groups first). An explicit `xdist_group` mark is kept as it is.
+    """
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        info = getattr(item, "_fixtureinfo", None)  # pytest keeps a test's fixture definitions here
+        if info is None:
+            continue
+        if any(defs[-1].scope == "module" for defs in info.name2fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
 
 
 @cache
