@@ -12,7 +12,9 @@ skipped with the reason printed; with `MODELDECK_REQUIRE_PG=1` (CI) they fail in
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import subprocess
 import time
 import uuid
@@ -92,20 +94,21 @@ def postgres_server() -> str:
     return url  # type: ignore[return-value]
 
 
-@pytest.fixture
-def postgres_url(postgres_server: str) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+@contextlib.contextmanager
+def _database(server: str, template: str | None = None) -> Iterator[str]:
+    """A new PostgreSQL database on `server` (a copy of `template`, else empty), dropped afterwards."""
     from sqlalchemy import create_engine, text
 
-    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
     name = f"md_test_{uuid.uuid4().hex[:12]}"
+    copy = f' TEMPLATE "{template}"' if template else ""
     try:
         with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
     except Exception as exc:
         admin.dispose()
-        _no_postgres(f"cannot create a database on {postgres_server}: {exc}")
-    base = postgres_server.rsplit("/", 1)[0]
+        _no_postgres(f"cannot create a database on {server}: {exc}")
+    base = server.rsplit("/", 1)[0]
     yield f"{base}/{name}"
     try:
         for attempt in range(20):
@@ -121,12 +124,58 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    with _database(postgres_server) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def _postgres_at_head(postgres_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The name of a database migrated to the newest schema, once per worker, to copy (`TEMPLATE`)."""
+    from registry import Registry
+
+    with _database(postgres_server) as url:
+        Registry(home=tmp_path_factory.mktemp("pg-at-head"), db_url=url).close()
+        yield url.rsplit("/", 1)[1]
+
+
+@pytest.fixture(scope="session")
+def _sqlite_at_head(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite registry database migrated to the newest schema, once per worker, to copy."""
+    from registry import Registry
+
+    home = tmp_path_factory.mktemp("sqlite-at-head")
+    Registry(home=home, db_url=f"sqlite:///{home / 'registry.db'}").close()
+    assert not (home / "registry.db-wal").exists()  # closing checkpointed it: the file is all of it
+    return home / "registry.db"
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The database URL of a fresh registry, once on SQLite and once on PostgreSQL."""
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The database URL of a fresh registry, once on SQLite and once on PostgreSQL.
+
+    Empty, except for a test that also opens the `registry` fixture: its database is a copy of one
+    migrated to the newest schema once per worker (what `Registry()` would do first on an empty one;
+    the migrations themselves are tested on empty databases, by the tests that do not open it).
+    """
+    at_head = "registry" in request.fixturenames
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'home' / 'registry.db'}"
-    return request.getfixturevalue("postgres_url")
+        path = tmp_path / "home" / "registry.db"
+        if at_head:
+            path.parent.mkdir(exist_ok=True)
+            shutil.copy2(request.getfixturevalue("_sqlite_at_head"), path)
+        yield f"sqlite:///{path}"
+    elif at_head:
+        server, template = (
+            request.getfixturevalue("postgres_server"),
+            request.getfixturevalue("_postgres_at_head"),
+        )
+        with _database(server, template) as url:
+            yield url
+    else:
+        yield request.getfixturevalue("postgres_url")
 
 
 @pytest.fixture
