@@ -1,5 +1,10 @@
 """Shared fixtures: a registry on SQLite and on a real PostgreSQL server, and small fitted models.
 
+The suite runs in parallel by default (pyproject's addopts: pytest-xdist, `--dist=loadgroup`). Tests
+that share a module-scoped fixture (a running supervisor, model servers, a registered home) are kept
+on one worker (`pytest_collection_modifyitems` below), so each such fixture is built once, not once
+per worker; run one file serially with `-n0`.
+
 PostgreSQL comes from `MODELDECK_TEST_PG_URL` (set by `.ci/run`), else from `.ci/postgres.sh
 --no-install` when Debian's package is installed here. Without a server the PostgreSQL variants are
 skipped with the reason printed; with `MODELDECK_REQUIRE_PG=1` (CI) they fail instead.
@@ -7,7 +12,9 @@ skipped with the reason printed; with `MODELDECK_REQUIRE_PG=1` (CI) they fail in
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import subprocess
 import time
 import uuid
@@ -20,6 +27,38 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # four_processes; deck (a real registry and supervisor); iris_server (a real `modeldeck serve`)
 pytest_plugins = ["helpers", "console_deck", "oip_servers"]
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (the default, from pyproject's addopts): two workers per CPU.
+
+    Most of a test's time is spent waiting on real processes (a supervisor's pass, a worker's start,
+    a scrape) rather than computing, so a second worker per CPU overlaps those waits. An explicit
+    `-n N`, `-n0` (serial), or PYTEST_XDIST_AUTO_NUM_WORKERS overrides it.
+    """
+    chosen = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS", "")
+    if chosen.isdigit():
+        return int(chosen)
+    return 2 * len(os.sched_getaffinity(0))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into group names
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give every test that uses a module-scoped fixture its module's `xdist_group`.
+
+    With `--dist=loadgroup` an ungrouped test may run on any worker, and each worker that runs a test
+    of a module builds that module's fixtures again: a second supervisor, a second set of servers.
+    Grouped, a module's shared fixtures are built once and its tests run in file order on one worker
+    (xdist hands out the largest groups first). An explicit `xdist_group` mark is kept as it is.
+    """
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        info = getattr(item, "_fixtureinfo", None)  # pytest keeps a test's fixture definitions here
+        if info is None:
+            continue
+        if any(defs[-1].scope == "module" for defs in info.name2fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
 
 
 @cache
@@ -55,20 +94,21 @@ def postgres_server() -> str:
     return url  # type: ignore[return-value]
 
 
-@pytest.fixture
-def postgres_url(postgres_server: str) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+@contextlib.contextmanager
+def _database(server: str, template: str | None = None) -> Iterator[str]:
+    """A new PostgreSQL database on `server` (a copy of `template`, else empty), dropped afterwards."""
     from sqlalchemy import create_engine, text
 
-    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
     name = f"md_test_{uuid.uuid4().hex[:12]}"
+    copy = f' TEMPLATE "{template}"' if template else ""
     try:
         with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
     except Exception as exc:
         admin.dispose()
-        _no_postgres(f"cannot create a database on {postgres_server}: {exc}")
-    base = postgres_server.rsplit("/", 1)[0]
+        _no_postgres(f"cannot create a database on {server}: {exc}")
+    base = server.rsplit("/", 1)[0]
     yield f"{base}/{name}"
     try:
         for attempt in range(20):
@@ -84,12 +124,58 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    with _database(postgres_server) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def _postgres_at_head(postgres_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The name of a database migrated to the newest schema, once per worker, to copy (`TEMPLATE`)."""
+    from registry import Registry
+
+    with _database(postgres_server) as url:
+        Registry(home=tmp_path_factory.mktemp("pg-at-head"), db_url=url).close()
+        yield url.rsplit("/", 1)[1]
+
+
+@pytest.fixture(scope="session")
+def _sqlite_at_head(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite registry database migrated to the newest schema, once per worker, to copy."""
+    from registry import Registry
+
+    home = tmp_path_factory.mktemp("sqlite-at-head")
+    Registry(home=home, db_url=f"sqlite:///{home / 'registry.db'}").close()
+    assert not (home / "registry.db-wal").exists()  # closing checkpointed it: the file is all of it
+    return home / "registry.db"
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The database URL of a fresh registry, once on SQLite and once on PostgreSQL."""
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The database URL of a fresh registry, once on SQLite and once on PostgreSQL.
+
+    Empty, except for a test that also opens the `registry` fixture: its database is a copy of one
+    migrated to the newest schema once per worker (what `Registry()` would do first on an empty one;
+    the migrations themselves are tested on empty databases, by the tests that do not open it).
+    """
+    at_head = "registry" in request.fixturenames
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'home' / 'registry.db'}"
-    return request.getfixturevalue("postgres_url")
+        path = tmp_path / "home" / "registry.db"
+        if at_head:
+            path.parent.mkdir(exist_ok=True)
+            shutil.copy2(request.getfixturevalue("_sqlite_at_head"), path)
+        yield f"sqlite:///{path}"
+    elif at_head:
+        server, template = (
+            request.getfixturevalue("postgres_server"),
+            request.getfixturevalue("_postgres_at_head"),
+        )
+        with _database(server, template) as url:
+            yield url
+    else:
+        yield request.getfixturevalue("postgres_url")
 
 
 @pytest.fixture

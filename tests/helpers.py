@@ -98,6 +98,15 @@ def wait_until(condition: Callable[[], Any], timeout: float = 60, what: str = "c
         time.sleep(0.02)
 
 
+def next_second() -> str:
+    """Wait until the wall clock's second (local `HH:MM:SS`) changes; return the new one.
+
+    For tests that need two events in different seconds: waits under a second (0.5 s on average),
+    where a fixed `time.sleep(1.1)` always took the full 1.1 s."""
+    now = time.strftime("%H:%M:%S")
+    return wait_until(lambda: (later := time.strftime("%H:%M:%S")) != now and later, 5, "the next second")
+
+
 def error_of(response: Any) -> dict[str, Any]:
     """The error a model server answered, checked to be in its route's protocol shape, as one dict.
 

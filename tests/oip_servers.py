@@ -10,7 +10,7 @@ fixtures need no import):
   until each is ready (failing with its log if one exits), yields `{key: Server}`, stops them all;
 - `start_server(...)` / `wait_ready(server)`: the same for one server;
 - `iris()`: the iris LogisticRegression and its frame (fitted once), to compare predictions with;
-- fixture `iris_server` (session): `iris` (named float columns, integer classes, predict_proba) served
+- fixture `iris_server` (module): `iris` (named float columns, integer classes, predict_proba) served
   with default options.
 """
 
@@ -125,7 +125,7 @@ def iris() -> tuple[Any, Any]:
     return LogisticRegression(max_iter=1000).fit(X, y), X
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # module scope: its tests share one xdist worker (tests/conftest.py)
 def iris_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`iris` version 1 served by a real `modeldeck serve` on loopback (no token)."""
     home = tmp_path_factory.mktemp("oip-home")

@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 from console_deck import ROW, Deck, banner, settle, wait_until
+from helpers import wait_until as poll_until
 
 from registry import Registry
 
@@ -188,7 +189,8 @@ def test_demo_traffic_is_answered_and_drifts_the_chosen_deployment(deck: Deck) -
     traffic = DemoTraffic(deck.home, {"iris": (url, "iris:1")}, rate=50, drifting="iris", drift_after=0.5)
     calm = traffic._rows(traffic._samples()["iris"], drifted=False)
     traffic.start()
-    time.sleep(1.5)
+    # at 50 requests/s, 50 sent means over a second: half a second of drifted rows after the calm half
+    poll_until(lambda: traffic.sent > 50, what="a second of demo traffic")
     traffic.stop()
     traffic.join(5)
     assert traffic.sent > 20 and traffic.failed == 0

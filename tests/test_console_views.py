@@ -8,6 +8,7 @@ import time
 import httpx
 import pytest
 from console_deck import ROW, Deck, settle, wait_until
+from helpers import next_second
 
 from registry import Registry
 
@@ -187,9 +188,8 @@ async def test_the_monitor_shows_multivariate_drift_of_rows_whose_correlation_br
 
 async def test_the_events_view_says_what_was_serving_at_a_time(deck: Deck) -> None:
     deck.client.rollback("iris", to=2, reason="serving-at test")
-    time.sleep(1.1)
-    middle = time.strftime("%H:%M:%S")
-    time.sleep(1.1)
+    middle = next_second()  # a second after the rollback to 2 ended, and before the one to 1 starts
+    next_second()
     deck.client.rollback("iris", to=1, reason="serving-at test")
     deck.client.wait_settled()
     app = deck.app()

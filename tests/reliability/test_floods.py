@@ -15,7 +15,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import faults
 import httpx
 import psutil
 import pytest
-from helpers import free_port
+from helpers import free_port, wait_until
 
 TIMEOUT = 1.0  # idle, header and body timeouts of the server under attack
 CAP = 500  # its open-connection cap
@@ -124,15 +124,6 @@ def probe(target: Target) -> Iterator[Probe]:
     thread.join(10)
 
 
-def _wait_until(condition: Callable[[], bool], seconds: float = 15.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
-
-
 def _closed_by_peer(sock: socket.socket) -> bool:
     sock.setblocking(False)
     try:
@@ -156,14 +147,14 @@ def test_an_idle_connection_flood_neither_exhausts_fds_nor_stops_the_health_prob
         for _ in range(count):  # connect and never send a byte: six times the server's cap
             idle.append(target.connect())
         peak_fds = target.ps.num_fds()
-        assert _wait_until(lambda: all(_closed_by_peer(s) for s in idle)), (
-            "the server closes every idle socket"
+        wait_until(lambda: all(_closed_by_peer(s) for s in idle), 15, "the server to close every idle socket")
+        wait_until(
+            lambda: target.ps.num_fds() <= baseline_fds + 2,
+            15,
+            f"the server's descriptors back to {baseline_fds} + 2 (peak {peak_fds})",
         )
-        assert _wait_until(lambda: target.ps.num_fds() <= baseline_fds + 2), (
-            baseline_fds,
-            target.ps.num_fds(),
-        )
-        time.sleep(0.3)  # a few more probes after the flood
+        after = probe.ok + len(probe.failures)  # a few more probes after the flood, answered or not
+        wait_until(lambda: probe.ok + len(probe.failures) >= after + 3, 15, "three more probes")
     finally:
         for sock in idle:
             sock.close()

@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 import faults
 import pytest
-from helpers import free_port
+from helpers import free_port, wait_until
 
 from registry import Registry
 from registry.serving.client import SupervisorClient
@@ -87,14 +86,6 @@ def _cli(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]
     )
 
 
-def _wait(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def _as_nobody_argv(*argv: str) -> list[str]:
     return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", *argv]
 
@@ -139,7 +130,7 @@ for name in ("state.json", "state.json.tmp", "supervisor.lock", "reports.sock", 
     )
     env = {"TMPDIR": str(shared_tmp), "XDG_CACHE_HOME": str(cache)}
     try:
-        _wait(log.exists, "nobody's fake supervisor to listen")
+        wait_until(log.exists, 30, "nobody's fake supervisor to listen")
         started = _cli(home, "supervisor", "start", "--metrics=off", **env)
         assert started.returncode == 0, started.stderr
         status = _cli(home, "status", "--json", **env)
@@ -346,9 +337,11 @@ def test_a_killed_workers_monitoring_socket_is_removed(deployed: Deployed) -> No
     [victim] = deployed.active_pids()
     assert f"{victim}.sock" in _sockets(deployed)
     os.kill(victim, signal.SIGKILL)
-    _wait(lambda: deployed.active_pids() not in ([], [victim]), "the supervisor to restart the worker")
+    wait_until(
+        lambda: deployed.active_pids() not in ([], [victim]), 30, "the supervisor to restart the worker"
+    )
     [replacement] = deployed.active_pids()
-    _wait(lambda: f"{replacement}.sock" in _sockets(deployed), "the new worker's socket")
+    wait_until(lambda: f"{replacement}.sock" in _sockets(deployed), 30, "the new worker's socket")
     assert _sockets(deployed) == {f"{replacement}.sock"}  # 0 sockets of dead workers left
 
 
