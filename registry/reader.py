@@ -12,11 +12,12 @@ line, exactly as before.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from registry import reads
 from registry.info import DeploymentInfo, EventInfo, History, ModelInfo, VersionInfo, VersionSummary
@@ -25,6 +26,7 @@ from registry.refs import Ref
 #: The newest schema revision this code knows; must equal the head of `registry/migrations`
 #: (`registry.store.SCHEMA_HEAD` is this).
 SCHEMA_HEAD = "0007"
+T = TypeVar("T")
 
 
 class Reader:
@@ -33,6 +35,7 @@ class Reader:
     def __init__(self, connection: Any, postgres: bool) -> None:
         self._connection = connection
         self._cursor = connection.cursor()
+        self._lock = threading.Lock()  # one statement at a time: the console reads from threads
         self.postgres = postgres
 
     def run(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -46,25 +49,37 @@ class Reader:
         with suppress(Exception):
             self._connection.close()
 
+    def _read(self, query: Callable[..., T], *args: Any) -> T:
+        """`query(self.run, *args)` in one read transaction on SQLite (a consistent snapshot, ended at
+        once so it never holds back the WAL); PostgreSQL reads run in autocommit, as the Registry's."""
+        with self._lock:
+            if self.postgres:
+                return query(self.run, *args)
+            self._cursor.execute("BEGIN")
+            try:
+                return query(self.run, *args)
+            finally:
+                self._cursor.execute("ROLLBACK")
+
     def list_models(self, include_archived: bool = False) -> list[ModelInfo]:
-        return reads.list_models(self.run, include_archived)
+        return self._read(reads.list_models, include_archived)
 
     def versions(self, name: str, include_archived: bool = False) -> list[VersionSummary]:
-        return reads.list_versions(self.run, name, include_archived)
+        return self._read(reads.list_versions, name, include_archived)
 
     def get(self, ref: str | Ref) -> VersionInfo:
         from registry.refs import parse_ref
 
-        return reads.get_version(self.run, ref if isinstance(ref, Ref) else parse_ref(ref))
+        return self._read(reads.get_version, ref if isinstance(ref, Ref) else parse_ref(ref))
 
     def history(self, name: str, at: datetime) -> History:
-        return reads.history(self.run, name, at)
+        return self._read(reads.history, name, at)
 
     def recent_events(self, limit: int = 200) -> list[EventInfo]:
-        return reads.recent_events(self.run, limit)
+        return self._read(reads.recent_events, limit)
 
     def deployments(self) -> list[DeploymentInfo]:
-        return reads.list_deployments(self.run)
+        return self._read(reads.list_deployments)
 
 
 def plain_sqlite_file(url: str) -> Path | None:
@@ -88,7 +103,6 @@ def _connect_sqlite(url: str, home: Path, timeout: float) -> Any:
         return None  # read-only: the Registry opens it read-only and says how
     connection = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
     connection.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-    connection.execute("BEGIN")  # one snapshot for every statement of the read
     return connection
 
 

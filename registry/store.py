@@ -286,8 +286,7 @@ def runner(conn: Connection) -> Run:
     postgres = conn.dialect.name == "postgresql"
 
     def run(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        result = conn.exec_driver_sql(sql.replace("?", "%s") if postgres else sql, tuple(params))
-        return [tuple(row) for row in result]
+        return conn.exec_driver_sql(sql.replace("?", "%s") if postgres else sql, tuple(params)).all()  # type: ignore[return-value]
 
     return run
 
