@@ -75,9 +75,7 @@ def model_id(run: Run, name: str) -> int:
     return int(found[0][0])
 
 
-_COUNTS = (
-    "SELECT model_id, count(*), max(version) FROM model_version {where}GROUP BY model_id"
-)
+_COUNTS = "SELECT model_id, count(*), max(version) FROM model_version {where}GROUP BY model_id"
 _COUNTS_VISIBLE = _COUNTS.format(where="WHERE archived_at IS NULL ")
 _COUNTS_ALL = _COUNTS.format(where="")
 _MODEL_ALIASES = (

@@ -193,7 +193,11 @@ def test_options_the_quick_parser_does_not_know_go_to_typer():
     from console.quick import parse
 
     assert parse(["models"]) == ("models", [], {})
-    assert parse(["--home", "h", "--json", "show", "a@b"]) == ("show", ["a@b"], {"--home": "h", "--json": True})
+    assert parse(["--home", "h", "--json", "show", "a@b"]) == (
+        "show",
+        ["a@b"],
+        {"--home": "h", "--json": True},
+    )
     assert parse(["history", "x", "--at=1h ago"]) == ("history", ["x"], {"--at": "1h ago"})
     for args in (
         ["models", "--help"],
