@@ -1,4 +1,5 @@
-"""The read verbs without Typer, SQLAlchemy or SQLModel: `models`, `versions`, `show`, `history`.
+"""The read verbs without Typer, SQLAlchemy or SQLModel: `models`, `versions`, `show`, `history` and
+`status` (while no supervisor runs).
 
 `modeldeck models` reads a few rows; importing the whole command line (Typer, Click) and the ORM
 took most of its time. `run` recognises a read verb with the options it documents, reads through
@@ -22,6 +23,7 @@ _VERBS: dict[str, tuple[int, frozenset[str], frozenset[str]]] = {
     "versions": (1, frozenset({"--all", "--json"}), frozenset()),
     "show": (1, frozenset({"--json"}), frozenset()),
     "history": (1, frozenset({"--json"}), frozenset({"--at"})),
+    "status": (0, frozenset({"--json"}), frozenset()),
 }
 
 
@@ -89,6 +91,8 @@ def run(argv: list[str]) -> int | None:
             return None
         try:
             show = _VERB_RUNNERS[verb](reader, arguments, options)
+        except _NotQuick:
+            return None
         except RegistryError as exc:
             if home is not None:
                 os.environ["MODELDECK_HOME"] = str(Path(home))
@@ -176,6 +180,19 @@ def _history(reader: Any, args: list[str], options: dict[str, Any]) -> Callable[
     return show
 
 
+def _status(reader: Any, _args: list[str], options: dict[str, Any]) -> Callable[[], None]:
+    """Without a supervisor (no control socket: nothing can answer on it), the registry's deployments
+    and what each one's port answers; with one, the Typer command asks it."""
+    from registry.serving.rundir import RunDir
+
+    if RunDir.of(reader.settings.home.expanduser().resolve()).control_socket.exists():
+        raise _NotQuick
+    from console.status_view import show_status, wanted
+
+    answer = {"supervisor": None, "deployments": wanted(reader.deployments())}
+    return lambda: show_status(answer, bool(options.get("--json")))
+
+
 def _now() -> Any:
     from datetime import UTC, datetime
 
@@ -187,6 +204,7 @@ _VERB_RUNNERS: dict[str, Callable[[Any, list[str], dict[str, Any]], Callable[[],
     "versions": _versions,
     "show": _show,
     "history": _history,
+    "status": _status,
 }
 
 

@@ -32,7 +32,9 @@ T = TypeVar("T")
 class Reader:
     """Read-only queries on one open DB-API connection; use `open_reader` to get one."""
 
-    def __init__(self, connection: Any, postgres: bool) -> None:
+    def __init__(self, connection: Any, postgres: bool, settings: Any = None) -> None:
+        #: The `registry.settings.Settings` it was opened with.
+        self.settings = settings
         self._connection = connection
         self._cursor = connection.cursor()
         self._lock = threading.Lock()  # one statement at a time: the console reads from threads
@@ -132,7 +134,7 @@ def open_reader(settings: Any) -> Reader | None:
             postgres = True
         if connection is None:
             return None
-        reader = Reader(connection, postgres)
+        reader = Reader(connection, postgres, settings)
         if reader.run("SELECT version_num FROM alembic_version", ()) != [(SCHEMA_HEAD,)]:
             reader.close()  # older (the Registry upgrades it), newer (it refuses) or not ours
             return None

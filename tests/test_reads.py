@@ -33,6 +33,8 @@ VERBS = [
     ["show", "iris@prod"],
     ["versions", "nope"],
     ["history", "iris", "--at", "teatime"],
+    ["status"],
+    ["status", "--json"],
 ]
 
 
@@ -207,7 +209,7 @@ def test_options_the_quick_parser_does_not_know_go_to_typer():
         ["models", "-h"],
         ["deploy", "iris"],
         ["--home"],
-        ["status"],
+        ["status", "x"],
         ["history", "x", "--at"],
     ):
         assert parse(args) is None, args
