@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import getpass
 import logging
-import socket
 import warnings
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -16,6 +14,7 @@ from sqlmodel import Session, col, select
 
 from registry import history as ledger
 from registry import queries, reads, writes
+from registry.actor import current_actor
 from registry.artifacts import ArtifactStore, load_model
 from registry.capture import Captured, capture
 from registry.errors import ArtifactDamaged, DeploymentNotChosen, InvalidName, VersionInUse, VersionNotFound
@@ -41,15 +40,6 @@ if TYPE_CHECKING:
 
 class SklearnVersionWarning(UserWarning):
     """A model is loaded under a different scikit-learn version than it was registered with."""
-
-
-def current_actor() -> str:
-    """`user@host` of this process, recorded with every event."""
-    try:
-        user = getpass.getuser()
-    except Exception:  # no login name in some containers
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
 
 
 class Registry:
