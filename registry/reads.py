@@ -111,12 +111,16 @@ def list_models(run: Run, include_archived: bool = False) -> list[ModelInfo]:
 
 
 # ---------------------------------------------------------------------- versions
+# By name (no separate model lookup: a round trip less on PostgreSQL); model_id comes with each row.
 _SUMMARY = (
-    "SELECT id, version, estimator_class, description, metrics, created_at, created_by, "
-    "archived_at IS NOT NULL, artifact_sha256, parent_version FROM model_version WHERE model_id = ? "
+    "SELECT model_version.id, model_version.version, model_version.estimator_class, "
+    "model_version.description, model_version.metrics, model_version.created_at, "
+    "model_version.created_by, model_version.archived_at IS NOT NULL, model_version.artifact_sha256, "
+    "model_version.parent_version, model_version.model_id FROM model_version "
+    "JOIN registered_model ON registered_model.id = model_version.model_id WHERE registered_model.name = ? "
 )
-_SUMMARY_ALL = _SUMMARY + "ORDER BY version"
-_SUMMARY_VISIBLE = _SUMMARY + "AND archived_at IS NULL ORDER BY version"
+_SUMMARY_ALL = _SUMMARY + "ORDER BY model_version.version"
+_SUMMARY_VISIBLE = _SUMMARY + "AND model_version.archived_at IS NULL ORDER BY model_version.version"
 _VERSION_ALIASES = "SELECT version_id, alias FROM model_alias WHERE model_id = ? ORDER BY alias"
 _VERSION_TAGS = (
     "SELECT version_tag.version_id, version_tag.key, version_tag.value FROM version_tag "
@@ -126,7 +130,11 @@ _VERSION_TAGS = (
 
 def list_versions(run: Run, name: str, include_archived: bool = False) -> list[VersionSummary]:
     """Summaries of a model's versions, oldest first."""
-    params = (model_id(run, name),)
+    rows = run(_SUMMARY_ALL if include_archived else _SUMMARY_VISIBLE, (name,))
+    if not rows:
+        model_id(run, name)  # ModelNotFound, or a model with no (visible) versions
+        return []
+    params = (rows[0][-1],)
     aliases: dict[int, list[str]] = {}
     for vid, alias in run(_VERSION_ALIASES, params):
         aliases.setdefault(vid, []).append(alias)
@@ -149,9 +157,7 @@ def list_versions(run: Run, name: str, include_archived: bool = False) -> list[V
             aliases=aliases.get(vid, []),
             tags=tags.get(vid, {}),
         )
-        for vid, version, cls, description, metrics, created, by, archived, sha, parent in run(
-            _SUMMARY_ALL if include_archived else _SUMMARY_VISIBLE, params
-        )
+        for vid, version, cls, description, metrics, created, by, archived, sha, parent, _ in rows
     ]
 
 
