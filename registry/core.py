@@ -30,7 +30,7 @@ from registry.schema import (
     VersionTag,
     utcnow,
 )
-from registry.store import Database, Settings, lock_artifact
+from registry.store import Database, Settings, lock_artifact, runner
 
 if TYPE_CHECKING:
     from registry.monitoring.drift import Profile
@@ -349,10 +349,9 @@ class Registry:
         with self.db.write() as session:
             conn = session.connection()
             model_id, _ = writes.lock_model(conn, name)
-            info = queries.get_version(conn, target)
+            version_id, info = reads.find_version(runner(conn), target)
             if info.archived:
                 raise VersionInUse(f"{name}:{info.version} is archived; restore it before aliasing it")
-            version_id = queries.version_id(conn, Ref(name, version=info.version))
             writes.move_alias(
                 conn, (model_id, name), alias, (version_id, info.version), current_actor(), reason
             )

@@ -229,6 +229,11 @@ def version_row(values: Sequence[Any]) -> dict[str, Any]:
 
 def get_version(run: Run, ref: Ref, include_archived: bool = False) -> VersionInfo:
     """The full version a reference points at, with its aliases and tags."""
+    return find_version(run, ref, include_archived)[1]
+
+
+def find_version(run: Run, ref: Ref, include_archived: bool = False) -> tuple[int, VersionInfo]:
+    """The row id and the full version a reference points at (two statements)."""
     found = run(*_version_lookup(ref, include_archived))
     if not found:
         raise not_found(run, ref)
@@ -240,7 +245,7 @@ def get_version(run: Run, ref: Ref, include_archived: bool = False) -> VersionIn
             aliases.append(key)
         else:
             tags[key] = value
-    return version_info(ref.name, row, sorted(aliases), tags)
+    return row["id"], version_info(ref.name, row, sorted(aliases), tags)
 
 
 _ALIAS_NAMES = "SELECT alias FROM model_alias WHERE model_id = ?"
