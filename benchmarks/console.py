@@ -118,7 +118,7 @@ def timed_launch(code: str, args: list[str], env: dict[str, str]) -> tuple[float
     )
     wall = time.perf_counter() - start
     if result.returncode != 0:
-        raise RuntimeError(result.stderr[-2000:])
+        raise RuntimeError(f"exit {result.returncode}: {result.stderr[-2000:]}{result.stdout[-2000:]}")
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     answer = json.loads(lines[-1]) if lines else {}
     if "seconds" in answer:
@@ -134,6 +134,7 @@ VERBS = {
     "history": ["history", "iris"],
 }
 BASELINES = {"python -c pass": ["-c", "pass"], "python -c 'import sqlite3'": ["-c", "import sqlite3"]}
+BEFORE = "models via Typer + Registry"
 VERB_BUDGET, SCREEN_BUDGET = 0.2, 0.5
 #: What a read verb has no use for (checked in one extra run of each, not timed).
 UNNEEDED = ("sklearn", "pandas", "numpy", "textual", "sqlalchemy", "sqlmodel", "typer")
@@ -155,6 +156,8 @@ def measure_verbs(runs: int, env: dict[str, str]) -> tuple[dict[str, list[float]
     """Each read verb and each baseline `runs` times, round-robin (so load spikes hit all alike)."""
     commands = {name: [sys.executable, *args] for name, args in BASELINES.items()}
     commands |= {verb: [sys.executable, "-m", "console", *args] for verb, args in VERBS.items()}
+    # the path every verb took before console/quick.py: Typer and the Registry (SQLAlchemy, SQLModel)
+    commands[BEFORE] = [sys.executable, "-c", "from console.cli import app; app()", "models"]
     times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(runs):
         for name, command in commands.items():
