@@ -8,6 +8,7 @@ polling.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -56,15 +57,17 @@ class Backend:
         self._reader: Reader | None = open_reader(self.settings)
         self._registry: Registry | None = None
         self._client: SupervisorClient | None = None
+        self._opening = threading.Lock()  # screens' workers may ask for the first time at once
         if self._reader is None:  # an older schema, a missing or read-only database: as before
             self._open_registry()
 
     def _open_registry(self) -> Registry:
-        if self._registry is None:
-            from registry import Registry
+        with self._opening:
+            if self._registry is None:
+                from registry import Registry
 
-            self._registry = Registry(settings=self.settings)
-        return self._registry
+                self._registry = Registry(settings=self.settings)
+            return self._registry
 
     @property
     def registry(self) -> Registry:
@@ -74,11 +77,12 @@ class Backend:
     @property
     def client(self) -> SupervisorClient:
         """The home's supervisor client, made on first use."""
-        if self._client is None:
-            from registry.serving.client import SupervisorClient
+        with self._opening:
+            if self._client is None:
+                from registry.serving.client import SupervisorClient
 
-            self._client = SupervisorClient(self.settings.home, timeout=600)
-        return self._client
+                self._client = SupervisorClient(self.settings.home, timeout=600)
+            return self._client
 
     @property
     def home(self) -> Path:
