@@ -7,21 +7,28 @@ On a temporary home with the demo models and 50 deployments in the registry (row
 servers run, so what is measured is the console itself, reading the registry and asking a supervisor
 that is not there, as over SSH at 3 a.m. when things are down):
 
-  1. launch: a fresh `python` process imports the console, starts it headless and waits until the
+  1. read verbs: `modeldeck models`, `versions iris`, `show iris@champion`, `status` and
+     `history iris`, each a fresh process run as the installed `modeldeck` command runs
+     (`console.quick.main`), wall time from process start to exit, median of N runs; beside them, in
+     the same rounds, `python -c pass` and `python -c "import sqlite3"` as the baselines of what any
+     Python command costs here. Budget: under 0.2 s each;
+  2. launch: a fresh `python` process imports the console, starts it headless and waits until the
      models table has rows; wall time from process start to that moment (the process reports it;
-     quitting and interpreter exit are shown apart), median of several launches; beside it, the
-     same for `modeldeck models` (the CLI listing) as the baseline;
-  2. refresh: the console on the deployments view refreshing every second for the whole period; CPU
+     quitting and interpreter exit are shown apart), median of several launches. Budget: under 0.5 s;
+  3. refresh: the console on the deployments view refreshing every second for the whole period; CPU
      time of the process over that period as % of one core, against the same app with refresh paused
      (the baseline), and resident memory at the end;
-  3. whether the console imported scikit-learn, pandas or numpy (it must not, to show the registry).
+  4. whether the console and the read verbs imported scikit-learn, pandas, numpy, SQLAlchemy,
+     SQLModel or Textual (the verbs) they have no use for.
 
 The project's modules are byte-compiled first (`compileall`, into their `__pycache__`), as pip does
 at install and as any run of a checkout does: without that, an environment with
 PYTHONDONTWRITEBYTECODE set would have every launch compile the console's and registry's source
 (~0.1-0.2 s), which no user's launch pays.
 
-Goals: first screen under 1.0 s; a 1 Hz refresh of 50 deployments under 5% of one core.
+Budgets (DESIGN.md section 4): read verbs under 0.2 s; first screen with data under 0.5 s; a 1 Hz
+refresh of 50 deployments under 5% of one core. The machine may be shared: the baselines of the same
+run say how loaded it was.
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ async def main():
     async with app.run_test(size=(120, 40)) as pilot:
         while not app.screen.query("#models") or app.screen.query_one("#models").row_count == 0:
             await pilot.pause(0.01)
-        heavy = [m for m in ("sklearn", "pandas", "numpy") if m in sys.modules]
+        heavy = [m for m in ("sklearn", "pandas", "numpy", "sqlalchemy", "sqlmodel") if m in sys.modules]
         print(json.dumps({"seconds": time.perf_counter(), "heavy": heavy}))
 
 asyncio.run(main())
@@ -111,7 +118,7 @@ def timed_launch(code: str, args: list[str], env: dict[str, str]) -> tuple[float
     )
     wall = time.perf_counter() - start
     if result.returncode != 0:
-        raise RuntimeError(result.stderr[-2000:])
+        raise RuntimeError(f"exit {result.returncode}: {result.stderr[-2000:]}{result.stdout[-2000:]}")
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     answer = json.loads(lines[-1]) if lines else {}
     if "seconds" in answer:
@@ -119,14 +126,65 @@ def timed_launch(code: str, args: list[str], env: dict[str, str]) -> tuple[float
     return wall, answer
 
 
+VERBS = {
+    "models": ["models"],
+    "versions": ["versions", "iris"],
+    "show": ["show", "iris@champion"],
+    "status": ["status"],
+    "history": ["history", "iris"],
+}
+BASELINES = {"python -c pass": ["-c", "pass"], "python -c 'import sqlite3'": ["-c", "import sqlite3"]}
+BEFORE = "models via Typer + Registry"
+VERB_BUDGET, SCREEN_BUDGET = 0.2, 0.5
+#: What a read verb has no use for (checked in one extra run of each, not timed).
+UNNEEDED = ("sklearn", "pandas", "numpy", "textual", "sqlalchemy", "sqlmodel", "typer")
+WHAT_LOADED = """
+import runpy, sys, json, atexit
+atexit.register(lambda: print(json.dumps([m for m in {unneeded!r} if m in sys.modules]), file=sys.stderr))
+sys.argv = ["modeldeck", *sys.argv[1:]]
+runpy.run_module("console", run_name="__main__")
+"""
+
+
+def timed(command: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, env=env, capture_output=True, check=True)
+    return time.perf_counter() - start
+
+
+def measure_verbs(runs: int, env: dict[str, str]) -> tuple[dict[str, list[float]], dict[str, list[str]]]:
+    """Each read verb and each baseline `runs` times, round-robin (so load spikes hit all alike)."""
+    commands = {name: [sys.executable, *args] for name, args in BASELINES.items()}
+    commands |= {verb: [sys.executable, "-m", "console", *args] for verb, args in VERBS.items()}
+    # the path every verb took before console/quick.py: Typer and the Registry (SQLAlchemy, SQLModel)
+    commands[BEFORE] = [sys.executable, "-c", "from console.cli import app; app()", "models"]
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, command in commands.items():
+            times[name].append(timed(command, env))
+    loaded = {}
+    for verb, args in VERBS.items():
+        code = WHAT_LOADED.format(unneeded=UNNEEDED)
+        done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True)
+        loaded[verb] = json.loads(done.stderr.strip().splitlines()[-1])
+    return times, loaded
+
+
+def verdict(seconds: float, budget: float) -> str:
+    return "pass" if seconds < budget else "FAIL"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--runs", type=int, default=None, help="runs of each read verb (default 15; 7 quick)")
+    parser.add_argument("--no-refresh", action="store_true", help="skip the refresh measurement")
     options = parser.parse_args(argv)
     unshadow()
     launches, seconds = (3, 20.0) if options.quick else (5, 60.0)
+    runs = options.runs or (7 if options.quick else 15)
     with tempfile.TemporaryDirectory(prefix="modeldeck-console-") as tmp:
         home = Path(tmp) / "home"
         make_home(home)
@@ -140,25 +198,37 @@ def main(argv: list[str] | None = None) -> None:
         subprocess.run(
             [sys.executable, "-m", "compileall", "-q", *packages], env=env, capture_output=True, check=True
         )
-        console_times, heavy = [], []
-        cli_times, whole_runs = [], []
+        verb_times, loaded = measure_verbs(runs, env)
+        console_times, heavy, whole_runs, bare = [], [], [], []
         for _ in range(launches):
             wall, answer = timed_launch(LAUNCH, [str(home)], env)
             console_times.append(answer["from_start"])
             whole_runs.append(wall)
             heavy = answer.get("heavy", [])
-            start = time.perf_counter()
-            subprocess.run(
-                [sys.executable, "-m", "console.cli", "models"], env=env, capture_output=True, check=True
-            )
-            cli_times.append(time.perf_counter() - start)
-        _, live = timed_launch(REFRESH, [str(home), str(seconds), "live"], env)
-        _, idle = timed_launch(REFRESH, [str(home), str(seconds), "paused"], env)
-    first, cli = statistics.median(console_times), statistics.median(cli_times)
-    print(f"first screen with data: median {first:.2f} s over {launches} launches (goal < 1.0 s)")
+            bare.append(timed([sys.executable, "-c", "pass"], env))
+        if not options.no_refresh:
+            _, live = timed_launch(REFRESH, [str(home), str(seconds), "live"], env)
+            _, idle = timed_launch(REFRESH, [str(home), str(seconds), "paused"], env)
+    base = statistics.median(verb_times["python -c pass"])
+    print(f"read verbs: wall time from process start to exit, median of {runs} runs, round-robin")
+    print(f"  {'command':<28} {'median':>8} {'x pass':>7} {'budget':>7}  verdict  not needed, yet imported")
+    for name, times in verb_times.items():
+        median = statistics.median(times)
+        budget = f"{VERB_BUDGET:.1f} s" if name in VERBS else "-"
+        mark = verdict(median, VERB_BUDGET) if name in VERBS else "-"
+        extra = (", ".join(loaded[name]) or "none") if name in VERBS else ""
+        shown = f"modeldeck {' '.join(VERBS[name])}" if name in VERBS else name
+        print(f"  {shown:<28} {median:>6.3f} s {median / base:>6.1f}x {budget:>7}  {mark:<7}  {extra}")
+    first = statistics.median(console_times)
+    print(
+        f"first screen with data: median {first:.2f} s over {launches} launches "
+        f"(budget < {SCREEN_BUDGET} s: {verdict(first, SCREEN_BUDGET)}); "
+        f"python -c pass in the same rounds: {statistics.median(bare):.3f} s"
+    )
     print(f"  whole run, quitting and interpreter exit included: {statistics.median(whole_runs):.2f} s")
-    print(f"  `modeldeck models` in the same run: {cli:.2f} s ({first / cli:.2f}x)")
     print(f"  heavy modules imported by the console: {heavy or 'none'}")
+    if options.no_refresh:
+        return
     ratio = live["cpu"] / max(idle["cpu"], 1e-9)
     print(
         f"1 Hz refresh of {live['rows']} deployments over {seconds:g} s: {100 * live['cpu']:.1f}% of one "

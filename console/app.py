@@ -63,7 +63,7 @@ class ModeldeckApp(App[None]):
         super().__init__()
         self.backend = Backend(home)
         # A registry this process may not write (a read-only home) is browsed with actions off.
-        self.read_only = read_only or bool(self.backend.registry.db.read_only)
+        self.read_only = read_only or bool(self.backend.read_only)
         self.refresh_seconds = refresh_seconds
         self.paused = False
         self.overview: Overview | None = None
@@ -77,7 +77,7 @@ class ModeldeckApp(App[None]):
         self.operations = Operations(self)
 
     async def on_mount(self) -> None:
-        self.sub_title = f"{self.backend.registry.settings.home}" + (
+        self.sub_title = f"{self.backend.home}" + (
             "  [read-only]" if self.read_only else ""
         )
         await self.switch_mode("models")  # before any key: a `2` typed at once must not be overtaken

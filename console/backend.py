@@ -8,15 +8,20 @@ polling.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from registry import Registry
-from registry.deployments import list_deployments
-from registry.errors import SupervisorError
+from registry.errors import RegistryError, SupervisorError
 from registry.info import DeploymentInfo, EventInfo, ModelInfo, StateAt, VersionInfo, VersionSummary
+from registry.reader import Reader, open_reader
+from registry.settings import Settings
+
+if TYPE_CHECKING:
+    from registry import Registry
+    from registry.serving.client import SupervisorClient
 
 if TYPE_CHECKING:
     from registry.serving.protocol import DeploymentStatus, Stopped
@@ -43,21 +48,90 @@ class Overview:
 
 
 class Backend:
-    """The registry of one home and its supervisor client."""
+    """The registry of one home and its supervisor client.
+
+    Browsing reads through `registry.reader` (sqlite3/psycopg, no SQLAlchemy: the first screen shows
+    sooner) while it can; the `Registry` (and the supervisor client) open on first use: for a change,
+    for what the reader does not cover, or for good once a read through the reader fails (the
+    `Registry` then explains the error, reconnects to a restarted PostgreSQL, and so on)."""
 
     def __init__(self, home: Path | None = None) -> None:
-        from registry.serving.client import SupervisorClient
+        self.settings = Settings.from_env(home=home)
+        self._reader: Reader | None = open_reader(self.settings)
+        self._registry: Registry | None = None
+        self._client: SupervisorClient | None = None
+        self._opening = threading.Lock()  # screens' workers may ask for the first time at once
+        if self._reader is None:  # an older schema, a missing or read-only database: as before
+            self._open_registry()
 
-        self.registry = Registry(home=home)
-        self.client = SupervisorClient(self.registry.settings.home, timeout=600)
+    def _open_registry(self) -> Registry:
+        with self._opening:
+            if self._registry is None:
+                from registry import Registry
+
+                self._registry = Registry(settings=self.settings)
+            return self._registry
+
+    @property
+    def registry(self) -> Registry:
+        """The home's `Registry`, opened on first use."""
+        return self._open_registry()
+
+    @property
+    def client(self) -> SupervisorClient:
+        """The home's supervisor client, made on first use."""
+        with self._opening:
+            if self._client is None:
+                from registry.serving.client import SupervisorClient
+
+                self._client = SupervisorClient(self.settings.home, timeout=600)
+            return self._client
+
+    @property
+    def home(self) -> Path:
+        return self.settings.home
+
+    @property
+    def read_only(self) -> str | None:
+        """Why this process may not write the registry (None: it may); the reader only opens a
+        registry it may write."""
+        return None if self._registry is None else self._registry.db.read_only
+
+    def _read(self, through_reader: Any, through_registry: Any) -> Any:
+        """`through_reader(reader)` while the reader works, else `through_registry(registry)`."""
+        reader = self._reader
+        if reader is not None:
+            try:
+                return through_reader(reader)
+            except RegistryError:  # not found, ...: the same error the Registry gives
+                raise
+            except Exception:  # a driver error: from now on, the Registry
+                self._reader = None
+                reader.close()
+        return through_registry(self._open_registry())
 
     def close(self) -> None:
-        self.client.close()
-        self.registry.close()
+        if self._client is not None:
+            self._client.close()
+        if self._reader is not None:
+            self._reader.close()
+        if self._registry is not None:
+            self._registry.close()
+
+    def list_models(self) -> list[ModelInfo]:
+        return self._read(lambda r: r.list_models(), lambda reg: reg.list_models())
+
+    def deployments(self) -> list[DeploymentInfo]:
+        def through_registry(reg: Registry) -> list[DeploymentInfo]:
+            from registry.deployments import list_deployments
+
+            return list_deployments(reg)
+
+        return self._read(lambda r: r.deployments(), through_registry)
 
     def overview(self) -> Overview:
         """Models and deployments from the registry, and live figures when the supervisor answers."""
-        overview = Overview(self.registry.list_models(), list_deployments(self.registry))
+        overview = Overview(self.list_models(), self.deployments())
         try:
             status = self.client.status(timeout=READ_TIMEOUT)
             monitor = self.client.live(timeout=READ_TIMEOUT)
@@ -72,19 +146,19 @@ class Backend:
         return overview
 
     def events(self, limit: int = 500) -> list[EventInfo]:
-        return self.registry.recent_events(limit)
+        return self._read(lambda r: r.recent_events(limit), lambda reg: reg.recent_events(limit))
 
     def steps(self, deployment: str, since: datetime) -> list[tuple[str, datetime]]:
         """The ledger's events (kind, time) for `deployment` since `since`, oldest first (an action's
         progress)."""
-        recent = self.registry.recent_events(20)
+        recent = self.events(20)
         return [(e.kind, e.at) for e in reversed(recent) if e.deployment == deployment and e.at >= since]
 
     def versions(self, model: str) -> list[VersionSummary]:
-        return self.registry.versions(model)
+        return self._read(lambda r: r.versions(model), lambda reg: reg.versions(model))
 
     def version(self, ref: str) -> VersionInfo:
-        return self.registry.get(ref)
+        return self._read(lambda r: r.get(ref), lambda reg: reg.get(ref))
 
     def set_alias(self, ref: str, alias: str) -> VersionInfo:
         found = self.registry.get(ref)
@@ -92,7 +166,7 @@ class Backend:
 
     def serving_at(self, moment: datetime) -> dict[str, StateAt]:
         """Every model's state (versions, aliases, what each deployment served) at `moment`."""
-        return {m.name: self.registry.history(m.name, moment).state for m in self.registry.list_models()}
+        return {m.name: self.registry.history(m.name, moment).state for m in self.list_models()}
 
     def drift_history(self, deployment: str, minutes: int = 30) -> list[tuple[float, float]]:
         """(time, drifted share of features) of the stored 10 s rollups of the last `minutes`."""

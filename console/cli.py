@@ -634,7 +634,13 @@ serving_commands.register(app)
 
 
 def main() -> None:
-    """Entry point of the `modeldeck` command."""
+    """The `modeldeck` command (`console.quick.main`, the installed entry point, does the read verbs
+    without importing this module)."""
+    from console import quick
+
+    status = quick.run(sys.argv[1:])
+    if status is not None:
+        sys.exit(status)
     app()
 
 

@@ -12,11 +12,10 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from console import output
-from console.widgets.live import multivariate_text
+from console.status_view import show_status, wanted
 from registry.errors import RegistryError, SupervisorError
 
 if TYPE_CHECKING:
@@ -274,92 +273,15 @@ def status(json_out: JsonFlag = False) -> None:
     with _client() as client:
         typed = client.status() if client.running() else None
         store_error = None
-        # The printed view: the status answer as JSON, each deployment with its live figures added.
         answer: dict[str, Any]
         if typed is None:
-            answer = {"supervisor": None, "deployments": _wanted()}
+            answer = {"supervisor": None, "deployments": wanted()}
         else:
             answer = typed.as_dict()
             store_error = _add_live_figures(client, answer["deployments"])
             if store_error:
                 answer["prediction_store_error"] = store_error
-    if json_out:
-        output.print_json(answer)
-        return
-    supervisor = typed.supervisor if typed is not None else None
-    if supervisor is None:
-        output.err.print(
-            "no supervisor is running: each state is what the deployment's own port answers "
-            "(modeldeck supervisor start)"
-        )
-    _exporter_note(supervisor)
-    deployments = answer["deployments"]
-    if not deployments:
-        output.out.print("no deployments; start one with: modeldeck deploy NAME[:VERSION|@ALIAS]")
-        return
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in (
-        "DEPLOYMENT",
-        "SERVING",
-        "STANDBY",
-        "URL",
-        "WORKERS",
-        "STATUS",
-        "RESTARTS",
-        "REQ/S",
-        "P99",
-        "DRIFT",
-    ):
-        table.add_column(column)
-    for d in deployments:
-        live = d.get("live") or {}
-        table.add_row(
-            d["name"],
-            f"{d['model']}:{d['version']}",
-            str(d["standby_version"] or "-"),
-            address(d),
-            f"{d.get('workers_running', '?')}/{d['workers']}",
-            d.get("status", "down") + (f" ({d['message']})" if d.get("message") else ""),
-            str(d.get("restarts", "-")),
-            f"{live['rps']:.1f}" if live.get("rps") is not None else "-",
-            f"{live['p99'] * 1e3:.2f} ms" if live.get("p99") is not None else "-",
-            live.get("drift") or "-",
-        )
-    output.print_table(table)
-    _print_realised(deployments)
-    if store_error:
-        output.err.print(
-            f"note: realised performance unavailable: the prediction store cannot be read: {store_error}"
-        )
-    for d in deployments:
-        if (d.get("live") or {}).get("drift_reason"):
-            output.out.print(f"{d['name']}: {d['live']['drift']}, {d['live']['drift_reason']}")
-        if multivariate := multivariate_text(d.get("live") or {}):
-            output.out.print(f"{d['name']}: multivariate {multivariate}", markup=False)
-    for d in deployments:
-        if d.get("token"):
-            output.out.print(f"{d['name']}: bearer token {d['token']}")
-    _print_estimates(deployments)
-
-
-def _print_estimates(deployments: list[dict[str, Any]]) -> None:
-    """One line per deployment with an estimated performance (see `console.performance_text`)."""
-    from console.performance_text import estimated_text
-
-    for d in deployments:
-        text = estimated_text(((d.get("live") or {}).get("performance") or {}).get("estimated"))
-        if text:
-            output.out.print(f"{d['name']}: {text}", markup=False, highlight=False)
-
-
-def _print_realised(deployments: list[dict[str, Any]]) -> None:
-    """A line per deployment with realised performance (from labels sent as feedback)."""
-    from registry.monitoring.performance import summary
-
-    for d in deployments:
-        realised = (d.get("performance") or {}).get("realised")
-        if realised and realised.get("predicted"):
-            output.out.print(f"{d['name']} v{realised['version']} realised: {summary(realised)}")
+    show_status(answer, json_out)
 
 
 def _add_live_figures(client: Any, deployments: list[dict[str, Any]]) -> str | None:
@@ -407,18 +329,6 @@ def address(deployment: dict[str, Any] | DeploymentStatus) -> str:
         return deployment.get("outside_url") or deployment["url"]
     host, port = deployment["host"], deployment["port"]
     return outside_url(host, port) or local_url(host, port)
-
-
-def _wanted() -> list[dict[str, Any]]:
-    """The registry's deployments, each in the state its own port tells (the supervisor is down)."""
-    from registry import Registry
-    from registry.deployments import list_deployments
-    from registry.serving.probe import NO_SUPERVISOR, probe_deployments
-
-    with Registry() as reg:
-        wanted = [d.as_dict() for d in list_deployments(reg)]
-    states = probe_deployments(wanted)
-    return [{**d, "status": states[d["name"]], "message": NO_SUPERVISOR} for d in wanted]
 
 
 def logs(

@@ -8,9 +8,8 @@ registered or loaded, and nothing here imports Textual.
 >>> registry.load("iris@champion")
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from registry.core import Registry, SklearnVersionWarning
 from registry.errors import (
     ArtifactError,
     DatabaseError,
@@ -27,7 +26,26 @@ from registry.errors import (
 )
 from registry.info import EventInfo, History, ModelInfo, StateAt, VersionInfo, VersionSummary
 from registry.refs import Ref, parse_ref
-from registry.store import Settings
+from registry.settings import Settings
+
+if TYPE_CHECKING:
+    from registry.core import Registry, SklearnVersionWarning
+
+#: Names whose modules load on first use: `registry.core` brings SQLAlchemy and SQLModel, which the
+#: CLI's read verbs and the console's first screen do without (see `registry.reader`).
+_LAZY = {"Registry": "registry.core", "SklearnVersionWarning": "registry.core"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'registry' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 _default: "Registry | None" = None
 
@@ -36,6 +54,8 @@ def default_registry() -> "Registry":
     """The registry of `$MODELDECK_HOME` / `$MODELDECK_DB_URL`, opened once per process."""
     global _default
     if _default is None:
+        from registry.core import Registry
+
         _default = Registry()
     return _default
 

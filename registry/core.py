@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import getpass
 import logging
-import socket
 import warnings
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -15,7 +13,8 @@ from sqlalchemy import Connection, delete, func, insert
 from sqlmodel import Session, col, select
 
 from registry import history as ledger
-from registry import queries, writes
+from registry import queries, reads, writes
+from registry.actor import current_actor
 from registry.artifacts import ArtifactStore, load_model
 from registry.capture import Captured, capture
 from registry.errors import ArtifactDamaged, DeploymentNotChosen, InvalidName, VersionInUse, VersionNotFound
@@ -24,7 +23,6 @@ from registry.reference import ReferenceSample, decode, read_reference
 from registry.refs import Ref, check_alias, check_model_name, parse_ref
 from registry.schema import (
     Deployment,
-    Event,
     ModelAlias,
     ModelTag,
     ModelVersion,
@@ -32,7 +30,7 @@ from registry.schema import (
     VersionTag,
     utcnow,
 )
-from registry.store import Database, Settings, lock_artifact
+from registry.store import Database, Settings, lock_artifact, runner
 
 if TYPE_CHECKING:
     from registry.monitoring.drift import Profile
@@ -42,15 +40,6 @@ if TYPE_CHECKING:
 
 class SklearnVersionWarning(UserWarning):
     """A model is loaded under a different scikit-learn version than it was registered with."""
-
-
-def current_actor() -> str:
-    """`user@host` of this process, recorded with every event."""
-    try:
-        user = getpass.getuser()
-    except Exception:  # no login name in some containers
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
 
 
 class Registry:
@@ -226,8 +215,8 @@ class Registry:
     def get(self, ref: str | Ref) -> VersionInfo:
         """The version a reference (`name`, `name:3`, `name@alias`) points at."""
         parsed = _as_ref(ref)
-        with self.db.connect() as conn:
-            return queries.get_version(conn, parsed)
+        with self.db.reads() as run:
+            return reads.get_version(run, parsed)
 
     def load(self, ref: str | Ref) -> Any:
         """The fitted estimator of a version, after its sha256 matches the registry."""
@@ -342,39 +331,13 @@ class Registry:
 
     def list_models(self, include_archived: bool = False) -> list[ModelInfo]:
         """Every model, with its number of (non-archived) versions, newest version and aliases."""
-        with self.db.read() as session:
-            counts = select(ModelVersion.model_id, func.count(), func.max(ModelVersion.version))
-            if not include_archived:
-                counts = counts.where(col(ModelVersion.archived_at).is_(None))
-            stats = {m: (n, latest) for m, n, latest in session.exec(counts.group_by(ModelVersion.model_id))}
-            aliases: dict[int, dict[str, int]] = {}
-            query = select(ModelAlias.model_id, ModelAlias.alias, ModelVersion.version).join(
-                ModelVersion, col(ModelVersion.id) == ModelAlias.version_id
-            )
-            for model_id, alias, version in session.exec(query):
-                aliases.setdefault(model_id, {})[alias] = version
-            tags: dict[int, dict[str, str]] = {}
-            for tag in session.exec(select(ModelTag)):
-                tags.setdefault(tag.model_id, {})[tag.key] = tag.value
-            models = session.exec(select(RegisteredModel).order_by(RegisteredModel.name)).all()
-            return [
-                ModelInfo(
-                    name=m.name,
-                    description=m.description,
-                    created_at=m.created_at,
-                    updated_at=m.updated_at,
-                    versions=stats.get(m.id, (0, None))[0],
-                    latest_version=stats.get(m.id, (0, None))[1],
-                    aliases=aliases.get(m.id, {}),
-                    tags=tags.get(m.id, {}),
-                )
-                for m in models
-            ]
+        with self.db.reads() as run:
+            return reads.list_models(run, include_archived)
 
     def versions(self, name: str, include_archived: bool = False) -> list[VersionSummary]:
         """Summaries of the versions of a model, oldest first; archived ones only if asked."""
-        with self.db.connect() as conn:
-            return queries.list_versions(conn, name, include_archived)
+        with self.db.reads() as run:
+            return reads.list_versions(run, name, include_archived)
 
     # ------------------------------------------------------------------ change
     def set_alias(self, name: str, alias: str, version: int | str, reason: str = "") -> VersionInfo:
@@ -386,10 +349,9 @@ class Registry:
         with self.db.write() as session:
             conn = session.connection()
             model_id, _ = writes.lock_model(conn, name)
-            info = queries.get_version(conn, target)
+            version_id, info = reads.find_version(runner(conn), target)
             if info.archived:
                 raise VersionInUse(f"{name}:{info.version} is archived; restore it before aliasing it")
-            version_id = queries.version_id(conn, Ref(name, version=info.version))
             writes.move_alias(
                 conn, (model_id, name), alias, (version_id, info.version), current_actor(), reason
             )
@@ -524,22 +486,13 @@ class Registry:
         existed, where each alias pointed and which version each deployment was serving."""
         moment = ledger.parse_time(at) if isinstance(at, str) else (at or utcnow())
         moment = moment.astimezone(UTC)  # a naive datetime is taken as local time
-        with self.db.read() as session:
-            _model(session, name)
-            rows = session.exec(
-                select(Event).where(Event.model_name == name).order_by(col(Event.at), col(Event.id))
-            ).all()
-            events = [_event_info(e) for e in rows]
-        shown = [e for e in events if e.at <= moment]
-        return History(model=name, events=shown, state=ledger.replay(events, moment))
+        with self.db.reads() as run:
+            return reads.history(run, name, moment)
 
     def recent_events(self, limit: int = 200) -> list[EventInfo]:
         """The newest `limit` ledger events of every model, newest first."""
-        with self.db.read() as session:
-            rows = session.exec(
-                select(Event).order_by(col(Event.at).desc(), col(Event.id).desc()).limit(limit)
-            ).all()
-            return [_event_info(e) for e in rows]
+        with self.db.reads() as run:
+            return reads.recent_events(run, limit)
 
     def record_event(self, name: str, kind: str, **fields: Any) -> None:
         """Append an event to the ledger (used by the serving supervisor)."""
@@ -572,12 +525,6 @@ def _check_tag_key(key: str) -> str:
     return key
 
 
-def _model(session: Session, name: str) -> RegisteredModel:
-    model = session.get(RegisteredModel, queries.model_id(session.connection(), name))
-    assert model is not None
-    return model
-
-
 def _lock_model(session: Session, name: str) -> RegisteredModel:
     """The model row, locked for this transaction (PostgreSQL; SQLite's writer lock covers it)."""
     model = session.get(RegisteredModel, writes.lock_model(session.connection(), name)[0])
@@ -607,21 +554,6 @@ def _holders(session: Session, model: RegisteredModel, row: ModelVersion) -> str
 def _record(target: Session | Connection, name: str, kind: str, actor: str, **fields: Any) -> None:
     """Append to the ledger inside the caller's transaction."""
     writes.record(target.connection() if isinstance(target, Session) else target, name, kind, actor, **fields)
-
-
-def _event_info(e: Event) -> EventInfo:
-    return EventInfo(
-        at=e.at,
-        model=e.model_name,
-        kind=e.kind,
-        actor=e.actor,
-        deployment=e.deployment,
-        alias=e.alias,
-        from_version=e.from_version,
-        to_version=e.to_version,
-        reason=e.reason,
-        detail=dict(e.detail or {}),
-    )
 
 
 __all__ = ["Registry", "SklearnVersionWarning", "current_actor"]

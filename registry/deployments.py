@@ -13,54 +13,18 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from registry import history as ledger
-from registry import queries, writes
+from registry import queries, reads, writes
 from registry.core import Registry, current_actor
 from registry.info import DeploymentInfo
 from registry.refs import Ref
 from registry.schema import Deployment, Event, ModelVersion, RegisteredModel, utcnow
 
-_DEPLOYMENTS = Deployment.__table__  # type: ignore[attr-defined]
-_SERVING = ModelVersion.__table__.alias("serving")  # type: ignore[attr-defined]
-_STANDBY = ModelVersion.__table__.alias("standby")  # type: ignore[attr-defined]
-_MODELS = RegisteredModel.__table__  # type: ignore[attr-defined]
-#: One statement for the whole list (the console polls it every second, the supervisor on every
-#: reconcile): loading ORM rows and then each row's model and versions cost ~100 lookups for 50.
-_LIST = (
-    sa.select(
-        _DEPLOYMENTS.c.name,
-        _MODELS.c.name,
-        _SERVING.c.version,
-        _STANDBY.c.version,
-        _DEPLOYMENTS.c.host,
-        _DEPLOYMENTS.c.port,
-        _DEPLOYMENTS.c.workers,
-        _DEPLOYMENTS.c.options,
-        _DEPLOYMENTS.c.updated_at,
-    )
-    .join(_MODELS, _MODELS.c.id == _DEPLOYMENTS.c.model_id)
-    .join(_SERVING, _SERVING.c.id == _DEPLOYMENTS.c.version_id)
-    .outerjoin(_STANDBY, _STANDBY.c.id == _DEPLOYMENTS.c.standby_version_id)
-    .order_by(_DEPLOYMENTS.c.name)
-)
-
 
 def list_deployments(registry: Registry) -> list[DeploymentInfo]:
-    """Every deployment, by name."""
-    with registry.db.connect() as conn:
-        return [
-            DeploymentInfo(
-                name=name,
-                model=model,
-                version=version,
-                standby_version=standby,
-                host=host,
-                port=port or 0,
-                workers=workers,
-                options=dict(options or {}),
-                updated_at=updated_at,
-            )
-            for name, model, version, standby, host, port, workers, options, updated_at in conn.execute(_LIST)
-        ]
+    """Every deployment, by name (one statement: the console polls it every second, the supervisor on
+    every reconcile; see `registry.reads`)."""
+    with registry.db.reads() as run:
+        return reads.list_deployments(run)
 
 
 def get_deployment(registry: Registry, name: str) -> DeploymentInfo | None:

@@ -14,13 +14,11 @@ next to an empty artifact store (else the registry's database was lost: `modelde
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,68 +30,14 @@ from sqlmodel import Session
 
 from registry.errors import DatabaseError, SchemaTooNew
 from registry.files import private_dirs, tighten
+from registry.reader import SCHEMA_HEAD
+from registry.reads import Run
+from registry.settings import Settings, default_home, with_psycopg
 
-#: The newest schema revision this code knows; must equal the head of `registry/migrations`.
-SCHEMA_HEAD = "0007"
+__all__ = ["SCHEMA_HEAD", "Database", "Settings", "default_home", "with_psycopg"]
+
 _WRITE = "modeldeck_write"
 _PG_MIGRATION_LOCK = 0x6D6F64656C  # an arbitrary, fixed advisory-lock key ("model")
-
-
-def default_home() -> Path:
-    """`$MODELDECK_HOME`, else the platform's user data directory for modeldeck."""
-    env = os.environ.get("MODELDECK_HOME")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("modeldeck", appauthor=False))
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Where the registry lives: its home, database URL and artifact directory."""
-
-    home: Path
-    db_url: str
-    artifacts_dir: Path
-    db_timeout: float = 15.0
-
-    @classmethod
-    def from_env(cls, home: str | Path | None = None, db_url: str | None = None) -> Settings:
-        """Settings from arguments, falling back to the `MODELDECK_*` environment variables."""
-        home_path = Path(home).expanduser() if home is not None else default_home()
-        url = db_url or os.environ.get("MODELDECK_DB_URL") or f"sqlite:///{home_path / 'registry.db'}"
-        url = with_psycopg(url)
-        artifacts = os.environ.get("MODELDECK_ARTIFACTS_DIR")
-        raw_timeout = os.environ.get("MODELDECK_DB_TIMEOUT", "15")
-        try:
-            timeout = float(raw_timeout)
-        except ValueError:
-            raise DatabaseError(f"MODELDECK_DB_TIMEOUT={raw_timeout!r} is not a number of seconds") from None
-        return cls(
-            home=home_path,
-            db_url=url,
-            artifacts_dir=Path(artifacts).expanduser() if artifacts else home_path / "artifacts",
-            db_timeout=timeout,
-        )
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.db_url.startswith("sqlite")
-
-    @property
-    def display_url(self) -> str:
-        """The database URL with any password hidden."""
-        return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", self.db_url)
-
-
-def with_psycopg(url: str) -> str:
-    """`postgres://` and `postgresql://` (what Heroku, libpq and most hosts hand out) name PostgreSQL
-    without a driver; modeldeck talks to it through psycopg 3, so they mean `postgresql+psycopg://`."""
-    scheme, sep, rest = url.partition("://")
-    if sep and scheme.lower() in ("postgres", "postgresql"):
-        return f"postgresql+psycopg://{rest}"
-    return url
 
 
 def make_engine(settings: Settings) -> Engine:
@@ -317,6 +261,12 @@ class Database:
             yield conn
 
     @contextmanager
+    def reads(self) -> Iterator[Run]:
+        """A runner of `registry.reads` queries on a plain read connection (see `connect`)."""
+        with self.connect() as conn:
+            yield runner(conn)
+
+    @contextmanager
     def write(self) -> Iterator[Session]:
         """A session whose transaction commits on success and rolls back on any error."""
         self.check_writable()
@@ -329,6 +279,16 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def runner(conn: Connection) -> Run:
+    """`registry.reads`' runner on a SQLAlchemy connection: the same SQL, straight to the driver."""
+    postgres = conn.dialect.name == "postgresql"
+
+    def run(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return conn.exec_driver_sql(sql.replace("?", "%s") if postgres else sql, tuple(params)).all()  # type: ignore[return-value]
+
+    return run
 
 
 def current_revision(db: Database) -> str | None:

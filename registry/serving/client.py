@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from registry.core import current_actor
+from registry.actor import current_actor
 from registry.errors import RegistryError, SupervisorError
 from registry.files import append_private
 from registry.serving import logs
@@ -31,7 +31,7 @@ from registry.serving.protocol import (
     StopRequest,
 )
 from registry.serving.rundir import RunDir
-from registry.store import Settings
+from registry.settings import Settings
 
 if TYPE_CHECKING:
     import httpx

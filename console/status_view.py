@@ -1,0 +1,128 @@
+"""What `modeldeck status` prints, apart from the Typer command (so the light read path,
+`console.quick`, prints the same without importing Typer)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+
+from console import output
+from console.widgets.live import multivariate_text
+
+if TYPE_CHECKING:
+    from registry.info import DeploymentInfo
+
+
+def show_status(answer: dict[str, Any], json_out: bool) -> None:
+    """`modeldeck status`'s output of a status answer (the supervisor's, or `wanted()`'s)."""
+    if json_out:
+        output.print_json(answer)
+        return
+    supervisor = answer["supervisor"]
+    store_error = answer.get("prediction_store_error")
+    if supervisor is None:
+        output.err.print(
+            "no supervisor is running: each state is what the deployment's own port answers "
+            "(modeldeck supervisor start)"
+        )
+    _exporter_note(supervisor)
+    deployments = answer["deployments"]
+    if not deployments:
+        output.out.print("no deployments; start one with: modeldeck deploy NAME[:VERSION|@ALIAS]")
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in (
+        "DEPLOYMENT",
+        "SERVING",
+        "STANDBY",
+        "URL",
+        "WORKERS",
+        "STATUS",
+        "RESTARTS",
+        "REQ/S",
+        "P99",
+        "DRIFT",
+    ):
+        table.add_column(column)
+    for d in deployments:
+        live = d.get("live") or {}
+        table.add_row(
+            d["name"],
+            f"{d['model']}:{d['version']}",
+            str(d["standby_version"] or "-"),
+            address(d),
+            f"{d.get('workers_running', '?')}/{d['workers']}",
+            d.get("status", "down") + (f" ({d['message']})" if d.get("message") else ""),
+            str(d.get("restarts", "-")),
+            f"{live['rps']:.1f}" if live.get("rps") is not None else "-",
+            f"{live['p99'] * 1e3:.2f} ms" if live.get("p99") is not None else "-",
+            live.get("drift") or "-",
+        )
+    output.print_table(table)
+    _print_realised(deployments)
+    if store_error:
+        output.err.print(
+            f"note: realised performance unavailable: the prediction store cannot be read: {store_error}"
+        )
+    for d in deployments:
+        if (d.get("live") or {}).get("drift_reason"):
+            output.out.print(f"{d['name']}: {d['live']['drift']}, {d['live']['drift_reason']}")
+        if multivariate := multivariate_text(d.get("live") or {}):
+            output.out.print(f"{d['name']}: multivariate {multivariate}", markup=False)
+    for d in deployments:
+        if d.get("token"):
+            output.out.print(f"{d['name']}: bearer token {d['token']}")
+    _print_estimates(deployments)
+
+
+def _print_estimates(deployments: list[dict[str, Any]]) -> None:
+    """One line per deployment with an estimated performance (see `console.performance_text`)."""
+    from console.performance_text import estimated_text
+
+    for d in deployments:
+        text = estimated_text(((d.get("live") or {}).get("performance") or {}).get("estimated"))
+        if text:
+            output.out.print(f"{d['name']}: {text}", markup=False, highlight=False)
+
+
+def _print_realised(deployments: list[dict[str, Any]]) -> None:
+    """A line per deployment with realised performance (from labels sent as feedback)."""
+    for d in deployments:
+        realised = (d.get("performance") or {}).get("realised")
+        if realised and realised.get("predicted"):
+            from registry.monitoring.performance import summary
+
+            output.out.print(f"{d['name']} v{realised['version']} realised: {summary(realised)}")
+
+
+def wanted(deployments: list[DeploymentInfo] | None = None) -> list[dict[str, Any]]:
+    """The registry's deployments (read here unless given), each in the state its own port tells
+    (the supervisor is down)."""
+    from registry.serving.probe import NO_SUPERVISOR, probe_deployments
+
+    if deployments is None:
+        from registry import Registry
+        from registry.deployments import list_deployments
+
+        with Registry() as reg:
+            deployments = list_deployments(reg)
+    wanted = [d.as_dict() for d in deployments]
+    states = probe_deployments(wanted)
+    return [{**d, "status": states[d["name"]], "message": NO_SUPERVISOR} for d in wanted]
+
+
+def address(deployment: dict[str, Any]) -> str:
+    """The URL to give clients: other hosts' for a server bound to every interface, else the bound one."""
+    from registry.serving.addresses import local_url, outside_url
+
+    if "url" in deployment:
+        return deployment.get("outside_url") or deployment["url"]
+    host, port = deployment["host"], deployment["port"]
+    return outside_url(host, port) or local_url(host, port)
+
+
+def _exporter_note(info: dict[str, Any] | None) -> None:
+    """Say on stderr when the Prometheus exporter is not where it was asked (or missing)."""
+    if info and info.get("metrics_note"):
+        output.err.print(f"note: {info['metrics_note']}")
