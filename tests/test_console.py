@@ -8,7 +8,7 @@ import time
 
 import httpx
 import pytest
-from console_deck import ROW, Deck, banner, settle, wait_until
+from console_deck import ROW, Deck, banner, settle, toasts, wait_until
 
 from registry import Registry
 
@@ -175,10 +175,12 @@ async def test_colon_commands_and_the_filter(deck: Deck) -> None:
         assert app.screen.__class__.__name__ == "DeploymentsScreen"
 
         def said(check) -> bool:
-            return any(check(n.message) for n in app._notifications)
+            return any(check(t) for t in toasts(app))
 
-        await wait_until(pilot, lambda: said(lambda m: m.startswith("cannot deploy nope@champion: ")))
-        await wait_until(pilot, lambda: said(lambda m: m == "no deployment 'nope'; known: iris"))
+        unknown_model = lambda m: m.startswith("cannot deploy nope@champion: ")  # noqa: E731
+        unknown_deployment = lambda m: m == "no deployment 'nope'; known: iris"  # noqa: E731
+        await wait_until(pilot, lambda: said(unknown_model) and said(unknown_deployment))
+        assert said(unknown_model) and said(unknown_deployment), toasts(app)
 
 
 def test_demo_traffic_is_answered_and_drifts_the_chosen_deployment(deck: Deck) -> None:

@@ -7,7 +7,7 @@ import time
 
 import httpx
 import pytest
-from console_deck import ROW, Deck, settle, wait_until
+from console_deck import ROW, Deck, settle, toasts, wait_until
 
 from registry import Registry
 
@@ -110,7 +110,8 @@ async def test_versions_show_details_set_an_alias_and_compare_two_versions(deck:
 
         await pilot.press("a", *"bad alias!", "enter")  # refused with the registry's reason, nothing changes
         await settle(pilot, app, 0.3)
-        assert any("setting iris@bad alias! failed" in n.message for n in app._notifications)
+        await wait_until(pilot, lambda: any("setting iris@bad alias! failed" in t for t in toasts(app)))
+        assert any("setting iris@bad alias! failed" in t for t in toasts(app)), toasts(app)
 
         await pilot.press("c")  # no version marked: compares with the next older one
         await settle(pilot, app, 0.3)
@@ -213,7 +214,8 @@ async def test_the_events_view_says_what_was_serving_at_a_time(deck: Deck) -> No
         assert table.get_row_at(table.cursor_row)[0] <= f"{time.strftime('%Y-%m-%d')} {middle}"
         await pilot.press("colon", *"at yesterday-ish", "enter")
         await settle(pilot, app, 0.2)
-        assert any("time" in n.message for n in app._notifications)  # an unreadable time is said
+        await wait_until(pilot, lambda: any("time" in t for t in toasts(app)))
+        assert any("time" in t for t in toasts(app)), toasts(app)  # an unreadable time is said
 
 
 async def test_a_view_key_goes_to_its_root_and_deploying_the_serving_version_says_it_serves(
@@ -243,7 +245,6 @@ async def test_a_view_key_goes_to_its_root_and_deploying_the_serving_version_say
         await pilot.press("d")
         await settle(pilot, app, 0.3)
         assert not isinstance(app.screen, Confirm)  # no no-op deploy is offered
-        messages = [n.message for n in app._notifications]
-        assert any(m.startswith(f"iris:{serving} already serves on deployment iris (") for m in messages), (
-            messages
-        )
+        said = f"iris:{serving} already serves on deployment iris ("
+        await wait_until(pilot, lambda: any(t.startswith(said) for t in toasts(app)))
+        assert any(t.startswith(said) for t in toasts(app)), toasts(app)
