@@ -147,7 +147,7 @@ async def test_colon_commands_and_the_filter(deck: Deck) -> None:
     from console.widgets.confirm import Confirm
 
     app = deck.app()
-    async with app.run_test(size=(100, 30)) as pilot:
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
         await settle(pilot, app)
         await pilot.press("slash", *"^nope")
         await settle(pilot, app, 0.3)

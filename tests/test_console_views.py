@@ -89,7 +89,7 @@ async def test_versions_show_details_set_an_alias_and_compare_two_versions(deck:
     from console.widgets.ask import Ask
 
     app = deck.app()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(120, 40), notifications=True) as pilot:
         await settle(pilot, app)
         await pilot.press("enter")
         await settle(pilot, app)
@@ -202,7 +202,7 @@ async def test_the_events_view_says_what_was_serving_at_a_time(deck: Deck) -> No
         assert text(app, "#serving") == f"serving at {time.strftime('%Y-%m-%d')} {middle}: iris → iris:2"
 
     app = deck.app()
-    async with app.run_test(size=(120, 30)) as pilot:
+    async with app.run_test(size=(120, 30), notifications=True) as pilot:
         await pilot.press("3")
         await settle(pilot, app)
         await wait_until(pilot, lambda: "serving at" in text(app, "#serving"))
@@ -225,7 +225,7 @@ async def test_a_view_key_goes_to_its_root_and_deploying_the_serving_version_say
 
     serving = deck.version()
     app = deck.app()
-    async with app.run_test(size=(100, 30)) as pilot:
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
         await settle(pilot, app)
         await pilot.press("2", "l")  # the logs, pushed on the deployments tab
         await settle(pilot, app, 0.2)

@@ -57,6 +57,8 @@ class FitFooter(Footer):
         return keys
 
     def fit(self) -> None:
+        if not self.is_attached:  # (a fit asked for after a refresh may come once its screen is gone)
+            return
         widgets = list(self.query("FooterKey"))
         keys = self.keys()
         if len(widgets) != len(keys):  # not rebuilt yet for these bindings: the rebuild fits again
