@@ -166,21 +166,22 @@ async def test_colon_commands_and_the_filter(deck: Deck) -> None:
         await pilot.press("n")
         await settle(pilot, app)
         assert deck.version() == "1"
-        await pilot.press("colon", *"deploy nope@champion", "enter")
-        await settle(pilot, app, 0.2)
-        assert not isinstance(app.screen, Confirm)  # an unknown model is said, not asked about
-        await pilot.press("colon", *"logs nope", "enter")
-        await pilot.press("colon", *"deployments", "enter")
-        await settle(pilot, app)
-        assert app.screen.__class__.__name__ == "DeploymentsScreen"
 
-        def said(check) -> bool:
+        def said(check) -> bool:  # a toast on screen says it (each shows for a few seconds)
             return any(check(t) for t in toasts(app))
 
         unknown_model = lambda m: m.startswith("cannot deploy nope@champion: ")  # noqa: E731
         unknown_deployment = lambda m: m == "no deployment 'nope'; known: iris"  # noqa: E731
-        await wait_until(pilot, lambda: said(unknown_model) and said(unknown_deployment))
-        assert said(unknown_model) and said(unknown_deployment), toasts(app)
+        await pilot.press("colon", *"deploy nope@champion", "enter")
+        await wait_until(pilot, lambda: said(unknown_model))
+        assert said(unknown_model), toasts(app)
+        assert not isinstance(app.screen, Confirm)  # an unknown model is said, not asked about
+        await pilot.press("colon", *"logs nope", "enter")
+        await wait_until(pilot, lambda: said(unknown_deployment))
+        assert said(unknown_deployment), toasts(app)
+        await pilot.press("colon", *"deployments", "enter")
+        await settle(pilot, app)
+        assert app.screen.__class__.__name__ == "DeploymentsScreen"
 
 
 def test_demo_traffic_is_answered_and_drifts_the_chosen_deployment(deck: Deck) -> None:

@@ -307,7 +307,8 @@ def _eight_bit(app) -> None:  # type: ignore[no-untyped-def]
                 for text, style, control in segments
             ]
 
-    app._filters.append(EightBit())
+    line_filters = app.get_line_filters  # the public hook every widget asks for the app's filters
+    app.get_line_filters = lambda: [*line_filters(), EightBit()]
 
 
 @pytest.mark.parametrize(
