@@ -130,6 +130,8 @@ class OverviewScreen(Screen[None], Generic[Extra]):
             self._schedule()
 
     def _schedule(self) -> None:
+        if not self.is_attached:  # closed meanwhile (its poll was cancelled): nothing more to read
+            return
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
