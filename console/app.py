@@ -142,6 +142,8 @@ class ModeldeckApp(App[None]):
         parts += [self._problem] if self._problem else []
         parts += ["paused (p resumes)"] if self.paused else []
         parts += [self._progress] if self._progress else []
+        if not self.screen_stack:  # quitting: a poll's answer may still arrive after the last screen
+            return
         for banner in self.screen.query(Banner):
             banner.say(" · ".join(parts))
 

@@ -1,8 +1,9 @@
-"""Messages shared across screens."""
+"""Messages shared across screens: what a poll's worker thread read, handed to the UI thread."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from textual.message import Message
 
@@ -11,12 +12,16 @@ from console.backend import Overview
 
 @dataclass
 class OverviewLoaded(Message):
-    """A fresh overview arrived (only the newest one waiting in a queue matters)."""
+    """A poll's result: the overview, what the screen read besides it (`extra`) and the request it
+    was read for. A newer one replaces one still waiting unless each carries news of its own."""
 
     overview: Overview
+    extra: Any = None
+    request: Any = None
+    replaceable: bool = True
 
     def can_replace(self, message: Message) -> bool:
-        return isinstance(message, OverviewLoaded)
+        return self.replaceable and isinstance(message, OverviewLoaded)
 
 
 @dataclass

@@ -65,6 +65,11 @@ def banner(app) -> str:
     return str(widget.render()) if widget.display else ""
 
 
+def toasts(app) -> list[str]:
+    """The notifications the current screen shows: the text of its toasts (the `Toast` widgets)."""
+    return [str(toast.render()) for toast in app.screen.query("Toast")]
+
+
 async def wait_until(pilot, condition, seconds: float = 20.0) -> None:
     """Let the app run until `condition()` holds (or `seconds` pass: the caller's assert then says why)."""
     deadline = time.monotonic() + seconds

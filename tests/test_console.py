@@ -8,7 +8,7 @@ import time
 
 import httpx
 import pytest
-from console_deck import ROW, Deck, banner, settle, wait_until
+from console_deck import ROW, Deck, banner, settle, toasts, wait_until
 from helpers import wait_until as poll_until
 
 from registry import Registry
@@ -148,7 +148,7 @@ async def test_colon_commands_and_the_filter(deck: Deck) -> None:
     from console.widgets.confirm import Confirm
 
     app = deck.app()
-    async with app.run_test(size=(100, 30)) as pilot:
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
         await settle(pilot, app)
         await pilot.press("slash", *"^nope")
         await settle(pilot, app, 0.3)
@@ -167,19 +167,22 @@ async def test_colon_commands_and_the_filter(deck: Deck) -> None:
         await pilot.press("n")
         await settle(pilot, app)
         assert deck.version() == "1"
+
+        def said(check) -> bool:  # a toast on screen says it (each shows for a few seconds)
+            return any(check(t) for t in toasts(app))
+
+        unknown_model = lambda m: m.startswith("cannot deploy nope@champion: ")  # noqa: E731
+        unknown_deployment = lambda m: m == "no deployment 'nope'; known: iris"  # noqa: E731
         await pilot.press("colon", *"deploy nope@champion", "enter")
-        await settle(pilot, app, 0.2)
+        await wait_until(pilot, lambda: said(unknown_model))
+        assert said(unknown_model), toasts(app)
         assert not isinstance(app.screen, Confirm)  # an unknown model is said, not asked about
         await pilot.press("colon", *"logs nope", "enter")
+        await wait_until(pilot, lambda: said(unknown_deployment))
+        assert said(unknown_deployment), toasts(app)
         await pilot.press("colon", *"deployments", "enter")
         await settle(pilot, app)
         assert app.screen.__class__.__name__ == "DeploymentsScreen"
-
-        def said(check) -> bool:
-            return any(check(n.message) for n in app._notifications)
-
-        await wait_until(pilot, lambda: said(lambda m: m.startswith("cannot deploy nope@champion: ")))
-        await wait_until(pilot, lambda: said(lambda m: m == "no deployment 'nope'; known: iris"))
 
 
 def test_demo_traffic_is_answered_and_drifts_the_chosen_deployment(deck: Deck) -> None:

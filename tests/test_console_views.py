@@ -7,7 +7,7 @@ import time
 
 import httpx
 import pytest
-from console_deck import ROW, Deck, settle, wait_until
+from console_deck import ROW, Deck, settle, toasts, wait_until
 from helpers import next_second
 
 from registry import Registry
@@ -90,7 +90,7 @@ async def test_versions_show_details_set_an_alias_and_compare_two_versions(deck:
     from console.widgets.ask import Ask
 
     app = deck.app()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(120, 40), notifications=True) as pilot:
         await settle(pilot, app)
         await pilot.press("enter")
         await settle(pilot, app)
@@ -111,7 +111,8 @@ async def test_versions_show_details_set_an_alias_and_compare_two_versions(deck:
 
         await pilot.press("a", *"bad alias!", "enter")  # refused with the registry's reason, nothing changes
         await settle(pilot, app, 0.3)
-        assert any("setting iris@bad alias! failed" in n.message for n in app._notifications)
+        await wait_until(pilot, lambda: any("setting iris@bad alias! failed" in t for t in toasts(app)))
+        assert any("setting iris@bad alias! failed" in t for t in toasts(app)), toasts(app)
 
         await pilot.press("c")  # no version marked: compares with the next older one
         await settle(pilot, app, 0.3)
@@ -201,7 +202,7 @@ async def test_the_events_view_says_what_was_serving_at_a_time(deck: Deck) -> No
         assert text(app, "#serving") == f"serving at {time.strftime('%Y-%m-%d')} {middle}: iris → iris:2"
 
     app = deck.app()
-    async with app.run_test(size=(120, 30)) as pilot:
+    async with app.run_test(size=(120, 30), notifications=True) as pilot:
         await pilot.press("3")
         await settle(pilot, app)
         await wait_until(pilot, lambda: "serving at" in text(app, "#serving"))
@@ -213,7 +214,8 @@ async def test_the_events_view_says_what_was_serving_at_a_time(deck: Deck) -> No
         assert table.get_row_at(table.cursor_row)[0] <= f"{time.strftime('%Y-%m-%d')} {middle}"
         await pilot.press("colon", *"at yesterday-ish", "enter")
         await settle(pilot, app, 0.2)
-        assert any("time" in n.message for n in app._notifications)  # an unreadable time is said
+        await wait_until(pilot, lambda: any("time" in t for t in toasts(app)))
+        assert any("time" in t for t in toasts(app)), toasts(app)  # an unreadable time is said
 
 
 async def test_a_view_key_goes_to_its_root_and_deploying_the_serving_version_says_it_serves(
@@ -223,7 +225,7 @@ async def test_a_view_key_goes_to_its_root_and_deploying_the_serving_version_say
 
     serving = deck.version()
     app = deck.app()
-    async with app.run_test(size=(100, 30)) as pilot:
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
         await settle(pilot, app)
         await pilot.press("2", "l")  # the logs, pushed on the deployments tab
         await settle(pilot, app, 0.2)
@@ -243,7 +245,6 @@ async def test_a_view_key_goes_to_its_root_and_deploying_the_serving_version_say
         await pilot.press("d")
         await settle(pilot, app, 0.3)
         assert not isinstance(app.screen, Confirm)  # no no-op deploy is offered
-        messages = [n.message for n in app._notifications]
-        assert any(m.startswith(f"iris:{serving} already serves on deployment iris (") for m in messages), (
-            messages
-        )
+        said = f"iris:{serving} already serves on deployment iris ("
+        await wait_until(pilot, lambda: any(t.startswith(said) for t in toasts(app)))
+        assert any(t.startswith(said) for t in toasts(app)), toasts(app)

@@ -206,17 +206,18 @@ def app(home: Path, monkeypatch: pytest.MonkeyPatch):
     """The console on the pinned registry; the monitor shows the fixed points instead of asking."""
     from console.app import ModeldeckApp
     from console.screens import monitor
-    from console.screens.base import OverviewScreen
 
     class RecordedMonitor(monitor.MonitorScreen):
-        def load(self):  # type: ignore[no-untyped-def]
+        def fetch(self, request):  # type: ignore[no-untyped-def]
+            return None  # asks the supervisor nothing: `take` puts the fixed points in
+
+        def take(self, extra, request):  # type: ignore[no-untyped-def]
             if not self.points:  # the same points whichever of the first polls comes first
                 self.points.extend(_points())
                 self.drift = DRIFT
                 self.drift_shares = list(DRIFT_SHARES)
                 self.performance = PERFORMANCE
             self._fresh = True
-            return OverviewScreen.load(self)
 
     monkeypatch.setattr(monitor, "MonitorScreen", RecordedMonitor)
     monkeypatch.setenv("MODELDECK_HOME", str(home))
@@ -306,7 +307,8 @@ def _eight_bit(app) -> None:  # type: ignore[no-untyped-def]
                 for text, style, control in segments
             ]
 
-    app._filters.append(EightBit())
+    line_filters = app.get_line_filters  # the public hook every widget asks for the app's filters
+    app.get_line_filters = lambda: [*line_filters(), EightBit()]
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from console.widgets.live import drift_text, error_share, p99_text, rps_text, st
 from console.widgets.tables import FitTable, refresh_rows
 
 
-class DeploymentsScreen(OverviewScreen):
+class DeploymentsScreen(OverviewScreen[None]):
     """`r` rolls back to the standby, `s` stops (both confirmed), `m` monitors, `l` shows the logs."""
 
     AUTO_FOCUS = "#deployments"

@@ -12,9 +12,12 @@ from console.version_diff import DiffRow, diff_versions
 from console.widgets.tables import FitTable
 
 
-class DiffScreen(OverviewScreen):
+class DiffScreen(OverviewScreen[list[DiffRow]]):
     """Fields that differ are marked `*`; `x` hides the equal ones. Versions do not change once
-    registered, so only their aliases and tags are read again on a refresh."""
+    registered: they are read once, and again only on the refresh key (aliases, tags and the live
+    performance may have moved)."""
+
+    LIVE = False
 
     AUTO_FOCUS = "#diff"
     BINDINGS = bindings("diff")
@@ -33,14 +36,16 @@ class DiffScreen(OverviewScreen):
         table.add_columns("", "SECTION", "FIELD", f"VERSION {self.left}", f"VERSION {self.right}")
         yield table
 
-    def load(self) -> Overview:
+    def fetch(self, request: None) -> list[DiffRow]:
         backend = self.deck.backend
         left, right = (
             backend.version(f"{self.model}:{self.left}"),
             backend.version(f"{self.model}:{self.right}"),
         )
-        self.rows = diff_versions(left, right, backend.live_performance(left, right))
-        return super().load()
+        return diff_versions(left, right, backend.live_performance(left, right))
+
+    def take(self, extra: list[DiffRow], request: None) -> None:
+        self.rows = extra
 
     def show(self, overview: Overview) -> None:
         if self.rows != self._shown:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.message import Message
 from textual.widgets import DataTable, Input, Static
-from textual.worker import get_current_worker
 
 from console.actions import bindings
 from console.backend import Overview
@@ -21,7 +22,7 @@ from registry.errors import RegistryError
 from registry.info import EventInfo
 
 
-class EventsScreen(OverviewScreen):
+class EventsScreen(OverviewScreen[list[EventInfo]]):
     """Newest first; `/` filters rows by a regex matching any column (`!` inverts). Below the table: what
     every deployment was serving at the selected event's time, or at the time `t` / `:at TIME` asks for."""
 
@@ -42,6 +43,7 @@ class EventsScreen(OverviewScreen):
         #: the event `:at` put the cursor on, and the time asked for (shown while the cursor stays there)
         self._pinned: tuple[EventInfo, datetime] | None = None
         self._asked: datetime | None = None  # a time asked for before the first read
+        self._wanted: datetime | None = None  # the time the line below the ledger is to show
 
     def body(self) -> ComposeResult:
         yield FilterBar("events", "#events")
@@ -53,9 +55,11 @@ class EventsScreen(OverviewScreen):
             yield table
         yield Static("", id="serving", markup=False)
 
-    def load(self) -> Overview:
-        self.events = self.deck.backend.events()
-        return super().load()
+    def fetch(self, request: None) -> list[EventInfo]:
+        return self.deck.backend.events()
+
+    def take(self, extra: list[EventInfo], request: None) -> None:
+        self.events = extra
 
     def show(self, overview: Overview) -> None:
         newest = (len(self.events), str(self.events[0].at) if self.events else "")
@@ -104,8 +108,28 @@ class EventsScreen(OverviewScreen):
         else:
             self._serving(moment)
 
-    @work(thread=True, group="serving", exclusive=True, exit_on_error=False)
     def _serving(self, moment: datetime) -> None:
+        """Show what was serving at `moment` (read in a worker; only the last time asked is shown)."""
+        self._wanted = moment
+        self._read_serving(moment)
+
+    @dataclass
+    class Serving(Message):
+        """What was serving at `moment`, as a line, read in a worker thread."""
+
+        moment: datetime
+        text: str
+
+        def can_replace(self, message: Message) -> bool:
+            return isinstance(message, EventsScreen.Serving)
+
+    @on(Serving)
+    def _show_serving(self, message: Serving) -> None:
+        if message.moment == self._wanted:  # else a newer time was asked for meanwhile
+            self.query_one("#serving", Static).update(message.text)
+
+    @work(thread=True, group="serving", exclusive=True, exit_on_error=False)
+    def _read_serving(self, moment: datetime) -> None:
         try:
             states = self.deck.backend.serving_at(moment)
         except RegistryError as exc:
@@ -117,8 +141,7 @@ class EventsScreen(OverviewScreen):
                 for deployment, version in sorted(state.serving.items())
             ]
             text = f"serving at {when(moment)}: " + (", ".join(serving) or "nothing")
-        if not get_current_worker().is_cancelled:  # a newer request replaced this one
-            self.app.call_from_thread(self.query_one("#serving", Static).update, text)
+        self.post_message(self.Serving(moment, text))
 
     def action_serving_at(self) -> None:
         self.query_one(CommandLine).open("at ")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
-
 from textual.app import ComposeResult
 from textual.widgets import Static
 
@@ -16,10 +14,11 @@ from registry.serving.logs import LogReader
 TAIL = 500  # lines shown when the view opens
 
 
-class LogsScreen(OverviewScreen):
+class LogsScreen(OverviewScreen[list[str]]):
     """New lines scroll in while the view is at its end; scrolling up pauses that, `end` resumes it."""
 
     AUTO_FOCUS = "#log"
+    REPLACEABLE = False  # each poll brings lines the next does not repeat
     BINDINGS = bindings("logs")
     DEFAULT_CSS = "LogsScreen #status { height: 1; padding: 0 1; }"
 
@@ -27,8 +26,9 @@ class LogsScreen(OverviewScreen):
         super().__init__(name="logs")
         self.deployment = deployment
         self.path = self.deck.backend.log_path(deployment)
+        #: used by the poll's worker thread only (polls never overlap): it keeps its place in the file
         self.reader = LogReader(self.path, TAIL)
-        self.arrived: deque[str] = deque()  # filled by the poll's thread, emptied on the UI thread
+        self.arrived: list[str] = []  # the lines the last poll read, not yet shown
 
     def body(self) -> ComposeResult:
         yield Static("", id="status", markup=False)
@@ -37,16 +37,15 @@ class LogsScreen(OverviewScreen):
     def on_unmount(self) -> None:
         self.reader.close()
 
-    def load(self) -> Overview:
-        self.arrived.extend(self.reader.read())
-        return super().load()
+    def fetch(self, request: None) -> list[str]:
+        return self.reader.read()
+
+    def take(self, extra: list[str], request: None) -> None:
+        self.arrived += extra
 
     def show(self, overview: Overview) -> None:
-        log = self.query_one(LogView)
-        lines = []
-        while self.arrived:
-            lines.append(self.arrived.popleft())
-        log.add(lines)
+        lines, self.arrived = self.arrived, []
+        self.query_one(LogView).add(lines)
         self._status()
 
     def _status(self) -> None:

@@ -20,7 +20,7 @@ from console.widgets.tables import FitTable, refresh_rows
 TREND = 20  # points (refreshes) in the req/s sparkline
 
 
-class ModelsScreen(OverviewScreen):
+class ModelsScreen(OverviewScreen[None]):
     """`/` filters by regex (`!` inverts), `enter` opens the versions, `d` deploys the champion."""
 
     AUTO_FOCUS = "#models"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from textual.app import ComposeResult
@@ -22,7 +23,21 @@ HISTORY = 300  # points (seconds) on the charts
 DRIFT_MINUTES = 30  # the drift-share chart's span
 
 
-class MonitorScreen(OverviewScreen):
+@dataclass
+class MonitorRead:
+    """What one poll of the monitor read (in the worker thread)."""
+
+    #: the stored drift shares (the first read only, else None)
+    history: list[tuple[float, float]] | None
+    #: False: the supervisor did not answer (the rest is empty)
+    answered: bool = False
+    cursor: int = 0
+    points: list[dict[str, Any]] = field(default_factory=list)
+    drift: dict[str, Any] | None = None
+    performance: dict[str, Any] = field(default_factory=dict)
+
+
+class MonitorScreen(OverviewScreen[MonitorRead]):
     """Charts redraw only when new points arrive; the drift table lists the worst features first."""
 
     AUTO_FOCUS = "#drift"
@@ -62,30 +77,46 @@ class MonitorScreen(OverviewScreen):
         table.add_columns("FEATURE", "STATUS", "REASON", "KIND", "MISSING", "UNSEEN", "PSI")
         yield table
 
-    def load(self) -> Overview:
+    def request(self) -> tuple[int, bool]:
+        """The cursor of the points already here, and whether the stored drift shares were read."""
+        return self.cursor, self._history_read
+
+    def fetch(self, request: tuple[int, bool]) -> MonitorRead:
+        cursor, history_read = request
         backend = self.deck.backend
-        if not self._history_read:  # once: while the supervisor is down no rollups are written
-            self.drift_shares = backend.drift_history(self.deployment, DRIFT_MINUTES)
-            self._history_read = True
+        # once: while the supervisor is down no rollups are written
+        read = MonitorRead(None if history_read else backend.drift_history(self.deployment, DRIFT_MINUTES))
         try:
-            answer = backend.client.monitor(self.cursor, self.deployment, timeout=READ_TIMEOUT)
+            answer = backend.client.monitor(cursor, self.deployment, timeout=READ_TIMEOUT)
         except SupervisorError:  # the banner says so (from the overview); the charts keep what they have
-            self._fresh = False
-            return super().load()
+            return read
         seen = answer.deployments.get(self.deployment)
-        # the charts' widgets take the points as plain dicts (`LivePoint`s are plain dicts at runtime)
-        new = cast("list[dict[str, Any]]", seen.points) if seen else []
-        self.points.extend(new)
-        self.cursor = answer.cursor
-        self.drift = seen.drift if seen else None
-        self.performance = seen.performance.as_dict() if seen else {}
+        read.answered, read.cursor = True, answer.cursor
+        if seen is not None:
+            # the charts' widgets take the points as plain dicts (`LivePoint`s are plain dicts at runtime)
+            read.points = cast("list[dict[str, Any]]", seen.points)
+            read.drift = seen.drift
+            read.performance = seen.performance.as_dict()
+        return read
+
+    def take(self, extra: MonitorRead, request: tuple[int, bool]) -> None:
+        self._fresh = False
+        if request != self.request():
+            return  # read for a cursor already moved past (a refresh raced a poll): nothing new in it
+        if extra.history is not None:
+            self.drift_shares, self._history_read = extra.history, True
+        if not extra.answered:
+            return
+        self._fresh = bool(extra.points)
+        self.points.extend(extra.points)
+        self.cursor = extra.cursor
+        self.drift = extra.drift
+        self.performance = extra.performance
         judged = self.drift and self.drift.get("status") in ("ok", "warn", "drift")
         if judged and (not self.drift_shares or self.drift["t"] > self.drift_shares[-1][0]):
             self.drift_shares.append((self.drift["t"], self.drift["drifted_share"]))
             start = self.drift["t"] - 60 * DRIFT_MINUTES
             self.drift_shares = [(t, share) for t, share in self.drift_shares if t >= start]
-        self._fresh = bool(new)
-        return super().load()
 
     def show(self, overview: Overview) -> None:
         if not self._fresh:

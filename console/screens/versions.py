@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from textual import on, work
 from textual.app import ComposeResult
+from textual.message import Message
 from textual.widgets import DataTable, Static
-from textual.worker import get_current_worker
 
 from console.actions import bindings
 from console.backend import Overview
@@ -17,7 +19,7 @@ from registry.errors import RegistryError
 from registry.info import VersionInfo, VersionSummary
 
 
-class VersionsScreen(OverviewScreen):
+class VersionsScreen(OverviewScreen[list[VersionSummary]]):
     """`d` deploys the selected version, `a` sets an alias, `space` marks one and `c` compares two."""
 
     AUTO_FOCUS = "#versions"
@@ -46,9 +48,11 @@ class VersionsScreen(OverviewScreen):
         yield table
         yield Static("", id="details", markup=False)
 
-    def load(self) -> Overview:
-        self.summaries = self.deck.backend.versions(self.model)
-        return super().load()
+    def fetch(self, request: None) -> list[VersionSummary]:
+        return self.deck.backend.versions(self.model)
+
+    def take(self, extra: list[VersionSummary], request: None) -> None:
+        self.summaries = extra
 
     def show(self, overview: Overview) -> None:
         serving = {}
@@ -82,6 +86,16 @@ class VersionsScreen(OverviewScreen):
         if event.row_key.value is not None:
             self._details(int(str(event.row_key.value)))
 
+    @dataclass
+    class Details(Message):
+        """The details of one version, read in a worker thread."""
+
+        version: int
+        text: str
+
+        def can_replace(self, message: Message) -> bool:
+            return isinstance(message, VersionsScreen.Details)
+
     @work(thread=True, group="details", exclusive=True, exit_on_error=False)
     def _details(self, version: int) -> None:
         try:
@@ -90,8 +104,12 @@ class VersionsScreen(OverviewScreen):
             text = f"{self.model}:{version}: {exc}"
         else:
             text = details(info)
-        if not get_current_worker().is_cancelled:  # the cursor moved on meanwhile
-            self.app.call_from_thread(self.query_one("#details", Static).update, text)
+        self.post_message(self.Details(version, text))
+
+    @on(Details)
+    def _show_details(self, message: Details) -> None:
+        if message.version == self.selected():  # else the cursor moved on meanwhile
+            self.query_one("#details", Static).update(message.text)
 
     def action_deploy(self) -> None:
         version = self.selected()

@@ -3,16 +3,29 @@
 When the keys need more room than the terminal has, it switches to the compact style, then hides
 keys in the order of `HIDE_FIRST` (the command palette, pause, ...); `?` help and `q` quit stay, and
 `?` lists everything hidden here.
+
+Only Textual's public API: the keys are read from the screen's active bindings (what `Footer` shows:
+the first shown binding of each action, then the command palette's), and their widgets are the
+footer's `FooterKey` children in the same order.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from rich.cells import cell_len
 from textual.widgets import Footer
-from textual.widgets._footer import FooterKey
 
 #: Actions whose keys leave the footer first when it is too narrow (all are in `?` help).
 HIDE_FIRST = ("command_palette", "pause", "view('events')", "view('models')", "view('deployments')")
+
+
+class Key(NamedTuple):
+    """One key the footer shows: its action, the key as shown, and what it does."""
+
+    action: str
+    display: str
+    description: str
 
 
 class FitFooter(Footer):
@@ -27,22 +40,42 @@ class FitFooter(Footer):
         await super().recompose()
         self.call_after_refresh(self.fit)
 
+    def keys(self) -> list[Key]:
+        """The keys the footer shows, in its order."""
+        active = self.screen.active_bindings
+        by_action: dict[str, Key] = {}
+        for _node, binding, _enabled, _tooltip in active.values():
+            if binding.show and binding.action not in by_action:
+                by_action[binding.action] = Key(
+                    binding.action, self.app.get_key_display(binding), binding.description
+                )
+        keys = list(by_action.values())
+        palette = active.get(self.app.COMMAND_PALETTE_BINDING)
+        if self.show_command_palette and self.app.ENABLE_COMMAND_PALETTE and palette is not None:
+            binding = palette.binding
+            keys.append(Key(binding.action, self.app.get_key_display(binding), binding.description))
+        return keys
+
     def fit(self) -> None:
-        keys = list(self.query(FooterKey))
+        if not self.is_attached:  # (a fit asked for after a refresh may come once its screen is gone)
+            return
+        widgets = list(self.query("FooterKey"))
+        keys = self.keys()
+        if len(widgets) != len(keys):  # not rebuilt yet for these bindings: the rebuild fits again
+            return
         room = self.size.width or self.app.size.width
-        for key in keys:
-            key.display = True
+        for widget in widgets:
+            widget.display = True
         self.compact = self._width(keys, compact=False) > room
-        shown = list(keys)
+        shown = dict(zip(keys, widgets, strict=True))
         for action in HIDE_FIRST:
-            if self._width(shown, self.compact) <= room:
+            if self._width(list(shown), self.compact) <= room:
                 break
             for key in [k for k in shown if k.action == action]:
-                key.display = False
-                shown.remove(key)
+                shown.pop(key).display = False
 
     @staticmethod
-    def _width(keys: list[FooterKey], compact: bool) -> int:
+    def _width(keys: list[Key], compact: bool) -> int:
         """Cells the keys take: key, description and the padding or margins around them."""
         extra = 2 if compact else 3
-        return sum(cell_len(k.key_display) + cell_len(k.description) + extra for k in keys)
+        return sum(cell_len(k.display) + cell_len(k.description) + extra for k in keys)

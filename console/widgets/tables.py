@@ -102,9 +102,10 @@ class FitTable(DataTable[str]):
     def _rows_added(self) -> None:
         self._refit_pending = False
         if not self.refit():
-            # the columns grew to fit the new rows: the header line may still be cached at its old widths
-            self._clear_caches()
-            self.refresh()
+            # the columns grew to fit the new rows: the header line may still be cached at its old widths.
+            # `notify_style_update` is the public hook by which a DataTable drops its render caches
+            # (and repaints).
+            self.notify_style_update()
 
     def refit(self) -> bool:
         """Choose the columns (and the length limit) for the current width; rebuild (and say so) if they
