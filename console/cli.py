@@ -458,7 +458,7 @@ def feedback(
 ) -> None:
     """Send ground truth for earlier predictions, by request id (the X-Request-ID of each response)."""
     from console.feedback_file import FeedbackFileError, read_labels
-    from registry.monitoring.outcomes import LabelError, parse_labels
+    from registry.outcomes import LabelError, parse_labels
 
     try:
         text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8-sig")

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select
 
-from registry.monitoring.outcomes import OutcomeStore
+from registry.outcomes import OutcomeStore
 from registry.schema import PerformanceRollup
 from registry.store import Database
 
@@ -242,7 +242,7 @@ def live_by_version(
 ) -> dict[int, dict[str, Any] | None]:
     """Realised performance of each version of `model` (`{version: output description}`) over the
     predictions of the last `window` seconds, across its deployments; {} when nothing was stored."""
-    from registry.monitoring.outcomes import store_path
+    from registry.outcomes import store_path
 
     path = store_path(home)
     if not path.exists():

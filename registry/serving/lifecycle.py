@@ -246,7 +246,7 @@ async def _serve_monitoring(state: Any, path: Path) -> None:
 
 def _load(options: argparse.Namespace) -> tuple[ClosingWhenDraining, Any]:
     from registry.core import Registry
-    from registry.monitoring.outcomes import open_recorder
+    from registry.outcomes import open_recorder
     from registry.serving.server import create_app
     from registry.serving.telemetry import start as start_telemetry
     from registry.serving.worker import load_predictor, read_token, server_config

@@ -24,7 +24,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from registry.monitoring.metrics import CONTENT_TYPE, ServingMetrics
-from registry.monitoring.outcomes import (
+from registry.monitoring.sampling import InputSampler
+from registry.outcomes import (
     MAX_LABELS_PER_REQUEST,
     LabelError,
     PredictionRecorder,
@@ -32,7 +33,6 @@ from registry.monitoring.outcomes import (
     parse_labels,
     request_id,
 )
-from registry.monitoring.sampling import InputSampler
 from registry.serving import encodings, oip_binary, oip_types, payloads
 from registry.serving.batching import MicroBatcher
 from registry.serving.calls import ModelCaller
@@ -249,7 +249,7 @@ def create_app(
     numeric_labels = info.output.get("kind") != "classification"  # a regressor's labels are numbers
 
     async def feedback(request: Request) -> Response:
-        """Labels for earlier predictions, by request id (see `registry.monitoring.outcomes`)."""
+        """Labels for earlier predictions, by request id (see `registry.outcomes`)."""
         try:
             if outcomes is None and store_error is not None:
                 raise InputError(503, "store_unavailable", f"prediction store unavailable: {store_error}")
