@@ -75,8 +75,8 @@ class MultivariateProfile:
                 if len(labels):
                     order = np.argsort(-counts, kind="stable")
                     fill[name] = str(labels[order[0]])
-                    kept = [str(labels[i]) for i in order[:MAX_LEVELS] if counts[i] >= MIN_LEVEL_SHARE * rows]
-                    inputs += [[name, level] for level in kept]
+                    top = [str(labels[i]) for i in order[:MAX_LEVELS] if counts[i] >= MIN_LEVEL_SHARE * rows]
+                    inputs += [[name, level] for level in top]
         raw = _raw(inputs, fill, columns, missing, numeric)
         centre, scale = _centre_and_scale(raw, inputs)
         usable = scale > 0

@@ -131,7 +131,7 @@ class Profile:
             FeatureProfile.fit(name, values, sample.missing[name], kinds.get(name, NUMERIC))
             for name, values in sample.columns.items()
         ]
-        predictions = np.asarray(sample.predictions)
+        predictions: Any = np.asarray(sample.predictions)  # None below when not one column
         if predictions.ndim > 1:
             predictions = predictions[:, 0] if predictions.shape[1] == 1 else None
         prediction = None

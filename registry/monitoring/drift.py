@@ -345,7 +345,8 @@ def drift_report(
     if rows < MIN_WINDOW or not judged:
         return DriftReport(NOT_ENOUGH, rows, 0.0, features, prediction, multivariate=multivariate)
     drifted = sum(f.status == DRIFT for f in judged) / len(judged)
-    worst = max(_LEVEL.get(s.status, 0) for s in [*signals, *([multivariate] if multivariate else [])])
+    statuses = [s.status for s in signals] + ([multivariate.status] if multivariate else [])
+    worst = max(_LEVEL.get(s, 0) for s in statuses)
     status = {_LEVEL[s]: s for s in _LEVEL}[worst]
     return DriftReport(status, rows, drifted, features, prediction, multivariate=multivariate)
 

@@ -35,7 +35,7 @@ def estimate(probabilities: Any, calibration: Calibration | None) -> dict[str, A
     usable = np.isfinite(p).all(axis=1)  # a NaN or infinite probability would poison the mean
     p = p[usable]
     result["rows"] = rows = len(p)
-    result["unusable_rows"] = int(len(usable) - rows)
+    result["unusable_rows"] = int(np.count_nonzero(~usable))
     if rows == 0:
         return result
     if calibration is not None and len(calibration.offsets) != p.shape[1] + 1:

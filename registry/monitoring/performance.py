@@ -62,13 +62,13 @@ def score(pairs: list[tuple[Any, Any, Any, float]], output: dict[str, Any]) -> d
 
     if output.get("kind") != "classification":
         try:
-            predictions = np.array([float(p) for p, *_ in pairs])
-            labels = np.array([float(lab) for _, lab, *_ in pairs])
+            numbers = np.array([float(p) for p, *_ in pairs])
+            actual = np.array([float(lab) for _, lab, *_ in pairs])
         except (TypeError, ValueError):
             return {"error": "a label or prediction is not a number"}
         return {
-            "mae": float(metrics.mean_absolute_error(labels, predictions)),
-            "rmse": float(np.sqrt(metrics.mean_squared_error(labels, predictions))),
+            "mae": float(metrics.mean_absolute_error(actual, numbers)),
+            "rmse": float(np.sqrt(metrics.mean_squared_error(actual, numbers))),
         }
     # Labels may come as 1, "1", 1.0 or "1.0" (pandas writes an integer column with a missing value
     # as floats): classes are compared as canonical text.
@@ -185,9 +185,9 @@ def measure(
                 continue
             model = deployments[name][0]
             output = output_of(model, version)
-            figures = None if output is None else realised(store, name, version, output, start, start + 60)
-            if figures is not None:
-                rollups.append(_rollup_row(name, model, version, start, figures))
+            minute = None if output is None else realised(store, name, version, output, start, start + 60)
+            if minute is not None:
+                rollups.append(_rollup_row(name, model, version, start, minute))
         return Measured(realised_now, rollups, store.counters(), store.size())
 
 
