@@ -346,14 +346,16 @@ class Registry:
             counts = select(ModelVersion.model_id, func.count(), func.max(ModelVersion.version))
             if not include_archived:
                 counts = counts.where(col(ModelVersion.archived_at).is_(None))
-            stats = {m: (n, latest) for m, n, latest in session.exec(counts.group_by(ModelVersion.model_id))}
-            aliases: dict[int, dict[str, int]] = {}
+            stats: dict[int | None, tuple[int, int | None]] = {
+                m: (n, latest) for m, n, latest in session.exec(counts.group_by(col(ModelVersion.model_id)))
+            }
+            aliases: dict[int | None, dict[str, int]] = {}
             query = select(ModelAlias.model_id, ModelAlias.alias, ModelVersion.version).join(
                 ModelVersion, col(ModelVersion.id) == ModelAlias.version_id
             )
             for model_id, alias, version in session.exec(query):
                 aliases.setdefault(model_id, {})[alias] = version
-            tags: dict[int, dict[str, str]] = {}
+            tags: dict[int | None, dict[str, str]] = {}
             for tag in session.exec(select(ModelTag)):
                 tags.setdefault(tag.model_id, {})[tag.key] = tag.value
             models = session.exec(select(RegisteredModel).order_by(RegisteredModel.name)).all()
@@ -421,6 +423,8 @@ class Registry:
         remove = list(remove)
         with self.db.write() as session:
             model = _lock_model(session, parsed.name)
+            owner: dict[str, Any]
+            table: type[ModelTag] | type[VersionTag]
             if parsed.version is None and parsed.alias is None:
                 owner, table, version = {"model_id": model.id}, ModelTag, None
             else:

@@ -31,6 +31,7 @@ def lock_model(conn: Connection, name: str, create: bool = False) -> tuple[int, 
     writer lock covers it). With `create`, a missing model is created first, safely under races."""
     found = conn.execute(_LOCK_MODEL, {"name": name}).first()
     if found is None and create:
+        upsert: Any  # each dialect's insert() has its own type, both with on_conflict_do_nothing()
         if conn.dialect.name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as upsert
         else:
@@ -57,7 +58,9 @@ def insert_version(conn: Connection, model_id: int, number: int, values: dict[st
     conn.execute(
         update(MODELS).where(MODELS.c.id == model_id).values(next_version=number + 1, updated_at=now)
     )
-    row["id"] = conn.execute(insert(VERSIONS).values(**row)).inserted_primary_key[0]
+    key = conn.execute(insert(VERSIONS).values(**row)).inserted_primary_key
+    assert key is not None  # a single-row INSERT always reports its key
+    row["id"] = key[0]
     return row
 
 

@@ -234,7 +234,7 @@ def server_resource(deployment: str, model: str, version: int) -> Resource:
     """service.name (the deployment), service.instance.id (this worker), service.version (the model
     version) and the model; what `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES` set wins."""
     host, pid = socket.gethostname(), os.getpid()
-    ours = {
+    ours: dict[str, str | int] = {
         "service.name": deployment,
         "service.instance.id": f"{deployment}@{host}:{pid}",
         "service.version": str(version),
