@@ -12,7 +12,7 @@ import hmac
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -118,7 +118,7 @@ def create_app(
             sampler.add(rows, result)
         return result
 
-    def answer(status: int, body: Any, extra_headers: dict[str, str] | None = None) -> Response:
+    def answer(status: int, body: Any, extra_headers: Mapping[str, str] | None = None) -> Response:
         return Response(
             orjson.dumps(body),
             status,
@@ -308,7 +308,12 @@ def create_app(
     def not_ready(request: Request) -> Response:
         """503 while the version loads or warms up: an error in the route's shape, with `ready` false."""
         message = f"model {info.name} version {info.version} is not ready yet (loading or warming up)"
-        state = {"ready": False, "status": "loading", "model": info.name, "version": str(info.version)}
+        state: dict[str, Any] = {
+            "ready": False,
+            "status": "loading",
+            "model": info.name,
+            "version": str(info.version),
+        }
         return answer(503, error_body(request.url.path, 503, message, "not_ready", **state))
 
     async def version(_: Request) -> Response:
@@ -353,7 +358,9 @@ def create_app(
         Route("/version", version),
         Route("/metrics", guarded(prometheus)),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: no_route, Exception: server_error})
+    # Starlette types every handler as taking any Exception; no_route is registered for HTTPException only.
+    handlers = {HTTPException: no_route, Exception: server_error}
+    app = Starlette(routes=routes, exception_handlers=handlers)  # type: ignore[arg-type]
     app.state.metrics = metrics
     app.state.sampler = sampler
     # For estimated performance: the class probabilities of sampled rows, computed when the supervisor
