@@ -161,7 +161,8 @@ class ModeldeckApp(App[None]):
         while len(self.screen_stack) > 1:
             await self.pop_screen()
 
-    def action_back(self) -> None:
+    # Textual's own action_back is async; a plain method is dispatched the same way, and pops at once.
+    def action_back(self) -> None:  # type: ignore[override]
         """Leave a view opened from a list (versions, monitor, logs, diff); the lists stay."""
         if len(self.screen_stack) > 1:
             self.pop_screen()

@@ -78,10 +78,11 @@ class MonitorScreen(OverviewScreen):
         self.cursor = answer["cursor"]
         self.drift = seen.get("drift")
         self.performance = seen.get("performance") or {}
-        judged = self.drift and self.drift.get("status") in ("ok", "warn", "drift")
-        if judged and (not self.drift_shares or self.drift["t"] > self.drift_shares[-1][0]):
-            self.drift_shares.append((self.drift["t"], self.drift["drifted_share"]))
-            start = self.drift["t"] - 60 * DRIFT_MINUTES
+        drift = self.drift or {}
+        judged = drift.get("status") in ("ok", "warn", "drift")
+        if judged and (not self.drift_shares or drift["t"] > self.drift_shares[-1][0]):
+            self.drift_shares.append((drift["t"], drift["drifted_share"]))
+            start = drift["t"] - 60 * DRIFT_MINUTES
             self.drift_shares = [(t, share) for t, share in self.drift_shares if t >= start]
         self._fresh = bool(new)
         return super().load()
@@ -94,7 +95,7 @@ class MonitorScreen(OverviewScreen):
         stale = f", {last['stale']} stale" if last.get("stale") else ""
         verdict = (self.drift or {}).get("status", "-")
         if (self.drift or {}).get("message"):  # e.g. the reference sample is damaged
-            verdict = self.drift["message"]
+            verdict = (self.drift or {})["message"]
         workers = f"{last['workers']} worker{'s' if last['workers'] != 1 else ''}{stale}"
         summary = self.query_one("#summary", Static)
         phrases = [f"{self.deployment}: version {last['version']}, {workers}", f"drift: {verdict}"]
@@ -113,7 +114,7 @@ class MonitorScreen(OverviewScreen):
             {
                 label: series
                 for q in ("p50", "p95", "p99")
-                for label, series in by_version(points, q, lambda p, q=q: _ms(p[q])).items()
+                for label, series in by_version(points, q, _in_ms(q)).items()
             },
             xs=seconds_ago,
         )
@@ -249,6 +250,11 @@ def pack(phrases: list[str], width: int, separator: str = " · ") -> str:
 
 def _ms(value: float | None) -> float | None:
     return None if value is None else value * 1e3
+
+
+def _in_ms(key: str) -> Callable[[dict[str, Any]], float | None]:
+    """A point's figure `key` (seconds) in milliseconds."""
+    return lambda point: _ms(point[key])
 
 
 def _error_percent(point: dict[str, Any]) -> float | None:

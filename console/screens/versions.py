@@ -51,7 +51,7 @@ class VersionsScreen(OverviewScreen):
         return super().load()
 
     def show(self, overview: Overview) -> None:
-        serving = {}
+        serving: dict[int, list[str]] = {}
         for d in overview.deployed(self.model):
             serving.setdefault(d.version, []).append(d.name)
         rows = []

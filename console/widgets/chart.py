@@ -9,7 +9,7 @@ from __future__ import annotations
 import locale
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -150,12 +150,12 @@ class Chart(Static):
     @dataclass
     class _Plot:
         title: str
-        series: dict[str, Sequence[float | None]]
+        series: Mapping[str, Sequence[float | None]]
         options: dict[str, object]
 
     _last: _Plot | None = None
 
-    def plot(self, title: str, series: dict[str, Sequence[float | None]], **options: object) -> None:
+    def plot(self, title: str, series: Mapping[str, Sequence[float | None]], **options: object) -> None:
         self._last = self._Plot(title, series, options)
         self._draw()
 
