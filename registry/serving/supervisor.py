@@ -488,6 +488,7 @@ class Supervisor:
         await self._retire([w for w in incoming if w not in parked])
         runtime.outgoing = [w for w in runtime.outgoing if w not in incoming]
         why = f"{doing} failed after it was recorded: {exc}"
+        undo: Callable[[], object]  # writes the previous row back
         if runtime.served:
             undo = partial(
                 save_deployment,
