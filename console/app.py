@@ -68,6 +68,7 @@ class ModeldeckApp(App[None]):
         self.paused = False
         self.overview: Overview | None = None
         for name, colours in THEMES.items():
+            # THEMES holds Theme keyword arguments as dict[str, object] (colours are str, `dark` a bool).
             self.register_theme(Theme(name=name, **colours))  # type: ignore[arg-type]
         self.theme = theme
         self._problem = ""

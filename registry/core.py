@@ -190,7 +190,7 @@ class Registry:
             tag_values = {_check_tag_key(key): str(value) for key, value in (tags or {}).items()}
             if tag_values:
                 conn.execute(
-                    insert(VersionTag.__table__),  # type: ignore[attr-defined]
+                    insert(VersionTag.__table__),  # type: ignore[attr-defined]  # SQLModel: undeclared __table__
                     [{"version_id": row["id"], "key": k, "value": v} for k, v in tag_values.items()],
                 )
             _record(

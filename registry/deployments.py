@@ -19,6 +19,7 @@ from registry.info import DeploymentInfo
 from registry.refs import Ref
 from registry.schema import Deployment, Event, ModelVersion, RegisteredModel, utcnow
 
+# SQLModel sets __table__ on every table class but does not declare it to type checkers.
 _DEPLOYMENTS = Deployment.__table__  # type: ignore[attr-defined]
 _SERVING = ModelVersion.__table__.alias("serving")  # type: ignore[attr-defined]
 _STANDBY = ModelVersion.__table__.alias("standby")  # type: ignore[attr-defined]
@@ -138,6 +139,7 @@ def remove_deployment(
         return info
 
 
+# SQLModel sets __table__ on every table class but does not declare it to type checkers.
 _EVENTS = Event.__table__  # type: ignore[attr-defined]
 
 

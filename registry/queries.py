@@ -18,6 +18,7 @@ from registry.info import VersionInfo, VersionSummary
 from registry.refs import Ref
 from registry.schema import ModelAlias, ModelVersion, RegisteredModel, VersionTag
 
+# SQLModel sets __table__ on every table class but does not declare it to type checkers.
 MODELS = RegisteredModel.__table__  # type: ignore[attr-defined]
 VERSIONS = ModelVersion.__table__  # type: ignore[attr-defined]
 ALIASES = ModelAlias.__table__  # type: ignore[attr-defined]

@@ -14,6 +14,7 @@ from registry.errors import ModelNotFound
 from registry.queries import ALIASES, MODELS, VERSIONS
 from registry.schema import Event, utcnow
 
+# SQLModel sets __table__ on every table class but does not declare it to type checkers.
 EVENTS = Event.__table__  # type: ignore[attr-defined]
 
 _LOCK_MODEL = (

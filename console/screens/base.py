@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -31,7 +31,7 @@ class OverviewScreen(Screen[None]):
 
     @property
     def deck(self) -> ModeldeckApp:
-        return self.app  # type: ignore[return-value]
+        return cast("ModeldeckApp", self.app)  # screens only run inside the modeldeck app
 
     def compose(self) -> ComposeResult:
         from console.widgets.banner import Banner

@@ -45,7 +45,7 @@ TICK_ROOM = 12
 
 def render_chart(
     title: str,
-    series: dict[str, Sequence[float | None]],
+    series: Mapping[str, Sequence[float | None]],
     width: int,
     height: int,
     thresholds: dict[str, float] | None = None,
@@ -164,6 +164,7 @@ class Chart(Static):
             return
         last = self._last
         width, height = self.size.width, self.size.height
+        # plot() passes its keyword options through untyped (**object); render_chart checks their names.
         self.update(render_chart(last.title, last.series, width, height, **last.options))  # type: ignore[arg-type]
 
     def on_resize(self) -> None:

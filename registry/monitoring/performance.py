@@ -21,6 +21,7 @@ from registry.outcomes import OutcomeStore
 from registry.schema import PerformanceRollup
 from registry.store import Database
 
+# SQLModel sets __table__ on every table class but does not declare it to type checkers.
 _TABLE = PerformanceRollup.__table__  # type: ignore[attr-defined]
 
 NO_PROBABILITIES = "no class probabilities were stored for these predictions (ask for predict_proba)"

@@ -225,7 +225,8 @@ def _histogram_points(
             sum=entry["sum"],
             bucket_counts=counts,
             explicit_bounds=[bound for bound, _ in buckets if bound != float("inf")],
-            min=None,  # type: ignore[arg-type]  # Prometheus keeps no min or max: left out of the message
+            # Prometheus keeps no min or max: left out of the message (optional fields; the hints say float).
+            min=None,  # type: ignore[arg-type]
             max=None,  # type: ignore[arg-type]
         )
 
