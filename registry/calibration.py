@@ -22,6 +22,7 @@ FOLDS = 5
 #: Calibrating needs at least this many labelled reference rows (isotonic maps of fewer overfit).
 MIN_LABELLED = 100
 
+
 class CalibrationWarning(UserWarning):
     """The labelled reference looks like the model's training rows: the estimate will read too high."""
 

@@ -93,5 +93,3 @@ class ConfidenceWindow:
         if rows:  # rows of another width (not this model's classes) are left out
             rows = [row for row in rows if len(row) == len(rows[-1])]
         return estimate(np.array(rows, dtype=np.float64).reshape(len(rows), -1), calibration)
-
-
