@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 
 GLOBAL = "global"
 
@@ -64,7 +64,7 @@ ACTIONS: tuple[Action, ...] = (
 READ_ONLY = "read-only: deploy, roll back, stop and aliases are off"
 
 
-def bindings(scope: str) -> list[Binding]:
+def bindings(scope: str) -> list[BindingType]:
     """The bindings of a screen (or of the app, for GLOBAL)."""
     return [a.binding for a in ACTIONS if scope in a.scopes]
 

@@ -68,6 +68,7 @@ class ModeldeckApp(App[None]):
         self.paused = False
         self.overview: Overview | None = None
         for name, colours in THEMES.items():
+            # THEMES holds Theme keyword arguments as dict[str, object] (colours are str, `dark` a bool).
             self.register_theme(Theme(name=name, **colours))  # type: ignore[arg-type]
         self.theme = theme
         self._problem = ""
@@ -163,7 +164,8 @@ class ModeldeckApp(App[None]):
         while len(self.screen_stack) > 1:
             await self.pop_screen()
 
-    def action_back(self) -> None:
+    # Textual's own action_back is async; a plain method is dispatched the same way, and pops at once.
+    def action_back(self) -> None:  # type: ignore[override]
         """Leave a view opened from a list (versions, monitor, logs, diff); the lists stay."""
         if len(self.screen_stack) > 1:
             self.pop_screen()

@@ -43,9 +43,25 @@ Reason = Annotated[str, typer.Option("--reason", "-m", help="Why: kept in the mo
 T = TypeVar("T")
 
 
+def _print_version(asked: bool) -> None:
+    """`--version`: the installed distribution's version (its metadata, from pyproject.toml)."""
+    if asked:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"modeldeck {version('modeldeck')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            typer.echo("modeldeck (not installed: no version metadata)")
+        raise typer.Exit()
+
+
 @app.callback()
 def _options(
     ctx: typer.Context,
+    _version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
     home: Annotated[
         Path | None,
         typer.Option(
@@ -458,7 +474,7 @@ def feedback(
 ) -> None:
     """Send ground truth for earlier predictions, by request id (the X-Request-ID of each response)."""
     from console.feedback_file import FeedbackFileError, read_labels
-    from registry.monitoring.outcomes import LabelError, parse_labels
+    from registry.outcomes import LabelError, parse_labels
 
     try:
         text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8-sig")

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from console.safe_text import safe_segments
-from registry import History, ModelInfo, VersionInfo
+from registry import History, ModelInfo, VersionInfo, VersionSummary
 
 
 class SafeConsole(Console):
@@ -69,7 +69,7 @@ def models_table(models: list[ModelInfo]) -> Table:
     return table
 
 
-def versions_table(versions: list[VersionInfo]) -> Table:
+def versions_table(versions: list[VersionSummary]) -> Table:
     table = _table("VERSION", "ALIASES", "ESTIMATOR", "METRICS", "CREATED", "BY", "ARCHIVED")
     for v in versions:
         metrics = ", ".join(f"{k}={val:.4g}" for k, val in sorted(v.metrics.items()))

@@ -76,7 +76,7 @@ def profile_of(
     """The drift profile of a stored reference sample, as stored bytes (None without a reference)."""
     if reference_bytes is None:
         return None
-    from registry.monitoring.drift import Profile
+    from registry.profile import Profile
 
     return Profile.fit(reference_sample.decode(reference_bytes), signature, output).to_bytes()
 
@@ -117,7 +117,7 @@ def encode_reference(
 def calibration_arrays(estimator: Any, model_input: Any, labels: Any) -> dict[str, Any]:
     """The calibration of the classifier's probabilities on its labelled reference, as arrays to store
     with it ({} for a model without `predict_proba`)."""
-    from registry.monitoring.estimate import MIN_LABELLED, Calibration, CalibrationWarning
+    from registry.calibration import MIN_LABELLED, Calibration, CalibrationWarning
 
     if getattr(estimator, "classes_", None) is None:
         raise ReferenceMismatch("reference labels are for classifiers: this model has no classes")

@@ -33,9 +33,9 @@ from registry.schema import (
 from registry.store import Database, Settings, lock_artifact, runner
 
 if TYPE_CHECKING:
-    from registry.monitoring.drift import Profile
-    from registry.monitoring.estimate import Calibration
-    from registry.monitoring.multivariate import MultivariateProfile
+    from registry.calibration import Calibration
+    from registry.multivariate_profile import MultivariateProfile
+    from registry.profile import Profile
 
 
 class SklearnVersionWarning(UserWarning):
@@ -179,7 +179,7 @@ class Registry:
             tag_values = {_check_tag_key(key): str(value) for key, value in (tags or {}).items()}
             if tag_values:
                 conn.execute(
-                    insert(VersionTag.__table__),  # type: ignore[attr-defined]
+                    insert(VersionTag.__table__),  # type: ignore[attr-defined]  # SQLModel: undeclared __table__
                     [{"version_id": row["id"], "key": k, "value": v} for k, v in tag_values.items()],
                 )
             _record(
@@ -239,11 +239,11 @@ class Registry:
         """Store ground truth for earlier predictions of `deployment`, by request id (the
         `X-Request-ID` of the response): one `{"request_id", "row", "label"}` or
         `{"request_id", "labels": [...]}`, or a list of them. Without `deployment`, the home's only
-        deployment. Returns `{"accepted", "duplicates", "unknown"}` (see `registry.monitoring.outcomes`), with
+        deployment. Returns `{"accepted", "duplicates", "unknown"}` (see `registry.outcomes`), with
         `"invalid"` and `"invalid_reason"` when some were not stored (a regressor's non-numeric labels).
         ValueError (naming the field) for a malformed entry; DeploymentNotChosen when `deployment` is
         unknown, or omitted while the home has not exactly one deployment."""
-        from registry.monitoring.outcomes import NOT_A_NUMBER, OutcomeStore, is_number, parse_labels
+        from registry.outcomes import NOT_A_NUMBER, OutcomeStore, is_number, parse_labels
 
         parsed = parse_labels(labels)
         name, model, version = self._feedback_deployment(deployment)
@@ -286,7 +286,7 @@ class Registry:
         multivariate drift gets it from the sample); None when the version has no reference sample.
         ArtifactDamaged ("reference sample of iris:2 is damaged (sha256 mismatch)") when it has one
         that cannot be used."""
-        from registry.monitoring.drift import OutdatedProfile, Profile
+        from registry.profile import OutdatedProfile, Profile
 
         info = self.get(ref)
         try:
@@ -312,7 +312,7 @@ class Registry:
     def _multivariate(self, ref: str | Ref) -> MultivariateProfile | None:
         """The multivariate drift profile of a version whose stored profile has none, fitted on its
         reference sample; None when it has no usable sample (the rest of its drift profile still serves)."""
-        from registry.monitoring.multivariate import fit_reference
+        from registry.multivariate_profile import fit_reference
 
         try:
             sample = self.reference(ref)
@@ -324,7 +324,7 @@ class Registry:
     def calibration(self, ref: str | Ref) -> Calibration | None:
         """The calibration of a version's estimated performance, stored with its reference sample;
         None when it has none (no reference, no labels, or no `predict_proba`)."""
-        from registry.monitoring.estimate import Calibration
+        from registry.calibration import Calibration
 
         sample = self.reference(ref)
         return None if sample is None else Calibration.from_arrays(sample.extra)
@@ -383,6 +383,8 @@ class Registry:
         remove = list(remove)
         with self.db.write() as session:
             model = _lock_model(session, parsed.name)
+            owner: dict[str, Any]
+            table: type[ModelTag] | type[VersionTag]
             if parsed.version is None and parsed.alias is None:
                 owner, table, version = {"model_id": model.id}, ModelTag, None
             else:

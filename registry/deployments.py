@@ -102,6 +102,7 @@ def remove_deployment(
         return info
 
 
+# SQLModel sets __table__ on every table class but does not declare it to type checkers.
 _EVENTS = Event.__table__  # type: ignore[attr-defined]
 
 

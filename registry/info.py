@@ -20,6 +20,7 @@ def _jsonable(value: Any) -> Any:
 class _AsDict:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields (times as ISO 8601 UTC)."""
+        # Every subclass is a dataclass; mypy cannot know that of the mixin itself.
         return _jsonable(asdict(self))  # type: ignore[call-overload]
 
 

@@ -17,6 +17,7 @@ from registry.refs import Ref
 from registry.schema import ModelAlias, ModelVersion, RegisteredModel, VersionTag
 from registry.store import runner
 
+# SQLModel sets __table__ on every table class but does not declare it to type checkers.
 MODELS = RegisteredModel.__table__  # type: ignore[attr-defined]
 VERSIONS = ModelVersion.__table__  # type: ignore[attr-defined]
 ALIASES = ModelAlias.__table__  # type: ignore[attr-defined]

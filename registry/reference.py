@@ -3,7 +3,7 @@
 Each column is stored as a plain array (float64 for numeric columns, fixed-width unicode for
 categorical ones) with a boolean mask of missing values, next to the model's predictions on the
 sample and, when registration was given them, the true labels of its rows and the calibration of
-the model's probabilities fitted on them (`registry.monitoring.estimate`). Drift monitoring compares
+the model's probabilities fitted on them (`registry.calibration`). Drift monitoring compares
 live traffic with it; the estimated performance is calibrated on it.
 """
 

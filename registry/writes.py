@@ -14,6 +14,7 @@ from registry.errors import ModelNotFound
 from registry.queries import ALIASES, MODELS, VERSIONS
 from registry.schema import Event, utcnow
 
+# SQLModel sets __table__ on every table class but does not declare it to type checkers.
 EVENTS = Event.__table__  # type: ignore[attr-defined]
 
 _LOCK_MODEL = (
@@ -31,6 +32,7 @@ def lock_model(conn: Connection, name: str, create: bool = False) -> tuple[int, 
     writer lock covers it). With `create`, a missing model is created first, safely under races."""
     found = conn.execute(_LOCK_MODEL, {"name": name}).first()
     if found is None and create:
+        upsert: Any  # each dialect's insert() has its own type, both with on_conflict_do_nothing()
         if conn.dialect.name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as upsert
         else:

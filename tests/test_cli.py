@@ -674,3 +674,14 @@ def test_the_demo_names_the_modeldeck_it_was_started_as(tmp_path) -> None:
     assert _own_command(str(script), str(script)) == "modeldeck"  # the one on PATH
     assert _own_command("/usr/local/bin/modeldeck", str(script)) == str(script)  # another one is on PATH
     assert _own_command(None, "-c").endswith(" -m console.cli")
+
+
+def test_version_is_the_installed_distributions():
+    import tomllib
+    from importlib.metadata import version
+
+    declared = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["version"]
+    assert version("modeldeck") == declared
+    assert run("--version").stdout == f"modeldeck {declared}\n"
+    # eager: it answers before any command runs, and exits 0 where a bare `modeldeck` prints help
+    assert run("--version", "status").stdout == f"modeldeck {declared}\n"

@@ -184,7 +184,7 @@ def test_labels_that_do_not_fit_are_refused_and_models_without_probabilities_get
 def test_labelled_training_rows_the_model_gets_all_right_are_warned_about(tmp_path, cancer) -> None:
     from sklearn.ensemble import RandomForestClassifier
 
-    from registry.monitoring.estimate import CalibrationWarning
+    from registry.calibration import CalibrationWarning
 
     X, y = cancer.frame.iloc[cancer.train], cancer.y[cancer.train]
     forest = RandomForestClassifier(30, random_state=0).fit(X, y)

@@ -28,8 +28,8 @@ from sklearn import metrics
 
 from registry import Registry
 from registry.errors import DeploymentNotChosen
-from registry.monitoring.outcomes import MAX_LABELS_PER_REQUEST, SCHEMA_VERSION, OutcomeStore, store_path
 from registry.monitoring.performance import read_performance_rollups
+from registry.outcomes import MAX_LABELS_PER_REQUEST, SCHEMA_VERSION, OutcomeStore, store_path
 from registry.serving.client import SupervisorClient
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]  # anyio's pytest plugin runs the async test
@@ -338,7 +338,7 @@ def test_the_store_is_private_and_bounded(stack: Stack, tmp_path: Path) -> None:
         store.add_predictions(rows)
         old = [(f"old{i}", 0, "d", "m", 1, now - 30 * 86400, b"1", None, None) for i in range(5)]
         store.add_predictions(old)
-        from registry.monitoring.outcomes import Label
+        from registry.outcomes import Label
 
         labels = [Label("r99", 0, 1), Label("old1", 0, 1), Label("ghost", 0, 1)]
         store.add_labels(labels, "d", now=now - 2 * 86400)
@@ -535,7 +535,7 @@ def test_feedback_is_bounded_and_never_starves_another_deployments_predictions(s
 
 
 def test_pending_labels_are_capped_oldest_first(tmp_path: Path) -> None:
-    from registry.monitoring.outcomes import Label
+    from registry.outcomes import Label
 
     with OutcomeStore(tmp_path / "o" / "outcomes.sqlite") as store:
         store.add_predictions([("known", 0, "d", "m", 1, time.time(), b"1", None, None)])
@@ -684,7 +684,7 @@ def test_status_says_when_the_supervisor_cannot_read_the_store(stack: Stack) -> 
 def test_the_store_writer_logs_an_error_and_carries_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from registry.monitoring.outcomes import PredictionRecorder
+    from registry.outcomes import PredictionRecorder
 
     recorder = PredictionRecorder(tmp_path / "o" / "outcomes.sqlite", "d", "m", 1, every=0.05)
     try:

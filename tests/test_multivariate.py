@@ -11,7 +11,7 @@ from sklearn.datasets import load_breast_cancer
 
 from registry.monitoring import drift
 from registry.monitoring.drift import Profile, drift_report
-from registry.monitoring.multivariate import ERROR_RATIO_FLOOR, MultivariateProfile
+from registry.monitoring.multivariate import ERROR_RATIO_FLOOR, MultivariateProfile, multivariate_drift
 from registry.reference import ReferenceSample
 
 FEATURES = 20
@@ -56,7 +56,7 @@ def test_windows_from_the_reference_distribution_are_rarely_flagged(
     reference: MultivariateProfile, rows: int, windows: int
 ) -> None:
     rng = np.random.default_rng(rows)
-    results = [reference.drift(mixed(rng, rows), {}) for _ in range(windows)]
+    results = [multivariate_drift(reference, mixed(rng, rows), {}) for _ in range(windows)]
     assert all(r.status in (drift.OK, drift.WARN, drift.DRIFT) and r.rows == rows for r in results)
     flagged = sum(r.status != drift.OK for r in results)
     assert flagged <= 0.01 * windows
@@ -72,7 +72,7 @@ def test_a_broken_correlation_with_unchanged_marginals_is_drift_that_ks_does_not
     trials = 20
     for _ in range(trials):
         window = mixed(rng, 1000, rho=0.0)  # x0 and x1: still standard normals, now independent
-        result = reference.drift(window, {})
+        result = multivariate_drift(reference, window, {})
         detected += result.status == drift.DRIFT and result.error_ratio >= ERROR_RATIO_FLOOR
         numeric = [name for name, values in window.items() if values.dtype.kind == "f"]
         smallest = min(
@@ -96,8 +96,8 @@ def test_a_categorical_that_stops_following_a_numeric_feature_is_seen() -> None:
     columns = sample(4000, linked=True)
     profile = MultivariateProfile.fit(columns, {}, kinds(columns))
     assert profile is not None and ["segment", "high"] in profile.inputs
-    assert profile.drift(sample(1000, linked=True), {}).status == drift.OK
-    assert profile.drift(sample(1000, linked=False), {}).status == drift.DRIFT
+    assert multivariate_drift(profile, sample(1000, linked=True), {}).status == drift.OK
+    assert multivariate_drift(profile, sample(1000, linked=False), {}).status == drift.DRIFT
 
 
 def _split(seed: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -119,12 +119,12 @@ def test_real_data_held_out_half_is_not_flagged_and_permuted_correlated_columns_
         reference, held_out = _split(seed)
         profile = MultivariateProfile.fit(reference, {}, dict.fromkeys(reference, True))
         assert profile is not None and 1 <= len(profile.components) < len(profile.inputs)
-        flagged += profile.drift(held_out, {}).status != drift.OK
+        flagged += multivariate_drift(profile, held_out, {}).status != drift.OK
         rng = np.random.default_rng(seed)
         shuffled = {**held_out}
         for name in ("mean radius", "mean perimeter"):
             shuffled[name] = rng.permutation(held_out[name])
-        detected += profile.drift(shuffled, {}).status == drift.DRIFT
+        detected += multivariate_drift(profile, shuffled, {}).status == drift.DRIFT
     assert flagged <= 1
     assert detected >= 0.9 * trials
 
@@ -134,10 +134,11 @@ def test_missing_values_take_the_reference_median_and_small_windows_get_no_verdi
 ) -> None:
     window = mixed(np.random.default_rng(3), 500)
     holes = {name: np.random.default_rng(4).random(500) < 0.02 for name in window}
-    assert reference.drift(window, holes).status == drift.OK
-    small = reference.drift(mixed(np.random.default_rng(5), 50), {})
+    assert multivariate_drift(reference, window, holes).status == drift.OK
+    small = multivariate_drift(reference, mixed(np.random.default_rng(5), 50), {})
     assert small.status == drift.NOT_ENOUGH and small.p_value is None and small.error_ratio is not None
-    assert reference.drift({"x0": np.zeros(500)}, {}).status == drift.NOT_ENOUGH  # inputs missing
+    inputs_missing = multivariate_drift(reference, {"x0": np.zeros(500)}, {})
+    assert inputs_missing.status == drift.NOT_ENOUGH
 
 
 def test_too_few_rows_or_inputs_give_no_multivariate_profile() -> None:
@@ -149,7 +150,7 @@ def test_too_few_rows_or_inputs_give_no_multivariate_profile() -> None:
     odd["a"][:5] = [np.inf, -np.inf, np.nan, np.inf, 1e6]  # infinities are filled like missing values
     profile = MultivariateProfile.fit(odd, {}, {})
     assert profile is not None and np.isfinite(profile.null_errors).all()
-    assert profile.drift(odd, {}).status == drift.OK
+    assert multivariate_drift(profile, odd, {}).status == drift.OK
 
 
 def _two_categoricals(rng: np.random.Generator, rows: int) -> dict[str, np.ndarray]:
@@ -177,7 +178,7 @@ def test_exactly_dependent_inputs_leave_a_real_residual_and_no_round_off_alarms(
         profile = MultivariateProfile.fit(columns, {}, kinds(columns))
         assert profile is not None and profile.null_errors.mean() > 1e-6
         for _ in range(10):
-            flagged += profile.drift(sample(rng, 1000), {}).status != drift.OK
+            flagged += multivariate_drift(profile, sample(rng, 1000), {}).status != drift.OK
             windows += 1
     assert flagged <= 0.01 * windows
 
@@ -187,8 +188,8 @@ def test_a_broken_correlation_is_still_seen_beside_a_derived_sum() -> None:
     columns = _a_b_and_their_sum(rng, 3000, rho=0.8)
     profile = MultivariateProfile.fit(columns, {}, kinds(columns))
     assert profile is not None
-    assert profile.drift(_a_b_and_their_sum(rng, 1000, rho=0.8), {}).status == drift.OK
-    assert profile.drift(_a_b_and_their_sum(rng, 1000, rho=0.0), {}).status == drift.DRIFT
+    assert multivariate_drift(profile, _a_b_and_their_sum(rng, 1000, rho=0.8), {}).status == drift.OK
+    assert multivariate_drift(profile, _a_b_and_their_sum(rng, 1000, rho=0.0), {}).status == drift.DRIFT
 
 
 def test_a_single_categorical_spans_too_few_dimensions_for_a_multivariate_profile() -> None:

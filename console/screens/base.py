@@ -50,7 +50,7 @@ class OverviewScreen(Screen[None], Generic[Extra]):
 
     @property
     def deck(self) -> ModeldeckApp:
-        return self.app  # type: ignore[return-value]
+        return cast("ModeldeckApp", self.app)  # screens only run inside the modeldeck app
 
     def compose(self) -> ComposeResult:
         from console.widgets.banner import Banner

@@ -80,7 +80,7 @@ class EventsScreen(OverviewScreen[list[EventInfo]]):
             if matches(self.pattern, cells):
                 table.add_row(*cells, key=str(index))
         key = str(self.events.index(selected)) if selected in self.events else None
-        if key in table.rows:  # (a filter may hide it)
+        if key is not None and key in table.rows:  # (a filter may hide it)
             table.move_cursor(row=table.get_row_index(key))
 
     def _selected(self) -> EventInfo | None:

@@ -126,7 +126,7 @@ class MonitorScreen(OverviewScreen[MonitorRead]):
         stale = f", {last['stale']} stale" if last.get("stale") else ""
         verdict = (self.drift or {}).get("status", "-")
         if (self.drift or {}).get("message"):  # e.g. the reference sample is damaged
-            verdict = self.drift["message"]
+            verdict = (self.drift or {})["message"]
         workers = f"{last['workers']} worker{'s' if last['workers'] != 1 else ''}{stale}"
         summary = self.query_one("#summary", Static)
         phrases = [f"{self.deployment}: version {last['version']}, {workers}", f"drift: {verdict}"]
@@ -145,7 +145,7 @@ class MonitorScreen(OverviewScreen[MonitorRead]):
             {
                 label: series
                 for q in ("p50", "p95", "p99")
-                for label, series in by_version(points, q, lambda p, q=q: _ms(p[q])).items()
+                for label, series in by_version(points, q, _in_ms(q)).items()
             },
             xs=seconds_ago,
         )
@@ -281,6 +281,11 @@ def pack(phrases: list[str], width: int, separator: str = " · ") -> str:
 
 def _ms(value: float | None) -> float | None:
     return None if value is None else value * 1e3
+
+
+def _in_ms(key: str) -> Callable[[dict[str, Any]], float | None]:
+    """A point's figure `key` (seconds) in milliseconds."""
+    return lambda point: _ms(point[key])
 
 
 def _error_percent(point: dict[str, Any]) -> float | None:

@@ -55,7 +55,7 @@ class VersionsScreen(OverviewScreen[list[VersionSummary]]):
         self.summaries = extra
 
     def show(self, overview: Overview) -> None:
-        serving = {}
+        serving: dict[int, list[str]] = {}
         for d in overview.deployed(self.model):
             serving.setdefault(d.version, []).append(d.name)
         rows = []

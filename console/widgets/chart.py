@@ -9,7 +9,7 @@ from __future__ import annotations
 import locale
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -45,7 +45,7 @@ TICK_ROOM = 12
 
 def render_chart(
     title: str,
-    series: dict[str, Sequence[float | None]],
+    series: Mapping[str, Sequence[float | None]],
     width: int,
     height: int,
     thresholds: dict[str, float] | None = None,
@@ -150,12 +150,12 @@ class Chart(Static):
     @dataclass
     class _Plot:
         title: str
-        series: dict[str, Sequence[float | None]]
+        series: Mapping[str, Sequence[float | None]]
         options: dict[str, object]
 
     _last: _Plot | None = None
 
-    def plot(self, title: str, series: dict[str, Sequence[float | None]], **options: object) -> None:
+    def plot(self, title: str, series: Mapping[str, Sequence[float | None]], **options: object) -> None:
         self._last = self._Plot(title, series, options)
         self._draw()
 
@@ -164,6 +164,7 @@ class Chart(Static):
             return
         last = self._last
         width, height = self.size.width, self.size.height
+        # plot() passes its keyword options through untyped (**object); render_chart checks their names.
         self.update(render_chart(last.title, last.series, width, height, **last.options))  # type: ignore[arg-type]
 
     def on_resize(self) -> None:

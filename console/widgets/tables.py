@@ -49,7 +49,7 @@ class FitTable(DataTable[str]):
         self._fixed: set[int] = set()  # columns of one fixed format, never shortened
 
     # ---------------------------------------------------------------- the DataTable calls views make
-    def add_columns(self, *labels: Any) -> list[Any]:  # type: ignore[override]
+    def add_columns(self, *labels: Any) -> list[Any]:
         self.labels = [str(label) for label in labels]
         self.shown = list(range(len(self.labels)))
         return self._add_columns(self.labels)
@@ -64,7 +64,7 @@ class FitTable(DataTable[str]):
     def _reserved(self, label: str) -> int | None:
         return max(cell_len(label), self.reserve[label]) if label in self.reserve else None
 
-    def add_row(self, *cells: Any, key: str | None = None, **options: Any) -> Any:  # type: ignore[override]
+    def add_row(self, *cells: Any, key: str | None = None, **options: Any) -> Any:
         if not self.labels:
             return super().add_row(*cells, key=key, **options)
         clean = [printable(c) for c in cells]
@@ -75,7 +75,7 @@ class FitTable(DataTable[str]):
             self.call_after_refresh(self._rows_added)
         return row_key
 
-    def clear(self, columns: bool = False) -> FitTable:  # type: ignore[override]
+    def clear(self, columns: bool = False) -> FitTable:
         self.full.clear()
         if columns:
             self.labels, self.shown = [], []

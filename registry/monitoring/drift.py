@@ -1,9 +1,9 @@
 """Data drift of live inputs and predictions against a version's reference sample.
 
-The reference sample is turned into a `Profile` once (at registration): per numeric feature, its sorted
-non-missing values (at most the sample's 10,000), its distinct decile edges and a robust scale; per
-categorical feature, the count of every category; the missing share of each; the same for the model's
-predictions. A live window is then compared with it by two-sample tests:
+The reference sample is turned into a `Profile` once, at registration, by the registry core
+(`registry.profile`: per numeric feature, its sorted non-missing values, its distinct decile edges and a
+robust scale; per categorical feature, the count of every category; the missing share of each; the same
+for the model's predictions). A live window is then compared with it by two-sample tests:
 
 - numeric: Kolmogorov-Smirnov on the two samples, ties handled as `scipy.stats.ks_2samp` does (both
   empirical CDFs evaluated at every observed value), p-value from ks_2samp's asymptotic method; effect
@@ -27,23 +27,18 @@ figures only. Windows of under `MIN_WINDOW` rows get no verdict.
 
 from __future__ import annotations
 
-import io
-import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from registry.profile import NUMERIC, FeatureProfile, Profile, finite_or_missing
+
 if TYPE_CHECKING:
-    from registry.monitoring.multivariate import MultivariateDrift, MultivariateProfile
+    from registry.monitoring.multivariate import MultivariateDrift
 
 
-#: Decile edges of numeric features (PSI's bins; repeated edges are merged).
-BINS = 10
-#: Stored profiles of this format carry what the tests need; older ones are refitted (`OutdatedProfile`).
-#: 3: infinite reference values count as missing, and the PCA keeps components within the numerical rank.
-FORMAT = 3
 #: Holm-adjusted p-values under these give `drift` (with a practical effect) and `warn`.
 ALPHA_DRIFT, ALPHA_WARN = 0.001, 0.01
 #: Practical floors of the effect sizes: Wasserstein-1 over the robust scale (numeric), total-variation
@@ -54,98 +49,12 @@ MIN_EXPECTED = 5.0
 MIN_WINDOW = 100
 #: Bin shares are floored at this before PSI's logarithm, so an empty bin is a large finite term.
 _EPSILON = 1e-4
-NUMERIC, CATEGORICAL = "numeric", "categorical"
 OK, WARN, DRIFT, NOT_ENOUGH, NO_REFERENCE = "ok", "warn", "drift", "not enough data", "no reference"
 #: The version has a reference sample, but it is missing, tampered with or unreadable.
 DAMAGED = "damaged reference"
 _LEVEL = {OK: 0, WARN: 1, DRIFT: 2}
 _TEST_NAMES = {"ks": "KS", "chi2": "chi2", "missing": "missing"}
 _EFFECT_NAMES = {"ks": "W1/scale", "chi2": "TV"}
-
-
-class OutdatedProfile(ValueError):
-    """A stored profile of an older format: refit it from the reference sample."""
-
-
-@dataclass
-class FeatureProfile:
-    """What drift needs to know of one reference column."""
-
-    name: str
-    kind: str
-    rows: int
-    missing_share: float
-    edges: list[float] = field(default_factory=list)  # numeric: distinct inner decile edges
-    std: float = 0.0
-    scale: float = 0.0  # numeric: robust scale (see `robust_scale`)
-    values: Any = None  # numeric: np.ndarray, the sorted non-missing reference values
-    categories: list[str] = field(default_factory=list)  # categorical: every category, commonest first
-    counts: list[int] = field(default_factory=list)  # categorical: reference count of each category
-    shares: list[float] = field(default_factory=list)  # bins (numeric) or categories + other
-
-    @classmethod
-    def fit(cls, name: str, values: Any, missing: Any, kind: str) -> FeatureProfile:
-        values, missing = np.asarray(values), np.asarray(missing, dtype=bool)
-        if kind == NUMERIC:
-            values, missing = _finite(values, missing)
-        present = values[~missing]
-        rows = len(values)
-        missing_share = float(missing.mean()) if rows else 0.0
-        if kind == NUMERIC:
-            ordered = np.sort(present)
-            if len(ordered) == 0:
-                return cls(name, kind, rows, missing_share, values=ordered, shares=[1.0])
-            deciles = np.quantile(ordered, np.linspace(0, 1, BINS + 1)[1:-1])
-            profile = cls(
-                name,
-                kind,
-                rows,
-                missing_share,
-                edges=[float(e) for e in np.unique(deciles)],
-                std=float(ordered.std()),
-                scale=robust_scale(ordered),
-                values=ordered,
-            )
-            profile.shares = [float(s) for s in profile.bin_shares(ordered)]
-            return profile
-        labels, counts = np.unique(present.astype(str), return_counts=True)
-        order = np.argsort(-counts, kind="stable")
-        total = max(1, len(present))
-        return cls(
-            name,
-            kind,
-            rows,
-            missing_share,
-            categories=[str(labels[i]) for i in order],
-            counts=[int(counts[i]) for i in order],
-            shares=[*(float(counts[i] / total) for i in order), 0.0],
-        )
-
-    @property
-    def present(self) -> int:
-        """Non-missing reference values."""
-        return len(self.values) if self.kind == NUMERIC else sum(self.counts)
-
-    def bin_shares(self, present: Any) -> Any:
-        """Share of `present` (non-missing values) in each reference bin (numeric) or category + other."""
-        if self.kind == NUMERIC:
-            bins = len(self.edges) + 1
-            counts = np.bincount(np.searchsorted(self.edges, present, side="right"), minlength=bins)
-        else:
-            counts = self.category_counts(present)
-        return counts / max(1, len(present))
-
-    def category_counts(self, present: Any) -> Any:
-        """Window counts of each reference category, then of every category absent from it."""
-        other = len(self.categories)
-        if other == 0:
-            return np.array([len(present)])
-        kept = np.asarray(self.categories)
-        order = np.argsort(kept)
-        labels = np.asarray(present).astype(str)
-        at = np.minimum(np.searchsorted(kept[order], labels), other - 1)
-        codes = np.where(kept[order][at] == labels, order[at], other)
-        return np.bincount(codes, minlength=other + 1)
 
 
 @dataclass
@@ -194,82 +103,6 @@ class UnusableProfile:
     (`reason`, e.g. "reference sample of iris:2 is damaged (sha256 mismatch)"), not "no reference"."""
 
     reason: str
-
-
-@dataclass
-class Profile:
-    """A version's reference profile: one FeatureProfile per input column, and its predictions'."""
-
-    features: list[FeatureProfile]
-    prediction: FeatureProfile | None
-    multivariate: MultivariateProfile | None = None  # None: saved before it existed, or too few inputs
-
-    @classmethod
-    def fit(cls, sample: Any, signature: dict[str, Any], output: dict[str, Any]) -> Profile:
-        """From a `ReferenceSample` and the version's signature and output description."""
-        kinds = {
-            c["name"]: (NUMERIC if c["kind"] == "numeric" else CATEGORICAL) for c in signature["columns"]
-        }
-        features = [
-            FeatureProfile.fit(name, values, sample.missing[name], kinds.get(name, NUMERIC))
-            for name, values in sample.columns.items()
-        ]
-        predictions = np.asarray(sample.predictions)
-        if predictions.ndim > 1:
-            predictions = predictions[:, 0] if predictions.shape[1] == 1 else None
-        prediction = None
-        if predictions is not None and len(predictions):
-            kind = (
-                CATEGORICAL
-                if output.get("classes") is not None or predictions.dtype.kind in "USbO"
-                else NUMERIC
-            )
-            prediction = FeatureProfile.fit("prediction", predictions, np.zeros(len(predictions), bool), kind)
-        from registry.monitoring.multivariate import fit_reference
-
-        return cls(features, prediction, fit_reference(sample, signature))
-
-    def to_bytes(self) -> bytes:
-        """Pickle-free `.npz`: each numeric feature's sorted reference values as an array (compressed),
-        everything else as one JSON header."""
-        everything = [*self.features, *([self.prediction] if self.prediction else [])]
-        arrays = {f"v{i}": f.values for i, f in enumerate(everything) if f.values is not None}
-        header = [{k: v for k, v in asdict(f).items() if k != "values"} for f in everything]
-        meta = {"format": FORMAT, "features": header, "has_prediction": self.prediction is not None}
-        if self.multivariate is not None:
-            meta["multivariate"] = self.multivariate.header()
-            arrays.update(self.multivariate.arrays())
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, header=np.array(json.dumps(meta)), **arrays)
-        return buffer.getvalue()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Profile:
-        """The stored profile; `OutdatedProfile` when it predates `FORMAT` (refit it)."""
-        from registry.monitoring.multivariate import MultivariateProfile
-
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            meta = json.loads(str(npz["header"]))
-            if meta.get("format", 1) < FORMAT:
-                raise OutdatedProfile(f"drift profile of format {meta.get('format', 1)}, not {FORMAT}")
-            everything = [
-                FeatureProfile(**item, values=npz[f"v{i}"] if f"v{i}" in npz.files else None)
-                for i, item in enumerate(meta["features"])
-            ]
-            multivariate = MultivariateProfile.load(meta.get("multivariate"), npz)
-        prediction = everything.pop() if meta["has_prediction"] else None
-        return cls(everything, prediction, multivariate)
-
-
-def robust_scale(ordered: Any) -> float:
-    """The scale W1 is divided by: the interquartile range / 1.349 (the std of a normal), else (half
-    the values or more tied, e.g. 0/1 or zero-inflated data) the mean absolute deviation from the
-    median x sqrt(pi/2) (also the std of a normal), else 0 (a constant). Unlike the std it stays put
-    on heavy tails and single outliers."""
-    q1, median, q3 = np.quantile(ordered, [0.25, 0.5, 0.75])
-    if q3 > q1:
-        return float((q3 - q1) / 1.349)
-    return float(np.mean(np.abs(ordered - median)) * math.sqrt(math.pi / 2))
 
 
 def psi(reference: Any, current: Any) -> float:
@@ -387,20 +220,12 @@ def holm(p_values: list[float]) -> list[float]:
     return [float(p) for p in adjusted]
 
 
-def _finite(values: Any, missing: Any) -> tuple[Any, Any]:
-    """A numeric column as floats, and its missing mask widened to NaN and infinite values: an
-    infinity has no distance or quantile, so it counts as missing (as in the multivariate signal)."""
-    numbers = np.full(len(values), np.nan)
-    numbers[~missing] = values[~missing].astype(np.float64)
-    return numbers, missing | ~np.isfinite(numbers)
-
-
 def feature_drift(profile: FeatureProfile, values: Any, missing: Any | None = None) -> FeatureDrift:
     """Drift figures and raw p-values of one column of the window (verdict: `judge`)."""
     values = np.asarray(values)
     missing = np.zeros(len(values), bool) if missing is None else np.asarray(missing, dtype=bool)
     if profile.kind == NUMERIC:
-        numbers, missing = _finite(values, missing)
+        numbers, missing = finite_or_missing(values, missing)
         present = numbers[~missing]
     else:
         present = values[~missing].astype(str)
@@ -505,7 +330,11 @@ def drift_report(
     prediction = None
     if profile.prediction is not None and predictions is not None and len(predictions):
         prediction = feature_drift(profile.prediction, np.asarray(predictions))
-    multivariate = profile.multivariate.drift(columns, missing) if profile.multivariate else None
+    from registry.monitoring.multivariate import multivariate_drift  # it imports this module's verdicts
+
+    multivariate = None
+    if profile.multivariate is not None:
+        multivariate = multivariate_drift(profile.multivariate, columns, missing)
     signals = [*features, *([prediction] if prediction is not None else [])]
     extra = (multivariate.p_value,) if multivariate is not None and multivariate.p_value is not None else ()
     adjusted = judge(signals, extra=extra)
@@ -516,7 +345,8 @@ def drift_report(
     if rows < MIN_WINDOW or not judged:
         return DriftReport(NOT_ENOUGH, rows, 0.0, features, prediction, multivariate=multivariate)
     drifted = sum(f.status == DRIFT for f in judged) / len(judged)
-    worst = max(_LEVEL.get(s.status, 0) for s in [*signals, *([multivariate] if multivariate else [])])
+    statuses = [s.status for s in signals] + ([multivariate.status] if multivariate else [])
+    worst = max(_LEVEL.get(s, 0) for s in statuses)
     status = {_LEVEL[s]: s for s in _LEVEL}[worst]
     return DriftReport(status, rows, drifted, features, prediction, multivariate=multivariate)
 

@@ -17,10 +17,11 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select
 
-from registry.monitoring.outcomes import OutcomeStore
+from registry.outcomes import OutcomeStore
 from registry.schema import PerformanceRollup
 from registry.store import Database
 
+# SQLModel sets __table__ on every table class but does not declare it to type checkers.
 _TABLE = PerformanceRollup.__table__  # type: ignore[attr-defined]
 
 NO_PROBABILITIES = "no class probabilities were stored for these predictions (ask for predict_proba)"
@@ -62,13 +63,13 @@ def score(pairs: list[tuple[Any, Any, Any, float]], output: dict[str, Any]) -> d
 
     if output.get("kind") != "classification":
         try:
-            predictions = np.array([float(p) for p, *_ in pairs])
-            labels = np.array([float(lab) for _, lab, *_ in pairs])
+            numbers = np.array([float(p) for p, *_ in pairs])
+            actual = np.array([float(lab) for _, lab, *_ in pairs])
         except (TypeError, ValueError):
             return {"error": "a label or prediction is not a number"}
         return {
-            "mae": float(metrics.mean_absolute_error(labels, predictions)),
-            "rmse": float(np.sqrt(metrics.mean_squared_error(labels, predictions))),
+            "mae": float(metrics.mean_absolute_error(actual, numbers)),
+            "rmse": float(np.sqrt(metrics.mean_squared_error(actual, numbers))),
         }
     # Labels may come as 1, "1", 1.0 or "1.0" (pandas writes an integer column with a missing value
     # as floats): classes are compared as canonical text.
@@ -185,9 +186,9 @@ def measure(
                 continue
             model = deployments[name][0]
             output = output_of(model, version)
-            figures = None if output is None else realised(store, name, version, output, start, start + 60)
-            if figures is not None:
-                rollups.append(_rollup_row(name, model, version, start, figures))
+            minute = None if output is None else realised(store, name, version, output, start, start + 60)
+            if minute is not None:
+                rollups.append(_rollup_row(name, model, version, start, minute))
         return Measured(realised_now, rollups, store.counters(), store.size())
 
 
@@ -242,7 +243,7 @@ def live_by_version(
 ) -> dict[int, dict[str, Any] | None]:
     """Realised performance of each version of `model` (`{version: output description}`) over the
     predictions of the last `window` seconds, across its deployments; {} when nothing was stored."""
-    from registry.monitoring.outcomes import store_path
+    from registry.outcomes import store_path
 
     path = store_path(home)
     if not path.exists():

@@ -39,6 +39,7 @@ DEFAULT_RETENTION = {10: timedelta(days=1), 60: timedelta(days=30)}
 MAX_PENDING = 100_000
 #: Rows that could not be written at all, kept for inspection (beyond this the oldest are forgotten).
 MAX_SET_ASIDE = 1000
+# SQLModel sets __table__ on every table class but does not declare it to type checkers.
 _TABLE = MetricRollup.__table__  # type: ignore[attr-defined]
 _COUNTS = ("requests", "ok", "client_errors", "server_errors")
 _WORST = ("p50", "p95", "p99", "cpu", "rss")

@@ -189,7 +189,7 @@ class DeploymentSeries:
             self._recent.popleft()
         window = [sum(column) for column in zip(*(b for _, b in self._recent), strict=True)]
         requests = sum(codes.values())
-        known = [r for pid, r in resources.items() if r is not None and pid in serving]
+        measured = [r for pid, r in resources.items() if r is not None and pid in serving]
         point: dict[str, Any] = {
             "seq": seq,
             "t": now,
@@ -208,10 +208,10 @@ class DeploymentSeries:
             "mean_latency": step.latency_sum / sum(buckets) if sum(buckets) else None,
             "workers": len(serving),
             "stale": len(serving) - answered,
-            "cpu": sum(r["cpu"] for r in known) if known else None,
-            "rss": sum(r["rss"] for r in known) if known else None,
-            "threads": sum(r["threads"] for r in known) if known else None,
-            "fds": sum(r["fds"] for r in known) if known else None,
+            "cpu": sum(r["cpu"] for r in measured) if measured else None,
+            "rss": sum(r["rss"] for r in measured) if measured else None,
+            "threads": sum(r["threads"] for r in measured) if measured else None,
+            "fds": sum(r["fds"] for r in measured) if measured else None,
             "latency_buckets": buckets,
             # per worker (pid): cpu, rss, threads, fds, or None when psutil could not read it
             "processes": {str(pid): resources.get(pid) for pid in pulls if pid in serving},

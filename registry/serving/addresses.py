@@ -30,7 +30,7 @@ def outside_url(host: str, port: int) -> str | None:
     return f"http://{_bracketed(host_address(family))}:{port}"
 
 
-def host_address(family: int = socket.AF_INET) -> str:
+def host_address(family: socket.AddressFamily = socket.AF_INET) -> str:
     """This host's address on its route outward, or its name when it has no such route."""
     try:
         with socket.socket(family, socket.SOCK_DGRAM) as probe:

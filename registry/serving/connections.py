@@ -119,6 +119,7 @@ def protocol_class(limits: ConnectionLimits) -> type:
             self.answered = False
 
         # -------------------------------------------------------- connections and the cap
+        # asyncio hands a stream protocol a Transport; its base class declares the wider BaseTransport.
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             cls = type(self)
             over = len(cls.live) >= limits.max_connections and not cls.evict_idle()
@@ -292,6 +293,7 @@ def protocol_class(limits: ConnectionLimits) -> type:
                 for protocol in [p for p in cls.live if p.deadline <= now]:
                     protocol.expire()
 
+    # A class attribute the protocol class reads and never declares (made per set of limits, here).
     LimitedHttpTools.limits = limits  # type: ignore[attr-defined]
     return LimitedHttpTools
 

@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 from logging.handlers import WatchedFileHandler
 from pathlib import Path
@@ -206,8 +206,9 @@ async def run_daemon(home: Path, policy: Policy, metrics_required: bool = False)
     stop_servers = [False]
 
     class ControlServer(uvicorn.Server):
-        def capture_signals(self) -> contextlib.AbstractContextManager[None]:
-            return contextlib.nullcontext()
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:  # uvicorn installs no signal handlers here
+            yield
 
     server: ControlServer
 
@@ -306,8 +307,9 @@ async def _start_exporter(supervisor: Supervisor, sock: Any) -> Any:
     class Exporter(uvicorn.Server):
         socket: Any = None  # the listening socket, kept open as long as the server
 
-        def capture_signals(self) -> contextlib.AbstractContextManager[None]:
-            return contextlib.nullcontext()
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:  # uvicorn installs no signal handlers here
+            yield
 
     server = Exporter(config)
     asyncio.get_running_loop().create_task(server.serve())

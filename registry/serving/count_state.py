@@ -14,7 +14,7 @@ import itertools
 import logging
 import math
 import re
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -123,7 +123,7 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def _finite(value: Any) -> bool:
+def _finite(value: Any) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 

@@ -332,7 +332,7 @@ def _monitoring_health(scraper: Any) -> Iterator[Metric]:
 
 def exposition(supervisor: Supervisor) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SupervisorCollector(supervisor))  # type: ignore[arg-type]
+    registry.register(SupervisorCollector(supervisor))
     return generate_latest(registry)
 
 

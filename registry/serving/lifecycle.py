@@ -33,7 +33,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from logging.handlers import WatchedFileHandler
 from pathlib import Path
 from typing import Any
@@ -65,7 +65,7 @@ class Reporter:
         if state != self.state or detail:  # the deployment's log tells its story: loading, serving, ...
             log.info("%s%s", state, "".join(f" {k}={v}" for k, v in detail.items()))
         self.state = state
-        if self.sock is None:
+        if self.sock is None or self.path is None:
             return
         message = json.dumps({**self.identity, "state": state, **detail, **(unlogged or {})}).encode()[
             :60_000
@@ -141,8 +141,9 @@ def _server_class() -> type:
             if not self.force_exit:
                 await self.lifespan.shutdown()
 
-        def capture_signals(self) -> contextlib.AbstractContextManager[None]:
-            return contextlib.nullcontext()
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:  # uvicorn installs no signal handlers here
+            yield
 
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
@@ -278,7 +279,7 @@ async def _serve_monitoring(state: Any, path: Path) -> None:
 
 def _load(options: argparse.Namespace) -> tuple[ClosingWhenDraining, Any]:
     from registry.core import Registry
-    from registry.monitoring.outcomes import open_recorder
+    from registry.outcomes import open_recorder
     from registry.serving.server import create_app
     from registry.serving.telemetry import start as start_telemetry
     from registry.serving.worker import load_predictor, read_token, server_config

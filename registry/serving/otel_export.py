@@ -225,7 +225,8 @@ def _histogram_points(
             sum=entry["sum"],
             bucket_counts=counts,
             explicit_bounds=[bound for bound, _ in buckets if bound != float("inf")],
-            min=None,  # type: ignore[arg-type]  # Prometheus keeps no min or max: left out of the message
+            # Prometheus keeps no min or max: left out of the message (optional fields; the hints say float).
+            min=None,  # type: ignore[arg-type]
             max=None,  # type: ignore[arg-type]
         )
 
@@ -234,7 +235,7 @@ def server_resource(deployment: str, model: str, version: int) -> Resource:
     """service.name (the deployment), service.instance.id (this worker), service.version (the model
     version) and the model; what `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES` set wins."""
     host, pid = socket.gethostname(), os.getpid()
-    ours = {
+    ours: dict[str, str | int] = {
         "service.name": deployment,
         "service.instance.id": f"{deployment}@{host}:{pid}",
         "service.version": str(version),

@@ -24,13 +24,13 @@ import orjson
 
 from registry.errors import RegistryError
 from registry.monitoring.drift import Profile, UnusableProfile
-from registry.monitoring.outcomes import DEFAULT_MAX_AGE, DEFAULT_MAX_ROWS, OutcomeStore, store_path
 from registry.monitoring.performance import measure, prune_performance_rollups, write_performance_rollups
 from registry.monitoring.resources import ResourceSampler
 from registry.monitoring.rollups import DEFAULT_RETENTION, Rollups, prune_rollups
 from registry.monitoring.sampling import SKIP
 from registry.monitoring.timeseries import DeploymentSeries
 from registry.monitoring.window import DriftWindow
+from registry.outcomes import DEFAULT_MAX_AGE, DEFAULT_MAX_ROWS, OutcomeStore, store_path
 from registry.serving.count_state import load_counts, save_counts
 from registry.serving.count_state import snapshot as count_snapshot
 from registry.serving.drift_state import load_windows, save_windows, snapshot

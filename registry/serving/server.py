@@ -12,7 +12,7 @@ import hmac
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,8 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from registry.monitoring.metrics import CONTENT_TYPE, ServingMetrics
-from registry.monitoring.outcomes import (
+from registry.monitoring.sampling import InputSampler
+from registry.outcomes import (
     MAX_LABELS_PER_REQUEST,
     LabelError,
     PredictionRecorder,
@@ -33,7 +34,6 @@ from registry.monitoring.outcomes import (
     parse_labels,
     request_id,
 )
-from registry.monitoring.sampling import InputSampler
 from registry.serving import encodings, oip_binary, oip_types, payloads
 from registry.serving.batching import MicroBatcher
 from registry.serving.calls import ModelCaller
@@ -257,7 +257,7 @@ def create_app(
     numeric_labels = info.output.get("kind") != "classification"  # a regressor's labels are numbers
 
     async def feedback(request: Request) -> Response:
-        """Labels for earlier predictions, by request id (see `registry.monitoring.outcomes`)."""
+        """Labels for earlier predictions, by request id (see `registry.outcomes`)."""
         try:
             if outcomes is None and store_error is not None:
                 raise InputError(503, "store_unavailable", f"prediction store unavailable: {store_error}")
@@ -316,7 +316,12 @@ def create_app(
     def not_ready(request: Request) -> Response:
         """503 while the version loads or warms up: an error in the route's shape, with `ready` false."""
         message = f"model {info.name} version {info.version} is not ready yet (loading or warming up)"
-        state = {"ready": False, "status": "loading", "model": info.name, "version": str(info.version)}
+        state: dict[str, Any] = {
+            "ready": False,
+            "status": "loading",
+            "model": info.name,
+            "version": str(info.version),
+        }
         return answer(503, error_body(request.url.path, 503, message, "not_ready", **state))
 
     async def version(_: Request) -> Response:

@@ -145,10 +145,10 @@ def run_server(
 ) -> None:
     """Serve `predictor` on an already bound socket until SIGINT/SIGTERM (graceful). OpenTelemetry
     goes to `otlp` or where the `OTEL_*` environment says (`registry.serving.telemetry`). With
-    `home`, predictions are kept in its prediction store for labels (`registry.monitoring.outcomes`)."""
+    `home`, predictions are kept in its prediction store for labels (`registry.outcomes`)."""
     import uvicorn
 
-    from registry.monitoring.outcomes import open_recorder
+    from registry.outcomes import open_recorder
     from registry.serving.logs import limit_repeats
     from registry.serving.telemetry import start as start_telemetry
 

@@ -280,13 +280,13 @@ class OutcomeStore:
                     )
                     batch["duplicates"] += seen is not None
                     batch["accepted" if known else "unknown"] += 1
-                for outcome, key in (
+                for outcome, counted in (
                     ("accepted", "accepted"),
                     ("duplicate", "duplicates"),
                     ("unknown", "unknown"),
                 ):
-                    if batch[key]:
-                        _count(db, f"labels_{outcome}", batch[key])
+                    if batch[counted]:
+                        _count(db, f"labels_{outcome}", batch[counted])
             counts = {key: counts[key] + batch[key] for key in counts}
         if counts["unknown"]:
             self._cap_pending(max_pending)
