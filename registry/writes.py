@@ -69,7 +69,9 @@ def insert_version(conn: Connection, model_id: int, number: int, values: dict[st
     now = utcnow()
     row = {**values, "model_id": model_id, "version": number, "created_at": now, "archived_at": None}
     conn.execute(_ADVANCE, {"mid": model_id, "next_version": number + 1, "now": now})
-    row["id"] = conn.execute(_INSERT_VERSION, row).inserted_primary_key[0]
+    key = conn.execute(_INSERT_VERSION, row).inserted_primary_key
+    assert key is not None  # a single-row INSERT always reports its key
+    row["id"] = key[0]
     return row
 
 

@@ -112,10 +112,11 @@ class MonitorScreen(OverviewScreen[MonitorRead]):
         self.cursor = extra.cursor
         self.drift = extra.drift
         self.performance = extra.performance
-        judged = self.drift and self.drift.get("status") in ("ok", "warn", "drift")
-        if judged and (not self.drift_shares or self.drift["t"] > self.drift_shares[-1][0]):
-            self.drift_shares.append((self.drift["t"], self.drift["drifted_share"]))
-            start = self.drift["t"] - 60 * DRIFT_MINUTES
+        drift = self.drift or {}
+        judged = drift.get("status") in ("ok", "warn", "drift")
+        if judged and (not self.drift_shares or drift["t"] > self.drift_shares[-1][0]):
+            self.drift_shares.append((drift["t"], drift["drifted_share"]))
+            start = drift["t"] - 60 * DRIFT_MINUTES
             self.drift_shares = [(t, share) for t, share in self.drift_shares if t >= start]
 
     def show(self, overview: Overview) -> None:

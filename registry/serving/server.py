@@ -120,7 +120,7 @@ def create_app(
             sampler.add(rows, result)
         return result
 
-    def answer(status: int, body: Any, extra_headers: dict[str, str] | None = None) -> Response:
+    def answer(status: int, body: Any, extra_headers: Mapping[str, str] | None = None) -> Response:
         if extra_headers is None:
             return JSONBytes(orjson.dumps(body), status, raw_headers)
         return Response(
