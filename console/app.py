@@ -78,9 +78,7 @@ class ModeldeckApp(App[None]):
         self.operations = Operations(self)
 
     async def on_mount(self) -> None:
-        self.sub_title = f"{self.backend.home}" + (
-            "  [read-only]" if self.read_only else ""
-        )
+        self.sub_title = f"{self.backend.home}" + ("  [read-only]" if self.read_only else "")
         await self.switch_mode("models")  # before any key: a `2` typed at once must not be overtaken
         if not self.is_headless:  # the terminal went away (SSH dropped, window closed): quit cleanly,
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.exit)  # so the demo cleans up

@@ -79,7 +79,7 @@ PRELOAD = (
     "registry.serving.server",
     "registry.serving.worker",
     "registry.serving.telemetry",
-    "registry.monitoring.outcomes",
+    "registry.outcomes",
 )
 #: Thread-count variables the preloader pins to 1; a child sets its pools from the supervisor's values.
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
