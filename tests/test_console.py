@@ -43,12 +43,12 @@ async def test_deploy_and_roll_back_with_single_keys(deck: Deck) -> None:
             if "done in" in banner(app):
                 break  # the action ended
             await pilot.pause(0.05)
-        # every step as it happens, with the time it has taken so far, and at the end the last ones
-        assert any(b.startswith("deploying iris:2 (") and "deploy_requested → loading" in b for b in shown)
+        # every step with the time it took (a preloaded worker deploys in a fraction of a second, too
+        # fast to catch the banner mid-way every time: the in-progress form is tested in test_console_parts)
+        assert all(b.startswith("deploying iris:2") for b in shown if b.startswith("deploying"))
         final = next(b for b in shown if "done in" in b)
-        assert (
-            final.startswith("deploying iris:2: done in ") and "→ ready " in final and "→ switched " in final
-        )
+        assert final.startswith("deploying iris:2: done in ") and "deploy_requested → loading " in final
+        assert "→ ready " in final and "→ switched " in final
         await settle(pilot, app, 0.2)
         assert deck.version() == "2"
         await pilot.press("2")  # deployments

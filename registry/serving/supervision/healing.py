@@ -143,7 +143,9 @@ class Healing:
             if policy.auto_rollback and standby is not None and standby != spec.version:
                 state.spawn_task(self._auto_rollback(runtime, standby))
                 return
-        backoff = min(policy.max_backoff, 0.5 * 2 ** max(0, recent - 1))
+        # The first crash in the window restarts at once (a preloaded worker is back in well under a
+        # second); repeated ones back off 0.5 s, 1 s, 2 s ... up to max_backoff.
+        backoff = 0.0 if recent <= 1 else min(policy.max_backoff, 0.5 * 2 ** (recent - 2))
         state.spawn_task(self._restart(runtime, backoff))
 
     async def _restart(self, runtime: Runtime, backoff: float, crashed: bool = True) -> None:
