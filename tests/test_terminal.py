@@ -8,6 +8,7 @@ one-row input, or a line pushed below the footer, shows.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from datetime import datetime, timedelta
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from helpers import wait_until
 from terminal import Terminal, modeldeck
 
 from registry import Registry
@@ -184,11 +186,19 @@ def test_the_demo_starts_without_a_false_alarm_and_quitting_leaves_nothing_runni
             assert not alarms, alarms[0]
             term.send("q")
             assert term.wait_exit(60) == 0
-        left = [
-            p.info["pid"]
-            for p in psutil.process_iter(["pid", "cmdline"])
-            if str(tmp_path) in " ".join(p.info["cmdline"] or [])
-        ]
+
+        def left_running() -> list[int]:
+            return [
+                p.info["pid"]
+                for p in psutil.process_iter(["pid", "cmdline", "status"])
+                if str(tmp_path) in " ".join(p.info["cmdline"] or [])
+                and p.info["status"] != psutil.STATUS_ZOMBIE
+            ]
+
+        # a worker the supervisor stopped may take a moment to be reaped after the console's exit
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: not left_running(), 10, "the demo's processes to exit")
+        left = left_running()
         for pid in left:  # (cleaned up, so a failure does not leak into the next tests)
             os.kill(pid, 9)
         assert left == []
