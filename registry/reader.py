@@ -48,7 +48,9 @@ class Reader:
         return self._cursor.fetchall()
 
     def close(self) -> None:
-        with suppress(Exception):
+        """Close the connection once no statement runs on it (closing under a reading thread can crash
+        the sqlite3 module: the console quits while its workers may still read)."""
+        with self._lock, suppress(Exception):
             self._connection.close()
 
     def _read(self, query: Callable[..., T], *args: Any) -> T:

@@ -3,6 +3,7 @@ each still shows what it read, a static view reads only when asked, and polls ne
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,6 +69,9 @@ async def test_refresh_keys_while_a_poll_runs_never_start_a_second_one(home: Pat
     app = _app(home)
     async with app.run_test(size=(120, 30)) as pilot:
         await settle(pilot, app, 0.2)
+        screen, read = app.screen, app.screen.fetch
+        # each read of the real registry takes 0.2 s more, so the keys surely land while one runs
+        screen.fetch = lambda request: (time.sleep(0.2), read(request))[1]  # type: ignore[method-assign]
         running = []
         for _ in range(20):
             await pilot.press("ctrl+r")
