@@ -110,15 +110,6 @@ class Worker:
             await asyncio.sleep(0.01)
         return True
 
-    def as_dict(self, role: str) -> dict[str, Any]:
-        return {
-            "pid": self.pid,
-            "version": self.version,
-            "role": role,
-            "state": self.state,
-            "uptime_s": round(time.time() - self.started, 1),
-        }
-
 
 @dataclass(frozen=True)
 class WorkerSpec:
