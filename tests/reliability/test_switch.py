@@ -155,6 +155,9 @@ def test_a_switch_whose_database_write_fails_changes_nothing_and_says_so(
     fresh: Home, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MODELDECK_DB_TIMEOUT", "1")
+    # workers spawned anew, so the load takes the seconds the lock below must land in (a preloaded
+    # worker loads in ~0.1 s, which can be over before it is taken; preloading is tested elsewhere)
+    monkeypatch.setenv("MODELDECK_PRELOAD", "off")
     client = fresh.client()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -244,7 +247,12 @@ def _try(call: Callable[[], object]) -> object:
 
 
 @pytest.mark.parametrize("step", ["deploy_requested", "loading", "ready", "switched"])
-def test_a_supervisor_killed_at_any_step_of_a_deploy_leaves_one_story(fresh: Home, step: str) -> None:
+def test_a_supervisor_killed_at_any_step_of_a_deploy_leaves_one_story(
+    fresh: Home, step: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # workers spawned anew: each step lasts long enough to kill the supervisor in it (a preloaded
+    # deploy can pass from the switch to its answer before the kill lands)
+    monkeypatch.setenv("MODELDECK_PRELOAD", "off")
     client = fresh.client()
     name, port = f"kill-{step.replace('_', '-')}", free_port()
     url = f"http://127.0.0.1:{port}"
