@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import multiprocessing
+import os
 import socket
 import threading
 import time
@@ -53,11 +55,26 @@ def four_processes() -> Iterator[Callable[..., list[Any]]]:
         yield run
 
 
+#: Ports handed out by `free_port`: below the kernel's ephemeral range (32768 up), where port 0 binds
+#: and client connections land, and split between xdist workers, so that two test processes never
+#: pick the same port in the moment between choosing it and a server binding it.
+_PORTS_PER_WORKER = 1500
+_next_port = itertools.count()
+
+
 def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port free on loopback right now, that no other test process of this run will pick."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    base = 17000 + (worker % 10) * _PORTS_PER_WORKER
+    for _ in range(_PORTS_PER_WORKER):
+        port = base + (os.getpid() + next(_next_port)) % _PORTS_PER_WORKER
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {base}..{base + _PORTS_PER_WORKER}")
 
 
 def hostile_skops(marker: Path) -> bytes:

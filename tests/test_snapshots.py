@@ -230,8 +230,13 @@ async def _settle(pilot) -> None:  # type: ignore[no-untyped-def]
     pilot.app.sub_title = "~/.local/share/modeldeck"
     pilot.app.cursor_blink = False
     await pilot.app.workers.wait_for_complete()
+    for _ in range(200):  # a poll's message posted but not yet taken: the screen is still polling
+        if not getattr(pilot.app.screen, "_polling", False):
+            break
+        await pilot.pause(0.02)
     for _ in range(3):  # the poll's rows arrive, then tables fit their columns after a refresh
         await pilot.pause()
+    await pilot.wait_for_scheduled_animations()
 
 
 async def _after(pilot, keys: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]

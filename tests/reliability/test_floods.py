@@ -101,6 +101,7 @@ def target(home: Path) -> Iterator[Target]:
             pass
         assert time.monotonic() < deadline, log.read_text()
         time.sleep(0.1)
+    assert process.poll() is None, f"another server answered on {port}: {log.read_text()}"
     yield server
     process.terminate()
     try:
