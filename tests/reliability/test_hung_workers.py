@@ -103,11 +103,16 @@ def _serve_slow(home: Path, timeout: float | None) -> tuple[subprocess.Popen[byt
     port = free_port()
     env = {**os.environ, "MODELDECK_HOME": str(home)}
     command = [sys.executable, "-c", SLOW_SERVER, str(home), str(port), str(timeout or 0)]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = (home / f"slow-{port}.log").open("wb")
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     return process, f"http://127.0.0.1:{port}"
 
 
-def _ready(url: str) -> bool:
+def _ready(url: str, process: subprocess.Popen[bytes], home: Path) -> bool:
+    """Whether the server at `url` is ready (a server that exited fails the test with its log)."""
+    if process.poll() is not None:
+        port = url.rsplit(":", 1)[1]
+        raise AssertionError(f"the slow server on {port} exited: {(home / f'slow-{port}.log').read_text()}")
     try:
         return httpx.get(f"{url}/health/ready", timeout=1).status_code == 200
     except httpx.HTTPError:
@@ -130,7 +135,8 @@ def test_a_long_predict_leaves_health_checks_answering_and_the_timeout_answers_5
     untimed, untimed_url = _serve_slow(deck.home, None)
     timed, timed_url = _serve_slow(deck.home, 1.0)
     try:
-        wait(lambda: _ready(untimed_url) and _ready(timed_url), 60, "the slow servers")
+        ready = [(untimed_url, untimed, deck.home), (timed_url, timed, deck.home)]
+        wait(lambda: all(_ready(*server) for server in ready), 120, "the slow servers")
         with httpx.Client(timeout=30) as client:
             results: dict[str, httpx.Response] = {}
             long_call = threading.Thread(

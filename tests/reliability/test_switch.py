@@ -9,8 +9,10 @@ workers, never the daemon, hold connections).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -253,13 +255,18 @@ def test_a_supervisor_killed_at_any_step_of_a_deploy_leaves_one_story(
     # workers spawned anew: each step lasts long enough to kill the supervisor in it (a preloaded
     # deploy can pass from the switch to its answer before the kill lands)
     monkeypatch.setenv("MODELDECK_PRELOAD", "off")
-    client = fresh.client()
+    # after the switch the supervisor drains the old worker before it answers: a request left
+    # half-sent to that worker holds the drain for its whole grace, so the kill lands before the answer
+    client = fresh.client("--drain-grace=10") if step == "switched" else fresh.client()
     name, port = f"kill-{step.replace('_', '-')}", free_port()
     url = f"http://127.0.0.1:{port}"
     client.deploy("iris:1", name=name, port=port)
     mark = len(fresh.events(name))
     supervisor = client.status()["supervisor"]["pid"]
-    with Load(url) as load:
+    with Load(url) as load, contextlib.ExitStack() as held:
+        if step == "switched":
+            half_sent = held.enter_context(socket.create_connection(("127.0.0.1", port), timeout=30))
+            half_sent.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
         deploy = _deploy_in_background(fresh, "iris:2", "--name", name)
         holder = None
         if step == "ready":  # loaded, waiting for the switch's write: hold the database meanwhile
