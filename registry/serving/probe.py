@@ -126,8 +126,7 @@ def probe_all(targets: list[tuple[str, int]], timeout: float = PROBE_TIMEOUT) ->
             host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
             shown = f"[{host}]" if ":" in host else host
             request = (
-                f"GET /health/ready HTTP/1.1\r\nHost: {shown}:{port}\r\n"
-                "Accept-Encoding: identity\r\n\r\n"
+                f"GET /health/ready HTTP/1.1\r\nHost: {shown}:{port}\r\nAccept-Encoding: identity\r\n\r\n"
             ).encode("ascii", "replace")
             probe = _Probe(_addresses(host, port), request)
             probes.append(probe)
