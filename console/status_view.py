@@ -30,8 +30,10 @@ def show_status(answer: dict[str, Any], json_out: bool) -> None:
     if not deployments:
         output.say("no deployments; start one with: modeldeck deploy NAME[:VERSION|@ALIAS]")
         return
-    columns = ("DEPLOYMENT", "SERVING", "STANDBY", "URL", "WORKERS", "STATUS", "RESTARTS", "REQ/S", "P99", "DRIFT")
-    table = Grid(columns, wrap=True)
+    table = Grid(
+        ("DEPLOYMENT", "SERVING", "STANDBY", "URL", "WORKERS", "STATUS", "RESTARTS", "REQ/S", "P99", "DRIFT"),
+        wrap=True,
+    )
     for d in deployments:
         live = d.get("live") or {}
         table.add_row(
@@ -49,7 +51,9 @@ def show_status(answer: dict[str, Any], json_out: bool) -> None:
     output.print_table(table)
     _print_realised(deployments)
     if store_error:
-        output.warn(f"note: realised performance unavailable: the prediction store cannot be read: {store_error}")
+        output.warn(
+            f"note: realised performance unavailable: the prediction store cannot be read: {store_error}"
+        )
     for d in deployments:
         if (d.get("live") or {}).get("drift_reason"):
             output.say(f"{d['name']}: {d['live']['drift']}, {d['live']['drift_reason']}")
