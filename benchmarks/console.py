@@ -8,10 +8,11 @@ servers run, so what is measured is the console itself, reading the registry and
 that is not there, as over SSH at 3 a.m. when things are down):
 
   1. read verbs: `modeldeck models`, `versions iris`, `show iris@champion`, `status` and
-     `history iris`, each a fresh process run as the installed `modeldeck` command runs
-     (`console.quick.main`), wall time from process start to exit, median of N runs; beside them, in
-     the same rounds, `python -c pass` and `python -c "import sqlite3"` as the baselines of what any
-     Python command costs here. Budget: under 0.2 s each;
+     `history iris`, each a fresh process running the script pip installs as `modeldeck` for the
+     entry point `console.quick:main` (`ENTRY_SCRIPT`; `python -m console` would add runpy), wall
+     time from process start to exit, median of N runs; beside them, in the same rounds,
+     `python -c pass` and `python -c "import sqlite3"` as the baselines of what any Python command
+     costs here. Budget: under 0.2 s each;
   2. launch: a fresh `python` process imports the console, starts it headless and waits until the
      models table has rows; wall time from process start to that moment (the process reports it;
      quitting and interpreter exit are shown apart), median of several launches. Budget: under 0.5 s;
@@ -146,16 +147,31 @@ runpy.run_module("console", run_name="__main__")
 """
 
 
+#: What pip writes as the `modeldeck` command for `[project.scripts] modeldeck = "console.quick:main"`.
+ENTRY_SCRIPT = """# -*- coding: utf-8 -*-
+import re
+import sys
+from console.quick import main
+if __name__ == '__main__':
+    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])
+    sys.exit(main())
+"""
+
+
 def timed(command: list[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
     subprocess.run(command, env=env, capture_output=True, check=True)
     return time.perf_counter() - start
 
 
-def measure_verbs(runs: int, env: dict[str, str]) -> tuple[dict[str, list[float]], dict[str, list[str]]]:
+def measure_verbs(
+    runs: int, env: dict[str, str], bin_dir: Path
+) -> tuple[dict[str, list[float]], dict[str, list[str]]]:
     """Each read verb and each baseline `runs` times, round-robin (so load spikes hit all alike)."""
+    entry = bin_dir / "modeldeck"
+    entry.write_text(ENTRY_SCRIPT)
     commands = {name: [sys.executable, *args] for name, args in BASELINES.items()}
-    commands |= {verb: [sys.executable, "-m", "console", *args] for verb, args in VERBS.items()}
+    commands |= {verb: [sys.executable, str(entry), *args] for verb, args in VERBS.items()}
     # the path every verb took before console/quick.py: Typer and the Registry (SQLAlchemy, SQLModel)
     commands[BEFORE] = [sys.executable, "-c", "from console.cli import app; app()", "models"]
     times: dict[str, list[float]] = {name: [] for name in commands}
@@ -198,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
         subprocess.run(
             [sys.executable, "-m", "compileall", "-q", *packages], env=env, capture_output=True, check=True
         )
-        verb_times, loaded = measure_verbs(runs, env)
+        verb_times, loaded = measure_verbs(runs, env, Path(tmp))
         console_times, heavy, whole_runs, bare = [], [], [], []
         for _ in range(launches):
             wall, answer = timed_launch(LAUNCH, [str(home)], env)

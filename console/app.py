@@ -23,9 +23,6 @@ from console.backend import Backend, Overview
 from console.operations import Operations
 from console.safe_text import printable, safe_segments
 from console.screens.base import OverviewScreen
-from console.screens.deployments import DeploymentsScreen
-from console.screens.events import EventsScreen
-from console.screens.help import HelpScreen
 from console.screens.models import ModelsScreen
 from console.widgets.banner import Banner
 from console.widgets.command_line import CommandLine
@@ -44,13 +41,26 @@ NOT_RUNNING = "supervisor not running: no live figures (reconnecting; actions st
 STARTING = "starting the supervisor and the deployments…"
 
 
+def _deployments() -> Screen[None]:
+    from console.screens.deployments import DeploymentsScreen
+
+    return DeploymentsScreen()
+
+
+def _events() -> Screen[None]:
+    from console.screens.events import EventsScreen
+
+    return EventsScreen()
+
+
 class ModeldeckApp(App[None]):
     """`modeldeck console`: browse models and versions, deploy and roll back, watch deployments."""
 
     TITLE = "modeldeck"
     CSS_PATH = str(stylesheet())
     BINDINGS = actions.bindings(actions.GLOBAL)
-    MODES = {"models": ModelsScreen, "deployments": DeploymentsScreen, "events": EventsScreen}
+    #: the first view's screen class, the others' made (and their modules imported) when first shown
+    MODES = {"models": ModelsScreen, "deployments": _deployments, "events": _events}
 
     def __init__(
         self,
@@ -169,6 +179,8 @@ class ModeldeckApp(App[None]):
             self.pop_screen()
 
     def action_help(self) -> None:
+        from console.screens.help import HelpScreen
+
         self.push_screen(HelpScreen(self.read_only))
 
     def action_refresh(self) -> None:

@@ -133,6 +133,7 @@ class Backend:
         """Models and deployments from the registry, and live figures when the supervisor answers."""
         overview = Overview(self.list_models(), self.deployments())
         try:
+            self._supervisor_may_answer()
             status = self.client.status(timeout=READ_TIMEOUT)
             monitor = self.client.live(timeout=READ_TIMEOUT)
         except SupervisorError as exc:
@@ -144,6 +145,18 @@ class Backend:
             seen = monitor.deployments.get(deployment.name)
             overview.live[deployment.name] = {**deployment.as_dict(), **(seen.as_dict() if seen else {})}
         return overview
+
+    def _supervisor_may_answer(self) -> None:
+        """SupervisorError, as the client raises it, while no control socket exists: checked before
+        the client loads (its protocol and httpx), so the first screen of a console whose supervisor
+        is down, and each refresh, shows without them."""
+        if self._client is not None:
+            return
+        from registry.serving.rundir import RunDir
+
+        home = self.settings.home.expanduser().resolve()
+        if not RunDir.of(home).control_socket.exists():
+            raise SupervisorError(f"no supervisor is running for {home}", 503)
 
     def events(self, limit: int = 500) -> list[EventInfo]:
         return self._read(lambda r: r.recent_events(limit), lambda reg: reg.recent_events(limit))

@@ -1,44 +1,87 @@
-"""How the CLI shows results: rich tables for people, JSON for scripts."""
+"""How the CLI shows results: rich tables for people, JSON for scripts.
+
+Rich loads on first use: piped tables and lines that `console.plain` can print byte for byte as Rich
+would (most of what the read verbs print) go out without importing it.
+"""
 
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console, ConsoleOptions, RenderableType
-from rich.segment import Segment
-from rich.table import Table
-from rich.text import Text
-
-from console.safe_text import safe_segments
+from console import plain
+from console.plain import Grid
 from registry import History, ModelInfo, VersionInfo, VersionSummary
 
+if TYPE_CHECKING:
+    from console.safe_console import SafeConsole
 
-class SafeConsole(Console):
-    """A Console that never writes a control character it did not generate itself: every segment
-    it renders (tables, Text, plain strings, error lines) passes through `safe_text`."""
-
-    def render(self, renderable: RenderableType, options: ConsoleOptions | None = None) -> Iterable[Segment]:
-        return safe_segments(super().render(renderable, options))
-
-
-# markup=False everywhere: names, tags, reasons and paths are user text and must print verbatim
-# (less their control characters: see console/safe_text.py).
-# Piped output is not squeezed into 80 columns, so grep and awk see one row per line.
-out = SafeConsole(
-    highlight=False,
-    markup=False,
-    width=None if sys.stdout.isatty() else max(200, shutil.get_terminal_size().columns),
-)
-err = SafeConsole(stderr=True, highlight=False, markup=False, soft_wrap=True)
+    #: stdout and stderr consoles (made on first use: see `__getattr__`)
+    out: SafeConsole
+    err: SafeConsole
 
 
-def print_table(table: Table) -> None:
-    """A table on stdout; piped output has no trailing blanks, so scripts can split on spaces."""
+def __getattr__(name: str) -> Any:
+    """`out` and `err`, the Rich consoles, made on first use."""
+    if name not in ("out", "err"):
+        raise AttributeError(f"module 'console.output' has no attribute {name!r}")
+    from console.safe_console import consoles
+
+    globals()["out"], globals()["err"] = consoles()
+    return globals()[name]
+
+
+def _plainly(text: str, *, stderr: bool = False, soft_wrap: bool = False) -> bool:
+    """Write `text` and a newline as Rich would to a pipe, when it is piped and plain; else write
+    nothing and return False (the caller prints through Rich)."""
+    stream = sys.stderr if stderr else sys.stdout
+    if not plain.piped(stream):
+        return False
+    shown = plain.line_text(text, soft_wrap or stderr)
+    if shown is None:
+        return False
+    stream.write(shown)
+    return True
+
+
+def say(text: str = "", *, soft_wrap: bool = False, style: str | None = None) -> None:
+    """`out.print(text)` (no markup, no highlighting), without Rich where `console.plain` can."""
+    if not _plainly(text, soft_wrap=soft_wrap):
+        _consoles()[0].print(text, soft_wrap=soft_wrap, style=style)
+
+
+def warn(text: str) -> None:
+    """`err.print(text)` (no markup, no highlighting, soft wrap), without Rich where it can."""
+    if not _plainly(text, stderr=True):
+        _consoles()[1].print(text)
+
+
+def error(message: str) -> None:
+    """`error: MESSAGE` on stderr (the word in bold red on a terminal)."""
+    if not _plainly(f"error: {message}", stderr=True):
+        from rich.text import Text
+
+        _consoles()[1].print(Text.assemble(("error:", "bold red"), f" {message}"))
+
+
+def _consoles() -> tuple[SafeConsole, SafeConsole]:
+    from console import output
+
+    return output.out, output.err
+
+
+def print_table(table: Any) -> None:
+    """A table (a `Grid` or a Rich renderable) on stdout; piped output has no trailing blanks, so
+    scripts can split on spaces."""
+    if isinstance(table, Grid):
+        text = plain.table_text(table) if plain.piped() else None
+        if text is not None:
+            sys.stdout.write(text)
+            return
+        table = table.rich()
+    out = _consoles()[0]
     if out.is_terminal:
         out.print(table)
         return
@@ -59,7 +102,7 @@ def when(moment: datetime | None) -> str:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
-def models_table(models: list[ModelInfo]) -> Table:
+def models_table(models: list[ModelInfo]) -> Grid:
     table = _table("MODEL", "VERSIONS", "LATEST", "ALIASES", "UPDATED", "DESCRIPTION")
     for m in models:
         aliases = ", ".join(f"{a}→{v}" for a, v in sorted(m.aliases.items()))
@@ -69,7 +112,7 @@ def models_table(models: list[ModelInfo]) -> Table:
     return table
 
 
-def versions_table(versions: list[VersionSummary]) -> Table:
+def versions_table(versions: list[VersionSummary]) -> Grid:
     table = _table("VERSION", "ALIASES", "ESTIMATOR", "METRICS", "CREATED", "BY", "ARCHIVED")
     for v in versions:
         metrics = ", ".join(f"{k}={val:.4g}" for k, val in sorted(v.metrics.items()))
@@ -86,7 +129,10 @@ def versions_table(versions: list[VersionSummary]) -> Table:
 
 
 def show_version(v: VersionInfo) -> None:
-    out.print(Text.assemble((v.ref, "bold"), ("  (archived)" if v.archived else "", "dim")))
+    if not _plainly(v.ref + ("  (archived)" if v.archived else "")):
+        from rich.text import Text
+
+        _consoles()[0].print(Text.assemble((v.ref, "bold"), ("  (archived)" if v.archived else "", "dim")))
     rows = [
         ("aliases", ", ".join(v.aliases) or "-"),
         ("estimator", v.estimator_class),
@@ -111,19 +157,19 @@ def show_version(v: VersionInfo) -> None:
         src = v.origin["imported_from"]
         rows.append(("imported from", f"{src['model']}:{src['version']} on {src.get('host')}"))
     for key, value in rows:
-        out.print(Text.assemble((f"  {key:<14} ", "dim"), value), soft_wrap=True)
+        if not _plainly(f"  {key:<14} {value}", soft_wrap=True):
+            from rich.text import Text
+
+            _consoles()[0].print(Text.assemble((f"  {key:<14} ", "dim"), value), soft_wrap=True)
     table = _table("INPUT", "DTYPE", "KIND", "NULLABLE")
     for c in v.signature.get("columns", []):
         table.add_row(c["name"], c["dtype"], c["kind"], "yes" if c["nullable"] else "no")
     print_table(table)
 
 
-def _table(*columns: str) -> Table:
+def _table(*columns: str) -> Grid:
     """A borderless table whose cells never wrap (long values end in an ellipsis)."""
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in columns:
-        table.add_column(column, no_wrap=True, overflow="ellipsis")
-    return table
+    return Grid(columns)
 
 
 def _short(text: str, limit: int = 240) -> str:
@@ -154,8 +200,8 @@ def show_history(history: History, at_given: bool) -> None:
     label = f"at {when(state.at)}" if at_given else "now"
     aliases = ", ".join(f"{a}→{v}" for a, v in state.aliases.items()) or "none"
     serving = ", ".join(f"{d}: version {v}" for d, v in state.serving.items()) or "nothing"
-    out.print()
-    out.print(f"{history.model} {label}", style="bold")
-    out.print(f"  versions  {', '.join(map(str, state.versions)) or 'none'}")
-    out.print(f"  aliases   {aliases}")
-    out.print(f"  serving   {serving}")
+    say()
+    say(f"{history.model} {label}", style="bold")
+    say(f"  versions  {', '.join(map(str, state.versions)) or 'none'}")
+    say(f"  aliases   {aliases}")
+    say(f"  serving   {serving}")

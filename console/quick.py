@@ -108,11 +108,9 @@ def run(argv: list[str]) -> int | None:
 
 
 def _fail(message: str) -> int:
-    from rich.text import Text
-
     from console import output
 
-    output.err.print(Text.assemble(("error:", "bold red"), f" {message}"))
+    output.error(message)
     return 1
 
 
@@ -125,7 +123,7 @@ def _models(reader: Any, _args: list[str], options: dict[str, Any]) -> Callable[
         if options.get("--json"):
             output.print_json([m.as_dict() for m in found])
         elif not found:
-            output.out.print("no models yet: register one with `modeldeck register PATH --name NAME`")
+            output.say("no models yet: register one with `modeldeck register PATH --name NAME`")
         else:
             output.print_table(output.models_table(found))
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from rich.table import Table
-
 from console import output
+from console.plain import Grid
 from console.widgets.live import multivariate_text
 
 if TYPE_CHECKING:
@@ -22,29 +21,19 @@ def show_status(answer: dict[str, Any], json_out: bool) -> None:
     supervisor = answer["supervisor"]
     store_error = answer.get("prediction_store_error")
     if supervisor is None:
-        output.err.print(
+        output.warn(
             "no supervisor is running: each state is what the deployment's own port answers "
             "(modeldeck supervisor start)"
         )
     _exporter_note(supervisor)
     deployments = answer["deployments"]
     if not deployments:
-        output.out.print("no deployments; start one with: modeldeck deploy NAME[:VERSION|@ALIAS]")
+        output.say("no deployments; start one with: modeldeck deploy NAME[:VERSION|@ALIAS]")
         return
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in (
-        "DEPLOYMENT",
-        "SERVING",
-        "STANDBY",
-        "URL",
-        "WORKERS",
-        "STATUS",
-        "RESTARTS",
-        "REQ/S",
-        "P99",
-        "DRIFT",
-    ):
-        table.add_column(column)
+    table = Grid(
+        ("DEPLOYMENT", "SERVING", "STANDBY", "URL", "WORKERS", "STATUS", "RESTARTS", "REQ/S", "P99", "DRIFT"),
+        wrap=True,
+    )
     for d in deployments:
         live = d.get("live") or {}
         table.add_row(
@@ -62,17 +51,17 @@ def show_status(answer: dict[str, Any], json_out: bool) -> None:
     output.print_table(table)
     _print_realised(deployments)
     if store_error:
-        output.err.print(
+        output.warn(
             f"note: realised performance unavailable: the prediction store cannot be read: {store_error}"
         )
     for d in deployments:
         if (d.get("live") or {}).get("drift_reason"):
-            output.out.print(f"{d['name']}: {d['live']['drift']}, {d['live']['drift_reason']}")
+            output.say(f"{d['name']}: {d['live']['drift']}, {d['live']['drift_reason']}")
         if multivariate := multivariate_text(d.get("live") or {}):
-            output.out.print(f"{d['name']}: multivariate {multivariate}", markup=False)
+            output.say(f"{d['name']}: multivariate {multivariate}")
     for d in deployments:
         if d.get("token"):
-            output.out.print(f"{d['name']}: bearer token {d['token']}")
+            output.say(f"{d['name']}: bearer token {d['token']}")
     _print_estimates(deployments)
 
 
@@ -83,7 +72,7 @@ def _print_estimates(deployments: list[dict[str, Any]]) -> None:
     for d in deployments:
         text = estimated_text(((d.get("live") or {}).get("performance") or {}).get("estimated"))
         if text:
-            output.out.print(f"{d['name']}: {text}", markup=False, highlight=False)
+            output.say(f"{d['name']}: {text}")
 
 
 def _print_realised(deployments: list[dict[str, Any]]) -> None:
@@ -93,7 +82,7 @@ def _print_realised(deployments: list[dict[str, Any]]) -> None:
         if realised and realised.get("predicted"):
             from registry.monitoring.performance import summary
 
-            output.out.print(f"{d['name']} v{realised['version']} realised: {summary(realised)}")
+            output.say(f"{d['name']} v{realised['version']} realised: {summary(realised)}")
 
 
 def wanted(deployments: list[DeploymentInfo] | None = None) -> list[dict[str, Any]]:
@@ -125,4 +114,4 @@ def address(deployment: dict[str, Any]) -> str:
 def _exporter_note(info: dict[str, Any] | None) -> None:
     """Say on stderr when the Prometheus exporter is not where it was asked (or missing)."""
     if info and info.get("metrics_note"):
-        output.err.print(f"note: {info['metrics_note']}")
+        output.warn(f"note: {info['metrics_note']}")

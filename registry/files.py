@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
@@ -108,6 +107,8 @@ def read_private(path: Path) -> bytes:
 
 def temporary(directory: Path, data: bytes, fsync: bool = False) -> Path:
     """A new 0600 file with `data` under an unpredictable name in `directory` (removed on failure)."""
+    import tempfile  # (shutil, random, bz2, lzma: not for the read verbs, which never write a file)
+
     fd, name = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -15,8 +15,6 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from registry import history as ledger
 from registry.errors import ModelNotFound, VersionNotFound
 from registry.info import DeploymentInfo, EventInfo, History, ModelInfo, VersionInfo, VersionSummary
@@ -48,11 +46,20 @@ def utc_time(value: Any) -> datetime:
 
 def _loads(text: str) -> Any:
     """JSON text as Python values: orjson (several times faster per row), else the standard library
-    for what orjson refuses and `json.dumps` writes (NaN, Infinity, integers beyond 64 bits)."""
+    for what orjson refuses and `json.dumps` writes (NaN, Infinity, integers beyond 64 bits). orjson
+    loads on the first JSON value (it imports uuid and platform: a read verb that parses none skips it)."""
+    global _orjson
+    if _orjson is None:
+        import orjson
+
+        _orjson = orjson
     try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
+        return _orjson.loads(text)
+    except _orjson.JSONDecodeError:
         return json.loads(text)
+
+
+_orjson: Any = None
 
 
 def stored_json(value: Any) -> Any:

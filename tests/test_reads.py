@@ -51,6 +51,39 @@ def _run(command: list[str], args: list[str], env: dict[str, str]) -> tuple[int,
     return done.returncode, done.stdout, done.stderr
 
 
+#: The Typer command line run on each command line in turn in one process (starting Typer and the
+#: Registry once, not once per command), each one's exit status, stdout and stderr captured as a pipe
+#: would (not a terminal). A fresh process for each is kept for the light path: that is the product.
+TYPER_EACH = """
+import contextlib, io, json, sys
+sys.argv[0] = "modeldeck"
+from console.cli import app
+
+answers = []
+for args in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            app(args, prog_name="modeldeck")
+        except SystemExit as exc:
+            code = exc.code or 0
+    answers.append([code, out.getvalue(), err.getvalue()])
+print(json.dumps(answers))
+"""
+
+
+def _typer_each(commands: list[list[str]], env: dict[str, str]) -> list[tuple[int, str, str]]:
+    done = subprocess.run(
+        [sys.executable, "-c", TYPER_EACH, json.dumps(commands)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return [tuple(answer) for answer in json.loads(done.stdout)]
+
+
 def _fill(registry, iris_model) -> None:
     from registry.deployments import save_deployment
     from registry.info import DeploymentInfo
@@ -69,9 +102,11 @@ def test_read_verbs_print_what_the_typer_command_prints(registry, iris_model, ho
     which differs between two runs: that one compares all but its `at`)."""
     _fill(registry, iris_model)
     env = _env(home, registry.settings.db_url)
-    for args in VERBS:
-        assert _run(QUICK, args, env) == _run(TYPER, args, env), args
-    quick, typer = (_run(command, ["history", "iris", "--json"], env) for command in (QUICK, TYPER))
+    *theirs_each, typer = _typer_each([*VERBS, ["history", "iris", "--json"]], env)
+    for args, theirs in zip(VERBS, theirs_each, strict=True):
+        assert _run(QUICK, args, env) == theirs, args
+    assert _run(TYPER, ["status"], env) == theirs_each[VERBS.index(["status"])]  # in a process of its own too
+    quick = _run(QUICK, ["history", "iris", "--json"], env)
     assert quick[0] == typer[0] == 0
     mine, theirs = json.loads(quick[1]), json.loads(typer[1])
     assert mine["state"].pop("at") and theirs["state"].pop("at")
@@ -149,15 +184,19 @@ def test_a_read_only_registry_is_left_to_the_registry(home, iris_model):
         home.chmod(0o700)
 
 
-@pytest.mark.parametrize("args", [["models"], ["versions", "iris"], ["show", "iris"], ["history", "iris"]])
+@pytest.mark.parametrize(
+    "args", [["models"], ["versions", "iris"], ["show", "iris"], ["history", "iris"], ["status"]]
+)
 def test_read_verbs_import_no_orm_cli_framework_or_science(home, iris_model, args):
+    """Nor Rich: what they print to a pipe is plain text (`console.plain`)."""
     from registry import Registry
 
     with Registry(home) as reg:
         reg.register(iris_model, "iris")
     code = (
         "import runpy, sys, atexit\n"
-        "heavy = ('sqlmodel', 'sqlalchemy', 'pydantic', 'typer', 'sklearn', 'pandas', 'numpy', 'textual')\n"
+        "heavy = ('sqlmodel', 'sqlalchemy', 'pydantic', 'typer', 'sklearn', 'pandas', 'numpy', 'textual',"
+        " 'rich', 'http.client', 'httpx')\n"
         "atexit.register(lambda: print('LOADED', [m for m in heavy if m in sys.modules], file=sys.stderr))\n"
         "sys.argv = ['modeldeck', *sys.argv[1:]]\n"
         "runpy.run_module('console', run_name='__main__')\n"

@@ -15,7 +15,6 @@ directory others can write to; the supervisor checks it when it creates it and w
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import socket
 import stat
@@ -24,7 +23,6 @@ from pathlib import Path
 
 from registry.errors import SupervisorError
 from registry.files import PRIVATE_DIR, private_dirs
-from registry.serving.options import OptionError
 
 _MAX_SOCKET_PATH = 100
 
@@ -118,6 +116,8 @@ class RunDir:
     def deployment_log(self, name: str) -> Path:
         """`logs/<name>.log`; a name that would lead anywhere else (a '/', a leading '.', a NUL) is refused,
         whatever checked it before (defence in depth: names also come from older databases)."""
+        from registry.serving.options import OptionError  # ipaddress, urllib: not at start-up
+
         path = self.logs / f"{name}.log"
         if not name or name.startswith(".") or "/" in name or "\0" in name or path.parent != self.logs:
             raise OptionError("name", f"deployment name {name!r} cannot name a log file")
@@ -128,6 +128,8 @@ def _choose(home: Path) -> Path:
     local = home / "run"
     if _fits(local):
         return local
+    import hashlib  # only for a home too long for `home/run`: `modeldeck status` starts without it
+
     digest = hashlib.sha256(str(home).encode()).hexdigest()[:16]
     runtime = _runtime_dir()
     if runtime is not None and _fits(runtime / "modeldeck" / digest):
