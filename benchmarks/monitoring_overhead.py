@@ -21,6 +21,12 @@ each round gives one ratio from runs taken within about a second of each other. 
 concurrency (8 and 64, single-row requests on kept-alive connections): req/s and p50 per side
 (medians over rounds), the median of the per-round ratios with its interquartile range (the middle
 half of the rounds) and the verdict against the goal: on/off at least 97%.
+
+Throughput on a shared machine moves with everything else on it; the CPU a worker spends per request
+moves far less. So each run also reads the worker processes' CPU time (user + system, from /proc),
+and the second table gives CPU per request per side, summed over all rounds, and `off/on`: the share
+of `off`'s throughput that `on` would reach on a saturated core (the same goal, 97%). The
+supervisor's own CPU (its pulls and drift, for the monitored sides) is printed beside it.
 """
 
 from __future__ import annotations
@@ -32,9 +38,11 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import psutil
 from common import unshadow
 from serving import Cores, Load, Wrk, fmt_ms, fmt_rps, free_port, print_table
 from swap import prepare
@@ -52,13 +60,50 @@ def spread(ratios: list[float]) -> tuple[float, float, float]:
     return median, q1, q3
 
 
-def rounds(runner: Wrk, urls: dict[str, str], conc: int, count: int) -> dict[str, list[Load]]:
-    """`count` rounds of one 1 s run per side, the order reversed every round (ABBA...)."""
+@dataclass
+class Cpu:
+    """CPU seconds the workers of one side spent over its runs, and the requests they answered."""
+
+    seconds: float = 0.0
+    requests: int = 0
+    per_run: list[float] = field(default_factory=list)  # CPU seconds per request, each run
+
+    @property
+    def per_request(self) -> float:
+        return self.seconds / self.requests if self.requests else float("nan")
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    """User + system CPU time of `processes` (their threads included), in seconds."""
+    total = 0.0
+    for process in processes:
+        times = process.cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def rounds(
+    runner: Wrk,
+    urls: dict[str, str],
+    conc: int,
+    count: int,
+    workers: dict[str, list[psutil.Process]],
+    cpu: dict[str, Cpu],
+) -> dict[str, list[Load]]:
+    """`count` rounds of one 1 s run per side, the order reversed every round (ABBA...); each run's
+    worker CPU time is added to `cpu`."""
     sides = list(urls)
     results: dict[str, list[Load]] = {side: [] for side in sides}
     for number in range(count):
         for side in sides if number % 2 == 0 else reversed(sides):
-            results[side].append(runner.run(urls[side], 1, conc, 1.0))
+            before = cpu_seconds(workers[side])
+            load = runner.run(urls[side], 1, conc, 1.0)
+            spent = cpu_seconds(workers[side]) - before
+            results[side].append(load)
+            cpu[side].seconds += spent
+            cpu[side].requests += load.requests
+            if load.requests:
+                cpu[side].per_run.append(spent / load.requests)
     return results
 
 
@@ -97,11 +142,38 @@ def main(argv: list[str] | None = None) -> None:
                 settings = {"monitoring": monitoring, "prediction_store": store, "otlp": otlp}
                 client.deploy("bench:1", name=side, port=port, options=settings)
                 urls[side] = f"http://127.0.0.1:{port}"
-            rows, verdicts, failed = [], [], 0
+            status = client.status()
+            workers = {d.name: [psutil.Process(w.pid) for w in d.processes] for d in status.deployments}
+            boss = psutil.Process(supervisor.pid)
+            rows, verdicts, failed, cpu_rows = [], [], 0, []
             for conc in (8, 64):
                 for side in urls:  # warm-up
                     runner.run(urls[side], 1, conc, 1)
-                results = rounds(runner, urls, conc, count)
+                cpu = {side: Cpu() for side in urls}
+                boss_before, wall = cpu_seconds([boss]), time.perf_counter()
+                results = rounds(runner, urls, conc, count, workers, cpu)
+                boss_share = (cpu_seconds([boss]) - boss_before) / (time.perf_counter() - wall)
+                for name, (a, b) in PAIRS:
+                    if a in cpu and b in cpu and cpu[a].requests and cpu[b].requests:
+                        share = cpu[b].per_request / cpu[a].per_request
+                        pairs = [y / x for x, y in zip(cpu[a].per_run, cpu[b].per_run, strict=False) if x]
+                        median, q1, q3 = spread(pairs)
+                        cpu_verdict = ("ok" if share >= GOAL else "MISS") if name == "on/off" else "-"
+                        if name == "on/off":
+                            verdicts.append(cpu_verdict)
+                        cpu_rows.append(
+                            [
+                                f"c={conc}",
+                                name,
+                                f"{cpu[a].per_request * 1e6:.1f} us",
+                                f"{cpu[b].per_request * 1e6:.1f} us",
+                                f"{share:.1%}",
+                                f"{median:.1%} ({q1:.1%} - {q3:.1%})",
+                                f"{boss_share:.1%}",
+                                f">= {GOAL:.0%}" if name == "on/off" else "",
+                                cpu_verdict,
+                            ]
+                        )
                 failed += sum(r.errors for side in results.values() for r in side)
                 for name, (a, b) in PAIRS:
                     if a not in results or b not in results:
@@ -134,10 +206,14 @@ def main(argv: list[str] | None = None) -> None:
     print()
     headers = ["load", "sides a/b", "a req/s", "b req/s", "a p50", "b p50", "a/b median", "IQR", "goal"]
     print_table([*headers, "verdict"], rows)
+    print()
+    print("worker CPU per request (user + system over all rounds; b/a = the throughput share a keeps)")
+    headers = ["load", "sides a/b", "a cpu/req", "b cpu/req", "b/a", "per round b/a (IQR)"]
+    print_table([*headers, "supervisor cpu", "goal", "verdict"], cpu_rows)
     print(
         f"\nrounds: {count} per concurrency; a/b is the median of per-round ratios, IQR the middle half "
-        f"of them; failed requests: {failed}; goal: on/off at least {GOAL:.0%} "
-        f"({'met' if verdicts and all(v == 'ok' for v in verdicts) else 'not met'})"
+        f"of them; failed requests: {failed}; goal: on/off at least {GOAL:.0%}, by throughput and by "
+        f"CPU per request ({'met' if verdicts and all(v == 'ok' for v in verdicts) else 'not met'})"
     )
 
 

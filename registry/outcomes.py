@@ -93,7 +93,17 @@ def request_id(given: str | None) -> str:
     """The client's request id if it is a sane token (letters, digits, `._:-`, up to 128), else new."""
     if given and _SANE_ID.fullmatch(given):
         return given
-    return os.urandom(16).hex()  # as random as uuid4().hex, at a tenth of its cost
+    return new_request_id()
+
+
+def new_request_id() -> str:
+    """32 hex digits: the time in nanoseconds, then 64 random bits (unguessable, as `secrets` makes them).
+
+    Time first, so that a worker's ids sort in the order it made them: the prediction store's primary
+    key (deployment, request_id, row) then grows at its end like its time indexes, instead of taking
+    each row to a random page of a large table (a random id cost about 4x more CPU per stored row, on
+    a table of 180,000 rows, and more as the table grows towards its million)."""
+    return f"{time.time_ns():016x}{os.urandom(8).hex()}"
 
 
 def store_path(home: Path) -> Path:

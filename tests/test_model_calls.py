@@ -33,11 +33,37 @@ def test_a_fast_model_that_turns_slow_moves_to_the_threads(monkeypatch) -> None:
 
     async def scenario():
         caller = ModelCaller(0.0001)
-        await caller(lambda rows: time.sleep(0.02) or [0], [[1]])
-        return caller.inline, await caller(where, [[1]])
+        inline = []
+        for _ in range(calls.DEMOTE_AFTER):
+            await caller(lambda rows: time.sleep(0.02) or [0], [[1]])
+            inline.append(caller.inline)
+        return inline, await caller(where, [[1]])
 
     inline, after = asyncio.run(scenario())
-    assert inline is False and after[0].startswith("model-")
+    assert inline == [True] * (calls.DEMOTE_AFTER - 1) + [False] and after[0].startswith("model-")
+
+
+def test_one_slow_call_among_fast_ones_keeps_the_model_inline(monkeypatch) -> None:
+    """A stall (the process descheduled mid-call on a busy machine) is not a slow model: only slow
+    calls in a row move it to the threads."""
+    monkeypatch.setattr(calls, "DEMOTE_SECONDS", 0.01)
+
+    def sometimes_slow(rows):
+        if rows[0][0] == "slow":
+            time.sleep(0.02)
+        return where(rows)
+
+    async def scenario():
+        caller = ModelCaller(0.0001)
+        answers = []
+        for _ in range(3):
+            for _ in range(calls.DEMOTE_AFTER - 1):
+                await caller(sometimes_slow, [["slow"]])
+            answers.append(await caller(sometimes_slow, [["fast"]]))
+        return caller.inline, answers
+
+    inline, answers = asyncio.run(scenario())
+    assert inline is True and all(a == ["MainThread"] for a in answers)
 
 
 def test_a_call_over_the_timeout_answers_503_and_stuck_calls_are_bounded() -> None:

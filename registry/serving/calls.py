@@ -4,9 +4,13 @@ The event loop answers health checks, the supervisor's pulls and every other con
 that runs on it (a 30 s predict) stops all of them. Calls therefore run in a small pool of daemon
 threads, except where a thread hand-off would cost more than the call itself: a model measured fast
 at warm-up (under `INLINE_SECONDS` a row, the models not worth micro-batching), a request of at most
-`INLINE_ROWS` rows, and no timeout asked for. Such a call that turns out slow anyway (over
-`DEMOTE_SECONDS`) moves the model to the threads for good; a call that never returns leaves the loop
-blocked, and the supervisor, whose pulls then go unanswered, kills and replaces the worker.
+`INLINE_ROWS` rows, and no timeout asked for. Such a model whose calls turn out slow anyway (over
+`DEMOTE_SECONDS`, `DEMOTE_AFTER` calls in a row) moves to the threads for good. One slow call is not
+enough: on a busy machine the process is often descheduled for tens of milliseconds in the middle of
+a call, and a fast model moved to the threads pays a thread hand-off (and the GIL going back and forth)
+on every request from then on, measured at 2-3x the CPU per 100-row request. A call that never returns
+leaves the loop blocked, and the supervisor, whose pulls then go unanswered, kills and replaces the
+worker.
 
 With a predict timeout, a call over it answers 503 naming the timeout. Its thread cannot be stopped
 and runs on; at most `MAX_STUCK` such calls may run at once, beyond which requests are refused with
@@ -38,8 +42,9 @@ MAX_STUCK = THREADS - 1
 #: A model whose single-row call took at most this long at warm-up may run small calls inline.
 INLINE_SECONDS = 0.001
 INLINE_ROWS = 1000
-#: An inline call that took longer than this moves the model to the threads.
+#: `DEMOTE_AFTER` inline calls in a row that each took longer than this move the model to the threads.
 DEMOTE_SECONDS = 0.05
+DEMOTE_AFTER = 3
 
 
 class ModelTimeout(InputError):
@@ -84,6 +89,7 @@ class ModelCaller:
         self.timeout = timeout
         self.inline = timeout is None and (single_row_seconds or 0.0) <= INLINE_SECONDS
         self.stuck = 0
+        self._slow = 0  # inline calls in a row over DEMOTE_SECONDS
         self._max_stuck = max(1, min(MAX_STUCK, threads - 1))
         self._pool: _Pool | None = None
         self._threads = threads
@@ -94,11 +100,19 @@ class ModelCaller:
         if self.inline and len(rows) <= INLINE_ROWS:
             start = time.perf_counter()
             result = call(rows)
-            if time.perf_counter() - start > DEMOTE_SECONDS:
+            took = time.perf_counter() - start
+            if took <= DEMOTE_SECONDS:
+                self._slow = 0
+                return result
+            self._slow += 1
+            if self._slow >= DEMOTE_AFTER:
                 self.inline = False
                 log.warning(
-                    "a model call took %.3f s on the event loop; model calls run in threads from now on",
-                    time.perf_counter() - start,
+                    "%d model calls in a row took over %.3f s on the event loop (the last %.3f s); "
+                    "model calls run in threads from now on",
+                    self._slow,
+                    DEMOTE_SECONDS,
+                    took,
                 )
             return result
         return await self.threaded(call, rows)

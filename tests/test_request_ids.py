@@ -1,0 +1,30 @@
+"""Request ids made by the server: unguessable, and in the order they were made (so that the
+prediction store's primary key grows at its end instead of at random pages of a large table)."""
+
+from __future__ import annotations
+
+import re
+
+from registry.outcomes import request_id
+
+HEX32 = re.compile(r"[0-9a-f]{32}")
+
+
+def test_made_ids_are_32_hex_digits_and_sort_in_the_order_they_were_made() -> None:
+    ids = [request_id(None) for _ in range(2000)]
+    assert all(HEX32.fullmatch(i) for i in ids)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+
+
+def test_made_ids_carry_64_random_bits_after_the_time() -> None:
+    ids = [request_id(None) for _ in range(2000)]
+    randoms = {i[16:] for i in ids}
+    assert len(randoms) == len(ids)  # 64 random bits each: a repeat would be a broken generator
+    assert len({i[:16] for i in ids}) > 1  # the time part moves
+
+
+def test_a_clients_sane_id_is_kept_and_anything_else_replaced() -> None:
+    assert request_id("triton-1") == "triton-1"
+    assert HEX32.fullmatch(request_id("bad id with spaces"))
+    assert HEX32.fullmatch(request_id(""))
