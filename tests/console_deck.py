@@ -32,7 +32,9 @@ class Deck:
     def app(self, **options):
         from console.app import ModeldeckApp
 
-        return ModeldeckApp(self.home, refresh_seconds=0.2, **options)
+        app = ModeldeckApp(self.home, refresh_seconds=0.2, **options)
+        app.NOTIFICATION_TIMEOUT = 60  # toasts stay until read, however long a loaded run's polls take
+        return app
 
 
 @pytest.fixture(scope="module")

@@ -338,7 +338,9 @@ def test_a_supervisor_stopped_mid_deploy_finishes_it_when_continued(fresh: Home)
     assert load.failures == [] and load.versions["2"] > 0
 
 
-def test_a_load_timeout_says_so_and_leaves_no_worker(fresh: Home) -> None:
+def test_a_load_timeout_says_so_and_leaves_no_worker(fresh: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    # workers spawned anew: a forked worker loads before the SIGSTOP below can land in its load
+    monkeypatch.setenv("MODELDECK_PRELOAD", "off")
     client = fresh.client()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
