@@ -349,12 +349,17 @@ def _refuse_new_over_artifacts(settings: Settings) -> None:
         )
 
 
+def artifact_lock_key(sha256: str) -> int:
+    """The PostgreSQL advisory-lock key of an artifact: the first 60 bits of its sha256."""
+    return int(sha256[:15], 16)
+
+
 def lock_artifact(session: Session, sha256: str, exclusive: bool) -> None:
     """Serialise "is this blob still used?" against new versions using it (PostgreSQL; on SQLite
     every write transaction already holds the database's single writer lock)."""
     if session.get_bind().dialect.name == "postgresql":
         function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-        session.execute(text(f"SELECT {function}(:key)"), {"key": int(sha256[:15], 16)})
+        session.execute(text(f"SELECT {function}(:key)"), {"key": artifact_lock_key(sha256)})
 
 
 @contextmanager

@@ -29,8 +29,8 @@ def _die(*_args: Any, **_kwargs: Any) -> None:
 
 
 def _crash_while_registering(db_url: str, home: str, captured: Any, name: str) -> None:
-    """Child process: killed inside the write transaction, after the version row is flushed."""
-    core._record = _die
+    """Child process: killed inside the write transaction, after the version's rows are written."""
+    core._ensure_stored = _die
     with Registry(home=home, db_url=db_url) as reg:
         reg.add_version(captured, name)
 
@@ -96,7 +96,7 @@ def test_an_error_mid_registration_leaves_no_version_and_no_gap(
     def fail(*_args: Any, **_kwargs: Any) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(core, "_record", fail)  # called in the transaction, after the row is flushed
+    monkeypatch.setattr(core, "_ensure_stored", fail)  # called in the transaction, after the rows are written
     for name in ("iris", "fresh"):
         with pytest.raises(RuntimeError, match="disk on fire"):
             registry.register(iris_model, name, reference=X, alias="staging", tags={"k": "v"})
