@@ -30,7 +30,7 @@ from registry.schema import (
     VersionTag,
     utcnow,
 )
-from registry.store import Database, Settings, lock_artifact, runner
+from registry.store import Database, Settings, driver_runner, lock_artifact, runner
 
 if TYPE_CHECKING:
     from registry.calibration import Calibration
@@ -166,12 +166,19 @@ class Registry:
         }
         tag_values = {_check_tag_key(key): str(value) for key, value in (tags or {}).items()}
         detail = {"sha256": artifact_sha, "source": source, "origin": captured.origin}
-        with self.db.write() as session:
-            conn = session.connection()
-            if conn.dialect.name == "postgresql":  # one statement: the round trips are the cost
-                row = writes.register_postgres(conn, name, values, tag_values, detail, list(blobs))
-                model_id, number = row["model_id"], row["version"]
-            else:  # SQLite: its writer lock, taken by BEGIN IMMEDIATE, covers the model and the blobs
+        if not self.settings.is_sqlite:  # one statement: the round trips are the cost
+            with self.db.driver_write() as raw:
+                row = writes.register_postgres(raw, name, values, tag_values, detail, list(blobs))
+                _check_parent(name, parent, row["version"])
+                # A delete may have discarded identical bytes since `put` above; the statement took
+                # the blobs' shared locks, so check before the row commits.
+                _ensure_stored(self.artifacts, blobs)
+                for alias in aliases:  # the model's row is locked by the registration
+                    target = Ref(name, version=row["version"])
+                    writes.move_alias_postgres(raw, name, alias, target, actor)
+        else:  # SQLite: the writer lock of BEGIN IMMEDIATE covers the model and the blobs
+            with self.db.write() as session:
+                conn = session.connection()
                 model_id, number = writes.lock_model(conn, name, create=True)
                 row = writes.insert_version(conn, model_id, number, values)
                 if tag_values:
@@ -180,13 +187,10 @@ class Registry:
                         [{"version_id": row["id"], "key": k, "value": v} for k, v in tag_values.items()],
                     )
                 _record(conn, name, ledger.REGISTERED, actor, to_version=number, detail=detail)
-            if parent is not None and parent >= number:  # raised inside: nothing is kept
-                raise VersionNotFound(f"parent version {parent} of {name!r} does not exist")
-            # A delete may have discarded identical bytes since `put` above; the blobs' locks are
-            # held now (PostgreSQL: taken by the statement above), so check before the row commits.
-            _ensure_stored(self.artifacts, blobs)
-            for alias in aliases:
-                writes.move_alias(conn, (model_id, name), alias, (row["id"], number), actor)
+                _check_parent(name, parent, number)
+                _ensure_stored(self.artifacts, blobs)
+                for alias in aliases:
+                    writes.move_alias(conn, (model_id, name), alias, (row["id"], number), actor)
         return queries.version_info(name, row, sorted(set(aliases)), tag_values)
 
     def register_file(
@@ -342,21 +346,26 @@ class Registry:
         check_alias(alias)
         target = parse_ref(f"{name}:{version}" if str(version).isdigit() else f"{name}@{version}")
         actor = current_actor()
-        with self.db.write() as session:
-            conn = session.connection()
-            model_id, _ = writes.lock_model(conn, name)
-            if conn.dialect.name == "postgresql":  # one statement after the lock: round trips cost
-                found = writes.move_alias_postgres(conn, (model_id, name), alias, target, actor, reason)
+        if not self.settings.is_sqlite:  # the row lock, then one statement: round trips cost
+            with self.db.driver_write() as raw:
+                run = driver_runner(raw)
+                if not writes.lock_model_postgres(raw, name):
+                    reads.model_id(run, name)  # raises ModelNotFound naming the known models
+                found = writes.move_alias_postgres(raw, name, alias, target, actor, reason)
                 if found is None:
-                    raise reads.not_found(runner(conn), target)
+                    raise reads.not_found(run, target)
                 info = found  # an archived target was not moved, and is refused below
-            else:
+                if info.archived:
+                    raise VersionInUse(f"{name}:{info.version} is archived; restore it before aliasing it")
+        else:
+            with self.db.write() as session:
+                conn = session.connection()
+                model_id, _ = writes.lock_model(conn, name)
                 version_id, info = reads.find_version(runner(conn), target)
-                if not info.archived:
-                    target_row = (version_id, info.version)
-                    writes.move_alias(conn, (model_id, name), alias, target_row, actor, reason)
-            if info.archived:
-                raise VersionInUse(f"{name}:{info.version} is archived; restore it before aliasing it")
+                if info.archived:
+                    raise VersionInUse(f"{name}:{info.version} is archived; restore it before aliasing it")
+                target_row = (version_id, info.version)
+                writes.move_alias(conn, (model_id, name), alias, target_row, actor, reason)
         info.aliases = sorted({*info.aliases, alias})
         return info
 
@@ -553,6 +562,13 @@ def _holders(session: Session, model: RegisteredModel, row: ModelVersion) -> str
     ).all()
     parts = [f"alias {a!r}" for a in sorted(aliases)] + [f"deployment {d!r}" for d in sorted(deployments)]
     return ", ".join(parts)
+
+
+def _check_parent(name: str, parent: int | None, number: int) -> None:
+    """Refuse (inside the registering transaction, which then keeps nothing) a parent that is not
+    an earlier version."""
+    if parent is not None and parent >= number:
+        raise VersionNotFound(f"parent version {parent} of {name!r} does not exist")
 
 
 def _ensure_stored(artifacts: ArtifactStore, blobs: Mapping[str, bytes]) -> None:

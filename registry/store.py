@@ -18,7 +18,7 @@ import sqlite3
 import stat
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -277,8 +277,46 @@ class Database:
         ):
             yield session
 
+    @contextmanager
+    def driver_write(self) -> Iterator[Any]:
+        """PostgreSQL: the pooled psycopg connection itself, in a transaction that commits on
+        success and rolls back on any error, for the write paths that are one statement (SQLAlchemy's
+        per-statement work cost as much as their round trip). Driver errors are translated as
+        `write`'s are; a connection they broke is not returned to the pool."""
+        self.check_writable()
+        with translate_errors(self.settings), self._write_engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None  # a checked-out connection always has its driver connection
+            driver_error = conn.dialect.loaded_dbapi.Error
+            try:
+                yield raw
+                raw.commit()
+            except driver_error as exc:
+                _roll_back(raw)
+                if raw.closed or raw.broken:
+                    conn.invalidate()
+                raise sa_exc.DBAPIError.instance(None, None, exc, driver_error) from exc
+            except BaseException:
+                _roll_back(raw)
+                raise
+
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _roll_back(raw: Any) -> None:
+    """Roll back a psycopg connection's transaction; a connection already lost has none to keep."""
+    with suppress(Exception):  # the error being raised says what happened
+        raw.rollback()
+
+
+def driver_runner(raw: Any) -> Run:
+    """`registry.reads`' runner on a psycopg connection (inside `Database.driver_write`)."""
+
+    def run(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return raw.execute(sql.replace("?", "%s"), tuple(params)).fetchall()  # type: ignore[no-any-return]
+
+    return run
 
 
 def runner(conn: Connection) -> Run:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, text, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from registry import history as ledger
 from registry import reads
@@ -135,10 +135,11 @@ def record(conn: Connection, name: str, kind: str, actor: str, **fields: Any) ->
 
 
 # ---------------------------------------------------------------------- PostgreSQL: one statement each
-# Over a network every statement is a round trip, so on PostgreSQL a registration is one
-# data-modifying statement (BEGIN, it, COMMIT: three round trips where the steps above take seven)
-# and an alias move one more after the model's row lock. Each still runs in the caller's
-# transaction, so an error or a crash before COMMIT leaves nothing.
+# On PostgreSQL a registration is one data-modifying statement (BEGIN, it, COMMIT: three round trips
+# where the steps above take seven) and an alias move one statement after the model's row lock. They
+# run on the psycopg connection itself (`store.Database.driver_write`: SQLAlchemy's per-statement work
+# cost as much as a round trip), in one transaction, so an error or a crash before COMMIT leaves nothing.
+# Placeholders are psycopg's (%(name)s); the statements are prepared by psycopg after a few runs.
 
 _VERSION_VALUES = (
     "artifact_sha256",
@@ -166,45 +167,45 @@ _JSON_VALUES = frozenset({"trusted_types", "params", "signature", "output", "met
 
 
 def _value(column: str) -> str:
-    return f"CAST(:{column} AS json)" if column in _JSON_VALUES else f":{column}"
+    return f"CAST(%({column})s AS json)" if column in _JSON_VALUES else f"%({column})s"
 
 
 # The model's counter moves under its row lock (the UPDATE waits for a concurrent registration and
 # then reads its committed counter), so concurrent registrations get distinct numbers; a model that
 # does not exist yet is inserted, and when another transaction inserts it first the statement returns
-# no row and is run again (it then finds the row). The blobs' shared locks are taken before the
-# statement returns; `register_postgres`'s caller checks they are still on disk after it.
-_PG_REGISTER = text(
+# no row and is run again (it then finds the row). The blobs' shared locks (`store.lock_artifact`)
+# are held when it returns; the caller then checks the blobs are on disk, before COMMIT.
+_PG_REGISTER = (
     "WITH bumped AS ("
-    " UPDATE registered_model SET next_version = next_version + 1, updated_at = :now"
-    " WHERE name = :name RETURNING id, next_version - 1 AS number"
+    " UPDATE registered_model SET next_version = next_version + 1, updated_at = %(now)s"
+    " WHERE name = %(name)s RETURNING id, next_version - 1 AS number"
     "), created AS ("
     " INSERT INTO registered_model (name, description, next_version, created_at, updated_at)"
-    " SELECT :name, '', 2, :now, :now WHERE NOT EXISTS (SELECT FROM bumped)"
+    " SELECT %(name)s, '', 2, %(now)s, %(now)s WHERE NOT EXISTS (SELECT FROM bumped)"
     " ON CONFLICT (name) DO NOTHING RETURNING id, 1 AS number"
     "), model AS (SELECT id, number FROM bumped UNION ALL SELECT id, number FROM created"
     "), added AS ("
     f" INSERT INTO model_version (model_id, version, {', '.join(_VERSION_VALUES)}, created_at, archived_at)"
-    f" SELECT model.id, model.number, {', '.join(map(_value, _VERSION_VALUES))}, :now, NULL FROM model"
+    f" SELECT model.id, model.number, {', '.join(map(_value, _VERSION_VALUES))}, %(now)s, NULL FROM model"
     " RETURNING id, version"
     "), tagged AS ("
     " INSERT INTO version_tag (version_id, key, value)"
     " SELECT added.id, t.key, t.value FROM added,"
-    " unnest(CAST(:tag_keys AS varchar[]), CAST(:tag_values AS varchar[])) AS t(key, value)"
+    " unnest(CAST(%(tag_keys)s AS varchar[]), CAST(%(tag_values)s AS varchar[])) AS t(key, value)"
     "), logged AS ("
     " INSERT INTO event (at, model_name, kind, actor, deployment, alias, from_version, to_version,"
     " reason, detail)"
-    " SELECT :now, :name, :kind, :created_by, NULL, NULL, NULL, added.version, '', CAST(:detail AS json)"
-    " FROM added"
+    " SELECT %(now)s, %(name)s, %(kind)s, %(created_by)s, NULL, NULL, NULL, added.version, '',"
+    " CAST(%(detail)s AS json) FROM added"
     ")"
     " SELECT model.id, added.id, added.version,"
-    " (SELECT count(pg_advisory_xact_lock_shared(k)) FROM unnest(CAST(:locks AS bigint[])) AS k)"
+    " (SELECT count(pg_advisory_xact_lock_shared(k)) FROM unnest(CAST(%(locks)s AS bigint[])) AS k)"
     " FROM model JOIN added ON added.version = model.number"
 )
 
 
 def register_postgres(
-    conn: Connection,
+    raw: Any,
     name: str,
     values: dict[str, Any],
     tags: dict[str, str],
@@ -212,7 +213,7 @@ def register_postgres(
     blobs: list[str],
 ) -> dict[str, Any]:
     """Add the next version of `name` (created if missing) with its tags and ledger entry, in one
-    statement, holding the shared locks of `blobs` (see `store.lock_artifact`); return its full row."""
+    statement on the psycopg connection `raw`, holding the shared locks of `blobs`; return its row."""
     now = utcnow()
     params = {
         **{k: json.dumps(values[k]) if k in _JSON_VALUES else values[k] for k in _VERSION_VALUES},
@@ -225,7 +226,7 @@ def register_postgres(
         "locks": [artifact_lock_key(sha) for sha in blobs],
     }
     for _ in range(3):  # a lost race to create the model: at most once in practice
-        found = conn.execute(_PG_REGISTER, params).first()
+        found = raw.execute(_PG_REGISTER, params).fetchone()
         if found is not None:
             break
     else:  # pragma: no cover - the model's row exists after the first conflict
@@ -241,36 +242,43 @@ def register_postgres(
     }
 
 
-def _pg_move_alias(by_alias: bool) -> Any:
-    """The alias move as one statement, run after the model's row lock (so it reads what the lock's
-    previous holder committed): the target version's row, its aliases and tags, and, when the
-    target exists and is not archived, the alias upserted, the model touched and the move recorded."""
+_PG_LOCK_MODEL = "SELECT id FROM registered_model WHERE name = %(name)s FOR UPDATE"
+
+
+def _pg_move_alias(by_alias: bool) -> str:
+    """The alias move as one statement, run after `_PG_LOCK_MODEL` (so it reads what the lock's
+    previous holder committed): the target version's row, its aliases and tags, and, when the target
+    exists and is not archived, the alias upserted, the model touched and the move recorded."""
     columns = ", ".join(f"model_version.{c}" for c in reads.VERSION_COLUMNS)
     target = (
         f"SELECT {columns} FROM model_version JOIN model_alias ON model_alias.version_id = model_version.id"
-        " AND model_alias.model_id = :mid AND model_alias.alias = :by"
+        " AND model_alias.model_id = (SELECT id FROM model) AND model_alias.alias = %(by)s"
         if by_alias
-        else f"SELECT {columns} FROM model_version WHERE model_version.model_id = :mid"
-        " AND model_version.version = :by"
+        else f"SELECT {columns} FROM model_version WHERE model_version.model_id = (SELECT id FROM model)"
+        " AND model_version.version = %(by)s"
     )
-    return text(
-        f"WITH target AS ({target}"
+    return (
+        "WITH model AS (SELECT id FROM registered_model WHERE name = %(name)s"
+        f"), target AS ({target}"
         "), previous AS ("
         " SELECT model_version.version FROM model_alias"
         " JOIN model_version ON model_version.id = model_alias.version_id"
-        " WHERE model_alias.model_id = :mid AND model_alias.alias = :alias"
+        " WHERE model_alias.model_id = (SELECT id FROM model) AND model_alias.alias = %(alias)s"
         "), moved AS ("
         " INSERT INTO model_alias (model_id, alias, version_id, updated_at)"
-        " SELECT :mid, :alias, target.id, :now FROM target WHERE target.archived_at IS NULL"
+        " SELECT target_model.id, %(alias)s, target.id, %(now)s FROM target, model AS target_model"
+        " WHERE target.archived_at IS NULL"
         " ON CONFLICT (model_id, alias) DO UPDATE"
         " SET version_id = EXCLUDED.version_id, updated_at = EXCLUDED.updated_at RETURNING version_id"
         "), touched AS ("
-        " UPDATE registered_model SET updated_at = :now WHERE id = :mid AND EXISTS (SELECT FROM moved)"
+        " UPDATE registered_model SET updated_at = %(now)s"
+        " WHERE id = (SELECT id FROM model) AND EXISTS (SELECT FROM moved)"
         "), logged AS ("
         " INSERT INTO event (at, model_name, kind, actor, deployment, alias, from_version, to_version,"
         " reason, detail)"
-        " SELECT :now, :name, :kind, :actor, NULL, :alias, (SELECT version FROM previous), target.version,"
-        " :reason, CAST('{}' AS json) FROM target JOIN moved ON moved.version_id = target.id"
+        " SELECT %(now)s, %(name)s, %(kind)s, %(actor)s, NULL, %(alias)s, (SELECT version FROM previous),"
+        " target.version, %(reason)s, CAST('{}' AS json)"
+        " FROM target JOIN moved ON moved.version_id = target.id"
         ")"
         " SELECT target.*,"
         " ARRAY(SELECT alias FROM model_alias WHERE version_id = target.id ORDER BY alias),"
@@ -283,16 +291,21 @@ def _pg_move_alias(by_alias: bool) -> Any:
 _PG_MOVE_ALIAS = {False: _pg_move_alias(False), True: _pg_move_alias(True)}
 
 
+def lock_model_postgres(raw: Any, name: str) -> bool:
+    """Lock the row of model `name` for this transaction on the psycopg connection `raw`; False if
+    there is no such model."""
+    return raw.execute(_PG_LOCK_MODEL, {"name": name}).fetchone() is not None
+
+
 def move_alias_postgres(
-    conn: Connection, model: tuple[int, str], alias: str, target: Ref, actor: str, reason: str = ""
+    raw: Any, name: str, alias: str, target: Ref, actor: str, reason: str = ""
 ) -> VersionInfo | None:
-    """Point `alias` of `model` (id, name; its row locked by `lock_model`) at the version `target`
-    names (by number or by another alias) and record the move, in one statement. Returns the target
-    as it was before the move (None: no such version); an archived target is returned unmoved."""
-    model_id, name = model
+    """Point `alias` of model `name` (its row locked by `lock_model_postgres`) at the version
+    `target` names (by number or by another alias) and record the move, in one statement on the
+    psycopg connection `raw`. Returns the target as it was before the move (None: no such version);
+    an archived target is returned, unmoved."""
     by_alias = target.alias is not None
     params = {
-        "mid": model_id,
         "by": target.alias if by_alias else target.version,
         "alias": alias,
         "now": utcnow(),
@@ -301,7 +314,7 @@ def move_alias_postgres(
         "actor": actor,
         "reason": reason,
     }
-    found = conn.execute(_PG_MOVE_ALIAS[by_alias], params).first()
+    found = raw.execute(_PG_MOVE_ALIAS[by_alias], params).fetchone()
     if found is None:
         return None
     width = len(reads.VERSION_COLUMNS)
