@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, delete, func, insert
+from sqlalchemy import Connection, delete, func
 from sqlmodel import Session, col, select
 
 from registry import history as ledger
@@ -166,31 +166,22 @@ class Registry:
         }
         tag_values = {_check_tag_key(key): str(value) for key, value in (tags or {}).items()}
         detail = {"sha256": artifact_sha, "source": source, "origin": captured.origin}
-        if not self.settings.is_sqlite:  # one statement: the round trips are the cost
-            with self.db.driver_write() as raw:
+        postgres = not self.settings.is_sqlite
+        with self.db.driver_write() as raw:
+            if postgres:  # one statement (round trips are the cost), which locks the model's row
                 row = writes.register_postgres(raw, name, values, tag_values, detail, list(blobs))
-                _check_parent(name, parent, row["version"])
-                # A delete may have discarded identical bytes since `put` above; the statement took
-                # the blobs' shared locks, so check before the row commits.
-                _ensure_stored(self.artifacts, blobs)
-                for alias in aliases:  # the model's row is locked by the registration
-                    target = Ref(name, version=row["version"])
-                    writes.move_alias_postgres(raw, name, alias, target, actor)
-        else:  # SQLite: the writer lock of BEGIN IMMEDIATE covers the model and the blobs
-            with self.db.write() as session:
-                conn = session.connection()
-                model_id, number = writes.lock_model(conn, name, create=True)
-                row = writes.insert_version(conn, model_id, number, values)
-                if tag_values:
-                    conn.execute(
-                        insert(VersionTag.__table__),  # type: ignore[attr-defined]  # SQLModel: undeclared __table__
-                        [{"version_id": row["id"], "key": k, "value": v} for k, v in tag_values.items()],
-                    )
-                _record(conn, name, ledger.REGISTERED, actor, to_version=number, detail=detail)
-                _check_parent(name, parent, number)
-                _ensure_stored(self.artifacts, blobs)
-                for alias in aliases:
-                    writes.move_alias(conn, (model_id, name), alias, (row["id"], number), actor)
+            else:  # BEGIN IMMEDIATE's writer lock covers the model and the blobs
+                row = writes.register_sqlite(raw, name, values, tag_values, detail)
+            _check_parent(name, parent, row["version"])
+            # A delete may have discarded identical bytes since `put` above; the blobs' locks are
+            # held now (PostgreSQL: the statement took them), so check before the row commits.
+            _ensure_stored(self.artifacts, blobs)
+            for alias in aliases:
+                if postgres:
+                    writes.move_alias_postgres(raw, name, alias, Ref(name, version=row["version"]), actor)
+                else:
+                    target = (row["id"], row["version"])
+                    writes.move_alias_sqlite(raw, (row["model_id"], name), alias, target, actor)
         return queries.version_info(name, row, sorted(set(aliases)), tag_values)
 
     def register_file(

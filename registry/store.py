@@ -279,21 +279,24 @@ class Database:
 
     @contextmanager
     def driver_write(self) -> Iterator[Any]:
-        """PostgreSQL: the pooled psycopg connection itself, in a transaction that commits on
-        success and rolls back on any error, for the write paths that are one statement (SQLAlchemy's
-        per-statement work cost as much as their round trip). Driver errors are translated as
-        `write`'s are; a connection they broke is not returned to the pool."""
+        """The pooled driver connection itself (psycopg or sqlite3) in a write transaction that
+        commits on success and rolls back on any error (SQLite: `BEGIN IMMEDIATE`, as `write`), for
+        the hot write paths in `registry.writes`: SQLAlchemy's per-statement work cost as much as
+        the statements. Driver errors are translated as `write`'s are; a PostgreSQL connection they
+        broke is not returned to the pool."""
         self.check_writable()
         with translate_errors(self.settings), self._write_engine.connect() as conn:
             raw = conn.connection.driver_connection
             assert raw is not None  # a checked-out connection always has its driver connection
             driver_error = conn.dialect.loaded_dbapi.Error
             try:
+                if self.settings.is_sqlite:
+                    raw.execute("BEGIN IMMEDIATE")
                 yield raw
                 raw.commit()
             except driver_error as exc:
                 _roll_back(raw)
-                if raw.closed or raw.broken:
+                if getattr(raw, "broken", False) or getattr(raw, "closed", False) is True:
                     conn.invalidate()
                 raise sa_exc.DBAPIError.instance(None, None, exc, driver_error) from exc
             except BaseException:

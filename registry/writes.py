@@ -1,11 +1,15 @@
-"""Write paths that run on every registration and alias move, in SQLAlchemy Core.
+"""Write paths that run on every registration and alias move.
 
-Each runs inside the caller's write transaction (see `store.Database.write`); nothing here commits.
+Each runs inside the caller's write transaction; nothing here commits. `lock_model`, `move_alias`
+and `record` take a SQLAlchemy connection (`store.Database.write`); registration and PostgreSQL's
+alias move run on the driver's own connection (`store.Database.driver_write`), where SQLAlchemy's
+per-statement work cost as much as the statements.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
@@ -32,23 +36,10 @@ _ALIAS_TARGET = (
 )
 
 
-def lock_model(conn: Connection, name: str, create: bool = False) -> tuple[int, int]:
+def lock_model(conn: Connection, name: str) -> tuple[int, int]:
     """`(id, next_version)` of a model, its row locked for this transaction (PostgreSQL; SQLite's
-    writer lock covers it). With `create`, a missing model is created first, safely under races."""
+    writer lock covers it); ModelNotFound naming the known models if there is none."""
     found = conn.execute(_LOCK_MODEL, {"name": name}).first()
-    if found is None and create:
-        upsert: Any  # each dialect's insert() has its own type, both with on_conflict_do_nothing()
-        if conn.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as upsert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as upsert
-        now = utcnow()
-        conn.execute(
-            upsert(MODELS)
-            .values(name=name, description="", next_version=1, created_at=now, updated_at=now)
-            .on_conflict_do_nothing(index_elements=["name"])
-        )
-        found = conn.execute(_LOCK_MODEL, {"name": name}).first()
     if found is None:
         from registry.queries import model_id
 
@@ -58,26 +49,9 @@ def lock_model(conn: Connection, name: str, create: bool = False) -> tuple[int, 
 
 
 # Built once with bind parameters: building (and cache-keying) a statement per call cost more than
-# running it (a third of a registration on SQLite).
-_ADVANCE = (
-    update(MODELS)
-    .where(MODELS.c.id == bindparam("mid"))
-    .values(next_version=bindparam("next_version"), updated_at=bindparam("now"))
-)
+# running it.
 _TOUCH = update(MODELS).where(MODELS.c.id == bindparam("mid")).values(updated_at=bindparam("now"))
-_INSERT_VERSION = insert(VERSIONS)
 _INSERT_EVENT = insert(EVENTS)
-
-
-def insert_version(conn: Connection, model_id: int, number: int, values: dict[str, Any]) -> dict[str, Any]:
-    """Insert version `number` of a model and advance its counter; return the full row."""
-    now = utcnow()
-    row = {**values, "model_id": model_id, "version": number, "created_at": now, "archived_at": None}
-    conn.execute(_ADVANCE, {"mid": model_id, "next_version": number + 1, "now": now})
-    key = conn.execute(_INSERT_VERSION, row).inserted_primary_key
-    assert key is not None  # a single-row INSERT always reports its key
-    row["id"] = key[0]
-    return row
 
 
 def move_alias(
@@ -321,3 +295,82 @@ def move_alias_postgres(
     row = reads.version_row(found[:width])
     aliases, keys, values = found[width:]
     return reads.version_info(name, row, list(aliases), dict(zip(keys, values, strict=True)))
+
+
+# ---------------------------------------------------------------------- SQLite: straight to sqlite3
+# A registration's steps (the model's counter, the version, its tags, the ledger) and `move_alias`, on
+# the sqlite3 connection itself (`store.Database.driver_write`, inside BEGIN IMMEDIATE: the writer
+# lock covers the model's counter and the blobs): SQLAlchemy's work was most of a registration's time.
+# Times are stored as SQLAlchemy stores them on SQLite: UTC text with microseconds.
+
+_SQ_COLUMNS = ("model_id", "version", *_VERSION_VALUES, "created_at", "archived_at")
+_SQ_MODEL = "SELECT id, next_version FROM registered_model WHERE name = ?"
+_SQ_NEW_MODEL = (
+    "INSERT INTO registered_model (name, description, next_version, created_at, updated_at)"
+    " VALUES (?, '', 1, ?, ?)"
+)
+_SQ_ADVANCE = "UPDATE registered_model SET next_version = ?, updated_at = ? WHERE id = ?"
+_SQ_VERSION = (
+    f"INSERT INTO model_version ({', '.join(_SQ_COLUMNS)}) VALUES ({', '.join('?' * len(_SQ_COLUMNS))})"
+)
+_SQ_TAG = "INSERT INTO version_tag (version_id, key, value) VALUES (?, ?, ?)"
+_SQ_EVENT = (
+    "INSERT INTO event (at, model_name, kind, actor, deployment, alias, from_version, to_version,"
+    " reason, detail) VALUES (?, ?, ?, ?, NULL, ?, ?, ?, ?, ?)"
+)
+_SQ_PREVIOUS = (
+    "SELECT model_version.version FROM model_alias JOIN model_version"
+    " ON model_version.id = model_alias.version_id WHERE model_alias.model_id = ? AND model_alias.alias = ?"
+)
+_SQ_UPSERT_ALIAS = (
+    "INSERT INTO model_alias (model_id, alias, version_id, updated_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (model_id, alias) DO UPDATE SET version_id = excluded.version_id,"
+    " updated_at = excluded.updated_at"
+)
+_SQ_TOUCH = "UPDATE registered_model SET updated_at = ? WHERE id = ?"
+
+
+def _sqlite_time(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def register_sqlite(
+    raw: Any, name: str, values: dict[str, Any], tags: dict[str, str], detail: dict[str, Any]
+) -> dict[str, Any]:
+    """Add the next version of `name` (created if missing) with its tags and ledger entry, on the
+    sqlite3 connection `raw` inside its write transaction; return the version's full row."""
+    now = utcnow()
+    stamp = _sqlite_time(now)
+    found = raw.execute(_SQ_MODEL, (name,)).fetchone()
+    if found is None:
+        model_id, number = raw.execute(_SQ_NEW_MODEL, (name, stamp, stamp)).lastrowid, 1
+    else:
+        model_id, number = found
+    raw.execute(_SQ_ADVANCE, (number + 1, stamp, model_id))
+    stored = [json.dumps(values[k]) if k in _JSON_VALUES else values[k] for k in _VERSION_VALUES]
+    version_id = raw.execute(_SQ_VERSION, (model_id, number, *stored, stamp, None)).lastrowid
+    if tags:
+        raw.executemany(_SQ_TAG, [(version_id, k, v) for k, v in tags.items()])
+    event = (stamp, name, ledger.REGISTERED, values["created_by"], None, None, number, "", json.dumps(detail))
+    raw.execute(_SQ_EVENT, event)
+    return {
+        **values,
+        "id": version_id,
+        "model_id": model_id,
+        "version": number,
+        "created_at": now,
+        "archived_at": None,
+    }
+
+
+def move_alias_sqlite(
+    raw: Any, model: tuple[int, str], alias: str, version: tuple[int, int], actor: str
+) -> None:
+    """`move_alias` on the sqlite3 connection `raw`, inside its write transaction."""
+    (model_id, name), (version_id, number) = model, version
+    stamp = _sqlite_time(utcnow())
+    previous = raw.execute(_SQ_PREVIOUS, (model_id, alias)).fetchone()
+    raw.execute(_SQ_UPSERT_ALIAS, (model_id, alias, version_id, stamp))
+    raw.execute(_SQ_TOUCH, (stamp, model_id))
+    moved = (stamp, name, ledger.ALIAS_SET, actor, alias, previous[0] if previous else None, number, "", "{}")
+    raw.execute(_SQ_EVENT, moved)
