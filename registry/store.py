@@ -13,6 +13,7 @@ next to an empty artifact store (else the registry's database was lost: `modelde
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import stat
@@ -22,6 +23,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
@@ -72,7 +74,23 @@ def _postgres_engine(settings: Settings) -> Engine:
         connect_args={"connect_timeout": max(1, int(settings.db_timeout))},
     )
     _ping_when_idle(engine)
+    from psycopg.types.json import set_json_loads
+
+    @event.listens_for(engine, "connect")
+    def _fast_json(dbapi_conn: Any, _record: Any) -> None:
+        set_json_loads(_json_loads, dbapi_conn)
+
     return engine
+
+
+def _json_loads(data: bytes | memoryview | str) -> Any:
+    """psycopg's JSON parser for our connections: orjson (the standard library's parser was most of
+    listing 2,000 versions), else the standard library for what orjson refuses (integers beyond
+    64 bits)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(bytes(data) if isinstance(data, memoryview) else data)
 
 
 def _ping_when_idle(engine: Engine, idle_seconds: float = 10.0) -> None:
@@ -262,9 +280,24 @@ class Database:
 
     @contextmanager
     def reads(self) -> Iterator[Run]:
-        """A runner of `registry.reads` queries on a plain read connection (see `connect`)."""
-        with self.connect() as conn:
-            yield runner(conn)
+        """A runner of `registry.reads` queries on the driver's own connection (SQLAlchemy's result
+        rows cost more than the driver's tuples on long listings): SQLite in one deferred
+        transaction (a consistent snapshot across statements), PostgreSQL in autocommit (no BEGIN
+        round trip). Driver errors are translated as `connect`'s are."""
+        with translate_errors(self.settings), self._read_engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None  # a checked-out connection always has its driver connection
+            driver_error = conn.dialect.loaded_dbapi.Error
+            sqlite = self.settings.is_sqlite
+            try:
+                if sqlite:
+                    raw.execute("BEGIN")
+                yield driver_runner(raw, postgres=not sqlite)
+            except driver_error as exc:
+                raise sa_exc.DBAPIError.instance(None, None, exc, driver_error) from exc
+            finally:
+                if sqlite:
+                    _roll_back(raw)
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -313,11 +346,11 @@ def _roll_back(raw: Any) -> None:
         raw.rollback()
 
 
-def driver_runner(raw: Any) -> Run:
-    """`registry.reads`' runner on a psycopg connection (inside `Database.driver_write`)."""
+def driver_runner(raw: Any, postgres: bool = True) -> Run:
+    """`registry.reads`' runner on a driver's connection (psycopg, or sqlite3 with `postgres=False`)."""
 
     def run(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        return raw.execute(sql.replace("?", "%s"), tuple(params)).fetchall()  # type: ignore[no-any-return]
+        return raw.execute(sql.replace("?", "%s") if postgres else sql, tuple(params)).fetchall()  # type: ignore[no-any-return]
 
     return run
 
