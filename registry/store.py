@@ -350,7 +350,7 @@ def driver_runner(raw: Any, postgres: bool = True) -> Run:
     """`registry.reads`' runner on a driver's connection (psycopg, or sqlite3 with `postgres=False`)."""
 
     def run(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        return raw.execute(sql.replace("?", "%s") if postgres else sql, tuple(params)).fetchall()  # type: ignore[no-any-return]
+        return raw.execute(sql.replace("?", "%s") if postgres else sql, tuple(params)).fetchall()
 
     return run
 
