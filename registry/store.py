@@ -73,22 +73,25 @@ def _postgres_engine(settings: Settings) -> Engine:
         connect_args={"connect_timeout": max(1, int(settings.db_timeout))},
     )
     _ping_when_idle(engine)
-    import orjson  # imported only where PostgreSQL is used (start-up time elsewhere)
     from psycopg.types.json import set_json_loads
-
-    def loads(data: bytes | memoryview | str) -> Any:
-        """orjson (the standard library's parser was most of listing 2,000 versions), else the
-        standard library for what orjson refuses (integers beyond 64 bits)."""
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return json.loads(bytes(data) if isinstance(data, memoryview) else data)
 
     @event.listens_for(engine, "connect")
     def _fast_json(dbapi_conn: Any, _record: Any) -> None:
-        set_json_loads(loads, dbapi_conn)
+        set_json_loads(_json_loads, dbapi_conn)
 
     return engine
+
+
+def _json_loads(data: bytes | memoryview | str) -> Any:
+    """psycopg's JSON parser on our connections: orjson (the standard library's parser was most of
+    listing 2,000 versions), else the standard library for what orjson refuses (integers beyond 64
+    bits). A module function, not a closure: psycopg caches its loader per function."""
+    import orjson  # imported where PostgreSQL is used; a cached module after the first call
+
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(bytes(data) if isinstance(data, memoryview) else data)
 
 
 def _ping_when_idle(engine: Engine, idle_seconds: float = 10.0) -> None:
