@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, delete, func, insert
+from sqlalchemy import Connection, delete, func
 from sqlmodel import Session, col, select
 
 from registry import history as ledger
@@ -30,7 +30,7 @@ from registry.schema import (
     VersionTag,
     utcnow,
 )
-from registry.store import Database, Settings, lock_artifact, runner
+from registry.store import Database, Settings, driver_runner, lock_artifact, runner
 
 if TYPE_CHECKING:
     from registry.calibration import Calibration
@@ -133,65 +133,55 @@ class Registry:
         reference_sha = self.artifacts.put(captured.reference_bytes) if captured.reference_bytes else None
         profile_sha = self.artifacts.put(captured.profile_bytes) if captured.profile_bytes else None
         actor = current_actor()
-        with self.db.write() as session:
-            # A delete may have discarded identical bytes since `put` above: hold the blobs' locks
-            # and make sure they are on disk before the row that needs them commits.
+        blobs = {
+            sha: data
             for sha, data in (
                 (artifact_sha, captured.model_bytes),
                 (reference_sha, captured.reference_bytes),
                 (profile_sha, captured.profile_bytes),
-            ):
-                if sha is not None and data is not None:
-                    lock_artifact(session, sha, exclusive=False)
-                    if not self.artifacts.path_of(sha).exists():
-                        self.artifacts.put(data)
-            conn = session.connection()
-            model_id, number = writes.lock_model(conn, name, create=True)
-            if parent is not None and parent >= number:
-                raise VersionNotFound(f"parent version {parent} of {name!r} does not exist")
-            row = writes.insert_version(
-                conn,
-                model_id,
-                number,
-                {
-                    "artifact_sha256": artifact_sha,
-                    "artifact_size": len(captured.model_bytes),
-                    "artifact_format": "skops",
-                    "trusted_types": captured.trusted_types,
-                    "estimator_class": captured.estimator_class,
-                    "params": captured.params,
-                    "python_version": captured.python_version,
-                    "sklearn_version": captured.sklearn_version,
-                    "numpy_version": captured.numpy_version,
-                    "signature": captured.signature,
-                    "output": captured.output,
-                    "metrics": {k: float(v) for k, v in (metrics or {}).items()},
-                    "description": description,
-                    "reference_sha256": reference_sha,
-                    "reference_rows": captured.reference_rows,
-                    "profile_sha256": profile_sha,
-                    "source": source,
-                    "origin": captured.origin,
-                    "parent_version": parent,
-                    "created_by": actor,
-                },
             )
-            tag_values = {_check_tag_key(key): str(value) for key, value in (tags or {}).items()}
-            if tag_values:
-                conn.execute(
-                    insert(VersionTag.__table__),  # type: ignore[attr-defined]  # SQLModel: undeclared __table__
-                    [{"version_id": row["id"], "key": k, "value": v} for k, v in tag_values.items()],
-                )
-            _record(
-                conn,
-                name,
-                ledger.REGISTERED,
-                actor,
-                to_version=number,
-                detail={"sha256": artifact_sha, "source": source, "origin": captured.origin},
-            )
+            if sha is not None and data is not None
+        }
+        values = {
+            "artifact_sha256": artifact_sha,
+            "artifact_size": len(captured.model_bytes),
+            "artifact_format": "skops",
+            "trusted_types": captured.trusted_types,
+            "estimator_class": captured.estimator_class,
+            "params": captured.params,
+            "python_version": captured.python_version,
+            "sklearn_version": captured.sklearn_version,
+            "numpy_version": captured.numpy_version,
+            "signature": captured.signature,
+            "output": captured.output,
+            "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+            "description": description,
+            "reference_sha256": reference_sha,
+            "reference_rows": captured.reference_rows,
+            "profile_sha256": profile_sha,
+            "source": source,
+            "origin": captured.origin,
+            "parent_version": parent,
+            "created_by": actor,
+        }
+        tag_values = {_check_tag_key(key): str(value) for key, value in (tags or {}).items()}
+        detail = {"sha256": artifact_sha, "source": source, "origin": captured.origin}
+        postgres = not self.settings.is_sqlite
+        with self.db.driver_write() as raw:
+            if postgres:  # one statement (round trips are the cost), which locks the model's row
+                row = writes.register_postgres(raw, name, values, tag_values, detail, list(blobs))
+            else:  # BEGIN IMMEDIATE's writer lock covers the model and the blobs
+                row = writes.register_sqlite(raw, name, values, tag_values, detail)
+            _check_parent(name, parent, row["version"])
+            # A delete may have discarded identical bytes since `put` above; the blobs' locks are
+            # held now (PostgreSQL: the statement took them), so check before the row commits.
+            _ensure_stored(self.artifacts, blobs)
             for alias in aliases:
-                writes.move_alias(conn, (model_id, name), alias, (row["id"], number), actor)
+                if postgres:
+                    writes.move_alias_postgres(raw, name, alias, Ref(name, version=row["version"]), actor)
+                else:
+                    target = (row["id"], row["version"])
+                    writes.move_alias_sqlite(raw, (row["model_id"], name), alias, target, actor)
         return queries.version_info(name, row, sorted(set(aliases)), tag_values)
 
     def register_file(
@@ -346,15 +336,27 @@ class Registry:
         `reason` is kept in the ledger with who moved it and when."""
         check_alias(alias)
         target = parse_ref(f"{name}:{version}" if str(version).isdigit() else f"{name}@{version}")
-        with self.db.write() as session:
-            conn = session.connection()
-            model_id, _ = writes.lock_model(conn, name)
-            version_id, info = reads.find_version(runner(conn), target)
-            if info.archived:
-                raise VersionInUse(f"{name}:{info.version} is archived; restore it before aliasing it")
-            writes.move_alias(
-                conn, (model_id, name), alias, (version_id, info.version), current_actor(), reason
-            )
+        actor = current_actor()
+        if not self.settings.is_sqlite:  # the row lock, then one statement: round trips cost
+            with self.db.driver_write() as raw:
+                run = driver_runner(raw)
+                if not writes.lock_model_postgres(raw, name):
+                    reads.model_id(run, name)  # raises ModelNotFound naming the known models
+                found = writes.move_alias_postgres(raw, name, alias, target, actor, reason)
+                if found is None:
+                    raise reads.not_found(run, target)
+                info = found  # an archived target was not moved, and is refused below
+                if info.archived:
+                    raise VersionInUse(f"{name}:{info.version} is archived; restore it before aliasing it")
+        else:
+            with self.db.write() as session:
+                conn = session.connection()
+                model_id, _ = writes.lock_model(conn, name)
+                version_id, info = reads.find_version(runner(conn), target)
+                if info.archived:
+                    raise VersionInUse(f"{name}:{info.version} is archived; restore it before aliasing it")
+                target_row = (version_id, info.version)
+                writes.move_alias(conn, (model_id, name), alias, target_row, actor, reason)
         info.aliases = sorted({*info.aliases, alias})
         return info
 
@@ -551,6 +553,21 @@ def _holders(session: Session, model: RegisteredModel, row: ModelVersion) -> str
     ).all()
     parts = [f"alias {a!r}" for a in sorted(aliases)] + [f"deployment {d!r}" for d in sorted(deployments)]
     return ", ".join(parts)
+
+
+def _check_parent(name: str, parent: int | None, number: int) -> None:
+    """Refuse (inside the registering transaction, which then keeps nothing) a parent that is not
+    an earlier version."""
+    if parent is not None and parent >= number:
+        raise VersionNotFound(f"parent version {parent} of {name!r} does not exist")
+
+
+def _ensure_stored(artifacts: ArtifactStore, blobs: Mapping[str, bytes]) -> None:
+    """Put back any blob a concurrent delete discarded, inside the registering transaction (whose
+    locks keep another delete from discarding it again before the version's row commits)."""
+    for sha, data in blobs.items():
+        if not artifacts.path_of(sha).exists():
+            artifacts.put(data)
 
 
 def _record(target: Session | Connection, name: str, kind: str, actor: str, **fields: Any) -> None:

@@ -13,12 +13,13 @@ next to an empty artifact store (else the registry's database was lost: `modelde
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import stat
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,25 @@ def _postgres_engine(settings: Settings) -> Engine:
         connect_args={"connect_timeout": max(1, int(settings.db_timeout))},
     )
     _ping_when_idle(engine)
+    from psycopg.types.json import set_json_loads
+
+    @event.listens_for(engine, "connect")
+    def _fast_json(dbapi_conn: Any, _record: Any) -> None:
+        set_json_loads(_json_loads, dbapi_conn)
+
     return engine
+
+
+def _json_loads(data: bytes | memoryview | str) -> Any:
+    """psycopg's JSON parser on our connections: orjson (the standard library's parser was most of
+    listing 2,000 versions), else the standard library for what orjson refuses (integers beyond 64
+    bits). A module function, not a closure: psycopg caches its loader per function."""
+    import orjson  # imported where PostgreSQL is used; a cached module after the first call
+
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(bytes(data) if isinstance(data, memoryview) else data)
 
 
 def _ping_when_idle(engine: Engine, idle_seconds: float = 10.0) -> None:
@@ -262,9 +281,24 @@ class Database:
 
     @contextmanager
     def reads(self) -> Iterator[Run]:
-        """A runner of `registry.reads` queries on a plain read connection (see `connect`)."""
-        with self.connect() as conn:
-            yield runner(conn)
+        """A runner of `registry.reads` queries on the driver's own connection (SQLAlchemy's result
+        rows cost more than the driver's tuples on long listings): SQLite in one deferred
+        transaction (a consistent snapshot across statements), PostgreSQL in autocommit (no BEGIN
+        round trip). Driver errors are translated as `connect`'s are."""
+        with translate_errors(self.settings), self._read_engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None  # a checked-out connection always has its driver connection
+            driver_error = conn.dialect.loaded_dbapi.Error
+            sqlite = self.settings.is_sqlite
+            try:
+                if sqlite:
+                    raw.execute("BEGIN")
+                yield driver_runner(raw, postgres=not sqlite)
+            except driver_error as exc:
+                raise sa_exc.DBAPIError.instance(None, None, exc, driver_error) from exc
+            finally:
+                if sqlite:
+                    _roll_back(raw)
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -277,8 +311,49 @@ class Database:
         ):
             yield session
 
+    @contextmanager
+    def driver_write(self) -> Iterator[Any]:
+        """The pooled driver connection itself (psycopg or sqlite3) in a write transaction that
+        commits on success and rolls back on any error (SQLite: `BEGIN IMMEDIATE`, as `write`), for
+        the hot write paths in `registry.writes`: SQLAlchemy's per-statement work cost as much as
+        the statements. Driver errors are translated as `write`'s are; a PostgreSQL connection they
+        broke is not returned to the pool."""
+        self.check_writable()
+        with translate_errors(self.settings), self._write_engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None  # a checked-out connection always has its driver connection
+            driver_error = conn.dialect.loaded_dbapi.Error
+            try:
+                if self.settings.is_sqlite:
+                    raw.execute("BEGIN IMMEDIATE")
+                yield raw
+                raw.commit()
+            except driver_error as exc:
+                _roll_back(raw)
+                if getattr(raw, "broken", False) or getattr(raw, "closed", False) is True:
+                    conn.invalidate()
+                raise sa_exc.DBAPIError.instance(None, None, exc, driver_error) from exc
+            except BaseException:
+                _roll_back(raw)
+                raise
+
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _roll_back(raw: Any) -> None:
+    """Roll back a psycopg connection's transaction; a connection already lost has none to keep."""
+    with suppress(Exception):  # the error being raised says what happened
+        raw.rollback()
+
+
+def driver_runner(raw: Any, postgres: bool = True) -> Run:
+    """`registry.reads`' runner on a driver's connection (psycopg, or sqlite3 with `postgres=False`)."""
+
+    def run(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return raw.execute(sql.replace("?", "%s") if postgres else sql, tuple(params)).fetchall()
+
+    return run
 
 
 def runner(conn: Connection) -> Run:
@@ -349,12 +424,17 @@ def _refuse_new_over_artifacts(settings: Settings) -> None:
         )
 
 
+def artifact_lock_key(sha256: str) -> int:
+    """The PostgreSQL advisory-lock key of an artifact: the first 60 bits of its sha256."""
+    return int(sha256[:15], 16)
+
+
 def lock_artifact(session: Session, sha256: str, exclusive: bool) -> None:
     """Serialise "is this blob still used?" against new versions using it (PostgreSQL; on SQLite
     every write transaction already holds the database's single writer lock)."""
     if session.get_bind().dialect.name == "postgresql":
         function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-        session.execute(text(f"SELECT {function}(:key)"), {"key": int(sha256[:15], 16)})
+        session.execute(text(f"SELECT {function}(:key)"), {"key": artifact_lock_key(sha256)})
 
 
 @contextmanager

@@ -6,6 +6,7 @@ parent serialised with skops, so they import the registry but not scikit-learn: 
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import signal
@@ -24,13 +25,20 @@ def _register_versions(db_url: str, home: str, captured: Any, name: str, count: 
         return [reg.add_version(captured, name).version for _ in range(count)]
 
 
+def _move_alias(db_url: str, home: str, name: str, count: int) -> list[int]:
+    """Child process: point `champion` at each of versions 1-4 in turn, `count` times, all at once."""
+    with Registry(home=home, db_url=db_url) as reg:
+        wait_for_the_others()
+        return [reg.set_alias(name, "champion", 1 + i % 4).version for i in range(count)]
+
+
 def _die(*_args: Any, **_kwargs: Any) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _crash_while_registering(db_url: str, home: str, captured: Any, name: str) -> None:
-    """Child process: killed inside the write transaction, after the version row is flushed."""
-    core._record = _die
+    """Child process: killed inside the write transaction, after the version's rows are written."""
+    core._ensure_stored = _die
     with Registry(home=home, db_url=db_url) as reg:
         reg.add_version(captured, name)
 
@@ -58,6 +66,25 @@ def test_four_processes_registering_at_once_get_versions_1_to_20(
     events = registry.history("race").events
     assert sorted(e.to_version for e in events if e.kind == "registered") == list(range(1, 21))
     assert registry.add_version(captured, "race").version == 21
+
+
+@pytest.mark.slow
+def test_four_processes_moving_one_alias_at_once_leave_a_ledger_of_moves_that_chain(
+    registry: Registry, db_url, captured, four_processes
+):
+    """Each move reads where the alias pointed after the previous holder of the model's lock
+    committed, so every recorded move starts where the one before it ended."""
+    for _ in range(4):
+        registry.add_version(captured, "moved")
+    home = str(registry.settings.home)
+    numbers = four_processes(_move_alias, db_url, home, "moved", 6)
+    assert [sorted(mine) for mine in numbers] == [[1, 1, 2, 2, 3, 4]] * 4
+    moves = [e for e in registry.history("moved").events if e.kind == "alias_set"]
+    assert len(moves) == 24
+    assert moves[0].from_version is None
+    assert all(later.from_version == earlier.to_version for earlier, later in itertools.pairwise(moves))
+    assert registry.get("moved@champion").version == moves[-1].to_version
+    assert registry.get(f"moved:{moves[-1].to_version}").aliases == ["champion"]
 
 
 @pytest.mark.slow
@@ -96,7 +123,7 @@ def test_an_error_mid_registration_leaves_no_version_and_no_gap(
     def fail(*_args: Any, **_kwargs: Any) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(core, "_record", fail)  # called in the transaction, after the row is flushed
+    monkeypatch.setattr(core, "_ensure_stored", fail)  # called in the transaction, after the rows are written
     for name in ("iris", "fresh"):
         with pytest.raises(RuntimeError, match="disk on fire"):
             registry.register(iris_model, name, reference=X, alias="staging", tags={"k": "v"})
