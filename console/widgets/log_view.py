@@ -21,10 +21,13 @@ class LogView(RichLog):
         self.kept: deque[str] = deque(maxlen=max_lines)
         #: whether new lines scroll into view: decided at each `add` by whether the view is at its end
         self.following = True
+        #: a scroll to the end is scheduled: until it lands the geometry is stale, not the user's doing
+        self._end_pending = False
 
     def add(self, lines: Iterable[str]) -> None:
         """Append lines (possibly none); scroll to them only if the user is at the end."""
-        self.following = self.is_vertical_scroll_end or self.max_scroll_y == 0
+        if not self._end_pending:  # a busy machine can poll again before the last lines were laid out
+            self.following = self.is_vertical_scroll_end or self.max_scroll_y == 0
         added = False
         for line in lines:
             self.kept.append(line)
@@ -33,7 +36,12 @@ class LogView(RichLog):
         if added and self.following:
             # again once laid out: a first long line brings a horizontal scrollbar that takes a row,
             # which would leave the view one line short of the end (and so no longer following)
-            self.call_after_refresh(self.scroll_end, animate=False)
+            self._end_pending = True
+            self.call_after_refresh(self._reach_end)
+
+    def _reach_end(self) -> None:
+        self.scroll_end(animate=False, immediate=True)
+        self._end_pending = False
 
     def toggle_wrap(self) -> None:
         """Re-render every kept line wrapped (or not) and go to the end."""
