@@ -70,6 +70,45 @@ def test_every_request_series_is_shown_at_zero_before_it_counts(tmp_path: Path) 
         supervisor.registry.close()
 
 
+def test_a_supervisor_stopped_before_its_first_pull_leaves_its_workers_counted_from_zero(
+    tmp_path: Path,
+) -> None:
+    """Stopped right after a deploy (no pull yet), the saved counts still name the new worker, at
+    nothing seen: the next supervisor adopts it and counts everything it answered."""
+    import asyncio
+
+    from registry.info import DeploymentInfo
+    from registry.serving.processes import Worker
+    from registry.serving.supervision.state import Runtime
+
+    spec = DeploymentInfo("iris", "iris", 1, None, "127.0.0.1", 1, 1)
+    first = Supervisor(tmp_path / "home")
+    try:
+        started = Worker(pid=4242, version=1, create_time=100.0, forked=True)
+        first.runtimes["iris"] = Runtime(spec, active=[started])
+        first.workers[4242] = started
+        asyncio.run(first.scraper.save_counts())
+    finally:
+        first.registry.close()
+    second = Supervisor(tmp_path / "home")
+    try:
+        adopted = Worker(pid=4242, version=1, create_time=100.0)
+        second.runtimes["iris"] = Runtime(spec, active=[adopted])
+        second.workers[4242] = adopted
+        asyncio.run(second.scraper.restore_counts())
+        asyncio.run(second.scraper.save_counts())  # stopped again before a pull: the baseline stays
+        restored, workers = load_counts(second.rundir)
+        assert workers == {4242: (100.0, {"requests": {}})}
+        series = second.scraper.series["iris"] = restored.get("iris", DeploymentSeries("iris"))
+        second.scraper._resume(series, [adopted])
+        answered = {"requests": {"200": 50.0}}
+        series.ingest(1, 1, {4242: {"metrics": answered}}, {}, 1.0, 1.0, set(), {4242}, {4242: 1}, {4242})
+        assert requests_total(exposition(second).decode()) == {}  # shown at 0 first
+        assert requests_total(exposition(second).decode()) == {("1", "200"): 50}
+    finally:
+        second.registry.close()
+
+
 @dataclass
 class Deck:
     home: Path

@@ -27,19 +27,32 @@ log = logging.getLogger("modeldeck.supervisor")
 FILE_NAME = "request-counts.json"
 
 
-def snapshot(series: dict[str, DeploymentSeries], identities: dict[int, float]) -> dict[str, Any]:
+def snapshot(
+    series: dict[str, DeploymentSeries],
+    identities: dict[int, float],
+    unpulled: dict[str, dict[int, dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
     """What `save_counts` writes: totals by deployment and version, and the last counted snapshot of
-    each worker in `identities` (pid -> process start time)."""
+    each worker in `identities` (pid -> process start time). `unpulled` gives, by deployment, what
+    counts as already seen of workers this supervisor has not pulled yet: nothing for one it started
+    (all it answers is new), the previous supervisor's snapshot for one it adopted."""
+    names = set(series) | set(unpulled or {})
     return {
         name: {
-            "totals": {str(version): totals.as_dict() for version, totals in s.totals.items()},
+            "totals": {
+                str(version): totals.as_dict()
+                for version, totals in (series[name].totals if name in series else {}).items()
+            },
             "workers": {
                 str(pid): {"create_time": identities[pid], "metrics": metrics}
-                for pid, metrics in s.last().items()
+                for pid, metrics in {
+                    **(unpulled or {}).get(name, {}),
+                    **(series[name].last() if name in series else {}),
+                }.items()
                 if pid in identities
             },
         }
-        for name, s in series.items()
+        for name in sorted(names)
     }
 
 

@@ -211,8 +211,24 @@ class Scraper:
 
     async def save_counts(self) -> None:
         identities = {pid: w.create_time for pid, w in self.supervisor.workers.items()}
-        data = orjson.dumps(count_snapshot(self.series, identities))
+        data = orjson.dumps(count_snapshot(self.series, identities, self._unpulled()))
         await asyncio.to_thread(save_counts, self.supervisor.rundir, data)
+
+    def _unpulled(self) -> dict[str, dict[int, dict[str, Any]]]:
+        """The baseline of each tracked worker not counted yet (a supervisor stopped right after a
+        deploy or an adoption): a worker started here has answered nothing counted, an adopted one
+        counts on from the snapshot the previous supervisor saved."""
+        baselines: dict[str, dict[int, dict[str, Any]]] = {}
+        for runtime in self.supervisor.runtimes.values():
+            for worker in runtime.active + runtime.standby + runtime.incoming + runtime.outgoing:
+                if worker.started_here:
+                    baseline: dict[str, Any] | None = {"requests": {}}
+                else:
+                    saved = self._adoptable.get(worker.pid)
+                    baseline = saved[1] if saved and saved[0] == worker.create_time else None
+                if baseline is not None:
+                    baselines.setdefault(runtime.spec.name, {})[worker.pid] = baseline
+        return baselines
 
     def _resume(self, series: DeploymentSeries, workers: list[Worker]) -> None:
         """Adopted workers count on from the snapshot the previous supervisor last counted."""
