@@ -177,6 +177,8 @@ def test_endless_headers_get_431_and_do_not_grow_the_worker(target: Target, prob
         offered += sent
         answers.append(answer)
     rss_grown = target.ps.memory_info().rss - rss_before
+    after = probe.ok + len(probe.failures)  # the flood can end before the first probe: three more
+    wait_until(lambda: probe.ok + len(probe.failures) >= after + 3, 15, "three more probes")
     probe.stop.set()
     grown_mb = rss_grown / 2**20
     print(f"{offered / 2**20:.0f} MB of headers, {len(answers)} connections: RSS +{grown_mb:.1f} MB; "
