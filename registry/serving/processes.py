@@ -63,6 +63,12 @@ class Worker:
         """Started by this supervisor (spawned or forked), not adopted from a previous one."""
         return self.popen is not None or self.forked
 
+    def take_report(self, report: dict[str, Any]) -> None:
+        """Take the state (and error) a report of this worker says."""
+        with contextlib.suppress(ValueError):  # a state this supervisor does not know: kept as it was
+            self.state = WorkerState(report.get("state", self.state))
+        self.error = str(report.get("error", "")) or self.error
+
     def alive(self) -> bool:
         if self.popen is not None:
             return self.popen.poll() is None

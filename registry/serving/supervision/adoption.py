@@ -4,18 +4,17 @@ or stopped; and every worker's state reports (which carry a handed-back socket) 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import signal
 import socket
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from registry.errors import SupervisorError
 from registry.serving.processes import SERVING, STANDBY, Worker
-from registry.serving.protocol import Role, WorkerState
+from registry.serving.protocol import Role
 from registry.serving.supervision.pool import Pool
 from registry.serving.supervision.state import Runtime, State, roles
 
@@ -106,18 +105,16 @@ class Reports:
                 data, fds, _, _ = socket.recv_fds(self._sock, 65_536, 4)
             except (BlockingIOError, InterruptedError):
                 return
-            try:
-                report = json.loads(data)
-                worker = self.state.workers.get(int(report["pid"]))
-            except (ValueError, KeyError, TypeError):
-                worker = None
+            report = _json_object(data)
+            pid = report.get("pid")
+            worker = self.state.workers.get(pid) if isinstance(pid, int) else None
             if worker is None:
                 for fd in fds:
                     os.close(fd)
+                if report:  # a forked worker can report before its pid is known
+                    self.state.keep_early(report)
                 continue
-            with contextlib.suppress(ValueError):  # a state this supervisor does not know: kept as it was
-                worker.state = WorkerState(report.get("state", worker.state))
-            worker.error = str(report.get("error", "")) or worker.error
+            worker.take_report(report)
             final = report.get("metrics")
             if isinstance(final, dict) and isinstance(final.get("requests"), dict):
                 self.scraper.final(str(report.get("deployment")), worker, final)
@@ -133,3 +130,12 @@ class Reports:
             return
         runtime.sock = socket.socket(fileno=fd)
         runtime.sock.set_inheritable(True)
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    """A report's JSON object, or {} if it is not one."""
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}

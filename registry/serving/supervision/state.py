@@ -23,6 +23,8 @@ from registry.serving.processes import Worker, save_state
 from registry.serving.protocol import DeploymentState, Role
 from registry.serving.rundir import RunDir
 
+#: How long, and for how many pids, a report from a worker not tracked yet is kept (see `keep_early`).
+EARLY_REPORT_SECONDS, EARLY_REPORTS = 60.0, 256
 log = logging.getLogger("modeldeck.supervisor")
 T = TypeVar("T")
 
@@ -88,6 +90,8 @@ class State:
         self.preloader = Preloader(self.rundir)
         self.runtimes: dict[str, Runtime] = {}
         self.workers: dict[int, Worker] = {}
+        #: The last report of each pid not tracked yet, with when it came (see `keep_early`).
+        self.early_reports: dict[int, tuple[float, dict[str, Any]]] = {}
         self.locks: dict[str, asyncio.Lock] = {}
         self.actor = f"supervisor@{current_actor().rpartition('@')[2]}"
         self.started = time.time()
@@ -149,9 +153,26 @@ class State:
         )
 
     def track(self, workers: list[Worker]) -> list[Worker]:
+        """Track `workers`, each taking the report it sent before this supervisor knew its pid."""
         for worker in workers:
             self.workers[worker.pid] = worker
+            early = self.early_reports.pop(worker.pid, None)
+            if early is not None and early[1].get("version") == worker.version:
+                worker.take_report(early[1])
         return workers
+
+    def keep_early(self, report: dict[str, Any]) -> None:
+        """Keep a report from a pid not tracked yet: a worker forked by the preloader loads and reports
+        while its pid is still on its way to this supervisor (a busy machine, or several workers forked
+        one after the other), and a dropped "standby" would leave its load waiting for the timeout.
+        Kept EARLY_REPORT_SECONDS, for at most EARLY_REPORTS pids."""
+        now = time.monotonic()
+        self.early_reports = {
+            pid: kept for pid, kept in self.early_reports.items() if now - kept[0] < EARLY_REPORT_SECONDS
+        }
+        pid = report.get("pid")
+        if isinstance(pid, int) and len(self.early_reports) < EARLY_REPORTS:
+            self.early_reports[pid] = (now, report)
 
     def forget(self, worker: Worker) -> None:
         """Stop tracking a worker that is gone, and remove the monitoring socket it left behind."""
