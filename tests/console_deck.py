@@ -72,6 +72,16 @@ def toasts(app) -> list[str]:
     return [str(toast.render()) for toast in app.screen.query("Toast")]
 
 
+async def tap(pilot, key: str) -> None:
+    """A key the way the terminal driver hands it to the app, then the screen's pending messages
+    processed: `pilot.press` also waits for the whole process to go idle, at most 1 s twice per key,
+    and a screen refreshing 20 times a second never does."""
+    from textual import events
+
+    pilot.app.post_message(events.Key(key, None))
+    await pilot.pause(0)
+
+
 async def wait_until(pilot, condition, seconds: float = 20.0) -> None:
     """Let the app run until `condition()` holds (or `seconds` pass: the caller's assert then says why)."""
     deadline = time.monotonic() + seconds

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from console_deck import settle, wait_until
+from console_deck import settle, tap, wait_until
 from helpers import iris_home
 
 from registry import Registry
@@ -93,11 +93,15 @@ async def test_log_lines_arrive_once_each_however_often_the_view_is_refreshed(ho
         await app.push_screen(screen)
         await settle(pilot, app, 0.2)
         view = app.screen.query_one(LogView)
+        reads, read = [], screen.fetch
+        screen.fetch = lambda request: (reads.append(1), read(request))[1]  # type: ignore[method-assign]
         lines = [f"line {i}" for i in range(40)]
         with screen.path.open("a") as handle:
             for line in lines:
                 handle.write(line + "\n")
                 handle.flush()
-                await pilot.press("ctrl+r")
+                await tap(pilot, "ctrl+r")
+                await wait_until(pilot, lambda: not screen._polling)  # the read it asked for is in
         await wait_until(pilot, lambda: list(view.kept)[-1:] == ["line 39"])
         assert [line for line in view.kept if line.startswith("line ")] == lines
+        assert len(reads) >= 40  # the keys refreshed it between the writes (one poll at a time)
