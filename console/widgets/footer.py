@@ -35,10 +35,27 @@ class FitFooter(Footer):
     def on_resize(self) -> None:
         self.fit()
 
+    _shown: tuple[object, ...] | None = None  # what the keys were last built from
+
     async def recompose(self) -> None:
-        """The keys change with the focus and the screen: fit them each time they are rebuilt."""
+        """The keys change with the focus and the screen: rebuild them only when what they show
+        changed (Textual rebuilds on every bindings update, several times while the console starts,
+        each time restyling every key), and fit them each time they are rebuilt."""
+        shown = self._signature()
+        if shown == self._shown and self.children:
+            return
+        self._shown = shown
         await super().recompose()
         self.call_after_refresh(self.fit)
+
+    def _signature(self) -> tuple[object, ...]:
+        """Everything of the active bindings that `Footer.compose` shows."""
+        keys = (
+            (b.key, self.app.get_key_display(b), b.description, b.action, b.group, enabled, tooltip)
+            for key, (_node, b, enabled, tooltip) in self.screen.active_bindings.items()
+            if b.show or key == self.app.COMMAND_PALETTE_BINDING
+        )
+        return (*keys, self.show_command_palette, self.app.ENABLE_COMMAND_PALETTE)
 
     def keys(self) -> list[Key]:
         """The keys the footer shows, in its order."""
