@@ -6,7 +6,6 @@ import asyncio
 import logging
 import signal
 import time
-from functools import partial
 from typing import TYPE_CHECKING
 
 from registry import history as ledger
@@ -117,19 +116,14 @@ class Healing:
         recent = sum(1 for t in runtime.crashes if now - t <= policy.crash_window)
         tail = logs.tail(state.rundir.deployment_log(spec.name), 10)
         state.spawn_task(
-            self.ledger.record(
-                partial(
-                    state.registry.record_event,
-                    spec.model,
-                    ledger.CRASHED,
-                    actor=state.actor,
-                    deployment=spec.name,
-                    from_version=worker.version,
-                    reason=self._hung.pop(worker.pid, None)
-                    or f"worker {worker.pid} ({'active' if was_active else 'standby'}) exited"
-                    + (f" with status {worker.exit_code}" if worker.exit_code is not None else ""),
-                    detail={"pid": worker.pid, "exit_code": worker.exit_code, "log": tail},
-                )
+            self.ledger.event(
+                spec,
+                ledger.CRASHED,
+                from_version=worker.version,
+                reason=self._hung.pop(worker.pid, "")
+                or f"worker {worker.pid} ({'active' if was_active else 'standby'}) exited"
+                + (f" with status {worker.exit_code}" if worker.exit_code is not None else ""),
+                detail={"pid": worker.pid, "exit_code": worker.exit_code, "log": tail},
             )
         )
         state.save_state()
@@ -172,17 +166,12 @@ class Healing:
                 if not crashed:
                     return
                 runtime.restarts += missing
-                await self.ledger.record(
-                    partial(
-                        state.registry.record_event,
-                        runtime.spec.model,
-                        ledger.RESTARTED,
-                        actor=state.actor,
-                        deployment=runtime.spec.name,
-                        to_version=runtime.spec.version,
-                        reason=f"after {backoff:g} s backoff",
-                        detail={"workers": [w.pid for w in runtime.active]},
-                    )
+                await self.ledger.event(
+                    runtime.spec,
+                    ledger.RESTARTED,
+                    version=runtime.spec.version,
+                    reason=f"after {backoff:g} s backoff",
+                    detail={"workers": [w.pid for w in runtime.active]},
                 )
         finally:
             runtime.healing = False

@@ -31,13 +31,14 @@ class Ledger:
         self,
         spec: DeploymentInfo,
         kind: str,
-        actor: str,
-        version: int,
+        actor: str = "",
+        version: int | None = None,
         reason: str = "",
         detail: dict[str, Any] | None = None,
         from_version: int | None = None,
     ) -> None:
-        """Record a step of `spec`'s deployment towards `version` (now, or later if the DB is busy)."""
+        """Record a step of `spec`'s deployment (towards `version`, from `from_version`) now, or later if
+        the DB is busy; `actor` defaults to the supervisor."""
         await self.record(
             partial(
                 self.state.registry.record_event,

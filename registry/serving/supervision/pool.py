@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from functools import partial
 
 from registry import history as ledger
 from registry.errors import SupervisorError
@@ -63,19 +62,14 @@ class Pool:
             raise
         if all(ready):
             if record_ready:
-                await self.ledger.record(
-                    partial(
-                        state.registry.record_event,
-                        spec.model,
-                        ledger.READY,
-                        actor=state.actor,
-                        deployment=spec.name,
-                        to_version=version,
-                        detail={
-                            "seconds": round(time.monotonic() - started, 3),
-                            "workers": [w.pid for w in workers],
-                        },
-                    )
+                await self.ledger.event(
+                    spec,
+                    ledger.READY,
+                    version=version,
+                    detail={
+                        "seconds": round(time.monotonic() - started, 3),
+                        "workers": [w.pid for w in workers],
+                    },
                 )
             return workers
         late = [w for w, ok in zip(workers, ready, strict=True) if not ok and w.alive()]

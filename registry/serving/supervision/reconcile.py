@@ -93,17 +93,12 @@ class Reconcile:
                 if missing > 0:
                     runtime.status = DeploymentState.STARTING
                     await pool.start_active(runtime, missing)
-                    await self.ledger.record(
-                        partial(
-                            state.registry.record_event,
-                            spec.model,
-                            ledger.RESTARTED,
-                            actor=state.actor,
-                            deployment=spec.name,
-                            to_version=spec.version,
-                            reason="supervisor started",
-                            detail={"workers": [w.pid for w in runtime.active]},
-                        )
+                    await self.ledger.event(
+                        spec,
+                        ledger.RESTARTED,
+                        version=spec.version,
+                        reason="supervisor started",
+                        detail={"workers": [w.pid for w in runtime.active]},
                     )
                 runtime.status = DeploymentState.RUNNING
                 state.save_state()

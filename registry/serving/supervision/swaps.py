@@ -108,16 +108,11 @@ class Swaps:
         runtime.outgoing = [w for w in runtime.outgoing if w not in outgoing + stale]
         state.save_state()
         if outgoing:
-            await self.ledger.record(
-                partial(
-                    state.registry.record_event,
-                    target.model,
-                    ledger.DRAINED,
-                    actor=state.actor,
-                    deployment=target.name,
-                    from_version=previous,
-                    detail={"workers": [w.pid for w in outgoing], "standby": [w.pid for w in drained]},
-                )
+            await self.ledger.event(
+                target,
+                ledger.DRAINED,
+                from_version=previous,
+                detail={"workers": [w.pid for w in outgoing], "standby": [w.pid for w in drained]},
             )
         if len(runtime.active) < target.workers:  # a smaller standby took over: add the rest behind it
             self.on_short(runtime)
