@@ -15,6 +15,7 @@ in tests/test_console.py.
 from __future__ import annotations
 
 import math
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -345,16 +346,22 @@ async def test_surfaces_stay_apart_in_256_colours(theme: str, app) -> None:  # t
     """Over SSH (`TEXTUAL_COLOR_SYSTEM=256`) every colour is quantized to the xterm-256 palette: the
     surfaces a table is read by (header, zebra rows, cursor, the screen below, footer, banner) must
     not merge there. Checked on what the console really renders, in each theme."""
-    from rich.color import ColorSystem
+    from rich.color import Color, ColorSystem
 
     app.theme = theme
     async with app.run_test(size=(80, 24)) as pilot:
         await _after(pilot, ("3",))  # events: enough rows for the zebra stripes
-        strips = pilot.app.screen._compositor.render_strips()
+        svg = pilot.app.export_screenshot()
+    # the screenshot's background cells: one rect per run of a colour, rows 24.4 units apart from 1.5
+    cells = re.findall(r'<rect fill="(#[0-9a-f]{6})" x="([\d.]+)" y="([\d.]+)"[^>]*crispEdges', svg)
+    leftmost: dict[int, tuple[float, str]] = {}
+    for fill, x, y in cells:
+        row = round((float(y) - 1.5) / 24.4)
+        leftmost[row] = min(leftmost.get(row, (math.inf, "")), (float(x), fill))
 
     def colour(y: int) -> tuple[str, int]:
-        style = next(s.style for s in strips[y] if s.style and s.style.bgcolor)
-        return str(style.bgcolor.name), style.bgcolor.downgrade(ColorSystem.EIGHT_BIT).number
+        fill = leftmost[y][1]
+        return fill, Color.parse(fill).downgrade(ColorSystem.EIGHT_BIT).number
 
     rows = {"banner": 0, "header": 1, "cursor": 2, "odd row": 3, "even row": 4, "below": 17, "footer": 23}
     seen = {name: colour(y) for name, y in rows.items()}
