@@ -78,16 +78,18 @@ def test_a_supervisor_stopped_before_its_first_pull_leaves_its_workers_counted_f
     import asyncio
 
     from registry.info import DeploymentInfo
-    from registry.serving.processes import Worker
+    from registry.serving.processes import STOPPED, Worker
     from registry.serving.supervision.state import Runtime
 
     spec = DeploymentInfo("iris", "iris", 1, None, "127.0.0.1", 1, 1)
     first = Supervisor(tmp_path / "home")
     try:
         started = Worker(pid=4242, version=1, create_time=100.0, forked=True)
-        first.runtimes["iris"] = Runtime(spec, active=[started])
-        first.workers[4242] = started
+        leaving = Worker(pid=4343, version=1, create_time=100.0, forked=True, state=STOPPED)
+        first.runtimes["iris"] = Runtime(spec, active=[started], outgoing=[leaving])
+        first.workers.update({4242: started, 4343: leaving})
         asyncio.run(first.scraper.save_counts())
+        assert load_counts(first.rundir)[1] == {4242: (100.0, {"requests": {}})}  # 4343's final was counted
     finally:
         first.registry.close()
     second = Supervisor(tmp_path / "home")

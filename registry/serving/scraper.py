@@ -42,6 +42,7 @@ from registry.serving.protocol import (
     MonitoringHealth,
     MonitorSnapshot,
     Performance,
+    WorkerState,
 )
 
 if TYPE_CHECKING:
@@ -221,6 +222,8 @@ class Scraper:
         baselines: dict[str, dict[int, dict[str, Any]]] = {}
         for runtime in self.supervisor.runtimes.values():
             for worker in runtime.active + runtime.standby + runtime.incoming + runtime.outgoing:
+                if worker.state == WorkerState.STOPPED:  # its final snapshot was counted: it is leaving
+                    continue
                 if worker.started_here:
                     baseline: dict[str, Any] | None = {"requests": {}}
                 else:
