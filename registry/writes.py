@@ -206,14 +206,7 @@ def register_postgres(
     else:  # pragma: no cover - the model's row exists after the first conflict
         raise ModelNotFound(f"model {name!r} could not be created")
     model_id, version_id, number = found[0], found[1], found[2]
-    return {
-        **values,
-        "id": version_id,
-        "model_id": model_id,
-        "version": number,
-        "created_at": now,
-        "archived_at": None,
-    }
+    return _version_row(values, version_id, model_id, number, now)
 
 
 _PG_LOCK_MODEL = "SELECT id FROM registered_model WHERE name = %(name)s FOR UPDATE"
@@ -353,14 +346,7 @@ def register_sqlite(
         raw.executemany(_SQ_TAG, [(version_id, k, v) for k, v in tags.items()])
     event = (stamp, name, ledger.REGISTERED, values["created_by"], None, None, number, "", json.dumps(detail))
     raw.execute(_SQ_EVENT, event)
-    return {
-        **values,
-        "id": version_id,
-        "model_id": model_id,
-        "version": number,
-        "created_at": now,
-        "archived_at": None,
-    }
+    return _version_row(values, version_id, model_id, number, now)
 
 
 def move_alias_sqlite(
@@ -374,3 +360,17 @@ def move_alias_sqlite(
     raw.execute(_SQ_TOUCH, (stamp, model_id))
     moved = (stamp, name, ledger.ALIAS_SET, actor, alias, previous[0] if previous else None, number, "", "{}")
     raw.execute(_SQ_EVENT, moved)
+
+
+def _version_row(
+    values: dict[str, Any], version_id: int, model_id: int, number: int, now: datetime
+) -> dict[str, Any]:
+    """The new version's row, as a registration returns it."""
+    return {
+        **values,
+        "id": version_id,
+        "model_id": model_id,
+        "version": number,
+        "created_at": now,
+        "archived_at": None,
+    }
