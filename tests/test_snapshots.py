@@ -14,6 +14,7 @@ in tests/test_console.py.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import sqlite3
@@ -228,9 +229,13 @@ def app(home: Path, monkeypatch: pytest.MonkeyPatch):
 
 async def _settle(pilot) -> None:  # type: ignore[no-untyped-def]
     """Pin what depends on the machine, then let every poll finish."""
+    from textual.worker import WorkerCancelled
+
     pilot.app.sub_title = "~/.local/share/modeldeck"
     pilot.app.cursor_blink = False
-    await pilot.app.workers.wait_for_complete()
+    for worker in list(pilot.app.workers):  # one replaced by a newer one (a moved cursor) is done too
+        with contextlib.suppress(WorkerCancelled):
+            await worker.wait()
     for _ in range(200):  # a poll's message posted but not yet taken: the screen is still polling
         if not getattr(pilot.app.screen, "_polling", False):
             break

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from rich.cells import cell_len
+from textual.dom import NoScreen
 from textual.widgets import Footer
 
 #: Actions whose keys leave the footer first when it is too narrow (all are in `?` help).
@@ -41,7 +42,12 @@ class FitFooter(Footer):
         """The keys change with the focus and the screen: rebuild them only when what they show
         changed (Textual rebuilds on every bindings update, several times while the console starts,
         each time restyling every key), and fit them each time they are rebuilt."""
-        shown = self._signature()
+        if not self.is_attached:  # asked for after a refresh, once its screen was gone
+            return
+        try:
+            shown = self._signature()
+        except NoScreen:
+            return
         if shown == self._shown and self.children:
             return
         self._shown = shown
