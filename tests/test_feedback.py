@@ -737,6 +737,13 @@ def test_modeldeck_feedback_reads_a_csv_with_a_bom_and_names_a_json_array(
     stack: Stack, tmp_path: Path
 ) -> None:
     (rid, _), *_ = predict_batches(stack.iris, iris_data()[0][:1], 1)
+
+    def stored() -> bool:  # a label sent before its prediction is written is rightly "unknown" (pending)
+        with OutcomeStore.of(stack.home) as store:
+            query = "SELECT 1 FROM prediction WHERE request_id = ?"
+            return store.db.execute(query, (rid,)).fetchone() is not None
+
+    wait_until(stored, what="the prediction stored")
     bom = tmp_path / "bom.csv"
     bom.write_text(f"request_id,label\n{rid},0\n", encoding="utf-8-sig")
     done = stack.cli("feedback", str(bom), "--deployment", "iris", "--json")
