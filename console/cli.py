@@ -8,14 +8,17 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.text import Text
 
 from console import output, serving_commands
 from console.serving_commands import PredictTimeout
-from registry import PickleRefused, Registry, RegistryError
+from registry import PickleRefused, RegistryError
+
+if TYPE_CHECKING:  # the Registry (SQLAlchemy, SQLModel) loads only for the verbs that open it
+    from registry.core import Registry
 
 app = typer.Typer(
     name="modeldeck",
@@ -96,6 +99,8 @@ def _fail(message: str) -> None:
 @contextmanager
 def _registry(upgrade: bool = True) -> Iterator[Registry]:
     """Open the registry of `$MODELDECK_HOME` / `$MODELDECK_DB_URL`; user errors become one line."""
+    from registry.core import Registry
+
     reg = None
     try:
         reg = Registry(upgrade=upgrade)

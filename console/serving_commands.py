@@ -99,7 +99,8 @@ def _client(changes: bool = False) -> Iterator[Any]:
     """A supervisor client; for `changes` (deploy, roll back, stop, scale), refused at once when the
     registry is read-only to this process, saying why."""
     from registry.serving.client import SupervisorClient
-    from registry.store import Settings, read_only_reason
+    from registry.settings import Settings
+    from registry.write_access import read_only_reason
 
     client = None
     try:
@@ -311,7 +312,7 @@ def _add_live_figures(client: Any, deployments: list[dict[str, Any]]) -> str | N
 
 def drift_reason(report: dict[str, Any] | None) -> str | None:
     """Why a window warns or drifts: its worst feature's test, p-values and effect size (None if ok)."""
-    from registry.monitoring.drift import worst_first
+    from registry.monitoring.ranking import worst_first
 
     if not report or report.get("status") not in ("warn", "drift"):
         return None

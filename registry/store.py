@@ -14,9 +14,7 @@ next to an empty artifact store (else the registry's database was lost: `modelde
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import stat
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -34,6 +32,7 @@ from registry.files import private_dirs, tighten
 from registry.reader import SCHEMA_HEAD
 from registry.reads import Run
 from registry.settings import Settings, default_home, with_psycopg
+from registry.write_access import read_only_reason, read_only_uri, sqlite_path
 
 __all__ = ["SCHEMA_HEAD", "Database", "Settings", "default_home", "with_psycopg"]
 
@@ -111,65 +110,6 @@ def _ping_when_idle(engine: Engine, idle_seconds: float = 10.0) -> None:
             dbapi_conn.rollback()
         except Exception as exc:
             raise sa_exc.DisconnectionError() from exc
-
-
-def sqlite_path(settings: Settings) -> Path | None:
-    """The SQLite file of the settings (None: PostgreSQL, an in-memory database or a `file:` URI)."""
-    if not settings.is_sqlite:
-        return None
-    path = make_url(settings.db_url).database or ""
-    return Path(path) if path and not path.startswith("file:") and path != ":memory:" else None
-
-
-def read_only_reason(settings: Settings) -> str | None:
-    """Why this process cannot write the SQLite registry (None: it can, or it is not SQLite/there yet)."""
-    path = sqlite_path(settings)
-    if path is None or not path.exists():
-        return None
-    for target in (path, path.parent):
-        if os.access(target, os.W_OK):
-            continue
-        if _on_read_only_mount(target):
-            return f"{target} is on a read-only file system"
-        info = target.stat()
-        return (
-            f"{target} belongs to {_user(info.st_uid)} with mode {stat.filemode(info.st_mode)}, and this "
-            f"process runs as {_user(os.geteuid())}, which may not write it"
-        )
-    return None
-
-
-def _on_read_only_mount(path: Path) -> bool:
-    try:
-        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False
-
-
-def _user(uid: int) -> str:
-    import pwd
-
-    try:
-        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
-    except KeyError:
-        return f"uid {uid}"
-
-
-def read_only_uri(path: Path) -> tuple[str, str]:
-    """The SQLite URI that opens a registry file we may not write, and how it opens it.
-
-    WAL readers need the `-shm` index: with it present (or creatable: the directory is writable),
-    `mode=ro` reads consistently beside any writer. Without it, only `immutable=1` opens the file.
-    That reads the file as a snapshot: no writer has it open (a live writer keeps a `-shm` file,
-    which we would have used), and none can appear through a read-only mount; the owner of a
-    directory merely closed to us could start one while we read, so the CLI notes the mode."""
-    from urllib.parse import quote
-
-    shm = Path(f"{path}-shm")
-    usable_shm = (shm.exists() and os.access(shm, os.R_OK)) or os.access(path.parent, os.W_OK)
-    mode = "mode=ro" if usable_shm else "mode=ro&immutable=1"
-    how = "read-only" if usable_shm else "read-only and immutable (no -shm file exists or can be made)"
-    return f"file:{quote(str(path.resolve()))}?{mode}", how
 
 
 def _sqlite_engine(settings: Settings) -> Engine:

@@ -17,7 +17,7 @@ from console.widgets.chart import Chart, ChartGrid
 from console.widgets.live import multivariate_text
 from console.widgets.tables import FitTable
 from registry.errors import SupervisorError
-from registry.monitoring.drift import worst_first
+from registry.monitoring.ranking import worst_first
 
 HISTORY = 300  # points (seconds) on the charts
 DRIFT_MINUTES = 30  # the drift-share chart's span
