@@ -628,49 +628,6 @@ def test_after_the_demo_the_printed_command_opens_the_demo_registry(tmp_path) ->
     assert sorted(m["name"] for m in json.loads(listed.stdout)) == ["diabetes", "iris", "tumor"]
 
 
-def test_quitting_the_demo_in_a_terminal_says_where_it_is_and_leaves_no_process(tmp_path) -> None:
-    import pty
-    import select
-    import time
-
-    import psutil
-
-    demo = tmp_path / "demo"
-    leader, follower = pty.openpty()
-    env = {**os.environ, "MODELDECK_HOME": str(tmp_path / "mine"), "MODELDECK_CONFIG": str(tmp_path / "x")}
-    env.pop("MODELDECK_DB_URL", None)
-    command = [sys.executable, "-m", "console.cli", "demo", "--home", str(demo)]
-    process = subprocess.Popen(command, stdin=follower, stdout=follower, stderr=follower, env=env)
-    os.close(follower)
-    seen = b""
-
-    def read_until(done, seconds: float) -> None:
-        nonlocal seen
-        deadline = time.monotonic() + seconds
-        while not done() and time.monotonic() < deadline:
-            if select.select([leader], [], [], 0.2)[0]:
-                try:
-                    seen += os.read(leader, 65536)
-                except OSError:
-                    return
-
-    try:
-        read_until(lambda: b"Models" in seen, 120)  # the console is drawn
-        assert b"Models" in seen, seen[-500:]
-        os.write(leader, b"q")
-        read_until(lambda: process.poll() is not None, 60)
-        assert process.wait(timeout=10) == 0
-        text = seen.decode(errors="replace").replace("\r", "")
-        assert f"demo registry: {demo} (its servers are stopped)" in text
-        assert f"--home {demo} console" in text
-        left = [p for p in psutil.process_iter(["cmdline"]) if str(demo) in " ".join(p.info["cmdline"] or [])]
-        assert left == []  # no supervisor or model server outlives the demo
-    finally:
-        if process.poll() is None:
-            process.kill()
-        os.close(leader)
-
-
 def test_supervisor_start_passes_the_daemons_settings_on(home, monkeypatch) -> None:
     from registry.errors import SupervisorError
     from registry.serving.client import SupervisorClient

@@ -168,11 +168,13 @@ def test_serving_at_is_on_screen_however_long_the_ledger(home: Path, size: str) 
 
 
 def test_the_demo_starts_without_a_false_alarm_and_quitting_leaves_nothing_running(tmp_path: Path) -> None:
-    """`modeldeck demo`, twice (the second start finds its deployments in the registry, stopped): while
-    the console itself starts the supervisor there is no "not running" banner, and `q` stops the
-    traffic, the servers and the supervisor (no process of the demo's home is left)."""
+    """`modeldeck demo --home D`, twice (the second start finds its deployments in the registry,
+    stopped): while the console itself starts the supervisor there is no "not running" banner, `q`
+    stops the traffic, the servers and the supervisor (no process of the demo's home is left), and what
+    is left on the terminal says where the demo's registry is and how to open it again."""
+    demo = tmp_path / "demo"
     for _run in ("first", "again"):
-        with Terminal(modeldeck("demo"), size=(80, 24), env=_env(tmp_path)) as term:
+        with Terminal(modeldeck("demo", "--home", str(demo)), size=(80, 24), env=_env(tmp_path)) as term:
             seen: list[str] = []
 
             def serving(term: Terminal = term, seen: list[str] = seen) -> bool:
@@ -186,6 +188,9 @@ def test_the_demo_starts_without_a_false_alarm_and_quitting_leaves_nothing_runni
             assert not alarms, alarms[0]
             term.send("q")
             assert term.wait_exit(60) == 0
+            left_on_screen = "".join(term.lines())  # rows joined as the terminal wrapped them
+            assert f"demo registry: {demo} (its servers are stopped)" in left_on_screen, term.text()
+            assert f"--home {demo} console" in left_on_screen, term.text()
 
         def left_running() -> list[int]:
             return [
