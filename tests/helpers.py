@@ -104,15 +104,22 @@ def hostile_skops(marker: Path) -> bytes:
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    """Poll `condition` until it is truthy (returned); AssertionError naming `what` after `timeout` s."""
+    """Poll `condition` until it is truthy (returned); AssertionError naming `what` after `timeout` s.
+
+    Polls every 10 ms at first, then less often, up to every 100 ms: a condition that holds at once
+    costs nothing more, and one that takes seconds (a worker's start, a supervisor's pass) is not
+    asked 50 times a second, each asking a supervisor or opening a registry. A condition that holds
+    for under 100 ms may be missed: wait for what stays true (a state held, an event recorded)."""
     deadline = time.monotonic() + timeout
+    pause = 0.01
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(pause)
+        pause = min(0.1, pause * 1.5)
 
 
 def next_second() -> str:
