@@ -42,6 +42,22 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return 2 * len(os.sched_getaffinity(0))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Byte-compile the project's packages once, before any worker starts.
+
+    pip compiles an installed package; an editable checkout under `PYTHONDONTWRITEBYTECODE` (set on
+    this project's machines) would otherwise have every process the tests start (supervisors,
+    preloaders, workers, each CLI call) compile registry/ and console/ from source again: about a
+    tenth of a second of CPU each, hundreds of times. Up-to-date files are skipped.
+    """
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller has done it
+        return
+    import compileall
+
+    for package in ("registry", "console"):
+        compileall.compile_dir(ROOT / package, quiet=1, workers=1)
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into group names
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Give every test that uses a module-scoped fixture its module's `xdist_group`.
