@@ -1,10 +1,13 @@
 """The reliability suite: the attacks and faults of the adversarial run, kept as tests.
 
-Every test under `tests/reliability/` is marked `reliability` (run by default and by CI; skip it with
-`-m "not reliability"`) and asserts a figure: requests lost, bytes grown, seconds to recover. The
-fixtures here give what the attacks need: another local user (`nobody`), a small full disk (a
-tmpfs), and a child process under a memory limit. Each skips, saying why, only where this machine
-cannot give it (not root); CI runs as root, where none of them skip.
+Every test under `tests/reliability/` is marked `reliability` and asserts a figure: requests lost,
+bytes grown, seconds to recover. The fixtures here give what the attacks need: another local user
+(`nobody`), a small full disk (a tmpfs), and a child process under a memory limit. Each skips,
+saying why, only where this machine cannot give it (not root); CI runs as root, where none skip.
+
+The default suite leaves this tier out (pyproject's `addopts`: `-m 'not reliability'`); run it with
+`python -m pytest -m reliability`, one file of it with
+`python -m pytest -m reliability tests/reliability/test_switch.py`. CI runs it after the default suite.
 """
 
 from __future__ import annotations
