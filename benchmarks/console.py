@@ -8,9 +8,11 @@ servers run, so what is measured is the console itself, reading the registry and
 that is not there, as over SSH at 3 a.m. when things are down):
 
   1. read verbs: `modeldeck models`, `versions iris`, `show iris@champion`, `status` and
-     `history iris`, each a fresh process running the script pip installs as `modeldeck` for the
-     entry point `console.quick:main` (`ENTRY_SCRIPT`; `python -m console` would add runpy), wall
-     time from process start to exit, median of N runs; beside them, in the same rounds,
+     `history iris` (and `status` once more on a second home where a supervisor runs one
+     deployment, so it asks the supervisor for live figures), each a fresh process running the
+     script pip installs as `modeldeck` for the entry point `console.quick:main` (`ENTRY_SCRIPT`;
+     `python -m console` would add runpy), wall time from process start to exit, median of N
+     runs; beside them, in the same rounds,
      `python -c pass` and `python -c "import sqlite3"` as the baselines of what any Python command
      costs here. Budget: under 0.2 s each;
   2. launch: a fresh `python` process imports the console, starts it headless and waits until the
@@ -42,9 +44,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from common import ROOT, unshadow
+from common import ROOT, free_port, unshadow
 
 LAUNCH = """
 import sys, time, asyncio, json
@@ -136,6 +140,7 @@ VERBS = {
 }
 BASELINES = {"python -c pass": ["-c", "pass"], "python -c 'import sqlite3'": ["-c", "import sqlite3"]}
 BEFORE = "models via Typer + Registry"
+SUPERVISED = "status (supervisor up)"
 VERB_BUDGET, SCREEN_BUDGET = 0.2, 0.5
 #: What a read verb has no use for (checked in one extra run of each, not timed).
 UNNEEDED = ("sklearn", "pandas", "numpy", "textual", "sqlalchemy", "sqlmodel", "typer")
@@ -165,25 +170,50 @@ def timed(command: list[str], env: dict[str, str]) -> float:
 
 
 def measure_verbs(
-    runs: int, env: dict[str, str], bin_dir: Path
+    runs: int, env: dict[str, str], supervised: dict[str, str], bin_dir: Path
 ) -> tuple[dict[str, list[float]], dict[str, list[str]]]:
-    """Each read verb and each baseline `runs` times, round-robin (so load spikes hit all alike)."""
+    """Each read verb and each baseline `runs` times, round-robin (so load spikes hit all alike);
+    `status` also in the `supervised` environment (a home whose supervisor runs)."""
     entry = bin_dir / "modeldeck"
     entry.write_text(ENTRY_SCRIPT)
-    commands = {name: [sys.executable, *args] for name, args in BASELINES.items()}
-    commands |= {verb: [sys.executable, str(entry), *args] for verb, args in VERBS.items()}
+    commands = {name: ([sys.executable, *args], env) for name, args in BASELINES.items()}
+    commands |= {verb: ([sys.executable, str(entry), *args], env) for verb, args in VERBS.items()}
+    commands[SUPERVISED] = ([sys.executable, str(entry), "status"], supervised)
     # the path every verb took before console/quick.py: Typer and the Registry (SQLAlchemy, SQLModel)
-    commands[BEFORE] = [sys.executable, "-c", "from console.cli import app; app()", "models"]
+    commands[BEFORE] = ([sys.executable, "-c", "from console.cli import app; app()", "models"], env)
     times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(runs):
-        for name, command in commands.items():
-            times[name].append(timed(command, env))
+        for name, (command, environment) in commands.items():
+            times[name].append(timed(command, environment))
     loaded = {}
-    for verb, args in VERBS.items():
-        code = WHAT_LOADED.format(unneeded=UNNEEDED)
-        done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True)
+    code = WHAT_LOADED.format(unneeded=UNNEEDED)
+    for verb, (args, environment) in {
+        **{verb: (args, env) for verb, args in VERBS.items()},
+        SUPERVISED: (["status"], supervised),
+    }.items():
+        done = subprocess.run(
+            [sys.executable, "-c", code, *args], env=environment, capture_output=True, text=True
+        )
         loaded[verb] = json.loads(done.stderr.strip().splitlines()[-1])
     return times, loaded
+
+
+@contextmanager
+def supervised_home(home: Path, env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """`home` with the demo models and a supervisor serving iris (one worker); its environment."""
+    from console.demo import build_demo
+    from registry.serving.client import SupervisorClient
+
+    build_demo(home)
+    supervised = {**env, "MODELDECK_HOME": str(home), "MODELDECK_DB_URL": f"sqlite:///{home / 'registry.db'}"}
+    client = SupervisorClient(home)
+    try:
+        client.ensure_running("--metrics=off")
+        client.deploy("iris", name="iris", port=free_port())
+        yield supervised
+    finally:
+        client.shutdown(stop_servers=True)
+        client.close()
 
 
 def verdict(seconds: float, budget: float) -> str:
@@ -214,7 +244,8 @@ def main(argv: list[str] | None = None) -> None:
         subprocess.run(
             [sys.executable, "-m", "compileall", "-q", *packages], env=env, capture_output=True, check=True
         )
-        verb_times, loaded = measure_verbs(runs, env, Path(tmp))
+        with supervised_home(Path(tmp) / "supervised", env) as supervised:
+            verb_times, loaded = measure_verbs(runs, env, supervised, Path(tmp))
         console_times, heavy, whole_runs, bare = [], [], [], []
         for _ in range(launches):
             wall, answer = timed_launch(LAUNCH, [str(home)], env)
@@ -230,9 +261,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  {'command':<28} {'median':>8} {'x pass':>7} {'budget':>7}  verdict  not needed, yet imported")
     for name, times in verb_times.items():
         median = statistics.median(times)
-        budget = f"{VERB_BUDGET:.1f} s" if name in VERBS else "-"
-        mark = verdict(median, VERB_BUDGET) if name in VERBS else "-"
-        extra = (", ".join(loaded[name]) or "none") if name in VERBS else ""
+        verb = name in loaded
+        budget = f"{VERB_BUDGET:.1f} s" if verb else "-"
+        mark = verdict(median, VERB_BUDGET) if verb else "-"
+        extra = (", ".join(loaded[name]) or "none") if verb else ""
         shown = f"modeldeck {' '.join(VERBS[name])}" if name in VERBS else name
         print(f"  {shown:<28} {median:>6.3f} s {median / base:>6.1f}x {budget:>7}  {mark:<7}  {extra}")
     first = statistics.median(console_times)

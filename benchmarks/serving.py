@@ -49,7 +49,6 @@ import pstats
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -60,7 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import quiet_mlflow, unshadow
+from common import free_port, quiet_mlflow, unshadow
 
 ROOT = Path(__file__).resolve().parent.parent
 FEATURES = 20
@@ -300,12 +299,6 @@ class Wrk:
 
 
 # ---------------------------------------------------------------------- processes
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def http_status(port: int, path: str, body: bytes | None = None) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:

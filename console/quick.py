@@ -1,5 +1,5 @@
 """The read verbs without Typer, SQLAlchemy or SQLModel: `models`, `versions`, `show`, `history` and
-`status` (while no supervisor runs).
+`status` (asking the supervisor when one runs).
 
 `modeldeck models` reads a few rows; importing the whole command line (Typer, Click) and the ORM
 took most of its time. `run` recognises a read verb with the options it documents, reads through
@@ -78,7 +78,7 @@ def run(argv: list[str]) -> int | None:
     home = options.get("--home")
     if home == "":
         return None
-    from registry.errors import RegistryError
+    from registry.errors import RegistryError, SupervisorError
     from registry.reader import reading
     from registry.settings import Settings
 
@@ -93,6 +93,8 @@ def run(argv: list[str]) -> int | None:
             show = _VERB_RUNNERS[verb](reader, arguments, options)
         except _NotQuick:
             return None
+        except SupervisorError as exc:  # as the Typer command says it, with the worker's last lines
+            return _fail(str(exc), exc.log_tail[-10:])
         except RegistryError as exc:
             if home is not None:
                 os.environ["MODELDECK_HOME"] = str(Path(home))
@@ -107,10 +109,12 @@ def run(argv: list[str]) -> int | None:
     return 0
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, log_tail: list[str] | None = None) -> int:
     from console import output
 
     output.error(message)
+    for line in log_tail or []:
+        output.warn(f"  | {line}")
     return 1
 
 
@@ -179,15 +183,23 @@ def _history(reader: Any, args: list[str], options: dict[str, Any]) -> Callable[
 
 
 def _status(reader: Any, _args: list[str], options: dict[str, Any]) -> Callable[[], None]:
-    """Without a supervisor (no control socket: nothing can answer on it), the registry's deployments
-    and what each one's port answers; with one, the Typer command asks it."""
+    """The supervisor's status with live figures; without one (no control socket, or nothing answers
+    on it), the registry's deployments and what each one's port answers."""
+    from console.status_view import asked_status, show_status, wanted
     from registry.serving.rundir import RunDir
 
-    if RunDir.of(reader.settings.home.expanduser().resolve()).control_socket.exists():
-        raise _NotQuick
-    from console.status_view import show_status, wanted
+    home = reader.settings.home.expanduser().resolve()
 
-    answer = {"supervisor": None, "deployments": wanted(reader.deployments())}
+    def unsupervised() -> list[dict[str, Any]]:
+        return wanted(reader.deployments())
+
+    if RunDir.of(home).control_socket.exists():
+        from registry.serving.client import SupervisorClient
+
+        with SupervisorClient(home) as client:
+            answer = asked_status(client, unsupervised)
+    else:
+        answer = {"supervisor": None, "deployments": unsupervised()}
     return lambda: show_status(answer, bool(options.get("--json")))
 
 

@@ -15,7 +15,7 @@ import typer
 from rich.text import Text
 
 from console import output
-from console.status_view import show_status, wanted
+from console.status_view import asked_status, show_status
 from registry.errors import RegistryError, SupervisorError
 
 if TYPE_CHECKING:
@@ -272,54 +272,8 @@ def scale(
 def status(json_out: JsonFlag = False) -> None:
     """Deployments and their worker processes (without a supervisor: what each server's port answers)."""
     with _client() as client:
-        typed = client.status() if client.running() else None
-        store_error = None
-        answer: dict[str, Any]
-        if typed is None:
-            answer = {"supervisor": None, "deployments": wanted()}
-        else:
-            answer = typed.as_dict()
-            store_error = _add_live_figures(client, answer["deployments"])
-            if store_error:
-                answer["prediction_store_error"] = store_error
+        answer = asked_status(client)
     show_status(answer, json_out)
-
-
-def _add_live_figures(client: Any, deployments: list[dict[str, Any]]) -> str | None:
-    """Requests/s over the last 10 s, last-minute p99, the drift verdict and the multivariate drift
-    signal (see registry.monitoring.multivariate), from the supervisor; returns why the supervisor
-    cannot read the prediction store, if it cannot."""
-    cursor = client.live().cursor
-    monitor = client.monitor(max(0, cursor - 10))
-    recent = monitor.deployments
-    for d in deployments:
-        seen = recent.get(d["name"])
-        points = seen.points if seen else []
-        live = (seen.live if seen else None) or {}
-        drift = (seen.drift if seen else None) or {}
-        performance = seen.performance.as_dict() if seen else None
-        d["live"] = {
-            "rps": sum(p["requests"] for p in points) / len(points) if points else None,
-            "p99": live.get("p99"),
-            "drift": drift.get("message") or drift.get("status"),
-            "drift_reason": drift_reason(seen.drift if seen else None),
-            "multivariate": drift.get("multivariate"),
-            "performance": performance,
-        }
-        d["performance"] = performance or {"realised": None, "estimated": None}
-    return monitor.monitoring.store_error
-
-
-def drift_reason(report: dict[str, Any] | None) -> str | None:
-    """Why a window warns or drifts: its worst feature's test, p-values and effect size (None if ok)."""
-    from registry.monitoring.ranking import worst_first
-
-    if not report or report.get("status") not in ("warn", "drift"):
-        return None
-    signals = [*(report.get("features") or []), *([report["prediction"]] if report.get("prediction") else [])]
-    worst = min(signals, key=worst_first)
-    others = sum(f["status"] in ("warn", "drift") for f in signals) - 1
-    return f"{worst['name']}: {worst['reason']}" + (f" (+{others} more)" if others > 0 else "")
 
 
 def address(deployment: dict[str, Any] | DeploymentStatus) -> str:

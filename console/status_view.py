@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from console import output
@@ -11,6 +12,7 @@ from console.widgets.live import multivariate_text
 
 if TYPE_CHECKING:
     from registry.info import DeploymentInfo
+    from registry.serving.client import SupervisorClient
 
 
 def show_status(answer: dict[str, Any], json_out: bool) -> None:
@@ -80,9 +82,61 @@ def _print_realised(deployments: list[dict[str, Any]]) -> None:
     for d in deployments:
         realised = (d.get("performance") or {}).get("realised")
         if realised and realised.get("predicted"):
-            from registry.monitoring.performance import summary
+            from console.performance_text import summary
 
             output.say(f"{d['name']} v{realised['version']} realised: {summary(realised)}")
+
+
+def asked_status(
+    client: SupervisorClient, unsupervised: Callable[[], list[dict[str, Any]]] | None = None
+) -> dict[str, Any]:
+    """The answer `modeldeck status` shows: the supervisor's status with each deployment's live
+    figures, or, with no supervisor answering, `unsupervised()`'s (default `wanted()`)."""
+    typed = client.status() if client.running() else None
+    if typed is None:
+        return {"supervisor": None, "deployments": (unsupervised or wanted)()}
+    answer = typed.as_dict()
+    store_error = add_live_figures(client, answer["deployments"])
+    if store_error:
+        answer["prediction_store_error"] = store_error
+    return answer
+
+
+def add_live_figures(client: SupervisorClient, deployments: list[dict[str, Any]]) -> str | None:
+    """Requests/s over the last 10 s, last-minute p99, the drift verdict and the multivariate drift
+    signal (see registry.monitoring.multivariate), from the supervisor; returns why the supervisor
+    cannot read the prediction store, if it cannot."""
+    cursor = client.live().cursor
+    monitor = client.monitor(max(0, cursor - 10))
+    recent = monitor.deployments
+    for d in deployments:
+        seen = recent.get(d["name"])
+        points = seen.points if seen else []
+        live = seen.live if seen else None
+        drift: dict[str, Any] = (seen.drift if seen else None) or {}
+        performance = seen.performance.as_dict() if seen else None
+        d["live"] = {
+            "rps": sum(p["requests"] for p in points) / len(points) if points else None,
+            "p99": live["p99"] if live else None,
+            "drift": drift.get("message") or drift.get("status"),
+            "drift_reason": drift_reason(seen.drift if seen else None),
+            "multivariate": drift.get("multivariate"),
+            "performance": performance,
+        }
+        d["performance"] = performance or {"realised": None, "estimated": None}
+    return monitor.monitoring.store_error
+
+
+def drift_reason(report: dict[str, Any] | None) -> str | None:
+    """Why a window warns or drifts: its worst feature's test, p-values and effect size (None if ok)."""
+    from registry.monitoring.ranking import worst_first
+
+    if not report or report.get("status") not in ("warn", "drift"):
+        return None
+    signals = [*(report.get("features") or []), *([report["prediction"]] if report.get("prediction") else [])]
+    worst = min(signals, key=worst_first)
+    others = sum(f["status"] in ("warn", "drift") for f in signals) - 1
+    return f"{worst['name']}: {worst['reason']}" + (f" (+{others} more)" if others > 0 else "")
 
 
 def wanted(deployments: list[DeploymentInfo] | None = None) -> list[dict[str, Any]]:

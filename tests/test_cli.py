@@ -213,7 +213,7 @@ def test_the_verbs_that_ask_the_supervisor_load_no_orm_and_no_numpy(registry) ->
     code = (
         "import sys, json\n"
         "import console.cli\n"
-        "from console.serving_commands import drift_reason\n"
+        "from console.status_view import drift_reason\n"
         "from registry.settings import Settings\n"
         "from registry.write_access import read_only_reason\n"
         "assert read_only_reason(Settings.from_env()) is None\n"

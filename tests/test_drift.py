@@ -369,7 +369,7 @@ def test_the_demos_drift_shows_within_two_minutes_of_its_injection(tmp_path) -> 
         send(10, drifted=True)
         verdicts.append(window.report(profile, names, [True] * len(names), now=t).status)
     assert drift.DRIFT in verdicts[:6] and verdicts[-1] == drift.DRIFT, verdicts  # within a minute
-    from console.serving_commands import drift_reason
+    from console.status_view import drift_reason
 
     said = drift_reason(window.report(profile, names, [True] * len(names), now=t).as_dict())
     feature, reason = said.split(": ", 1)  # what `status` prints after its table

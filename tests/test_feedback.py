@@ -53,7 +53,7 @@ class Stack:
     def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "MODELDECK_HOME": str(self.home)}
         return subprocess.run(
-            [sys.executable, "-m", "console.cli", *args],
+            [sys.executable, "-m", "console", *args],  # the installed `modeldeck`'s path
             env=env,
             input=stdin,
             capture_output=True,
@@ -635,7 +635,7 @@ def test_float_labels_from_a_csv_are_the_same_classes_as_integers(stack: Stack, 
 
 
 def test_a_regressors_label_must_be_a_number_and_unscorable_figures_say_why(stack: Stack) -> None:
-    from registry.monitoring.performance import summary
+    from console.performance_text import summary
 
     (rid, _), *_ = predict_batches(stack.diabetes, [[0.0] * 10], 1)
     words = [{"request_id": rid, "label": "tall"}]

@@ -235,7 +235,7 @@ def version_figures(points: list[dict[str, Any]]) -> list[str]:
 
 def realised_phrases(performance: dict[str, Any]) -> list[str]:
     """The realised-performance line: the serving version's figures from labels, or why there are none."""
-    from registry.monitoring.performance import summary_parts
+    from console.performance_text import summary_parts
 
     realised = performance.get("realised")
     if not realised:

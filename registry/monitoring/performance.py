@@ -114,33 +114,6 @@ def class_text(value: Any) -> str:
     return category_label(value)
 
 
-def summary(figures: dict[str, Any] | None) -> str:
-    """One line for a person: the metrics, coverage and delay, or why there is nothing yet."""
-    return ", ".join(part for part in summary_parts(figures) if part)
-
-
-def summary_parts(figures: dict[str, Any] | None) -> tuple[str, str]:
-    """The metrics, and the coverage and delay (each may be empty), to show as one line or two."""
-    if not figures or not figures.get("predicted"):
-        return "no predictions recorded yet", ""
-    names = ("accuracy", "f1", "log_loss", "mae", "rmse")
-    metrics = ", ".join(f"{name.replace('_', ' ')} {figures[name]:.3f}" for name in names if name in figures)
-    coverage = f"coverage {figures['coverage']:.0%} ({figures['labelled']}/{figures['predicted']})"
-    if figures.get("delay") is not None:
-        coverage += f", delay {_duration(figures['delay'])}"
-    if not metrics:  # labelled but not scored: say why, never "no labels yet" beside a coverage
-        metrics = figures.get("error") or ("no labels yet" if not figures.get("labelled") else "no figures")
-    return metrics, coverage
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
-
-
 @dataclass
 class Measured:
     """One pass: realised figures per deployment, the minute rollups to (re)write, store counters."""
