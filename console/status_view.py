@@ -22,7 +22,11 @@ def show_status(answer: dict[str, Any], json_out: bool) -> None:
         return
     supervisor = answer["supervisor"]
     store_error = answer.get("prediction_store_error")
-    if supervisor is None:
+    if supervisor is None and answer.get("supervisor_problem"):
+        output.warn(
+            f"{answer['supervisor_problem']}: each state is what the deployment's own port answers"
+        )
+    elif supervisor is None:
         output.warn(
             "no supervisor is running: each state is what the deployment's own port answers "
             "(modeldeck supervisor start)"
@@ -87,14 +91,24 @@ def _print_realised(deployments: list[dict[str, Any]]) -> None:
             output.say(f"{d['name']} v{realised['version']} realised: {summary(realised)}")
 
 
+#: Seconds `status` waits for the supervisor before it says it is not answering.
+STATUS_WAIT = 2.0
+
+
 def asked_status(
     client: SupervisorClient, unsupervised: Callable[[], list[dict[str, Any]]] | None = None
 ) -> dict[str, Any]:
     """The answer `modeldeck status` shows: the supervisor's status with each deployment's live
     figures, or, with no supervisor answering, `unsupervised()`'s (default `wanted()`)."""
-    typed = client.status() if client.running() else None
-    if typed is None:
-        return {"supervisor": None, "deployments": (unsupervised or wanted)()}
+    from registry.errors import SupervisorError
+
+    try:
+        typed = client.status(timeout=STATUS_WAIT)
+    except SupervisorError as exc:
+        answer: dict[str, Any] = {"supervisor": None, "deployments": (unsupervised or wanted)()}
+        if exc.status == 504:  # it runs (its socket took the request) but is stuck or very busy
+            answer["supervisor_problem"] = str(exc)
+        return answer
     answer = typed.as_dict()
     store_error = add_live_figures(client, answer["deployments"])
     if store_error:

@@ -131,7 +131,8 @@ async def test_a_stuck_supervisor_is_named_and_the_console_keeps_going(deck: Dec
             deadline = time.monotonic() + 20
             while "not answering" not in banner(app) and time.monotonic() < deadline:
                 await pilot.pause(0.2)
-            assert "supervisor not answering (the supervisor did not answer within 3 s)" in banner(app)
+            said = f"supervisor not answering (the supervisor (pid {pid}) did not answer within 3 s)"
+            assert said in banner(app), banner(app)
             await pilot.press("escape", "1")  # the console still moves and reads the registry
             await settle(pilot, app, 0.2)
             assert app.screen.query_one("#models").row_count == 1

@@ -571,6 +571,28 @@ def test_status_with_a_supervisor_prints_what_typer_prints_without_typer_or_the_
     assert json.loads(answer)["supervisor"]["pid"] == served.client.status()["supervisor"]["pid"]
 
 
+def test_status_names_a_supervisor_that_runs_but_does_not_answer(served: Served) -> None:
+    """A stuck supervisor is not "no supervisor": `status` names it (pid, the wait) and shows what
+    each deployment's own port answers meanwhile."""
+    served.client.deploy("iris:2", port=served.port)
+    pid = served.client.status()["supervisor"]["pid"]
+    os.kill(pid, signal.SIGSTOP)  # alive, holding its socket, answering nothing
+    try:
+        human, as_json = served.cli("status"), served.cli("status", "--json")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert human.returncode == as_json.returncode == 0, (human.stderr, as_json.stderr)
+    said = f"the supervisor (pid {pid}) did not answer within 2 s: each state is what the deployment's"
+    assert said in " ".join(human.stderr.split()), human.stderr
+    assert "no supervisor is running" not in human.stderr
+    row = next(line for line in human.stdout.splitlines() if line.startswith("iris "))
+    assert "serving (supervisor down)" in row
+    answer = json.loads(as_json.stdout)
+    assert answer["supervisor"] is None
+    assert answer["supervisor_problem"] == f"the supervisor (pid {pid}) did not answer within 2 s"
+    assert served.client.wait_settled()["supervisor"]["pid"] == pid  # and it goes on once continued
+
+
 def test_with_the_supervisor_stopped_status_and_the_console_say_serving(served: Served) -> None:
     from console.backend import Backend
     from console.widgets.live import state_text

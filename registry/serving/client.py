@@ -227,7 +227,7 @@ class SupervisorClient:
             response = self._http.request(method, path, json=body, timeout=timeout or self.timeout)
         except httpx.TimeoutException:
             raise SupervisorError(
-                f"the supervisor did not answer within {timeout or self.timeout:g} s", 504
+                f"the supervisor{self._pid()} did not answer within {timeout or self.timeout:g} s", 504
             ) from None
         except httpx.ConnectError:
             raise SupervisorError(f"no supervisor is running for {self.home}", 503) from None
