@@ -16,6 +16,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,6 +26,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# pytest caches the assertion-rewritten test modules as bytecode, unless bytecode is not written (as
+# under PYTHONDONTWRITEBYTECODE, set on this project's machines): then every xdist worker rewrites and
+# compiles all of them again, 2.6 s of its start. The cache goes to tests/__pycache__ (ignored by git).
+sys.dont_write_bytecode = False
 # four_processes; deck (a real registry and supervisor); iris_server (a real `modeldeck serve`)
 pytest_plugins = ["helpers", "console_deck", "oip_servers"]
 
