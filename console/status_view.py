@@ -22,10 +22,11 @@ def show_status(answer: dict[str, Any], json_out: bool) -> None:
         return
     supervisor = answer["supervisor"]
     store_error = answer.get("prediction_store_error")
-    if supervisor is None and answer.get("supervisor_problem"):
-        output.warn(
-            f"{answer['supervisor_problem']}: each state is what the deployment's own port answers"
-        )
+    problem = answer.get("supervisor_problem")
+    if supervisor is None and problem:
+        output.warn(f"{problem}: each state is what the deployment's own port answers")
+    elif problem:
+        output.warn(f"note: {problem}")
     elif supervisor is None:
         output.warn(
             "no supervisor is running: each state is what the deployment's own port answers "
@@ -106,11 +107,15 @@ def asked_status(
         typed = client.status(timeout=STATUS_WAIT)
     except SupervisorError as exc:
         answer: dict[str, Any] = {"supervisor": None, "deployments": (unsupervised or wanted)()}
-        if exc.status == 504:  # it runs (its socket took the request) but is stuck or very busy
+        if exc.status != 503:  # 503: none runs; stuck (504), a refused socket, an error: said as it is
             answer["supervisor_problem"] = str(exc)
         return answer
     answer = typed.as_dict()
-    store_error = add_live_figures(client, answer["deployments"])
+    try:
+        store_error = add_live_figures(client, answer["deployments"])
+    except SupervisorError as exc:  # it answered the status, then not the figures in time
+        answer["supervisor_problem"] = f"live figures unavailable: {exc}"
+        return answer
     if store_error:
         answer["prediction_store_error"] = store_error
     return answer
@@ -120,8 +125,8 @@ def add_live_figures(client: SupervisorClient, deployments: list[dict[str, Any]]
     """Requests/s over the last 10 s, last-minute p99, the drift verdict and the multivariate drift
     signal (see registry.monitoring.multivariate), from the supervisor; returns why the supervisor
     cannot read the prediction store, if it cannot."""
-    cursor = client.live().cursor
-    monitor = client.monitor(max(0, cursor - 10))
+    cursor = client.live(timeout=STATUS_WAIT).cursor
+    monitor = client.monitor(max(0, cursor - 10), timeout=STATUS_WAIT)
     recent = monitor.deployments
     for d in deployments:
         seen = recent.get(d["name"])

@@ -230,6 +230,24 @@ def test_the_verbs_that_ask_the_supervisor_load_no_orm_and_no_numpy(registry) ->
     assert json.loads(loaded) == []
 
 
+def test_status_says_why_it_will_not_ask_a_socket_that_is_not_a_supervisors(home) -> None:
+    """A file where the control socket should be is refused, and `status` says so (not "no
+    supervisor is running"), on the installed command's path and through Typer alike."""
+    run_dir = home / "run"
+    run_dir.mkdir(mode=0o700)
+    (run_dir / "supervisor.sock").write_text("")
+    env = {**os.environ, "MODELDECK_HOME": str(home)}
+    answers = [
+        subprocess.run([sys.executable, "-m", module, "status"], capture_output=True, text=True, env=env)
+        for module in ("console", "console.cli")
+    ]
+    for done in answers:
+        assert done.returncode == 0, done.stderr
+        said = " ".join(done.stderr.split())
+        assert "supervisor.sock: not a socket of yours" in said and "no supervisor is running" not in said
+    assert answers[0].stdout == answers[1].stdout and answers[0].stderr == answers[1].stderr
+
+
 def test_user_text_is_printed_verbatim_never_as_markup(home, tmp_path, skops_file):
     odd = tmp_path / "model[v2].skops"
     odd.write_bytes(skops_file.read_bytes())
