@@ -47,11 +47,18 @@ def capture(estimator: Any, reference: Any | None = None, reference_labels: Any 
 
     check_is_model(estimator, "the object to register")
     signature = infer_signature(estimator, reference)
-    reference_bytes, rows = None, 0
+    reference_bytes, rows, profile_bytes = None, 0, None
     if reference_labels is not None and reference is None:
         raise ReferenceMismatch("reference labels need a reference sample (the rows they label)")
     if reference is not None:
-        reference_bytes, rows = encode_reference(estimator, reference, signature, reference_labels)
+        from registry.profile import Profile
+
+        arrays = reference_arrays(estimator, reference, signature, reference_labels)
+        reference_bytes, sample = reference_sample.to_bytes(arrays), reference_sample.from_arrays(arrays)
+        rows = sample.rows
+        # fitted on the very arrays stored (an `.npz` gives them back as they were), without reading
+        # the bytes back
+        profile_bytes = Profile.fit(sample, signature, output_spec(estimator)).to_bytes()
     model_bytes, trusted = dump_model(estimator)
     cls = type(estimator)
     return Captured(
@@ -66,7 +73,7 @@ def capture(estimator: Any, reference: Any | None = None, reference_labels: Any 
         output=output_spec(estimator),
         reference_bytes=reference_bytes,
         reference_rows=rows,
-        profile_bytes=profile_of(reference_bytes, signature, output_spec(estimator)),
+        profile_bytes=profile_bytes,
     )
 
 
@@ -81,11 +88,12 @@ def profile_of(
     return Profile.fit(reference_sample.decode(reference_bytes), signature, output).to_bytes()
 
 
-def encode_reference(
+def reference_arrays(
     estimator: Any, reference: Any, signature: dict[str, Any], labels: Any | None = None
-) -> tuple[bytes, int]:
+) -> dict[str, Any]:
     """Up to 10,000 rows of `reference` with the model's predictions on them (and, with `labels`,
-    their labels and the calibration of the model's probabilities on them), as stored bytes."""
+    their labels and the calibration of the model's probabilities on them), as the arrays to store
+    (`registry.reference.arrays_of`)."""
     import numpy as np
 
     names = [c["name"] for c in signature["columns"]]
@@ -111,7 +119,7 @@ def encode_reference(
     if labels is not None:
         labels = labels[picked]
         extra = calibration_arrays(estimator, model_input, labels)
-    return reference_sample.encode(frame, signature, predictions, labels, extra), len(frame)
+    return reference_sample.arrays_of(frame, signature, predictions, labels, extra)
 
 
 def calibration_arrays(estimator: Any, model_input: Any, labels: Any) -> dict[str, Any]:

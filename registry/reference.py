@@ -111,6 +111,17 @@ def encode(
 ) -> bytes:
     """The sample as `.npz` bytes, columns typed by the signature; `labels` (the rows' true classes)
     and `extra` arrays (named apart from the columns, e.g. `calibration_*`) are stored as given."""
+    return to_bytes(arrays_of(frame, signature, predictions, labels, extra))
+
+
+def arrays_of(
+    frame: Any,
+    signature: dict[str, Any],
+    predictions: Any,
+    labels: Any | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The arrays `encode` stores, by name: what `from_arrays` and `decode` read back."""
     import numpy as np
 
     arrays: dict[str, Any] = {}
@@ -120,8 +131,8 @@ def encode(
         if spec["kind"] == "numeric":
             values = series.astype("float64").to_numpy()
         else:
-            labels = ["" if absent else category_label(v) for v, absent in zip(series, missing, strict=True)]
-            values = np.array(labels, dtype=str)
+            texts = ["" if absent else category_label(v) for v, absent in zip(series, missing, strict=True)]
+            values = np.array(texts, dtype=str)
         arrays[f"c{index}"] = values
         arrays[f"m{index}"] = missing
     arrays["names"] = np.array([spec["name"] for spec in signature["columns"]], dtype=str)
@@ -129,6 +140,13 @@ def encode(
     if labels is not None:
         arrays["labels"] = _plain_array(np.asarray(labels))
     arrays.update(extra or {})
+    return arrays
+
+
+def to_bytes(arrays: dict[str, Any]) -> bytes:
+    """`arrays_of`'s arrays as the stored `.npz` bytes."""
+    import numpy as np
+
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     return buffer.getvalue()
@@ -139,17 +157,21 @@ def decode(data: bytes) -> ReferenceSample:
     import numpy as np
 
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        names = [str(n) for n in npz["names"]]
-        columns = {name: npz[f"c{i}"] for i, name in enumerate(names)}
-        missing = {name: npz[f"m{i}"] for i, name in enumerate(names)}
-        known = {"names", "predictions", "labels", *(f"{k}{i}" for i in range(len(names)) for k in "cm")}
-        return ReferenceSample(
-            columns=columns,
-            missing=missing,
-            predictions=npz["predictions"],
-            labels=npz["labels"] if "labels" in npz.files else None,
-            extra={key: npz[key] for key in npz.files if key not in known},
-        )
+        return from_arrays(npz)
+
+
+def from_arrays(arrays: Any) -> ReferenceSample:
+    """A ReferenceSample from `arrays_of`'s arrays, or from the stored `.npz` (a mapping of the same)."""
+    names = [str(n) for n in arrays["names"]]
+    stored = set(arrays.keys())
+    known = {"names", "predictions", "labels", *(f"{k}{i}" for i in range(len(names)) for k in "cm")}
+    return ReferenceSample(
+        columns={name: arrays[f"c{i}"] for i, name in enumerate(names)},
+        missing={name: arrays[f"m{i}"] for i, name in enumerate(names)},
+        predictions=arrays["predictions"],
+        labels=arrays["labels"] if "labels" in stored else None,
+        extra={key: arrays[key] for key in stored if key not in known},
+    )
 
 
 def _plain_array(array: Any) -> Any:

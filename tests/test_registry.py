@@ -777,3 +777,26 @@ def queries_version_id(registry, ref: str) -> int:
 
     with registry.db.connect() as conn:
         return queries.version_id(conn, parse_ref(ref))
+
+
+def test_a_reference_with_category_columns_keeps_the_labels_it_was_given_and_none_otherwise(
+    registry: Registry,
+) -> None:
+    """The stored sample's `labels` are the rows' true labels, or absent: never the texts of a category
+    column (encoding a category column once overwrote them with its texts)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"city": rng.choice(["paris", "lyon", "nice"], 150), "x": rng.normal(size=150)})
+    labels = (frame["x"] > 0).astype(int).to_numpy()
+    encode = ColumnTransformer([("c", OneHotEncoder(), ["city"])], remainder="passthrough")
+    model = make_pipeline(encode, LogisticRegression()).fit(frame, labels)
+    unlabelled = registry.register(model, "shop", reference=frame)
+    labelled = registry.register(model, "shop", reference=frame, reference_labels=labels)
+    assert registry.reference(unlabelled.ref).labels is None
+    stored = registry.reference(labelled.ref)
+    assert stored.labels.tolist() == labels.tolist()
+    assert stored.columns["city"].tolist() == frame["city"].tolist()
