@@ -102,18 +102,6 @@ def sample_positions(count: int, limit: int = MAX_REFERENCE_ROWS, seed: int = 0)
     return np.sort(np.random.default_rng(seed).choice(count, size=limit, replace=False))
 
 
-def encode(
-    frame: Any,
-    signature: dict[str, Any],
-    predictions: Any,
-    labels: Any | None = None,
-    extra: dict[str, Any] | None = None,
-) -> bytes:
-    """The sample as `.npz` bytes, columns typed by the signature; `labels` (the rows' true classes)
-    and `extra` arrays (named apart from the columns, e.g. `calibration_*`) are stored as given."""
-    return to_bytes(arrays_of(frame, signature, predictions, labels, extra))
-
-
 def arrays_of(
     frame: Any,
     signature: dict[str, Any],
@@ -121,7 +109,9 @@ def arrays_of(
     labels: Any | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The arrays `encode` stores, by name: what `from_arrays` and `decode` read back."""
+    """The sample's arrays by name, columns typed by the signature: `labels` (the rows' true classes)
+    and `extra` arrays (named apart from the columns, e.g. `calibration_*`) as given. `to_bytes`
+    stores them; `from_arrays` and `decode` read them back."""
     import numpy as np
 
     arrays: dict[str, Any] = {}
@@ -153,7 +143,7 @@ def to_bytes(arrays: dict[str, Any]) -> bytes:
 
 
 def decode(data: bytes) -> ReferenceSample:
-    """A ReferenceSample from `encode`'s bytes; never unpickles anything."""
+    """A ReferenceSample from `to_bytes`'s bytes; never unpickles anything."""
     import numpy as np
 
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:

@@ -473,7 +473,7 @@ def test_a_float_or_bool_column_declared_categorical_reads_the_same_in_the_refer
     )
     frame.loc[:9, "code"] = np.nan
     signature = {"columns": [{"name": n, "kind": "categorical"} for n in frame.columns]}
-    sample = reference.decode(reference.encode(frame, signature, np.zeros(rows)))
+    sample = reference.decode(reference.to_bytes(reference.arrays_of(frame, signature, np.zeros(rows))))
     assert sorted(set(sample.columns["code"])) == ["", "1", "2", "3"]
     assert sorted(set(sample.columns["flag"])) == ["False", "True"]
     profile = Profile.fit(sample, signature, {})
