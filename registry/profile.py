@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -149,7 +149,8 @@ class Profile:
         everything else as one JSON header."""
         everything = [*self.features, *([self.prediction] if self.prediction else [])]
         arrays = {f"v{i}": f.values for i, f in enumerate(everything) if f.values is not None}
-        header = [{k: v for k, v in asdict(f).items() if k != "values"} for f in everything]
+        # the fields as they are (asdict would deep-copy each feature's sorted values, then drop them)
+        header = [{k.name: getattr(f, k.name) for k in fields(f) if k.name != "values"} for f in everything]
         meta = {"format": FORMAT, "features": header, "has_prediction": self.prediction is not None}
         if self.multivariate is not None:
             meta["multivariate"] = self.multivariate.header()

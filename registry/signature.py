@@ -64,7 +64,9 @@ def infer_signature(estimator: Any, reference: Any | None = None) -> dict[str, A
     check_reference_columns(frame, names, n_features)
     if names is not None:
         frame = frame[names]
-    return {"named": names is not None, "columns": [_column_spec(frame[c]) for c in frame.columns]}
+    nullable = frame.isna().any().to_numpy()  # one pass over the frame, not one per column
+    columns = [_column_spec(frame.iloc[:, i], bool(nullable[i])) for i in range(frame.shape[1])]
+    return {"named": names is not None, "columns": columns}
 
 
 def check_reference_columns(frame: Any, names: list[str] | None, n_features: int | None) -> None:
@@ -88,7 +90,7 @@ def check_reference_columns(frame: Any, names: list[str] | None, n_features: int
         )
 
 
-def _column_spec(series: Any) -> dict[str, Any]:
+def _column_spec(series: Any, nullable: bool) -> dict[str, Any]:
     import pandas as pd
 
     dtype = series.dtype
@@ -101,7 +103,7 @@ def _column_spec(series: Any) -> dict[str, Any]:
         "name": str(series.name),
         "dtype": str(dtype),
         "kind": kind,
-        "nullable": bool(series.isna().any()),
+        "nullable": nullable,
     }
 
 
