@@ -47,15 +47,35 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return 2 * len(os.sched_getaffinity(0))
 
 
+RELIABILITY = ROOT / "tests" / "reliability"
+#: pyproject's `addopts` mark expression: the default suite leaves the reliability tier out.
+DEFAULT_MARKS = "not reliability"
+
+
+def _asks_for_the_reliability_tier(args: list[str]) -> bool:
+    """Whether a path on the command line is in tests/reliability (a file, a test in one, the folder)."""
+    for arg in args:
+        path = Path(arg.split("::", 1)[0]).resolve()
+        if path == RELIABILITY or RELIABILITY in path.parents:
+            return True
+    return False
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Byte-compile the project's packages once, before any worker starts.
+    """Run the reliability tests a command line names; byte-compile the project once.
+
+    The default suite leaves the reliability tier out (`-m 'not reliability'` in pyproject's
+    `addopts`); a path into tests/reliability on the command line asks for it, so it runs there (any
+    other `-m` given is kept).
 
     pip compiles an installed package; an editable checkout under `PYTHONDONTWRITEBYTECODE` (set on
     this project's machines) would otherwise have every process the tests start (supervisors,
     preloaders, workers, each CLI call) compile registry/ and console/ from source again: about a
     tenth of a second of CPU each, hundreds of times. Up-to-date files are skipped.
     """
-    if hasattr(config, "workerinput"):  # an xdist worker: the controller has done it
+    if config.option.markexpr == DEFAULT_MARKS and _asks_for_the_reliability_tier(config.args):
+        config.option.markexpr = ""
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller has compiled them
         return
     import compileall
 

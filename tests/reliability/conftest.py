@@ -6,8 +6,8 @@ bytes grown, seconds to recover. The fixtures here give what the attacks need: a
 saying why, only where this machine cannot give it (not root); CI runs as root, where none skip.
 
 The default suite leaves this tier out (pyproject's `addopts`: `-m 'not reliability'`); run it with
-`python -m pytest -m reliability`, one file of it with
-`python -m pytest -m reliability tests/reliability/test_switch.py`. CI runs it after the default suite.
+`python -m pytest -m reliability`. A path into it on the command line runs what it names
+(`python -m pytest tests/reliability/test_switch.py`). CI runs the tier after the default suite.
 """
 
 from __future__ import annotations
