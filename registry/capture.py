@@ -47,18 +47,15 @@ def capture(estimator: Any, reference: Any | None = None, reference_labels: Any 
 
     check_is_model(estimator, "the object to register")
     signature = infer_signature(estimator, reference)
+    output = output_spec(estimator)
     reference_bytes, rows, profile_bytes = None, 0, None
     if reference_labels is not None and reference is None:
         raise ReferenceMismatch("reference labels need a reference sample (the rows they label)")
     if reference is not None:
-        from registry.profile import Profile
-
         arrays = reference_arrays(estimator, reference, signature, reference_labels)
+        # the profile is fitted on the very arrays stored (an `.npz` gives them back as they were)
         reference_bytes, sample = reference_sample.to_bytes(arrays), reference_sample.from_arrays(arrays)
-        rows = sample.rows
-        # fitted on the very arrays stored (an `.npz` gives them back as they were), without reading
-        # the bytes back
-        profile_bytes = Profile.fit(sample, signature, output_spec(estimator)).to_bytes()
+        rows, profile_bytes = sample.rows, profile_of(sample, signature, output)
     model_bytes, trusted = dump_model(estimator)
     cls = type(estimator)
     return Captured(
@@ -70,7 +67,7 @@ def capture(estimator: Any, reference: Any | None = None, reference_labels: Any 
         sklearn_version=sklearn.__version__,
         numpy_version=numpy.__version__,
         signature=signature,
-        output=output_spec(estimator),
+        output=output,
         reference_bytes=reference_bytes,
         reference_rows=rows,
         profile_bytes=profile_bytes,
@@ -78,14 +75,12 @@ def capture(estimator: Any, reference: Any | None = None, reference_labels: Any 
 
 
 def profile_of(
-    reference_bytes: bytes | None, signature: dict[str, Any], output: dict[str, Any]
-) -> bytes | None:
-    """The drift profile of a stored reference sample, as stored bytes (None without a reference)."""
-    if reference_bytes is None:
-        return None
+    sample: reference_sample.ReferenceSample, signature: dict[str, Any], output: dict[str, Any]
+) -> bytes:
+    """The drift profile of a reference sample, as stored bytes."""
     from registry.profile import Profile
 
-    return Profile.fit(reference_sample.decode(reference_bytes), signature, output).to_bytes()
+    return Profile.fit(sample, signature, output).to_bytes()
 
 
 def reference_arrays(

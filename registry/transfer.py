@@ -312,6 +312,7 @@ def _reference(
 
     check_zip(data, what)
     try:
-        return decode(data).rows, profile_of(data, signature, output) or b""
+        sample = decode(data)
+        return sample.rows, profile_of(sample, signature, output)
     except Exception as exc:  # numpy raises several types for a damaged .npz
         raise ReferenceMismatch(f"{what} is not a readable reference sample: {exc}") from exc

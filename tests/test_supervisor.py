@@ -64,16 +64,11 @@ class Served:
         with Registry(home=self.home) as reg:
             return [e for e in reg.history("iris").events if kind is None or e.kind == kind]
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """`modeldeck ARGS` by the installed command's path (`console.quick`, then Typer)."""
+    def cli(self, *args: str, module: str = "console") -> subprocess.CompletedProcess[str]:
+        """`modeldeck ARGS` by the installed command's path (`console.quick`, then Typer), or with
+        `module="console.cli"` through the Typer command line alone."""
         env = {**os.environ, "MODELDECK_HOME": str(self.home)}
-        command = [sys.executable, "-m", "console", *args]
-        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-
-    def cli_typer(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """`modeldeck ARGS` through the Typer command line alone."""
-        env = {**os.environ, "MODELDECK_HOME": str(self.home)}
-        command = [sys.executable, "-m", "console.cli", *args]
+        command = [sys.executable, "-m", module, *args]
         return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -550,7 +545,7 @@ def test_status_with_a_supervisor_prints_what_typer_prints_without_typer_or_the_
     table and lines as the Typer command, loading neither Typer, SQLAlchemy nor numpy (0.15 s, where
     the Typer command takes 0.4 s)."""
     served.client.deploy("iris:2", port=served.port)
-    quick, typer = served.cli("status"), served.cli_typer("status")
+    quick, typer = served.cli("status"), served.cli("status", module="console.cli")
     assert quick.returncode == typer.returncode == 0, (quick.stderr, typer.stderr)
     assert "iris:2" in quick.stdout and "running" in quick.stdout
 
