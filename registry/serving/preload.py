@@ -83,6 +83,12 @@ PRELOAD = (
 )
 #: Thread-count variables the preloader pins to 1; a child sets its pools from the supervisor's values.
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+#: The preloader's environment beside those: pandas imports pyarrow when it is installed (MLflow brings
+#: it), and pyarrow's jemalloc would start a background thread in the process that forks.
+PRELOAD_ENVIRONMENT = {
+    **dict.fromkeys(THREAD_VARIABLES, "1"),
+    "JE_ARROW_MALLOC_CONF": "background_thread:false",
+}
 
 log = logging.getLogger("modeldeck.preload")
 

@@ -28,7 +28,7 @@ from typing import Any
 import psutil
 
 from registry.files import append_private
-from registry.serving.preload import LIFECYCLE, THREAD_VARIABLES, TITLE_ROOM
+from registry.serving.preload import LIFECYCLE, PRELOAD_ENVIRONMENT, TITLE_ROOM
 from registry.serving.processes import Worker, WorkerSpec, spawn, worker_args, worker_env
 from registry.serving.rundir import RunDir
 
@@ -89,7 +89,7 @@ class Preloader:
             sys.executable, "-m", "registry.serving.preload",
             "--home", str(self.rundir.home), "--control-fd", str(theirs.fileno()), " " * TITLE_ROOM,
         ]  # fmt: skip
-        env = {**worker_env(), **dict.fromkeys(THREAD_VARIABLES, "1")}  # no BLAS threads before a fork
+        env = {**worker_env(), **PRELOAD_ENVIRONMENT}  # no thread (BLAS, jemalloc) before a fork
         try:
             with append_private(self.log_path) as output:
                 self.process = subprocess.Popen(
