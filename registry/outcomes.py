@@ -32,7 +32,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,13 @@ OUTCOMES = ("accepted", "duplicate", "unknown", "expired")
 #: The store's schema version, kept in `PRAGMA user_version`. A file of another version (an older
 #: modeldeck's) is emptied and recreated on open: it only caches a bounded window of predictions, and
 #: keying rows by deployment cannot be added to rows that lack it.
-SCHEMA_VERSION = 2
+#:
+#: Version 3 keeps two B-trees per prediction instead of four: every worker writes every prediction,
+#: so each index is paid on the request's CPU. `prediction` is a rowid table (rows in the order they
+#: were stored, which bounds it by count without a time index), with the (deployment, request id, row)
+#: key for labels and one (deployment, version, t) index that serves every read: a read by model or
+#: over all deployments walks that index's distinct (deployment, version) prefixes (`_streams`).
+SCHEMA_VERSION = 3
 #: Rows of a request are numbered below this (a larger row cannot be a prediction's; SQLite's integers
 #: would overflow far beyond it).
 MAX_ROW = 2**31
@@ -74,11 +80,9 @@ CREATE TABLE IF NOT EXISTS prediction (
     deployment TEXT NOT NULL, request_id TEXT NOT NULL, row_index INTEGER NOT NULL,
     model TEXT NOT NULL, version INTEGER NOT NULL, t REAL NOT NULL, prediction TEXT NOT NULL,
     confidence REAL, probabilities TEXT,
-    PRIMARY KEY (deployment, request_id, row_index)
-) WITHOUT ROWID;
+    UNIQUE (deployment, request_id, row_index)
+);
 CREATE INDEX IF NOT EXISTS prediction_by_version ON prediction (deployment, version, t);
-CREATE INDEX IF NOT EXISTS prediction_by_model ON prediction (model, version, t);
-CREATE INDEX IF NOT EXISTS prediction_by_time ON prediction (t);
 CREATE TABLE IF NOT EXISTS label (
     deployment TEXT NOT NULL, request_id TEXT NOT NULL, row_index INTEGER NOT NULL,
     label TEXT NOT NULL, t REAL NOT NULL,
@@ -239,19 +243,21 @@ class OutcomeStore:
         self.db.execute("COMMIT")
 
     # ------------------------------------------------------------------ writes
-    def add_predictions(self, rows: Iterable[tuple[Any, ...]], dropped: int = 0) -> int:
-        """Rows of (request_id, row, deployment, model, version, t, prediction JSON, confidence,
-        probabilities JSON). A row whose (deployment, request_id, row) is already stored is not
-        written (the first wins: a client reusing another's request id cannot replace its
-        prediction) and is counted as `predictions_collided`; returns how many. `dropped`: rows lost
-        meanwhile (counted as `predictions_dropped`)."""
-        rows = list(rows)
+    def add_predictions(
+        self, deployment: str, model: str, version: int, rows: list[Prediction], dropped: int = 0
+    ) -> int:
+        """Store predictions of one version of one deployment. A row whose (deployment, request_id,
+        row) is already stored is not written (the first wins: a client reusing another's request id
+        cannot replace its prediction) and is counted as `predictions_collided`; returns how many.
+        `dropped`: rows lost meanwhile (counted as `predictions_dropped`).
+
+        The rows go to SQLite as one JSON document read by one statement: `executemany` would
+        release and take back the GIL around every row, and a worker's event loop, busy answering
+        requests, would then hand it over at every switch interval: a thousand rows took over a
+        second and interrupted the requests' thread as often."""
+        document = orjson.dumps(rows)
         with self._write() as db:
-            written = db.executemany(
-                "INSERT OR IGNORE INTO prediction (request_id, row_index, deployment, model, version, t,"
-                " prediction, confidence, probabilities) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            ).rowcount
+            written = db.execute(_INSERT_PREDICTIONS, (deployment, model, version, document)).rowcount
             collided = len(rows) - max(written, 0)
             if collided:
                 _count(db, "predictions_collided", collided)
@@ -324,23 +330,22 @@ class OutcomeStore:
         now: float | None = None,
         max_pending: int = DEFAULT_MAX_PENDING,
     ) -> dict[str, int]:
-        """Delete predictions beyond `max_age` or the newest `max_rows` (with their labels), and labels
-        still without a prediction after `pending_seconds` or beyond the newest `max_pending` of them
-        (counted as expired); rows deleted."""
+        """Delete predictions older than `max_age` or stored before the newest `max_rows` (with their
+        labels), and labels still without a prediction after `pending_seconds` or beyond the newest
+        `max_pending` of them (counted as expired); rows deleted. Predictions are stored within a
+        flush (half a second) of being made, so "stored before" is "made before" to within that."""
         now = time.time() if now is None else now
+        gone = 0
         with self._write() as db:
-            cutoff = now - max_age
             edge = db.execute(
-                "SELECT t FROM prediction ORDER BY t DESC LIMIT 1 OFFSET ?", (max_rows,)
+                "SELECT rowid FROM prediction ORDER BY rowid DESC LIMIT 1 OFFSET ?", (max_rows,)
             ).fetchone()
             if edge is not None:
-                cutoff = max(cutoff, math.nextafter(edge[0], math.inf))  # that row goes too
-            db.execute(  # labels go with their predictions
-                "DELETE FROM label WHERE (deployment, request_id, row_index) IN"
-                " (SELECT deployment, request_id, row_index FROM prediction WHERE t < ?)",
-                (cutoff,),
-            )
-            gone = db.execute("DELETE FROM prediction WHERE t < ?", (cutoff,)).rowcount
+                gone += _delete_predictions(db, "rowid <= ?", (edge[0],))
+            for deployment, version, _ in _streams(db):
+                gone += _delete_predictions(
+                    db, "deployment = ? AND version = ? AND t < ?", (deployment, version, now - max_age)
+                )
             expired = db.execute(
                 f"DELETE FROM label WHERE t < ? AND {_PENDING}", (now - pending_seconds,)
             ).rowcount
@@ -361,36 +366,49 @@ class OutcomeStore:
 
     def versions(self, deployment: str, since: float) -> list[int]:
         """Versions of `deployment` with predictions since `since`."""
-        query = "SELECT DISTINCT version FROM prediction WHERE deployment=? AND t>=? ORDER BY version"
-        return [v for (v,) in self.db.execute(query, (deployment, since))]
+        query = "SELECT 1 FROM prediction WHERE deployment=? AND version=? AND t>=? LIMIT 1"
+        return [
+            version
+            for name, version, _ in _streams(self.db)
+            if name == deployment and self.db.execute(query, (name, version, since)).fetchone()
+        ]
 
     def predicted(
         self, name: str, version: int, since: float, until: float = float("inf"), by: str = "deployment"
     ) -> int:
         """Predictions of version `version` of deployment (`by="model"`: model) `name` in [since, until)."""
-        query = f"SELECT COUNT(*) FROM prediction WHERE {_column(by)}=? AND version=? AND t>=? AND t<?"
-        return int(self.db.execute(query, (name, version, since, until)).fetchone()[0])
+        query = "SELECT COUNT(*) FROM prediction WHERE deployment=? AND version=? AND t>=? AND t<?"
+        return sum(
+            int(self.db.execute(query, (deployment, version, since, until)).fetchone()[0])
+            for deployment in self._deployments(name, version, by)
+        )
 
     def joined(
         self, name: str, version: int, since: float, until: float = float("inf"), by: str = "deployment"
     ) -> list[tuple[Any, Any, Any, float]]:
         """(prediction, label, probabilities or None, seconds from prediction to label) of the
         labelled predictions of one version (see `predicted`) made in [since, until)."""
-        query = (
-            "SELECT p.prediction, l.label, p.probabilities, l.t - p.t FROM prediction p"
-            f" JOIN label l ON {_SAME_ROW} WHERE p.{_column(by)}=? AND p.version=? AND p.t>=? AND p.t<?"
+        query = (  # from the labels: there are never more than predictions, and mostly far fewer
+            "SELECT p.prediction, l.label, p.probabilities, l.t - p.t FROM label l CROSS JOIN prediction p"
+            f" ON {_SAME_ROW} WHERE l.deployment=? AND p.version=? AND p.t>=? AND p.t<?"
         )
         return [
             (orjson.loads(p), orjson.loads(lab), orjson.loads(pr) if pr is not None else None, d)
-            for p, lab, pr, d in self.db.execute(query, (name, version, since, until))
+            for deployment in self._deployments(name, version, by)
+            for p, lab, pr, d in self.db.execute(query, (deployment, version, since, until))
         ]
 
     def recent_minutes(self, since: float) -> list[tuple[str, int, float]]:
         """(deployment, version, minute start) of predictions made since `since`."""
         query = (
-            "SELECT DISTINCT deployment, version, CAST(t / 60 AS INTEGER) * 60.0 FROM prediction WHERE t >= ?"
+            "SELECT DISTINCT CAST(t / 60 AS INTEGER) * 60.0 FROM prediction"
+            " WHERE deployment=? AND version=? AND t >= ?"
         )
-        return list(self.db.execute(query, (since,)))
+        return [
+            (deployment, version, minute)
+            for deployment, version, _ in _streams(self.db)
+            for (minute,) in self.db.execute(query, (deployment, version, since))
+        ]
 
     def labelled_minutes(self, received_since: float) -> list[tuple[str, int, float]]:
         """(deployment, version, minute start) of predictions that got a label since `received_since`."""
@@ -400,19 +418,63 @@ class OutcomeStore:
         )
         return list(self.db.execute(query, (received_since,)))
 
+    def _deployments(self, name: str, version: int, by: str) -> list[str]:
+        """The deployments whose predictions of `version` are those of deployment or model `name`."""
+        if by == "deployment":
+            return [name]
+        if by == "model":
+            return [d for d, v, model in _streams(self.db) if v == version and model == name]
+        raise ValueError(f"predictions are kept by deployment or model, not {by!r}")
 
+
+def _streams(db: sqlite3.Connection) -> list[tuple[str, int, str]]:
+    """(deployment, version, model) of every stored prediction, a few seeks of the (deployment,
+    version, t) index per pair rather than a scan of every row: a handful of pairs among a million
+    rows. (A row-value seek `(deployment, version) > (?, ?)` scans the rest of the deployment.)"""
+    found: list[tuple[str, int, str]] = []
+    deployment = db.execute("SELECT min(deployment) FROM prediction").fetchone()[0]
+    while deployment is not None:
+        version = db.execute("SELECT min(version) FROM prediction WHERE deployment = ?", (deployment,))
+        (number,) = version.fetchone()
+        while number is not None:
+            key = (deployment, number)
+            (model,) = db.execute(
+                "SELECT model FROM prediction WHERE deployment = ? AND version = ? LIMIT 1", key
+            ).fetchone()
+            found.append((deployment, number, model))
+            (number,) = db.execute(
+                "SELECT min(version) FROM prediction WHERE deployment = ? AND version > ?", key
+            ).fetchone()
+        (deployment,) = db.execute(
+            "SELECT min(deployment) FROM prediction WHERE deployment > ?", (deployment,)
+        ).fetchone()
+    return found
+
+
+def _delete_predictions(db: sqlite3.Connection, where: str, parameters: tuple[Any, ...]) -> int:
+    """Delete the predictions matching `where`, and their labels; how many predictions."""
+    db.execute(  # labels go with their predictions
+        "DELETE FROM label WHERE (deployment, request_id, row_index) IN"
+        f" (SELECT deployment, request_id, row_index FROM prediction WHERE {where})",
+        parameters,
+    )
+    return int(db.execute(f"DELETE FROM prediction WHERE {where}", parameters).rowcount)
+
+
+#: One prediction as `add_predictions` takes it: request id, row, time, the prediction, the confidence
+#: and the class probabilities (None when the request did not ask for them), as JSON values.
+Prediction = tuple[str, int, float, Any, float | None, list[float] | None]
+_INSERT_PREDICTIONS = (
+    "INSERT OR IGNORE INTO prediction (request_id, row_index, deployment, model, version, t, prediction,"
+    " confidence, probabilities) SELECT value->>0, value->>1, ?, ?, ?, value->>2, value->3, value->>4,"
+    " nullif(value->5, 'null') FROM json_each(?)"
+)
 _SAME_ROW = "l.deployment = p.deployment AND l.request_id = p.request_id AND l.row_index = p.row_index"
 #: A label (of table `label`) whose prediction is not stored.
 _PENDING = (
     "NOT EXISTS (SELECT 1 FROM prediction p WHERE p.deployment = label.deployment"
     " AND p.request_id = label.request_id AND p.row_index = label.row_index)"
 )
-
-
-def _column(by: str) -> str:
-    if by not in ("deployment", "model"):
-        raise ValueError(f"predictions are kept by deployment or model, not {by!r}")
-    return by
 
 
 def _count(db: sqlite3.Connection, name: str, by: int) -> None:
@@ -473,24 +535,14 @@ class PredictionRecorder:
             dropped, self._unreported = self._unreported, 0
         if not queue and not dropped:
             return
-        rows = [
-            (
-                rid,
-                i,
-                self.deployment,
-                self.model,
-                self.version,
-                t,
-                orjson.dumps(value),
-                max(probs[i]) if probs else None,
-                orjson.dumps(probs[i]) if probs else None,
-            )
+        rows: list[Prediction] = [
+            (rid, i, t, value, max(probs[i]) if probs else None, probs[i] if probs else None)
             for rid, t, values, probs in queue
             for i, value in enumerate(values)
         ]
         for attempt in (1, 2):  # a write waits BUSY_TIMEOUT for the lock, then tries once more
             try:
-                self._store.add_predictions(rows, dropped)
+                self._store.add_predictions(self.deployment, self.model, self.version, rows, dropped)
                 return
             except sqlite3.OperationalError as exc:
                 if attempt == 1 and "locked" in str(exc):

@@ -104,6 +104,21 @@ def predict_batches(url: str, rows: list[list[float]], size: int) -> list[tuple[
     return answers
 
 
+def wait_stored(home: Path, request_ids: list[str]) -> None:
+    """Wait until a worker wrote these requests' predictions (it writes twice a second): a label sent
+    before is rightly counted "unknown" (kept pending), which a test of the counts must not race."""
+
+    def stored() -> bool:
+        with OutcomeStore.of(home) as store:
+            query = (
+                "SELECT COUNT(DISTINCT request_id) FROM prediction"
+                " WHERE request_id IN (SELECT value FROM json_each(?))"
+            )
+            return store.db.execute(query, (json.dumps(request_ids),)).fetchone()[0] == len(request_ids)
+
+    wait_until(stored, what="the predictions stored")
+
+
 def test_every_prediction_response_carries_a_request_id(stack: Stack) -> None:
     with httpx.Client(base_url=stack.iris, timeout=10) as client:
         generated = client.post("/invocations", json=ROW).headers["x-request-id"]
@@ -280,7 +295,7 @@ def test_a_label_before_its_prediction_is_stored_and_hours_after_it_is_joined(st
         assert answer == {"accepted": 0, "duplicates": 0, "unknown": 1}
         made = time.time() - 3 * 3600
         with OutcomeStore.of(stack.home) as store:
-            store.add_predictions([("late-bird", 0, "iris-late", "iris", 1, made, b"2", None, None)])
+            store.add_predictions("iris-late", "iris", 1, [("late-bird", 0, made, 2, None, None)])
         realised = wait_until(lambda: (r := stack.realised("iris-late")) and r["labelled"] and r, what="join")
         assert realised["accuracy"] == 1.0 and realised["delay"] == pytest.approx(3 * 3600, abs=60)
         assert "delay 3.0h" in stack.cli("status").stdout
@@ -308,6 +323,7 @@ def test_labels_and_figures_survive_a_supervisor_restart(stack: Stack) -> None:
 
 def test_modeldeck_feedback_reads_csv_and_json_lines(stack: Stack, tmp_path: Path) -> None:
     answers = predict_batches(stack.iris, iris_data()[0][:4], 2)
+    wait_stored(stack.home, [rid for rid, _ in answers])
     csv_file = tmp_path / "labels.csv"
     csv_file.write_text(
         "request_id,row,label\n" + "".join(f"{rid},{r},0\n" for rid, _ in answers for r in (0, 1))
@@ -333,18 +349,25 @@ def test_the_store_is_private_and_bounded(stack: Stack, tmp_path: Path) -> None:
     path = store_path(stack.home)
     assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
     with OutcomeStore(tmp_path / "o" / "outcomes.sqlite") as store:
-        now = time.time()
-        rows = [(f"r{i}", 0, "d", "m", 1, now - i, b"1", None, None) for i in range(100)]
-        store.add_predictions(rows)
-        old = [(f"old{i}", 0, "d", "m", 1, now - 30 * 86400, b"1", None, None) for i in range(5)]
-        store.add_predictions(old)
         from registry.outcomes import Label
 
-        labels = [Label("r99", 0, 1), Label("old1", 0, 1), Label("ghost", 0, 1)]
+        now = time.time()
+        old = [(f"old{i}", 0, now - 30 * 86400, 1, None, None) for i in range(5)]
+        store.add_predictions("d", "m", 1, old)  # stored in the order they were made, as workers store them
+        store.add_predictions("d", "m", 1, [(f"r{i}", 0, now - 100 + i, 1, None, None) for i in range(100)])
+        labels = [Label("r0", 0, 1), Label("r99", 0, 1), Label("old1", 0, 1), Label("ghost", 0, 1)]
         store.add_labels(labels, "d", now=now - 2 * 86400)
-        pruned = store.prune(max_rows=50, max_age=7 * 86400, pending_seconds=86400, now=now)
-        assert store.size() == {"predictions": 50, "labels": 0}
-        assert pruned["predictions"] == 55 and store.counters()["labels_expired"] == 1  # the ghost
+
+        by_age = store.prune(max_rows=1000, max_age=7 * 86400, pending_seconds=86400, now=now)
+        assert by_age == {"predictions": 5, "labels_expired": 1}  # the old ones; the ghost's label
+        assert store.size() == {"predictions": 100, "labels": 2}
+
+        by_count = store.prune(max_rows=50, max_age=7 * 86400, pending_seconds=86400, now=now)
+        assert by_count == {"predictions": 50, "labels_expired": 0}
+        kept = {rid for (rid,) in store.db.execute("SELECT request_id FROM prediction")}
+        assert kept == {f"r{i}" for i in range(50, 100)}  # the newest 50
+        assert store.db.execute("SELECT request_id FROM label").fetchall() == [("r99",)]
+        assert store.counters()["labels_expired"] == 1
 
 
 def test_feedback_needs_the_token_beyond_loopback(stack: Stack) -> None:
@@ -482,7 +505,7 @@ def test_a_reused_request_id_never_replaces_another_clients_prediction_or_label(
         query = "SELECT deployment, prediction FROM prediction WHERE request_id='order-shared-1'"
         with OutcomeStore.of(stack.home) as store:  # iris-other's worker writes within half a second
             stored = wait_until(lambda: len(rows := dict(store.db.execute(query))) == 2 and rows, what="both")
-            assert stored == {"iris": b"0", "iris-other": b"2"}
+            assert stored == {"iris": "0", "iris-other": "2"}
             assert store.counters()["predictions_collided"] >= 1
         # a label sent to iris never changes iris-other's figures
         mine = wait_until(
@@ -513,7 +536,7 @@ def test_a_store_of_an_older_schema_is_recreated(tmp_path: Path) -> None:
     path.chmod(0o600)
     with OutcomeStore(path) as store:
         assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        store.add_predictions([("r", 0, "d", "m", 1, time.time(), b"1", None, None)])
+        store.add_predictions("d", "m", 1, [("r", 0, time.time(), 1, None, None)])
         assert store.size() == {"predictions": 1, "labels": 0}
 
 
@@ -548,7 +571,7 @@ def test_pending_labels_are_capped_oldest_first(tmp_path: Path) -> None:
     from registry.outcomes import Label
 
     with OutcomeStore(tmp_path / "o" / "outcomes.sqlite") as store:
-        store.add_predictions([("known", 0, "d", "m", 1, time.time(), b"1", None, None)])
+        store.add_predictions("d", "m", 1, [("known", 0, time.time(), 1, None, None)])
         store.add_labels([Label("known", 0, 1)], "d")
         old = [Label(f"old-{i}", 0, 1) for i in range(60)]
         new = [Label(f"new-{i}", 0, 1) for i in range(60)]
@@ -737,13 +760,7 @@ def test_modeldeck_feedback_reads_a_csv_with_a_bom_and_names_a_json_array(
     stack: Stack, tmp_path: Path
 ) -> None:
     (rid, _), *_ = predict_batches(stack.iris, iris_data()[0][:1], 1)
-
-    def stored() -> bool:  # a label sent before its prediction is written is rightly "unknown" (pending)
-        with OutcomeStore.of(stack.home) as store:
-            query = "SELECT 1 FROM prediction WHERE request_id = ?"
-            return store.db.execute(query, (rid,)).fetchone() is not None
-
-    wait_until(stored, what="the prediction stored")
+    wait_stored(stack.home, [rid])
     bom = tmp_path / "bom.csv"
     bom.write_text(f"request_id,label\n{rid},0\n", encoding="utf-8-sig")
     done = stack.cli("feedback", str(bom), "--deployment", "iris", "--json")
