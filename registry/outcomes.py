@@ -17,7 +17,8 @@ Every row belongs to a deployment: one deployment's clients cannot touch another
   are the oldest beyond `max_pending` pending labels.
 - `counter`: totals shown by Prometheus (labels by outcome, predictions dropped or collided).
 
-Bounded: predictions older than `max_age` or beyond the newest `max_rows` are deleted with their labels.
+Bounded: predictions older than `max_age` or stored before the newest `max_rows` are deleted with their
+labels.
 The schema's version is `PRAGMA user_version` (`SCHEMA_VERSION`); a file of an older version is
 emptied and recreated when opened (it only caches a bounded window of predictions).
 """
