@@ -75,6 +75,46 @@ def test_the_sampler_keeps_a_bounded_random_choice_of_each_request() -> None:
     assert len(sampler.since(0)[1]) == 100  # bounded
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_busy_worker_samples_about_its_rate_at_random_gaps_and_a_quiet_one_every_request() -> None:
+    clock = FakeClock()
+    sampler = InputSampler(capacity=10_000, seed=5, rows_per_second=100, clock=clock)
+    for i in range(50):  # 50 rows in the first second: under the rate, every request is sampled
+        sampler.add([[i]], [0])
+    clock.now = 1.0
+    assert len(sampler.pull(0)["rows"]) == 50 and sampler.stride == 1
+    cursor = sampler.sequence
+    for i in range(4000):  # 4,000 rows a second, kinds A and B taking turns
+        sampler.add([["AB"[i % 2]]], [0])
+    clock.now = 2.0
+    sampler.pull(cursor)
+    assert sampler.sequence - cursor == 4000  # every one: the stride is set at a pull, from the rate since
+    assert sampler.stride == 40
+    cursor = sampler.sequence
+    for i in range(4000):
+        sampler.add([["AB"[i % 2]]], [0])
+    clock.now = 3.0
+    rows = sampler.pull(cursor)["rows"]
+    assert 70 <= len(rows) <= 130  # about 100 a second
+    kinds = [row[0] for row in rows]
+    assert min(kinds.count("A"), kinds.count("B")) >= len(rows) // 3  # a fixed gap of 40 takes only A
+    for i in range(20):  # quiet again: the next pull sets the stride back to 1
+        sampler.add([[i]], [0])
+    clock.now = 5.0
+    sampler.pull(sampler.sequence)
+    before = sampler.sequence
+    for i in range(20):
+        sampler.add([[i]], [0])
+    assert sampler.stride == 1 and sampler.sequence - before == 20
+
+
 def test_a_worker_started_by_this_supervisor_counts_from_zero_an_adopted_one_from_first_sight() -> None:
     started, adopted = ServingMetrics("iris", 1), ServingMetrics("iris", 1)
     for metrics in (started, adopted):

@@ -4,6 +4,12 @@ Kept in memory on the request path (an append per sampled row, nothing else); th
 what is new once a second with a cursor, and feeds it to drift. Rows that failed validation never get
 here: they are counted as errors instead.
 
+Every request is sampled while a worker answers fewer than `ROWS_PER_SECOND` rows a second. Beyond,
+one request in `stride` is (at random gaps averaging `stride`, so no periodic pattern of the traffic
+is favoured), the stride set at each pull from the rows offered since the one before. Drift's window
+then spans minutes of a busy deployment's traffic, not its last few seconds, and neither the request
+path nor the pull pays for rows drift would push out of its window at once.
+
 One pull's reply is bounded (`pull`): at most `PULL_ROWS` rows and about `PULL_BYTES` of JSON; the
 returned cursor says where it stopped, so the next pull continues from there. Rows that fell out of
 the ring before anyone pulled them are counted as dropped, never silently lost.
@@ -12,7 +18,9 @@ the ring before anyone pulled them are counted as dropped, never silently lost.
 from __future__ import annotations
 
 import random
+import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -28,22 +36,43 @@ PULL_BYTES = 1024 * 1024
 #: A pull asking from this cursor skips to the newest row (a supervisor's first sight of an adopted
 #: worker, whose earlier rows were seen before, or after a reply it could not read).
 SKIP = -1
+#: Above this many rows a second offered to one worker's sampler, it samples one request in `stride`.
+ROWS_PER_SECOND = 256
+#: The stride is set again at a pull at least this many seconds after the last setting.
+STRIDE_SECONDS = 0.5
 
 
 class InputSampler:
     """A ring of (sequence number, input row, prediction), newest last."""
 
     def __init__(
-        self, capacity: int = CAPACITY, per_request: int = PER_REQUEST, seed: int | None = None
+        self,
+        capacity: int = CAPACITY,
+        per_request: int = PER_REQUEST,
+        seed: int | None = None,
+        rows_per_second: float = ROWS_PER_SECOND,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ring: deque[tuple[int, list[Any], Any]] = deque(maxlen=capacity)
         self._per_request = per_request
         self._random = random.Random(seed)  # this process's own (None: seeded from the OS)
         self.sequence = 0
+        self._rows_per_second, self._clock = rows_per_second, clock
+        #: One request in `stride` is sampled; `_countdown` requests to go until the next one.
+        self.stride, self._countdown = 1, 1
+        self._offered, self._offered_since = 0, clock()  # rows offered since the stride was set
 
     def add(self, rows: list[list[Any]], predictions: list[Any]) -> None:
-        """Sample rows of one answered request with their predictions."""
+        """Offer one answered request's rows and predictions: sampled, or skipped by the stride."""
         count = len(rows)
+        self._offered += count
+        self._countdown -= 1
+        if self._countdown:
+            return
+        if self.stride > 1:
+            self._countdown = self._random.randint(1, 2 * self.stride - 1)  # mean `stride`
+        else:
+            self._countdown = 1
         if count == 1:  # the common case, kept to one append
             self.sequence += 1
             self._ring.append((self.sequence, rows[0], predictions[0]))
@@ -66,6 +95,7 @@ class InputSampler:
         """At most `max_rows` rows after `cursor` within about `max_bytes` of JSON: the cursor to ask
         from next, the rows and predictions, and how many rows were dropped (fell out of the ring
         unpulled, or alone too large for a reply)."""
+        self._set_stride()
         if cursor < 0:  # SKIP: nothing now, continue from the newest row
             return {"cursor": self.sequence, "rows": [], "predictions": [], "dropped": 0}
         fresh = [item for item in self._ring if item[0] > cursor] if self._ring else []
@@ -83,3 +113,15 @@ class InputSampler:
             "predictions": [item[2] for item in taken],
             "dropped": dropped,
         }
+
+    def _set_stride(self) -> None:
+        """From the rows offered since the last setting (at least `STRIDE_SECONDS` ago): the stride
+        that keeps about `rows_per_second` of them."""
+        now = self._clock()
+        elapsed = now - self._offered_since
+        if elapsed < STRIDE_SECONDS:
+            return
+        stride = max(1, int(self._offered / elapsed / self._rows_per_second))
+        if stride != self.stride:
+            self.stride, self._countdown = stride, min(self._countdown, stride)
+        self._offered, self._offered_since = 0, now
