@@ -33,6 +33,7 @@ import re
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,22 +282,21 @@ class OutcomeStore:
         now = time.time() if now is None else now
         counts = {"accepted": 0, "duplicates": 0, "unknown": 0}
         for start in range(0, len(labels), LABELS_PER_TRANSACTION):
-            with self._write() as db:
-                batch = {"accepted": 0, "duplicates": 0, "unknown": 0}
-                for label in labels[start : start + LABELS_PER_TRANSACTION]:
-                    key = (deployment, label.request_id, label.row)
-                    seen = db.execute(
-                        "SELECT 1 FROM label WHERE deployment=? AND request_id=? AND row_index=?", key
-                    ).fetchone()
-                    known = db.execute(
-                        "SELECT 1 FROM prediction WHERE deployment=? AND request_id=? AND row_index=?", key
-                    ).fetchone()
-                    db.execute(
-                        "INSERT OR REPLACE INTO label VALUES (?, ?, ?, ?, ?)",
-                        (*key, orjson.dumps(label.value), now),
-                    )
-                    batch["duplicates"] += seen is not None
-                    batch["accepted" if known else "unknown"] += 1
+            part = labels[start : start + LABELS_PER_TRANSACTION]
+            times = Counter((label.request_id, label.row) for label in part)
+            with self._write() as db:  # a statement per batch, not per label (see add_predictions)
+                parameters = (deployment, orjson.dumps([[*key, n] for key, n in times.items()]))
+                existing, known = db.execute(_LABELS_SEEN, parameters).fetchone()
+                db.execute(
+                    _INSERT_LABELS,
+                    (deployment, now, orjson.dumps([[x.request_id, x.row, x.value] for x in part])),
+                )
+                # a row labelled n times in the batch replaces n - 1 of them, and a stored one once more
+                batch = {
+                    "accepted": known or 0,
+                    "duplicates": len(part) - len(times) + (existing or 0),
+                    "unknown": len(part) - (known or 0),
+                }
                 for outcome, counted in (
                     ("accepted", "accepted"),
                     ("duplicate", "duplicates"),
@@ -469,6 +469,19 @@ _INSERT_PREDICTIONS = (
     "INSERT OR IGNORE INTO prediction (request_id, row_index, deployment, model, version, t, prediction,"
     " confidence, probabilities) SELECT value->>0, value->>1, ?, ?, ?, value->>2, value->3, value->>4,"
     " nullif(value->5, 'null') FROM json_each(?)"
+)
+#: Of a batch's distinct rows ([request id, row, times labelled] in ?2): how many already have a label,
+#: and how many labels (each row's times) have their prediction stored.
+_LABELS_SEEN = (
+    "SELECT sum(EXISTS (SELECT 1 FROM label l WHERE l.deployment = ?1 AND l.request_id = j.value->>0"
+    " AND l.row_index = j.value->>1)), sum(j.value->>2 * EXISTS (SELECT 1 FROM prediction p"
+    " WHERE p.deployment = ?1 AND p.request_id = j.value->>0 AND p.row_index = j.value->>1))"
+    " FROM json_each(?2) j"
+)
+#: A batch's labels ([request id, row, label] in ?3), in order: the last of a row's wins.
+_INSERT_LABELS = (
+    "INSERT OR REPLACE INTO label (deployment, request_id, row_index, label, t)"
+    " SELECT ?1, value->>0, value->>1, value->2, ?2 FROM json_each(?3)"
 )
 _SAME_ROW = "l.deployment = p.deployment AND l.request_id = p.request_id AND l.row_index = p.row_index"
 #: A label (of table `label`) whose prediction is not stored.

@@ -282,7 +282,7 @@ def test_feedback_in_bulk_duplicated_unknown_and_malformed(stack: Stack) -> None
         rid = answers[0][0]
         assert store.db.execute(
             "SELECT label FROM label WHERE request_id=? AND row_index=0", (rid,)
-        ).fetchone() == (b"0",)
+        ).fetchone() == ("0",)
 
 
 def test_a_label_before_its_prediction_is_stored_and_hours_after_it_is_joined(stack: Stack) -> None:
@@ -518,7 +518,7 @@ def test_a_reused_request_id_never_replaces_another_clients_prediction_or_label(
         with OutcomeStore.of(stack.home) as store:
             assert dict(
                 store.db.execute("SELECT deployment, label FROM label WHERE request_id='order-shared-1'")
-            ) == {"iris": b"0", "iris-other": b"2"}  # iris' label stays
+            ) == {"iris": "0", "iris-other": "2"}  # iris' label stays
     finally:
         stack.client.stop("iris-other")
 
@@ -565,6 +565,32 @@ def test_feedback_is_bounded_and_never_starves_another_deployments_predictions(s
     wait_until(lambda: stored() == 40, what="every prediction of the other deployment stored")
     with OutcomeStore.of(stack.home) as store:
         assert store.counters().get("predictions_dropped", 0) == dropped_before
+
+
+def test_a_batch_of_predictions_or_labels_is_a_few_statements_not_one_per_row(tmp_path: Path) -> None:
+    """Each statement releases and retakes the GIL; a worker's busy event loop gives it back only at
+    its switch interval, so a statement per row stalled the writer and interrupted the requests."""
+    from registry.outcomes import Label, PredictionRecorder
+
+    path = tmp_path / "o" / "outcomes.sqlite"
+    recorder = PredictionRecorder(path, "d", "m", 1, every=3600)
+    try:
+        statements: list[str] = []
+        recorder._store.db.set_trace_callback(statements.append)
+        for i in range(1000):
+            recorder.record(f"r{i}", [i % 3])
+        recorder.flush()
+        assert len(statements) <= 4, statements  # BEGIN, the insert, COMMIT
+        statements.clear()
+        counts = recorder.add_labels([Label(f"r{i}", 0, i % 3) for i in range(1000)])
+        assert counts == {"accepted": 1000, "duplicates": 0, "unknown": 0}
+        assert len(statements) <= 8, statements  # BEGIN, the counts, the insert, the counters, COMMIT
+    finally:
+        recorder.close()
+    with OutcomeStore(path) as store:
+        assert store.size() == {"predictions": 1000, "labels": 1000}
+        pairs = store.joined("d", 1, 0)
+        assert len(pairs) == 1000 and all(p == label for p, label, _, _ in pairs)
 
 
 def test_pending_labels_are_capped_oldest_first(tmp_path: Path) -> None:
