@@ -2,7 +2,7 @@
 `--extras`, OpenTelemetry export and the prediction store), interleaved in short rounds, same run.
 
     python benchmarks/monitoring_overhead.py            # 24 rounds of 1 s per side and concurrency
-    python benchmarks/monitoring_overhead.py --quick    # 10 rounds
+    python benchmarks/monitoring_overhead.py --quick    # 12 rounds
     python benchmarks/monitoring_overhead.py --extras   # also `otel` and `nostore` (see below)
 
 A supervisor (pinned to one core with its workers; wrk on the other) serves the same
@@ -17,7 +17,10 @@ Why rounds: on a shared 2-core machine, throughput drifts by tens of percent ove
 processes, the supervisor's drift pass, CPU frequency), so two long runs taken one after the other
 compare the moments as much as the servers. Here wrk goes round the sides in many short runs (1 s:
 wrk's least), the order reversed every round (ABBA...) so that a steady drift favours neither side;
-each round gives one ratio from runs taken within about a second of each other. Printed per
+each round gives one ratio from runs taken within about a second of each other. The rounds come in
+blocks (4, or 3 with `--quick`), each with every side deployed afresh: one pair of worker processes
+differed from the next by a few percent however many rounds it ran (where their heaps and caches
+fall), so a single pair's figure moved by as much from one run of the benchmark to the next. Printed per
 concurrency (8 and 64, single-row requests on kept-alive connections): req/s and p50 per side
 (medians over rounds), the median of the per-round ratios with its interquartile range (the middle
 half of the rounds) and the verdict against the goal: on/off at least 97%.
@@ -41,6 +44,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import psutil
 from common import unshadow
@@ -48,6 +52,10 @@ from serving import Cores, Load, Wrk, fmt_ms, fmt_rps, free_port, print_table
 from swap import prepare
 
 GOAL = 0.97  # on/off throughput
+#: The rounds are split into blocks, each deploying every side afresh: one pair of worker processes
+#: differs by a few percent from the next (where their heaps and caches fall), which one pair's many
+#: rounds cannot average out; fresh pairs can.
+BLOCKS, BLOCKS_QUICK = 4, 3
 PAIRS = (("on/off", ("on", "off")), ("otel/on", ("otel", "on")), ("on/nostore", ("on", "nostore")))
 
 
@@ -107,6 +115,22 @@ def rounds(
     return results
 
 
+def deploy_sides(
+    client: Any, sides: list[tuple[str, bool, bool, str]]
+) -> tuple[dict[str, str], dict[str, list[psutil.Process]]]:
+    """Deploy each side (name, monitoring, prediction store, OTLP endpoint) on a free port: their
+    URLs and worker processes."""
+    urls = {}
+    for side, monitoring, store, otlp in sides:
+        port = free_port()
+        settings = {"monitoring": monitoring, "prediction_store": store, "otlp": otlp}
+        client.deploy("bench:1", name=side, port=port, options=settings)
+        urls[side] = f"http://127.0.0.1:{port}"
+    status = client.status()
+    workers = {d.name: [psutil.Process(w.pid) for w in d.processes] for d in status.deployments}
+    return urls, workers
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -121,9 +145,15 @@ def main(argv: list[str] | None = None) -> None:
     binary = shutil.which("wrk")
     if binary is None:
         sys.exit("wrk is not installed: apt-get install wrk")
-    count = options.rounds or (10 if options.quick else 24)
+    count = options.rounds or (12 if options.quick else 24)
+    blocks = BLOCKS_QUICK if options.quick else BLOCKS
+    per_block = max(1, round(count / blocks))
+    count = per_block * blocks
     cores = Cores()
-    print(f"monitoring overhead: {count} rounds of 1 s per side, order reversed every round")
+    print(
+        f"monitoring overhead: {count} rounds of 1 s per side, order reversed every round, in {blocks}"
+        f" blocks of {per_block} with fresh workers each"
+    )
     print(f"pinning: {cores.describe()}")
     with tempfile.TemporaryDirectory(prefix="modeldeck-overhead-") as tmp_name:
         tmp = Path(tmp_name)
@@ -133,25 +163,23 @@ def main(argv: list[str] | None = None) -> None:
         try:
             while not client.running():
                 time.sleep(0.05)
-            urls = {}
             sides = [("on", True, True, "off"), ("off", False, False, "off")]
             if options.extras:
                 sides += [("otel", True, True, otlp_sink()), ("nostore", True, False, "off")]
-            for side, monitoring, store, otlp in sides:
-                port = free_port()
-                settings = {"monitoring": monitoring, "prediction_store": store, "otlp": otlp}
-                client.deploy("bench:1", name=side, port=port, options=settings)
-                urls[side] = f"http://127.0.0.1:{port}"
-            status = client.status()
-            workers = {d.name: [psutil.Process(w.pid) for w in d.processes] for d in status.deployments}
             boss = psutil.Process(supervisor.pid)
             rows, verdicts, failed, cpu_rows = [], [], 0, []
             for conc in (8, 64):
-                for side in urls:  # warm-up
-                    runner.run(urls[side], 1, conc, 1)
-                cpu = {side: Cpu() for side in urls}
+                results: dict[str, list[Load]] = {side[0]: [] for side in sides}
+                cpu = {side[0]: Cpu() for side in sides}
                 boss_before, wall = cpu_seconds([boss]), time.perf_counter()
-                results = rounds(runner, urls, conc, count, workers, cpu)
+                for _ in range(blocks):  # fresh workers each block: no one process's luck decides
+                    urls, workers = deploy_sides(client, sides)
+                    for side in urls:  # warm-up
+                        runner.run(urls[side], 1, conc, 1)
+                    for side, loads in rounds(runner, urls, conc, per_block, workers, cpu).items():
+                        results[side] += loads
+                    for side in urls:
+                        client.stop(side)
                 boss_share = (cpu_seconds([boss]) - boss_before) / (time.perf_counter() - wall)
                 for name, (a, b) in PAIRS:
                     if a in cpu and b in cpu and cpu[a].requests and cpu[b].requests:
