@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 import psutil
 import pytest
 from helpers import ROW, error_of, free_port, iris_home, stop_supervisor, wait_until
@@ -591,6 +592,51 @@ def test_a_batch_of_predictions_or_labels_is_a_few_statements_not_one_per_row(tm
         assert store.size() == {"predictions": 1000, "labels": 1000}
         pairs = store.joined("d", 1, 0)
         assert len(pairs) == 1000 and all(p == label for p, label, _, _ in pairs)
+
+
+def test_predictions_and_labels_come_back_from_the_store_exactly_as_given(tmp_path: Path) -> None:
+    """The store writes a batch as one JSON document that SQLite takes apart: every value must come
+    back the same, to the bit and the type (a label joins its prediction by equality)."""
+    import math
+    import random
+    import struct
+
+    from registry.outcomes import Label
+
+    rng = random.Random(3)
+    doubles = [struct.unpack("d", struct.pack("Q", rng.getrandbits(64)))[0] for _ in range(500)]
+    values: list[Any] = [v for v in doubles if math.isfinite(v)]
+    values += [0.1, -0.0, 5e-324, 1.7976931348623157e308, 2**63 - 1, -(2**63), True, False, 0, 'é"\\\n😀', ""]
+    values += [[1.5, 2.5], [[1, 2]]]  # multi-output predictions
+    made = time.time()
+    rows = [
+        (
+            f"r{i}",
+            0,
+            made + i,
+            v,
+            abs(v) if isinstance(v, float) else None,
+            [0.25, v] if isinstance(v, float) else None,
+        )
+        for i, v in enumerate(values)
+    ]
+    with OutcomeStore(tmp_path / "o" / "outcomes.sqlite") as store:
+        store.add_predictions("d", "m", 1, rows)
+        store.add_labels([Label(f"r{i}", 0, v) for i, v in enumerate(values) if not isinstance(v, list)], "d")
+        stored = store.db.execute(
+            "SELECT p.request_id, p.t, p.prediction, p.confidence, p.probabilities, l.label"
+            " FROM prediction p LEFT JOIN label l USING (deployment, request_id, row_index)"
+        )
+        back = {
+            rid: (t, orjson.loads(p), c, probs and orjson.loads(probs), label and orjson.loads(label))
+            for rid, t, p, c, probs, label in stored
+        }
+    for i, v in enumerate(values):
+        t, prediction, confidence, probabilities, label = back[f"r{i}"]
+        assert t == made + i and repr(prediction) == repr(v) and type(prediction) is type(v)
+        assert repr(confidence) == repr(abs(v) if isinstance(v, float) else None)  # a REAL column: no -0.0
+        assert probabilities == ([0.25, v] if isinstance(v, float) else None)
+        assert repr(label) == repr(None if isinstance(v, list) else v)
 
 
 def test_pending_labels_are_capped_oldest_first(tmp_path: Path) -> None:
