@@ -257,7 +257,20 @@ class OutcomeStore:
         release and take back the GIL around every row, and a worker's event loop, busy answering
         requests, would then hand it over at every switch interval: a thousand rows took over a
         second and interrupted the requests' thread as often."""
-        document = orjson.dumps(rows)
+        dumps = orjson.dumps
+        document = dumps(
+            [
+                (
+                    rid,
+                    row,
+                    t,
+                    dumps(value).decode(),
+                    confidence,
+                    None if probs is None else dumps(probs).decode(),
+                )
+                for rid, row, t, value, confidence, probs in rows
+            ]
+        )
         with self._write() as db:
             written = db.execute(_INSERT_PREDICTIONS, (deployment, model, version, document)).rowcount
             collided = len(rows) - max(written, 0)
@@ -289,7 +302,11 @@ class OutcomeStore:
                 existing, known = db.execute(_LABELS_SEEN, parameters).fetchone()
                 db.execute(
                     _INSERT_LABELS,
-                    (deployment, now, orjson.dumps([[x.request_id, x.row, x.value] for x in part])),
+                    (
+                        deployment,
+                        now,
+                        orjson.dumps([[x.request_id, x.row, orjson.dumps(x.value).decode()] for x in part]),
+                    ),
                 )
                 # a row labelled n times in the batch replaces n - 1 of them, and a stored one once more
                 batch = {
@@ -465,23 +482,30 @@ def _delete_predictions(db: sqlite3.Connection, where: str, parameters: tuple[An
 #: One prediction as `add_predictions` takes it: request id, row, time, the prediction, the confidence
 #: and the class probabilities (None when the request did not ask for them), as JSON values.
 Prediction = tuple[str, int, float, Any, float | None, list[float] | None]
+# The SQL takes a batch apart with json_each and json_extract (SQLite's JSON1, built in everywhere
+# Python ships SQLite 3.9+), not the -> and ->> operators of 3.38+ (Ubuntu 22.04 has 3.37). A value
+# kept as JSON text (a prediction, its probabilities, a label) travels as a JSON string of that text:
+# json_extract gives a string back exactly, while it would turn a number or a list into an SQL value.
 _INSERT_PREDICTIONS = (
     "INSERT OR IGNORE INTO prediction (request_id, row_index, deployment, model, version, t, prediction,"
-    " confidence, probabilities) SELECT value->>0, value->>1, ?, ?, ?, value->>2, value->3, value->>4,"
-    " nullif(value->5, 'null') FROM json_each(?)"
+    " confidence, probabilities) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?, ?, ?,"
+    " json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'),"
+    " json_extract(value, '$[5]') FROM json_each(?)"
 )
 #: Of a batch's distinct rows ([request id, row, times labelled] in ?2): how many already have a label,
 #: and how many labels (each row's times) have their prediction stored.
 _LABELS_SEEN = (
-    "SELECT sum(EXISTS (SELECT 1 FROM label l WHERE l.deployment = ?1 AND l.request_id = j.value->>0"
-    " AND l.row_index = j.value->>1)), sum(j.value->>2 * EXISTS (SELECT 1 FROM prediction p"
-    " WHERE p.deployment = ?1 AND p.request_id = j.value->>0 AND p.row_index = j.value->>1))"
-    " FROM json_each(?2) j"
+    "SELECT sum(EXISTS (SELECT 1 FROM label l WHERE l.deployment = ?1 AND l.request_id = j.request_id"
+    " AND l.row_index = j.row_index)), sum(j.times * EXISTS (SELECT 1 FROM prediction p"
+    " WHERE p.deployment = ?1 AND p.request_id = j.request_id AND p.row_index = j.row_index))"
+    " FROM (SELECT json_extract(value, '$[0]') AS request_id, json_extract(value, '$[1]') AS row_index,"
+    " json_extract(value, '$[2]') AS times FROM json_each(?2)) j"
 )
-#: A batch's labels ([request id, row, label] in ?3), in order: the last of a row's wins.
+#: A batch's labels ([request id, row, label as JSON text] in ?3), in order: the last of a row's wins.
 _INSERT_LABELS = (
     "INSERT OR REPLACE INTO label (deployment, request_id, row_index, label, t)"
-    " SELECT ?1, value->>0, value->>1, value->2, ?2 FROM json_each(?3)"
+    " SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), ?2"
+    " FROM json_each(?3)"
 )
 _SAME_ROW = "l.deployment = p.deployment AND l.request_id = p.request_id AND l.row_index = p.row_index"
 #: A label (of table `label`) whose prediction is not stored.
