@@ -7,18 +7,20 @@ supervisor, which computes realised performance from it and prunes it.
 
 Every row belongs to a deployment: one deployment's clients cannot touch another's predictions or labels.
 
-- `prediction`: deployment, request id, row within the request, model, version, time, the prediction,
-  and nullable `confidence` / `probabilities` (class probabilities, kept when the request asked for
-  them). The first prediction of a (deployment, request id, row) stays: a later one with the same key
-  (a client reusing a request id) is not stored, and is counted as `predictions_collided`.
-- `label`: deployment, request id, row, the label, when it arrived. A label replaces an earlier one for
+- `prediction`: one row per request: deployment, request id, model, version, time, how many rows it
+  had, their predictions (a JSON array, one per row) and nullable `probabilities` (a JSON array of
+  each row's class probabilities, kept when the request asked for them). The first request with a
+  (deployment, request id) stays: a later one with the same key (a client reusing a request id) is
+  not stored, and its rows are counted as `predictions_collided`.
+- `label`: deployment, request id, row, the label, when it arrived (it joins the prediction of that row
+  of that request). A label replaces an earlier one for
   the same row (last wins, counted as a duplicate). A label whose prediction is not (yet) known is kept
   `pending_seconds` in case the prediction is flushed later, then dropped and counted as expired; so
   are the oldest beyond `max_pending` pending labels.
 - `counter`: totals shown by Prometheus (labels by outcome, predictions dropped or collided).
 
-Bounded: predictions older than `max_age` or stored before the newest `max_rows` are deleted with their
-labels.
+Bounded: predictions older than `max_age` or stored before the newest `max_rows` (counted in rows,
+whole requests at a time) are deleted with their labels.
 The schema's version is `PRAGMA user_version` (`SCHEMA_VERSION`); a file of an older version is
 emptied and recreated when opened (it only caches a bounded window of predictions).
 """
@@ -58,12 +60,13 @@ OUTCOMES = ("accepted", "duplicate", "unknown", "expired")
 #: modeldeck's) is emptied and recreated on open: it only caches a bounded window of predictions, and
 #: keying rows by deployment cannot be added to rows that lack it.
 #:
-#: Version 3 keeps two B-trees per prediction instead of four: every worker writes every prediction,
-#: so each index is paid on the request's CPU. `prediction` is a rowid table (rows in the order they
-#: were stored, which bounds it by count without a time index), with the (deployment, request id, row)
-#: key for labels and one (deployment, version, t) index that serves every read: a read by model or
-#: over all deployments walks that index's distinct (deployment, version) prefixes (`_streams`).
-SCHEMA_VERSION = 3
+#: Version 4 keeps a request, not each of its rows, and two B-trees per request instead of four per row:
+#: every worker writes every prediction, so what a row costs is paid on the requests' CPU (a 100-row
+#: request cost 100 rows). `prediction` is a rowid table (in the order requests were stored, which
+#: bounds it by count without a time index), with the (deployment, request id) key for labels and one
+#: (deployment, version, t, rows) index that serves every read: a read by model or over all
+#: deployments walks that index's distinct (deployment, version) prefixes (`_streams`).
+SCHEMA_VERSION = 4
 #: Rows of a request are numbered below this (a larger row cannot be a prediction's; SQLite's integers
 #: would overflow far beyond it).
 MAX_ROW = 2**31
@@ -79,12 +82,11 @@ BUSY_TIMEOUT = 5.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS prediction (
-    deployment TEXT NOT NULL, request_id TEXT NOT NULL, row_index INTEGER NOT NULL,
-    model TEXT NOT NULL, version INTEGER NOT NULL, t REAL NOT NULL, prediction TEXT NOT NULL,
-    confidence REAL, probabilities TEXT,
-    UNIQUE (deployment, request_id, row_index)
+    deployment TEXT NOT NULL, request_id TEXT NOT NULL, model TEXT NOT NULL, version INTEGER NOT NULL,
+    t REAL NOT NULL, rows INTEGER NOT NULL, predictions TEXT NOT NULL, probabilities TEXT,
+    UNIQUE (deployment, request_id)
 );
-CREATE INDEX IF NOT EXISTS prediction_by_version ON prediction (deployment, version, t);
+CREATE INDEX IF NOT EXISTS prediction_by_version ON prediction (deployment, version, t, rows);
 CREATE TABLE IF NOT EXISTS label (
     deployment TEXT NOT NULL, request_id TEXT NOT NULL, row_index INTEGER NOT NULL,
     label TEXT NOT NULL, t REAL NOT NULL,
@@ -246,34 +248,26 @@ class OutcomeStore:
 
     # ------------------------------------------------------------------ writes
     def add_predictions(
-        self, deployment: str, model: str, version: int, rows: list[Prediction], dropped: int = 0
+        self, deployment: str, model: str, version: int, requests: list[Prediction], dropped: int = 0
     ) -> int:
-        """Store predictions of one version of one deployment. A row whose (deployment, request_id,
-        row) is already stored is not written (the first wins: a client reusing another's request id
-        cannot replace its prediction) and is counted as `predictions_collided`; returns how many.
-        `dropped`: rows lost meanwhile (counted as `predictions_dropped`).
+        """Store the predictions of requests to one version of one deployment. A request whose
+        (deployment, request_id) is already stored is not written (the first wins: a client reusing
+        another's request id cannot replace its predictions) and its rows are counted as
+        `predictions_collided`; returns how many. `dropped`: rows lost meanwhile (counted as
+        `predictions_dropped`).
 
-        The rows go to SQLite as one JSON document read by one statement: `executemany` would
-        release and take back the GIL around every row, and a worker's event loop, busy answering
-        requests, would then hand it over at every switch interval: a thousand rows took over a
-        second and interrupted the requests' thread as often."""
-        dumps = orjson.dumps
-        document = dumps(
-            [
-                (
-                    rid,
-                    row,
-                    t,
-                    dumps(value).decode(),
-                    confidence,
-                    None if probs is None else dumps(probs).decode(),
-                )
-                for rid, row, t, value, confidence, probs in rows
-            ]
-        )
+        The requests go to SQLite as one JSON document read by one statement: a statement per row
+        (`executemany`) would release and take back the GIL around every row, and a worker's event
+        loop, busy answering requests, would then hand it over at every switch interval: a thousand
+        rows took over a second and interrupted the requests' thread as often."""
+        document = orjson.dumps(requests)
         with self._write() as db:
-            written = db.execute(_INSERT_PREDICTIONS, (deployment, model, version, document)).rowcount
-            collided = len(rows) - max(written, 0)
+            (last,) = db.execute("SELECT COALESCE(max(rowid), 0) FROM prediction").fetchone()
+            db.execute(_INSERT_PREDICTIONS, (deployment, model, version, document))
+            (written,) = db.execute(
+                "SELECT COALESCE(SUM(rows), 0) FROM prediction WHERE rowid > ?", (last,)
+            ).fetchone()
+            collided = sum(len(predictions) for _, _, predictions, _ in requests) - written
             if collided:
                 _count(db, "predictions_collided", collided)
             if dropped:
@@ -355,11 +349,11 @@ class OutcomeStore:
         now = time.time() if now is None else now
         gone = 0
         with self._write() as db:
-            edge = db.execute(
-                "SELECT rowid FROM prediction ORDER BY rowid DESC LIMIT 1 OFFSET ?", (max_rows,)
-            ).fetchone()
-            if edge is not None:
-                gone += _delete_predictions(db, "rowid <= ?", (edge[0],))
+            (stored,) = db.execute("SELECT COALESCE(SUM(rows), 0) FROM prediction").fetchone()
+            if stored > max_rows:  # the newest requests whose rows add up to at most max_rows stay
+                edge = db.execute(_NEWEST_ROWS_EDGE, (max_rows,)).fetchone()
+                if edge is not None:
+                    gone += _delete_predictions(db, "rowid <= ?", (edge[0],))
             for deployment, version, _ in _streams(db):
                 gone += _delete_predictions(
                     db, "deployment = ? AND version = ? AND t < ?", (deployment, version, now - max_age)
@@ -378,7 +372,7 @@ class OutcomeStore:
 
     def size(self) -> dict[str, int]:
         return {
-            "predictions": self.db.execute("SELECT COUNT(*) FROM prediction").fetchone()[0],
+            "predictions": self.db.execute("SELECT COALESCE(SUM(rows), 0) FROM prediction").fetchone()[0],
             "labels": self.db.execute("SELECT COUNT(*) FROM label").fetchone()[0],
         }
 
@@ -395,7 +389,9 @@ class OutcomeStore:
         self, name: str, version: int, since: float, until: float = float("inf"), by: str = "deployment"
     ) -> int:
         """Predictions of version `version` of deployment (`by="model"`: model) `name` in [since, until)."""
-        query = "SELECT COUNT(*) FROM prediction WHERE deployment=? AND version=? AND t>=? AND t<?"
+        query = (
+            "SELECT COALESCE(SUM(rows), 0) FROM prediction WHERE deployment=? AND version=? AND t>=? AND t<?"
+        )
         return sum(
             int(self.db.execute(query, (deployment, version, since, until)).fetchone()[0])
             for deployment in self._deployments(name, version, by)
@@ -407,13 +403,14 @@ class OutcomeStore:
         """(prediction, label, probabilities or None, seconds from prediction to label) of the
         labelled predictions of one version (see `predicted`) made in [since, until)."""
         query = (  # from the labels: there are never more than predictions, and mostly far fewer
-            "SELECT p.prediction, l.label, p.probabilities, l.t - p.t FROM label l CROSS JOIN prediction p"
+            f"SELECT json_type(p.predictions, {_ROW}), json_extract(p.predictions, {_ROW}), l.label,"
+            f" json_extract(p.probabilities, {_ROW}), l.t - p.t FROM label l CROSS JOIN prediction p"
             f" ON {_SAME_ROW} WHERE l.deployment=? AND p.version=? AND p.t>=? AND p.t<?"
         )
         return [
-            (orjson.loads(p), orjson.loads(lab), orjson.loads(pr) if pr is not None else None, d)
+            (_json_value(kind, p), orjson.loads(lab), orjson.loads(pr) if pr is not None else None, d)
             for deployment in self._deployments(name, version, by)
-            for p, lab, pr, d in self.db.execute(query, (deployment, version, since, until))
+            for kind, p, lab, pr, d in self.db.execute(query, (deployment, version, since, until))
         ]
 
     def recent_minutes(self, since: float) -> list[tuple[str, int, float]]:
@@ -470,34 +467,54 @@ def _streams(db: sqlite3.Connection) -> list[tuple[str, int, str]]:
 
 
 def _delete_predictions(db: sqlite3.Connection, where: str, parameters: tuple[Any, ...]) -> int:
-    """Delete the predictions matching `where`, and their labels; how many predictions."""
+    """Delete the requests matching `where`, and their labels; how many predictions (rows)."""
+    (rows,) = db.execute(
+        f"SELECT COALESCE(SUM(rows), 0) FROM prediction WHERE {where}", parameters
+    ).fetchone()
     db.execute(  # labels go with their predictions
-        "DELETE FROM label WHERE (deployment, request_id, row_index) IN"
-        f" (SELECT deployment, request_id, row_index FROM prediction WHERE {where})",
+        "DELETE FROM label WHERE (deployment, request_id) IN"
+        f" (SELECT deployment, request_id FROM prediction WHERE {where})",
         parameters,
     )
-    return int(db.execute(f"DELETE FROM prediction WHERE {where}", parameters).rowcount)
+    db.execute(f"DELETE FROM prediction WHERE {where}", parameters)
+    return int(rows)
 
 
-#: One prediction as `add_predictions` takes it: request id, row, time, the prediction, the confidence
-#: and the class probabilities (None when the request did not ask for them), as JSON values.
-Prediction = tuple[str, int, float, Any, float | None, list[float] | None]
+def _json_value(kind: str | None, value: Any) -> Any:
+    """What `json_extract` gave, as Python: containers come as JSON text, booleans as 0 and 1."""
+    if kind in ("array", "object"):
+        return orjson.loads(value)
+    if kind in ("true", "false"):
+        return kind == "true"
+    return value
+
+
+#: One request's predictions as `add_predictions` takes them: request id, time, the prediction of each
+#: row and each row's class probabilities (None when the request did not ask for them), as JSON values.
+Prediction = tuple[str, float, list[Any], list[list[float]] | None]
+#: The JSON path of a label's row in its request's arrays.
+_ROW = "'$[' || l.row_index || ']'"
+#: The rowid of the newest request beyond which (with it) `?` rows are stored: what goes.
+_NEWEST_ROWS_EDGE = (
+    "SELECT rowid FROM (SELECT rowid, SUM(rows) OVER (ORDER BY rowid DESC) AS newer FROM prediction)"
+    " WHERE newer > ? LIMIT 1"
+)
 # The SQL takes a batch apart with json_each and json_extract (SQLite's JSON1, built in everywhere
 # Python ships SQLite 3.9+), not the -> and ->> operators of 3.38+ (Ubuntu 22.04 has 3.37). A value
-# kept as JSON text (a prediction, its probabilities, a label) travels as a JSON string of that text:
-# json_extract gives a string back exactly, while it would turn a number or a list into an SQL value.
+# kept as JSON text travels as JSON: json_extract gives an array (a request's predictions) back as its
+# text, and a label, which may be a number or a string, as a JSON string of its text.
 _INSERT_PREDICTIONS = (
-    "INSERT OR IGNORE INTO prediction (request_id, row_index, deployment, model, version, t, prediction,"
-    " confidence, probabilities) SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?, ?, ?,"
-    " json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'),"
-    " json_extract(value, '$[5]') FROM json_each(?)"
+    "INSERT OR IGNORE INTO prediction (request_id, deployment, model, version, t, rows, predictions,"
+    " probabilities) SELECT json_extract(value, '$[0]'), ?, ?, ?, json_extract(value, '$[1]'),"
+    " json_array_length(value, '$[2]'), json_extract(value, '$[2]'), json_extract(value, '$[3]')"
+    " FROM json_each(?)"
 )
 #: Of a batch's distinct rows ([request id, row, times labelled] in ?2): how many already have a label,
 #: and how many labels (each row's times) have their prediction stored.
 _LABELS_SEEN = (
     "SELECT sum(EXISTS (SELECT 1 FROM label l WHERE l.deployment = ?1 AND l.request_id = j.request_id"
     " AND l.row_index = j.row_index)), sum(j.times * EXISTS (SELECT 1 FROM prediction p"
-    " WHERE p.deployment = ?1 AND p.request_id = j.request_id AND p.row_index = j.row_index))"
+    " WHERE p.deployment = ?1 AND p.request_id = j.request_id AND j.row_index < p.rows))"
     " FROM (SELECT json_extract(value, '$[0]') AS request_id, json_extract(value, '$[1]') AS row_index,"
     " json_extract(value, '$[2]') AS times FROM json_each(?2)) j"
 )
@@ -507,11 +524,11 @@ _INSERT_LABELS = (
     " SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), ?2"
     " FROM json_each(?3)"
 )
-_SAME_ROW = "l.deployment = p.deployment AND l.request_id = p.request_id AND l.row_index = p.row_index"
+_SAME_ROW = "l.deployment = p.deployment AND l.request_id = p.request_id AND l.row_index < p.rows"
 #: A label (of table `label`) whose prediction is not stored.
 _PENDING = (
     "NOT EXISTS (SELECT 1 FROM prediction p WHERE p.deployment = label.deployment"
-    " AND p.request_id = label.request_id AND p.row_index = label.row_index)"
+    " AND p.request_id = label.request_id AND label.row_index < p.rows)"
 )
 
 
@@ -539,7 +556,7 @@ class PredictionRecorder:
     ) -> None:
         self.path, self.deployment, self.model, self.version = path, deployment, model, version
         self.max_rows, self.every = max_rows, every
-        self._queue: list[tuple[str, float, list[Any], list[Any] | None]] = []
+        self._queue: list[Prediction] = []
         self._rows = 0
         self.dropped = 0
         self._unreported = 0
@@ -573,27 +590,23 @@ class PredictionRecorder:
             dropped, self._unreported = self._unreported, 0
         if not queue and not dropped:
             return
-        rows: list[Prediction] = [
-            (rid, i, t, value, max(probs[i]) if probs else None, probs[i] if probs else None)
-            for rid, t, values, probs in queue
-            for i, value in enumerate(values)
-        ]
+        rows = sum(len(predictions) for _, _, predictions, _ in queue)
         for attempt in (1, 2):  # a write waits BUSY_TIMEOUT for the lock, then tries once more
             try:
-                self._store.add_predictions(self.deployment, self.model, self.version, rows, dropped)
+                self._store.add_predictions(self.deployment, self.model, self.version, queue, dropped)
                 return
             except sqlite3.OperationalError as exc:
                 if attempt == 1 and "locked" in str(exc):
-                    log.warning("prediction store busy (%s): retrying %d predictions", exc, len(rows))
+                    log.warning("prediction store busy (%s): retrying %d predictions", exc, rows)
                     continue
                 error: Exception = exc
             except (sqlite3.Error, OSError) as exc:
                 error = exc
             break
         with self._lock:
-            self.dropped += len(rows)
-            self._unreported += len(rows) + dropped
-        log.warning("could not store %d predictions (dropped): %s", len(rows), error)
+            self.dropped += rows
+            self._unreported += rows + dropped
+        log.warning("could not store %d predictions (dropped): %s", rows, error)
 
     def add_labels(self, labels: list[Label]) -> dict[str, int]:
         """Store labels (see `OutcomeStore.add_labels`) after writing the queued predictions, so a

@@ -21,7 +21,6 @@ from typing import Any
 
 import httpx
 import numpy as np
-import orjson
 import psutil
 import pytest
 from helpers import ROW, error_of, free_port, iris_home, stop_supervisor, wait_until
@@ -296,7 +295,7 @@ def test_a_label_before_its_prediction_is_stored_and_hours_after_it_is_joined(st
         assert answer == {"accepted": 0, "duplicates": 0, "unknown": 1}
         made = time.time() - 3 * 3600
         with OutcomeStore.of(stack.home) as store:
-            store.add_predictions("iris-late", "iris", 1, [("late-bird", 0, made, 2, None, None)])
+            store.add_predictions("iris-late", "iris", 1, [("late-bird", made, [2], None)])
         realised = wait_until(lambda: (r := stack.realised("iris-late")) and r["labelled"] and r, what="join")
         assert realised["accuracy"] == 1.0 and realised["delay"] == pytest.approx(3 * 3600, abs=60)
         assert "delay 3.0h" in stack.cli("status").stdout
@@ -353,9 +352,9 @@ def test_the_store_is_private_and_bounded(stack: Stack, tmp_path: Path) -> None:
         from registry.outcomes import Label
 
         now = time.time()
-        old = [(f"old{i}", 0, now - 30 * 86400, 1, None, None) for i in range(5)]
+        old = [(f"old{i}", now - 30 * 86400, [1], None) for i in range(5)]
         store.add_predictions("d", "m", 1, old)  # stored in the order they were made, as workers store them
-        store.add_predictions("d", "m", 1, [(f"r{i}", 0, now - 100 + i, 1, None, None) for i in range(100)])
+        store.add_predictions("d", "m", 1, [(f"r{i}", now - 100 + i, [1], None) for i in range(100)])
         labels = [Label("r0", 0, 1), Label("r99", 0, 1), Label("old1", 0, 1), Label("ghost", 0, 1)]
         store.add_labels(labels, "d", now=now - 2 * 86400)
 
@@ -503,10 +502,10 @@ def test_a_reused_request_id_never_replaces_another_clients_prediction_or_label(
         labels = {"request_id": "order-shared-1", "label": 0}
         # the label to iris joins A's prediction (setosa), written first, not the reuser's
         assert httpx.post(f"{stack.iris}/feedback", json=labels, timeout=10).json()["accepted"] == 1
-        query = "SELECT deployment, prediction FROM prediction WHERE request_id='order-shared-1'"
+        query = "SELECT deployment, predictions FROM prediction WHERE request_id='order-shared-1'"
         with OutcomeStore.of(stack.home) as store:  # iris-other's worker writes within half a second
             stored = wait_until(lambda: len(rows := dict(store.db.execute(query))) == 2 and rows, what="both")
-            assert stored == {"iris": "0", "iris-other": "2"}
+            assert stored == {"iris": "[0]", "iris-other": "[2]"}
             assert store.counters()["predictions_collided"] >= 1
         # a label sent to iris never changes iris-other's figures
         mine = wait_until(
@@ -537,7 +536,7 @@ def test_a_store_of_an_older_schema_is_recreated(tmp_path: Path) -> None:
     path.chmod(0o600)
     with OutcomeStore(path) as store:
         assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        store.add_predictions("d", "m", 1, [("r", 0, time.time(), 1, None, None)])
+        store.add_predictions("d", "m", 1, [("r", time.time(), [1], None)])
         assert store.size() == {"predictions": 1, "labels": 0}
 
 
@@ -581,7 +580,7 @@ def test_a_batch_of_predictions_or_labels_is_a_few_statements_not_one_per_row(tm
         for i in range(1000):
             recorder.record(f"r{i}", [i % 3])
         recorder.flush()
-        assert len(statements) <= 4, statements  # BEGIN, the insert, COMMIT
+        assert len(statements) <= 6, statements  # BEGIN, the newest rowid, the insert, its rows, COMMIT
         statements.clear()
         counts = recorder.add_labels([Label(f"r{i}", 0, i % 3) for i in range(1000)])
         assert counts == {"accepted": 1000, "duplicates": 0, "unknown": 0}
@@ -609,41 +608,29 @@ def test_predictions_and_labels_come_back_from_the_store_exactly_as_given(tmp_pa
     values += [0.1, -0.0, 5e-324, 1.7976931348623157e308, 2**63 - 1, -(2**63), True, False, 0, 'é"\\\n😀', ""]
     values += [[1.5, 2.5], [[1, 2]]]  # multi-output predictions
     made = time.time()
-    rows = [
-        (
-            f"r{i}",
-            0,
-            made + i,
-            v,
-            abs(v) if isinstance(v, float) else None,
-            [0.25, v] if isinstance(v, float) else None,
-        )
-        for i, v in enumerate(values)
+    # requests of up to 7 rows; each row's label is its index, to find it again
+    requests = [
+        (f"r{i}", made + i, values[i : i + 7], [[0.25, v] for v in values[i : i + 7]])
+        for i in range(0, len(values), 7)
     ]
     with OutcomeStore(tmp_path / "o" / "outcomes.sqlite") as store:
-        store.add_predictions("d", "m", 1, rows)
-        store.add_labels([Label(f"r{i}", 0, v) for i, v in enumerate(values) if not isinstance(v, list)], "d")
-        stored = store.db.execute(
-            "SELECT p.request_id, p.t, p.prediction, p.confidence, p.probabilities, l.label"
-            " FROM prediction p LEFT JOIN label l USING (deployment, request_id, row_index)"
-        )
-        back = {
-            rid: (t, orjson.loads(p), c, probs and orjson.loads(probs), label and orjson.loads(label))
-            for rid, t, p, c, probs, label in stored
-        }
-    for i, v in enumerate(values):
-        t, prediction, confidence, probabilities, label = back[f"r{i}"]
-        assert t == made + i and repr(prediction) == repr(v) and type(prediction) is type(v)
-        assert repr(confidence) == repr(abs(v) if isinstance(v, float) else None)  # a REAL column: no -0.0
-        assert probabilities == ([0.25, v] if isinstance(v, float) else None)
-        assert repr(label) == repr(None if isinstance(v, list) else v)
+        store.add_predictions("d", "m", 1, requests)
+        labels = [Label(f"r{i - i % 7}", i % 7, i) for i in range(len(values))]
+        assert store.add_labels(labels, "d")["accepted"] == len(values)
+        joined = store.joined("d", 1, 0)
+        stored_times = [t for (t,) in store.db.execute("SELECT t FROM prediction ORDER BY rowid")]
+    assert len(joined) == len(values) and stored_times == [made + i for i in range(0, len(values), 7)]
+    for prediction, label, probabilities, _ in joined:
+        v = values[label]
+        assert repr(prediction) == repr(v) and type(prediction) is type(v)
+        assert probabilities == [0.25, v]
 
 
 def test_pending_labels_are_capped_oldest_first(tmp_path: Path) -> None:
     from registry.outcomes import Label
 
     with OutcomeStore(tmp_path / "o" / "outcomes.sqlite") as store:
-        store.add_predictions("d", "m", 1, [("known", 0, time.time(), 1, None, None)])
+        store.add_predictions("d", "m", 1, [("known", time.time(), [1], None)])
         store.add_labels([Label("known", 0, 1)], "d")
         old = [Label(f"old-{i}", 0, 1) for i in range(60)]
         new = [Label(f"new-{i}", 0, 1) for i in range(60)]
