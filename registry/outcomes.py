@@ -64,8 +64,9 @@ OUTCOMES = ("accepted", "duplicate", "unknown", "expired")
 #: every worker writes every prediction, so what a row costs is paid on the requests' CPU (a 100-row
 #: request cost 100 rows). `prediction` is a rowid table (in the order requests were stored, which
 #: bounds it by count without a time index), with the (deployment, request id) key for labels and one
-#: (deployment, version, t, rows) index that serves every read: a read by model or over all
-#: deployments walks that index's distinct (deployment, version) prefixes (`_streams`).
+#: (deployment, version, model, t, rows) index that serves every read: a read by model or over all
+#: deployments walks that index's distinct (deployment, version, model) prefixes (`_streams`; a
+#: deployment may serve version 1 of one model, then version 1 of another).
 SCHEMA_VERSION = 4
 #: Rows of a request are numbered below this (a larger row cannot be a prediction's; SQLite's integers
 #: would overflow far beyond it).
@@ -86,7 +87,7 @@ CREATE TABLE IF NOT EXISTS prediction (
     t REAL NOT NULL, rows INTEGER NOT NULL, predictions TEXT NOT NULL, probabilities TEXT,
     UNIQUE (deployment, request_id)
 );
-CREATE INDEX IF NOT EXISTS prediction_by_version ON prediction (deployment, version, t, rows);
+CREATE INDEX IF NOT EXISTS prediction_by_version ON prediction (deployment, version, model, t, rows);
 CREATE TABLE IF NOT EXISTS label (
     deployment TEXT NOT NULL, request_id TEXT NOT NULL, row_index INTEGER NOT NULL,
     label TEXT NOT NULL, t REAL NOT NULL,
@@ -287,6 +288,9 @@ class OutcomeStore:
         is how many of them replaced an earlier label for the same row. Beyond `max_pending` pending
         labels in the store, the oldest are dropped and counted as expired."""
         now = time.time() if now is None else now
+        for label in labels:  # parse_labels checks them; this is the last line for any other caller
+            if isinstance(label.row, bool) or not isinstance(label.row, int) or not 0 <= label.row < MAX_ROW:
+                raise LabelError("row", f"row must be an integer from 0 to {MAX_ROW - 1}, not {label.row!r}")
         counts = {"accepted": 0, "duplicates": 0, "unknown": 0}
         for start in range(0, len(labels), LABELS_PER_TRANSACTION):
             part = labels[start : start + LABELS_PER_TRANSACTION]
@@ -354,9 +358,9 @@ class OutcomeStore:
                 edge = db.execute(_NEWEST_ROWS_EDGE, (max_rows,)).fetchone()
                 if edge is not None:
                     gone += _delete_predictions(db, "rowid <= ?", (edge[0],))
-            for deployment, version, _ in _streams(db):
+            for stream in _streams(db):
                 gone += _delete_predictions(
-                    db, "deployment = ? AND version = ? AND t < ?", (deployment, version, now - max_age)
+                    db, "deployment = ? AND version = ? AND model = ? AND t < ?", (*stream, now - max_age)
                 )
             expired = db.execute(
                 f"DELETE FROM label WHERE t < ? AND {_PENDING}", (now - pending_seconds,)
@@ -378,23 +382,26 @@ class OutcomeStore:
 
     def versions(self, deployment: str, since: float) -> list[int]:
         """Versions of `deployment` with predictions since `since`."""
-        query = "SELECT 1 FROM prediction WHERE deployment=? AND version=? AND t>=? LIMIT 1"
-        return [
-            version
-            for name, version, _ in _streams(self.db)
-            if name == deployment and self.db.execute(query, (name, version, since)).fetchone()
-        ]
+        query = "SELECT 1 FROM prediction WHERE deployment=? AND version=? AND model=? AND t>=? LIMIT 1"
+        return sorted(
+            {
+                version
+                for name, version, model in _streams(self.db)
+                if name == deployment and self.db.execute(query, (name, version, model, since)).fetchone()
+            }
+        )
 
     def predicted(
         self, name: str, version: int, since: float, until: float = float("inf"), by: str = "deployment"
     ) -> int:
         """Predictions of version `version` of deployment (`by="model"`: model) `name` in [since, until)."""
         query = (
-            "SELECT COALESCE(SUM(rows), 0) FROM prediction WHERE deployment=? AND version=? AND t>=? AND t<?"
+            "SELECT COALESCE(SUM(rows), 0) FROM prediction"
+            " WHERE deployment=? AND version=? AND model=? AND t>=? AND t<?"
         )
         return sum(
-            int(self.db.execute(query, (deployment, version, since, until)).fetchone()[0])
-            for deployment in self._deployments(name, version, by)
+            int(self.db.execute(query, (deployment, version, model, since, until)).fetchone()[0])
+            for deployment, model in self._streams_of(name, version, by)
         )
 
     def joined(
@@ -405,25 +412,26 @@ class OutcomeStore:
         query = (  # from the labels: there are never more than predictions, and mostly far fewer
             f"SELECT json_type(p.predictions, {_ROW}), json_extract(p.predictions, {_ROW}), l.label,"
             f" json_extract(p.probabilities, {_ROW}), l.t - p.t FROM label l CROSS JOIN prediction p"
-            f" ON {_SAME_ROW} WHERE l.deployment=? AND p.version=? AND p.t>=? AND p.t<?"
+            f" ON {_SAME_ROW} WHERE l.deployment=? AND p.version=? AND p.model=? AND p.t>=? AND p.t<?"
         )
         return [
             (_json_value(kind, p), orjson.loads(lab), orjson.loads(pr) if pr is not None else None, d)
-            for deployment in self._deployments(name, version, by)
-            for kind, p, lab, pr, d in self.db.execute(query, (deployment, version, since, until))
+            for deployment, model in self._streams_of(name, version, by)
+            for kind, p, lab, pr, d in self.db.execute(query, (deployment, version, model, since, until))
         ]
 
     def recent_minutes(self, since: float) -> list[tuple[str, int, float]]:
         """(deployment, version, minute start) of predictions made since `since`."""
         query = (
             "SELECT DISTINCT CAST(t / 60 AS INTEGER) * 60.0 FROM prediction"
-            " WHERE deployment=? AND version=? AND t >= ?"
+            " WHERE deployment=? AND version=? AND model=? AND t >= ?"
         )
-        return [
+        minutes = {
             (deployment, version, minute)
-            for deployment, version, _ in _streams(self.db)
-            for (minute,) in self.db.execute(query, (deployment, version, since))
-        ]
+            for deployment, version, model in _streams(self.db)
+            for (minute,) in self.db.execute(query, (deployment, version, model, since))
+        }
+        return sorted(minutes)
 
     def labelled_minutes(self, received_since: float) -> list[tuple[str, int, float]]:
         """(deployment, version, minute start) of predictions that got a label since `received_since`."""
@@ -433,31 +441,40 @@ class OutcomeStore:
         )
         return list(self.db.execute(query, (received_since,)))
 
-    def _deployments(self, name: str, version: int, by: str) -> list[str]:
-        """The deployments whose predictions of `version` are those of deployment or model `name`."""
-        if by == "deployment":
-            return [name]
-        if by == "model":
-            return [d for d, v, model in _streams(self.db) if v == version and model == name]
-        raise ValueError(f"predictions are kept by deployment or model, not {by!r}")
+    def _streams_of(self, name: str, version: int, by: str) -> list[tuple[str, str]]:
+        """(deployment, model) of the predictions of `version` of deployment or model `name`."""
+        if by not in ("deployment", "model"):
+            raise ValueError(f"predictions are kept by deployment or model, not {by!r}")
+        by_deployment = by == "deployment"
+        return [
+            (deployment, model)
+            for deployment, number, model in _streams(self.db)
+            if number == version and (deployment if by_deployment else model) == name
+        ]
 
 
 def _streams(db: sqlite3.Connection) -> list[tuple[str, int, str]]:
     """(deployment, version, model) of every stored prediction, a few seeks of the (deployment,
-    version, t) index per pair rather than a scan of every row: a handful of pairs among a million
-    rows. (A row-value seek `(deployment, version) > (?, ?)` scans the rest of the deployment.)"""
+    version, model, t) index per stream rather than a scan of every row: a handful of streams among a
+    million rows. (A row-value seek `(deployment, version) > (?, ?)` scans the rest of the deployment.)"""
     found: list[tuple[str, int, str]] = []
-    deployment = db.execute("SELECT min(deployment) FROM prediction").fetchone()[0]
+    (deployment,) = db.execute("SELECT min(deployment) FROM prediction").fetchone()
     while deployment is not None:
-        version = db.execute("SELECT min(version) FROM prediction WHERE deployment = ?", (deployment,))
-        (number,) = version.fetchone()
-        while number is not None:
-            key = (deployment, number)
+        (version,) = db.execute(
+            "SELECT min(version) FROM prediction WHERE deployment = ?", (deployment,)
+        ).fetchone()
+        while version is not None:
+            key = (deployment, version)
             (model,) = db.execute(
-                "SELECT model FROM prediction WHERE deployment = ? AND version = ? LIMIT 1", key
+                "SELECT min(model) FROM prediction WHERE deployment = ? AND version = ?", key
             ).fetchone()
-            found.append((deployment, number, model))
-            (number,) = db.execute(
+            while model is not None:
+                found.append((deployment, version, model))
+                (model,) = db.execute(
+                    "SELECT min(model) FROM prediction WHERE deployment = ? AND version = ? AND model > ?",
+                    (*key, model),
+                ).fetchone()
+            (version,) = db.execute(
                 "SELECT min(version) FROM prediction WHERE deployment = ? AND version > ?", key
             ).fetchone()
         (deployment,) = db.execute(
@@ -532,6 +549,14 @@ _PENDING = (
 )
 
 
+def _is_json(value: Any) -> bool:
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        return False
+    return True
+
+
 def _count(db: sqlite3.Connection, name: str, by: int) -> None:
     db.execute(
         "INSERT INTO counter VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
@@ -593,7 +618,7 @@ class PredictionRecorder:
         rows = sum(len(predictions) for _, _, predictions, _ in queue)
         for attempt in (1, 2):  # a write waits BUSY_TIMEOUT for the lock, then tries once more
             try:
-                self._store.add_predictions(self.deployment, self.model, self.version, queue, dropped)
+                self._write(queue, dropped)
                 return
             except sqlite3.OperationalError as exc:
                 if attempt == 1 and "locked" in str(exc):
@@ -607,6 +632,19 @@ class PredictionRecorder:
             self.dropped += rows
             self._unreported += rows + dropped
         log.warning("could not store %d predictions (dropped): %s", rows, error)
+
+    def _write(self, queue: list[Prediction], dropped: int) -> None:
+        """Store `queue`; a request JSON cannot hold (a Decimal, an int beyond 64 bits: orjson refuses
+        the whole batch) is dropped and counted, and the others are stored."""
+        try:
+            self._store.add_predictions(self.deployment, self.model, self.version, queue, dropped)
+        except TypeError as exc:
+            kept = [request for request in queue if _is_json(request)]
+            lost = sum(len(r[2]) for r in queue) - sum(len(r[2]) for r in kept)
+            log.warning("%d predictions are not JSON values (%s): dropped, the others stored", lost, exc)
+            with self._lock:
+                self.dropped += lost
+            self._store.add_predictions(self.deployment, self.model, self.version, kept, dropped + lost)
 
     def add_labels(self, labels: list[Label]) -> dict[str, int]:
         """Store labels (see `OutcomeStore.add_labels`) after writing the queued predictions, so a

@@ -626,6 +626,54 @@ def test_predictions_and_labels_come_back_from_the_store_exactly_as_given(tmp_pa
         assert probabilities == [0.25, v]
 
 
+def test_a_prediction_json_cannot_hold_costs_its_own_request_only(tmp_path: Path) -> None:
+    from decimal import Decimal
+
+    from registry.outcomes import Label, PredictionRecorder
+
+    recorder = PredictionRecorder(tmp_path / "o" / "outcomes.sqlite", "d", "m", 1, every=3600)
+    try:
+        recorder.record("good-1", [1, 2, 3])
+        recorder.record("bad", [Decimal("1.5"), 2])  # orjson refuses a Decimal: the whole batch did
+        recorder.record("good-2", [4])
+        recorder.flush()
+        assert recorder.add_labels([Label("good-1", 2, 3), Label("good-2", 0, 4)])["accepted"] == 2
+        assert recorder.dropped == 2
+    finally:
+        recorder.close()
+    with OutcomeStore(tmp_path / "o" / "outcomes.sqlite") as store:
+        assert store.size()["predictions"] == 4 and store.counters()["predictions_dropped"] == 2
+
+
+def test_one_deployment_serving_version_1_of_two_models_keeps_them_apart(tmp_path: Path) -> None:
+    """A deployment can serve version 1 of one model, then version 1 of another: reads by model must
+    not give one's predictions to the other."""
+    from registry.outcomes import Label
+
+    with OutcomeStore(tmp_path / "o" / "outcomes.sqlite") as store:
+        store.add_predictions("dep", "a", 1, [("x", 100.0, [0], None)])
+        store.add_predictions("dep", "b", 1, [("y", 100.0, [1, 1], None)])
+        store.add_labels([Label("x", 0, 0), Label("y", 1, 0)], "dep", now=200.0)
+        assert store.predicted("a", 1, 0, by="model") == 1 and store.predicted("b", 1, 0, by="model") == 2
+        assert store.joined("a", 1, 0, by="model") == [(0, 0, None, 100.0)]
+        assert store.joined("b", 1, 0, by="model") == [(1, 0, None, 100.0)]
+        assert store.predicted("dep", 1, 0) == 3 and store.versions("dep", 0) == [1]
+        assert store.prune(max_age=50, now=200.0)["predictions"] == 3  # both models' streams age out
+
+
+def test_a_label_row_that_is_not_a_row_is_refused_by_the_store_itself(tmp_path: Path) -> None:
+    from registry.outcomes import Label, LabelError
+
+    with OutcomeStore(tmp_path / "o" / "outcomes.sqlite") as store:
+        store.add_predictions("d", "m", 1, [("r", 100.0, [10, 11, 12], None)])
+        for row in (-1, 1.5, True, "1"):
+            with pytest.raises(LabelError, match="row must be an integer"):
+                store.add_labels([Label("r", 0, 1), Label("r", row, 1)], "d")  # type: ignore[arg-type]
+        assert store.size()["labels"] == 0  # nothing of a refused batch is written
+        store.add_labels([Label("r", 2, 12)], "d")
+        assert store.joined("d", 1, 0) == [(12, 12, None, store.joined("d", 1, 0)[0][3])]
+
+
 def test_pending_labels_are_capped_oldest_first(tmp_path: Path) -> None:
     from registry.outcomes import Label
 
@@ -779,8 +827,15 @@ def test_the_store_writer_logs_an_error_and_carries_on(
     from registry.outcomes import PredictionRecorder
 
     recorder = PredictionRecorder(tmp_path / "o" / "outcomes.sqlite", "d", "m", 1, every=0.05)
+    store_write = recorder._store.add_predictions
+
+    def fails_once(*args: Any) -> int:  # a fault the writer does not expect (a bug, say)
+        recorder._store.add_predictions = store_write  # type: ignore[method-assign]
+        raise RuntimeError("an unexpected fault")
+
+    recorder._store.add_predictions = fails_once  # type: ignore[method-assign]
     try:
-        recorder.record("unwritable", [object()])  # not JSON: the writer thread's pass fails
+        recorder.record("unwritable", [1])
         wait_until(lambda: "writer failed" in caplog.text, what="the failure logged")
         recorder.record("fine", [1])
         with OutcomeStore(recorder.path) as store:
