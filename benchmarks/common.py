@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import socket
@@ -43,3 +44,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def quick_options(description: str | None, argv: list[str] | None) -> argparse.Namespace:
+    """The options of a benchmark that only has `--quick` (its docstring as the help), with `registry`
+    importable (`unshadow`)."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true")
+    options = parser.parse_args(argv)
+    unshadow()
+    return options

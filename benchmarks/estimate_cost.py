@@ -14,14 +14,13 @@ handling, left out of the denominator, only makes the true share smaller).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
 
-from common import unshadow
+from common import quick_options
 
 
 def median_seconds(call: Callable[[], Any], repeat: int) -> float:
@@ -34,12 +33,7 @@ def median_seconds(call: Callable[[], Any], repeat: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true")
-    options = parser.parse_args(argv)
-    unshadow()
+    options = quick_options(__doc__, argv)
     from sklearn.datasets import make_classification
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression

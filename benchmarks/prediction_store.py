@@ -22,7 +22,6 @@ and interrupts the busy thread as often; one statement releases it once.
 
 from __future__ import annotations
 
-import argparse
 import sqlite3
 import statistics
 import tempfile
@@ -32,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common import unshadow
+from common import quick_options
 
 PREFILL_ROWS = 200_000
 BATCH = 2_000
@@ -117,12 +116,7 @@ def beside_a_busy_thread(write: Callable[[list[Request]], None], batch: list[Req
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true")
-    options = parser.parse_args(argv)
-    unshadow()
+    options = quick_options(__doc__, argv)
     from registry.outcomes import OutcomeStore
 
     count = 8 if options.quick else 20
