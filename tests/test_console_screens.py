@@ -42,6 +42,7 @@ async def test_the_diff_reads_once_and_again_only_on_the_refresh_key(home: Path)
 
     app = _app(home)
     async with app.run_test(size=(120, 30)) as pilot:
+        await wait_until(pilot, lambda: app.screen.query_one("#models").row_count > 0)  # the first poll's
         await pilot.press("enter")  # iris's versions
         await settle(pilot, app, 0.2)
         await pilot.press("c")  # 2 against the next older one
