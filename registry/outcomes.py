@@ -549,12 +549,14 @@ _PENDING = (
 )
 
 
-def _is_json(value: Any) -> bool:
-    try:
-        orjson.dumps(value)
-    except TypeError:
-        return False
-    return True
+def _json_only(queue: list[Prediction]) -> tuple[list[Prediction], int]:
+    """The requests of `queue` orjson can encode, and how many predictions the others held."""
+    kept = []
+    for request in queue:
+        with contextlib.suppress(TypeError):
+            orjson.dumps(request)
+            kept.append(request)
+    return kept, sum(len(r[2]) for r in queue) - sum(len(r[2]) for r in kept)
 
 
 def _count(db: sqlite3.Connection, name: str, by: int) -> None:
@@ -611,15 +613,21 @@ class PredictionRecorder:
 
     def _flush(self) -> None:
         with self._lock:
-            queue, self._queue, self._rows = self._queue, [], 0
+            queue, self._queue, rows, self._rows = self._queue, [], self._rows, 0
             dropped, self._unreported = self._unreported, 0
         if not queue and not dropped:
             return
-        rows = sum(len(predictions) for _, _, predictions, _ in queue)
         for attempt in (1, 2):  # a write waits BUSY_TIMEOUT for the lock, then tries once more
             try:
-                self._write(queue, dropped)
+                self._store.add_predictions(self.deployment, self.model, self.version, queue, dropped)
                 return
+            except TypeError as exc:  # orjson refuses the batch for one value (a Decimal, a huge int)
+                queue, lost = _json_only(queue)
+                log.warning("%d predictions are not JSON values (%s): dropped, the others stored", lost, exc)
+                with self._lock:
+                    self.dropped += lost
+                rows, dropped = rows - lost, dropped + lost
+                continue  # raised before any SQL: the write is tried again whole
             except sqlite3.OperationalError as exc:
                 if attempt == 1 and "locked" in str(exc):
                     log.warning("prediction store busy (%s): retrying %d predictions", exc, rows)
@@ -628,23 +636,12 @@ class PredictionRecorder:
             except (sqlite3.Error, OSError) as exc:
                 error = exc
             break
+        else:
+            error = TypeError("the batch is still not JSON")  # orjson refused what it took one by one
         with self._lock:
             self.dropped += rows
             self._unreported += rows + dropped
         log.warning("could not store %d predictions (dropped): %s", rows, error)
-
-    def _write(self, queue: list[Prediction], dropped: int) -> None:
-        """Store `queue`; a request JSON cannot hold (a Decimal, an int beyond 64 bits: orjson refuses
-        the whole batch) is dropped and counted, and the others are stored."""
-        try:
-            self._store.add_predictions(self.deployment, self.model, self.version, queue, dropped)
-        except TypeError as exc:
-            kept = [request for request in queue if _is_json(request)]
-            lost = sum(len(r[2]) for r in queue) - sum(len(r[2]) for r in kept)
-            log.warning("%d predictions are not JSON values (%s): dropped, the others stored", lost, exc)
-            with self._lock:
-                self.dropped += lost
-            self._store.add_predictions(self.deployment, self.model, self.version, kept, dropped + lost)
 
     def add_labels(self, labels: list[Label]) -> dict[str, int]:
         """Store labels (see `OutcomeStore.add_labels`) after writing the queued predictions, so a
