@@ -391,7 +391,7 @@ class Launcher:
         self.env.pop("PYTHONPATH", None)
         (tmp / "bare_app.py").write_text(BARE_APP)
 
-    def _start(self, label: str, command: list[str], ready_path: str, port: int, cwd: Path) -> Server:
+    def start(self, label: str, command: list[str], ready_path: str, port: int, cwd: Path) -> Server:
         self.count += 1
         log = self.tmp / f"server-{self.count}-{label.split()[0]}.log"
         with log.open("w") as out:
@@ -415,12 +415,12 @@ class Launcher:
         command = [sys.executable, str(self.tmp / "bare_app.py"), str(port)]
         command += [str(model)] if model is not None else []
         label = "bare Starlette" if model is None else "ceiling (bare + predict)"
-        return self._start(label, command, "/health/ready", port, self.tmp)
+        return self.start(label, command, "/health/ready", port, self.tmp)
 
     def modeldeck(self, model: str) -> Server:
         port = free_port()
         command = [sys.executable, "-m", "console.cli", "serve", model, "--port", str(port)]
-        return self._start(f"modeldeck {model}", command, "/health/ready", port, ROOT)
+        return self.start(f"modeldeck {model}", command, "/health/ready", port, ROOT)
 
     def mlflow(self, model: str) -> Server:
         port = free_port()
@@ -428,7 +428,7 @@ class Launcher:
         entry = [str(cli)] if cli.exists() else [sys.executable, "-m", "mlflow"]
         command = [*entry, "models", "serve", "-m", str(self.mlflow_dirs[model])]
         command += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
-        return self._start(f"mlflow {model}", command, "/ping", port, self.tmp)
+        return self.start(f"mlflow {model}", command, "/ping", port, self.tmp)
 
     def stop(self, server: Server) -> None:
         server.stop()
