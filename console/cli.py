@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.text import Text
 
-from console import output, serving_commands
+from console import alert_commands, output, serving_commands
 from console.serving_commands import PredictTimeout
 from registry import PickleRefused, RegistryError
 
@@ -652,6 +652,7 @@ def _ascii(on: bool) -> None:
 
 
 serving_commands.register(app)
+alert_commands.register(app)
 
 
 def main() -> None:

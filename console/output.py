@@ -103,7 +103,7 @@ def when(moment: datetime | None) -> str:
 
 
 def models_table(models: list[ModelInfo]) -> Grid:
-    table = _table("MODEL", "VERSIONS", "LATEST", "ALIASES", "UPDATED", "DESCRIPTION")
+    table = grid("MODEL", "VERSIONS", "LATEST", "ALIASES", "UPDATED", "DESCRIPTION")
     for m in models:
         aliases = ", ".join(f"{a}→{v}" for a, v in sorted(m.aliases.items()))
         table.add_row(
@@ -113,7 +113,7 @@ def models_table(models: list[ModelInfo]) -> Grid:
 
 
 def versions_table(versions: list[VersionSummary]) -> Grid:
-    table = _table("VERSION", "ALIASES", "ESTIMATOR", "METRICS", "CREATED", "BY", "ARCHIVED")
+    table = grid("VERSION", "ALIASES", "ESTIMATOR", "METRICS", "CREATED", "BY", "ARCHIVED")
     for v in versions:
         metrics = ", ".join(f"{k}={val:.4g}" for k, val in sorted(v.metrics.items()))
         table.add_row(
@@ -161,13 +161,13 @@ def show_version(v: VersionInfo) -> None:
             from rich.text import Text
 
             _consoles()[0].print(Text.assemble((f"  {key:<14} ", "dim"), value), soft_wrap=True)
-    table = _table("INPUT", "DTYPE", "KIND", "NULLABLE")
+    table = grid("INPUT", "DTYPE", "KIND", "NULLABLE")
     for c in v.signature.get("columns", []):
         table.add_row(c["name"], c["dtype"], c["kind"], "yes" if c["nullable"] else "no")
     print_table(table)
 
 
-def _table(*columns: str) -> Grid:
+def grid(*columns: str) -> Grid:
     """A borderless table whose cells never wrap (long values end in an ellipsis)."""
     return Grid(columns)
 
@@ -186,7 +186,7 @@ def _output_text(output: dict[str, Any]) -> str:
 
 
 def show_history(history: History, at_given: bool) -> None:
-    table = _table("WHEN", "EVENT", "VERSION", "WHERE", "WHO", "WHY")
+    table = grid("WHEN", "EVENT", "VERSION", "WHERE", "WHO", "WHY")
     for e in history.events:
         change = (
             f"{e.from_version or '-'} → {e.to_version}"

@@ -25,7 +25,7 @@ from registry.refs import Ref
 
 #: The newest schema revision this code knows; must equal the head of `registry/migrations`
 #: (`registry.store.SCHEMA_HEAD` is this).
-SCHEMA_HEAD = "0007"
+SCHEMA_HEAD = "0008"
 T = TypeVar("T")
 
 

@@ -181,3 +181,85 @@ class PerformanceRollup(SQLModel, table=True):
     mae: float | None = None
     rmse: float | None = None
     label_delay: float | None = None  # median seconds from prediction to label
+
+
+class Objective(SQLModel, table=True):
+    """One service-level objective of a deployment (see `registry.alerts`): a deployment without a row
+    of a kind has that kind's default."""
+
+    __tablename__ = "objective"
+    __table_args__ = (UniqueConstraint("deployment", "kind", name="uq_objective_kind"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    deployment: str = Field(index=True, max_length=128)
+    kind: str = Field(max_length=32)  # availability, latency, drift
+    enabled: bool = True
+    target: float  # the share of good events (requests, or seconds of drift judgments) aimed at
+    threshold: float | None = None  # latency: seconds; drift: the level (1 warn, 2 drift)
+    #: Burn-rate windows, each {"long": s, "short": s, "burn": factor, "severity": name}.
+    windows: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    author: str = ""
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Alert(SQLModel, table=True):
+    """An objective's alert through its life: pending, firing, resolved (or cleared unfired)."""
+
+    __tablename__ = "alert"
+
+    id: int | None = Field(default=None, primary_key=True)
+    deployment: str = Field(index=True, max_length=128)
+    model: str = Field(max_length=128)
+    version: int
+    kind: str = Field(max_length=32)
+    severity: str = Field(max_length=32)
+    state: str = Field(index=True, max_length=16)  # pending, firing, resolved, cleared
+    started_at: datetime = Field(default_factory=utcnow)  # pending (or firing) since
+    fired_at: datetime | None = None
+    ended_at: datetime | None = None
+    reason: str = ""
+    #: The figures of the evaluation that last changed the state (burn rates, ratios, windows).
+    figures: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    notified: str = Field(default="", max_length=16)  # the last state sent to the webhook
+
+
+class Silence(SQLModel, table=True):
+    """No notification for alerts of `deployment` ("*": every one) and `kind` (None: every kind)
+    until `expires_at`."""
+
+    __tablename__ = "silence"
+
+    id: int | None = Field(default=None, primary_key=True)
+    deployment: str = Field(max_length=128)
+    kind: str | None = Field(default=None, max_length=32)
+    author: str = ""
+    reason: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime = Field(index=True)
+
+
+class AlertDelivery(SQLModel, table=True):
+    """A webhook notification to send (an outbox row): kept until the receiver took it."""
+
+    __tablename__ = "alert_delivery"
+
+    id: int | None = Field(default=None, primary_key=True)
+    alert_id: int = Field(index=True)
+    status: str = Field(max_length=16)  # firing or resolved
+    url: str
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow)
+    delivered_at: datetime | None = Field(default=None, index=True)
+    last_error: str = ""
+
+
+class Setting(SQLModel, table=True):
+    """A setting of the whole registry (the alert webhook's URL)."""
+
+    __tablename__ = "setting"
+
+    key: str = Field(primary_key=True, max_length=64)
+    value: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow)

@@ -8,7 +8,9 @@ import itertools
 import json
 import multiprocessing
 import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 import zipfile
@@ -267,3 +269,24 @@ def iris_rows_with_broken_correlation(seed: int = 0) -> list[list[float]]:
     for column in (2, 3):
         rows[:, column] = rng.permutation(rows[:, column])
     return rows.tolist()
+
+
+def need_prometheus(*tools: str) -> None:
+    """Skip unless `tools` (prometheus, promtool) are on PATH; fail instead under
+    MODELDECK_REQUIRE_PROMETHEUS=1 (CI installs them with .ci/prometheus.sh)."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if not missing:
+        return
+    reason = f"{' and '.join(missing)} not on PATH"
+    if os.environ.get("MODELDECK_REQUIRE_PROMETHEUS") == "1":
+        pytest.fail(f"Prometheus required (MODELDECK_REQUIRE_PROMETHEUS=1) but {reason}")
+    pytest.skip(f"real-Prometheus tests skipped: {reason}; run .ci/prometheus.sh (Debian's package)")
+
+
+def promtool(
+    *args: str, stdin: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Prometheus' own checker, run as a user would."""
+    return subprocess.run(
+        ["promtool", *args], input=stdin, capture_output=True, text=True, timeout=60, cwd=cwd
+    )

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -26,7 +25,16 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from helpers import ROW, free_port, iris_home, kill_leftovers, stop_supervisor, wait_until
+from helpers import (
+    ROW,
+    free_port,
+    iris_home,
+    kill_leftovers,
+    need_prometheus,
+    promtool,
+    stop_supervisor,
+    wait_until,
+)
 
 import registry as registry_package
 from registry.monitoring.metrics import LATENCY_BUCKETS
@@ -45,20 +53,6 @@ BAD_EVERY = 4  # every 4th request has one column too few: a 422
 # second (the supervisor's pull), so a rate can be off by one pull's requests: under 3 % over 45 s.
 WINDOW = 45
 MARGIN = 3  # seconds of traffic before the window (worker pull, then scrape) and 1 after it
-
-
-def _tools() -> None:
-    missing = [tool for tool in ("prometheus", "promtool") if shutil.which(tool) is None]
-    if not missing:
-        return
-    reason = f"{' and '.join(missing)} not on PATH"
-    if os.environ.get("MODELDECK_REQUIRE_PROMETHEUS") == "1":
-        pytest.fail(f"Prometheus required (MODELDECK_REQUIRE_PROMETHEUS=1) but {reason}")
-    pytest.skip(f"real-Prometheus tests skipped: {reason}; run .ci/prometheus.sh (Debian's package)")
-
-
-def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["promtool", *args], input=stdin, capture_output=True, text=True, timeout=60)
 
 
 def readme_configs() -> list[dict[str, Any]]:
@@ -149,7 +143,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A supervisor serving `iris` with 2 workers beyond loopback (so with the token), and a Prometheus
     scraping with the README's config (1 s apart here), the shipped rules loaded, and, as the README's
     token example, the deployment's own server too: its series must not count twice."""
-    _tools()
+    need_prometheus("prometheus", "promtool")
     with iris_home(tmp_path_factory, "prometheus-home", (1.0,)) as home:
         client = SupervisorClient(home)
         client.ensure_running("--drift-every=5", "--metrics=127.0.0.1:0")  # pulls on time
@@ -309,7 +303,7 @@ def test_every_metrics_endpoint_passes_promtool(stack: Stack) -> None:
 
 
 def test_the_shipped_rules_pass_promtool_and_fire_as_documented() -> None:
-    _tools()
+    need_prometheus("prometheus", "promtool")
     checked = promtool("check", "rules", str(RULES))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     tested = promtool("test", "rules", str(ROOT / "tests" / "prometheus_rules_test.yml"))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from registry.core import Registry
 from registry.errors import DatabaseError
+from registry.serving.alerting import Alerting
 from registry.serving.processes import Worker
 from registry.serving.rundir import RunDir
 from registry.serving.scraper import Scraper
@@ -56,6 +57,7 @@ class Supervisor:
         self.adoption = Adoption(self.state, self.pool)
         self.reconcile = Reconcile(self.state, self.ledger, self.pool, self.adoption)
         self.reports = Reports(self.state, self.scraper)
+        self.alerting = Alerting(self)
         self.actions = Actions(self.state, self.ledger, self.pool, self.swaps)
         # The control API's actions, answered with `registry.serving.protocol` messages.
         self.deploy = self.actions.deploy
@@ -72,6 +74,7 @@ class Supervisor:
         self.state.spawn_task(self.reconcile.run())
         self.state.spawn_task(self.healing.watch())
         self.state.spawn_task(self.scraper.run())
+        self.state.spawn_task(self.alerting.run())
 
     async def close(self, stop_servers: bool = False) -> None:
         """Stop watching; with `stop_servers`, drain and stop every worker (the DB keeps them wanted)."""

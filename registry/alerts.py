@@ -1,0 +1,597 @@
+"""Objectives, alerts, silences and the alert webhook as the registry stores them.
+
+An objective says what share of a deployment's events must be good over time, as the SRE workbook's
+service-level objectives do: `availability` (requests not answered 5xx), `latency` (requests answered
+within `threshold` seconds) and `drift` (seconds in which the drift status is below the level
+`threshold`: 1 warn, 2 drift). The supervisor judges each with multi-window burn rates
+(`registry.monitoring.burn`): an alert fires when the error budget burns at least `burn` times too
+fast over both the long and the short window of one of the objective's `windows`, and resolves when
+the short window no longer does. Every deployment has every kind, at its default until set.
+
+Alerts live in the `alert` table (pending, firing, then resolved; or cleared when a pending one
+recovers before firing), each transition also in the ledger; webhook notifications are outbox rows
+(`alert_delivery`) written in the same transaction as the transition, so none is lost when the
+supervisor dies, and sent until the receiver takes them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from sqlmodel import col, select
+
+from registry import writes
+from registry.actor import current_actor
+from registry.errors import RegistryError
+from registry.schema import (
+    Alert,
+    AlertDelivery,
+    Deployment,
+    Objective,
+    RegisteredModel,
+    Setting,
+    Silence,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from registry.core import Registry
+
+AVAILABILITY, LATENCY, DRIFT = "availability", "latency", "drift"
+KINDS = (AVAILABILITY, LATENCY, DRIFT)
+PENDING, FIRING, RESOLVED, CLEARED = "pending", "firing", "resolved", "cleared"
+ACTIVE_STATES = (PENDING, FIRING)
+DRIFT_LEVELS = {"warn": 1.0, "drift": 2.0}
+WEBHOOK = "alert_webhook"
+#: Each kind's alert name, in webhook notifications and in the Prometheus rules alike.
+ALERT_NAMES = {AVAILABILITY: "ModeldeckAvailability", LATENCY: "ModeldeckLatency", DRIFT: "ModeldeckDrift"}
+
+#: The SRE workbook's two paging pairs for a 30-day objective: 2% of the budget in an hour, 5% in six.
+SRE_WINDOWS: list[dict[str, Any]] = [
+    {"long": 3600.0, "short": 300.0, "burn": 14.4, "severity": "critical"},
+    {"long": 21600.0, "short": 1800.0, "burn": 6.0, "severity": "warning"},
+]
+#: Drift is a state, not a rate of failures: warn when it held at its level most of half an hour.
+DRIFT_WINDOWS: list[dict[str, Any]] = [{"long": 1800.0, "short": 300.0, "burn": 1.0, "severity": "warning"}]
+LONGEST_WINDOW = 21600.0
+
+
+class ObjectiveError(RegistryError):
+    """An objective, silence or webhook that cannot be stored as given (the message says which part)."""
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """One objective of one deployment; `default` when nobody set it."""
+
+    deployment: str
+    kind: str
+    target: float
+    threshold: float | None
+    windows: list[dict[str, Any]]
+    enabled: bool = True
+    default: bool = False
+    author: str = ""
+
+    @property
+    def budget(self) -> float:
+        """The share of events that may be bad."""
+        return 1.0 - self.target
+
+    def describe(self) -> str:
+        """One line, as `modeldeck objectives` prints it."""
+        if not self.enabled:
+            return f"{self.kind}: off"
+        if self.kind == LATENCY:
+            what = f"{format_percent(self.target)} of requests within {(self.threshold or 0) * 1000:g} ms"
+        elif self.kind == DRIFT:
+            level = next((k for k, v in DRIFT_LEVELS.items() if v == self.threshold), "drift")
+            what = f"drift below {level} {format_percent(self.target)} of the time"
+        else:
+            what = f"{format_percent(self.target)} of requests not 5xx"
+        pairs = ", ".join(
+            f"{w['severity']} at {w['burn']:g}x over {format_duration(w['long'])}/"
+            f"{format_duration(w['short'])}"
+            for w in self.windows
+        )
+        return f"{self.kind}: {what} ({pairs})" + (" [default]" if self.default else "")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_objective(deployment: str, kind: str) -> ObjectiveSpec:
+    """What `kind` is for a deployment nobody set it for."""
+    if kind == AVAILABILITY:
+        return ObjectiveSpec(deployment, kind, 0.995, None, list(SRE_WINDOWS), default=True)
+    if kind == LATENCY:
+        return ObjectiveSpec(deployment, kind, 0.99, 0.5, list(SRE_WINDOWS), default=True)
+    if kind == DRIFT:
+        return ObjectiveSpec(deployment, kind, 0.5, DRIFT_LEVELS["drift"], list(DRIFT_WINDOWS), default=True)
+    raise ObjectiveError(f"no objective kind {kind!r}; choose one of {', '.join(KINDS)}")
+
+
+@dataclass(frozen=True)
+class AlertInfo:
+    id: int
+    deployment: str
+    model: str
+    version: int
+    kind: str
+    severity: str
+    state: str
+    started_at: datetime
+    fired_at: datetime | None
+    ended_at: datetime | None
+    reason: str
+    figures: dict[str, Any] = field(default_factory=dict)
+    notified: str = ""
+    silenced: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("started_at", "fired_at", "ended_at"):
+            data[key] = data[key].isoformat() if data[key] is not None else None
+        return data
+
+
+@dataclass(frozen=True)
+class SilenceInfo:
+    id: int
+    deployment: str
+    kind: str | None
+    author: str
+    reason: str
+    created_at: datetime
+    expires_at: datetime
+
+    def matches(self, deployment: str, kind: str, now: datetime) -> bool:
+        return (
+            self.deployment in ("*", deployment)
+            and self.kind in (None, kind)
+            and _aware(self.expires_at) > now
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["created_at"], data["expires_at"] = self.created_at.isoformat(), self.expires_at.isoformat()
+        return data
+
+
+# ---------------------------------------------------------------------- objectives
+def objectives(registry: Registry, deployment: str) -> list[ObjectiveSpec]:
+    """Every kind's objective of `deployment`, stored or default."""
+    return all_objectives(registry, [deployment])[deployment]
+
+
+def all_objectives(registry: Registry, deployments: list[str]) -> dict[str, list[ObjectiveSpec]]:
+    """Objectives of each of `deployments` (one query)."""
+    with registry.db.read() as session:
+        rows = session.exec(select(Objective).where(col(Objective.deployment).in_(deployments))).all()
+    stored = {(r.deployment, r.kind): r for r in rows}
+    out: dict[str, list[ObjectiveSpec]] = {}
+    for name in deployments:
+        out[name] = [
+            _spec(stored[name, kind]) if (name, kind) in stored else default_objective(name, kind)
+            for kind in KINDS
+        ]
+    return out
+
+
+def set_objective(
+    registry: Registry,
+    deployment: str,
+    kind: str,
+    *,
+    target: float | None = None,
+    threshold: float | None = None,
+    enabled: bool | None = None,
+    windows: list[dict[str, Any]] | None = None,
+    reason: str = "",
+) -> ObjectiveSpec:
+    """Change `kind`'s objective of `deployment` (what is not given keeps its current value) and record
+    it in the ledger; `target` is a share (0.999), `threshold` seconds (latency) or a level (drift)."""
+    current = next(o for o in objectives(registry, deployment) if o.kind == kind) if kind in KINDS else None
+    if current is None:
+        raise ObjectiveError(f"no objective kind {kind!r}; choose one of {', '.join(KINDS)}")
+    spec = ObjectiveSpec(
+        deployment,
+        kind,
+        current.target if target is None else target,
+        current.threshold if threshold is None else threshold,
+        current.windows if windows is None else windows,
+        current.enabled if enabled is None else enabled,
+        author=current_actor(),
+    )
+    _check(spec)
+    with registry.db.write() as session:
+        model = _model_of(session, deployment)
+        row = session.exec(
+            select(Objective).where(Objective.deployment == deployment, Objective.kind == kind)
+        ).first() or Objective(deployment=deployment, kind=kind, target=spec.target)
+        row.enabled, row.target, row.threshold = spec.enabled, spec.target, spec.threshold
+        row.windows, row.author, row.updated_at = [dict(w) for w in spec.windows], spec.author, utcnow()
+        session.add(row)
+        session.flush()
+        detail = {"objective": spec.describe(), **spec.as_dict()}
+        writes.record(
+            session.connection(),
+            model,
+            "objective_set",
+            spec.author,
+            deployment=deployment,
+            reason=reason,
+            detail=detail,
+        )
+    return spec
+
+
+def reset_objectives(registry: Registry, deployment: str, kind: str | None = None) -> None:
+    """Back to the defaults: `kind`, or every kind."""
+    with registry.db.write() as session:
+        model = _model_of(session, deployment)
+        query = select(Objective).where(Objective.deployment == deployment)
+        if kind is not None:
+            query = query.where(Objective.kind == kind)
+        for row in session.exec(query).all():
+            session.delete(row)
+        writes.record(
+            session.connection(),
+            model,
+            "objective_reset",
+            current_actor(),
+            deployment=deployment,
+            detail={"kind": kind or "all"},
+        )
+
+
+def _check(spec: ObjectiveSpec) -> None:
+    if not 0.0 < spec.target < 1.0:
+        raise ObjectiveError(
+            f"{spec.kind} target must be between 0 and 100% (exclusive); got {spec.target:.6g}"
+        )
+    if spec.kind == LATENCY and not (spec.threshold and spec.threshold > 0):
+        raise ObjectiveError("latency threshold must be a positive time (e.g. 250ms)")
+    if spec.kind == DRIFT and spec.threshold not in DRIFT_LEVELS.values():
+        raise ObjectiveError("drift level must be warn or drift")
+    if not spec.windows:
+        raise ObjectiveError("an objective needs at least one burn-rate window")
+    for window in spec.windows:
+        if set(window) != {"long", "short", "burn", "severity"}:
+            raise ObjectiveError("each window has long, short, burn and severity")
+        long, short, burn = (float(window[k]) for k in ("long", "short", "burn"))
+        if not 0 < short <= long <= LONGEST_WINDOW:
+            raise ObjectiveError(
+                f"a window's short span must be positive and at most its long one, which is at most "
+                f"{format_duration(LONGEST_WINDOW)}; got {format_duration(long)}/{format_duration(short)}"
+            )
+        if burn <= 0 or burn * spec.budget > 1.0:
+            raise ObjectiveError(
+                f"burn rate {burn:g} can never be reached with a budget of {format_percent(spec.budget)} "
+                f"(at most {1 / spec.budget:.3g})"
+            )
+
+
+def _spec(row: Objective) -> ObjectiveSpec:
+    return ObjectiveSpec(
+        row.deployment, row.kind, row.target, row.threshold, list(row.windows), row.enabled, author=row.author
+    )
+
+
+def _model_of(session: Any, deployment: str) -> str:
+    found = session.exec(
+        select(RegisteredModel.name).join(Deployment).where(Deployment.name == deployment)
+    ).first()
+    if found is None:
+        raise ObjectiveError(f"no deployment named {deployment!r} (deploy it first)")
+    return str(found)
+
+
+# ---------------------------------------------------------------------- silences
+def add_silence(
+    registry: Registry, deployment: str, duration: float, *, kind: str | None = None, reason: str = ""
+) -> SilenceInfo:
+    """Silence `deployment`'s alerts ("*": every deployment's) of `kind` (None: every kind) for
+    `duration` seconds: they still change state and show, but the webhook is not told."""
+    if kind is not None and kind not in KINDS:
+        raise ObjectiveError(f"no objective kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if not duration > 0:
+        raise ObjectiveError("a silence needs a positive duration (e.g. 2h)")
+    now = utcnow()
+    row = Silence(
+        deployment=deployment,
+        kind=kind,
+        author=current_actor(),
+        reason=reason,
+        created_at=now,
+        expires_at=now + timedelta(seconds=duration),
+    )
+    with registry.db.write() as session:
+        model = _model_of(session, deployment) if deployment != "*" else "*"
+        session.add(row)
+        session.flush()
+        info = _silence(row)
+        writes.record(
+            session.connection(),
+            model,
+            "silence_added",
+            row.author,
+            deployment=None if deployment == "*" else deployment,
+            reason=reason,
+            detail=info.as_dict(),
+        )
+    return info
+
+
+def end_silence(registry: Registry, silence_id: int) -> SilenceInfo:
+    """End a silence now."""
+    with registry.db.write() as session:
+        row = session.get(Silence, silence_id)
+        if row is None:
+            raise ObjectiveError(f"no silence {silence_id}")
+        row.expires_at = min(_aware(row.expires_at), utcnow())
+        session.add(row)
+        info = _silence(row)
+        writes.record(
+            session.connection(),
+            row.deployment if row.deployment == "*" else _model_of(session, row.deployment),
+            "silence_ended",
+            current_actor(),
+            deployment=None if row.deployment == "*" else row.deployment,
+            detail=info.as_dict(),
+        )
+    return info
+
+
+def silences(registry: Registry, include_expired: bool = False) -> list[SilenceInfo]:
+    """Silences in force (or all), newest first."""
+    with registry.db.read() as session:
+        query = select(Silence).order_by(col(Silence.id).desc())
+        if not include_expired:
+            query = query.where(Silence.expires_at > utcnow())
+        return [_silence(row) for row in session.exec(query).all()]
+
+
+def _silence(row: Silence) -> SilenceInfo:
+    assert row.id is not None
+    return SilenceInfo(
+        row.id,
+        row.deployment,
+        row.kind,
+        row.author,
+        row.reason,
+        _aware(row.created_at),
+        _aware(row.expires_at),
+    )
+
+
+# ---------------------------------------------------------------------- alerts
+def alerts(registry: Registry, *, active_only: bool = False, limit: int = 100) -> list[AlertInfo]:
+    """Alerts newest first (pending and firing ones only, with `active_only`), each marked silenced
+    when a silence covers it now."""
+    now = utcnow()
+    quiet = silences(registry)
+    with registry.db.read() as session:
+        query = select(Alert).order_by(col(Alert.id).desc()).limit(limit)
+        if active_only:
+            query = query.where(col(Alert.state).in_(ACTIVE_STATES))
+        rows = session.exec(query).all()
+    return [alert_info(row, any(s.matches(row.deployment, row.kind, now) for s in quiet)) for row in rows]
+
+
+def alert_info(row: Alert, silenced: bool = False) -> AlertInfo:
+    assert row.id is not None
+    return AlertInfo(
+        row.id,
+        row.deployment,
+        row.model,
+        row.version,
+        row.kind,
+        row.severity,
+        row.state,
+        _aware(row.started_at),
+        _aware(row.fired_at) if row.fired_at else None,
+        _aware(row.ended_at) if row.ended_at else None,
+        row.reason,
+        dict(row.figures),
+        row.notified,
+        silenced,
+    )
+
+
+def pending_deliveries(registry: Registry) -> int:
+    """Webhook notifications not yet taken by the receiver."""
+    with registry.db.read() as session:
+        return len(
+            session.exec(select(AlertDelivery.id).where(col(AlertDelivery.delivered_at).is_(None))).all()
+        )
+
+
+# ---------------------------------------------------------------------- transitions (the supervisor's)
+Payload = Callable[[AlertInfo], dict[str, Any]]
+
+
+def active_alerts(registry: Registry) -> list[AlertInfo]:
+    """Pending and firing alerts (what a starting supervisor takes over)."""
+    return alerts(registry, active_only=True, limit=100_000)
+
+
+def save_transition(
+    registry: Registry,
+    alert: AlertInfo | None,
+    state: str,
+    *,
+    deployment: str,
+    model: str,
+    version: int,
+    kind: str,
+    severity: str,
+    reason: str,
+    figures: dict[str, Any],
+    url: str | None,
+    payload: Payload,
+) -> AlertInfo:
+    """Write an alert's new `state` (a new alert when `alert` is None), its ledger event and, when the
+    webhook must hear of it, its notification: all in one transaction."""
+    now = utcnow()
+    with registry.db.write() as session:
+        row = session.get(Alert, alert.id) if alert is not None else None
+        if row is None:
+            row = Alert(
+                deployment=deployment,
+                model=model,
+                version=version,
+                kind=kind,
+                severity=severity,
+                state=state,
+                started_at=now,
+            )
+        row.state, row.reason, row.figures = state, reason, figures
+        if state == FIRING and row.fired_at is None:
+            row.fired_at, row.version = now, version
+        if state in (RESOLVED, CLEARED):
+            row.ended_at = now
+        session.add(row)
+        session.flush()
+        silenced = any(s.matches(deployment, kind, now) for s in _silences_in(session, now))
+        info = alert_info(row, silenced)
+        if url is not None and not silenced and _worth_telling(state, row.notified):
+            info = _enqueue(session, row, url, payload, silenced)
+        writes.record(
+            session.connection(),
+            model,
+            f"alert_{state}",
+            "supervisor",
+            deployment=deployment,
+            to_version=version,
+            reason=reason,
+            detail={"alert": row.id, "objective": kind, "severity": severity, **figures},
+        )
+    return info
+
+
+def notify_unsent(registry: Registry, url: str, payload: Payload) -> int:
+    """Queue the notifications alerts are owed (their silence ended, or the webhook was set since):
+    a firing alert the webhook has not heard fire. The number queued."""
+    now = utcnow()
+    queued = 0
+    with registry.db.write() as session:
+        quiet = _silences_in(session, now)
+        rows = session.exec(select(Alert).where(Alert.state == FIRING, Alert.notified != FIRING)).all()
+        for row in rows:
+            if not any(s.matches(row.deployment, row.kind, now) for s in quiet):
+                _enqueue(session, row, url, payload, False)
+                queued += 1
+    return queued
+
+
+def due_deliveries(registry: Registry, limit: int = 20) -> list[AlertDelivery]:
+    """Notifications to send now, oldest first."""
+    with registry.db.read() as session:
+        query = (
+            select(AlertDelivery)
+            .where(col(AlertDelivery.delivered_at).is_(None), AlertDelivery.next_attempt_at <= utcnow())
+            .order_by(col(AlertDelivery.id))
+            .limit(limit)
+        )
+        return list(session.exec(query).all())
+
+
+def delivery_done(registry: Registry, delivery_id: int, error: str | None, retry_in: float = 0.0) -> None:
+    """The receiver took it (`error` None), or not: try again in `retry_in` seconds."""
+    with registry.db.write() as session:
+        row = session.get(AlertDelivery, delivery_id)
+        if row is None:
+            return
+        row.attempts += 1
+        if error is None:
+            row.delivered_at = utcnow()
+        else:
+            row.last_error, row.next_attempt_at = error[:500], utcnow() + timedelta(seconds=retry_in)
+        session.add(row)
+
+
+def _worth_telling(state: str, notified: str) -> bool:
+    """Firing always; resolved only when the webhook heard it fire."""
+    return state == FIRING or (state == RESOLVED and notified == FIRING)
+
+
+def _enqueue(session: Any, row: Alert, url: str, payload: Payload, silenced: bool) -> AlertInfo:
+    row.notified = row.state
+    session.add(row)
+    session.flush()
+    info = alert_info(row, silenced)
+    session.add(AlertDelivery(alert_id=info.id, status=row.state, url=url, payload=payload(info)))
+    return info
+
+
+def _silences_in(session: Any, now: datetime) -> list[SilenceInfo]:
+    return [_silence(r) for r in session.exec(select(Silence).where(Silence.expires_at > now)).all()]
+
+
+# ---------------------------------------------------------------------- the webhook
+def set_webhook(registry: Registry, url: str | None) -> None:
+    """Where alert notifications go (Alertmanager's webhook JSON; to an Alertmanager's own
+    `/api/v2/alerts` its alert list), or nowhere with None."""
+    if url is not None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ObjectiveError(f"the webhook must be an http(s) URL; got {url!r}")
+    with registry.db.write() as session:
+        row = session.get(Setting, WEBHOOK) or Setting(key=WEBHOOK)
+        row.value, row.updated_at = {"url": url, "author": current_actor()}, utcnow()
+        session.add(row)
+
+
+def webhook(registry: Registry) -> str | None:
+    """The alert webhook's URL, or None."""
+    with registry.db.read() as session:
+        row = session.get(Setting, WEBHOOK)
+    return None if row is None else row.value.get("url")
+
+
+# ---------------------------------------------------------------------- text forms
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str, default_unit: str = "s") -> float:
+    """Seconds from "250ms", "30s", "5m", "2h", "1d" (a bare number is in `default_unit`)."""
+    found = _DURATION.match(text)
+    if not found:
+        raise ObjectiveError(f"{text!r} is not a duration (e.g. 250ms, 30s, 5m, 2h)")
+    return float(found.group(1)) * _UNITS[found.group(2) or default_unit]
+
+
+def parse_percent(text: str) -> float:
+    """A share from "99.9" or "99.9%"."""
+    try:
+        value = float(text.strip().rstrip("%"))
+    except ValueError:
+        raise ObjectiveError(f"{text!r} is not a percentage (e.g. 99.9)") from None
+    if not 0 < value < 100:
+        raise ObjectiveError(f"a target must be between 0 and 100 (exclusive); got {text}")
+    return value / 100.0
+
+
+def format_percent(share: float) -> str:
+    """ "99.9%": a share as a percentage, no trailing zeros."""
+    return f"{share * 100:.6g}%"
+
+
+def format_duration(seconds: float) -> str:
+    """ "2h", "5m", "90s": the largest whole unit."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes of the UTC time written."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -1,0 +1,69 @@
+"""Alerts under faults: each transition reaches the webhook once across a supervisor SIGKILL (the receiver
+down meanwhile), and a slower version fires the latency objective.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+
+import psutil
+import pytest
+from alerted import Alerted, Traffic, alerted_home
+from helpers import wait_until
+
+from registry import alerts as store
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def alerted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alerted]:
+    with alerted_home(tmp_path_factory) as alerted:
+        yield alerted
+
+
+def test_each_transition_reaches_the_webhook_once_across_a_supervisor_sigkill(alerted: Alerted) -> None:
+    alerted.receiver.status = 503  # the receiver is down: the firing notification waits in the outbox
+    with Traffic(alerted.url, bad=0.05):
+        wait_until(lambda: alerted.state() == store.FIRING, timeout=30, what="the alert")
+        wait_until(lambda: alerted.receiver.refused >= 1, timeout=15, what="a refused notification")
+        old = alerted.client.status()["supervisor"]["pid"]
+        os.kill(old, signal.SIGKILL)
+        wait_until(
+            lambda: not psutil.pid_exists(old) or psutil.Process(old).status() == "zombie", what="death"
+        )
+        alerted.receiver.status = 200
+        alerted.restart()  # takes the firing alert over and sends what the outbox holds
+        wait_until(lambda: alerted.receiver.bodies, timeout=30, what="the firing notification")
+    with Traffic(alerted.url, bad=0.0):
+        wait_until(lambda: alerted.state() == store.RESOLVED, timeout=30, what="the alert to resolve")
+    wait_until(lambda: len(alerted.receiver.bodies) >= 2, timeout=15, what="the resolved notification")
+    assert alerted.receiver.transitions() == [
+        ("firing", "nb", "availability"),
+        ("resolved", "nb", "availability"),
+    ]
+    with alerted.registry() as reg:
+        assert store.pending_deliveries(reg) == 0
+    alerted.receiver.bodies.clear()
+
+
+def test_a_slower_version_fires_the_latency_objective(alerted: Alerted) -> None:
+    alerted.client.deploy("nb:2")  # 400 trees: each request well over the 25 ms objective
+    try:
+        with Traffic(alerted.url):
+            wait_until(
+                lambda: alerted.state(store.LATENCY) == store.FIRING, timeout=40, what="the latency alert"
+            )
+        latency = next(a for a in alerted.alerts() if a.kind == store.LATENCY)
+        assert latency.version == 2 and "took over 25 ms" in latency.reason
+        wait_until(
+            lambda: ("firing", "nb", "latency") in alerted.receiver.transitions(), timeout=15, what="notice"
+        )
+    finally:
+        alerted.client.rollback("nb")
+    with Traffic(alerted.url):
+        wait_until(
+            lambda: alerted.state(store.LATENCY) == store.RESOLVED, timeout=40, what="the alert to resolve"
+        )
