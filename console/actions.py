@@ -36,6 +36,7 @@ ACTIONS: tuple[Action, ...] = (
     Action("view('models')", "1", "Models", (GLOBAL,), command="models"),
     Action("view('deployments')", "2", "Deployments", (GLOBAL,), command="deployments"),
     Action("view('events')", "3", "Events", (GLOBAL,), command="events"),
+    Action("view('alerts')", "4", "Alerts", (GLOBAL,), command="alerts"),
     Action("help", "question_mark", "Help", (GLOBAL,), command="help"),
     Action("command_line", "colon", "Command", (GLOBAL,), show=False),
     Action("refresh", "ctrl+r", "Refresh", (GLOBAL,), command="refresh", show=False),
@@ -43,7 +44,7 @@ ACTIONS: tuple[Action, ...] = (
     Action("quit", "q", "Quit", (GLOBAL,), command="q"),
     Action("back", "escape", "Back", (GLOBAL,)),  # from a model's versions, a monitor, logs or a diff
     Action("filter", "slash", "Filter", ("models", "events")),
-    Action("open", "enter", "Open", ("models", "deployments")),  # a model's versions, a deployment's monitor
+    Action("open", "enter", "Open", ("models", "deployments", "alerts")),  # versions; a deployment's monitor
     Action("deploy", "d", "Deploy", ("models", "versions"), changes=True, command="deploy", usage="REF"),
     Action("alias", "a", "Set alias", ("versions",), changes=True, command="alias", usage="REF ALIAS"),
     Action("mark", "space", "Mark", ("versions",)),
@@ -51,6 +52,17 @@ ACTIONS: tuple[Action, ...] = (
     Action("rollback", "r", "Roll back", ("deployments",), changes=True, command="rollback", usage="NAME"),
     Action("stop", "s", "Stop", ("deployments",), changes=True, command="stop", usage="NAME"),
     Action("monitor", "m", "Monitor", ("deployments",), command="monitor", usage="NAME"),
+    Action(
+        "objectives",
+        "o",
+        "Objectives",
+        ("deployments", "alerts"),
+        changes=True,
+        command="objectives",
+        usage="NAME",
+    ),
+    Action("silence", "z", "Silence", ("alerts",), changes=True, command="silence", usage="NAME"),
+    Action("unsilence", "u", "Unsilence", ("alerts",), changes=True, command="unsilence", usage="NAME"),
     Action("logs", "l", "Logs", ("deployments", "monitor"), command="logs", usage="NAME"),
     Action("serving_at", "t", "Serving at", ("events",), command="at", usage="TIME"),
     Action("changes_only", "x", "Only changes", ("diff",)),
@@ -61,7 +73,7 @@ ACTIONS: tuple[Action, ...] = (
 
 
 #: What read-only mode turns off, as the banner, the help and `--read-only` say it.
-READ_ONLY = "read-only: deploy, roll back, stop and aliases are off"
+READ_ONLY = "read-only: deploy, roll back, stop, aliases, objectives and silences are off"
 
 
 def bindings(scope: str) -> list[BindingType]:

@@ -102,36 +102,15 @@ def objectives_set(
     """Set objectives of a deployment (what is not given stays as it is)."""
     from registry import alerts
 
-    changes: dict[str, dict[str, Any]] = {}
-    if availability is not None:
-        changes[alerts.AVAILABILITY] = _switch(
-            availability, lambda: {"target": _parsed(alerts.parse_percent, availability)}
-        )
-    if latency is not None or latency_target is not None:
-        change: dict[str, Any] = {}
-        if latency is not None:
-            change = _switch(
-                latency, lambda: {"threshold": _parsed(lambda t: alerts.parse_duration(t, "ms"), latency)}
-            )
-        if latency_target is not None:
-            change["target"] = _parsed(alerts.parse_percent, latency_target)
-        changes[alerts.LATENCY] = change
-    if drift is not None:
-        if drift != "off" and drift not in alerts.DRIFT_LEVELS:
-            _fail(f"--drift takes warn, drift or off; got {drift!r}")
-        changes[alerts.DRIFT] = _switch(drift, lambda: {"threshold": alerts.DRIFT_LEVELS[drift]})
-    if windows is not None:
-        parsed = _parsed(parse_windows, windows)
-        for kind in changes or {k: {} for k in alerts.KINDS}:
-            changes.setdefault(kind, {})["windows"] = parsed
-    if not changes:
-        _fail("nothing to set: give --availability, --latency, --latency-target, --drift or --windows")
-
     def apply(reg: Registry) -> list[ObjectiveSpec]:
-        return [
-            alerts.set_objective(reg, deployment, kind, reason=reason, **change)
-            for kind, change in changes.items()
-        ]
+        changes = alerts.parse_changes(
+            availability=availability,
+            latency=latency,
+            latency_target=latency_target,
+            drift=drift,
+            windows=windows,
+        )
+        return alerts.set_objectives(reg, deployment, changes, reason=reason)
 
     done = _run(apply)
     if json_out:
@@ -150,38 +129,6 @@ def objectives_reset(
 
     _run(lambda reg: alerts.reset_objectives(reg, deployment, kind))
     output.say(f"{deployment}: {kind or 'every'} objective back to its default")
-
-
-def _switch(value: str, settings: Any) -> dict[str, Any]:
-    return {"enabled": False} if value == "off" else {"enabled": True, **settings()}
-
-
-def parse_windows(text: str) -> list[dict[str, Any]]:
-    """`1h/5m@14.4:critical,6h/30m@6` as burn-rate windows (severity defaults to warning)."""
-    from registry.alerts import ObjectiveError, parse_duration
-
-    out = []
-    for part in text.split(","):
-        spans, at, rest = part.strip().partition("@")
-        long, slash, short = spans.partition("/")
-        burn, _, severity = rest.partition(":")
-        if not (at and slash and burn):
-            raise ObjectiveError(
-                f"a window is LONG/SHORT@BURN[:SEVERITY], e.g. 1h/5m@14.4:critical; got {part!r}"
-            )
-        try:
-            factor = float(burn)
-        except ValueError:
-            raise ObjectiveError(f"{burn!r} is not a burn rate (a number, e.g. 14.4)") from None
-        out.append(
-            {
-                "long": parse_duration(long),
-                "short": parse_duration(short),
-                "burn": factor,
-                "severity": severity or "warning",
-            }
-        )
-    return out
 
 
 # ---------------------------------------------------------------------- alerts

@@ -19,7 +19,7 @@ from textual.screen import ModalScreen, Screen
 from textual.theme import Theme
 
 from console import actions
-from console.backend import Backend, Overview
+from console.backend import Backend, Overview, alert_rank
 from console.operations import Operations
 from console.safe_text import printable, safe_segments
 from console.screens.base import OverviewScreen
@@ -47,6 +47,12 @@ def _deployments() -> Screen[None]:
     return DeploymentsScreen()
 
 
+def _alerts() -> Screen[None]:
+    from console.screens.alerts import AlertsScreen
+
+    return AlertsScreen()
+
+
 def _events() -> Screen[None]:
     from console.screens.events import EventsScreen
 
@@ -60,7 +66,7 @@ class ModeldeckApp(App[None]):
     CSS_PATH = str(stylesheet())
     BINDINGS = actions.bindings(actions.GLOBAL)
     #: the first view's screen class, the others' made (and their modules imported) when first shown
-    MODES = {"models": ModelsScreen, "deployments": _deployments, "events": _events}
+    MODES = {"models": ModelsScreen, "deployments": _deployments, "events": _events, "alerts": _alerts}
 
     def __init__(
         self,
@@ -148,6 +154,7 @@ class ModeldeckApp(App[None]):
 
     def update_banner(self) -> None:
         parts = [actions.READ_ONLY] if self.read_only else []
+        parts += [self._alarm()] if self.overview and self.overview.alerts else []
         parts += [self._problem] if self._problem else []
         parts += ["paused (p resumes)"] if self.paused else []
         parts += [self._progress] if self._progress else []
@@ -155,6 +162,18 @@ class ModeldeckApp(App[None]):
             return
         for banner in self.screen.query(Banner):
             banner.say(" · ".join(parts))
+
+    def _alarm(self) -> str:
+        """The most pressing alert, named with why, and how many more (4 lists them); when every one is
+        silenced, only how many."""
+        assert self.overview is not None
+        ranked = sorted(self.overview.alerts, key=alert_rank)
+        first = ranked[0]
+        if first.silenced:
+            return f"{len(ranked)} alert(s), all silenced (4: alerts)"
+        why = str(first.figures.get("summary") or first.reason)
+        more = f" · {len(ranked) - 1} more" if len(ranked) > 1 else ""
+        return f"ALERT {first.deployment}: {first.kind} {first.state}: {why}{more} (4: alerts)"
 
     # ------------------------------------------------------------------ actions
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -251,6 +270,12 @@ class ModeldeckApp(App[None]):
             self.operations.stop(first)
         elif action.command == "alias":
             self.operations.set_alias(first, rest[0])
+        elif action.command == "objectives":
+            self.operations.objectives(first)
+        elif action.command == "silence":
+            self.operations.silence(first)
+        elif action.command == "unsilence":
+            self.operations.unsilence(first)
         elif action.command in ("monitor", "logs"):
             self.open_deployment(action.command, first)
         elif action.command == "at":

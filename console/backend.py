@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from registry.errors import RegistryError, SupervisorError
-from registry.info import DeploymentInfo, EventInfo, ModelInfo, StateAt, VersionInfo, VersionSummary
+from registry.info import (
+    AlertInfo,
+    DeploymentInfo,
+    EventInfo,
+    ModelInfo,
+    SilenceInfo,
+    StateAt,
+    VersionInfo,
+    VersionSummary,
+)
 from registry.reader import Reader, open_reader
 from registry.settings import Settings
 
@@ -42,9 +51,21 @@ class Overview:
     supervisor_up: bool = False
     #: why live figures are missing (no supervisor, or it did not answer in time)
     supervisor_problem: str = ""
+    #: pending and firing alerts, newest first (the registry's: they outlive the supervisor)
+    alerts: list[AlertInfo] = field(default_factory=list)
 
     def deployed(self, model: str) -> list[DeploymentInfo]:
         return [d for d in self.deployments if d.model == model]
+
+    def firing(self, deployment: str) -> bool:
+        """Whether an unsilenced alert of `deployment` fires (lists mark its row "!")."""
+        alert = self.alert_of(deployment)
+        return alert is not None and alert.state == "firing" and not alert.silenced
+
+    def alert_of(self, deployment: str) -> AlertInfo | None:
+        """The deployment's most pressing alert: firing before pending, unsilenced before silenced."""
+        found = [a for a in self.alerts if a.deployment == deployment]
+        return min(found, key=alert_rank, default=None)
 
 
 class Backend:
@@ -131,7 +152,7 @@ class Backend:
 
     def overview(self) -> Overview:
         """Models and deployments from the registry, and live figures when the supervisor answers."""
-        overview = Overview(self.list_models(), self.deployments())
+        overview = Overview(self.list_models(), self.deployments(), alerts=self.active_alerts())
         try:
             self._supervisor_may_answer()
             status = self.client.status(timeout=READ_TIMEOUT)
@@ -157,6 +178,52 @@ class Backend:
         home = self.settings.home.expanduser().resolve()
         if not RunDir.of(home).control_socket.exists():
             raise SupervisorError(f"no supervisor is running for {home}", 503)
+
+    def active_alerts(self) -> list[AlertInfo]:
+        def through_registry(reg: Registry) -> list[AlertInfo]:
+            from registry.alerts import alerts
+
+            return alerts(reg, active_only=True)
+
+        return self._read(lambda r: r.active_alerts(), through_registry)
+
+    def alerts(self, limit: int = 200) -> tuple[list[AlertInfo], list[SilenceInfo]]:
+        """Alerts of every state, newest first, and the silences in force (the alerts view)."""
+        from registry import alerts
+
+        return alerts.alerts(self.registry, limit=limit), alerts.silences(self.registry)
+
+    def objectives(self, deployment: str) -> list[Any]:
+        from registry import alerts
+
+        return alerts.objectives(self.registry, deployment)
+
+    def set_objectives(self, deployment: str, text: str) -> list[Any]:
+        """Objectives from `availability=99.9 latency=250ms latency-target=99 drift=warn` (`off` turns
+        one off), as `modeldeck objectives set` takes them."""
+        from registry import alerts
+
+        return alerts.set_from_text(self.registry, deployment, text, reason="from the console")
+
+    def silence(self, deployment: str, text: str) -> SilenceInfo:
+        """Silence `deployment`'s alerts: `2h` or `2h the reason`."""
+        from registry import alerts
+
+        duration, _, reason = text.strip().partition(" ")
+        seconds = alerts.parse_duration(duration)
+        return alerts.add_silence(
+            self.registry, deployment, seconds, reason=reason.strip() or "from the console"
+        )
+
+    def unsilence(self, deployment: str) -> list[SilenceInfo]:
+        """End the silences that cover `deployment` (its own, not those of every deployment)."""
+        from registry import alerts
+
+        return [
+            alerts.end_silence(self.registry, s.id)
+            for s in alerts.silences(self.registry)
+            if s.deployment == deployment
+        ]
 
     def events(self, limit: int = 500) -> list[EventInfo]:
         return self._read(lambda r: r.recent_events(limit), lambda reg: reg.recent_events(limit))
@@ -209,6 +276,11 @@ class Backend:
 
     def stop(self, name: str) -> Stopped:
         return self.client.stop(name, reason="from the console")
+
+
+def alert_rank(alert: AlertInfo) -> tuple[int, int, int]:
+    """Sort key: firing before pending, unsilenced before silenced, newest first."""
+    return (alert.state != "firing", alert.silenced, -alert.id)
 
 
 def probed_states(deployments: list[DeploymentInfo]) -> dict[str, dict[str, Any]]:

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from console.widgets.ask import Ask
 from console.widgets.confirm import Confirm
 from registry.errors import RegistryError
 
@@ -116,6 +117,49 @@ class Operations:
             f"setting {model}@{alias}",
             lambda: self.deck.backend.set_alias(ref, alias).as_dict(),
             lambda r: f"{model}@{alias} → version {r['version']}",
+        )
+
+    # ------------------------------------------------------------------ objectives and silences
+    def objectives(self, name: str) -> None:
+        """Ask for `name`'s objectives on one line (what is not given stays as it is)."""
+        if self._known(name, "setting objectives") is None:
+            return
+
+        def answered(text: str | None) -> None:
+            if text:
+                self.act(
+                    f"setting {name}'s objectives",
+                    lambda: self.deck.backend.set_objectives(name, text),
+                    lambda specs: "; ".join(f"{name}: {s.describe()}" for s in specs),
+                )
+
+        question = f"Objectives of {name} (what you leave out stays as it is):"
+        self.deck.push_screen(
+            Ask(question, "availability=99.9 latency=250ms latency-target=99 drift=warn"), answered
+        )
+
+    def silence(self, name: str) -> None:
+        """Ask how long (and why) to silence `name`'s alerts: they still show, the webhook is not told."""
+        if self._known(name, "silencing alerts") is None:
+            return
+
+        def answered(text: str | None) -> None:
+            if text:
+                self.act(
+                    f"silencing {name}",
+                    lambda: self.deck.backend.silence(name, text),
+                    lambda made: f"{name}: alerts silenced until {made.expires_at.astimezone():%H:%M:%S}",
+                )
+
+        self.deck.push_screen(Ask(f"Silence {name}'s alerts for (then why):", "2h deploying a fix"), answered)
+
+    def unsilence(self, name: str) -> None:
+        if self._known(name, "ending silences") is None:
+            return
+        self.act(
+            f"ending {name}'s silences",
+            lambda: self.deck.backend.unsilence(name),
+            lambda ended: f"{name}: {len(ended)} silence(s) ended" if ended else f"{name}: no silence to end",
         )
 
     # ------------------------------------------------------------------ shared

@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from sqlmodel import col, select
 
-from registry import writes
+from registry import reads, writes
 from registry.actor import current_actor
 from registry.errors import RegistryError
+from registry.info import AlertInfo, SilenceInfo
 from registry.schema import (
     Alert,
     AlertDelivery,
@@ -116,53 +117,6 @@ def default_objective(deployment: str, kind: str) -> ObjectiveSpec:
     raise ObjectiveError(f"no objective kind {kind!r}; choose one of {', '.join(KINDS)}")
 
 
-@dataclass(frozen=True)
-class AlertInfo:
-    id: int
-    deployment: str
-    model: str
-    version: int
-    kind: str
-    severity: str
-    state: str
-    started_at: datetime
-    fired_at: datetime | None
-    ended_at: datetime | None
-    reason: str
-    figures: dict[str, Any] = field(default_factory=dict)
-    notified: str = ""
-    silenced: bool = False
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for key in ("started_at", "fired_at", "ended_at"):
-            data[key] = data[key].isoformat() if data[key] is not None else None
-        return data
-
-
-@dataclass(frozen=True)
-class SilenceInfo:
-    id: int
-    deployment: str
-    kind: str | None
-    author: str
-    reason: str
-    created_at: datetime
-    expires_at: datetime
-
-    def matches(self, deployment: str, kind: str, now: datetime) -> bool:
-        return (
-            self.deployment in ("*", deployment)
-            and self.kind in (None, kind)
-            and _aware(self.expires_at) > now
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["created_at"], data["expires_at"] = self.created_at.isoformat(), self.expires_at.isoformat()
-        return data
-
-
 # ---------------------------------------------------------------------- objectives
 def objectives(registry: Registry, deployment: str) -> list[ObjectiveSpec]:
     """Every kind's objective of `deployment`, stored or default."""
@@ -196,39 +150,124 @@ def set_objective(
 ) -> ObjectiveSpec:
     """Change `kind`'s objective of `deployment` (what is not given keeps its current value) and record
     it in the ledger; `target` is a share (0.999), `threshold` seconds (latency) or a level (drift)."""
-    current = next(o for o in objectives(registry, deployment) if o.kind == kind) if kind in KINDS else None
-    if current is None:
-        raise ObjectiveError(f"no objective kind {kind!r}; choose one of {', '.join(KINDS)}")
-    spec = ObjectiveSpec(
-        deployment,
-        kind,
-        current.target if target is None else target,
-        current.threshold if threshold is None else threshold,
-        current.windows if windows is None else windows,
-        current.enabled if enabled is None else enabled,
-        author=current_actor(),
-    )
-    _check(spec)
+    change = {"target": target, "threshold": threshold, "enabled": enabled, "windows": windows}
+    return set_objectives(registry, deployment, {kind: change}, reason=reason)[0]
+
+
+def set_objectives(
+    registry: Registry, deployment: str, changes: dict[str, dict[str, Any]], *, reason: str = ""
+) -> list[ObjectiveSpec]:
+    """Change several kinds at once (`{kind: {"target": ..., ...}}`, None keeping a value): all are
+    checked before any is written, and written in one transaction, each with its ledger event."""
+    unknown = [k for k in changes if k not in KINDS]
+    if unknown:
+        raise ObjectiveError(f"no objective kind {unknown[0]!r}; choose one of {', '.join(KINDS)}")
+    current = {o.kind: o for o in objectives(registry, deployment)}
+    specs = []
+    for kind, change in changes.items():
+        kept = {k: v for k, v in change.items() if v is not None}
+        spec = replace(current[kind], **kept, default=False, author=current_actor())
+        _check(spec)
+        specs.append(spec)
     with registry.db.write() as session:
         model = _model_of(session, deployment)
-        row = session.exec(
-            select(Objective).where(Objective.deployment == deployment, Objective.kind == kind)
-        ).first() or Objective(deployment=deployment, kind=kind, target=spec.target)
-        row.enabled, row.target, row.threshold = spec.enabled, spec.target, spec.threshold
-        row.windows, row.author, row.updated_at = [dict(w) for w in spec.windows], spec.author, utcnow()
-        session.add(row)
-        session.flush()
-        detail = {"objective": spec.describe(), **spec.as_dict()}
-        writes.record(
-            session.connection(),
-            model,
-            "objective_set",
-            spec.author,
-            deployment=deployment,
-            reason=reason,
-            detail=detail,
+        for spec in specs:
+            row = session.exec(
+                select(Objective).where(Objective.deployment == deployment, Objective.kind == spec.kind)
+            ).first() or Objective(deployment=deployment, kind=spec.kind, target=spec.target)
+            row.enabled, row.target, row.threshold = spec.enabled, spec.target, spec.threshold
+            row.windows, row.author, row.updated_at = [dict(w) for w in spec.windows], spec.author, utcnow()
+            session.add(row)
+            session.flush()
+            writes.record(
+                session.connection(),
+                model,
+                "objective_set",
+                spec.author,
+                deployment=deployment,
+                reason=reason,
+                detail={"objective": spec.describe(), **spec.as_dict()},
+            )
+    return specs
+
+
+#: What `modeldeck objectives set` and the console take, as KEY=VALUE words of one line.
+TEXT_KEYS = ("availability", "latency", "latency-target", "drift", "windows")
+
+
+def set_from_text(registry: Registry, deployment: str, text: str, *, reason: str = "") -> list[ObjectiveSpec]:
+    """Objectives from one line: `availability=99.9 latency=250ms latency-target=99 drift=warn
+    windows=1h/5m@14.4:critical,6h/30m@6` (`off` turns a kind off)."""
+    given: dict[str, str] = {}
+    for word in text.split():
+        key, sep, value = word.partition("=")
+        if not sep or key not in TEXT_KEYS or not value:
+            raise ObjectiveError(f"{word!r}: write KEY=VALUE with KEY one of {', '.join(TEXT_KEYS)}")
+        given[key.replace("-", "_")] = value
+    return set_objectives(registry, deployment, parse_changes(**given), reason=reason)
+
+
+def parse_changes(
+    *,
+    availability: str | None = None,
+    latency: str | None = None,
+    latency_target: str | None = None,
+    drift: str | None = None,
+    windows: str | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The changes a user typed (`99.9`, `250ms`, `warn`, `off`, `1h/5m@14.4:critical,...`) per kind;
+    `windows` go to the kinds set here, or to every kind when only they are given."""
+    changes: dict[str, dict[str, Any]] = {}
+    if availability is not None:
+        changes[AVAILABILITY] = _switch(availability, lambda: {"target": parse_percent(availability)})
+    if latency is not None or latency_target is not None:
+        change = (
+            {} if latency is None else _switch(latency, lambda: {"threshold": parse_duration(latency, "ms")})
         )
-    return spec
+        if latency_target is not None:
+            change["target"] = parse_percent(latency_target)
+        changes[LATENCY] = change
+    if drift is not None:
+        if drift != "off" and drift not in DRIFT_LEVELS:
+            raise ObjectiveError(f"drift takes warn, drift or off; got {drift!r}")
+        changes[DRIFT] = _switch(drift, lambda: {"threshold": DRIFT_LEVELS[drift]})
+    if windows is not None:
+        parsed = parse_windows(windows)
+        for kind in list(changes) or list(KINDS):
+            changes.setdefault(kind, {})["windows"] = parsed
+    if not changes:
+        raise ObjectiveError("nothing to set: give availability, latency, latency-target, drift or windows")
+    return changes
+
+
+def _switch(value: str, settings: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    return {"enabled": False} if value == "off" else {"enabled": True, **settings()}
+
+
+def parse_windows(text: str) -> list[dict[str, Any]]:
+    """`1h/5m@14.4:critical,6h/30m@6` as burn-rate windows (severity defaults to warning)."""
+    out = []
+    for part in text.split(","):
+        spans, at, rest = part.strip().partition("@")
+        long, slash, short = spans.partition("/")
+        burn, _, severity = rest.partition(":")
+        if not (at and slash and burn):
+            raise ObjectiveError(
+                f"a window is LONG/SHORT@BURN[:SEVERITY], e.g. 1h/5m@14.4:critical; got {part!r}"
+            )
+        try:
+            factor = float(burn)
+        except ValueError:
+            raise ObjectiveError(f"{burn!r} is not a burn rate (a number, e.g. 14.4)") from None
+        out.append(
+            {
+                "long": parse_duration(long),
+                "short": parse_duration(short),
+                "burn": factor,
+                "severity": severity or "warning",
+            }
+        )
+    return out
 
 
 def reset_objectives(registry: Registry, deployment: str, kind: str | None = None) -> None:
@@ -350,11 +389,10 @@ def end_silence(registry: Registry, silence_id: int) -> SilenceInfo:
 
 def silences(registry: Registry, include_expired: bool = False) -> list[SilenceInfo]:
     """Silences in force (or all), newest first."""
-    with registry.db.read() as session:
-        query = select(Silence).order_by(col(Silence.id).desc())
-        if not include_expired:
-            query = query.where(Silence.expires_at > utcnow())
-        return [_silence(row) for row in session.exec(query).all()]
+    with registry.db.reads() as run:
+        found = reads.silences(run)
+    now = utcnow()
+    return found if include_expired else [s for s in found if s.expires_at > now]
 
 
 def _silence(row: Silence) -> SilenceInfo:
@@ -374,14 +412,8 @@ def _silence(row: Silence) -> SilenceInfo:
 def alerts(registry: Registry, *, active_only: bool = False, limit: int = 100) -> list[AlertInfo]:
     """Alerts newest first (pending and firing ones only, with `active_only`), each marked silenced
     when a silence covers it now."""
-    now = utcnow()
-    quiet = silences(registry)
-    with registry.db.read() as session:
-        query = select(Alert).order_by(col(Alert.id).desc()).limit(limit)
-        if active_only:
-            query = query.where(col(Alert.state).in_(ACTIVE_STATES))
-        rows = session.exec(query).all()
-    return [alert_info(row, any(s.matches(row.deployment, row.kind, now) for s in quiet)) for row in rows]
+    with registry.db.reads() as run:
+        return reads.alerts(run, active_only, limit)
 
 
 def alert_info(row: Alert, silenced: bool = False) -> AlertInfo:

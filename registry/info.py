@@ -143,3 +143,50 @@ class DeploymentInfo(_AsDict):
     workers: int
     options: dict[str, Any] = field(default_factory=dict)
     updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AlertInfo:
+    """An objective's alert (see `registry.alerts`); `silenced` when a silence covers it now."""
+
+    id: int
+    deployment: str
+    model: str
+    version: int
+    kind: str
+    severity: str
+    state: str
+    started_at: datetime
+    fired_at: datetime | None
+    ended_at: datetime | None
+    reason: str
+    figures: dict[str, Any] = field(default_factory=dict)
+    notified: str = ""
+    silenced: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("started_at", "fired_at", "ended_at"):
+            data[key] = data[key].isoformat() if data[key] is not None else None
+        return data
+
+
+@dataclass(frozen=True)
+class SilenceInfo:
+    """A silence of alerts (see `registry.alerts.add_silence`)."""
+
+    id: int
+    deployment: str
+    kind: str | None
+    author: str
+    reason: str
+    created_at: datetime
+    expires_at: datetime
+
+    def matches(self, deployment: str, kind: str, now: datetime) -> bool:
+        return self.deployment in ("*", deployment) and self.kind in (None, kind) and self.expires_at > now
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["created_at"], data["expires_at"] = self.created_at.isoformat(), self.expires_at.isoformat()
+        return data

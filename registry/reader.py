@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from registry import reads
-from registry.info import DeploymentInfo, EventInfo, History, ModelInfo, VersionInfo, VersionSummary
+from registry.info import (
+    AlertInfo,
+    DeploymentInfo,
+    EventInfo,
+    History,
+    ModelInfo,
+    VersionInfo,
+    VersionSummary,
+)
 from registry.refs import Ref
 
 #: The newest schema revision this code knows; must equal the head of `registry/migrations`
@@ -84,6 +92,9 @@ class Reader:
 
     def deployments(self) -> list[DeploymentInfo]:
         return self._read(reads.list_deployments)
+
+    def active_alerts(self) -> list[AlertInfo]:
+        return self._read(reads.alerts)
 
 
 def plain_sqlite_file(url: str) -> Path | None:

@@ -17,7 +17,16 @@ from typing import Any
 
 from registry import history as ledger
 from registry.errors import ModelNotFound, VersionNotFound
-from registry.info import DeploymentInfo, EventInfo, History, ModelInfo, VersionInfo, VersionSummary
+from registry.info import (
+    AlertInfo,
+    DeploymentInfo,
+    EventInfo,
+    History,
+    ModelInfo,
+    SilenceInfo,
+    VersionInfo,
+    VersionSummary,
+)
 from registry.refs import Ref
 
 #: Executes one statement with positional parameters and returns all its rows.
@@ -382,3 +391,71 @@ def list_deployments(run: Run) -> list[DeploymentInfo]:
         )
         for name, model, version, standby, host, port, workers, options, updated_at in run(_DEPLOYMENTS, ())
     ]
+
+
+# ---------------------------------------------------------------------- alerts
+_ALERTS = (
+    "SELECT id, deployment, model, version, kind, severity, state, started_at, fired_at, ended_at, reason, "
+    "figures, notified FROM alert {where}ORDER BY id DESC LIMIT ?"
+)
+_ACTIVE_ALERTS = _ALERTS.format(where="WHERE state IN ('pending', 'firing') ")
+_ALL_ALERTS = _ALERTS.format(where="")
+_SILENCES = "SELECT id, deployment, kind, author, reason, created_at, expires_at FROM silence"
+
+
+def alerts(run: Run, active_only: bool = True, limit: int = 100) -> list[AlertInfo]:
+    """Alerts newest first (pending and firing ones only, with `active_only`: what the console polls
+    every second), each marked silenced when a silence covers it now."""
+    rows = run(_ACTIVE_ALERTS if active_only else _ALL_ALERTS, (limit,))
+    if not rows:
+        return []
+    now = datetime.now(UTC)
+    quiet = [s for s in silences(run) if s.expires_at > now]
+    out = []
+    for row in rows:
+        (
+            alert_id,
+            deployment,
+            model,
+            version,
+            kind,
+            severity,
+            state,
+            started,
+            fired,
+            ended,
+            why,
+            figures,
+            told,
+        ) = row
+        out.append(
+            AlertInfo(
+                alert_id,
+                deployment,
+                model,
+                version,
+                kind,
+                severity,
+                state,
+                utc_time(started),
+                utc_time(fired) if fired is not None else None,
+                utc_time(ended) if ended is not None else None,
+                why,
+                dict(stored_json(figures) or {}),
+                told,
+                any(s.matches(deployment, kind, now) for s in quiet),
+            )
+        )
+    return out
+
+
+def silences(run: Run) -> list[SilenceInfo]:
+    """Every silence, expired ones too, newest first."""
+    rows = run(_SILENCES, ())
+    return sorted(
+        (
+            SilenceInfo(i, deployment, kind, author, reason, utc_time(created), utc_time(expires))
+            for i, deployment, kind, author, reason, created, expires in rows
+        ),
+        key=lambda s: -s.id,
+    )

@@ -63,8 +63,8 @@ async def settle(pilot, app, seconds: float = 0.5) -> None:
 def banner(app) -> str:
     from console.widgets.banner import Banner
 
-    widget = app.screen.query_one(Banner)
-    return str(widget.render()) if widget.display else ""
+    found = app.screen.query(Banner)  # none on a modal (a question) over the screen
+    return str(found.first().render()) if found and found.first().display else ""
 
 
 def toasts(app) -> list[str]:
@@ -80,6 +80,19 @@ async def tap(pilot, key: str) -> None:
 
     pilot.app.post_message(events.Key(key, None))
     await pilot.pause(0)
+
+
+KEY_NAMES = {" ": "space", "-": "minus", "=": "equals_sign", ".": "full_stop", "/": "slash", "@": "at"}
+
+
+async def type_text(pilot, text: str) -> None:
+    """`text` typed into the focused input, a key at a time as the terminal driver hands them over
+    (without `pilot.press`'s waits for the whole app to go idle)."""
+    from textual import events
+
+    for character in text:
+        pilot.app.post_message(events.Key(KEY_NAMES.get(character, character), character))
+        await pilot.pause(0)
 
 
 async def wait_until(pilot, condition, seconds: float = 20.0) -> None:

@@ -99,6 +99,8 @@ class Terminal:
         letters = [c.fg for c in cells if c.data.strip() and not c.reverse]
         text_colour = max(set(letters), key=letters.count) if letters else None
         for x, cell in enumerate(cells):
+            if _drawing(cell.data):  # a modal's border painted in the text's colour is no cursor
+                continue
             if cell.reverse or (text_colour not in (None, "default") and cell.bg == text_colour):
                 return x, y
         return None
@@ -159,3 +161,8 @@ class Terminal:
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _drawing(text: str) -> bool:
+    """Box-drawing and block characters (U+2500 to U+259F): borders, never text."""
+    return bool(text) and all("\u2500" <= c <= "\u259f" for c in text)

@@ -60,3 +60,70 @@ def test_a_silence_keeps_the_webhook_quiet_while_the_alert_shows(alerted: Alerte
         with alerted.registry() as reg:
             store.end_silence(reg, silence.id)
     assert alerted.receiver.bodies == []
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _rows(app, table_id: str) -> list[list[str]]:  # type: ignore[no-untyped-def]
+    """The rows of the current screen's table `table_id` ([] while the screen is still being built)."""
+    tables = app.screen.query(table_id)
+    if not tables:
+        return []
+    table = tables.first()
+    return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+@pytest.mark.anyio
+async def test_the_console_names_the_firing_alert_marks_its_rows_and_silences_it(alerted: Alerted) -> None:
+    from console_deck import banner, tap, type_text
+    from console_deck import wait_until as settled
+
+    from console.app import ModeldeckApp
+
+    with Traffic(alerted.url, bad=0.05):
+        wait_until(lambda: alerted.state() == store.FIRING, timeout=30, what="the availability alert")
+        app = ModeldeckApp(alerted.home, refresh_seconds=0.2)
+        async with app.run_test(size=(150, 30)) as pilot:  # wide: every column shows
+            await settled(pilot, lambda: "ALERT nb: availability firing" in banner(app))
+            assert "bad over 2s" in banner(app) and "(4: alerts)" in banner(app)
+            await settled(pilot, lambda: _rows(app, "#models"))
+            assert _rows(app, "#models")[0][0] == "! nb"  # every list marks it
+            await tap(pilot, "2")
+            await settled(pilot, lambda: _rows(app, "#deployments"))
+            assert (
+                _rows(app, "#deployments")[0][0] == "! nb" and _rows(app, "#deployments")[0][-1] == "FIRING"
+            )
+            await tap(pilot, "4")
+            await settled(pilot, lambda: _rows(app, "#alerts"))
+            newest = _rows(app, "#alerts")[0]
+            assert newest[1:5] == ["FIRING", "nb", "1", "availability"]
+            await tap(pilot, "z")  # silence: how long, then why
+            await settled(pilot, lambda: app.screen.query("Input"))
+            await type_text(pilot, "10m console-test")
+            await tap(pilot, "enter")
+            await settled(pilot, lambda: "all silenced" in banner(app))
+            assert _rows(app, "#alerts")[0][1] == "FIRING (silenced)"
+            with alerted.registry() as reg:
+                [silence] = store.silences(reg)
+            assert silence.deployment == "nb" and silence.reason == "console-test"
+            await tap(pilot, "u")
+            await settled(pilot, lambda: "ALERT nb" in banner(app))
+            await tap(pilot, "o")  # objectives, on one line
+            await settled(pilot, lambda: app.screen.query("Input"))
+            await type_text(pilot, "drift=warn")
+            await tap(pilot, "enter")
+            await settled(pilot, lambda: _objective(alerted, store.DRIFT).enabled)
+            assert _objective(alerted, store.DRIFT).threshold == 1.0
+    with alerted.registry() as reg:
+        store.set_objective(reg, "nb", store.DRIFT, enabled=False)
+    with Traffic(alerted.url, bad=0.0):
+        wait_until(lambda: alerted.state() == store.RESOLVED, timeout=30, what="the alert to resolve")
+    alerted.receiver.bodies.clear()
+
+
+def _objective(alerted: Alerted, kind: str) -> store.ObjectiveSpec:
+    with alerted.registry() as reg:
+        return next(o for o in store.objectives(reg, "nb") if o.kind == kind)

@@ -79,6 +79,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
             ):
                 spec = DeploymentInfo(name, model, version, standby, "127.0.0.1", port, workers)
                 save_deployment(reg, spec, "deployed", actor=ACTOR, reason="release 2026.03")
+            _alerts(reg)
     _pin_times(path / "registry.db")
     (path / "logs").mkdir(exist_ok=True)
     (path / "logs" / "iris.log").write_text(
@@ -93,6 +94,50 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def _alerts(reg: Registry) -> None:
+    """diabetes: a latency alert that fired and resolved; iris: an availability alert firing."""
+    from registry import alerts
+    from registry.serving.alerting import payload
+
+    def change(alert, deployment: str, kind: str, state: str, summary: str):  # type: ignore[no-untyped-def]
+        return alerts.save_transition(
+            reg,
+            alert,
+            state,
+            deployment=deployment,
+            model=deployment,
+            version=2 if deployment == "iris" else 1,
+            kind=kind,
+            severity="critical",
+            reason=summary,
+            figures={"summary": summary},
+            url=None,
+            payload=payload,
+        )
+
+    slow = change(
+        None,
+        "diabetes",
+        alerts.LATENCY,
+        alerts.FIRING,
+        "3.10% bad over 5m; burn 3.1x (5m), 1.2x (1h) vs 14.4x",
+    )
+    change(
+        slow,
+        "diabetes",
+        alerts.LATENCY,
+        alerts.RESOLVED,
+        "0.20% bad over 5m; burn 0.2x (5m), 0.9x (1h) vs 14.4x",
+    )
+    change(
+        None,
+        "iris",
+        alerts.AVAILABILITY,
+        alerts.FIRING,
+        "5.20% bad over 5m; burn 10.4x (5m), 8.1x (1h) vs 6x",
+    )
+
+
 def _pin_times(db: Path) -> None:
     """Every stored time a fixed minute apart, in insertion order, and one actor everywhere."""
     with sqlite3.connect(db) as conn:
@@ -102,6 +147,7 @@ def _pin_times(db: Path) -> None:
             ("model_alias", ("updated_at",)),
             ("deployment", ("created_at", "updated_at")),
             ("event", ("at",)),
+            ("alert", ("started_at", "fired_at")),
         ):
             ids = [row[0] for row in conn.execute(f"SELECT rowid FROM {table} ORDER BY rowid")]
             for index, row_id in enumerate(ids):
@@ -262,6 +308,7 @@ VIEWS = {
     "versions": (("1", "enter"), "VersionsScreen"),
     "deployments": (("2",), "DeploymentsScreen"),
     "events": (("3",), "EventsScreen"),
+    "alerts": (("4",), "AlertsScreen"),
     "help": (("question_mark",), "HelpScreen"),
     "monitor": (("2", "down", "m"), "RecordedMonitor"),
     "confirm": (("2", "s"), "Confirm"),
@@ -273,9 +320,10 @@ VIEWS = {
     "time": (("3", "t", *"14:30"), "EventsScreen"),
     "deploy": (("1", "colon", *"deploy iris:3", "enter"), "Confirm"),
     "alias": (("1", "enter", "a", *"staging"), "Ask"),
+    "silence": (("4", "z", *"2h"), "Ask"),
 }
 #: what the 256-colour snapshots show: the inputs, the modals and the monitor of two versions
-IN_256 = ("filter", "command", "time", "confirm", "deploy", "alias", "help", "monitor")
+IN_256 = ("filter", "command", "time", "confirm", "deploy", "alias", "silence", "help", "monitor")
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -368,7 +416,9 @@ async def test_surfaces_stay_apart_in_256_colours(theme: str, app) -> None:  # t
         fill = leftmost[y][1]
         return fill, Color.parse(fill).downgrade(ColorSystem.EIGHT_BIT).number
 
-    rows = {"banner": 0, "header": 1, "cursor": 2, "odd row": 3, "even row": 4, "below": 17, "footer": 23}
+    tall = next(y for y in range(24) if leftmost[y][1] != leftmost[0][1])  # the banner's rows (1 to 3)
+    rows = {"banner": 0, "header": tall, "cursor": tall + 1, "odd row": tall + 2, "even row": tall + 3}
+    rows |= {"below": 17 + tall - 1, "footer": 23}
     seen = {name: colour(y) for name, y in rows.items()}
     for a, b in (
         ("banner", "header"),

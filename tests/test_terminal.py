@@ -167,6 +167,55 @@ def test_serving_at_is_on_screen_however_long_the_ledger(home: Path, size: str) 
         _quits(term)
 
 
+@pytest.mark.parametrize("size", SIZES)
+def test_a_firing_alert_is_named_in_the_banner_and_its_questions_show_what_is_typed(
+    home: Path, tmp_path: Path, size: str
+) -> None:
+    """The banner names the alert and why, the alerts view lists it, and the silence and objectives
+    questions show what is typed with a cursor (a copy of `home` with one alert, as the supervisor
+    writes it)."""
+    import shutil
+
+    from registry import alerts
+    from registry.serving.alerting import payload
+
+    copy = tmp_path / "alerted"
+    shutil.copytree(home, copy)
+    with Registry(home=copy) as reg:
+        alerts.save_transition(
+            reg,
+            None,
+            alerts.FIRING,
+            deployment="iris",
+            model="iris",
+            version=2,
+            kind=alerts.LATENCY,
+            severity="critical",
+            reason="slow",
+            figures={"summary": "12.00% bad over 5m; burn 12.0x"},
+            url=None,
+            payload=payload,
+        )
+    with _console(copy, size) as term:
+        term.wait_for("ALERT iris: latency firing: 12.00% bad over 5m")
+        assert "! iris" in term.text()  # the models list marks the model
+        term.send("4")
+        term.wait_for("FIRING")
+        term.send("z")
+        term.wait_for("Silence iris's alerts for (then why):")
+        term.send("2h fixing it")
+        _typed(term, "2h fixing it")
+        term.send("escape")
+        term.wait_gone("2h fixing it")
+        term.send("o")
+        term.wait_for("Objectives of iris")
+        term.send("latency=250ms")
+        _typed(term, "latency=250ms")
+        term.send("escape")
+        term.wait_gone("latency=250ms")
+        _quits(term)
+
+
 def test_the_demo_starts_without_a_false_alarm_and_quitting_leaves_nothing_running(tmp_path: Path) -> None:
     """`modeldeck demo --home D`, twice (the second start finds its deployments in the registry,
     stopped): while the console itself starts the supervisor there is no "not running" banner, `q`

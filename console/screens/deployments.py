@@ -9,12 +9,22 @@ from textual.widgets import DataTable
 from console.actions import bindings
 from console.backend import Overview
 from console.screens.base import OverviewScreen
-from console.widgets.live import drift_text, error_share, p99_text, rps_text, state_text, uptime_text
+from console.widgets.live import (
+    alert_text,
+    drift_text,
+    error_share,
+    p99_text,
+    rps_text,
+    state_text,
+    uptime_text,
+)
 from console.widgets.tables import FitTable, refresh_rows
 
 
 class DeploymentsScreen(OverviewScreen[None]):
-    """`r` rolls back to the standby, `s` stops (both confirmed), `m` monitors, `l` shows the logs."""
+    """`r` rolls back to the standby, `s` stops (both confirmed), `m` monitors, `l` shows the logs, `o`
+    sets the objectives. A deployment whose alert fires is marked "!"; ALERT (when there is room) says
+    firing, pending or quiet (silenced)."""
 
     AUTO_FOCUS = "#deployments"
     BINDINGS = bindings("deployments")
@@ -30,12 +40,22 @@ class DeploymentsScreen(OverviewScreen[None]):
         "P99",
         "ERR%",
         "DRIFT",
+        "ALERT",
     )
 
     #: hidden first to last when narrow: identity (name, version), state and where it listens stay
-    DROP = ("ERR%", "P99", "STANDBY", "WORKERS", "DRIFT", "REQ/S", "UPTIME")
+    DROP = ("ALERT", "ERR%", "P99", "STANDBY", "WORKERS", "DRIFT", "REQ/S", "UPTIME")
     #: live columns keep these widths, so figures arriving never move or hide a column
-    RESERVE = {"WORKERS": 7, "STATE": 20, "UPTIME": 6, "REQ/S": 6, "P99": 8, "ERR%": 5, "DRIFT": 7}
+    RESERVE = {
+        "ALERT": 8,
+        "WORKERS": 7,
+        "STATE": 20,
+        "UPTIME": 6,
+        "REQ/S": 6,
+        "P99": 8,
+        "ERR%": 5,
+        "DRIFT": 7,
+    }
 
     def __init__(self) -> None:
         super().__init__(name="deployments")
@@ -58,7 +78,7 @@ class DeploymentsScreen(OverviewScreen[None]):
         for d in overview.deployments:
             live = overview.live.get(d.name, {})
             cells = [
-                d.name,
+                f"! {d.name}" if overview.firing(d.name) else d.name,
                 f"{d.model}:{d.version}",
                 str(d.standby_version or "-"),
                 str(d.port),
@@ -69,6 +89,7 @@ class DeploymentsScreen(OverviewScreen[None]):
                 p99_text([live]),
                 error_share([live]),
                 drift_text([live]),
+                alert_text(overview.alert_of(d.name)),
             ]
             rows.append((d.name, cells))
         refresh_rows(self.query_one("#deployments", FitTable), rows)
@@ -95,6 +116,11 @@ class DeploymentsScreen(OverviewScreen[None]):
         name = self.selected()
         if name is not None:
             self.deck.open_deployment("logs", name)
+
+    def action_objectives(self) -> None:
+        name = self.selected()
+        if name is not None:
+            self.deck.operations.objectives(name)
 
     def action_rollback(self) -> None:
         name = self.selected()

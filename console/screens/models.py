@@ -57,8 +57,11 @@ class ModelsScreen(OverviewScreen[None]):
             trend = self._trend(model.name, live)
             aliases = " ".join(f"{a}→{v}" for a, v in sorted(model.aliases.items()))
             where = " ".join(f"{d.name}:{d.version}" for d in deployed) or "-"
+            alarmed = any(
+                a.state == "firing" and not a.silenced for d in deployed if (a := overview.alert_of(d.name))
+            )
             cells = [
-                model.name,
+                f"! {model.name}" if alarmed else model.name,
                 str(model.versions),
                 str(model.latest_version or "-"),
                 aliases or "-",

@@ -56,8 +56,8 @@ class VersionsScreen(OverviewScreen[list[VersionSummary]]):
 
     def show(self, overview: Overview) -> None:
         serving: dict[int, list[str]] = {}
-        for d in overview.deployed(self.model):
-            serving.setdefault(d.version, []).append(d.name)
+        for d in overview.deployed(self.model):  # a deployment whose alert fires is marked "!"
+            serving.setdefault(d.version, []).append(f"! {d.name}" if overview.firing(d.name) else d.name)
         rows = []
         for v in sorted(self.summaries, key=lambda s: -s.version):
             metrics = " ".join(f"{k}={x:.3g}" for k, x in sorted(v.metrics.items())[:3])

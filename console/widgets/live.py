@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from registry.info import AlertInfo
 
 
 def _points(live: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -48,6 +51,15 @@ def multivariate_text(drift: dict[str, Any] | None) -> str | None:
     p = signal.get("p_value")
     chance = "p -" if p is None else "p<0.001" if p < 0.001 else f"p={p:.3f}"
     return f"PCA error x{signal['error_ratio']:.2f}  {chance}  {signal['status']}"
+
+
+def alert_text(alert: AlertInfo | None) -> str:
+    """A deployment's alert in a list: FIRING, pending, quiet (silenced), or "-"."""
+    if alert is None:
+        return "-"
+    if alert.silenced:
+        return "quiet"
+    return "FIRING" if alert.state == "firing" else alert.state
 
 
 def state_text(live: dict[str, Any], supervisor_up: bool) -> str:

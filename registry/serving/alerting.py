@@ -102,9 +102,19 @@ class Alerting:
                 if objective.enabled and now - counts.first >= min(w["short"] for w in objective.windows):
                     for window in judge(objective, counts, now):
                         await self._judge(name, objective, window)
+        configured = {
+            (name, o.kind, str(w["severity"]))
+            for name, found in self.objectives.items()
+            for o in found
+            if o.enabled
+            for w in o.windows
+        }
         for key, alert in list(self.active.items()):
             if key[0] not in self.supervisor.runtimes and self.supervisor.reconciled.is_set():
                 await self._change(key, alert, RESOLVED, "the deployment was stopped", alert.figures)
+            elif key[0] in self.objectives and key not in configured:
+                why = "its objective was turned off or no longer has this window"
+                await self._change(key, alert, RESOLVED, why, alert.figures)
 
     def _count(self, now: float) -> None:
         scraper = self.supervisor.scraper
