@@ -20,7 +20,10 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable J
 Kind = Annotated[
     str | None,
     typer.Option(
-        "--objective", "-o", metavar="KIND", help="availability, latency or drift (default: every kind)."
+        "--objective",
+        "-o",
+        metavar="KIND",
+        help="availability, latency, drift or performance (default: every kind).",
     ),
 ]
 
@@ -89,6 +92,12 @@ def objectives_set(
     drift: Annotated[
         str | None, typer.Option(metavar="warn|drift|off", help="The drift level the data should stay below.")
     ] = None,
+    performance: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PCT|off", help="The accuracy a classifier should keep (realised, else estimated)."
+        ),
+    ] = None,
     windows: Annotated[
         str | None,
         typer.Option(
@@ -108,6 +117,7 @@ def objectives_set(
             latency=latency,
             latency_target=latency_target,
             drift=drift,
+            performance=performance,
             windows=windows,
         )
         return alerts.set_objectives(reg, deployment, changes, reason=reason)

@@ -2,11 +2,13 @@
 
 An objective says what share of a deployment's events must be good over time, as the SRE workbook's
 service-level objectives do: `availability` (requests not answered 5xx), `latency` (requests answered
-within `threshold` seconds) and `drift` (seconds in which the drift status is below the level
-`threshold`: 1 warn, 2 drift). The supervisor judges each with multi-window burn rates
-(`registry.monitoring.burn`): an alert fires when the error budget burns at least `burn` times too
-fast over both the long and the short window of one of the objective's `windows`, and resolves when
-the short window no longer does. Every deployment has every kind, at its default until set.
+within `threshold` seconds), `drift` (seconds in which the drift status is below the level
+`threshold`: 1 warn, 2 drift) and `performance` (seconds in which a classifier's accuracy, realised
+from labels or else estimated, is at least `threshold`; off until set). The supervisor judges each
+with multi-window burn rates (`registry.monitoring.burn`): an alert fires when the error budget burns
+at least `burn` times too fast over both the long and the short window of one of the objective's
+`windows`, and resolves when the short window no longer does. Every deployment has every kind, at
+its default until set.
 
 Alerts live in the `alert` table (pending, firing, then resolved; or cleared when a pending one
 recovers before firing), each transition also in the ledger; webhook notifications are outbox rows
@@ -43,21 +45,26 @@ from registry.schema import (
 if TYPE_CHECKING:
     from registry.core import Registry
 
-AVAILABILITY, LATENCY, DRIFT = "availability", "latency", "drift"
-KINDS = (AVAILABILITY, LATENCY, DRIFT)
+AVAILABILITY, LATENCY, DRIFT, PERFORMANCE = "availability", "latency", "drift", "performance"
+KINDS = (AVAILABILITY, LATENCY, DRIFT, PERFORMANCE)
 PENDING, FIRING, RESOLVED, CLEARED = "pending", "firing", "resolved", "cleared"
 ACTIVE_STATES = (PENDING, FIRING)
 DRIFT_LEVELS = {"warn": 1.0, "drift": 2.0}
 WEBHOOK = "alert_webhook"
 #: Each kind's alert name, in webhook notifications and in the Prometheus rules alike.
-ALERT_NAMES = {AVAILABILITY: "ModeldeckAvailability", LATENCY: "ModeldeckLatency", DRIFT: "ModeldeckDrift"}
+ALERT_NAMES = {
+    AVAILABILITY: "ModeldeckAvailability",
+    LATENCY: "ModeldeckLatency",
+    DRIFT: "ModeldeckDrift",
+    PERFORMANCE: "ModeldeckPerformance",
+}
 
 #: The SRE workbook's two paging pairs for a 30-day objective: 2% of the budget in an hour, 5% in six.
 SRE_WINDOWS: list[dict[str, Any]] = [
     {"long": 3600.0, "short": 300.0, "burn": 14.4, "severity": "critical"},
     {"long": 21600.0, "short": 1800.0, "burn": 6.0, "severity": "warning"},
 ]
-#: Drift is a state, not a rate of failures: warn when it held at its level most of half an hour.
+#: Drift and performance are states, not rates of failures: warn when one held most of half an hour.
 DRIFT_WINDOWS: list[dict[str, Any]] = [{"long": 1800.0, "short": 300.0, "burn": 1.0, "severity": "warning"}]
 LONGEST_WINDOW = 21600.0
 
@@ -93,6 +100,10 @@ class ObjectiveSpec:
         elif self.kind == DRIFT:
             level = next((k for k, v in DRIFT_LEVELS.items() if v == self.threshold), "drift")
             what = f"drift below {level} {format_percent(self.target)} of the time"
+        elif self.kind == PERFORMANCE:
+            floor = format_percent(self.threshold or 0.0)
+            share = format_percent(self.target)
+            what = f"accuracy at least {floor} (realised, else estimated) {share} of the time"
         else:
             what = f"{format_percent(self.target)} of requests not 5xx"
         pairs = ", ".join(
@@ -114,6 +125,8 @@ def default_objective(deployment: str, kind: str) -> ObjectiveSpec:
         return ObjectiveSpec(deployment, kind, 0.99, 0.5, list(SRE_WINDOWS), default=True)
     if kind == DRIFT:
         return ObjectiveSpec(deployment, kind, 0.5, DRIFT_LEVELS["drift"], list(DRIFT_WINDOWS), default=True)
+    if kind == PERFORMANCE:  # no accuracy is right for every model: off until set
+        return ObjectiveSpec(deployment, kind, 0.5, 0.8, list(DRIFT_WINDOWS), enabled=False, default=True)
     raise ObjectiveError(f"no objective kind {kind!r}; choose one of {', '.join(KINDS)}")
 
 
@@ -149,7 +162,8 @@ def set_objective(
     reason: str = "",
 ) -> ObjectiveSpec:
     """Change `kind`'s objective of `deployment` (what is not given keeps its current value) and record
-    it in the ledger; `target` is a share (0.999), `threshold` seconds (latency) or a level (drift)."""
+    it in the ledger; `target` is a share (0.999), `threshold` seconds (latency), a level (drift) or
+    the accuracy floor (performance)."""
     change = {"target": target, "threshold": threshold, "enabled": enabled, "windows": windows}
     return set_objectives(registry, deployment, {kind: change}, reason=reason)[0]
 
@@ -192,7 +206,7 @@ def set_objectives(
 
 
 #: What `modeldeck objectives set` and the console take, as KEY=VALUE words of one line.
-TEXT_KEYS = ("availability", "latency", "latency-target", "drift", "windows")
+TEXT_KEYS = ("availability", "latency", "latency-target", "drift", "performance", "windows")
 
 
 def set_from_text(registry: Registry, deployment: str, text: str, *, reason: str = "") -> list[ObjectiveSpec]:
@@ -213,6 +227,7 @@ def parse_changes(
     latency: str | None = None,
     latency_target: str | None = None,
     drift: str | None = None,
+    performance: str | None = None,
     windows: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The changes a user typed (`99.9`, `250ms`, `warn`, `off`, `1h/5m@14.4:critical,...`) per kind;
@@ -231,12 +246,14 @@ def parse_changes(
         if drift != "off" and drift not in DRIFT_LEVELS:
             raise ObjectiveError(f"drift takes warn, drift or off; got {drift!r}")
         changes[DRIFT] = _switch(drift, lambda: {"threshold": DRIFT_LEVELS[drift]})
+    if performance is not None:
+        changes[PERFORMANCE] = _switch(performance, lambda: {"threshold": parse_percent(performance)})
     if windows is not None:
         parsed = parse_windows(windows)
         for kind in list(changes) or list(KINDS):
             changes.setdefault(kind, {})["windows"] = parsed
     if not changes:
-        raise ObjectiveError("nothing to set: give availability, latency, latency-target, drift or windows")
+        raise ObjectiveError(f"nothing to set: give {', '.join(TEXT_KEYS)}")
     return changes
 
 
@@ -298,6 +315,8 @@ def _check(spec: ObjectiveSpec) -> None:
         raise ObjectiveError("latency threshold must be a positive time (e.g. 250ms)")
     if spec.kind == DRIFT and spec.threshold not in DRIFT_LEVELS.values():
         raise ObjectiveError("drift level must be warn or drift")
+    if spec.kind == PERFORMANCE and not 0.0 < (spec.threshold or 0.0) < 1.0:
+        raise ObjectiveError("the accuracy floor must be between 0 and 100% (exclusive), e.g. 90")
     if not spec.windows:
         raise ObjectiveError("an objective needs at least one burn-rate window")
     for window in spec.windows:

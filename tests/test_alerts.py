@@ -26,13 +26,14 @@ from registry.alerts import (
     FIRING,
     LATENCY,
     PENDING,
+    PERFORMANCE,
     RESOLVED,
     ObjectiveError,
     ObjectiveSpec,
 )
 from registry.deployments import save_deployment
 from registry.info import DeploymentInfo
-from registry.monitoring.burn import EventCounts, judge, next_state, slower_than
+from registry.monitoring.burn import EventCounts, judge, next_state, reason, slower_than
 from registry.monitoring.metrics import LATENCY_BUCKETS
 from registry.serving.alerting import payload
 
@@ -130,6 +131,19 @@ def test_drift_objective_counts_seconds_at_its_level() -> None:
     assert window.long_bad == window.long_events == 60  # "warn" or worse all along
 
 
+def test_performance_objective_counts_seconds_under_its_accuracy_floor() -> None:
+    windows = [{"long": 60.0, "short": 10.0, "burn": 1.0, "severity": "warning"}]
+    objective = ObjectiveSpec("d", PERFORMANCE, 0.5, 0.9, windows)
+    counts = EventCounts()
+    for second in range(1, 61):  # unknown for 20 s (no labels, no estimate), then 10 s fine, then under
+        under = None if second <= 20 else second > 30
+        counts.add(second, point(1.0), None, 1.0, under)
+    [window] = judge(objective, counts, 60)
+    assert (window.long_events, window.long_bad) == (40, 30)  # seconds without a figure are no evidence
+    assert window.long_breached and window.short_breached
+    assert "of the time accuracy was under 90%" in reason(objective, window)
+
+
 def test_thinned_totals_keep_an_hour_window_right_in_bounded_memory() -> None:
     counts = EventCounts()
     for second in range(1, 3 * 3600 + 1):
@@ -151,8 +165,9 @@ def deployed(registry: Registry, iris_model: Any) -> Registry:
 
 def test_every_deployment_has_every_objective_at_its_default_until_set(deployed: Registry) -> None:
     found = {o.kind: o for o in store.objectives(deployed, "live")}
-    assert set(found) == {AVAILABILITY, LATENCY, DRIFT}
+    assert set(found) == {AVAILABILITY, LATENCY, DRIFT, PERFORMANCE}
     assert all(o.default for o in found.values())
+    assert not found[PERFORMANCE].enabled  # no accuracy floor fits every model: off until set
     changed = store.set_objective(deployed, "live", LATENCY, threshold=0.25, target=0.995, reason="SLA")
     assert (changed.threshold, changed.target, changed.default) == (0.25, 0.995, False)
     again = {o.kind: o for o in store.objectives(deployed, "live")}
@@ -170,6 +185,7 @@ def test_every_deployment_has_every_objective_at_its_default_until_set(deployed:
         (LATENCY, {"threshold": -1.0}, "latency threshold must be a positive time"),
         (DRIFT, {"threshold": 3.0}, "drift level must be warn or drift"),
         ("speed", {}, "no objective kind 'speed'"),
+        (PERFORMANCE, {"enabled": True, "threshold": 90.0}, "accuracy floor must be between 0 and 100%"),
         (
             AVAILABILITY,
             {"windows": [{"long": 5, "short": 60, "burn": 2, "severity": "x"}]},
@@ -296,7 +312,12 @@ def test_the_command_line_sets_objectives_silences_and_the_webhook(tmp_path: Pat
     assert "availability: 99.9% of requests not 5xx (critical at 14.4x over 1h/5m" in done.stdout
     assert "latency: 99% of requests within 250 ms" in done.stdout
     shown = json.loads(cli(tmp_path, "objectives", "show", "live", "--json").stdout)
-    assert {o["kind"]: o["default"] for o in shown} == {AVAILABILITY: False, LATENCY: False, DRIFT: True}
+    assert {o["kind"]: o["default"] for o in shown} == {
+        AVAILABILITY: False,
+        LATENCY: False,
+        DRIFT: True,
+        PERFORMANCE: True,
+    }
     bad = cli(tmp_path, "objectives", "set", "live", "--availability", "101")
     assert bad.returncode == 1 and "between 0 and 100" in bad.stderr
     bad = cli(tmp_path, "objectives", "set", "live", "--windows", "1h-5m")

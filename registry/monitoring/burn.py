@@ -7,7 +7,8 @@ fast over both a long window (enough budget is gone to matter) and a short one (
 the short window also ends it quickly once the deployment recovers.
 
 `EventCounts` keeps, per deployment, the running totals of what the supervisor pulls once a second:
-requests, 5xx answers, the latency histogram and seconds at each drift level. A window's counts are
+requests, 5xx answers, the latency histogram, seconds at each drift level and seconds with accuracy
+under the performance objective's floor. A window's counts are
 the difference of two totals, found by bisection, so an evaluation costs the same whatever the
 window's length. Totals older than ten minutes are thinned to one per 10 s, older than an hour to one
 per minute: a window's start then falls on the kept total just before it (a window at most that much
@@ -29,6 +30,7 @@ from registry.alerts import (
     LATENCY,
     LONGEST_WINDOW,
     PENDING,
+    PERFORMANCE,
     RESOLVED,
     ObjectiveSpec,
     format_duration,
@@ -36,8 +38,10 @@ from registry.alerts import (
 )
 from registry.monitoring.metrics import LATENCY_BUCKETS
 
-_REQUESTS, _ERRORS, _DRIFT_SECONDS, _WARN_SECONDS, _DRIFTED_SECONDS = range(5)
-_BUCKETS = 5  # the latency histogram's per-bucket counts follow, the last one +Inf
+_REQUESTS, _ERRORS, _DRIFT_SECONDS, _WARN_SECONDS, _DRIFTED_SECONDS, _SCORED_SECONDS, _UNDER_SECONDS = range(
+    7
+)
+_BUCKETS = 7  # the latency histogram's per-bucket counts follow, the last one +Inf
 DRIFT_LEVEL = {"warn": 1, "drift": 2}
 #: (age in seconds, spacing in seconds): totals older than the age are kept this far apart.
 THINNING = ((600.0, 10.0), (3600.0, 60.0))
@@ -103,9 +107,17 @@ class EventCounts:
         """When the counts begin (None before the first point)."""
         return self._times[0] if self._times else None
 
-    def add(self, t: float, point: dict[str, Any], drift_status: str | None, seconds: float) -> None:
+    def add(
+        self,
+        t: float,
+        point: dict[str, Any],
+        drift_status: str | None,
+        seconds: float,
+        under_floor: bool | None = None,
+    ) -> None:
         """Count one pull's point (`requests`, `server_errors`, `latency_buckets`), with the drift
-        status that held over its `seconds`."""
+        status that held over its `seconds` and whether accuracy was under the performance objective's
+        floor (None: no accuracy known)."""
         now = self._now
         now[_REQUESTS] += point.get("requests") or 0.0
         now[_ERRORS] += point.get("server_errors") or 0.0
@@ -117,6 +129,9 @@ class EventCounts:
                 now[_DRIFTED_SECONDS] += seconds
         if drift_status is not None:
             now[_DRIFT_SECONDS] += seconds
+        if under_floor is not None:
+            now[_SCORED_SECONDS] += seconds
+            now[_UNDER_SECONDS] += seconds if under_floor else 0.0
         self._times.append(t)
         self._totals.append(tuple(now))
         self._thin(t)
@@ -159,6 +174,8 @@ def bad_events(objective: ObjectiveSpec, grown: list[float]) -> tuple[float, flo
             else grown[_DRIFTED_SECONDS]
         )
         return grown[_DRIFT_SECONDS], bad
+    if objective.kind == PERFORMANCE:
+        return grown[_SCORED_SECONDS], grown[_UNDER_SECONDS]
     raise ValueError(f"unknown objective kind {objective.kind}")
 
 
@@ -223,6 +240,7 @@ def reason(objective: ObjectiveSpec, window: WindowBurn) -> str:
         AVAILABILITY: "of requests failed with 5xx",
         LATENCY: f"of requests took over {(objective.threshold or 0) * 1000:g} ms",
         DRIFT: "of the time the drift status was at its level",
+        PERFORMANCE: f"of the time accuracy was under {format_percent(objective.threshold or 0.0)}",
     }[objective.kind]
     short = format_duration(window.short)
     return (

@@ -16,7 +16,15 @@ from typing import Any
 import yaml
 from prometheus_client.utils import floatToGoString
 
-from registry.alerts import ALERT_NAMES, AVAILABILITY, DRIFT, LATENCY, ObjectiveSpec, format_duration
+from registry.alerts import (
+    ALERT_NAMES,
+    AVAILABILITY,
+    DRIFT,
+    LATENCY,
+    PERFORMANCE,
+    ObjectiveSpec,
+    format_duration,
+)
 from registry.monitoring.metrics import LATENCY_BUCKETS
 
 
@@ -90,6 +98,12 @@ def _bad_ratio(deployment: str, spec: ObjectiveSpec, window: str, step: str) -> 
         level = 1 if (spec.threshold or 2.0) < 2.0 else 2  # as burn.bad_events: below 2 means warn
         state = f"max by (deployment) (modeldeck_drift_level{{deployment={name}}}) >= bool {level}"
         return f"avg_over_time(({state})[{window}:{step}])"
+    if spec.kind == PERFORMANCE:  # realised accuracy where labels gave one, else the estimate
+        accuracy = " or ".join(
+            f"max by (deployment) (modeldeck_{source}_accuracy{{deployment={name}}})"
+            for source in ("realised", "estimated")
+        )
+        return f"avg_over_time((({accuracy}) < bool {spec.threshold!r})[{window}:{step}])"
     raise ValueError(f"unknown objective kind {spec.kind!r}")
 
 

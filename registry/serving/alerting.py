@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from registry import alerts as store
-from registry.alerts import ALERT_NAMES, FIRING, PENDING, RESOLVED, AlertInfo, ObjectiveSpec
+from registry.alerts import ALERT_NAMES, FIRING, PENDING, PERFORMANCE, RESOLVED, AlertInfo, ObjectiveSpec
 from registry.errors import RegistryError
 from registry.monitoring.burn import EventCounts, WindowBurn, judge, next_state, reason
 
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("modeldeck.alerts")
 
+#: Labelled predictions in the performance window before the realised accuracy counts (else estimated).
+MIN_LABELLED = 30
 #: How often objectives, silences and the webhook's URL are read again from the database.
 REFRESH_EVERY = 5.0
 SEND_TIMEOUT = 5.0
@@ -121,12 +123,27 @@ class Alerting:
         for name, series in scraper.series.items():
             counts = self.counts.setdefault(name, EventCounts())
             status = (scraper.drift.get(name) or {}).get("status")
+            under = self._under_floor(name)
             for point in series.since(self._cursors.get(name, 0)):
-                counts.add(point["t"], point, status, scraper.interval)
+                counts.add(point["t"], point, status, scraper.interval, under)
                 self._cursors[name] = point["seq"]
         for name in [n for n in self.counts if n not in scraper.series]:
             del self.counts[name]
             self._cursors.pop(name, None)
+
+    def _under_floor(self, name: str) -> bool | None:
+        """Whether `name`'s accuracy is under its performance objective's floor: realised from labels
+        when at least `MIN_LABELLED` predictions got one, else estimated; None when neither is known
+        or the objective is off."""
+        objective = next((o for o in self.objectives.get(name, []) if o.kind == PERFORMANCE), None)
+        if objective is None or not objective.enabled:
+            return None
+        scraper = self.supervisor.scraper
+        realised = scraper.realised.get(name) or {}
+        accuracy = realised.get("accuracy") if (realised.get("labelled") or 0) >= MIN_LABELLED else None
+        if accuracy is None:
+            accuracy = (scraper.estimates.figures.get(name) or {}).get("accuracy")
+        return None if accuracy is None else accuracy < (objective.threshold or 0.0)
 
     async def _judge(self, name: str, objective: ObjectiveSpec, window: WindowBurn) -> None:
         key = (name, objective.kind, window.severity)

@@ -67,3 +67,33 @@ def test_a_slower_version_fires_the_latency_objective(alerted: Alerted) -> None:
         wait_until(
             lambda: alerted.state(store.LATENCY) == store.RESOLVED, timeout=40, what="the alert to resolve"
         )
+
+
+def test_an_accuracy_under_the_performance_floor_fires_from_the_estimate(alerted: Alerted) -> None:
+    """No labels: the estimated accuracy (the calibrated confidence of the live sample) stands in."""
+    with alerted.registry() as reg:
+        store.set_objective(
+            reg,
+            "nb",
+            store.PERFORMANCE,
+            enabled=True,
+            threshold=0.999,
+            windows=[{"long": 6.0, "short": 2.0, "burn": 1.0, "severity": "warning"}],
+        )
+    try:
+        with Traffic(alerted.url):
+            wait_until(
+                lambda: alerted.state(store.PERFORMANCE) == store.FIRING,
+                timeout=60,
+                what="the performance alert",
+            )
+        alert = next(a for a in alerted.alerts() if a.kind == store.PERFORMANCE)
+        assert "of the time accuracy was under 99.9%" in alert.reason
+    finally:
+        with alerted.registry() as reg:
+            store.set_objective(reg, "nb", store.PERFORMANCE, enabled=False)
+    wait_until(
+        lambda: alerted.state(store.PERFORMANCE) == store.RESOLVED,
+        timeout=30,
+        what="resolved once turned off",
+    )
