@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 from alerted import Alerted, Traffic, alerted_home
-from helpers import wait_until
+from helpers import free_port, need_prometheus, wait_until
 
 from registry import alerts as store
 
@@ -97,3 +100,60 @@ def test_an_accuracy_under_the_performance_floor_fires_from_the_estimate(alerted
         timeout=30,
         what="resolved once turned off",
     )
+
+
+def test_a_real_alertmanager_takes_the_alert_and_routes_firing_and_resolved(
+    alerted: Alerted, tmp_path: Path
+) -> None:
+    """The webhook pointed at an Alertmanager's own API (`/api/v2/alerts`): Alertmanager (Debian's
+    package) lists the alert with modeldeck's labels and routes it, then its resolution, to a receiver."""
+    need_prometheus("prometheus-alertmanager")
+    port = free_port()
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(
+        "route: {receiver: hook, group_wait: 0s, group_interval: 1s, repeat_interval: 1h}\n"
+        "receivers: [{name: hook, webhook_configs: "
+        f"[{{url: '{alerted.receiver.url}', send_resolved: true}}]}}]\n"
+    )
+    command = [
+        "prometheus-alertmanager",
+        f"--config.file={config}",
+        f"--storage.path={tmp_path / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",
+    ]
+    manager = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    api = f"http://127.0.0.1:{port}/api/v2"
+    try:
+        wait_until(lambda: _answers(f"{api}/status"), timeout=30, what="Alertmanager")
+        with alerted.registry() as reg:
+            store.set_webhook(reg, f"{api}/alerts")
+        with Traffic(alerted.url, bad=0.05):
+            wait_until(lambda: alerted.state() == store.FIRING, timeout=30, what="the alert")
+            wait_until(lambda: httpx.get(f"{api}/alerts").json(), timeout=15, what="Alertmanager to list it")
+            [listed] = httpx.get(f"{api}/alerts").json()
+            assert listed["labels"]["alertname"] == "ModeldeckAvailability"
+            assert listed["labels"]["deployment"] == "nb" and listed["status"]["state"] == "active"
+            wait_until(lambda: alerted.receiver.bodies, timeout=15, what="Alertmanager's notification")
+        with Traffic(alerted.url, bad=0.0):
+            wait_until(lambda: alerted.state() == store.RESOLVED, timeout=30, what="the alert to resolve")
+        wait_until(
+            lambda: [b["status"] for b in alerted.receiver.bodies][-1:] == ["resolved"],
+            timeout=30,
+            what="Alertmanager's resolved notification",
+        )
+        assert alerted.receiver.bodies[0]["status"] == "firing"
+        assert alerted.receiver.bodies[0]["alerts"][0]["labels"]["objective"] == "availability"
+    finally:
+        manager.terminate()
+        manager.wait(10)
+        with alerted.registry() as reg:
+            store.set_webhook(reg, alerted.receiver.url)
+        alerted.receiver.bodies.clear()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
