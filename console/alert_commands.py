@@ -146,7 +146,7 @@ def objectives_reset(
 def alerts_list(
     ctx: typer.Context,
     everything: Annotated[bool, typer.Option("--all", help="Resolved and cleared alerts too.")] = False,
-    limit: Annotated[int, typer.Option(help="At most this many alerts.")] = 50,
+    limit: Annotated[int, typer.Option(min=1, max=100_000, help="At most this many alerts.")] = 50,
     json_out: JsonFlag = False,
 ) -> None:
     """Alerts, newest first (pending and firing ones unless --all), and the silences in force."""
@@ -163,12 +163,14 @@ def alerts_list(
         )
 
     found, quiet, url, unsent = _run(read)
+    judged = _supervisor_runs()
     if json_out:
         output.print_json(
             {
                 "alerts": [a.as_dict() for a in found],
                 "silences": [s.as_dict() for s in quiet],
-                "webhook": url,
+                "webhook": None if url is None else alerts.shown_url(url),
+                "supervisor": judged,
                 "unsent": unsent,
             }
         )
@@ -184,15 +186,14 @@ def alerts_list(
             table.add_row(str(a.id), state, a.deployment, str(a.version), a.kind, a.severity, since, why)
         output.print_table(table)
     for s in quiet:
-        what = f"{s.kind} alerts" if s.kind else "alerts"
-        where = "every deployment" if s.deployment == "*" else s.deployment
-        output.say(
-            f"silence {s.id}: {what} of {where} until {output.when(s.expires_at)} by {s.author}: {s.reason}"
-        )
+        output.say(f"silence {s.id}: {s.describe(output.when(s.expires_at))}")
     if url is None:
         output.say("webhook: none (modeldeck alerts webhook URL)")
     else:
-        output.say(f"webhook: {url}" + (f" ({unsent} notification(s) not yet taken)" if unsent else ""))
+        waiting = f" ({unsent} notification(s) not yet taken)" if unsent else ""
+        output.say(f"webhook: {alerts.shown_url(url)}{waiting}")
+    if not judged:
+        output.warn("no supervisor is running: objectives are not judged and states do not change")
 
 
 @alerts_app.command("silence")
@@ -217,7 +218,9 @@ def alerts_silence(
 
 
 @alerts_app.command("unsilence")
-def alerts_unsilence(silence: Annotated[int, typer.Argument(help="The silence's id.")]) -> None:
+def alerts_unsilence(
+    silence: Annotated[int, typer.Argument(min=1, max=2**62, help="The silence's id.")],
+) -> None:
     """End a silence now."""
     from registry import alerts
 
@@ -237,10 +240,15 @@ def alerts_webhook(
 
     if url is None:
         current = _run(alerts.webhook)
-        output.say(current or "none")
+        output.say(alerts.shown_url(current) if current else "none")
         return
-    _run(lambda reg: alerts.set_webhook(reg, None if url == "off" else url))
-    output.say("webhook: none" if url == "off" else f"webhook: {url}")
+    discarded = _run(lambda reg: alerts.set_webhook(reg, None if url == "off" else url))
+    if url == "off":
+        output.say(
+            "webhook: none" + (f" ({discarded} notification(s) not yet taken discarded)" if discarded else "")
+        )
+    else:
+        output.say(f"webhook: {alerts.shown_url(url)}")
 
 
 @alerts_app.command("rules")
@@ -253,10 +261,28 @@ def alerts_rules(
     from registry.monitoring.prometheus_rules import objective_rules
 
     def read(reg: Registry) -> dict[str, list[ObjectiveSpec]]:
-        names = deployments or [d.name for d in list_deployments(reg)]
-        return alerts.all_objectives(reg, names)
+        known = [d.name for d in list_deployments(reg)]
+        unknown = [n for n in deployments or [] if n not in known]
+        if unknown:
+            raise alerts.ObjectiveError(
+                f"no deployment named {unknown[0]!r}; known: {', '.join(known) or 'none'}"
+            )
+        return alerts.all_objectives(reg, deployments or known)
 
     typer.echo(objective_rules(_run(read)), nl=False)
+
+
+def _supervisor_runs() -> bool:
+    """Whether this home's supervisor (which judges the objectives) is running."""
+    from registry.serving.client import SupervisorClient
+    from registry.serving.rundir import RunDir
+    from registry.settings import Settings
+
+    home = Settings.from_env().home.expanduser().resolve()
+    if not RunDir.of(home).control_socket.exists():
+        return False
+    with SupervisorClient(home) as client:
+        return client.running()
 
 
 def register(app: typer.Typer) -> None:

@@ -18,6 +18,7 @@ supervisor dies, and sent until the receiver takes them.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -67,6 +68,10 @@ SRE_WINDOWS: list[dict[str, Any]] = [
 #: Drift and performance are states, not rates of failures: warn when one held most of half an hour.
 DRIFT_WINDOWS: list[dict[str, Any]] = [{"long": 1800.0, "short": 300.0, "burn": 1.0, "severity": "warning"}]
 LONGEST_WINDOW = 21600.0
+#: The latency histogram's largest bound (`registry.monitoring.metrics.LATENCY_BUCKETS[-1]`): slower
+#: requests all fall in its +Inf bucket, so a threshold above it cannot be judged.
+MAX_LATENCY = 2.5
+_SEVERITY = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 class ObjectiveError(RegistryError):
@@ -132,7 +137,9 @@ def default_objective(deployment: str, kind: str) -> ObjectiveSpec:
 
 # ---------------------------------------------------------------------- objectives
 def objectives(registry: Registry, deployment: str) -> list[ObjectiveSpec]:
-    """Every kind's objective of `deployment`, stored or default."""
+    """Every kind's objective of the deployment `deployment`, stored or default."""
+    with registry.db.read() as session:
+        _model_of(session, deployment)
     return all_objectives(registry, [deployment])[deployment]
 
 
@@ -231,7 +238,7 @@ def parse_changes(
     windows: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The changes a user typed (`99.9`, `250ms`, `warn`, `off`, `1h/5m@14.4:critical,...`) per kind;
-    `windows` go to the kinds set here, or to every kind when only they are given."""
+    `windows` go to the kinds set here, or to availability and latency when only they are given."""
     changes: dict[str, dict[str, Any]] = {}
     if availability is not None:
         changes[AVAILABILITY] = _switch(availability, lambda: {"target": parse_percent(availability)})
@@ -248,9 +255,9 @@ def parse_changes(
         changes[DRIFT] = _switch(drift, lambda: {"threshold": DRIFT_LEVELS[drift]})
     if performance is not None:
         changes[PERFORMANCE] = _switch(performance, lambda: {"threshold": parse_percent(performance)})
-    if windows is not None:
+    if windows is not None:  # alone: the kinds that are rates of failures (drift and performance are states)
         parsed = parse_windows(windows)
-        for kind in list(changes) or list(KINDS):
+        for kind in list(changes) or [AVAILABILITY, LATENCY]:
             changes.setdefault(kind, {})["windows"] = parsed
     if not changes:
         raise ObjectiveError(f"nothing to set: give {', '.join(TEXT_KEYS)}")
@@ -262,9 +269,10 @@ def _switch(value: str, settings: Callable[[], dict[str, Any]]) -> dict[str, Any
 
 
 def parse_windows(text: str) -> list[dict[str, Any]]:
-    """`1h/5m@14.4:critical,6h/30m@6` as burn-rate windows (severity defaults to warning)."""
+    """`1h/5m@14.4:critical,6h/30m@6` as burn-rate windows (severity defaults to critical for the first,
+    warning for the second)."""
     out = []
-    for part in text.split(","):
+    for index, part in enumerate(text.split(",")):
         spans, at, rest = part.strip().partition("@")
         long, slash, short = spans.partition("/")
         burn, _, severity = rest.partition(":")
@@ -273,7 +281,7 @@ def parse_windows(text: str) -> list[dict[str, Any]]:
                 f"a window is LONG/SHORT@BURN[:SEVERITY], e.g. 1h/5m@14.4:critical; got {part!r}"
             )
         try:
-            factor = float(burn)
+            factor = float(burn) if burn.isascii() else math.nan
         except ValueError:
             raise ObjectiveError(f"{burn!r} is not a burn rate (a number, e.g. 14.4)") from None
         out.append(
@@ -281,7 +289,7 @@ def parse_windows(text: str) -> list[dict[str, Any]]:
                 "long": parse_duration(long),
                 "short": parse_duration(short),
                 "burn": factor,
-                "severity": severity or "warning",
+                "severity": severity or ("critical", "warning")[min(index, 1)],
             }
         )
     return out
@@ -289,6 +297,8 @@ def parse_windows(text: str) -> list[dict[str, Any]]:
 
 def reset_objectives(registry: Registry, deployment: str, kind: str | None = None) -> None:
     """Back to the defaults: `kind`, or every kind."""
+    if kind is not None and kind not in KINDS:
+        raise ObjectiveError(f"no objective kind {kind!r}; choose one of {', '.join(KINDS)}")
     with registry.db.write() as session:
         model = _model_of(session, deployment)
         query = select(Objective).where(Objective.deployment == deployment)
@@ -307,28 +317,48 @@ def reset_objectives(registry: Registry, deployment: str, kind: str | None = Non
 
 
 def _check(spec: ObjectiveSpec) -> None:
-    if not 0.0 < spec.target < 1.0:
+    """An ObjectiveError naming the objective and the part of it that cannot work."""
+    try:
+        _check_parts(spec)
+    except ObjectiveError as exc:
+        raise ObjectiveError(f"{spec.kind} objective: {exc}") from None
+
+
+def _check_parts(spec: ObjectiveSpec) -> None:
+    if not (math.isfinite(spec.target) and 0.0 < spec.target < 1.0):
+        raise ObjectiveError(f"the target must be between 0 and 100% (exclusive); got {spec.target:.6g}")
+    threshold = spec.threshold if spec.threshold is not None and math.isfinite(spec.threshold) else None
+    if spec.kind == LATENCY and not (threshold and 0 < threshold <= MAX_LATENCY):
         raise ObjectiveError(
-            f"{spec.kind} target must be between 0 and 100% (exclusive); got {spec.target:.6g}"
+            f"the latency threshold must be a time above 0 and at most {MAX_LATENCY:g} s (the latency "
+            "histogram's largest bound: slower requests are not told apart), e.g. 250ms"
         )
-    if spec.kind == LATENCY and not (spec.threshold and spec.threshold > 0):
-        raise ObjectiveError("latency threshold must be a positive time (e.g. 250ms)")
-    if spec.kind == DRIFT and spec.threshold not in DRIFT_LEVELS.values():
-        raise ObjectiveError("drift level must be warn or drift")
-    if spec.kind == PERFORMANCE and not 0.0 < (spec.threshold or 0.0) < 1.0:
+    if spec.kind == DRIFT and threshold not in DRIFT_LEVELS.values():
+        raise ObjectiveError("the drift level must be warn or drift")
+    if spec.kind == PERFORMANCE and not (threshold and 0.0 < threshold < 1.0):
         raise ObjectiveError("the accuracy floor must be between 0 and 100% (exclusive), e.g. 90")
     if not spec.windows:
-        raise ObjectiveError("an objective needs at least one burn-rate window")
+        raise ObjectiveError("it needs at least one burn-rate window")
+    severities = [str(w.get("severity")) for w in spec.windows]
+    if len(set(severities)) != len(severities):
+        raise ObjectiveError(
+            f"each window needs a severity of its own (an alert is one per severity); got {severities}"
+        )
     for window in spec.windows:
         if set(window) != {"long", "short", "burn", "severity"}:
             raise ObjectiveError("each window has long, short, burn and severity")
-        long, short, burn = (float(window[k]) for k in ("long", "short", "burn"))
-        if not 0 < short <= long <= LONGEST_WINDOW:
+        if not _SEVERITY.fullmatch(str(window["severity"])):
             raise ObjectiveError(
-                f"a window's short span must be positive and at most its long one, which is at most "
-                f"{format_duration(LONGEST_WINDOW)}; got {format_duration(long)}/{format_duration(short)}"
+                f"a severity is a short word (letters, digits, - and _); got {window['severity']!r}"
             )
-        if burn <= 0 or burn * spec.budget > 1.0:
+        long, short, burn = (float(window[k]) for k in ("long", "short", "burn"))
+        if not (math.isfinite(long) and math.isfinite(short) and 1.0 <= short <= long <= LONGEST_WINDOW):
+            raise ObjectiveError(
+                "a window's short span must be at least 1s (the supervisor pulls once a second) and at "
+                f"most its long one, which is at most {format_duration(LONGEST_WINDOW)}; "
+                f"got {format_duration(long)}/{format_duration(short)}"
+            )
+        if not (math.isfinite(burn) and burn > 0) or burn * spec.budget > 1.0:
             raise ObjectiveError(
                 f"burn rate {burn:g} can never be reached with a budget of {format_percent(spec.budget)} "
                 f"(at most {1 / spec.budget:.3g})"
@@ -341,13 +371,14 @@ def _spec(row: Objective) -> ObjectiveSpec:
     )
 
 
-def _model_of(session: Any, deployment: str) -> str:
+def _model_of(session: Any, deployment: str, required: bool = True) -> str:
+    """The model `deployment` serves; for a deployment gone since (`required` False), its own name."""
     found = session.exec(
         select(RegisteredModel.name).join(Deployment).where(Deployment.name == deployment)
     ).first()
-    if found is None:
+    if found is None and required:
         raise ObjectiveError(f"no deployment named {deployment!r} (deploy it first)")
-    return str(found)
+    return deployment if found is None else str(found)
 
 
 # ---------------------------------------------------------------------- silences
@@ -397,7 +428,7 @@ def end_silence(registry: Registry, silence_id: int) -> SilenceInfo:
         info = _silence(row)
         writes.record(
             session.connection(),
-            row.deployment if row.deployment == "*" else _model_of(session, row.deployment),
+            row.deployment if row.deployment == "*" else _model_of(session, row.deployment, required=False),
             "silence_ended",
             current_actor(),
             deployment=None if row.deployment == "*" else row.deployment,
@@ -511,7 +542,7 @@ def save_transition(
         session.flush()
         silenced = any(s.matches(deployment, kind, now) for s in _silences_in(session, now))
         info = alert_info(row, silenced)
-        if url is not None and not silenced and _worth_telling(state, row.notified):
+        if url is not None and _worth_telling(state, row.notified, silenced):
             info = _enqueue(session, row, url, payload, silenced)
         writes.record(
             session.connection(),
@@ -542,15 +573,19 @@ def notify_unsent(registry: Registry, url: str, payload: Payload) -> int:
 
 
 def due_deliveries(registry: Registry, limit: int = 20) -> list[AlertDelivery]:
-    """Notifications to send now, oldest first."""
+    """Notifications to send now, oldest first, one per alert: an alert's next waits for the one
+    before it (its resolved never overtakes its firing)."""
     with registry.db.read() as session:
         query = (
             select(AlertDelivery)
-            .where(col(AlertDelivery.delivered_at).is_(None), AlertDelivery.next_attempt_at <= utcnow())
+            .where(col(AlertDelivery.delivered_at).is_(None))
             .order_by(col(AlertDelivery.id))
-            .limit(limit)
         )
-        return list(session.exec(query).all())
+        waiting = list(session.exec(query).all())
+    now, first = utcnow(), dict[int, AlertDelivery]()
+    for delivery in waiting:
+        first.setdefault(delivery.alert_id, delivery)
+    return [d for d in first.values() if _aware(d.next_attempt_at) <= now][:limit]
 
 
 def delivery_done(registry: Registry, delivery_id: int, error: str | None, retry_in: float = 0.0) -> None:
@@ -567,9 +602,10 @@ def delivery_done(registry: Registry, delivery_id: int, error: str | None, retry
         session.add(row)
 
 
-def _worth_telling(state: str, notified: str) -> bool:
-    """Firing always; resolved only when the webhook heard it fire."""
-    return state == FIRING or (state == RESOLVED and notified == FIRING)
+def _worth_telling(state: str, notified: str, silenced: bool) -> bool:
+    """Firing unless silenced; resolved whenever the webhook heard it fire (a silence must not leave
+    an incident open on the receiver's side)."""
+    return (state == FIRING and not silenced) or (state == RESOLVED and notified == FIRING)
 
 
 def _enqueue(session: Any, row: Alert, url: str, payload: Payload, silenced: bool) -> AlertInfo:
@@ -586,17 +622,55 @@ def _silences_in(session: Any, now: datetime) -> list[SilenceInfo]:
 
 
 # ---------------------------------------------------------------------- the webhook
-def set_webhook(registry: Registry, url: str | None) -> None:
+def set_webhook(registry: Registry, url: str | None) -> int:
     """Where alert notifications go (Alertmanager's webhook JSON; to an Alertmanager's own
-    `/api/v2/alerts` its alert list), or nowhere with None."""
+    `/api/v2/alerts` its alert list), or nowhere with None: the notifications not yet taken are then
+    discarded (their number is returned). Queued ones go to the URL set when they are sent."""
     if url is not None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ObjectiveError(f"the webhook must be an http(s) URL; got {url!r}")
+        check_url(url)
     with registry.db.write() as session:
         row = session.get(Setting, WEBHOOK) or Setting(key=WEBHOOK)
         row.value, row.updated_at = {"url": url, "author": current_actor()}, utcnow()
         session.add(row)
+        discarded = 0
+        if url is None:
+            for delivery in session.exec(
+                select(AlertDelivery).where(col(AlertDelivery.delivered_at).is_(None))
+            ):
+                delivery.delivered_at, delivery.last_error = utcnow(), "discarded: the webhook was turned off"
+                session.add(delivery)
+                discarded += 1
+    return discarded
+
+
+def check_url(url: str) -> None:
+    """An ObjectiveError unless `url` is an http(s) URL a client can post to."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or port == -1
+        or url != url.strip()
+        or any(c.isspace() for c in url)
+        or len(url) > 2048
+    ):
+        raise ObjectiveError(
+            "the webhook must be an http(s) URL with a host (and a port from 1 to 65535); "
+            f"got {shown_url(url)!r}"
+        )
+
+
+def shown_url(url: str) -> str:
+    """`url` with any password in it replaced by `***` (for output and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
 
 
 def webhook(registry: Registry) -> str | None:
@@ -607,25 +681,29 @@ def webhook(registry: Registry) -> str | None:
 
 
 # ---------------------------------------------------------------------- text forms
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")
+MAX_DURATION = 3650 * 86400.0  # ten years: a silence, a window or a threshold longer is a typo
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_duration(text: str, default_unit: str = "s") -> float:
     """Seconds from "250ms", "30s", "5m", "2h", "1d" (a bare number is in `default_unit`)."""
-    found = _DURATION.match(text)
+    found = _DURATION.fullmatch(text) if text.isascii() else None
     if not found:
         raise ObjectiveError(f"{text!r} is not a duration (e.g. 250ms, 30s, 5m, 2h)")
-    return float(found.group(1)) * _UNITS[found.group(2) or default_unit]
+    seconds = float(found.group(1)) * _UNITS[found.group(2) or default_unit]
+    if seconds > MAX_DURATION:
+        raise ObjectiveError(f"{text!r} is longer than {format_duration(MAX_DURATION)}")
+    return seconds
 
 
 def parse_percent(text: str) -> float:
     """A share from "99.9" or "99.9%"."""
     try:
-        value = float(text.strip().rstrip("%"))
+        value = float(text.strip().rstrip("%")) if text.isascii() else math.nan
     except ValueError:
         raise ObjectiveError(f"{text!r} is not a percentage (e.g. 99.9)") from None
-    if not 0 < value < 100:
+    if not 0 < value < 100:  # (NaN too)
         raise ObjectiveError(f"a target must be between 0 and 100 (exclusive); got {text}")
     return value / 100.0
 

@@ -183,6 +183,12 @@ class SilenceInfo:
     created_at: datetime
     expires_at: datetime
 
+    def describe(self, until: str) -> str:
+        """`all alerts of iris until 14:30 by ana@host: deploying a fix` (`until`: the expiry as shown)."""
+        where = "every deployment" if self.deployment == "*" else self.deployment
+        why = f": {self.reason}" if self.reason else ""
+        return f"{self.kind or 'all'} alerts of {where} until {until} by {self.author}{why}"
+
     def matches(self, deployment: str, kind: str, now: datetime) -> bool:
         return self.deployment in ("*", deployment) and self.kind in (None, kind) and self.expires_at > now
 

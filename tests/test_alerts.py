@@ -182,7 +182,20 @@ def test_every_deployment_has_every_objective_at_its_default_until_set(deployed:
     ("kind", "change", "says"),
     [
         (AVAILABILITY, {"target": 1.0}, "between 0 and 100%"),
-        (LATENCY, {"threshold": -1.0}, "latency threshold must be a positive time"),
+        (LATENCY, {"threshold": -1.0}, "latency threshold must be a time above 0 and at most 2.5 s"),
+        (LATENCY, {"threshold": 10.0}, "at most 2.5 s"),  # slower requests share the +Inf bucket
+        (
+            AVAILABILITY,
+            {"windows": [{"long": 60, "short": 5, "burn": float("nan"), "severity": "x"}]},
+            "burn rate",
+        ),
+        (AVAILABILITY, {"windows": [{"long": 60, "short": 0.5, "burn": 2, "severity": "x"}]}, "at least 1s"),
+        (
+            AVAILABILITY,
+            {"windows": [{"long": 60, "short": 5, "burn": 2, "severity": "x"}] * 2},
+            "a severity of its own",
+        ),
+        (AVAILABILITY, {"windows": [{"long": 60, "short": 5, "burn": 2, "severity": "{{x}}"}]}, "short word"),
         (DRIFT, {"threshold": 3.0}, "drift level must be warn or drift"),
         ("speed", {}, "no objective kind 'speed'"),
         (PERFORMANCE, {"enabled": True, "threshold": 90.0}, "accuracy floor must be between 0 and 100%"),
@@ -232,7 +245,18 @@ def _transition(
 
 
 def _outbox(registry: Registry) -> list[tuple[str, str]]:
-    return [(d.status, d.payload["alerts"][0]["status"]) for d in store.due_deliveries(registry, limit=100)]
+    """Every notification not yet taken, in order, as (status, the payload's status)."""
+    from sqlmodel import col, select
+
+    from registry.schema import AlertDelivery
+
+    with registry.db.read() as session:
+        query = (
+            select(AlertDelivery)
+            .where(col(AlertDelivery.delivered_at).is_(None))
+            .order_by(col(AlertDelivery.id))
+        )
+        return [(d.status, d.payload["alerts"][0]["status"]) for d in session.exec(query)]
 
 
 def test_a_transition_writes_the_alert_its_event_and_its_notification_together(deployed: Registry) -> None:
@@ -250,6 +274,94 @@ def test_a_transition_writes_the_alert_its_event_and_its_notification_together(d
     body = store.due_deliveries(deployed)[0].payload
     assert body["version"] == "4" and body["alerts"][0]["labels"]["deployment"] == "live"
     assert body["alerts"][0]["endsAt"] == "0001-01-01T00:00:00Z"
+
+
+def test_an_alerts_notifications_go_in_order_however_their_retries_fall(deployed: Registry) -> None:
+    firing = _transition(deployed, None, FIRING)
+    [first] = store.due_deliveries(deployed)
+    store.delivery_done(deployed, first.id, "HTTP 503", retry_in=3600)  # the receiver is down
+    _transition(deployed, firing, RESOLVED)
+    assert store.due_deliveries(deployed) == []  # resolved waits behind its firing, due or not
+    store.delivery_done(deployed, first.id, None)
+    [then] = store.due_deliveries(deployed)
+    assert then.status == RESOLVED
+
+
+def test_resolved_is_told_even_under_a_silence_when_firing_was(deployed: Registry) -> None:
+    firing = _transition(deployed, None, FIRING)
+    store.add_silence(deployed, "live", 3600)
+    _transition(deployed, firing, RESOLVED)  # else the receiver's incident stays open for good
+    assert _outbox(deployed) == [(FIRING, FIRING), (RESOLVED, RESOLVED)]
+
+
+def test_turning_the_webhook_off_discards_what_it_was_owed(deployed: Registry) -> None:
+    _transition(deployed, None, FIRING)
+    assert store.set_webhook(deployed, None) == 1
+    assert store.pending_deliveries(deployed) == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://[::1]:x/hook", "http://127.0.0.1:99999/", " http://a/", "http://exa mple.com/", "ftp://a/"],
+)
+def test_a_webhook_a_client_cannot_post_to_is_refused(deployed: Registry, url: str) -> None:
+    with pytest.raises(ObjectiveError, match="must be an http"):
+        store.set_webhook(deployed, url)
+
+
+def test_a_webhook_password_is_never_shown() -> None:
+    assert (
+        store.shown_url("https://alice:s3cret@relay.example/hook") == "https://alice:***@relay.example/hook"
+    )
+    assert store.shown_url("http://relay.example/hook") == "http://relay.example/hook"
+
+
+def test_a_silence_of_a_deployment_stopped_since_can_still_be_ended(deployed: Registry) -> None:
+    from registry.deployments import remove_deployment
+
+    silence = store.add_silence(deployed, "live", 3600)
+    remove_deployment(deployed, "live", "stopped")
+    store.end_silence(deployed, silence.id)
+    assert store.silences(deployed) == []
+
+
+def test_names_that_are_not_deployments_or_kinds_are_refused(deployed: Registry) -> None:
+    with pytest.raises(ObjectiveError, match="no deployment named 'ghost'"):
+        store.objectives(deployed, "ghost")
+    with pytest.raises(ObjectiveError, match="no objective kind 'bogus'"):
+        store.reset_objectives(deployed, "live", "bogus")
+
+
+def test_windows_alone_go_to_the_rate_objectives_with_a_severity_each() -> None:
+    changes = store.parse_changes(windows="1h/5m@14.4,6h/30m@6")
+    assert set(changes) == {AVAILABILITY, LATENCY}  # drift and performance are states: their own windows
+    assert [w["severity"] for w in changes[AVAILABILITY]["windows"]] == ["critical", "warning"]
+    with pytest.raises(ObjectiveError, match="not a duration"):
+        store.parse_changes(windows="\uff16s/1s@2")  # full-width digits are no number here
+
+
+def test_a_clock_stepped_back_judges_the_newest_counts_not_none() -> None:
+    counts = EventCounts()
+    for second in range(1, 31):
+        counts.add(10_000.0 + second, point(100.0, 5.0), None, 1.0)
+    for second in range(1, 11):  # the wall clock went back an hour
+        counts.add(6_400.0 + second, point(100.0, 5.0), None, 1.0)
+    [window] = judge(availability(), counts, 6_410.0)
+    assert window.short_events > 0 and window.short_breached
+
+
+def test_a_post_that_cannot_even_start_is_an_error_to_retry_not_a_crash() -> None:
+    import asyncio
+
+    import httpx
+
+    from registry.serving.alerting import _post
+
+    async def post() -> str | None:
+        async with httpx.AsyncClient() as client:
+            return await _post(client, "http://[::1]:x/hook", {"alerts": []})
+
+    assert "InvalidURL" in (asyncio.run(post()) or "")
 
 
 def test_a_silenced_alert_shows_but_is_told_only_once_the_silence_ends(deployed: Registry) -> None:
@@ -330,4 +442,4 @@ def test_the_command_line_sets_objectives_silences_and_the_webhook(tmp_path: Pat
     [silence] = listed["silences"]
     assert silence["deployment"] == "live" and silence["reason"] == "deploy window"
     text = cli(tmp_path, "alerts").stdout
-    assert "no pending or firing alerts" in text and f"silence {silence['id']}: alerts of live" in text
+    assert "no pending or firing alerts" in text and f"silence {silence['id']}: all alerts of live" in text

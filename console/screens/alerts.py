@@ -68,7 +68,7 @@ class AlertsScreen(OverviewScreen[Read]):
             ]
             rows.append((str(alert.id), cells))
         refresh_rows(self.query_one("#alerts", FitTable), rows)
-        lines = [silence_text(s) for s in self.silences]
+        lines = [f"silenced: {s.describe(when(s.expires_at))}" for s in self.silences]
         if not self.alerts:
             lines.insert(
                 0, "no alerts yet: each deployment's objectives are judged once a second (o sets them)"
@@ -111,10 +111,3 @@ class AlertsScreen(OverviewScreen[Read]):
         name = self._deployment()
         if name is not None:
             self.deck.operations.objectives(name)
-
-
-def silence_text(silence: SilenceInfo) -> str:
-    where = "every deployment" if silence.deployment == "*" else silence.deployment
-    why = f": {silence.reason}" if silence.reason else ""
-    until = when(silence.expires_at)
-    return f"silenced: {silence.kind or 'all'} alerts of {where} until {until} by {silence.author}{why}"

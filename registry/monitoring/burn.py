@@ -72,8 +72,10 @@ class WindowBurn:
 
     def summary(self) -> str:
         """A few words for a table: the bad share and both rates against the factor."""
-        ratio = self.short_bad / self.short_events if self.short_events else 0.0
         short, long = format_duration(self.short), format_duration(self.long)
+        if not self.short_events:
+            return f"nothing to judge over {short} (no traffic or no figure); {self.long_rate:.1f}x ({long})"
+        ratio = self.short_bad / self.short_events
         return (
             f"{ratio:.2%} bad over {short}; burn {self.short_rate:.1f}x ({short}), "
             f"{self.long_rate:.1f}x ({long}) vs {self.burn:g}x"
@@ -103,9 +105,9 @@ class EventCounts:
         self._now = [0.0] * (_BUCKETS + len(LATENCY_BUCKETS) + 1)
 
     @property
-    def first(self) -> float | None:
-        """When the counts begin (None before the first point)."""
-        return self._times[0] if self._times else None
+    def covered(self) -> float:
+        """Seconds from the first point counted to the last (0 before two points)."""
+        return self._times[-1] - self._times[0] if self._times else 0.0
 
     def add(
         self,
@@ -118,6 +120,8 @@ class EventCounts:
         """Count one pull's point (`requests`, `server_errors`, `latency_buckets`), with the drift
         status that held over its `seconds` and whether accuracy was under the performance objective's
         floor (None: no accuracy known)."""
+        if self._times and t < self._times[-1]:  # the wall clock stepped back: keep the totals in order
+            t = self._times[-1]
         now = self._now
         now[_REQUESTS] += point.get("requests") or 0.0
         now[_ERRORS] += point.get("server_errors") or 0.0
@@ -140,6 +144,7 @@ class EventCounts:
         """(events, bad events) of `objective`'s kind over the `span` seconds before `t`."""
         if not self._times:
             return 0.0, 0.0
+        t = max(t, self._times[-1])  # a clock stepped back judges the newest counts, not none
         start = bisect.bisect_right(self._times, t - span) - 1  # the total just before the window
         end = bisect.bisect_right(self._times, t) - 1
         if end < 0:

@@ -98,10 +98,10 @@ class Alerting:
         self._count(now)
         for name in names:
             counts = self.counts.get(name)
-            if counts is None or counts.first is None:
+            if counts is None:
                 continue
             for objective in self.objectives.get(name, []):
-                if objective.enabled and now - counts.first >= min(w["short"] for w in objective.windows):
+                if objective.enabled and counts.covered >= min(w["short"] for w in objective.windows):
                     for window in judge(objective, counts, now):
                         await self._judge(name, objective, window)
         configured = {
@@ -113,10 +113,11 @@ class Alerting:
         }
         for key, alert in list(self.active.items()):
             if key[0] not in self.supervisor.runtimes and self.supervisor.reconciled.is_set():
-                await self._change(key, alert, RESOLVED, "the deployment was stopped", alert.figures)
+                why = "the deployment was stopped"
+                await self._change(key, alert, RESOLVED, why, {**alert.figures, "summary": why})
             elif key[0] in self.objectives and key not in configured:
                 why = "its objective was turned off or no longer has this window"
-                await self._change(key, alert, RESOLVED, why, alert.figures)
+                await self._change(key, alert, RESOLVED, why, {**alert.figures, "summary": why})
 
     def _count(self, now: float) -> None:
         scraper = self.supervisor.scraper
@@ -186,30 +187,39 @@ class Alerting:
 
     async def send(self) -> None:
         """Post the outbox's notifications until each is taken, retrying with a backoff."""
-        registry, db = self.supervisor.registry, self.supervisor.state.db
         async with httpx.AsyncClient(timeout=SEND_TIMEOUT, trust_env=False) as client:
             while True:
                 self._wake.clear()
                 try:
-                    for delivery in await db(store.due_deliveries, registry):
-                        assert delivery.id is not None
-                        error = await _post(client, delivery.url, delivery.payload)
-                        retry = min(LAST_RETRY, FIRST_RETRY * 2**delivery.attempts)
-                        await db(store.delivery_done, registry, delivery.id, error, retry)
-                        if error is not None:
-                            log.warning(
-                                "alert webhook %s refused notification %d (attempt %d, again in %g s): %s",
-                                delivery.url,
-                                delivery.id,
-                                delivery.attempts + 1,
-                                retry,
-                                error,
-                            )
+                    await self._send_due(client)
                     await self._resend(client)
                 except RegistryError as exc:
                     log.warning("alert notifications not sent: %s", exc)
+                except Exception:  # a bug must not end the sending for good: log it, go on
+                    log.exception("alert notifications not sent")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), FIRST_RETRY)
+
+    async def _send_due(self, client: httpx.AsyncClient) -> None:
+        """Post what is due to the webhook set now (read again: it may have changed since the last
+        refresh; none set: they wait)."""
+        registry, db = self.supervisor.registry, self.supervisor.state.db
+        due = await db(store.due_deliveries, registry)
+        url = await db(store.webhook, registry) if due else None
+        for delivery in due if url is not None else []:
+            assert delivery.id is not None
+            error = await _post(client, url, delivery.payload)
+            retry = min(LAST_RETRY, FIRST_RETRY * 2**delivery.attempts)
+            await db(store.delivery_done, registry, delivery.id, error, retry)
+            if error is not None:
+                log.warning(
+                    "alert webhook %s refused notification %d (attempt %d, again in %g s): %s",
+                    store.shown_url(url),
+                    delivery.id,
+                    delivery.attempts + 1,
+                    retry,
+                    error,
+                )
 
     async def _resend(self, client: httpx.AsyncClient) -> None:
         """Firing alerts again to an Alertmanager's API (best effort: the outbox has the transitions)."""
@@ -221,7 +231,7 @@ class Alerting:
         if firing:
             error = await _post(client, url, {"alerts": [payload(a)["alerts"][0] for a in firing]})
             if error is not None:
-                log.warning("firing alerts not sent again to %s: %s", url, error)
+                log.warning("firing alerts not sent again to %s: %s", store.shown_url(url), error)
 
 
 async def _post(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> str | None:
@@ -230,11 +240,16 @@ async def _post(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> st
     content = [_postable(a) for a in body["alerts"]] if is_alertmanager_api(url) else body
     try:
         response = await client.post(url, json=content)
-    except httpx.HTTPError as exc:
+    except Exception as exc:  # unreachable, refused, timed out, or a URL httpx cannot use: retried
         return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if response.is_success:
         return None
-    return f"HTTP {response.status_code}: {response.text[:200]}"
+    where = (
+        f" (to {response.headers['location']})"
+        if response.is_redirect and "location" in response.headers
+        else ""
+    )
+    return f"HTTP {response.status_code}{where}: {response.text[:200]}"
 
 
 def is_alertmanager_api(url: str) -> bool:
