@@ -206,7 +206,9 @@ class Alerting:
         registry, db = self.supervisor.registry, self.supervisor.state.db
         due = await db(store.due_deliveries, registry)
         url = await db(store.webhook, registry) if due else None
-        for delivery in due if url is not None else []:
+        if url is None:
+            return
+        for delivery in due:
             assert delivery.id is not None
             error = await _post(client, url, delivery.payload)
             retry = min(LAST_RETRY, FIRST_RETRY * 2**delivery.attempts)
