@@ -71,6 +71,8 @@ LONGEST_WINDOW = 21600.0
 #: The latency histogram's largest bound (`registry.monitoring.metrics.LATENCY_BUCKETS[-1]`): slower
 #: requests all fall in its +Inf bucket, so a threshold above it cannot be judged.
 MAX_LATENCY = 2.5
+#: Ended alerts are kept this long (the ledger keeps their transitions for good), sent notifications less.
+ALERT_RETENTION, SENT_RETENTION = 90 * 86400.0, 7 * 86400.0
 _SEVERITY = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
@@ -104,7 +106,7 @@ class ObjectiveSpec:
             what = f"{format_percent(self.target)} of requests within {(self.threshold or 0) * 1000:g} ms"
         elif self.kind == DRIFT:
             level = next((k for k, v in DRIFT_LEVELS.items() if v == self.threshold), "drift")
-            what = f"drift below {level} {format_percent(self.target)} of the time"
+            what = f"drift status below {level!r} {format_percent(self.target)} of the time"
         elif self.kind == PERFORMANCE:
             floor = format_percent(self.threshold or 0.0)
             share = format_percent(self.target)
@@ -600,6 +602,29 @@ def delivery_done(registry: Registry, delivery_id: int, error: str | None, retry
         else:
             row.last_error, row.next_attempt_at = error[:500], utcnow() + timedelta(seconds=retry_in)
         session.add(row)
+
+
+def prune(registry: Registry, keep_alerts: float = ALERT_RETENTION, keep_sent: float = SENT_RETENTION) -> int:
+    """Delete ended alerts older than `keep_alerts` seconds (the ledger keeps their transitions) and
+    notifications taken more than `keep_sent` seconds ago; the rows deleted."""
+    now = utcnow()
+    with registry.db.write() as session:
+        old = session.exec(
+            select(Alert).where(
+                col(Alert.state).in_((RESOLVED, CLEARED)),
+                col(Alert.ended_at) < now - timedelta(seconds=keep_alerts),
+            )
+        ).all()
+        owed = set(
+            session.exec(select(AlertDelivery.alert_id).where(col(AlertDelivery.delivered_at).is_(None)))
+        )
+        old = [row for row in old if row.id not in owed]  # an alert the webhook is still owed stays
+        sent = session.exec(
+            select(AlertDelivery).where(col(AlertDelivery.delivered_at) < now - timedelta(seconds=keep_sent))
+        ).all()
+        for row in [*old, *sent]:
+            session.delete(row)
+    return len(old) + len(sent)
 
 
 def _worth_telling(state: str, notified: str, silenced: bool) -> bool:

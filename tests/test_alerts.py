@@ -294,6 +294,20 @@ def test_resolved_is_told_even_under_a_silence_when_firing_was(deployed: Registr
     assert _outbox(deployed) == [(FIRING, FIRING), (RESOLVED, RESOLVED)]
 
 
+def test_old_ended_alerts_and_sent_notifications_are_pruned_the_rest_kept(deployed: Registry) -> None:
+    told = _transition(deployed, None, FIRING)  # fired and resolved, both notifications taken
+    store.delivery_done(deployed, store.due_deliveries(deployed)[0].id, None)
+    _transition(deployed, told, RESOLVED)
+    store.delivery_done(deployed, store.due_deliveries(deployed)[0].id, None)
+    owed = _transition(deployed, None, FIRING)  # fired and resolved, resolved not taken yet
+    store.delivery_done(deployed, store.due_deliveries(deployed)[0].id, None)
+    _transition(deployed, owed, RESOLVED)
+    _transition(deployed, None, FIRING, url=None)  # a third, still firing
+    assert store.prune(deployed, keep_alerts=0.0, keep_sent=0.0) == 1 + 3  # the first alert, 3 sent
+    assert [a.state for a in store.alerts(deployed)] == [FIRING, RESOLVED]
+    assert store.pending_deliveries(deployed) == 1  # what is owed stays
+
+
 def test_turning_the_webhook_off_discards_what_it_was_owed(deployed: Registry) -> None:
     _transition(deployed, None, FIRING)
     assert store.set_webhook(deployed, None) == 1

@@ -38,6 +38,7 @@ log = logging.getLogger("modeldeck.alerts")
 
 #: Labelled predictions in the performance window before the realised accuracy counts (else estimated).
 MIN_LABELLED = 30
+PRUNE_EVERY = 3600.0  # seconds between deletions of old alerts and sent notifications
 #: How often objectives, silences and the webhook's URL are read again from the database.
 REFRESH_EVERY = 5.0
 SEND_TIMEOUT = 5.0
@@ -64,6 +65,7 @@ class Alerting:
         self.url: str | None = None
         self._cursors: dict[str, int] = {}
         self._refreshed = 0.0
+        self._pruned = 0.0
         self._wake = asyncio.Event()
         self._resent = time.monotonic()
 
@@ -95,6 +97,9 @@ class Alerting:
             if url is not None and await db(store.notify_unsent, registry, url, payload) > 0:
                 self._wake.set()
             self.url = url
+        if now - self._pruned >= PRUNE_EVERY:
+            self._pruned = now
+            await db(store.prune, registry)
         self._count(now)
         for name in names:
             counts = self.counts.get(name)
