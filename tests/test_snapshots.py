@@ -320,10 +320,9 @@ VIEWS = {
     "time": (("3", "t", *"14:30"), "EventsScreen"),
     "deploy": (("1", "colon", *"deploy iris:3", "enter"), "Confirm"),
     "alias": (("1", "enter", "a", *"staging"), "Ask"),
-    "silence": (("4", "z", *"2h"), "Ask"),
 }
 #: what the 256-colour snapshots show: the inputs, the modals and the monitor of two versions
-IN_256 = ("filter", "command", "time", "confirm", "deploy", "alias", "silence", "help", "monitor")
+IN_256 = ("filter", "command", "time", "confirm", "deploy", "alias", "help", "monitor")
 
 
 @pytest.mark.parametrize("size", SIZES)

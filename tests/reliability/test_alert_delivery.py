@@ -1,5 +1,7 @@
-"""Alerts under faults: each transition reaches the webhook once across a supervisor SIGKILL (the receiver
-down meanwhile), and a slower version fires the latency objective.
+"""Alerts under faults and against what we did not write: a silence keeps the webhook quiet, each
+transition reaches the webhook once across a supervisor SIGKILL (the receiver down meanwhile), a slower
+version fires the latency objective, an estimated accuracy under the floor fires the performance
+objective, and a real Alertmanager takes the alerts on its API.
 """
 
 from __future__ import annotations
@@ -26,6 +28,21 @@ pytestmark = pytest.mark.slow
 def alerted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alerted]:
     with alerted_home(tmp_path_factory) as alerted:
         yield alerted
+
+
+def test_a_silence_keeps_the_webhook_quiet_while_the_alert_shows(alerted: Alerted) -> None:
+    with alerted.registry() as reg:
+        silence = store.add_silence(reg, "nb", 600, kind=store.AVAILABILITY, reason="known outage")
+    try:
+        with Traffic(alerted.url, bad=0.05):
+            wait_until(lambda: alerted.state() == store.FIRING, timeout=30, what="the silenced alert")
+            assert alerted.alerts()[0].silenced
+        with Traffic(alerted.url, bad=0.0):
+            wait_until(lambda: alerted.state() == store.RESOLVED, timeout=30, what="the alert to resolve")
+    finally:
+        with alerted.registry() as reg:
+            store.end_silence(reg, silence.id)
+    assert alerted.receiver.bodies == []
 
 
 def test_each_transition_reaches_the_webhook_once_across_a_supervisor_sigkill(alerted: Alerted) -> None:

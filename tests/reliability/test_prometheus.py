@@ -43,7 +43,7 @@ from registry.serving.client import SupervisorClient
 # one Prometheus and supervisor for the module, its tests in order (with -n, on one xdist worker)
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("prometheus")]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MONITORING = Path(registry_package.__file__).parent / "monitoring"
 DASHBOARD = MONITORING / "grafana" / "modeldeck.json"
 RULES = MONITORING / "prometheus" / "rules.yml"
