@@ -152,14 +152,15 @@ def alerts_list(
     """Alerts, newest first (pending and firing ones unless --all), and the silences in force."""
     if ctx.invoked_subcommand is not None:
         return
-    from registry import alerts
+    from registry import alert_outbox as outbox
+    from registry import alert_text, alerts
 
     def read(reg: Registry) -> tuple[list[AlertInfo], list[SilenceInfo], str | None, int]:
         return (
             alerts.alerts(reg, active_only=not everything, limit=limit),
             alerts.silences(reg),
             alerts.webhook(reg),
-            alerts.pending_deliveries(reg),
+            outbox.pending_deliveries(reg),
         )
 
     found, quiet, url, unsent = _run(read)
@@ -169,7 +170,7 @@ def alerts_list(
             {
                 "alerts": [a.as_dict() for a in found],
                 "silences": [s.as_dict() for s in quiet],
-                "webhook": None if url is None else alerts.shown_url(url),
+                "webhook": None if url is None else alert_text.shown_url(url),
                 "supervisor": judged,
                 "unsent": unsent,
             }
@@ -191,7 +192,7 @@ def alerts_list(
         output.say("webhook: none (modeldeck alerts webhook URL)")
     else:
         waiting = f" ({unsent} notification(s) not yet taken)" if unsent else ""
-        output.say(f"webhook: {alerts.shown_url(url)}{waiting}")
+        output.say(f"webhook: {alert_text.shown_url(url)}{waiting}")
     if not judged:
         output.warn("no supervisor is running: objectives are not judged and states do not change")
 
@@ -236,11 +237,11 @@ def alerts_webhook(
 ) -> None:
     """Show or set where alerts are posted: Alertmanager's webhook JSON, or, to a URL ending in
     /api/v2/alerts, an Alertmanager's own API."""
-    from registry import alerts
+    from registry import alert_text, alerts
 
     if url is None:
         current = _run(alerts.webhook)
-        output.say(alerts.shown_url(current) if current else "none")
+        output.say(alert_text.shown_url(current) if current else "none")
         return
     discarded = _run(lambda reg: alerts.set_webhook(reg, None if url == "off" else url))
     if url == "off":
@@ -248,7 +249,7 @@ def alerts_webhook(
             "webhook: none" + (f" ({discarded} notification(s) not yet taken discarded)" if discarded else "")
         )
     else:
-        output.say(f"webhook: {alerts.shown_url(url)}")
+        output.say(f"webhook: {alert_text.shown_url(url)}")
 
 
 @alerts_app.command("rules")

@@ -24,13 +24,20 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from sqlmodel import col, select
 
 from registry import reads, writes
 from registry.actor import current_actor
-from registry.errors import RegistryError
+from registry.alert_text import (
+    check_url,
+    format_duration,
+    format_percent,
+    parse_duration,
+    parse_percent,
+    parse_windows,
+)
+from registry.errors import ObjectiveError
 from registry.info import AlertInfo, SilenceInfo
 from registry.schema import (
     Alert,
@@ -71,13 +78,7 @@ LONGEST_WINDOW = 21600.0
 #: The latency histogram's largest bound (`registry.monitoring.metrics.LATENCY_BUCKETS[-1]`): slower
 #: requests all fall in its +Inf bucket, so a threshold above it cannot be judged.
 MAX_LATENCY = 2.5
-#: Ended alerts are kept this long (the ledger keeps their transitions for good), sent notifications less.
-ALERT_RETENTION, SENT_RETENTION = 90 * 86400.0, 7 * 86400.0
 _SEVERITY = re.compile(r"[A-Za-z0-9_-]{1,32}")
-
-
-class ObjectiveError(RegistryError):
-    """An objective, silence or webhook that cannot be stored as given (the message says which part)."""
 
 
 @dataclass(frozen=True)
@@ -270,33 +271,6 @@ def _switch(value: str, settings: Callable[[], dict[str, Any]]) -> dict[str, Any
     return {"enabled": False} if value == "off" else {"enabled": True, **settings()}
 
 
-def parse_windows(text: str) -> list[dict[str, Any]]:
-    """`1h/5m@14.4:critical,6h/30m@6` as burn-rate windows (severity defaults to critical for the first,
-    warning for the second)."""
-    out = []
-    for index, part in enumerate(text.split(",")):
-        spans, at, rest = part.strip().partition("@")
-        long, slash, short = spans.partition("/")
-        burn, _, severity = rest.partition(":")
-        if not (at and slash and burn):
-            raise ObjectiveError(
-                f"a window is LONG/SHORT@BURN[:SEVERITY], e.g. 1h/5m@14.4:critical; got {part!r}"
-            )
-        try:
-            factor = float(burn) if burn.isascii() else math.nan
-        except ValueError:
-            raise ObjectiveError(f"{burn!r} is not a burn rate (a number, e.g. 14.4)") from None
-        out.append(
-            {
-                "long": parse_duration(long),
-                "short": parse_duration(short),
-                "burn": factor,
-                "severity": severity or ("critical", "warning")[min(index, 1)],
-            }
-        )
-    return out
-
-
 def reset_objectives(registry: Registry, deployment: str, kind: str | None = None) -> None:
     """Back to the defaults: `kind`, or every kind."""
     if kind is not None and kind not in KINDS:
@@ -406,7 +380,7 @@ def add_silence(
         model = _model_of(session, deployment) if deployment != "*" else "*"
         session.add(row)
         session.flush()
-        info = _silence(row)
+        info = silence_info(row)
         writes.record(
             session.connection(),
             model,
@@ -425,9 +399,9 @@ def end_silence(registry: Registry, silence_id: int) -> SilenceInfo:
         row = session.get(Silence, silence_id)
         if row is None:
             raise ObjectiveError(f"no silence {silence_id}")
-        row.expires_at = min(_aware(row.expires_at), utcnow())
+        row.expires_at = min(as_aware(row.expires_at), utcnow())
         session.add(row)
-        info = _silence(row)
+        info = silence_info(row)
         writes.record(
             session.connection(),
             row.deployment if row.deployment == "*" else _model_of(session, row.deployment, required=False),
@@ -447,7 +421,7 @@ def silences(registry: Registry, include_expired: bool = False) -> list[SilenceI
     return found if include_expired else [s for s in found if s.expires_at > now]
 
 
-def _silence(row: Silence) -> SilenceInfo:
+def silence_info(row: Silence) -> SilenceInfo:
     assert row.id is not None
     return SilenceInfo(
         row.id,
@@ -455,8 +429,8 @@ def _silence(row: Silence) -> SilenceInfo:
         row.kind,
         row.author,
         row.reason,
-        _aware(row.created_at),
-        _aware(row.expires_at),
+        as_aware(row.created_at),
+        as_aware(row.expires_at),
     )
 
 
@@ -478,172 +452,14 @@ def alert_info(row: Alert, silenced: bool = False) -> AlertInfo:
         row.kind,
         row.severity,
         row.state,
-        _aware(row.started_at),
-        _aware(row.fired_at) if row.fired_at else None,
-        _aware(row.ended_at) if row.ended_at else None,
+        as_aware(row.started_at),
+        as_aware(row.fired_at) if row.fired_at else None,
+        as_aware(row.ended_at) if row.ended_at else None,
         row.reason,
         dict(row.figures),
         row.notified,
         silenced,
     )
-
-
-def pending_deliveries(registry: Registry) -> int:
-    """Webhook notifications not yet taken by the receiver."""
-    with registry.db.read() as session:
-        return len(
-            session.exec(select(AlertDelivery.id).where(col(AlertDelivery.delivered_at).is_(None))).all()
-        )
-
-
-# ---------------------------------------------------------------------- transitions (the supervisor's)
-Payload = Callable[[AlertInfo], dict[str, Any]]
-
-
-def active_alerts(registry: Registry) -> list[AlertInfo]:
-    """Pending and firing alerts (what a starting supervisor takes over)."""
-    return alerts(registry, active_only=True, limit=100_000)
-
-
-def save_transition(
-    registry: Registry,
-    alert: AlertInfo | None,
-    state: str,
-    *,
-    deployment: str,
-    model: str,
-    version: int,
-    kind: str,
-    severity: str,
-    reason: str,
-    figures: dict[str, Any],
-    url: str | None,
-    payload: Payload,
-) -> AlertInfo:
-    """Write an alert's new `state` (a new alert when `alert` is None), its ledger event and, when the
-    webhook must hear of it, its notification: all in one transaction."""
-    now = utcnow()
-    with registry.db.write() as session:
-        row = session.get(Alert, alert.id) if alert is not None else None
-        if row is None:
-            row = Alert(
-                deployment=deployment,
-                model=model,
-                version=version,
-                kind=kind,
-                severity=severity,
-                state=state,
-                started_at=now,
-            )
-        row.state, row.reason, row.figures = state, reason, figures
-        if state == FIRING and row.fired_at is None:
-            row.fired_at, row.version = now, version
-        if state in (RESOLVED, CLEARED):
-            row.ended_at = now
-        session.add(row)
-        session.flush()
-        silenced = any(s.matches(deployment, kind, now) for s in _silences_in(session, now))
-        info = alert_info(row, silenced)
-        if url is not None and _worth_telling(state, row.notified, silenced):
-            info = _enqueue(session, row, url, payload, silenced)
-        writes.record(
-            session.connection(),
-            model,
-            f"alert_{state}",
-            "supervisor",
-            deployment=deployment,
-            to_version=version,
-            reason=reason,
-            detail={"alert": row.id, "objective": kind, "severity": severity, **figures},
-        )
-    return info
-
-
-def notify_unsent(registry: Registry, url: str, payload: Payload) -> int:
-    """Queue the notifications alerts are owed (their silence ended, or the webhook was set since):
-    a firing alert the webhook has not heard fire. The number queued."""
-    now = utcnow()
-    queued = 0
-    with registry.db.write() as session:
-        quiet = _silences_in(session, now)
-        rows = session.exec(select(Alert).where(Alert.state == FIRING, Alert.notified != FIRING)).all()
-        for row in rows:
-            if not any(s.matches(row.deployment, row.kind, now) for s in quiet):
-                _enqueue(session, row, url, payload, False)
-                queued += 1
-    return queued
-
-
-def due_deliveries(registry: Registry, limit: int = 20) -> list[AlertDelivery]:
-    """Notifications to send now, oldest first, one per alert: an alert's next waits for the one
-    before it (its resolved never overtakes its firing)."""
-    with registry.db.read() as session:
-        query = (
-            select(AlertDelivery)
-            .where(col(AlertDelivery.delivered_at).is_(None))
-            .order_by(col(AlertDelivery.id))
-        )
-        waiting = list(session.exec(query).all())
-    now, first = utcnow(), dict[int, AlertDelivery]()
-    for delivery in waiting:
-        first.setdefault(delivery.alert_id, delivery)
-    return [d for d in first.values() if _aware(d.next_attempt_at) <= now][:limit]
-
-
-def delivery_done(registry: Registry, delivery_id: int, error: str | None, retry_in: float = 0.0) -> None:
-    """The receiver took it (`error` None), or not: try again in `retry_in` seconds."""
-    with registry.db.write() as session:
-        row = session.get(AlertDelivery, delivery_id)
-        if row is None:
-            return
-        row.attempts += 1
-        if error is None:
-            row.delivered_at = utcnow()
-        else:
-            row.last_error, row.next_attempt_at = error[:500], utcnow() + timedelta(seconds=retry_in)
-        session.add(row)
-
-
-def prune(registry: Registry, keep_alerts: float = ALERT_RETENTION, keep_sent: float = SENT_RETENTION) -> int:
-    """Delete ended alerts older than `keep_alerts` seconds (the ledger keeps their transitions) and
-    notifications taken more than `keep_sent` seconds ago; the rows deleted."""
-    now = utcnow()
-    with registry.db.write() as session:
-        old = session.exec(
-            select(Alert).where(
-                col(Alert.state).in_((RESOLVED, CLEARED)),
-                col(Alert.ended_at) < now - timedelta(seconds=keep_alerts),
-            )
-        ).all()
-        owed = set(
-            session.exec(select(AlertDelivery.alert_id).where(col(AlertDelivery.delivered_at).is_(None)))
-        )
-        old = [row for row in old if row.id not in owed]  # an alert the webhook is still owed stays
-        sent = session.exec(
-            select(AlertDelivery).where(col(AlertDelivery.delivered_at) < now - timedelta(seconds=keep_sent))
-        ).all()
-        for row in [*old, *sent]:
-            session.delete(row)
-    return len(old) + len(sent)
-
-
-def _worth_telling(state: str, notified: str, silenced: bool) -> bool:
-    """Firing unless silenced; resolved whenever the webhook heard it fire (a silence must not leave
-    an incident open on the receiver's side)."""
-    return (state == FIRING and not silenced) or (state == RESOLVED and notified == FIRING)
-
-
-def _enqueue(session: Any, row: Alert, url: str, payload: Payload, silenced: bool) -> AlertInfo:
-    row.notified = row.state
-    session.add(row)
-    session.flush()
-    info = alert_info(row, silenced)
-    session.add(AlertDelivery(alert_id=info.id, status=row.state, url=url, payload=payload(info)))
-    return info
-
-
-def _silences_in(session: Any, now: datetime) -> list[SilenceInfo]:
-    return [_silence(r) for r in session.exec(select(Silence).where(Silence.expires_at > now)).all()]
 
 
 # ---------------------------------------------------------------------- the webhook
@@ -668,36 +484,6 @@ def set_webhook(registry: Registry, url: str | None) -> int:
     return discarded
 
 
-def check_url(url: str) -> None:
-    """An ObjectiveError unless `url` is an http(s) URL a client can post to."""
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = -1
-    if (
-        parts.scheme not in ("http", "https")
-        or not parts.hostname
-        or port == -1
-        or url != url.strip()
-        or any(c.isspace() for c in url)
-        or len(url) > 2048
-    ):
-        raise ObjectiveError(
-            "the webhook must be an http(s) URL with a host (and a port from 1 to 65535); "
-            f"got {shown_url(url)!r}"
-        )
-
-
-def shown_url(url: str) -> str:
-    """`url` with any password in it replaced by `***` (for output and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
-
-
 def webhook(registry: Registry) -> str | None:
     """The alert webhook's URL, or None."""
     with registry.db.read() as session:
@@ -705,47 +491,6 @@ def webhook(registry: Registry) -> str | None:
     return None if row is None else row.value.get("url")
 
 
-# ---------------------------------------------------------------------- text forms
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")
-MAX_DURATION = 3650 * 86400.0  # ten years: a silence, a window or a threshold longer is a typo
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(text: str, default_unit: str = "s") -> float:
-    """Seconds from "250ms", "30s", "5m", "2h", "1d" (a bare number is in `default_unit`)."""
-    found = _DURATION.fullmatch(text) if text.isascii() else None
-    if not found:
-        raise ObjectiveError(f"{text!r} is not a duration (e.g. 250ms, 30s, 5m, 2h)")
-    seconds = float(found.group(1)) * _UNITS[found.group(2) or default_unit]
-    if seconds > MAX_DURATION:
-        raise ObjectiveError(f"{text!r} is longer than {format_duration(MAX_DURATION)}")
-    return seconds
-
-
-def parse_percent(text: str) -> float:
-    """A share from "99.9" or "99.9%"."""
-    try:
-        value = float(text.strip().rstrip("%")) if text.isascii() else math.nan
-    except ValueError:
-        raise ObjectiveError(f"{text!r} is not a percentage (e.g. 99.9)") from None
-    if not 0 < value < 100:  # (NaN too)
-        raise ObjectiveError(f"a target must be between 0 and 100 (exclusive); got {text}")
-    return value / 100.0
-
-
-def format_percent(share: float) -> str:
-    """ "99.9%": a share as a percentage, no trailing zeros."""
-    return f"{share * 100:.6g}%"
-
-
-def format_duration(seconds: float) -> str:
-    """ "2h", "5m", "90s": the largest whole unit."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:g}{unit}"
-    return f"{seconds:g}s"
-
-
-def _aware(moment: datetime) -> datetime:
+def as_aware(moment: datetime) -> datetime:
     """SQLite hands back naive datetimes of the UTC time written."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

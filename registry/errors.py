@@ -88,3 +88,7 @@ class SupervisorError(RegistryError):
         super().__init__(message)
         self.status = status
         self.log_tail = log_tail or []
+
+
+class ObjectiveError(RegistryError):
+    """An objective, silence or webhook that cannot be stored as given (the message says which part)."""

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from registry import Registry
+from registry import Registry, alert_text
+from registry import alert_outbox as outbox
 from registry import alerts as store
 from registry.alerts import (
     AVAILABILITY,
@@ -228,7 +229,7 @@ def test_objectives_of_a_deployment_that_does_not_exist_are_refused(deployed: Re
 def _transition(
     registry: Registry, alert: Any, state: str, url: str | None = "http://127.0.0.1:1/hook"
 ) -> Any:
-    return store.save_transition(
+    return outbox.save_transition(
         registry,
         alert,
         state,
@@ -271,19 +272,19 @@ def test_a_transition_writes_the_alert_its_event_and_its_notification_together(d
     assert kinds == ["alert_pending", "alert_firing", "alert_resolved"]
     [shown] = store.alerts(deployed)
     assert shown.state == RESOLVED and store.alerts(deployed, active_only=True) == []
-    body = store.due_deliveries(deployed)[0].payload
+    body = outbox.due_deliveries(deployed)[0].payload
     assert body["version"] == "4" and body["alerts"][0]["labels"]["deployment"] == "live"
     assert body["alerts"][0]["endsAt"] == "0001-01-01T00:00:00Z"
 
 
 def test_an_alerts_notifications_go_in_order_however_their_retries_fall(deployed: Registry) -> None:
     firing = _transition(deployed, None, FIRING)
-    [first] = store.due_deliveries(deployed)
-    store.delivery_done(deployed, first.id, "HTTP 503", retry_in=3600)  # the receiver is down
+    [first] = outbox.due_deliveries(deployed)
+    outbox.delivery_done(deployed, first.id, "HTTP 503", retry_in=3600)  # the receiver is down
     _transition(deployed, firing, RESOLVED)
-    assert store.due_deliveries(deployed) == []  # resolved waits behind its firing, due or not
-    store.delivery_done(deployed, first.id, None)
-    [then] = store.due_deliveries(deployed)
+    assert outbox.due_deliveries(deployed) == []  # resolved waits behind its firing, due or not
+    outbox.delivery_done(deployed, first.id, None)
+    [then] = outbox.due_deliveries(deployed)
     assert then.status == RESOLVED
 
 
@@ -296,22 +297,22 @@ def test_resolved_is_told_even_under_a_silence_when_firing_was(deployed: Registr
 
 def test_old_ended_alerts_and_sent_notifications_are_pruned_the_rest_kept(deployed: Registry) -> None:
     told = _transition(deployed, None, FIRING)  # fired and resolved, both notifications taken
-    store.delivery_done(deployed, store.due_deliveries(deployed)[0].id, None)
+    outbox.delivery_done(deployed, outbox.due_deliveries(deployed)[0].id, None)
     _transition(deployed, told, RESOLVED)
-    store.delivery_done(deployed, store.due_deliveries(deployed)[0].id, None)
+    outbox.delivery_done(deployed, outbox.due_deliveries(deployed)[0].id, None)
     owed = _transition(deployed, None, FIRING)  # fired and resolved, resolved not taken yet
-    store.delivery_done(deployed, store.due_deliveries(deployed)[0].id, None)
+    outbox.delivery_done(deployed, outbox.due_deliveries(deployed)[0].id, None)
     _transition(deployed, owed, RESOLVED)
     _transition(deployed, None, FIRING, url=None)  # a third, still firing
-    assert store.prune(deployed, keep_alerts=0.0, keep_sent=0.0) == 1 + 3  # the first alert, 3 sent
+    assert outbox.prune(deployed, keep_alerts=0.0, keep_sent=0.0) == 1 + 3  # the first alert, 3 sent
     assert [a.state for a in store.alerts(deployed)] == [FIRING, RESOLVED]
-    assert store.pending_deliveries(deployed) == 1  # what is owed stays
+    assert outbox.pending_deliveries(deployed) == 1  # what is owed stays
 
 
 def test_turning_the_webhook_off_discards_what_it_was_owed(deployed: Registry) -> None:
     _transition(deployed, None, FIRING)
     assert store.set_webhook(deployed, None) == 1
-    assert store.pending_deliveries(deployed) == 0
+    assert outbox.pending_deliveries(deployed) == 0
 
 
 @pytest.mark.parametrize(
@@ -325,9 +326,10 @@ def test_a_webhook_a_client_cannot_post_to_is_refused(deployed: Registry, url: s
 
 def test_a_webhook_password_is_never_shown() -> None:
     assert (
-        store.shown_url("https://alice:s3cret@relay.example/hook") == "https://alice:***@relay.example/hook"
+        alert_text.shown_url("https://alice:s3cret@relay.example/hook")
+        == "https://alice:***@relay.example/hook"
     )
-    assert store.shown_url("http://relay.example/hook") == "http://relay.example/hook"
+    assert alert_text.shown_url("http://relay.example/hook") == "http://relay.example/hook"
 
 
 def test_a_silence_of_a_deployment_stopped_since_can_still_be_ended(deployed: Registry) -> None:
@@ -384,11 +386,11 @@ def test_a_silenced_alert_shows_but_is_told_only_once_the_silence_ends(deployed:
     firing = _transition(deployed, None, FIRING)
     assert firing.silenced and firing.notified == "" and _outbox(deployed) == []
     assert store.alerts(deployed, active_only=True)[0].silenced
-    assert store.notify_unsent(deployed, "http://127.0.0.1:1/hook", payload) == 0  # still silenced
+    assert outbox.notify_unsent(deployed, "http://127.0.0.1:1/hook", payload) == 0  # still silenced
     store.end_silence(deployed, silence.id)
     assert store.silences(deployed) == []
-    assert store.notify_unsent(deployed, "http://127.0.0.1:1/hook", payload) == 1
-    assert store.notify_unsent(deployed, "http://127.0.0.1:1/hook", payload) == 0  # once
+    assert outbox.notify_unsent(deployed, "http://127.0.0.1:1/hook", payload) == 1
+    assert outbox.notify_unsent(deployed, "http://127.0.0.1:1/hook", payload) == 0  # once
     assert _outbox(deployed) == [(FIRING, FIRING)]
 
 
@@ -400,11 +402,11 @@ def test_an_alert_resolved_before_the_webhook_heard_it_fire_is_not_announced(dep
 
 def test_a_refused_notification_waits_its_backoff_and_is_kept_until_taken(deployed: Registry) -> None:
     _transition(deployed, None, FIRING)
-    [delivery] = store.due_deliveries(deployed)
-    store.delivery_done(deployed, delivery.id, "HTTP 503", retry_in=3600)
-    assert store.due_deliveries(deployed) == [] and store.pending_deliveries(deployed) == 1
-    store.delivery_done(deployed, delivery.id, None)
-    assert store.pending_deliveries(deployed) == 0
+    [delivery] = outbox.due_deliveries(deployed)
+    outbox.delivery_done(deployed, delivery.id, "HTTP 503", retry_in=3600)
+    assert outbox.due_deliveries(deployed) == [] and outbox.pending_deliveries(deployed) == 1
+    outbox.delivery_done(deployed, delivery.id, None)
+    assert outbox.pending_deliveries(deployed) == 0
 
 
 # ---------------------------------------------------------------------- the command line

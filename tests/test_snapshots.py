@@ -96,11 +96,12 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _alerts(reg: Registry) -> None:
     """diabetes: a latency alert that fired and resolved; iris: an availability alert firing."""
+    from registry import alert_outbox as outbox
     from registry import alerts
     from registry.serving.alerting import payload
 
     def change(alert, deployment: str, kind: str, state: str, summary: str):  # type: ignore[no-untyped-def]
-        return alerts.save_transition(
+        return outbox.save_transition(
             reg,
             alert,
             state,

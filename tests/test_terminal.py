@@ -175,13 +175,14 @@ def test_a_firing_alert_is_named_in_the_banner_and_its_questions_show_what_is_ty
     writes it)."""
     import shutil
 
+    from registry import alert_outbox as outbox
     from registry import alerts
     from registry.serving.alerting import payload
 
     copy = tmp_path / "alerted"
     shutil.copytree(home, copy)
     with Registry(home=copy) as reg:
-        alerts.save_transition(
+        outbox.save_transition(
             reg,
             None,
             alerts.FIRING,

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from registry import alert_outbox as outbox
+from registry import alert_text
 from registry import alerts as store
 from registry.alerts import ALERT_NAMES, FIRING, PENDING, PERFORMANCE, RESOLVED, AlertInfo, ObjectiveSpec
 from registry.errors import RegistryError
@@ -72,7 +74,7 @@ class Alerting:
     async def run(self) -> None:
         """Take over the stored alerts, then judge once a second; the sender runs beside."""
         db = self.supervisor.state.db
-        for alert in await db(store.active_alerts, self.supervisor.registry):
+        for alert in await db(outbox.active_alerts, self.supervisor.registry):
             self.active[alert.deployment, alert.kind, alert.severity] = alert
         self.supervisor.state.spawn_task(self.send())
         while True:
@@ -94,12 +96,12 @@ class Alerting:
             self._refreshed = now
             self.objectives = await db(store.all_objectives, registry, names)
             url = await db(store.webhook, registry)
-            if url is not None and await db(store.notify_unsent, registry, url, payload) > 0:
+            if url is not None and await db(outbox.notify_unsent, registry, url, payload) > 0:
                 self._wake.set()
             self.url = url
         if now - self._pruned >= PRUNE_EVERY:
             self._pruned = now
-            await db(store.prune, registry)
+            await db(outbox.prune, registry)
         self._count(now)
         for name in names:
             counts = self.counts.get(name)
@@ -168,7 +170,7 @@ class Alerting:
         model = runtime.spec.model if runtime else alert.model if alert else name
         version = runtime.spec.version if runtime else alert.version if alert else 0
         saved = await self.supervisor.state.db(
-            store.save_transition,
+            outbox.save_transition,
             self.supervisor.registry,
             alert,
             state,
@@ -209,7 +211,7 @@ class Alerting:
         """Post what is due to the webhook set now (read again: it may have changed since the last
         refresh; none set: they wait)."""
         registry, db = self.supervisor.registry, self.supervisor.state.db
-        due = await db(store.due_deliveries, registry)
+        due = await db(outbox.due_deliveries, registry)
         url = await db(store.webhook, registry) if due else None
         if url is None:
             return
@@ -217,11 +219,11 @@ class Alerting:
             assert delivery.id is not None
             error = await _post(client, url, delivery.payload)
             retry = min(LAST_RETRY, FIRST_RETRY * 2**delivery.attempts)
-            await db(store.delivery_done, registry, delivery.id, error, retry)
+            await db(outbox.delivery_done, registry, delivery.id, error, retry)
             if error is not None:
                 log.warning(
                     "alert webhook %s refused notification %d (attempt %d, again in %g s): %s",
-                    store.shown_url(url),
+                    alert_text.shown_url(url),
                     delivery.id,
                     delivery.attempts + 1,
                     retry,
@@ -238,7 +240,7 @@ class Alerting:
         if firing:
             error = await _post(client, url, {"alerts": [payload(a)["alerts"][0] for a in firing]})
             if error is not None:
-                log.warning("firing alerts not sent again to %s: %s", store.shown_url(url), error)
+                log.warning("firing alerts not sent again to %s: %s", alert_text.shown_url(url), error)
 
 
 async def _post(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> str | None:

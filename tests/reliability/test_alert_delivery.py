@@ -19,6 +19,7 @@ import pytest
 from alerted import Alerted, Traffic, alerted_home
 from helpers import free_port, need_prometheus, wait_until
 
+from registry import alert_outbox as outbox
 from registry import alerts as store
 
 pytestmark = pytest.mark.slow
@@ -66,7 +67,7 @@ def test_each_transition_reaches_the_webhook_once_across_a_supervisor_sigkill(al
         ("resolved", "nb", "availability"),
     ]
     with alerted.registry() as reg:
-        assert store.pending_deliveries(reg) == 0
+        assert outbox.pending_deliveries(reg) == 0
     alerted.receiver.bodies.clear()
 
 
