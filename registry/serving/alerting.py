@@ -62,8 +62,6 @@ class Alerting:
         self.counts: dict[str, EventCounts] = {}
         self.objectives: dict[str, list[ObjectiveSpec]] = {}
         self.active: dict[Key, AlertInfo] = {}
-        #: The last judgement of every window, for `status` and the console.
-        self.burns: dict[Key, WindowBurn] = {}
         self.url: str | None = None
         self._cursors: dict[str, int] = {}
         self._refreshed = 0.0
@@ -155,7 +153,6 @@ class Alerting:
 
     async def _judge(self, name: str, objective: ObjectiveSpec, window: WindowBurn) -> None:
         key = (name, objective.kind, window.severity)
-        self.burns[key] = window
         alert = self.active.get(key)
         state = next_state(alert.state if alert else None, window)
         if state is None or (alert is not None and state == alert.state):
