@@ -413,24 +413,11 @@ def alerts(run: Run, active_only: bool = True, limit: int = 100) -> list[AlertIn
     quiet = [s for s in silences(run) if s.expires_at > now]
     out = []
     for row in rows:
-        (
-            alert_id,
-            deployment,
-            model,
-            version,
-            kind,
-            severity,
-            state,
-            started,
-            fired,
-            ended,
-            why,
-            figures,
-            told,
-        ) = row
+        ident, deployment, model, version, kind, severity, state = row[:7]
+        started, fired, ended, why, figures, told = row[7:]
         out.append(
             AlertInfo(
-                alert_id,
+                ident,
                 deployment,
                 model,
                 version,
