@@ -91,6 +91,8 @@ async def test_the_console_names_the_firing_alert_marks_its_rows_and_silences_it
             await type_text(pilot, "10m console-test")
             await tap(pilot, "enter")
             await settled(pilot, lambda: "all silenced" in banner(app))
+            # the list is read in the same poll as the banner, just before it: it may show it a poll later
+            await settled(pilot, lambda: _rows(app, "#alerts")[0][1] == "FIRING (silenced)")
             assert _rows(app, "#alerts")[0][1] == "FIRING (silenced)"
             with alerted.registry() as reg:
                 [silence] = store.silences(reg)
