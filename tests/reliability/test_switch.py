@@ -322,6 +322,9 @@ def test_a_supervisor_stopped_mid_deploy_finishes_it_when_continued(fresh: Home)
         )
         deploying.start()
         _wait(_after(fresh, "paused", mark, "loading"), what="the load")
+        # the new worker asked for (the ledger's "loading" comes just before): a SIGSTOP in between
+        # would stop the supervisor before it asks, and nothing would load
+        _wait(lambda: log.exists() and " v2 [" in log.read_text(), what="the new worker's first line")
         os.kill(supervisor, signal.SIGSTOP)
         try:  # stopped until the new worker has loaded (it reports to a supervisor that cannot listen)
             _wait(lambda: any(" v2 [" in x and x.endswith("standby") for x in log.read_text().splitlines()))
