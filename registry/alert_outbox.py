@@ -88,15 +88,19 @@ def notify_unsent(registry: Registry, url: str, payload: Payload) -> int:
     """Queue the notifications alerts are owed (their silence ended, or the webhook was set since):
     a firing alert the webhook has not heard fire. The number queued."""
     now = utcnow()
-    queued = 0
-    with registry.db.write() as session:
+    unsent = select(Alert).where(Alert.state == FIRING, Alert.notified != FIRING)
+    with registry.db.read() as session:  # the supervisor asks every few seconds: write only when owed
         quiet = _silences_in(session, now)
-        rows = session.exec(select(Alert).where(Alert.state == FIRING, Alert.notified != FIRING)).all()
+        owed = [
+            r.id for r in session.exec(unsent) if not any(s.matches(r.deployment, r.kind, now) for s in quiet)
+        ]
+    if not owed:
+        return 0
+    with registry.db.write() as session:
+        rows = session.exec(unsent.where(col(Alert.id).in_(owed))).all()
         for row in rows:
-            if not any(s.matches(row.deployment, row.kind, now) for s in quiet):
-                _enqueue(session, row, url, payload, False)
-                queued += 1
-    return queued
+            _enqueue(session, row, url, payload, False)
+    return len(rows)
 
 
 def due_deliveries(registry: Registry, limit: int = 20) -> list[AlertDelivery]:

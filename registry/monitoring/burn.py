@@ -26,6 +26,7 @@ from registry.alerts import (
     AVAILABILITY,
     CLEARED,
     DRIFT,
+    DRIFT_LEVELS,
     FIRING,
     LATENCY,
     LONGEST_WINDOW,
@@ -42,7 +43,6 @@ _REQUESTS, _ERRORS, _DRIFT_SECONDS, _WARN_SECONDS, _DRIFTED_SECONDS, _SCORED_SEC
     7
 )
 _BUCKETS = 7  # the latency histogram's per-bucket counts follow, the last one +Inf
-DRIFT_LEVEL = {"warn": 1, "drift": 2}
 #: (age in seconds, spacing in seconds): totals older than the age are kept this far apart.
 THINNING = ((600.0, 10.0), (3600.0, 60.0))
 
@@ -127,9 +127,9 @@ class EventCounts:
         now[_ERRORS] += point.get("server_errors") or 0.0
         for index, count in enumerate(point.get("latency_buckets") or ()):
             now[_BUCKETS + index] += count
-        if drift_status in DRIFT_LEVEL:
+        if drift_status in DRIFT_LEVELS:
             now[_WARN_SECONDS] += seconds
-            if DRIFT_LEVEL[drift_status] >= DRIFT_LEVEL["drift"]:
+            if DRIFT_LEVELS[drift_status] >= DRIFT_LEVELS["drift"]:
                 now[_DRIFTED_SECONDS] += seconds
         if drift_status is not None:
             now[_DRIFT_SECONDS] += seconds
@@ -175,7 +175,7 @@ def bad_events(objective: ObjectiveSpec, grown: list[float]) -> tuple[float, flo
     if objective.kind == DRIFT:
         bad = (
             grown[_WARN_SECONDS]
-            if (objective.threshold or 2) < DRIFT_LEVEL["drift"]
+            if (objective.threshold or 2) < DRIFT_LEVELS["drift"]
             else grown[_DRIFTED_SECONDS]
         )
         return grown[_DRIFT_SECONDS], bad
