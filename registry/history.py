@@ -29,10 +29,20 @@ FAILED = "failed"
 SCALED = "scaled"
 #: A switch failed after its row was written: traffic (and the row) went back to `to_version`.
 REVERTED = "reverted"
+#: A canary or shadow of `to_version` began beside `from_version` (detail: its steps and checks).
+CANARY_STARTED = "canary_started"
+SHADOW_STARTED = "shadow_started"
+#: A canary passed a step and its candidate now takes the next share (detail: weight and checks).
+CANARY_STEP = "canary_step"
+#: A canary or shadow ended with its candidate serving (a switch), or with none of its traffic.
+PROMOTED = "promoted"
+ABORTED = "aborted"
 
-_SERVING_STARTS = {SWITCHED, ROLLED_BACK, REVERTED}
+_SERVING_STARTS = {SWITCHED, ROLLED_BACK, REVERTED, PROMOTED}
 #: What ends an action a `deploy_requested` opened, and what ends a `loading` (see `open_actions`).
-ACTION_OUTCOMES = frozenset({SWITCHED, ROLLED_BACK, FAILED, SCALED, STOPPED, REVERTED})
+ACTION_OUTCOMES = frozenset(
+    {SWITCHED, ROLLED_BACK, FAILED, SCALED, STOPPED, REVERTED, CANARY_STARTED, SHADOW_STARTED, PROMOTED}
+)
 LOAD_OUTCOMES = ACTION_OUTCOMES | {READY}
 
 

@@ -140,6 +140,8 @@ class DeploymentSeries:
     totals: dict[int, Totals] = field(default_factory=dict)  # by version
     _last: dict[int, dict[str, Any]] = field(default_factory=dict)  # pid -> last metrics snapshot
     _recent: deque[tuple[float, list[float]]] = field(default_factory=deque)
+    #: The same per version, while workers of more than one version serve (a canary or shadow).
+    _recent_by_version: dict[int, deque[tuple[float, list[float]]]] = field(default_factory=dict)
     _pending: Step = field(default_factory=Step)  # final snapshots not in a point yet
 
     def ingest(
@@ -166,6 +168,7 @@ class DeploymentSeries:
         versions = versions or {}
         serving = set(pulls) if serving is None else serving
         step, self._pending = self._pending, Step()
+        by_version: dict[int, Step] = {}
         in_flight = 0.0
         answered = 0
         for pid, snapshot in pulls.items():
@@ -178,6 +181,7 @@ class DeploymentSeries:
             if grown is not None:
                 self.totals.setdefault(versions.get(pid, version), Totals()).add(grown)
                 step.add(grown)
+                by_version.setdefault(versions.get(pid, version), Step()).add(grown)
         keep = set(pulls) if alive is None else alive
         for pid in [p for p in self._last if p not in keep]:
             del self._last[pid]
@@ -216,8 +220,35 @@ class DeploymentSeries:
             # per worker (pid): cpu, rss, threads, fds, or None when psutil could not read it
             "processes": {str(pid): resources.get(pid) for pid in pulls if pid in serving},
         }
+        serving_versions = {versions.get(pid, version) for pid in serving}
+        if len(serving_versions) > 1:
+            point["by_version"] = self._by_version(serving_versions, by_version, now, interval)
+        else:
+            self._recent_by_version.clear()
         self.points.append(point)
         return point
+
+    def _by_version(
+        self, serving: set[int], steps: dict[int, Step], now: float, interval: float
+    ) -> dict[str, dict[str, Any]]:
+        """Each serving version's own figures in this point: requests, rate, 5xx and p99 (over the
+        same recent window as the point's)."""
+        figures = {}
+        for version in sorted(serving):
+            step = steps.get(version, Step())
+            recent = self._recent_by_version.setdefault(version, deque())
+            recent.append((now, step.buckets))
+            while recent and recent[0][0] < now - QUANTILE_WINDOW:
+                recent.popleft()
+            window = [sum(column) for column in zip(*(b for _, b in recent), strict=True)]
+            requests = sum(step.codes.values())
+            figures[str(version)] = {
+                "requests": requests,
+                "rps": requests / interval,
+                "server_errors": sum(c for code, c in step.codes.items() if code.startswith("5")),
+                "p99": quantile(0.99, window),
+            }
+        return figures
 
     def final(self, pid: int, version: int, metrics: dict[str, Any], fresh: bool = False) -> None:
         """Count the last snapshot a worker handed over on its way out (in the next point); `fresh`

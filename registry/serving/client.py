@@ -24,6 +24,7 @@ from registry.serving.protocol import (
     Message,
     MonitorSnapshot,
     RollbackRequest,
+    RolloutRequest,
     ScaleRequest,
     ShutdownRequest,
     Status,
@@ -146,9 +147,25 @@ class SupervisorClient:
         workers: int | None = None,
         options: dict[str, Any] | None = None,
         reason: str = "",
+        rollout: str | None = None,
+        analysis: dict[str, Any] | None = None,
     ) -> DeploymentStatus:
-        request = DeployRequest(ref, name, host, port, workers, options or {}, current_actor(), reason)
+        """Serve `ref`; with `rollout="canary"` or `"shadow"`, beside the serving version, judged by
+        `analysis` (`registry.monitoring.canary.AnalysisSettings`' fields: steps, step_seconds, ...)."""
+        request = DeployRequest(
+            ref, name, host, port, workers, options or {}, current_actor(), reason, rollout, analysis or {}
+        )
         return DeploymentStatus.decode(self._action("/deploy", request))
+
+    def promote(self, name: str, reason: str = "") -> DeploymentStatus:
+        """Make the candidate of `name`'s canary or shadow its serving version now."""
+        request = RolloutRequest(name, current_actor(), reason)
+        return DeploymentStatus.decode(self._action("/promote", request))
+
+    def abort(self, name: str, reason: str = "") -> DeploymentStatus:
+        """End `name`'s canary or shadow: every request to the serving version, the candidate stopped."""
+        request = RolloutRequest(name, current_actor(), reason)
+        return DeploymentStatus.decode(self._action("/abort", request))
 
     def rollback(self, name: str, to: int | None = None, reason: str = "") -> DeploymentStatus:
         request = RollbackRequest(name, to, current_actor(), reason)

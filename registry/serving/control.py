@@ -39,6 +39,7 @@ from registry.serving.protocol import (
     ErrorBody,
     Message,
     RollbackRequest,
+    RolloutRequest,
     ScaleRequest,
     ShutdownRequest,
     Stopping,
@@ -90,7 +91,17 @@ def create_control_app(supervisor: Supervisor, on_shutdown: Callable[[bool], Non
             options=dict(request.options),
             actor=request.actor,
             reason=request.reason,
+            rollout=request.rollout,
+            analysis=dict(request.analysis),
         )
+
+    async def promote(body: dict[str, Any]) -> Message:
+        request = RolloutRequest.decode(body)
+        return await supervisor.promote(request.name, actor=request.actor, reason=request.reason)
+
+    async def abort(body: dict[str, Any]) -> Message:
+        request = RolloutRequest.decode(body)
+        return await supervisor.abort(request.name, actor=request.actor, reason=request.reason)
 
     async def rollback(body: dict[str, Any]) -> Message:
         request = RollbackRequest.decode(body)
@@ -134,6 +145,8 @@ def create_control_app(supervisor: Supervisor, on_shutdown: Callable[[bool], Non
             Route("/rollback", endpoint(rollback), methods=["POST"]),
             Route("/stop", endpoint(stop), methods=["POST"]),
             Route("/scale", endpoint(scale), methods=["POST"]),
+            Route("/promote", endpoint(promote), methods=["POST"]),
+            Route("/abort", endpoint(abort), methods=["POST"]),
             Route("/shutdown", shutdown, methods=["POST"]),
         ]
     )

@@ -194,7 +194,7 @@ async def run(options: argparse.Namespace) -> int:
         report("failed", error=f"{type(exc).__name__}: {exc}" if not _is_user_error(exc) else str(exc))
         return EXIT_LOAD_FAILED
     if options.monitor_dir:
-        await _serve_monitoring(app.app.state, Path(options.monitor_dir) / f"{os.getpid()}.sock")
+        await _serve_monitoring(app.app, Path(options.monitor_dir) / f"{os.getpid()}.sock")
     report("loaded")
     server_class = _server_class()
     while True:
@@ -250,16 +250,26 @@ async def _probabilities(state: Any, rows: list[list[Any]]) -> list[list[float]]
     return result[: max(1, PROBABILITY_VALUES // max(1, len(result[0])))] if result else result
 
 
-async def _serve_monitoring(state: Any, path: Path) -> None:
+async def _serve_monitoring(server: Any, path: Path) -> None:
     """Answer the supervisor's pulls: `<cursor>\n` in (-1: skip to the newest row), one JSON line of
-    metrics and at most a bounded page of new sample rows out."""
+    metrics and at most a bounded page of new sample rows out; or a command, one JSON object on the
+    line (`_command`: set the split, predict rows), and its answer."""
     import orjson
+
+    state = server.state
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             line = await asyncio.wait_for(reader.readline(), 5)
+            if line.startswith(b"{"):
+                reply = await _command(server, orjson.loads(line))
+                writer.write(orjson.dumps(reply, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+                await writer.drain()
+                return
             cursor = int(line.strip() or 0)
             snapshot: dict[str, Any] = {"pid": os.getpid(), "metrics": state.metrics.snapshot()}
+            if server.split is not None:
+                snapshot["split"] = server.split.describe()
             if state.sampler is not None:
                 snapshot.update(state.sampler.pull(cursor))
                 if snapshot["rows"] and state.predict_proba is not None:
@@ -273,8 +283,45 @@ async def _serve_monitoring(state: Any, path: Path) -> None:
 
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-    await asyncio.start_unix_server(answer, path=str(path))
+    await asyncio.start_unix_server(answer, path=str(path), limit=_COMMAND_LIMIT)
     os.chmod(path, 0o600)
+
+
+#: The longest command line the supervisor sends (rows to predict for a canary's agreement).
+_COMMAND_LIMIT = 8 * 1024 * 1024
+
+
+async def _command(server: Any, command: Any) -> dict[str, Any]:
+    """Run one supervisor command: `{"split": {"mode", "weight", "path"} | null}` sets this worker's
+    split (`registry.serving.split`; the same mode and path keep their connections and counters, a new
+    weight applies from the next request); `{"predict": rows}` answers the rows' predictions (a
+    canary's agreement, computed in a model thread, never on a request's path)."""
+    from registry.serving.split import Split
+
+    if not isinstance(command, dict):
+        return {"error": "a command is a JSON object"}
+    try:
+        if "split" in command:
+            wanted, current = command["split"], server.split
+            if wanted is None:
+                server.split = None
+                if current is not None:
+                    await current.close()
+                return {"split": None}
+            if current is not None and (current.mode, current.path) == (wanted["mode"], wanted["path"]):
+                current.set_weight(float(wanted["weight"]))
+            else:
+                limit = server.state.max_body_bytes
+                server.split = Split(wanted["mode"], float(wanted["weight"]), wanted["path"], limit)
+                if current is not None:
+                    await current.close()
+            return {"split": server.split.describe()}
+        if "predict" in command:
+            state = server.state
+            return {"predictions": await state.caller.threaded(state.predict, command["predict"])}
+    except Exception as exc:  # a bad command, or the model refused the rows: say so
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {"error": f"unknown command: {sorted(command)}"}
 
 
 def _load(options: argparse.Namespace) -> tuple[ClosingWhenDraining, Any]:

@@ -19,7 +19,7 @@ import enum
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypedDict, TypeVar, Union
+from typing import Any, ClassVar, NotRequired, TypedDict, TypeVar, Union
 
 from registry.serving.options import OptionError
 
@@ -58,6 +58,8 @@ class Role(enum.StrEnum):
     INCOMING = "incoming"
     #: Leaving service (draining or stopping).
     OUTGOING = "outgoing"
+    #: A canary's or shadow's version, answering on a private socket what the active workers send it.
+    CANDIDATE = "candidate"
 
 
 class Omitted(enum.Enum):
@@ -151,6 +153,21 @@ class DeployRequest(Message):
     options: dict[str, Any] = field(default_factory=dict)
     actor: str = ""
     reason: str = ""
+    #: Deliver progressively: "canary" (a rising share of requests) or "shadow" (a copy of each);
+    #: None: switch all traffic at once.
+    rollout: str | None = None
+    #: The canary's steps and checks (`registry.monitoring.canary.AnalysisSettings`' fields).
+    analysis: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RolloutRequest(Message):
+    """POST /promote or /abort: end the deployment's canary or shadow, its candidate serving or not."""
+
+    strict = True
+    name: str
+    actor: str = ""
+    reason: str = ""
 
 
 @dataclass
@@ -229,6 +246,29 @@ class DeploymentStatus(Message):
     token: str | Omitted | None = OMIT
     #: Why nothing was done (e.g. it already serves that version).
     note: str | Omitted = OMIT
+    #: The canary or shadow under way (left out when none is).
+    rollout: RolloutStatus | Omitted = OMIT
+
+
+@dataclass
+class RolloutStatus(Message):
+    """A canary or shadow under way: its candidate, where it stands and its checks' last verdicts."""
+
+    mode: str
+    version: int
+    #: running, promoting or aborting.
+    stage: str
+    #: The canary's step (1-based) and every step's share in percent; 0 and [] for a shadow.
+    step: int
+    steps: list[float]
+    weight: float
+    started: float
+    step_elapsed: float
+    #: Seconds until the step is judged for the next one (None for a shadow: promoted by hand).
+    next_check: float | None
+    settings: dict[str, Any]
+    #: Each check's name, verdict (pass, fail, wait), both versions' figures and why.
+    checks: list[dict[str, Any]]
 
 
 @dataclass
@@ -314,6 +354,8 @@ class LivePoint(TypedDict):
     latency_buckets: list[float]
     #: Per worker (pid as a string): cpu, rss, threads, fds, or None when they could not be read.
     processes: dict[str, dict[str, float] | None]
+    #: During a canary or shadow, each serving version's requests, rps, server_errors and p99.
+    by_version: NotRequired[dict[str, dict[str, float | None]]]
 
 
 @dataclass

@@ -97,6 +97,13 @@ class RunDir:
     def worker_socket(self, pid: int) -> Path:
         return self.workers / f"{pid}.sock"
 
+    def candidate_socket(self, deployment: str) -> Path:
+        """Where a deployment's canary or shadow listens: `c-<digest>.sock`, as long as the control
+        socket's name (a deployment's name may be long)."""
+        import hashlib
+
+        return self.path / f"c-{hashlib.sha256(deployment.encode()).hexdigest()[:8]}.sock"
+
     @property
     def lock_file(self) -> Path:
         return self.path / "supervisor.lock"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -28,7 +29,7 @@ from registry.monitoring.performance import measure, prune_performance_rollups, 
 from registry.monitoring.resources import ResourceSampler
 from registry.monitoring.rollups import DEFAULT_RETENTION, Rollups, prune_rollups
 from registry.monitoring.sampling import SKIP
-from registry.monitoring.timeseries import DeploymentSeries
+from registry.monitoring.timeseries import DeploymentSeries, Totals
 from registry.monitoring.window import DriftWindow
 from registry.outcomes import DEFAULT_MAX_AGE, DEFAULT_MAX_ROWS, OutcomeStore, store_path
 from registry.serving.count_state import load_counts, save_counts
@@ -56,6 +57,8 @@ READ_LIMIT = 16 * 1024 * 1024
 OK, SILENT, BAD = "ok", "silent", "bad"
 #: Pulls between two saves of the drift windows (a killed supervisor loses at most these seconds).
 SAVE_WINDOWS_EVERY = 60
+#: A candidate's newest sample rows kept for the agreement probe.
+CANDIDATE_ROWS = 2000
 #: Realised performance is over the predictions of the last day (labels often come hours later).
 PERFORMANCE_WINDOW = 24 * 3600.0
 
@@ -115,6 +118,11 @@ class Scraper:
         self._outputs: dict[tuple[str, int], dict[str, Any]] = {}
         self._labelled_since = 0.0
         self._last_prune = 0.0
+        #: A canary's or shadow's candidate, per deployment: its drift window (against its own
+        #: reference), its drift report, and its latest sample rows (for the agreement probe).
+        self.candidate_windows: dict[str, tuple[int, DriftWindow]] = {}
+        self.candidate_drift: dict[str, dict[str, Any]] = {}
+        self.candidate_rows: dict[str, deque[list[Any]]] = {}
 
     async def run(self) -> None:
         await self.restore_windows()
@@ -141,13 +149,19 @@ class Scraper:
             # workers, resources and drift sample.
             workers = list(
                 {
-                    w.pid: w for w in runtime.active + runtime.standby + runtime.incoming + runtime.outgoing
+                    w.pid: w
+                    for w in runtime.active
+                    + runtime.standby
+                    + runtime.incoming
+                    + runtime.outgoing
+                    + runtime.candidates
                 }.values()
             )
             active = {w.pid for w in runtime.active}
+            candidates = {w.pid for w in runtime.candidates}
             pulls = await asyncio.gather(*(self._pull(w.pid, w.started_here) for w in workers))
             by_pid = {w.pid: pull for w, (pull, _) in zip(workers, pulls, strict=True)}
-            resources = {w.pid: self.resources.process(w.pid) for w in runtime.active}
+            resources = {w.pid: self.resources.process(w.pid) for w in runtime.active + runtime.candidates}
             name, version = runtime.spec.name, runtime.spec.version
             self._count(name, [pull for pull, _ in pulls], [outcome for _, outcome in pulls])
             for worker, (_, outcome) in zip(workers, pulls, strict=True):
@@ -158,9 +172,20 @@ class Scraper:
             fresh = {w.pid for w in workers if w.started_here}  # started by this supervisor
             versions = {w.pid: w.version for w in workers}
             point = series.ingest(
-                self.seq, version, by_pid, resources, now, self.interval, fresh, alive, versions, active
+                self.seq,
+                version,
+                by_pid,
+                resources,
+                now,
+                self.interval,
+                fresh,
+                alive,
+                versions,
+                active | candidates,
             )
             self._sample(runtime, {pid: pull for pid, pull in by_pid.items() if pid in active}, now)
+            if runtime.candidates:
+                self._sample_candidate(runtime, [by_pid[pid] for pid in candidates], now)
             self.rollups.add(name, runtime.spec.model, point, self.drift.get(name))
         if self.supervisor.reconciled.is_set():  # restored series of deployments gone meanwhile too
             for name in [n for n in self.series if n not in self.supervisor.runtimes]:
@@ -268,14 +293,19 @@ class Scraper:
 
     async def compute_drift(self, runtimes: list[Runtime], now: float | None = None) -> None:
         for runtime in runtimes:
-            entry = self.windows.get(runtime.spec.name)
-            if entry is None:
-                continue
-            key = (runtime.spec.model, entry[0])
-            names, numeric = await self._schema(key)
-            profile = await self._profile(key)
-            report = await asyncio.to_thread(entry[1].report, profile, names, numeric, now)
-            self.drift[runtime.spec.name] = {"t": now or time.time(), "version": entry[0], **report.as_dict()}
+            name = runtime.spec.name
+            for windows, reports in (
+                (self.windows, self.drift),
+                (self.candidate_windows, self.candidate_drift),
+            ):
+                entry = windows.get(name)
+                if entry is None:
+                    continue
+                key = (runtime.spec.model, entry[0])
+                names, numeric = await self._schema(key)
+                profile = await self._profile(key)
+                report = await asyncio.to_thread(entry[1].report, profile, names, numeric, now)
+                reports[name] = {"t": now or time.time(), "version": entry[0], **report.as_dict()}
         for runtime in runtimes:
             try:
                 await self.estimates.compute(runtime.spec.name, runtime.spec.model, runtime.spec.version, now)
@@ -414,6 +444,47 @@ class Scraper:
                 entry[1].add(pull["rows"], pull.get("predictions", []), now)
             if pull and pull.get("probabilities"):
                 self.estimates.add(name, version, pull["probabilities"], now)
+
+    def _sample_candidate(self, runtime: Runtime, pulls: list[dict[str, Any] | None], now: float) -> None:
+        """A candidate's sample rows: into its own drift window, and kept for the agreement probe."""
+        name, version = runtime.spec.name, runtime.candidates[0].version
+        entry = self.candidate_windows.get(name)
+        if entry is None or entry[0] != version:
+            entry = self.candidate_windows[name] = (
+                version,
+                DriftWindow(self.window_rows, self.window_seconds),
+            )
+            self.candidate_rows[name] = deque(maxlen=CANDIDATE_ROWS)
+            self.candidate_drift.pop(name, None)
+        for pull in pulls:
+            if pull and pull.get("rows"):
+                entry[1].add(pull["rows"], pull.get("predictions", []), now)
+                self.candidate_rows[name].extend(pull["rows"])
+
+    # ------------------------------------------------------------------ what a rollout reads
+    def version_totals(self, name: str) -> dict[int, Totals]:
+        """What each version of deployment `name` answered so far (never decreasing)."""
+        series = self.series.get(name)
+        return dict(series.totals) if series is not None else {}
+
+    def take_candidate_rows(self, name: str, limit: int) -> list[Any]:
+        """Up to `limit` of the candidate's newest sample rows not taken before."""
+        rows = self.candidate_rows.get(name)
+        if not rows:
+            return []
+        taken = [rows.pop() for _ in range(min(limit, len(rows)))]
+        return taken[::-1]
+
+    def drift_statuses(self, name: str) -> tuple[str | None, str | None]:
+        """The drift status of the serving version and of the candidate, each against its own reference
+        (None until computed)."""
+        base, cand = self.drift.get(name), self.candidate_drift.get(name)
+        return (base or {}).get("status"), (cand or {}).get("status")
+
+    def forget_candidate(self, name: str) -> None:
+        self.candidate_windows.pop(name, None)
+        self.candidate_drift.pop(name, None)
+        self.candidate_rows.pop(name, None)
 
     async def _schema(self, key: tuple[str, int]) -> tuple[list[str], list[bool]]:
         if key not in self._schemas:

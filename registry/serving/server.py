@@ -39,6 +39,7 @@ from registry.serving.batching import MicroBatcher
 from registry.serving.calls import ModelCaller
 from registry.serving.error_bodies import error_body, input_error_body
 from registry.serving.predictor import Predictor
+from registry.serving.split import SHADOW, Split
 from registry.signature import InputError
 
 if TYPE_CHECKING:
@@ -380,6 +381,9 @@ def create_app(
     # For estimated performance: the class probabilities of sampled rows, computed when the supervisor
     # pulls them (never on a request's path); None when there is no sample or no predict_proba.
     app.state.predict_proba = predictor.predict_proba if sampler is not None and predictor.can_proba else None
+    # For a canary's agreement: predictions of rows the supervisor sends (off every request's path).
+    app.state.predict = predictor.predict
+    app.state.max_body_bytes = max_body_bytes
     app.state.batchers = batchers
     app.state.caller = caller
     app.state.outcomes = outcomes
@@ -423,12 +427,30 @@ class ModelServer(Starlette):
         super().__init__(routes=routes, exception_handlers=exception_handlers)
         self._invocations, self._infer, self._infer_version = hot
         self._on_error = on_error
+        #: A canary's or shadow's share of the prediction requests (`registry.serving.split`), set by
+        #: the supervisor; None: this worker answers all of them.
+        self.split: Split | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self._hot(scope) if scope["type"] == "http" and scope["method"] == "POST" else None
         if route is None:
             await super().__call__(scope, receive, send)
             return
+        split = self.split
+        if split is not None and route is not self._infer_version:
+            if split.take():
+                replay = await split.forward(scope, receive, send)
+                if replay is None:  # the candidate answered
+                    return
+                receive = replay
+            elif split.mode == SHADOW:
+                receive, body = split.capture(receive)
+                await self._answer(route, scope, receive, send)
+                split.mirror(scope, body)
+                return
+        await self._answer(route, scope, receive, send)
+
+    async def _answer(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self
         scope["route"] = route
         scope["endpoint"] = route.endpoint

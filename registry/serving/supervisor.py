@@ -29,6 +29,7 @@ from registry.serving.supervision.healing import Healing
 from registry.serving.supervision.ledger import Ledger
 from registry.serving.supervision.pool import Pool
 from registry.serving.supervision.reconcile import Reconcile
+from registry.serving.supervision.rollouts import Rollouts
 from registry.serving.supervision.state import Policy, Runtime, State
 from registry.serving.supervision.swaps import Swaps
 
@@ -58,12 +59,16 @@ class Supervisor:
         self.reconcile = Reconcile(self.state, self.ledger, self.pool, self.adoption)
         self.reports = Reports(self.state, self.scraper)
         self.alerting = Alerting(self)
-        self.actions = Actions(self.state, self.ledger, self.pool, self.swaps)
+        self.rollouts = Rollouts(self.state, self.ledger, self.pool, self.swaps, self.scraper)
+        self.reconcile.on_interrupted = self.rollouts.interrupted
+        self.actions = Actions(self.state, self.ledger, self.pool, self.swaps, self.rollouts)
         # The control API's actions, answered with `registry.serving.protocol` messages.
         self.deploy = self.actions.deploy
         self.rollback = self.actions.rollback
         self.stop = self.actions.stop
         self.scale = self.actions.scale
+        self.promote = self.actions.promote
+        self.abort = self.actions.abort
         self.status = self.actions.status
 
     # ------------------------------------------------------------------ lifecycle
@@ -83,9 +88,14 @@ class Supervisor:
             for runtime in list(state.runtimes.values()):
                 async with state.lock(runtime.spec.name):
                     await self.pool.retire(
-                        runtime.active + runtime.standby + runtime.incoming + runtime.outgoing
+                        runtime.active
+                        + runtime.standby
+                        + runtime.incoming
+                        + runtime.outgoing
+                        + runtime.candidates
                     )
                     runtime.active, runtime.standby, runtime.incoming, runtime.outgoing = [], [], [], []
+                    runtime.candidates, runtime.rollout = [], None
             state.save_state()
         for task in list(state.tasks):
             task.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any
@@ -10,8 +11,10 @@ from registry import history as ledger
 from registry.deployments import remove_deployment
 from registry.errors import SupervisorError
 from registry.info import DeploymentInfo
+from registry.monitoring.canary import AnalysisSettings
 from registry.serving.addresses import local_url, outside_url
 from registry.serving.options import (
+    OptionError,
     check_deploy,
     check_host,
     check_name,
@@ -28,8 +31,10 @@ from registry.serving.protocol import (
     WorkerState,
     WorkerStatus,
 )
+from registry.serving.split import CANARY, SHADOW
 from registry.serving.supervision.ledger import Ledger
 from registry.serving.supervision.pool import Pool
+from registry.serving.supervision.rollouts import Rollouts, under_way
 from registry.serving.supervision.state import Runtime, State, roles
 from registry.serving.supervision.swaps import Swaps, unchanged
 from registry.serving.worker import ServeError, bind_socket, is_loopback, serving_token
@@ -40,11 +45,12 @@ FIRST_PORT = 8080
 class Actions:
     """Deploy, roll back, stop, scale and describe deployments; each waits for the start-up pass."""
 
-    def __init__(self, state: State, ledger: Ledger, pool: Pool, swaps: Swaps) -> None:
+    def __init__(self, state: State, ledger: Ledger, pool: Pool, swaps: Swaps, rollouts: Rollouts) -> None:
         self.state = state
         self.ledger = ledger
         self.pool = pool
         self.swaps = swaps
+        self.rollouts = rollouts
 
     async def deploy(
         self,
@@ -57,10 +63,14 @@ class Actions:
         options: dict[str, Any] | None = None,
         actor: str = "",
         reason: str = "",
+        rollout: str | None = None,
+        analysis: dict[str, Any] | None = None,
     ) -> DeploymentStatus:
-        """Serve `ref` as deployment `name` (default: the model's name); answers when traffic moved."""
+        """Serve `ref` as deployment `name` (default: the model's name); answers when traffic moved,
+        or, with `rollout` ("canary" or "shadow"), once the candidate takes its first share."""
         state = self.state
         name, host, port, workers, options = check_deploy(name, host, port, workers, options)
+        settings = check_rollout(rollout, analysis)
         await state.reconciled.wait()
         info = await state.db(state.registry.get, ref)
         name = check_name(name or info.name)
@@ -70,6 +80,12 @@ class Actions:
                 raise SupervisorError(
                     f"deployment {name!r} serves model {runtime.spec.model!r}, not {info.name!r}"
                 )
+            if rollout is not None:
+                return await self._start_rollout(
+                    runtime, name, info.name, info.version, rollout, settings, actor, reason
+                )
+            if runtime is not None and runtime.rollout is not None:
+                raise SupervisorError(under_way(runtime), 409)
             if runtime is not None:
                 _check_unchanged(runtime, host, port)
                 same = bool(runtime.active) and runtime.spec.version == info.version
@@ -120,6 +136,8 @@ class Actions:
                 raise SupervisorError(f"{name} has no earlier version to roll back to; name one with --to")
             if target == current and runtime.active:
                 raise SupervisorError(f"{name} already serves version {current}")
+            if runtime.rollout is not None:
+                raise SupervisorError(under_way(runtime), 409)
             await state.db(state.registry.get, f"{runtime.spec.model}:{target}")
             await self.swaps.switch(runtime, target, ledger.ROLLED_BACK, actor, reason)
             return self.describe(runtime)
@@ -130,6 +148,8 @@ class Actions:
         await state.reconciled.wait()
         async with state.lock(name):
             runtime = state.runtime(name)
+            if runtime.rollout is not None:
+                await self.rollouts.abort(runtime, actor, f"{name} stopped")
             try:
                 await self.ledger.flush()
                 await state.db(
@@ -158,8 +178,63 @@ class Actions:
         await self.state.reconciled.wait()
         async with self.state.lock(name):
             runtime = self.state.runtime(name)
+            if runtime.rollout is not None:
+                raise SupervisorError(under_way(runtime), 409)
             await self.swaps.scale(runtime, workers, actor, reason)
             return self.describe(runtime)
+
+    async def promote(self, name: str, *, actor: str = "", reason: str = "") -> DeploymentStatus:
+        """Make the candidate of `name`'s canary or shadow its serving version now."""
+        await self.state.reconciled.wait()
+        runtime = self.state.runtime(name)
+        await self.rollouts.promote(runtime, actor, reason)
+        return self.describe(runtime)
+
+    async def abort(self, name: str, *, actor: str = "", reason: str = "") -> DeploymentStatus:
+        """End `name`'s canary or shadow: all traffic on the serving version, the candidate stopped."""
+        await self.state.reconciled.wait()
+        runtime = self.state.runtime(name)
+        await self.rollouts.abort(runtime, actor, reason or "aborted by hand")
+        return self.describe(runtime)
+
+    async def _start_rollout(
+        self,
+        runtime: Runtime | None,
+        name: str,
+        model: str,
+        version: int,
+        mode: str,
+        settings: AnalysisSettings,
+        actor: str,
+        reason: str,
+    ) -> DeploymentStatus:
+        """Start a canary or shadow of `version` beside what `name` serves (the caller holds the lock)."""
+        if runtime is None:
+            raise SupervisorError(
+                f"{name} is not deployed: a {mode} needs a version serving; deploy one first", 404
+            )
+        await self.ledger.flush()
+        await self.state.db(
+            self.state.registry.record_event,
+            model,
+            ledger.DEPLOY_REQUESTED,
+            actor=actor or None,
+            deployment=name,
+            from_version=runtime.spec.version,
+            to_version=version,
+            reason=reason,
+            detail={"rollout": mode},
+        )
+        try:
+            await self.rollouts.start(runtime, version, mode, settings, actor, reason)
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                why = f"the {mode} of version {version} did not start: {exc}"
+                await self.ledger.event(
+                    runtime.spec, ledger.FAILED, actor, version, why, None, runtime.spec.version
+                )
+            raise
+        return self.describe(runtime)
 
     def status(self) -> Status:
         """Every deployment with its workers, and the supervisor itself."""
@@ -217,6 +292,8 @@ class Actions:
                 result.token, result.message = None, str(exc)
         if note:
             result.note = note
+        if runtime.rollout is not None:
+            result.rollout = runtime.rollout.status()
         return result
 
     async def _new_runtime(
@@ -267,10 +344,38 @@ class Actions:
         served = [
             e.to_version
             for e in events
-            if e.deployment == runtime.spec.name and e.kind in (ledger.SWITCHED, ledger.ROLLED_BACK)
+            if e.deployment == runtime.spec.name
+            and e.kind in (ledger.SWITCHED, ledger.ROLLED_BACK, ledger.PROMOTED)
         ]
         earlier = [v for v in served if v is not None and v != runtime.spec.version]
         return earlier[-1] if earlier else None
+
+
+def check_rollout(mode: str | None, analysis: dict[str, Any] | None) -> AnalysisSettings:
+    """The rollout's settings, or an OptionError naming the field that does not fit."""
+    if mode not in (None, CANARY, SHADOW):
+        raise OptionError("rollout", f"'rollout' must be {CANARY!r} or {SHADOW!r}, not {mode!r}")
+    given = dict(analysis or {})
+    known = {f.name for f in dataclasses.fields(AnalysisSettings)}
+    for key, value in given.items():
+        if key not in known:
+            raise OptionError(
+                f"analysis.{key}", f"'analysis.{key}' is not a setting (known: {', '.join(sorted(known))})"
+            )
+        if key == "steps":
+            if not isinstance(value, list) or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in value
+            ):
+                raise OptionError("analysis.steps", "'analysis.steps' must be a list of percentages")
+        elif not isinstance(value, int | float) or isinstance(value, bool):
+            raise OptionError(f"analysis.{key}", f"'analysis.{key}' must be a number")
+    if mode == SHADOW:
+        given["steps"] = []
+    try:
+        return AnalysisSettings(**given)
+    except ValueError as exc:
+        field_name = next((k for k in given if k in str(exc)), "steps")
+        raise OptionError(f"analysis.{field_name}", str(exc)) from None
 
 
 def _check_unchanged(runtime: Runtime, host: str | None, port: int | None) -> None:

@@ -128,7 +128,11 @@ class Reports:
         if runtime is None or runtime.sock is not None:
             os.close(fd)
             return
-        runtime.sock = socket.socket(fileno=fd)
+        handed = socket.socket(fileno=fd)
+        if handed.family == socket.AF_UNIX:  # a candidate's private socket, not the deployment's port
+            handed.close()
+            return
+        runtime.sock = handed
         runtime.sock.set_inheritable(True)
 
 

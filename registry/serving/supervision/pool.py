@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import time
 
 from registry import history as ledger
@@ -22,11 +23,15 @@ class Pool:
         self.state = state
         self.ledger = ledger
 
-    async def spawn_workers(self, runtime: Runtime, version: int, count: int) -> list[Worker]:
-        """Spawn `count` workers of `version` for `runtime` (tracked, not yet recorded as incoming)."""
+    async def spawn_workers(
+        self, runtime: Runtime, version: int, count: int, sock: socket.socket | None = None
+    ) -> list[Worker]:
+        """Spawn `count` workers of `version` for `runtime` (tracked, not yet recorded as incoming),
+        serving on `sock` (default: the deployment's)."""
         state, spec = self.state, runtime.spec
         if runtime.sock is None:  # adopted workers hold the old socket; bind the port again beside it
             runtime.sock = bind_socket(spec.host, spec.port, listen=False, reuse_port=True)
+        sock = sock or runtime.sock
         token = serving_token(state.home) if spec.options.get("auth") else None
         policy = state.policy
         worker_spec = WorkerSpec(
@@ -34,7 +39,7 @@ class Pool:
             spec.name,
             spec.model,
             version,
-            runtime.sock.fileno(),
+            sock.fileno(),
             {"otlp": policy.otlp, **spec.options} if policy.otlp else spec.options,
             policy.drain_grace,
         )
@@ -42,7 +47,13 @@ class Pool:
         return state.track([await state.preloader.spawn(worker_spec, token_file) for _ in range(count)])
 
     async def load(
-        self, runtime: Runtime, version: int, count: int, actor: str, record_ready: bool = True
+        self,
+        runtime: Runtime,
+        version: int,
+        count: int,
+        actor: str,
+        record_ready: bool = True,
+        sock: socket.socket | None = None,
     ) -> list[Worker]:
         """Start `count` standby workers of `version` and wait until all have loaded and warmed up.
 
@@ -51,7 +62,7 @@ class Pool:
         state, spec = self.state, runtime.spec
         await self.ledger.event(spec, ledger.LOADING, actor or state.actor, version)
         started = time.monotonic()
-        workers = await self.spawn_workers(runtime, version, count)
+        workers = await self.spawn_workers(runtime, version, count, sock)
         runtime.incoming += workers
         state.save_state()
         try:

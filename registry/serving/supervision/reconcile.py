@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 from registry import history as ledger
 from registry.deployments import list_deployments, open_actions
 from registry.errors import SupervisorError
 from registry.serving.processes import Worker, adopt, load_state, state_owner, workers_of
-from registry.serving.protocol import DeploymentState
+from registry.serving.protocol import DeploymentState, Role
 from registry.serving.supervision.adoption import Adoption
 from registry.serving.supervision.ledger import Ledger
 from registry.serving.supervision.pool import Pool
@@ -27,6 +28,10 @@ class Reconcile:
         self.ledger = ledger
         self.pool = pool
         self.adoption = adoption
+        #: Deployments whose canary or shadow the last supervisor left, with the candidate's version.
+        self.interrupted: dict[str, int] = {}
+        #: Called for each of those once its serving workers are up (`Rollouts.interrupted`).
+        self.on_interrupted: Callable[[Runtime, int], Awaitable[None]] | None = None
 
     async def run(self) -> None:
         """Adopt workers a previous supervisor left running, stop the ones nothing wants (strays of
@@ -43,8 +48,13 @@ class Reconcile:
                 state.runtimes[spec.name] = runtime
                 for item in entry.get("workers", []):
                     worker = adopt(item)
-                    if worker is not None:
-                        state.track([worker])
+                    if worker is None:
+                        continue
+                    state.track([worker])
+                    if item.get("role") == Role.CANDIDATE:  # a rollout does not outlive its supervisor
+                        leaving.append(worker)
+                        self.interrupted[spec.name] = worker.version
+                    else:
                         self.adoption.place(runtime, worker, str(item.get("role")))
                 await self.adoption.reclaim(runtime)
                 state.starting.add(spec.name)
@@ -102,6 +112,9 @@ class Reconcile:
                     )
                 runtime.status = DeploymentState.RUNNING
                 state.save_state()
+                interrupted = self.interrupted.pop(spec.name, None)
+                if interrupted is not None and self.on_interrupted is not None:
+                    await self.on_interrupted(runtime, interrupted)
                 leaving = runtime.outgoing
                 if state.policy.keep_standby and not runtime.standby:  # the old version: park it warm
                     await pool.drain(runtime, [w for w in leaving if w.version == spec.standby_version], True)

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from registry.core import Registry, current_actor
 from registry.errors import SupervisorError
@@ -22,6 +22,9 @@ from registry.serving.preloader import Preloader
 from registry.serving.processes import Worker, save_state
 from registry.serving.protocol import DeploymentState, Role
 from registry.serving.rundir import RunDir
+
+if TYPE_CHECKING:
+    from registry.serving.supervision.rollouts import Rollout
 
 #: How long, and for how many pids, a report from a worker not tracked yet is kept (see `keep_early`).
 EARLY_REPORT_SECONDS, EARLY_REPORTS = 60.0, 256
@@ -64,6 +67,9 @@ class Runtime:
     incoming: list[Worker] = field(default_factory=list)
     #: Leaving service (draining or stopping).
     outgoing: list[Worker] = field(default_factory=list)
+    #: The candidate version's workers of a canary or shadow (`rollout`), on its private socket.
+    candidates: list[Worker] = field(default_factory=list)
+    rollout: Rollout | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     crashes: deque[float] = field(default_factory=lambda: deque(maxlen=32))
     restarts: int = 0
@@ -189,12 +195,13 @@ class State:
 
 
 def roles(runtime: Runtime) -> list[tuple[Role, Worker]]:
-    """Every worker of `runtime` with its role: active, standby, incoming or outgoing."""
+    """Every worker of `runtime` with its role: active, standby, incoming, outgoing or candidate."""
     return (
         [(Role.ACTIVE, w) for w in runtime.active]
         + [(Role.STANDBY, w) for w in runtime.standby]
         + [(Role.INCOMING, w) for w in runtime.incoming]
         + [(Role.OUTGOING, w) for w in runtime.outgoing]
+        + [(Role.CANDIDATE, w) for w in runtime.candidates]
     )
 
 

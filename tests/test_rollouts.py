@@ -1,0 +1,177 @@
+"""Canaries under load with a real supervisor: a good candidate is promoted through every step with no
+failed request, and a candidate that fails 2% of rows is aborted at its first step with the errors
+inside that step's share; plus the analysis, the steps and the split's exact share on their own. The
+slower candidate, the shadow, a crashing shadow and a supervisor restart during a canary are in the
+reliability tier (`tests/reliability/test_rollout_faults.py`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from helpers import wait_until
+from rolled import QUICK, Clients, Rolled, rolled_home
+
+from registry.monitoring.canary import (
+    FAIL,
+    PASS,
+    WAIT,
+    AnalysisSettings,
+    Counts,
+    Evidence,
+    agreement,
+    judge,
+    parse_steps,
+    wilson_upper,
+)
+from registry.monitoring.metrics import LATENCY_BUCKETS
+from registry.serving.split import CANARY, SHADOW, Split
+
+
+# ---------------------------------------------------------------------- the analysis, by itself
+def _counts(requests: int, errors: int = 0, latency: float = 0.002) -> Counts:
+    buckets = [0.0] * (len(LATENCY_BUCKETS) + 1)
+    index = next(i for i, bound in enumerate(LATENCY_BUCKETS) if latency <= bound)
+    buckets[index] = float(requests)
+    codes = {"200": float(requests - errors), "500": float(errors)}
+    return Counts.of(codes, buckets)
+
+
+def _verdicts(evidence: Evidence, **settings: float) -> dict[str, str]:
+    return {c.name: c.verdict for c in judge(AnalysisSettings(**settings), evidence)}  # type: ignore[arg-type]
+
+
+def test_errors_and_latency_wait_for_enough_candidate_requests_then_pass() -> None:
+    waiting = _verdicts(Evidence(_counts(1000), _counts(10)))
+    assert waiting["errors"] == WAIT and waiting["latency"] == WAIT
+    assert waiting["agreement"] == waiting["drift"] == waiting["performance"] == WAIT
+    unsure = judge(AnalysisSettings(), Evidence(_counts(1000), _counts(150)))[0]
+    assert unsure.verdict == WAIT and "not ruled out yet" in unsure.why  # 0 of 150: up to 1.8%
+    passed = _verdicts(Evidence(_counts(1000), _counts(300), agreement=(95, 100), drift=("ok", "warn")))
+    assert passed == {"errors": PASS, "latency": PASS, "agreement": PASS, "drift": PASS, "performance": WAIT}
+
+
+@pytest.mark.parametrize(("failures", "trials"), [(0, 300), (1, 100), (5, 80), (30, 40), (0, 1)])
+def test_the_error_bound_is_wilsons_as_scipy_computes_it(failures: int, trials: int) -> None:
+    from scipy.stats import binomtest
+
+    interval = binomtest(failures, trials).proportion_ci(confidence_level=0.90, method="wilson")
+    assert wilson_upper(failures, trials) == pytest.approx(interval.high, rel=1e-9)
+
+
+def test_a_candidate_failing_more_than_the_serving_version_fails_at_once_with_both_figures() -> None:
+    checks = judge(AnalysisSettings(), Evidence(_counts(1000, errors=1), _counts(25, errors=2)))
+    errors = checks[0]
+    assert errors.verdict == FAIL  # before min_requests: two failures in 25 are plain enough
+    assert errors.baseline == pytest.approx(0.001) and errors.candidate == pytest.approx(0.08)
+    assert "candidate 8.00% of requests failed, serving version 0.10%" in errors.why
+    one = judge(AnalysisSettings(), Evidence(_counts(1000), _counts(25, errors=1)))[0]
+    assert one.verdict == WAIT  # one failure is not yet a pattern
+
+
+def test_latency_fails_only_when_both_the_ratio_and_the_slack_are_exceeded() -> None:
+    fast = _counts(1000, latency=0.0009)
+    assert _verdicts(Evidence(fast, _counts(400, latency=0.004)))["latency"] == PASS  # 4x, but 3 ms
+    assert _verdicts(Evidence(fast, _counts(400, latency=0.04)))["latency"] == FAIL
+    slow = _counts(1000, latency=0.2)
+    assert _verdicts(Evidence(slow, _counts(400, latency=0.24)))["latency"] == PASS  # +40 ms, 1.2x
+
+
+def test_agreement_drift_and_performance_fail_on_a_worse_candidate() -> None:
+    base, cand = _counts(1000), _counts(400)
+    assert _verdicts(Evidence(base, cand, agreement=(70, 100)))["agreement"] == FAIL
+    assert _verdicts(Evidence(base, cand, drift=("ok", "drift")))["drift"] == FAIL
+    assert _verdicts(Evidence(base, cand, drift=("drift", "drift")))["drift"] == PASS
+    worse = ({"labelled": 40, "accuracy": 0.95}, {"labelled": 40, "accuracy": 0.90})
+    assert _verdicts(Evidence(base, cand, performance=worse))["performance"] == FAIL
+    few = ({"labelled": 40, "accuracy": 0.95}, {"labelled": 10, "accuracy": 0.5})
+    assert _verdicts(Evidence(base, cand, performance=few))["performance"] == WAIT
+    regression = ({"labelled": 40, "mae": 1.0}, {"labelled": 40, "mae": 1.5})
+    assert _verdicts(Evidence(base, cand, performance=regression))["performance"] == FAIL
+
+
+def test_agreement_counts_equal_classes_or_values_within_the_spread() -> None:
+    assert agreement(["a", "b", 1], ["a", "c", "1"], classes=True) == (2, 3)
+    assert agreement([0.0, 10.0, 20.0], [0.01, 10.5, 20.0], classes=False) == (2, 3)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("5,2", "must rise"),
+        ("0,50", "above 0 and at most 100"),
+        ("5,150", "above 0 and at most 100"),
+        ("5,x", "cannot read 'x'"),
+    ],
+)
+def test_steps_that_cannot_run_are_refused_saying_why(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_steps(text)
+    assert parse_steps("5%, 25%,50,100") == [5.0, 25.0, 50.0, 100.0]
+
+
+def test_the_split_sends_exactly_the_weight_of_every_hundred_requests_evenly() -> None:
+    split = Split(CANARY, 5.0, "/nonexistent.sock", 1024)
+    taken = [split.take() for _ in range(1000)]
+    assert sum(taken) == 50
+    positions = [i for i, t in enumerate(taken) if t]
+    assert {b - a for a, b in itertools.pairwise(positions)} == {20}
+    split.set_weight(33.0)
+    assert sum(split.take() for _ in range(300)) == 99
+    assert not any(Split(SHADOW, 0.0, "/x.sock", 1024).take() for _ in range(100))
+
+
+# ---------------------------------------------------------------------- under load, for real
+
+
+@pytest.fixture(scope="module")
+def rolled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rolled]:
+    with rolled_home(tmp_path_factory) as rolled:
+        yield rolled
+
+
+@pytest.mark.slow
+def test_a_good_candidate_is_promoted_through_every_step_with_no_failed_request(rolled: Rolled) -> None:
+    with Clients(rolled.url) as clients:
+        started = rolled.client.deploy("m:2", rollout="canary", analysis={"steps": [10, 50, 100], **QUICK})
+        assert started.version == 1 and started.rollout.version == 2
+        assert (started.rollout.step, started.rollout.weight) == (1, 10)
+        wait_until(lambda: rolled.serving() == 2, timeout=60, what="the promotion")
+        wait_until(lambda: "rollout" not in rolled.client.status().deployments[0], what="the rollout's end")
+        after = clients.total()
+        wait_until(lambda: clients.total() > after + 50, what="traffic after the promotion")
+    assert clients.failed() == {} and clients.lost == 0
+    steps = rolled.events("canary_step")
+    assert [e.detail["weight"] for e in steps[-2:]] == [50, 100]
+    promoted = rolled.events("promoted")[-1]
+    assert (promoted.from_version, promoted.to_version) == (1, 2)
+    assert "every check passed at every step" in promoted.reason
+    status = rolled.client.status().deployments[0]
+    assert status.standby_version == 1 and not [p for p in status.processes if p.role == "candidate"]
+    rolled.reset()
+
+
+@pytest.mark.slow
+def test_a_candidate_failing_2_percent_of_rows_is_aborted_at_its_first_step(rolled: Rolled) -> None:
+    rolled.reset()
+    with Clients(rolled.url, bad=0.02) as clients:
+        before = clients.total()
+        rolled.client.deploy("m:3", rollout="canary", analysis={"steps": [5, 50, 100], **QUICK})
+        wait_until(lambda: rolled.events("aborted"), timeout=30, what="the abort")
+        during = clients.total() - before
+        after = clients.by_version(3)
+        wait_until(lambda: clients.total() > before + during + 50, what="traffic after the abort")
+        assert clients.by_version(3) == after  # nothing reaches version 3 after the abort
+    aborted = rolled.events("aborted")[-1]
+    assert aborted.detail["step"] == 1 and aborted.detail["weight"] == 5
+    assert aborted.reason.startswith("errors: candidate") and aborted.detail["seconds"] < 0.5
+    failed = clients.failed()
+    assert failed and set(failed) == {(500, "3")}  # every failure is version 3's, inside its share
+    assert clients.by_version(3) <= 0.05 * during + 4  # version 3 never had more than its 5%
+    assert rolled.serving() == 1 and clients.lost == 0
+    with httpx.Client(base_url=rolled.url) as client:  # and the deployment answers bad rows again
+        row = {"dataframe_split": {"columns": ["a", "b", "c"], "data": [[-1.0, 1.0, 1.0]]}}
+        assert client.post("/invocations", json=row).status_code == 200
