@@ -663,7 +663,7 @@ def main() -> None:
     status = quick.run(sys.argv[1:])
     if status is not None:
         sys.exit(status)
-    app()
+    app(args=serving_commands.bare_canary(sys.argv[1:]))
 
 
 if __name__ == "__main__":

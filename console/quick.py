@@ -224,5 +224,6 @@ def main() -> None:
     if status is not None:
         sys.exit(status)
     from console.cli import app
+    from console.serving_commands import bare_canary
 
-    app()
+    app(args=bare_canary(sys.argv[1:]))

@@ -25,6 +25,8 @@ T = TypeVar("T")
 supervisor_app = typer.Typer(
     help="The serving supervisor daemon of this home.", no_args_is_help=True, rich_markup_mode=None
 )
+#: A canary's steps when `--canary` is given without them (percent of requests per step).
+DEFAULT_STEPS = "5,25,50,100"
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 Reason = Annotated[str, typer.Option("--reason", "-m", help="Why: kept in the model's history.")]
 PredictTimeout = Annotated[
@@ -166,10 +168,39 @@ def deploy(
     header_timeout: HeaderTimeout = None,
     body_timeout: BodyTimeout = None,
     otlp: Otlp = None,
+    canary: Annotated[
+        str | None,
+        typer.Option(
+            metavar="[STEPS]",
+            help="Beside the serving version, give this one a rising share of requests (percent per "
+            f"step, default {DEFAULT_STEPS}); promoted when every check passes, aborted when one fails.",
+        ),
+    ] = None,
+    shadow: Annotated[
+        bool,
+        typer.Option(
+            "--shadow",
+            help="Beside the serving version, send this one a copy of every request; "
+            "promote or abort it by hand.",
+        ),
+    ] = False,
+    step_seconds: Annotated[
+        float | None, typer.Option(metavar="SECONDS", help="How long each canary step runs (default 60).")
+    ] = None,
+    min_agreement: Annotated[
+        float | None,
+        typer.Option(
+            metavar="SHARE", help="Least share of inputs both versions must agree on (default 0.8)."
+        ),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="With --canary: print each step and return when it ends.")
+    ] = False,
     reason: Reason = "",
     json_out: JsonFlag = False,
 ) -> None:
-    """Serve a version; a running deployment switches to it with zero failed requests."""
+    """Serve a version; a running deployment switches to it with zero failed requests, or tries it as a
+    canary or shadow first."""
     from registry.serving.options import check_deploy
 
     options = {
@@ -188,14 +219,28 @@ def deploy(
     if predict_timeout is not None:
         options["predict_timeout"] = predict_timeout
     name, host, port, workers, options = checked(lambda: check_deploy(name, host, port, workers, options))
+    rollout, analysis = checked(lambda: _rollout(canary, shadow, step_seconds, min_agreement))
     with _client(changes=True) as client:
         result, seconds = _timed(
             lambda: client.deploy(
-                ref, name=name, host=host, port=port, workers=workers, options=options, reason=reason
+                ref,
+                name=name,
+                host=host,
+                port=port,
+                workers=workers,
+                options=options,
+                reason=reason,
+                rollout=rollout,
+                analysis=analysis,
             )
         )
         if client.started_daemon:  # this deploy started the supervisor: say where its exporter went
             _exporter_note(client.status().supervisor)
+        if rollout is not None and not json_out:
+            _rollout_started(result)
+            if wait:
+                _follow(client, result.name)
+            return
     if json_out:
         output.print_json(result.as_dict())
         return
@@ -214,6 +259,124 @@ def deploy(
         )
     if result.get("token"):
         output.out.print(f"clients must send: Authorization: Bearer {result.token}")
+
+
+def bare_canary(args: list[str]) -> list[str]:
+    """The command line with `--canary` given no steps (last, or before another option) taking the
+    default ones: Typer has no option with an optional value."""
+    if not args or args[0] != "deploy" or "--canary" not in args:
+        return args
+    at = args.index("--canary")
+    if at + 1 < len(args) and not args[at + 1].startswith("-"):
+        return args
+    return [*args[: at + 1], DEFAULT_STEPS, *args[at + 1 :]]
+
+
+def _rollout(
+    canary: str | None, shadow: bool, step_seconds: float | None, min_agreement: float | None
+) -> tuple[str | None, dict[str, Any]]:
+    """The rollout a deploy asks for and its analysis settings (an OptionError names the option)."""
+    from registry.monitoring.canary import parse_steps
+    from registry.serving.options import OptionError
+
+    if canary is not None and shadow:
+        raise OptionError("rollout", "--canary and --shadow cannot go together: choose one")
+    if canary is None and not shadow:
+        if step_seconds is not None or min_agreement is not None:
+            raise OptionError("rollout", "--step-seconds and --min-agreement need --canary or --shadow")
+        return None, {}
+    analysis: dict[str, Any] = {}
+    if canary is not None:
+        try:
+            analysis["steps"] = parse_steps(canary)
+        except ValueError as exc:
+            raise OptionError("canary", f"--canary: {exc}") from None
+    if step_seconds is not None:
+        analysis["step_seconds"] = step_seconds
+    if min_agreement is not None:
+        analysis["min_agreement"] = min_agreement
+    return ("canary" if canary is not None else "shadow"), analysis
+
+
+def _rollout_started(result: DeploymentStatus) -> None:
+    rollout = result.rollout
+    if rollout.mode == "canary":
+        steps = " -> ".join(f"{w:g}%" for w in rollout.steps)
+        output.out.print(
+            f"{result.name}: canary of {result.model}:{rollout.version} at {rollout.weight:g}% beside "
+            f"version {result.version} (steps {steps}, {rollout.settings['step_seconds']:g} s each); "
+            f"it is promoted when every check passes, aborted when one fails"
+        )
+    else:
+        output.out.print(
+            f"{result.name}: shadow of {result.model}:{rollout.version} gets a copy of every request "
+            f"to version {result.version}"
+        )
+    output.out.print(
+        f"watch: modeldeck status (or the console); end it: modeldeck promote|abort {result.name}"
+    )
+
+
+def _follow(client: Any, name: str) -> None:
+    """Print each step of `name`'s rollout until it ends; exit 1 if it was aborted."""
+    from registry import Registry
+
+    shown = None
+    while True:
+        deployment = next((d for d in client.status().deployments if d.name == name), None)
+        rollout = deployment.get("rollout") if deployment is not None else None
+        if rollout is None:
+            break
+        line = f"step {rollout.step}/{len(rollout.steps)} at {rollout.weight:g}%: " + ", ".join(
+            f"{c['name']} {c['verdict']}" for c in rollout.checks
+        )
+        if line != shown:
+            output.out.print(line)
+            shown = line
+        time.sleep(0.5)
+    with Registry() as reg:
+        last = next(
+            e
+            for e in reversed(reg.history(deployment.model if deployment else name).events)
+            if e.deployment == name and e.kind in ("promoted", "aborted")
+        )
+    if last.kind == "promoted":
+        output.out.print(f"{name}: promoted; version {last.to_version} serves ({last.reason})")
+        return
+    output.err.print(
+        Text.assemble(("aborted:", "bold red"), f" {name} serves version {last.from_version}: {last.reason}")
+    )
+    raise typer.Exit(1)
+
+
+def promote(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Deployment name.")],
+    reason: Reason = "",
+    json_out: JsonFlag = False,
+) -> None:
+    """Make the candidate of a canary or shadow the serving version now (a switch, no failed request)."""
+    with _client(changes=True) as client:
+        result, seconds = _timed(lambda: client.promote(name, reason=reason))
+    if json_out:
+        output.print_json(result.as_dict())
+        return
+    output.out.print(f"{name}: promoted; {result.model}:{result.version} serves ({seconds:.1f} s)")
+
+
+def abort(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Deployment name.")],
+    reason: Reason = "",
+    json_out: JsonFlag = False,
+) -> None:
+    """End a canary or shadow: every request to the serving version again, the candidate stopped."""
+    with _client(changes=True) as client:
+        result, seconds = _timed(lambda: client.abort(name, reason=reason))
+    if json_out:
+        output.print_json(result.as_dict())
+        return
+    output.out.print(
+        f"{name}: aborted; {result.model}:{result.version} serves every request ({seconds:.2f} s)"
+    )
 
 
 def rollback(
@@ -493,6 +656,6 @@ def _plural(count: int, word: str) -> str:
 
 def register(app: typer.Typer) -> None:
     """Add the serving verbs to the `modeldeck` command."""
-    for command in (deploy, rollback, stop, scale, status, logs):
+    for command in (deploy, rollback, promote, abort, stop, scale, status, logs):
         app.command()(command)
     app.add_typer(supervisor_app, name="supervisor")

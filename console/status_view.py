@@ -56,6 +56,7 @@ def show_status(answer: dict[str, Any], json_out: bool) -> None:
             live.get("drift") or "-",
         )
     output.print_table(table)
+    _print_rollouts(deployments)
     _print_realised(deployments)
     if store_error:
         output.warn(
@@ -70,6 +71,17 @@ def show_status(answer: dict[str, Any], json_out: bool) -> None:
         if d.get("token"):
             output.say(f"{d['name']}: bearer token {d['token']}")
     _print_estimates(deployments)
+
+
+def _print_rollouts(deployments: list[dict[str, Any]]) -> None:
+    """Each canary or shadow under way: where it stands, and every check's verdict and figures."""
+    from console.rollout_text import check_lines, rollout_headline
+
+    for d in deployments:
+        if d.get("rollout"):
+            output.say(f"{d['name']}: {rollout_headline(d)}")
+            for name, verdict, why in check_lines(d["rollout"]):
+                output.say(f"  {name:<12} {verdict:<5} {why}")
 
 
 def _print_estimates(deployments: list[dict[str, Any]]) -> None:

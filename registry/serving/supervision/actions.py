@@ -213,6 +213,7 @@ class Actions:
             raise SupervisorError(
                 f"{name} is not deployed: a {mode} needs a version serving; deploy one first", 404
             )
+        self.rollouts.check(runtime, version, mode)
         await self.ledger.flush()
         await self.state.db(
             self.state.registry.record_event,

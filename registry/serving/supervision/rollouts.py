@@ -141,14 +141,7 @@ class Rollouts:
         """Start a canary or shadow of `version`; answers once the candidate takes its share. The
         caller holds the deployment's lock."""
         state, spec = self.state, runtime.spec
-        if runtime.rollout is not None:
-            raise SupervisorError(under_way(runtime), 409)
-        if not runtime.served or not runtime.active or runtime.status != DeploymentState.RUNNING:
-            raise SupervisorError(
-                f"{spec.name}: a {mode} needs a version serving and running; deploy one first", 409
-            )
-        if version == spec.version:
-            raise SupervisorError(f"{spec.name} already serves version {version}", 409)
+        self.check(runtime, version, mode)
         info = await state.db(state.registry.get, f"{spec.model}:{version}")
         path = state.rundir.candidate_socket(spec.name)
         sock = state.rundir.bind(path)
@@ -176,6 +169,18 @@ class Rollouts:
                 ) from None
             raise
         rollout.task = asyncio.ensure_future(self._watch(runtime, rollout))
+
+    def check(self, runtime: Runtime, version: int, mode: str) -> None:
+        """Refuse (SupervisorError) a rollout of `version` that cannot start now, saying why."""
+        spec = runtime.spec
+        if runtime.rollout is not None:
+            raise SupervisorError(under_way(runtime), 409)
+        if not runtime.served or not runtime.active or runtime.status != DeploymentState.RUNNING:
+            raise SupervisorError(
+                f"{spec.name}: a {mode} needs a version serving and running; deploy one first", 409
+            )
+        if version == spec.version:
+            raise SupervisorError(f"{spec.name} already serves version {version}", 409)
 
     async def promote(self, runtime: Runtime, actor: str, reason: str, automatic: bool = False) -> None:
         """Make the candidate the serving version (a switch), and end the rollout."""
