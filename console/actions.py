@@ -47,11 +47,17 @@ ACTIONS: tuple[Action, ...] = (
     Action("open", "enter", "Open", ("models", "deployments", "alerts")),  # versions; a deployment's monitor
     Action("deploy", "d", "Deploy", ("models", "versions"), changes=True, command="deploy", usage="REF"),
     Action("alias", "a", "Set alias", ("versions",), changes=True, command="alias", usage="REF ALIAS"),
+    Action("canary", "C", "Canary", ("versions",), changes=True, command="canary", usage="REF"),
+    Action("shadow", "H", "Shadow", ("versions",), changes=True, command="shadow", usage="REF", show=False),
     Action("mark", "space", "Mark", ("versions",)),
     Action("compare", "c", "Compare", ("versions",)),
     Action("rollback", "r", "Roll back", ("deployments",), changes=True, command="rollback", usage="NAME"),
     Action("stop", "s", "Stop", ("deployments",), changes=True, command="stop", usage="NAME"),
     Action("monitor", "m", "Monitor", ("deployments",), command="monitor", usage="NAME"),
+    Action(
+        "promote", "P", "Promote", ("deployments", "monitor"), changes=True, command="promote", usage="NAME"
+    ),
+    Action("abort", "A", "Abort", ("deployments", "monitor"), changes=True, command="abort", usage="NAME"),
     Action(
         "objectives",
         "o",
@@ -73,7 +79,7 @@ ACTIONS: tuple[Action, ...] = (
 
 
 #: What read-only mode turns off, as the banner, the help and `--read-only` say it.
-READ_ONLY = "read-only: deploy, roll back, stop, aliases, objectives and silences are off"
+READ_ONLY = "read-only: deploy, canary, roll back, stop, aliases, objectives and silences are off"
 
 
 def bindings(scope: str) -> list[BindingType]:

@@ -264,6 +264,12 @@ class ModeldeckApp(App[None]):
         first, *rest = event.arguments
         if action.command == "deploy":
             self.operations.deploy(first)
+        elif action.command in ("canary", "shadow"):
+            self.operations.rollout(first, action.command)
+        elif action.command == "promote":
+            self.operations.promote(first)
+        elif action.command == "abort":
+            self.operations.abort(first)
         elif action.command == "rollback":
             self.operations.rollback(first)
         elif action.command == "stop":

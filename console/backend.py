@@ -268,8 +268,15 @@ class Backend:
     def log_path(self, deployment: str) -> Path:
         return self.client.rundir.deployment_log(deployment)
 
-    def deploy(self, ref: str, name: str | None = None) -> DeploymentStatus:
-        return self.client.deploy(ref, name=name, reason="from the console")
+    def deploy(self, ref: str, name: str | None = None, rollout: str | None = None) -> DeploymentStatus:
+        """Serve `ref`, or (`rollout`: canary or shadow) try it beside what serves, with the default steps."""
+        return self.client.deploy(ref, name=name, reason="from the console", rollout=rollout)
+
+    def promote(self, name: str) -> DeploymentStatus:
+        return self.client.promote(name, reason="from the console")
+
+    def abort(self, name: str) -> DeploymentStatus:
+        return self.client.abort(name, reason="from the console")
 
     def rollback(self, name: str, to: int | None = None) -> DeploymentStatus:
         return self.client.rollback(name, to, reason="from the console")

@@ -77,6 +77,72 @@ class Operations:
             target,
         )
 
+    # ------------------------------------------------------------------ canary, shadow, promote, abort
+    def rollout(self, ref: str, mode: str, name: str | None = None) -> None:
+        """Ask to try `ref` as a canary (default steps) or shadow beside what its deployment serves."""
+        if self._refused(f"starting a {mode}"):
+            return
+
+        def resolve() -> None:
+            try:
+                version = self.deck.backend.version(ref)
+            except RegistryError as exc:
+                self.deck.call_from_thread(self.deck.notify, f"no {mode} of {ref}: {exc}", severity="error")
+                return
+            self.deck.call_from_thread(self._ask_rollout, version.name, version.version, mode, name)
+
+        self.deck.run_worker(resolve, thread=True, group="resolve")
+
+    def _ask_rollout(self, model: str, version: int, mode: str, name: str | None) -> None:
+        target, exact = name or model, f"{model}:{version}"
+        current = self._deployment(target)
+        if current is None:
+            self.deck.notify(
+                f"a {mode} needs {target} serving: deploy a version first (d)", severity="warning"
+            )
+            return
+        if current.version == version:
+            self.deck.notify(f"{target} already serves {exact}", severity="warning")
+            return
+        how = (
+            "5% → 25% → 50% → 100% of requests, a minute each; promoted when every check passes, "
+            "aborted when one fails (P / A by hand)"
+            if mode == "canary"
+            else "a copy of every request, answered by nobody; promote (P) or abort (A) by hand"
+        )
+        self._confirm(
+            f"{mode.capitalize()} {exact} beside {current.model}:{current.version} on {target}?",
+            how,
+            f"starting the {mode} of {exact}",
+            lambda: self.deck.backend.deploy(exact, name=target, rollout=mode),
+            lambda r: f"{target}: {mode} of {exact} under way",
+            target,
+        )
+
+    def promote(self, name: str) -> None:
+        if self._known(name, "promoting") is None:
+            return
+        self._confirm(
+            f"Promote {name}'s candidate now?",
+            "it becomes the serving version (a switch); the old one stays warm as the standby",
+            f"promoting {name}",
+            lambda: self.deck.backend.promote(name),
+            lambda r: f"{name}: promoted; {r.model}:{r.version} serves",
+            name,
+        )
+
+    def abort(self, name: str) -> None:
+        if self._known(name, "aborting") is None:
+            return
+        self._confirm(
+            f"Abort {name}'s canary or shadow?",
+            "every request goes to the serving version at once; the candidate stops",
+            f"aborting {name}",
+            lambda: self.deck.backend.abort(name),
+            lambda r: f"{name}: aborted; {r.model}:{r.version} serves every request",
+            name,
+        )
+
     # ------------------------------------------------------------------ roll back, stop
     def rollback(self, name: str) -> None:
         d = self._known(name, "rolling back")

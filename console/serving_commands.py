@@ -299,7 +299,10 @@ def _rollout(
 
 
 def _rollout_started(result: DeploymentStatus) -> None:
+    from registry.serving.protocol import RolloutStatus
+
     rollout = result.rollout
+    assert isinstance(rollout, RolloutStatus)  # a rollout's deploy answers with it
     if rollout.mode == "canary":
         steps = " -> ".join(f"{w:g}%" for w in rollout.steps)
         output.out.print(

@@ -175,3 +175,97 @@ def test_a_candidate_failing_2_percent_of_rows_is_aborted_at_its_first_step(roll
     with httpx.Client(base_url=rolled.url) as client:  # and the deployment answers bad rows again
         row = {"dataframe_split": {"columns": ["a", "b", "c"], "data": [[-1.0, 1.0, 1.0]]}}
         assert client.post("/invocations", json=row).status_code == 200
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _rows(app, table_id: str) -> list[list[str]]:  # type: ignore[no-untyped-def]
+    tables = app.screen.query(table_id)
+    if not tables:
+        return []
+    table = tables.first()
+    return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+def _text(app, widget_id: str) -> str:  # type: ignore[no-untyped-def]
+    found = app.screen.query(widget_id)
+    return str(found.first().render()) if found else ""
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_the_console_starts_a_canary_by_key_shows_both_versions_and_aborts_it(rolled: Rolled) -> None:
+    from console_deck import tap
+    from console_deck import wait_until as settled
+
+    from console.app import ModeldeckApp
+
+    rolled.reset()
+    with Clients(rolled.url):
+        app = ModeldeckApp(rolled.home, refresh_seconds=0.2)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settled(pilot, lambda: _rows(app, "#models"))
+            await tap(pilot, "enter")  # m's versions, newest first
+            await settled(pilot, lambda: _rows(app, "#versions"))
+            while app.screen.query_one("#versions").cursor_row < 2:  # version 2
+                await tap(pilot, "down")
+            await tap(pilot, "C")
+            await settled(pilot, lambda: "Canary m:2 beside m:1 on m?" in str(app.screen.query("Static")))
+            await tap(pilot, "y")
+            await settled(pilot, lambda: "rollout" in rolled.client.status().deployments[0])
+            await tap(pilot, "2")
+            await settled(
+                pilot, lambda: _rows(app, "#deployments") and "canary v2 5%" in _rows(app, "#deployments")[0]
+            )
+            await tap(pilot, "enter")  # the monitor: the rollout's step and checks, both versions' lines
+            await settled(pilot, lambda: "canary of m:2 at 5% (step 1 of 4" in _text(app, "#rollout"))
+            await settled(pilot, lambda: "agreement   pass" in _text(app, "#rollout"), seconds=30)
+            await settled(pilot, lambda: "req/s v2" in str(app.screen.query_one("#traffic").render()))
+            await tap(pilot, "A")
+            await tap(pilot, "y")
+            await settled(pilot, lambda: "rollout" not in rolled.client.status().deployments[0])
+    aborted = rolled.events("aborted")[-1]
+    assert aborted.reason == "from the console" and aborted.detail["step"] == 1
+    assert rolled.serving() == 1
+
+
+@pytest.mark.slow
+def test_the_cli_starts_watches_and_aborts_a_canary_and_refuses_what_cannot_run(rolled: Rolled) -> None:
+    import os
+    import subprocess
+    import sys
+
+    rolled.reset()
+    env = {**os.environ, "MODELDECK_HOME": str(rolled.home)}
+
+    def modeldeck(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-c", "from console.quick import main; main()", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+    both = modeldeck("deploy", "m:2", "--canary", "--shadow")
+    assert both.returncode == 1 and "--canary and --shadow cannot go together" in both.stderr
+    bad = modeldeck("deploy", "m:2", "--canary", "5,x")
+    assert bad.returncode == 1 and "cannot read 'x'" in bad.stderr
+    same = modeldeck("deploy", "m:1", "--shadow")
+    assert same.returncode == 1 and "m already serves version 1" in same.stderr
+    started = modeldeck("deploy", "m:2", "--canary", "--step-seconds", "3600")  # the default steps
+    assert started.returncode == 0, started.stderr
+    assert (
+        "canary of m:2 at 5% beside version 1 (steps 5% -> 25% -> 50% -> 100%, 3600 s each)" in started.stdout
+    )
+    status = modeldeck("status")
+    assert "m: canary of m:2 at 5% (step 1 of 4: 5% 25% 50% 100%)" in status.stdout
+    assert "errors" in status.stdout and "agreement" in status.stdout
+    busy = modeldeck("deploy", "m:3")
+    assert (
+        busy.returncode == 1
+        and "a canary of version 2 is under way; promote or abort it first" in busy.stderr
+    )
+    aborted = modeldeck("abort", "m", "-m", "testing the CLI")
+    assert aborted.returncode == 0 and "m: aborted; m:1 serves every request" in aborted.stdout
+    assert rolled.events("aborted")[-1].reason == "testing the CLI"
+    again = modeldeck("abort", "m")
+    assert again.returncode == 1 and "m has no canary or shadow under way" in again.stderr

@@ -23,7 +23,8 @@ from console.widgets.tables import FitTable, refresh_rows
 
 class DeploymentsScreen(OverviewScreen[None]):
     """`r` rolls back to the standby, `s` stops (both confirmed), `m` monitors, `l` shows the logs, `o`
-    sets the objectives. A deployment whose alert fires is marked "!"; ALERT (when there is room) says
+    sets the objectives, `P` / `A` promote or abort a canary or shadow (STATE names it and its share).
+    A deployment whose alert fires is marked "!"; ALERT (when there is room) says
     firing, pending or quiet (silenced)."""
 
     AUTO_FOCUS = "#deployments"
@@ -72,8 +73,21 @@ class DeploymentsScreen(OverviewScreen[None]):
         table.add_columns(*self.COLUMNS)
         yield table
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Promote and abort are offered (footer, palette) only on a deployment with a rollout."""
+        if action in ("promote", "abort"):
+            if self.deck.read_only:
+                return None  # shown dimmed, refused
+            name = self.selected()
+            live = self.overview.live.get(name, {}) if self.overview is not None and name else {}
+            return bool(live.get("rollout"))
+        return True
+
     def show(self, overview: Overview) -> None:
+        had = self.overview is not None and any(v.get("rollout") for v in self.overview.live.values())
         self.overview = overview
+        if had or any(v.get("rollout") for v in overview.live.values()):
+            self.refresh_bindings()
         rows = []
         for d in overview.deployments:
             live = overview.live.get(d.name, {})
@@ -100,6 +114,10 @@ class DeploymentsScreen(OverviewScreen[None]):
             return None
         return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
 
+    @on(DataTable.RowHighlighted, "#deployments")
+    def _moved(self, event: DataTable.RowHighlighted) -> None:
+        self.refresh_bindings()  # promote and abort follow the row's rollout
+
     @on(DataTable.RowSelected, "#deployments")
     def _open(self, event: DataTable.RowSelected) -> None:
         self.action_monitor()
@@ -121,6 +139,16 @@ class DeploymentsScreen(OverviewScreen[None]):
         name = self.selected()
         if name is not None:
             self.deck.operations.objectives(name)
+
+    def action_promote(self) -> None:
+        name = self.selected()
+        if name is not None:
+            self.deck.operations.promote(name)
+
+    def action_abort(self) -> None:
+        name = self.selected()
+        if name is not None:
+            self.deck.operations.abort(name)
 
     def action_rollback(self) -> None:
         name = self.selected()

@@ -46,6 +46,8 @@ class MonitorScreen(OverviewScreen[MonitorRead]):
     MonitorScreen #drift { height: 1fr; }
     MonitorScreen #summary { height: auto; padding: 0 1; }
     MonitorScreen #performance { height: auto; padding: 0 1; }
+    MonitorScreen #rollout { height: auto; padding: 0 1; display: none; }
+    MonitorScreen #rollout.on { display: block; }
     """
 
     def __init__(self, deployment: str) -> None:
@@ -60,10 +62,12 @@ class MonitorScreen(OverviewScreen[MonitorRead]):
         self.drift_shares: list[tuple[float, float]] = []
         self._history_read = False
         self._fresh = False
+        self._rollout = False
 
     def body(self) -> ComposeResult:
         yield Static(f" {self.deployment}: waiting for data", id="summary", markup=False)
         yield Static("", id="performance", markup=False)
+        yield Static("", id="rollout", markup=False)
         with ChartGrid(id="charts"):
             yield Chart(id="traffic")
             yield Chart(id="latency")
@@ -120,6 +124,7 @@ class MonitorScreen(OverviewScreen[MonitorRead]):
             self.drift_shares = [(t, share) for t, share in self.drift_shares if t >= start]
 
     def show(self, overview: Overview) -> None:
+        self._show_rollout(overview.live.get(self.deployment) or {})
         if not self._fresh:
             return
         points = list(self.points)
@@ -139,19 +144,23 @@ class MonitorScreen(OverviewScreen[MonitorRead]):
         self.query_one("#performance", Static).update(performance_text(self.performance, width))
         seconds_ago = [p["t"] - last["t"] for p in points]  # the x axis of the live charts
         self.query_one("#traffic", Chart).plot(
-            "requests/s", by_version(points, "req/s", lambda p: p["rps"]), xs=seconds_ago
+            "requests/s", by_version(points, "req/s", lambda p: p["rps"], _part("rps")), xs=seconds_ago
         )
         self.query_one("#latency", Chart).plot(
             "latency p50/p95/p99 (ms)",
             {
                 label: series
                 for q in ("p50", "p95", "p99")
-                for label, series in by_version(points, q, _in_ms(q)).items()
+                # during a canary or shadow each version has its own p99 only
+                for label, series in by_version(points, q, _in_ms(q), _part(q, 1e3)).items()
+                if any(value is not None for value in series)
             },
             xs=seconds_ago,
         )
         self.query_one("#errors", Chart).plot(
-            "errors (% of requests)", by_version(points, "4xx+5xx %", _error_percent), xs=seconds_ago
+            "errors (% of requests)",
+            by_version(points, "4xx+5xx %", _error_percent, _server_error_percent),
+            xs=seconds_ago,
         )
         workers_of = worker_labels(points)
         self.query_one("#cpu", Chart).plot(
@@ -177,6 +186,22 @@ class MonitorScreen(OverviewScreen[MonitorRead]):
         )
         self._drift_table()
 
+    def _show_rollout(self, live: dict[str, Any]) -> None:
+        """A canary's or shadow's step, next check and every check's verdict, above the charts."""
+        from console.rollout_text import check_lines, rollout_headline
+
+        panel = self.query_one("#rollout", Static)
+        rollout = live.get("rollout")
+        if bool(rollout) != self._rollout:
+            self._rollout = bool(rollout)
+            self.refresh_bindings()
+        panel.set_class(bool(rollout), "on")
+        if not rollout:
+            return
+        lines = [rollout_headline(live) + " · P promote · A abort"]
+        lines += [f"  {name:<11} {verdict:<5} {why}" for name, verdict, why in check_lines(rollout)]
+        panel.update("\n".join(lines))
+
     def _drift_table(self) -> None:
         table = self.query_one("#drift", DataTable)
         table.clear()
@@ -198,6 +223,18 @@ class MonitorScreen(OverviewScreen[MonitorRead]):
     def action_logs(self) -> None:
         self.deck.open_deployment("logs", self.deployment)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Promote and abort are offered only while a canary or shadow is under way."""
+        if action not in ("promote", "abort"):
+            return True
+        return None if self.deck.read_only and self._rollout else self._rollout
+
+    def action_promote(self) -> None:
+        self.deck.operations.promote(self.deployment)
+
+    def action_abort(self) -> None:
+        self.deck.operations.abort(self.deployment)
+
     def action_charts(self) -> None:
         self.query_one(ChartGrid).next_page()
 
@@ -206,23 +243,52 @@ Series = list[float | None]
 
 
 def by_version(
-    points: list[dict[str, Any]], label: str, value: Callable[[dict[str, Any]], float | None]
+    points: list[dict[str, Any]],
+    label: str,
+    value: Callable[[dict[str, Any]], float | None],
+    part: Callable[[dict[str, Any]], float | None] = lambda figures: None,
 ) -> dict[str, Series]:
     """One series per version in the window (gaps where another served), so a deploy shows the old
-    and the new version's figures side by side; a single version keeps the plain label."""
-    versions = sorted({p["version"] for p in points})
+    and the new version's figures side by side; a single version keeps the plain label. Points of a
+    canary or shadow (both versions serving at once) give each version's own figures (`part` of the
+    point's `by_version` entry)."""
+    versions = sorted({int(v) for p in points for v in p.get("by_version") or (p["version"],)})
     if len(versions) == 1:
         return {label: [value(p) for p in points]}
-    return {f"{label} v{v}": [value(p) if p["version"] == v else None for p in points] for v in versions}
+
+    def figure(point: dict[str, Any], version: int) -> float | None:
+        split = point.get("by_version")
+        if split is None:
+            return value(point) if point["version"] == version else None
+        mine = split.get(str(version))
+        return part(mine) if mine else None
+
+    return {f"{label} v{v}": [figure(p, v) for p in points] for v in versions}
+
+
+def _part(key: str, scale: float = 1.0) -> Callable[[dict[str, Any]], float | None]:
+    """A version's figure `key` from a point's `by_version` entry, times `scale`."""
+    return lambda figures: None if figures.get(key) is None else figures[key] * scale
+
+
+def _server_error_percent(figures: dict[str, Any]) -> float | None:
+    return 100 * figures["server_errors"] / figures["requests"] if figures["requests"] else None
 
 
 def version_figures(points: list[dict[str, Any]]) -> list[str]:
     """Per version in the window, newest first: mean req/s, worst p99 and error share while it served."""
     texts = []
-    for version in dict.fromkeys(p["version"] for p in reversed(points)):
-        mine = [p for p in points if p["version"] == version]
+    order = [int(v) for p in reversed(points) for v in p.get("by_version") or (p["version"],)]
+    for version in dict.fromkeys(order):
+        # a canary's or shadow's points carry each version's own figures (5xx only)
+        mine = [
+            p["by_version"][str(version)] if p.get("by_version") else p
+            for p in points
+            if str(version) in (p.get("by_version") or {})
+            or (not p.get("by_version") and p["version"] == version)
+        ]
         requests = sum(p["requests"] for p in mine)
-        errors = sum(p["client_errors"] + p["server_errors"] for p in mine)
+        errors = sum(p.get("client_errors", 0) + p["server_errors"] for p in mine)
         p99s = [p["p99"] for p in mine if p["p99"] is not None]
         texts.append(
             f"v{version}: {sum(p['rps'] for p in mine) / len(mine):.1f} req/s, p99 "

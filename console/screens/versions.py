@@ -116,6 +116,16 @@ class VersionsScreen(OverviewScreen[list[VersionSummary]]):
         if version is not None:
             self.deck.operations.deploy(f"{self.model}:{version}")
 
+    def action_canary(self) -> None:
+        version = self.selected()
+        if version is not None:
+            self.deck.operations.rollout(f"{self.model}:{version}", "canary")
+
+    def action_shadow(self) -> None:
+        version = self.selected()
+        if version is not None:
+            self.deck.operations.rollout(f"{self.model}:{version}", "shadow")
+
     def action_alias(self) -> None:
         version = self.selected()
         if version is None:

@@ -72,7 +72,14 @@ def state_text(live: dict[str, Any], supervisor_up: bool) -> str:
             text = f"{'loading' if process['state'] == 'loaded' else process['state']} v{process['version']}"
             if text not in doing:
                 doing.append(text)
-    return ", ".join([live.get("status", "?"), *doing])
+    status = live.get("status", "?")
+    rollout = live.get("rollout")
+    if rollout:  # what a running deployment is trying: `canary v2 25%`, `shadow v2`
+        share = f" {rollout['weight']:g}%" if rollout["mode"] == "canary" else ""
+        doing.insert(0, f"{rollout['mode']} v{rollout['version']}{share}")
+        if status == "running":
+            return ", ".join(doing)
+    return ", ".join([status, *doing])
 
 
 def uptime_text(live: dict[str, Any]) -> str:

@@ -157,6 +157,7 @@ class Rollouts:
             await self.pool.promote(runtime, workers)
             runtime.rollout = rollout
             rollout.marks = self._totals(runtime, rollout)
+            rollout.checks = judge(settings, Evidence(Counts(), Counts()))  # all waiting, as shown at once
             await self._tell(runtime, rollout, runtime.active)
             await self._record(runtime, kind, actor, reason, {"settings": settings.as_dict()})
         except BaseException as exc:
