@@ -26,12 +26,19 @@ def open_demo_registry(home: Path) -> Registry:
 #: What the live demo deploys, and the one whose inputs drift after a minute.
 DEMO_DEPLOYMENTS = ("iris@champion", "diabetes@champion")
 DRIFTING = "iris"
+#: Once traffic flows, iris's challenger (staging) goes out as a canary with steps short enough to watch:
+#: at the demo's 20 requests a second, each step gets the answers its checks need in about 30 s.
+DEMO_CANARY = (
+    "iris@staging",
+    {"steps": [25, 50, 100], "step_seconds": 30, "min_requests": 60, "max_error_increase": 0.02},
+)
 
 
 def run_live_demo(
     home: Path, keep: bool = False, drift_after: float = 60.0, config: ConsoleConfig | None = None
 ) -> None:
-    """Deploy the demo models, send them traffic (drifting one after a while) and open the console
+    """Deploy the demo models, send them traffic (drifting one after a while), try iris's challenger as
+    a canary and open the console
     with `config` (theme, refresh, mouse). Quitting stops the traffic and, unless `keep`, the demo's
     servers and supervisor."""
     import contextlib
@@ -74,6 +81,15 @@ def run_live_demo(
         if targets and not quitting.is_set():
             traffic.append(DemoTraffic(home, targets, drifting=DRIFTING, drift_after=drift_after))
             traffic[0].start()
+        if "iris" in targets and not quitting.is_set():
+            ref, analysis = DEMO_CANARY
+            try:
+                client.deploy(
+                    ref, rollout="canary", analysis=analysis, reason="modeldeck demo: the challenger"
+                )
+            except Exception as exc:  # shown in the console; the demo goes on without it
+                with contextlib.suppress(RuntimeError):
+                    app.call_from_thread(app.notify, f"demo: no canary of {ref}: {exc}", severity="error")
 
     deploying = threading.Thread(target=bring_up, daemon=True, name="demo-deploy")
     deploying.start()

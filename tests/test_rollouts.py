@@ -195,6 +195,10 @@ def _text(app, widget_id: str) -> str:  # type: ignore[no-untyped-def]
     return str(found.first().render()) if found else ""
 
 
+def _screen_text(app) -> str:  # type: ignore[no-untyped-def]
+    return "\n".join(str(widget.render()) for widget in app.screen.query("Static"))
+
+
 @pytest.mark.slow
 @pytest.mark.anyio
 async def test_the_console_starts_a_canary_by_key_shows_both_versions_and_aborts_it(rolled: Rolled) -> None:
@@ -209,24 +213,32 @@ async def test_the_console_starts_a_canary_by_key_shows_both_versions_and_aborts
         async with app.run_test(size=(120, 40)) as pilot:
             await settled(pilot, lambda: _rows(app, "#models"))
             await tap(pilot, "enter")  # m's versions, newest first
-            await settled(pilot, lambda: _rows(app, "#versions"))
+            await settled(pilot, lambda: len(_rows(app, "#versions")) == 4)
             while app.screen.query_one("#versions").cursor_row < 2:  # version 2
                 await tap(pilot, "down")
             await tap(pilot, "C")
-            await settled(pilot, lambda: "Canary m:2 beside m:1 on m?" in str(app.screen.query("Static")))
+            question = "Canary m:2 beside m:1 on m?"
+            await settled(pilot, lambda: question in _screen_text(app))
+            assert question in _screen_text(app) and "5% → 25% → 50% → 100%" in _screen_text(app)
             await tap(pilot, "y")
             await settled(pilot, lambda: "rollout" in rolled.client.status().deployments[0])
             await tap(pilot, "2")
             await settled(
                 pilot, lambda: _rows(app, "#deployments") and "canary v2 5%" in _rows(app, "#deployments")[0]
             )
+            assert "canary v2 5%" in _rows(app, "#deployments")[0]
             await tap(pilot, "enter")  # the monitor: the rollout's step and checks, both versions' lines
-            await settled(pilot, lambda: "canary of m:2 at 5% (step 1 of 4" in _text(app, "#rollout"))
-            await settled(pilot, lambda: "agreement   pass" in _text(app, "#rollout"), seconds=30)
-            await settled(pilot, lambda: "req/s v2" in str(app.screen.query_one("#traffic").render()))
+            await settled(pilot, lambda: "req/s v2" in _text(app, "#traffic"))
+            panel = _text(app, "#rollout")
+            assert "canary of m:2 at 5% (step 1 of 4: 5% 25% 50% 100%), next check in" in panel
+            assert all(name in panel for name in ("errors", "latency", "agreement", "drift", "performance"))
+            assert "req/s v1" in _text(app, "#traffic")
             await tap(pilot, "A")
+            await settled(pilot, lambda: "Abort m's canary or shadow?" in _screen_text(app))
             await tap(pilot, "y")
             await settled(pilot, lambda: "rollout" not in rolled.client.status().deployments[0])
+            await settled(pilot, lambda: "canary" not in _text(app, "#rollout"))
+            assert "canary" not in _text(app, "#rollout")
     aborted = rolled.events("aborted")[-1]
     assert aborted.reason == "from the console" and aborted.detail["step"] == 1
     assert rolled.serving() == 1

@@ -197,6 +197,7 @@ class MonitorScreen(OverviewScreen[MonitorRead]):
             self.refresh_bindings()
         panel.set_class(bool(rollout), "on")
         if not rollout:
+            panel.update("")
             return
         lines = [rollout_headline(live) + " · P promote · A abort"]
         lines += [f"  {name:<11} {verdict:<5} {why}" for name, verdict, why in check_lines(rollout)]

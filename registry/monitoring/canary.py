@@ -13,8 +13,9 @@ the whole of a shadow) and says `pass`, `fail` or `wait` (not enough evidence ye
 - **agreement**: the share of the same recent inputs (rows the candidate was sent) on which both
   versions predict the same class, or, for a regressor, values within 1% of the serving version's spread;
   fails under `min_agreement`;
-- **drift**: each version's drift status against its own reference; fails when the candidate reads the
-  live inputs as `drift` while the serving version does not;
+- **drift**: the candidate's recent inputs judged against the candidate's reference and against the
+  serving version's (the same rows: only the training data differs); fails when the live inputs are
+  `drift` for the candidate's reference but not for the serving version's;
 - **performance**: realised accuracy (classifiers) or mean absolute error (regressors) of each version's
   predictions labelled since the rollout began, once both have `min_labelled`; fails when the candidate
   is worse by more than `max_accuracy_drop` (or its MAE more than that share higher).
@@ -147,7 +148,8 @@ class Evidence:
     candidate: Counts
     #: (rows on which both versions agree, rows compared), or None before the first comparison.
     agreement: tuple[int, int] | None = None
-    #: Each version's drift status (`registry.monitoring.drift`: ok, warn, drift, ...), when computed.
+    #: The drift status (`registry.monitoring.drift`: ok, warn, drift, ...) of the candidate's recent
+    #: inputs against the serving version's reference and against the candidate's, when computed.
     drift: tuple[str | None, str | None] = (None, None)
     #: Each version's realised figures since the rollout began (`registry.monitoring.performance`).
     performance: tuple[dict[str, Any] | None, dict[str, Any] | None] = (None, None)
@@ -240,7 +242,7 @@ def _drift(drift: tuple[str | None, str | None]) -> Check:
     if base not in _DRIFT_RANK or cand not in _DRIFT_RANK:  # not computed, too few rows, no reference
         return Check("drift", WAIT, base, cand, f"no drift verdict yet ({cand or 'not computed'})")
     if cand == DRIFT and base != DRIFT:
-        why = f"drift: the candidate reads the live inputs as drifted (serving version: {base})"
+        why = f"drift: the live inputs drifted from the candidate's reference (the serving version's: {base})"
         return Check("drift", FAIL, base, cand, why)
     return Check("drift", PASS, base, cand, f"drift {cand} vs {base}")
 

@@ -294,23 +294,33 @@ class Scraper:
     async def compute_drift(self, runtimes: list[Runtime], now: float | None = None) -> None:
         for runtime in runtimes:
             name = runtime.spec.name
-            for windows, reports in (
-                (self.windows, self.drift),
-                (self.candidate_windows, self.candidate_drift),
-            ):
-                entry = windows.get(name)
-                if entry is None:
-                    continue
-                key = (runtime.spec.model, entry[0])
-                names, numeric = await self._schema(key)
-                profile = await self._profile(key)
-                report = await asyncio.to_thread(entry[1].report, profile, names, numeric, now)
-                reports[name] = {"t": now or time.time(), "version": entry[0], **report.as_dict()}
+            entry = self.windows.get(name)
+            if entry is not None:
+                self.drift[name] = await self._drift_report(runtime.spec.model, entry[0], entry[1], now)
+            candidate = self.candidate_windows.get(name)
+            if candidate is not None:  # the candidate's inputs against its reference and the serving one's
+                self.candidate_drift[name] = {
+                    "candidate": await self._drift_report(
+                        runtime.spec.model, candidate[0], candidate[1], now
+                    ),
+                    "serving": await self._drift_report(
+                        runtime.spec.model, entry[0] if entry else runtime.spec.version, candidate[1], now
+                    ),
+                }
         for runtime in runtimes:
             try:
                 await self.estimates.compute(runtime.spec.name, runtime.spec.model, runtime.spec.version, now)
             except Exception as exc:  # the registry unreachable for now: the next round tries again
                 log.warning("no estimated performance for %s: %s", runtime.spec.name, exc)
+
+    async def _drift_report(
+        self, model: str, version: int, window: DriftWindow, now: float | None
+    ) -> dict[str, Any]:
+        """The drift of `window` against version `version`'s reference profile."""
+        names, numeric = await self._schema((model, version))
+        profile = await self._profile((model, version))
+        report = await asyncio.to_thread(window.report, profile, names, numeric, now)
+        return {"t": now or time.time(), "version": version, **report.as_dict()}
 
     async def compute_performance(self, runtimes: list[Runtime], now: float) -> None:
         """Realised performance from the prediction store, the changed minute rollups written to the
@@ -476,10 +486,10 @@ class Scraper:
         return taken[::-1]
 
     def drift_statuses(self, name: str) -> tuple[str | None, str | None]:
-        """The drift status of the serving version and of the candidate, each against its own reference
-        (None until computed)."""
-        base, cand = self.drift.get(name), self.candidate_drift.get(name)
-        return (base or {}).get("status"), (cand or {}).get("status")
+        """The drift status of the candidate's recent inputs against the serving version's reference and
+        against its own (None until computed): the same rows, so only the references differ."""
+        reports = self.candidate_drift.get(name) or {}
+        return (reports.get("serving") or {}).get("status"), (reports.get("candidate") or {}).get("status")
 
     def forget_candidate(self, name: str) -> None:
         self.candidate_windows.pop(name, None)
