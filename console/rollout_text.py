@@ -19,6 +19,25 @@ def rollout_headline(deployment: Any) -> str:
     )
 
 
+def traffic_text(rollout: Any) -> str:
+    """What the serving workers did for the candidate: '1,204 forwarded · 3 answered here instead' or
+    '9,870 copies · 12 dropped (queue full)'; '' before the first count."""
+    counts = rollout.get("traffic") or {}
+    if not counts:
+        return ""
+    if rollout["mode"] == "shadow":
+        parts = [f"{counts.get('mirrored', 0):,} copies"]
+        if counts.get("dropped"):
+            parts.append(f"{counts['dropped']:,} dropped (queue full)")
+        if counts.get("mirror_failed"):
+            parts.append(f"{counts['mirror_failed']:,} lost")
+    else:
+        parts = [f"{counts.get('forwarded', 0):,} forwarded"]
+        if counts.get("fallbacks"):
+            parts.append(f"{counts['fallbacks']:,} answered by the serving version instead")
+    return " · ".join(parts)
+
+
 def check_lines(rollout: Any) -> list[tuple[str, str, str]]:
     """(check, verdict, why) of each check, in the analysis' order."""
     return [(check["name"], check["verdict"], check["why"]) for check in rollout["checks"]]

@@ -75,11 +75,12 @@ def show_status(answer: dict[str, Any], json_out: bool) -> None:
 
 def _print_rollouts(deployments: list[dict[str, Any]]) -> None:
     """Each canary or shadow under way: where it stands, and every check's verdict and figures."""
-    from console.rollout_text import check_lines, rollout_headline
+    from console.rollout_text import check_lines, rollout_headline, traffic_text
 
     for d in deployments:
         if d.get("rollout"):
-            output.say(f"{d['name']}: {rollout_headline(d)}")
+            traffic = traffic_text(d["rollout"])
+            output.say(f"{d['name']}: {rollout_headline(d)}" + (f" · {traffic}" if traffic else ""))
             for name, verdict, why in check_lines(d["rollout"]):
                 output.say(f"  {name:<12} {verdict:<5} {why}")
 

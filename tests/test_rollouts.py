@@ -8,6 +8,7 @@ reliability tier (`tests/reliability/test_rollout_faults.py`).
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterator
 
 import httpx
@@ -122,6 +123,57 @@ def test_the_split_sends_exactly_the_weight_of_every_hundred_requests_evenly() -
     split.set_weight(33.0)
     assert sum(split.take() for _ in range(300)) == 99
     assert not any(Split(SHADOW, 0.0, "/x.sock", 1024).take() for _ in range(100))
+
+
+def test_a_full_shadow_queue_drops_copies_and_counts_them_without_waiting() -> None:
+    import asyncio
+
+    from registry.serving.split import SHADOW_QUEUE
+
+    async def main() -> dict[str, int]:
+        split = Split(SHADOW, 0.0, "/nonexistent/shadow.sock", 1024)
+        scope = {"method": "POST", "path": "/invocations", "headers": [], "query_string": b""}
+        for _ in range(SHADOW_QUEUE + 25):  # no await in between: the senders cannot drain it meanwhile
+            split.mirror(scope, [b"{}"])
+        await asyncio.sleep(0.2)  # the senders find no shadow: each copy is lost, and counted
+        counts = split.describe()
+        await split.close()
+        return counts
+
+    counts = asyncio.run(main())
+    assert counts["dropped"] == 25 and counts["mirror_failed"] == SHADOW_QUEUE and counts["mirrored"] == 0
+
+
+def test_a_request_the_candidate_cannot_take_is_answered_here_with_its_body_intact() -> None:
+    import asyncio
+
+    async def main() -> tuple[bytes, int]:
+        split = Split(CANARY, 100.0, "/nonexistent/candidate.sock", 1024)
+        chunks = [b'{"inputs": ', b"[[1, 2, 3]]}"]
+
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request", "body": chunks.pop(0), "more_body": bool(chunks)}
+
+        async def send(message: object) -> None:
+            raise AssertionError("nothing is sent when the candidate cannot take it")
+
+        scope = {
+            "method": "POST",
+            "path": "/invocations",
+            "headers": [(b"content-type", b"application/json")],
+        }
+        assert split.take()
+        replay = await split.forward(scope, receive, send)
+        assert replay is not None
+        body = b""
+        while True:
+            message = await replay()
+            body += message["body"]  # type: ignore[operator]
+            if not message["more_body"]:
+                return body, split.fallbacks
+
+    body, fallbacks = asyncio.run(main())
+    assert body == b'{"inputs": [[1, 2, 3]]}' and fallbacks == 1
 
 
 # ---------------------------------------------------------------------- under load, for real
@@ -268,8 +320,11 @@ def test_the_cli_starts_watches_and_aborts_a_canary_and_refuses_what_cannot_run(
     assert (
         "canary of m:2 at 5% beside version 1 (steps 5% -> 25% -> 50% -> 100%, 3600 s each)" in started.stdout
     )
-    status = modeldeck("status")
+    with Clients(rolled.url):
+        wait_until(lambda: rolled.client.status().deployments[0].rollout.traffic.get("forwarded", 0) > 5)
+        status = modeldeck("status")
     assert "m: canary of m:2 at 5% (step 1 of 4: 5% 25% 50% 100%)" in status.stdout
+    assert re.search(r"next check in \d+ s · [\d,]+ forwarded", status.stdout), status.stdout
     assert "errors" in status.stdout and "agreement" in status.stdout
     busy = modeldeck("deploy", "m:3")
     assert (

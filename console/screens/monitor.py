@@ -188,7 +188,7 @@ class MonitorScreen(OverviewScreen[MonitorRead]):
 
     def _show_rollout(self, live: dict[str, Any]) -> None:
         """A canary's or shadow's step, next check and every check's verdict, above the charts."""
-        from console.rollout_text import check_lines, rollout_headline
+        from console.rollout_text import check_lines, rollout_headline, traffic_text
 
         panel = self.query_one("#rollout", Static)
         rollout = live.get("rollout")
@@ -199,7 +199,8 @@ class MonitorScreen(OverviewScreen[MonitorRead]):
         if not rollout:
             panel.update("")
             return
-        lines = [rollout_headline(live) + " · P promote · A abort"]
+        traffic = traffic_text(rollout)
+        lines = [rollout_headline(live) + (f" · {traffic}" if traffic else "") + " · P promote · A abort"]
         lines += [f"  {name:<11} {verdict:<5} {why}" for name, verdict, why in check_lines(rollout)]
         panel.update("\n".join(lines))
 

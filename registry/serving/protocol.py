@@ -269,6 +269,9 @@ class RolloutStatus(Message):
     settings: dict[str, Any]
     #: Each check's name, verdict (pass, fail, wait), both versions' figures and why.
     checks: list[dict[str, Any]]
+    #: The serving workers' counts: forwarded to the candidate, answered by them instead (it could not
+    #: take them), copies sent to a shadow, dropped with its queue full, lost on the way.
+    traffic: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

@@ -59,6 +59,8 @@ OK, SILENT, BAD = "ok", "silent", "bad"
 SAVE_WINDOWS_EVERY = 60
 #: A candidate's newest sample rows kept for the agreement probe.
 CANDIDATE_ROWS = 2000
+#: What the serving workers count of a split (`registry.serving.split.Split.describe`).
+SPLIT_COUNTS = ("forwarded", "fallbacks", "mirrored", "dropped", "mirror_failed")
 #: Realised performance is over the predictions of the last day (labels often come hours later).
 PERFORMANCE_WINDOW = 24 * 3600.0
 
@@ -123,6 +125,8 @@ class Scraper:
         self.candidate_windows: dict[str, tuple[int, DriftWindow]] = {}
         self.candidate_drift: dict[str, dict[str, Any]] = {}
         self.candidate_rows: dict[str, deque[list[Any]]] = {}
+        #: The serving workers' split counters per deployment (`_count_split`), while they split.
+        self.split_counts: dict[str, dict[str, int]] = {}
 
     async def run(self) -> None:
         await self.restore_windows()
@@ -184,6 +188,7 @@ class Scraper:
                 active | candidates,
             )
             self._sample(runtime, {pid: pull for pid, pull in by_pid.items() if pid in active}, now)
+            self._count_split(name, [pull for pid, pull in by_pid.items() if pid in active and pull])
             if runtime.candidates:
                 self._sample_candidate(runtime, [by_pid[pid] for pid in candidates], now)
             self.rollups.add(name, runtime.spec.model, point, self.drift.get(name))
@@ -470,6 +475,15 @@ class Scraper:
             if pull and pull.get("rows"):
                 entry[1].add(pull["rows"], pull.get("predictions", []), now)
                 self.candidate_rows[name].extend(pull["rows"])
+
+    def _count_split(self, name: str, pulls: list[dict[str, Any]]) -> None:
+        """The serving workers' split counters summed (requests forwarded, answered here instead,
+        copies sent to a shadow, dropped with its queue full, lost), while they split."""
+        splits = [pull["split"] for pull in pulls if isinstance(pull.get("split"), dict)]
+        if splits:
+            self.split_counts[name] = {key: sum(int(s.get(key) or 0) for s in splits) for key in SPLIT_COUNTS}
+        else:
+            self.split_counts.pop(name, None)
 
     # ------------------------------------------------------------------ what a rollout reads
     def version_totals(self, name: str) -> dict[int, Totals]:

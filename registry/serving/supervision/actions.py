@@ -293,8 +293,9 @@ class Actions:
                 result.token, result.message = None, str(exc)
         if note:
             result.note = note
-        if runtime.rollout is not None:
-            result.rollout = runtime.rollout.status()
+        rollout = self.rollouts.status(runtime)
+        if rollout is not None:
+            result.rollout = rollout
         return result
 
     async def _new_runtime(

@@ -104,7 +104,8 @@ class Rollout:
     def wanted(self) -> dict[str, Any]:
         return {"mode": self.mode, "weight": self.weight, "path": str(self.path)}
 
-    def status(self) -> RolloutStatus:
+    def status(self, traffic: dict[str, int] | None = None) -> RolloutStatus:
+        """Where the rollout stands; `traffic`: the serving workers' split counters."""
         elapsed = time.monotonic() - self.step_started
         return RolloutStatus(
             mode=self.mode,
@@ -120,6 +121,7 @@ class Rollout:
             else None,
             settings=self.settings.as_dict(),
             checks=[c.as_dict() for c in self.checks],
+            traffic=dict(traffic or {}),
         )
 
 
@@ -170,6 +172,11 @@ class Rollouts:
                 ) from None
             raise
         rollout.task = asyncio.ensure_future(self._watch(runtime, rollout))
+
+    def status(self, runtime: Runtime) -> RolloutStatus | None:
+        """The rollout under way for `runtime`, with its split counters; None when there is none."""
+        rollout = runtime.rollout
+        return rollout.status(self.scraper.split_counts.get(runtime.spec.name)) if rollout else None
 
     def check(self, runtime: Runtime, version: int, mode: str) -> None:
         """Refuse (SupervisorError) a rollout of `version` that cannot start now, saying why."""
