@@ -32,8 +32,9 @@ import httptools
 CANARY, SHADOW = "canary", "shadow"
 #: Copies waiting for the shadow, per worker; more are dropped (and counted).
 SHADOW_QUEUE = 1000
-#: Tasks sending copies to the shadow, per worker.
-SHADOW_SENDERS = 2
+#: Tasks sending copies to the shadow, per worker, and the most copies one sends at once (pipelined on
+#: one connection: one write and a few reads for the lot, so a copy costs the serving worker little).
+SHADOW_SENDERS, SHADOW_BATCH = 2, 64
 #: Headers a hop must not pass on (RFC 9110 7.6.1), and the ones the server sets itself.
 _HOP = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade", b"proxy-connection"}
@@ -145,15 +146,18 @@ class Split:
             self.dropped += 1
 
     async def _send_copies(self) -> None:
-        assert self._queue is not None
+        queue = self._queue
+        assert queue is not None
         while True:
-            scope, body = await self._queue.get()
+            batch = [await queue.get()]
+            while len(batch) < SHADOW_BATCH and not queue.empty():
+                batch.append(queue.get_nowait())
             try:
-                await self._candidate.request(_head(scope, len(body)), body)
-                self.mirrored += 1
+                await self._candidate.pipeline([_head(scope, len(body)) + body for scope, body in batch])
+                self.mirrored += len(batch)
             except Exception as exc:  # the shadow is down or broke: the serving path never knows
-                self.mirror_failed += 1
-                log.debug("copy for the shadow lost: %s", exc)
+                self.mirror_failed += len(batch)
+                log.debug("%d copies for the shadow lost: %s", len(batch), exc)
 
     async def close(self) -> None:
         for task in self._senders:
@@ -201,6 +205,33 @@ class Connections:
                 writer.close()
             return parser.get_status_code(), reply.headers, b"".join(reply.body)
 
+    async def pipeline(self, requests: list[bytes]) -> None:
+        """Send `requests` back to back on one connection and read their answers (dropped); an OSError
+        or a parser error when the candidate did not answer them all. A kept-alive connection closed
+        before any answer is replaced once."""
+        while True:
+            fresh = not self._idle
+            reader, writer = await asyncio.open_unix_connection(self.path) if fresh else self._idle.pop()
+            answers = _Answers()
+            parser = httptools.HttpResponseParser(answers)
+            try:
+                writer.write(b"".join(requests))
+                while answers.complete < len(requests):
+                    data = await reader.read(65_536)
+                    if not data:
+                        raise ConnectionResetError(f"the candidate closed after {answers.complete} answers")
+                    parser.feed_data(data)
+            except (OSError, httptools.HttpParserError):
+                writer.close()
+                if fresh or answers.complete:
+                    raise
+                continue  # a kept-alive connection that was closed: once more on a new one
+            if parser.should_keep_alive() and len(self._idle) < self.keep:
+                self._idle.append((reader, writer))
+            else:
+                writer.close()
+            return
+
     def close(self) -> None:
         for _, writer in self._idle:
             writer.close()
@@ -223,6 +254,16 @@ class _Reply:
 
     def on_message_complete(self) -> None:
         self.done = True
+
+
+class _Answers:
+    """httptools' callbacks for answers read only to be counted (a shadow's)."""
+
+    def __init__(self) -> None:
+        self.complete = 0
+
+    def on_message_complete(self) -> None:
+        self.complete += 1
 
 
 def _head(scope: Scope, length: int) -> bytes:

@@ -90,6 +90,10 @@ def test_a_shadow_is_judged_on_copies_while_version_1_answers_then_is_promoted(r
         started = rolled.client.deploy("m:2", rollout="shadow", analysis=dict(QUICK))
         assert started.version == 1 and started.rollout.mode == "shadow" and started.rollout.version == 2
         assert started.rollout.weight == 0 and started.rollout.steps == []
+        for pid in _candidates(rolled):  # on a busy core the serving worker comes first
+            assert {t.id: psutil.Process(t.id).nice() for t in psutil.Process(pid).threads()} == {
+                t.id: 10 for t in psutil.Process(pid).threads()
+            }
 
         def judged() -> bool:
             checks = _checks(rolled)
@@ -114,6 +118,8 @@ def test_a_shadow_is_judged_on_copies_while_version_1_answers_then_is_promoted(r
 
         by_version = wait_until(both_counted, timeout=30, what="both versions counted")
         assert by_version["1"]["requests"] > 0
+        traffic = _rollout(rolled).traffic
+        assert traffic["mirrored"] > 0 and traffic["mirror_failed"] == 0, traffic
         assert {version for _, version in clients.answers} == {"1"}  # the shadow answers nobody
         assert clients.failed() == {} and clients.lost == 0
 
