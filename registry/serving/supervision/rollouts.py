@@ -451,6 +451,11 @@ def yield_cpu(pid: int) -> None:
     for tid in threads:  # Linux's nice is per thread: each one, the model's and the recorder's too
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, tid, SHADOW_NICE)
+    # A worker runs in a session of its own, so with the kernel's autogroups (the default on desktops
+    # and many servers) it is a scheduling group of its own: a thread's nice only weighs inside it, and
+    # it is the group's that weighs against the serving worker's.
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/autogroup").write_text(str(SHADOW_NICE))
 
 
 def under_way(runtime: Runtime) -> str:
