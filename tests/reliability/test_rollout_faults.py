@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -94,6 +95,8 @@ def test_a_shadow_is_judged_on_copies_while_version_1_answers_then_is_promoted(r
             assert {t.id: psutil.Process(t.id).nice() for t in psutil.Process(pid).threads()} == {
                 t.id: 10 for t in psutil.Process(pid).threads()
             }
+            group = Path(f"/proc/{pid}/autogroup")  # with the kernel's autogroups, the group's nice too
+            assert not group.exists() or group.read_text().rstrip().endswith("nice 10")
 
         def judged() -> bool:
             checks = _checks(rolled)

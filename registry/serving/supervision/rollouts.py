@@ -96,7 +96,6 @@ class Rollout:
     classes: bool = True
     last_agreement: float = 0.0
     last_performance: float = 0.0
-    task: asyncio.Task[None] | None = None
 
     @property
     def weight(self) -> float:
@@ -138,8 +137,6 @@ class Rollouts:
         self.pool = pool
         self.swaps = swaps
         self.scraper = scraper
-        #: Per deployment: seconds from each abort's decision to every worker's confirmation.
-        self.abort_seconds: dict[str, float] = {}
 
     async def start(
         self, runtime: Runtime, version: int, mode: str, settings: AnalysisSettings, actor: str, reason: str
@@ -178,7 +175,7 @@ class Rollouts:
                     f"{spec.name}: the {mode} of version {version} did not start: {exc}"
                 ) from None
             raise
-        rollout.task = asyncio.ensure_future(self._watch(runtime, rollout))
+        state.spawn_task(self._watch(runtime, rollout))
 
     def status(self, runtime: Runtime) -> RolloutStatus | None:
         """The rollout under way for `runtime`, with its split counters; None when there is none."""
@@ -224,7 +221,6 @@ class Rollouts:
         rollout.told.clear()
         await self._tell_off(runtime.active)
         seconds = time.monotonic() - decided
-        self.abort_seconds[runtime.spec.name] = seconds
         detail = {
             "mode": rollout.mode,
             "step": rollout.step + 1,
