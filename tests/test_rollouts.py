@@ -336,3 +336,37 @@ def test_the_cli_starts_watches_and_aborts_a_canary_and_refuses_what_cannot_run(
     assert rolled.events("aborted")[-1].reason == "testing the CLI"
     again = modeldeck("abort", "m")
     assert again.returncode == 1 and "m has no canary or shadow under way" in again.stderr
+
+
+@pytest.mark.slow
+def test_in_a_real_terminal_the_canary_shows_in_its_row_and_p_promotes_it(rolled: Rolled) -> None:
+    """The real `modeldeck console` in a pseudo-terminal at 80x24, read through a terminal emulator:
+    the deployments list names the canary, the footer offers P and A only while it is under way, and
+    P then y promotes it."""
+    from pathlib import Path
+
+    from terminal import Terminal, modeldeck
+
+    rolled.reset()
+    rolled.client.deploy("m:2", rollout="canary", analysis={"steps": [5, 100], "step_seconds": 3600.0})
+    env: dict[str, str | None] = {
+        "MODELDECK_HOME": str(rolled.home),
+        "MODELDECK_DB_URL": None,
+        "MODELDECK_CONFIG": str(rolled.home / "no-settings.toml"),
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+    }
+    with Terminal(modeldeck("console", "--refresh", "0.5"), size=(80, 24), env=env) as term:
+        term.wait_for("m:1")
+        term.send("2")
+        term.wait_for("canary v2 5%")
+        term.wait_for("P Promote")
+        term.send("P")
+        term.wait_for("Promote m's candidate now?")
+        term.send("y")
+        wait_until(lambda: rolled.serving() == 2, timeout=30, what="the promotion")
+        term.wait_gone("canary v2 5%")
+        term.wait_gone("P Promote")  # nothing under way: not offered
+        term.send("q")
+        assert term.wait_exit() == 0
+    assert rolled.events("promoted")[-1].reason.startswith("from the console")
+    rolled.reset()
