@@ -155,11 +155,15 @@ class Evidence:
     performance: tuple[dict[str, Any] | None, dict[str, Any] | None] = (None, None)
 
 
-def judge(settings: AnalysisSettings, evidence: Evidence) -> list[Check]:
-    """Every check of `evidence` under `settings`, in a fixed order."""
+def judge(settings: AnalysisSettings, evidence: Evidence, shadow: bool = False) -> list[Check]:
+    """Every check of `evidence` under `settings`, in a fixed order. A `shadow` runs at a lower CPU
+    priority than the serving version, so its latency is said to include waiting for the CPU."""
+    latency = _latency(settings, evidence.baseline, evidence.candidate)
+    if shadow and latency.verdict != WAIT:
+        latency.why += " (the shadow's, at a lower CPU priority: it includes waiting for the CPU)"
     return [
         _errors(settings, evidence.baseline, evidence.candidate),
-        _latency(settings, evidence.baseline, evidence.candidate),
+        latency,
         _agreement(settings, evidence.agreement),
         _drift(evidence.drift),
         _performance(settings, evidence.performance),

@@ -98,20 +98,19 @@ def test_a_shadow_is_judged_on_copies_while_version_1_answers_then_is_promoted(r
             group = Path(f"/proc/{pid}/autogroup")  # with the kernel's autogroups, the group's nice too
             assert not group.exists() or group.read_text().rstrip().endswith("nice 10")
 
-        def judged() -> bool:
-            checks = _checks(rolled)
-            return bool(checks) and all(
-                checks[name]["verdict"] == "pass" for name in ("agreement", "errors", "latency")
-            )
+        def judged() -> bool:  # latency too has figures, but a shadow runs at a lower CPU priority:
+            checks = _checks(rolled)  # on a busy machine its p99 includes waiting for the CPU
+            return bool(checks) and all(checks[name]["verdict"] == "pass" for name in ("agreement", "errors"))
 
-        wait_until(judged, timeout=60, what="agreement, errors and latency to pass")
+        wait_until(judged, timeout=60, what="agreement and errors to pass")
         rollout = _rollout(rolled)
         assert rollout.mode == "shadow" and rollout.stage == "running" and rollout.next_check is None
         checks = _checks(rolled)
         for name in ("errors", "latency"):
             assert checks[name]["baseline"] is not None and checks[name]["candidate"] is not None, checks
         assert checks["agreement"]["candidate"] >= 0.8
-        assert not [c for c in checks.values() if c["verdict"] == "fail"], checks
+        assert not [c for c in checks.values() if c["verdict"] == "fail" and c["name"] != "latency"], checks
+        assert "at a lower CPU priority" in checks["latency"]["why"]
 
         def both_counted() -> dict[str, Any] | None:  # the copies the shadow answered are its own
             live = rolled.client.monitor().deployments["m"].live

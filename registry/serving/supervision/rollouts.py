@@ -289,7 +289,7 @@ class Rollouts:
             drift=self.scraper.drift_statuses(runtime.spec.name),
             performance=rollout.performance,
         )
-        rollout.checks = judge(rollout.settings, evidence)
+        rollout.checks = judge(rollout.settings, evidence, shadow=rollout.mode == SHADOW)
         bad = failed(rollout.checks)
         if rollout.mode == SHADOW:
             return  # a shadow is promoted or discarded by hand; its checks are shown
