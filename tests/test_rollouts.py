@@ -370,3 +370,30 @@ def test_in_a_real_terminal_the_canary_shows_in_its_row_and_p_promotes_it(rolled
         assert term.wait_exit() == 0
     assert rolled.events("promoted")[-1].reason.startswith("from the console")
     rolled.reset()
+
+
+@pytest.mark.slow
+def test_a_candidate_that_fails_to_load_changes_nothing_and_says_why_once(rolled: Rolled) -> None:
+    from registry import Registry
+    from registry.errors import SupervisorError
+
+    rolled.reset()
+    with Registry(home=rolled.home) as reg:
+        blob = reg.artifacts.path_of(reg.get("m:2").artifact_sha256)
+    blob.chmod(0o644)
+    original = blob.read_bytes()
+    blob.write_bytes(original[:-10] + b"tampered!!")
+    failed = len(rolled.events("failed"))
+    try:
+        with (
+            Clients(rolled.url) as clients,
+            pytest.raises(SupervisorError, match=r"m:2 failed to start.*sha256"),
+        ):
+            rolled.client.deploy("m:2", rollout="canary", analysis=dict(QUICK))
+        [event] = rolled.events("failed")[failed:]  # the load's own outcome, once, with the reason
+        assert event.to_version == 2 and "sha256" in event.reason
+        status = rolled.client.status().deployments[0]
+        assert "rollout" not in status and not [p for p in status.processes if p.role == "candidate"]
+        assert clients.failed() == {} and clients.lost == 0 and {v for _, v in clients.answers} == {"1"}
+    finally:
+        blob.write_bytes(original)

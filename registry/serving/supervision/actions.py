@@ -226,15 +226,7 @@ class Actions:
             reason=reason,
             detail={"rollout": mode},
         )
-        try:
-            await self.rollouts.start(runtime, version, mode, settings, actor, reason)
-        except BaseException as exc:
-            if isinstance(exc, Exception):
-                why = f"the {mode} of version {version} did not start: {exc}"
-                await self.ledger.event(
-                    runtime.spec, ledger.FAILED, actor, version, why, None, runtime.spec.version
-                )
-            raise
+        await self.rollouts.start(runtime, version, mode, settings, actor, reason)
         return self.describe(runtime)
 
     def status(self) -> Status:

@@ -152,8 +152,12 @@ class Rollouts:
         rollout = Rollout(mode, version, settings, sock, path, actor or state.actor)
         rollout.classes = info.output.get("kind") == "classification"
         kind = ledger.CANARY_STARTED if mode == CANARY else ledger.SHADOW_STARTED
-        try:
+        try:  # a load that fails records its own outcome (`failed`, with the worker's log)
             workers = await self.pool.load(runtime, version, spec.workers, actor, sock=sock)
+        except BaseException:
+            await self._end(runtime, rollout)
+            raise
+        try:
             runtime.incoming = [w for w in runtime.incoming if w not in workers]
             runtime.candidates = workers
             state.save_state()
@@ -170,11 +174,13 @@ class Rollouts:
             runtime.rollout = None
             await self._tell_off(runtime.active)
             await self._end(runtime, rollout)
-            if isinstance(exc, Exception) and not isinstance(exc, SupervisorError):
-                raise SupervisorError(
-                    f"{spec.name}: the {mode} of version {version} did not start: {exc}"
-                ) from None
-            raise
+            if not isinstance(exc, Exception):
+                raise
+            why = f"the {mode} of version {version} did not start: {exc}"
+            await self.ledger.event(spec, ledger.FAILED, actor, version, why, None, spec.version)
+            if isinstance(exc, SupervisorError):
+                raise
+            raise SupervisorError(f"{spec.name}: {why}") from None
         state.spawn_task(self._watch(runtime, rollout))
 
     def status(self, runtime: Runtime) -> RolloutStatus | None:
