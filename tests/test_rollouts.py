@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator
 
 import httpx
+import psutil
 import pytest
 from helpers import wait_until
 from rolled import QUICK, Clients, Rolled, rolled_home
@@ -177,6 +178,12 @@ def test_a_request_the_candidate_cannot_take_is_answered_here_with_its_body_inta
 
 
 # ---------------------------------------------------------------------- under load, for real
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie its parent has not reaped yet counts)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 @pytest.fixture(scope="module")
@@ -211,9 +218,14 @@ def test_a_candidate_failing_2_percent_of_rows_is_aborted_at_its_first_step(roll
     rolled.reset()
     with Clients(rolled.url, bad=0.02) as clients:
         before = clients.total()
-        rolled.client.deploy("m:3", rollout="canary", analysis={"steps": [5, 50, 100], **QUICK})
+        started = rolled.client.deploy("m:3", rollout="canary", analysis={"steps": [5, 50, 100], **QUICK})
+        candidates = [p.pid for p in started.processes if p.role == "candidate"]
         wait_until(lambda: rolled.events("aborted"), timeout=30, what="the abort")
         during = clients.total() - before
+        # a request it took before the abort is still answered (it drains): counted once it has exited
+        wait_until(
+            lambda: not any(psutil.pid_exists(pid) for pid in candidates), what="the candidate to exit"
+        )
         after = clients.by_version(3)
         wait_until(lambda: clients.total() > before + during + 50, what="traffic after the abort")
         assert clients.by_version(3) == after  # nothing reaches version 3 after the abort
