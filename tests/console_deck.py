@@ -60,6 +60,15 @@ async def settle(pilot, app, seconds: float = 0.5) -> None:
             await worker.wait()
 
 
+def rows(app, table_id: str) -> list[list[str]]:  # type: ignore[no-untyped-def]
+    """The rows of the current screen's table `table_id` ([] while the screen is still being built)."""
+    tables = app.screen.query(table_id)
+    if not tables:
+        return []
+    table = tables.first()
+    return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
+
+
 def banner(app) -> str:
     from console.widgets.banner import Banner
 

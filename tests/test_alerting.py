@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 from alerted import Alerted, Traffic, alerted_home
+from console_deck import rows
 from helpers import wait_until
 
 from registry import alerts as store
@@ -53,15 +54,6 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def _rows(app, table_id: str) -> list[list[str]]:  # type: ignore[no-untyped-def]
-    """The rows of the current screen's table `table_id` ([] while the screen is still being built)."""
-    tables = app.screen.query(table_id)
-    if not tables:
-        return []
-    table = tables.first()
-    return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
-
-
 @pytest.mark.anyio
 async def test_the_console_names_the_firing_alert_marks_its_rows_and_silences_it(alerted: Alerted) -> None:
     from console_deck import banner, tap, type_text
@@ -75,16 +67,14 @@ async def test_the_console_names_the_firing_alert_marks_its_rows_and_silences_it
         async with app.run_test(size=(150, 30)) as pilot:  # wide: every column shows
             await settled(pilot, lambda: "ALERT nb: availability firing" in banner(app))
             assert "bad over 2s" in banner(app) and "(4: alerts)" in banner(app)
-            await settled(pilot, lambda: _rows(app, "#models"))
-            assert _rows(app, "#models")[0][0] == "! nb"  # every list marks it
+            await settled(pilot, lambda: rows(app, "#models"))
+            assert rows(app, "#models")[0][0] == "! nb"  # every list marks it
             await tap(pilot, "2")
-            await settled(pilot, lambda: _rows(app, "#deployments"))
-            assert (
-                _rows(app, "#deployments")[0][0] == "! nb" and _rows(app, "#deployments")[0][-1] == "FIRING"
-            )
+            await settled(pilot, lambda: rows(app, "#deployments"))
+            assert rows(app, "#deployments")[0][0] == "! nb" and rows(app, "#deployments")[0][-1] == "FIRING"
             await tap(pilot, "4")
-            await settled(pilot, lambda: _rows(app, "#alerts"))
-            newest = _rows(app, "#alerts")[0]
+            await settled(pilot, lambda: rows(app, "#alerts"))
+            newest = rows(app, "#alerts")[0]
             assert newest[1:5] == ["FIRING", "nb", "1", "availability"]
             await tap(pilot, "z")  # silence: how long, then why
             await settled(pilot, lambda: app.screen.query("Input"))
@@ -92,8 +82,8 @@ async def test_the_console_names_the_firing_alert_marks_its_rows_and_silences_it
             await tap(pilot, "enter")
             await settled(pilot, lambda: "all silenced" in banner(app))
             # the list is read in the same poll as the banner, just before it: it may show it a poll later
-            await settled(pilot, lambda: _rows(app, "#alerts")[0][1] == "FIRING (silenced)")
-            assert _rows(app, "#alerts")[0][1] == "FIRING (silenced)"
+            await settled(pilot, lambda: rows(app, "#alerts")[0][1] == "FIRING (silenced)")
+            assert rows(app, "#alerts")[0][1] == "FIRING (silenced)"
             with alerted.registry() as reg:
                 [silence] = store.silences(reg)
             assert silence.deployment == "nb" and silence.reason == "console-test"

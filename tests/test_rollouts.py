@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import httpx
 import psutil
 import pytest
+from console_deck import rows
 from helpers import wait_until
 from rolled import QUICK, Clients, Rolled, rolled_home
 
@@ -246,14 +247,6 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def _rows(app, table_id: str) -> list[list[str]]:  # type: ignore[no-untyped-def]
-    tables = app.screen.query(table_id)
-    if not tables:
-        return []
-    table = tables.first()
-    return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
-
-
 def _text(app, widget_id: str) -> str:  # type: ignore[no-untyped-def]
     found = app.screen.query(widget_id)
     return str(found.first().render()) if found else ""
@@ -275,9 +268,9 @@ async def test_the_console_starts_a_canary_by_key_shows_both_versions_and_aborts
     with Clients(rolled.url):
         app = ModeldeckApp(rolled.home, refresh_seconds=0.2)
         async with app.run_test(size=(120, 40)) as pilot:
-            await settled(pilot, lambda: _rows(app, "#models"))
+            await settled(pilot, lambda: rows(app, "#models"))
             await tap(pilot, "enter")  # m's versions, newest first
-            await settled(pilot, lambda: len(_rows(app, "#versions")) == 4)
+            await settled(pilot, lambda: len(rows(app, "#versions")) == 4)
             while app.screen.query_one("#versions").cursor_row < 2:  # version 2
                 await tap(pilot, "down")
             await tap(pilot, "C")
@@ -288,9 +281,9 @@ async def test_the_console_starts_a_canary_by_key_shows_both_versions_and_aborts
             await settled(pilot, lambda: "rollout" in rolled.client.status().deployments[0])
             await tap(pilot, "2")
             await settled(
-                pilot, lambda: _rows(app, "#deployments") and "canary v2 5%" in _rows(app, "#deployments")[0]
+                pilot, lambda: rows(app, "#deployments") and "canary v2 5%" in rows(app, "#deployments")[0]
             )
-            assert "canary v2 5%" in _rows(app, "#deployments")[0]
+            assert "canary v2 5%" in rows(app, "#deployments")[0]
             await tap(pilot, "enter")  # the monitor: the rollout's step and checks, both versions' lines
             await settled(pilot, lambda: "req/s v2" in _text(app, "#traffic"))
             panel = _text(app, "#rollout")

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, TypeVar
 
 import httptools
 
@@ -180,47 +180,31 @@ class Connections:
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def request(self, head: bytes, body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """Send one request; its status, headers (names lower-case) and body. A kept-alive connection
-        the candidate closed meanwhile is replaced once; an OSError means it cannot take the request."""
-        while True:
-            fresh = not self._idle
-            reader, writer = await asyncio.open_unix_connection(self.path) if fresh else self._idle.pop()
-            try:
-                writer.write(head + body)
-                reply = _Reply()
-                parser = httptools.HttpResponseParser(reply)
-                while not reply.done:
-                    data = await reader.read(65_536)
-                    if not data:
-                        raise ConnectionResetError("the candidate closed the connection")
-                    parser.feed_data(data)
-            except (OSError, httptools.HttpParserError):
-                writer.close()
-                if fresh:
-                    raise
-                continue  # a kept-alive connection that was closed: once more on a new one
-            if parser.should_keep_alive() and len(self._idle) < self.keep:
-                self._idle.append((reader, writer))
-            else:
-                writer.close()
-            return parser.get_status_code(), reply.headers, b"".join(reply.body)
+        """Send one request; its status, headers (names lower-case) and body. An OSError (or a parser
+        error) means the candidate cannot take it."""
+        parser, reply = await self._exchange(head + body, 1, _Reply)
+        return parser.get_status_code(), reply.headers, b"".join(reply.body)
 
     async def pipeline(self, requests: list[bytes]) -> None:
-        """Send `requests` back to back on one connection and read their answers (dropped); an OSError
-        or a parser error when the candidate did not answer them all. A kept-alive connection closed
-        before any answer is replaced once."""
+        """Send `requests` back to back on one connection and read their answers (counted, dropped); an
+        OSError or a parser error when the candidate did not answer them all."""
+        await self._exchange(b"".join(requests), len(requests), _Answers)
+
+    async def _exchange(self, data: bytes, count: int, make: type[A]) -> tuple[Any, A]:
+        """Write `data` (`count` requests), read `count` answers into a new `make()`; the parser and
+        the answers. A kept-alive connection the candidate closed before any answer is replaced once."""
         while True:
             fresh = not self._idle
             reader, writer = await asyncio.open_unix_connection(self.path) if fresh else self._idle.pop()
-            answers = _Answers()
+            answers = make()
             parser = httptools.HttpResponseParser(answers)
             try:
-                writer.write(b"".join(requests))
-                while answers.complete < len(requests):
-                    data = await reader.read(65_536)
-                    if not data:
+                writer.write(data)
+                while answers.complete < count:
+                    chunk = await reader.read(65_536)
+                    if not chunk:
                         raise ConnectionResetError(f"the candidate closed after {answers.complete} answers")
-                    parser.feed_data(data)
+                    parser.feed_data(chunk)
             except (OSError, httptools.HttpParserError):
                 writer.close()
                 if fresh or answers.complete:
@@ -230,30 +214,12 @@ class Connections:
                 self._idle.append((reader, writer))
             else:
                 writer.close()
-            return
+            return parser, answers
 
     def close(self) -> None:
         for _, writer in self._idle:
             writer.close()
         self._idle.clear()
-
-
-class _Reply:
-    """httptools' callbacks for one response."""
-
-    def __init__(self) -> None:
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.body: list[bytes] = []
-        self.done = False
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
-
-    def on_body(self, body: bytes) -> None:
-        self.body.append(body)
-
-    def on_message_complete(self) -> None:
-        self.done = True
 
 
 class _Answers:
@@ -264,6 +230,24 @@ class _Answers:
 
     def on_message_complete(self) -> None:
         self.complete += 1
+
+
+class _Reply(_Answers):
+    """httptools' callbacks for one answer that is relayed: its headers and body too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+
+A = TypeVar("A", bound=_Answers)
 
 
 def _head(scope: Scope, length: int) -> bytes:

@@ -90,8 +90,8 @@ class Rollout:
     checks: list[Check] = field(default_factory=list)
     agreement: tuple[int, int] = (0, 0)
     performance: tuple[dict[str, Any] | None, dict[str, Any] | None] = (None, None)
-    #: The weight (or shadow) each active worker last confirmed, by pid.
-    told: dict[int, float] = field(default_factory=dict)
+    #: The active workers (pids) that confirmed the current split.
+    told: set[int] = field(default_factory=set)
     stage: str = RUNNING
     classes: bool = True
     last_agreement: float = 0.0
@@ -238,11 +238,6 @@ class Rollouts:
         await self._end(runtime, rollout)
         return seconds
 
-    async def discard_all(self, runtime: Runtime, why: str) -> None:
-        """End a rollout without asking (the deployment stops, or the supervisor closes)."""
-        if runtime.rollout is not None and runtime.rollout.stage == RUNNING:
-            await self.abort(runtime, self.state.actor, why)
-
     async def interrupted(self, runtime: Runtime, version: int) -> None:
         """A previous supervisor stopped during a rollout of `version`: its candidate was stopped;
         the active workers split no more, and the ledger says so."""
@@ -377,9 +372,9 @@ class Rollouts:
         replies = await asyncio.gather(*(self._ask(w, {"split": wanted}) for w in targets))
         for worker, reply in zip(targets, replies, strict=True):
             if reply is not None and isinstance(reply.get("split"), dict):
-                rollout.told[worker.pid] = rollout.weight
+                rollout.told.add(worker.pid)
             else:
-                rollout.told.pop(worker.pid, None)
+                rollout.told.discard(worker.pid)
                 log.warning("%s: worker %s did not take the split: %s", runtime.spec.name, worker.pid, reply)
 
     async def _tell_off(self, workers: Iterable[Worker]) -> None:
