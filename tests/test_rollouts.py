@@ -8,7 +8,9 @@ reliability tier (`tests/reliability/test_rollout_faults.py`).
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import stat
 from collections.abc import Iterator
 
 import httpx
@@ -303,7 +305,6 @@ async def test_the_console_starts_a_canary_by_key_shows_both_versions_and_aborts
 
 @pytest.mark.slow
 def test_the_cli_starts_watches_and_aborts_a_canary_and_refuses_what_cannot_run(rolled: Rolled) -> None:
-    import os
     import subprocess
     import sys
 
@@ -322,6 +323,8 @@ def test_the_cli_starts_watches_and_aborts_a_canary_and_refuses_what_cannot_run(
     assert same.returncode == 1 and "m already serves version 1" in same.stderr
     started = modeldeck("deploy", "m:2", "--canary", "--step-seconds", "3600")  # the default steps
     assert started.returncode == 0, started.stderr
+    candidate = rolled.client.rundir.candidate_socket("m")  # the candidate's socket is this user's alone
+    assert stat.S_IMODE(candidate.stat().st_mode) == 0o600 and candidate.stat().st_uid == os.getuid()
     assert (
         "canary of m:2 at 5% beside version 1 (steps 5% -> 25% -> 50% -> 100%, 3600 s each)" in started.stdout
     )
