@@ -27,10 +27,18 @@ def open_demo_registry(home: Path) -> Registry:
 DEMO_DEPLOYMENTS = ("iris@champion", "diabetes@champion")
 DRIFTING = "iris"
 #: Once traffic flows, iris's challenger (staging) goes out as a canary with steps short enough to watch:
-#: at the demo's 20 requests a second, each step gets the answers its checks need in about 30 s.
+#: at the demo's 20 requests a second, each step gets the answers its checks need in about 30 s. The
+#: challenger is a 50-tree forest, knowingly a few milliseconds slower than the regression it replaces
+#: (its p99 reached 15 ms on a busy laptop): the demo allows it 50 ms more, not the default 10.
 DEMO_CANARY = (
     "iris@staging",
-    {"steps": [25, 50, 100], "step_seconds": 30, "min_requests": 60, "max_error_increase": 0.02},
+    {
+        "steps": [25, 50, 100],
+        "step_seconds": 30,
+        "min_requests": 60,
+        "max_error_increase": 0.02,
+        "latency_slack": 0.05,
+    },
 )
 
 
