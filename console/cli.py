@@ -14,6 +14,7 @@ import typer
 from rich.text import Text
 
 from console import alert_commands, output, serving_commands
+from console.export_commands import register as register_export
 from console.serving_commands import PredictTimeout
 from registry import PickleRefused, RegistryError
 
@@ -355,20 +356,6 @@ def delete(
         output.out.print(f"deleted {ref}")
 
 
-@app.command()
-def export(
-    ref: Annotated[str, typer.Argument(metavar="REF")],
-    file: Annotated[Path, typer.Argument(metavar="FILE")],
-    json_out: JsonFlag = False,
-) -> None:
-    """Write one version (artifact, reference, metadata, checksums) to a single archive FILE."""
-    written = _run(lambda reg: reg.export(ref, file))
-    if json_out:
-        output.print_json({"ref": ref, "file": str(written)})
-    else:
-        output.out.print(f"exported {ref} to {written}")
-
-
 @app.command("import")
 def import_(
     file: Annotated[Path, typer.Argument(metavar="FILE")],
@@ -653,6 +640,7 @@ def _ascii(on: bool) -> None:
 
 serving_commands.register(app)
 alert_commands.register(app)
+register_export(app)
 
 
 def main() -> None:
