@@ -75,6 +75,11 @@ class ArtifactStore:
             )
         return data
 
+    def ensure(self, sha256: str, data: bytes) -> None:
+        """Store `data` (whose sha256 is `sha256`) again if it is not there (a concurrent delete)."""
+        if not self.path_of(sha256).exists():
+            self.put(data)
+
     def discard(self, sha256: str) -> None:
         """Remove a blob nothing refers to any more."""
         self.path_of(sha256).unlink(missing_ok=True)

@@ -16,6 +16,7 @@ from registry import history as ledger
 from registry import queries, reads, writes
 from registry.actor import current_actor
 from registry.artifacts import ArtifactStore, load_model
+from registry.blobs import SharedArtifactStore
 from registry.capture import Captured, capture
 from registry.errors import ArtifactDamaged, DeploymentNotChosen, InvalidName, VersionInUse, VersionNotFound
 from registry.info import EventInfo, History, ModelInfo, VersionInfo, VersionSummary
@@ -60,7 +61,11 @@ class Registry:
     ) -> None:
         self.settings = settings or Settings.from_env(home, db_url)
         self.db = Database(self.settings, upgrade=upgrade)
-        self.artifacts = ArtifactStore(self.settings.artifacts_dir)
+        self.artifacts = (
+            ArtifactStore(self.settings.artifacts_dir)
+            if self.settings.is_sqlite
+            else SharedArtifactStore(self.settings.artifacts_dir, self.db)
+        )
 
     def close(self) -> None:
         self.db.dispose()
@@ -566,8 +571,7 @@ def _ensure_stored(artifacts: ArtifactStore, blobs: Mapping[str, bytes]) -> None
     """Put back any blob a concurrent delete discarded, inside the registering transaction (whose
     locks keep another delete from discarding it again before the version's row commits)."""
     for sha, data in blobs.items():
-        if not artifacts.path_of(sha).exists():
-            artifacts.put(data)
+        artifacts.ensure(sha, data)
 
 
 def _record(target: Session | Connection, name: str, kind: str, actor: str, **fields: Any) -> None:

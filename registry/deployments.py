@@ -65,6 +65,8 @@ def save_deployment(
         row.model_id, row.version_id, row.standby_version_id = model_id, version_id, standby_id
         row.host, row.port, row.workers = spec.host, spec.port, spec.workers
         row.options, row.state, row.updated_at = dict(spec.options), "running", utcnow()
+        if not row.placement and spec.placement:  # a new deployment, or one from before hosts: placed here
+            row.placement = list(spec.placement)
         session.add(row)
         session.flush()
         writes.record(
@@ -155,4 +157,7 @@ def _info(session: Session, row: Deployment) -> DeploymentInfo:
         workers=row.workers,
         options=dict(row.options or {}),
         updated_at=row.updated_at,
+        placement=list(row.placement or []),
+        generation=row.generation or 0,
+        desired=dict(row.desired or {}),
     )

@@ -16,6 +16,8 @@ ARCHIVED = "archived"
 RESTORED = "restored"
 DELETED = "deleted"
 DEPLOY_REQUESTED = "deploy_requested"
+#: A change of a deployment's desired state written through the database, for its placed hosts to make.
+REQUESTED = "requested"
 #: Traffic of a deployment moved to `to_version` (deploy finished, rollback, ...).
 SWITCHED = "switched"
 ROLLED_BACK = "rolled_back"

@@ -143,6 +143,33 @@ class DeploymentInfo(_AsDict):
     workers: int
     options: dict[str, Any] = field(default_factory=dict)
     updated_at: datetime | None = None
+    #: The hosts that serve it on a shared registry (`registry.placement`); empty: this home's supervisor.
+    placement: list[str] = field(default_factory=list)
+    #: The number of the last change requested through the database, and what it asks for.
+    generation: int = 0
+    desired: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """A host of a shared registry as its heartbeat left it (`registry.hosts`)."""
+
+    name: str
+    address: str
+    version: str
+    cpus: int
+    memory_bytes: int
+    pid: int
+    exporter: str | None
+    started_at: datetime
+    #: Seconds since its last heartbeat, by the database's clock.
+    heartbeat_age: float
+    #: "up", "lost" (no heartbeat for `registry.hosts.LOST_AFTER` seconds) or "stopped".
+    state: str
+    cpu_percent: float | None = None
+    memory_percent: float | None = None
+    #: Per deployment it runs: generation acted on, outcome, message, version, workers, live figures.
+    deployments: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from registry.info import (
     DeploymentInfo,
     EventInfo,
     History,
+    HostInfo,
     ModelInfo,
     VersionInfo,
     VersionSummary,
@@ -33,7 +34,7 @@ from registry.refs import Ref
 
 #: The newest schema revision this code knows; must equal the head of `registry/migrations`
 #: (`registry.store.SCHEMA_HEAD` is this).
-SCHEMA_HEAD = "0008"
+SCHEMA_HEAD = "0009"
 T = TypeVar("T")
 
 
@@ -93,8 +94,20 @@ class Reader:
     def deployments(self) -> list[DeploymentInfo]:
         return self._read(reads.list_deployments)
 
+    def hosts(self) -> list[HostInfo]:
+        return self._read(reads.list_hosts)
+
     def active_alerts(self) -> list[AlertInfo]:
         return self._read(reads.alerts)
+
+    def read_only_reason(self) -> str | None:
+        """Why this connection's PostgreSQL role may not write the registry (None: it may; SQLite: the
+        reader opens only a file this process may write). One statement, run only when asked."""
+        if not self.postgres:
+            return None
+        from registry.write_access import postgres_access
+
+        return self._read(postgres_access)[1]
 
 
 def plain_sqlite_file(url: str) -> Path | None:

@@ -22,6 +22,7 @@ from registry.info import (
     DeploymentInfo,
     EventInfo,
     History,
+    HostInfo,
     ModelInfo,
     SilenceInfo,
     VersionInfo,
@@ -367,7 +368,8 @@ def recent_events(run: Run, limit: int = 200) -> list[EventInfo]:
 #: reconcile).
 _DEPLOYMENTS = (
     "SELECT deployment.name, registered_model.name, serving.version, standby.version, deployment.host, "
-    "deployment.port, deployment.workers, deployment.options, deployment.updated_at FROM deployment "
+    "deployment.port, deployment.workers, deployment.options, deployment.updated_at, "
+    "deployment.placement, deployment.generation, deployment.desired FROM deployment "
     "JOIN registered_model ON registered_model.id = deployment.model_id "
     "JOIN model_version AS serving ON serving.id = deployment.version_id "
     "LEFT OUTER JOIN model_version AS standby ON standby.id = deployment.standby_version_id "
@@ -388,9 +390,63 @@ def list_deployments(run: Run) -> list[DeploymentInfo]:
             workers=workers,
             options=dict(stored_json(options) or {}),
             updated_at=stored_time(updated_at),
+            placement=list(stored_json(placement) or []),
+            generation=generation or 0,
+            desired=dict(stored_json(desired) or {}),
         )
-        for name, model, version, standby, host, port, workers, options, updated_at in run(_DEPLOYMENTS, ())
+        for (
+            name,
+            model,
+            version,
+            standby,
+            host,
+            port,
+            workers,
+            options,
+            updated_at,
+            placement,
+            generation,
+            desired,
+        ) in run(_DEPLOYMENTS, ())
     ]
+
+
+# ---------------------------------------------------------------------- hosts
+#: The database's own clock beside each heartbeat: a host's age never depends on the reader's clock.
+_HOSTS = (
+    "SELECT name, address, version, cpus, memory_bytes, pid, exporter, started_at, heartbeat_at, "
+    "stopped_at, cpu_percent, memory_percent, deployments, CURRENT_TIMESTAMP FROM host ORDER BY name"
+)
+#: Seconds without a heartbeat after which a host is lost (it beats every 2 s).
+LOST_AFTER = 10.0
+
+
+def list_hosts(run: Run) -> list[HostInfo]:
+    """Every host of a shared registry, by name, judged up, lost or stopped by the database's clock."""
+    hosts = []
+    for row in run(_HOSTS, ()):
+        name, address, version, cpus, memory, pid, exporter, started, beat, stopped = row[:10]
+        cpu, mem, deployments, now = row[10:]
+        age = max(0.0, (utc_time(now) - utc_time(beat)).total_seconds())
+        state = "stopped" if stopped is not None else "lost" if age > LOST_AFTER else "up"
+        hosts.append(
+            HostInfo(
+                name=name,
+                address=address,
+                version=version,
+                cpus=cpus,
+                memory_bytes=memory,
+                pid=pid,
+                exporter=exporter,
+                started_at=utc_time(started),
+                heartbeat_age=round(age, 1),
+                state=state,
+                cpu_percent=cpu,
+                memory_percent=mem,
+                deployments=dict(stored_json(deployments) or {}),
+            )
+        )
+    return hosts
 
 
 # ---------------------------------------------------------------------- alerts

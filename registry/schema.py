@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Integer, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -111,6 +111,16 @@ class Deployment(SQLModel, table=True):
     state: str = "running"
     #: Serving options: auth (bearer token beyond loopback), batching, max_body_mb, redact.
     options: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    #: The hosts that serve it (several hosts on one PostgreSQL registry); empty: the home's one supervisor.
+    placement: list[str] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
+    )
+    #: Bumped by every change requested through the database (`registry.placement`).
+    generation: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    #: What that change asks for: version, workers, rollout, stopped (see `registry.placement`).
+    desired: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False, server_default="{}")
+    )
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -263,3 +273,47 @@ class Setting(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=64)
     value: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Host(SQLModel, table=True):
+    """A supervisor's host on a shared (PostgreSQL) registry, kept by its heartbeat."""
+
+    __tablename__ = "host"
+
+    name: str = Field(primary_key=True, max_length=128)
+    address: str = Field(max_length=255)
+    version: str = Field(max_length=32)
+    cpus: int = 1
+    memory_bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    pid: int = 0
+    exporter: str | None = Field(default=None, max_length=255)
+    started_at: datetime = Field(default_factory=utcnow)
+    #: Written with the database's clock, and judged against it (`registry.hosts`).
+    heartbeat_at: datetime = Field(default_factory=utcnow)
+    #: Set when its supervisor stopped cleanly (else a silent host is lost).
+    stopped_at: datetime | None = None
+    cpu_percent: float | None = None
+    memory_percent: float | None = None
+    #: Per deployment it runs: the generation it acted on, its outcome, and live figures.
+    deployments: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class Blob(SQLModel, table=True):
+    """An artifact stored in the database (PostgreSQL registries), by sha256, in `BlobChunk`s."""
+
+    __tablename__ = "blob"
+
+    sha256: str = Field(primary_key=True, max_length=64)
+    size: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    chunks: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class BlobChunk(SQLModel, table=True):
+    """One piece of a `Blob`, in order."""
+
+    __tablename__ = "blob_chunk"
+
+    sha256: str = Field(primary_key=True, max_length=64)
+    seq: int = Field(primary_key=True)
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

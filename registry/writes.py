@@ -16,6 +16,7 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 
 from registry import history as ledger
 from registry import reads
+from registry.actor import host_label
 from registry.errors import ModelNotFound
 from registry.info import VersionInfo
 from registry.queries import ALIASES, MODELS, VERSIONS
@@ -105,6 +106,8 @@ def record(conn: Connection, name: str, kind: str, actor: str, **fields: Any) ->
         "actor": actor,
     }
     row["detail"] = fields.get("detail") or {}
+    if conn.dialect.name == "postgresql" and "host" not in row["detail"]:
+        row["detail"] = {**row["detail"], "host": host_label()}  # a shared registry: where it happened
     conn.execute(_INSERT_EVENT, row)
 
 

@@ -1,0 +1,131 @@
+"""Artifacts every host can read: on a shared (PostgreSQL) registry each blob is also kept in the
+database (`blob` and `blob_chunk`, content-addressed, in 1 MiB chunks) and the files under
+`artifacts/` are this host's cache of it. A host with an empty cache streams a blob from the database
+chunk by chunk into a temporary file, hashing as it goes, and keeps it only when it hashes to its name;
+a cached file that was changed is refused, as on a single host (it is never silently replaced).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from registry.artifacts import ArtifactStore, sha256_of
+from registry.errors import ArtifactDamaged
+from registry.files import private_dirs
+from registry.schema import Blob, BlobChunk, utcnow
+from registry.store import Database
+
+#: Bytes per stored chunk: small enough to stream, large enough that a model is a few rows.
+CHUNK = 1 << 20
+log = logging.getLogger("modeldeck.registry")
+# SQLModel sets __table__ on every table class but does not declare it to type checkers.
+_BLOBS = Blob.__table__  # type: ignore[attr-defined]
+_CHUNKS = BlobChunk.__table__  # type: ignore[attr-defined]
+_CHUNK = sa.select(_CHUNKS.c.data).where(
+    _CHUNKS.c.sha256 == sa.bindparam("sha256"), _CHUNKS.c.seq == sa.bindparam("seq")
+)
+
+
+class SharedArtifactStore(ArtifactStore):
+    """An `ArtifactStore` whose blobs live in the registry's database, cached on this host's disk."""
+
+    def __init__(self, root: Path, db: Database) -> None:
+        super().__init__(root)
+        self.db = db
+
+    def put(self, data: bytes) -> str:
+        """Cache `data` here and store it in the database (once: a blob already there is kept)."""
+        digest = super().put(data)
+        if not self.stored(digest):
+            view = memoryview(data)
+            chunks = [
+                {"sha256": digest, "seq": seq, "data": bytes(view[at : at + CHUNK])}
+                for seq, at in enumerate(range(0, max(len(data), 1), CHUNK))
+            ]
+            with self.db.write() as session:  # the same bytes from a concurrent registration: kept once
+                conn = session.connection()
+                conn.execute(pg_insert(_CHUNKS).on_conflict_do_nothing(), chunks)
+                conn.execute(
+                    pg_insert(_BLOBS)
+                    .values(sha256=digest, size=len(data), chunks=len(chunks), created_at=utcnow())
+                    .on_conflict_do_nothing()
+                )
+        return digest
+
+    def stored(self, sha256: str) -> bool:
+        """Whether the database holds the blob `sha256`."""
+        with self.db.connect() as conn:
+            return (
+                conn.execute(sa.select(_BLOBS.c.sha256).where(_BLOBS.c.sha256 == sha256)).first() is not None
+            )
+
+    def ensure(self, sha256: str, data: bytes) -> None:
+        if not self.path_of(sha256).exists() or not self.stored(sha256):
+            self.put(data)
+
+    def get(self, sha256: str, what: str) -> bytes:
+        """The blob's bytes from this host's cache, fetched from the database first when the cache
+        lacks it; refused unless they hash to `sha256`."""
+        if not self.path_of(sha256).exists():
+            self.fetch(sha256, what)
+        return super().get(sha256, what)
+
+    def fetch(self, sha256: str, what: str) -> Path:
+        """Stream the blob `sha256` from the database into this host's cache (checked before it is
+        kept); ArtifactDamaged when the database lacks it or holds other bytes under its name."""
+        target = self.path_of(sha256)
+        private_dirs(target.parent)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".fetch-")
+        digest, size, expected = hashlib.sha256(), 0, 0
+        try:
+            with os.fdopen(fd, "wb") as handle, self.db.connect() as conn:
+                head = conn.execute(sa.select(_BLOBS.c.chunks).where(_BLOBS.c.sha256 == sha256)).first()
+                if head is None:
+                    raise ArtifactDamaged(
+                        f"artifact of {what} is neither in this host's cache nor in the registry's "
+                        f"database ({sha256[:12]}...)",
+                        "missing",
+                    )
+                expected = head[0]
+                seen = 0
+                for seq in range(expected):  # one chunk per query: memory stays one chunk
+                    chunk = conn.execute(_CHUNK, {"sha256": sha256, "seq": seq}).scalar()
+                    if chunk is None:
+                        break
+                    handle.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+                    seen += 1
+                handle.flush()
+                os.fsync(handle.fileno())
+            if seen != expected or digest.hexdigest() != sha256:
+                raise ArtifactDamaged(
+                    f"artifact of {what} in the registry's database does not match its checksum "
+                    f"({seen} of {expected} chunks, sha256 {digest.hexdigest()[:12]}..., registered "
+                    f"{sha256[:12]}...); refusing to load it",
+                    "sha256 mismatch",
+                )
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        log.info("fetched %s (%d bytes) from the registry's database into %s", sha256[:12], size, target)
+        return target
+
+    def discard(self, sha256: str) -> None:
+        """Remove the blob from this host's cache and from the database."""
+        super().discard(sha256)
+        with self.db.write() as session:
+            conn = session.connection()
+            conn.execute(sa.delete(_CHUNKS).where(_CHUNKS.c.sha256 == sha256))
+            conn.execute(sa.delete(_BLOBS).where(_BLOBS.c.sha256 == sha256))
+
+
+__all__ = ["CHUNK", "SharedArtifactStore", "sha256_of"]

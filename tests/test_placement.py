@@ -1,0 +1,226 @@
+"""A shared (PostgreSQL) registry without processes: hosts and their heartbeats judged by the database's
+clock, requests written through the database (serialised, absolute, building on a request not made
+yet), a host leaving a stopped deployment, and artifacts every host can read from the database.
+The processes themselves (supervisors in network namespaces) are tested in tests/reliability/test_hosts.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from sklearn.linear_model import LogisticRegression
+from typer.testing import CliRunner
+
+from registry import Registry, blobs, hosts, placement
+from registry.deployments import get_deployment
+from registry.errors import ArtifactDamaged, RegistryError
+
+
+@pytest.fixture
+def shared(postgres_url: str, tmp_path: Path) -> Iterator[Registry]:
+    """A PostgreSQL registry with model `m` versions 1 and 2, and hosts a and b joined."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3))
+    y = (x[:, 0] > 0).astype(int)
+    with Registry(home=tmp_path / "a", db_url=postgres_url) as reg:
+        reg.register(LogisticRegression().fit(x, y), "m", reference=x)
+        reg.register(LogisticRegression(C=0.1).fit(x, y), "m", reference=x)
+        for name in ("a", "b"):
+            join(reg, name)
+        yield reg
+
+
+def join(reg: Registry, name: str, deployments: dict[str, Any] | None = None) -> None:
+    hosts.join(
+        reg,
+        name,
+        address=f"10.0.0.{ord(name)}",
+        version="test",
+        cpus=2,
+        memory_bytes=1 << 30,
+        pid=1,
+        exporter=f"10.0.0.{ord(name)}:9464",
+        deployments=deployments or {},
+    )
+
+
+def acted(reg: Registry, host: str, name: str, generation: int, **fields: Any) -> None:
+    """Host `host` says it made request `generation` of `name`."""
+    hosts.beat(
+        reg,
+        host,
+        cpu_percent=1.0,
+        memory_percent=2.0,
+        exporter=None,
+        deployments={name: {"generation": generation, "outcome": "done", "message": "ok", **fields}},
+    )
+
+
+def by_name(reg: Registry) -> dict[str, Any]:
+    return {h.name: h for h in hosts.hosts(reg)}
+
+
+def test_a_host_is_lost_by_the_database_clock_and_stopped_when_it_said_goodbye(shared: Registry) -> None:
+    assert {h.state for h in hosts.hosts(shared)} == {"up"}
+    with shared.db.write() as session:  # a heartbeat 20 s old, whatever this process' clock says
+        session.connection().execute(
+            sa.text(
+                "UPDATE host SET heartbeat_at = CURRENT_TIMESTAMP - interval '20 seconds' WHERE name = 'b'"
+            )
+        )
+    found = by_name(shared)
+    assert found["b"].state == "lost" and found["b"].heartbeat_age >= 19
+    assert found["a"].state == "up"
+    with pytest.raises(RegistryError, match="is up"):
+        hosts.forget(shared, "a")
+    hosts.leave(shared, "a")
+    assert by_name(shared)["a"].state == "stopped"
+    assert hosts.forget(shared, "b").state == "lost"
+    assert set(by_name(shared)) == {"a"}
+    with pytest.raises(RegistryError, match="no host 'zz'"):
+        hosts.forget(shared, "zz")
+
+
+def test_a_request_is_written_with_its_ledger_event_and_a_new_deployment_needs_hosts(
+    shared: Registry,
+) -> None:
+    with pytest.raises(placement.PlacementError, match="say which hosts"):
+        placement.request(shared, "deploy", "web", ref="m:1")
+    with pytest.raises(placement.PlacementError, match="not a host name"):
+        placement.request(shared, "deploy", "web", ref="m:1", placement=["b;drop"])
+    with pytest.raises(placement.PlacementError, match="no deployment 'web'"):
+        placement.request(shared, "rollback", "web")
+    asked = placement.request(shared, "deploy", "web", ref="m:1", placement=["b", "b"], bind="0.0.0.0")
+    assert asked.generation == 1 and asked.placement == ["b"]
+    assert asked.desired["version"] == 1 and asked.desired["workers"] == 1
+    spec = get_deployment(shared, "web")
+    assert spec is not None and spec.port == 8080 and spec.host == "0.0.0.0" and spec.placement == ["b"]
+    event = shared.history("m").events[-1]
+    assert event.kind == "requested" and event.deployment == "web"
+    assert event.detail["generation"] == 1 and event.detail["placement"] == ["b"]
+    second = placement.request(shared, "deploy", "api", ref="m:1", placement=["a"], bind="0.0.0.0")
+    assert get_deployment(shared, "api").port == 8081  # type: ignore[union-attr]  # a port no deployment uses
+    assert second.generation == 1
+    with pytest.raises(placement.PlacementError, match=r"listens on 0\.0\.0\.0:8080"):
+        placement.request(shared, "deploy", "web", ref="m:2", port=9000)
+    with pytest.raises(placement.PlacementError, match="no standby"):
+        placement.request(shared, "rollback", "web")
+    with pytest.raises(placement.PlacementError, match="no canary or shadow"):
+        placement.request(shared, "promote", "web")
+
+
+def test_two_requests_before_the_host_acted_keep_both_changes(shared: Registry) -> None:
+    placement.request(shared, "deploy", "web", ref="m:1", placement=["b"])
+    acted(shared, "b", "web", 1, version=1, workers=1)
+    scaled = placement.request(shared, "scale", "web", workers=3)
+    deployed = placement.request(shared, "deploy", "web", ref="m:2")  # b has not made the scale yet
+    assert (scaled.generation, deployed.generation) == (2, 3)
+    assert deployed.desired["version"] == 2 and deployed.desired["workers"] == 3
+
+
+def test_a_request_after_the_host_acted_starts_from_what_serves(shared: Registry) -> None:
+    placement.request(shared, "deploy", "web", ref="m:2", placement=["b"])
+    acted(shared, "b", "web", 1, version=2, workers=1)
+    with shared.db.write() as session:  # b's crash loop rolled back to version 1 on its own
+        session.connection().execute(
+            sa.text(
+                "UPDATE deployment SET version_id = (SELECT id FROM model_version WHERE version = 1), "
+                "workers = 2 WHERE name = 'web'"
+            )
+        )
+    asked = placement.request(shared, "scale", "web", workers=4)
+    assert asked.desired["version"] == 1 and asked.desired["workers"] == 4  # not back to 2
+
+
+def test_stop_leaves_the_row_until_every_host_released_it(shared: Registry) -> None:
+    placement.request(shared, "deploy", "web", ref="m:1", placement=["a", "b"])
+    stop = placement.request(shared, "stop", "web")
+    assert stop.desired["stopped"] is True
+    assert placement.released(shared, "web", "a", stop.generation) is False
+    assert get_deployment(shared, "web").placement == ["b"]  # type: ignore[union-attr]
+    assert placement.released(shared, "web", "b", stop.generation - 1) is False  # an older request: kept
+    assert placement.released(shared, "web", "b", stop.generation) is True
+    assert get_deployment(shared, "web") is None
+    stopped = [e for e in shared.history("m").events if e.kind == "stopped"]
+    assert [e.detail["host"] for e in stopped] == ["a", "b"]
+
+
+def test_wait_reports_each_host_and_does_not_wait_for_a_lost_one(shared: Registry) -> None:
+    asked = placement.request(shared, "deploy", "web", ref="m:1", placement=["a", "b"])
+    acted(shared, "a", "web", asked.generation, version=1, workers=1)
+    with shared.db.write() as session:
+        session.connection().execute(
+            sa.text(
+                "UPDATE host SET heartbeat_at = CURRENT_TIMESTAMP - interval '30 seconds' WHERE name = 'b'"
+            )
+        )
+    seen: list[list[placement.Outcome]] = []
+    found = placement.wait(lambda: hosts.hosts(shared), asked, timeout=5, on_change=seen.append)
+    states = {o.host: (o.state, o.outcome, o.generation) for o in found}
+    assert states == {"a": ("up", "done", 1), "b": ("lost", None, 0)}
+    assert seen  # told at least once
+    newer = placement.request(shared, "scale", "web", workers=2)
+    acted(shared, "a", "web", newer.generation, version=1, workers=2)
+    (a,) = [o for o in placement.wait(lambda: hosts.hosts(shared), asked, timeout=5) if o.host == "a"]
+    assert a.generation == newer.generation > asked.generation  # superseded, and said so
+
+
+def test_a_host_with_an_empty_cache_reads_artifacts_from_the_database(
+    shared: Registry, tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(blobs, "CHUNK", 1024)  # several chunks per model
+    x = np.random.default_rng(1).normal(size=(40, 3))
+    info = shared.register(LogisticRegression().fit(x, (x[:, 1] > 0).astype(int)), "big", reference=x)
+    with shared.db.connect() as conn:
+        chunks = conn.execute(
+            sa.text("SELECT chunks FROM blob WHERE sha256 = :s"), {"s": info.artifact_sha256}
+        ).scalar()
+    assert chunks is not None and chunks > 1
+    with Registry(home=tmp_path / "empty", db_url=postgres_url) as other:
+        model = other.load("big:1")
+        assert model.predict(x[:3]).tolist() == shared.load("big:1").predict(x[:3]).tolist()
+        assert (
+            other.artifacts.path_of(info.artifact_sha256).read_bytes()
+            == shared.artifacts.path_of(info.artifact_sha256).read_bytes()
+        )
+        cached = other.artifacts.path_of(info.artifact_sha256)
+        cached.write_bytes(cached.read_bytes()[:-3] + b"abc")  # this host's copy changed on disk
+        with pytest.raises(ArtifactDamaged, match="changed on disk"):
+            other.load("big:1")
+        cached.unlink()
+        with shared.db.write() as session:  # and the database's copy tampered with
+            session.connection().execute(
+                sa.text("UPDATE blob_chunk SET data = :d WHERE sha256 = :s AND seq = 0"),
+                {"d": b"x" * 1024, "s": info.artifact_sha256},
+            )
+        with pytest.raises(ArtifactDamaged, match="does not match its checksum"):
+            other.load("big:1")
+        assert not cached.exists()  # nothing unchecked was kept
+
+
+def test_deleting_a_version_removes_its_blobs_from_the_database(shared: Registry) -> None:
+    x = np.random.default_rng(2).normal(size=(30, 3))
+    info = shared.register(LogisticRegression().fit(x, (x[:, 2] > 0).astype(int)), "gone", reference=x)
+    shared.delete("gone:1")
+    with shared.db.connect() as conn:
+        left = conn.execute(
+            sa.text("SELECT count(*) FROM blob_chunk WHERE sha256 = :s"), {"s": info.artifact_sha256}
+        ).scalar()
+    assert left == 0
+
+
+def test_on_and_hosts_on_a_sqlite_home_say_why_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from console.cli import app
+
+    monkeypatch.setenv("MODELDECK_HOME", str(tmp_path))
+    monkeypatch.delenv("MODELDECK_DB_URL", raising=False)
+    runner = CliRunner()
+    listed = runner.invoke(app, ["hosts"])
+    assert listed.exit_code == 0 and "no hosts" in listed.output
+    refused = runner.invoke(app, ["deploy", "m:1", "--on", "b"])
+    assert refused.exit_code == 1 and "shared registry" in refused.output
