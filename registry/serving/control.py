@@ -311,7 +311,13 @@ async def _start_exporter(supervisor: Supervisor, sock: Any) -> Any:
         body = await asyncio.to_thread(exposition, supervisor)
         return Response(body, headers={"content-type": CONTENT_TYPE_LATEST})
 
-    app = Starlette(routes=[Route("/metrics", metrics, methods=["GET"])])
+    async def discovery(_: Request) -> Response:
+        """Prometheus' HTTP service discovery (`http_sd_configs`): every host's exporter."""
+        return JSONResponse(supervisor.state.targets())
+
+    app = Starlette(
+        routes=[Route("/metrics", metrics, methods=["GET"]), Route("/sd", discovery, methods=["GET"])]
+    )
     limits = uvicorn_settings(ConnectionLimits(max_connections=256))  # scrapers only: small, bounded
     config = uvicorn.Config(
         app, fd=sock.fileno(), log_config=None, lifespan="off", access_log=False, **limits

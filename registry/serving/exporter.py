@@ -336,12 +336,19 @@ def exposition(supervisor: Supervisor) -> bytes:
     return generate_latest(registry)
 
 
-def write_targets(path: Path, exporter: str | None) -> None:
-    """Prometheus `file_sd` targets: the supervisor's exporter only (no targets when it is off).
+def target_groups(exporter: str | None, hosts: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+    """Prometheus targets (the `file_sd` and `http_sd` format): the supervisor's exporter, or on a shared
+    registry every host's (`hosts`: name and exporter address), each labelled with its `host`.
 
     The deployments' servers are left out on purpose: behind a port with several workers a scrape
     reaches one worker at random, the exporter already has the sums, and listing both is what made
     every request count twice. `source` stays for scrape configs that keep `source="supervisor"`."""
     labels = {"job": "modeldeck", "source": "supervisor"}
-    groups = [{"targets": [exporter], "labels": labels}] if exporter else []
+    if hosts is not None:
+        return [{"targets": [address], "labels": {**labels, "host": name}} for name, address in hosts]
+    return [{"targets": [exporter], "labels": labels}] if exporter else []
+
+
+def write_targets(path: Path, groups: list[dict[str, Any]]) -> None:
+    """Write `target_groups` to `path` for Prometheus' `file_sd` (atomically: it reloads on change)."""
     write_atomic(private_dirs(path.parent) / path.name, json.dumps(groups, indent=1).encode())

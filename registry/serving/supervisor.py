@@ -26,6 +26,7 @@ from registry.serving.scraper import Scraper
 from registry.serving.supervision.actions import Actions
 from registry.serving.supervision.adoption import Adoption, Reports
 from registry.serving.supervision.healing import Healing
+from registry.serving.supervision.hosts import HostAgent
 from registry.serving.supervision.ledger import Ledger
 from registry.serving.supervision.pool import Pool
 from registry.serving.supervision.reconcile import Reconcile
@@ -62,6 +63,8 @@ class Supervisor:
         self.rollouts = Rollouts(self.state, self.ledger, self.pool, self.swaps, self.scraper)
         self.reconcile.on_interrupted = self.rollouts.interrupted
         self.actions = Actions(self.state, self.ledger, self.pool, self.swaps, self.rollouts)
+        self.hosts = HostAgent(self.state, self.actions, self.scraper)
+        self.reconcile.owns = self.hosts.owns
         # The control API's actions, answered with `registry.serving.protocol` messages.
         self.deploy = self.actions.deploy
         self.rollback = self.actions.rollback
@@ -75,6 +78,7 @@ class Supervisor:
     async def start(self) -> None:
         """Listen for worker reports, adopt what still runs, then bring the rest up from the DB."""
         self.reports.open()
+        await self.hosts.start()
         self.state.preloader.start()
         self.state.spawn_task(self.reconcile.run())
         self.state.spawn_task(self.healing.watch())
@@ -97,6 +101,7 @@ class Supervisor:
                     runtime.active, runtime.standby, runtime.incoming, runtime.outgoing = [], [], [], []
                     runtime.candidates, runtime.rollout = [], None
             state.save_state()
+        await self.hosts.close()
         for task in list(state.tasks):
             task.cancel()
         with contextlib.suppress(DatabaseError):  # what is left is closed at the next start

@@ -142,8 +142,10 @@ class Actions:
             await self.swaps.switch(runtime, target, ledger.ROLLED_BACK, actor, reason)
             return self.describe(runtime)
 
-    async def stop(self, name: str, *, actor: str = "", reason: str = "") -> Stopped:
-        """Forget the deployment `name` in the registry, then drain and stop every worker of it."""
+    async def stop(self, name: str, *, actor: str = "", reason: str = "", forget: bool = True) -> Stopped:
+        """Forget the deployment `name` in the registry, then drain and stop every worker of it.
+        Without `forget` the registry's row is left as it is (a shared registry's host leaving it:
+        `registry.placement.released` says what becomes of the row)."""
         state = self.state
         await state.reconciled.wait()
         async with state.lock(name):
@@ -152,14 +154,15 @@ class Actions:
                 await self.rollouts.abort(runtime, actor, f"{name} stopped")
             try:
                 await self.ledger.flush()
-                await state.db(
-                    remove_deployment,
-                    state.registry,
-                    name,
-                    ledger.STOPPED,
-                    actor=actor or None,
-                    reason=reason,
-                )
+                if forget:
+                    await state.db(
+                        remove_deployment,
+                        state.registry,
+                        name,
+                        ledger.STOPPED,
+                        actor=actor or None,
+                        reason=reason,
+                    )
             except Exception as exc:
                 raise unchanged(runtime, "stop", exc) from None
             leaving = runtime.active + runtime.standby + runtime.incoming + runtime.outgoing
@@ -327,6 +330,7 @@ class Actions:
             port=port,
             workers=workers or 1,
             options=opts,
+            placement=[state.host_name] if state.host_name else [],
         )
         runtime = Runtime(spec=spec, sock=sock, status=DeploymentState.STARTING, served=False)
         state.runtimes[name] = runtime

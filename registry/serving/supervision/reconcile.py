@@ -9,6 +9,7 @@ from functools import partial
 from registry import history as ledger
 from registry.deployments import list_deployments, open_actions
 from registry.errors import SupervisorError
+from registry.info import DeploymentInfo
 from registry.serving.processes import Worker, adopt, load_state, state_owner, workers_of
 from registry.serving.protocol import DeploymentState, Role
 from registry.serving.supervision.adoption import Adoption
@@ -32,6 +33,8 @@ class Reconcile:
         self.interrupted: dict[str, int] = {}
         #: Called for each of those once its serving workers are up (`Rollouts.interrupted`).
         self.on_interrupted: Callable[[Runtime, int], Awaitable[None]] | None = None
+        #: Whether this supervisor runs a deployment (on a shared registry: placed on this host).
+        self.owns: Callable[[DeploymentInfo], bool] = lambda spec: True
 
     async def run(self) -> None:
         """Adopt workers a previous supervisor left running, stop the ones nothing wants (strays of
@@ -40,7 +43,7 @@ class Reconcile:
         try:
             adopted = load_state(state.rundir)
             owner = state_owner(state.rundir)
-            wanted = await state.db(list_deployments, state.registry)
+            wanted = [s for s in await state.db(list_deployments, state.registry) if self.owns(s)]
             leaving: list[Worker] = []
             for spec in wanted:
                 entry = adopted.pop(spec.name, {})
@@ -77,6 +80,9 @@ class Reconcile:
         state = self.state
         who = f" (pid {owner})" if owner else ""
         for event in await state.db(open_actions, state.registry):
+            where = (event.get("detail") or {}).get("host")
+            if state.host_name is not None and where not in (None, state.host_name):
+                continue  # another host's action: that host closes it
             what = "the deploy" if event["kind"] == ledger.DEPLOY_REQUESTED else "loading"
             await self.ledger.record(
                 partial(

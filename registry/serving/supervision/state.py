@@ -13,11 +13,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from registry.actor import host_name
 from registry.core import Registry, current_actor
 from registry.errors import SupervisorError
 from registry.info import DeploymentInfo
 from registry.monitoring.rollups import DEFAULT_RETENTION
-from registry.serving.exporter import write_targets
+from registry.serving.exporter import target_groups, write_targets
 from registry.serving.preloader import Preloader
 from registry.serving.processes import Worker, save_state
 from registry.serving.protocol import DeploymentState, Role
@@ -100,6 +101,14 @@ class State:
         self.early_reports: dict[int, tuple[float, dict[str, Any]]] = {}
         self.locks: dict[str, asyncio.Lock] = {}
         self.actor = f"supervisor@{current_actor().rpartition('@')[2]}"
+        #: This host's name on a shared (PostgreSQL) registry, where several hosts' supervisors run
+        #: their placed deployments (`supervision.hosts`); None on a SQLite home, which has one.
+        self.host_name: str | None = None
+        if not self.registry.settings.is_sqlite:
+            try:
+                self.host_name = host_name()
+            except ValueError as exc:
+                raise SupervisorError(str(exc)) from None
         self.started = time.time()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.reconciled = asyncio.Event()
@@ -109,10 +118,17 @@ class State:
         self.exporter: str | None = None
         #: Why the exporter is not where it was asked (fell back to a free port, or none); "" if it is.
         self.exporter_note = ""
+        #: On a shared registry, every host's exporter (name, address) as the last heartbeat read them
+        #: (`supervision.hosts`); None: this supervisor's own exporter is the only target.
+        self.host_exporters: list[tuple[str, str]] | None = None
 
     @property
     def targets_file(self) -> Path:
         return self.home / "prometheus" / "targets.json"
+
+    def targets(self) -> list[dict[str, Any]]:
+        """Prometheus' targets: this supervisor's exporter, or every host's on a shared registry."""
+        return target_groups(self.exporter, self.host_exporters)
 
     def lock(self, name: str) -> asyncio.Lock:
         runtime = self.runtimes.get(name)
@@ -143,7 +159,7 @@ class State:
 
     def save_state(self) -> None:
         try:
-            write_targets(self.targets_file, self.exporter)
+            write_targets(self.targets_file, self.targets())
         except OSError as exc:
             log.warning("could not write %s: %s", self.targets_file, exc)
         save_state(
