@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.text import Text
 
-from console import alert_commands, output, serving_commands
+from console import alert_commands, host_commands, output, serving_commands
 from console.export_commands import register as register_export
 from console.serving_commands import PredictTimeout
 from registry import PickleRefused, RegistryError
@@ -641,6 +641,7 @@ def _ascii(on: bool) -> None:
 serving_commands.register(app)
 alert_commands.register(app)
 register_export(app)
+host_commands.register(app)
 
 
 def main() -> None:

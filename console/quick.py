@@ -23,7 +23,7 @@ _VERBS: dict[str, tuple[int, frozenset[str], frozenset[str]]] = {
     "versions": (1, frozenset({"--all", "--json"}), frozenset()),
     "show": (1, frozenset({"--json"}), frozenset()),
     "history": (1, frozenset({"--json"}), frozenset({"--at"})),
-    "status": (0, frozenset({"--json"}), frozenset()),
+    "status": (0, frozenset({"--json"}), frozenset({"--host"})),
 }
 
 
@@ -185,10 +185,11 @@ def _history(reader: Any, args: list[str], options: dict[str, Any]) -> Callable[
 def _status(reader: Any, _args: list[str], options: dict[str, Any]) -> Callable[[], None]:
     """The supervisor's status with live figures; without one (no control socket, or nothing answers
     on it), the registry's deployments and what each one's port answers."""
-    from console.status_view import asked_status, show_status, wanted
+    from console.status_view import across_hosts, asked_status, show_status, wanted
     from registry.serving.rundir import RunDir
 
     home = reader.settings.home.expanduser().resolve()
+    shared = None if reader.settings.is_sqlite else across_hosts(reader)
 
     def unsupervised() -> list[dict[str, Any]]:
         return wanted(reader.deployments())
@@ -200,7 +201,9 @@ def _status(reader: Any, _args: list[str], options: dict[str, Any]) -> Callable[
             answer = asked_status(client, unsupervised)
     else:
         answer = {"supervisor": None, "deployments": unsupervised()}
-    return lambda: show_status(answer, bool(options.get("--json")))
+    if shared is not None:
+        answer.update(shared)
+    return lambda: show_status(answer, bool(options.get("--json")), options.get("--host"))
 
 
 def _now() -> Any:

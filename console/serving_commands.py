@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.text import Text
 
-from console import output
+from console import output, placement_commands
 from console.status_view import asked_status, show_status
 from registry.errors import RegistryError, SupervisorError
 
@@ -29,6 +29,14 @@ supervisor_app = typer.Typer(
 DEFAULT_STEPS = "5,25,50,100"
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 Reason = Annotated[str, typer.Option("--reason", "-m", help="Why: kept in the model's history.")]
+On = Annotated[
+    str | None,
+    typer.Option(
+        metavar="HOST[,HOST]",
+        help="On a shared (PostgreSQL) registry: the hosts that serve it; their supervisors make the "
+        "change, wherever this command runs (see `modeldeck hosts`).",
+    ),
+]
 PredictTimeout = Annotated[
     float | None,
     typer.Option(
@@ -196,6 +204,7 @@ def deploy(
     wait: Annotated[
         bool, typer.Option("--wait", help="With --canary: print each step and return when it ends.")
     ] = False,
+    on: On = None,
     reason: Reason = "",
     json_out: JsonFlag = False,
 ) -> None:
@@ -220,6 +229,23 @@ def deploy(
         options["predict_timeout"] = predict_timeout
     name, host, port, workers, options = checked(lambda: check_deploy(name, host, port, workers, options))
     rollout, analysis = checked(lambda: _rollout(canary, shadow, step_seconds, min_agreement))
+    placed = placement_commands.hosts_given(on)
+    target = name or ref.split("@")[0].split(":")[0]
+    if placed is not None or placement_commands.placed_elsewhere(target):
+        placement_commands.request(
+            rollout or "deploy",
+            target,
+            ref=ref,
+            workers=workers,
+            placement=placed,
+            bind=host,
+            port=port,
+            options=options,
+            analysis=analysis,
+            reason=reason,
+            json_out=json_out,
+        )
+        return
     with _client(changes=True) as client:
         result, seconds = _timed(
             lambda: client.deploy(
@@ -358,6 +384,9 @@ def promote(
     json_out: JsonFlag = False,
 ) -> None:
     """Make the candidate of a canary or shadow the serving version now (a switch, no failed request)."""
+    if placement_commands.placed_elsewhere(name):
+        placement_commands.request("promote", name, reason=reason, json_out=json_out)
+        return
     with _client(changes=True) as client:
         result, seconds = _timed(lambda: client.promote(name, reason=reason))
     if json_out:
@@ -372,6 +401,9 @@ def abort(
     json_out: JsonFlag = False,
 ) -> None:
     """End a canary or shadow: every request to the serving version again, the candidate stopped."""
+    if placement_commands.placed_elsewhere(name):
+        placement_commands.request("abort", name, reason=reason, json_out=json_out)
+        return
     with _client(changes=True) as client:
         result, seconds = _timed(lambda: client.abort(name, reason=reason))
     if json_out:
@@ -391,6 +423,9 @@ def rollback(
     json_out: JsonFlag = False,
 ) -> None:
     """Put the previous version (or --to VERSION) back in service; instant when it is on standby."""
+    if placement_commands.placed_elsewhere(name):
+        placement_commands.request("rollback", name, to=to, reason=reason, json_out=json_out)
+        return
     with _client(changes=True) as client:
         result, seconds = _timed(lambda: client.rollback(name, to, reason=reason))
     if json_out:
@@ -408,6 +443,9 @@ def stop(
     json_out: JsonFlag = False,
 ) -> None:
     """Drain and stop a deployment's servers, and forget it."""
+    if placement_commands.placed_elsewhere(name):
+        placement_commands.request("stop", name, reason=reason, json_out=json_out)
+        return
     with _client(changes=True) as client:
         result = client.stop(name, reason=reason)
     if json_out:
@@ -418,14 +456,21 @@ def stop(
 
 def scale(
     name: Annotated[str, typer.Argument(metavar="NAME", help="Deployment name.")],
-    workers: Annotated[int, typer.Argument(metavar="K", help="Worker processes.")],
+    workers: Annotated[int, typer.Argument(metavar="K", help="Worker processes (per host).")],
+    on: On = None,
     reason: Reason = "",
     json_out: JsonFlag = False,
 ) -> None:
-    """Run K worker processes for a deployment."""
+    """Run K worker processes for a deployment (on each of its hosts; --on moves it to these hosts)."""
     from registry.serving.options import check_workers
 
     workers = checked(lambda: check_workers(workers))
+    placed = placement_commands.hosts_given(on)
+    if placed is not None or placement_commands.placed_elsewhere(name):
+        placement_commands.request(
+            "scale", name, workers=workers, placement=placed, reason=reason, json_out=json_out
+        )
+        return
     with _client(changes=True) as client:
         result = client.scale(name, workers, reason=reason)
     if json_out:
@@ -435,11 +480,32 @@ def scale(
         output.out.print(f"{name}: {running} serving {result.model}:{result.version}")
 
 
-def status(json_out: JsonFlag = False) -> None:
-    """Deployments and their worker processes (without a supervisor: what each server's port answers)."""
+def status(
+    host: Annotated[
+        str | None,
+        typer.Option("--host", metavar="HOST", help="On a shared registry: only what runs on this host."),
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Deployments and their worker processes (without a supervisor: what each server's port answers);
+    on a shared (PostgreSQL) registry, every host's deployments too."""
     with _client() as client:
         answer = asked_status(client)
-    show_status(answer, json_out)
+    answer.update(_across_hosts())
+    show_status(answer, json_out, host)
+
+
+def _across_hosts() -> dict[str, Any]:
+    """`status_view.across_hosts` on a shared registry, else nothing."""
+    from console.status_view import across_hosts
+    from registry.reader import reading
+    from registry.settings import Settings
+
+    settings = Settings.from_env()
+    if settings.is_sqlite:
+        return {}
+    with reading(settings) as reader:
+        return across_hosts(reader) if reader is not None else {}
 
 
 def address(deployment: dict[str, Any] | DeploymentStatus) -> str:

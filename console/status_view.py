@@ -15,11 +15,18 @@ if TYPE_CHECKING:
     from registry.serving.client import SupervisorClient
 
 
-def show_status(answer: dict[str, Any], json_out: bool) -> None:
-    """`modeldeck status`'s output of a status answer (the supervisor's, or `wanted()`'s)."""
+def show_status(answer: dict[str, Any], json_out: bool, host: str | None = None) -> None:
+    """`modeldeck status`'s output of a status answer (the supervisor's, or `wanted()`'s); on a
+    shared registry also every host's deployments (`across_hosts`), only `host`'s when given."""
+    if host is not None:
+        answer = only_host(answer, host)
     if json_out:
         output.print_json(answer)
         return
+    if answer.get("placements") is not None:
+        _print_placements(answer["placements"])
+        if host is not None and host != answer.get("this_host"):
+            return  # another host's: this host's supervisor has nothing to add
     supervisor = answer["supervisor"]
     store_error = answer.get("prediction_store_error")
     problem = answer.get("supervisor_problem")
@@ -71,6 +78,90 @@ def show_status(answer: dict[str, Any], json_out: bool) -> None:
         if d.get("token"):
             output.say(f"{d['name']}: bearer token {d['token']}")
     _print_estimates(deployments)
+
+
+def across_hosts(reader: Any) -> dict[str, Any]:
+    """On a shared (PostgreSQL) registry: each deployment on each host it is placed on, as that host's
+    heartbeat last told it (a lost host's as unknown, never as down), and the hosts. `reader` is a
+    `registry.reader.Reader` (or anything with `deployments()` and `hosts()`)."""
+    from registry.actor import host_label
+
+    hosts = {h.name: h for h in reader.hosts()}
+    rows = []
+    for d in reader.deployments():
+        for name in d.placement:
+            host = hosts.get(name)
+            entry = dict((host.deployments.get(d.name) if host else None) or {})
+            live = entry.get("live") or {}
+            up = host is not None and host.state == "up"
+            rows.append(
+                {
+                    "name": d.name,
+                    "host": name,
+                    "host_state": host.state if host else "unknown",
+                    "state": (entry.get("state") or "starting") if up else "unknown",
+                    "model": d.model,
+                    "version": entry.get("version") if up else None,
+                    "workers": entry.get("workers") if up else None,
+                    "wanted": {"version": d.desired.get("version", d.version), "generation": d.generation},
+                    "acted": entry.get("generation"),
+                    "outcome": entry.get("outcome"),
+                    "message": entry.get("message") or "",
+                    "address": f"{host.address}:{d.port}" if host else f"?:{d.port}",
+                    "rps": live.get("rps") if up else None,
+                    "p99": live.get("p99") if up else None,
+                }
+            )
+    return {
+        "this_host": host_label(),
+        "hosts": [
+            {"name": h.name, "state": h.state, "heartbeat_age": h.heartbeat_age} for h in hosts.values()
+        ],
+        "placements": rows,
+    }
+
+
+def only_host(answer: dict[str, Any], host: str) -> dict[str, Any]:
+    """`answer` with only what runs on `host` (this host's supervisor's part only if it is `host`)."""
+    placements = answer.get("placements")
+    if placements is None:
+        return answer
+    mine = host == answer.get("this_host")
+    return {
+        **answer,
+        "deployments": answer["deployments"] if mine else [],
+        "placements": [p for p in placements if p["host"] == host],
+    }
+
+
+def _print_placements(rows: list[dict[str, Any]]) -> None:
+    """Every host's deployments, one row per deployment and host."""
+    if not rows:
+        output.say("no deployment is placed on a host of this registry")
+        return
+    table = Grid(
+        ("DEPLOYMENT", "HOST", "STATE", "SERVING", "WORKERS", "ADDRESS", "REQ/S", "P99", "LAST REQUEST")
+    )
+    for p in rows:
+        state = p["state"] if p["host_state"] == "up" else f"unknown (host {p['host_state']})"
+        acted = p["acted"] or 0
+        request = f"#{p['wanted']['generation']}"
+        if p["wanted"]["generation"] and acted < p["wanted"]["generation"]:
+            request += " pending"
+        elif p["outcome"] == "failed":
+            request += f" failed: {p['message']}"
+        table.add_row(
+            p["name"],
+            p["host"],
+            state,
+            f"{p['model']}:{p['version']}" if p["version"] is not None else "-",
+            str(p["workers"]) if p["workers"] is not None else "-",
+            p["address"],
+            f"{p['rps']:.1f}" if p["rps"] is not None else "-",
+            f"{p['p99'] * 1e3:.2f} ms" if p["p99"] is not None else "-",
+            request,
+        )
+    output.print_table(table)
 
 
 def _print_rollouts(deployments: list[dict[str, Any]]) -> None:

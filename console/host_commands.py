@@ -1,0 +1,103 @@
+"""`modeldeck hosts`: the hosts of a shared (PostgreSQL) registry, and each one's deployments."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from console import output
+from registry.errors import RegistryError
+
+hosts_app = typer.Typer(
+    help="The hosts of a shared (PostgreSQL) registry: one per supervisor, kept by its heartbeat.",
+    invoke_without_command=True,
+    rich_markup_mode=None,
+)
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+@hosts_app.callback()
+def hosts(ctx: typer.Context, json_out: JsonFlag = False) -> None:
+    """Every host: up, lost (no heartbeat for 10 s: its deployments are unknown) or stopped."""
+    if ctx.invoked_subcommand is not None:
+        return
+    found = _read(lambda reg: _hosts(reg))
+    if json_out:
+        output.print_json([host_dict(h) for h in found])
+        return
+    if not found:
+        output.out.print(
+            "no hosts: a supervisor joins when it runs on a PostgreSQL registry (modeldeck supervisor start)"
+        )
+        return
+    table = output.grid("HOST", "STATE", "ADDRESS", "HEARTBEAT", "CPU", "MEM", "DEPLOYMENTS", "VERSION")
+    for h in found:
+        table.add_row(
+            h.name,
+            h.state,
+            h.address,
+            f"{h.heartbeat_age:.0f} s ago",
+            "-" if h.cpu_percent is None else f"{h.cpu_percent:.0f}% of {h.cpus}",
+            "-" if h.memory_percent is None else f"{h.memory_percent:.0f}%",
+            deployments_text(h),
+            h.version,
+        )
+    output.print_table(table)
+
+
+@hosts_app.command("forget")
+def forget(
+    name: Annotated[str, typer.Argument(metavar="HOST", help="A stopped or lost host.")],
+    json_out: JsonFlag = False,
+) -> None:
+    """Remove a host that is stopped or lost (a machine taken out of service) from the list."""
+    from registry import hosts as registry_hosts
+
+    gone = _read(lambda reg: registry_hosts.forget(reg, name))
+    if json_out:
+        output.print_json(host_dict(gone))
+    else:
+        output.out.print(f"forgot host {name} ({gone.state})")
+
+
+def deployments_text(host: Any) -> str:
+    """`name vN xK` per deployment a host runs, `unknown` for a lost host's."""
+    running = [(n, d) for n, d in sorted(host.deployments.items()) if d.get("state") not in (None, "stopped")]
+    if not running:
+        return "-"
+    if host.state != "up":
+        return ", ".join(f"{n} (unknown)" for n, _ in running)
+    return ", ".join(f"{n} v{d.get('version')} x{d.get('workers')}" for n, d in running)
+
+
+def host_dict(host: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    row = asdict(host)
+    row["started_at"] = host.started_at.isoformat()
+    return row
+
+
+def _hosts(reg: Any) -> list[Any]:
+    from registry import hosts as registry_hosts
+
+    if reg.settings.is_sqlite:
+        return []
+    return registry_hosts.hosts(reg)
+
+
+def _read(action: Any) -> Any:
+    from registry import Registry
+
+    try:
+        with Registry() as reg:
+            return action(reg)
+    except RegistryError as exc:
+        output.error(str(exc))
+        raise typer.Exit(1) from None
+
+
+def register(app: typer.Typer) -> None:
+    """Add `modeldeck hosts` to the `modeldeck` command."""
+    app.add_typer(hosts_app, name="hosts")
