@@ -89,8 +89,8 @@ class SharedArtifactStore(ArtifactStore):
                 head = conn.execute(sa.select(_BLOBS.c.chunks).where(_BLOBS.c.sha256 == sha256)).first()
                 if head is None:
                     raise ArtifactDamaged(
-                        f"artifact of {what} is neither in this host's cache nor in the registry's "
-                        f"database ({sha256[:12]}...)",
+                        f"artifact of {what} is missing: {target} (neither in this host's cache nor in "
+                        "the registry's database)",
                         "missing",
                     )
                 expected = head[0]
@@ -118,6 +118,27 @@ class SharedArtifactStore(ArtifactStore):
             raise
         log.info("fetched %s (%d bytes) from the registry's database into %s", sha256[:12], size, target)
         return target
+
+    def share_local(self) -> int:
+        """Store in the database every blob a version refers to that only this host's cache holds
+        (a registry from before artifacts were shared, or a registration that crashed halfway);
+        the number stored. A cached file that does not hash to its name is left out."""
+        columns = ("artifact_sha256", "reference_sha256", "profile_sha256")
+        with self.db.connect() as conn:
+            wanted = {
+                sha
+                for column in columns
+                for (sha,) in conn.execute(sa.text(f"SELECT DISTINCT {column} FROM model_version"))
+                if sha
+            }
+            stored = {sha for (sha,) in conn.execute(sa.select(_BLOBS.c.sha256))}
+        shared = 0
+        for sha in sorted(wanted - stored):
+            path = self.path_of(sha)
+            if path.exists() and sha256_of(data := path.read_bytes()) == sha:
+                self.put(data)
+                shared += 1
+        return shared
 
     def discard(self, sha256: str) -> None:
         """Remove the blob from this host's cache and from the database."""

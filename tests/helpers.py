@@ -290,3 +290,17 @@ def promtool(
     return subprocess.run(
         ["promtool", *args], input=stdin, capture_output=True, text=True, timeout=60, cwd=cwd
     )
+
+
+def lose_artifact(registry: Any, sha256: str) -> None:
+    """Make a stored blob missing: its file, and on a shared (PostgreSQL) registry its database copy,
+    which a host with no file would otherwise fetch."""
+    from registry.blobs import SharedArtifactStore
+
+    registry.artifacts.path_of(sha256).unlink()
+    if isinstance(registry.artifacts, SharedArtifactStore):
+        import sqlalchemy as sa
+
+        with registry.db.write() as session:
+            for table in ("blob_chunk", "blob"):
+                session.connection().execute(sa.text(f"DELETE FROM {table} WHERE sha256 = :s"), {"s": sha256})

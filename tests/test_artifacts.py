@@ -11,7 +11,7 @@ import joblib
 import numpy as np
 import pytest
 import skops.io as sio
-from helpers import hostile_skops
+from helpers import hostile_skops, lose_artifact
 from sqlmodel import select
 
 from registry import ArtifactError, NotAModel, PickleRefused, Registry
@@ -122,8 +122,8 @@ def test_a_reference_sample_changed_on_disk_is_refused(registry: Registry, iris,
 def test_a_missing_artifact_file_is_a_clear_error(registry: Registry, iris, iris_model):
     X, _ = iris
     info = registry.register(iris_model, "iris", reference=X)
-    registry.artifacts.path_of(info.artifact_sha256).unlink()
-    registry.artifacts.path_of(info.reference_sha256).unlink()
+    lose_artifact(registry, info.artifact_sha256)
+    lose_artifact(registry, info.reference_sha256)
     with pytest.raises(
         ArtifactError, match=r"artifact of model 'iris' version 1 is missing: .*" + info.artifact_sha256
     ):

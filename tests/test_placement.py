@@ -224,3 +224,22 @@ def test_on_and_hosts_on_a_sqlite_home_say_why_not(tmp_path: Path, monkeypatch: 
     assert listed.exit_code == 0 and "no hosts" in listed.output
     refused = runner.invoke(app, ["deploy", "m:1", "--on", "b"])
     assert refused.exit_code == 1 and "shared registry" in refused.output
+
+
+def test_a_host_shares_what_only_its_cache_holds(shared: Registry, tmp_path: Path, postgres_url: str) -> None:
+    """A registry from before artifacts were shared: the first supervisor to join puts its cache's
+    blobs into the database (`share_local`), and only intact ones."""
+    info = shared.get("m:1")
+    with shared.db.write() as session:
+        session.connection().execute(sa.text("DELETE FROM blob_chunk"))
+        session.connection().execute(sa.text("DELETE FROM blob"))
+    tampered = shared.artifacts.path_of(shared.get("m:2").artifact_sha256)
+    tampered.write_bytes(tampered.read_bytes() + b"!")
+    store = shared.artifacts
+    assert isinstance(store, blobs.SharedArtifactStore)
+    assert store.share_local() >= 2  # m:1's model and the reference both versions share
+    assert store.stored(info.artifact_sha256) and not store.stored(shared.get("m:2").artifact_sha256)
+    with Registry(home=tmp_path / "new-host", db_url=postgres_url) as other:
+        assert other.load("m:1") is not None
+        with pytest.raises(ArtifactDamaged):
+            other.load("m:2")

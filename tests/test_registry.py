@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import sklearn
+from helpers import lose_artifact
 from sqlmodel import select
 
 from registry import (
@@ -725,7 +726,7 @@ def test_a_profile_stored_before_multivariate_drift_gets_it_from_the_reference_s
         session.add(row)
     refitted = registry.profile("iris:1")
     assert refitted.multivariate is not None and len(refitted.multivariate.inputs) == 4
-    registry.artifacts.path_of(registry.get("iris:1").reference_sha256).unlink()
+    lose_artifact(registry, registry.get("iris:1").reference_sha256)
     assert registry.profile("iris:1").multivariate is None  # no sample: per-feature drift still works
 
 
@@ -757,7 +758,7 @@ def test_a_damaged_drift_profile_says_damaged_not_no_reference(registry, iris, i
         "reference sample of iris:1 is damaged (sha256 mismatch)",
     )
 
-    blob.unlink()
+    lose_artifact(registry, info.profile_sha256)
     with pytest.raises(ArtifactDamaged, match=r"is damaged \(missing\)"):
         registry.profile("iris:1")
     bad = registry.artifacts.put(b"not an npz at all")

@@ -146,6 +146,10 @@ def test_lost_host_keeps_serving_and_is_readopted(lab: Lab) -> None:
     port = port_of(lab, "lone")
     url = f"http://{b.address}:{port}/invocations"
     pid = json.loads(b.run("supervisor", "status", "--json").stdout)["pid"]
+    (served,) = [
+        d for d in json.loads(b.run("status", "--json").stdout)["deployments"] if d["name"] == "lone"
+    ]
+    worker = served["processes"][0]["pid"]
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 30
     while hosts_json(a)["b"]["state"] != "lost" and time.monotonic() < deadline:
@@ -167,6 +171,10 @@ def test_lost_host_keeps_serving_and_is_readopted(lab: Lab) -> None:
         time.sleep(0.5)
     assert mine["deployments"]["lone"]["workers"] == 2, mine
     assert predict(a, url).status_code == 200
+    (served,) = [
+        d for d in json.loads(b.run("status", "--json").stdout)["deployments"] if d["name"] == "lone"
+    ]
+    assert worker in [p["pid"] for p in served["processes"]], served  # adopted, not started anew
 
 
 def test_two_operators_racing_are_serialised(lab: Lab) -> None:

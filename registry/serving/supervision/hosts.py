@@ -24,6 +24,7 @@ from typing import Any
 import psutil
 
 from registry import hosts, placement
+from registry.blobs import SharedArtifactStore
 from registry.deployments import get_deployment
 from registry.errors import DatabaseError, RegistryError, SupervisorError
 from registry.info import DeploymentInfo
@@ -86,12 +87,27 @@ class HostAgent:
             exporter=self.exporter,
             deployments=self.acted,
         )
+        state.spawn_task(self._share_artifacts())
         loop = asyncio.get_running_loop()
         self._thread = threading.Thread(
             target=self._listen, args=(loop,), name="placement-listen", daemon=True
         )
         self._thread.start()
         state.spawn_task(self.run())
+
+    async def _share_artifacts(self) -> None:
+        """Put what only this host's artifact cache holds into the database, for the other hosts."""
+        store = self.state.registry.artifacts
+        if isinstance(store, SharedArtifactStore):
+            try:
+                shared = await self.state.db(store.share_local)
+            except (DatabaseError, OSError) as exc:
+                log.warning("host %s: could not share its artifacts: %s", self.name, exc)
+                return
+            if shared:
+                log.info(
+                    "host %s: stored %d artifact(s) only it had in the registry's database", self.name, shared
+                )
 
     async def close(self) -> None:
         """Stop listening and mark this host stopped (it is not lost: it said goodbye)."""
