@@ -44,9 +44,18 @@ def placed_elsewhere(name: str | None) -> bool:
     return spec is not None and any(host != host_label() for host in spec.placement)
 
 
-def request(action: str, name: str, *, json_out: bool = False, timeout: float = 300.0, **fields: Any) -> None:
+def request(
+    action: str,
+    name: str,
+    *,
+    json_out: bool = False,
+    timeout: float = 300.0,
+    follow: bool = False,
+    **fields: Any,
+) -> None:
     """Write `action` for deployment `name` through the database and wait for its placed hosts; exit 1
-    when a host failed, did not answer in `timeout`, or the registry is not shared."""
+    when a host failed, did not answer in `timeout`, or the registry is not shared. With `follow` (a
+    canary's `--wait`), then print each host's steps until its rollout ends; exit 1 if one aborted."""
     from registry import Registry, hosts, placement
 
     try:
@@ -78,6 +87,8 @@ def request(action: str, name: str, *, json_out: bool = False, timeout: float = 
                     output.out.print(f"  {o.host}: {_said(o, asked.generation)}")
 
             found = placement.wait(lambda: hosts.hosts(reg), asked, timeout=timeout, on_change=progress)
+            if follow and not json_out:
+                _follow(reg, asked)
     except RegistryError as exc:
         output.err.print(Text.assemble(("error:", "bold red"), f" {exc}"))
         raise typer.Exit(1) from None
@@ -102,6 +113,54 @@ def request(action: str, name: str, *, json_out: bool = False, timeout: float = 
             output.err.print(f"error: {o.host} did not act on it within {timeout:g} s")
     if failed or late:
         raise typer.Exit(1)
+
+
+def _follow(reg: Any, asked: Any, every: float = 0.5) -> None:
+    """Print each placed host's canary step as its heartbeat tells it, until no host that is up runs
+    one; then how each ended, from the ledger (exit 1 if any aborted)."""
+    import time
+
+    from registry import hosts
+
+    shown: dict[str, Any] = {}
+    while True:
+        running = False
+        for host in hosts.hosts(reg):
+            rollout = (host.deployments.get(asked.name) or {}).get("rollout")
+            if host.name not in asked.placement or host.state != "up":
+                continue
+            running = running or rollout is not None
+            step = (rollout or {}).get("weight")
+            if rollout is not None and shown.get(host.name) != step:
+                shown[host.name] = step
+                output.out.print(
+                    f"  {host.name}: {rollout['mode']} of version {rollout['version']} at {step:g}%"
+                )
+        if not running:
+            break
+        time.sleep(every)
+    ends = [
+        e
+        for e in reg.history(asked.model).events
+        if e.deployment == asked.name
+        and e.kind in ("promoted", "aborted")
+        and e.at >= _requested_at(reg, asked)
+    ]
+    for event in ends:
+        output.out.print(f"  {event.detail.get('host', '?')}: {event.kind} ({event.reason})")
+    if any(e.kind == "aborted" for e in ends):
+        raise typer.Exit(1)
+
+
+def _requested_at(reg: Any, asked: Any) -> Any:
+    """When request `asked` was written (its `requested` event)."""
+    return next(
+        e.at
+        for e in reversed(reg.history(asked.model).events)
+        if e.kind == "requested"
+        and e.deployment == asked.name
+        and e.detail.get("generation") == asked.generation
+    )
 
 
 def _said(outcome: Any, generation: int) -> str:

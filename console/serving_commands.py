@@ -244,6 +244,7 @@ def deploy(
             analysis=analysis,
             reason=reason,
             json_out=json_out,
+            follow=wait and rollout == "canary",
         )
         return
     with _client(changes=True) as client:

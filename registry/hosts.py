@@ -17,7 +17,7 @@ from registry.info import HostInfo
 from registry.reads import LOST_AFTER, list_hosts
 from registry.schema import Host
 
-__all__ = ["HEARTBEAT_EVERY", "LOST_AFTER", "beat", "forget", "hosts", "join", "leave"]
+__all__ = ["HEARTBEAT_EVERY", "LOST_AFTER", "beat", "forget", "hosts", "join", "leave", "taken_by"]
 
 #: Seconds between two heartbeats of a supervisor.
 HEARTBEAT_EVERY = 2.0
@@ -61,6 +61,24 @@ def join(
         else:
             merged = {**dict(known[0] or {}), **deployments}
             conn.execute(sa.update(_HOSTS).where(_HOSTS.c.name == name).values(deployments=merged, **values))
+
+
+def taken_by(existing: HostInfo | None, address: str, pid_alive: bool) -> str | None:
+    """Why a supervisor at `address` may not take the host name of `existing`: another supervisor that
+    still beats uses it (on another machine, or another home of this one: its pid still runs here).
+    None when the name is free, stopped, lost, or this machine's supervisor's before a restart."""
+    if existing is None or existing.state != "up":
+        return None
+    if existing.address != address:
+        where = f"at {existing.address}"
+    elif pid_alive:
+        where = f"on this machine (pid {existing.pid}, another home)"
+    else:
+        return None
+    return (
+        f"host name {existing.name!r} is used by a running supervisor {where}, whose heartbeat is "
+        f"{existing.heartbeat_age:.0f} s old; give this one another name with MODELDECK_HOST_NAME"
+    )
 
 
 def beat(

@@ -243,3 +243,46 @@ def test_a_host_shares_what_only_its_cache_holds(shared: Registry, tmp_path: Pat
         assert other.load("m:1") is not None
         with pytest.raises(ArtifactDamaged):
             other.load("m:2")
+
+
+def test_a_second_supervisor_cannot_take_a_host_name_in_use(postgres_url: str, tmp_path: Path) -> None:
+    """Two homes of one machine on one registry, both named after the machine: the second supervisor
+    refuses to start, saying why, instead of both beating as one host."""
+    import os
+    import subprocess
+    import sys
+
+    modeldeck = str(Path(sys.executable).parent / "modeldeck")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MODELDECK_")}
+    envs = [
+        {
+            **base,
+            "MODELDECK_HOME": str(tmp_path / home),
+            "MODELDECK_DB_URL": postgres_url,
+            "MODELDECK_HOST_NAME": "same",
+        }
+        for home in ("one", "two")
+    ]
+
+    def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [modeldeck, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+
+    try:
+        first = run(envs[0], "supervisor", "start", "--metrics", "off")
+        assert first.returncode == 0, first.stderr
+        second = run(envs[1], "supervisor", "start", "--metrics", "off")
+        assert second.returncode != 0
+        assert (
+            "host name 'same' is used by a running supervisor on this machine"
+            in second.stdout + second.stderr
+        )
+        with Registry(home=tmp_path / "reader", db_url=postgres_url) as reg:
+            (host,) = hosts.hosts(reg)
+        assert host.state == "up" and host.name == "same"
+    finally:
+        for env in envs:
+            run(env, "supervisor", "stop")
+    with Registry(home=tmp_path / "reader", db_url=postgres_url) as reg:
+        assert [h.state for h in hosts.hosts(reg)] == ["stopped"]

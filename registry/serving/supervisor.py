@@ -77,8 +77,8 @@ class Supervisor:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Listen for worker reports, adopt what still runs, then bring the rest up from the DB."""
+        await self.hosts.start()  # first: a host name another supervisor uses stops the start here
         self.reports.open()
-        await self.hosts.start()
         self.state.preloader.start()
         self.state.spawn_task(self.reconcile.run())
         self.state.spawn_task(self.healing.watch())

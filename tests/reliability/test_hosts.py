@@ -247,3 +247,26 @@ def test_prometheus_finds_every_host_through_one_exporter(lab: Lab, tmp_path: Pa
     finally:
         process.terminate()
         process.wait(30)
+
+
+def test_a_canary_on_b_started_from_a_is_aborted_from_c_and_promoted_from_a(lab: Lab) -> None:
+    a, b, c = lab["a"], lab["b"], lab["c"]
+    a.run("deploy", "m:1", "--name", "can", "--on", "b", "--host", "0.0.0.0", "--no-auth")
+    started = a.run("deploy", "m:2", "--name", "can", "--canary", "5,100", "--step-seconds", "600")
+    assert "b: canary of version 2 started" in started.stdout, started.stdout
+    assert hosts_json(c)["b"]["deployments"]["can"]["rollout"] == {
+        "mode": "canary",
+        "version": 2,
+        "weight": 5,
+    }
+    aborted = c.run("abort", "can")
+    assert "b: canary of version 2 aborted" in aborted.stdout, aborted.stdout
+    entry = hosts_json(c)["b"]["deployments"]["can"]
+    assert "rollout" not in entry and entry["version"] == 1
+    a.run("deploy", "m:2", "--name", "can", "--canary", "5,100", "--step-seconds", "600")
+    promoted = a.run("promote", "can")
+    assert "b: promoted version 2" in promoted.stdout, promoted.stdout
+    entry = hosts_json(a)["b"]["deployments"]["can"]
+    assert "rollout" not in entry and entry["version"] == 2
+    port = port_of(lab, "can")
+    assert predict(c, f"http://{b.address}:{port}/invocations").headers["x-model-version"] == "2"

@@ -73,6 +73,10 @@ class HostAgent:
             return
         state = self.state
         mine = {h.name: h for h in await state.db(hosts.hosts, state.registry)}.get(str(self.name))
+        if mine is not None and mine.pid != os.getpid():
+            taken = hosts.taken_by(mine, self.address, psutil.pid_exists(mine.pid))
+            if taken:
+                raise SupervisorError(taken)
         if mine is not None:
             self.acted = {k: dict(v) for k, v in mine.deployments.items() if isinstance(v, dict)}
         await state.db(
