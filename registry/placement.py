@@ -214,6 +214,19 @@ def _desired(
     return wanted
 
 
+def claim_unplaced(registry: Registry, host: str) -> list[str]:
+    """Place on `host` every deployment placed nowhere (written before the registry had hosts), so a
+    registry that grows a second host does not have every host start every old deployment: the first
+    supervisor to join, the one that served them, keeps them. The names claimed."""
+    with registry.db.write() as session:
+        rows = session.exec(select(Deployment).with_for_update()).all()
+        claimed = [row for row in rows if not row.placement]
+        for row in claimed:
+            row.placement = [host]
+            session.add(row)
+        return [row.name for row in claimed]
+
+
 def released(registry: Registry, name: str, host: str, generation: int) -> bool:
     """Host `host` stopped serving `name` for request `generation`: take it out of the placement and
     record `stopped` for it; when no host is left, delete the deployment. True if it was deleted.

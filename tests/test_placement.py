@@ -286,3 +286,20 @@ def test_a_second_supervisor_cannot_take_a_host_name_in_use(postgres_url: str, t
             run(env, "supervisor", "stop")
     with Registry(home=tmp_path / "reader", db_url=postgres_url) as reg:
         assert [h.state for h in hosts.hosts(reg)] == ["stopped"]
+
+
+def test_deployments_from_before_hosts_are_claimed_by_the_first_host_only(shared: Registry) -> None:
+    placement.request(shared, "deploy", "placed", ref="m:1", placement=["b"])
+    with shared.db.write() as session:  # a row written before the registry had hosts
+        session.connection().execute(
+            sa.text(
+                "INSERT INTO deployment (name, model_id, version_id, host, port, workers, state, options, "
+                "placement, generation, desired, created_at, updated_at) SELECT 'old', model_id, id, "
+                "'127.0.0.1', 9000, 1, 'running', '{}', '[]', 0, '{}', now(), now() FROM model_version "
+                "WHERE version = 1"
+            )
+        )
+    assert placement.claim_unplaced(shared, "a") == ["old"]
+    assert placement.claim_unplaced(shared, "b") == []
+    assert get_deployment(shared, "old").placement == ["a"]  # type: ignore[union-attr]
+    assert get_deployment(shared, "placed").placement == ["b"]  # type: ignore[union-attr]

@@ -91,6 +91,9 @@ class HostAgent:
             exporter=self.exporter,
             deployments=self.acted,
         )
+        claimed = await state.db(placement.claim_unplaced, state.registry, str(self.name))
+        if claimed:
+            log.info("host %s: placed here the deployments placed nowhere: %s", self.name, ", ".join(claimed))
         state.spawn_task(self._share_artifacts())
         loop = asyncio.get_running_loop()
         self._thread = threading.Thread(
