@@ -365,10 +365,16 @@ def import_(
     trust_type: Annotated[
         list[str], typer.Option(metavar="TYPE", help="Trust a non-sklearn type; repeatable.")
     ] = [],  # noqa: B006
+    keep_version: Annotated[
+        bool,
+        typer.Option(
+            "--keep-version", help="Keep the version's number (refused if the model here is already past it)."
+        ),
+    ] = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Verify an exported archive and register it as the next version here."""
-    info = _run(lambda reg: reg.import_(file, name=name, trust_types=trust_type))
+    info = _run(lambda reg: reg.import_(file, name=name, trust_types=trust_type, keep_number=keep_version))
     if json_out:
         output.print_json(info.as_dict())
     else:

@@ -134,8 +134,8 @@ def serve_command(ref: str) -> list[str]:
 
 
 def image_ref(info: VersionInfo) -> str:
-    """The version's reference in the image's registry: the first version of its name there."""
-    return f"{info.name}:1"
+    """The version's reference in the image's registry: the same as here (imported keeping its number)."""
+    return info.ref
 
 
 def inference_service(
@@ -228,8 +228,8 @@ def dockerfile(info: VersionInfo, archive: str, *, release: str, wheel: str | No
         f"    && install -d -o {UID} -g {UID} -m 0700 {IMAGE_HOME}",
         f"COPY {archive} {IMAGE_ARCHIVES}/{archive}",
         f"USER {UID}",
-        "# Checks every sha256 again; the version becomes the first of its name in the image's registry.",
-        f"RUN {json.dumps(['modeldeck', 'import', f'{IMAGE_ARCHIVES}/{archive}', *trust])}",
+        "# Checks every sha256 again; the version keeps its number, so answers and metrics name it as here.",
+        f"RUN {json.dumps(['modeldeck', 'import', f'{IMAGE_ARCHIVES}/{archive}', '--keep-version', *trust])}",
         f"EXPOSE {PORT}",
         f"CMD {json.dumps(serve_command(image_ref(info)))}",
     ]
@@ -272,8 +272,8 @@ def readme(info: VersionInfo, *, name: str, image: str, notes: Sequence[str]) ->
         f"  curl -H 'Content-Type: application/json' -d @{REQUEST} $URL/v2/models/{info.name}/infer",
         "",
         "The image serves without the bearer token (--no-auth): KServe's ingress is where callers are",
-        "authenticated, and its probes and Prometheus carry no token. Inside the image the version is",
-        f"{image_ref(info)} (an import numbers versions anew); its origin there names {info.ref}.",
+        "authenticated, and its probes and Prometheus carry no token. Inside the image the version keeps",
+        f"its number ({image_ref(info)}), so its answers and metrics name the same version as here.",
     ]
     if notes:
         lines += ["", "Notes:", *(f"  - {note}" for note in notes)]

@@ -515,12 +515,20 @@ class Registry:
         return export_version(self, ref, Path(path))
 
     def import_(
-        self, path: str | Path, name: str | None = None, trust_types: Iterable[str] = ()
+        self,
+        path: str | Path,
+        name: str | None = None,
+        trust_types: Iterable[str] = (),
+        keep_number: bool = False,
     ) -> VersionInfo:
-        """Register an exported archive as the next version here, after verifying every checksum."""
+        """Register an exported archive as the next version here, after verifying every checksum;
+        with `keep_number`, under the number it had where it was exported (refused when this model
+        already reached it), so its answers and metrics name the same version."""
         from registry.transfer import import_version
 
-        return import_version(self, Path(path), name=name, trust_types=tuple(trust_types))
+        return import_version(
+            self, Path(path), name=name, trust_types=tuple(trust_types), keep_number=keep_number
+        )
 
 
 # ---------------------------------------------------------------------- helpers

@@ -34,7 +34,7 @@ from registry.artifacts import (
     untrusted_types_of,
 )
 from registry.capture import Captured, profile_of
-from registry.errors import ArtifactError, ReferenceMismatch
+from registry.errors import ArtifactError, ReferenceMismatch, RegistryError
 from registry.info import VersionInfo
 from registry.schema import utcnow
 from registry.signature import check_is_model, json_params, model_feature_names, output_spec
@@ -210,9 +210,14 @@ def _bad(path: Path, field: str, expected: str) -> ArtifactError:
 
 
 def import_version(
-    registry: Registry, path: Path, name: str | None = None, trust_types: tuple[str, ...] = ()
+    registry: Registry,
+    path: Path,
+    name: str | None = None,
+    trust_types: tuple[str, ...] = (),
+    keep_number: bool = False,
 ) -> VersionInfo:
-    """Register the archive at `path` as the next version of `name` (default: its exported name)."""
+    """Register the archive at `path` as the next version of `name` (default: its exported name);
+    with `keep_number`, as the version number it was exported with (see `_number_from`)."""
     manifest, files = read_archive(path)
     meta = manifest["version"]
     model_bytes = files[MODEL_MEMBER]
@@ -251,6 +256,8 @@ def import_version(
     }
     if meta.get("origin"):
         origin["previous_origin"] = meta["origin"]
+    if keep_number:
+        _number_from(registry, name or meta["name"], int(meta["version"]))
     cls = type(estimator)
     captured = Captured(
         model_bytes=model_bytes,
@@ -275,6 +282,30 @@ def import_version(
         metrics=meta.get("metrics") or {},
         source=str(path.resolve()),
     )
+
+
+def _number_from(registry: Registry, name: str, number: int) -> None:
+    """Make `number` the next version of model `name` (created if new), so an imported version keeps
+    the number it had; refused when the model already has a version numbered `number` or higher."""
+    from sqlmodel import select
+
+    from registry.refs import check_model_name
+    from registry.schema import RegisteredModel
+
+    check_model_name(name)
+    with registry.db.write() as session:
+        model = session.exec(
+            select(RegisteredModel).where(RegisteredModel.name == name).with_for_update()
+        ).first()
+        if model is None:
+            model = RegisteredModel(name=name)
+        elif model.next_version > number:
+            raise RegistryError(
+                f"cannot keep version {number}: model {name!r} here is already at version "
+                f"{model.next_version - 1}; import it without keeping its number"
+            )
+        model.next_version = number
+        session.add(model)
 
 
 def _checked_signature(signature: dict[str, Any], estimator: Any, path: Path) -> dict[str, Any]:

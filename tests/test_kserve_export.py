@@ -223,13 +223,13 @@ def test_the_dockerfile_serves_the_imported_version_on_kserves_port(iris_home, t
     install = next(args for op, args in steps if op == "RUN")
     assert install.startswith("pip install ") and f'"modeldeck=={version("modeldeck")}"' in install
     runs = [json.loads(args) for op, args in steps if op == "RUN" and args.startswith("[")]
-    assert runs == [["modeldeck", "import", "/opt/modeldeck/iris-2.mdx"]]
+    assert runs == [["modeldeck", "import", "/opt/modeldeck/iris-2.mdx", "--keep-version"]]
     cmd = json.loads(dict(steps)["CMD"])
-    # The import makes it the first version of its name in the image's fresh registry.
+    # The import keeps the version's number, so the image serves iris:2 as this registry does.
     assert (
         cmd
-        == serve_command("iris:1")
-        == ["modeldeck", "serve", "iris:1", "--host", "0.0.0.0", "--port", str(PORT), "--no-auth"]
+        == serve_command("iris:2")
+        == ["modeldeck", "serve", "iris:2", "--host", "0.0.0.0", "--port", str(PORT), "--no-auth"]
     )
     assert ("USER", "10001") in steps
     assert container_of(manifest_of(out))["securityContext"]["runAsUser"] == 10001
@@ -465,7 +465,7 @@ def test_the_recipe_serves_the_same_wire_format_without_docker(iris_home, tmp_pa
             subprocess.run([MODELDECK, *argv[1:]], env=env, check=True, capture_output=True)
     imported = json.loads(
         subprocess.run(
-            [MODELDECK, "show", "iris:1", "--json"], env=env, check=True, capture_output=True
+            [MODELDECK, "show", "iris:2", "--json"], env=env, check=True, capture_output=True
         ).stdout
     )
     assert imported["origin"]["imported_from"]["version"] == 2
@@ -494,13 +494,13 @@ def test_the_recipe_serves_the_same_wire_format_without_docker(iris_home, tmp_pa
         assert image_answer["model_name"] == "iris" and image_answer["id"] == "r1"
         predict = image_answer["outputs"][0]
         assert predict["shape"] == [1] and predict["data"] == iris_model.predict(iris[0].iloc[:1]).tolist()
-        # Everything but the version number (an import numbers versions anew) is the same.
-        assert image_answer["model_version"] == "1" and here_answer["model_version"] == "2"
-        assert {**image_answer, "model_version": "2"} == here_answer
+        # The same answer, version number included (the import kept it).
+        assert image_answer == here_answer and image_answer["model_version"] == "2"
         path = manifest["spec"]["predictor"]["annotations"]["prometheus.io/path"]
         scrape = httpx.get(image_url + path)
         assert scrape.status_code == 200 and "text/plain" in scrape.headers["content-type"]
         assert _families(scrape.text) == _families(httpx.get(here_url + path).text)
+        assert 'version="2"' in scrape.text
     finally:
         for process in servers:
             process.terminate()

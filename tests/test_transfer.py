@@ -412,3 +412,25 @@ def test_a_malformed_archive_is_one_line_and_exit_1_on_the_cli(
     assert "Traceback" not in result.output + result.stderr
     with Registry(home=target) as reg:
         assert not _imported_anything(reg)
+
+
+def test_an_import_can_keep_its_version_number(tmp_path, iris, iris_model) -> None:
+    """`keep_number`: an exported iris:3 is iris:3 in a new registry (an image that serves it names the
+    same version), and is refused where the model is already past 3."""
+    from registry import Registry
+    from registry.errors import RegistryError
+
+    X, _ = iris
+    with Registry(home=tmp_path / "here") as here:
+        for _ in range(3):
+            here.register(iris_model, "iris", reference=X)
+        archive = here.export("iris:3", tmp_path / "iris-3.mdx")
+    with Registry(home=tmp_path / "there") as there:
+        kept = there.import_(archive, keep_number=True)
+        assert kept.version == 3 and there.versions("iris")[-1].version == 3
+        assert there.register(iris_model, "iris", reference=X).version == 4  # numbering goes on from it
+        with pytest.raises(
+            RegistryError, match="cannot keep version 3: model 'iris' here is already at version 4"
+        ):
+            there.import_(archive, keep_number=True)
+        assert there.import_(archive).version == 5
