@@ -24,6 +24,7 @@ from typing import Any
 import psutil
 
 from registry import hosts, placement
+from registry.actor import host_address
 from registry.blobs import SharedArtifactStore
 from registry.deployments import get_deployment
 from registry.errors import DatabaseError, RegistryError, SupervisorError
@@ -48,6 +49,10 @@ class HostAgent:
         #: The scraper: the newest point per deployment and the host's load (`series`, `host`).
         self.live = live
         self.name = state.host_name
+        #: Where other hosts reach this one (`MODELDECK_HOST_ADDRESS`, else the default route's address).
+        self.address = host_address() if self.name is not None else ""
+        #: Set once this supervisor holds its host's row: only then does it mark it stopped on close.
+        self.joined = False
         #: Per deployment: the generation this host last acted on, its outcome and message.
         self.acted: dict[str, dict[str, Any]] = {}
         self.wake = asyncio.Event()
@@ -79,18 +84,8 @@ class HostAgent:
                 raise SupervisorError(taken)
         if mine is not None:
             self.acted = {k: dict(v) for k, v in mine.deployments.items() if isinstance(v, dict)}
-        await state.db(
-            hosts.join,
-            state.registry,
-            str(self.name),
-            address=self.address,
-            version=_modeldeck_version(),
-            cpus=psutil.cpu_count() or 1,
-            memory_bytes=psutil.virtual_memory().total,
-            pid=os.getpid(),
-            exporter=self.exporter,
-            deployments=self.acted,
-        )
+        await self._join(self.acted)
+        self.joined = True
         claimed = await state.db(placement.claim_unplaced, state.registry, str(self.name))
         if claimed:
             log.info("host %s: placed here the deployments placed nowhere: %s", self.name, ", ".join(claimed))
@@ -118,17 +113,11 @@ class HostAgent:
 
     async def close(self) -> None:
         """Stop listening and mark this host stopped (it is not lost: it said goodbye)."""
-        if not self.enabled:
-            return
         self._stop.set()
+        if not self.joined:
+            return
         with contextlib.suppress(DatabaseError):
             await self.state.db(hosts.leave, self.state.registry, str(self.name))
-
-    @property
-    def address(self) -> str:
-        from registry.actor import host_address
-
-        return host_address()
 
     @property
     def exporter(self) -> str | None:
@@ -292,14 +281,14 @@ class HostAgent:
         )
         if not alive:  # forgotten while it ran: join again
             log.warning("host %s was removed from the registry's hosts; joining again", self.name)
-            await self.start_again()
+            await self._join(self.figures())
         everyone = await self.state.db(hosts.hosts, self.state.registry)
         exporters = [(h.name, h.exporter) for h in everyone if h.exporter and h.state != "stopped"]
         if exporters != self.state.host_exporters:  # a host came, went or moved its exporter
             self.state.host_exporters = exporters
             self.state.save_state()
 
-    async def start_again(self) -> None:
+    async def _join(self, deployments: dict[str, Any]) -> None:
         await self.state.db(
             hosts.join,
             self.state.registry,
@@ -310,7 +299,7 @@ class HostAgent:
             memory_bytes=psutil.virtual_memory().total,
             pid=os.getpid(),
             exporter=self.exporter,
-            deployments=self.figures(),
+            deployments=deployments,
         )
 
     def figures(self) -> dict[str, Any]:
