@@ -30,9 +30,11 @@ done
 su postgres -c "psql -q -p $PORT -v ON_ERROR_STOP=1" >&2 <<SQL
 DO \$\$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$ROLE') THEN
-    CREATE ROLE $ROLE LOGIN CREATEDB PASSWORD '$PASSWORD';
+    CREATE ROLE $ROLE LOGIN CREATEDB CREATEROLE PASSWORD '$PASSWORD';
   END IF;
 END \$\$;
+-- tests/test_roles.py creates the least-privilege roles (modeldeck db roles) and users in them
+ALTER ROLE $ROLE CREATEROLE;
 -- so a test database can be dropped WITH (FORCE) while autovacuum works in it
 GRANT pg_signal_backend TO $ROLE;
 SQL

@@ -82,6 +82,8 @@ class Backend:
         self._registry: Registry | None = None
         self._client: SupervisorClient | None = None
         self._opening = threading.Lock()  # screens' workers may ask for the first time at once
+        self._role_read_only: str | None = None  # why the reader's PostgreSQL role may not write
+        self._role_asked = False
         if self._reader is None:  # an older schema, a missing or read-only database: as before
             self._open_registry()
 
@@ -114,9 +116,19 @@ class Backend:
 
     @property
     def read_only(self) -> str | None:
-        """Why this process may not write the registry (None: it may); the reader only opens a
-        registry it may write."""
-        return None if self._registry is None else self._registry.db.read_only
+        """Why this process may not write the registry (None: it may): a SQLite file it may not
+        write (the reader does not open one: the `Registry` opens it read-only), or a PostgreSQL role
+        that may only read (asked once, on the reader's connection)."""
+        if self._registry is not None:
+            return self._registry.db.read_only
+        reader = self._reader
+        if reader is not None and not self._role_asked:
+            try:
+                self._role_read_only = reader.read_only_reason()
+            except Exception:  # a driver error: the Registry meets it again and explains it
+                self._role_read_only = None
+            self._role_asked = True
+        return self._role_read_only
 
     def _read(self, through_reader: Any, through_registry: Any) -> Any:
         """`through_reader(reader)` while the reader works, else `through_registry(registry)`."""

@@ -538,6 +538,41 @@ def db_init(
         )
 
 
+@db_app.command("roles")
+def db_roles(
+    reader: Annotated[
+        str, typer.Option("--reader", metavar="NAME", help="The group that browses and watches.")
+    ] = "modeldeck_reader",
+    operator: Annotated[
+        str, typer.Option("--operator", metavar="NAME", help="The group that registers and requests.")
+    ] = "modeldeck_operator",
+    supervisor: Annotated[
+        str, typer.Option("--supervisor", metavar="NAME", help="The group of the hosts' supervisors.")
+    ] = "modeldeck_supervisor",
+    apply: Annotated[
+        bool,
+        typer.Option("--apply", help="Run it on MODELDECK_DB_URL (as the tables' owner with CREATEROLE)."),
+    ] = False,
+) -> None:
+    """Print the SQL of least-privilege PostgreSQL roles (a reader, an operator, a supervisor), to
+    review or pipe into psql; --apply runs it."""
+    from registry import roles
+    from registry.settings import Settings
+
+    try:
+        names = roles.RoleNames(reader, operator, supervisor)
+        settings = Settings.from_env()
+        if apply:
+            found = roles.apply(settings, names)
+            output.say(
+                f"roles {', '.join(names.all)} set on database {found.database} (schema {found.schema})"
+            )
+        else:
+            sys.stdout.write(roles.script(names, roles.target(settings)))
+    except RegistryError as exc:
+        _fail(str(exc))
+
+
 def _run_with(action: Callable[[Registry], T], upgrade: bool) -> T:
     with _registry(upgrade=upgrade) as reg:
         return action(reg)

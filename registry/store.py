@@ -7,7 +7,8 @@ failing. PostgreSQL is used when `MODELDECK_DB_URL` says `postgresql+psycopg://.
 A SQLite file this process cannot write (its mode, its directory's, or a read-only mount) is opened
 read-only, so a home can still be browsed: `mode=ro` when the WAL's `-shm` file exists or can be
 created, else `immutable=1` (no writer has it open). Writes are refused
-up front with the reason, and schema upgrades are skipped. A database with no schema is only created
+up front with the reason, and schema upgrades are skipped. So is a PostgreSQL database whose role may
+only read it (`registry.roles`; asked once, on open). A database with no schema is only created
 next to an empty artifact store (else the registry's database was lost: `modeldeck db init --force`).
 """
 
@@ -32,7 +33,7 @@ from registry.files import private_dirs, tighten
 from registry.reader import SCHEMA_HEAD
 from registry.reads import Run
 from registry.settings import Settings, default_home, with_psycopg
-from registry.write_access import read_only_reason, read_only_uri, sqlite_path
+from registry.write_access import postgres_access, read_only_reason, read_only_uri, sqlite_path
 
 __all__ = ["SCHEMA_HEAD", "Database", "Settings", "default_home", "with_psycopg"]
 
@@ -162,8 +163,11 @@ class Database:
     def __init__(self, settings: Settings, upgrade: bool = True, new_over_artifacts: bool = False) -> None:
         self.settings = settings
         tighten(settings.home)  # the home is the user's alone (an older modeldeck made it 0755)
-        #: Why writes are refused (None: they are not): a read-only SQLite file or directory.
-        self.read_only = read_only_reason(settings)
+        #: Why writes are refused (None: they are not): a read-only SQLite file or directory, or a
+        #: PostgreSQL role that may only read (asked below, on the engine's connection).
+        self.read_only = read_only_reason(settings) if settings.is_sqlite else None
+        #: The PostgreSQL role this process works as (None: SQLite).
+        self.role: str | None = None
         path = sqlite_path(settings)
         #: How a read-only database is opened ("read-only", or "... immutable ..."), for notes.
         self.opened_as = read_only_uri(path)[1] if self.read_only and path is not None else "read-write"
@@ -176,12 +180,30 @@ class Database:
         )
         #: The older schema revision a read-only database was left at (None: it is current).
         self.stale_schema: str | None = None
+        if not settings.is_sqlite:  # one statement: the role, and whether it may write
+            with translate_errors(settings), self._read_engine.connect() as conn:
+                self.role, self.read_only = postgres_access(runner(conn))
         if upgrade:
             with translate_errors(settings):
                 if self.read_only:
                     self._check_read_only_schema()
                 else:
-                    upgrade_schema(self, new_over_artifacts=new_over_artifacts)
+                    self._upgrade(new_over_artifacts)
+
+    def _upgrade(self, new_over_artifacts: bool) -> None:
+        """Upgrade the schema; a PostgreSQL role that may write rows but not change the schema (an
+        operator's, a supervisor's: `registry.roles`) is told who can."""
+        try:
+            upgrade_schema(self, new_over_artifacts=new_over_artifacts)
+        except sa_exc.ProgrammingError as exc:
+            if self.role is None or getattr(exc.orig, "sqlstate", None) != "42501":
+                raise
+            found = current_revision(self) or "none (empty)"
+            raise DatabaseError(
+                f"registry database {self.settings.display_url} is at schema revision {found} and this "
+                f"modeldeck needs {SCHEMA_HEAD}, which role {self.role} may not make ({_first_line(exc)}); "
+                "run `modeldeck db upgrade` as the owner of its tables (nothing was changed)"
+            ) from None
 
     def _check_read_only_schema(self) -> None:
         """A read-only database is never upgraded: one from a newer modeldeck is refused, an older
@@ -203,8 +225,9 @@ class Database:
                 if self.stale_schema
                 else ""
             )
+            where = self.settings.home if self.settings.is_sqlite else self.settings.display_url
             raise DatabaseError(
-                f"registry {self.settings.home} is read-only: {self.read_only}{upgrade}; nothing was changed"
+                f"registry {where} is read-only: {self.read_only}{upgrade}; nothing was changed"
             )
 
     @contextmanager
@@ -385,7 +408,16 @@ def translate_errors(settings: Settings) -> Iterator[None]:
     except sa_exc.OperationalError as exc:
         raise DatabaseError(describe_operational_error(settings, exc)) from exc
     except sa_exc.DatabaseError as exc:  # e.g. "file is not a database"
+        if getattr(exc.orig, "sqlstate", None) == "42501":  # a PostgreSQL role without this right
+            raise DatabaseError(
+                f"registry database {settings.display_url}: {_first_line(exc)} (this role's grants do not "
+                "allow it: see `modeldeck db roles`); nothing was changed"
+            ) from exc
         raise DatabaseError(f"registry database {settings.display_url}: {exc.orig or exc}") from exc
+
+
+def _first_line(exc: sa_exc.DBAPIError) -> str:
+    return str(exc.orig or exc).strip().splitlines()[0]
 
 
 def describe_operational_error(settings: Settings, exc: sa_exc.OperationalError) -> str:

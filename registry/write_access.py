@@ -1,4 +1,5 @@
-"""Whether this process may write the SQLite registry, and how to open one it may not.
+"""Whether this process may write the registry (a SQLite file's modes, a PostgreSQL role's grants),
+and how to open a SQLite file it may not.
 
 Kept apart from `registry.store` so that commands which only ask (`modeldeck deploy` checks before
 it asks the supervisor) do not import SQLAlchemy for it.
@@ -8,10 +9,20 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from registry.reader import plain_sqlite_file
+from registry.reader import open_reader, plain_sqlite_file
 from registry.settings import Settings
+
+#: One statement: the session's role, whether it may append to the ledger (`event`: every change of
+#: the registry does, the operator's and the supervisor's alike; NULL before the schema exists),
+#: whether its transactions are read-only, and whether the server is a standby.
+_PG_ACCESS = (
+    "SELECT current_user, has_table_privilege(to_regclass('event'), 'INSERT'),"
+    " current_setting('transaction_read_only') = 'on', pg_is_in_recovery()"
+)
 
 
 def sqlite_path(settings: Settings) -> Path | None:
@@ -27,8 +38,33 @@ def sqlite_path(settings: Settings) -> Path | None:
     return Path(path) if path and not path.startswith("file:") and path != ":memory:" else None
 
 
+def postgres_access(run: Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]) -> tuple[str, str | None]:
+    """The PostgreSQL session's role, and why it may not write the registry (None: it may), in one
+    statement run by `run` (a `registry.reads` runner)."""
+    user, ledger, read_only, standby = run(_PG_ACCESS, ())[0]
+    if standby:
+        return user, "its PostgreSQL server is a standby (in recovery), which only reads"
+    if read_only:
+        return user, f"role {user}'s sessions are read-only (default_transaction_read_only)"
+    if ledger is False:
+        return user, f"role {user} may only read this registry"
+    return user, None
+
+
 def read_only_reason(settings: Settings) -> str | None:
-    """Why this process cannot write the SQLite registry (None: it can, or it is not SQLite/there yet)."""
+    """Why this process cannot write the registry (None: it can, or it is not there yet): the SQLite
+    file's or directory's modes, or, on PostgreSQL, its role (one connection and one statement; a
+    database that cannot be asked is left to the `Registry`, which explains the error)."""
+    if not settings.is_sqlite:
+        reader = open_reader(settings)
+        if reader is None:
+            return None
+        try:
+            return reader.read_only_reason()
+        except Exception:  # a driver error: the Registry meets it again and explains it
+            return None
+        finally:
+            reader.close()
     path = sqlite_path(settings)
     if path is None or not path.exists():
         return None
