@@ -12,15 +12,18 @@ arriving (`-` becoming `12.3ms`) neither move the columns nor make one appear or
 
 Cells are registry text: they are kept without control characters and shown with Rich markup escaped
 (`console/safe_text.py`), so a model's description can neither drive the terminal nor style the table.
+A column named in `styles` is coloured by the table's owner instead (a lost host in the theme's error
+colour): the cell is then plain text with that style, never markup either.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
 from rich.cells import cell_len
 from rich.markup import escape
+from rich.text import Text
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable
 
@@ -34,13 +37,20 @@ class FitTable(DataTable[str]):
     """A DataTable whose columns fit its width: see the module docstring. `drop` names columns by label."""
 
     def __init__(
-        self, *, drop: Sequence[str] = (), reserve: Mapping[str, int] | None = None, **options: Any
+        self,
+        *,
+        drop: Sequence[str] = (),
+        reserve: Mapping[str, int] | None = None,
+        styles: Mapping[str, Callable[[str], str]] | None = None,
+        **options: Any,
     ) -> None:
         """`drop`: labels hidden first to last when the table is narrow (identity and state are never
-        named); `reserve`: label -> the fixed width of a column of live figures."""
+        named); `reserve`: label -> the fixed width of a column of live figures; `styles`: label -> the
+        Rich style of a cell of that column from its text ("": none)."""
         super().__init__(**options)
         self.drop = tuple(drop)
         self.reserve = dict(reserve or {})
+        self.cell_styles = dict(styles or {})
         self.labels: list[str] = []
         self.full: dict[Any, list[str]] = {}  # row key -> every cell, in `labels` order
         self.shown: list[int] = []  # indexes of the labels shown
@@ -91,9 +101,9 @@ class FitTable(DataTable[str]):
         value = printable(value)
         self.full_row(index)[label_index] = value
         if label_index in self.shown:
-            short = self._cell(label_index, value)
             at = Coordinate(index, self.shown.index(label_index))
-            self.update_cell_at(at, escape(short), update_width=True)
+            # (a styled cell is a Text: the DataTable renders either; its type parameter says str)
+            self.update_cell_at(at, cast(str, self._display(label_index, value)), update_width=True)
 
     # ---------------------------------------------------------------- fitting
     def on_resize(self) -> None:
@@ -163,7 +173,14 @@ class FitTable(DataTable[str]):
         return shown, limit
 
     def _project(self, cells: list[Any]) -> list[Any]:
-        return [escape(self._cell(i, cells[i])) for i in self.shown]
+        return [self._display(i, cells[i]) for i in self.shown]
+
+    def _display(self, index: int, value: str) -> str | Text:
+        """The cell as the DataTable gets it: markup escaped, or plain text in its column's style."""
+        short = self._cell(index, value)
+        label = self.labels[index]
+        style = self.cell_styles[label](value) if label in self.cell_styles else ""
+        return Text(short, style=style) if style else escape(short)
 
     def _cell(self, index: int, value: str) -> str:
         """The cell as shown: a live column's within its reserved width, a fixed-format one whole,
