@@ -26,6 +26,8 @@ class Action:
     command: str | None = None
     usage: str = ""
     show: bool = True
+    #: offered (help, palette) only on a shared registry; its key works everywhere all the same
+    shared: bool = False
 
     @property
     def binding(self) -> Binding:
@@ -37,6 +39,8 @@ ACTIONS: tuple[Action, ...] = (
     Action("view('deployments')", "2", "Deployments", (GLOBAL,), command="deployments"),
     Action("view('events')", "3", "Events", (GLOBAL,), command="events"),
     Action("view('alerts')", "4", "Alerts", (GLOBAL,), command="alerts"),
+    # not in the footer (full at 80 columns): in `?` help and the palette, where hosts exist
+    Action("view('hosts')", "5", "Hosts", (GLOBAL,), command="hosts", show=False, shared=True),
     Action("help", "question_mark", "Help", (GLOBAL,), command="help"),
     Action("command_line", "colon", "Command", (GLOBAL,), show=False),
     Action("refresh", "ctrl+r", "Refresh", (GLOBAL,), command="refresh", show=False),

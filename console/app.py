@@ -59,6 +59,12 @@ def _events() -> Screen[None]:
     return EventsScreen()
 
 
+def _hosts() -> Screen[None]:
+    from console.screens.hosts import HostsScreen
+
+    return HostsScreen()
+
+
 class ModeldeckApp(App[None]):
     """`modeldeck console`: browse models and versions, deploy and roll back, watch deployments."""
 
@@ -66,7 +72,13 @@ class ModeldeckApp(App[None]):
     CSS_PATH = str(stylesheet())
     BINDINGS = actions.bindings(actions.GLOBAL)
     #: the first view's screen class, the others' made (and their modules imported) when first shown
-    MODES = {"models": ModelsScreen, "deployments": _deployments, "events": _events, "alerts": _alerts}
+    MODES = {
+        "models": ModelsScreen,
+        "deployments": _deployments,
+        "events": _events,
+        "alerts": _alerts,
+        "hosts": _hosts,
+    }
 
     def __init__(
         self,
@@ -123,7 +135,9 @@ class ModeldeckApp(App[None]):
     # ------------------------------------------------------------------ state from screens
     def overview_arrived(self, overview: Overview) -> None:
         self.overview = overview
-        if overview.supervisor_up or not overview.deployments:
+        # deployments placed on other hosts are their supervisors' (their figures come from the database)
+        local = [d for d in overview.deployments if not overview.placed_elsewhere(d)]
+        if overview.supervisor_up or not local:
             self._problem = ""
         elif self.starting_supervisor:
             self._problem = STARTING
@@ -200,7 +214,7 @@ class ModeldeckApp(App[None]):
     def action_help(self) -> None:
         from console.screens.help import HelpScreen
 
-        self.push_screen(HelpScreen(self.read_only))
+        self.push_screen(HelpScreen(self.read_only, shared=self.backend.shared))
 
     def action_refresh(self) -> None:
         if isinstance(self.screen, OverviewScreen):
@@ -292,6 +306,8 @@ class ModeldeckApp(App[None]):
         yield from super().get_system_commands(screen)
         for action in actions.ACTIONS:
             if action.name == "command_line" or (self.read_only and action.changes):
+                continue
+            if action.shared and not self.backend.shared:
                 continue
             if actions.GLOBAL in action.scopes:
                 run = partial(self.run_action, action.name)

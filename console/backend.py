@@ -19,6 +19,7 @@ from registry.info import (
     AlertInfo,
     DeploymentInfo,
     EventInfo,
+    HostInfo,
     ModelInfo,
     SilenceInfo,
     StateAt,
@@ -29,7 +30,10 @@ from registry.reader import Reader, open_reader
 from registry.settings import Settings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from registry import Registry
+    from registry.placement import Outcome, Requested
     from registry.serving.client import SupervisorClient
 
 if TYPE_CHECKING:
@@ -37,6 +41,8 @@ if TYPE_CHECKING:
 
 #: Seconds a refresh waits for the supervisor: a slow one must not stall the console's figures.
 READ_TIMEOUT = 3.0
+#: Seconds a change placed on other hosts waits for each of them to make it (as the CLI's `--on`).
+PLACED_WAIT = 300.0
 
 
 @dataclass
@@ -53,6 +59,22 @@ class Overview:
     supervisor_problem: str = ""
     #: pending and firing alerts, newest first (the registry's: they outlive the supervisor)
     alerts: list[AlertInfo] = field(default_factory=list)
+    #: a shared (PostgreSQL) registry: hosts, and deployments placed on them
+    shared: bool = False
+    #: this host's name on a shared registry (`registry.actor.host_label`)
+    this_host: str = ""
+    #: every host of a shared registry as its heartbeat left it, by name (none on SQLite)
+    hosts: list[HostInfo] = field(default_factory=list)
+
+    def placed_elsewhere(self, deployment: DeploymentInfo) -> bool:
+        """Whether `deployment` is placed on a host other than this one: its figures come from the
+        placed hosts' heartbeats and its changes go through the database (`registry.placement`), not
+        this host's supervisor (never on SQLite: nothing is placed there)."""
+        return any(host != self.this_host for host in deployment.placement)
+
+    def host_state(self, name: str) -> str:
+        """up, lost, stopped, or unknown (a host that never joined)."""
+        return next((h.state for h in self.hosts if h.name == name), "unknown")
 
     def deployed(self, model: str) -> list[DeploymentInfo]:
         return [d for d in self.deployments if d.model == model]
@@ -162,21 +184,46 @@ class Backend:
 
         return self._read(lambda r: r.deployments(), through_registry)
 
+    @property
+    def shared(self) -> bool:
+        """Whether the registry is shared by several hosts (PostgreSQL); a SQLite home has one."""
+        return not self.settings.is_sqlite
+
+    def hosts(self) -> list[HostInfo]:
+        """The hosts of a shared registry (none on SQLite)."""
+        if not self.shared:
+            return []
+
+        def through_registry(reg: Registry) -> list[HostInfo]:
+            from registry.hosts import hosts
+
+            return hosts(reg)
+
+        return self._read(lambda r: r.hosts(), through_registry)
+
     def overview(self) -> Overview:
-        """Models and deployments from the registry, and live figures when the supervisor answers."""
+        """Models and deployments from the registry, and live figures when the supervisor answers; on
+        a shared registry also the hosts, and the figures of deployments placed elsewhere from them."""
         overview = Overview(self.list_models(), self.deployments(), alerts=self.active_alerts())
+        if self.shared:
+            from registry.actor import host_label
+
+            overview.shared, overview.this_host, overview.hosts = True, host_label(), self.hosts()
+        elsewhere = {d.name: d for d in overview.deployments if overview.placed_elsewhere(d)}
         try:
             self._supervisor_may_answer()
             status = self.client.status(timeout=READ_TIMEOUT)
             monitor = self.client.live(timeout=READ_TIMEOUT)
         except SupervisorError as exc:
             overview.supervisor_problem = str(exc)
-            overview.live = probed_states(overview.deployments)
-            return overview
-        overview.supervisor_up = True
-        for deployment in status.deployments:
-            seen = monitor.deployments.get(deployment.name)
-            overview.live[deployment.name] = {**deployment.as_dict(), **(seen.as_dict() if seen else {})}
+            overview.live = probed_states([d for d in overview.deployments if d.name not in elsewhere])
+        else:
+            overview.supervisor_up = True
+            for deployment in status.deployments:
+                seen = monitor.deployments.get(deployment.name)
+                overview.live[deployment.name] = {**deployment.as_dict(), **(seen.as_dict() if seen else {})}
+        for d in elsewhere.values():  # never this host's supervisor's word on another host's deployment
+            overview.live[d.name] = placed_live(d, overview.hosts)
         return overview
 
     def _supervisor_may_answer(self) -> None:
@@ -296,10 +343,65 @@ class Backend:
     def stop(self, name: str) -> Stopped:
         return self.client.stop(name, reason="from the console")
 
+    def request(self, action: str, name: str, ref: str | None = None) -> Requested:
+        """Write `action` (deploy, canary, shadow, rollback, stop, promote, abort) for deployment `name`,
+        placed on other hosts, through the database (`registry.placement`): their supervisors make it."""
+        from registry import placement
+
+        return placement.request(self.registry, action, name, ref=ref, reason="from the console")
+
+    def wait_placed(
+        self, requested: Requested, on_change: Callable[[list[Outcome]], None] | None = None
+    ) -> list[Outcome]:
+        """Wait until every placed host that is up made `requested` (lost ones are not waited for),
+        telling `on_change` each time what the hosts did changes; what each host did."""
+        from registry import hosts, placement
+
+        reg = self.registry
+        return placement.wait(lambda: hosts.hosts(reg), requested, PLACED_WAIT, on_change)
+
 
 def alert_rank(alert: AlertInfo) -> tuple[int, int, int]:
     """Sort key: firing before pending, unsilenced before silenced, newest first."""
     return (alert.state != "firing", alert.silenced, -alert.id)
+
+
+def placed_live(deployment: DeploymentInfo, hosts: list[HostInfo]) -> dict[str, Any]:
+    """A deployment placed on other hosts as their heartbeats tell it, in the shape the supervisor's
+    status has for the console's cells: its state (`running`; a lost or stopped host's `unknown`,
+    never `down`; `b running, c unknown` when they differ), the workers running on the hosts that are
+    up, a rollout under way, and one live point (req/s summed, the worst p99)."""
+    known = {h.name: h for h in hosts}
+    states: dict[str, str] = {}
+    workers, points, rollout = 0, [], None
+    for name in deployment.placement:
+        host = known.get(name)
+        if host is None or host.state != "up":
+            states[name] = "unknown"
+            continue
+        entry = dict(host.deployments.get(deployment.name) or {})
+        states[name] = str(entry.get("state") or "starting")
+        workers += int(entry.get("workers") or 0)
+        rollout = rollout or entry.get("rollout")
+        if entry.get("live"):
+            points.append(entry["live"])
+    distinct = set(states.values())
+    status = next(iter(distinct)) if len(distinct) == 1 else ", ".join(f"{h} {s}" for h, s in states.items())
+    live: dict[str, Any] = {
+        "status": status,
+        "workers_running": workers if distinct != {"unknown"} else "?",
+        "placed": states,
+    }
+    if rollout:
+        live["rollout"] = rollout
+    if points:
+        p99s = [p["p99"] for p in points if p.get("p99") is not None]
+        live["live"] = {
+            "rps": sum(p.get("rps") or 0.0 for p in points),
+            "p99": max(p99s) if p99s else None,
+            "seq": max(p.get("t") or 0.0 for p in points),
+        }
+    return live
 
 
 def probed_states(deployments: list[DeploymentInfo]) -> dict[str, dict[str, Any]]:

@@ -3,6 +3,10 @@
 Keys on the screens and `:` commands both come here, so a confirmation always names the same model,
 version and target whichever way the user asked. Nothing here blocks the UI thread: names are resolved
 against the registry in a worker before the question is asked.
+
+A deployment placed on other hosts of a shared registry is changed through the database, as the CLI
+does (`registry.placement`: a request, then a wait for each placed host's supervisor), never through
+this host's supervisor; the progress line says what each host did (`b: rolled back to version 1`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from console.backend import PLACED_WAIT
 from console.widgets.ask import Ask
 from console.widgets.confirm import Confirm
 from registry.errors import RegistryError
@@ -20,6 +25,7 @@ from registry.errors import RegistryError
 if TYPE_CHECKING:
     from console.app import ModeldeckApp
     from registry.info import DeploymentInfo
+    from registry.placement import Outcome
 
 
 PROGRESS_EVERY = 0.25  # seconds between looks at the ledger while an action runs
@@ -62,12 +68,22 @@ class Operations:
                 severity="warning",
             )
             return
+        label = f" (@{alias})" if alias else ""
+        if current is not None and self._elsewhere(current):
+            self._confirm_placed(
+                f"Deploy {exact}{label} to deployment {target}?",
+                f"now serving {current.model}:{current.version} {_on(current)}",
+                f"deploying {exact}",
+                "deploy",
+                target,
+                ref=exact,
+            )
+            return
         where = (
             f"now serving {current.model}:{current.version} on {current.host}:{current.port}"
             if current
             else "a new deployment"
         )
-        label = f" (@{alias})" if alias else ""
         self._confirm(
             f"Deploy {exact}{label} to deployment {target}?",
             where,
@@ -110,6 +126,16 @@ class Operations:
             if mode == "canary"
             else "a copy of every request, answered by nobody; promote (P) or abort (A) by hand"
         )
+        if self._elsewhere(current):
+            self._confirm_placed(
+                f"{mode.capitalize()} {exact} beside {current.model}:{current.version} on {target}?",
+                f"{how}; {_on(current)}",
+                f"starting the {mode} of {exact}",
+                mode,
+                target,
+                ref=exact,
+            )
+            return
         self._confirm(
             f"{mode.capitalize()} {exact} beside {current.model}:{current.version} on {target}?",
             how,
@@ -120,7 +146,17 @@ class Operations:
         )
 
     def promote(self, name: str) -> None:
-        if self._known(name, "promoting") is None:
+        d = self._known(name, "promoting")
+        if d is None:
+            return
+        if self._elsewhere(d):
+            self._confirm_placed(
+                f"Promote {name}'s candidate now?",
+                f"it becomes the serving version {_on(d)}",
+                f"promoting {name}",
+                "promote",
+                name,
+            )
             return
         self._confirm(
             f"Promote {name}'s candidate now?",
@@ -132,7 +168,17 @@ class Operations:
         )
 
     def abort(self, name: str) -> None:
-        if self._known(name, "aborting") is None:
+        d = self._known(name, "aborting")
+        if d is None:
+            return
+        if self._elsewhere(d):
+            self._confirm_placed(
+                f"Abort {name}'s canary or shadow?",
+                f"every request goes to the serving version; the candidate stops {_on(d)}",
+                f"aborting {name}",
+                "abort",
+                name,
+            )
             return
         self._confirm(
             f"Abort {name}'s canary or shadow?",
@@ -151,6 +197,15 @@ class Operations:
         target = (
             f"version {d.standby_version} (warm standby)" if d.standby_version else "the previous version"
         )
+        if self._elsewhere(d):
+            self._confirm_placed(
+                f"Roll back {name}: {d.model}:{d.version} → {target}?",
+                _on(d),
+                f"rolling back {name}",
+                "rollback",
+                name,
+            )
+            return
         self._confirm(
             f"Roll back {name}: {d.model}:{d.version} → {target}?",
             f"on {d.host}:{d.port}",
@@ -163,6 +218,15 @@ class Operations:
     def stop(self, name: str) -> None:
         d = self._known(name, "stopping")
         if d is None:
+            return
+        if self._elsewhere(d):
+            self._confirm_placed(
+                f"Stop {name} ({d.model}:{d.version} on {', '.join(d.placement)})?",
+                f"clients get refused; {_on(d)}",
+                f"stopping {name}",
+                "stop",
+                name,
+            )
             return
         self._confirm(
             f"Stop {name} ({d.model}:{d.version} on {d.host}:{d.port})?",
@@ -260,6 +324,45 @@ class Operations:
             self.deck.call_from_thread(self.deck.show_progress_for, line, LINGER)
         self.deck.call_from_thread(self.deck.action_refresh)
 
+    def act_placed(self, title: str, action: str, name: str, ref: str | None = None) -> None:
+        """Request `action` for `name` through the database, in a worker; say what each placed host did
+        as it happens, and how it ended."""
+        self.deck.notify(f"{title}…", timeout=3)
+        self.deck.run_worker(lambda: self._act_placed(title, action, name, ref), thread=True, group="action")
+
+    def _act_placed(self, title: str, action: str, name: str, ref: str | None) -> None:
+        clock, backend = time.monotonic(), self.deck.backend
+        try:
+            asked = backend.request(action, name, ref=ref)
+
+            def changed(found: list[Outcome]) -> None:
+                line = placed_progress(f"{title} ({time.monotonic() - clock:.1f} s)", asked.generation, found)
+                self.deck.call_from_thread(self.deck.set_progress, line)
+
+            found = backend.wait_placed(asked, changed)
+        except RegistryError as exc:
+            self.deck.call_from_thread(
+                self.deck.notify, f"{title} failed: {exc}", severity="error", timeout=12
+            )
+            self.deck.call_from_thread(self.deck.set_progress, "")
+        else:
+            said = placed_progress("", asked.generation, found, final=True)
+            line = f"{title}: done in {time.monotonic() - clock:.1f} s{said}"
+            failed = [
+                o
+                for o in found
+                if (o.generation == asked.generation and o.outcome == "failed")
+                or (o.state == "up" and o.generation < asked.generation)
+            ]
+            if failed:
+                self.deck.call_from_thread(
+                    self.deck.notify, f"{title} failed{said}", severity="error", timeout=12
+                )
+            else:
+                self.deck.call_from_thread(self.deck.notify, f"{name}{said}", timeout=6)
+            self.deck.call_from_thread(self.deck.show_progress_for, line, LINGER)
+        self.deck.call_from_thread(self.deck.action_refresh)
+
     def _steps(self, deployment: str | None, since: datetime) -> list[tuple[str, datetime]]:
         if deployment is None:
             return []
@@ -282,6 +385,20 @@ class Operations:
                 self.act(title, call, done, deployment)
 
         self.deck.push_screen(Confirm(question, detail), answered)
+
+    def _confirm_placed(
+        self, question: str, detail: str, title: str, action: str, name: str, ref: str | None = None
+    ) -> None:
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.act_placed(title, action, name, ref)
+
+        self.deck.push_screen(Confirm(question, detail), answered)
+
+    def _elsewhere(self, deployment: DeploymentInfo) -> bool:
+        """Whether `deployment` is placed on another host (its changes go through the database)."""
+        overview = self.deck.overview
+        return overview is not None and overview.placed_elsewhere(deployment)
 
     def _refused(self, what: str) -> bool:
         if self.deck.read_only:
@@ -311,3 +428,27 @@ def progress(head: str, steps: list[tuple[str, datetime]], started: datetime) ->
         kind if index == 0 else f"{kind} {max(0.0, (at - started).total_seconds()):.1f} s"
         for index, (kind, at) in enumerate(steps)
     )
+
+
+def _on(deployment: DeploymentInfo) -> str:
+    """Where a deployment placed on other hosts is changed: `on b, c: their supervisors make it`."""
+    hosts = ", ".join(deployment.placement)
+    whose = "its supervisor makes" if len(deployment.placement) == 1 else "their supervisors make"
+    return f"on {hosts}: {whose} it (through the registry)"
+
+
+def placed_progress(head: str, generation: int, found: list[Outcome], final: bool = False) -> str:
+    """`rolling back web (0.8 s): b: rolled back to version 1; c: waiting`: each placed host's word on
+    request `generation` (a host that is not up makes it when it is back); `final`: the wait is over."""
+    said = []
+    for o in found:
+        if o.generation > generation:
+            text = f"superseded by request {o.generation}: {o.message}"
+        elif o.generation == generation:
+            text = f"failed: {o.message}" if o.outcome == "failed" else o.message or str(o.outcome)
+        elif o.state != "up":
+            text = f"{o.state}: makes it when it is back"
+        else:
+            text = f"did not make it within {PLACED_WAIT:g} s" if final else "waiting"
+        said.append(f"{o.host}: {text}")
+    return f"{head}: " + "; ".join(said) if said else head

@@ -25,7 +25,11 @@ class DeploymentsScreen(OverviewScreen[None]):
     """`r` rolls back to the standby, `s` stops (both confirmed), `m` monitors, `l` shows the logs, `o`
     sets the objectives, `P` / `A` promote or abort a canary or shadow (STATE names it and its share).
     A deployment whose alert fires is marked "!"; ALERT (when there is room) says
-    firing, pending or quiet (silenced)."""
+    firing, pending or quiet (silenced).
+
+    On a shared (PostgreSQL) registry a HOST column names the hosts each deployment is placed on (a
+    host that is not up marked `?`); a deployment placed elsewhere shows what those hosts' heartbeats
+    say, and its changes go through the database to their supervisors (`console/operations.py`)."""
 
     AUTO_FOCUS = "#deployments"
     BINDINGS = bindings("deployments")
@@ -45,7 +49,7 @@ class DeploymentsScreen(OverviewScreen[None]):
     )
 
     #: hidden first to last when narrow: identity (name, version), state and where it listens stay
-    DROP = ("ALERT", "ERR%", "P99", "STANDBY", "WORKERS", "DRIFT", "REQ/S", "UPTIME")
+    DROP = ("ALERT", "ERR%", "P99", "STANDBY", "WORKERS", "DRIFT", "REQ/S", "UPTIME", "HOST")
     #: live columns keep these widths, so figures arriving never move or hide a column
     RESERVE = {
         "ALERT": 8,
@@ -62,6 +66,13 @@ class DeploymentsScreen(OverviewScreen[None]):
         super().__init__(name="deployments")
         self.overview: Overview | None = None
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """COLUMNS, with HOST after the name on a shared registry."""
+        if not self.deck.backend.shared:
+            return self.COLUMNS
+        return (self.COLUMNS[0], "HOST", *self.COLUMNS[1:])
+
     def body(self) -> ComposeResult:
         table: DataTable[str] = FitTable(
             drop=self.DROP,
@@ -70,7 +81,7 @@ class DeploymentsScreen(OverviewScreen[None]):
             zebra_stripes=True,
             id="deployments",
         )
-        table.add_columns(*self.COLUMNS)
+        table.add_columns(*self.columns)
         yield table
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -91,12 +102,15 @@ class DeploymentsScreen(OverviewScreen[None]):
         rows = []
         for d in overview.deployments:
             live = overview.live.get(d.name, {})
+            wanted = d.workers
+            if overview.placed_elsewhere(d):  # workers per host, on each host it is placed on
+                wanted = int(d.desired.get("workers") or d.workers) * len(d.placement)
             cells = [
                 f"! {d.name}" if overview.firing(d.name) else d.name,
                 f"{d.model}:{d.version}",
                 str(d.standby_version or "-"),
                 str(d.port),
-                f"{live.get('workers_running', 0)}/{d.workers}",
+                f"{live.get('workers_running', 0)}/{wanted}",
                 state_text(live, overview.supervisor_up),
                 uptime_text(live),
                 rps_text([live]),
@@ -105,6 +119,8 @@ class DeploymentsScreen(OverviewScreen[None]):
                 drift_text([live]),
                 alert_text(overview.alert_of(d.name)),
             ]
+            if overview.shared:
+                cells.insert(1, placement_text(d.placement, overview))
             rows.append((d.name, cells))
         refresh_rows(self.query_one("#deployments", FitTable), rows)
 
@@ -159,3 +175,10 @@ class DeploymentsScreen(OverviewScreen[None]):
         name = self.selected()
         if name is not None:
             self.deck.operations.stop(name)
+
+
+def placement_text(placement: list[str], overview: Overview) -> str:
+    """`b`, `b,c`; a host that is not up marked `b?` (what it runs is unknown); `-` when not placed
+    (the supervisor of the home that deployed it runs it)."""
+    marked = [host if overview.host_state(host) == "up" else f"{host}?" for host in placement]
+    return ",".join(marked) or "-"

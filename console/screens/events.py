@@ -24,7 +24,8 @@ from registry.info import EventInfo
 
 class EventsScreen(OverviewScreen[list[EventInfo]]):
     """Newest first; `/` filters rows by a regex matching any column (`!` inverts). Below the table: what
-    every deployment was serving at the selected event's time, or at the time `t` / `:at TIME` asks for."""
+    every deployment was serving at the selected event's time, or at the time `t` / `:at TIME` asks for.
+    On a shared (PostgreSQL) registry, HOST says where each event happened (every host's in one ledger)."""
 
     AUTO_FOCUS = "#events"
     #: the ledger takes the room that is left, so the answer below it stays on screen however long it is
@@ -48,12 +49,17 @@ class EventsScreen(OverviewScreen[list[EventInfo]]):
     def body(self) -> ComposeResult:
         yield FilterBar("events", "#events")
         table: DataTable[str] = FitTable(
-            drop=("WHO", "WHERE"), cursor_type="row", zebra_stripes=True, id="events"
+            drop=("WHO", "WHERE", "HOST"), cursor_type="row", zebra_stripes=True, id="events"
         )
-        table.add_columns(*self.COLUMNS)
+        table.add_columns(*self.columns)
         with Vertical(id="ledger"):
             yield table
         yield Static("", id="serving", markup=False)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """COLUMNS, with HOST after WHEN on a shared registry."""
+        return ("WHEN", "HOST", *self.COLUMNS[1:]) if self.deck.backend.shared else self.COLUMNS
 
     def fetch(self, request: None) -> list[EventInfo]:
         return self.deck.backend.events()
@@ -75,8 +81,9 @@ class EventsScreen(OverviewScreen[list[EventInfo]]):
         table = self.query_one("#events", DataTable)
         selected = self._selected()
         table.clear()
+        shared = self.deck.backend.shared
         for index, event in enumerate(self.events):
-            cells = _cells(event)
+            cells = _cells(event, shared)
             if matches(self.pattern, cells):
                 table.add_row(*cells, key=str(index))
         key = str(self.events.index(selected)) if selected in self.events else None
@@ -155,7 +162,8 @@ class EventsScreen(OverviewScreen[list[EventInfo]]):
         self._fill()
 
 
-def _cells(event: EventInfo) -> list[str]:
+def _cells(event: EventInfo, shared: bool = False) -> list[str]:
+    """The row of `event`; with `shared`, where it happened (`detail["host"]`) second."""
     if (
         event.from_version is not None
         and event.to_version is not None
@@ -165,4 +173,7 @@ def _cells(event: EventInfo) -> list[str]:
     else:
         version = str(event.to_version if event.to_version is not None else event.from_version or "-")
     where = event.deployment or (f"@{event.alias}" if event.alias else "")
-    return [when(event.at), event.model, event.kind, version, where, event.actor, event.reason]
+    cells = [when(event.at), event.model, event.kind, version, where, event.actor, event.reason]
+    if shared:
+        cells.insert(1, str(event.detail.get("host") or "-"))
+    return cells

@@ -37,17 +37,20 @@ class HelpScreen(ModalScreen[None]):
     HelpScreen #hint { color: $text-muted; width: 74; max-width: 100%; }
     """
 
-    def __init__(self, read_only: bool) -> None:
+    def __init__(self, read_only: bool, shared: bool = False) -> None:
+        """`shared`: the registry is shared by several hosts (the hosts view is listed)."""
         super().__init__()
         self.read_only = read_only
+        self.shared = shared
 
     def compose(self) -> ComposeResult:
+        offered = [a for a in ACTIONS if self.shared or not a.shared]
         scopes: list[str] = []
-        for action in ACTIONS:
+        for action in offered:
             for scope in action.scopes:
                 if scope not in scopes:
                     scopes.append(scope)
-        columns = _balance([(scope, [a for a in ACTIONS if scope in a.scopes]) for scope in scopes])
+        columns = _balance([(scope, [a for a in offered if scope in a.scopes]) for scope in scopes])
         with Vertical():
             if self.read_only:
                 yield Static(READ_ONLY, classes="refused")

@@ -25,7 +25,7 @@ def p99_text(live: list[dict[str, Any]]) -> str:
 
 def error_share(live: list[dict[str, Any]]) -> str:
     points = _points(live)
-    requests = sum(p["requests"] for p in points)
+    requests = sum(p.get("requests") or 0 for p in points)  # (another host's heartbeat has no counts)
     if not requests:
         return "-"
     errors = sum(p["client_errors"] + p["server_errors"] for p in points)
