@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from console import output
+from console.host_text import age_text, deployments_text
 from registry.errors import RegistryError
 
 hosts_app = typer.Typer(
@@ -37,7 +38,7 @@ def hosts(ctx: typer.Context, json_out: JsonFlag = False) -> None:
             h.name,
             h.state,
             h.address,
-            f"{h.heartbeat_age:.0f} s ago",
+            age_text(h.heartbeat_age),
             "-" if h.cpu_percent is None else f"{h.cpu_percent:.0f}% of {h.cpus}",
             "-" if h.memory_percent is None else f"{h.memory_percent:.0f}%",
             deployments_text(h),
@@ -59,16 +60,6 @@ def forget(
         output.print_json(host_dict(gone))
     else:
         output.out.print(f"forgot host {name} ({gone.state})")
-
-
-def deployments_text(host: Any) -> str:
-    """`name vN xK` per deployment a host runs, `unknown` for a lost host's."""
-    running = [(n, d) for n, d in sorted(host.deployments.items()) if d.get("state") not in (None, "stopped")]
-    if not running:
-        return "-"
-    if host.state != "up":
-        return ", ".join(f"{n} (unknown)" for n, _ in running)
-    return ", ".join(f"{n} v{d.get('version')} x{d.get('workers')}" for n, d in running)
 
 
 def host_dict(host: Any) -> dict[str, Any]:

@@ -204,9 +204,9 @@ def _desired(
             _check_version(session, row.model_id, to)
         wanted["version"] = target
     elif action in ("promote", "abort"):
-        rollout = before.get("rollout")
+        rollout = before.get("rollout") or _rollout_running(session, row)
         if not rollout:
-            raise PlacementError(f"{row.name} has no canary or shadow requested to {action}")
+            raise PlacementError(f"{row.name} has no canary or shadow under way to {action}")
         if action == "promote":
             wanted["version"] = rollout["version"]
     elif action == "stop":
@@ -313,6 +313,17 @@ def _pending(session: Any, row: Deployment) -> bool:
         for host in session.exec(select(Host).where(Host.name.in_(placed))).all()  # type: ignore[attr-defined]
     }
     return any(acted.get(host, 0) < (row.generation or 0) for host in placed)
+
+
+def _rollout_running(session: Any, row: Deployment) -> dict[str, Any] | None:
+    """A canary or shadow a placed host runs that no request asked for (started on that host
+    itself), as its heartbeat tells it."""
+    placed = list(row.placement or [])
+    for host in session.exec(select(Host).where(Host.name.in_(placed))).all():  # type: ignore[attr-defined]
+        running = (host.deployments or {}).get(row.name, {}).get("rollout")
+        if running:
+            return dict(running)
+    return None
 
 
 def _free_port(session: Any, bind: str) -> int:

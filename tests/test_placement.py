@@ -112,6 +112,9 @@ def test_a_request_is_written_with_its_ledger_event_and_a_new_deployment_needs_h
         placement.request(shared, "rollback", "web")
     with pytest.raises(placement.PlacementError, match="no canary or shadow"):
         placement.request(shared, "promote", "web")
+    acted(shared, "b", "web", 1, version=1, workers=1, rollout={"mode": "canary", "version": 2, "weight": 5})
+    promoted = placement.request(shared, "promote", "web")  # a canary started on b itself
+    assert promoted.desired["version"] == 2 and promoted.desired["rollout"] is None
 
 
 def test_two_requests_before_the_host_acted_keep_both_changes(shared: Registry) -> None:

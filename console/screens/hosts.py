@@ -7,13 +7,12 @@ come with the overview every poll (one query); a SQLite home has one host, and t
 
 from __future__ import annotations
 
-from typing import Any
-
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
 from console.backend import Overview
+from console.host_text import age_text, deployments_text
 from console.screens.base import OverviewScreen
 from console.widgets.tables import FitTable, refresh_rows
 from registry.info import HostInfo
@@ -90,31 +89,3 @@ def host_cells(host: HostInfo) -> list[str]:
         deployments_text(host),
         host.version,
     ]
-
-
-def age_text(seconds: float) -> str:
-    """`3 s ago`, `4 min ago`, `2 h ago`, `5 d ago`: within the HEARTBEAT column's 10 cells."""
-    whole = int(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if whole >= size:
-            return f"{whole // size} {unit} ago"
-    return f"{whole} s ago"
-
-
-def deployments_text(host: HostInfo) -> str:
-    """`web v2 x2, api v1 x1`: what the host runs, by name; a lost or stopped host's `web (unknown)`."""
-    running = [
-        (name, entry)
-        for name, entry in sorted(host.deployments.items())
-        if isinstance(entry, dict) and entry.get("state") not in (None, "stopped")
-    ]
-    if not running:
-        return "-"
-    if host.state != "up":
-        return ", ".join(f"{name} (unknown)" for name, _ in running)
-    return ", ".join(f"{name} v{_get(e, 'version')} x{_get(e, 'workers')}" for name, e in running)
-
-
-def _get(entry: dict[str, Any], key: str) -> str:
-    value = entry.get(key)
-    return "?" if value is None else str(value)
