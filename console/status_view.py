@@ -42,7 +42,8 @@ def show_status(answer: dict[str, Any], json_out: bool, host: str | None = None)
     _exporter_note(supervisor)
     deployments = answer["deployments"]
     if not deployments:
-        output.say("no deployments; start one with: modeldeck deploy NAME[:VERSION|@ALIAS]")
+        if not answer.get("placements"):
+            output.say("no deployments; start one with: modeldeck deploy NAME[:VERSION|@ALIAS]")
         return
     table = Grid(
         ("DEPLOYMENT", "SERVING", "STANDBY", "URL", "WORKERS", "STATUS", "RESTARTS", "REQ/S", "P99", "DRIFT"),
@@ -148,8 +149,9 @@ def _print_placements(rows: list[dict[str, Any]]) -> None:
         request = f"#{p['wanted']['generation']}"
         if p["wanted"]["generation"] and acted < p["wanted"]["generation"]:
             request += " pending"
-        elif p["outcome"] == "failed":
-            request += f" failed: {p['message']}"
+        elif p["outcome"] == "failed":  # the whole message is in --json; the table keeps its columns
+            message = p["message"] if len(p["message"]) <= 40 else p["message"][:39] + "…"
+            request += f" failed: {message}"
         table.add_row(
             p["name"],
             p["host"],

@@ -10,12 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from sqlmodel import select
 
 from registry.core import Registry
 from registry.errors import RegistryError
 from registry.info import HostInfo
 from registry.reads import LOST_AFTER, list_hosts
-from registry.schema import Host
+from registry.schema import Deployment, Host
 
 __all__ = ["HEARTBEAT_EVERY", "LOST_AFTER", "beat", "forget", "hosts", "join", "leave", "taken_by"]
 
@@ -133,5 +134,13 @@ def forget(registry: Registry, name: str) -> HostInfo:
             f"host {name!r} is up (heartbeat {found.heartbeat_age:.0f} s ago): stop its supervisor first"
         )
     with registry.db.write() as session:
+        placed = sorted(
+            row.name for row in session.exec(select(Deployment)).all() if name in (row.placement or [])
+        )
+        if placed:
+            raise RegistryError(
+                f"host {name!r} still has deployments placed on it: {', '.join(placed)}; stop them "
+                "(modeldeck stop NAME) or move them (modeldeck scale NAME K --on HOSTS) first"
+            )
         session.connection().execute(sa.delete(_HOSTS).where(_HOSTS.c.name == name))
     return found

@@ -37,6 +37,8 @@ CHANNEL = "modeldeck_placement"
 ACTIONS = ("deploy", "canary", "shadow", "rollback", "scale", "stop", "promote", "abort")
 #: The first port a new deployment is given when none is asked for (as the supervisor's).
 FIRST_PORT = 8080
+#: The advisory lock (PostgreSQL) under which a request judges ports.
+PORTS_LOCK = 0x6D64_706F_7274
 
 
 class PlacementError(RegistryError):
@@ -122,7 +124,7 @@ def request(
                 model_id=model_id,
                 version_id=queries.version_id(conn, Ref(info.name, version=info.version)),
                 host=bind or "127.0.0.1",
-                port=port or _free_port(session, bind or "127.0.0.1"),
+                port=port or _free_port(session),
                 workers=workers or 1,
                 options=dict(options or {}),
                 state="requested",
@@ -141,6 +143,12 @@ def request(
         desired = _desired(session, row, action, info.version if info else None, to, workers, analysis)
         desired.update(actor=actor, reason=reason, action=action)
         row.placement = placement or list(row.placement or [])
+        if conn.dialect.name == "postgresql":  # one request at a time judges ports (a new row locks nothing)
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(PORTS_LOCK)))
+        _check_port(session, name, row.port, row.placement)
+        if action == "stop":  # a host that never joined or was forgotten cannot release it: do it here
+            joined = set(session.exec(select(Host.name)).all())
+            row.placement = [h for h in row.placement if h in joined]
         row.generation = (row.generation or 0) + 1
         row.desired = desired
         row.updated_at = utcnow()
@@ -162,6 +170,11 @@ def request(
                 "workers": desired.get("workers"),
             },
         )
+        if action == "stop" and not row.placement:
+            session.delete(row)
+            writes.record(
+                conn, model, ledger.STOPPED, actor, deployment=name, from_version=current, reason=reason
+            )
         if conn.dialect.name == "postgresql":  # delivered on commit, to every listening supervisor
             conn.execute(sa.select(sa.func.pg_notify(CHANNEL, name)))
         return Requested(name, model, row.generation, list(row.placement), desired)
@@ -326,9 +339,23 @@ def _rollout_running(session: Any, row: Deployment) -> dict[str, Any] | None:
     return None
 
 
-def _free_port(session: Any, bind: str) -> int:
-    """The first port from 8080 no deployment of the registry uses on the same address."""
-    used = set(session.exec(select(Deployment.port).where(Deployment.host == bind)).all())
+def _check_port(session: Any, name: str, port: int | None, placement: list[str]) -> None:
+    """Refuse a port another deployment uses on one of the same hosts (whatever address each binds:
+    0.0.0.0:8080 and 127.0.0.1:8080 both answer a local client of one host)."""
+    others = session.exec(select(Deployment).where(Deployment.name != name, Deployment.port == port)).all()
+    for other in others:
+        shared = sorted(set(other.placement or []) & set(placement))
+        if shared or not other.placement:
+            where = f" on {', '.join(shared)}" if shared else ""
+            raise PlacementError(
+                f"port {port} is already used by deployment {other.name!r}{where}; choose another with --port"
+            )
+
+
+def _free_port(session: Any) -> int:
+    """The first port from 8080 no deployment of the registry uses (on any host: a deployment may
+    later be placed on more hosts)."""
+    used = set(session.exec(select(Deployment.port)).all())
     port = FIRST_PORT
     while port in used:
         port += 1

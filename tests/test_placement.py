@@ -306,3 +306,72 @@ def test_deployments_from_before_hosts_are_claimed_by_the_first_host_only(shared
     assert placement.claim_unplaced(shared, "b") == []
     assert get_deployment(shared, "old").placement == ["a"]  # type: ignore[union-attr]
     assert get_deployment(shared, "placed").placement == ["b"]  # type: ignore[union-attr]
+
+
+def test_ports_never_meet_on_a_host_whatever_address_each_binds(shared: Registry) -> None:
+    placement.request(shared, "deploy", "web", ref="m:1", placement=["b"], bind="0.0.0.0")
+    other = placement.request(shared, "deploy", "x7", ref="m:1", placement=["b"])  # loopback, no port asked
+    assert get_deployment(shared, "x7").port == 8081  # type: ignore[union-attr]  # not 127.0.0.1:8080 under web
+    assert other.generation == 1
+    with pytest.raises(placement.PlacementError, match="port 8080 is already used by deployment 'web' on b"):
+        placement.request(shared, "deploy", "x8", ref="m:1", placement=["b"], port=8080)
+    placement.request(shared, "deploy", "elsewhere", ref="m:1", placement=["a"], port=9000)
+    placement.request(
+        shared, "deploy", "there", ref="m:1", placement=["b"], port=9000
+    )  # another host: allowed
+    with pytest.raises(
+        placement.PlacementError, match="port 9000 is already used by deployment 'elsewhere' on a"
+    ):
+        placement.request(shared, "scale", "there", workers=1, placement=["a", "b"])  # moved onto a's 9000
+    assert get_deployment(shared, "x8") is None
+
+
+def test_stopping_a_deployment_of_a_host_that_never_joined_or_was_forgotten_ends_it(shared: Registry) -> None:
+    placement.request(shared, "deploy", "y1", ref="m:1", placement=["b"])
+    with pytest.raises(RegistryError, match="still has deployments placed on it: y1"):
+        hosts.leave(shared, "b") or hosts.forget(shared, "b")
+    with shared.db.write() as session:  # b is gone for good (its row removed by hand, say)
+        session.connection().execute(sa.text("DELETE FROM host WHERE name = 'b'"))
+    stopped = placement.request(shared, "stop", "y1")
+    assert stopped.placement == [] and get_deployment(shared, "y1") is None
+    assert [e.kind for e in shared.history("m").events][-2:] == ["requested", "stopped"]
+
+
+def test_a_home_started_under_a_new_host_name_refuses_while_its_old_name_serves(
+    shared: Registry, postgres_url: str, tmp_path: Path
+) -> None:
+    """Renaming a host would stop what is placed on its old name without a word: refused, saying how."""
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.helpers import free_port
+
+    modeldeck = str(Path(sys.executable).parent / "modeldeck")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MODELDECK_")}
+    home = {**base, "MODELDECK_HOME": str(tmp_path / "x-home"), "MODELDECK_DB_URL": postgres_url}
+
+    def run(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**home, "MODELDECK_HOST_NAME": name}
+        return subprocess.run(
+            [modeldeck, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+
+    port = free_port()
+    try:
+        assert run("x", "supervisor", "start", "--metrics", "off").returncode == 0
+        deployed = run("ops", "deploy", "m:1", "--name", "r", "--on", "x", "--port", str(port))
+        assert "x: serves version 1" in deployed.stdout, deployed.stdout + deployed.stderr
+        assert run("x", "supervisor", "stop").returncode == 0
+        renamed = run("y", "supervisor", "start", "--metrics", "off")
+        assert renamed.returncode != 0
+        assert "this home ran as host 'x', where r is placed" in renamed.stdout + renamed.stderr
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/invocations", json={"inputs": [[0.1, 0.2, 0.3]]}, timeout=10
+        )
+        assert answer.status_code == 200  # still served, by the workers the old name left running
+        assert run("x", "supervisor", "start", "--metrics", "off").returncode == 0
+    finally:
+        run("x", "supervisor", "stop", "--servers")

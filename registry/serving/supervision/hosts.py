@@ -28,6 +28,7 @@ from registry.actor import host_address
 from registry.blobs import SharedArtifactStore
 from registry.deployments import get_deployment
 from registry.errors import DatabaseError, RegistryError, SupervisorError
+from registry.files import write_atomic
 from registry.info import DeploymentInfo
 from registry.serving.supervision.actions import Actions
 from registry.serving.supervision.state import State
@@ -36,6 +37,8 @@ from registry.serving.worker import ServeError
 log = logging.getLogger("modeldeck.supervisor")
 #: Seconds between two looks at the database when no notification came.
 POLL = 2.0
+#: The file in the home that remembers the host name it last ran as.
+HOST_NAME_FILE = "host-name"
 #: How many deployments this host keeps its outcome for after they left it.
 KEPT_OUTCOMES = 200
 
@@ -82,6 +85,7 @@ class HostAgent:
             taken = hosts.taken_by(mine, self.address, psutil.pid_exists(mine.pid))
             if taken:
                 raise SupervisorError(taken)
+        await self._check_renamed()
         if mine is not None:
             self.acted = {k: dict(v) for k, v in mine.deployments.items() if isinstance(v, dict)}
         await self._join(self.acted)
@@ -96,6 +100,23 @@ class HostAgent:
         )
         self._thread.start()
         state.spawn_task(self.run())
+
+    async def _check_renamed(self) -> None:
+        """Refuse to start under a new host name while deployments are placed on the name this home
+        had (it would stop serving them without a word), and remember the name otherwise."""
+        state = self.state
+        recorded_path = state.home / HOST_NAME_FILE
+        recorded = recorded_path.read_text().strip() if recorded_path.exists() else ""
+        if recorded and recorded != self.name:
+            left = [d.name for d in await state.db(_deployments, state) if recorded in d.placement]
+            if left:
+                raise SupervisorError(
+                    f"this home ran as host {recorded!r}, where {', '.join(left)} "
+                    f"{'is' if len(left) == 1 else 'are'} placed; start it as {recorded!r} "
+                    f"(MODELDECK_HOST_NAME={recorded}) or move them first (modeldeck scale NAME K --on HOSTS)"
+                )
+        if recorded != self.name:
+            write_atomic(recorded_path, f"{self.name}\n".encode())
 
     async def _share_artifacts(self) -> None:
         """Put what only this host's artifact cache holds into the database, for the other hosts."""
@@ -239,7 +260,12 @@ class HostAgent:
         if runtime.spec.version != target or not runtime.active:
             if runtime.standby_version == target:
                 await actions.rollback(name, target, actor=actor, reason=reason)
-                done.append(f"rolled back to version {target}")
+                asked = desired.get("action") == "rollback"
+                done.append(
+                    f"rolled back to version {target}"
+                    if asked
+                    else f"switched to version {target} (its standby)"
+                )
             else:
                 await actions.deploy(
                     f"{spec.model}:{target}", name=name, workers=workers, actor=actor, reason=reason

@@ -61,8 +61,13 @@ class Reconcile:
                         self.adoption.place(runtime, worker, str(item.get("role")))
                 await self.adoption.reclaim(runtime)
                 state.starting.add(spec.name)
-            for entry in adopted.values():  # deployments the DB no longer wants
-                leaving += state.track([w for w in map(adopt, entry.get("workers", [])) if w is not None])
+            for name, entry in adopted.items():  # deployments the DB no longer wants (here)
+                gone = state.track([w for w in map(adopt, entry.get("workers", [])) if w is not None])
+                if gone:
+                    log.warning(
+                        "stopping %d worker(s) of %s: the registry no longer wants it here", len(gone), name
+                    )
+                leaving += gone
             strays = [w for w in workers_of(state.home) if w.pid not in state.workers]
             if strays:
                 log.warning("stopping %d worker(s) of this home that nothing tracks", len(strays))
