@@ -248,49 +248,6 @@ def test_a_host_shares_what_only_its_cache_holds(shared: Registry, tmp_path: Pat
             other.load("m:2")
 
 
-def test_a_second_supervisor_cannot_take_a_host_name_in_use(postgres_url: str, tmp_path: Path) -> None:
-    """Two homes of one machine on one registry, both named after the machine: the second supervisor
-    refuses to start, saying why, instead of both beating as one host."""
-    import os
-    import subprocess
-    import sys
-
-    modeldeck = str(Path(sys.executable).parent / "modeldeck")
-    base = {k: v for k, v in os.environ.items() if not k.startswith("MODELDECK_")}
-    envs = [
-        {
-            **base,
-            "MODELDECK_HOME": str(tmp_path / home),
-            "MODELDECK_DB_URL": postgres_url,
-            "MODELDECK_HOST_NAME": "same",
-        }
-        for home in ("one", "two")
-    ]
-
-    def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [modeldeck, *args], env=env, capture_output=True, text=True, timeout=120, check=False
-        )
-
-    try:
-        first = run(envs[0], "supervisor", "start", "--metrics", "off")
-        assert first.returncode == 0, first.stderr
-        second = run(envs[1], "supervisor", "start", "--metrics", "off")
-        assert second.returncode != 0
-        assert (
-            "host name 'same' is used by a running supervisor on this machine"
-            in second.stdout + second.stderr
-        )
-        with Registry(home=tmp_path / "reader", db_url=postgres_url) as reg:
-            (host,) = hosts.hosts(reg)
-        assert host.state == "up" and host.name == "same"
-    finally:
-        for env in envs:
-            run(env, "supervisor", "stop")
-    with Registry(home=tmp_path / "reader", db_url=postgres_url) as reg:
-        assert [h.state for h in hosts.hosts(reg)] == ["stopped"]
-
-
 def test_deployments_from_before_hosts_are_claimed_by_the_first_host_only(shared: Registry) -> None:
     placement.request(shared, "deploy", "placed", ref="m:1", placement=["b"])
     with shared.db.write() as session:  # a row written before the registry had hosts
@@ -335,43 +292,3 @@ def test_stopping_a_deployment_of_a_host_that_never_joined_or_was_forgotten_ends
     stopped = placement.request(shared, "stop", "y1")
     assert stopped.placement == [] and get_deployment(shared, "y1") is None
     assert [e.kind for e in shared.history("m").events][-2:] == ["requested", "stopped"]
-
-
-def test_a_home_started_under_a_new_host_name_refuses_while_its_old_name_serves(
-    shared: Registry, postgres_url: str, tmp_path: Path
-) -> None:
-    """Renaming a host would stop what is placed on its old name without a word: refused, saying how."""
-    import os
-    import subprocess
-    import sys
-
-    import httpx
-
-    from tests.helpers import free_port
-
-    modeldeck = str(Path(sys.executable).parent / "modeldeck")
-    base = {k: v for k, v in os.environ.items() if not k.startswith("MODELDECK_")}
-    home = {**base, "MODELDECK_HOME": str(tmp_path / "x-home"), "MODELDECK_DB_URL": postgres_url}
-
-    def run(name: str, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {**home, "MODELDECK_HOST_NAME": name}
-        return subprocess.run(
-            [modeldeck, *args], env=env, capture_output=True, text=True, timeout=120, check=False
-        )
-
-    port = free_port()
-    try:
-        assert run("x", "supervisor", "start", "--metrics", "off").returncode == 0
-        deployed = run("ops", "deploy", "m:1", "--name", "r", "--on", "x", "--port", str(port))
-        assert "x: serves version 1" in deployed.stdout, deployed.stdout + deployed.stderr
-        assert run("x", "supervisor", "stop").returncode == 0
-        renamed = run("y", "supervisor", "start", "--metrics", "off")
-        assert renamed.returncode != 0
-        assert "this home ran as host 'x', where r is placed" in renamed.stdout + renamed.stderr
-        answer = httpx.post(
-            f"http://127.0.0.1:{port}/invocations", json={"inputs": [[0.1, 0.2, 0.3]]}, timeout=10
-        )
-        assert answer.status_code == 200  # still served, by the workers the old name left running
-        assert run("x", "supervisor", "start", "--metrics", "off").returncode == 0
-    finally:
-        run("x", "supervisor", "stop", "--servers")
