@@ -229,21 +229,21 @@ def test_prometheus_finds_every_host_through_one_exporter(lab: Lab, tmp_path: Pa
     )
     try:
 
-        def up() -> dict[str, str]:
+        def query(expr: str) -> list[dict[str, Any]]:
+            """The result of `expr`, or nothing while Prometheus is still starting (503)."""
             try:
-                reply = httpx.get(f"http://{address}/api/v1/query", params={"query": "up"}, timeout=5).json()
+                reply = httpx.get(f"http://{address}/api/v1/query", params={"query": expr}, timeout=5)
             except httpx.HTTPError:
-                return {}
-            return {r["metric"].get("host", ""): r["value"][1] for r in reply["data"]["result"]}
+                return []
+            return reply.json()["data"]["result"] if reply.status_code == 200 else []
+
+        def up() -> dict[str, str]:
+            return {r["metric"].get("host", ""): r["value"][1] for r in query("up")}
 
         found = wait_until(lambda: (lambda seen: seen if len(seen) == 3 else None)(up()), 60, "three targets")
         assert found == {"a": "1", "b": "1", "c": "1"}, found
-        cpu = httpx.get(
-            f"http://{address}/api/v1/query",
-            params={"query": 'modeldeck_host_cpu_percent{host="b"}'},
-            timeout=5,
-        ).json()["data"]["result"]
-        assert cpu, "the host variable selects one host's series"
+        cpu = wait_until(lambda: query('modeldeck_host_cpu_percent{host="b"}'), 30, "b's series by host")
+        assert cpu and {r["metric"]["host"] for r in cpu} == {"b"}  # what the dashboard's host variable does
     finally:
         process.terminate()
         process.wait(30)
