@@ -201,6 +201,17 @@ class Backend:
 
         return self._read(lambda r: r.hosts(), through_registry)
 
+    def placed_elsewhere(self, name: str) -> DeploymentInfo | None:
+        """Deployment `name` when it is placed on a host other than this one (its figures are in
+        their heartbeats, not this host's supervisor), else None."""
+        if not self.shared:
+            return None
+        from registry.actor import host_label
+
+        spec = next((d for d in self.deployments() if d.name == name), None)
+        here = host_label()
+        return spec if spec is not None and any(h != here for h in spec.placement) else None
+
     def overview(self) -> Overview:
         """Models and deployments from the registry, and live figures when the supervisor answers; on
         a shared registry also the hosts, and the figures of deployments placed elsewhere from them."""
@@ -402,6 +413,41 @@ def placed_live(deployment: DeploymentInfo, hosts: list[HostInfo]) -> dict[str, 
             "seq": max(p.get("t") or 0.0 for p in points),
         }
     return live
+
+
+def placed_point(deployment: DeploymentInfo, hosts: list[HostInfo]) -> dict[str, Any] | None:
+    """One chart point (the shape of the supervisor's `LivePoint`) of a deployment placed on other
+    hosts, from their newest heartbeats: requests and errors summed, the worst latencies; None when
+    no host that is up has sent figures. Per-worker CPU and memory stay on the serving hosts."""
+    figures = []
+    for host in hosts:
+        entry = host.deployments.get(deployment.name) or {}
+        if host.name in deployment.placement and host.state == "up" and entry.get("live"):
+            figures.append((entry, entry["live"]))
+    if not figures:
+        return None
+
+    def total(key: str) -> float:
+        return sum(live.get(key) or 0 for _, live in figures)
+
+    def worst(key: str) -> float | None:
+        seen = [live[key] for _, live in figures if live.get(key) is not None]
+        return max(seen) if seen else None
+
+    return {
+        "t": max(live.get("t") or 0.0 for _, live in figures),
+        "version": max(int(entry.get("version") or deployment.version) for entry, _ in figures),
+        "workers": int(sum(entry.get("workers") or 0 for entry, _ in figures)),
+        "stale": 0,
+        "rps": total("rps"),
+        "requests": int(total("requests")),
+        "client_errors": int(total("client_errors")),
+        "server_errors": int(total("server_errors")),
+        "p50": worst("p50"),
+        "p95": worst("p95"),
+        "p99": worst("p99"),
+        "processes": {},
+    }
 
 
 def probed_states(deployments: list[DeploymentInfo]) -> dict[str, dict[str, Any]]:

@@ -134,6 +134,14 @@ async def test_hosts_view_host_column_and_changes_made_by_the_other_host(shared:
         assert (row["STATE"], row["WORKERS"]) == ("running", "1/1")  # b's word, not "down"
         assert float(row["REQ/S"]) >= 0
 
+        await pilot.press("m")  # its charts, from b's heartbeats (this host's supervisor has none)
+        await wait_until(pilot, lambda: bool(getattr(app.screen, "points", None)))
+        summary = str(app.screen.query_one("#summary").render())
+        assert "iris: version 2, 1 worker" in summary and "on b: from its heartbeats" in summary
+        assert app.screen.points[-1]["requests"] >= 0 and app.screen.points[-1]["version"] == 2
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: bool(_cells(app, "#deployments")))
+
         await pilot.press("r")  # roll back: a request through the database, made by b's supervisor
         await settle(pilot, app, 0.2)
         assert isinstance(app.screen, Confirm)
@@ -295,9 +303,9 @@ def _host(name: str, state: str, deployments: dict[str, Any]) -> Any:
 
 
 def test_a_deployment_on_two_hosts_one_lost_reads_as_each_host_says() -> None:
-    from console.backend import placed_live
+    from console.backend import placed_live, placed_point
+    from console.host_text import deployments_text
     from console.operations import placed_progress
-    from console.screens.hosts import deployments_text
     from registry.info import DeploymentInfo
     from registry.placement import Outcome
 
@@ -309,6 +317,21 @@ def test_a_deployment_on_two_hosts_one_lost_reads_as_each_host_says() -> None:
     assert live["live"] == {"rps": 3.0, "p99": 0.02, "seq": 5.0}
     assert placed_live(web, [_host("b", "lost", {"web": entry}), c])["status"] == "unknown"
     assert placed_live(web, [_host("b", "stopped", {}), c])["workers_running"] == "?"
+    two = {
+        "state": "running",
+        "version": 2,
+        "workers": 1,
+        "live": {"t": 6.0, "rps": 1.0, "p99": 0.05, "requests": 4},
+    }
+    point = placed_point(web, [b, _host("c", "up", {"web": two})])
+    assert point is not None and (point["rps"], point["p99"], point["workers"], point["t"]) == (
+        4.0,
+        0.05,
+        3,
+        6.0,
+    )
+    assert point["requests"] == 4 and point["version"] == 2  # b's point had no count: 0, not None
+    assert placed_point(web, [_host("b", "lost", {"web": entry}), c]) is None  # lost hosts draw nothing
     assert (deployments_text(b), deployments_text(c)) == ("web v2 x2", "web (unknown)")
     found = [
         Outcome("b", "up", 4, "done", "rolled back to version 1"),

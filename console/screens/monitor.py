@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
 from console.actions import bindings
-from console.backend import READ_TIMEOUT, Overview
+from console.backend import READ_TIMEOUT, Overview, placed_point
 from console.screens.base import OverviewScreen
 from console.widgets.chart import Chart, ChartGrid
 from console.widgets.live import multivariate_text
@@ -35,6 +35,8 @@ class MonitorRead:
     points: list[dict[str, Any]] = field(default_factory=list)
     drift: dict[str, Any] | None = None
     performance: dict[str, Any] = field(default_factory=dict)
+    #: the hosts of a deployment placed elsewhere, whose heartbeats gave the points (None: this host's)
+    placed: list[str] | None = None
 
 
 class MonitorScreen(OverviewScreen[MonitorRead]):
@@ -63,6 +65,8 @@ class MonitorScreen(OverviewScreen[MonitorRead]):
         self._history_read = False
         self._fresh = False
         self._rollout = False
+        #: the hosts serving it when it is placed elsewhere (its points come from their heartbeats)
+        self.placed: list[str] | None = None
 
     def body(self) -> ComposeResult:
         yield Static(f" {self.deployment}: waiting for data", id="summary", markup=False)
@@ -90,6 +94,13 @@ class MonitorScreen(OverviewScreen[MonitorRead]):
         backend = self.deck.backend
         # once: while the supervisor is down no rollups are written
         read = MonitorRead(None if history_read else backend.drift_history(self.deployment, DRIFT_MINUTES))
+        elsewhere = backend.placed_elsewhere(self.deployment)
+        if elsewhere is not None:  # another host's supervisor has the series: its heartbeats have a point
+            point = placed_point(elsewhere, backend.hosts())
+            read.answered, read.cursor, read.placed = True, cursor, list(elsewhere.placement)
+            if point is not None and point["t"] * 1000 > cursor:  # here the cursor is the newest point's ms
+                read.points, read.cursor = [point], int(point["t"] * 1000)
+            return read
         try:
             answer = backend.client.monitor(cursor, self.deployment, timeout=READ_TIMEOUT)
         except SupervisorError:  # the banner says so (from the overview); the charts keep what they have
@@ -112,6 +123,7 @@ class MonitorScreen(OverviewScreen[MonitorRead]):
         if not extra.answered:
             return
         self._fresh = bool(extra.points)
+        self.placed = extra.placed
         self.points.extend(extra.points)
         self.cursor = extra.cursor
         self.drift = extra.drift
@@ -136,6 +148,9 @@ class MonitorScreen(OverviewScreen[MonitorRead]):
         workers = f"{last['workers']} worker{'s' if last['workers'] != 1 else ''}{stale}"
         summary = self.query_one("#summary", Static)
         phrases = [f"{self.deployment}: version {last['version']}, {workers}", f"drift: {verdict}"]
+        if self.placed:  # figures from the serving hosts' heartbeats, every 2 s
+            where = ", ".join(self.placed)
+            phrases[1] = f"on {where}: from its heartbeats; drift, CPU and memory are in the console there"
         if multivariate := multivariate_text(self.drift):
             phrases.append(f"multivariate: {multivariate}")
         phrases += version_figures(points)

@@ -37,6 +37,8 @@ from registry.serving.worker import ServeError
 log = logging.getLogger("modeldeck.supervisor")
 #: Seconds between two looks at the database when no notification came.
 POLL = 2.0
+#: The figures of a deployment's newest point a heartbeat carries (what another host's console charts).
+LIVE_KEYS = ("t", "rps", "p50", "p95", "p99", "requests", "client_errors", "server_errors", "cpu", "rss")
 #: The file in the home that remembers the host name it last ran as.
 HOST_NAME_FILE = "host-name"
 #: How many deployments this host keeps its outcome for after they left it.
@@ -353,10 +355,7 @@ class HostAgent:
             points = getattr(series.get(name), "points", None)
             if points:
                 point = points[-1]
-                entry["live"] = {
-                    key: point.get(key)
-                    for key in ("t", "rps", "p50", "p99", "server_errors", "requests", "cpu", "rss")
-                }
+                entry["live"] = {key: point.get(key) for key in LIVE_KEYS}
         for name, entry in figures.items():
             if name not in self.state.runtimes:
                 entry.update(state="stopped", workers=0)
