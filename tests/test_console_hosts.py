@@ -139,6 +139,8 @@ async def test_hosts_view_host_column_and_changes_made_by_the_other_host(shared:
         summary = str(app.screen.query_one("#summary").render())
         assert "iris: version 2, 1 worker" in summary and "on b: from its heartbeats" in summary
         assert app.screen.points[-1]["requests"] >= 0 and app.screen.points[-1]["version"] == 2
+        await pilot.press("escape", "l")  # its log is on b, and the view says so rather than "no log yet"
+        await wait_until(pilot, lambda: "its log is there" in str(app.screen.query_one("#status").render()))
         await pilot.press("escape")
         await wait_until(pilot, lambda: bool(_cells(app, "#deployments")))
 

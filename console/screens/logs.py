@@ -29,6 +29,8 @@ class LogsScreen(OverviewScreen[list[str]]):
         #: used by the poll's worker thread only (polls never overlap): it keeps its place in the file
         self.reader = LogReader(self.path, TAIL)
         self.arrived: list[str] = []  # the lines the last poll read, not yet shown
+        #: the hosts serving it when it is placed elsewhere (its log is in their homes, not here)
+        self.placed: list[str] = []
 
     def body(self) -> ComposeResult:
         yield Static("", id="status", markup=False)
@@ -46,11 +48,16 @@ class LogsScreen(OverviewScreen[list[str]]):
     def show(self, overview: Overview) -> None:
         lines, self.arrived = self.arrived, []
         self.query_one(LogView).add(lines)
+        spec = next((d for d in overview.deployments if d.name == self.deployment), None)
+        self.placed = list(spec.placement) if spec is not None and overview.placed_elsewhere(spec) else []
         self._status()
 
     def _status(self) -> None:
         log = self.query_one(LogView)
-        if not self.path.exists():
+        if not self.path.exists() and self.placed:
+            where = ", ".join(self.placed)
+            state = f"it runs on {where}: its log is there (modeldeck logs {self.deployment} on {where})"
+        elif not self.path.exists():
             state = "no log yet"
         elif log.following:
             state = "following"
