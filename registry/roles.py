@@ -246,7 +246,9 @@ _TARGET = (
 
 
 def _target(settings: Settings, conn: Connection) -> Target:
-    row = conn.exec_driver_sql(_TARGET).first()
+    # the table is looked for first: a query naming it fails on a database without it
+    schema = conn.exec_driver_sql("SELECT to_regclass('alembic_version')").scalar()
+    row = conn.exec_driver_sql(_TARGET).first() if schema is not None else None
     if row is None or row[3] != SCHEMA_HEAD:
         at = "has no modeldeck schema" if row is None else f"is at schema revision {row[3]}"
         raise DatabaseError(

@@ -493,6 +493,15 @@ def test_db_roles_refuses_sqlite_and_bad_names(tmp_path: Path) -> None:
     assert done.exit_code == 1 and "three different names" in done.stderr
 
 
+def test_db_roles_on_a_database_without_the_schema_says_to_create_it(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    env = {"MODELDECK_HOME": str(tmp_path), "MODELDECK_DB_URL": postgres_url}
+    done = runner.invoke(cli_app, ["db", "roles"], env=env)
+    assert done.exit_code == 1 and "has no modeldeck schema" in done.stderr, done.stderr
+    assert "run `modeldeck db upgrade` first" in done.stderr
+
+
 def _rollup_row() -> dict:
     return {
         "deployment": "web",
