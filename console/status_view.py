@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 def show_status(answer: dict[str, Any], json_out: bool, host: str | None = None) -> None:
     """`modeldeck status`'s output of a status answer (the supervisor's, or `wanted()`'s); on a
     shared registry also every host's deployments (`across_hosts`), only `host`'s when given."""
+    if host is not None and answer.get("placements") is None:
+        output.warn("note: --host: this registry is SQLite, with one host: everything here is this host's")
     if host is not None:
         answer = only_host(answer, host)
     if json_out:

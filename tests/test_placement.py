@@ -227,6 +227,8 @@ def test_on_and_hosts_on_a_sqlite_home_say_why_not(tmp_path: Path, monkeypatch: 
     assert listed.exit_code == 0 and "no hosts" in listed.output
     refused = runner.invoke(app, ["deploy", "m:1", "--on", "b"])
     assert refused.exit_code == 1 and "shared registry" in refused.output
+    filtered = runner.invoke(app, ["status", "--host", "b"])
+    assert filtered.exit_code == 0 and "--host: this registry is SQLite, with one host" in filtered.output
 
 
 def test_a_host_shares_what_only_its_cache_holds(shared: Registry, tmp_path: Path, postgres_url: str) -> None:
