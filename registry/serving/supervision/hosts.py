@@ -216,6 +216,9 @@ class HostAgent:
                 except (SupervisorError, RegistryError, ServeError) as exc:
                     message, outcome = str(exc), "failed"
                     log.warning("host %s: request %d for %s failed: %s", self.name, generation, name, exc)
+                except Exception as exc:  # a bug here must not retry the request every poll, unsaid
+                    message, outcome = f"{type(exc).__name__}: {exc}", "failed"
+                    log.exception("host %s: request %d for %s failed", self.name, generation, name)
                 self.acted[name] = {"generation": generation, "outcome": outcome, "message": message}
                 await self.beat()
         finally:
