@@ -674,11 +674,19 @@ def test_the_default_metrics_address_taken_falls_back_to_a_free_port_and_says_so
     env.pop("MODELDECK_DB_URL", None)
     with socket.socket() as squatter:
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:  # another supervisor on this machine may hold it already: taken either way
-            squatter.bind((host, int(port)))
-            squatter.listen()
-        except OSError:
-            pass
+        # Another test's supervisor may hold the port for a moment and free it just before this one
+        # starts (it happened in CI): hold it here once it is free; one that keeps it for 10 s is a
+        # supervisor that stays, and the port stays taken either way.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                squatter.bind((host, int(port)))
+                squatter.listen()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
         run = [sys.executable, "-m", "console.cli", "supervisor", "start"]
         result = subprocess.run(run, env=env, capture_output=True, text=True, timeout=120)
         client = SupervisorClient(tmp_path)
