@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from console import output
-from console.host_text import age_text, deployments_text
+from console.host_text import HEADINGS, host_cells
 from registry.errors import RegistryError
 
 hosts_app = typer.Typer(
@@ -32,18 +32,9 @@ def hosts(ctx: typer.Context, json_out: JsonFlag = False) -> None:
             "no hosts: a supervisor joins when it runs on a PostgreSQL registry (modeldeck supervisor start)"
         )
         return
-    table = output.grid("HOST", "STATE", "ADDRESS", "HEARTBEAT", "CPU", "MEM", "DEPLOYMENTS", "VERSION")
+    table = output.grid(*HEADINGS)
     for h in found:
-        table.add_row(
-            h.name,
-            h.state,
-            h.address,
-            age_text(h.heartbeat_age),
-            "-" if h.cpu_percent is None else f"{h.cpu_percent:.0f}% of {h.cpus}",
-            "-" if h.memory_percent is None else f"{h.memory_percent:.0f}%",
-            deployments_text(h),
-            h.version,
-        )
+        table.add_row(*host_cells(h))
     output.print_table(table)
 
 

@@ -6,6 +6,9 @@ from typing import Any
 
 from registry.info import HostInfo
 
+#: The columns of a host's line (`host_cells`), in the CLI's table and the console's.
+HEADINGS = ("HOST", "STATE", "ADDRESS", "HEARTBEAT", "CPU", "MEM", "DEPLOYMENTS", "VERSION")
+
 
 def age_text(seconds: float) -> str:
     """`3 s ago`, `4 min ago`, `2 h ago`, `5 d ago`: within the HEARTBEAT column's 10 cells."""
@@ -33,3 +36,17 @@ def deployments_text(host: HostInfo) -> str:
 def _get(entry: dict[str, Any], key: str) -> str:
     value = entry.get(key)
     return "?" if value is None else str(value)
+
+
+def host_cells(host: HostInfo) -> list[str]:
+    """HOST, STATE, ADDRESS, HEARTBEAT, CPU, MEM, DEPLOYMENTS, VERSION of one host."""
+    return [
+        host.name,
+        host.state,
+        host.address,
+        age_text(host.heartbeat_age),
+        "-" if host.cpu_percent is None else f"{host.cpu_percent:.0f}% of {host.cpus}",
+        "-" if host.memory_percent is None else f"{host.memory_percent:.0f}%",
+        deployments_text(host),
+        host.version,
+    ]

@@ -12,10 +12,9 @@ from textual.containers import Vertical
 from textual.widgets import Static
 
 from console.backend import Overview
-from console.host_text import age_text, deployments_text
+from console.host_text import HEADINGS, host_cells
 from console.screens.base import OverviewScreen
 from console.widgets.tables import FitTable, refresh_rows
-from registry.info import HostInfo
 
 #: What the view says on a SQLite home (one line at 80 columns).
 NOT_SHARED = "hosts need a shared PostgreSQL registry: this home's registry is SQLite"
@@ -28,7 +27,7 @@ class HostsScreen(OverviewScreen[None]):
     HostsScreen #note { height: auto; padding: 0 1; }
     """
     AUTO_FOCUS = "#hosts"
-    COLUMNS = ("HOST", "STATE", "ADDRESS", "HEARTBEAT", "CPU", "MEM", "DEPLOYMENTS", "VERSION")
+    COLUMNS = HEADINGS
     #: hidden first to last when narrow: the host, its state, heartbeat and deployments stay
     DROP = ("VERSION", "ADDRESS", "MEM", "CPU")
     #: live columns keep these widths, so a heartbeat or a load changing never moves a column
@@ -75,17 +74,3 @@ class HostsScreen(OverviewScreen[None]):
             note.update(f"lost (no heartbeat for 10 s; what they run is unknown): {', '.join(lost)}")
         else:
             note.update("")
-
-
-def host_cells(host: HostInfo) -> list[str]:
-    """HOST, STATE, ADDRESS, HEARTBEAT, CPU, MEM, DEPLOYMENTS, VERSION of one host."""
-    return [
-        host.name,
-        host.state,
-        host.address,
-        age_text(host.heartbeat_age),
-        "-" if host.cpu_percent is None else f"{host.cpu_percent:.0f}% of {host.cpus}",
-        "-" if host.memory_percent is None else f"{host.memory_percent:.0f}%",
-        deployments_text(host),
-        host.version,
-    ]
