@@ -135,7 +135,8 @@ def test_scale_across_two_hosts_then_stop_from_a(lab: Lab) -> None:
     with registry_of(lab) as reg:
         assert "wide" not in [d.name for d in list_deployments(reg)]
     for serving in (b, c):
-        assert hosts_json(a)[serving.name]["deployments"]["wide"]["state"] == "stopped"
+        entry = hosts_json(a)[serving.name]["deployments"].get("wide")  # forgotten once it left, or stopped
+        assert entry is None or entry["state"] == "stopped", entry
         with pytest.raises(httpx.TransportError):
             httpx.post(f"http://{serving.address}:{port}/invocations", json={}, timeout=2)
 
