@@ -318,25 +318,25 @@ def wait(
         time.sleep(every)
 
 
+def _placed_entries(session: Any, row: Deployment) -> dict[str, dict[str, Any]]:
+    """Per placed host that joined: what its heartbeat says of this deployment (`{}` if nothing)."""
+    placed = list(row.placement or [])
+    found = session.exec(select(Host).where(Host.name.in_(placed))).all()  # type: ignore[attr-defined]
+    return {host.name: dict((host.deployments or {}).get(row.name) or {}) for host in found}
+
+
 def _pending(session: Any, row: Deployment) -> bool:
     """Whether a placed host has not acted on the deployment's last request yet."""
-    placed = list(row.placement or [])
-    acted = {
-        host.name: int((host.deployments or {}).get(row.name, {}).get("generation") or 0)
-        for host in session.exec(select(Host).where(Host.name.in_(placed))).all()  # type: ignore[attr-defined]
-    }
-    return any(acted.get(host, 0) < (row.generation or 0) for host in placed)
+    entries = _placed_entries(session, row)
+    acted = {name: int(entry.get("generation") or 0) for name, entry in entries.items()}
+    return any(acted.get(host, 0) < (row.generation or 0) for host in row.placement or [])
 
 
 def _rollout_running(session: Any, row: Deployment) -> dict[str, Any] | None:
     """A canary or shadow a placed host runs that no request asked for (started on that host
     itself), as its heartbeat tells it."""
-    placed = list(row.placement or [])
-    for host in session.exec(select(Host).where(Host.name.in_(placed))).all():  # type: ignore[attr-defined]
-        running = (host.deployments or {}).get(row.name, {}).get("rollout")
-        if running:
-            return dict(running)
-    return None
+    running = [entry["rollout"] for entry in _placed_entries(session, row).values() if entry.get("rollout")]
+    return dict(running[0]) if running else None
 
 
 def _check_port(session: Any, name: str, port: int | None, placement: list[str]) -> None:
