@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from registry.multivariate_profile import MultivariateProfile, fit_reference
+from registry.npz import npz_bytes
 
 #: Decile edges of numeric features (PSI's bins; repeated edges are merged).
 BINS = 10
@@ -145,8 +146,8 @@ class Profile:
         return cls(features, prediction, fit_reference(sample, signature))
 
     def to_bytes(self) -> bytes:
-        """Pickle-free `.npz`: each numeric feature's sorted reference values as an array (compressed),
-        everything else as one JSON header."""
+        """Pickle-free `.npz`: each numeric feature's sorted reference values as an array, everything
+        else as one JSON header."""
         everything = [*self.features, *([self.prediction] if self.prediction else [])]
         arrays = {f"v{i}": f.values for i, f in enumerate(everything) if f.values is not None}
         # the fields as they are (asdict would deep-copy each feature's sorted values, then drop them)
@@ -155,9 +156,7 @@ class Profile:
         if self.multivariate is not None:
             meta["multivariate"] = self.multivariate.header()
             arrays.update(self.multivariate.arrays())
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, header=np.array(json.dumps(meta)), **arrays)
-        return buffer.getvalue()
+        return npz_bytes({"header": np.array(json.dumps(meta)), **arrays})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Profile:

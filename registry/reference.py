@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.errors import ReferenceMismatch, RegistryError
+from registry.npz import npz_bytes
 
 MAX_REFERENCE_ROWS = 10_000
 
@@ -135,11 +136,7 @@ def arrays_of(
 
 def to_bytes(arrays: dict[str, Any]) -> bytes:
     """`arrays_of`'s arrays as the stored `.npz` bytes."""
-    import numpy as np
-
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    return buffer.getvalue()
+    return npz_bytes(arrays)
 
 
 def decode(data: bytes) -> ReferenceSample:

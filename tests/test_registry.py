@@ -490,6 +490,36 @@ def test_reference_round_trips_with_missing_values_and_strings(registry: Registr
     np.testing.assert_array_equal(sample.predictions, model.predict(frame))
 
 
+def test_stored_arrays_read_back_exactly_make_the_same_bytes_twice_and_never_pickle():
+    """The `.npz` writer of reference samples and drift profiles (registry/npz.py)."""
+    import io
+    import zipfile
+
+    from registry.npz import npz_bytes
+
+    rng = np.random.default_rng(0)
+    arrays = {
+        "floats": rng.normal(size=1000),
+        "mask": rng.random(1000) < 0.1,
+        "ints": np.arange(1000),
+        "text": np.array(["paris", "lyon", ""] * 10, dtype=str),
+        "header": np.array('{"format": 3}'),
+    }
+    data = npz_bytes(arrays)
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        assert sorted(npz.files) == sorted(arrays)
+        for name, array in arrays.items():
+            assert npz[name].dtype == array.dtype
+            np.testing.assert_array_equal(npz[name], array)
+    assert npz_bytes(arrays) == data, "equal arrays, equal bytes (and sha256)"
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        kinds = {info.filename: info.compress_type for info in archive.infolist()}
+    assert kinds["floats.npy"] == zipfile.ZIP_STORED  # floats barely shrink: not worth deflating
+    assert kinds["mask.npy"] == kinds["text.npy"] == zipfile.ZIP_DEFLATED
+    with pytest.raises(ValueError, match="pickle"):
+        npz_bytes({"objects": np.array([{"a": 1}], dtype=object)})
+
+
 def test_string_class_labels_are_stored_as_predictions(registry: Registry, iris):
     from sklearn.tree import DecisionTreeClassifier
 
