@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,17 +75,10 @@ class ArtifactStore:
             )
         return data
 
-    def keep(self, data: bytes) -> str:
-        """Store `data` where this host reads it, ahead of a registration (whose `ensure` does the
-        rest); return its sha256. Here, the same as `put`."""
-        return self.put(data)
-
-    def ensure(self, blobs: Mapping[str, bytes], connection: Any = None) -> None:
-        """Store again each blob (sha256 -> bytes) that is not there (a concurrent delete), inside a
-        registering transaction: `connection` is its psycopg connection, when there is one."""
-        for sha256, data in blobs.items():
-            if not self.path_of(sha256).exists():
-                self.put(data)
+    def ensure(self, sha256: str, data: bytes) -> None:
+        """Store `data` (whose sha256 is `sha256`) again if it is not there (a concurrent delete)."""
+        if not self.path_of(sha256).exists():
+            self.put(data)
 
     def discard(self, sha256: str) -> None:
         """Remove a blob nothing refers to any more."""

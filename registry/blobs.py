@@ -11,9 +11,7 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -46,28 +44,20 @@ class SharedArtifactStore(ArtifactStore):
         """Cache `data` here and store it in the database (once: a blob already there is kept)."""
         digest = super().put(data)
         if not self.stored(digest):
-            self._store(digest, data)
+            view = memoryview(data)
+            chunks = [
+                {"sha256": digest, "seq": seq, "data": bytes(view[at : at + CHUNK])}
+                for seq, at in enumerate(range(0, max(len(data), 1), CHUNK))
+            ]
+            with self.db.write() as session:  # the same bytes from a concurrent registration: kept once
+                conn = session.connection()
+                conn.execute(pg_insert(_CHUNKS).on_conflict_do_nothing(), chunks)
+                conn.execute(
+                    pg_insert(_BLOBS)
+                    .values(sha256=digest, size=len(data), chunks=len(chunks), created_at=utcnow())
+                    .on_conflict_do_nothing()
+                )
         return digest
-
-    def keep(self, data: bytes) -> str:
-        """Cache `data` here only: the registration's `ensure` stores it in the database, under the
-        locks its transaction holds (one query for all its blobs, on its own connection)."""
-        return super().put(data)
-
-    def _store(self, digest: str, data: bytes) -> None:
-        view = memoryview(data)
-        chunks = [
-            {"sha256": digest, "seq": seq, "data": bytes(view[at : at + CHUNK])}
-            for seq, at in enumerate(range(0, max(len(data), 1), CHUNK))
-        ]
-        with self.db.write() as session:  # the same bytes from a concurrent registration: kept once
-            conn = session.connection()
-            conn.execute(pg_insert(_CHUNKS).on_conflict_do_nothing(), chunks)
-            conn.execute(
-                pg_insert(_BLOBS)
-                .values(sha256=digest, size=len(data), chunks=len(chunks), created_at=utcnow())
-                .on_conflict_do_nothing()
-            )
 
     def stored(self, sha256: str) -> bool:
         """Whether the database holds the blob `sha256`."""
@@ -76,15 +66,9 @@ class SharedArtifactStore(ArtifactStore):
                 conn.execute(sa.select(_BLOBS.c.sha256).where(_BLOBS.c.sha256 == sha256)).first() is not None
             )
 
-    def ensure(self, blobs: Mapping[str, bytes], connection: Any = None) -> None:
-        super().ensure(blobs)
-        if connection is None:
-            missing = [sha256 for sha256 in blobs if not self.stored(sha256)]
-        else:  # the registering transaction's own connection: no pool checkout, one round trip
-            found = connection.execute("SELECT sha256 FROM blob WHERE sha256 = ANY(%s)", [list(blobs)])
-            missing = sorted(set(blobs) - {row[0] for row in found})
-        for sha256 in missing:
-            self._store(sha256, blobs[sha256])
+    def ensure(self, sha256: str, data: bytes) -> None:
+        if not self.path_of(sha256).exists() or not self.stored(sha256):
+            self.put(data)
 
     def get(self, sha256: str, what: str) -> bytes:
         """The blob's bytes from this host's cache, fetched from the database first when the cache

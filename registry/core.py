@@ -134,9 +134,9 @@ class Registry:
         """
         check_model_name(name)
         self.db.check_writable()  # before any artifact is written
-        artifact_sha = self.artifacts.keep(captured.model_bytes)
-        reference_sha = self.artifacts.keep(captured.reference_bytes) if captured.reference_bytes else None
-        profile_sha = self.artifacts.keep(captured.profile_bytes) if captured.profile_bytes else None
+        artifact_sha = self.artifacts.put(captured.model_bytes)
+        reference_sha = self.artifacts.put(captured.reference_bytes) if captured.reference_bytes else None
+        profile_sha = self.artifacts.put(captured.profile_bytes) if captured.profile_bytes else None
         actor = current_actor()
         blobs = {
             sha: data
@@ -178,10 +178,9 @@ class Registry:
             else:  # BEGIN IMMEDIATE's writer lock covers the model and the blobs
                 row = writes.register_sqlite(raw, name, values, tag_values, detail)
             _check_parent(name, parent, row["version"])
-            # A delete may have discarded identical bytes since `keep` above (and on PostgreSQL the
-            # database's copy is made here); the blobs' locks are held now (PostgreSQL: the
-            # statement took them), so check before the row commits.
-            self.artifacts.ensure(blobs, raw if postgres else None)
+            # A delete may have discarded identical bytes since `put` above; the blobs' locks are
+            # held now (PostgreSQL: the statement took them), so check before the row commits.
+            _ensure_stored(self.artifacts, blobs)
             for alias in aliases:
                 if postgres:
                     writes.move_alias_postgres(raw, name, alias, Ref(name, version=row["version"]), actor)
@@ -574,6 +573,13 @@ def _check_parent(name: str, parent: int | None, number: int) -> None:
     an earlier version."""
     if parent is not None and parent >= number:
         raise VersionNotFound(f"parent version {parent} of {name!r} does not exist")
+
+
+def _ensure_stored(artifacts: ArtifactStore, blobs: Mapping[str, bytes]) -> None:
+    """Put back any blob a concurrent delete discarded, inside the registering transaction (whose
+    locks keep another delete from discarding it again before the version's row commits)."""
+    for sha, data in blobs.items():
+        artifacts.ensure(sha, data)
 
 
 def _record(target: Session | Connection, name: str, kind: str, actor: str, **fields: Any) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from helpers import wait_for_the_others
 
-from registry import Registry
+from registry import Registry, core
 
 
 def _register_versions(db_url: str, home: str, captured: Any, name: str, count: int) -> list[int]:
@@ -38,8 +38,8 @@ def _die(*_args: Any, **_kwargs: Any) -> None:
 
 def _crash_while_registering(db_url: str, home: str, captured: Any, name: str) -> None:
     """Child process: killed inside the write transaction, after the version's rows are written."""
+    core._ensure_stored = _die
     with Registry(home=home, db_url=db_url) as reg:
-        reg.artifacts.ensure = _die
         reg.add_version(captured, name)
 
 
@@ -123,7 +123,7 @@ def test_an_error_mid_registration_leaves_no_version_and_no_gap(
     def fail(*_args: Any, **_kwargs: Any) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(registry.artifacts, "ensure", fail)  # in the transaction, after the rows are written
+    monkeypatch.setattr(core, "_ensure_stored", fail)  # called in the transaction, after the rows are written
     for name in ("iris", "fresh"):
         with pytest.raises(RuntimeError, match="disk on fire"):
             registry.register(iris_model, name, reference=X, alias="staging", tags={"k": "v"})

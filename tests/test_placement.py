@@ -217,29 +217,6 @@ def test_deleting_a_version_removes_its_blobs_from_the_database(shared: Registry
     assert left == 0
 
 
-def test_a_registration_stores_its_blobs_in_the_database_again_after_a_delete_took_them(
-    shared: Registry, tmp_path: Path, postgres_url: str
-) -> None:
-    """This host's cache still holds the bytes, but a delete removed the database's copy: adding a
-    version of them must store them again (checked in the registering transaction, one query)."""
-    from registry.capture import capture
-
-    x = np.random.default_rng(4).normal(size=(30, 3))
-    captured = capture(LogisticRegression().fit(x, (x[:, 0] > 0).astype(int)), x)
-    first = shared.add_version(captured, "again")
-    shared.delete("again:1")  # the last version of these bytes: their database copy goes
-    store = shared.artifacts
-    assert isinstance(store, blobs.SharedArtifactStore)
-    assert not store.stored(first.artifact_sha256)
-    store.keep(captured.model_bytes)  # and this host's cache has them (as `keep` leaves them)
-    second = shared.add_version(captured, "again")
-    assert second.artifact_sha256 == first.artifact_sha256
-    for sha in (second.artifact_sha256, second.reference_sha256, second.profile_sha256):
-        assert sha is not None and store.stored(sha)
-    with Registry(home=tmp_path / "other-host", db_url=postgres_url) as other:
-        assert other.load("again:2").predict(x[:3]).tolist() == shared.load("again:2").predict(x[:3]).tolist()
-
-
 def test_on_and_hosts_on_a_sqlite_home_say_why_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from console.cli import app
 
