@@ -500,6 +500,8 @@ def test_stored_arrays_read_back_exactly_make_the_same_bytes_twice_and_never_pic
     rng = np.random.default_rng(0)
     arrays = {
         "floats": rng.normal(size=1000),
+        "whole": rng.integers(0, 3, size=(1000, 20)).astype(np.float64),  # counts, one-hot: shrink
+        "prices": np.round(rng.uniform(1, 100, size=1000), 2),  # two decimals: shrink too
         "mask": rng.random(1000) < 0.1,
         "ints": np.arange(1000),
         "text": np.array(["paris", "lyon", ""] * 10, dtype=str),
@@ -514,8 +516,10 @@ def test_stored_arrays_read_back_exactly_make_the_same_bytes_twice_and_never_pic
     assert npz_bytes(arrays) == data, "equal arrays, equal bytes (and sha256)"
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         kinds = {info.filename: info.compress_type for info in archive.infolist()}
-    assert kinds["floats.npy"] == zipfile.ZIP_STORED  # floats barely shrink: not worth deflating
-    assert kinds["mask.npy"] == kinds["text.npy"] == zipfile.ZIP_DEFLATED
+    assert kinds["floats.npy"] == zipfile.ZIP_STORED  # many digits barely shrink: not worth deflating
+    deflated = ("whole.npy", "prices.npy", "mask.npy", "text.npy")
+    assert {kinds[name] for name in deflated} == {zipfile.ZIP_DEFLATED}
+    assert len(data) < 8 * 1000 + 20_000, "the whole numbers and prices were deflated (168 KB as they are)"
     with pytest.raises(ValueError, match="pickle"):
         npz_bytes({"objects": np.array([{"a": 1}], dtype=object)})
 
