@@ -39,10 +39,14 @@ class ArtifactStore:
     def put(self, data: bytes) -> str:
         """Store `data` and return its sha256; a no-op if an intact copy is already there, while a
         damaged copy (tampered or truncated) is replaced."""
+        return self.cache(data)[0]
+
+    def cache(self, data: bytes) -> tuple[str, bool]:
+        """Store `data` in this host's files, as `put`; its sha256 and whether it was written now."""
         digest = sha256_of(data)
         target = self.path_of(digest)
         if target.exists() and sha256_of(target.read_bytes()) == digest:
-            return digest
+            return digest, False
         private_dirs(target.parent)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:
@@ -54,7 +58,7 @@ class ArtifactStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return digest
+        return digest, True
 
     def get(self, sha256: str, what: str) -> bytes:
         """The bytes stored under `sha256`, refused unless they still hash to it.
@@ -76,7 +80,8 @@ class ArtifactStore:
         return data
 
     def ensure(self, sha256: str, data: bytes) -> None:
-        """Store `data` (whose sha256 is `sha256`) again if it is not there (a concurrent delete)."""
+        """Store `data` (whose sha256 is `sha256`) in this host's files again if it is not there (a
+        concurrent delete)."""
         if not self.path_of(sha256).exists():
             self.put(data)
 

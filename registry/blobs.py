@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -43,32 +44,39 @@ class SharedArtifactStore(ArtifactStore):
     def put(self, data: bytes) -> str:
         """Cache `data` here and store it in the database (once: a blob already there is kept)."""
         digest = super().put(data)
-        if not self.stored(digest):
-            view = memoryview(data)
-            chunks = [
-                {"sha256": digest, "seq": seq, "data": bytes(view[at : at + CHUNK])}
-                for seq, at in enumerate(range(0, max(len(data), 1), CHUNK))
-            ]
-            with self.db.write() as session:  # the same bytes from a concurrent registration: kept once
-                conn = session.connection()
-                conn.execute(pg_insert(_CHUNKS).on_conflict_do_nothing(), chunks)
-                conn.execute(
-                    pg_insert(_BLOBS)
-                    .values(sha256=digest, size=len(data), chunks=len(chunks), created_at=utcnow())
-                    .on_conflict_do_nothing()
-                )
+        self.store_missing({digest: data})
         return digest
+
+    def store_missing(self, blobs: Mapping[str, bytes]) -> None:
+        """Store in the database those of `blobs` (by sha256) it lacks: one query to find them."""
+        for sha in self.missing(blobs):
+            self._store(sha, blobs[sha])
+
+    def missing(self, shas: Iterable[str]) -> list[str]:
+        """Those of `shas` the database does not hold, in their order."""
+        wanted = list(shas)
+        with self.db.connect() as conn:
+            held = set(conn.execute(sa.select(_BLOBS.c.sha256).where(_BLOBS.c.sha256.in_(wanted))).scalars())
+        return [sha for sha in wanted if sha not in held]
 
     def stored(self, sha256: str) -> bool:
         """Whether the database holds the blob `sha256`."""
-        with self.db.connect() as conn:
-            return (
-                conn.execute(sa.select(_BLOBS.c.sha256).where(_BLOBS.c.sha256 == sha256)).first() is not None
-            )
+        return not self.missing([sha256])
 
-    def ensure(self, sha256: str, data: bytes) -> None:
-        if not self.path_of(sha256).exists() or not self.stored(sha256):
-            self.put(data)
+    def _store(self, digest: str, data: bytes) -> None:
+        view = memoryview(data)
+        chunks = [
+            {"sha256": digest, "seq": seq, "data": bytes(view[at : at + CHUNK])}
+            for seq, at in enumerate(range(0, max(len(data), 1), CHUNK))
+        ]
+        with self.db.write() as session:  # the same bytes from a concurrent registration: kept once
+            conn = session.connection()
+            conn.execute(pg_insert(_CHUNKS).on_conflict_do_nothing(), chunks)
+            conn.execute(
+                pg_insert(_BLOBS)
+                .values(sha256=digest, size=len(data), chunks=len(chunks), created_at=utcnow())
+                .on_conflict_do_nothing()
+            )
 
     def get(self, sha256: str, what: str) -> bytes:
         """The blob's bytes from this host's cache, fetched from the database first when the cache

@@ -18,7 +18,14 @@ from registry.actor import current_actor
 from registry.artifacts import ArtifactStore, load_model
 from registry.blobs import SharedArtifactStore
 from registry.capture import Captured, capture
-from registry.errors import ArtifactDamaged, DeploymentNotChosen, InvalidName, VersionInUse, VersionNotFound
+from registry.errors import (
+    ArtifactDamaged,
+    DatabaseError,
+    DeploymentNotChosen,
+    InvalidName,
+    VersionInUse,
+    VersionNotFound,
+)
 from registry.info import EventInfo, History, ModelInfo, VersionInfo, VersionSummary
 from registry.reference import ReferenceSample, decode, read_reference
 from registry.refs import Ref, check_alias, check_model_name, parse_ref
@@ -134,19 +141,18 @@ class Registry:
         """
         check_model_name(name)
         self.db.check_writable()  # before any artifact is written
-        artifact_sha = self.artifacts.put(captured.model_bytes)
-        reference_sha = self.artifacts.put(captured.reference_bytes) if captured.reference_bytes else None
-        profile_sha = self.artifacts.put(captured.profile_bytes) if captured.profile_bytes else None
+        blobs: dict[str, bytes] = {}  # by sha256
+        new_here, shas = [], []
+        for data in (captured.model_bytes, captured.reference_bytes, captured.profile_bytes):
+            sha, written = self.artifacts.cache(data) if data else (None, False)
+            shas.append(sha)
+            if sha is not None and data is not None:
+                blobs[sha] = data
+                new_here += [sha] if written else []
+        artifact_sha, reference_sha, profile_sha = shas
+        if isinstance(self.artifacts, SharedArtifactStore) and new_here:  # likely new to the database too:
+            self.artifacts.store_missing({sha: blobs[sha] for sha in new_here})
         actor = current_actor()
-        blobs = {
-            sha: data
-            for sha, data in (
-                (artifact_sha, captured.model_bytes),
-                (reference_sha, captured.reference_bytes),
-                (profile_sha, captured.profile_bytes),
-            )
-            if sha is not None and data is not None
-        }
         values = {
             "artifact_sha256": artifact_sha,
             "artifact_size": len(captured.model_bytes),
@@ -171,23 +177,47 @@ class Registry:
         }
         tag_values = {_check_tag_key(key): str(value) for key, value in (tags or {}).items()}
         detail = {"sha256": artifact_sha, "source": source, "origin": captured.origin}
-        postgres = not self.settings.is_sqlite
+        for _ in range(3):
+            try:
+                row = self._commit_version(name, values, tag_values, detail, blobs, aliases, parent)
+            except _StoredCopyGone as gone:  # a delete took the database's copy: store it, try again
+                assert isinstance(self.artifacts, SharedArtifactStore)
+                self.artifacts.store_missing({sha: blobs[sha] for sha in gone.shas})
+            else:
+                return queries.version_info(name, row, sorted(set(aliases)), tag_values)
+        raise DatabaseError(f"the artifacts of a new {name!r} version were deleted 3 times over; try again")
+
+    def _commit_version(
+        self,
+        name: str,
+        values: dict[str, Any],
+        tag_values: dict[str, str],
+        detail: dict[str, Any],
+        blobs: Mapping[str, bytes],
+        aliases: Iterable[str],
+        parent: int | None,
+    ) -> dict[str, Any]:
+        """The version's rows and aliases in one transaction, committed only while its blobs are
+        stored (their locks held, so no delete can discard them before it commits); its row."""
+        actor = values["created_by"]
         with self.db.driver_write() as raw:
-            if postgres:  # one statement (round trips are the cost), which locks the model's row
-                row = writes.register_postgres(raw, name, values, tag_values, detail, list(blobs))
+            if isinstance(self.artifacts, SharedArtifactStore):  # one statement locks the model's row
+                row, gone = writes.register_postgres(raw, name, values, tag_values, detail, list(blobs))
+                if gone:
+                    raise _StoredCopyGone(gone)
             else:  # BEGIN IMMEDIATE's writer lock covers the model and the blobs
                 row = writes.register_sqlite(raw, name, values, tag_values, detail)
             _check_parent(name, parent, row["version"])
-            # A delete may have discarded identical bytes since `put` above; the blobs' locks are
-            # held now (PostgreSQL: the statement took them), so check before the row commits.
+            # A delete may have discarded this host's copy since `cache` above; the blobs' locks are
+            # held now, so put it back before the row commits.
             _ensure_stored(self.artifacts, blobs)
             for alias in aliases:
-                if postgres:
+                if isinstance(self.artifacts, SharedArtifactStore):
                     writes.move_alias_postgres(raw, name, alias, Ref(name, version=row["version"]), actor)
                 else:
                     target = (row["id"], row["version"])
                     writes.move_alias_sqlite(raw, (row["model_id"], name), alias, target, actor)
-        return queries.version_info(name, row, sorted(set(aliases)), tag_values)
+        return row
 
     def register_file(
         self,
@@ -575,9 +605,17 @@ def _check_parent(name: str, parent: int | None, number: int) -> None:
         raise VersionNotFound(f"parent version {parent} of {name!r} does not exist")
 
 
+class _StoredCopyGone(Exception):
+    """The database lacks blobs a registration refers to (a delete took them): stored, then again."""
+
+    def __init__(self, shas: list[str]) -> None:
+        super().__init__(", ".join(shas))
+        self.shas = shas
+
+
 def _ensure_stored(artifacts: ArtifactStore, blobs: Mapping[str, bytes]) -> None:
-    """Put back any blob a concurrent delete discarded, inside the registering transaction (whose
-    locks keep another delete from discarding it again before the version's row commits)."""
+    """Put back in this host's files any blob a concurrent delete discarded, inside the registering
+    transaction (whose locks keep another delete from discarding it again before the row commits)."""
     for sha, data in blobs.items():
         artifacts.ensure(sha, data)
 

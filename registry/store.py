@@ -172,7 +172,12 @@ class Database:
         #: How a read-only database is opened ("read-only", or "... immutable ..."), for notes.
         self.opened_as = read_only_uri(path)[1] if self.read_only and path is not None else "read-write"
         self.engine = make_engine(settings)
-        self._write_engine = self.engine.execution_options(**{_WRITE: True})
+        # PostgreSQL writes pin READ COMMITTED whatever the database's default: each statement after
+        # a lock (the model's row, a blob's advisory lock) must see what the lock's previous holder
+        # committed, which a repeatable-read snapshot (taken before the lock was granted) would not.
+        self._write_engine = self.engine.execution_options(
+            **{_WRITE: True}, **({} if settings.is_sqlite else {"isolation_level": "READ COMMITTED"})
+        )
         # PostgreSQL reads skip BEGIN/ROLLBACK: two network round trips saved on every lookup.
         # (SQLite keeps its deferred BEGIN: a consistent snapshot across statements costs nothing.)
         self._read_engine = (

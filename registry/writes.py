@@ -151,7 +151,7 @@ def _value(column: str) -> str:
 # then reads its committed counter), so concurrent registrations get distinct numbers; a model that
 # does not exist yet is inserted, and when another transaction inserts it first the statement returns
 # no row and is run again (it then finds the row). The blobs' shared locks (`store.lock_artifact`)
-# are held when it returns; the caller then checks the blobs are on disk, before COMMIT.
+# are held when it returns; `_PG_BLOBS_HELD` then checks the database still holds them.
 _PG_REGISTER = (
     "WITH bumped AS ("
     " UPDATE registered_model SET next_version = next_version + 1, updated_at = %(now)s"
@@ -188,9 +188,12 @@ def register_postgres(
     tags: dict[str, str],
     detail: dict[str, Any],
     blobs: list[str],
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], list[str]]:
     """Add the next version of `name` (created if missing) with its tags and ledger entry, in one
-    statement on the psycopg connection `raw`, holding the shared locks of `blobs`; return its row."""
+    statement on the psycopg connection `raw` (in a READ COMMITTED transaction), holding the shared
+    locks of `blobs`; return its row and those of `blobs` the database does not hold. The check is a
+    second statement (so it sees any delete committed before the locks were granted), pipelined with
+    the first: one round trip for both."""
     now = utcnow()
     params = {
         **{k: json.dumps(values[k]) if k in _JSON_VALUES else values[k] for k in _VERSION_VALUES},
@@ -203,15 +206,20 @@ def register_postgres(
         "locks": [artifact_lock_key(sha) for sha in blobs],
     }
     for _ in range(3):  # a lost race to create the model: at most once in practice
-        found = raw.execute(_PG_REGISTER, params).fetchone()
+        with raw.pipeline():
+            registered = raw.execute(_PG_REGISTER, params)
+            held = raw.execute(_PG_BLOBS_HELD, {"shas": blobs})
+        found = registered.fetchone()
         if found is not None:
             break
     else:  # pragma: no cover - the model's row exists after the first conflict
         raise ModelNotFound(f"model {name!r} could not be created")
     model_id, version_id, number = found[0], found[1], found[2]
-    return _version_row(values, version_id, model_id, number, now)
+    stored = {sha for (sha,) in held.fetchall()}
+    return _version_row(values, version_id, model_id, number, now), [s for s in blobs if s not in stored]
 
 
+_PG_BLOBS_HELD = "SELECT sha256 FROM blob WHERE sha256 = ANY(CAST(%(shas)s AS varchar[]))"
 _PG_LOCK_MODEL = "SELECT id FROM registered_model WHERE name = %(name)s FOR UPDATE"
 
 

@@ -6,19 +6,23 @@ The processes themselves (supervisors in network namespaces) are tested in tests
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psycopg
 import pytest
 import sqlalchemy as sa
+from helpers import wait_until
 from sklearn.linear_model import LogisticRegression
 from typer.testing import CliRunner
 
-from registry import Registry, blobs, hosts, placement
+from registry import Registry, blobs, core, hosts, placement
 from registry.deployments import get_deployment
 from registry.errors import ArtifactDamaged, RegistryError
+from registry.store import artifact_lock_key
 
 
 @pytest.fixture
@@ -215,6 +219,114 @@ def test_deleting_a_version_removes_its_blobs_from_the_database(shared: Registry
             sa.text("SELECT count(*) FROM blob_chunk WHERE sha256 = :s"), {"s": info.artifact_sha256}
         ).scalar()
     assert left == 0
+
+
+def _captured(seed: int) -> Any:
+    from registry.capture import capture
+
+    x = np.random.default_rng(seed).normal(size=(30, 3))
+    return capture(LogisticRegression().fit(x, (x[:, 0] > 0).astype(int)), x), x
+
+
+def _lock_waiters(url: str) -> int:
+    """Transactions waiting for an advisory lock (a blob's) on the database of `url`."""
+    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
+        found = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+        return int(found.fetchone()[0])  # type: ignore[index]
+
+
+def _repeatable_read_by_default(url: str) -> None:
+    """The database's own default isolation made repeatable read (an operator's choice)."""
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute(f"ALTER DATABASE \"{name}\" SET default_transaction_isolation = 'repeatable read'")
+
+
+@pytest.mark.parametrize("cached_here", [True, False])
+def test_a_registration_stores_its_blobs_in_the_database_again_after_a_delete_took_them(
+    shared: Registry, tmp_path: Path, postgres_url: str, cached_here: bool
+) -> None:
+    """A delete removed the database's copy of these bytes; adding a version of them stores them again,
+    whether this host's cache still holds them (found missing under the registration's locks) or not."""
+    captured, x = _captured(4)
+    first = shared.add_version(captured, "again")
+    shared.delete("again:1")  # its last version: the database's copy goes, and this host's
+    store = shared.artifacts
+    assert isinstance(store, blobs.SharedArtifactStore)
+    assert store.missing([first.artifact_sha256]) == [first.artifact_sha256]
+    if cached_here:
+        store.cache(captured.model_bytes)  # in this host's files only (another host deleted it)
+    second = shared.add_version(captured, "again")
+    assert second.artifact_sha256 == first.artifact_sha256
+    assert store.missing([second.artifact_sha256, second.reference_sha256, second.profile_sha256]) == []
+    with Registry(home=tmp_path / "other-host", db_url=postgres_url) as other:
+        assert other.load("again:2").predict(x[:3]).tolist() == shared.load("again:2").predict(x[:3]).tolist()
+        assert [v.version for v in other.versions("again")] == [2]  # the retry left no gap or twin
+
+
+def test_a_registration_waiting_on_a_delete_sees_what_it_took_under_a_repeatable_read_default(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A delete holds a blob's lock and removes the database's copy while a registration of the same
+    bytes waits for the lock: the registration must see the copy gone (and store it again), even when
+    the database's default isolation is repeatable read (whose snapshot predates the lock)."""
+    _repeatable_read_by_default(postgres_url)
+    captured, x = _captured(5)
+    with Registry(home=tmp_path / "a", db_url=postgres_url) as reg:
+        with reg.db.write() as session:  # writes pin READ COMMITTED, whatever the database's default
+            assert session.connection().execute(sa.text("SHOW transaction_isolation")).scalar() == (
+                "read committed"
+            )
+        sha = reg.add_version(captured, "race").artifact_sha256
+        added: list[Any] = []
+        with psycopg.connect(postgres_url.replace("+psycopg", "")) as deleter:
+            deleter.execute("SELECT pg_advisory_xact_lock(%s)", [artifact_lock_key(sha)])
+            registering = threading.Thread(target=lambda: added.append(reg.add_version(captured, "race")))
+            registering.start()
+            wait_until(lambda: _lock_waiters(postgres_url) == 1, what="the registration to wait for the lock")
+            deleter.execute("DELETE FROM blob_chunk WHERE sha256 = %s", [sha])
+            deleter.execute("DELETE FROM blob WHERE sha256 = %s", [sha])
+            deleter.commit()  # the lock goes with the transaction
+            registering.join(30)
+        assert added and added[0].version == 2 and added[0].artifact_sha256 == sha
+        assert isinstance(reg.artifacts, blobs.SharedArtifactStore) and reg.artifacts.missing([sha]) == []
+        with Registry(home=tmp_path / "b", db_url=postgres_url) as other:
+            assert other.load("race:2").predict(x[:3]).tolist() == reg.load("race:2").predict(x[:3]).tolist()
+
+
+def test_a_delete_waiting_on_a_registration_keeps_the_blobs_it_uses_under_a_repeatable_read_default(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other way round: a registration of another model with the same bytes holds their locks,
+    its rows written but not committed, while a delete of the bytes' last version waits to discard
+    them; once the registration commits, the delete must see its version and keep them."""
+    _repeatable_read_by_default(postgres_url)
+    captured, x = _captured(6)
+    with Registry(home=tmp_path / "a", db_url=postgres_url) as reg:
+        sha = reg.add_version(captured, "old").artifact_sha256
+        inside, go_on = threading.Event(), threading.Event()
+
+        def hold(artifacts: Any, blobs: Any) -> None:  # in the registering transaction, rows written
+            inside.set()
+            go_on.wait(30)
+
+        monkeypatch.setattr(core, "_ensure_stored", hold)
+        added: list[Any] = []
+        registering = threading.Thread(target=lambda: added.append(reg.add_version(captured, "twin")))
+        registering.start()
+        assert inside.wait(30)
+        deleting = threading.Thread(target=reg.delete, args=("old:1",))
+        deleting.start()
+        wait_until(lambda: _lock_waiters(postgres_url) == 1, what="the delete to wait for the blob's lock")
+        go_on.set()
+        registering.join(30)
+        deleting.join(30)
+        assert added and added[0].artifact_sha256 == sha
+        store = reg.artifacts
+        assert isinstance(store, blobs.SharedArtifactStore)
+        assert store.missing([sha, added[0].reference_sha256, added[0].profile_sha256]) == []
+        with Registry(home=tmp_path / "b", db_url=postgres_url) as other:
+            assert other.load("twin:1").predict(x[:3]).tolist() == reg.load("twin:1").predict(x[:3]).tolist()
 
 
 def test_on_and_hosts_on_a_sqlite_home_say_why_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
