@@ -19,13 +19,13 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from helpers import wait_until
 from sqlalchemy.engine import make_url
 
 VENV_BIN = Path(sys.executable).parent
@@ -234,23 +234,44 @@ def run():
                     counts["errors"].append(repr(exc)[:160])
 threads = [threading.Thread(target=run) for _ in range(4)]
 for t in threads: t.start()
-for t in threads: t.join()
+import os
+while any(t.is_alive() for t in threads):  # the counts so far, for the test to wait on
+    with lock:
+        snapshot = json.dumps(counts)
+    open(out + ".tmp", "w").write(snapshot)
+    os.replace(out + ".tmp", out + ".now")
+    time.sleep(0.1)
 counts["errors"] = counts["errors"][:20]
 open(out, "w").write(json.dumps(counts))
 """
 
 
+class LoadCounts(dict[str, Any]):
+    """A load's counts: ok, failed, errors, versions (by the X-Model-Version header), filled when its
+    block ends; `now()` reads them while it runs."""
+
+    def __init__(self, progress: Path) -> None:
+        super().__init__()
+        self.progress = progress
+
+    def now(self) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self.progress.read_text()))
+        except (OSError, ValueError):  # not written yet
+            return {"ok": 0, "failed": 0, "errors": [], "versions": {}}
+
+
 @contextlib.contextmanager
-def load(client: Host, url: str, work: Path) -> Iterator[dict[str, Any]]:
-    """Requests to `url` from `client`'s namespace (4 threads) while the block runs; the dict holds
-    the counts after it: ok, failed, errors, versions (by the X-Model-Version header)."""
+def load(client: Host, url: str, work: Path) -> Iterator[LoadCounts]:
+    """Requests to `url` from `client`'s namespace (4 threads) from their first answer until the block
+    ends; the counts it yields are complete after it."""
     stop, out = work / f"stop-{uuid.uuid4().hex[:6]}", work / f"load-{uuid.uuid4().hex[:6]}.json"
     script = work / "load.py"
     script.write_text(LOAD)
     proc = client.popen([sys.executable, str(script), url, str(stop), str(out)])
-    result: dict[str, Any] = {}
+    result = LoadCounts(out.with_name(out.name + ".now"))
     try:
-        time.sleep(1.0)
+        wait_until(lambda: result.now()["ok"] > 0, what="the load's first answer")
         yield result
     finally:
         stop.touch()

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
+from registry import outcomes
 from registry.outcomes import request_id
 
 HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -15,6 +18,16 @@ def test_made_ids_are_32_hex_digits_and_sort_in_the_order_they_were_made() -> No
     assert all(HEX32.fullmatch(i) for i in ids)
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
+
+
+def test_made_ids_sort_in_order_on_a_coarse_clock_or_a_stepped_back_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ticks = iter([5_000_000, 5_000_000, 5_000_000, 4_000_000, 6_000_000])  # a microsecond clock, then NTP
+    monkeypatch.setattr(outcomes.time, "time_ns", lambda: next(ticks))
+    monkeypatch.setattr(outcomes, "_last_id_time", 0)  # a new process
+    ids = [request_id(None) for _ in range(5)]
+    assert ids == sorted(ids) and len(set(ids)) == 5
 
 
 def test_made_ids_carry_64_random_bits_after_the_time() -> None:

@@ -9,7 +9,10 @@ the whole of a shadow) and says `pass`, `fail` or `wait` (not enough evidence ye
   candidate's rate is within it: with no failure, about 270 answers for 1 point);
 - **latency**: p99 from the two latency histograms; fails when the candidate's is more than
   `max_latency_ratio` times the serving version's *and* more than `latency_slack` slower (both must
-  hold, so a fast model's 1 ms wobble is not a regression);
+  hold, so a fast model's 1 ms wobble is not a regression), over at least `MIN_SLOW` answers slower
+  than that (the p99 of 50 answers is their slowest: one stalled answer is not a regression). At a
+  step of 100% the serving version answers nothing, so the candidate is judged against what the
+  serving version answered in the previous step (or before the rollout);
 - **agreement**: the share of the same recent inputs (rows the candidate was sent) on which both
   versions predict the same class, or, for a regressor, values within 1% of the serving version's spread;
   fails under `min_agreement`;
@@ -37,6 +40,8 @@ from registry.monitoring.metrics import LATENCY_BUCKETS
 from registry.monitoring.timeseries import quantile
 
 PASS, FAIL, WAIT = "pass", "fail", "wait"
+#: The fewest answers of the candidate over the latency limit that fail the latency check.
+MIN_SLOW = 3
 DEFAULT_STEPS = (5.0, 25.0, 50.0, 100.0)
 _DRIFT_RANK = {OK: 0, WARN: 1, DRIFT: 2}
 
@@ -124,6 +129,11 @@ class Counts:
     @property
     def p99(self) -> float | None:
         return quantile(0.99, self.buckets)
+
+    def over(self, limit: float) -> float:
+        """Answers that may have taken longer than `limit` seconds (their bucket reaches past it)."""
+        bounds = (*LATENCY_BUCKETS, float("inf"))
+        return sum(count for bound, count in zip(bounds, self.buckets, strict=True) if bound > limit)
 
 
 @dataclass
@@ -223,9 +233,12 @@ def wilson_upper(failures: float, trials: float, z: float = NormalDist().inv_cdf
 def _latency(settings: AnalysisSettings, baseline: Counts, candidate: Counts) -> Check:
     base, cand = baseline.p99, candidate.p99
     waiting = _enough(settings, candidate)
-    if waiting or base is None or cand is None:
+    if waiting or cand is None:
         return Check("latency", WAIT, base, cand, waiting or "no latency yet")
-    if cand > base * settings.max_latency_ratio and cand - base > settings.latency_slack:
+    if base is None:  # the serving version answered nothing to compare with (a first step of 100%)
+        return Check("latency", PASS, base, cand, f"p99 {cand * 1000:.1f} ms; no serving-version answers")
+    limit = max(base * settings.max_latency_ratio, base + settings.latency_slack)
+    if cand > limit and candidate.over(limit) >= MIN_SLOW:
         why = f"latency: candidate p99 {cand * 1000:.1f} ms, serving version {base * 1000:.1f} ms"
         return Check("latency", FAIL, base, cand, why)
     return Check("latency", PASS, base, cand, f"p99 {cand * 1000:.1f} ms vs {base * 1000:.1f} ms")

@@ -72,23 +72,27 @@ def test_each_transition_reaches_the_webhook_once_across_a_supervisor_sigkill(al
 
 
 def test_a_slower_version_fires_the_latency_objective(alerted: Alerted) -> None:
-    alerted.client.deploy("nb:2")  # 400 trees: each request well over the 25 ms objective
+    with alerted.registry() as reg:
+        store.set_objective(reg, "nb", store.LATENCY, enabled=True)
+    alerted.client.deploy("nb:2")  # 600 trees: each request well over the 10 ms objective
     try:
         with Traffic(alerted.url):
             wait_until(
                 lambda: alerted.state(store.LATENCY) == store.FIRING, timeout=40, what="the latency alert"
             )
         latency = next(a for a in alerted.alerts() if a.kind == store.LATENCY)
-        assert latency.version == 2 and "took over 25 ms" in latency.reason
+        assert latency.version == 2 and "took over 10 ms" in latency.reason
         wait_until(
             lambda: ("firing", "nb", "latency") in alerted.receiver.transitions(), timeout=15, what="notice"
         )
     finally:
         alerted.client.rollback("nb")
-    with Traffic(alerted.url):
-        wait_until(
-            lambda: alerted.state(store.LATENCY) == store.RESOLVED, timeout=40, what="the alert to resolve"
-        )
+    try:
+        with Traffic(alerted.url):
+            wait_until(lambda: alerted.state(store.LATENCY) == store.RESOLVED, timeout=40, what="the resolve")
+    finally:
+        with alerted.registry() as reg:
+            store.set_objective(reg, "nb", store.LATENCY, enabled=False)
 
 
 def test_an_accuracy_under_the_performance_floor_fires_from_the_estimate(alerted: Alerted) -> None:

@@ -87,6 +87,9 @@ class Rollout:
     step_started: float = field(default_factory=time.monotonic)
     #: Each version's totals when the step began (what the step's checks count from).
     marks: tuple[Counts, Counts] = field(default_factory=lambda: (Counts(), Counts()))
+    #: What the serving version answered in the previous step (before the rollout, at the first):
+    #: the baseline of a step of 100%, where it answers nothing.
+    previous: Counts = field(default_factory=Counts)
     checks: list[Check] = field(default_factory=list)
     agreement: tuple[int, int] = (0, 0)
     performance: tuple[dict[str, Any] | None, dict[str, Any] | None] = (None, None)
@@ -167,6 +170,7 @@ class Rollouts:
                     yield_cpu(worker.pid)
             runtime.rollout = rollout
             rollout.marks = self._totals(runtime, rollout)
+            rollout.previous = rollout.marks[0]
             rollout.checks = judge(settings, Evidence(Counts(), Counts()))  # all waiting, as shown at once
             await self._tell(runtime, rollout, runtime.active)
             await self._record(runtime, kind, actor, reason, {"settings": settings.as_dict()})
@@ -283,8 +287,9 @@ class Rollouts:
             rollout.last_performance = now
             rollout.performance = await asyncio.to_thread(self._performance, runtime, rollout)
         base, cand = self._totals(runtime, rollout)
+        baseline = base.minus(rollout.marks[0])
         evidence = Evidence(
-            baseline=base.minus(rollout.marks[0]),
+            baseline=rollout.previous if rollout.weight >= 100.0 else baseline,
             candidate=cand.minus(rollout.marks[1]),
             agreement=rollout.agreement if rollout.agreement[1] else None,
             drift=self.scraper.drift_statuses(runtime.spec.name),
@@ -305,7 +310,7 @@ class Rollouts:
         passed = [c.as_dict() for c in rollout.checks]
         rollout.step += 1
         rollout.step_started = time.monotonic()
-        rollout.marks = (base, cand)
+        rollout.marks, rollout.previous = (base, cand), baseline
         await self._tell(runtime, rollout, runtime.active)
         await self._record(
             runtime,
