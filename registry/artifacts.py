@@ -85,8 +85,9 @@ class ArtifactStore:
         if not self.path_of(sha256).exists():
             self.put(data)
 
-    def discard(self, sha256: str) -> None:
-        """Remove a blob nothing refers to any more."""
+    def discard(self, sha256: str, conn: Any = None) -> None:
+        """Remove a blob nothing refers to any more (`conn`: the database transaction deciding it,
+        which a store that keeps blobs in the database uses)."""
         self.path_of(sha256).unlink(missing_ok=True)
 
 

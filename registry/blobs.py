@@ -7,21 +7,22 @@ a cached file that was changed is refused, as on a single host (it is never sile
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from registry.artifacts import ArtifactStore, sha256_of
 from registry.errors import ArtifactDamaged
 from registry.files import private_dirs
 from registry.schema import Blob, BlobChunk, utcnow
-from registry.store import Database
+from registry.store import Database, artifact_lock_key
 
 #: Bytes per stored chunk: small enough to stream, large enough that a model is a few rows.
 CHUNK = 1 << 20
@@ -29,6 +30,13 @@ log = logging.getLogger("modeldeck.registry")
 # SQLModel sets __table__ on every table class but does not declare it to type checkers.
 _BLOBS = Blob.__table__  # type: ignore[attr-defined]
 _CHUNKS = BlobChunk.__table__  # type: ignore[attr-defined]
+#: The shared advisory locks of blobs (`store.artifact_lock_key`, in `keys`) for the transaction:
+#: held by whatever stores or registers them, so a delete's exclusive lock waits.
+LOCK_SHARED = "SELECT count(pg_advisory_xact_lock_shared(k)) FROM unnest(CAST(%(keys)s AS bigint[])) AS k"
+_INSERT_CHUNK = "INSERT INTO blob_chunk (sha256, seq, data) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"
+_INSERT_BLOB = (
+    "INSERT INTO blob (sha256, size, chunks, created_at) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING"
+)
 _CHUNK = sa.select(_CHUNKS.c.data).where(
     _CHUNKS.c.sha256 == sa.bindparam("sha256"), _CHUNKS.c.seq == sa.bindparam("seq")
 )
@@ -64,19 +72,8 @@ class SharedArtifactStore(ArtifactStore):
         return not self.missing([sha256])
 
     def _store(self, digest: str, data: bytes) -> None:
-        view = memoryview(data)
-        chunks = [
-            {"sha256": digest, "seq": seq, "data": bytes(view[at : at + CHUNK])}
-            for seq, at in enumerate(range(0, max(len(data), 1), CHUNK))
-        ]
-        with self.db.write() as session:  # the same bytes from a concurrent registration: kept once
-            conn = session.connection()
-            conn.execute(pg_insert(_CHUNKS).on_conflict_do_nothing(), chunks)
-            conn.execute(
-                pg_insert(_BLOBS)
-                .values(sha256=digest, size=len(data), chunks=len(chunks), created_at=utcnow())
-                .on_conflict_do_nothing()
-            )
+        with self.db.driver_write() as raw:
+            store_blob(raw, digest, data)
 
     def get(self, sha256: str, what: str) -> bytes:
         """The blob's bytes from this host's cache, fetched from the database first when the cache
@@ -148,13 +145,28 @@ class SharedArtifactStore(ArtifactStore):
                 shared += 1
         return shared
 
-    def discard(self, sha256: str) -> None:
-        """Remove the blob from this host's cache and from the database."""
+    def discard(self, sha256: str, conn: sa.Connection | None = None) -> None:
+        """Remove the blob from this host's cache and from the database, in the transaction of `conn`
+        (the one that holds the blob's exclusive lock), else in a transaction of its own."""
         super().discard(sha256)
-        with self.db.write() as session:
-            conn = session.connection()
+        with contextlib.ExitStack() as stack:
+            if conn is None:
+                conn = stack.enter_context(self.db.write()).connection()
             conn.execute(sa.delete(_CHUNKS).where(_CHUNKS.c.sha256 == sha256))
             conn.execute(sa.delete(_BLOBS).where(_BLOBS.c.sha256 == sha256))
 
 
-__all__ = ["CHUNK", "SharedArtifactStore", "sha256_of"]
+def store_blob(raw: Any, sha256: str, data: bytes) -> None:
+    """Store `data` as blob `sha256` (once: a copy already there is kept) in the transaction of the
+    psycopg connection `raw`, under the blob's shared lock: a delete (which takes the exclusive lock)
+    waits for it to commit, so it never removes the chunks between their insert and the blob's row."""
+    raw.execute(LOCK_SHARED, {"keys": [artifact_lock_key(sha256)]})
+    count = max(1, -(-len(data) // CHUNK))
+    view = memoryview(data)
+    with raw.cursor() as cursor:
+        rows = ((sha256, seq, bytes(view[seq * CHUNK : (seq + 1) * CHUNK])) for seq in range(count))
+        cursor.executemany(_INSERT_CHUNK, rows)
+    raw.execute(_INSERT_BLOB, (sha256, len(data), count, utcnow()))
+
+
+__all__ = ["CHUNK", "LOCK_SHARED", "SharedArtifactStore", "sha256_of", "store_blob"]

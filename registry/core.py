@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -16,11 +17,10 @@ from registry import history as ledger
 from registry import queries, reads, writes
 from registry.actor import current_actor
 from registry.artifacts import ArtifactStore, load_model
-from registry.blobs import SharedArtifactStore
+from registry.blobs import SharedArtifactStore, store_blob
 from registry.capture import Captured, capture
 from registry.errors import (
     ArtifactDamaged,
-    DatabaseError,
     DeploymentNotChosen,
     InvalidName,
     VersionInUse,
@@ -141,6 +141,7 @@ class Registry:
         """
         check_model_name(name)
         self.db.check_writable()  # before any artifact is written
+        aliases = list(aliases)  # read once, even when given as an iterator
         blobs: dict[str, bytes] = {}  # by sha256
         new_here, shas = [], []
         for data in (captured.model_bytes, captured.reference_bytes, captured.profile_bytes):
@@ -165,7 +166,7 @@ class Registry:
             "numpy_version": captured.numpy_version,
             "signature": captured.signature,
             "output": captured.output,
-            "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+            "metrics": {k: _check_metric(k, v) for k, v in (metrics or {}).items()},
             "description": description,
             "reference_sha256": reference_sha,
             "reference_rows": captured.reference_rows,
@@ -177,15 +178,8 @@ class Registry:
         }
         tag_values = {_check_tag_key(key): str(value) for key, value in (tags or {}).items()}
         detail = {"sha256": artifact_sha, "source": source, "origin": captured.origin}
-        for _ in range(3):
-            try:
-                row = self._commit_version(name, values, tag_values, detail, blobs, aliases, parent)
-            except _StoredCopyGone as gone:  # a delete took the database's copy: store it, try again
-                assert isinstance(self.artifacts, SharedArtifactStore)
-                self.artifacts.store_missing({sha: blobs[sha] for sha in gone.shas})
-            else:
-                return queries.version_info(name, row, sorted(set(aliases)), tag_values)
-        raise DatabaseError(f"the artifacts of a new {name!r} version were deleted 3 times over; try again")
+        row = self._commit_version(name, values, tag_values, detail, blobs, aliases, parent)
+        return queries.version_info(name, row, sorted(set(aliases)), tag_values)
 
     def _commit_version(
         self,
@@ -203,8 +197,8 @@ class Registry:
         with self.db.driver_write() as raw:
             if isinstance(self.artifacts, SharedArtifactStore):  # one statement locks the model's row
                 row, gone = writes.register_postgres(raw, name, values, tag_values, detail, list(blobs))
-                if gone:
-                    raise _StoredCopyGone(gone)
+                for sha in gone:  # a delete took them since `store_missing` (rare): stored again here
+                    store_blob(raw, sha, blobs[sha])
             else:  # BEGIN IMMEDIATE's writer lock covers the model and the blobs
                 row = writes.register_sqlite(raw, name, values, tag_values, detail)
             _check_parent(name, parent, row["version"])
@@ -516,8 +510,8 @@ class Registry:
                         | (ModelVersion.profile_sha256 == sha)
                     )
                 ).one()
-                if not used:
-                    self.artifacts.discard(sha)
+                if not used:  # in this transaction, which holds the lock until the rows are gone
+                    self.artifacts.discard(sha, session.connection())
 
     # ------------------------------------------------------------------ ledger
     def history(self, name: str, at: datetime | str | None = None) -> History:
@@ -572,6 +566,14 @@ def _check_tag_key(key: str) -> str:
     return key
 
 
+def _check_metric(key: str, value: float) -> float:
+    """A metric's value as a float; a NaN or infinity (which JSON cannot hold) is refused, naming it."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise InvalidName(f"metric {key!r} is {number}: a metric must be a finite number")
+    return number
+
+
 def _lock_model(session: Session, name: str) -> RegisteredModel:
     """The model row, locked for this transaction (PostgreSQL; SQLite's writer lock covers it)."""
     model = session.get(RegisteredModel, writes.lock_model(session.connection(), name)[0])
@@ -603,14 +605,6 @@ def _check_parent(name: str, parent: int | None, number: int) -> None:
     an earlier version."""
     if parent is not None and parent >= number:
         raise VersionNotFound(f"parent version {parent} of {name!r} does not exist")
-
-
-class _StoredCopyGone(Exception):
-    """The database lacks blobs a registration refers to (a delete took them): stored, then again."""
-
-    def __init__(self, shas: list[str]) -> None:
-        super().__init__(", ".join(shas))
-        self.shas = shas
 
 
 def _ensure_stored(artifacts: ArtifactStore, blobs: Mapping[str, bytes]) -> None:

@@ -15,6 +15,7 @@ next to an empty artifact store (else the registry's database was lost: `modelde
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -67,6 +68,7 @@ def make_engine(settings: Settings) -> Engine:
 
 
 def _postgres_engine(settings: Settings) -> Engine:
+    logging.getLogger("psycopg").addFilter(_not_pipeline_exit_noise)
     engine = create_engine(
         settings.db_url,
         pool_recycle=3600,
@@ -80,6 +82,12 @@ def _postgres_engine(settings: Settings) -> Engine:
         set_json_loads(_json_loads, dbapi_conn)
 
     return engine
+
+
+def _not_pipeline_exit_noise(record: logging.LogRecord) -> bool:
+    """psycopg logs "error ignored terminating <Pipeline>" when a statement of a pipeline failed and
+    that error is being raised: the same failure said twice, on stderr (over the console's screen)."""
+    return not record.getMessage().startswith("error ignored terminating")
 
 
 def _json_loads(data: bytes | memoryview | str) -> Any:
@@ -419,6 +427,11 @@ def translate_errors(settings: Settings) -> Iterator[None]:
                 "allow it: see `modeldeck db roles`); nothing was changed"
             ) from exc
         raise DatabaseError(f"registry database {settings.display_url}: {exc.orig or exc}") from exc
+    except sa_exc.TimeoutError as exc:  # every pooled connection busy (this process's own threads)
+        raise DatabaseError(
+            f"registry database {settings.display_url}: no connection of this process came free in time "
+            "(every one is in use, e.g. by operations waiting for a lock); try again"
+        ) from exc
 
 
 def _first_line(exc: sa_exc.DBAPIError) -> str:

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 from registry import history as ledger
 from registry import reads
 from registry.actor import host_label
+from registry.blobs import LOCK_SHARED
 from registry.errors import ModelNotFound
 from registry.info import VersionInfo
 from registry.queries import ALIASES, MODELS, VERSIONS
@@ -150,8 +151,8 @@ def _value(column: str) -> str:
 # The model's counter moves under its row lock (the UPDATE waits for a concurrent registration and
 # then reads its committed counter), so concurrent registrations get distinct numbers; a model that
 # does not exist yet is inserted, and when another transaction inserts it first the statement returns
-# no row and is run again (it then finds the row). The blobs' shared locks (`store.lock_artifact`)
-# are held when it returns; `_PG_BLOBS_HELD` then checks the database still holds them.
+# no row and is run again (it then finds the row). It runs after the blobs' shared locks were taken
+# (`blobs.LOCK_SHARED`, an earlier statement: its snapshot is later), and says which the database holds.
 _PG_REGISTER = (
     "WITH bumped AS ("
     " UPDATE registered_model SET next_version = next_version + 1, updated_at = %(now)s"
@@ -176,7 +177,7 @@ _PG_REGISTER = (
     " CAST(%(detail)s AS json) FROM added"
     ")"
     " SELECT model.id, added.id, added.version,"
-    " (SELECT count(pg_advisory_xact_lock_shared(k)) FROM unnest(CAST(%(locks)s AS bigint[])) AS k)"
+    " ARRAY(SELECT sha256 FROM blob WHERE sha256 = ANY(CAST(%(shas)s AS varchar[])))"
     " FROM model JOIN added ON added.version = model.number"
 )
 
@@ -190,10 +191,10 @@ def register_postgres(
     blobs: list[str],
 ) -> tuple[dict[str, Any], list[str]]:
     """Add the next version of `name` (created if missing) with its tags and ledger entry, in one
-    statement on the psycopg connection `raw` (in a READ COMMITTED transaction), holding the shared
-    locks of `blobs`; return its row and those of `blobs` the database does not hold. The check is a
-    second statement (so it sees any delete committed before the locks were granted), pipelined with
-    the first: one round trip for both."""
+    statement on the psycopg connection `raw` (in a READ COMMITTED transaction), after taking the
+    shared locks of `blobs` (before the model's row: a registration waiting for a delete of its blobs
+    holds nothing else); return its row and those of `blobs` the database does not hold (a delete took
+    them). The lock and the statement are pipelined: one round trip."""
     now = utcnow()
     params = {
         **{k: json.dumps(values[k]) if k in _JSON_VALUES else values[k] for k in _VERSION_VALUES},
@@ -203,23 +204,22 @@ def register_postgres(
         "tag_keys": list(tags),
         "tag_values": list(tags.values()),
         "detail": json.dumps(detail),
-        "locks": [artifact_lock_key(sha) for sha in blobs],
+        "shas": blobs,
     }
-    for _ in range(3):  # a lost race to create the model: at most once in practice
-        with raw.pipeline():
-            registered = raw.execute(_PG_REGISTER, params)
-            held = raw.execute(_PG_BLOBS_HELD, {"shas": blobs})
-        found = registered.fetchone()
+    with raw.pipeline():
+        raw.execute(LOCK_SHARED, {"keys": [artifact_lock_key(sha) for sha in blobs]})
+        registered = raw.execute(_PG_REGISTER, params)
+    found = registered.fetchone()
+    for _ in range(2):  # a lost race to create the model: at most once in practice
         if found is not None:
             break
-    else:  # pragma: no cover - the model's row exists after the first conflict
+        found = raw.execute(_PG_REGISTER, params).fetchone()
+    if found is None:  # pragma: no cover - the model's row exists after the first conflict
         raise ModelNotFound(f"model {name!r} could not be created")
-    model_id, version_id, number = found[0], found[1], found[2]
-    stored = {sha for (sha,) in held.fetchall()}
-    return _version_row(values, version_id, model_id, number, now), [s for s in blobs if s not in stored]
+    model_id, version_id, number, held = found
+    return _version_row(values, version_id, model_id, number, now), [s for s in blobs if s not in held]
 
 
-_PG_BLOBS_HELD = "SELECT sha256 FROM blob WHERE sha256 = ANY(CAST(%(shas)s AS varchar[]))"
 _PG_LOCK_MODEL = "SELECT id FROM registered_model WHERE name = %(name)s FOR UPDATE"
 
 

@@ -19,7 +19,7 @@ from helpers import wait_until
 from sklearn.linear_model import LogisticRegression
 from typer.testing import CliRunner
 
-from registry import Registry, blobs, core, hosts, placement
+from registry import Registry, blobs, core, hosts, placement, schema
 from registry.deployments import get_deployment
 from registry.errors import ArtifactDamaged, RegistryError
 from registry.store import artifact_lock_key
@@ -327,6 +327,81 @@ def test_a_delete_waiting_on_a_registration_keeps_the_blobs_it_uses_under_a_repe
         assert store.missing([sha, added[0].reference_sha256, added[0].profile_sha256]) == []
         with Registry(home=tmp_path / "b", db_url=postgres_url) as other:
             assert other.load("twin:1").predict(x[:3]).tolist() == reg.load("twin:1").predict(x[:3]).tolist()
+
+
+def _incomplete_blobs(url: str) -> list[str]:
+    """Blobs whose row says more chunks than the database holds: what no host could load."""
+    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
+        found = conn.execute(
+            "SELECT sha256 FROM blob"
+            " WHERE chunks <> (SELECT count(*) FROM blob_chunk c WHERE c.sha256 = blob.sha256)"
+        )
+        return [sha for (sha,) in found.fetchall()]
+
+
+def test_a_delete_waits_for_a_store_of_the_same_bytes_and_leaves_no_blob_without_its_chunks(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Host b stores bytes host a holds (b found them missing a moment before), while a deletes their
+    last version: a must wait for b's store to commit, then remove all of it. Without the store's
+    lock, a removed the chunks b had skipped (a's were there) and b's row went in without any."""
+    captured, _ = _captured(7)
+    with (
+        Registry(home=tmp_path / "a", db_url=postgres_url) as a,
+        Registry(home=tmp_path / "b", db_url=postgres_url) as b,
+    ):
+        sha = a.add_version(captured, "a").artifact_sha256
+        inside, go_on = threading.Event(), threading.Event()
+
+        def paused_clock() -> Any:  # after the chunks' insert, before the blob's row
+            inside.set()
+            go_on.wait(30)
+            return schema.utcnow()
+
+        monkeypatch.setattr(blobs, "utcnow", paused_clock)
+
+        def store() -> None:
+            with b.db.driver_write() as raw:
+                blobs.store_blob(raw, sha, captured.model_bytes)
+
+        storing = threading.Thread(target=store)
+        storing.start()
+        assert inside.wait(30)
+        deleting = threading.Thread(target=a.delete, args=("a:1",))
+        deleting.start()
+        wait_until(lambda: _lock_waiters(postgres_url) == 1, what="the delete to wait for the store")
+        go_on.set()
+        storing.join(30)
+        deleting.join(30)
+        assert _incomplete_blobs(postgres_url) == []
+        assert isinstance(a.artifacts, blobs.SharedArtifactStore) and a.artifacts.missing([sha]) == [sha]
+
+
+def test_a_delete_removes_a_blobs_rows_in_the_transaction_that_holds_its_lock(shared: Registry) -> None:
+    """Not on another connection while the lock's holder sits idle (a server's idle-in-transaction
+    timeout would end it and free the lock mid-delete; and a second connection per delete can run the
+    pool dry while registrations of the same bytes wait for the lock)."""
+    captured, _ = _captured(8)
+    sha = shared.add_version(captured, "solo").artifact_sha256
+    held: list[int] = []
+
+    def check(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("DELETE FROM blob_chunk"):
+            mine = cursor.connection.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ExclusiveLock'"
+                " AND granted AND pid = pg_backend_pid()"
+            )
+            held.append(int(mine.fetchone()[0]))
+
+    sa.event.listen(shared.db.engine, "before_cursor_execute", check)
+    try:
+        shared.delete("solo:1")
+    finally:
+        sa.event.remove(shared.db.engine, "before_cursor_execute", check)
+    assert held and all(n == 1 for n in held), held  # each blob's rows went with its lock
+    assert isinstance(shared.artifacts, blobs.SharedArtifactStore) and shared.artifacts.missing([sha]) == [
+        sha
+    ]
 
 
 def test_on_and_hosts_on_a_sqlite_home_say_why_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -343,6 +343,14 @@ def test_bad_tag_keys_are_refused_and_nothing_is_half_written(registry: Registry
     assert registry.register(iris_model, "iris").version == 2, "refused registrations used no number"
 
 
+def test_a_metric_that_is_not_a_finite_number_is_refused_by_name(registry: Registry, iris_model):
+    for value in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(InvalidName, match=r"metric 'auc' is .*: a metric must be a finite number"):
+            registry.register(iris_model, "iris", metrics={"accuracy": 0.9, "auc": value})
+    assert registry.list_models() == []
+    assert registry.register(iris_model, "iris", metrics={"auc": 0.5}).version == 1
+
+
 def test_registration_records_what_the_model_is_and_was_built_with(registry: Registry, iris_model):
     info = registry.register(
         iris_model,

@@ -370,3 +370,21 @@ def test_a_new_registry_over_an_empty_artifact_store_needs_no_force(home, array_
     (home / "artifacts" / "sha256").mkdir(parents=True)
     with Registry(home=home) as reg:
         assert reg.register(array_model[0], "ridge").version == 1
+
+
+def test_a_pool_with_no_connection_free_is_a_one_line_database_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads of one process waiting for a lock can hold every pooled connection: the next operation's
+    wait ends in SQLAlchemy's pool timeout, said as the registry's own error, not a raw TimeoutError."""
+    from registry import store
+
+    made = store.create_engine
+    monkeypatch.setattr(
+        store, "create_engine", lambda *a, **k: made(*a, **k, pool_size=1, max_overflow=0, pool_timeout=0.1)
+    )
+    db = Database(Settings.from_env(home=tmp_path))
+    busy = "no connection of this process came free in time"
+    with db.connect(), pytest.raises(DatabaseError, match=busy), db.connect():
+        pass
+    db.dispose()
