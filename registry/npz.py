@@ -5,7 +5,8 @@ shrink stored as they are, every other array deflated.
 normal sample: 84 KB stored, 65 KB deflated) while deflating them was a fifth of a registration with
 a reference sample. Others shrink many times over (one-hot columns, whole numbers, prices with two
 decimals, masks, text), so a float array is deflated when its first 1 KB, deflated alone (~15 us),
-shrinks by a tenth or more. Members carry a fixed date, so the same arrays always give the same bytes.
+shrinks by a tenth or more; deflating is at zlib's level 3 (its default, 6, was 3-10x slower).
+Members carry a fixed date, so the same arrays always give the same bytes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from typing import Any
 
 #: The earliest date a zip member can carry: fixed, so that equal arrays make equal archives.
 _DATE = (1980, 1, 1, 0, 0, 0)
+#: zlib's level 3: 3-10x faster than its default (6) on one-hot and count columns, 5-20% larger
+#: (level 1 was 1.8x larger on counts).
+_LEVEL = 3
 #: Bytes of a float array deflated alone to judge whether the whole array is worth deflating.
 _PROBE = 1024
 
@@ -27,13 +31,14 @@ def npz_bytes(arrays: Mapping[str, Any]) -> bytes:
     import numpy as np
 
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
+    with zipfile.ZipFile(buffer, "w", allowZip64=True) as archive:
         for name, value in arrays.items():
             array = np.asanyarray(value)
+            npy = io.BytesIO()
+            np.lib.format.write_array(npy, array, allow_pickle=False)
             member = zipfile.ZipInfo(f"{name}.npy", date_time=_DATE)
-            member.compress_type = zipfile.ZIP_STORED if _incompressible(array) else zipfile.ZIP_DEFLATED
-            with archive.open(member, "w", force_zip64=True) as out:
-                np.lib.format.write_array(out, array, allow_pickle=False)
+            kind = zipfile.ZIP_STORED if _incompressible(array) else zipfile.ZIP_DEFLATED
+            archive.writestr(member, npy.getbuffer(), compress_type=kind, compresslevel=_LEVEL)
     return buffer.getvalue()
 
 

@@ -531,3 +531,26 @@ def test_the_window_keeps_the_newest_rows_within_its_span_across_pulls_reports_a
     restarted = DriftWindow(max_rows=700, max_seconds=100.0)
     restarted.restore(window.entries(), now=330.0 + 50)  # half the held rows have aged out meanwhile
     assert restarted.entries() == [entry for entry in held if entry[0] >= 280.0]
+
+
+@pytest.mark.parametrize("kind", ["normal", "ties", "wide", "two-decimal"])
+def test_quantiles_of_sorted_values_are_numpys_to_the_last_bit(kind: str) -> None:
+    """A profile's decile edges and quartiles come from the sorted values directly: they must be what
+    np.quantile gives (a stored edge that differed would move rows between bins)."""
+    from registry.profile import sorted_quantiles
+
+    draws = np.random.default_rng(3)
+    for n in (1, 2, 3, 10, 999, 1000, 10_000):
+        values = {
+            "normal": draws.normal(size=n),
+            "ties": draws.integers(0, 5, size=n).astype(float),
+            "wide": draws.exponential(size=n) * 1e6,
+            "two-decimal": np.round(draws.normal(size=n), 2),
+        }[kind]
+        ordered = np.sort(values)
+        for q in (
+            np.linspace(0, 1, 11)[1:-1],
+            np.array([0.25, 0.5, 0.75]),
+            np.array([0.0, 0.001, 0.999, 1.0]),
+        ):
+            assert np.array_equal(sorted_quantiles(ordered, q), np.quantile(ordered, q)), (n, q)
