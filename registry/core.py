@@ -19,13 +19,7 @@ from registry.actor import current_actor
 from registry.artifacts import ArtifactStore, load_model
 from registry.blobs import SharedArtifactStore, store_blob
 from registry.capture import Captured, capture
-from registry.errors import (
-    ArtifactDamaged,
-    DeploymentNotChosen,
-    InvalidName,
-    VersionInUse,
-    VersionNotFound,
-)
+from registry.errors import ArtifactDamaged, DeploymentNotChosen, InvalidName, VersionInUse, VersionNotFound
 from registry.info import EventInfo, History, ModelInfo, VersionInfo, VersionSummary
 from registry.reference import ReferenceSample, decode, read_reference
 from registry.refs import Ref, check_alias, check_model_name, parse_ref
@@ -151,8 +145,8 @@ class Registry:
                 blobs[sha] = data
                 new_here += [sha] if written else []
         artifact_sha, reference_sha, profile_sha = shas
-        if isinstance(self.artifacts, SharedArtifactStore) and new_here:  # likely new to the database too:
-            self.artifacts.store_missing({sha: blobs[sha] for sha in new_here})
+        if isinstance(self.artifacts, SharedArtifactStore) and new_here:  # so likely new to the database
+            self.artifacts.store_missing({sha: blobs[sha] for sha in new_here})  # before the transaction
         actor = current_actor()
         values = {
             "artifact_sha256": artifact_sha,
@@ -195,7 +189,7 @@ class Registry:
         stored (their locks held, so no delete can discard them before it commits); its row."""
         actor = values["created_by"]
         with self.db.driver_write() as raw:
-            if isinstance(self.artifacts, SharedArtifactStore):  # one statement locks the model's row
+            if isinstance(self.artifacts, SharedArtifactStore):  # one round trip: blobs' locks, then the rows
                 row, gone = writes.register_postgres(raw, name, values, tag_values, detail, list(blobs))
                 for sha in gone:  # a delete took them since `store_missing` (rare): stored again here
                     store_blob(raw, sha, blobs[sha])

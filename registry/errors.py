@@ -24,7 +24,7 @@ class InvalidReference(RegistryError):
 
 
 class InvalidName(RegistryError):
-    """A model, alias or tag name that is not allowed."""
+    """A model, alias or tag name (or a metric value) that is not allowed."""
 
 
 class NotAModel(RegistryError):
