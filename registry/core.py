@@ -195,7 +195,7 @@ class Registry:
                     store_blob(raw, sha, blobs[sha])
             else:  # BEGIN IMMEDIATE's writer lock covers the model and the blobs
                 row = writes.register_sqlite(raw, name, values, tag_values, detail)
-            _check_parent(name, parent, row["version"])
+            _check_parent(raw, isinstance(self.artifacts, SharedArtifactStore), name, parent, row)
             # A delete may have discarded this host's copy since `cache` above; the blobs' locks are
             # held now, so put it back before the row commits.
             _ensure_stored(self.artifacts, blobs)
@@ -594,10 +594,17 @@ def _holders(session: Session, model: RegisteredModel, row: ModelVersion) -> str
     return ", ".join(parts)
 
 
-def _check_parent(name: str, parent: int | None, number: int) -> None:
-    """Refuse (inside the registering transaction, which then keeps nothing) a parent that is not
-    an earlier version."""
-    if parent is not None and parent >= number:
+def _check_parent(raw: Any, postgres: bool, name: str, parent: int | None, row: dict[str, Any]) -> None:
+    """Refuse (inside the registering transaction, on its driver connection `raw`, which then keeps
+    nothing) a parent that is not an existing earlier version of the model (deleted ones included)."""
+    if parent is None:
+        return
+    query = "SELECT 1 FROM model_version WHERE model_id = ? AND version = ?"
+    found = (
+        0 < parent < row["version"]
+        and raw.execute(query.replace("?", "%s") if postgres else query, (row["model_id"], parent)).fetchone()
+    )
+    if not found:
         raise VersionNotFound(f"parent version {parent} of {name!r} does not exist")
 
 

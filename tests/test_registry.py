@@ -377,6 +377,11 @@ def test_registration_records_what_the_model_is_and_was_built_with(registry: Reg
     assert registry.register(iris_model, "iris", parent=1).parent_version == 1
     with pytest.raises(VersionNotFound, match="parent version 5"):
         registry.register(iris_model, "iris", parent=5)
+    registry.register(iris_model, "iris")
+    registry.delete("iris:3")
+    for gone in (3, 0, -7):  # deleted, and never possible
+        with pytest.raises(VersionNotFound, match=f"parent version {gone} of 'iris' does not exist"):
+            registry.register(iris_model, "iris", parent=gone)
     assert _numbers(registry, "iris") == [1, 2]
     registry.describe("iris", "flower classifier")
     assert registry.list_models()[0].description == "flower classifier"
