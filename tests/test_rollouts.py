@@ -12,8 +12,10 @@ import itertools
 import os
 import random
 import re
+import socket
 import stat
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import psutil
@@ -36,7 +38,7 @@ from registry.monitoring.canary import (
 )
 from registry.monitoring.metrics import LATENCY_BUCKETS
 from registry.serving.split import CANARY, SHADOW, Split
-from registry.serving.supervision.rollouts import COMMAND_TIMEOUT
+from registry.serving.supervision.rollouts import COMMAND_TIMEOUT, Rollout
 
 
 # ---------------------------------------------------------------------- the analysis, by itself
@@ -131,6 +133,25 @@ def test_a_candidate_with_no_serving_answers_to_compare_passes_latency_on_its_ow
     checks = judge(AnalysisSettings(min_requests=50), Evidence(Counts(), _counts(300, latency=0.002)))
     assert (checks[0].verdict, checks[1].verdict) == (PASS, PASS)
     assert "no serving-version answers" in checks[1].why
+
+
+def test_a_step_of_100_percent_judges_the_candidate_against_the_previous_steps_serving_answers(
+    tmp_path: Path,
+) -> None:
+    """At 100% the serving version answers nothing (a request or two may slip in): a slower candidate
+    must still fail against what it answered in the previous step, not pass for want of figures."""
+    steps = AnalysisSettings(steps=[50.0, 100.0], min_requests=50)
+    left, right = socket.socketpair()
+    with left, right:
+        rollout = Rollout(CANARY, 2, steps, left, tmp_path / "candidate.sock", "test")
+        this_step, previous = Counts(), _counts(400, latency=0.002)  # nothing answered in this step
+        assert rollout.baseline(this_step) is this_step  # at 50%: this step's own answers
+        rollout.step, rollout.previous = 1, previous
+        assert rollout.baseline(this_step) is previous
+        slow = _counts(300, latency=0.04)
+        checks = judge(steps, Evidence(rollout.baseline(this_step), slow))
+        assert checks[1].verdict == FAIL and "serving version 2.5 ms" in checks[1].why
+        assert judge(steps, Evidence(this_step, slow))[1].verdict == PASS  # what it would be without
 
 
 def test_agreement_drift_and_performance_fail_on_a_worse_candidate() -> None:

@@ -107,6 +107,11 @@ class Rollout:
             return 0.0
         return self.settings.steps[min(self.step, len(self.settings.steps) - 1)]
 
+    def baseline(self, this_step: Counts) -> Counts:
+        """What the candidate is judged against: the serving version's answers in this step, or, at a
+        step of 100% (where it answers nothing), in the previous one."""
+        return self.previous if self.weight >= 100.0 else this_step
+
     def wanted(self) -> dict[str, Any]:
         return {"mode": self.mode, "weight": self.weight, "path": str(self.path)}
 
@@ -289,7 +294,7 @@ class Rollouts:
         base, cand = self._totals(runtime, rollout)
         baseline = base.minus(rollout.marks[0])
         evidence = Evidence(
-            baseline=rollout.previous if rollout.weight >= 100.0 else baseline,
+            baseline=rollout.baseline(baseline),
             candidate=cand.minus(rollout.marks[1]),
             agreement=rollout.agreement if rollout.agreement[1] else None,
             drift=self.scraper.drift_statuses(runtime.spec.name),
