@@ -143,7 +143,8 @@ class Registry:
             shas.append(sha)
             if sha is not None and data is not None:
                 blobs[sha] = data
-                new_here += [sha] if written else []
+                if written:
+                    new_here.append(sha)
         artifact_sha, reference_sha, profile_sha = shas
         if isinstance(self.artifacts, SharedArtifactStore) and new_here:  # so likely new to the database
             self.artifacts.store_missing({sha: blobs[sha] for sha in new_here})  # before the transaction
@@ -188,19 +189,20 @@ class Registry:
         """The version's rows and aliases in one transaction, committed only while its blobs are
         stored (their locks held, so no delete can discard them before it commits); its row."""
         actor = values["created_by"]
+        shared = isinstance(self.artifacts, SharedArtifactStore)  # PostgreSQL: blobs in the database too
         with self.db.driver_write() as raw:
-            if isinstance(self.artifacts, SharedArtifactStore):  # one round trip: blobs' locks, then the rows
+            if shared:  # one round trip: the blobs' locks, then the rows
                 row, gone = writes.register_postgres(raw, name, values, tag_values, detail, list(blobs))
                 for sha in gone:  # a delete took them since `store_missing` (rare): stored again here
                     store_blob(raw, sha, blobs[sha])
             else:  # BEGIN IMMEDIATE's writer lock covers the model and the blobs
                 row = writes.register_sqlite(raw, name, values, tag_values, detail)
-            _check_parent(raw, isinstance(self.artifacts, SharedArtifactStore), name, parent, row)
+            _check_parent(raw, shared, name, parent, row)
             # A delete may have discarded this host's copy since `cache` above; the blobs' locks are
             # held now, so put it back before the row commits.
             _ensure_stored(self.artifacts, blobs)
             for alias in aliases:
-                if isinstance(self.artifacts, SharedArtifactStore):
+                if shared:
                     writes.move_alias_postgres(raw, name, alias, Ref(name, version=row["version"]), actor)
                 else:
                     target = (row["id"], row["version"])

@@ -31,7 +31,7 @@ def npz_bytes(arrays: Mapping[str, Any]) -> bytes:
     import numpy as np
 
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", allowZip64=True) as archive:
+    with zipfile.ZipFile(buffer, "w") as archive:
         for name, value in arrays.items():
             array = np.asanyarray(value)
             npy = io.BytesIO()

@@ -292,9 +292,9 @@ class Rollouts:
             rollout.last_performance = now
             rollout.performance = await asyncio.to_thread(self._performance, runtime, rollout)
         base, cand = self._totals(runtime, rollout)
-        baseline = base.minus(rollout.marks[0])
+        served = base.minus(rollout.marks[0])  # the serving version's answers in this step
         evidence = Evidence(
-            baseline=rollout.baseline(baseline),
+            baseline=rollout.baseline(served),
             candidate=cand.minus(rollout.marks[1]),
             agreement=rollout.agreement if rollout.agreement[1] else None,
             drift=self.scraper.drift_statuses(runtime.spec.name),
@@ -315,7 +315,7 @@ class Rollouts:
         passed = [c.as_dict() for c in rollout.checks]
         rollout.step += 1
         rollout.step_started = time.monotonic()
-        rollout.marks, rollout.previous = (base, cand), baseline
+        rollout.marks, rollout.previous = (base, cand), served
         await self._tell(runtime, rollout, runtime.active)
         await self._record(
             runtime,
