@@ -388,3 +388,21 @@ def test_a_pool_with_no_connection_free_is_a_one_line_database_error(
     with db.connect(), pytest.raises(DatabaseError, match=busy), db.connect():
         pass
     db.dispose()
+
+
+def test_psycopgs_second_report_of_a_failed_pipeline_statement_is_not_printed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A registration's statements are pipelined; when one fails, psycopg logs "error ignored
+    terminating <Pipeline>" besides raising the error: on stderr, over the console's screen. A
+    PostgreSQL engine drops that line (and only that one)."""
+    import logging
+
+    from registry.store import make_engine
+
+    make_engine(Settings.from_env(home=tmp_path, db_url="postgresql+psycopg://u:p@127.0.0.1:9/none"))
+    log = logging.getLogger("psycopg")
+    with caplog.at_level(logging.WARNING, logger="psycopg"):
+        log.warning("error ignored terminating %r: %s", "<psycopg.Pipeline [INERROR]>", "pipeline aborted")
+        log.warning("connection lost")
+    assert [record.getMessage() for record in caplog.records] == ["connection lost"]
