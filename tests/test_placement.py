@@ -229,9 +229,13 @@ def _captured(seed: int) -> Any:
 
 
 def _lock_waiters(url: str) -> int:
-    """Transactions waiting for an advisory lock (a blob's) on the database of `url`."""
+    """Transactions waiting for an advisory lock (a blob's) on the database of `url` (pg_locks is the
+    whole server's: other tests' databases wait for their own locks meanwhile)."""
     with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
-        found = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+        found = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
         return int(found.fetchone()[0])  # type: ignore[index]
 
 
