@@ -157,6 +157,7 @@ def test_a_step_of_100_percent_judges_the_candidate_against_the_previous_steps_s
 def test_agreement_drift_and_performance_fail_on_a_worse_candidate() -> None:
     base, cand = _counts(1000), _counts(400)
     assert _verdicts(Evidence(base, cand, agreement=(70, 100)))["agreement"] == FAIL
+    assert _verdicts(Evidence(base, cand, agreement=(7, 9)))["agreement"] == WAIT  # too few rows to say
     assert _verdicts(Evidence(base, cand, drift=("ok", "drift")))["drift"] == FAIL
     assert _verdicts(Evidence(base, cand, drift=("drift", "drift")))["drift"] == PASS
     worse = ({"labelled": 40, "accuracy": 0.95}, {"labelled": 40, "accuracy": 0.90})

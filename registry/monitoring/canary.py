@@ -15,7 +15,7 @@ the whole of a shadow) and says `pass`, `fail` or `wait` (not enough evidence ye
   serving version answered in the previous step (or before the rollout);
 - **agreement**: the share of the same recent inputs (rows the candidate was sent) on which both
   versions predict the same class, or, for a regressor, values within 1% of the serving version's spread;
-  fails under `min_agreement`;
+  fails under `min_agreement`, once `min_requests` rows were compared;
 - **drift**: the candidate's recent inputs judged against the candidate's reference and against the
   serving version's (the same rows: only the training data differs); fails when the live inputs are
   `drift` for the candidate's reference but not for the serving version's;
@@ -248,6 +248,9 @@ def _agreement(settings: AnalysisSettings, agreement: tuple[int, int] | None) ->
     if not agreement or not agreement[1]:
         return Check("agreement", WAIT, None, None, "no rows compared yet")
     share = agreement[0] / agreement[1]
+    if agreement[1] < settings.min_requests:  # 7 of 9 rows is chance for models agreeing on 94%
+        why = f"agree on {share:.1%} of {agreement[1]} rows so far ({settings.min_requests} needed)"
+        return Check("agreement", WAIT, None, share, why)
     if share < settings.min_agreement:
         why = f"agreement: the versions agree on {share:.1%} of {agreement[1]} rows"
         return Check("agreement", FAIL, None, share, why)
