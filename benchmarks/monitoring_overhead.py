@@ -1,29 +1,37 @@
 """Monitoring overhead: serving throughput with metrics and input sampling on against off (and, with
 `--extras`, OpenTelemetry export and the prediction store), interleaved in short rounds, same run.
 
-    python benchmarks/monitoring_overhead.py            # 24 rounds of 1 s per side and concurrency
-    python benchmarks/monitoring_overhead.py --quick    # 12 rounds
+    python benchmarks/monitoring_overhead.py            # 16 blocks of 2 rounds of 1 s per side
+    python benchmarks/monitoring_overhead.py --quick    # 8 blocks
     python benchmarks/monitoring_overhead.py --extras   # also `otel` and `nostore` (see below)
 
 A supervisor (pinned to one core with its workers; wrk on the other) serves the same
-LogisticRegression (20 features) from two deployments alive at the same time, one worker each:
+LogisticRegression (20 features) from three deployments alive at the same time, one worker each:
 `on` with monitoring (metrics on every request, input sampling, the prediction store, the
-supervisor's pull every second and drift every 10 s) and `off` deployed with `--no-monitoring` and no
-prediction store. With `--extras`, `otel` adds OpenTelemetry export (`--otlp`: a span per request
-through the SDK's batch processor) to an OTLP/HTTP sink in this process that discards, and `nostore`
-is `on` without the prediction store (`on/nostore` is the store's cost).
+supervisor's pull every second and drift every 10 s), `off` deployed with `--no-monitoring` and no
+prediction store, and `ctl` deployed as `off` (the control, see below). With `--extras`, `otel`
+adds OpenTelemetry export (`--otlp`: a span per request through the SDK's batch processor) to an
+OTLP/HTTP sink in this process that discards, and `nostore` is `on` without the prediction store
+(`on/nostore` is the store's cost).
 
 Why rounds: on a shared 2-core machine, throughput drifts by tens of percent over seconds (other
 processes, the supervisor's drift pass, CPU frequency), so two long runs taken one after the other
 compare the moments as much as the servers. Here wrk goes round the sides in many short runs (1 s:
 wrk's least), the order reversed every round (ABBA...) so that a steady drift favours neither side;
-each round gives one ratio from runs taken within about a second of each other. The rounds come in
-blocks (4, or 3 with `--quick`), each with every side deployed afresh: one pair of worker processes
-differed from the next by a few percent however many rounds it ran (where their heaps and caches
-fall), so a single pair's figure moved by as much from one run of the benchmark to the next. Printed per
-concurrency (8 and 64, single-row requests on kept-alive connections): req/s and p50 per side
-(medians over rounds), the median of the per-round ratios with its interquartile range (the middle
-half of the rounds) and the verdict against the goal: on/off at least 97%.
+each round gives one ratio from runs taken within about a second of each other.
+
+Why many blocks: two worker processes serving the same model the same way differ by up to 5% in CPU
+per request (where their heaps and caches fall), as much as the effect measured, and a pair keeps
+its difference however many rounds it runs. So the rounds come in many short blocks (16 of 2 rounds,
+8 with `--quick`), each deploying every side afresh, in the opposite order to the block before (no
+side is always the first forked); the blocks' pairs of processes then average out. `ctl` is a second
+`off` deployment, the control: `off/ctl` (an A/A comparison) shows how far apart two identical sides
+land in this run, which is the resolution of the `on/off` figure (the script says so when the control
+is more than 2% from 100%: `--quick`'s 8 blocks often are, the default 16 seldom).
+
+Printed per concurrency (8 and 64, single-row requests on kept-alive connections): req/s and p50 per
+side (medians over rounds), the median of the per-round ratios with its interquartile range (the
+middle half of the rounds) and the verdict against the goal: on/off at least 97%.
 
 Throughput on a shared machine moves with everything else on it; the CPU a worker spends per request
 moves far less. So each run also reads the worker processes' CPU time (user + system, from /proc),
@@ -52,11 +60,18 @@ from serving import Cores, Load, Wrk, fmt_ms, fmt_rps, free_port, print_table
 from swap import prepare
 
 GOAL = 0.97  # on/off throughput
-#: The rounds are split into blocks, each deploying every side afresh: one pair of worker processes
-#: differs by a few percent from the next (where their heaps and caches fall), which one pair's many
-#: rounds cannot average out; fresh pairs can.
-BLOCKS, BLOCKS_QUICK = 4, 3
-PAIRS = (("on/off", ("on", "off")), ("otel/on", ("otel", "on")), ("on/nostore", ("on", "nostore")))
+#: The rounds come in blocks, each deploying every side afresh: one pair of worker processes differs
+#: by up to 5% from the next (where their heaps and caches fall), which one pair's many rounds cannot
+#: average out; many fresh pairs can.
+BLOCKS, BLOCKS_QUICK, ROUNDS_PER_BLOCK = 16, 8, 2
+#: How far from 100% the A/A control may land for on/off to be read to the goal's precision.
+CONTROL_TOLERANCE = 0.02
+PAIRS = (
+    ("on/off", ("on", "off")),
+    ("off/ctl", ("off", "ctl")),
+    ("otel/on", ("otel", "on")),
+    ("on/nostore", ("on", "nostore")),
+)
 
 
 def spread(ratios: list[float]) -> tuple[float, float, float]:
@@ -135,8 +150,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="10 rounds instead of 24")
-    parser.add_argument("--rounds", type=int, help="rounds per concurrency")
+    parser.add_argument("--quick", action="store_true", help=f"{BLOCKS_QUICK} blocks instead of {BLOCKS}")
+    parser.add_argument("--blocks", type=int, help="blocks (fresh deployments) per concurrency")
+    parser.add_argument("--rounds", type=int, default=ROUNDS_PER_BLOCK, help="rounds per block")
     parser.add_argument("--extras", action="store_true", help="also the otel and nostore sides")
     options = parser.parse_args(argv)
     unshadow()
@@ -145,9 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     binary = shutil.which("wrk")
     if binary is None:
         sys.exit("wrk is not installed: apt-get install wrk")
-    count = options.rounds or (12 if options.quick else 24)
-    blocks = BLOCKS_QUICK if options.quick else BLOCKS
-    per_block = max(1, round(count / blocks))
+    blocks = options.blocks or (BLOCKS_QUICK if options.quick else BLOCKS)
+    per_block = max(1, options.rounds)
     count = per_block * blocks
     cores = Cores()
     print(
@@ -163,17 +178,18 @@ def main(argv: list[str] | None = None) -> None:
         try:
             while not client.running():
                 time.sleep(0.05)
-            sides = [("on", True, True, "off"), ("off", False, False, "off")]
+            sides = [("on", True, True, "off"), ("off", False, False, "off"), ("ctl", False, False, "off")]
             if options.extras:
                 sides += [("otel", True, True, otlp_sink()), ("nostore", True, False, "off")]
             boss = psutil.Process(supervisor.pid)
             rows, verdicts, failed, cpu_rows = [], [], 0, []
+            controls: dict[int, float] = {}  # off/ctl by CPU per request, per concurrency
             for conc in (8, 64):
                 results: dict[str, list[Load]] = {side[0]: [] for side in sides}
                 cpu = {side[0]: Cpu() for side in sides}
                 boss_before, wall = cpu_seconds([boss]), time.perf_counter()
-                for _ in range(blocks):  # fresh workers each block: no one process's luck decides
-                    urls, workers = deploy_sides(client, sides)
+                for block in range(blocks):  # fresh workers each block: no one process's luck decides
+                    urls, workers = deploy_sides(client, sides if block % 2 == 0 else sides[::-1])
                     for side in urls:  # warm-up
                         runner.run(urls[side], 1, conc, 1)
                     for side, loads in rounds(runner, urls, conc, per_block, workers, cpu).items():
@@ -184,6 +200,8 @@ def main(argv: list[str] | None = None) -> None:
                 for name, (a, b) in PAIRS:
                     if a in cpu and b in cpu and cpu[a].requests and cpu[b].requests:
                         share = cpu[b].per_request / cpu[a].per_request
+                        if name == "off/ctl":
+                            controls[conc] = share
                         pairs = [y / x for x, y in zip(cpu[a].per_run, cpu[b].per_run, strict=False) if x]
                         median, q1, q3 = spread(pairs)
                         cpu_verdict = ("ok" if share >= GOAL else "MISS") if name == "on/off" else "-"
@@ -243,6 +261,14 @@ def main(argv: list[str] | None = None) -> None:
         f"of them; failed requests: {failed}; goal: on/off at least {GOAL:.0%}, by throughput and by "
         f"CPU per request ({'met' if verdicts and all(v == 'ok' for v in verdicts) else 'not met'})"
     )
+    wide = {conc: share for conc, share in controls.items() if abs(share - 1) > CONTROL_TOLERANCE}
+    if wide:
+        figures = ", ".join(f"{share:.1%} (c={conc})" for conc, share in wide.items())
+        print(
+            f"the control is off: two identical sides came out at {figures} of each other, more than "
+            f"{CONTROL_TOLERANCE:.0%} from 100%, so this run cannot resolve on/off to the goal's precision; "
+            f"run more blocks (--blocks N; the default is {BLOCKS})"
+        )
 
 
 def otlp_sink() -> str:
