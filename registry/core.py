@@ -598,15 +598,11 @@ def _holders(session: Session, model: RegisteredModel, row: ModelVersion) -> str
 
 def _check_parent(raw: Any, postgres: bool, name: str, parent: int | None, row: dict[str, Any]) -> None:
     """Refuse (inside the registering transaction, on its driver connection `raw`, which then keeps
-    nothing) a parent that is not an existing earlier version of the model (deleted ones included)."""
+    nothing) a parent that is not an existing earlier version of the model (a deleted one is not)."""
     if parent is None:
         return
     query = "SELECT 1 FROM model_version WHERE model_id = ? AND version = ?"
-    found = (
-        0 < parent < row["version"]
-        and raw.execute(query.replace("?", "%s") if postgres else query, (row["model_id"], parent)).fetchone()
-    )
-    if not found:
+    if not (0 < parent < row["version"] and driver_runner(raw, postgres)(query, (row["model_id"], parent))):
         raise VersionNotFound(f"parent version {parent} of {name!r} does not exist")
 
 
