@@ -3,6 +3,7 @@ supervisor client can name its caller without importing the registry core)."""
 
 from __future__ import annotations
 
+import functools
 import getpass
 import os
 import re
@@ -12,13 +13,23 @@ import socket
 HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+#: What `getpass.getuser` reads before the account database, in its order.
+_LOGIN_VARIABLES = ("LOGNAME", "USER", "LNAME", "USERNAME")
+
+
 def current_actor() -> str:
     """`user@host` of this process, recorded with every event."""
+    return f"{_login_name(os.getuid(), *map(os.environ.get, _LOGIN_VARIABLES))}@{host_label()}"
+
+
+@functools.lru_cache(maxsize=8)
+def _login_name(uid: int, *login_variables: str | None) -> str:
+    """`getpass.getuser()`, once per set of its inputs: without a login variable it reads the
+    account database (/etc/passwd, on every registration before)."""
     try:
-        user = getpass.getuser()
+        return getpass.getuser()
     except Exception:  # no login name in some containers
-        user = "unknown"
-    return f"{user}@{host_label()}"
+        return "unknown"
 
 
 def host_label() -> str:

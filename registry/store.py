@@ -302,7 +302,10 @@ class Database:
             try:
                 if self.settings.is_sqlite:
                     raw.execute("BEGIN IMMEDIATE")
-                yield raw
+                    yield raw
+                else:  # autocommit until checkin (the write engine's isolation option resets it)
+                    raw.autocommit = True  # the transaction is the one `BeginsWithFirstStatement` opens
+                    yield BeginsWithFirstStatement(raw)
                 raw.commit()
             except driver_error as exc:
                 _roll_back(raw)
@@ -315,6 +318,45 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class BeginsWithFirstStatement:
+    """A psycopg connection in autocommit mode whose transaction opens with its first statement:
+    `BEGIN` is pipelined with it (psycopg's own `BEGIN` waits for its answer, a round trip more on
+    every write). `commit` and `rollback` end the transaction (psycopg sends them whenever the
+    server reports one open); everything else is the connection's own."""
+
+    #: The isolation `registry.writes`' statements are written for.
+    BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._begun = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+    def _begin(self) -> None:
+        if not self._begun:
+            self._begun = True
+            self._raw.execute(self.BEGIN)
+
+    @contextmanager
+    def pipeline(self) -> Iterator[Any]:
+        """The connection's pipeline, `BEGIN` first if the transaction is not open yet."""
+        with self._raw.pipeline() as pipeline:
+            self._begin()
+            yield pipeline
+
+    def execute(self, query: Any, params: Any = None, **options: Any) -> Any:
+        if self._begun:
+            return self._raw.execute(query, params, **options)
+        with self.pipeline():
+            return self._raw.execute(query, params, **options)
+
+    def cursor(self, *args: Any, **options: Any) -> Any:
+        self._begin()
+        return self._raw.cursor(*args, **options)
 
 
 def _roll_back(raw: Any) -> None:

@@ -186,6 +186,26 @@ def test_moving_an_alias_leaves_it_on_one_version_and_records_the_move(registry:
     assert len(registry.history("iris").events) == events
 
 
+def test_the_ledger_names_who_changed_it_as_they_are_named_then(
+    registry: Registry, iris_model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`user@host`: the login name of the moment (kept per login variables, never stale), else the
+    account's name."""
+    import os
+    import pwd
+
+    for variable in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("MODELDECK_HOST_NAME", "bench-7")
+    registry.register(iris_model, "iris")
+    monkeypatch.setenv("USER", "ana")
+    registry.set_alias("iris", "champion", 1)
+    monkeypatch.setenv("LOGNAME", "ben")
+    registry.set_alias("iris", "champion", 1)
+    actors = [event.actor for event in registry.history("iris").events]
+    assert actors == [f"{pwd.getpwuid(os.getuid()).pw_name}@bench-7", "ana@bench-7", "ben@bench-7"]
+
+
 def test_remove_alias(registry: Registry, iris_model):
     registry.register(iris_model, "iris", alias=["champion", "staging"])
     registry.remove_alias("iris", "champion", reason="retired")

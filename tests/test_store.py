@@ -406,3 +406,37 @@ def test_psycopgs_second_report_of_a_failed_pipeline_statement_is_not_printed(
         log.warning("error ignored terminating %r: %s", "<psycopg.Pipeline [INERROR]>", "pipeline aborted")
         log.warning("connection lost")
     assert [record.getMessage() for record in caplog.records] == ["connection lost"]
+
+
+def test_a_postgresql_driver_write_begins_with_its_first_statement_and_stays_all_or_nothing(
+    home: Path, postgres_url: str
+) -> None:
+    """The hot write paths' transaction on PostgreSQL opens with their first statement (BEGIN goes in
+    the same round trip, not one of its own): it is READ COMMITTED, what a failed write did is rolled
+    back, and the pooled connection goes back as it came (not in autocommit: an ORM write after it is
+    still one transaction)."""
+    from psycopg.pq import TransactionStatus
+
+    made = "INSERT INTO registered_model (name, description, next_version, created_at, updated_at)"
+    reg = Registry(home=home, db_url=postgres_url)
+    try:
+        with reg.db.driver_write() as raw:
+            (isolation,) = raw.execute("SELECT current_setting('transaction_isolation')").fetchone()
+            assert raw.info.transaction_status == TransactionStatus.INTRANS
+            raw.execute(f"{made} VALUES ('kept', '', 1, now(), now())")
+        assert isolation == "read committed"
+        for failure in ("SELECT 1 / 0", None):  # the driver's error, and one raised by the caller
+            with pytest.raises((DatabaseError, RuntimeError)), reg.db.driver_write() as raw:
+                raw.execute(f"{made} VALUES ('half', '', 1, now(), now())")
+                if failure is None:
+                    raise RuntimeError("a check failed mid-write")
+                raw.execute(failure)
+        assert [m.name for m in reg.list_models()] == ["kept"]
+        with reg.db.engine.connect() as conn:  # the one connection used above (the pool is FIFO)
+            assert conn.connection.driver_connection.autocommit is False
+        with pytest.raises(RuntimeError), reg.db.write() as session:
+            session.connection().exec_driver_sql(f"{made} VALUES ('orm', '', 1, now(), now())")
+            raise RuntimeError("rolled back")
+        assert [m.name for m in reg.list_models()] == ["kept"]
+    finally:
+        reg.close()
