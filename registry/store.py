@@ -165,6 +165,10 @@ def _sqlite_engine(settings: Settings) -> Engine:
     return engine
 
 
+#: PostgreSQL writes' isolation (the ORM's through the write engine, `driver_write`'s through its BEGIN).
+WRITE_ISOLATION = "READ COMMITTED"
+
+
 class Database:
     """An engine plus the sessions the registry uses; the schema is upgraded on open."""
 
@@ -184,7 +188,7 @@ class Database:
         # a lock (the model's row, a blob's advisory lock) must see what the lock's previous holder
         # committed, which a repeatable-read snapshot (taken before the lock was granted) would not.
         self._write_engine = self.engine.execution_options(
-            **{_WRITE: True}, **({} if settings.is_sqlite else {"isolation_level": "READ COMMITTED"})
+            **{_WRITE: True}, **({} if settings.is_sqlite else {"isolation_level": WRITE_ISOLATION})
         )
         # PostgreSQL reads skip BEGIN/ROLLBACK: two network round trips saved on every lookup.
         # (SQLite keeps its deferred BEGIN: a consistent snapshot across statements costs nothing.)
@@ -326,8 +330,7 @@ class BeginsWithFirstStatement:
     every write). `commit` and `rollback` end the transaction (psycopg sends them whenever the
     server reports one open); everything else is the connection's own."""
 
-    #: The isolation `registry.writes`' statements are written for.
-    BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
+    BEGIN = f"BEGIN ISOLATION LEVEL {WRITE_ISOLATION}"
 
     def __init__(self, raw: Any) -> None:
         self._raw = raw
