@@ -113,12 +113,27 @@ def new_request_id() -> str:
     each row to a random page of a large table (a random id cost about 4x more CPU per stored row, on
     a table of 180,000 rows, and more as the table grows towards its million). The time never goes
     back within a process (a clock stepped back, or one coarser than a nanosecond: macOS's)."""
-    global _last_id_time
+    global _last_id_time, _random_hex, _random_at
     _last_id_time = max(time.time_ns(), _last_id_time + 1)
-    return f"{_last_id_time:016x}{os.urandom(8).hex()}"
+    at = _random_at
+    if at >= len(_random_hex):  # drawn in bulk: one system call per `_IDS_PER_DRAW` ids
+        _random_hex, at = os.urandom(8 * _IDS_PER_DRAW).hex(), 0
+    _random_at = at + 16
+    return f"{_last_id_time:016x}{_random_hex[at : at + 16]}"
 
 
 _last_id_time = 0
+_IDS_PER_DRAW = 256
+_random_hex, _random_at = "", 0
+
+
+def _forget_random_bits() -> None:
+    """A forked worker draws its own: siblings sharing the parent's unused bits would share ids."""
+    global _random_hex, _random_at
+    _random_hex, _random_at = "", 0
+
+
+os.register_at_fork(after_in_child=_forget_random_bits)
 
 
 def store_path(home: Path) -> Path:

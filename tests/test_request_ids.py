@@ -3,6 +3,7 @@ prediction store's primary key grows at its end instead of at random pages of a 
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -35,6 +36,26 @@ def test_made_ids_carry_64_random_bits_after_the_time() -> None:
     randoms = {i[16:] for i in ids}
     assert len(randoms) == len(ids)  # 64 random bits each: a repeat would be a broken generator
     assert len({i[:16] for i in ids}) > 1  # the time part moves
+
+
+def test_a_forked_worker_draws_its_own_random_bits_not_its_parents() -> None:
+    """Random bits are drawn in bulk; workers are forked from a preloader that may have drawn some.
+    A child reusing the parent's unused bits would give the same ids' random halves as its siblings."""
+    request_id(None)  # the parent has drawn, and holds unused bits
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe and exits at once
+        try:
+            os.write(writer, "".join(request_id(None)[16:] for _ in range(4)).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        childs = pipe.read().decode()
+    os.waitpid(child, 0)
+    parents = "".join(request_id(None)[16:] for _ in range(4))
+    assert len(childs) == len(parents) == 64
+    assert childs != parents
 
 
 def test_a_clients_sane_id_is_kept_and_anything_else_replaced() -> None:
