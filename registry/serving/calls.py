@@ -97,25 +97,33 @@ class ModelCaller:
 
     async def __call__(self, call: Call, rows: Rows) -> list[Any]:
         """`call(rows)`, inline when that is cheaper and safe, else in a thread."""
-        if self.inline and len(rows) <= INLINE_ROWS:
-            start = time.perf_counter()
-            result = call(rows)
-            took = time.perf_counter() - start
-            if took <= DEMOTE_SECONDS:
-                self._slow = 0
-                return result
-            self._slow += 1
-            if self._slow >= DEMOTE_AFTER:
-                self.inline = False
-                log.warning(
-                    "%d model calls in a row took over %.3f s on the event loop (the last %.3f s); "
-                    "model calls run in threads from now on",
-                    self._slow,
-                    DEMOTE_SECONDS,
-                    took,
-                )
-            return result
+        if self.takes_inline(rows):
+            return self.run_inline(call, rows)
         return await self.threaded(call, rows)
+
+    def takes_inline(self, rows: Rows) -> bool:
+        """Whether `rows` are called inline (`run_inline`) rather than in a thread (`threaded`)."""
+        return self.inline and len(rows) <= INLINE_ROWS
+
+    def run_inline(self, call: Call, rows: Rows) -> list[Any]:
+        """`call(rows)` on the event loop; the model moves to the threads after slow calls in a row."""
+        start = time.perf_counter()
+        result = call(rows)
+        took = time.perf_counter() - start
+        if took <= DEMOTE_SECONDS:
+            self._slow = 0
+            return result
+        self._slow += 1
+        if self._slow >= DEMOTE_AFTER:
+            self.inline = False
+            log.warning(
+                "%d model calls in a row took over %.3f s on the event loop (the last %.3f s); "
+                "model calls run in threads from now on",
+                self._slow,
+                DEMOTE_SECONDS,
+                took,
+            )
+        return result
 
     async def threaded(self, call: Call, rows: Rows) -> list[Any]:
         """`call(rows)` in a thread, within the timeout if there is one."""

@@ -108,7 +108,11 @@ def _members(value: Any) -> int:
     """Members of the JSON objects in `value`, counted where that is cheap: never more than there are."""
     kind = type(value)
     if kind is dict:
-        return len(value) + sum(_members(v) for v in value.values() if type(v) in _CONTAINERS)
+        count = len(value)
+        for member in value.values():  # a loop, not a generator: every request counts its body's
+            if type(member) in _CONTAINERS:
+                count += _members(member)
+        return count
     if kind is list and value:
         first = type(value[0])
         if first is dict:
@@ -122,7 +126,7 @@ def _members(value: Any) -> int:
 
 def invocation_rows(body: bytes, content_type: str, schema: InputSchema) -> list[list[Any]]:
     """Rows of a `POST /invocations` body (JSON in one of MLflow's four forms, or CSV)."""
-    media = content_type.split(";", 1)[0].strip().lower()
+    media = content_type if content_type == "application/json" else _media_type(content_type)
     if media == "text/csv":
         return csv_rows(body, schema)
     if media != "application/json":
@@ -148,13 +152,18 @@ def invocation_rows(body: bytes, content_type: str, schema: InputSchema) -> list
     return tensor_rows(value, schema, key)
 
 
+def _media_type(content_type: str) -> str:
+    """A Content-Type's media type in lower case (`Application/JSON; charset=utf-8`: `application/json`)."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
 def split_rows(value: Any, schema: InputSchema, key: str) -> list[list[Any]]:
     if not isinstance(value, dict) or not isinstance(value.get("data"), list):
         raise bad_request(f"{key} must be an object with 'columns' and 'data' (a list of rows)", key)
     rows = value["data"]
     _check_row_lists(rows, key)
     columns = value.get("columns")
-    if columns is None:
+    if columns is None or columns == schema.names:  # the signature's own order: nothing to move
         return schema.check_rows(rows)
     if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
         raise bad_request(f"{key}.columns must be a list of column names", f"{key}.columns")

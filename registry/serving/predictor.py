@@ -8,11 +8,9 @@ categorical columns or name-based column selection get a DataFrame.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -73,25 +71,27 @@ class Predictor:
         return frame
 
     def predict(self, rows: list[list[Any]]) -> list[Any]:
-        with self._refusing_input():
+        try:
             return self._model.predict(self.model_input(rows)).tolist()
+        except ValueError as exc:
+            self._refuse_unknown_category(exc)
+            raise
 
     def predict_proba(self, rows: list[list[Any]]) -> list[list[float]]:
-        with self._refusing_input():
+        try:
             return self._model.predict_proba(self.model_input(rows)).tolist()
+        except ValueError as exc:
+            self._refuse_unknown_category(exc)
+            raise
 
-    @contextlib.contextmanager
-    def _refusing_input(self) -> Iterator[None]:
+    def _refuse_unknown_category(self, exc: ValueError) -> None:
         """A strict encoder's refusal of an unknown category as a 422, not a model fault.
 
         The schema refuses the categories it knows of by column and row first; this is for encoders
         it cannot see (deeper in the model). A redacted deployment leaves out the model's message,
-        which quotes the values."""
-        try:
-            yield
-        except ValueError as exc:
-            if _UNKNOWN_CATEGORY not in str(exc):
-                raise
+        which quotes the values. (A `try` in each call, not a context manager: this is every
+        request's path.)"""
+        if _UNKNOWN_CATEGORY in str(exc):
             detail = "" if self.redact else f" ({exc})"
             message = f"the model refused the input: a value is a category it was not fitted on{detail}"
             raise InputError(422, "schema_mismatch", message) from None

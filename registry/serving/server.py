@@ -14,7 +14,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from starlette.applications import Starlette
@@ -34,10 +34,11 @@ from registry.outcomes import (
     parse_labels,
     request_id,
 )
-from registry.serving import encodings, oip_binary, oip_types, payloads
+from registry.serving import oip_binary, oip_types, payloads
 from registry.serving.batching import MicroBatcher
 from registry.serving.calls import ModelCaller
 from registry.serving.error_bodies import error_body, input_error_body
+from registry.serving.exchange import Asked, RawHeaders, first_headers, read_body, send_json
 from registry.serving.predictor import Predictor
 from registry.serving.split import SHADOW, Split
 from registry.signature import InputError
@@ -50,6 +51,12 @@ DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 SERVER_NAME = "modeldeck"
 EXTENSIONS = ("binary_tensor_data",)
 Handler = Callable[[Request], Awaitable[Response]]
+#: A prediction route's work: the status, the result (to send as JSON, or a ready Response), the rows.
+PredictHandler = Callable[[Asked, bytes], Awaitable[tuple[int, Any, int]]]
+#: An answer to send: the status, the body (JSON bytes, or a ready Response) and the request id.
+Reply = tuple[int, "bytes | Response", str]
+#: OIP's binary extension header, as `Asked.header` takes names.
+_BINARY_HEADER = oip_binary.HEADER.lower().encode("latin-1")
 _UNAUTHORIZED = InputError(
     401,
     "unauthorized",
@@ -114,7 +121,10 @@ def create_app(
             result = await batcher.submit(rows)
         else:
             method = predictor.predict_proba if output == payloads.PREDICT_PROBA else predictor.predict
-            result = await caller(method, rows)
+            if caller.takes_inline(rows):  # no coroutine for the common case: every request's path
+                result = caller.run_inline(method, rows)
+            else:
+                result = await caller.threaded(method, rows)
             if on_call is not None:
                 on_call(len(rows))
         if sampler is not None and output == payloads.PREDICT:
@@ -147,65 +157,49 @@ def create_app(
 
         return check
 
-    def predicting(handler: Callable[[Request, bytes, str], Awaitable[tuple[int, Any, int]]]) -> Handler:
-        """Read the body within the limit, run `handler`, turn failures into JSON errors, count it;
-        the response (error or not) carries the request id."""
+    def predicting(handler: PredictHandler) -> PredictionEndpoint:
+        """The endpoint of a prediction route: check the token, read the body within the limit, run
+        `handler`, turn failures into JSON errors, count the answer. Every answer, an error too,
+        carries the request id."""
 
-        async def respond(request: Request) -> tuple[Response, int, str]:
-            """The response, its row count and its outcome ("ok" or the error's code)."""
-            rid = request_id(request.headers.get("x-request-id"))
-            response, rows, outcome = await answered(request, rid)
-            given = request.scope.get("state", {}).get("request_id", rid)  # infer's, from the body
-            response.raw_headers.append((b"x-request-id", given.encode("latin-1")))
-            return response, rows, outcome
-
-        async def answered(request: Request, rid: str) -> tuple[Response, int, str]:
-            try:
-                body = await read_body(request, max_body_bytes)
-                status, result, rows = await handler(request, body, rid)
-                return (result if isinstance(result, Response) else answer(status, result)), rows, "ok"
-            except InputError as exc:
-                return refuse(request, exc), 0, exc.code
-            except Exception as exc:  # the model raised: the worker lives on, the log says why
-                reason = _reason(exc, predictor.redact)
-                log.warning("500 on %s: %s", request.url.path, reason)
-                return (
-                    answer(500, error_body(request.url.path, 500, reason, "prediction_failed")),
-                    0,
-                    "prediction_failed",
-                )
-
-        async def unmonitored(request: Request) -> Response:
-            return (await respond(request))[0]
-
-        async def run(request: Request) -> Response:
+        async def reply(scope: Scope, receive: Receive) -> Reply:
+            asked = Asked(scope)
+            if expected_token is not None and not bearer_matches(
+                asked.header(b"authorization") or "", expected_token
+            ):
+                return 401, orjson.dumps(input_error_body(path_of(scope), _UNAUTHORIZED)), asked.request_id
             start = time.perf_counter()
-            metrics.in_flight.inc()
+            if monitoring:
+                metrics.in_flight.inc()
             try:
-                response, rows, outcome = await respond(request)
+                body = await read_body(asked.headers, receive, max_body_bytes)
+                status, result, rows = await handler(asked, body)
+                content = result if isinstance(result, Response) else orjson.dumps(result)
+                outcome = "ok"
+            except InputError as exc:
+                status, rows, outcome = exc.status, 0, exc.code
+                content = orjson.dumps(input_error_body(path_of(scope), exc))
+            except Exception as exc:  # the model raised: the worker lives on, the log says why
+                reason, path = _reason(exc, predictor.redact), path_of(scope)
+                log.warning("500 on %s: %s", path, reason)
+                status, rows, outcome = 500, 0, "prediction_failed"
+                content = orjson.dumps(error_body(path, 500, reason, outcome))
             finally:
-                metrics.in_flight.dec()
-            metrics.observe(response.status_code, time.perf_counter() - start, rows)
-            if telemetry is not None:
-                telemetry.record(request, response.status_code, rows, outcome, start)
-            return response
+                if monitoring:
+                    metrics.in_flight.dec()
+            if monitoring:
+                metrics.observe(status, time.perf_counter() - start, rows)
+                if telemetry is not None:
+                    telemetry.record(Request(scope), status, rows, outcome, start)
+            return status, content, asked.request_id
 
-        checked = guarded(run if monitoring else unmonitored)
+        return PredictionEndpoint(reply, raw_headers)
 
-        async def stamped(request: Request) -> Response:
-            """A refusal before the handler (401) carries a request id too."""
-            response = await checked(request)
-            if "x-request-id" not in response.headers:
-                response.headers["x-request-id"] = request_id(request.headers.get("x-request-id"))
-            return response
-
-        return stamped if expected_token is not None else checked
-
-    async def invocations(request: Request, body: bytes, rid: str) -> tuple[int, Any, int]:
-        rows = payloads.invocation_rows(body, request.headers.get("content-type", ""), predictor.schema)
+    async def invocations(asked: Asked, body: bytes) -> tuple[int, Any, int]:
+        rows = payloads.invocation_rows(body, asked.header(b"content-type") or "", predictor.schema)
         predictions = await call(payloads.PREDICT, rows)
         if outcomes is not None:
-            outcomes.record(rid, predictions)
+            outcomes.record(asked.request_id, predictions)
         return 200, {"predictions": predictions}, len(rows)
 
     datatypes = {payloads.PREDICT: oip_types.predict_datatype(info.output), payloads.PREDICT_PROBA: "FP64"}
@@ -222,18 +216,20 @@ def create_app(
         if predictions is not None and outcomes is not None:
             outcomes.record(rid, predictions, probabilities)
 
-    async def infer(request: Request, body: bytes, given_id: str) -> tuple[int, Any, int]:
-        _check_model(request, info)
-        header_length = request.headers.get(oip_binary.HEADER)
-        parsed = payloads.v2_request(body, predictor.schema, predictor.can_proba, header_length)
+    async def infer(asked: Asked, body: bytes) -> tuple[int, Any, int]:
+        _check_model(asked.path_params, info)
+        parsed = payloads.v2_request(
+            body, predictor.schema, predictor.can_proba, asked.header(_BINARY_HEADER)
+        )
         if len(parsed.outputs) == 1:  # the fast path: one model call
             results = [await call(parsed.outputs[0], parsed.rows)]
         else:
             results = await asyncio.gather(*(call(name, parsed.rows) for name in parsed.outputs))
-        # The header's id, else the body's (what OIP clients set), keys the stored predictions;
-        # the body's `id` echoes the request's, as OIP says.
-        rid = given_id if request.headers.get("x-request-id") == given_id else request_id(parsed.id)
-        request.state.request_id = rid
+        # The header's id, else the body's (what OIP clients set), keys the stored predictions and is
+        # the answer's; the body's `id` echoes the request's, as OIP says.
+        if asked.header(b"x-request-id") != asked.request_id:
+            asked.request_id = request_id(parsed.id)
+        rid = asked.request_id
         if outcomes is not None:
             record(rid, parsed.outputs, results)
         result = {
@@ -266,7 +262,7 @@ def create_app(
                 raise InputError(
                     409, "no_prediction_store", f"this deployment keeps no predictions: {no_store}"
                 )
-            body = await read_body(request, max_body_bytes)
+            body = await read_body(first_headers(request.scope), request.receive, max_body_bytes)
             try:
                 labels = parse_labels(
                     orjson.loads(body), limit=MAX_LABELS_PER_REQUEST, numeric=numeric_labels
@@ -286,7 +282,7 @@ def create_app(
 
     async def model_metadata(request: Request) -> Response:
         try:
-            _check_model(request, info)
+            _check_model(request.path_params, info)
         except InputError as exc:
             return refuse(request, exc)
         return answer(200, v2_metadata(predictor))
@@ -294,7 +290,7 @@ def create_app(
     async def model_ready(request: Request) -> Response:
         """OIP model readiness: 200 once this model (and version) is loaded and warmed up."""
         try:
-            _check_model(request, info)
+            _check_model(request.path_params, info)
         except InputError as exc:
             return refuse(request, exc)
         if not predictor.ready:
@@ -407,6 +403,36 @@ class JSONBytes(Response):
         ]
 
 
+class PredictionEndpoint:
+    """A prediction route's endpoint on plain ASGI: `reply` makes the answer, `send` sends it.
+
+    Starlette's router takes an instance as an ASGI app as it is (a function it would wrap as a request
+    handler). `ModelServer`'s short way calls the two halves itself, so that a fault in `reply` still
+    gets its 500 before anything was sent."""
+
+    __slots__ = ("_headers", "reply")
+
+    def __init__(self, reply: Callable[[Scope, Receive], Awaitable[Reply]], headers: RawHeaders) -> None:
+        self.reply = reply
+        self._headers = headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.send(scope, receive, send, await self.reply(scope, receive))
+
+    async def send(self, scope: Scope, receive: Receive, send: Send, answer: Reply) -> None:
+        status, content, rid = answer
+        if isinstance(content, Response):
+            content.raw_headers.append((b"x-request-id", rid.encode("latin-1")))
+            await content(scope, receive, send)
+        else:
+            await send_json(send, status, content, self._headers, rid)
+
+
+def path_of(scope: Scope) -> str:
+    """The request's path as Starlette gives it (`request.url.path`), for error bodies."""
+    return Request(scope).url.path
+
+
 class ModelServer(Starlette):
     """Starlette with a short way for prediction requests.
 
@@ -453,14 +479,14 @@ class ModelServer(Starlette):
     async def _answer(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self
         scope["route"] = route
-        scope["endpoint"] = route.endpoint
-        request = Request(scope, receive, send)
+        endpoint = cast(PredictionEndpoint, route.endpoint)
+        scope["endpoint"] = endpoint
         try:
-            response = await route.endpoint(request)
+            answer = await endpoint.reply(scope, receive)
         except Exception as exc:
-            await (await self._on_error(request, exc))(scope, receive, send)
+            await (await self._on_error(Request(scope, receive, send), exc))(scope, receive, send)
             raise
-        await response(scope, receive, send)
+        await endpoint.send(scope, receive, send, answer)
 
     def _hot(self, scope: Scope) -> Route | None:
         """The hot route `scope` is for (its path parameters set), or None."""
@@ -489,36 +515,6 @@ def bearer_matches(header: str, token: bytes) -> bool:
     return hmac.compare_digest(given, token) and scheme.lower() == "bearer"
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed `limit` bytes (decompressed,
-    for a `Content-Encoding: gzip` or `deflate` body; another encoding is a 415)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    decoder = encodings.decoder(request.headers.get("content-encoding"), limit)
-    chunks, size = [], 0
-    receive = request.receive
-    while True:  # the ASGI messages themselves: Request.stream's generator costs more than a read
-        message = await receive()
-        kind = message["type"]
-        if kind == "http.disconnect":  # gone, or cut off by the body deadline (408): not a 500
-            raise InputError(408, "request_timeout", "the request body did not arrive", field="body")
-        if kind != "http.request":
-            continue
-        chunk = message.get("body", b"")
-        if decoder is not None:
-            chunk = decoder.feed(chunk)
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    if decoder is not None:
-        decoder.finish()
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
 def _reason(exc: Exception, redact: bool) -> str:
     """What failed, for the 500 body and the log; redacted deployments leave out the exception's text,
     which may quote input values (a model's messages often do)."""
@@ -538,20 +534,14 @@ def release() -> str:
         return "unknown"
 
 
-def _too_large(limit: int) -> InputError:
-    return InputError(
-        413, "payload_too_large", f"request body over the limit of {limit:,} bytes", field="body"
-    )
-
-
-def _check_model(request: Request, info: Any) -> None:
+def _check_model(path_params: Mapping[str, str], info: Any) -> None:
     """404 unless the path names the model (and version, if given) this server serves."""
-    asked = request.path_params.get("name")
+    asked = path_params.get("name")
     if asked != info.name:
         raise InputError(
             404, "model_not_found", f"this server serves model {info.name!r}, not {asked!r}", field="name"
         )
-    wanted = request.path_params.get("version")
+    wanted = path_params.get("version")
     if wanted is not None and wanted != str(info.version):
         raise InputError(
             404,
