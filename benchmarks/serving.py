@@ -110,7 +110,14 @@ app = Starlette(
     routes=[Route("/invocations", invocations, methods=["POST"]), Route("/health/ready", ready)]
 )
 config = uvicorn.Config(
-    app, host="127.0.0.1", port=int(sys.argv[1]), access_log=False, log_level="warning", lifespan="off"
+    app,
+    host="127.0.0.1",
+    port=int(sys.argv[1]),
+    access_log=False,
+    log_level="warning",
+    lifespan="off",
+    proxy_headers=False,
+    server_header=False,
 )
 uvicorn.Server(config).run()
 '''

@@ -8,13 +8,14 @@ Inference itself (datatypes, binary tensors) is tested in test_oip_inference.py.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pandas as pd
 import pytest
-from helpers import error_of
+from helpers import error_of, wait_until
 from oip_servers import IRIS_COLUMNS, Server, iris, register, serving
 
 from registry.serving.server import release
@@ -172,11 +173,57 @@ def test_every_route_answers_errors_in_its_protocols_shape(
 # ---------------------------------------------------------------------- the bearer token
 @pytest.fixture(scope="module")
 def guarded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
-    """iris served beyond loopback (0.0.0.0), so it requires the bearer token; the token."""
+    """iris served beyond loopback (0.0.0.0), so it requires the bearer token; the token. Its access
+    log is on."""
     home = tmp_path_factory.mktemp("oip-guarded-home")
     env = register(home, {"iris": iris()})
-    with serving(env, tmp_path_factory.mktemp("oip-guarded-logs"), {"iris": ["iris"]}, host="0.0.0.0") as up:
+    logs = tmp_path_factory.mktemp("oip-guarded-logs")
+    with serving(env, logs, {"iris": ["iris", "--access-log"]}, host="0.0.0.0") as up:
         yield up["iris"], (home / "serving-token").read_text().strip()
+
+
+def test_the_access_log_names_who_connected_and_no_header_names_the_server_software(
+    guarded_server: tuple[Server, str],
+) -> None:
+    """`--access-log` logs every request (uvicorn would give its access log the server's warning level,
+    and log nothing). The address is the one that connected: any local user can send X-Forwarded-For,
+    so it is not believed, not even from 127.0.0.1. No `Server` header advertises uvicorn."""
+    server, token = guarded_server
+    spoofed = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
+    with server.client() as http:
+        answer = http.post(
+            "/invocations",
+            json={"inputs": [[5.1, 3.5, 1.4, 0.2]]},
+            headers={"Authorization": f"Bearer {token}", **spoofed},
+        )
+    assert answer.status_code == 200, answer.text
+    assert "server" not in answer.headers
+    line = wait_until(
+        lambda: next((x for x in server.log.read_text().splitlines() if "POST /invocations" in x), None),
+        timeout=10,
+        what="the access log's line",
+    )
+    assert "127.0.0.1:" in line and '"POST /invocations HTTP/1.1" 200' in line, line
+    assert "203.0.113.9" not in server.log.read_text()
+
+
+def test_trailing_whitespace_is_no_part_of_a_header_value(guarded_server: tuple[Server, str]) -> None:
+    """RFC 9110 5.5: the token and the request id still match with spaces or a tab after them (the
+    worker parses headers itself, to bound them: it trims them as uvicorn does)."""
+    server, token = guarded_server
+    body = b'{"inputs": [[5.1, 3.5, 1.4, 0.2]]}'
+    head = (
+        f"POST /invocations HTTP/1.1\r\nHost: w\r\nAuthorization: Bearer {token} \t\r\n"
+        f"X-Request-ID: kept-1  \r\nContent-Type: application/json \r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+        raw.sendall(head.encode() + body)
+        answer = b""
+        while chunk := raw.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    assert b"\r\nx-request-id: kept-1\r\n" in answer and answer.endswith(b'{"predictions":[0]}')
 
 
 def test_health_checks_need_no_token_but_metadata_and_predictions_do(

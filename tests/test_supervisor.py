@@ -387,6 +387,13 @@ def test_connection_options_reach_the_workers(served: Served) -> None:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
             slow.sendall(b"GET /health/live HTTP/1.1\r\n")
             assert slow.recv(100).startswith(b"HTTP/1.1 408 ")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as kept:  # idle after an answer
+            kept.sendall(b"GET /health/live HTTP/1.1\r\nHost: w\r\n\r\n")
+            answer = b""
+            while b'"live"' not in answer:
+                answer += kept.recv(1000)
+            assert answer.startswith(b"HTTP/1.1 200 ") and b"connection: close" not in answer.lower()
+            assert kept.recv(1) == b"", "a kept-alive connection is closed once idle"
         stored = served.client.status()["deployments"]
         assert next(d for d in stored if d["name"] == "iris-limits")["options"]["idle_timeout"] == 0.5
     finally:

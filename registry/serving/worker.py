@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import logging
 import os
 import secrets
 import socket
@@ -205,14 +206,21 @@ def server_config(
 
     if not predictor.schema.any_nullable:
         sklearn.set_config(assume_finite=True)  # inputs are validated: skip sklearn's NaN scan
-    return uvicorn.Config(
+    config = uvicorn.Config(
         app,
         fd=fd,
         access_log=access_log,
         log_level="warning",
         lifespan="off",
+        # No X-Forwarded-For from 127.0.0.1 is trusted (uvicorn's default would let any local user
+        # write any client address into the access log), and no Server header names the software.
+        proxy_headers=False,
+        server_header=False,
         backlog=BACKLOG,
         timeout_graceful_shutdown=10,
         **uvicorn_settings(limits or ConnectionLimits()),
         **extra,
     )
+    if access_log:  # uvicorn gives the access log the warning level too: it would log nothing
+        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
+    return config
