@@ -387,3 +387,35 @@ def test_regressors_fitted_on_frames_take_the_array_path_within_rounding(tmp_pat
     rows = X.iloc[:50].to_numpy().tolist()
     expected = model.predict(X.iloc[:50])
     assert np.allclose(predictor.predict(rows), expected, rtol=1e-12, atol=0.0)
+
+
+@pytest.mark.parametrize(
+    ("allowed", "seen"), [(None, ("127.0.0.1", "http")), ("127.0.0.1", ("203.0.113.9", "https"))]
+)
+def test_forwarded_headers_are_believed_only_from_the_addresses_the_user_names(
+    allowed: str | None, seen: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn believes X-Forwarded-For/-Proto from 127.0.0.1 by default, where any local user could
+    write any client address into the access log. A worker believes them only when FORWARDED_ALLOW_IPS
+    (uvicorn's setting, for a proxy on this host) names the sender."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from registry.serving.worker import server_config
+
+    if allowed is None:
+        monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+    else:
+        monkeypatch.setenv("FORWARDED_ALLOW_IPS", allowed)
+    reached: list[tuple[str, str]] = []
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        reached.append((scope["client"][0], scope["scheme"]))
+
+    nullable = SimpleNamespace(schema=SimpleNamespace(any_nullable=True))  # leaves sklearn's config be
+    config = server_config(nullable, app, 0, log_config=None)
+    config.load()
+    headers = [(b"x-forwarded-for", b"203.0.113.9"), (b"x-forwarded-proto", b"https")]
+    scope = {"type": "http", "client": ("127.0.0.1", 40000), "scheme": "http", "headers": headers}
+    asyncio.run(config.loaded_app(scope, None, None))
+    assert reached == [seen]

@@ -379,7 +379,7 @@ def test_a_version_without_reference_has_no_drift_and_everything_else_works(serv
 def test_connection_options_reach_the_workers(served: Served) -> None:
     """A deployment's idle and header timeouts are its workers' (the supervisor passes them on)."""
     port = free_port()
-    options = {"idle_timeout": 0.5, "header_timeout": 0.5, "max_connections": 100}
+    options = {"idle_timeout": 0.5, "header_timeout": 1.5, "max_connections": 100}
     served.client.deploy("iris:1", name="iris-limits", port=port, options=options)
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as idle:
@@ -394,6 +394,18 @@ def test_connection_options_reach_the_workers(served: Served) -> None:
                 answer += kept.recv(1000)
             assert answer.startswith(b"HTTP/1.1 200 ") and b"connection: close" not in answer.lower()
             assert kept.recv(1) == b"", "a kept-alive connection is closed once idle"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as pipelined:
+            # the next request's first bytes came with the first one: it is no idle connection, and
+            # its header deadline, not the idle one, runs while the rest of it is on its way
+            second = b"GET /health/live HTTP/1.1\r\nHost: w\r\n\r\n"
+            pipelined.sendall(second + second[:12])
+            answer = b""
+            while b'"live"' not in answer:
+                answer += pipelined.recv(1000)
+            time.sleep(1.0)  # past the idle timeout, within the header timeout
+            pipelined.sendall(second[12:])
+            answer = pipelined.recv(1000)
+            assert answer.startswith(b"HTTP/1.1 200 "), answer
         stored = served.client.status()["deployments"]
         assert next(d for d in stored if d["name"] == "iris-limits")["options"]["idle_timeout"] == 0.5
     finally:

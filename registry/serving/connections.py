@@ -233,8 +233,8 @@ def protocol_class(limits: ConnectionLimits) -> type:
             if self.pipeline:
                 cycle, app = self.pipeline.pop()
                 self._start_asgi_task(cycle, app)
-            else:  # kept alive, nothing pipelined: idle
-                self.wait_idle()
+            elif self.phase != HEADERS:  # kept alive, nothing pipelined: idle
+                self.wait_idle()  # (in HEADERS, the next request began: its header deadline runs)
 
         def send_400_response(self, msg: str) -> None:
             if not self.answered:

@@ -212,9 +212,10 @@ def server_config(
         access_log=access_log,
         log_level="warning",
         lifespan="off",
-        # No X-Forwarded-For from 127.0.0.1 is trusted (uvicorn's default would let any local user
-        # write any client address into the access log), and no Server header names the software.
-        proxy_headers=False,
+        # X-Forwarded-For and -Proto are believed only from the addresses FORWARDED_ALLOW_IPS names
+        # (uvicorn's setting: set it behind a proxy on this host). uvicorn's default believes them from
+        # 127.0.0.1, where any local user could write any client address into the access log.
+        proxy_headers=bool(os.environ.get("FORWARDED_ALLOW_IPS")),
         server_header=False,
         backlog=BACKLOG,
         timeout_graceful_shutdown=10,
