@@ -210,7 +210,9 @@ class InputSchema:
         self.named: bool = bool(signature.get("named"))
         self.all_numeric = all(self.numeric)
         self.any_nullable = any(self.nullable)
-        self._plain = self.all_numeric and not self.any_nullable and all(k is None for k in self.known)
+        #: Every column a number, none nullable, none with known categories: finite numbers of the right
+        #: width within `bound` are all a row needs.
+        self.plain = self.all_numeric and not self.any_nullable and all(k is None for k in self.known)
         self.index = {name: i for i, name in enumerate(self.names)}
         self.redact = redact
 
@@ -260,12 +262,12 @@ class InputSchema:
         if not rows:
             raise InputError(400, "bad_request", "the input has no rows; send at least one")
         width = self.width
-        if self._plain:
+        if self.plain:
             # set operations and sum run at C speed: no Python-level loop over the values
             if (
                 set(map(len, rows)) == {width}
                 and set(map(type, chain.from_iterable(rows))) <= _NUMBER_SET
-                and self._in_range(rows)
+                and self.in_range(rows)
             ):
                 return rows
         elif all(len(row) == width and all(self._fits(i, v) for i, v in enumerate(row)) for row in rows):
@@ -275,7 +277,7 @@ class InputSchema:
             return rows
         raise error
 
-    def _in_range(self, rows: list[list[Any]]) -> bool:
+    def in_range(self, rows: list[list[Any]]) -> bool:
         """True if every number is finite and within the bound (may say False for valid ones)."""
         values = chain.from_iterable(rows)
         try:

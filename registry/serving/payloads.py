@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from registry.serving import oip_binary, oip_types
+from registry.serving.numeric_split import numeric_split_rows
 from registry.signature import InputError, InputSchema
 
 MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -136,6 +137,9 @@ def invocation_rows(body: bytes, content_type: str, schema: InputSchema) -> list
             f"Content-Type {media or '(none)'!r} is not supported; send application/json or text/csv",
             field="Content-Type",
         )
+    rows = numeric_split_rows(body, schema)
+    if rows is not None:
+        return rows
     payload = load_json(body, schema)
     if not isinstance(payload, dict):
         raise bad_request(f"the JSON body must be an object with one of {list(MLFLOW_KEYS)}")
