@@ -100,3 +100,19 @@ def test_float32_models_and_nullable_columns_take_the_general_path() -> None:
     plain = b'{"dataframe_split": {"columns": ["a", "b", "c"], "data": [[1, 2.5, -3]]}}'
     assert numeric_split_rows(plain, schema("float32")) == [[1.0, 2.5, -3.0]]
     assert numeric_split_rows(plain, schema(nullable=True)) is None
+
+
+@pytest.mark.parametrize(("depth", "status"), [(990, None), (5000, 400)])
+def test_an_index_nested_deeper_than_python_recurses_is_no_500(depth: int, status: int | None) -> None:
+    """orjson parses arrays nested up to 1,024 deep, past Python's recursion limit: the general path
+    answers (the index is ignored), or refuses the body as JSON beyond that, and never raises a
+    RecursionError (a 500)."""
+    nested = b"[" * depth + b"]" * depth
+    body = b'{"dataframe_split": {"data": [[1, 2, 3]], "index": ' + nested + b"}}"
+    assert numeric_split_rows(body, schema()) is None
+    if status is None:
+        assert payloads.invocation_rows(body, "application/json", schema()) == [[1, 2, 3]]
+    else:
+        with pytest.raises(InputError) as refused:
+            payloads.invocation_rows(body, "application/json", schema())
+        assert refused.value.status == status and "JSON" in refused.value.message

@@ -13,8 +13,6 @@ Anything else, including every body the general path would refuse, is left to th
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 from msgspec import UNSET, UnsetType
 
@@ -24,7 +22,7 @@ from registry.signature import FLOAT64_MAX, InputSchema
 class _Frame(msgspec.Struct, forbid_unknown_fields=True):
     data: list[list[float]]
     columns: list[str] | UnsetType = UNSET
-    index: list[Any] | UnsetType = UNSET
+    index: list[int | float | str | None] | UnsetType = UNSET  # flat: nothing nested to recurse into
 
 
 class _Body(msgspec.Struct, forbid_unknown_fields=True):
@@ -41,7 +39,7 @@ def numeric_split_rows(body: bytes, schema: InputSchema) -> list[list[float]] | 
         return None
     try:
         frame = _DECODER.decode(body).dataframe_split
-    except msgspec.MsgspecError:  # not this shape, or a value that is not a finite number
+    except (msgspec.MsgspecError, RecursionError):  # not this shape, or a value that is no finite number
         return None
     columns, rows = frame.columns, frame.data
     if columns is not UNSET and columns != schema.names:

@@ -106,23 +106,29 @@ _LIST = {list}
 
 
 def _members(value: Any) -> int:
-    """Members of the JSON objects in `value`, counted where that is cheap: never more than there are."""
-    kind = type(value)
-    if kind is dict:
-        count = len(value)
-        for member in value.values():  # a loop, not a generator: every request counts its body's
-            if type(member) in _CONTAINERS:
-                count += _members(member)
-        return count
-    if kind is list and value:
-        first = type(value[0])
-        if first is dict:
-            if len(value) <= 16:
-                return sum(map(_members, value))
-            return sum(map(len, value)) if set(map(type, value)) == {dict} else 0  # rows: no nesting
-        if first is list and value[0] and type(value[0][0]) in _CONTAINERS:
-            return sum(map(_members, value))
-    return 0
+    """Members of the JSON objects in `value`, counted where that is cheap: never more than there are.
+
+    A loop over a stack, not recursion: orjson parses arrays nested 1,000 deep, deeper than Python
+    recurses (a RecursionError would be a 500)."""
+    count, stack = 0, [value]
+    while stack:
+        value = stack.pop()
+        kind = type(value)
+        if kind is dict:
+            count += len(value)
+            for member in value.values():
+                if type(member) in _CONTAINERS:
+                    stack.append(member)
+        elif kind is list and value:
+            first = type(value[0])
+            if first is dict:
+                if len(value) > 16:  # rows: no nesting
+                    count += sum(map(len, value)) if set(map(type, value)) == {dict} else 0
+                else:
+                    stack.extend(value)
+            elif first is list and value[0] and type(value[0][0]) in _CONTAINERS:
+                stack.extend(value)
+    return count
 
 
 def invocation_rows(body: bytes, content_type: str, schema: InputSchema) -> list[list[Any]]:
