@@ -394,6 +394,12 @@ def test_connection_options_reach_the_workers(served: Served) -> None:
                 answer += kept.recv(1000)
             assert answer.startswith(b"HTTP/1.1 200 ") and b"connection: close" not in answer.lower()
             assert kept.recv(1) == b"", "a kept-alive connection is closed once idle"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as pipelined:  # three at once
+            pipelined.sendall(b"GET /health/live HTTP/1.1\r\nHost: w\r\n\r\n" * 3)
+            answers = b""
+            while answers.count(b'"live"') < 3:
+                answers += pipelined.recv(4096)
+            assert answers.count(b"HTTP/1.1 200 ") == 3, answers
         with socket.create_connection(("127.0.0.1", port), timeout=10) as pipelined:
             # the next request's first bytes came with the first one: it is no idle connection, and
             # its header deadline, not the idle one, runs while the rest of it is on its way

@@ -230,9 +230,11 @@ def protocol_class(limits: ConnectionLimits) -> type:
             if self.transport.is_closing():
                 return
             self.flow.resume_reading()
-            if self.pipeline:
+            if self.pipeline:  # the next pipelined request starts (as in every uvicorn since 0.30)
                 cycle, app = self.pipeline.pop()
-                self._start_asgi_task(cycle, app)
+                task = self.loop.create_task(cycle.run_asgi(app))
+                task.add_done_callback(self.tasks.discard)
+                self.tasks.add(task)
             elif self.phase != HEADERS:  # kept alive, nothing pipelined: idle
                 self.wait_idle()  # (in HEADERS, the next request began: its header deadline runs)
 
