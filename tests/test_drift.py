@@ -335,7 +335,8 @@ def test_one_batch_sent_again_and_again_does_not_read_as_drift() -> None:
         [None if isinstance(v, float) and math.isnan(v) else v.item() for v in row]
         for row in zip(*batch.values(), strict=True)
     ]
-    sampler, window = InputSampler(seed=3), DriftWindow()
+    # every request sampled, however fast they come: this is about which rows of a request are taken
+    sampler, window = InputSampler(seed=3, rows_per_second=10**9), DriftWindow()
     for _ in range(100):
         sampler.add(rows, [0] * len(rows))
     _, sampled, predictions = sampler.since(0)

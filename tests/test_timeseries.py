@@ -115,6 +115,22 @@ def test_a_busy_worker_samples_about_its_rate_at_random_gaps_and_a_quiet_one_eve
     assert sampler.stride == 1 and sampler.sequence - before == 20
 
 
+def test_a_burst_after_a_quiet_spell_is_thinned_after_a_seconds_worth_not_at_the_next_pull() -> None:
+    clock = FakeClock()
+    sampler = InputSampler(capacity=10_000, seed=3, rows_per_second=256, clock=clock)
+    clock.now = 5.0
+    sampler.pull(0)  # quiet since the start: every request is sampled
+    assert sampler.stride == 1
+    for i in range(4000):  # then 4,000 requests in one second, and no pull in between
+        clock.now = 5.0 + i / 4000
+        sampler.add([[i]], [0])
+    rows = [row[0] for row in sampler.since(0)[1]]
+    assert rows[:256] == list(range(256))  # a second's worth kept whole (a short burst is all kept)
+    assert 12 <= sampler.stride <= 20  # then thinned at once: 4,000 / 256 = 15.6
+    assert 256 + 150 <= len(rows) <= 256 + 400  # about 256 more over the rest of the second
+    assert max(rows) > 3500  # sampled to the end of the burst, not only its start
+
+
 def test_a_worker_started_by_this_supervisor_counts_from_zero_an_adopted_one_from_first_sight() -> None:
     started, adopted = ServingMetrics("iris", 1), ServingMetrics("iris", 1)
     for metrics in (started, adopted):

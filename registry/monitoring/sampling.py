@@ -6,7 +6,9 @@ here: they are counted as errors instead.
 
 Every request is sampled while a worker answers fewer than `ROWS_PER_SECOND` rows a second. Beyond,
 one request in `stride` is (at random gaps averaging `stride`, so no periodic pattern of the traffic
-is favoured), the stride set at each pull from the rows offered since the one before. Drift's window
+is favoured), the stride set from the rows offered since it was last set: at each pull, and as soon as
+`ROWS_PER_SECOND` rows have been sampled since then, so a burst after a quiet spell is kept whole up to
+that many rows and thinned from there on, not kept whole until the next pull. Drift's window
 then spans minutes of a busy deployment's traffic, not its last few seconds, and neither the request
 path nor the pull pays for rows drift would push out of its window at once.
 
@@ -61,6 +63,7 @@ class InputSampler:
         #: One request in `stride` is sampled; `_countdown` requests to go until the next one.
         self.stride, self._countdown = 1, 1
         self._offered, self._offered_since = 0, clock()  # rows offered since the stride was set
+        self._restride_at = rows_per_second  # ... and the sequence number that sets it again
 
     def add(self, rows: list[list[Any]], predictions: list[Any]) -> None:
         """Offer one answered request's rows and predictions: sampled, or skipped by the stride."""
@@ -69,6 +72,8 @@ class InputSampler:
         self._countdown -= 1
         if self._countdown:
             return
+        if self.sequence >= self._restride_at:  # a second's worth sampled since the stride was set
+            self._set_stride(self._clock())
         if self.stride > 1:
             self._countdown = self._random.randint(1, 2 * self.stride - 1)  # mean `stride`
         else:
@@ -95,7 +100,9 @@ class InputSampler:
         """At most `max_rows` rows after `cursor` within about `max_bytes` of JSON: the cursor to ask
         from next, the rows and predictions, and how many rows were dropped (fell out of the ring
         unpulled, or alone too large for a reply)."""
-        self._set_stride()
+        now = self._clock()
+        if now - self._offered_since >= STRIDE_SECONDS:
+            self._set_stride(now)
         if cursor < 0:  # SKIP: nothing now, continue from the newest row
             return {"cursor": self.sequence, "rows": [], "predictions": [], "dropped": 0}
         fresh = [item for item in self._ring if item[0] > cursor] if self._ring else []
@@ -114,14 +121,14 @@ class InputSampler:
             "dropped": dropped,
         }
 
-    def _set_stride(self) -> None:
-        """From the rows offered since the last setting (at least `STRIDE_SECONDS` ago): the stride
-        that keeps about `rows_per_second` of them."""
-        now = self._clock()
+    def _set_stride(self, now: float) -> None:
+        """From the rows offered since the last setting: the stride that keeps about `rows_per_second`
+        of them."""
         elapsed = now - self._offered_since
-        if elapsed < STRIDE_SECONDS:
+        if elapsed <= 0:  # no time to measure a rate over (a clock that stood still)
             return
         stride = max(1, int(self._offered / elapsed / self._rows_per_second))
         if stride != self.stride:
             self.stride, self._countdown = stride, min(self._countdown, stride)
         self._offered, self._offered_since = 0, now
+        self._restride_at = self.sequence + self._rows_per_second
