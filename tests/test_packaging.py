@@ -56,9 +56,10 @@ def test_wheel_ships_themes_migrations_and_the_command(wheel: Path):
 
 def test_installed_wheel_finds_its_stylesheet(wheel: Path, tmp_path: Path):
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
+    venv.create(env_dir)  # without pip of its own (ensurepip is most of the test's time): this one installs
     python = env_dir / "bin" / "python"
-    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True)
+    install = [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", str(wheel)]
+    subprocess.run(install, check=True)
     found = subprocess.run(
         [python, "-c", "import themes; print(themes.stylesheet())"],
         check=True,
