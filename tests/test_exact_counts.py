@@ -111,6 +111,46 @@ def test_a_supervisor_stopped_before_its_first_pull_leaves_its_workers_counted_f
         second.registry.close()
 
 
+def test_a_pull_answered_as_its_worker_exits_is_not_counted_again_after_the_final_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A draining worker's exit report (its final snapshot) can come in while a pull of it is under
+    way, and its socket answers until the process is gone: neither pull may count it again (it counted
+    all that worker had answered twice, in its version's 200s)."""
+    import asyncio
+
+    from registry.info import DeploymentInfo
+    from registry.serving.processes import Worker
+    from registry.serving.scraper import OK
+    from registry.serving.supervision.state import Runtime
+
+    supervisor = Supervisor(tmp_path / "home")
+    try:
+        leaving = Worker(pid=4343, version=2, create_time=100.0, forked=True)
+        supervisor.runtimes["iris"] = Runtime(
+            DeploymentInfo("iris", "iris", 1, None, "127.0.0.1", 1, 1), outgoing=[leaving]
+        )
+        supervisor.workers[4343] = leaving
+        scraper, answered, reported = supervisor.scraper, [10.0], []
+        scraper.drift_every = math.inf  # counts only (no model is registered here)
+
+        async def pull(pid: int, fresh: bool) -> tuple[dict[str, Any], str]:
+            metrics = {"requests": {"200": answered[0]}}
+            if answered[0] == 31 and not reported:  # it exits meanwhile: its report (final) comes first
+                reported.append(True)
+                scraper.final("iris", leaving, metrics)
+            return {"pid": pid, "metrics": metrics}, OK
+
+        monkeypatch.setattr(scraper, "_pull", pull)
+        asyncio.run(scraper.tick())
+        answered[0] = 31
+        asyncio.run(scraper.tick())
+        asyncio.run(scraper.tick())  # not reaped yet, and its socket still answers
+        assert scraper.series["iris"].totals[2].requests == {"200": 31.0}
+    finally:
+        supervisor.registry.close()
+
+
 @dataclass
 class Deck:
     home: Path

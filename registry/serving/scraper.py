@@ -97,6 +97,9 @@ class Scraper:
         self._asked: dict[int, float] = {}
         #: Pulls in a row each worker did not answer (0 once it answers).
         self.missed: dict[int, int] = {}
+        #: Workers whose final snapshot was counted as they exited (pid -> start time): a pull of theirs
+        #: still under way then, or answered before the process is gone, would count them again.
+        self._exited: dict[int, float] = {}
         #: Per deployment: replies that could not be read, and sample rows workers dropped unpulled.
         self.pull_errors: dict[str, int] = {}
         self.sample_dropped: dict[str, int] = {}
@@ -164,7 +167,12 @@ class Scraper:
             active = {w.pid for w in runtime.active}
             candidates = {w.pid for w in runtime.candidates}
             pulls = await asyncio.gather(*(self._pull(w.pid, w.started_here) for w in workers))
-            by_pid = {w.pid: pull for w, (pull, _) in zip(workers, pulls, strict=True)}
+            exited = self._exited  # (their final may have come in while the pulls were awaited)
+            by_pid = {
+                w.pid: pull
+                for w, (pull, _) in zip(workers, pulls, strict=True)
+                if exited.get(w.pid) != w.create_time
+            }
             resources = {w.pid: self.resources.process(w.pid) for w in runtime.active + runtime.candidates}
             name, version = runtime.spec.name, runtime.spec.version
             self._count(name, [pull for pull, _ in pulls], [outcome for _, outcome in pulls])
@@ -190,7 +198,7 @@ class Scraper:
             self._sample(runtime, {pid: pull for pid, pull in by_pid.items() if pid in active}, now)
             self._count_split(name, [pull for pid, pull in by_pid.items() if pid in active and pull])
             if runtime.candidates:
-                self._sample_candidate(runtime, [by_pid[pid] for pid in candidates], now)
+                self._sample_candidate(runtime, [by_pid.get(pid) for pid in candidates], now)
             self.rollups.add(name, runtime.spec.model, point, self.drift.get(name))
         if self.supervisor.reconciled.is_set():  # restored series of deployments gone meanwhile too
             for name in [n for n in self.series if n not in self.supervisor.runtimes]:
@@ -209,6 +217,7 @@ class Scraper:
         self.answered = {pid: t for pid, t in self.answered.items() if pid in alive}
         self._asked = {pid: t for pid, t in self._asked.items() if pid in alive}
         self.missed = {pid: n for pid, n in self.missed.items() if pid in alive}
+        self._exited = {pid: t for pid, t in self._exited.items() if pid in alive}
         self.host = {"t": now, **self.resources.host()}
         if time.monotonic() - self._last_drift >= self.drift_every:
             self._last_drift = time.monotonic()
@@ -228,6 +237,7 @@ class Scraper:
     def final(self, name: str, worker: Worker, metrics: dict[str, Any]) -> None:
         """Count the snapshot a worker of deployment `name` handed over as it exited (what it
         answered after its last pull)."""
+        self._exited[worker.pid] = worker.create_time
         series = self.series.get(name)
         if series is not None:
             self._resume(series, [worker])
