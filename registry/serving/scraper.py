@@ -217,7 +217,8 @@ class Scraper:
         self.answered = {pid: t for pid, t in self.answered.items() if pid in alive}
         self._asked = {pid: t for pid, t in self._asked.items() if pid in alive}
         self.missed = {pid: n for pid, n in self.missed.items() if pid in alive}
-        self._exited = {pid: t for pid, t in self._exited.items() if pid in alive}
+        # the workers tracked now, not at the start: one may have started, and ended, during this pass
+        self._exited = {pid: t for pid, t in self._exited.items() if pid in self.supervisor.workers}
         self.host = {"t": now, **self.resources.host()}
         if time.monotonic() - self._last_drift >= self.drift_every:
             self._last_drift = time.monotonic()
