@@ -142,6 +142,7 @@ def test_a_pull_answered_as_its_worker_exits_is_not_counted_again_after_the_fina
             return {"pid": pid, "metrics": metrics}, OK
 
         monkeypatch.setattr(scraper, "_pull", pull)
+        asyncio.run(scraper.restore_counts())  # as `Scraper.run` does first
         asyncio.run(scraper.tick())
         answered[0] = 31
         asyncio.run(scraper.tick())
@@ -149,6 +150,92 @@ def test_a_pull_answered_as_its_worker_exits_is_not_counted_again_after_the_fina
         assert scraper.series["iris"].totals[2].requests == {"200": 31.0}
     finally:
         supervisor.registry.close()
+
+
+@pytest.mark.parametrize("still_answers", [False, True], ids=["gone", "socket-still-answers"])
+def test_a_worker_that_leaves_before_its_deployments_first_pass_is_counted(
+    still_answers: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scaled down right after the deploy (within the second before the first pull): the leaving
+    worker's final snapshot is all it answered, counted once whether or not its socket still answers
+    the next pull."""
+    import asyncio
+
+    from registry.info import DeploymentInfo
+    from registry.serving.processes import Worker
+    from registry.serving.scraper import OK, SILENT
+    from registry.serving.supervision.state import Runtime
+
+    supervisor = Supervisor(tmp_path / "home")
+    try:
+        scraper = supervisor.scraper
+        scraper.drift_every = math.inf
+        asyncio.run(scraper.restore_counts())
+        stays = Worker(pid=4242, version=1, create_time=100.0, forked=True)
+        leaves = Worker(pid=4343, version=1, create_time=100.0, forked=True)
+        spec = DeploymentInfo("iris", "iris", 1, None, "127.0.0.1", 1, 1)
+        supervisor.runtimes["iris"] = Runtime(spec, active=[stays], outgoing=[leaves])
+        supervisor.workers.update({4242: stays, 4343: leaves})
+        scraper.final("iris", leaves, {"requests": {"200": 7.0}})
+
+        async def pull(pid: int, fresh: bool) -> tuple[dict[str, Any] | None, str]:
+            if pid == 4343 and not still_answers:
+                return None, SILENT
+            return {"pid": pid, "metrics": {"requests": {"200": 3.0 if pid == 4242 else 7.0}}}, OK
+
+        monkeypatch.setattr(scraper, "_pull", pull)
+        asyncio.run(scraper.tick())
+        assert scraper.series["iris"].totals[1].requests == {"200": 10.0}
+    finally:
+        supervisor.registry.close()
+
+
+def test_a_final_handed_over_before_the_saved_counts_are_back_is_counted_after_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restarted supervisor tracks the workers it adopts before its scraper has read the counts
+    the previous one saved: an adopted worker's exit report then is counted once they are back."""
+    import asyncio
+
+    from registry.info import DeploymentInfo
+    from registry.serving.processes import Worker
+    from registry.serving.scraper import OK
+    from registry.serving.supervision.state import Runtime
+
+    spec, home = DeploymentInfo("iris", "iris", 1, None, "127.0.0.1", 1, 1), tmp_path / "home"
+    first = Supervisor(home)
+    try:  # it counted 10 answers of the worker, then stopped while the worker drained
+        draining = Worker(pid=4343, version=1, create_time=100.0, forked=True)
+        first.runtimes["iris"] = Runtime(spec, outgoing=[draining])
+        first.workers[4343] = draining
+        first.scraper.drift_every = math.inf
+
+        async def ten(pid: int, fresh: bool) -> tuple[dict[str, Any], str]:
+            return {"pid": pid, "metrics": {"requests": {"200": 10.0}}}, OK
+
+        monkeypatch.setattr(first.scraper, "_pull", ten)
+        asyncio.run(first.scraper.restore_counts())
+        asyncio.run(first.scraper.tick())
+        asyncio.run(first.scraper.save_counts())
+    finally:
+        first.registry.close()
+    second = Supervisor(home)
+    try:
+        adopted = Worker(pid=4343, version=1, create_time=100.0)
+        second.runtimes["iris"] = Runtime(spec, outgoing=[adopted])
+        second.workers[4343] = adopted
+        second.scraper.drift_every = math.inf
+        second.scraper.final("iris", adopted, {"requests": {"200": 15.0}})  # 5 more, then it exits
+
+        async def fifteen(pid: int, fresh: bool) -> tuple[dict[str, Any], str]:
+            return {"pid": pid, "metrics": {"requests": {"200": 15.0}}}, OK
+
+        monkeypatch.setattr(second.scraper, "_pull", fifteen)
+        asyncio.run(second.scraper.restore_counts())
+        asyncio.run(second.scraper.tick())
+        assert second.scraper.series["iris"].totals[1].requests == {"200": 15.0}
+    finally:
+        second.registry.close()
 
 
 @dataclass

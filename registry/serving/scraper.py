@@ -100,6 +100,8 @@ class Scraper:
         #: Workers whose final snapshot was counted as they exited (pid -> start time): a pull of theirs
         #: still under way then, or answered before the process is gone, would count them again.
         self._exited: dict[int, float] = {}
+        #: Finals handed over before the previous supervisor's counts were restored (None after).
+        self._early_finals: list[tuple[str, Worker, dict[str, Any]]] | None = []
         #: Per deployment: replies that could not be read, and sample rows workers dropped unpulled.
         self.pull_errors: dict[str, int] = {}
         self.sample_dropped: dict[str, int] = {}
@@ -237,19 +239,31 @@ class Scraper:
 
     def final(self, name: str, worker: Worker, metrics: dict[str, Any]) -> None:
         """Count the snapshot a worker of deployment `name` handed over as it exited (what it
-        answered after its last pull)."""
-        self._exited[worker.pid] = worker.create_time
+        answered after its last pull): once the previous supervisor's counts are back (it may be an
+        adopted worker they name), and also before this deployment's first pass (a worker that left
+        at once, as in a scale-down right after a deploy)."""
+        if self._early_finals is not None:  # before `restore_counts`: counted right after it
+            self._early_finals.append((name, worker, metrics))
+            self._exited[worker.pid] = worker.create_time
+            return
         series = self.series.get(name)
-        if series is not None:
-            self._resume(series, [worker])
-            series.final(worker.pid, worker.version, metrics, fresh=worker.started_here)
+        if series is None and name in self.supervisor.runtimes:
+            series = self.series[name] = DeploymentSeries(name)
+        if series is None:  # a deployment gone meanwhile: nothing of it is exported any more
+            return
+        self._exited[worker.pid] = worker.create_time
+        self._resume(series, [worker])
+        series.final(worker.pid, worker.version, metrics, fresh=worker.started_here)
 
     async def restore_counts(self) -> None:
         """Take back the totals and the workers' last counted snapshots the previous supervisor of
-        this home saved (see count_state)."""
+        this home saved (see count_state), then count the finals that came in meanwhile."""
         restored, self._adoptable = await asyncio.to_thread(load_counts, self.supervisor.rundir)
         self.series = {**restored, **self.series}
         self.exposed |= {key for name, s in restored.items() for key in exposed_keys(name, s)}
+        early, self._early_finals = self._early_finals or [], None
+        for name, worker, metrics in early:
+            self.final(name, worker, metrics)
 
     async def save_counts(self) -> None:
         identities = {pid: w.create_time for pid, w in self.supervisor.workers.items()}
