@@ -131,6 +131,26 @@ def test_a_burst_after_a_quiet_spell_is_thinned_after_a_seconds_worth_not_at_the
     assert max(rows) > 3500  # sampled to the end of the burst, not only its start
 
 
+def test_a_busy_worker_of_many_row_requests_samples_about_its_rate_too() -> None:
+    """100-row requests give the sample at most 8 rows each: the stride is set from those, so the
+    sample keeps about 256 rows a second, not 256 / 100 * 8 (20)."""
+    clock = FakeClock()
+    sampler = InputSampler(capacity=10_000, seed=4, rows_per_second=256, clock=clock)
+    batch = [[i] for i in range(100)]
+    for second in range(3):  # 100 requests of 100 rows a second, a pull at the end of each
+        for i in range(100):
+            clock.now = second + i / 100
+            sampler.add(batch, [0] * 100)
+        before = sampler.sequence
+        clock.now = second + 1.0
+        sampler.pull(sampler.sequence)
+    for i in range(100):
+        clock.now = 3 + i / 100
+        sampler.add(batch, [0] * 100)
+    assert 150 <= sampler.sequence - before <= 400  # about 256
+    assert sampler.stride == 3  # 800 sampleable rows a second / 256
+
+
 def test_a_worker_started_by_this_supervisor_counts_from_zero_an_adopted_one_from_first_sight() -> None:
     started, adopted = ServingMetrics("iris", 1), ServingMetrics("iris", 1)
     for metrics in (started, adopted):

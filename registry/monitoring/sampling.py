@@ -4,13 +4,14 @@ Kept in memory on the request path (an append per sampled row, nothing else); th
 what is new once a second with a cursor, and feeds it to drift. Rows that failed validation never get
 here: they are counted as errors instead.
 
-Every request is sampled while a worker answers fewer than `ROWS_PER_SECOND` rows a second. Beyond,
-one request in `stride` is (at random gaps averaging `stride`, so no periodic pattern of the traffic
-is favoured), the stride set from the rows offered since it was last set: at each pull, and as soon as
-`ROWS_PER_SECOND` rows have been sampled since then, so a burst after a quiet spell is kept whole up to
-that many rows and thinned from there on, not kept whole until the next pull. Drift's window
-then spans minutes of a busy deployment's traffic, not its last few seconds, and neither the request
-path nor the pull pays for rows drift would push out of its window at once.
+Every request is sampled while a worker is offered fewer than `ROWS_PER_SECOND` rows a second (each
+request's counted up to `PER_REQUEST`, the most it gives the sample). Beyond, one request in `stride`
+is (at random gaps averaging `stride`, so no periodic pattern of the traffic is favoured), the stride
+set from the rows offered since it was last set: at each pull, and as soon as `ROWS_PER_SECOND` rows
+have been sampled since then, so a burst after a quiet spell is kept whole up to that many rows and
+thinned from there on, not kept whole until the next pull. Drift's window then spans minutes of a
+busy deployment's traffic, not its last few seconds, and neither the request path nor the pull pays
+for rows drift would push out of its window at once.
 
 One pull's reply is bounded (`pull`): at most `PULL_ROWS` rows and about `PULL_BYTES` of JSON; the
 returned cursor says where it stopped, so the next pull continues from there. Rows that fell out of
@@ -62,13 +63,16 @@ class InputSampler:
         self._rows_per_second, self._clock = rows_per_second, clock
         #: One request in `stride` is sampled; `_countdown` requests to go until the next one.
         self.stride, self._countdown = 1, 1
-        self._offered, self._offered_since = 0, clock()  # rows offered since the stride was set
+        # rows offered since the stride was set, each request's counted up to `per_request` (what
+        # sampling it would keep): the stride then keeps about `rows_per_second` rows, whatever the size
+        # of the requests
+        self._offered, self._offered_since = 0, clock()
         self._restride_at = rows_per_second  # ... and the sequence number that sets it again
 
     def add(self, rows: list[list[Any]], predictions: list[Any]) -> None:
         """Offer one answered request's rows and predictions: sampled, or skipped by the stride."""
         count = len(rows)
-        self._offered += count
+        self._offered += count if count < self._per_request else self._per_request
         self._countdown -= 1
         if self._countdown:
             return
