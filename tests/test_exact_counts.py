@@ -4,6 +4,7 @@ Prometheus sees every series at 0 first so rate()/increase() count its first req
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -21,13 +22,17 @@ import pytest
 from helpers import ROW, Load, free_port, iris_home, stop_supervisor, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
+from registry.info import DeploymentInfo
 from registry.monitoring.metrics import LATENCY_BUCKETS
 from registry.monitoring.timeseries import LATENCY, DeploymentSeries, Totals
 from registry.serving.client import SupervisorClient
 from registry.serving.count_state import load_counts, save_counts, snapshot
 from registry.serving.drift_state import load_windows
 from registry.serving.exporter import INITIAL_CODES, exposition
+from registry.serving.processes import STOPPED, Worker
 from registry.serving.rundir import RunDir
+from registry.serving.scraper import OK, SILENT
+from registry.serving.supervision.state import Runtime
 from registry.serving.supervisor import Supervisor
 
 BAD = {"inputs": [[5.1, "wide", 1.4, 0.2]]}  # a 422
@@ -75,13 +80,7 @@ def test_a_supervisor_stopped_before_its_first_pull_leaves_its_workers_counted_f
 ) -> None:
     """Stopped right after a deploy (no pull yet), the saved counts still name the new worker, at
     nothing seen: the next supervisor adopts it and counts everything it answered."""
-    import asyncio
-
-    from registry.info import DeploymentInfo
-    from registry.serving.processes import STOPPED, Worker
-    from registry.serving.supervision.state import Runtime
-
-    spec = DeploymentInfo("iris", "iris", 1, None, "127.0.0.1", 1, 1)
+    spec = IRIS
     first = Supervisor(tmp_path / "home")
     try:
         started = Worker(pid=4242, version=1, create_time=100.0, forked=True)
@@ -111,28 +110,43 @@ def test_a_supervisor_stopped_before_its_first_pull_leaves_its_workers_counted_f
         second.registry.close()
 
 
+IRIS = DeploymentInfo("iris", "iris", 1, None, "127.0.0.1", 1, 1)
+
+
+@contextlib.contextmanager
+def counting(home: Path, **roles: list[Worker]) -> Iterator[Supervisor]:
+    """A supervisor (not started) tracking deployment iris with workers in `roles` (`active=[...]`,
+    `outgoing=[...]`), its drift off (no model is registered): its scraper's counting, driven by hand."""
+    supervisor = Supervisor(home)
+    try:
+        supervisor.runtimes["iris"] = Runtime(IRIS, **roles)
+        supervisor.workers.update({w.pid: w for workers in roles.values() for w in workers})
+        supervisor.scraper.drift_every = math.inf
+        yield supervisor
+    finally:
+        supervisor.registry.close()
+
+
+def answering(counts: dict[int, float | None]) -> Callable[..., Any]:
+    """A stand-in for `Scraper._pull`: each worker's 200s so far, or silence (None)."""
+
+    async def pull(pid: int, fresh: bool) -> tuple[dict[str, Any] | None, str]:
+        if counts[pid] is None:
+            return None, SILENT
+        return {"pid": pid, "metrics": {"requests": {"200": counts[pid]}}}, OK
+
+    return pull
+
+
 def test_a_pull_answered_as_its_worker_exits_is_not_counted_again_after_the_final_snapshot(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A draining worker's exit report (its final snapshot) can come in while a pull of it is under
     way, and its socket answers until the process is gone: neither pull may count it again (it counted
     all that worker had answered twice, in its version's 200s)."""
-    import asyncio
-
-    from registry.info import DeploymentInfo
-    from registry.serving.processes import Worker
-    from registry.serving.scraper import OK
-    from registry.serving.supervision.state import Runtime
-
-    supervisor = Supervisor(tmp_path / "home")
-    try:
-        leaving = Worker(pid=4343, version=2, create_time=100.0, forked=True)
-        supervisor.runtimes["iris"] = Runtime(
-            DeploymentInfo("iris", "iris", 1, None, "127.0.0.1", 1, 1), outgoing=[leaving]
-        )
-        supervisor.workers[4343] = leaving
+    leaving = Worker(pid=4343, version=2, create_time=100.0, forked=True)
+    with counting(tmp_path / "home", outgoing=[leaving]) as supervisor:
         scraper, answered, reported = supervisor.scraper, [10.0], []
-        scraper.drift_every = math.inf  # counts only (no model is registered here)
 
         async def pull(pid: int, fresh: bool) -> tuple[dict[str, Any], str]:
             metrics = {"requests": {"200": answered[0]}}
@@ -148,8 +162,6 @@ def test_a_pull_answered_as_its_worker_exits_is_not_counted_again_after_the_fina
         asyncio.run(scraper.tick())
         asyncio.run(scraper.tick())  # not reaped yet, and its socket still answers
         assert scraper.series["iris"].totals[2].requests == {"200": 31.0}
-    finally:
-        supervisor.registry.close()
 
 
 @pytest.mark.parametrize("still_answers", [False, True], ids=["gone", "socket-still-answers"])
@@ -159,35 +171,15 @@ def test_a_worker_that_leaves_before_its_deployments_first_pass_is_counted(
     """Scaled down right after the deploy (within the second before the first pull): the leaving
     worker's final snapshot is all it answered, counted once whether or not its socket still answers
     the next pull."""
-    import asyncio
-
-    from registry.info import DeploymentInfo
-    from registry.serving.processes import Worker
-    from registry.serving.scraper import OK, SILENT
-    from registry.serving.supervision.state import Runtime
-
-    supervisor = Supervisor(tmp_path / "home")
-    try:
+    stays = Worker(pid=4242, version=1, create_time=100.0, forked=True)
+    leaves = Worker(pid=4343, version=1, create_time=100.0, forked=True)
+    with counting(tmp_path / "home", active=[stays], outgoing=[leaves]) as supervisor:
         scraper = supervisor.scraper
-        scraper.drift_every = math.inf
         asyncio.run(scraper.restore_counts())
-        stays = Worker(pid=4242, version=1, create_time=100.0, forked=True)
-        leaves = Worker(pid=4343, version=1, create_time=100.0, forked=True)
-        spec = DeploymentInfo("iris", "iris", 1, None, "127.0.0.1", 1, 1)
-        supervisor.runtimes["iris"] = Runtime(spec, active=[stays], outgoing=[leaves])
-        supervisor.workers.update({4242: stays, 4343: leaves})
         scraper.final("iris", leaves, {"requests": {"200": 7.0}})
-
-        async def pull(pid: int, fresh: bool) -> tuple[dict[str, Any] | None, str]:
-            if pid == 4343 and not still_answers:
-                return None, SILENT
-            return {"pid": pid, "metrics": {"requests": {"200": 3.0 if pid == 4242 else 7.0}}}, OK
-
-        monkeypatch.setattr(scraper, "_pull", pull)
+        monkeypatch.setattr(scraper, "_pull", answering({4242: 3.0, 4343: 7.0 if still_answers else None}))
         asyncio.run(scraper.tick())
         assert scraper.series["iris"].totals[1].requests == {"200": 10.0}
-    finally:
-        supervisor.registry.close()
 
 
 def test_a_final_handed_over_before_the_saved_counts_are_back_is_counted_after_them(
@@ -195,47 +187,20 @@ def test_a_final_handed_over_before_the_saved_counts_are_back_is_counted_after_t
 ) -> None:
     """A restarted supervisor tracks the workers it adopts before its scraper has read the counts
     the previous one saved: an adopted worker's exit report then is counted once they are back."""
-    import asyncio
-
-    from registry.info import DeploymentInfo
-    from registry.serving.processes import Worker
-    from registry.serving.scraper import OK
-    from registry.serving.supervision.state import Runtime
-
-    spec, home = DeploymentInfo("iris", "iris", 1, None, "127.0.0.1", 1, 1), tmp_path / "home"
-    first = Supervisor(home)
-    try:  # it counted 10 answers of the worker, then stopped while the worker drained
-        draining = Worker(pid=4343, version=1, create_time=100.0, forked=True)
-        first.runtimes["iris"] = Runtime(spec, outgoing=[draining])
-        first.workers[4343] = draining
-        first.scraper.drift_every = math.inf
-
-        async def ten(pid: int, fresh: bool) -> tuple[dict[str, Any], str]:
-            return {"pid": pid, "metrics": {"requests": {"200": 10.0}}}, OK
-
-        monkeypatch.setattr(first.scraper, "_pull", ten)
+    draining = Worker(pid=4343, version=1, create_time=100.0, forked=True)
+    with counting(tmp_path / "home", outgoing=[draining]) as first:
+        # it counted 10 answers of the worker, then stopped while the worker drained
+        monkeypatch.setattr(first.scraper, "_pull", answering({4343: 10.0}))
         asyncio.run(first.scraper.restore_counts())
         asyncio.run(first.scraper.tick())
         asyncio.run(first.scraper.save_counts())
-    finally:
-        first.registry.close()
-    second = Supervisor(home)
-    try:
-        adopted = Worker(pid=4343, version=1, create_time=100.0)
-        second.runtimes["iris"] = Runtime(spec, outgoing=[adopted])
-        second.workers[4343] = adopted
-        second.scraper.drift_every = math.inf
+    adopted = Worker(pid=4343, version=1, create_time=100.0)
+    with counting(tmp_path / "home", outgoing=[adopted]) as second:
         second.scraper.final("iris", adopted, {"requests": {"200": 15.0}})  # 5 more, then it exits
-
-        async def fifteen(pid: int, fresh: bool) -> tuple[dict[str, Any], str]:
-            return {"pid": pid, "metrics": {"requests": {"200": 15.0}}}, OK
-
-        monkeypatch.setattr(second.scraper, "_pull", fifteen)
+        monkeypatch.setattr(second.scraper, "_pull", answering({4343: 15.0}))
         asyncio.run(second.scraper.restore_counts())
         asyncio.run(second.scraper.tick())
         assert second.scraper.series["iris"].totals[1].requests == {"200": 15.0}
-    finally:
-        second.registry.close()
 
 
 @dataclass
