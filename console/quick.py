@@ -221,12 +221,14 @@ _VERB_RUNNERS: dict[str, Callable[[Any, list[str], dict[str, Any]], Callable[[],
 }
 
 
-def main() -> None:
-    """Entry point of the `modeldeck` command: a read verb here, anything else through Typer."""
-    status = run(sys.argv[1:])
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `modeldeck` command: a read verb here, anything else through Typer.
+    `argv` is the command line after the program's name (default: `sys.argv[1:]`)."""
+    args = sys.argv[1:] if argv is None else argv
+    status = run(args)
     if status is not None:
         sys.exit(status)
     from console.cli import app
     from console.serving_commands import bare_canary
 
-    app(args=bare_canary(sys.argv[1:]))
+    app(args=bare_canary(args), prog_name="modeldeck")

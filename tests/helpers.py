@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 import skops
+from click.testing import CliRunner, Result
 
 _START: Any = None
 #: One iris row, as the load generators send it.
@@ -103,6 +105,30 @@ def hostile_skops(marker: Path) -> bytes:
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("schema.json", json.dumps(schema))
     return buffer.getvalue()
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+def _modeldeck_entry(argv: tuple[str, ...]) -> None:
+    from console.quick import main
+
+    main(list(argv))
+
+
+def run_modeldeck(home: Path, *args: str, stdin: str | None = None, typer_only: bool = False) -> Result:
+    """The `modeldeck` command on `home`'s registry, run in this process as its installed entry point
+    runs it (`console.quick.main`: a read verb's quick path, else Typer), or with `typer_only` through
+    the Typer command line alone: its exit code, stdout and stderr apart. A process of its own costs
+    about a second of CPU a call, the suite's scarcest resource; the tests that are about the process
+    itself (its imports, its start, the installed command) still start one."""
+    import typer
+
+    from console.cli import app
+
+    unset: dict[str, str | None] = {"MODELDECK_DB_URL": None, "MODELDECK_ARTIFACTS_DIR": None}
+    env = {**unset, "MODELDECK_HOME": str(home)}
+    entry = typer.main.get_command(app) if typer_only else _modeldeck_entry
+    return CliRunner().invoke(entry, list(args), input=stdin, env=env, catch_exceptions=False)
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:

@@ -8,14 +8,12 @@ user runs it. `test_alerting.py` runs it all under a real supervisor.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from helpers import run_modeldeck
 
 from registry import Registry, alert_text
 from registry import alert_outbox as outbox
@@ -410,19 +408,11 @@ def test_a_refused_notification_waits_its_backoff_and_is_kept_until_taken(deploy
 
 
 # ---------------------------------------------------------------------- the command line
-def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MODELDECK_HOME": str(home)}
-    env.pop("MODELDECK_DB_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "console", *args], env=env, capture_output=True, text=True, timeout=120
-    )
-
-
 def test_the_command_line_sets_objectives_silences_and_the_webhook(tmp_path: Path, iris_model: Any) -> None:
     with Registry(home=tmp_path) as reg:
         reg.register(iris_model, "iris")
         save_deployment(reg, LIVE, "deployed")
-    done = cli(
+    done = run_modeldeck(
         tmp_path,
         "objectives",
         "set",
@@ -436,26 +426,27 @@ def test_the_command_line_sets_objectives_silences_and_the_webhook(tmp_path: Pat
         "-m",
         "SLA",
     )
-    assert done.returncode == 0, done.stderr
+    assert done.exit_code == 0, done.stderr
     assert "availability: 99.9% of requests not 5xx (critical at 14.4x over 1h/5m" in done.stdout
     assert "latency: 99% of requests within 250 ms" in done.stdout
-    shown = json.loads(cli(tmp_path, "objectives", "show", "live", "--json").stdout)
+    shown = json.loads(run_modeldeck(tmp_path, "objectives", "show", "live", "--json").stdout)
     assert {o["kind"]: o["default"] for o in shown} == {
         AVAILABILITY: False,
         LATENCY: False,
         DRIFT: True,
         PERFORMANCE: True,
     }
-    bad = cli(tmp_path, "objectives", "set", "live", "--availability", "101")
-    assert bad.returncode == 1 and "between 0 and 100" in bad.stderr
-    bad = cli(tmp_path, "objectives", "set", "live", "--windows", "1h-5m")
-    assert bad.returncode == 1 and "LONG/SHORT@BURN" in bad.stderr
-    assert cli(tmp_path, "alerts", "silence", "live", "--for", "2h", "-m", "deploy window").returncode == 0
-    assert cli(tmp_path, "alerts", "webhook", "ftp://x").returncode == 1
-    assert cli(tmp_path, "alerts", "webhook", "http://127.0.0.1:9/hook").returncode == 0
-    listed = json.loads(cli(tmp_path, "alerts", "--json").stdout)
+    bad = run_modeldeck(tmp_path, "objectives", "set", "live", "--availability", "101")
+    assert bad.exit_code == 1 and "between 0 and 100" in bad.stderr
+    bad = run_modeldeck(tmp_path, "objectives", "set", "live", "--windows", "1h-5m")
+    assert bad.exit_code == 1 and "LONG/SHORT@BURN" in bad.stderr
+    silenced = run_modeldeck(tmp_path, "alerts", "silence", "live", "--for", "2h", "-m", "deploy window")
+    assert silenced.exit_code == 0, silenced.stderr
+    assert run_modeldeck(tmp_path, "alerts", "webhook", "ftp://x").exit_code == 1
+    assert run_modeldeck(tmp_path, "alerts", "webhook", "http://127.0.0.1:9/hook").exit_code == 0
+    listed = json.loads(run_modeldeck(tmp_path, "alerts", "--json").stdout)
     assert listed["alerts"] == [] and listed["webhook"] == "http://127.0.0.1:9/hook"
     [silence] = listed["silences"]
     assert silence["deployment"] == "live" and silence["reason"] == "deploy window"
-    text = cli(tmp_path, "alerts").stdout
+    text = run_modeldeck(tmp_path, "alerts").stdout
     assert "no pending or firing alerts" in text and f"silence {silence['id']}: all alerts of live" in text

@@ -195,15 +195,33 @@ def test_import_registry_pulls_in_no_sklearn_pandas_or_textual(home):
 
 
 def test_registry_verbs_do_not_import_textual(home, skops_file):
+    """Each verb through Typer, one after the other in one process (a process each cost 3 CPU-s):
+    what is loaded after each one, so a verb that pulls a module in is named."""
     run("register", str(skops_file), "--name", "iris")
-    for verb in ("models", "versions iris", "show iris", "history iris"):
-        code = (
-            "from console.cli import app\n"
-            f"try:\n    app({verb.split()!r} + ['--json'])\nexcept SystemExit:\n    pass"
-        )
-        loaded = _modules_after(code, home)
-        assert "textual" not in loaded, verb
-        assert "sklearn" not in loaded, f"{verb} should not need scikit-learn"
+    verbs = [["models"], ["versions", "iris"], ["show", "iris"], ["history", "iris"]]
+    code = (
+        "import json, sys\n"
+        "from console.cli import app\n"
+        "loaded = {}\n"
+        f"for verb in {verbs!r}:\n"
+        "    try:\n"
+        "        app([*verb, '--json'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "    loaded[' '.join(verb)] = sorted(m for m in ('textual', 'sklearn') if m in sys.modules)\n"
+        "print(json.dumps(loaded))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"MODELDECK_HOME": str(home), "PATH": "/usr/bin:/bin"},
+    )
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert loaded == {" ".join(verb): [] for verb in verbs}, (
+        "these verbs should need neither Textual nor scikit-learn"
+    )
 
 
 def test_the_verbs_that_ask_the_supervisor_load_no_orm_and_no_numpy(registry) -> None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +21,8 @@ import httpx
 import numpy as np
 import psutil
 import pytest
-from helpers import ROW, error_of, free_port, iris_home, stop_supervisor, wait_until
+from click.testing import Result
+from helpers import ROW, error_of, free_port, iris_home, run_modeldeck, stop_supervisor, wait_until
 from sklearn import metrics
 
 from registry import Registry
@@ -50,16 +49,8 @@ class Stack:
     iris: str
     diabetes: str
 
-    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "MODELDECK_HOME": str(self.home)}
-        return subprocess.run(
-            [sys.executable, "-m", "console", *args],  # the installed `modeldeck`'s path
-            env=env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+    def cli(self, *args: str, stdin: str | None = None) -> Result:
+        return run_modeldeck(self.home, *args, stdin=stdin)
 
     def realised(self, name: str) -> dict[str, Any] | None:
         deployments = self.client.monitor(0, name)["deployments"]
@@ -329,20 +320,19 @@ def test_modeldeck_feedback_reads_csv_and_json_lines(stack: Stack, tmp_path: Pat
         "request_id,row,label\n" + "".join(f"{rid},{r},0\n" for rid, _ in answers for r in (0, 1))
     )
     done = stack.cli("feedback", str(csv_file), "--deployment", "iris", "--json")
-    assert done.returncode == 0, done.stderr
+    assert done.exit_code == 0, done.stderr
     assert json.loads(done.stdout) == {"accepted": 4, "duplicates": 0, "unknown": 0}
     lines = "\n".join(json.dumps({"request_id": rid, "labels": [1, 1]}) for rid, _ in answers)
     again = stack.cli("feedback", "-", "--deployment", "iris", stdin=lines)
-    assert again.returncode == 0 and "4 accepted, 4 duplicates (last wins), 0 for unknown" in again.stdout
+    assert again.exit_code == 0 and "4 accepted, 4 duplicates (last wins), 0 for unknown" in again.stdout
     elsewhere = stack.cli("feedback", "-", "--deployment", "diabetes", stdin=lines)  # not its predictions
     assert (
-        elsewhere.returncode == 0
-        and "0 accepted, 0 duplicates (last wins), 4 for unknown" in elsewhere.stdout
+        elsewhere.exit_code == 0 and "0 accepted, 0 duplicates (last wins), 4 for unknown" in elsewhere.stdout
     )
     bad = stack.cli(
         "feedback", "-", "--deployment", "iris", stdin='{"request_id": "x", "row": -1, "label": 1}\n'
     )
-    assert bad.returncode == 1 and "row" in bad.stderr
+    assert bad.exit_code == 1 and "row" in bad.stderr
 
 
 def test_the_store_is_private_and_bounded(stack: Stack, tmp_path: Path) -> None:
@@ -466,10 +456,10 @@ def test_modeldeck_feedback_needs_a_deployment_it_knows(stack: Stack, tmp_path: 
     line = '{"request_id": "x", "label": 1}\n'
     unnamed = stack.cli("feedback", "-", stdin=line)  # the home has several deployments
     assert (
-        unnamed.returncode == 1 and "--deployment" in unnamed.stderr and len(unnamed.stderr.splitlines()) == 1
+        unnamed.exit_code == 1 and "--deployment" in unnamed.stderr and len(unnamed.stderr.splitlines()) == 1
     )
     unknown = stack.cli("feedback", "-", "--deployment", "nosuch", stdin=line)
-    assert unknown.returncode == 1 and "'nosuch'" in unknown.stderr
+    assert unknown.exit_code == 1 and "'nosuch'" in unknown.stderr
     with Registry(home=stack.home) as reg, pytest.raises(DeploymentNotChosen, match="--deployment"):
         reg.feedback({"request_id": "x", "label": 1})
     from oip_servers import iris, register
@@ -754,7 +744,7 @@ def test_float_labels_from_a_csv_are_the_same_classes_as_integers(stack: Stack, 
         labels.dropna().to_csv(tmp_path / "labels.csv", index=False)
         assert "0.0" in (tmp_path / "labels.csv").read_text()
         done = stack.cli("feedback", str(tmp_path / "labels.csv"), "--deployment", "iris-float", "--json")
-        assert done.returncode == 0, done.stderr
+        assert done.exit_code == 0, done.stderr
         predicted = [p for _, batch in answers for p in batch]
         realised = wait_until(
             lambda: (r := stack.realised("iris-float")) and r["labelled"] == 15 and r, what="join"
@@ -774,7 +764,7 @@ def test_a_regressors_label_must_be_a_number_and_unscorable_figures_say_why(stac
     assert "must be a number" in error_of(refused)["message"]
     lines = "\n".join(json.dumps(entry) for entry in [*words, {"request_id": rid, "label": "151.5"}])
     done = stack.cli("feedback", "-", "--deployment", "diabetes", "--json", stdin=lines)
-    assert done.returncode == 0, done.stderr
+    assert done.exit_code == 0, done.stderr
     counts = json.loads(done.stdout)
     assert counts["accepted"] + counts["unknown"] == 1 and counts["invalid"] == 1
     assert "must be a number" in counts["invalid_reason"]
@@ -878,9 +868,9 @@ def test_modeldeck_feedback_reads_a_csv_with_a_bom_and_names_a_json_array(
     bom = tmp_path / "bom.csv"
     bom.write_text(f"request_id,label\n{rid},0\n", encoding="utf-8-sig")
     done = stack.cli("feedback", str(bom), "--deployment", "iris", "--json")
-    assert done.returncode == 0, done.stderr
+    assert done.exit_code == 0, done.stderr
     assert json.loads(done.stdout)["accepted"] == 1
     array = tmp_path / "labels.json"
     array.write_text(json.dumps([{"request_id": rid, "label": 0}]))
     refused = stack.cli("feedback", str(array), "--deployment", "iris")
-    assert refused.returncode == 1 and "JSON lines expected, not a JSON array" in refused.stderr
+    assert refused.exit_code == 1 and "JSON lines expected, not a JSON array" in refused.stderr

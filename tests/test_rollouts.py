@@ -20,8 +20,9 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from click.testing import Result
 from console_deck import rows
-from helpers import wait_until
+from helpers import run_modeldeck, wait_until
 from rolled import QUICK, STEADY, Clients, Rolled, rolled_home
 
 from registry.monitoring.canary import (
@@ -377,24 +378,19 @@ async def test_the_console_starts_a_canary_by_key_shows_both_versions_and_aborts
 
 @pytest.mark.slow
 def test_the_cli_starts_watches_and_aborts_a_canary_and_refuses_what_cannot_run(rolled: Rolled) -> None:
-    import subprocess
-    import sys
-
     rolled.reset()
-    env = {**os.environ, "MODELDECK_HOME": str(rolled.home)}
 
-    def modeldeck(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-c", "from console.quick import main; main()", *args]
-        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+    def cli(*args: str) -> Result:
+        return run_modeldeck(rolled.home, *args)
 
-    both = modeldeck("deploy", "m:2", "--canary", "--shadow")
-    assert both.returncode == 1 and "--canary and --shadow cannot go together" in both.stderr
-    bad = modeldeck("deploy", "m:2", "--canary", "5,x")
-    assert bad.returncode == 1 and "cannot read 'x'" in bad.stderr
-    same = modeldeck("deploy", "m:1", "--shadow")
-    assert same.returncode == 1 and "m already serves version 1" in same.stderr
-    started = modeldeck("deploy", "m:2", "--canary", "--step-seconds", "3600")  # the default steps
-    assert started.returncode == 0, started.stderr
+    both = cli("deploy", "m:2", "--canary", "--shadow")
+    assert both.exit_code == 1 and "--canary and --shadow cannot go together" in both.stderr
+    bad = cli("deploy", "m:2", "--canary", "5,x")
+    assert bad.exit_code == 1 and "cannot read 'x'" in bad.stderr
+    same = cli("deploy", "m:1", "--shadow")
+    assert same.exit_code == 1 and "m already serves version 1" in same.stderr
+    started = cli("deploy", "m:2", "--canary", "--step-seconds", "3600")  # the default steps
+    assert started.exit_code == 0, started.stderr
     candidate = rolled.client.rundir.candidate_socket("m")  # the candidate's socket is this user's alone
     assert stat.S_IMODE(candidate.stat().st_mode) == 0o600 and candidate.stat().st_uid == os.getuid()
     assert (
@@ -402,20 +398,19 @@ def test_the_cli_starts_watches_and_aborts_a_canary_and_refuses_what_cannot_run(
     )
     with Clients(rolled.url):
         wait_until(lambda: rolled.client.status().deployments[0].rollout.traffic.get("forwarded", 0) > 5)
-        status = modeldeck("status")
+        status = cli("status")
     assert "m: canary of m:2 at 5% (step 1 of 4: 5% 25% 50% 100%)" in status.stdout
     assert re.search(r"next check in \d+ s · [\d,]+ forwarded", status.stdout), status.stdout
     assert "errors" in status.stdout and "agreement" in status.stdout
-    busy = modeldeck("deploy", "m:3")
+    busy = cli("deploy", "m:3")
     assert (
-        busy.returncode == 1
-        and "a canary of version 2 is under way; promote or abort it first" in busy.stderr
+        busy.exit_code == 1 and "a canary of version 2 is under way; promote or abort it first" in busy.stderr
     )
-    aborted = modeldeck("abort", "m", "-m", "testing the CLI")
-    assert aborted.returncode == 0 and "m: aborted; m:1 serves every request" in aborted.stdout
+    aborted = cli("abort", "m", "-m", "testing the CLI")
+    assert aborted.exit_code == 0 and "m: aborted; m:1 serves every request" in aborted.stdout
     assert rolled.events("aborted")[-1].reason == "testing the CLI"
-    again = modeldeck("abort", "m")
-    assert again.returncode == 1 and "m has no canary or shadow under way" in again.stderr
+    again = cli("abort", "m")
+    assert again.exit_code == 1 and "m has no canary or shadow under way" in again.stderr
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from click.testing import Result
 from helpers import (
     ROW,
     Load,
@@ -29,6 +30,7 @@ from helpers import (
     free_port,
     iris_home,
     iris_rows_with_broken_correlation,
+    run_modeldeck,
     stop_supervisor,
 )
 from helpers import wait_until as _wait
@@ -64,12 +66,10 @@ class Served:
         with Registry(home=self.home) as reg:
             return [e for e in reg.history("iris").events if kind is None or e.kind == kind]
 
-    def cli(self, *args: str, module: str = "console") -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, typer_only: bool = False) -> Result:
         """`modeldeck ARGS` by the installed command's path (`console.quick`, then Typer), or with
-        `module="console.cli"` through the Typer command line alone."""
-        env = {**os.environ, "MODELDECK_HOME": str(self.home)}
-        command = [sys.executable, "-m", module, *args]
-        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        `typer_only` through the Typer command line alone."""
+        return run_modeldeck(self.home, *args, typer_only=typer_only)
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,7 @@ def test_rollback_is_a_switch_to_the_warm_standby(served: Served) -> None:
     standby = [p for p in status["processes"] if p["role"] == "standby"]
     assert status["standby_version"] is not None and standby and standby[0]["state"] == "standby"
     result = served.cli("rollback", "iris", "-m", "bad metrics")
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     assert "rolled back to iris:" in result.stdout
     assert served.version() == str(status["standby_version"])
     last = served.events("rolled_back")[-1]
@@ -145,7 +145,7 @@ def test_a_version_that_fails_to_load_leaves_the_old_one_serving(served: Served)
     try:
         with Load(served.url, clients=2) as load:
             result = served.cli("deploy", "iris:3")
-        assert result.returncode == 1
+        assert result.exit_code == 1
         assert "iris:3 failed to start" in result.stderr and "sha256" in result.stderr
         assert "still serves version 2" in result.stderr
         assert load.failures == [] and set(load.versions) == {"2"}
@@ -440,18 +440,18 @@ def test_port_in_use_is_a_clear_error(served: Served) -> None:
         squatter.listen()
         port = squatter.getsockname()[1]
         result = served.cli("deploy", "iris:1", "--name", "iris-b", "--port", str(port))
-    assert result.returncode == 1
+    assert result.exit_code == 1
     assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
     assert "Traceback" not in result.stderr
     taken = served.cli("deploy", "iris:1", "--name", "iris-c", "--port", str(served.port))
-    assert taken.returncode == 1 and "already used by deployment 'iris'" in taken.stderr
+    assert taken.exit_code == 1 and "already used by deployment 'iris'" in taken.stderr
 
 
 def test_status_logs_scale_and_stop(served: Served) -> None:
     served.client.deploy("iris:1", port=served.port)
     served.client.deploy("iris:2")
     status = served.cli("status")
-    assert status.returncode == 0
+    assert status.exit_code == 0
     row = next(line for line in status.stdout.splitlines() if line.startswith("iris "))
     assert row.split()[:6] == ["iris", "iris:2", "1", served.url, "1/1", "running"]
     assert served.client.scale("iris", 2)["workers_running"] == 2
@@ -461,18 +461,18 @@ def test_status_logs_scale_and_stop(served: Served) -> None:
     as_json = json.loads(served.cli("status", "--json").stdout)
     assert as_json["deployments"][0]["workers"] == 1
     logs = served.cli("logs", "iris", "-n", "5")
-    assert logs.returncode == 0
+    assert logs.exit_code == 0
     other = free_port()
     served.client.deploy("iris:1", name="iris-extra", port=other)
     stopped = served.cli("stop", "iris-extra", "-m", "done")
-    assert stopped.returncode == 0 and "iris-extra: stopped" in stopped.stdout
+    assert stopped.exit_code == 0 and "iris-extra: stopped" in stopped.stdout
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{other}/health/live", timeout=2)
     with Registry(home=served.home) as reg:
         assert get_deployment(reg, "iris-extra") is None
     assert served.events("stopped")[-1].deployment == "iris-extra"
     missing = served.cli("stop", "nope")
-    assert missing.returncode == 1 and "no deployment 'nope'" in missing.stderr
+    assert missing.exit_code == 1 and "no deployment 'nope'" in missing.stderr
 
 
 def test_beyond_loopback_predictions_need_the_token_shown_by_status(served: Served) -> None:
@@ -481,7 +481,7 @@ def test_beyond_loopback_predictions_need_the_token_shown_by_status(served: Serv
         "deploy", "iris:1", "--name", "iris-public", "--host", "0.0.0.0", "--port", str(port)
     )
     try:
-        assert deployed.returncode == 0, deployed.stderr
+        assert deployed.exit_code == 0, deployed.stderr
         status = served.cli("status")
         token = (served.home / "serving-token").read_text().strip()
         assert f"iris-public: bearer token {token}" in status.stdout
@@ -503,11 +503,11 @@ def test_beyond_loopback_predictions_need_the_token_shown_by_status(served: Serv
 
 def test_supervisor_start_brings_deployments_back(served: Served) -> None:
     served.client.deploy("iris:2", port=served.port)
-    assert served.cli("supervisor", "stop", "--servers").returncode == 0
+    assert served.cli("supervisor", "stop", "--servers").exit_code == 0
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{served.url}/health/live", timeout=2)
     started = served.cli("supervisor", "start", "--drain-grace", "2")
-    assert started.returncode == 0, started.stderr
+    assert started.exit_code == 0, started.stderr
     assert f"iris: iris:2 running on {served.url}" in started.stdout
     assert served.version() == "2"
     assert served.events()[-1].reason in ("supervisor started", "")
@@ -570,8 +570,8 @@ def test_status_with_a_supervisor_prints_what_typer_prints_without_typer_or_the_
     table and lines as the Typer command, loading neither Typer, SQLAlchemy nor numpy (0.15 s, where
     the Typer command takes 0.4 s)."""
     served.client.deploy("iris:2", port=served.port)
-    quick, typer = served.cli("status"), served.cli("status", module="console.cli")
-    assert quick.returncode == typer.returncode == 0, (quick.stderr, typer.stderr)
+    quick, typer = served.cli("status"), served.cli("status", typer_only=True)
+    assert quick.exit_code == typer.exit_code == 0, (quick.stderr, typer.stderr)
     assert "iris:2" in quick.stdout and "running" in quick.stdout
 
     def shape(text: str) -> list[str]:  # live figures move between the two calls (the last 10 s)
@@ -601,7 +601,7 @@ def test_status_names_a_supervisor_that_runs_but_does_not_answer(served: Served)
         human, as_json = served.cli("status"), served.cli("status", "--json")
     finally:
         os.kill(pid, signal.SIGCONT)
-    assert human.returncode == as_json.returncode == 0, (human.stderr, as_json.stderr)
+    assert human.exit_code == as_json.exit_code == 0, (human.stderr, as_json.stderr)
     said = f"the supervisor (pid {pid}) did not answer within 2 s: each state is what the deployment's"
     assert said in " ".join(human.stderr.split()), human.stderr
     assert "no supervisor is running" not in human.stderr
@@ -637,14 +637,14 @@ def test_with_the_supervisor_stopped_status_and_the_console_say_serving(served: 
     _wait(lambda: uptime() >= 1.0, what="a worker up for a second")
     before, asked = uptime(), time.time()
     try:
-        assert served.cli("supervisor", "stop").returncode == 0
+        assert served.cli("supervisor", "stop").exit_code == 0
         assert httpx.get(f"{served.url}/health/ready", timeout=10).status_code == 200
         as_json = json.loads(served.cli("status", "--json").stdout)
         assert as_json["supervisor"] is None
         states = {d["name"]: (d["status"], d["message"]) for d in as_json["deployments"]}
         assert states["iris"] == ("serving", "supervisor down")
         human = served.cli("status")
-        assert human.returncode == 0
+        assert human.exit_code == 0
         row = next(line for line in human.stdout.splitlines() if line.startswith("iris "))
         assert "serving (supervisor down)" in row and " down" not in row.replace("(supervisor down)", "")
         backend = Backend(served.home)
