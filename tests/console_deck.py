@@ -25,9 +25,9 @@ class Deck:
         self.client = SupervisorClient(home)
 
     def version(self) -> str:
-        return httpx.post(f"http://127.0.0.1:{self.port}/invocations", json=ROW, timeout=10).headers[
-            "x-model-version"
-        ]
+        return httpx.post(
+            f"http://127.0.0.1:{self.port}/invocations", json=ROW, timeout=10, verify=False
+        ).headers["x-model-version"]
 
     def app(self, **options):
         from console.app import ModeldeckApp

@@ -231,7 +231,7 @@ class Load:
     def _run(self) -> None:
         import httpx
 
-        with httpx.Client(base_url=self.url, timeout=self.timeout) as client:
+        with httpx.Client(base_url=self.url, timeout=self.timeout, verify=False) as client:
             while not self._stop.is_set():
                 try:
                     response = client.post("/invocations", json=self.body)

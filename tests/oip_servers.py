@@ -52,7 +52,7 @@ class Server:
         return f"127.0.0.1:{self.port}"
 
     def client(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=10, **kwargs)
+        return httpx.Client(base_url=self.url, timeout=10, verify=False, **kwargs)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -78,7 +78,7 @@ def wait_ready(server: Server, timeout: float = 60) -> None:
         if server.process.poll() is not None:
             raise AssertionError(f"server exited: {server.log.read_text()}")
         try:
-            if httpx.get(f"{server.url}/health/ready", timeout=1).status_code == 200:
+            if httpx.get(f"{server.url}/health/ready", timeout=1, verify=False).status_code == 200:
                 return
         except httpx.TransportError:
             pass

@@ -82,7 +82,7 @@ class Clients:
 
     def _run(self, seed: int) -> None:
         rng = random.Random(seed)
-        with httpx.Client(base_url=self.url, timeout=30) as client:
+        with httpx.Client(base_url=self.url, timeout=30, verify=False) as client:
             while not self._stop.is_set():
                 row = BAD_ROW if rng.random() < self.bad else [float(rng.randint(0, 3)) for _ in COLUMNS]
                 try:

@@ -127,7 +127,7 @@ async def test_hosts_view_host_column_and_changes_made_by_the_other_host(shared:
 
         await pilot.press("2")
         for _ in range(20):  # traffic, so b's heartbeat carries figures
-            httpx.post(f"http://127.0.0.1:{shared.port}/invocations", json=ROW, timeout=10)
+            httpx.post(f"http://127.0.0.1:{shared.port}/invocations", json=ROW, timeout=10, verify=False)
         await wait_until(pilot, lambda: _cells(app, "#deployments").get("iris", {}).get("REQ/S", "-") != "-")
         row = _cells(app, "#deployments")["iris"]
         assert row["HOST"] == "b" and row["SERVING"] == "iris:2" and row["STANDBY"] == "1"

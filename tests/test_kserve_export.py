@@ -436,7 +436,7 @@ def _ready(process: subprocess.Popen, url: str, log: Path) -> None:
     def up() -> bool:
         assert process.poll() is None, log.read_text()
         try:
-            return httpx.get(f"{url}{READY_PATH}", timeout=1).status_code == 200
+            return httpx.get(f"{url}{READY_PATH}", timeout=1, verify=False).status_code == 200
         except httpx.TransportError:
             return False
 

@@ -84,7 +84,7 @@ def _home_of(argv: list[str]) -> str:
 
 def predict(port: int, rows: list[list[float]] | None = None) -> httpx.Response:
     body = {"inputs": rows} if rows is not None else ROW
-    return httpx.post(f"http://127.0.0.1:{port}/invocations", json=body, timeout=30)
+    return httpx.post(f"http://127.0.0.1:{port}/invocations", json=body, timeout=30, verify=False)
 
 
 @pytest.fixture(scope="module")
