@@ -44,11 +44,14 @@ def wait_for_the_others() -> None:
 def four_processes() -> Iterator[Callable[..., list[Any]]]:
     """`run(func, *args)`: `func(*args)` in each of four spawned processes at the same moment.
 
-    The processes are started once for the module (spawning and importing is most of the cost) and
-    share a barrier that `func` waits on first (`wait_for_the_others`); each of the four calls
-    therefore runs in a different process, since a process waiting at the barrier takes no other call.
+    The processes are started once for the module and share a barrier that `func` waits on first
+    (`wait_for_the_others`); each of the four calls therefore runs in a different process, since a
+    process waiting at the barrier takes no other call. They are forked from a fork server (one per
+    test process, single-threaded, which has imported the registry once) rather than each started
+    and importing anew: the import was most of their cost.
     """
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["registry", "registry.core", "helpers"])
     barrier = ctx.Barrier(4)
     with ctx.Pool(4, initializer=_set_start, initargs=(barrier,)) as pool:
 
