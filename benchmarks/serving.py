@@ -98,7 +98,8 @@ else:
 async def invocations(request):
     body = await request.body()
     if MODEL is not None:
-        MODEL.predict(ARRAYS[body.count(b"],[") + 1])
+        # rows = separators between them + 1; json.dumps writes "], [", a compact writer "],["
+        MODEL.predict(ARRAYS[body.count(b"], [") + body.count(b"],[") + 1])
     return Response(ANSWER, media_type="application/json")
 
 
