@@ -8,6 +8,7 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -175,19 +176,24 @@ def test_demo_builds_three_models_once(tmp_path, monkeypatch):
     assert kinds == {"numeric", "categorical"}
 
 
-def _modules_after(code: str, home: Path) -> list[str]:
-    probe = (
-        f"{code}\nimport sys, json\n"
-        "print(json.dumps(sorted(m for m in ('textual', 'sklearn', 'pandas') if m in sys.modules)))"
-    )
+def _last_line_of(code: str, home: Path) -> Any:
+    """The JSON on the last line `code` prints, run in a fresh Python process on `home`."""
     result = subprocess.run(
-        [sys.executable, "-c", probe],
+        [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         check=True,
         env={"MODELDECK_HOME": str(home), "PATH": "/usr/bin:/bin"},
     )
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _modules_after(code: str, home: Path) -> list[str]:
+    probe = (
+        f"{code}\nimport sys, json\n"
+        "print(json.dumps(sorted(m for m in ('textual', 'sklearn', 'pandas') if m in sys.modules)))"
+    )
+    return _last_line_of(probe, home)
 
 
 def test_import_registry_pulls_in_no_sklearn_pandas_or_textual(home):
@@ -211,14 +217,7 @@ def test_registry_verbs_do_not_import_textual(home, skops_file):
         "    loaded[' '.join(verb)] = sorted(m for m in ('textual', 'sklearn') if m in sys.modules)\n"
         "print(json.dumps(loaded))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"MODELDECK_HOME": str(home), "PATH": "/usr/bin:/bin"},
-    )
-    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    loaded = _last_line_of(code, home)
     assert loaded == {" ".join(verb): [] for verb in verbs}, (
         "these verbs should need neither Textual nor scikit-learn"
     )
