@@ -5,7 +5,6 @@
 set -euo pipefail
 ROLE=modeldeck
 PASSWORD=modeldeck
-PORT=${MODELDECK_TEST_PG_PORT:-5432}
 
 if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
   if [[ "${1:-}" == "--no-install" ]]; then
@@ -31,7 +30,7 @@ if ! cluster | grep -q .; then
   if [[ -d /dev/shm ]] && (( $(df -Pk /dev/shm | awk 'NR == 2 {print $4}') > 2 * 1024 * 1024 )); then
     DATA=(-d "$MEMORY_DIR/$VERSION")
   fi
-  pg_createcluster "$VERSION" "$CLUSTER" ${MODELDECK_TEST_PG_PORT:+-p "$PORT"} "${DATA[@]}" >&2
+  pg_createcluster "$VERSION" "$CLUSTER" ${MODELDECK_TEST_PG_PORT:+-p "$MODELDECK_TEST_PG_PORT"} "${DATA[@]}" >&2
 fi
 if ! cluster | awk '$4 == "online"' | grep -q .; then
   pg_ctlcluster --skip-systemctl-redirect "$VERSION" "$CLUSTER" start >&2

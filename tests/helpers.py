@@ -51,7 +51,7 @@ def four_processes() -> Iterator[Callable[..., list[Any]]]:
     and importing anew: the import was most of their cost.
     """
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["registry", "registry.core", "helpers"])
+    ctx.set_forkserver_preload(["registry.core", "helpers"])
     barrier = ctx.Barrier(4)
     with ctx.Pool(4, initializer=_set_start, initargs=(barrier,)) as pool:
 
@@ -124,13 +124,14 @@ def run_modeldeck(home: Path, *args: str, stdin: str | None = None, typer_only: 
     the Typer command line alone: its exit code, stdout and stderr apart. A process of its own costs
     about a second of CPU a call, the suite's scarcest resource; the tests that are about the process
     itself (its imports, its start, the installed command) still start one."""
-    import typer
+    entry: click.Command = _modeldeck_entry
+    if typer_only:
+        import typer
 
-    from console.cli import app
+        from console.cli import app
 
-    unset: dict[str, str | None] = {"MODELDECK_DB_URL": None, "MODELDECK_ARTIFACTS_DIR": None}
-    env = {**unset, "MODELDECK_HOME": str(home)}
-    entry = typer.main.get_command(app) if typer_only else _modeldeck_entry
+        entry = typer.main.get_command(app)
+    env = {"MODELDECK_HOME": str(home), "MODELDECK_DB_URL": None, "MODELDECK_ARTIFACTS_DIR": None}
     return CliRunner().invoke(entry, list(args), input=stdin, env=env, catch_exceptions=False)
 
 
