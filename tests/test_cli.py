@@ -247,6 +247,12 @@ def test_the_verbs_that_ask_the_supervisor_load_no_orm_and_no_numpy(registry) ->
     assert json.loads(loaded) == []
 
 
+def test_python_dash_m_console_calls_itself_modeldeck_as_the_installed_command_does(home) -> None:
+    done = subprocess.run([sys.executable, "-m", "console", "nosuch"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "Usage: modeldeck [OPTIONS] COMMAND" in done.stderr and "Try 'modeldeck --help'" in done.stderr
+
+
 def test_status_says_why_it_will_not_ask_a_socket_that_is_not_a_supervisors(home) -> None:
     """A file where the control socket should be is refused, and `status` says so (not "no
     supervisor is running"), on the installed command's path and through Typer alike."""
