@@ -37,10 +37,37 @@ def test_a_fast_model_that_turns_slow_moves_to_the_threads(monkeypatch) -> None:
         for _ in range(calls.DEMOTE_AFTER):
             await caller(lambda rows: time.sleep(0.02) or [0], [[1]])
             inline.append(caller.inline)
-        return inline, await caller(where, [[1]])
+        return inline, await caller(where, [[1]]), await caller.run_alone(where, [[1]])
 
-    inline, after = asyncio.run(scenario())
+    inline, after, alone = asyncio.run(scenario())
+    assert alone[0].startswith("model-")  # a lone request too
     assert inline == [True] * (calls.DEMOTE_AFTER - 1) + [False] and after[0].startswith("model-")
+
+
+def test_a_lone_request_of_a_batched_model_runs_inline_and_a_crowd_goes_to_the_threads() -> None:
+    """A forest-like model (4 ms a row, batched): a request no other waits beside is called on the
+    event loop (a thread hand-off would only add latency); requests arriving together are one batch in
+    a thread, so the loop keeps reading requests meanwhile. A model slower than ALONE_SECONDS, or one
+    with a predict timeout, always runs in the threads."""
+
+    def batched(caller: ModelCaller, max_rows: int = 1024) -> MicroBatcher:
+        return MicroBatcher(where, max_rows=max_rows, run=caller.threaded, run_alone=caller.run_alone)
+
+    async def scenario():
+        forest = batched(ModelCaller(0.004))
+        alone = await forest.submit([[1]])
+        together = await asyncio.gather(*(forest.submit([[i]]) for i in range(5)))
+        # one row a batch: each request is a batch of its own, but the others wait beside it
+        one_by_one = batched(ModelCaller(0.004), max_rows=1)
+        together += await asyncio.gather(*(one_by_one.submit([[i]]) for i in range(3)))
+        slow = await batched(ModelCaller(calls.ALONE_SECONDS * 2)).submit([[1]])
+        timed = await batched(ModelCaller(0.004, timeout=5)).submit([[1]])
+        return alone, together, slow, timed, forest.batches
+
+    alone, together, slow, timed, batches = asyncio.run(scenario())
+    assert alone == ["MainThread"]
+    assert batches == 2 and all(answer[0].startswith("model-") for answer in together)
+    assert slow[0].startswith("model-") and timed[0].startswith("model-")
 
 
 def test_one_slow_call_among_fast_ones_keeps_the_model_inline(monkeypatch) -> None:

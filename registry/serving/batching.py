@@ -1,11 +1,12 @@
 """Adaptive micro-batching: requests that arrive while the model is busy share its next call.
 
 No timer and no added latency when idle: the first request runs at once (in a worker thread, so
-the event loop keeps accepting requests; `run` says how, by default `asyncio.to_thread`); whatever
-queued up meanwhile becomes the next batch, up to `max_rows`. Predictions are split back per
-request, so each client gets exactly what an unbatched call would give. If a batch fails, its
-requests are retried one by one so one bad request cannot fail its neighbours (a batch over the
-predict timeout fails all of its requests).
+the event loop keeps accepting requests; `run` says how, by default `asyncio.to_thread`; or by
+`run_alone` when no other request waits for the model, which may call it inline: see
+`registry.serving.calls`); whatever queued up meanwhile becomes the next batch, up to `max_rows`.
+Predictions are split back per request, so each client gets exactly what an unbatched call would
+give. If a batch fails, its requests are retried one by one so one bad request cannot fail its
+neighbours (a batch over the predict timeout fails all of its requests).
 """
 
 from __future__ import annotations
@@ -30,9 +31,12 @@ class MicroBatcher:
         max_rows: int = 1024,
         on_call: Callable[[int], None] | None = None,
         run: Run | None = None,
+        run_alone: Run | None = None,
     ) -> None:
         self._predict = predict
         self._call: Run = run or asyncio.to_thread
+        self._call_alone: Run = run_alone or self._call
+        self._waiting = 0  # requests submitted and not yet answered
         self._on_call = on_call
         self.max_rows = max_rows
         self._queue: deque[tuple[Rows, asyncio.Future[list[Any]]]] = deque()
@@ -47,7 +51,11 @@ class MicroBatcher:
         if not self._busy:
             self._busy = True
             asyncio.get_running_loop().create_task(self._drain())
-        return await future
+        self._waiting += 1
+        try:
+            return await future
+        finally:
+            self._waiting -= 1
 
     async def _drain(self) -> None:
         try:
@@ -73,7 +81,8 @@ class MicroBatcher:
             self._on_call(sum(len(rows) for rows, _ in batch))
         if len(batch) == 1:
             rows, future = batch[0]
-            await self._settle(future, rows)
+            # alone: no other request waits, even one whose answer is set but not yet taken
+            await self._settle(future, rows, self._call_alone if self._waiting == 1 else self._call)
             return
         together = [row for rows, _ in batch for row in rows]
         try:
@@ -93,9 +102,9 @@ class MicroBatcher:
                 future.set_result(results[start : start + len(rows)])
             start += len(rows)
 
-    async def _settle(self, future: asyncio.Future[list[Any]], rows: Rows) -> None:
+    async def _settle(self, future: asyncio.Future[list[Any]], rows: Rows, call: Run | None = None) -> None:
         try:
-            result = await self._call(self._predict, rows)
+            result = await (call or self._call)(self._predict, rows)
         except Exception as exc:
             if not future.done():
                 future.set_exception(exc)

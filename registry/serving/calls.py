@@ -4,8 +4,12 @@ The event loop answers health checks, the supervisor's pulls and every other con
 that runs on it (a 30 s predict) stops all of them. Calls therefore run in a small pool of daemon
 threads, except where a thread hand-off would cost more than the call itself: a model measured fast
 at warm-up (under `INLINE_SECONDS` a row, the models not worth micro-batching), a request of at most
-`INLINE_ROWS` rows, and no timeout asked for. Such a model whose calls turn out slow anyway (over
-`DEMOTE_SECONDS`, `DEMOTE_AFTER` calls in a row) moves to the threads for good. One slow call is not
+`INLINE_ROWS` rows, and no timeout asked for; and a request of a slower model (under `ALONE_SECONDS` a
+row) that is the only one waiting for the model (`run_alone`, see `MicroBatcher`): there is nothing
+for the loop to do meanwhile, and handing the call to a thread on an idle CPU and the answer back to
+the loop costs 0.15-0.4 ms of latency on this project's 2-CPU machines (a 4 ms forest predict). Such a
+model whose calls turn out slow anyway (over `DEMOTE_SECONDS`, `DEMOTE_AFTER` calls in a row) moves to
+the threads for good. One slow call is not
 enough: on a busy machine the process is often descheduled for tens of milliseconds in the middle of
 a call, and a fast model moved to the threads pays a thread hand-off (and the GIL going back and forth)
 on every request from then on, measured at 2-3x the CPU per 100-row request. A call that never returns
@@ -42,6 +46,8 @@ MAX_STUCK = THREADS - 1
 #: A model whose single-row call took at most this long at warm-up may run small calls inline.
 INLINE_SECONDS = 0.001
 INLINE_ROWS = 1000
+#: A model whose single-row call took at most this long at warm-up may run a lone request inline.
+ALONE_SECONDS = 0.02
 #: `DEMOTE_AFTER` inline calls in a row that each took longer than this move the model to the threads.
 DEMOTE_SECONDS = 0.05
 DEMOTE_AFTER = 3
@@ -88,6 +94,8 @@ class ModelCaller:
     ) -> None:
         self.timeout = timeout
         self.inline = timeout is None and (single_row_seconds or 0.0) <= INLINE_SECONDS
+        #: Whether a lone request may run inline (`run_alone`); cleared as `inline` is, for good.
+        self.alone = timeout is None and (single_row_seconds or 0.0) <= ALONE_SECONDS
         self.stuck = 0
         self._slow = 0  # inline calls in a row over DEMOTE_SECONDS
         self._max_stuck = max(1, min(MAX_STUCK, threads - 1))
@@ -115,7 +123,7 @@ class ModelCaller:
             return result
         self._slow += 1
         if self._slow >= DEMOTE_AFTER:
-            self.inline = False
+            self.inline = self.alone = False
             log.warning(
                 "%d model calls in a row took over %.3f s on the event loop (the last %.3f s); "
                 "model calls run in threads from now on",
@@ -124,6 +132,13 @@ class ModelCaller:
                 took,
             )
         return result
+
+    async def run_alone(self, call: Call, rows: Rows) -> list[Any]:
+        """`call(rows)` for a request no other waits beside: inline if the model may run so
+        (`alone`, at most `INLINE_ROWS` rows), else in a thread."""
+        if self.alone and len(rows) <= INLINE_ROWS:
+            return self.run_inline(call, rows)
+        return await self.threaded(call, rows)
 
     async def threaded(self, call: Call, rows: Rows) -> list[Any]:
         """`call(rows)` in a thread, within the timeout if there is one."""

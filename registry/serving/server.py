@@ -106,9 +106,11 @@ def create_app(
     caller = ModelCaller(predictor.single_row_seconds, predict_timeout)
     batchers = (
         {
-            payloads.PREDICT: MicroBatcher(predictor.predict, on_call=on_call, run=caller.threaded),
+            payloads.PREDICT: MicroBatcher(
+                predictor.predict, on_call=on_call, run=caller.threaded, run_alone=caller.run_alone
+            ),
             payloads.PREDICT_PROBA: MicroBatcher(
-                predictor.predict_proba, on_call=on_call, run=caller.threaded
+                predictor.predict_proba, on_call=on_call, run=caller.threaded, run_alone=caller.run_alone
             ),
         }
         if batching
