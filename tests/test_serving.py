@@ -350,6 +350,8 @@ def test_numeric_models_fitted_on_frames_take_arrays_without_warnings(models, re
         iris = load_predictor(reg, "iris")
         shop = load_predictor(reg, "shop")
     assert (iris.input_kind, shop.input_kind) == ("array", "frame")
+    # the warm-up on the reference sample's rows measured a call and each further row (calls.py)
+    assert iris.single_row_seconds is not None and iris.row_seconds is not None and iris.row_seconds >= 0
     recwarn.clear()
     assert iris.predict(ROWS) == iris_expected(models)
     assert not [w for w in recwarn if "feature names" in str(w.message)]

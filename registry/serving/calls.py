@@ -4,9 +4,10 @@ The event loop answers health checks, the supervisor's pulls and every other con
 that runs on it (a 30 s predict) stops all of them. Calls therefore run in a small pool of daemon
 threads, except where a thread hand-off would cost more than the call itself: a model measured fast
 at warm-up (under `INLINE_SECONDS` a row, the models not worth micro-batching), a request of at most
-`INLINE_ROWS` rows, and no timeout asked for; and a request of a slower model (under `ALONE_SECONDS` a
-row) that is the only one waiting for the model (`run_alone`, see `MicroBatcher`): there is nothing
-for the loop to do meanwhile, and handing the call to a thread on an idle CPU and the answer back to
+`INLINE_ROWS` rows, and no timeout asked for; and a request of a slower model that is the only one
+waiting for the model (`run_alone`, see `MicroBatcher`), when the warm-up's figures say it takes at
+most `ALONE_SECONDS` (a forest: a fixed cost per call, little per row): there is nothing for the loop
+to do meanwhile, and handing the call to a thread on an idle CPU and the answer back to
 the loop costs 0.15-0.4 ms of latency on this project's 2-CPU machines (a 4 ms forest predict). Such a
 model whose calls turn out slow anyway (over `DEMOTE_SECONDS`, `DEMOTE_AFTER` calls in a row) moves to
 the threads for good. One slow call is not
@@ -46,7 +47,7 @@ MAX_STUCK = THREADS - 1
 #: A model whose single-row call took at most this long at warm-up may run small calls inline.
 INLINE_SECONDS = 0.001
 INLINE_ROWS = 1000
-#: A model whose single-row call took at most this long at warm-up may run a lone request inline.
+#: A lone request expected to take at most this long (from the warm-up's figures) may run inline.
 ALONE_SECONDS = 0.02
 #: `DEMOTE_AFTER` inline calls in a row that each took longer than this move the model to the threads.
 DEMOTE_SECONDS = 0.05
@@ -90,12 +91,20 @@ class ModelCaller:
     """Runs a predictor's calls inline or in threads (see the module's docstring)."""
 
     def __init__(
-        self, single_row_seconds: float | None, timeout: float | None = None, threads: int = THREADS
+        self,
+        single_row_seconds: float | None,
+        timeout: float | None = None,
+        threads: int = THREADS,
+        row_seconds: float | None = None,
     ) -> None:
+        """`single_row_seconds`: a one-row call at warm-up; `row_seconds`: what each further row added
+        (unknown: as much as the first, which overestimates a forest's many-row calls)."""
         self.timeout = timeout
         self.inline = timeout is None and (single_row_seconds or 0.0) <= INLINE_SECONDS
         #: Whether a lone request may run inline (`run_alone`); cleared as `inline` is, for good.
-        self.alone = timeout is None and (single_row_seconds or 0.0) <= ALONE_SECONDS
+        self.alone = timeout is None and single_row_seconds is not None
+        self._first_row = single_row_seconds or 0.0
+        self._next_rows = self._first_row if row_seconds is None else row_seconds
         self.stuck = 0
         self._slow = 0  # inline calls in a row over DEMOTE_SECONDS
         self._max_stuck = max(1, min(MAX_STUCK, threads - 1))
@@ -135,8 +144,8 @@ class ModelCaller:
 
     async def run_alone(self, call: Call, rows: Rows) -> list[Any]:
         """`call(rows)` for a request no other waits beside: inline if the model may run so
-        (`alone`, at most `INLINE_ROWS` rows), else in a thread."""
-        if self.alone and len(rows) <= INLINE_ROWS:
+        (`alone`) and the call is expected to take at most `ALONE_SECONDS`, else in a thread."""
+        if self.alone and self._first_row + self._next_rows * (len(rows) - 1) <= ALONE_SECONDS:
             return self.run_inline(call, rows)
         return await self.threaded(call, rows)
 

@@ -48,6 +48,8 @@ class Predictor:
         self._frame = self.schema.named and not self.schema.all_numeric
         self.ready = False
         self.single_row_seconds: float | None = None
+        #: What each row beyond the first adds to a call, from the warm-up's rows (None: not measured).
+        self.row_seconds: float | None = None
         #: The shape of `predict`'s answer: [-1] (one value a row), or [-1, k] for k outputs a row
         #: (multi-output models), as the warm-up prediction shows.
         self.predict_shape: list[int] = [-1]
@@ -108,6 +110,9 @@ class Predictor:
             if isinstance(first, list):
                 self.predict_shape = [-1, len(first)]
             self.single_row_seconds = min(_timed(self.predict, rows[:1]) for _ in range(5))
+            if len(rows) > 1:
+                many = min(_timed(self.predict, rows) for _ in range(2))
+                self.row_seconds = max(0.0, many - self.single_row_seconds) / (len(rows) - 1)
         self.ready = True
 
     @property

@@ -103,7 +103,7 @@ def create_app(
         batching = predictor.worth_batching
     sampler = InputSampler() if monitoring else None
     on_call = metrics.batch_rows.observe if monitoring else None
-    caller = ModelCaller(predictor.single_row_seconds, predict_timeout)
+    caller = ModelCaller(predictor.single_row_seconds, predict_timeout, row_seconds=predictor.row_seconds)
     batchers = (
         {
             payloads.PREDICT: MicroBatcher(
