@@ -37,6 +37,7 @@ class MicroBatcher:
         self._call: Run = run or asyncio.to_thread
         self._call_alone: Run = run_alone or self._call
         self._waiting = 0  # requests submitted and not yet answered
+        self._was_alone = True  # the last batch was one request no other waited beside (or none yet)
         self._on_call = on_call
         self.max_rows = max_rows
         self._queue: deque[tuple[Rows, asyncio.Future[list[Any]]]] = deque()
@@ -79,10 +80,14 @@ class MicroBatcher:
         self.batched_requests += len(batch)
         if self._on_call is not None:
             self._on_call(sum(len(rows) for rows, _ in batch))
+        # Alone: no other request waits, even one whose answer is set but not yet taken, and the last
+        # batch was alone too. Under concurrent load a lone batch is a gap between crowds: its call
+        # goes to a thread, so the loop reads the next requests meanwhile.
+        alone, was_alone = len(batch) == 1 and self._waiting == 1, self._was_alone
+        self._was_alone = alone
         if len(batch) == 1:
             rows, future = batch[0]
-            # alone: no other request waits, even one whose answer is set but not yet taken
-            await self._settle(future, rows, self._call_alone if self._waiting == 1 else self._call)
+            await self._settle(future, rows, self._call_alone if alone and was_alone else self._call)
             return
         together = [row for rows, _ in batch for row in rows]
         try:
