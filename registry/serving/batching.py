@@ -1,8 +1,8 @@
 """Adaptive micro-batching: requests that arrive while the model is busy share its next call.
 
 No timer and no added latency when idle: the first request runs at once (in a worker thread, so
-the event loop keeps accepting requests; `run` says how, by default `asyncio.to_thread`; or by
-`run_alone` when no other request waits for the model, which may call it inline: see
+the event loop keeps accepting requests; `run` says how, by default `asyncio.to_thread`; or, for a
+request that comes alone after another that did, `run_alone`, which may call it inline: see
 `registry.serving.calls`); whatever queued up meanwhile becomes the next batch, up to `max_rows`.
 Predictions are split back per request, so each client gets exactly what an unbatched call would
 give. If a batch fails, its requests are retried one by one so one bad request cannot fail its

@@ -2,20 +2,22 @@
 
 The event loop answers health checks, the supervisor's pulls and every other connection; a model call
 that runs on it (a 30 s predict) stops all of them. Calls therefore run in a small pool of daemon
-threads, except where a thread hand-off would cost more than the call itself: a model measured fast
-at warm-up (under `INLINE_SECONDS` a row, the models not worth micro-batching), a request of at most
-`INLINE_ROWS` rows, and no timeout asked for; and a request of a slower model that is the only one
-waiting for the model (`run_alone`, see `MicroBatcher`), when the warm-up's figures say it takes at
-most `ALONE_SECONDS` (a forest: a fixed cost per call, little per row): there is nothing for the loop
-to do meanwhile, and handing the call to a thread on an idle CPU and the answer back to
-the loop costs 0.15-0.4 ms of latency on this project's 2-CPU machines (a 4 ms forest predict). Such a
-model whose calls turn out slow anyway (over `DEMOTE_SECONDS`, `DEMOTE_AFTER` calls in a row) moves to
-the threads for good. One slow call is not
-enough: on a busy machine the process is often descheduled for tens of milliseconds in the middle of
-a call, and a fast model moved to the threads pays a thread hand-off (and the GIL going back and forth)
-on every request from then on, measured at 2-3x the CPU per 100-row request. A call that never returns
-leaves the loop blocked, and the supervisor, whose pulls then go unanswered, kills and replaces the
-worker.
+threads, except where a thread hand-off would cost more than the call itself:
+
+- a model measured fast at warm-up (under `INLINE_SECONDS` a row, the models not worth
+  micro-batching), a request of at most `INLINE_ROWS` rows, and no timeout asked for;
+- a request of a slower (micro-batched) model that comes alone, one at a time (`run_alone`, see
+  `MicroBatcher`), when the warm-up's figures put the call at most at `ALONE_SECONDS` (a forest: a
+  fixed cost per call, little per row). There is nothing for the loop to do meanwhile, and handing
+  the call to a thread on an idle CPU and the answer back costs 0.15-0.4 ms of latency on this
+  project's 2-CPU machines (a forest's predict is 4 ms).
+
+Such a model whose calls turn out slow anyway (over `DEMOTE_SECONDS`, `DEMOTE_AFTER` calls in a row)
+moves to the threads for good. One slow call is not enough: on a busy machine the process is often
+descheduled for tens of milliseconds in the middle of a call, and a fast model moved to the threads
+pays a thread hand-off (and the GIL going back and forth) on every request from then on, measured at
+2-3x the CPU per 100-row request. A call that never returns leaves the loop blocked, and the
+supervisor, whose pulls then go unanswered, kills and replaces the worker.
 
 With a predict timeout, a call over it answers 503 naming the timeout. Its thread cannot be stopped
 and runs on; at most `MAX_STUCK` such calls may run at once, beyond which requests are refused with
