@@ -49,14 +49,15 @@ def test_a_lone_request_of_a_batched_model_runs_inline_and_a_crowd_goes_to_the_t
     called on the event loop when the warm-up's figures put it under ALONE_SECONDS (a thread hand-off
     would only add latency); requests arriving together are one batch in a thread, so the loop keeps
     reading requests meanwhile. A lone call expected to take longer (many rows of a model that costs
-    per row, or a slower model), or a model with a predict timeout, runs in the threads."""
+    per row, or a slower model), one of over INLINE_ROWS rows whatever the figures, or a model with
+    a predict timeout, runs in the threads."""
 
     def batched(caller: ModelCaller, max_rows: int = 1024) -> MicroBatcher:
         return MicroBatcher(where, max_rows=max_rows, run=caller.threaded, run_alone=caller.run_alone)
 
     async def scenario():
         forest = batched(ModelCaller(0.004, row_seconds=0.00001))
-        alone = await forest.submit([[1]]) + await forest.submit([[1]] * 1000)  # 4 ms, then 14 ms
+        alone = await forest.submit([[1]]) + await forest.submit([[1]] * 300)  # 4 ms, then 16 ms
         together = await asyncio.gather(*(forest.submit([[i]]) for i in range(5)))
         # the first lone request after a crowd is a gap between crowds (a thread); the next is alone
         together.append(await forest.submit([[1]]))
@@ -66,7 +67,12 @@ def test_a_lone_request_of_a_batched_model_runs_inline_and_a_crowd_goes_to_the_t
         together += await asyncio.gather(*(one_by_one.submit([[i]]) for i in range(3)))
         per_row = batched(ModelCaller(0.004))  # each row as dear as the first (not measured)
         alone += await per_row.submit([[1]] * 5)  # 20 ms: still inline
+        # a model whose warm-up timed many rows no slower than one: each row still costs 1% of a call
+        free_rows = batched(ModelCaller(0.004, row_seconds=0.0))
+        alone += await free_rows.submit([[1]] * 400)  # 4 ms + 399 x 40 us: 19.96 ms
         longer = [
+            await free_rows.submit([[1]] * 402),  # 20.04 ms
+            await batched(ModelCaller(0.00001, row_seconds=0.0)).submit([[1]] * (calls.INLINE_ROWS + 1)),
             await per_row.submit([[1]] * 6),  # 24 ms
             await batched(ModelCaller(calls.ALONE_SECONDS * 2)).submit([[1]]),
             await batched(ModelCaller(0.004, timeout=5)).submit([[1]]),

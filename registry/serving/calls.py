@@ -7,10 +7,10 @@ threads, except where a thread hand-off would cost more than the call itself:
 - a model measured fast at warm-up (under `INLINE_SECONDS` a row, the models not worth
   micro-batching), a request of at most `INLINE_ROWS` rows, and no timeout asked for;
 - a request of a slower (micro-batched) model that comes alone, one at a time (`run_alone`, see
-  `MicroBatcher`), when the warm-up's figures put the call at most at `ALONE_SECONDS` (a forest: a
-  fixed cost per call, little per row). There is nothing for the loop to do meanwhile, and handing
-  the call to a thread on an idle CPU and the answer back costs 0.15-0.4 ms of latency on this
-  project's 2-CPU machines (a forest's predict is 4 ms).
+  `MicroBatcher`), of at most `INLINE_ROWS` rows, when the warm-up's figures put the call at most at
+  `ALONE_SECONDS` (a forest: a fixed cost per call, little per row). There is nothing for the loop
+  to do meanwhile, and handing the call to a thread on an idle CPU and the answer back costs
+  0.15-0.4 ms of latency on this project's 2-CPU machines (a forest's predict is 4 ms).
 
 Such a model whose calls turn out slow anyway (over `DEMOTE_SECONDS`, `DEMOTE_AFTER` calls in a row)
 moves to the threads for good. One slow call is not enough: on a busy machine the process is often
@@ -49,8 +49,13 @@ MAX_STUCK = THREADS - 1
 #: A model whose single-row call took at most this long at warm-up may run small calls inline.
 INLINE_SECONDS = 0.001
 INLINE_ROWS = 1000
-#: A lone request expected to take at most this long (from the warm-up's figures) may run inline.
+#: A lone request of at most `INLINE_ROWS` rows expected to take at most this long (from the warm-up's
+#: figures) may run inline.
 ALONE_SECONDS = 0.02
+#: Each row beyond the first is taken to cost at least this share of a one-row call: a model whose
+#: fixed cost per call is large and noisy (joblib or OpenMP starting threads) can time 32 rows no
+#: slower than one at warm-up, which alone would let a request of any size run inline.
+ROW_COST_FLOOR = 0.01
 #: `DEMOTE_AFTER` inline calls in a row that each took longer than this move the model to the threads.
 DEMOTE_SECONDS = 0.05
 DEMOTE_AFTER = 3
@@ -100,13 +105,15 @@ class ModelCaller:
         row_seconds: float | None = None,
     ) -> None:
         """`single_row_seconds`: a one-row call at warm-up; `row_seconds`: what each further row added
-        (unknown: as much as the first, which overestimates a forest's many-row calls)."""
+        (at least `ROW_COST_FLOOR` of the first; unknown: as much as the first, which overestimates a
+        forest's many-row calls)."""
         self.timeout = timeout
         self.inline = timeout is None and (single_row_seconds or 0.0) <= INLINE_SECONDS
         #: Whether a lone request may run inline (`run_alone`); cleared as `inline` is, for good.
         self.alone = timeout is None and single_row_seconds is not None
         self._first_row = single_row_seconds or 0.0
-        self._next_rows = self._first_row if row_seconds is None else row_seconds
+        floor = self._first_row * ROW_COST_FLOOR
+        self._next_rows = self._first_row if row_seconds is None else max(row_seconds, floor)
         self.stuck = 0
         self._slow = 0  # inline calls in a row over DEMOTE_SECONDS
         self._max_stuck = max(1, min(MAX_STUCK, threads - 1))
@@ -146,8 +153,14 @@ class ModelCaller:
 
     async def run_alone(self, call: Call, rows: Rows) -> list[Any]:
         """`call(rows)` for a request no other waits beside: inline if the model may run so
-        (`alone`) and the call is expected to take at most `ALONE_SECONDS`, else in a thread."""
-        if self.alone and self._first_row + self._next_rows * (len(rows) - 1) <= ALONE_SECONDS:
+        (`alone`), it has at most `INLINE_ROWS` rows and is expected to take at most `ALONE_SECONDS`;
+        else in a thread."""
+        count = len(rows)
+        if (
+            self.alone
+            and count <= INLINE_ROWS
+            and self._first_row + self._next_rows * (count - 1) <= ALONE_SECONDS
+        ):
             return self.run_inline(call, rows)
         return await self.threaded(call, rows)
 
