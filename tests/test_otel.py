@@ -151,9 +151,16 @@ def test_a_supervised_deployment_exports_each_workers_metrics(home: Path, receiv
                 for point in points(worker["modeldeck_requests"]) if "modeldeck_requests" in worker else ():
                     code = next(a.value.string_value for a in point.attributes if a.key == "code")
                     counted[code] = counted.get(code, 0) + int(point.as_double or point.as_int)
-            return latest if len(latest) == 2 and counted == sent else None
+            if len(latest) != 2 or counted != sent:
+                return None
+            # a request is counted, then its latency and rows, while the export thread may read them
+            durations = [p for w in latest.values() for p in points(w["modeldeck_request_duration_seconds"])]
+            rows = [p for w in latest.values() for p in points(w["modeldeck_request_rows"])]
+            answered, good_rows = sum(sent.values()), 4 * sent.get("200", 0) // 3
+            whole = sum(p.count for p in durations) == answered and sum(p.sum for p in rows) == good_rows
+            return latest if whole else None
 
-        latest = wait_until(settled, what=f"OTLP request counts equal to those sent ({sent})")
+        latest = wait_until(settled, what=f"OTLP request counts and latencies equal to those sent ({sent})")
     finally:
         stop_supervisor(client, home)
     assert {w["resource"]["service.name"] for w in latest.values()} == {"iris-otel"}  # not iris-quiet
