@@ -94,6 +94,21 @@ class _Pool:
                 future.set_exception(exc)
 
 
+def _alone_rows(single_row_seconds: float | None, row_seconds: float | None) -> int:
+    """The most rows, up to `INLINE_ROWS`, that the warm-up's figures put within `ALONE_SECONDS`: a
+    one-row call, then `row_seconds` a row (at least `ROW_COST_FLOOR` of the first; unknown: as much
+    as the first). No figures: none."""
+    if single_row_seconds is None or single_row_seconds > ALONE_SECONDS:
+        return 0
+    per_row = (
+        single_row_seconds if row_seconds is None else max(row_seconds, single_row_seconds * ROW_COST_FLOOR)
+    )
+    if per_row <= 0:
+        return INLINE_ROWS
+    # + 1e-9: a call estimated at exactly ALONE_SECONDS stays in, whatever the division rounds to
+    return min(INLINE_ROWS, 1 + int((ALONE_SECONDS - single_row_seconds) / per_row + 1e-9))
+
+
 class ModelCaller:
     """Runs a predictor's calls inline or in threads (see the module's docstring)."""
 
@@ -105,15 +120,11 @@ class ModelCaller:
         row_seconds: float | None = None,
     ) -> None:
         """`single_row_seconds`: a one-row call at warm-up; `row_seconds`: what each further row added
-        (at least `ROW_COST_FLOOR` of the first; unknown: as much as the first, which overestimates a
-        forest's many-row calls)."""
+        (unknown: as much as the first, which overestimates a forest's many-row calls)."""
         self.timeout = timeout
         self.inline = timeout is None and (single_row_seconds or 0.0) <= INLINE_SECONDS
-        #: Whether a lone request may run inline (`run_alone`); cleared as `inline` is, for good.
-        self.alone = timeout is None and single_row_seconds is not None
-        self._first_row = single_row_seconds or 0.0
-        floor = self._first_row * ROW_COST_FLOOR
-        self._next_rows = self._first_row if row_seconds is None else max(row_seconds, floor)
+        #: The most rows a lone request may have to run inline (`run_alone`); 0 once demoted, for good.
+        self.alone_rows = 0 if timeout is not None else _alone_rows(single_row_seconds, row_seconds)
         self.stuck = 0
         self._slow = 0  # inline calls in a row over DEMOTE_SECONDS
         self._max_stuck = max(1, min(MAX_STUCK, threads - 1))
@@ -141,7 +152,7 @@ class ModelCaller:
             return result
         self._slow += 1
         if self._slow >= DEMOTE_AFTER:
-            self.inline = self.alone = False
+            self.inline, self.alone_rows = False, 0
             log.warning(
                 "%d model calls in a row took over %.3f s on the event loop (the last %.3f s); "
                 "model calls run in threads from now on",
@@ -152,15 +163,9 @@ class ModelCaller:
         return result
 
     async def run_alone(self, call: Call, rows: Rows) -> list[Any]:
-        """`call(rows)` for a request no other waits beside: inline if the model may run so
-        (`alone`), it has at most `INLINE_ROWS` rows and is expected to take at most `ALONE_SECONDS`;
-        else in a thread."""
-        count = len(rows)
-        if (
-            self.alone
-            and count <= INLINE_ROWS
-            and self._first_row + self._next_rows * (count - 1) <= ALONE_SECONDS
-        ):
+        """`call(rows)` for a request no other waits beside: inline if it has at most `alone_rows`
+        rows, else in a thread."""
+        if len(rows) <= self.alone_rows:
             return self.run_inline(call, rows)
         return await self.threaded(call, rows)
 
