@@ -92,10 +92,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     of a module builds that module's fixtures again: a second supervisor, a second set of servers.
     Grouped, a module's shared fixtures are built once and its tests run in file order on one worker
     (xdist hands out the largest groups first). An explicit `xdist_group` mark is kept as it is.
-
-    Then the ungrouped tests marked `slow` go first among the ungrouped (each is a unit of its own,
-    handed out in collection order once the groups are): a 14 s test handed out last kept one worker
-    busy while the others, done, waited for it. The groups' own order is left as it is.
     """
     for item in items:
         if item.get_closest_marker("xdist_group") is not None:
@@ -105,13 +101,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         if any(defs[-1].scope == "module" for defs in info.name2fixturedefs.values()):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
-    items.sort(key=_slow_and_alone)  # stable: every other test keeps its place
-
-
-def _slow_and_alone(item: pytest.Item) -> int:
-    """0 for a test marked `slow` that is in no xdist group (see `pytest_collection_modifyitems`)."""
-    alone = item.get_closest_marker("xdist_group") is None
-    return 0 if alone and item.get_closest_marker("slow") is not None else 1
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

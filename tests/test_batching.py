@@ -98,7 +98,6 @@ def forest(tmp_path, monkeypatch):
     return home, model, X
 
 
-@pytest.mark.slow
 def test_a_batching_server_answers_each_client_exactly_as_unbatched(forest):
     import os
 

@@ -645,7 +645,6 @@ def test_the_console_refuses_a_stdout_that_is_not_a_terminal(home, tmp_path) -> 
     ]
 
 
-@pytest.mark.slow
 def test_after_the_demo_the_printed_command_opens_the_demo_registry(tmp_path) -> None:
     from console.demo import build_demo, reopen_hint
 

@@ -107,7 +107,6 @@ def _cells(app: Any, table_id: str) -> dict[str, dict[str, str]]:
     return {row[0]: dict(zip(table.labels, row, strict=True)) for row in rows}
 
 
-@pytest.mark.slow
 async def test_hosts_view_host_column_and_changes_made_by_the_other_host(shared: Shared) -> None:
     from console.app import ModeldeckApp
     from console.screens.hosts import HostsScreen

@@ -437,7 +437,6 @@ async def test_the_console_shows_realised_performance_in_the_monitor_and_the_ver
         stack.client.stop("iris-two")
 
 
-@pytest.mark.slow
 def test_a_store_that_cannot_be_opened_leaves_serving_on_and_feedback_says_why(tmp_path: Path) -> None:
     from oip_servers import iris, register, serving
 

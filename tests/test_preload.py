@@ -244,7 +244,6 @@ def test_when_the_preloader_dies_workers_are_spawned_anew_and_it_comes_back(serv
     served.client.stop("fallback")
 
 
-@pytest.mark.slow
 def test_with_preloading_off_every_worker_is_spawned_anew(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:

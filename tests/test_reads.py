@@ -97,7 +97,6 @@ def _fill(registry, iris_model) -> None:
     save_deployment(registry, DeploymentInfo("iris-prod", "iris", 2, 1, "127.0.0.1", 1, 1), "switched")
 
 
-@pytest.mark.slow
 def test_read_verbs_print_what_the_typer_command_prints(registry, iris_model, home):
     """Byte for byte, exit status included, on each database (`history` without --at shows 'now',
     which differs between two runs: that one compares all but its `at`)."""

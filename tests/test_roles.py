@@ -252,7 +252,6 @@ def test_the_sql_covers_every_table_and_serial_of_the_schema(lab: Lab) -> None:
         engine.dispose()
 
 
-@pytest.mark.slow
 def test_the_reader_browses_and_every_write_is_refused_with_its_role(
     lab: Lab, iris_model, tmp_path: Path, monkeypatch
 ) -> None:

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -29,7 +27,6 @@ def collected(*args: str) -> tuple[int, int]:
     return (0 if found[1] == "no" else int(found[1])), int(deselected[1]) if deselected else 0
 
 
-@pytest.mark.slow
 def test_a_reliability_file_named_runs_and_the_default_suite_leaves_the_tier_out() -> None:
     fuzz, footer = "tests/reliability/test_fuzz.py", "tests/test_footer.py"
     assert collected(fuzz) == (3, 0)  # named: it runs, despite the default `-m 'not reliability'`

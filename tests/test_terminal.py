@@ -216,7 +216,6 @@ def test_a_firing_alert_is_named_in_the_banner_and_its_questions_show_what_is_ty
         _quits(term)
 
 
-@pytest.mark.slow
 def test_the_demo_starts_without_a_false_alarm_and_quitting_leaves_nothing_running(tmp_path: Path) -> None:
     """`modeldeck demo --home D`, twice (the second start finds its deployments in the registry,
     stopped): while the console itself starts the supervisor there is no "not running" banner, `q`
