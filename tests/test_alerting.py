@@ -77,7 +77,7 @@ async def test_the_console_names_the_firing_alert_marks_its_rows_and_silences_it
             assert _first_cell(app, "#deployments") == "! nb"
             assert rows(app, "#deployments")[0][-1] == "FIRING"  # the same poll's row: its ALERT column
             await tap(pilot, "4")
-            await settled(pilot, lambda: rows(app, "#alerts") and rows(app, "#alerts")[0][1] == "FIRING")
+            await settled(pilot, lambda: _first_cell(app, "#alerts", 1) == "FIRING")
             assert rows(app, "#alerts")[0][1:5] == ["FIRING", "nb", "1", "availability"]
             await tap(pilot, "z")  # silence: how long, then why
             await settled(pilot, lambda: app.screen.query("Input"))
@@ -105,10 +105,10 @@ async def test_the_console_names_the_firing_alert_marks_its_rows_and_silences_it
     alerted.receiver.bodies.clear()
 
 
-def _first_cell(app, table: str) -> str | None:  # type: ignore[no-untyped-def]
-    """The first cell of the table's first row, or None while it has no rows."""
+def _first_cell(app, table: str, column: int = 0) -> str | None:  # type: ignore[no-untyped-def]
+    """A cell of the table's first row, or None while it has no rows."""
     found = rows(app, table)
-    return found[0][0] if found else None
+    return found[0][column] if found else None
 
 
 def _objective(alerted: Alerted, kind: str) -> store.ObjectiveSpec:

@@ -144,6 +144,11 @@ def test_a_supervised_deployment_exports_each_workers_metrics(home: Path, receiv
             workers = {s.resource["service.instance.id"] for s in receiver.spans()}
             assert sum(sent.values()) < 400, "every request went to one worker"
 
+        answered, good_rows = sum(sent.values()), 4 * sent["200"] // 3  # 2 + 1 + 1 rows per three good
+
+        def exported(latest: dict, name: str) -> list:
+            return [p for w in latest.values() for p in points(w[name])]
+
         def settled() -> dict | None:
             latest = receiver.latest_metrics()
             counted: dict[str, int] = {}
@@ -154,9 +159,8 @@ def test_a_supervised_deployment_exports_each_workers_metrics(home: Path, receiv
             if len(latest) != 2 or counted != sent:
                 return None
             # a request is counted, then its latency and rows, while the export thread may read them
-            durations = [p for w in latest.values() for p in points(w["modeldeck_request_duration_seconds"])]
-            rows = [p for w in latest.values() for p in points(w["modeldeck_request_rows"])]
-            answered, good_rows = sum(sent.values()), 4 * sent.get("200", 0) // 3
+            durations = exported(latest, "modeldeck_request_duration_seconds")
+            rows = exported(latest, "modeldeck_request_rows")
             whole = sum(p.count for p in durations) == answered and sum(p.sum for p in rows) == good_rows
             return latest if whole else None
 
@@ -167,14 +171,12 @@ def test_a_supervised_deployment_exports_each_workers_metrics(home: Path, receiv
     assert {s.resource["service.name"] for s in receiver.spans()} == {"iris-otel"}
     assert {w["resource"]["service.version"] for w in latest.values()} == {"1"}
     assert len({w["resource"]["process.pid"] for w in latest.values()}) == 2
-    answered = sum(sent.values())
-    durations = [p for w in latest.values() for p in points(w["modeldeck_request_duration_seconds"])]
+    durations = exported(latest, "modeldeck_request_duration_seconds")
     assert sum(p.count for p in durations) == answered
     assert all(list(p.explicit_bounds) == list(LATENCY_BUCKETS) for p in durations)
     assert all(sum(p.bucket_counts) == p.count for p in durations)
-    rows = [p for w in latest.values() for p in points(w["modeldeck_request_rows"])]
-    assert sum(p.sum for p in rows) == 4 * sent["200"] // 3  # 2 + 1 + 1 rows per three good requests
-    in_flight = [p for w in latest.values() for p in points(w["modeldeck_requests_in_flight"])]
+    assert sum(p.sum for p in exported(latest, "modeldeck_request_rows")) == good_rows
+    in_flight = exported(latest, "modeldeck_requests_in_flight")
     assert [p.as_double for p in in_flight] == [0.0, 0.0]
     assert len(workers) == 2
 
