@@ -4,6 +4,7 @@
     python benchmarks/monitoring_overhead.py            # 16 blocks of 2 rounds of 1 s per side
     python benchmarks/monitoring_overhead.py --quick    # 8 blocks
     python benchmarks/monitoring_overhead.py --extras   # also `otel` and `nostore` (see below)
+    python benchmarks/monitoring_overhead.py --rows 100 # 100-row requests instead of single rows
 
 A supervisor (pinned to one core with its workers; wrk on the other) serves the same
 LogisticRegression (20 features) from three deployments alive at the same time, one worker each:
@@ -29,9 +30,10 @@ side is always the first forked); the blocks' pairs of processes then average ou
 land in this run, which is the resolution of the `on/off` figure (the script says so when the control
 is more than 2% from 100%: `--quick`'s 8 blocks often are, the default 16 seldom).
 
-Printed per concurrency (8 and 64, single-row requests on kept-alive connections): req/s and p50 per
-side (medians over rounds), the median of the per-round ratios with its interquartile range (the
-middle half of the rounds) and the verdict against the goal: on/off at least 97%.
+Printed per concurrency (8 and 64, single-row requests on kept-alive connections; `--rows N`: N
+rows): req/s and p50 per side (medians over rounds), the median of the per-round ratios with its
+interquartile range (the middle half of the rounds) and the verdict against the goal: on/off at
+least 97%.
 
 Throughput on a shared machine moves with everything else on it; the CPU a worker spends per request
 moves far less. So each run also reads the worker processes' CPU time (user + system, from /proc),
@@ -43,6 +45,7 @@ supervisor's own CPU (its pulls and drift, for the monitored sides) is printed b
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import sys
@@ -56,8 +59,8 @@ from typing import Any
 
 import psutil
 from common import unshadow
-from serving import Cores, Load, Wrk, fmt_ms, fmt_rps, free_port, print_table
-from swap import prepare
+from serving import WRK_SCRIPT, Cores, Load, Wrk, fmt_ms, fmt_rps, free_port, print_table
+from swap import FEATURES, prepare
 
 GOAL = 0.97  # on/off throughput
 #: The rounds come in blocks, each deploying every side afresh: one pair of worker processes differs
@@ -108,6 +111,7 @@ def cpu_seconds(processes: list[psutil.Process]) -> float:
 def rounds(
     runner: Wrk,
     urls: dict[str, str],
+    rows: int,
     conc: int,
     count: int,
     workers: dict[str, list[psutil.Process]],
@@ -120,7 +124,7 @@ def rounds(
     for number in range(count):
         for side in sides if number % 2 == 0 else reversed(sides):
             before = cpu_seconds(workers[side])
-            load = runner.run(urls[side], 1, conc, 1.0)
+            load = runner.run(urls[side], rows, conc, 1.0)
             spent = cpu_seconds(workers[side]) - before
             results[side].append(load)
             cpu[side].seconds += spent
@@ -154,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--blocks", type=int, help="blocks (fresh deployments) per concurrency")
     parser.add_argument("--rounds", type=int, default=ROUNDS_PER_BLOCK, help="rounds per block")
     parser.add_argument("--extras", action="store_true", help="also the otel and nostore sides")
+    parser.add_argument("--rows", type=int, default=1, help="rows per request (default 1)")
     options = parser.parse_args(argv)
     unshadow()
     from registry.serving.client import SupervisorClient
@@ -167,13 +172,13 @@ def main(argv: list[str] | None = None) -> None:
     cores = Cores()
     print(
         f"monitoring overhead: {count} rounds of 1 s per side, order reversed every round, in {blocks}"
-        f" blocks of {per_block} with fresh workers each"
+        f" blocks of {per_block} with fresh workers each; {options.rows}-row requests"
     )
     print(f"pinning: {cores.describe()}")
     with tempfile.TemporaryDirectory(prefix="modeldeck-overhead-") as tmp_name:
         tmp = Path(tmp_name)
         home, script, supervisor = prepare(tmp, cores, "--metrics=off")
-        runner = Wrk(binary, cores, {1: script})
+        runner = Wrk(binary, cores, {1: script, options.rows: rows_script(tmp, options.rows)})
         client = SupervisorClient(home)
         try:
             while not client.running():
@@ -191,8 +196,9 @@ def main(argv: list[str] | None = None) -> None:
                 for block in range(blocks):  # fresh workers each block: no one process's luck decides
                     urls, workers = deploy_sides(client, sides if block % 2 == 0 else sides[::-1])
                     for side in urls:  # warm-up
-                        runner.run(urls[side], 1, conc, 1)
-                    for side, loads in rounds(runner, urls, conc, per_block, workers, cpu).items():
+                        runner.run(urls[side], options.rows, conc, 1)
+                    done = rounds(runner, urls, options.rows, conc, per_block, workers, cpu)
+                    for side, loads in done.items():
                         results[side] += loads
                     for side in urls:
                         client.stop(side)
@@ -269,6 +275,15 @@ def main(argv: list[str] | None = None) -> None:
             f"{CONTROL_TOLERANCE:.0%} from 100%, so this run cannot resolve on/off to the goal's precision; "
             f"run more blocks (--blocks N; the default is {BLOCKS})"
         )
+
+
+def rows_script(tmp: Path, rows: int) -> Path:
+    """wrk's POST script for requests of `rows` rows of the benchmark model's features."""
+    body = tmp / f"body-{rows}.json"
+    body.write_text(json.dumps({"inputs": [[0.1 + i / 1000] * FEATURES for i in range(rows)]}))
+    script = tmp / f"post-{rows}.lua"
+    script.write_text(WRK_SCRIPT.format(path=json.dumps(str(body))))
+    return script
 
 
 def otlp_sink() -> str:
