@@ -59,7 +59,7 @@ from typing import Any
 
 import psutil
 from common import unshadow
-from serving import WRK_SCRIPT, Cores, Load, Wrk, fmt_ms, fmt_rps, free_port, print_table
+from serving import Cores, Load, Wrk, fmt_ms, fmt_rps, free_port, post_script, print_table
 from swap import FEATURES, prepare
 
 GOAL = 0.97  # on/off throughput
@@ -178,7 +178,10 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="modeldeck-overhead-") as tmp_name:
         tmp = Path(tmp_name)
         home, script, supervisor = prepare(tmp, cores, "--metrics=off")
-        runner = Wrk(binary, cores, {1: script, options.rows: rows_script(tmp, options.rows)})
+        if options.rows != 1:
+            inputs = [[0.1 + i / 1000] * FEATURES for i in range(options.rows)]  # rows unlike each other
+            script = post_script(tmp, options.rows, json.dumps({"inputs": inputs}).encode())
+        runner = Wrk(binary, cores, {options.rows: script})
         client = SupervisorClient(home)
         try:
             while not client.running():
@@ -275,15 +278,6 @@ def main(argv: list[str] | None = None) -> None:
             f"{CONTROL_TOLERANCE:.0%} from 100%, so this run cannot resolve on/off to the goal's precision; "
             f"run more blocks (--blocks N; the default is {BLOCKS})"
         )
-
-
-def rows_script(tmp: Path, rows: int) -> Path:
-    """wrk's POST script for requests of `rows` rows of the benchmark model's features."""
-    body = tmp / f"body-{rows}.json"
-    body.write_text(json.dumps({"inputs": [[0.1 + i / 1000] * FEATURES for i in range(rows)]}))
-    script = tmp / f"post-{rows}.lua"
-    script.write_text(WRK_SCRIPT.format(path=json.dumps(str(body))))
-    return script
 
 
 def otlp_sink() -> str:

@@ -22,7 +22,6 @@ ceiling. The stack whose modeldeck app serves the most is the one to run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pickle
 import shutil
@@ -32,7 +31,6 @@ from pathlib import Path
 
 from common import free_port, unshadow
 from serving import (
-    WRK_SCRIPT,
     Cores,
     Launcher,
     Series,
@@ -40,6 +38,7 @@ from serving import (
     fmt_ms,
     fmt_rps,
     make_fixture,
+    post_script,
     print_table,
     register_models,
 )
@@ -141,11 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(tmp_name)
         fixture = make_fixture()
         register_models(tmp / "home", fixture)
-        scripts = {}
-        for rows, body in fixture.bodies.items():
-            (tmp / f"body-{rows}.json").write_bytes(body)
-            scripts[rows] = tmp / f"post-{rows}.lua"
-            scripts[rows].write_text(WRK_SCRIPT.format(path=json.dumps(str(tmp / f"body-{rows}.json"))))
+        scripts = {rows: post_script(tmp, rows, body) for rows, body in fixture.bodies.items()}
         model = tmp / "model.pickle"
         with model.open("wb") as out:
             pickle.dump((fixture.fast["logreg"], fixture.arrays), out)

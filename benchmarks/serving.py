@@ -131,6 +131,15 @@ f:close()
 """
 
 
+def post_script(folder: Path, rows: int, body: bytes) -> Path:
+    """wrk's script POSTing `body` (a request of `rows` rows), written to `folder` with the body."""
+    body_file = folder / f"body-{rows}.json"
+    body_file.write_bytes(body)
+    script = folder / f"post-{rows}.lua"
+    script.write_text(WRK_SCRIPT.format(path=json.dumps(str(body_file))))
+    return script
+
+
 # ---------------------------------------------------------------------- plan and results
 @dataclass
 class Plan:
@@ -1008,13 +1017,7 @@ def main(argv: list[str] | None = None) -> None:
 
             load: dict[tuple[str, str | None, int, int], Series] = {}
             if wrk_binary is not None:
-                scripts = {}
-                for rows, body in fixture.bodies.items():
-                    (tmp / f"body-{rows}.json").write_bytes(body)
-                    scripts[rows] = tmp / f"post-{rows}.lua"
-                    scripts[rows].write_text(
-                        WRK_SCRIPT.format(path=json.dumps(str(tmp / f"body-{rows}.json")))
-                    )
+                scripts = {rows: post_script(tmp, rows, body) for rows, body in fixture.bodies.items()}
                 print(f"load ({len(plan.configs)} configurations x {len(targets)} servers) ...", flush=True)
                 load = measure_load(Wrk(wrk_binary, cores, scripts), targets, plan)
                 for t in targets:

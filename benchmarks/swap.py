@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 from common import unshadow
-from serving import WRK_SCRIPT, Cores, Wrk, fmt_ms, free_port, parse_wrk, print_table
+from serving import Cores, Wrk, fmt_ms, free_port, parse_wrk, post_script, print_table
 
 ROOT = Path(__file__).resolve().parent.parent
 FEATURES = 20
@@ -66,10 +66,7 @@ def prepare(tmp: Path, cores: Cores, *flags: str) -> tuple[Path, Path, subproces
     """A home with the benchmark model, wrk's POST script, and a supervisor pinned to the server core."""
     home = tmp / "home"
     make_home(home)
-    body = tmp / "body.json"
-    body.write_text(json.dumps({"inputs": [[0.1] * FEATURES]}))
-    script = tmp / "post.lua"
-    script.write_text(WRK_SCRIPT.format(path=json.dumps(str(body))))
+    script = post_script(tmp, 1, json.dumps({"inputs": [[0.1] * FEATURES]}).encode())
     env = {**os.environ, "MODELDECK_HOME": str(home)}
     env.pop("MODELDECK_DB_URL", None)
     command = [sys.executable, "-m", "registry.serving.control", "--home", str(home), *flags]
